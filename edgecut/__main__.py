@@ -1,0 +1,5 @@
+"""``python -m edgecut``."""
+
+from edgecut._cli import main
+
+raise SystemExit(main())

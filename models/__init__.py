@@ -1,0 +1,27 @@
+"""Models: split manifests and the ONNX Runtime wrapper.
+
+This package imports without ``onnx`` so an agent can run prebuilt head files
+with only onnxruntime. The tooling that needs ``onnx`` lives in the public
+submodules :mod:`models.zoo` (builds the model zoo) and :mod:`models.partition`
+(enumerates cuts and splits any ONNX model); import them explicitly.
+"""
+
+from models._manifest import (
+    HEAD_FILE,
+    MANIFEST_FILE,
+    TAIL_FILE,
+    Manifest,
+    TensorSpec,
+    sha256_hex,
+)
+from models._runtime import Session
+
+__all__ = [
+    "HEAD_FILE",
+    "MANIFEST_FILE",
+    "TAIL_FILE",
+    "Manifest",
+    "Session",
+    "TensorSpec",
+    "sha256_hex",
+]

@@ -1,0 +1,162 @@
+"""Tensor specs and split manifests: plain data, no ``onnx`` import.
+
+A manifest is what lets an agent and a hub prove they hold matching halves of
+one model: the full model's sha256, the cut, the tensors that cross it, and the
+sha256 of each half. It is stored as ``manifest.json`` beside ``head.onnx`` and
+``tail.onnx``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol.errors import ModelError
+
+MANIFEST_FORMAT = 1
+HEAD_FILE = "head.onnx"
+TAIL_FILE = "tail.onnx"
+MANIFEST_FILE = "manifest.json"
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the hex sha256 of ``data`` (how models and halves are identified)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """Name, element type and shape of a tensor.
+
+    Attributes:
+        name: The tensor's name in the graph.
+        dtype: A numpy dtype name such as ``"float32"`` or ``"uint8"``.
+        shape: One entry per axis: an ``int``, or a ``str`` naming a symbolic
+            (dynamic) dimension such as the batch axis ``"N"``.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def nbytes(self, batch: int = 1) -> int:
+        """Size in bytes with every symbolic dimension set to ``batch``."""
+        dims = (d if isinstance(d, int) else batch for d in self.shape)
+        return math.prod(dims) * np.dtype(self.dtype).itemsize
+
+    def matches(self, array: np.ndarray) -> bool:
+        """True when ``array`` has this dtype and a shape this spec allows."""
+        if array.dtype != np.dtype(self.dtype) or array.ndim != len(self.shape):
+            return False
+        return all(isinstance(d, str) or d == n for d, n in zip(self.shape, array.shape, strict=True))
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TensorSpec:
+        """Build a spec from :meth:`to_json` output."""
+        return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a split is: which model, which cut, which tensors cross.
+
+    Attributes:
+        model_id: Human name of the model (zoo name or file stem).
+        model_sha256: sha256 of the full model's serialized bytes.
+        cut_id: The cut's id as listed by ``edgecut models cuts``.
+        inputs: The full model's inputs (what the head, or at the ``input``
+            cut the tail, is fed).
+        crossing: Tensors that travel from edge to cloud, in wire order.
+        outputs: The full model's outputs (what the tail returns).
+        head_sha256: sha256 of ``head.onnx``; ``None`` at the ``input`` cut,
+            where the edge runs nothing.
+        tail_sha256: sha256 of ``tail.onnx``; ``None`` at the ``output`` cut,
+            where the cloud runs nothing.
+    """
+
+    model_id: str
+    model_sha256: str
+    cut_id: str
+    inputs: tuple[TensorSpec, ...]
+    crossing: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    head_sha256: str | None
+    tail_sha256: str | None
+
+    @property
+    def crossing_bytes(self) -> int:
+        """Bytes that cross the cut at batch 1."""
+        return sum(spec.nbytes() for spec in self.crossing)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as a JSON-ready dict."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "model_id": self.model_id,
+            "model_sha256": self.model_sha256,
+            "cut_id": self.cut_id,
+            "inputs": [s.to_json() for s in self.inputs],
+            "crossing": [s.to_json() for s in self.crossing],
+            "outputs": [s.to_json() for s in self.outputs],
+            "head_sha256": self.head_sha256,
+            "tail_sha256": self.tail_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        """Build a manifest from :meth:`to_json` output.
+
+        Raises:
+            ModelError: The data is not a manifest of a supported format.
+        """
+        try:
+            if data["format"] != MANIFEST_FORMAT:
+                msg = f"manifest format {data['format']!r} is not supported (expected {MANIFEST_FORMAT})"
+                raise ModelError(msg)
+            return cls(
+                model_id=str(data["model_id"]),
+                model_sha256=str(data["model_sha256"]),
+                cut_id=str(data["cut_id"]),
+                inputs=tuple(TensorSpec.from_json(s) for s in data["inputs"]),
+                crossing=tuple(TensorSpec.from_json(s) for s in data["crossing"]),
+                outputs=tuple(TensorSpec.from_json(s) for s in data["outputs"]),
+                head_sha256=data["head_sha256"],
+                tail_sha256=data["tail_sha256"],
+            )
+        except (KeyError, TypeError) as exc:
+            msg = f"not a valid manifest: missing or malformed field {exc}"
+            raise ModelError(msg) from exc
+
+    def save(self, directory: Path) -> Path:
+        """Write ``manifest.json`` into ``directory`` and return its path."""
+        path = directory / MANIFEST_FILE
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        """Read ``manifest.json`` from a split directory.
+
+        Raises:
+            ModelError: The file is missing or not a valid manifest.
+        """
+        path = directory / MANIFEST_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            msg = f"cannot read manifest {path}: {exc}"
+            raise ModelError(msg) from exc
+        if not isinstance(data, dict):
+            msg = f"{path} is not a JSON object"
+            raise ModelError(msg)
+        return cls.from_json(data)

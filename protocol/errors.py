@@ -1,0 +1,43 @@
+"""The one exception tree of edgecut.
+
+::
+
+    EdgecutError
+    ├── ProtocolError    a message on the wire is malformed or not allowed
+    ├── TransportError   the broker connection failed or a publish could not be made
+    ├── ModelError       a model, cut or split is missing, invalid or does not match
+    └── ConfigError      a setting (URL, path, option) is invalid
+
+API misuse (calling things in the wrong order, wrong argument types) raises the
+built-in ``ValueError``/``TypeError``/``RuntimeError`` instead.
+"""
+
+from __future__ import annotations
+
+
+class EdgecutError(Exception):
+    """Root of every error edgecut raises on purpose."""
+
+
+class ProtocolError(EdgecutError):
+    """A message could not be decoded or breaks the wire contract.
+
+    Attributes:
+        code: The error code a hub puts in its error reply (see ``ErrorCode``).
+    """
+
+    def __init__(self, message: str, *, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransportError(EdgecutError):
+    """The broker connection failed, was lost, or refused a message."""
+
+
+class ModelError(EdgecutError):
+    """A model, cut or split is unknown, invalid, or does not match its manifest."""
+
+
+class ConfigError(EdgecutError):
+    """A configuration value (broker URL, path, option) is invalid."""
