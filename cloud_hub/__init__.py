@@ -1,0 +1,28 @@
+"""The cloud side of split inference: hubs that run tails, and a local broker.
+
+:class:`Hub` serves requests from a broker; :func:`run_hub` runs one until
+SIGINT/SIGTERM. :class:`LocalBroker` starts mosquitto (or the embedded iotcore
+broker) on loopback for demos, tests and the zero-setup default.
+"""
+
+from cloud_hub._broker import BrokerKind, LocalBroker, free_port, resolve_kind
+from cloud_hub._config import DEFAULT_BROKER, DEFAULT_GROUP, HubConfig, default_hub_id
+from cloud_hub._server import Hub, run_hub, serve_until_signalled
+from cloud_hub._store import Tail, TailStore, TailUnavailableError
+
+__all__ = [
+    "DEFAULT_BROKER",
+    "DEFAULT_GROUP",
+    "BrokerKind",
+    "Hub",
+    "HubConfig",
+    "LocalBroker",
+    "Tail",
+    "TailStore",
+    "TailUnavailableError",
+    "default_hub_id",
+    "free_port",
+    "resolve_kind",
+    "run_hub",
+    "serve_until_signalled",
+]

@@ -12,12 +12,14 @@ import dataclasses
 import hashlib
 import json
 import math
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protocol.errors import ModelError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MANIFEST_FORMAT = 1
 HEAD_FILE = "head.onnx"

@@ -1,0 +1,152 @@
+"""How thin is the runtime? Agent round trip vs bare aiomqtt echo + head + tail compute.
+
+For each cut: the median of N agent inferences through a real hub and broker,
+against the sum of three medians measured the same way in this run: a bare
+aiomqtt request/response echo carrying the same request and reply byte counts
+(MQTT 5, TCP_NODELAY, same broker and QoS), the head run alone, and the tail
+run alone. The ratio is the runtime's overhead; the target is <= 1.1.
+
+    python bench/transport.py [--model resnet18] [--requests 30] [--broker URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import statistics
+import time
+from typing import Any
+
+import aiomqtt
+import numpy as np
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud_hub import Hub, HubConfig, LocalBroker
+from edge_agent import CLOUD_ONLY, EdgeAgent, Timeouts
+from edge_agent._url import BrokerURL
+from edgecut._demo import pick_cuts, sample_images
+
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def _client(url: BrokerURL) -> aiomqtt.Client:
+    return aiomqtt.Client(url.host, url.port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=NODELAY)
+
+
+async def echo_round_trip(url: BrokerURL, request_bytes: int, reply_bytes: int, count: int) -> float:
+    """Median ms of a bare MQTT 5 request/response with these payload sizes."""
+    request, reply = b"x" * request_bytes, b"y" * reply_bytes
+    async with _client(url) as server, _client(url) as client:
+        await server.subscribe("bench/echo/req", qos=url.qos)
+        await client.subscribe("bench/echo/resp", qos=url.qos)
+
+        async def serve() -> None:
+            async for message in server.messages:
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
+                await server.publish("bench/echo/resp", reply, qos=url.qos, properties=props)
+
+        echo = asyncio.create_task(serve())
+        samples = []
+        for i in range(count + 1):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = "bench/echo/resp"
+            props.CorrelationData = str(i).encode()
+            started = time.perf_counter()
+            await client.publish("bench/echo/req", request, qos=url.qos, properties=props)
+            await anext(aiter(client.messages))
+            samples.append(time.perf_counter() - started)
+        echo.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await echo
+    return _median_ms(samples[1:])
+
+
+def compute_ms(session: Any, feeds: dict[str, np.ndarray], count: int) -> float:  # noqa: ANN401
+    """Median ms of ``session.run(feeds)``."""
+    session.run(feeds)
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        session.run(feeds)
+        samples.append(time.perf_counter() - started)
+    return _median_ms(samples)
+
+
+async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.ndarray]) -> dict[str, Any]:
+    """Measure one cut: agent round trips, then the same bytes bare, then compute alone."""
+    await agent.infer(images[0], cut=cut)
+    totals, sent, received = [], 0, 0
+    for image in images:
+        result = await agent.infer(image, cut=cut)
+        totals.append(result.timings.total_ms / 1000)
+        sent = result.bytes_sent
+        received = sum(v.nbytes for v in result.outputs.values()) + 200  # tensor + envelope
+    halves = agent.model.halves(cut)
+    feeds = {agent.model.inputs[0].name: images[0][np.newaxis]}
+    head_ms = compute_ms(halves.head, feeds, len(images)) if halves.head else 0.0
+    crossing = halves.head.run(feeds) if halves.head else feeds
+    tail_ms = compute_ms(halves.tail, crossing, len(images))
+    echo_ms = await echo_round_trip(url, sent, received, len(images))
+    agent_ms = _median_ms(totals)
+    floor = echo_ms + head_ms + tail_ms
+    return {
+        "cut": cut,
+        "request_bytes": sent,
+        "agent_ms": agent_ms,
+        "echo_ms": echo_ms,
+        "head_ms": head_ms,
+        "tail_ms": tail_ms,
+        "ratio": agent_ms / floor,
+    }
+
+
+async def main(model: str, requests: int, broker: str | None) -> list[dict[str, Any]]:
+    """Run the benchmark over every demo cut but edge-only."""
+    with contextlib.ExitStack() as stack:
+        if broker is None:
+            broker = stack.enter_context(LocalBroker()).url
+        url = BrokerURL.parse(broker)
+        hub = Hub(HubConfig(broker=broker, prefix="bench", hub_id="bench-hub", threads=1))
+        serving = asyncio.create_task(hub.serve())
+        await hub.ready.wait()
+        try:
+            async with EdgeAgent(
+                broker, model=model, cut=CLOUD_ONLY, prefix="bench", threads=1, timeouts=Timeouts(request=30)
+            ) as agent:
+                shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
+                images = list(sample_images(requests, shape))  # type: ignore[arg-type]
+                cuts = [c for c in pick_cuts(agent.model) if c != "output"]
+                return [await bench_cut(agent, url, cut, images) for cut in cuts]
+        finally:
+            hub.request_shutdown()
+            await serving
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--broker", default=None, help="default: start a local broker")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = asyncio.run(main(args.model, args.requests, args.broker))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(
+            f"{'cut':<24} {'req bytes':>10} {'agent ms':>9} {'echo ms':>8} {'head ms':>8} {'tail ms':>8} {'ratio':>6}"
+        )
+        for r in rows:
+            print(
+                f"{r['cut']:<24} {r['request_bytes']:>10,} {r['agent_ms']:>9.2f} {r['echo_ms']:>8.2f} "
+                f"{r['head_ms']:>8.2f} {r['tail_ms']:>8.2f} {r['ratio']:>6.3f}"
+            )

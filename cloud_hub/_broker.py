@@ -1,0 +1,224 @@
+"""A local MQTT 5 broker process for the zero-setup default, demos and tests.
+
+``mosquitto`` is used when it is on ``PATH`` (it is the broker the tests and CI
+run), else the embedded rumqttd broker that the ``iotcore`` package ships. Both
+get a generated config: loopback only, TCP_NODELAY where the broker has the
+setting, no silent queue limit, and a packet size limit that fits the largest
+protocol message. docs/broker.md compares the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Self
+
+from protocol import DEFAULT_MAX_MESSAGE_BYTES
+from protocol.errors import ConfigError, TransportError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+BrokerKind = Literal["auto", "mosquitto", "iotcore"]
+
+# Room for the MQTT fixed header, topic and properties around the largest payload.
+_PACKET_OVERHEAD = 64 * 1024
+
+_MOSQUITTO_CONF = """\
+listener {port} {host}
+allow_anonymous true
+# Without it small request/reply round trips stall for 40+ ms (Nagle's algorithm).
+set_tcp_nodelay true
+# 0 = unlimited: the default (1000) silently drops QoS 1 messages to slow subscribers.
+max_queued_messages 0
+max_inflight_messages 0
+max_packet_size {max_packet}
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+"""
+
+_RUMQTTD_CONF = """\
+id = 0
+
+[router]
+id = 0
+max_connections = 10010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v5.1]
+name = "v5-1"
+listen = "{host}:{port}"
+next_connection_delay_ms = 1
+    [v5.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = {max_packet}
+    max_inflight_count = 100
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def resolve_kind(kind: BrokerKind) -> Literal["mosquitto", "iotcore"]:
+    """The broker ``kind`` names: for ``"auto"``, mosquitto if installed, else iotcore.
+
+    Raises:
+        ConfigError: The chosen broker is not installed.
+    """
+    if kind in {"auto", "mosquitto"} and shutil.which("mosquitto"):
+        return "mosquitto"
+    if kind == "mosquitto":
+        msg = "mosquitto is not on PATH (Debian/Ubuntu: apt-get install mosquitto)"
+        raise ConfigError(msg)
+    try:
+        import iotcore  # noqa: F401, PLC0415 - optional dependency
+    except ImportError as exc:
+        msg = "no local broker: install mosquitto, or the embedded one with pip install 'edgecut[broker]'"
+        raise ConfigError(msg) from exc
+    return "iotcore"
+
+
+class LocalBroker:
+    """An MQTT 5 broker child process listening on loopback.
+
+    Args:
+        kind: ``"mosquitto"``, ``"iotcore"`` or ``"auto"`` (mosquitto when on PATH).
+        port: TCP port; 0 picks a free one.
+        host: Address to listen on.
+        max_message_bytes: Largest payload the broker must carry.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: BrokerKind = "auto",
+        port: int = 0,
+        host: str = "127.0.0.1",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.kind = resolve_kind(kind)
+        self.host = host
+        self.port = port or free_port(host)
+        self._max_packet = max_message_bytes + _PACKET_OVERHEAD
+        self._workdir = Path(tempfile.mkdtemp(prefix="edgecut-broker-"))
+        self._process: subprocess.Popen[bytes] | None = None
+        self._iotcore: object | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker URL clients use. The embedded broker's carries ``?qos=0``.
+
+        rumqttd holds back small QoS 1 messages for ~44 ms (docs/broker.md), so
+        with it requests and replies go at QoS 0, guarded by request deadlines.
+        """
+        qos = "?qos=0" if self.kind == "iotcore" else ""
+        return f"mqtt://{self.host}:{self.port}{qos}"
+
+    @property
+    def is_running(self) -> bool:
+        """True while the broker process is alive."""
+        if self._iotcore is not None:
+            return bool(self._iotcore.is_running)  # type: ignore[attr-defined]
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start the broker and wait until it accepts connections.
+
+        Raises:
+            TransportError: It did not come up within ``timeout`` seconds.
+        """
+        if self.is_running:
+            return self
+        if self.kind == "mosquitto":
+            self._start_mosquitto()
+        else:
+            self._start_iotcore(timeout)
+        self._wait_listening(timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker process. Safe to call twice."""
+        if self._iotcore is not None:
+            self._iotcore.stop()  # type: ignore[attr-defined]
+            self._iotcore = None
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def kill(self) -> None:
+        """Kill the broker abruptly (SIGKILL), as a crash would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(5)
+            self._process = None
+        else:
+            self.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<LocalBroker {self.kind} {self.host}:{self.port} {state}>"
+
+    def _start_mosquitto(self) -> None:
+        conf = self._workdir / "mosquitto.conf"
+        conf.write_text(_MOSQUITTO_CONF.format(port=self.port, host=self.host, max_packet=self._max_packet))
+        with (self._workdir / "mosquitto.log").open("ab") as log:  # the child keeps its own handle
+            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, generated config
+                [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def _start_iotcore(self, timeout: float) -> None:
+        from iotcore import Broker  # noqa: PLC0415 - optional dependency
+
+        conf = self._workdir / "rumqttd.toml"
+        conf.write_text(_RUMQTTD_CONF.format(port=self.port, host=self.host, max_packet=self._max_packet))
+        broker = Broker(port=self.port, listen=self.host, config_path=str(conf))
+        try:
+            broker.start(timeout=timeout)
+        except (OSError, RuntimeError) as exc:
+            msg = f"embedded broker did not start on {self.host}:{self.port}: {exc}"
+            raise TransportError(msg) from exc
+        self._iotcore = broker
+
+    def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running:
+                break
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
+                return
+            time.sleep(0.02)
+        log = self._workdir / "mosquitto.log"
+        detail = log.read_text(errors="replace").strip() if log.exists() else ""
+        self.stop()
+        msg = f"{self.kind} did not start listening on {self.host}:{self.port} within {timeout} s. {detail}"
+        raise TransportError(msg.strip())

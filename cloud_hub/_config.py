@@ -1,0 +1,80 @@
+"""Hub configuration: cheap to build, checked early."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from typing import TYPE_CHECKING
+
+from edge_agent import BrokerURL
+from protocol import DEFAULT_MAX_MESSAGE_BYTES, Topics
+from protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_GROUP = "edgecut-hubs"
+
+
+def default_hub_id() -> str:
+    """``hub-<host>-<pid>``, with characters MQTT topics cannot carry replaced."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+    return f"hub-{host}-{os.getpid()}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HubConfig:
+    """Everything a :class:`~cloud_hub.Hub` needs to know.
+
+    Attributes:
+        broker: Broker URL, ``mqtt://[user:pass@]host:port`` or ``mqtts://``.
+        models_dir: Directory with split directories (``manifest.json`` +
+            ``tail.onnx``) and/or full ``.onnx`` models; searched recursively.
+        use_zoo: Also serve the built-in zoo models (built on first use).
+        group: Shared-subscription group; hubs in one group split the requests.
+        hub_id: This hub's id in replies and status; unique per broker.
+        prefix: Topic prefix (see ``protocol.Topics``).
+        workers: Requests computed at the same time.
+        threads: ONNX Runtime intra-op threads per run (``None``: all cores).
+        max_queue: Requests accepted but not finished before new ones are
+            answered ``overloaded`` straight away.
+        max_sessions: Tail sessions kept loaded (least recently used go first).
+        max_message_bytes: Largest message accepted or sent.
+        status_interval: Seconds between status publications (load reports).
+        grace: Seconds a shutdown waits for accepted requests to finish.
+    """
+
+    broker: str = DEFAULT_BROKER
+    models_dir: Path | None = None
+    use_zoo: bool = True
+    group: str = DEFAULT_GROUP
+    hub_id: str = dataclasses.field(default_factory=default_hub_id)
+    prefix: str = "edgecut"
+    workers: int = 1
+    threads: int | None = None
+    max_queue: int = 64
+    max_sessions: int = 8
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    status_interval: float = 5.0
+    grace: float = 10.0
+
+    def __post_init__(self) -> None:
+        BrokerURL.parse(self.broker)
+        try:
+            Topics(self.prefix).status(self.hub_id)
+            Topics(self.prefix).shared_requests(self.group)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.models_dir is not None and not self.models_dir.is_dir():
+            msg = f"models directory {self.models_dir} does not exist"
+            raise ConfigError(msg)
+        if self.models_dir is None and not self.use_zoo:
+            msg = "nothing to serve: give a models directory or enable the zoo"
+            raise ConfigError(msg)
+        for name in ("workers", "max_queue", "max_sessions"):
+            if getattr(self, name) < 1:
+                msg = f"{name} must be at least 1"
+                raise ConfigError(msg)

@@ -1,0 +1,427 @@
+"""The edge agent: runs a model's head, sends the activations, gets the tail's answer.
+
+::
+
+    async with EdgeAgent("mqtt://127.0.0.1:1883", model="resnet18", cut="layer3.1.out") as agent:
+        result = await agent.infer(image)
+        print(result.cut_id, result.timings.total_ms, result.outputs["logits"].argmax())
+
+One request is one MQTT 5 publish to the agent's request topic, with the
+ResponseTopic and CorrelationData properties set; the reply is matched by
+request id. A request without a reply by its deadline runs the tail on the
+device when the agent holds it (the result says so), else raises
+:class:`RequestTimeoutError`. Requests published before a connection loss are
+published again, with the same id, once the agent has reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Self
+
+import numpy as np
+
+from edge_agent._halves import EDGE_ONLY, Halves, ModelHalves
+from edge_agent._mqtt import Connection, Incoming
+from edge_agent._url import BrokerURL
+from protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ErrorCode,
+    InferenceRequest,
+    Topics,
+    decode_reply,
+    encode_request,
+)
+from protocol.errors import EdgecutError, TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+    from types import TracebackType
+
+    from models import Session
+    from protocol import InferenceReply
+
+logger = logging.getLogger("edgecut.agent")
+
+AUTO = "auto"
+# Hub errors after which the local tail gives the same answer the hub would have.
+_FALLBACK_CODES = frozenset({ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL})
+
+
+class RequestTimeoutError(TransportError):
+    """No reply came before the request's deadline and no local fallback was possible."""
+
+
+class HubError(EdgecutError):
+    """The hub answered with an error reply.
+
+    Attributes:
+        code: The protocol error code (``protocol.ErrorCode``).
+        hub_id: The hub that answered.
+    """
+
+    def __init__(self, code: str, message: str, *, hub_id: str) -> None:
+        super().__init__(f"{hub_id}: {code}: {message}")
+        self.code = code
+        self.hub_id = hub_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long an agent waits, per phase, in seconds.
+
+    Attributes:
+        connect: For the first broker connection when the agent starts.
+        request: For a reply, counted from the moment the request is ready to
+            send (head compute excluded); also the request's deadline at the hub.
+    """
+
+    connect: float = 10.0
+    request: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timings:
+    """Where the time of one inference went, in milliseconds.
+
+    ``network_ms`` is the round trip seen by the agent minus the hub's own
+    queue and compute time: both transfers, the broker, and the hub's message
+    decoding and encoding.
+    """
+
+    edge_ms: float = 0.0
+    encode_ms: float = 0.0
+    network_ms: float = 0.0
+    hub_queue_ms: float = 0.0
+    hub_compute_ms: float = 0.0
+    decode_ms: float = 0.0
+    fallback_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """The outputs of one inference and how they were made.
+
+    Attributes:
+        outputs: The model's outputs by name.
+        cut_id: The cut used.
+        timings: Where the time went.
+        bytes_sent: Request payload bytes (0 when nothing was sent).
+        request_id: The request's id (``None`` for edge-only runs).
+        hub_id: The hub that answered (``None`` if none did).
+        fallback: Why the tail ran on the device instead, or ``None``.
+    """
+
+    outputs: dict[str, np.ndarray]
+    cut_id: str
+    timings: Timings
+    bytes_sent: int = 0
+    request_id: str | None = None
+    hub_id: str | None = None
+    fallback: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A request waiting for its reply."""
+
+    topic: str
+    payload: bytes
+    reply: asyncio.Future[bytes]
+    published: bool = False
+
+
+class EdgeAgent:
+    """Split inference from the device's side.
+
+    Args:
+        broker: Broker URL, ``mqtt://[user:pass@]host:port[?qos=0|1]`` or ``mqtts://``.
+        model: A zoo model name, an ``.onnx`` file (both split on the device,
+            which needs ``onnx``), or a split directory (``head.onnx`` +
+            ``manifest.json``, optionally ``tail.onnx`` for fallback).
+        cut: The cut to use: an id from ``edgecut models cuts``, or ``"auto"``
+            (for now the cut that sends the fewest bytes; the latency planner
+            will replace this policy).
+        agent_id: This agent's id in topics; unique per broker. Random if ``None``.
+        timeouts: Connect and request timeouts.
+        fallback: Run the tail on the device when the hub does not answer in
+            time (needs the tail: a full model or a split directory with it).
+        prefix: Topic prefix (see ``protocol.Topics``).
+        threads: ONNX Runtime intra-op threads (``None``: all cores).
+        max_message_bytes: Largest request the agent will send.
+    """
+
+    def __init__(
+        self,
+        broker: str | BrokerURL,
+        *,
+        model: str | Path = "resnet18",
+        cut: str = AUTO,
+        agent_id: str | None = None,
+        timeouts: Timeouts | None = None,
+        fallback: bool = True,
+        prefix: str = "edgecut",
+        threads: int | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.agent_id = agent_id or f"agent-{uuid.uuid4().hex[:12]}"
+        self.topics = Topics(prefix)
+        self._request_topic = self.topics.request(self.agent_id)
+        self._response_topic = self.topics.response(self.agent_id)
+        self.url = BrokerURL.parse(broker)
+        self._model = model
+        self._default_cut = cut
+        self.timeouts = timeouts or Timeouts()
+        self._fallback = fallback
+        self._threads = threads
+        self._pending: dict[str, _Pending] = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{self.agent_id}].ort")
+        self._connection = Connection(
+            self.url,
+            client_id=self.agent_id,
+            subscriptions=[(self._response_topic, 1)],
+            on_message=self._on_reply,
+            on_connect=self._resend_unanswered,
+            max_message_bytes=max_message_bytes,
+        )
+        self._halves: ModelHalves | None = None
+        self._entered = False
+
+    @property
+    def model(self) -> ModelHalves:
+        """The halves this agent holds (available once entered)."""
+        if self._halves is None:
+            msg = "use the agent inside 'async with EdgeAgent(...)'"
+            raise RuntimeError(msg)
+        return self._halves
+
+    @property
+    def cut(self) -> str:
+        """The cut used when :meth:`infer` is given none."""
+        if self._default_cut == AUTO:
+            return self.model.fewest_bytes_cut()
+        return self._default_cut
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            msg = "an EdgeAgent is not re-entrant"
+            raise RuntimeError(msg)
+        self._entered = True
+        loop = asyncio.get_running_loop()
+        self._halves = await loop.run_in_executor(self._executor, self._open_model)
+        await self._connection.__aenter__()
+        try:
+            await self._connection.wait_connected(self.timeouts.connect)
+        except BaseException:
+            await self._connection.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._connection.__aexit__(exc_type, exc, tb)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _open_model(self) -> ModelHalves:
+        halves = ModelHalves.open(self._model, threads=self._threads)
+        if self._default_cut != AUTO:
+            halves.cut(self._default_cut)
+            halves.halves(self._default_cut)  # load now: the first request should not pay for it
+        return halves
+
+    async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
+        """Run one inference across the cut.
+
+        Args:
+            inputs: One array for a single-input model (a missing batch axis
+                is added), or arrays by input name.
+            cut: Use this cut instead of the agent's own.
+
+        Raises:
+            ValueError: The inputs do not fit the model.
+            ModelError: The cut is unknown.
+            HubError: The hub answered with an error and no fallback applied.
+            RequestTimeoutError: No reply in time and no fallback possible.
+        """
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        cut_id = cut or self.cut
+        halves = await loop.run_in_executor(self._executor, self.model.halves, cut_id)
+        feeds = self._feeds(inputs)
+        if cut_id == EDGE_ONLY:
+            outputs, edge_ms = await loop.run_in_executor(self._executor, _run_timed, halves.head, feeds)
+            timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
+            return InferenceResult(outputs=outputs, cut_id=cut_id, timings=timings)
+        request_id = uuid.uuid4().hex
+        sent = await loop.run_in_executor(self._executor, self._head_and_encode, halves, feeds, request_id)
+        return await self._exchange(halves, sent, started)
+
+    def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        specs = self.model.inputs
+        if isinstance(inputs, np.ndarray):
+            if len(specs) != 1:
+                msg = f"{self.model.model_id} takes {len(specs)} inputs; pass them by name"
+                raise ValueError(msg)
+            inputs = {specs[0].name: inputs}
+        feeds = {}
+        for spec in specs:
+            if spec.name not in inputs:
+                msg = f"missing input {spec.name!r} ({spec.dtype}{list(spec.shape)})"
+                raise ValueError(msg)
+            array = np.asarray(inputs[spec.name])
+            if array.ndim == len(spec.shape) - 1:
+                array = array[np.newaxis]
+            if not spec.matches(array):
+                got, want = f"{array.dtype}{list(array.shape)}", f"{spec.dtype}{list(spec.shape)}"
+                msg = f"input {spec.name!r} is {got}, the model takes {want}"
+                raise ValueError(msg)
+            feeds[spec.name] = array
+        return feeds
+
+    def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str) -> _Sent:
+        """Head compute and request encoding, in one worker-thread hop."""
+        started = time.perf_counter()
+        activations = halves.head.run(feeds) if halves.head is not None else feeds
+        edge_done = time.perf_counter()
+        request = InferenceRequest(
+            request_id=request_id,
+            agent_id=self.agent_id,
+            model_id=self.model.model_id,
+            model_sha256=self.model.model_sha256,
+            cut_id=halves.manifest.cut_id,
+            tensors={spec.name: activations[spec.name] for spec in halves.manifest.crossing},
+            sent_at=time.time(),
+            deadline_ms=self.timeouts.request * 1000,
+            tail_sha256=halves.manifest.tail_sha256,
+        )
+        payload = encode_request(request)
+        return _Sent(
+            request=request,
+            payload=payload,
+            edge_ms=(edge_done - started) * 1000,
+            encode_ms=_ms_since(edge_done),
+        )
+
+    async def _exchange(self, halves: Halves, sent: _Sent, started: float) -> InferenceResult:
+        request_id = sent.request.request_id
+        pending = _Pending(self._request_topic, sent.payload, asyncio.get_running_loop().create_future())
+        self._pending[request_id] = pending
+        posted = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeouts.request):
+                await self._publish(request_id, pending, timeout=self.timeouts.request)
+                raw = await pending.reply
+        except (TimeoutError, TransportError) as exc:
+            reason = "no reply within the deadline" if isinstance(exc, TimeoutError) else str(exc)
+            return await self._fall_back(halves, sent, started, reason)
+        finally:
+            del self._pending[request_id]
+        round_trip_ms = _ms_since(posted)
+        decode_started = time.perf_counter()
+        reply = decode_reply(raw)
+        decode_ms = _ms_since(decode_started)
+        if reply.error is not None:
+            if reply.error.code in _FALLBACK_CODES:
+                return await self._fall_back(halves, sent, started, f"hub {reply.error.code}: {reply.error.message}")
+            raise HubError(reply.error.code, reply.error.message, hub_id=reply.hub_id)
+        return self._result(reply, sent, started, round_trip_ms, decode_ms)
+
+    def _result(
+        self, reply: InferenceReply, sent: _Sent, started: float, round_trip_ms: float, decode_ms: float
+    ) -> InferenceResult:
+        timings = Timings(
+            edge_ms=sent.edge_ms,
+            encode_ms=sent.encode_ms,
+            network_ms=max(0.0, round_trip_ms - reply.queue_ms - reply.compute_ms),
+            hub_queue_ms=reply.queue_ms,
+            hub_compute_ms=reply.compute_ms,
+            decode_ms=decode_ms,
+            total_ms=_ms_since(started),
+        )
+        return InferenceResult(
+            outputs=dict(reply.outputs),
+            cut_id=sent.request.cut_id,
+            timings=timings,
+            bytes_sent=len(sent.payload),
+            request_id=sent.request.request_id,
+            hub_id=reply.hub_id,
+        )
+
+    async def _publish(self, request_id: str, pending: _Pending, *, timeout: float) -> None:  # noqa: ASYNC109
+        await self._connection.publish(
+            pending.topic,
+            pending.payload,
+            qos=self.url.qos,
+            response_topic=self._response_topic,
+            correlation=request_id.encode(),
+            expiry_s=self.timeouts.request,
+            timeout=timeout,
+        )
+        pending.published = True
+
+    async def _fall_back(self, halves: Halves, sent: _Sent, started: float, reason: str) -> InferenceResult:
+        if not self._fallback or halves.tail is None:
+            what = "fallback is off" if not self._fallback else "this agent does not hold the tail"
+            msg = f"request {sent.request.request_id} at cut {sent.request.cut_id!r}: {reason}, and {what}"
+            raise RequestTimeoutError(msg)
+        logger.warning("request %s: %s; running the tail on the device", sent.request.request_id, reason)
+        loop = asyncio.get_running_loop()
+        outputs, tail_ms = await loop.run_in_executor(self._executor, _run_timed, halves.tail, sent.request.tensors)
+        timings = Timings(
+            edge_ms=sent.edge_ms, encode_ms=sent.encode_ms, fallback_ms=tail_ms, total_ms=_ms_since(started)
+        )
+        return InferenceResult(
+            outputs=outputs,
+            cut_id=sent.request.cut_id,
+            timings=timings,
+            bytes_sent=len(sent.payload),
+            request_id=sent.request.request_id,
+            fallback=reason,
+        )
+
+    def _on_reply(self, incoming: Incoming) -> None:
+        request_id = (incoming.correlation or b"").decode("utf-8", "replace")
+        pending = self._pending.get(request_id)
+        if pending is None or pending.reply.done():
+            logger.debug("ignored a reply to %r: not waiting for it (late or duplicate)", request_id)
+            return
+        pending.reply.set_result(incoming.payload)
+
+    async def _resend_unanswered(self) -> None:
+        """After a reconnect, publish again what was sent but not answered (same ids)."""
+        for request_id, pending in list(self._pending.items()):
+            if pending.published and not pending.reply.done():
+                logger.info("request %s: publishing again after reconnect", request_id)
+                try:
+                    await self._publish(request_id, pending, timeout=self.timeouts.request)
+                except TransportError as exc:
+                    logger.warning("request %s: resend failed: %s", request_id, exc)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sent:
+    request: InferenceRequest
+    payload: bytes
+    edge_ms: float
+    encode_ms: float
+
+
+def _run_timed(session: Session | None, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    if session is None:  # callers check for the half first
+        msg = "no session to run"
+        raise RuntimeError(msg)
+    started = time.perf_counter()
+    outputs = session.run(feeds)
+    return outputs, _ms_since(started)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

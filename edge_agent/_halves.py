@@ -1,0 +1,199 @@
+"""The model halves an agent holds: from a split directory, or split on the device.
+
+A split directory (``head.onnx`` + ``manifest.json``, and ``tail.onnx`` when
+the agent may fall back to running the tail itself) needs only onnxruntime. A
+full model (a zoo name or an ``.onnx`` file) is split on the device at any cut,
+which needs the ``onnx`` package; such an agent can switch cuts per request and
+always holds the tail for a local fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models import HEAD_FILE, MANIFEST_FILE, TAIL_FILE, Manifest, Session, TensorSpec, sha256_hex
+from protocol.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
+
+EDGE_ONLY = "output"
+CLOUD_ONLY = "input"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Halves:
+    """The sessions for one cut.
+
+    Attributes:
+        manifest: What the cut is and which tensors cross it.
+        head: Runs on the edge; ``None`` at the ``input`` cut (cloud-only).
+        tail: The cloud half, held for a local fallback; ``None`` when the
+            agent has only the head, or at the ``output`` cut (edge-only).
+    """
+
+    manifest: Manifest
+    head: Session | None
+    tail: Session | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CutInfo:
+    """A cut the agent can use: its id and the bytes it sends at batch 1."""
+
+    id: str
+    bytes: int
+    single_tensor: bool
+
+
+class ModelHalves:
+    """Halves of one model by cut, loaded on first use and kept.
+
+    Use :meth:`open`; loading is blocking (ONNX Runtime session creation,
+    splitting), so async callers run :meth:`halves` in a worker thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        model_sha256: str,
+        inputs: tuple[TensorSpec, ...],
+        cuts: tuple[CutInfo, ...],
+        threads: int | None,
+        full_model: onnx.ModelProto | None = None,
+        split_dir: Path | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.model_sha256 = model_sha256
+        self.inputs = inputs
+        self.cuts = cuts
+        self._threads = threads
+        self._full_model = full_model
+        self._split_dir = split_dir
+        self._loaded: dict[str, Halves] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, model: str | Path, *, threads: int | None = None) -> ModelHalves:
+        """Open a split directory, an ``.onnx`` model file or a zoo model by name.
+
+        Raises:
+            ModelError: Nothing usable at ``model``, or ``onnx`` missing for a full model.
+        """
+        path = Path(model)
+        if (path / MANIFEST_FILE).is_file():
+            return cls._from_split_dir(path, threads)
+        return cls._from_full_model(str(model), threads)
+
+    @property
+    def holds_full_model(self) -> bool:
+        """True when any cut can be used and the tail is at hand for fallback."""
+        return self._full_model is not None
+
+    def cut(self, cut_id: str) -> CutInfo:
+        """The cut named ``cut_id``.
+
+        Raises:
+            ModelError: This agent cannot run that cut.
+        """
+        for info in self.cuts:
+            if info.id == cut_id:
+                return info
+        sample = ", ".join(info.id for info in self.cuts[:8])
+        msg = f"{self.model_id} has no cut {cut_id!r} here (some that exist: {sample})"
+        raise ModelError(msg)
+
+    def fewest_bytes_cut(self) -> str:
+        """The cut that sends the fewest bytes, edge-only excluded (earliest on ties)."""
+        remote = [info for info in self.cuts if info.id != EDGE_ONLY]
+        return min(remote, key=lambda info: info.bytes).id
+
+    def halves(self, cut_id: str) -> Halves:
+        """The sessions for ``cut_id``, created on first use (blocking)."""
+        self.cut(cut_id)
+        with self._lock:
+            if cut_id not in self._loaded:
+                self._loaded[cut_id] = self._load(cut_id)
+            return self._loaded[cut_id]
+
+    def _load(self, cut_id: str) -> Halves:
+        if self._full_model is None:
+            return self._load_split_dir()
+        from models import partition  # noqa: PLC0415 - only agents holding a full model need onnx
+
+        split = partition.split(self._full_model, cut_id, model_id=self.model_id)
+        return Halves(
+            manifest=split.manifest,
+            head=self._session(split.head.SerializeToString()) if split.head is not None else None,
+            tail=self._session(split.tail.SerializeToString()) if split.tail is not None else None,
+        )
+
+    def _load_split_dir(self) -> Halves:
+        directory = self._split_dir
+        if directory is None:  # open() always sets one of the two sources
+            msg = "ModelHalves has no source"
+            raise RuntimeError(msg)
+        manifest = Manifest.load(directory)
+        head = tail = None
+        if manifest.head_sha256 is not None:
+            head = self._session(_read_checked(directory / HEAD_FILE, manifest.head_sha256))
+        if manifest.tail_sha256 is not None and (directory / TAIL_FILE).is_file():
+            tail = self._session(_read_checked(directory / TAIL_FILE, manifest.tail_sha256))
+        return Halves(manifest=manifest, head=head, tail=tail)
+
+    def _session(self, model: bytes) -> Session:
+        return Session(model, threads=self._threads)
+
+    @classmethod
+    def _from_split_dir(cls, directory: Path, threads: int | None) -> ModelHalves:
+        manifest = Manifest.load(directory)
+        if manifest.head_sha256 is not None and not (directory / HEAD_FILE).is_file():
+            msg = f"{directory} has a manifest for cut {manifest.cut_id!r} but no {HEAD_FILE}"
+            raise ModelError(msg)
+        cut = CutInfo(id=manifest.cut_id, bytes=manifest.crossing_bytes, single_tensor=len(manifest.crossing) == 1)
+        return cls(
+            model_id=manifest.model_id,
+            model_sha256=manifest.model_sha256,
+            inputs=manifest.inputs,
+            cuts=(cut,),
+            threads=threads,
+            split_dir=directory,
+        )
+
+    @classmethod
+    def _from_full_model(cls, name_or_path: str, threads: int | None) -> ModelHalves:
+        try:
+            from models import partition  # noqa: PLC0415 - optional on the agent's path
+        except ImportError as exc:
+            msg = f"splitting {name_or_path!r} on the device needs the onnx package; or give a split directory"
+            raise ModelError(msg) from exc
+        model_id, model = partition.load_model(name_or_path)
+        cuts = tuple(
+            CutInfo(id=cut.id, bytes=cut.bytes, single_tensor=cut.single_tensor)
+            for cut in partition.enumerate_cuts(model)
+        )
+        inputs = partition.split(model, CLOUD_ONLY, model_id=model_id).manifest.inputs
+        return cls(
+            model_id=model_id,
+            model_sha256=sha256_hex(model.SerializeToString()),
+            inputs=inputs,
+            cuts=cuts,
+            threads=threads,
+            full_model=model,
+        )
+
+
+def _read_checked(path: Path, sha256: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read {path}: {exc}"
+        raise ModelError(msg) from exc
+    if sha256_hex(data) != sha256:
+        msg = f"{path} does not match the sha256 in its manifest: the halves are from different splits"
+        raise ModelError(msg)
+    return data

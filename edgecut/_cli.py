@@ -1,0 +1,56 @@
+"""The ``edgecut`` command: one thin layer over the packages' public functions.
+
+Each subcommand module registers its parser and a handler; handlers return an
+:class:`~edgecut._exit.ExitCode`. Errors from the :class:`EdgecutError` tree map
+to their exit codes here, in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from edgecut._exit import ExitCode
+from edgecut._version import __version__
+from protocol.errors import ConfigError, EdgecutError, ModelError, TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_ERROR_EXITS: tuple[tuple[type[EdgecutError], ExitCode], ...] = (
+    (ModelError, ExitCode.MODEL),
+    (ConfigError, ExitCode.CONFIG),
+    (TransportError, ExitCode.TRANSPORT),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every subcommand registered."""
+    from edgecut import _cli_models, _cli_runtime  # noqa: PLC0415 - keeps `import edgecut` light
+
+    parser = argparse.ArgumentParser(
+        prog="edgecut",
+        description="Edge-cloud split inference over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgecut {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _cli_models.register(commands)
+    _cli_runtime.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except EdgecutError as exc:
+        print(f"edgecut: error: {exc}", file=sys.stderr)  # noqa: T201
+        for kind, code in _ERROR_EXITS:
+            if isinstance(exc, kind):
+                return code
+        return ExitCode.FAILED

@@ -1,0 +1,233 @@
+"""``edgecut broker | hub | agent | demo``: the runtime commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgecut._exit import ExitCode
+
+if TYPE_CHECKING:
+    import argparse
+
+    from edge_agent import InferenceResult
+
+_BROKER_HELP = "broker URL mqtt://[user:pass@]host:port[?qos=0|1] or mqtts://...; env EDGECUT_BROKER"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the runtime subcommands to the ``edgecut`` parser."""
+    _register_broker(commands)
+    _register_hub(commands)
+    _register_agent(commands)
+    _register_demo(commands)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"EDGECUT_{name}", default)
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2))  # noqa: T201
+
+
+def _setup_logging(verbose: bool) -> None:  # noqa: FBT001
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- broker -----------------------------------------------------------------
+
+
+def _register_broker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "broker",
+        help="run a local MQTT 5 broker (mosquitto if installed, else the embedded one)",
+        description="Run an MQTT 5 broker on loopback until Ctrl+C. Prints the URL agents and hubs use.",
+    )
+    parser.add_argument("--port", type=int, default=1883, help="TCP port (default 1883; 0 picks a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--kind", choices=["auto", "mosquitto", "iotcore"], default="auto", help="which broker")
+    parser.add_argument("--json", action="store_true", help="print the URL as JSON")
+    parser.set_defaults(handler=_broker)
+
+
+def _broker(args: argparse.Namespace) -> ExitCode:
+    from cloud_hub import LocalBroker  # noqa: PLC0415
+
+    with LocalBroker(kind=args.kind, port=args.port, host=args.host) as broker:
+        if args.json:
+            _print_json({"url": broker.url, "kind": broker.kind, "port": broker.port})
+        else:
+            print(f"{broker.kind} broker at {broker.url} (Ctrl+C to stop)", flush=True)  # noqa: T201
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_wait_forever())
+    return ExitCode.OK
+
+
+async def _wait_forever() -> None:
+    await asyncio.Event().wait()
+
+
+# --- hub --------------------------------------------------------------------
+
+
+def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "hub",
+        help="serve model tails to agents over MQTT",
+        description="Serve tails of split models. Runs until SIGINT/SIGTERM (a second one forces).",
+    )
+    parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
+    parser.add_argument("--models", type=Path, default=_env("MODELS"), help="directory of splits / .onnx models")
+    parser.add_argument("--no-zoo", action="store_true", help="do not serve the built-in zoo models")
+    parser.add_argument("--group", default=_env("GROUP", "edgecut-hubs"), help="shared-subscription group")
+    parser.add_argument("--hub-id", default=_env("HUB_ID"), help="this hub's id (default hub-<host>-<pid>)")
+    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix")
+    parser.add_argument("--workers", type=int, default=1, help="requests computed at once")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
+    parser.add_argument("--max-queue", type=int, default=64, help="queued requests before 'overloaded' replies")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
+    parser.set_defaults(handler=_hub)
+
+
+def _hub(args: argparse.Namespace) -> ExitCode:
+    from cloud_hub import HubConfig, run_hub  # noqa: PLC0415
+
+    _setup_logging(args.verbose)
+    options = {"hub_id": args.hub_id} if args.hub_id else {}
+    config = HubConfig(
+        broker=args.broker,
+        models_dir=args.models,
+        use_zoo=not args.no_zoo,
+        group=args.group,
+        prefix=args.prefix,
+        workers=args.workers,
+        threads=args.threads,
+        max_queue=args.max_queue,
+        **options,
+    )
+    print(f"hub {config.hub_id} serving on {config.broker} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201
+    run_hub(config)
+    return ExitCode.OK
+
+
+# --- agent ------------------------------------------------------------------
+
+
+def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "agent",
+        help="run split inference on image or .npy files",
+        description="Run the model's head here, its tail on a hub; print top-5 and the timing breakdown.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG image or .npy array")
+    parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
+    parser.add_argument("--model", default=_env("MODEL", "resnet18"), help="zoo name, .onnx file or split dir")
+    parser.add_argument("--cut", default="auto", help="cut id (edgecut models cuts MODEL) or 'auto'")
+    parser.add_argument("--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random)")
+    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
+    parser.add_argument("--no-fallback", action="store_true", help="fail instead of running the tail here")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log connections and fallbacks")
+    parser.set_defaults(handler=_agent)
+
+
+def _agent(args: argparse.Namespace) -> ExitCode:
+    from edge_agent import SyncEdgeAgent, Timeouts  # noqa: PLC0415
+    from edge_agent._files import load_input  # noqa: PLC0415
+
+    _setup_logging(args.verbose)
+    reports = []
+    with SyncEdgeAgent(
+        args.broker,
+        model=args.model,
+        cut=args.cut,
+        agent_id=args.agent_id,
+        prefix=args.prefix,
+        timeouts=Timeouts(request=args.timeout),
+        fallback=not args.no_fallback,
+    ) as agent:
+        spec = agent.model.inputs[0]
+        for path in args.inputs:
+            result = agent.infer(load_input(path, spec))
+            reports.append(_result_json(path, result))
+            if not args.json:
+                print(_format_result(path, result))  # noqa: T201
+    if args.json:
+        _print_json(reports)
+    return ExitCode.OK
+
+
+def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from edge_agent._files import top_k  # noqa: PLC0415
+
+    logits = next(iter(result.outputs.values()))
+    return {
+        "input": str(path),
+        "cut": result.cut_id,
+        "top5": [{"class": c, "probability": p} for c, p in top_k(logits)],
+        "timings_ms": asdict(result.timings),
+        "bytes_sent": result.bytes_sent,
+        "hub": result.hub_id,
+        "request_id": result.request_id,
+        "fallback": result.fallback,
+    }
+
+
+def _format_result(path: Path, result: InferenceResult) -> str:
+    report = _result_json(path, result)
+    t = result.timings
+    top = "  ".join(f"{c['class']}:{c['probability']:.3f}" for c in report["top5"])  # type: ignore[attr-defined]
+    where = f"fell back to the local tail ({result.fallback})" if result.fallback else f"hub {result.hub_id}"
+    return (
+        f"{path}: cut {result.cut_id}, {result.bytes_sent:,} bytes sent, {where}\n"
+        f"  top-5 {top}\n"
+        f"  ms: edge {t.edge_ms:.1f}  encode {t.encode_ms:.1f}  network {t.network_ms:.1f}  "
+        f"hub queue {t.hub_queue_ms:.1f}  hub {t.hub_compute_ms:.1f}  decode {t.decode_ms:.1f}  "
+        f"local tail {t.fallback_ms:.1f}  total {t.total_ms:.1f}"
+    )
+
+
+# --- demo -------------------------------------------------------------------
+
+
+def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="broker + hub + agent: one model at several cuts, checked against the full model",
+        description=(
+            "Start a local broker (unless --broker) and a hub, run requests at edge-only, cloud-only "
+            "and three cuts between, print a table, and exit 1 if any result differs from the full model."
+        ),
+    )
+    parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
+    parser.add_argument("--model", default="resnet18", help="zoo name or .onnx file (default resnet18)")
+    parser.add_argument("--requests", type=int, default=8, help="measured requests per cut (default 8)")
+    parser.add_argument("--cut", action="append", dest="cuts", help="a cut to run (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> ExitCode:
+    from edgecut._demo import format_report, run_demo  # noqa: PLC0415
+
+    _setup_logging(verbose=False)
+    report = asyncio.run(run_demo(broker=args.broker, model=args.model, requests=args.requests, cuts=args.cuts))
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(format_report(report))  # noqa: T201
+    return ExitCode.OK if report.ok else ExitCode.FAILED

@@ -1,0 +1,132 @@
+"""End to end over a real mosquitto: agent head -> MQTT -> hub tail -> reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, HubError, RequestTimeoutError, SyncEdgeAgent, Timeouts
+from models import partition
+from protocol import ErrorCode
+
+pytestmark = pytest.mark.broker
+
+MODEL = "tiny"
+
+
+def _images(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _inner_cuts(agent: EdgeAgent, count: int = 3) -> list[str]:
+    inner = [c.id for c in agent.model.cuts if c.id not in {CLOUD_ONLY, EDGE_ONLY}]
+    return [inner[i * len(inner) // count] for i in range(count)] + [inner[-1]]
+
+
+async def test_results_match_local_inference_at_every_kind_of_cut(broker_url, prefix, start_hub):
+    await start_hub()
+    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
+        full = agent.model.halves(EDGE_ONLY).head
+        for cut in [CLOUD_ONLY, *_inner_cuts(agent), EDGE_ONLY]:
+            for image in _images(2):
+                expected = full.run({"image": image[np.newaxis]})["logits"]
+                result = await agent.infer(image, cut=cut)
+                assert result.cut_id == cut
+                assert result.fallback is None
+                np.testing.assert_allclose(result.outputs["logits"], expected, atol=1e-4, rtol=0)
+                if cut == EDGE_ONLY:
+                    assert result.hub_id is None and result.bytes_sent == 0
+                else:
+                    assert result.hub_id == "hub0"
+                    assert result.bytes_sent > 0
+                    assert result.timings.hub_compute_ms > 0
+
+
+async def test_multi_tensor_cut_crosses_every_tensor(broker_url, prefix, start_hub):
+    await start_hub()
+    async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1) as agent:
+        multi = [c.id for c in agent.model.cuts if not c.single_tensor]
+        assert multi, "the tiny model is a DAG with multi-tensor cuts"
+        image = _images(1)[0]
+        expected = agent.model.halves(EDGE_ONLY).head.run({"image": image[np.newaxis]})["logits"]
+        result = await agent.infer(image, cut=multi[len(multi) // 2])
+        np.testing.assert_allclose(result.outputs["logits"], expected, atol=1e-4, rtol=0)
+
+
+async def test_two_replicas_share_the_requests(broker_url, prefix, start_hub):
+    await start_hub(hub_id="replica-a")
+    await start_hub(hub_id="replica-b")
+    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
+        results = await asyncio.gather(*(agent.infer(image) for image in _images(12)))
+    served_by = {result.hub_id for result in results}
+    assert served_by == {"replica-a", "replica-b"}
+
+
+async def test_unknown_model_gets_an_error_reply(broker_url, prefix, start_hub, tmp_path):
+    model_id, model = partition.load_model(MODEL)
+    model.graph.doc_string = "a model no hub knows"
+    path = tmp_path / "mystery.onnx"
+    path.write_bytes(model.SerializeToString())
+    await start_hub()
+    async with EdgeAgent(broker_url, model=path, cut=CLOUD_ONLY, prefix=prefix, fallback=False) as agent:
+        with pytest.raises(HubError) as caught:
+            await agent.infer(_images(1)[0])
+    assert caught.value.code == ErrorCode.UNKNOWN_MODEL
+    assert "mystery" in str(caught.value)
+
+
+async def test_changed_zoo_model_is_refused_as_a_mismatch(broker_url, prefix, start_hub, tmp_path):
+    _, model = partition.load_model(MODEL)
+    model.graph.doc_string = "retrained elsewhere"
+    path = tmp_path / f"{MODEL}.onnx"  # same name as the zoo model, other bytes
+    path.write_bytes(model.SerializeToString())
+    await start_hub()
+    async with EdgeAgent(broker_url, model=path, cut=CLOUD_ONLY, prefix=prefix, fallback=False) as agent:
+        with pytest.raises(HubError) as caught:
+            await agent.infer(_images(1)[0])
+    assert caught.value.code == ErrorCode.MODEL_MISMATCH
+
+
+async def test_agent_runs_from_a_split_directory_without_the_full_model(broker_url, prefix, start_hub, tmp_path):
+    model_id, model = partition.load_model(MODEL)
+    cut = next(c.id for c in partition.enumerate_cuts(model) if c.single_tensor and c.position > 2)
+    split = partition.split(model, cut, model_id=model_id)
+    partition.save_split(split, tmp_path)
+    (tmp_path / "tail.onnx").unlink()  # the device ships only head + manifest
+    await start_hub()
+    async with EdgeAgent(broker_url, model=tmp_path, prefix=prefix) as agent:
+        assert agent.cut == cut
+        assert not agent.model.holds_full_model
+        result = await agent.infer(_images(1)[0])
+    assert result.hub_id == "hub0"
+    assert result.cut_id == cut
+
+
+async def test_no_hub_falls_back_to_the_local_tail(broker_url, prefix):
+    timeouts = Timeouts(request=0.3)
+    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, timeouts=timeouts) as agent:
+        image = _images(1)[0]
+        result = await agent.infer(image)
+        expected = agent.model.halves(EDGE_ONLY).head.run({"image": image[np.newaxis]})["logits"]
+    assert result.fallback is not None
+    assert "deadline" in result.fallback
+    np.testing.assert_allclose(result.outputs["logits"], expected, atol=1e-4, rtol=0)
+
+
+async def test_no_hub_and_no_fallback_is_a_clear_timeout(broker_url, prefix):
+    timeouts = Timeouts(request=0.3)
+    async with EdgeAgent(
+        broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, timeouts=timeouts, fallback=False
+    ) as agent:
+        with pytest.raises(RequestTimeoutError, match="no reply within the deadline"):
+            await agent.infer(_images(1)[0])
+
+
+def test_sync_agent_for_scripts(broker_url, prefix):
+    with SyncEdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, timeouts=Timeouts(request=0.3)) as agent:
+        result = agent.infer(_images(1)[0])
+    assert result.outputs["logits"].shape == (1, 10)
+    assert result.fallback is not None  # no hub runs in this test
