@@ -1,0 +1,235 @@
+"""``edgecut models``: list and build zoo models, list the cuts of a model, split it.
+
+The handlers only parse, call :mod:`models.partition` and :mod:`models.zoo`,
+and print. Those modules need ``onnx``, so they are imported when a handler
+runs: an agent without ``onnx`` can still build the whole parser, and
+``edgecut --help`` imports neither onnx nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecut._exit import ExitCode
+from protocol.errors import ModelError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from models import Manifest, TensorSpec
+    from models.partition import Cut
+
+_TOLERANCE = 1e-4
+_UNITS = ("B", "KiB", "MiB", "GiB")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``models`` and its subcommands to the ``edgecut`` subparsers ``commands``."""
+    models = commands.add_parser(
+        "models",
+        help="list, build, cut and split ONNX models",
+        description="Work with ONNX models: the zoo, their cuts, and head/tail splits.",
+    )
+    actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _add_list(actions)
+    _add_build(actions)
+    _add_cuts(actions)
+    _add_split(actions)
+
+
+def _add_list(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _leaf(actions, "list", _list, "list the zoo's models with their input and output")
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+
+
+def _add_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _leaf(actions, "build", _build, "build a zoo model and write NAME.onnx")
+    parser.add_argument("name", metavar="NAME", help="zoo model name (see `models list`)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write into")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+def _add_cuts(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _leaf(actions, "cuts", _cuts, "list where a model can be split and what crosses")
+    parser.add_argument("model", metavar="NAME_OR_PATH", help="zoo model name or .onnx file")
+    parser.add_argument("--json", action="store_true", help="print a JSON array of cuts")
+    parser.add_argument("--single-only", action="store_true", help="only cuts where one tensor crosses")
+
+
+def _add_split(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _leaf(actions, "split", _split, "split a model at a cut into head.onnx and tail.onnx")
+    parser.add_argument("model", metavar="NAME_OR_PATH", help="zoo model name or .onnx file")
+    parser.add_argument("--cut", required=True, metavar="ID", help="cut id (see `models cuts`)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write into")
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help=f"run tail(head(x)) and the full model on a random x; exit 1 if they differ by more than {_TOLERANCE:g}",
+    )
+
+
+def _leaf(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Callable[[argparse.Namespace], ExitCode],
+    summary: str,
+) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _list(args: argparse.Namespace) -> ExitCode:
+    _require_onnx()
+    from models import zoo  # noqa: PLC0415 - needs onnx: see module docstring
+
+    entries = [zoo.entry(name) for name in zoo.MODEL_NAMES]
+    if args.json:
+        rows = [
+            {
+                "name": e.name,
+                "description": e.description,
+                "input": e.input.to_json(),
+                "output": e.output.to_json(),
+            }
+            for e in entries
+        ]
+        _print_json(rows)
+    else:
+        _print_table(
+            ("name", "input", "output", "description"),
+            [(e.name, _spec_text(e.input), _spec_text(e.output), e.description) for e in entries],
+        )
+    return ExitCode.OK
+
+
+def _build(args: argparse.Namespace) -> ExitCode:
+    _require_onnx()
+    from models import sha256_hex, zoo  # noqa: PLC0415 - needs onnx: see module docstring
+
+    model = zoo.build(args.name, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.name}.onnx"
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    sha = sha256_hex(data)
+    if args.json:
+        _print_json(
+            {
+                "name": args.name,
+                "seed": args.seed,
+                "path": str(path),
+                "bytes": len(data),
+                "sha256": sha,
+            }
+        )
+    else:
+        _out(f"wrote {path} ({_human(len(data))}, sha256 {sha})")
+    return ExitCode.OK
+
+
+def _cuts(args: argparse.Namespace) -> ExitCode:
+    _require_onnx()
+    from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
+
+    model_id, model = partition.load_model(args.model)
+    cuts = partition.enumerate_cuts(model)
+    reference = cuts[0].bytes  # the input cut: what sending the raw input costs
+    shown = [cut for cut in cuts if cut.single_tensor or not args.single_only]
+    if args.json:
+        _print_json([cut.to_json() for cut in shown])
+        return ExitCode.OK
+    singles = sum(cut.single_tensor for cut in cuts)
+    _out(f"{model_id}: {len(cuts)} cuts, {singles} single-tensor")
+    _out(f"the input cut (raw input, for reference) sends {_human(reference)}")
+    _print_table(
+        ("id", "position", "bytes", "vs input", "single", "tensors"),
+        [_cut_row(cut, reference) for cut in shown],
+    )
+    return ExitCode.OK
+
+
+def _split(args: argparse.Namespace) -> ExitCode:
+    _require_onnx()
+    from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
+
+    model_id, model = partition.load_model(args.model)
+    split = partition.split(model, args.cut, model_id=model_id)
+    paths = partition.save_split(split, args.out)
+    diff = partition.verify_split(model, split) if args.verify else None
+    manifest = split.manifest
+    if args.json:
+        _print_json(
+            {
+                "model_id": model_id,
+                "cut": manifest.cut_id,
+                "crossing": [spec.to_json() for spec in manifest.crossing],
+                "bytes": manifest.crossing_bytes,
+                "files": [str(path) for path in paths],
+                "max_abs_diff": diff,
+            }
+        )
+    else:
+        _print_split(manifest, paths, diff)
+    return ExitCode.FAILED if diff is not None and not diff <= _TOLERANCE else ExitCode.OK
+
+
+def _print_split(manifest: Manifest, paths: Sequence[Path], diff: float | None) -> None:
+    crossing = _tensors_text(manifest.crossing)
+    _out(f"cut {manifest.cut_id}: {crossing} cross ({_human(manifest.crossing_bytes)} at batch 1)")
+    for path in paths:
+        _out(f"wrote {path} ({_human(path.stat().st_size)})")
+    if diff is not None:
+        verdict = "ok" if diff <= _TOLERANCE else f"FAILED: above {_TOLERANCE:g}"
+        _out(f"verify: tail(head(x)) vs full model: max abs diff {diff:.3g} ({verdict})")
+
+
+def _cut_row(cut: Cut, reference: int) -> tuple[str, ...]:
+    ratio = f"{cut.bytes / reference:.2f}x" if reference else "-"
+    single = "yes" if cut.single_tensor else ""
+    return (cut.id, str(cut.position), _human(cut.bytes), ratio, single, _tensors_text(cut.tensors))
+
+
+def _tensors_text(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"{spec.name} {_spec_text(spec)}" for spec in specs)
+
+
+def _spec_text(spec: TensorSpec) -> str:
+    return f"{spec.dtype}[{','.join(str(d) for d in spec.shape)}]"
+
+
+def _human(size: int) -> str:
+    """``size`` bytes in binary units: ``512 B``, ``147.0 KiB``."""
+    value = float(size)
+    for unit in _UNITS[:-1]:
+        if value < 1024:  # noqa: PLR2004 - one binary unit
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} {_UNITS[-1]}"
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_json(data: Any) -> None:  # noqa: ANN401 - anything json.dumps takes
+    _out(json.dumps(data, indent=2))
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _require_onnx() -> None:
+    if importlib.util.find_spec("onnx") is None:
+        msg = "the models commands need the onnx package: pip install 'edgecut[tools]'"
+        raise ModelError(msg)

@@ -1,0 +1,132 @@
+"""``edgecut models ...`` run in-process through the real entry point."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from edgecut._cli import main
+from edgecut._exit import ExitCode
+from models import Manifest, sha256_hex
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["models", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_list_shows_every_zoo_model(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "list")
+    assert code == ExitCode.OK
+    for name in ("googlenet", "mobilenet_v2", "resnet18", "tiny"):
+        assert name in out
+    assert "uint8[N,224,224,3]" in out
+
+
+def test_list_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "list", "--json")
+    assert code == ExitCode.OK
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["tiny"]["input"] == {"name": "image", "dtype": "uint8", "shape": ["N", 32, 32, 3]}
+    assert rows["tiny"]["description"]
+
+
+def test_build_writes_the_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = _run(capsys, "build", "tiny", "--out", str(tmp_path), "--seed", "2", "--json")
+    assert code == ExitCode.OK
+    report = json.loads(out)
+    data = (tmp_path / "tiny.onnx").read_bytes()
+    assert report["path"] == str(tmp_path / "tiny.onnx")
+    assert report["bytes"] == len(data)
+    assert report["sha256"] == sha256_hex(data)
+    code, out, _ = _run(capsys, "build", "tiny", "--out", str(tmp_path))
+    assert code == ExitCode.OK
+    assert "tiny.onnx" in out
+    assert sha256_hex((tmp_path / "tiny.onnx").read_bytes()) in out
+
+
+def test_cuts_table_shows_the_input_cut_for_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "cuts", "tiny")
+    assert code == ExitCode.OK
+    assert "the input cut (raw input, for reference) sends 3.0 KiB" in out
+    assert "prefix:8" in out
+    assert "stem.out float32[N,16,16,16]" in out
+
+
+def test_cuts_json_has_the_required_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "cuts", "tiny", "--json")
+    assert code == ExitCode.OK
+    cuts = json.loads(out)
+    assert cuts[0]["id"] == "input"
+    assert cuts[0]["bytes"] == 32 * 32 * 3
+    assert cuts[-1]["id"] == "output"
+    for cut in cuts:
+        assert {"id", "position", "tensors", "bytes", "single_tensor"} <= cut.keys()
+        assert all(tensor.keys() == {"name", "dtype", "shape"} for tensor in cut["tensors"])
+    code, out, _ = _run(capsys, "cuts", "tiny", "--json", "--single-only")
+    singles = json.loads(out)
+    assert singles == [cut for cut in cuts if cut["single_tensor"]]
+
+
+def test_cuts_of_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _run(capsys, "build", "tiny", "--out", str(tmp_path))
+    code, out, _ = _run(capsys, "cuts", str(tmp_path / "tiny.onnx"), "--single-only")
+    assert code == ExitCode.OK
+    assert out.startswith("tiny: 31 cuts")
+    assert "prefix:" not in out
+
+
+def test_split_writes_the_halves_and_verifies(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = _run(capsys, "split", "tiny", "--cut", "prefix:8", "--out", str(tmp_path), "--verify")
+    assert code == ExitCode.OK
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head.onnx", "manifest.json", "tail.onnx"]
+    assert Manifest.load(tmp_path).cut_id == "prefix:8"
+    assert "verify:" in out
+    assert "(ok)" in out
+
+
+def test_split_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = _run(capsys, "split", "tiny", "--cut", "output", "--out", str(tmp_path), "--json", "--verify")
+    assert code == ExitCode.OK
+    report = json.loads(out)
+    assert report["cut"] == "output"
+    assert report["files"] == [str(tmp_path / "head.onnx"), str(tmp_path / "manifest.json")]
+    assert report["max_abs_diff"] == 0.0
+
+
+def test_split_failing_verification_exits_failed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import partition  # noqa: PLC0415
+
+    monkeypatch.setattr(partition, "verify_split", lambda *_, **__: 0.5)
+    code, out, _ = _run(capsys, "split", "tiny", "--cut", "input", "--out", str(tmp_path), "--verify")
+    assert code == ExitCode.FAILED
+    assert "FAILED" in out
+
+
+def test_bad_cut_exits_with_the_model_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "split", "tiny", "--cut", "nope", "--out", str(tmp_path))
+    assert code == 3  # ExitCode.MODEL
+    assert "unknown cut 'nope'" in err
+
+
+@pytest.mark.parametrize("argv", [("cuts", "nope"), ("build", "nope", "--out", "x"), ("cuts", "missing.onnx")])
+def test_unknown_model_exits_with_the_model_code(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == ExitCode.MODEL
+    assert "nope" in err or "missing.onnx" in err
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["list"], ["build"], ["cuts"], ["split"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["models", *argv, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: edgecut models" in capsys.readouterr().out
