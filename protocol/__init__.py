@@ -1,0 +1,103 @@
+"""The wire contract between edge agents and cloud hubs (``docs/protocol.md``).
+
+Messages are msgpack maps carried over MQTT 5: an agent's
+:class:`InferenceRequest`, a hub's :class:`InferenceReply`, and every node's
+retained :class:`NodeStatus`. ``encode_*`` functions raise ``TypeError`` or
+``ValueError`` on invalid messages (API misuse); ``decode_*`` functions raise
+only :class:`ProtocolError`, whose ``code`` is the :class:`ErrorCode` a hub
+replies with. :class:`Topics` names the MQTT topics.
+
+This package imports neither asyncio, MQTT nor ONNX code.
+"""
+
+from protocol._codes import ErrorCode
+from protocol._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_CONTAINERS,
+    MAX_ELEMENTS,
+    MAX_ID_LENGTH,
+    MAX_RANK,
+    MAX_TENSOR_NAME_LENGTH,
+    MAX_TENSORS,
+    PROTOCOL_VERSION,
+)
+from protocol._messages import (
+    InferenceReply,
+    InferenceRequest,
+    NodeRole,
+    NodeState,
+    NodeStatus,
+    ReplyError,
+)
+from protocol._tensors import (
+    ALLOWED_DTYPES,
+    RAW_CODEC,
+    Codec,
+    RawCodec,
+    TensorPayload,
+    decode_tensor,
+    encode_tensor,
+    get_codec,
+    register_codec,
+    tensors_equal,
+)
+from protocol._topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP, Topics
+from protocol._wire import (
+    decode_reply,
+    decode_request,
+    decode_status,
+    encode_reply,
+    encode_request,
+    encode_status,
+    peek_request_id,
+)
+from protocol.errors import (
+    ConfigError,
+    EdgecutError,
+    ModelError,
+    ProtocolError,
+    TransportError,
+)
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_PREFIX",
+    "DEFAULT_SHARE_GROUP",
+    "MAX_CONTAINERS",
+    "MAX_ELEMENTS",
+    "MAX_ID_LENGTH",
+    "MAX_RANK",
+    "MAX_TENSORS",
+    "MAX_TENSOR_NAME_LENGTH",
+    "PROTOCOL_VERSION",
+    "RAW_CODEC",
+    "Codec",
+    "ConfigError",
+    "EdgecutError",
+    "ErrorCode",
+    "InferenceReply",
+    "InferenceRequest",
+    "ModelError",
+    "NodeRole",
+    "NodeState",
+    "NodeStatus",
+    "ProtocolError",
+    "RawCodec",
+    "ReplyError",
+    "TensorPayload",
+    "Topics",
+    "TransportError",
+    "decode_reply",
+    "decode_request",
+    "decode_status",
+    "decode_tensor",
+    "encode_reply",
+    "encode_request",
+    "encode_status",
+    "encode_tensor",
+    "get_codec",
+    "peek_request_id",
+    "register_codec",
+    "tensors_equal",
+]

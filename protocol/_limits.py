@@ -1,0 +1,29 @@
+"""Version and size limits of the wire protocol (see ``docs/protocol.md``)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+"""The ``"v"`` of every message; a breaking change bumps it."""
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+"""Largest encoded message a peer accepts unless configured otherwise."""
+
+MAX_TENSORS: Final = 64
+"""Most tensors in one request or reply."""
+
+MAX_RANK: Final = 8
+"""Most dimensions of one tensor."""
+
+MAX_ELEMENTS: Final = 2**31 - 1
+"""Bound on the product of a tensor's dims, each ``0`` counted as ``1``."""
+
+MAX_ID_LENGTH: Final = 128
+"""Longest id (request, agent, hub, node, model, cut, error code), in characters."""
+
+MAX_TENSOR_NAME_LENGTH: Final = 1024
+"""Longest tensor name, in characters."""
+
+MAX_CONTAINERS: Final = 4096
+"""Most maps and arrays, nested ones included, in one message."""

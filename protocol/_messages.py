@@ -1,0 +1,178 @@
+"""The three messages: inference request, inference reply, node status."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from protocol._tensors import RAW_CODEC, tensors_equal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy.typing as npt
+
+NodeRole = Literal["hub", "agent"]
+"""What a node is, as announced in its status."""
+
+NodeState = Literal["online", "offline"]
+"""Whether a node is up, as announced in its status."""
+
+_Message = TypeVar("_Message", "InferenceRequest", "InferenceReply")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class InferenceRequest:
+    """An agent asks a hub to run the tail of a model on the head's outputs.
+
+    Equality compares tensors by name order, dtype name, shape and value.
+
+    Attributes:
+        request_id: Unique per agent; a retry reuses it.
+        agent_id: The sending agent (a valid topic level).
+        model_id: Which model.
+        model_sha256: sha256 (lowercase hex) of the full model file.
+        cut_id: Where the model is split.
+        tensors: The tensors crossing the cut, in crossing order.
+        sent_at: Unix time in seconds on the agent's clock when sent.
+        deadline_ms: Budget in milliseconds, counted from ``sent_at``.
+        codec: How the tensors are encoded.
+        tail_sha256: sha256 of the tail the agent expects the hub to run, if
+            it wants the hub to check.
+    """
+
+    request_id: str
+    agent_id: str
+    model_id: str
+    model_sha256: str
+    cut_id: str
+    tensors: Mapping[str, npt.NDArray[Any]]
+    sent_at: float
+    deadline_ms: float
+    codec: str = RAW_CODEC
+    tail_sha256: str | None = None
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InferenceRequest):
+            return NotImplemented
+        return _messages_equal(self, other, "tensors")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyError:
+    """Why a request failed.
+
+    Attributes:
+        code: An :class:`ErrorCode` value, or a code from a newer peer.
+        message: Human-readable detail.
+    """
+
+    code: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class InferenceReply:
+    """A hub's one answer to one request: the tail's outputs, or an error.
+
+    Equality compares outputs by name order, dtype name, shape and value.
+
+    Attributes:
+        request_id: The id of the request answered.
+        hub_id: The answering hub (a valid topic level).
+        outputs: The tail's outputs in graph order; empty on error.
+        error: ``None`` on success, else why the request failed.
+        queue_ms: Time the request waited in the hub's queue.
+        compute_ms: Time spent running the tail.
+        queue_depth: Requests waiting at the hub when the reply was sent.
+        codec: How the outputs are encoded.
+    """
+
+    request_id: str
+    hub_id: str
+    outputs: Mapping[str, npt.NDArray[Any]]
+    error: ReplyError | None
+    queue_ms: float
+    compute_ms: float
+    queue_depth: int
+    codec: str = RAW_CODEC
+
+    @property
+    def ok(self) -> bool:
+        """True when the request succeeded (``error is None``)."""
+        return self.error is None
+
+    @classmethod
+    def failure(
+        cls,
+        request_id: str,
+        hub_id: str,
+        code: str,
+        message: str,
+        *,
+        queue_depth: int = 0,
+        queue_ms: float = 0.0,
+        compute_ms: float = 0.0,
+    ) -> InferenceReply:
+        """A reply saying the request failed, with no outputs.
+
+        Args:
+            request_id: The id of the request answered.
+            hub_id: The answering hub.
+            code: An :class:`ErrorCode` (or its string).
+            message: Human-readable detail.
+            queue_depth: Requests waiting at the hub.
+            queue_ms: Time the request waited before failing.
+            compute_ms: Time spent before failing.
+
+        Returns:
+            The failed reply.
+        """
+        return cls(
+            request_id=request_id,
+            hub_id=hub_id,
+            outputs={},
+            error=ReplyError(code=str(code), message=message),
+            queue_ms=queue_ms,
+            compute_ms=compute_ms,
+            queue_depth=queue_depth,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InferenceReply):
+            return NotImplemented
+        return _messages_equal(self, other, "outputs")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A node announces itself (retained), or its last will says it is gone.
+
+    Attributes:
+        node_id: The hub's or agent's id (a valid topic level).
+        role: ``"hub"`` or ``"agent"``.
+        state: ``"online"`` or ``"offline"``.
+        sent_at: Unix time in seconds on the node's clock.
+        queue_depth: Requests waiting at the node.
+        version: The node's software version, free-form (may be empty).
+    """
+
+    node_id: str
+    role: NodeRole
+    state: NodeState
+    sent_at: float
+    queue_depth: int = 0
+    version: str = ""
+
+
+def _messages_equal(left: _Message, right: _Message, tensors_field: str) -> bool:
+    for field in dataclasses.fields(left):
+        mine, theirs = getattr(left, field.name), getattr(right, field.name)
+        same = tensors_equal(mine, theirs) if field.name == tensors_field else mine == theirs
+        if not same:
+            return False
+    return True

@@ -1,0 +1,110 @@
+"""MQTT topic names of the protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from protocol._checks import check_topic_id
+from protocol._limits import PROTOCOL_VERSION
+
+DEFAULT_PREFIX: Final = "edgecut"
+"""The topic prefix unless configured otherwise."""
+
+DEFAULT_SHARE_GROUP: Final = "edgecut-hubs"
+"""The MQTT5 shared-subscription group hubs join unless configured otherwise."""
+
+_WILDCARDS: Final = ("+", "#", "\0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics of one deployment, all under ``<prefix>/v1/``.
+
+    Every id put in a topic must be one valid topic level: non-empty, at most
+    ``MAX_ID_LENGTH`` characters, without ``/``, ``+``, ``#`` or NUL, and not
+    starting with ``$``; otherwise the methods raise ``ValueError``.
+
+    Attributes:
+        prefix: One or more topic levels, e.g. ``"edgecut"`` or
+            ``"test/abc123/edgecut"``; no wildcards, no empty level, no
+            leading ``$``.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        prefix = self.prefix
+        if not isinstance(prefix, str):
+            msg = f"prefix must be a string, not {type(prefix).__name__}"
+            raise TypeError(msg)
+        bad_level = "" in prefix.split("/")
+        if bad_level or prefix.startswith("$") or any(c in prefix for c in _WILDCARDS):
+            msg = (
+                "prefix must be topic levels joined by '/', none empty, without"
+                f" '+', '#', NUL or a leading '$': {prefix!r}"
+            )
+            raise ValueError(msg)
+
+    @property
+    def _root(self) -> str:
+        return f"{self.prefix}/v{PROTOCOL_VERSION}"
+
+    def request(self, agent_id: str) -> str:
+        """Where agent ``agent_id`` publishes its requests."""
+        return f"{self._root}/req/{check_topic_id(agent_id, 'agent_id')}"
+
+    def response(self, agent_id: str) -> str:
+        """Where hubs publish the replies for agent ``agent_id``."""
+        return f"{self._root}/resp/{check_topic_id(agent_id, 'agent_id')}"
+
+    def status(self, node_id: str) -> str:
+        """Where node ``node_id`` publishes its retained status."""
+        return f"{self._root}/status/{check_topic_id(node_id, 'node_id')}"
+
+    def all_requests(self) -> str:
+        """Filter matching every agent's request topic."""
+        return f"{self._root}/req/+"
+
+    def all_responses(self) -> str:
+        """Filter matching every agent's response topic."""
+        return f"{self._root}/resp/+"
+
+    def shared_requests(self, group: str = DEFAULT_SHARE_GROUP) -> str:
+        """Shared-subscription filter: each request goes to one hub of ``group``."""
+        return f"$share/{check_topic_id(group, 'group')}/{self.all_requests()}"
+
+    def all_status(self) -> str:
+        """Filter matching every node's status topic."""
+        return f"{self._root}/status/+"
+
+    def agent_of_request(self, topic: str) -> str:
+        """The agent id in request topic ``topic``.
+
+        Raises:
+            ValueError: ``topic`` is not a request topic of this prefix.
+        """
+        return self._last_level(topic, "req", "agent_id")
+
+    def agent_of_response(self, topic: str) -> str:
+        """The agent id in response topic ``topic``.
+
+        Raises:
+            ValueError: ``topic`` is not a response topic of this prefix.
+        """
+        return self._last_level(topic, "resp", "agent_id")
+
+    def node_of_status(self, topic: str) -> str:
+        """The node id in status topic ``topic``.
+
+        Raises:
+            ValueError: ``topic`` is not a status topic of this prefix.
+        """
+        return self._last_level(topic, "status", "node_id")
+
+    def _last_level(self, topic: str, kind: str, name: str) -> str:
+        head = f"{self._root}/{kind}/"
+        if not topic.startswith(head):
+            msg = f"{topic!r} is not a {kind} topic under {head!r}"
+            raise ValueError(msg)
+        return check_topic_id(topic.removeprefix(head), name)

@@ -1,0 +1,417 @@
+"""The wire form of the messages: encode for sending, decode and check on receipt."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, TypedDict
+
+from protocol._checks import (
+    Fields,
+    check_bool,
+    check_count,
+    check_id,
+    check_non_negative,
+    check_positive,
+    check_real,
+    check_sha256,
+    check_str,
+    check_topic_id,
+    nullable,
+    type_name,
+)
+from protocol._codes import ErrorCode
+from protocol._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_TENSOR_NAME_LENGTH,
+    MAX_TENSORS,
+    PROTOCOL_VERSION,
+)
+from protocol._messages import (
+    InferenceReply,
+    InferenceRequest,
+    NodeRole,
+    NodeState,
+    NodeStatus,
+    ReplyError,
+)
+from protocol._msgpack import pack, unpack
+from protocol._tensors import TensorPayload, decode_tensor, encode_tensor, get_codec
+from protocol.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy.typing as npt
+
+_ROLES: Final[Mapping[str, NodeRole]] = {"hub": "hub", "agent": "agent"}
+_STATES: Final[Mapping[str, NodeState]] = {"online": "online", "offline": "offline"}
+
+
+class _ErrorWire(TypedDict):
+    code: str
+    message: str
+
+
+class _TimingWire(TypedDict):
+    queue_ms: float
+    compute_ms: float
+
+
+class _LoadWire(TypedDict):
+    queue_depth: int
+
+
+class _RequestWire(TypedDict):
+    v: int
+    t: str
+    id: str
+    agent: str
+    model: str
+    model_sha256: str
+    cut: str
+    tail_sha256: str | None
+    codec: str
+    sent_at: float
+    deadline_ms: float
+    tensors: dict[str, TensorPayload]
+
+
+class _ReplyWire(TypedDict):
+    v: int
+    t: str
+    id: str
+    hub: str
+    ok: bool
+    codec: str
+    error: _ErrorWire | None
+    timing: _TimingWire
+    load: _LoadWire
+    outputs: dict[str, TensorPayload]
+
+
+class _StatusWire(TypedDict):
+    v: int
+    t: str
+    node: str
+    role: str
+    state: str
+    sent_at: float
+    load: _LoadWire
+    version: str
+
+
+def encode_request(request: InferenceRequest, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """Encode a request for the wire.
+
+    Args:
+        request: The request; its tensors are read, not copied, when they are
+            C-contiguous little-endian arrays.
+        max_bytes: Largest encoded size allowed.
+
+    Returns:
+        The msgpack bytes.
+
+    Raises:
+        TypeError: A field has the wrong type.
+        ValueError: A field is invalid, there are no or too many tensors, or
+            the message would exceed ``max_bytes``.
+    """
+    get_codec(request.codec)
+    wire: _RequestWire = {
+        "v": PROTOCOL_VERSION,
+        "t": "req",
+        "id": check_id(request.request_id, "request_id"),
+        "agent": check_topic_id(request.agent_id, "agent_id"),
+        "model": check_id(request.model_id, "model_id"),
+        "model_sha256": check_sha256(request.model_sha256, "model_sha256"),
+        "cut": check_id(request.cut_id, "cut_id"),
+        "tail_sha256": nullable(check_sha256)(request.tail_sha256, "tail_sha256"),
+        "codec": request.codec,
+        "sent_at": check_real(request.sent_at, "sent_at"),
+        "deadline_ms": check_positive(request.deadline_ms, "deadline_ms"),
+        "tensors": _encode_tensors(request.tensors, "tensors", request.codec, allow_empty=False),
+    }
+    return _pack_within(wire, max_bytes)
+
+
+def encode_reply(reply: InferenceReply, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """Encode a reply for the wire.
+
+    Args:
+        reply: The reply.
+        max_bytes: Largest encoded size allowed.
+
+    Returns:
+        The msgpack bytes.
+
+    Raises:
+        TypeError: A field has the wrong type.
+        ValueError: A field is invalid, a failed reply has outputs, there are
+            too many outputs, or the message would exceed ``max_bytes``.
+    """
+    get_codec(reply.codec)
+    if reply.error is not None and reply.outputs:
+        msg = "a failed reply (error set) must have no outputs"
+        raise ValueError(msg)
+    wire: _ReplyWire = {
+        "v": PROTOCOL_VERSION,
+        "t": "resp",
+        "id": check_id(reply.request_id, "request_id"),
+        "hub": check_topic_id(reply.hub_id, "hub_id"),
+        "ok": reply.error is None,
+        "codec": reply.codec,
+        "error": None if reply.error is None else _encode_error(reply.error),
+        "timing": {
+            "queue_ms": check_non_negative(reply.queue_ms, "queue_ms"),
+            "compute_ms": check_non_negative(reply.compute_ms, "compute_ms"),
+        },
+        "load": {"queue_depth": check_count(reply.queue_depth, "queue_depth")},
+        "outputs": _encode_tensors(reply.outputs, "outputs", reply.codec, allow_empty=True),
+    }
+    return _pack_within(wire, max_bytes)
+
+
+def encode_status(status: NodeStatus) -> bytes:
+    """Encode a status announcement for the wire.
+
+    Raises:
+        TypeError: A field has the wrong type.
+        ValueError: A field is invalid.
+    """
+    wire: _StatusWire = {
+        "v": PROTOCOL_VERSION,
+        "t": "status",
+        "node": check_topic_id(status.node_id, "node_id"),
+        "role": _check_role(status.role, "role"),
+        "state": _check_state(status.state, "state"),
+        "sent_at": check_real(status.sent_at, "sent_at"),
+        "load": {"queue_depth": check_count(status.queue_depth, "queue_depth")},
+        "version": check_str(status.version, "version"),
+    }
+    return pack(wire)
+
+
+def _encode_error(error: ReplyError) -> _ErrorWire:
+    if not isinstance(error, ReplyError):
+        msg = f"error must be a ReplyError or None, not {type_name(error)}"
+        raise TypeError(msg)
+    return {
+        "code": check_id(str(error.code), "error.code"),
+        "message": check_str(error.message, "error.message", max_length=sys.maxsize),
+    }
+
+
+def _encode_tensors(
+    tensors: Mapping[str, npt.NDArray[Any]], name: str, codec: str, *, allow_empty: bool
+) -> dict[str, TensorPayload]:
+    if not isinstance(tensors, Mapping):
+        msg = f"{name} must be a mapping of names to arrays, not {type_name(tensors)}"
+        raise TypeError(msg)
+    if len(tensors) > MAX_TENSORS or not (tensors or allow_empty):
+        least = 0 if allow_empty else 1
+        msg = f"{name} must hold {least} to {MAX_TENSORS} tensors, not {len(tensors)}"
+        raise ValueError(msg)
+    encoded: dict[str, TensorPayload] = {}
+    for key, array in tensors.items():
+        tensor_name = check_id(key, f"a name in {name}", max_length=MAX_TENSOR_NAME_LENGTH)
+        try:
+            encoded[tensor_name] = encode_tensor(array, codec)
+        except (TypeError, ValueError) as exc:
+            msg = f"{name}[{tensor_name!r}]: {exc}"
+            raise type(exc)(msg) from exc
+    return encoded
+
+
+def _pack_within(wire: object, max_bytes: int) -> bytes:
+    data = pack(wire)
+    if len(data) > max_bytes:
+        msg = f"the encoded message is {len(data)} bytes, more than max_bytes={max_bytes}"
+        raise ValueError(msg)
+    return data
+
+
+def decode_request(
+    data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> InferenceRequest:
+    """Decode and check a request received from the wire.
+
+    Args:
+        data: The MQTT payload.
+        max_bytes: Largest payload accepted, checked before unpacking.
+
+    Returns:
+        The request; its tensors are read-only views over the received data.
+
+    Raises:
+        ProtocolError: Anything is wrong; ``code`` says what to reply.
+    """
+    fields = _open(data, "req", max_bytes)
+    codec = fields.get("codec", _check_codec)
+    return InferenceRequest(
+        request_id=fields.get("id", check_id),
+        agent_id=fields.get("agent", check_topic_id),
+        model_id=fields.get("model", check_id),
+        model_sha256=fields.get("model_sha256", check_sha256),
+        cut_id=fields.get("cut", check_id),
+        tail_sha256=fields.get("tail_sha256", nullable(check_sha256)),
+        codec=codec,
+        sent_at=fields.get("sent_at", check_real),
+        deadline_ms=fields.get("deadline_ms", check_positive),
+        tensors=fields.get("tensors", _tensors_check(codec, allow_empty=False)),
+    )
+
+
+def decode_reply(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> InferenceReply:
+    """Decode and check a reply received from the wire.
+
+    Args:
+        data: The MQTT payload.
+        max_bytes: Largest payload accepted, checked before unpacking.
+
+    Returns:
+        The reply; its outputs are read-only views over the received data.
+
+    Raises:
+        ProtocolError: Anything is wrong.
+    """
+    fields = _open(data, "resp", max_bytes)
+    codec = fields.get("codec", _check_codec)
+    ok = fields.get("ok", check_bool)
+    error = fields.get("error", nullable(_check_error))
+    outputs = fields.get("outputs", _tensors_check(codec, allow_empty=True))
+    if ok != (error is None) or (error is not None and outputs):
+        msg = "reply: 'ok' must be true iff 'error' is nil; 'outputs' empty on error"
+        raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
+    timing = fields.get("timing", Fields)
+    return InferenceReply(
+        request_id=fields.get("id", check_id),
+        hub_id=fields.get("hub", check_topic_id),
+        outputs=outputs,
+        error=error,
+        queue_ms=timing.get("queue_ms", check_non_negative),
+        compute_ms=timing.get("compute_ms", check_non_negative),
+        queue_depth=fields.get("load", Fields).get("queue_depth", check_count),
+        codec=codec,
+    )
+
+
+def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> NodeStatus:
+    """Decode and check a status announcement received from the wire.
+
+    Raises:
+        ProtocolError: Anything is wrong.
+    """
+    fields = _open(data, "status", max_bytes)
+    return NodeStatus(
+        node_id=fields.get("node", check_topic_id),
+        role=fields.get("role", _check_role),
+        state=fields.get("state", _check_state),
+        sent_at=fields.get("sent_at", check_real),
+        queue_depth=fields.get("load", Fields).get("queue_depth", check_count),
+        version=fields.get("version", check_str),
+    )
+
+
+def peek_request_id(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> str | None:
+    """Best-effort id of a request that :func:`decode_request` rejected.
+
+    Lets a hub address its error reply when the MQTT CorrelationData is
+    missing. Never raises.
+
+    Returns:
+        The ``"id"`` field if the payload is a msgpack map with a valid one,
+        else ``None``.
+    """
+    try:
+        value = unpack(data, max_bytes=max_bytes)
+    except ProtocolError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    try:
+        return check_id(value.get("id"), "id")
+    except (TypeError, ValueError):
+        return None
+
+
+_WHERE: Final = {"req": "request", "resp": "reply", "status": "status"}
+
+
+def _open(data: bytes | bytearray | memoryview, kind: str, max_bytes: int) -> Fields:
+    fields = Fields(unpack(data, max_bytes=max_bytes), _WHERE[kind])
+    fields.get("v", _check_version)
+    actual = fields.get("t", check_str)
+    if actual != kind:
+        msg = f"expected a message of type {kind!r}, got {actual!r}"
+        raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
+    return fields
+
+
+def _check_version(value: object, name: str) -> int:
+    if type(value) is not int or value != PROTOCOL_VERSION:
+        msg = f"{name} is {value!r}; this peer speaks protocol version {PROTOCOL_VERSION}"
+        raise ProtocolError(msg, code=ErrorCode.UNSUPPORTED_VERSION)
+    return value
+
+
+def _check_codec(value: object, name: str) -> str:
+    codec = check_id(value, name)
+    try:
+        get_codec(codec)
+    except ValueError as exc:
+        msg = f"{name}: {exc}"
+        raise ProtocolError(msg, code=ErrorCode.UNSUPPORTED_CODEC) from exc
+    return codec
+
+
+def _check_error(value: object, name: str) -> ReplyError:
+    fields = Fields(value, name)
+    return ReplyError(
+        code=fields.get("code", check_id),
+        message=fields.get("message", _check_error_message),
+    )
+
+
+def _check_error_message(value: object, name: str) -> str:
+    return check_str(value, name, max_length=sys.maxsize)
+
+
+def _check_role(value: object, name: str) -> NodeRole:
+    role = _ROLES.get(check_str(value, name))
+    if role is None:
+        msg = f"{name} must be one of {', '.join(_ROLES)}, not {value!r}"
+        raise ValueError(msg)
+    return role
+
+
+def _check_state(value: object, name: str) -> NodeState:
+    state = _STATES.get(check_str(value, name))
+    if state is None:
+        msg = f"{name} must be one of {', '.join(_STATES)}, not {value!r}"
+        raise ValueError(msg)
+    return state
+
+
+def _tensors_check(codec: str, *, allow_empty: bool) -> Callable[[object, str], dict[str, npt.NDArray[Any]]]:
+    def check(value: object, name: str) -> dict[str, npt.NDArray[Any]]:
+        return _decode_tensors(value, name, codec, allow_empty=allow_empty)
+
+    return check
+
+
+def _decode_tensors(value: object, name: str, codec: str, *, allow_empty: bool) -> dict[str, npt.NDArray[Any]]:
+    if not isinstance(value, dict):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
+    if len(value) > MAX_TENSORS:
+        msg = f"{name} holds {len(value)} tensors, more than {MAX_TENSORS}"
+        raise ProtocolError(msg, code=ErrorCode.TOO_LARGE)
+    if not (value or allow_empty):
+        msg = f"{name} must hold at least one tensor"
+        raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
+    tensors: dict[str, npt.NDArray[Any]] = {}
+    for key, payload in value.items():
+        tensor_name = check_id(key, f"a name in {name}", max_length=MAX_TENSOR_NAME_LENGTH)
+        tensors[tensor_name] = decode_tensor(payload, name=tensor_name, codec=codec)
+    return tensors
