@@ -49,12 +49,15 @@ async def echo_round_trip(url: BrokerURL, request_bytes: int, reply_bytes: int, 
         await client.subscribe("bench/echo/resp", qos=url.qos)
 
         async def serve() -> None:
-            async for message in server.messages:
+            messages = aiter(server.messages)
+            for _ in range(count + 1):
+                message = await anext(messages)
                 props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                 props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
                 await server.publish("bench/echo/resp", reply, qos=url.qos, properties=props)
 
         echo = asyncio.create_task(serve())
+        replies = aiter(client.messages)
         samples = []
         for i in range(count + 1):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -62,11 +65,9 @@ async def echo_round_trip(url: BrokerURL, request_bytes: int, reply_bytes: int, 
             props.CorrelationData = str(i).encode()
             started = time.perf_counter()
             await client.publish("bench/echo/req", request, qos=url.qos, properties=props)
-            await anext(aiter(client.messages))
+            await anext(replies)
             samples.append(time.perf_counter() - started)
-        echo.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await echo
+        await echo
     return _median_ms(samples[1:])
 
 
