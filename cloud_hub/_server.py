@@ -25,6 +25,7 @@ from cloud_hub._store import TailStore, TailUnavailableError
 from edge_agent import Connection, Incoming, Will
 from edgecut._version import __version__
 from protocol import (
+    MAX_ID_LENGTH,
     ErrorCode,
     InferenceReply,
     InferenceRequest,
@@ -34,6 +35,7 @@ from protocol import (
     decode_request,
     encode_reply,
     encode_status,
+    peek_request_id,
 )
 from protocol.errors import EdgecutError, ProtocolError, TransportError
 
@@ -59,8 +61,9 @@ class _Job:
     def request_id(self) -> str:
         if self.request is not None:
             return self.request.request_id
-        correlation = self.incoming.correlation or b""
-        return correlation.decode("utf-8", "replace")[:128] or _UNKNOWN_REQUEST_ID
+        if self.incoming.correlation:
+            return self.incoming.correlation.decode("utf-8", "replace")[:MAX_ID_LENGTH]
+        return peek_request_id(self.incoming.payload) or _UNKNOWN_REQUEST_ID
 
 
 class Hub:

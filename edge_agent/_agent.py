@@ -37,7 +37,7 @@ from protocol import (
     decode_reply,
     encode_request,
 )
-from protocol.errors import EdgecutError, TransportError
+from protocol.errors import EdgecutError, ProtocolError, TransportError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -326,7 +326,10 @@ class EdgeAgent:
             del self._pending[request_id]
         round_trip_ms = _ms_since(posted)
         decode_started = time.perf_counter()
-        reply = decode_reply(raw)
+        try:
+            reply = decode_reply(raw)
+        except ProtocolError as exc:
+            return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}")
         decode_ms = _ms_since(decode_started)
         if reply.error is not None:
             if reply.error.code in _FALLBACK_CODES:

@@ -172,11 +172,9 @@ class ModelHalves:
             msg = f"splitting {name_or_path!r} on the device needs the onnx package; or give a split directory"
             raise ModelError(msg) from exc
         model_id, model = partition.load_model(name_or_path)
-        cuts = tuple(
-            CutInfo(id=cut.id, bytes=cut.bytes, single_tensor=cut.single_tensor)
-            for cut in partition.enumerate_cuts(model)
-        )
-        inputs = partition.split(model, CLOUD_ONLY, model_id=model_id).manifest.inputs
+        all_cuts = partition.enumerate_cuts(model)
+        cuts = tuple(CutInfo(id=cut.id, bytes=cut.bytes, single_tensor=cut.single_tensor) for cut in all_cuts)
+        inputs = next(cut.tensors for cut in all_cuts if cut.id == CLOUD_ONLY)  # what crosses there: the inputs
         return cls(
             model_id=model_id,
             model_sha256=sha256_hex(model.SerializeToString()),

@@ -8,6 +8,7 @@ to their exit codes here, in one place.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # `edgecut ... | head` closed our stdout: not an error
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except EdgecutError as exc:
         print(f"edgecut: error: {exc}", file=sys.stderr)  # noqa: T201
         for kind, code in _ERROR_EXITS:
