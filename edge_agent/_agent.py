@@ -36,6 +36,7 @@ from protocol import (
     Topics,
     decode_reply,
     encode_request,
+    peek_request_id,
 )
 from protocol.errors import EdgecutError, ProtocolError, TransportError
 
@@ -391,7 +392,10 @@ class EdgeAgent:
         )
 
     def _on_reply(self, incoming: Incoming) -> None:
-        request_id = (incoming.correlation or b"").decode("utf-8", "replace")
+        if incoming.correlation:
+            request_id = incoming.correlation.decode("utf-8", "replace")
+        else:  # a hub that dropped the CorrelationData: the reply's own id says which
+            request_id = peek_request_id(incoming.payload) or ""
         pending = self._pending.get(request_id)
         if pending is None or pending.reply.done():
             logger.debug("ignored a reply to %r: not waiting for it (late or duplicate)", request_id)
