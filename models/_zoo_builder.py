@@ -68,9 +68,7 @@ class GraphBuilder:
         x = self._emit("Cast", [image], "preprocess.cast", to=TensorProto.FLOAT)
         x = self._emit("Sub", [x, mean], "preprocess.sub_mean")
         x = self._emit("Div", [x, std], "preprocess.div_std")
-        x = self._emit(
-            "Transpose", [x], "preprocess.to_nchw", "preprocess.out", perm=[0, 3, 1, 2]
-        )
+        x = self._emit("Transpose", [x], "preprocess.to_nchw", "preprocess.out", perm=[0, 3, 1, 2])
         self._channels[x] = len(_MEAN)
         return x
 
@@ -168,16 +166,10 @@ class GraphBuilder:
         b = self._const("logits.bias", self._normal((classes,), _BN_BIAS_STD))
         return self._emit("Gemm", [flat, w, b], "logits", OUTPUT_NAME, transB=1)
 
-    def model(
-        self, *, graph_name: str, size: int, classes: int, doc: str
-    ) -> onnx.ModelProto:
+    def model(self, *, graph_name: str, size: int, classes: int, doc: str) -> onnx.ModelProto:
         """Wrap the nodes in a model with the zoo's input and output signature."""
-        image = helper.make_tensor_value_info(
-            INPUT_NAME, TensorProto.UINT8, [BATCH, size, size, 3]
-        )
-        logits = helper.make_tensor_value_info(
-            OUTPUT_NAME, TensorProto.FLOAT, [BATCH, classes]
-        )
+        image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH, size, size, 3])
+        logits = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH, classes])
         graph = helper.make_graph(
             self.nodes,
             graph_name,
@@ -212,9 +204,7 @@ class GraphBuilder:
         self._node_names.add(name)
         output = out or name
         node = helper.make_node(op, inputs, [output], name=name)
-        node.attribute.extend(
-            helper.make_attribute(key, value) for key, value in sorted(attrs.items())
-        )
+        node.attribute.extend(helper.make_attribute(key, value) for key, value in sorted(attrs.items()))
         self.nodes.append(node)
         return output
 

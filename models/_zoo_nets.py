@@ -70,9 +70,7 @@ def mobilenet_v2(g: GraphBuilder, x: str) -> str:
         for repeat in range(repeats):
             block_stride = stride if repeat == 0 else 1
             name = f"features.{index}"
-            x = inverted_residual(
-                g, x, name, channels, stride=block_stride, expand=expand
-            )
+            x = inverted_residual(g, x, name, channels, stride=block_stride, expand=expand)
             index += 1
     x = g.conv(x, f"features.{index}.conv", _MOBILENET_V2_LAST, 1)
     return g.relu6(x, f"features.{index}.relu6", out=f"features.{index}.out")
@@ -117,9 +115,7 @@ def conv_relu(
     return g.relu(x, f"{name}.relu")
 
 
-def basic_block(
-    g: GraphBuilder, x: str, name: str, channels: int, *, stride: int
-) -> str:
+def basic_block(g: GraphBuilder, x: str, name: str, channels: int, *, stride: int) -> str:
     """ResNet BasicBlock: two 3x3 convs plus an identity or 1x1 shortcut."""
     y = g.conv(x, f"{name}.conv1", channels, 3, stride=stride)
     y = g.relu(y, f"{name}.relu1")

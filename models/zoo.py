@@ -151,9 +151,7 @@ def build(name: str, *, seed: int = 0) -> onnx.ModelProto:
         classes=recipe.classes,
         doc=recipe.entry.description,
     )
-    onnx.helper.set_model_props(
-        model, {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed)}
-    )
+    onnx.helper.set_model_props(model, {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed)})
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -1,0 +1,1 @@
+"""Network and fleet simulations of edgecut deployments (scripts; imported by nothing)."""

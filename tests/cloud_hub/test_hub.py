@@ -8,13 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pytest
 
+from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import CLOUD_ONLY, Connection, EdgeAgent, Incoming, Timeouts
 from models import partition, sha256_hex
 from protocol import ErrorCode, InferenceRequest, Topics, decode_reply, decode_status, encode_request
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    StartHub = Callable[..., Awaitable[Hub]]
 
 pytestmark = pytest.mark.broker
 
@@ -34,7 +41,7 @@ class RawClient:
             on_message=self.received.put_nowait,
         )
 
-    async def __aenter__(self) -> RawClient:
+    async def __aenter__(self) -> Self:
         await self.connection.__aenter__()
         await self.connection.wait_connected(10)
         return self
@@ -77,8 +84,8 @@ def _tiny_request(**changes: object) -> InferenceRequest:
     ],
 )
 async def test_undecodable_request_gets_an_error_reply_and_the_hub_lives_on(
-    broker_url, prefix, start_hub, payload, code
-):
+    broker_url: str, prefix: str, start_hub: StartHub, payload: bytes, code: ErrorCode
+) -> None:
     hub = await start_hub()
     topics = Topics(prefix)
     async with RawClient(broker_url, topics, [topics.response("raw")]) as client:
@@ -102,8 +109,8 @@ async def test_undecodable_request_gets_an_error_reply_and_the_hub_lives_on(
     ],
 )
 async def test_requests_that_do_not_fit_the_model_are_refused_by_name(
-    broker_url, prefix, start_hub, changes, code, fragment
-):
+    *, broker_url: str, prefix: str, start_hub: StartHub, changes: dict[str, object], code: ErrorCode, fragment: str
+) -> None:
     await start_hub()
     topics = Topics(prefix)
     async with RawClient(broker_url, topics, [topics.response("raw")]) as client:
@@ -113,7 +120,7 @@ async def test_requests_that_do_not_fit_the_model_are_refused_by_name(
     assert fragment in reply.error.message
 
 
-async def test_status_is_retained_online_then_offline(broker_url, prefix, start_hub):
+async def test_status_is_retained_online_then_offline(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     hub = await start_hub(hub_id="status-hub")
     topics = Topics(prefix)
     async with RawClient(broker_url, topics, [topics.status("status-hub")]) as watcher:
@@ -126,7 +133,7 @@ async def test_status_is_retained_online_then_offline(broker_url, prefix, start_
 
 def _hub_process(broker_url: str, prefix: str, hub_id: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker_url, "--prefix", prefix]
-    return subprocess.Popen([*command, "--hub-id", hub_id, "--threads", "1"])
+    return subprocess.Popen([*command, "--hub-id", hub_id, "--threads", "1"])  # noqa: S603 - our own CLI
 
 
 async def _wait_online(url: str, topics: Topics, hub_id: str) -> None:
@@ -138,7 +145,7 @@ async def _wait_online(url: str, topics: Topics, hub_id: str) -> None:
 
 
 @pytest.mark.slow
-async def test_killed_hub_process_is_bridged_by_fallback_then_its_restart_serves(broker_url, prefix):
+async def test_killed_hub_process_is_bridged_by_fallback_then_its_restart_serves(broker_url: str, prefix: str) -> None:
     topics = Topics(prefix)
     hub = _hub_process(broker_url, prefix, "proc-hub")
     try:
@@ -160,11 +167,8 @@ async def test_killed_hub_process_is_bridged_by_fallback_then_its_restart_serves
         hub.wait(10)
 
 
-async def test_broker_restart_agent_and_hub_reconnect(own_broker, prefix):
+async def test_broker_restart_agent_and_hub_reconnect(own_broker: LocalBroker, prefix: str) -> None:
     url = own_broker.url
-    hub_task = None
-    from cloud_hub import Hub, HubConfig
-
     hub = Hub(HubConfig(broker=url, prefix=prefix, threads=1, hub_id="restart-hub"))
     hub_task = asyncio.create_task(hub.serve())
     await asyncio.wait_for(hub.ready.wait(), 30)

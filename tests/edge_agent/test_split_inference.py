@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -10,6 +11,14 @@ import pytest
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, HubError, RequestTimeoutError, SyncEdgeAgent, Timeouts
 from models import partition
 from protocol import ErrorCode
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from cloud_hub import Hub
+
+    StartHub = Callable[..., Awaitable[Hub]]
 
 pytestmark = pytest.mark.broker
 
@@ -26,7 +35,9 @@ def _inner_cuts(agent: EdgeAgent, count: int = 3) -> list[str]:
     return [inner[i * len(inner) // count] for i in range(count)] + [inner[-1]]
 
 
-async def test_results_match_local_inference_at_every_kind_of_cut(broker_url, prefix, start_hub):
+async def test_results_match_local_inference_at_every_kind_of_cut(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
     await start_hub()
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
         full = agent.model.halves(EDGE_ONLY).head
@@ -38,14 +49,15 @@ async def test_results_match_local_inference_at_every_kind_of_cut(broker_url, pr
                 assert result.fallback is None
                 np.testing.assert_allclose(result.outputs["logits"], expected, atol=1e-4, rtol=0)
                 if cut == EDGE_ONLY:
-                    assert result.hub_id is None and result.bytes_sent == 0
+                    assert result.hub_id is None
+                    assert result.bytes_sent == 0
                 else:
                     assert result.hub_id == "hub0"
                     assert result.bytes_sent > 0
                     assert result.timings.hub_compute_ms > 0
 
 
-async def test_multi_tensor_cut_crosses_every_tensor(broker_url, prefix, start_hub):
+async def test_multi_tensor_cut_crosses_every_tensor(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     await start_hub()
     async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1) as agent:
         multi = [c.id for c in agent.model.cuts if not c.single_tensor]
@@ -56,7 +68,7 @@ async def test_multi_tensor_cut_crosses_every_tensor(broker_url, prefix, start_h
         np.testing.assert_allclose(result.outputs["logits"], expected, atol=1e-4, rtol=0)
 
 
-async def test_two_replicas_share_the_requests(broker_url, prefix, start_hub):
+async def test_two_replicas_share_the_requests(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     await start_hub(hub_id="replica-a")
     await start_hub(hub_id="replica-b")
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
@@ -65,8 +77,10 @@ async def test_two_replicas_share_the_requests(broker_url, prefix, start_hub):
     assert served_by == {"replica-a", "replica-b"}
 
 
-async def test_unknown_model_gets_an_error_reply(broker_url, prefix, start_hub, tmp_path):
-    model_id, model = partition.load_model(MODEL)
+async def test_unknown_model_gets_an_error_reply(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
+    _, model = partition.load_model(MODEL)
     model.graph.doc_string = "a model no hub knows"
     path = tmp_path / "mystery.onnx"
     path.write_bytes(model.SerializeToString())
@@ -78,7 +92,9 @@ async def test_unknown_model_gets_an_error_reply(broker_url, prefix, start_hub, 
     assert "mystery" in str(caught.value)
 
 
-async def test_changed_zoo_model_is_refused_as_a_mismatch(broker_url, prefix, start_hub, tmp_path):
+async def test_changed_zoo_model_is_refused_as_a_mismatch(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
     _, model = partition.load_model(MODEL)
     model.graph.doc_string = "retrained elsewhere"
     path = tmp_path / f"{MODEL}.onnx"  # same name as the zoo model, other bytes
@@ -90,7 +106,9 @@ async def test_changed_zoo_model_is_refused_as_a_mismatch(broker_url, prefix, st
     assert caught.value.code == ErrorCode.MODEL_MISMATCH
 
 
-async def test_agent_runs_from_a_split_directory_without_the_full_model(broker_url, prefix, start_hub, tmp_path):
+async def test_agent_runs_from_a_split_directory_without_the_full_model(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
     model_id, model = partition.load_model(MODEL)
     cut = next(c.id for c in partition.enumerate_cuts(model) if c.single_tensor and c.position > 2)
     split = partition.split(model, cut, model_id=model_id)
@@ -105,7 +123,7 @@ async def test_agent_runs_from_a_split_directory_without_the_full_model(broker_u
     assert result.cut_id == cut
 
 
-async def test_no_hub_falls_back_to_the_local_tail(broker_url, prefix):
+async def test_no_hub_falls_back_to_the_local_tail(broker_url: str, prefix: str) -> None:
     timeouts = Timeouts(request=0.3)
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, timeouts=timeouts) as agent:
         image = _images(1)[0]
@@ -116,7 +134,7 @@ async def test_no_hub_falls_back_to_the_local_tail(broker_url, prefix):
     np.testing.assert_allclose(result.outputs["logits"], expected, atol=1e-4, rtol=0)
 
 
-async def test_no_hub_and_no_fallback_is_a_clear_timeout(broker_url, prefix):
+async def test_no_hub_and_no_fallback_is_a_clear_timeout(broker_url: str, prefix: str) -> None:
     timeouts = Timeouts(request=0.3)
     async with EdgeAgent(
         broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, timeouts=timeouts, fallback=False
@@ -125,7 +143,7 @@ async def test_no_hub_and_no_fallback_is_a_clear_timeout(broker_url, prefix):
             await agent.infer(_images(1)[0])
 
 
-def test_sync_agent_for_scripts(broker_url, prefix):
+def test_sync_agent_for_scripts(broker_url: str, prefix: str) -> None:
     with SyncEdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, timeouts=Timeouts(request=0.3)) as agent:
         result = agent.infer(_images(1)[0])
     assert result.outputs["logits"].shape == (1, 10)

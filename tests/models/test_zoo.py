@@ -152,9 +152,7 @@ def test_logits_sane_and_input_dependent(session: Session, name: str) -> None:
     assert len(set(logits.argmax(axis=1).tolist())) >= 3
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(
-    model: onnx.ModelProto, name: str
-) -> None:
+def test_same_seed_same_bytes_other_seed_other_bytes(model: onnx.ModelProto, name: str) -> None:
     data = model.SerializeToString()
     assert zoo.build(name, seed=0).SerializeToString() == data
     assert zoo.build(name, seed=1).SerializeToString() != data
