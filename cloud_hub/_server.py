@@ -125,19 +125,20 @@ class Hub:
         Raises:
             TransportError: The broker could not be reached at start-up.
         """
-        async with self._connection, asyncio.TaskGroup() as tasks:
+        async with self._connection:
             await self._connection.wait_connected(connect_timeout)
             self.ready.set()
             logger.info("%s serving on %s (group %s)", self.config.hub_id, self._connection.url, self.config.group)
-            workers = [
-                tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
-                for i in range(self.config.workers)
-            ]
-            reporter = tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
-            await self._shutdown.wait()
-            await self._drain()
-            for task in (*workers, reporter):
-                task.cancel()
+            async with asyncio.TaskGroup() as tasks:
+                workers = [
+                    tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
+                    for i in range(self.config.workers)
+                ]
+                reporter = tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
+                await self._shutdown.wait()
+                await self._drain()
+                for task in (*workers, reporter):
+                    task.cancel()
             with contextlib.suppress(TransportError):
                 await self._publish_status("offline")
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -233,9 +233,8 @@ class EdgeAgent:
 
     def _open_model(self) -> ModelHalves:
         halves = ModelHalves.open(self._model, threads=self._threads)
-        if self._default_cut != AUTO:
-            halves.cut(self._default_cut)
-            halves.halves(self._default_cut)  # load now: the first request should not pay for it
+        cut = halves.fewest_bytes_cut() if self._default_cut == AUTO else self._default_cut
+        halves.halves(cut)  # load now: the first request should not pay for it
         return halves
 
     async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
