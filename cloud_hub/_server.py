@@ -191,7 +191,10 @@ class Hub:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
-            await self._reply(job, await self._answer(job))
+            try:
+                await self._reply(job, await self._answer(job))
+            except Exception:  # a worker must outlive any one request
+                logger.exception("request %s: no reply could be sent", job.request_id)
 
     async def _answer(self, job: _Job) -> bytes:
         """Run the request and return the encoded reply; errors become error replies."""

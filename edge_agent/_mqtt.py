@@ -226,9 +226,12 @@ class Connection:
         while True:
             try:
                 await self._serve_one_connection()
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, TransportError) as exc:
                 self._last_error = exc
                 logger.warning("%s: broker connection to %s lost or refused: %s", self.client_id, self.url, exc)
+            except Exception as exc:  # e.g. a failing on_connect: reconnect rather than die
+                self._last_error = exc
+                logger.exception("%s: connection to %s failed", self.client_id, self.url)
             finally:
                 self._connected.clear()
                 self._client = None
