@@ -5,17 +5,10 @@
 hubs use; it is the one place aiomqtt is imported.
 """
 
-from edge_agent._agent import (
-    AUTO,
-    EdgeAgent,
-    HubError,
-    InferenceResult,
-    RequestTimeoutError,
-    Timeouts,
-    Timings,
-)
+from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._halves import CLOUD_ONLY, EDGE_ONLY, CutInfo, Halves, ModelHalves
 from edge_agent._mqtt import Backoff, Connection, Incoming, Will
+from edge_agent._results import HubError, InferenceResult, RequestTimeoutError, Timeouts, Timings
 from edge_agent._sync import SyncEdgeAgent
 from edge_agent._url import BrokerURL
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from edge_agent._halves import EDGE_ONLY, Halves, ModelHalves
 from edge_agent._mqtt import Connection, Incoming
+from edge_agent._results import HubError, InferenceResult, RequestTimeoutError, Timeouts, Timings
 from edge_agent._url import BrokerURL
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -38,7 +39,7 @@ from protocol import (
     encode_request,
     peek_request_id,
 )
-from protocol.errors import EdgecutError, ProtocolError, TransportError
+from protocol.errors import ProtocolError, TransportError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -53,80 +54,6 @@ logger = logging.getLogger("edgecut.agent")
 AUTO = "auto"
 # Hub errors after which the local tail gives the same answer the hub would have.
 _FALLBACK_CODES = frozenset({ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL})
-
-
-class RequestTimeoutError(TransportError):
-    """No reply came before the request's deadline and no local fallback was possible."""
-
-
-class HubError(EdgecutError):
-    """The hub answered with an error reply.
-
-    Attributes:
-        code: The protocol error code (``protocol.ErrorCode``).
-        hub_id: The hub that answered.
-    """
-
-    def __init__(self, code: str, message: str, *, hub_id: str) -> None:
-        super().__init__(f"{hub_id}: {code}: {message}")
-        self.code = code
-        self.hub_id = hub_id
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Timeouts:
-    """How long an agent waits, per phase, in seconds.
-
-    Attributes:
-        connect: For the first broker connection when the agent starts.
-        request: For a reply, counted from the moment the request is ready to
-            send (head compute excluded); also the request's deadline at the hub.
-    """
-
-    connect: float = 10.0
-    request: float = 5.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Timings:
-    """Where the time of one inference went, in milliseconds.
-
-    ``network_ms`` is the round trip seen by the agent minus the hub's own
-    queue and compute time: both transfers, the broker, and the hub's message
-    decoding and encoding.
-    """
-
-    edge_ms: float = 0.0
-    encode_ms: float = 0.0
-    network_ms: float = 0.0
-    hub_queue_ms: float = 0.0
-    hub_compute_ms: float = 0.0
-    decode_ms: float = 0.0
-    fallback_ms: float = 0.0
-    total_ms: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class InferenceResult:
-    """The outputs of one inference and how they were made.
-
-    Attributes:
-        outputs: The model's outputs by name.
-        cut_id: The cut used.
-        timings: Where the time went.
-        bytes_sent: Request payload bytes (0 when nothing was sent).
-        request_id: The request's id (``None`` for edge-only runs).
-        hub_id: The hub that answered (``None`` if none did).
-        fallback: Why the tail ran on the device instead, or ``None``.
-    """
-
-    outputs: dict[str, np.ndarray]
-    cut_id: str
-    timings: Timings
-    bytes_sent: int = 0
-    request_id: str | None = None
-    hub_id: str | None = None
-    fallback: str | None = None
 
 
 @dataclasses.dataclass(slots=True)

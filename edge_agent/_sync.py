@@ -10,7 +10,7 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from edge_agent._agent import EdgeAgent, InferenceResult
+from edge_agent._agent import EdgeAgent
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge_agent._halves import ModelHalves
+    from edge_agent._results import InferenceResult
 
 T = TypeVar("T")
 
