@@ -221,11 +221,16 @@ class Hub:
         tail = await self.store.get(request.model_id, request.model_sha256, request.cut_id)
         _check_tensors(request, tail)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._compute, tail, request, queue_ms)
+        return await loop.run_in_executor(self._executor, self._compute, tail, request, job.received)
 
-    def _compute(self, tail: Tail, request: InferenceRequest, queue_ms: float) -> bytes:
-        """Run the tail and encode the reply, in one worker-thread hop."""
+    def _compute(self, tail: Tail, request: InferenceRequest, received: float) -> bytes:
+        """Run the tail and encode the reply, in one worker-thread hop.
+
+        ``queue_ms`` in the reply is all the hub's time before the tail runs:
+        waiting in the queue, loading the tail on first use, the thread hop.
+        """
         started = time.perf_counter()
+        queue_ms = (started - received) * 1000
         outputs = tail.session.run(request.tensors)
         compute_ms = (time.perf_counter() - started) * 1000
         reply = InferenceReply(
