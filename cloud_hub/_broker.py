@@ -143,6 +143,7 @@ class LocalBroker:
         if self.is_running:
             return self
         if self.kind == "mosquitto":
+            self._check_port_free()
             self._start_mosquitto()
         else:
             self._start_iotcore(timeout)
@@ -184,6 +185,16 @@ class LocalBroker:
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return f"<LocalBroker {self.kind} {self.host}:{self.port} {state}>"
+
+    def _check_port_free(self) -> None:
+        """Refuse a taken port up front: a connect test alone would find the other listener."""
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as mosquitto does: TIME_WAIT is fine
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                msg = f"cannot start {self.kind} on {self.host}:{self.port}: {exc.strerror or exc}"
+                raise TransportError(msg) from exc
 
     def _start_mosquitto(self) -> None:
         conf = self._workdir / "mosquitto.conf"
