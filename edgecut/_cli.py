@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     except EdgecutError as exc:
         print(f"edgecut: error: {exc}", file=sys.stderr)  # noqa: T201
+        from edge_agent import RequestTimeoutError  # noqa: PLC0415 - only on this path
+
+        if isinstance(exc, RequestTimeoutError):  # a TransportError, with a code of its own
+            return ExitCode.TIMEOUT
         for kind, code in _ERROR_EXITS:
             if isinstance(exc, kind):
                 return code

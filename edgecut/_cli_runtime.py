@@ -34,7 +34,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2))  # noqa: T201
+    print(json.dumps(data, indent=2), flush=True)  # noqa: T201 - flushed: scripts read it from a pipe
 
 
 def _setup_logging(verbose: bool) -> None:  # noqa: FBT001
