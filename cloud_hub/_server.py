@@ -91,6 +91,7 @@ class Hub:
         self._rejections: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._shutdown = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._connection = Connection(
             config.broker,
             client_id=config.hub_id,
@@ -134,10 +135,13 @@ class Hub:
                     tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
                     for i in range(self.config.workers)
                 ]
-                reporter = tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
+                tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
                 await self._shutdown.wait()
                 await self._drain()
-                for task in (*workers, reporter):
+                # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
+                # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
+                self._stopped.set()
+                for task in workers:
                     task.cancel()
             with contextlib.suppress(TransportError):
                 await self._publish_status("offline")
@@ -189,7 +193,7 @@ class Hub:
             return None
 
     async def _work(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             job = await self._queue.get()
             try:
                 await self._reply(job, await self._answer(job))
@@ -280,7 +284,12 @@ class Hub:
 
     async def _report_load(self) -> None:
         while True:
-            await asyncio.sleep(self.config.status_interval)
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.config.status_interval)
+            except TimeoutError:
+                pass
+            else:
+                return
             with contextlib.suppress(TransportError):
                 await self._publish_status(timeout=self.config.status_interval)
 

@@ -1,0 +1,644 @@
+"""The hub under load, at shutdown, with bad settings, and serving models from a directory.
+
+To hold requests in the hub's queue deterministically (no sleeps, no timing
+guesses), the tests park the hub's single worker thread on a gate: the tail
+computation of an accepted request cannot start until the test opens the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import numpy as np
+import pytest
+
+from cloud_hub import Hub, HubConfig, serve_until_signalled
+from edge_agent import (
+    CLOUD_ONLY,
+    EDGE_ONLY,
+    Connection,
+    EdgeAgent,
+    HubError,
+    Incoming,
+    ModelHalves,
+    RequestTimeoutError,
+    Timeouts,
+)
+from edgecut._cli import main
+from edgecut._exit import ExitCode
+from models import partition, sha256_hex
+from protocol import (
+    ErrorCode,
+    InferenceRequest,
+    NodeStatus,
+    Topics,
+    decode_reply,
+    decode_status,
+    encode_request,
+)
+from protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
+
+    from edge_agent import InferenceResult
+
+pytestmark = pytest.mark.broker
+
+MODEL = "tiny"
+INNER_CUT = "stem.out"
+OTHER_CUT = "block.out"
+
+
+def _images(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@functools.cache
+def _full_model() -> ModelHalves:
+    return ModelHalves.open(MODEL, threads=1)
+
+
+def _expected(image: np.ndarray) -> np.ndarray:
+    full = _full_model().halves(EDGE_ONLY).head
+    assert full is not None
+    return full.run({"image": image[np.newaxis]})["logits"]
+
+
+def _assert_matches_full_model(result: InferenceResult, image: np.ndarray) -> None:
+    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4, rtol=0)
+
+
+async def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    """Yield to the event loop until ``condition()`` holds; fail (not hang) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def _parked(hub: Hub) -> AsyncIterator[threading.Event]:
+    """Park the hub's (single) worker thread until the block ends or the gate is opened.
+
+    Waits first until the hub has no reply outstanding: a reply counts as in flight
+    until the broker acknowledges it, which may be after the agent has it.
+    """
+    await _until(lambda: hub.queue_depth == 0, "the hub to finish its earlier requests")
+    gate = threading.Event()
+    hub._executor.submit(gate.wait)
+    try:
+        yield gate
+    finally:
+        gate.set()
+
+
+class Watcher:
+    """A plain MQTT client on the test's broker that collects what arrives on some topics."""
+
+    def __init__(self, url: str, subscriptions: list[str]) -> None:
+        self.received: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.connection = Connection(
+            url,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            subscriptions=[(topic, 1) for topic in subscriptions],
+            on_message=self.received.put_nowait,
+        )
+
+    async def next(self, seconds: float = 10) -> Incoming:
+        return await asyncio.wait_for(self.received.get(), seconds)
+
+    async def status(self, state: str, seconds: float = 10) -> NodeStatus:
+        """The next status in ``state``; others (periodic load reports) are skipped."""
+        async with asyncio.timeout(seconds):
+            while True:
+                status = decode_status((await self.received.get()).payload)
+                if status.state == state:
+                    return status
+
+
+@contextlib.asynccontextmanager
+async def _watching(url: str, *subscriptions: str) -> AsyncIterator[Watcher]:
+    watcher = Watcher(url, list(subscriptions))
+    async with watcher.connection:
+        await watcher.connection.wait_connected(10)
+        yield watcher
+
+
+def _request(cut_id: str = CLOUD_ONLY, **changes: Any) -> InferenceRequest:  # noqa: ANN401 - request fields
+    image = _images(1)[0][np.newaxis]
+    halves = _full_model().halves(cut_id)
+    tensors = halves.head.run({"image": image}) if halves.head is not None else {"image": image}
+    fields: dict[str, Any] = {
+        "request_id": uuid.uuid4().hex,
+        "agent_id": "raw",
+        "model_id": MODEL,
+        "model_sha256": _full_model().model_sha256,
+        "cut_id": cut_id,
+        "tensors": {spec.name: tensors[spec.name] for spec in halves.manifest.crossing},
+        "sent_at": time.time(),
+        "deadline_ms": 10_000.0,
+    }
+    return InferenceRequest(**(fields | changes))
+
+
+async def _send(watcher: Watcher, topic: str, request: InferenceRequest, response_topic: str | None) -> None:
+    await watcher.connection.publish(
+        topic,
+        encode_request(request),
+        qos=1,
+        response_topic=response_topic,
+        correlation=request.request_id.encode(),
+        timeout=10,
+    )
+
+
+# --- load and shutdown ------------------------------------------------------
+
+
+async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(max_queue=1, workers=1)
+    images = _images(6, seed=1)
+    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
+        assert (await agent.infer(images[0])).hub_id == "hub0"  # loads the tail before the worker is parked
+        async with _parked(hub):
+            tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
+            # One request is accepted and waits for the parked worker; the other four find the
+            # queue full and are answered 'overloaded' at once, while the worker is still parked.
+            await _until(lambda: sum(task.done() for task in tasks) == 4, "four overloaded replies")
+            assert hub.queue_depth == 1
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    fallbacks = [result.fallback for result in results if result.fallback is not None]
+    assert len(fallbacks) == 4
+    assert all(reason.startswith("hub overloaded:") for reason in fallbacks)
+    assert all("hub0 has" in reason for reason in fallbacks)
+    served = [result for result in results if result.fallback is None]
+    assert [result.hub_id for result in served] == ["hub0"]
+    for result, image in zip(results, images[1:], strict=True):
+        _assert_matches_full_model(result, image)
+    await _until(lambda: hub.queue_depth == 0, "the hub to count its last reply")  # counted once the broker acks
+
+
+async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(max_queue=1, workers=1)
+    images = _images(3, seed=2)
+    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, fallback=False) as agent:
+        await agent.infer(images[0])
+        async with _parked(hub):
+            first = asyncio.create_task(agent.infer(images[1]))
+            await _until(lambda: hub.queue_depth == 1, "the first request to be queued")
+            with pytest.raises(RequestTimeoutError, match=r"hub overloaded: .*fallback is off"):
+                await agent.infer(images[2])
+        assert (await first).hub_id == "hub0"
+
+
+async def test_shutdown_finishes_every_accepted_request(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(workers=1, grace=30, hub_id="draining")
+    images = _images(6, seed=3)
+    topics = Topics(prefix)
+    timeouts = Timeouts(request=30)
+    async with (
+        _watching(broker_url, topics.status("draining")) as watcher,
+        EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False, timeouts=timeouts) as agent,
+    ):
+        await watcher.status("online")
+        await agent.infer(images[0])
+        async with _parked(hub) as gate:
+            tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
+            await _until(lambda: hub.queue_depth == len(tasks), "every request to reach the hub")
+            hub.request_shutdown()
+            await _until(lambda: not hub._accepting, "the hub to start draining")
+            assert not any(task.done() for task in tasks)
+            gate.set()
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        offline = await watcher.status("offline", 30)
+    assert offline.queue_depth == 0
+    assert [result.hub_id for result in results] == ["draining"] * len(tasks)
+    for result, image in zip(results, images[1:], strict=True):
+        assert result.fallback is None
+        _assert_matches_full_model(result, image)
+    assert hub.replies_sent == 1 + len(tasks)
+    assert hub.queue_depth == 0  # the offline status came after the drain
+
+
+async def test_shutdown_gives_up_on_stuck_work_after_the_grace_period(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(workers=1, grace=0.2, hub_id="stuck")
+    topics = Topics(prefix)
+    image = _images(1, seed=4)[0]
+    async with (
+        _watching(broker_url, topics.status("stuck")) as watcher,
+        EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix) as agent,
+    ):
+        await watcher.status("online")
+        await agent.infer(image)
+        agent.timeouts = Timeouts(request=1.0)
+        async with _parked(hub):
+            task = asyncio.create_task(agent.infer(image))
+            await _until(lambda: hub.queue_depth == 1, "the request to be queued")
+            hub.request_shutdown()
+            offline = await watcher.status("offline", 30)  # the hub stops although its worker is stuck
+            await _until(lambda: not hub._connection.is_connected, "the hub to disconnect")
+        result = await asyncio.wait_for(task, 30)
+    assert offline.queue_depth == 0
+    assert result.fallback == "no reply within the deadline"
+    _assert_matches_full_model(result, image)
+
+
+async def test_a_request_that_waited_past_its_deadline_is_refused(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(workers=1)
+    topics = Topics(prefix)
+    async with _watching(broker_url, topics.response("raw")) as watcher:
+        request = topics.request("raw")
+        await _send(watcher, request, _request(), topics.response("raw"))  # loads the tail
+        assert decode_reply((await watcher.next()).payload).ok
+        async with _parked(hub):
+            await _send(watcher, request, _request(request_id="blocker"), topics.response("raw"))
+            await _send(watcher, request, _request(request_id="hurried", deadline_ms=50), topics.response("raw"))
+            await _until(lambda: hub.queue_depth == 2, "both requests to be queued")
+            await asyncio.sleep(0.1)  # the hurried request's 50 ms run out in the queue
+        replies = {reply.request_id: reply for reply in [decode_reply((await watcher.next()).payload) for _ in "ab"]}
+    assert replies["blocker"].ok
+    hurried = replies["hurried"]
+    assert hurried.error is not None
+    assert hurried.error.code == ErrorCode.DEADLINE_EXCEEDED
+    assert "past the 50 ms deadline" in hurried.error.message
+
+
+async def test_status_reports_the_queue_depth_while_serving(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    # Reports not too often: a report in flight at shutdown can hang the hub (see the race below).
+    hub = await start_hub(hub_id="reporter", status_interval=0.2, workers=1)
+    topics = Topics(prefix)
+    async with _watching(broker_url, topics.status("reporter"), topics.response("raw")) as watcher:
+        await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+        while (await watcher.next()).topic != topics.response("raw"):  # wait out the tail's loading
+            pass
+        async with _parked(hub):
+            await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+            await _until(lambda: hub.queue_depth == 1, "the request to be queued")
+            async with asyncio.timeout(20):
+                while True:
+                    incoming = await watcher.next()
+                    if incoming.topic == topics.status("reporter"):
+                        status = decode_status(incoming.payload)
+                        if status.queue_depth == 1:
+                            break
+    assert (status.node_id, status.role, status.state) == ("reporter", "hub", "online")
+    assert status.version
+
+
+# --- where replies go -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response_topic", "answered_on"),
+    [
+        (None, "raw"),  # no ResponseTopic: the sender's own response topic
+        ("somewhere/else", "raw"),  # not a response topic: ignored
+        ("RESP:other", "other"),  # another agent's response topic is honoured
+    ],
+)
+async def test_reply_topic(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    response_topic: str | None,
+    answered_on: str,
+) -> None:
+    await start_hub()
+    topics = Topics(prefix)
+    if response_topic is not None and response_topic.startswith("RESP:"):
+        response_topic = topics.response(response_topic.removeprefix("RESP:"))
+    async with _watching(broker_url, topics.all_responses()) as watcher:
+        request = _request()
+        await _send(watcher, topics.request("raw"), request, response_topic)
+        incoming = await watcher.next()
+    assert incoming.topic == topics.response(answered_on)
+    assert incoming.correlation == request.request_id.encode()
+    assert decode_reply(incoming.payload).ok
+
+
+async def test_the_edge_only_cut_has_no_tail_to_serve(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    await start_hub()
+    topics = Topics(prefix)
+    async with _watching(broker_url, topics.response("raw")) as watcher:
+        edge_only = dataclasses.replace(_request(INNER_CUT), cut_id=EDGE_ONLY)  # a valid request, a cut without tail
+        await _send(watcher, topics.request("raw"), edge_only, topics.response("raw"))
+        reply = decode_reply((await watcher.next()).payload)
+    assert reply.error is not None
+    assert reply.error.code == ErrorCode.UNKNOWN_CUT
+    assert "no tail to serve" in reply.error.message
+
+
+# --- configuration ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"workers": 0}, "workers must be at least 1"),
+        ({"max_queue": 0}, "max_queue must be at least 1"),
+        ({"max_sessions": -1}, "max_sessions must be at least 1"),
+        ({"use_zoo": False}, "nothing to serve"),
+        ({"broker": "http://127.0.0.1:1883"}, "mqtt://"),
+        ({"broker": "mqtt://127.0.0.1:1883?qos=2"}, "qos must be 0 or 1"),
+        ({"hub_id": "a/b"}, "'a/b'"),
+        ({"hub_id": "hub+1"}, "'hub+1'"),
+        ({"hub_id": "$SYS"}, "'$SYS'"),
+        ({"group": "g/h"}, "'g/h'"),
+        ({"group": "g+"}, "'g+'"),
+        ({"prefix": "a/#"}, "#"),
+    ],
+)
+def test_bad_hub_settings_are_config_errors(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        HubConfig(**({"hub_id": "h"} | overrides))
+    assert fragment in str(caught.value)
+
+
+def test_missing_models_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        HubConfig(models_dir=tmp_path / "absent")
+    a_file = tmp_path / "model.onnx"
+    a_file.write_bytes(b"")
+    with pytest.raises(ConfigError, match="does not exist"):
+        HubConfig(models_dir=a_file)
+
+
+def test_defaults_are_valid() -> None:
+    config = HubConfig()
+    assert config.use_zoo
+    assert config.hub_id.startswith("hub-")
+    assert config.hub_id.endswith(f"-{os.getpid()}")
+    assert config.workers >= 1
+
+
+# --- serving from a models directory ----------------------------------------
+
+
+def _split_with_the_cli(directory: Path, cut: str) -> Path:
+    assert main(["models", "split", MODEL, "--cut", cut, "--out", str(directory)]) == ExitCode.OK
+    return directory
+
+
+async def test_hub_serves_a_split_directory_without_the_zoo(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    split = _split_with_the_cli(tmp_path / "models" / "tiny-stem", INNER_CUT)
+    capsys.readouterr()
+    broken = tmp_path / "models" / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{ not json")  # skipped, not fatal
+    hub = await start_hub(models_dir=tmp_path / "models", use_zoo=False)
+    images = _images(3, seed=5)
+    async with EdgeAgent(broker_url, model=split, prefix=prefix, fallback=False) as agent:
+        assert agent.cut == INNER_CUT
+        results = [await agent.infer(image) for image in images]
+    for result, image in zip(results, images, strict=True):
+        assert (result.hub_id, result.cut_id, result.fallback) == ("hub0", INNER_CUT, None)
+        _assert_matches_full_model(result, image)
+    assert len(hub.store) == 1
+
+
+async def test_hub_refuses_a_tail_that_does_not_match_its_manifest(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    agent_dir = _split_with_the_cli(tmp_path / "agent", INNER_CUT)
+    hub_dir = tmp_path / "hub" / "tiny"
+    shutil.copytree(agent_dir, hub_dir)
+    tail = hub_dir / "tail.onnx"
+    tail.write_bytes(tail.read_bytes() + b"\x00")
+    await start_hub(models_dir=tmp_path / "hub", use_zoo=False)
+    async with EdgeAgent(broker_url, model=agent_dir, prefix=prefix, fallback=False) as agent:
+        with pytest.raises(HubError) as caught:
+            await agent.infer(_images(1)[0])
+    assert caught.value.code == ErrorCode.MODEL_MISMATCH
+    assert "does not match the sha256 in its manifest" in str(caught.value)
+
+
+async def test_hub_serves_a_full_model_file_by_its_hash(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    _, model = partition.load_model(MODEL)
+    model.graph.doc_string = "a model only this directory has"
+    data = model.SerializeToString()
+    models_dir = tmp_path / "models"
+    (models_dir / "nested").mkdir(parents=True)
+    path = models_dir / "nested" / "custom.onnx"
+    path.write_bytes(data)
+    _split_with_the_cli(models_dir / "some-split", OTHER_CUT)  # its head/tail files are not full models
+    hub = await start_hub(models_dir=models_dir, use_zoo=False)
+    images = _images(2, seed=6)
+    async with EdgeAgent(broker_url, model=path, prefix=prefix, fallback=False, threads=1) as agent:
+        assert agent.model.model_sha256 == sha256_hex(data)
+        assert agent.model.model_id == "custom"
+        for cut in (CLOUD_ONLY, INNER_CUT):
+            for image in images:
+                result = await agent.infer(image, cut=cut)
+                assert (result.hub_id, result.fallback) == ("hub0", None)
+                _assert_matches_full_model(result, image)  # same weights, other doc string
+    assert len(hub.store) == 2
+
+
+async def test_hub_without_the_zoo_does_not_know_zoo_models(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    async with EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False) as agent:
+        with pytest.raises(HubError) as caught:
+            await agent.infer(_images(1)[0])
+    assert caught.value.code == ErrorCode.UNKNOWN_MODEL
+    assert "'tiny'" in str(caught.value)
+
+
+async def test_least_recently_used_tails_are_unloaded(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(max_sessions=1)
+    image = _images(1, seed=7)[0]
+    async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, fallback=False, threads=1) as agent:
+        for cut in (INNER_CUT, OTHER_CUT, INNER_CUT, CLOUD_ONLY):
+            result = await agent.infer(image, cut=cut)
+            _assert_matches_full_model(result, image)
+            assert len(hub.store) == 1
+
+
+async def test_concurrent_first_requests_load_a_tail_once(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(workers=4)
+    images = _images(8, seed=8)
+    async with EdgeAgent(broker_url, model=MODEL, cut=OTHER_CUT, prefix=prefix, fallback=False) as agent:
+        results = await asyncio.gather(*(agent.infer(image) for image in images))
+    for result, image in zip(results, images, strict=True):
+        _assert_matches_full_model(result, image)
+    assert len(hub.store) == 1
+
+
+# --- signals ----------------------------------------------------------------
+
+
+async def test_sigterm_drains_and_a_second_signal_stops_at_once(broker_url: str, prefix: str) -> None:
+    hub = Hub(HubConfig(broker=broker_url, prefix=prefix, hub_id="signalled", threads=1, workers=1))
+    serving = asyncio.create_task(serve_until_signalled(hub))
+    await asyncio.wait_for(hub.ready.wait(), 30)  # serve() runs: the handlers are installed
+    topics = Topics(prefix)
+    async with _watching(broker_url, topics.response("raw")) as watcher:
+        await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+        await watcher.next()
+        async with _parked(hub):
+            await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+            await _until(lambda: hub.queue_depth == 1, "the request to be queued")
+            os.kill(os.getpid(), signal.SIGTERM)
+            await _until(lambda: hub.is_shutting_down, "the first signal to be handled")
+            assert not serving.done()  # draining: waits for the parked request
+            os.kill(os.getpid(), signal.SIGINT)
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(serving, 30)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+async def test_sigint_once_is_a_clean_stop(broker_url: str, prefix: str) -> None:
+    hub = Hub(HubConfig(broker=broker_url, prefix=prefix, hub_id="interrupted", threads=1))
+    serving = asyncio.create_task(serve_until_signalled(hub))
+    await asyncio.wait_for(hub.ready.wait(), 30)
+    os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.wait_for(serving, 30)
+    assert hub.is_shutting_down
+    assert not hub._connection.is_connected
+
+
+# --- requests the hub cannot answer normally ----------------------------------
+
+
+async def test_a_request_with_nowhere_to_answer_is_dropped(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = await start_hub()
+    topics = Topics(prefix)
+    nameless = topics.all_requests().replace("+", "a" * 129)  # longer than an agent id may be
+    async with _watching(broker_url, topics.all_responses()) as watcher:
+        with caplog.at_level(logging.WARNING, logger="edgecut.hub"):
+            await watcher.connection.publish(nameless, encode_request(_request()), qos=1, timeout=10)
+            good = _request()
+            await _send(watcher, topics.request("raw"), good, topics.response("raw"))
+            first = await watcher.next()  # the dropped request came first, so its reply would too
+    assert first.correlation == good.request_id.encode()
+    assert "no valid response topic" in caplog.text
+    await _until(lambda: hub.queue_depth == 0, "the hub to settle")
+
+
+async def test_an_undecodable_request_without_correlation_is_answered_by_its_peeked_id(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    await start_hub()
+    topics = Topics(prefix)
+    payload = msgpack.packb({"v": 99, "id": "peeked-1"})
+    async with _watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.connection.publish(
+            topics.request("raw"), payload, qos=1, response_topic=topics.response("raw"), timeout=10
+        )
+        incoming = await watcher.next()
+    assert incoming.correlation is None
+    reply = decode_reply(incoming.payload)
+    assert reply.request_id == "peeked-1"
+    assert reply.error is not None
+    assert reply.error.code == ErrorCode.UNSUPPORTED_VERSION
+
+
+# --- the hub command --------------------------------------------------------
+
+
+def test_hub_command_serves_until_sigterm(broker_url: str, prefix: str) -> None:
+    """``edgecut hub`` in this process's main thread, stopped by a real SIGTERM once it is online."""
+    topics = Topics(prefix)
+    seen: list[str] = []
+
+    async def watch_then_signal() -> None:
+        async with _watching(broker_url, topics.status("cli-hub"), topics.response("raw")) as watcher:
+            await watcher.status("online", 60)
+            seen.append("online")
+            await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+            while (incoming := await watcher.next(30)).topic != topics.response("raw"):
+                pass
+            seen.append("ok" if decode_reply(incoming.payload).ok else "error")
+            os.kill(os.getpid(), signal.SIGTERM)  # only now: the hub's handler is installed
+            await watcher.status("offline", 30)
+            seen.append("offline")
+
+    helper = threading.Thread(target=asyncio.run, args=(watch_then_signal(),))
+    helper.start()
+    try:
+        argv = ["hub", "--broker", broker_url, "--prefix", prefix, "--hub-id", "cli-hub", "--threads", "1"]
+        code = main([*argv, "--workers", "2", "--max-queue", "8"])
+    finally:
+        helper.join(60)
+    assert code == ExitCode.OK
+    assert seen == ["online", "ok", "offline"]
+
+
+# --- shutdown races ---------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_shutdown_never_hangs_while_a_status_report_is_in_flight(broker_url: str, prefix: str) -> None:
+    hung = None
+    for cycle in range(1000):  # the race hits roughly once in 10-200 cycles
+        # A status report every 0.3 ms keeps the reporter inside publish() most of the time.
+        config = HubConfig(broker=broker_url, prefix=prefix, hub_id=f"race{cycle}", threads=1, status_interval=0.0003)
+        hub = Hub(config)
+        serving = asyncio.create_task(hub.serve())
+        await asyncio.wait_for(hub.ready.wait(), 10)
+        await asyncio.sleep(0.002 + (cycle % 7) * 0.0003)
+        hub.request_shutdown()
+        done, _ = await asyncio.wait([serving], timeout=2)
+        if not done:
+            hung = cycle
+            await _unstick(config.hub_id, serving)
+            break
+    assert hung is None, f"Hub.serve() did not return within 2 s of request_shutdown() (cycle {hung})"
+
+
+async def _unstick(hub_id: str, serving: asyncio.Task[None]) -> None:
+    """Cancel the hub's own tasks until serve() returns: a repeated cancel gets through."""
+    for _ in range(100):
+        for task in asyncio.all_tasks():
+            if task.get_name().startswith((f"edgecut[{hub_id}].status", f"edgecut[{hub_id}].worker")):
+                task.cancel()
+        done, _ = await asyncio.wait([serving], timeout=0.1)
+        if done:
+            return
+    pytest.fail("the hub could not be stopped even by repeated cancels")
