@@ -1,0 +1,325 @@
+"""EdgeAgent edge cases: input checks, odd replies from a scripted hub, no tail, resend after reconnect.
+
+The scripted hub is a plain MQTT client on the real broker that answers the
+agent's requests the way a buggy or hostile hub might; the agent cannot tell
+it from a real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from cloud_hub import Hub, HubConfig, LocalBroker
+from edge_agent import (
+    CLOUD_ONLY,
+    EDGE_ONLY,
+    Backoff,
+    Connection,
+    EdgeAgent,
+    HubError,
+    Incoming,
+    ModelHalves,
+    RequestTimeoutError,
+    Timeouts,
+)
+from models import partition
+from protocol import ErrorCode, InferenceReply, ReplyError, Topics, decode_request, encode_reply
+from protocol.errors import ModelError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
+
+    from protocol import InferenceRequest
+
+pytestmark = pytest.mark.broker
+
+MODEL = "tiny"
+INNER_CUT = "stem.out"
+
+Answer = list[tuple[bytes, bytes | None]]
+"""What the scripted hub publishes for one request: (payload, correlation) pairs."""
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+@functools.cache
+def _tiny() -> ModelHalves:
+    return ModelHalves.open(MODEL, threads=1)
+
+
+def _expected(image: np.ndarray) -> np.ndarray:
+    full = _tiny().halves(EDGE_ONLY).head
+    assert full is not None
+    return full.run({"image": image[np.newaxis]})["logits"]
+
+
+def _tail_outputs(request: InferenceRequest) -> dict[str, np.ndarray]:
+    tail = _tiny().halves(request.cut_id).tail
+    assert tail is not None
+    return tail.run(request.tensors)
+
+
+def _reply(request: InferenceRequest, *, error: ReplyError | None = None) -> bytes:
+    outputs = {} if error else _tail_outputs(request)
+    reply = InferenceReply(
+        request_id=request.request_id,
+        hub_id="scripted",
+        outputs=outputs,
+        error=error,
+        queue_ms=0.0,
+        compute_ms=0.0,
+        queue_depth=0,
+    )
+    return encode_reply(reply)
+
+
+@contextlib.asynccontextmanager
+async def _scripted_hub(url: str, prefix: str, answer: Callable[[InferenceRequest], Answer]) -> AsyncIterator[None]:
+    """Answer every request on ``prefix`` with whatever ``answer`` returns, on its response topic."""
+    requests: asyncio.Queue[Incoming | None] = asyncio.Queue()
+    connection = Connection(
+        url,
+        client_id=f"scripted-{uuid.uuid4().hex[:8]}",
+        subscriptions=[(Topics(prefix).all_requests(), 1)],
+        on_message=requests.put_nowait,
+    )
+
+    async def serve() -> None:
+        while (incoming := await requests.get()) is not None:
+            assert incoming.response_topic is not None
+            for payload, correlation in answer(decode_request(incoming.payload)):
+                await connection.publish(incoming.response_topic, payload, qos=1, correlation=correlation, timeout=5)
+
+    async with connection:
+        await connection.wait_connected(10)
+        task = asyncio.create_task(serve())
+        try:
+            yield
+        finally:
+            # Stopped by a sentinel, not task.cancel(): on Python 3.11 asyncio.wait_for (inside
+            # aiomqtt's publish) can swallow a cancel that lands as the PUBACK arrives.
+            requests.put_nowait(None)
+            await asyncio.wait_for(task, 10)
+
+
+def _agent(url: str, prefix: str, **options: object) -> EdgeAgent:
+    settings: dict[str, object] = {"model": MODEL, "cut": CLOUD_ONLY, "prefix": prefix, "threads": 1}
+    return EdgeAgent(url, **(settings | options))  # type: ignore[arg-type]
+
+
+# --- life cycle and inputs --------------------------------------------------
+
+
+async def test_model_is_only_there_inside_the_block_and_the_block_runs_once(broker_url: str, prefix: str) -> None:
+    agent = _agent(broker_url, prefix)
+    with pytest.raises(RuntimeError, match="inside 'async with EdgeAgent"):
+        _ = agent.model
+    async with agent:
+        assert agent.model.model_id == MODEL
+        with pytest.raises(RuntimeError, match="not re-entrant"):
+            await agent.__aenter__()
+
+
+async def test_an_unknown_default_cut_fails_before_connecting(prefix: str) -> None:
+    agent = _agent("mqtt://127.0.0.1:1", prefix, cut="no.such.cut")  # nothing listens on port 1
+    with pytest.raises(ModelError, match=r"no cut 'no\.such\.cut'"):
+        await agent.__aenter__()
+
+
+async def test_auto_cut_sends_the_fewest_bytes(broker_url: str, prefix: str) -> None:
+    async with _agent(broker_url, prefix, cut="auto") as agent:
+        remote = [cut for cut in agent.model.cuts if cut.id != EDGE_ONLY]
+        assert agent.cut == min(remote, key=lambda cut: cut.bytes).id
+        assert agent.model.cut(agent.cut).bytes == min(cut.bytes for cut in remote)
+
+
+async def test_inputs_are_checked_before_anything_is_sent(broker_url: str, prefix: str) -> None:
+    image = _image()
+    async with _agent(broker_url, prefix, cut=EDGE_ONLY) as agent:
+        by_name = await agent.infer({"image": image[np.newaxis]})
+        np.testing.assert_allclose(by_name.outputs["logits"], _expected(image), atol=1e-5)
+        with pytest.raises(ValueError, match=r"missing input 'image' \(uint8\['N', 32, 32, 3\]\)"):
+            await agent.infer({"picture": image})
+        with pytest.raises(ValueError, match=r"input 'image' is float32\[1, 32, 32, 3\], the model takes uint8"):
+            await agent.infer(image.astype(np.float32))
+        with pytest.raises(ValueError, match=r"input 'image' is uint8\[1, 16, 16, 3\]"):
+            await agent.infer(image[:16, :16])
+        with pytest.raises(ModelError, match="no cut 'nowhere'"):
+            await agent.infer(image, cut="nowhere")
+
+
+def _two_input_model(path: Path) -> Path:
+    """y = relu(a + b): two model inputs, so a single array is ambiguous."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "two", [a, b], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+async def test_a_two_input_model_over_the_wire(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    model = _two_input_model(tmp_path / "two.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    a = np.array([[1.0, -2.0, 3.0, -4.0]], dtype=np.float32)
+    b = np.array([[0.5, 0.5, -5.0, 5.0]], dtype=np.float32)
+    async with EdgeAgent(broker_url, model=model, prefix=prefix, fallback=False, threads=1) as agent:
+        with pytest.raises(ValueError, match="two takes 2 inputs; pass them by name"):
+            await agent.infer(a)
+        for cut in (CLOUD_ONLY, "s"):
+            result = await agent.infer({"a": a, "b": b}, cut=cut)
+            assert (result.hub_id, result.fallback) == ("hub0", None)
+            np.testing.assert_allclose(result.outputs["y"], np.maximum(a + b, 0))
+        unbatched = await agent.infer({"a": a[0], "b": b[0]}, cut=CLOUD_ONLY)  # a batch axis is added
+    np.testing.assert_allclose(unbatched.outputs["y"], np.maximum(a + b, 0))
+
+
+# --- odd replies --------------------------------------------------------------
+
+
+async def test_an_undecodable_reply_falls_back(broker_url: str, prefix: str) -> None:
+    image = _image(1)
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(b"\xc1garbage", r.request_id.encode())]),
+        _agent(broker_url, prefix, cut=INNER_CUT) as agent,
+    ):
+        result = await agent.infer(image)
+    assert result.fallback is not None
+    assert result.fallback.startswith("undecodable reply:")
+    assert result.hub_id is None
+    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+
+
+async def test_an_undecodable_reply_without_fallback_is_an_error(broker_url: str, prefix: str) -> None:
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(b"\xc1garbage", r.request_id.encode())]),
+        _agent(broker_url, prefix, fallback=False) as agent,
+    ):
+        with pytest.raises(RequestTimeoutError, match=r"undecodable reply: .*fallback is off"):
+            await agent.infer(_image())
+
+
+async def test_a_reply_without_correlation_data_is_matched_by_its_id(broker_url: str, prefix: str) -> None:
+    image = _image(2)
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(_reply(r), None)]),
+        _agent(broker_url, prefix, cut=INNER_CUT, fallback=False) as agent,
+    ):
+        result = await agent.infer(image)
+    assert (result.hub_id, result.fallback) == ("scripted", None)
+    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+
+
+async def test_stray_and_duplicate_replies_are_ignored(broker_url: str, prefix: str) -> None:
+    def answer(request: InferenceRequest) -> Answer:
+        stray = _reply(request, error=ReplyError(code=ErrorCode.INTERNAL, message="for someone else"))
+        return [
+            (stray, b"not-a-pending-request"),
+            (b"", None),  # no correlation, no id to peek: matches nothing
+            (_reply(request), request.request_id.encode()),
+            (_reply(request, error=ReplyError(code="bad_request", message="late")), request.request_id.encode()),
+        ]
+
+    images = [_image(3), _image(4)]
+    async with _scripted_hub(broker_url, prefix, answer), _agent(broker_url, prefix, fallback=False) as agent:
+        results = [await agent.infer(image) for image in images]
+    for result, image in zip(results, images, strict=True):
+        assert (result.hub_id, result.fallback) == ("scripted", None)
+        np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+
+
+@pytest.mark.parametrize("code", [ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED])
+async def test_errors_the_local_tail_can_make_good_fall_back(broker_url: str, prefix: str, code: str) -> None:
+    image = _image(5)
+    error = ReplyError(code=code, message="scripted trouble")
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(_reply(r, error=error), r.request_id.encode())]),
+        _agent(broker_url, prefix) as agent,
+    ):
+        result = await agent.infer(image)
+    assert result.fallback == f"hub {code}: scripted trouble"
+    assert result.timings.fallback_ms > 0
+    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+
+
+@pytest.mark.parametrize("code", [ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_CUT, "some_future_code"])
+async def test_other_errors_are_raised_with_their_code(broker_url: str, prefix: str, code: str) -> None:
+    error = ReplyError(code=code, message="scripted refusal")
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(_reply(r, error=error), r.request_id.encode())]),
+        _agent(broker_url, prefix) as agent,
+    ):
+        with pytest.raises(HubError) as caught:
+            await agent.infer(_image())
+    assert (caught.value.code, caught.value.hub_id) == (code, "scripted")
+    assert str(caught.value) == f"scripted: {code}: scripted refusal"
+
+
+# --- no tail, no hub ----------------------------------------------------------
+
+
+async def test_a_head_only_split_without_a_hub_cannot_fall_back(broker_url: str, prefix: str, tmp_path: Path) -> None:
+    model_id, model = partition.load_model(MODEL)
+    partition.save_split(partition.split(model, INNER_CUT, model_id=model_id), tmp_path)
+    (tmp_path / "tail.onnx").unlink()
+    timeouts = Timeouts(request=0.3)
+    async with EdgeAgent(broker_url, model=tmp_path, prefix=prefix, timeouts=timeouts) as agent:
+        assert agent.model.halves(INNER_CUT).tail is None
+        with pytest.raises(RequestTimeoutError, match="no reply within the deadline, and this agent does not hold"):
+            await agent.infer(_image())
+
+
+# --- reconnects ----------------------------------------------------------------
+
+
+async def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: LocalBroker, prefix: str) -> None:
+    image = _image(6)
+    agent = _agent(own_broker.url, prefix, timeouts=Timeouts(request=20), fallback=False)
+    # The agent reconnects 1-2 s after the broker comes back: time for the hub below to subscribe first.
+    agent._connection._backoff = Backoff(initial=2.0, maximum=2.0)
+    hub = Hub(HubConfig(broker=own_broker.url, prefix=prefix, hub_id="late-hub", threads=1))
+    serving: asyncio.Task[None] | None = None
+    try:
+        async with agent:
+            task = asyncio.create_task(agent.infer(image))
+            await _until(lambda: any(p.published for p in agent._pending.values()), "the request to be published")
+            own_broker.kill()  # the request is lost with the broker: nobody had subscribed
+            own_broker.start()
+            serving = asyncio.create_task(hub.serve())
+            await asyncio.wait_for(hub.ready.wait(), 10)
+            result = await asyncio.wait_for(task, 30)
+            assert agent._connection.connects == 2
+    finally:
+        hub.request_shutdown()
+        if serving is not None:
+            await serving
+    assert (result.hub_id, result.fallback) == ("late-hub", None)
+    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)

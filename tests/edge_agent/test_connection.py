@@ -1,0 +1,229 @@
+"""The supervised MQTT connection against a real mosquitto: limits, handlers, subscriptions, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cloud_hub import LocalBroker, free_port
+from edge_agent import Backoff, Connection, Incoming, Will
+from protocol import ErrorCode
+from protocol.errors import ProtocolError, TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+pytestmark = pytest.mark.broker
+
+FAST = Backoff(initial=0.01, maximum=0.05)
+
+
+def _id(role: str) -> str:
+    return f"{role}-{uuid.uuid4().hex[:8]}"
+
+
+async def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def _connected(connection: Connection) -> AsyncIterator[Connection]:
+    async with connection:
+        await connection.wait_connected(10)
+        yield connection
+
+
+@contextlib.asynccontextmanager
+async def _receiver(url: str, *topics: str) -> AsyncIterator[asyncio.Queue[Incoming]]:
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+    connection = Connection(
+        url, client_id=_id("rx"), subscriptions=[(t, 1) for t in topics], on_message=received.put_nowait
+    )
+    async with _connected(connection):
+        yield received
+
+
+async def _next(received: asyncio.Queue[Incoming]) -> Incoming:
+    return await asyncio.wait_for(received.get(), 10)
+
+
+def test_backoff_grows_with_full_jitter_up_to_the_cap() -> None:
+    backoff = Backoff(initial=0.1, maximum=1.0, factor=2.0)
+    delays = backoff.delays()
+    ceilings = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+    for ceiling in ceilings:
+        delay = next(delays)
+        assert ceiling / 2 <= delay <= ceiling
+    many = [next(delays) for _ in range(200)]
+    assert max(many) <= 1.0
+    assert min(many) >= 0.5
+    assert len(set(many)) > 1  # jittered, not a fixed pause
+
+
+async def test_a_connection_is_not_reentrant(broker_url: str) -> None:
+    connection = Connection(broker_url, client_id=_id("once"))
+    async with connection:
+        with pytest.raises(RuntimeError, match="not re-entrant"):
+            await connection.__aenter__()
+
+
+async def test_oversized_publish_is_refused_before_it_reaches_the_broker(broker_url: str, prefix: str) -> None:
+    connection = Connection(broker_url, client_id=_id("big"), max_message_bytes=1000)
+    async with _receiver(broker_url, f"{prefix}/#") as received, _connected(connection):
+        with pytest.raises(ProtocolError, match="1001 byte message exceeds the 1000 byte limit") as caught:
+            await connection.publish(f"{prefix}/big", b"x" * 1001, qos=1, timeout=5)
+        assert caught.value.code == ErrorCode.TOO_LARGE
+        assert connection.is_connected  # refused here, so the broker did not drop us
+        await connection.publish(f"{prefix}/fits", b"x" * 1000, qos=1, timeout=5)
+        incoming = await _next(received)
+    assert (incoming.topic, len(incoming.payload)) == (f"{prefix}/fits", 1000)
+
+
+async def test_publish_without_a_broker_is_a_transport_error_with_the_reason() -> None:
+    connection = Connection(f"mqtt://127.0.0.1:{free_port()}", client_id=_id("lonely"), backoff=FAST)
+    async with connection:
+        with pytest.raises(TransportError, match=r"within 0\.3 s: .*Connection refused"):
+            await connection.publish("t", b"x", qos=1, timeout=0.3)
+        assert not connection.is_connected
+        assert connection.connects == 0
+
+
+async def test_properties_travel_with_the_message(broker_url: str, prefix: str) -> None:
+    topic = f"{prefix}/props"
+    async with _receiver(broker_url, topic) as received, _connected(Connection(broker_url, client_id=_id("tx"))) as tx:
+        await tx.publish(topic, b"a", qos=1, response_topic=f"{prefix}/answer", timeout=5)
+        await tx.publish(topic, b"b", qos=0, correlation=b"corr", expiry_s=0.2, timeout=5)
+        await tx.publish(topic, b"c", qos=1, timeout=5)
+        first, second, third = [await _next(received) for _ in range(3)]
+    assert (first.payload, first.response_topic, first.correlation, first.qos) == (b"a", f"{prefix}/answer", None, 1)
+    assert (second.payload, second.response_topic, second.correlation, second.qos) == (b"b", None, b"corr", 0)
+    assert (third.response_topic, third.correlation) == (None, None)
+
+
+async def test_a_failing_handler_does_not_take_the_connection_down(
+    broker_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"{prefix}/handler"
+    seen: list[bytes] = []
+
+    def handler(incoming: Incoming) -> None:
+        if incoming.payload == b"bad":
+            msg = "handler bug"
+            raise ValueError(msg)
+        seen.append(incoming.payload)
+
+    rx = Connection(broker_url, client_id=_id("rx"), subscriptions=[(topic, 1)], on_message=handler)
+    tx = Connection(broker_url, client_id=_id("tx"))
+    with caplog.at_level(logging.ERROR, logger="edgecut.mqtt"):
+        async with _connected(rx), _connected(tx):
+            await tx.publish(topic, b"bad", qos=1, timeout=5)
+            await tx.publish(topic, b"good", qos=1, timeout=5)
+            await _until(lambda: seen == [b"good"], "the message after the bad one")
+            assert rx.connects == 1
+    assert "handler failed on a message" in caplog.text
+
+
+async def test_a_connection_without_a_handler_drops_messages_quietly(broker_url: str, prefix: str) -> None:
+    topic = f"{prefix}/nobody"
+    rx = Connection(broker_url, client_id=_id("rx"), subscriptions=[(topic, 1)])
+    async with _connected(rx), _connected(Connection(broker_url, client_id=_id("tx"))) as tx:
+        await tx.publish(topic, b"ignored", qos=1, timeout=5)
+        await rx.publish(topic, b"still works", qos=1, timeout=5)  # its own message comes back, unhandled
+        assert rx.is_connected
+
+
+async def test_unsubscribe_stops_delivery_now_and_after_reconnects(broker_url: str, prefix: str) -> None:
+    kept, dropped, early = f"{prefix}/kept", f"{prefix}/dropped", f"{prefix}/early"
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+    rx = Connection(
+        broker_url,
+        client_id=_id("rx"),
+        subscriptions=[(kept, 1), (dropped, 1), (early, 1)],
+        on_message=received.put_nowait,
+    )
+    await rx.unsubscribe(early)  # not connected yet: only forgotten
+    async with _connected(rx), _connected(Connection(broker_url, client_id=_id("tx"))) as tx:
+        await tx.publish(dropped, b"1", qos=1, timeout=5)
+        assert (await _next(received)).topic == dropped
+        await rx.unsubscribe(dropped)
+        for topic in (early, dropped, kept):
+            await tx.publish(topic, b"2", qos=1, timeout=5)
+        assert (await _next(received)).topic == kept
+    assert received.empty()
+
+
+async def test_a_failing_on_connect_is_retried_not_fatal(
+    broker_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    async def on_connect() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            msg = "first on_connect fails"
+            raise RuntimeError(msg)
+
+    connection = Connection(broker_url, client_id=_id("flaky"), on_connect=on_connect, backoff=FAST)
+    with caplog.at_level(logging.ERROR, logger="edgecut.mqtt"):
+        async with connection:
+            await _until(lambda: len(calls) == 2, "a second on_connect")
+            await connection.wait_connected(10)
+            assert connection.connects == 2
+            await connection.publish(f"{prefix}/after", b"ok", qos=1, timeout=5)
+    assert "first on_connect fails" in caplog.text
+
+
+async def test_a_dropped_socket_publishes_the_will_and_reconnects(broker_url: str, prefix: str) -> None:
+    topic, will_topic = f"{prefix}/live", f"{prefix}/will"
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+    rx = Connection(
+        broker_url,
+        client_id=_id("rx"),
+        subscriptions=[(topic, 1)],
+        on_message=received.put_nowait,
+        will=Will(will_topic, b"gone"),
+        backoff=FAST,
+    )
+    async with _receiver(broker_url, will_topic) as wills, _connected(rx):
+        client = rx._client
+        assert client is not None
+        client._client.socket().shutdown(socket.SHUT_RDWR)  # the link dies without a DISCONNECT
+        will = await _next(wills)
+        await _until(lambda: rx.connects == 2 and rx.is_connected, "the reconnect")
+        await rx.publish(topic, b"back", qos=1, timeout=5)
+        assert (await _next(received)).payload == b"back"  # subscribed again
+    assert (will.topic, will.payload) == (will_topic, b"gone")
+
+
+async def test_reconnects_and_resubscribes_after_a_broker_restart(own_broker: LocalBroker, prefix: str) -> None:
+    topic = f"{prefix}/again"
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+    rx = Connection(
+        own_broker.url,
+        client_id=_id("rx"),
+        subscriptions=[(topic, 1)],
+        on_message=received.put_nowait,
+        backoff=FAST,
+    )
+    async with _connected(rx):
+        own_broker.kill()
+        await _until(lambda: not rx.is_connected, "the loss to be noticed")
+        with pytest.raises(TransportError):
+            await rx.publish(topic, b"x", qos=1, timeout=0.05)
+        own_broker.start()
+        await rx.wait_connected(15)
+        assert rx.connects == 2
+        async with _connected(Connection(own_broker.url, client_id=_id("tx"))) as tx:
+            await tx.publish(topic, b"after restart", qos=1, timeout=5)
+            assert (await _next(received)).payload == b"after restart"

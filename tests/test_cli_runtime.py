@@ -1,0 +1,451 @@
+"""``edgecut broker | hub | agent | demo`` through the real entry point, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edge_agent
+from cloud_hub import free_port
+from edge_agent import EDGE_ONLY, ModelHalves, Timeouts
+from edge_agent._files import top_k
+from edgecut._cli import main
+from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report, pick_cuts
+from edgecut._exit import ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from cloud_hub import Hub
+
+MODEL = "tiny"
+INNER_CUT = "stem.out"
+REPORT_KEYS = {"input", "cut", "top5", "timings_ms", "bytes_sent", "hub", "request_id", "fallback"}
+TIMING_KEYS = {"edge_ms", "encode_ms", "network_ms", "hub_queue_ms", "hub_compute_ms", "decode_ms", "fallback_ms"}
+
+
+@functools.cache
+def _tiny() -> ModelHalves:
+    return ModelHalves.open(MODEL, threads=1)
+
+
+def _local_logits(image: np.ndarray) -> np.ndarray:
+    full = _tiny().halves(EDGE_ONLY).head
+    assert full is not None
+    return full.run({"image": image[np.newaxis]})["logits"]
+
+
+def _write_inputs(directory: Path) -> tuple[Path, np.ndarray, Path, np.ndarray]:
+    rng = np.random.default_rng(7)
+    array = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    npy = directory / "sample.npy"
+    np.save(npy, array)
+    picture = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    png = directory / "picture.png"
+    Image.fromarray(picture).save(png)  # lossless at the input size: the agent sees exactly these pixels
+    return npy, array, png, picture
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def _run_in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI off the event loop, so in-process hubs on this loop keep serving."""
+    code = await asyncio.wait_for(asyncio.to_thread(main, list(argv)), 60)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- help -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["models"],
+        ["models", "list"],
+        ["models", "build"],
+        ["models", "cuts"],
+        ["models", "split"],
+        ["broker"],
+        ["hub"],
+        ["agent"],
+        ["demo"],
+    ],
+    ids=lambda argv: " ".join(argv) or "edgecut",
+)
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: edgecut {' '.join(argv)}".rstrip())
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("models", "broker", "hub", "agent", "demo"):
+        assert command in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.startswith("edgecut ")
+
+
+@pytest.mark.parametrize("argv", [[], ["agent"], ["hub", "--workers", "many"], ["nonsense"]])
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == ExitCode.USAGE
+    assert "usage: edgecut" in capsys.readouterr().err
+
+
+# --- agent ------------------------------------------------------------------
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("cut", ["input", INNER_CUT])
+async def test_agent_json_reports_match_local_inference(
+    *,
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    cut: str,
+) -> None:
+    await start_hub()
+    npy, array, png, picture = _write_inputs(tmp_path)
+    argv = ["agent", str(npy), str(png), "--broker", broker_url, "--prefix", prefix, "--model", MODEL]
+    code, out, _ = await _run_in_thread(capsys, *argv, "--cut", cut, "--json", "--agent-id", "cli-agent")
+    assert code == ExitCode.OK
+    reports = json.loads(out)
+    assert [report["input"] for report in reports] == [str(npy), str(png)]
+    for report, image in zip(reports, [array, picture], strict=True):
+        assert set(report) == REPORT_KEYS
+        assert report["cut"] == cut
+        assert report["hub"] == "hub0"
+        assert report["fallback"] is None
+        assert report["bytes_sent"] > 0
+        assert isinstance(report["request_id"], str)
+        assert set(report["timings_ms"]) >= TIMING_KEYS
+        assert report["timings_ms"]["total_ms"] > 0
+        assert report["timings_ms"]["fallback_ms"] == 0
+        assert len(report["top5"]) == 5
+        expected = top_k(_local_logits(image))
+        assert [row["class"] for row in report["top5"]] == [c for c, _ in expected]
+        got = [row["probability"] for row in report["top5"]]
+        np.testing.assert_allclose(got, [p for _, p in expected], atol=1e-4)
+        assert sum(got) <= 1.0 + 1e-9
+
+
+@pytest.mark.broker
+async def test_agent_text_output_names_the_hub_and_the_timings(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    await start_hub(hub_id="text-hub")
+    npy, *_ = _write_inputs(tmp_path)
+    argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--cut", INNER_CUT]
+    code, out, _ = await _run_in_thread(capsys, *argv)
+    assert code == ExitCode.OK
+    assert f"{npy}: cut {INNER_CUT}" in out
+    assert "hub text-hub" in out
+    assert "top-5" in out
+    assert "total" in out
+
+
+@pytest.mark.broker
+async def test_agent_without_a_hub_falls_back_and_says_so(
+    broker_url: str, prefix: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    npy, array, *_ = _write_inputs(tmp_path)
+    argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--cut", INNER_CUT]
+    code, out, _ = await _run_in_thread(capsys, *argv, "--timeout", "0.3", "--json")
+    assert code == ExitCode.OK
+    (report,) = json.loads(out)
+    assert report["hub"] is None
+    assert "no reply within the deadline" in report["fallback"]
+    assert report["timings_ms"]["fallback_ms"] > 0
+    assert report["top5"][0]["class"] == int(_local_logits(array).argmax())
+
+
+@pytest.mark.broker
+async def test_agent_timeout_without_fallback_exits_timeout(
+    broker_url: str, prefix: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    npy, *_ = _write_inputs(tmp_path)
+    argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--cut", "input"]
+    code, out, err = await _run_in_thread(capsys, *argv, "--timeout", "0.3", "--no-fallback", "--json")
+    assert code == ExitCode.TIMEOUT
+    assert out == ""
+    assert err.startswith("edgecut: error:")
+    assert "no reply within the deadline, and fallback is off" in err
+
+
+def test_agent_unknown_model_exits_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    npy, *_ = _write_inputs(tmp_path)
+    broker = f"mqtt://127.0.0.1:{free_port()}"  # never contacted: the model is opened first
+    code, out, err = _run(capsys, "agent", str(npy), "--model", "no-such-model", "--broker", broker)
+    assert code == ExitCode.MODEL
+    assert out == ""
+    assert err.startswith("edgecut: error:")
+    assert "no-such-model" in err
+
+
+def test_agent_unknown_cut_exits_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    npy, *_ = _write_inputs(tmp_path)
+    broker = f"mqtt://127.0.0.1:{free_port()}"
+    code, _, err = _run(capsys, "agent", str(npy), "--model", MODEL, "--cut", "no.such.cut", "--broker", broker)
+    assert code == ExitCode.MODEL
+    assert "no.such.cut" in err
+
+
+@pytest.mark.parametrize("broker", ["http://127.0.0.1:1883", "mqtt://127.0.0.1:1883?qos=2", "mqtt://:1883"])
+def test_agent_bad_broker_url_exits_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, broker: str) -> None:
+    npy, *_ = _write_inputs(tmp_path)
+    code, out, err = _run(capsys, "agent", str(npy), "--model", MODEL, "--broker", broker)
+    assert code == ExitCode.CONFIG
+    assert out == ""
+    assert "broker URL" in err
+
+
+def test_agent_unreachable_broker_exits_transport_after_the_connect_timeout(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The CLI has no option for the connect timeout (it is Timeouts' 10 s default);
+    # shorten it so the test does not wait 10 s for a refused connection.
+    monkeypatch.setattr(edge_agent, "Timeouts", functools.partial(Timeouts, connect=1.0))
+    npy, *_ = _write_inputs(tmp_path)
+    broker = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    code, out, err = _run(capsys, "agent", str(npy), "--model", MODEL, "--cut", "input", "--broker", broker)
+    assert code == ExitCode.TRANSPORT
+    assert out == ""
+    assert "no connection to the broker" in err
+    assert "within 1.0 s" in err
+    assert "Connection refused" in err
+
+
+@pytest.mark.broker
+def test_agent_unreadable_input_file_exits_config_after_connecting(
+    broker_url: str, prefix: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not an input")
+    argv = ["agent", str(text), "--model", MODEL, "--cut", "input", "--broker", broker_url, "--prefix", prefix]
+    code, out, err = _run(capsys, *argv)
+    assert code == ExitCode.CONFIG
+    assert out == ""
+    assert "notes.txt" in err
+    assert ".npy" in err
+
+
+# --- hub --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--broker", "tcp://127.0.0.1:1883"], "mqtt://"),
+        (["--workers", "0"], "workers must be at least 1"),
+        (["--max-queue", "0"], "max_queue must be at least 1"),
+        (["--hub-id", "a/b"], "'a/b'"),
+        (["--group", "g+"], "'g+'"),
+        (["--no-zoo"], "nothing to serve"),
+        (["--models", "/no/such/dir"], "does not exist"),
+    ],
+)
+def test_hub_bad_settings_exit_config(capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str) -> None:
+    code, _, err = _run(capsys, "hub", *extra)
+    assert code == ExitCode.CONFIG
+    assert err.startswith("edgecut: error:")
+    assert fragment in err
+
+
+# --- broker -----------------------------------------------------------------
+
+
+def _broker_process(*extra: str) -> subprocess.Popen[bytes]:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "edgecut", "broker", "--kind", "mosquitto", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # noqa: S603
+
+
+def _first_output(process: subprocess.Popen[bytes], seconds: float) -> bytes:
+    """What the process has written to stdout within ``seconds``, without waiting for it to exit."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], seconds)
+    return os.read(process.stdout.fileno(), 65536) if ready else b""
+
+
+def _wait_serving(process: subprocess.Popen[bytes]) -> None:
+    """Wait until the command sits in its event loop (an epoll fd exists), where Ctrl+C means "stop"."""
+    fds = Path(f"/proc/{process.pid}/fd")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):
+            if any(str(fd.readlink()) == "anon_inode:[eventpoll]" for fd in fds.iterdir()):
+                return
+        time.sleep(0.02)
+    pytest.fail("the broker command never reached its event loop")
+
+
+def _interrupt(process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+    _wait_serving(process)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=15)
+    return process.returncode, out
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the broker never listened on port {port}")
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_broker_command_prints_its_url_then_stops_on_ctrl_c() -> None:
+    process = _broker_process("--port", "0")
+    try:
+        line = _first_output(process, 15).decode()
+        assert line.startswith("mosquitto broker at mqtt://127.0.0.1:")
+        port = int(line.split("mqtt://127.0.0.1:")[1].split()[0])
+        _wait_listening(port)
+        code, _ = _interrupt(process)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert code == ExitCode.OK
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_broker_command_json_url() -> None:
+    port = free_port()
+    process = _broker_process("--port", str(port), "--json")
+    try:
+        _wait_listening(port)
+        code, out = _interrupt(process)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert code == ExitCode.OK
+    assert json.loads(out) == {"url": f"mqtt://127.0.0.1:{port}", "kind": "mosquitto", "port": port}
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_broker_command_json_url_is_readable_while_it_runs() -> None:
+    port = free_port()
+    process = _broker_process("--port", str(port), "--json")
+    try:
+        _wait_listening(port)
+        _wait_serving(process)  # past the print: anything flushed is in the pipe by now
+        early = _first_output(process, 0.5)
+    finally:
+        _interrupt(process)
+        process.kill()
+        process.wait(10)
+    assert json.loads(early) == {"url": f"mqtt://127.0.0.1:{port}", "kind": "mosquitto", "port": port}
+
+
+# --- demo -------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_demo_against_a_given_broker(broker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "demo", "--model", MODEL, "--requests", "2", "--json", "--broker", broker_url)
+    assert code == ExitCode.OK
+    report: dict[str, Any] = json.loads(out)
+    assert report["ok"] is True
+    assert (report["model"], report["broker"], report["requests"]) == (MODEL, broker_url, 2)
+    assert report["tolerance"] == TOLERANCE
+    cuts = [row["cut"] for row in report["rows"]]
+    assert cuts == pick_cuts(_tiny())
+    assert len(cuts) == 5
+    assert (cuts[0], cuts[-1]) == ("output", "input")
+    for row in report["rows"]:
+        assert row["max_abs_diff"] <= 1e-4
+        assert row["fallbacks"] == 0
+        assert row["total_ms"] > 0
+    sent = {row["cut"]: row["bytes_sent"] for row in report["rows"]}
+    assert sent["output"] == 0
+    assert all(sent[cut] > 0 for cut in cuts[1:])
+    assert "demo: hub and agent connected" in err
+
+
+@pytest.mark.broker
+def test_demo_text_table(broker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "demo", "--model", MODEL, "--requests", "1", "--cut", INNER_CUT, "--broker", broker_url)
+    assert code == ExitCode.OK
+    lines = out.splitlines()
+    assert lines[0] == f"{MODEL} over {broker_url}, median of 1 requests per cut"
+    assert lines[2].startswith(INNER_CUT)
+    assert lines[-1] == f"all cuts match the full model (tolerance {TOLERANCE:g})"
+
+
+def _row(cut: str, diff: float, fallbacks: int = 0) -> DemoRow:
+    return DemoRow(
+        cut=cut,
+        bytes_sent=1234,
+        edge_ms=1.0,
+        transfer_ms=2.0,
+        hub_ms=3.0,
+        total_ms=6.0,
+        max_abs_diff=diff,
+        fallbacks=fallbacks,
+    )
+
+
+def test_demo_report_flags_rows_beyond_tolerance_and_fallbacks() -> None:
+    rows = [_row("good", 0.0), _row("far", 1e-3), _row("fell", 0.0, fallbacks=1)]
+    report = DemoReport(model="m", broker="mqtt://b:1", requests=3, rows=rows)
+    assert [row.ok for row in rows] == [True, False, False]
+    assert not report.ok
+    assert report.to_json()["ok"] is False
+    text = format_report(report).splitlines()
+    assert text[2].startswith("good")
+    assert "<--" not in text[2]
+    assert text[3].endswith("<-- beyond tolerance")
+    assert text[4].endswith("<-- fell back")
+    assert text[-1].startswith("SOME CUTS DO NOT MATCH")
+    assert "1,234" in text[2]
+
+
+def test_demo_report_all_good() -> None:
+    report = DemoReport(model="m", broker="mqtt://b:1", requests=1, rows=[_row("a", TOLERANCE)])
+    assert report.ok
+    assert format_report(report).splitlines()[-1] == f"all cuts match the full model (tolerance {TOLERANCE:g})"

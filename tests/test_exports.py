@@ -1,0 +1,94 @@
+"""Every package's ``__all__`` is sorted, unique and complete; agents import no onnx."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+PACKAGES = ["protocol", "models", "models.partition", "models.zoo", "edge_agent", "cloud_hub", "edgecut"]
+
+
+def ruff_sort_key(name: str) -> tuple[int, list[str | int]]:
+    """RUF022's isort-style order: SCREAMING_CASE, then CamelCase, then the rest; natural within each."""
+    if len(name) > 1 and name.isupper():
+        group = 0
+    elif name[0].isupper():
+        group = 1
+    else:
+        group = 2
+    natural: list[str | int] = [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name) if part]
+    return group, natural
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def test_sort_key_agrees_with_ruff() -> None:
+    # The order `ruff check --select RUF022 --fix` gives these names (ruff 0.17.5).
+    by_ruff = ["AB_C", "X1", "Ab", "T", "b", "free_port", "item9", "item10", "sha256_hex"]
+    shuffled = ["b", "T", "item10", "AB_C", "Ab", "item9", "X1", "sha256_hex", "free_port"]
+    assert sorted(shuffled, key=ruff_sort_key) == by_ruff
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_all_is_sorted_and_unique(package: str) -> None:
+    exported = list(_module(package).__all__)
+    assert exported == sorted(exported, key=ruff_sort_key)
+    assert len(set(exported)) == len(exported)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exported_name_exists(package: str) -> None:
+    module = _module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("package", ["models", "edge_agent", "cloud_hub"])
+def test_public_classes_and_functions_of_the_package_are_exported(package: str) -> None:
+    """A class or function a package defines in a private module and uses in its API is in ``__all__``."""
+    module = _module(package)
+    for name in dir(module):
+        value = getattr(module, name)
+        if name.startswith("_") or not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue
+        if value.__module__.startswith(f"{package}."):
+            assert name in module.__all__, f"{package}.{name} is imported into the package but not exported"
+
+
+@pytest.mark.parametrize("package", ["edge_agent", "cloud_hub"])
+def test_star_import_gives_exactly_all(package: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from {package} import *", namespace)  # noqa: S102 - a fixed import statement
+    namespace.pop("__builtins__")
+    assert sorted(namespace) == sorted(_module(package).__all__)
+
+
+def _imported_after(statement: str) -> list[str]:
+    heavy = ("onnx", "onnx.helper", "PIL", "iotcore")
+    code = f"import sys; {statement}; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
+    return [name for name in result.stdout.strip().split(",") if name]
+
+
+def test_importing_the_runtime_packages_does_not_import_onnx() -> None:
+    assert _imported_after("import edge_agent, protocol, models, cloud_hub") == []
+
+
+def test_building_the_cli_parser_does_not_import_onnx() -> None:
+    assert _imported_after("import edgecut._cli as cli; cli.build_parser()") == []
+
+
+def test_partition_is_where_onnx_comes_in() -> None:
+    """The counter-check: the probe does see onnx when a module really imports it."""
+    assert "onnx" in _imported_after("import models.partition")
