@@ -10,6 +10,7 @@ always holds the tail for a local fallback.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,9 @@ from models import HEAD_FILE, MANIFEST_FILE, TAIL_FILE, Manifest, Session, Tenso
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
-    import onnx
+    from collections.abc import Callable
+
+    from models.partition import Split
 
 EDGE_ONLY = "output"
 CLOUD_ONLY = "input"
@@ -64,7 +67,7 @@ class ModelHalves:
         inputs: tuple[TensorSpec, ...],
         cuts: tuple[CutInfo, ...],
         threads: int | None,
-        full_model: onnx.ModelProto | None = None,
+        split_at: Callable[[str], Split] | None = None,
         split_dir: Path | None = None,
     ) -> None:
         self.model_id = model_id
@@ -72,7 +75,7 @@ class ModelHalves:
         self.inputs = inputs
         self.cuts = cuts
         self._threads = threads
-        self._full_model = full_model
+        self._split_at = split_at
         self._split_dir = split_dir
         self._loaded: dict[str, Halves] = {}
         self._lock = threading.Lock()
@@ -92,7 +95,7 @@ class ModelHalves:
     @property
     def holds_full_model(self) -> bool:
         """True when any cut can be used and the tail is at hand for fallback."""
-        return self._full_model is not None
+        return self._split_at is not None
 
     def cut(self, cut_id: str) -> CutInfo:
         """The cut named ``cut_id``.
@@ -121,11 +124,9 @@ class ModelHalves:
             return self._loaded[cut_id]
 
     def _load(self, cut_id: str) -> Halves:
-        if self._full_model is None:
+        if self._split_at is None:
             return self._load_split_dir()
-        from models import partition  # noqa: PLC0415 - only agents holding a full model need onnx
-
-        split = partition.split(self._full_model, cut_id, model_id=self.model_id)
+        split = self._split_at(cut_id)
         return Halves(
             manifest=split.manifest,
             head=self._session(split.head.SerializeToString()) if split.head is not None else None,
@@ -181,7 +182,7 @@ class ModelHalves:
             inputs=inputs,
             cuts=cuts,
             threads=threads,
-            full_model=model,
+            split_at=functools.partial(partition.split, model, model_id=model_id),
         )
 
 
