@@ -10,7 +10,7 @@ demo: $(STAMP)
 	$(VENV)/bin/edgecut demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --cov --cov-report=term:skip-covered
 
 check: $(STAMP)
 	scripts/check
