@@ -132,6 +132,21 @@ async def test_embedded_broker_carries_messages_and_restarts() -> None:
     assert not broker.is_running
 
 
+@needs_iotcore
+def test_embedded_broker_on_a_taken_port_is_a_transport_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = LocalBroker(kind="iotcore", port=port)
+        try:
+            with pytest.raises(TransportError, match=f"embedded broker did not start on 127.0.0.1:{port}"):
+                broker.start(timeout=5)
+            assert not broker.is_running
+        finally:
+            broker.stop()
+
+
 @needs_mosquitto
 def test_auto_prefers_mosquitto() -> None:
     assert resolve_kind("auto") == "mosquitto"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -323,3 +324,16 @@ async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: 
             await serving
     assert (result.hub_id, result.fallback) == ("late-hub", None)
     np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+
+
+@pytest.mark.xfail(
+    reason="BUG: EdgeAgent.__aenter__ does not shut its ONNX Runtime executor down when it fails "
+    "(unknown model or cut, no broker), so every failed start leaves a worker thread behind",
+    strict=True,
+)
+async def test_a_failed_start_leaves_no_worker_thread(prefix: str) -> None:
+    agent = _agent("mqtt://127.0.0.1:1", prefix, cut="no.such.cut")
+    with pytest.raises(ModelError):
+        await agent.__aenter__()
+    name = f"edgecut[{agent.agent_id}].ort"
+    await _until(lambda: not any(t.name.startswith(name) for t in threading.enumerate()), "the thread to end", 1)

@@ -1,0 +1,103 @@
+"""ModelHalves from split directories: what a device may hold, and halves that do not belong together."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, ModelHalves
+from models import partition
+from protocol.errors import ModelError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+MODEL = "tiny"
+CUT = "stem.out"
+OTHER_CUT = "block.out"
+
+
+def _split_dir(directory: Path, cut: str = CUT) -> Path:
+    model_id, model = partition.load_model(MODEL)
+    partition.save_split(partition.split(model, cut, model_id=model_id), directory)
+    return directory
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+
+
+def test_a_split_directory_offers_its_one_cut(tmp_path: Path) -> None:
+    halves = ModelHalves.open(_split_dir(tmp_path), threads=1)
+    assert halves.model_id == MODEL
+    assert not halves.holds_full_model
+    assert [cut.id for cut in halves.cuts] == [CUT]
+    assert halves.fewest_bytes_cut() == CUT
+    assert halves.inputs[0].name == "image"
+    with pytest.raises(ModelError, match=rf"{MODEL} has no cut '{CLOUD_ONLY}' here \(some that exist: {CUT}\)"):
+        halves.halves(CLOUD_ONLY)
+
+
+def test_split_directory_halves_reproduce_the_full_model(tmp_path: Path) -> None:
+    halves = ModelHalves.open(_split_dir(tmp_path), threads=1).halves(CUT)
+    full = ModelHalves.open(MODEL, threads=1)
+    assert full.holds_full_model
+    reference = full.halves(EDGE_ONLY).head
+    assert halves.head is not None
+    assert halves.tail is not None
+    assert reference is not None
+    image = _image()
+    crossing = halves.head.run({"image": image})
+    logits = halves.tail.run({spec.name: crossing[spec.name] for spec in halves.manifest.crossing})["logits"]
+    np.testing.assert_allclose(logits, reference.run({"image": image})["logits"], atol=1e-4, rtol=0)
+
+
+def test_a_head_only_device_has_no_tail(tmp_path: Path) -> None:
+    directory = _split_dir(tmp_path)
+    (directory / "tail.onnx").unlink()
+    halves = ModelHalves.open(directory, threads=1).halves(CUT)
+    assert halves.head is not None
+    assert halves.tail is None
+
+
+def test_a_manifest_without_its_head_is_refused_at_open(tmp_path: Path) -> None:
+    directory = _split_dir(tmp_path)
+    (directory / "head.onnx").unlink()
+    with pytest.raises(ModelError, match=f"has a manifest for cut '{CUT}' but no head.onnx"):
+        ModelHalves.open(directory)
+
+
+@pytest.mark.parametrize("half", ["head.onnx", "tail.onnx"])
+def test_halves_from_another_split_are_refused(tmp_path: Path, half: str) -> None:
+    directory = _split_dir(tmp_path / "mine")
+    other = _split_dir(tmp_path / "other", OTHER_CUT)
+    shutil.copyfile(other / half, directory / half)
+    halves = ModelHalves.open(directory, threads=1)
+    with pytest.raises(ModelError, match=rf"{half} does not match the sha256 in its manifest"):
+        halves.halves(CUT)
+
+
+def test_halves_that_are_not_files_count_as_missing(tmp_path: Path) -> None:
+    directory = _split_dir(tmp_path)
+    (directory / "tail.onnx").unlink()
+    (directory / "tail.onnx").mkdir()
+    assert ModelHalves.open(directory, threads=1).halves(CUT).tail is None
+    (directory / "head.onnx").unlink()
+    (directory / "head.onnx").mkdir()
+    with pytest.raises(ModelError, match=r"but no head\.onnx"):
+        ModelHalves.open(directory, threads=1)
+
+
+def test_a_broken_manifest_is_a_model_error(tmp_path: Path) -> None:
+    directory = _split_dir(tmp_path)
+    (directory / "manifest.json").write_text("{ not json")
+    with pytest.raises(ModelError):
+        ModelHalves.open(directory)
+
+
+def test_an_unknown_model_name_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="no-such-model"):
+        ModelHalves.open("no-such-model")
