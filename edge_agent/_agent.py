@@ -143,12 +143,16 @@ class EdgeAgent:
             raise RuntimeError(msg)
         self._entered = True
         loop = asyncio.get_running_loop()
-        self._halves = await loop.run_in_executor(self._executor, self._open_model)
-        await self._connection.__aenter__()
         try:
-            await self._connection.wait_connected(self.timeouts.connect)
+            self._halves = await loop.run_in_executor(self._executor, self._open_model)
+            await self._connection.__aenter__()
+            try:
+                await self._connection.wait_connected(self.timeouts.connect)
+            except BaseException:
+                await self._connection.__aexit__(None, None, None)
+                raise
         except BaseException:
-            await self._connection.__aexit__(None, None, None)
+            self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             raise
         return self
 

@@ -326,11 +326,6 @@ async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: 
     np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
 
 
-@pytest.mark.xfail(
-    reason="BUG: EdgeAgent.__aenter__ does not shut its ONNX Runtime executor down when it fails "
-    "(unknown model or cut, no broker), so every failed start leaves a worker thread behind",
-    strict=True,
-)
 async def test_a_failed_start_leaves_no_worker_thread(prefix: str) -> None:
     agent = _agent("mqtt://127.0.0.1:1", prefix, cut="no.such.cut")
     with pytest.raises(ModelError):
