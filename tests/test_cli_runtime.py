@@ -22,11 +22,12 @@ from PIL import Image
 
 import edge_agent
 from cloud_hub import free_port
-from edge_agent import EDGE_ONLY, ModelHalves, Timeouts
+from edge_agent import Timeouts
 from edge_agent._files import top_k
 from edgecut._cli import main
 from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report, pick_cuts
 from edgecut._exit import ExitCode
+from tests._support import tiny_logits, tiny_model
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -37,17 +38,6 @@ MODEL = "tiny"
 INNER_CUT = "stem.out"
 REPORT_KEYS = {"input", "cut", "top5", "timings_ms", "bytes_sent", "hub", "request_id", "fallback"}
 TIMING_KEYS = {"edge_ms", "encode_ms", "network_ms", "hub_queue_ms", "hub_compute_ms", "decode_ms", "fallback_ms"}
-
-
-@functools.cache
-def _tiny() -> ModelHalves:
-    return ModelHalves.open(MODEL, threads=1)
-
-
-def _local_logits(image: np.ndarray) -> np.ndarray:
-    full = _tiny().halves(EDGE_ONLY).head
-    assert full is not None
-    return full.run({"image": image[np.newaxis]})["logits"]
 
 
 def _write_inputs(directory: Path) -> tuple[Path, np.ndarray, Path, np.ndarray]:
@@ -156,7 +146,7 @@ async def test_agent_json_reports_match_local_inference(
         assert report["timings_ms"]["total_ms"] > 0
         assert report["timings_ms"]["fallback_ms"] == 0
         assert len(report["top5"]) == 5
-        expected = top_k(_local_logits(image))
+        expected = top_k(tiny_logits(image))
         assert [row["class"] for row in report["top5"]] == [c for c, _ in expected]
         got = [row["probability"] for row in report["top5"]]
         np.testing.assert_allclose(got, [p for _, p in expected], atol=1e-4)
@@ -194,7 +184,7 @@ async def test_agent_without_a_hub_falls_back_and_says_so(
     assert report["hub"] is None
     assert "no reply within the deadline" in report["fallback"]
     assert report["timings_ms"]["fallback_ms"] > 0
-    assert report["top5"][0]["class"] == int(_local_logits(array).argmax())
+    assert report["top5"][0]["class"] == int(tiny_logits(array).argmax())
 
 
 @pytest.mark.broker
@@ -394,7 +384,7 @@ def test_demo_against_a_given_broker(broker_url: str, capsys: pytest.CaptureFixt
     assert (report["model"], report["broker"], report["requests"]) == (MODEL, broker_url, 2)
     assert report["tolerance"] == TOLERANCE
     cuts = [row["cut"] for row in report["rows"]]
-    assert cuts == pick_cuts(_tiny())
+    assert cuts == pick_cuts(tiny_model())
     assert len(cuts) == 5
     assert (cuts[0], cuts[-1]) == ("output", "input")
     for row in report["rows"]:

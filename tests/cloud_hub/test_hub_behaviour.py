@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import shutil
@@ -32,7 +31,6 @@ from edge_agent import (
     EdgeAgent,
     HubError,
     Incoming,
-    ModelHalves,
     RequestTimeoutError,
     Timeouts,
 )
@@ -49,6 +47,7 @@ from protocol import (
     encode_request,
 )
 from protocol.errors import ConfigError
+from tests._support import tiny_logits, tiny_model, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -68,28 +67,8 @@ def _images(count: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(count)]
 
 
-@functools.cache
-def _full_model() -> ModelHalves:
-    return ModelHalves.open(MODEL, threads=1)
-
-
-def _expected(image: np.ndarray) -> np.ndarray:
-    full = _full_model().halves(EDGE_ONLY).head
-    assert full is not None
-    return full.run({"image": image[np.newaxis]})["logits"]
-
-
 def _assert_matches_full_model(result: InferenceResult, image: np.ndarray) -> None:
-    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4, rtol=0)
-
-
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
-    """Yield to the event loop until ``condition()`` holds; fail (not hang) after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +78,7 @@ async def _parked(hub: Hub) -> AsyncIterator[threading.Event]:
     Waits first until the hub has no reply outstanding: a reply counts as in flight
     until the broker acknowledges it, which may be after the agent has it.
     """
-    await _until(lambda: hub.queue_depth == 0, "the hub to finish its earlier requests")
+    await until(lambda: hub.queue_depth == 0, "the hub to finish its earlier requests")
     gate = threading.Event()
     hub._executor.submit(gate.wait)
     try:
@@ -142,13 +121,13 @@ async def _watching(url: str, *subscriptions: str) -> AsyncIterator[Watcher]:
 
 def _request(cut_id: str = CLOUD_ONLY, **changes: Any) -> InferenceRequest:  # noqa: ANN401 - request fields
     image = _images(1)[0][np.newaxis]
-    halves = _full_model().halves(cut_id)
+    halves = tiny_model().halves(cut_id)
     tensors = halves.head.run({"image": image}) if halves.head is not None else {"image": image}
     fields: dict[str, Any] = {
         "request_id": uuid.uuid4().hex,
         "agent_id": "raw",
         "model_id": MODEL,
-        "model_sha256": _full_model().model_sha256,
+        "model_sha256": tiny_model().model_sha256,
         "cut_id": cut_id,
         "tensors": {spec.name: tensors[spec.name] for spec in halves.manifest.crossing},
         "sent_at": time.time(),
@@ -182,7 +161,7 @@ async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
             tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
             # One request is accepted and waits for the parked worker; the other four find the
             # queue full and are answered 'overloaded' at once, while the worker is still parked.
-            await _until(lambda: sum(task.done() for task in tasks) == 4, "four overloaded replies")
+            await until(lambda: sum(task.done() for task in tasks) == 4, "four overloaded replies")
             assert hub.queue_depth == 1
         results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
     fallbacks = [result.fallback for result in results if result.fallback is not None]
@@ -193,7 +172,7 @@ async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
     assert [result.hub_id for result in served] == ["hub0"]
     for result, image in zip(results, images[1:], strict=True):
         _assert_matches_full_model(result, image)
-    await _until(lambda: hub.queue_depth == 0, "the hub to count its last reply")  # counted once the broker acks
+    await until(lambda: hub.queue_depth == 0, "the hub to count its last reply")  # counted once the broker acks
 
 
 async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
@@ -205,7 +184,7 @@ async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
         await agent.infer(images[0])
         async with _parked(hub):
             first = asyncio.create_task(agent.infer(images[1]))
-            await _until(lambda: hub.queue_depth == 1, "the first request to be queued")
+            await until(lambda: hub.queue_depth == 1, "the first request to be queued")
             with pytest.raises(RequestTimeoutError, match=r"hub overloaded: .*fallback is off"):
                 await agent.infer(images[2])
         assert (await first).hub_id == "hub0"
@@ -226,9 +205,9 @@ async def test_shutdown_finishes_every_accepted_request(
         await agent.infer(images[0])
         async with _parked(hub) as gate:
             tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
-            await _until(lambda: hub.queue_depth == len(tasks), "every request to reach the hub")
+            await until(lambda: hub.queue_depth == len(tasks), "every request to reach the hub")
             hub.request_shutdown()
-            await _until(lambda: not hub._accepting, "the hub to start draining")
+            await until(lambda: not hub._accepting, "the hub to start draining")
             assert not any(task.done() for task in tasks)
             gate.set()
             results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -257,10 +236,10 @@ async def test_shutdown_gives_up_on_stuck_work_after_the_grace_period(
         agent.timeouts = Timeouts(request=1.0)
         async with _parked(hub):
             task = asyncio.create_task(agent.infer(image))
-            await _until(lambda: hub.queue_depth == 1, "the request to be queued")
+            await until(lambda: hub.queue_depth == 1, "the request to be queued")
             hub.request_shutdown()
             offline = await watcher.status("offline", 30)  # the hub stops although its worker is stuck
-            await _until(lambda: not hub._connection.is_connected, "the hub to disconnect")
+            await until(lambda: not hub._connection.is_connected, "the hub to disconnect")
         result = await asyncio.wait_for(task, 30)
     assert offline.queue_depth == 0
     assert result.fallback == "no reply within the deadline"
@@ -279,7 +258,7 @@ async def test_a_request_that_waited_past_its_deadline_is_refused(
         async with _parked(hub):
             await _send(watcher, request, _request(request_id="blocker"), topics.response("raw"))
             await _send(watcher, request, _request(request_id="hurried", deadline_ms=50), topics.response("raw"))
-            await _until(lambda: hub.queue_depth == 2, "both requests to be queued")
+            await until(lambda: hub.queue_depth == 2, "both requests to be queued")
             await asyncio.sleep(0.1)  # the hurried request's 50 ms run out in the queue
         replies = {reply.request_id: reply for reply in [decode_reply((await watcher.next()).payload) for _ in "ab"]}
     assert replies["blocker"].ok
@@ -301,7 +280,7 @@ async def test_status_reports_the_queue_depth_while_serving(
             pass
         async with _parked(hub):
             await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
-            await _until(lambda: hub.queue_depth == 1, "the request to be queued")
+            await until(lambda: hub.queue_depth == 1, "the request to be queued")
             async with asyncio.timeout(20):
                 while True:
                     incoming = await watcher.next()
@@ -520,9 +499,9 @@ async def test_sigterm_drains_and_a_second_signal_stops_at_once(broker_url: str,
         await watcher.next()
         async with _parked(hub):
             await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
-            await _until(lambda: hub.queue_depth == 1, "the request to be queued")
+            await until(lambda: hub.queue_depth == 1, "the request to be queued")
             os.kill(os.getpid(), signal.SIGTERM)
-            await _until(lambda: hub.is_shutting_down, "the first signal to be handled")
+            await until(lambda: hub.is_shutting_down, "the first signal to be handled")
             assert not serving.done()  # draining: waits for the parked request
             os.kill(os.getpid(), signal.SIGINT)
             with pytest.raises(asyncio.CancelledError):
@@ -558,7 +537,7 @@ async def test_a_request_with_nowhere_to_answer_is_dropped(
             first = await watcher.next()  # the dropped request came first, so its reply would too
     assert first.correlation == good.request_id.encode()
     assert "no valid response topic" in caplog.text
-    await _until(lambda: hub.queue_depth == 0, "the hub to settle")
+    await until(lambda: hub.queue_depth == 0, "the hub to settle")
 
 
 async def test_an_undecodable_request_without_correlation_is_answered_by_its_peeked_id(

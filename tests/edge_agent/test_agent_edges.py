@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -29,13 +27,13 @@ from edge_agent import (
     EdgeAgent,
     HubError,
     Incoming,
-    ModelHalves,
     RequestTimeoutError,
     Timeouts,
 )
 from models import partition
 from protocol import ErrorCode, InferenceReply, ReplyError, Topics, decode_request, encode_reply
 from protocol.errors import ModelError
+from tests._support import tiny_logits, tiny_model, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,19 +54,8 @@ def _image(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
 
 
-@functools.cache
-def _tiny() -> ModelHalves:
-    return ModelHalves.open(MODEL, threads=1)
-
-
-def _expected(image: np.ndarray) -> np.ndarray:
-    full = _tiny().halves(EDGE_ONLY).head
-    assert full is not None
-    return full.run({"image": image[np.newaxis]})["logits"]
-
-
 def _tail_outputs(request: InferenceRequest) -> dict[str, np.ndarray]:
-    tail = _tiny().halves(request.cut_id).tail
+    tail = tiny_model().halves(request.cut_id).tail
     assert tail is not None
     return tail.run(request.tensors)
 
@@ -151,7 +138,7 @@ async def test_inputs_are_checked_before_anything_is_sent(broker_url: str, prefi
     image = _image()
     async with _agent(broker_url, prefix, cut=EDGE_ONLY) as agent:
         by_name = await agent.infer({"image": image[np.newaxis]})
-        np.testing.assert_allclose(by_name.outputs["logits"], _expected(image), atol=1e-5)
+        np.testing.assert_allclose(by_name.outputs["logits"], tiny_logits(image), atol=1e-5)
         with pytest.raises(ValueError, match=r"missing input 'image' \(uint8\['N', 32, 32, 3\]\)"):
             await agent.infer({"picture": image})
         with pytest.raises(ValueError, match=r"input 'image' is float32\[1, 32, 32, 3\], the model takes uint8"):
@@ -208,7 +195,7 @@ async def test_an_undecodable_reply_falls_back(broker_url: str, prefix: str) -> 
     assert result.fallback is not None
     assert result.fallback.startswith("undecodable reply:")
     assert result.hub_id is None
-    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
 async def test_an_undecodable_reply_without_fallback_is_an_error(broker_url: str, prefix: str) -> None:
@@ -228,7 +215,7 @@ async def test_a_reply_without_correlation_data_is_matched_by_its_id(broker_url:
     ):
         result = await agent.infer(image)
     assert (result.hub_id, result.fallback) == ("scripted", None)
-    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
 async def test_stray_and_duplicate_replies_are_ignored(broker_url: str, prefix: str) -> None:
@@ -246,7 +233,7 @@ async def test_stray_and_duplicate_replies_are_ignored(broker_url: str, prefix: 
         results = [await agent.infer(image) for image in images]
     for result, image in zip(results, images, strict=True):
         assert (result.hub_id, result.fallback) == ("scripted", None)
-        np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+        np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
 @pytest.mark.parametrize("code", [ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED])
@@ -260,7 +247,7 @@ async def test_errors_the_local_tail_can_make_good_fall_back(broker_url: str, pr
         result = await agent.infer(image)
     assert result.fallback == f"hub {code}: scripted trouble"
     assert result.timings.fallback_ms > 0
-    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
 @pytest.mark.parametrize("code", [ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_CUT, "some_future_code"])
@@ -293,14 +280,6 @@ async def test_a_head_only_split_without_a_hub_cannot_fall_back(broker_url: str,
 # --- reconnects ----------------------------------------------------------------
 
 
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: LocalBroker, prefix: str) -> None:
     image = _image(6)
     agent = _agent(own_broker.url, prefix, timeouts=Timeouts(request=20), fallback=False)
@@ -311,7 +290,7 @@ async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: 
     try:
         async with agent:
             task = asyncio.create_task(agent.infer(image))
-            await _until(lambda: any(p.published for p in agent._pending.values()), "the request to be published")
+            await until(lambda: any(p.published for p in agent._pending.values()), "the request to be published")
             own_broker.kill()  # the request is lost with the broker: nobody had subscribed
             own_broker.start()
             serving = asyncio.create_task(hub.serve())
@@ -323,7 +302,7 @@ async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: 
         if serving is not None:
             await serving
     assert (result.hub_id, result.fallback) == ("late-hub", None)
-    np.testing.assert_allclose(result.outputs["logits"], _expected(image), atol=1e-4)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
 async def test_a_failed_start_leaves_no_worker_thread(prefix: str) -> None:
@@ -331,4 +310,4 @@ async def test_a_failed_start_leaves_no_worker_thread(prefix: str) -> None:
     with pytest.raises(ModelError):
         await agent.__aenter__()
     name = f"edgecut[{agent.agent_id}].ort"
-    await _until(lambda: not any(t.name.startswith(name) for t in threading.enumerate()), "the thread to end", 1)
+    await until(lambda: not any(t.name.startswith(name) for t in threading.enumerate()), "the thread to end", 1)

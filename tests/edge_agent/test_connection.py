@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -16,9 +15,10 @@ from cloud_hub import LocalBroker, free_port
 from edge_agent import Backoff, Connection, Incoming, Will
 from protocol import ErrorCode
 from protocol.errors import ProtocolError, TransportError
+from tests._support import until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.broker
 
@@ -27,14 +27,6 @@ FAST = Backoff(initial=0.01, maximum=0.05)
 
 def _id(role: str) -> str:
     return f"{role}-{uuid.uuid4().hex[:8]}"
-
-
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager
@@ -129,7 +121,7 @@ async def test_a_failing_handler_does_not_take_the_connection_down(
         async with _connected(rx), _connected(tx):
             await tx.publish(topic, b"bad", qos=1, timeout=5)
             await tx.publish(topic, b"good", qos=1, timeout=5)
-            await _until(lambda: seen == [b"good"], "the message after the bad one")
+            await until(lambda: seen == [b"good"], "the message after the bad one")
             assert rx.connects == 1
     assert "handler failed on a message" in caplog.text
 
@@ -177,7 +169,7 @@ async def test_a_failing_on_connect_is_retried_not_fatal(
     connection = Connection(broker_url, client_id=_id("flaky"), on_connect=on_connect, backoff=FAST)
     with caplog.at_level(logging.ERROR, logger="edgecut.mqtt"):
         async with connection:
-            await _until(lambda: len(calls) == 2, "a second on_connect")
+            await until(lambda: len(calls) == 2, "a second on_connect")
             await connection.wait_connected(10)
             assert connection.connects == 2
             await connection.publish(f"{prefix}/after", b"ok", qos=1, timeout=5)
@@ -200,7 +192,7 @@ async def test_a_dropped_socket_publishes_the_will_and_reconnects(broker_url: st
         assert client is not None
         client._client.socket().shutdown(socket.SHUT_RDWR)  # the link dies without a DISCONNECT
         will = await _next(wills)
-        await _until(lambda: rx.connects == 2 and rx.is_connected, "the reconnect")
+        await until(lambda: rx.connects == 2 and rx.is_connected, "the reconnect")
         await rx.publish(topic, b"back", qos=1, timeout=5)
         assert (await _next(received)).payload == b"back"  # subscribed again
     assert (will.topic, will.payload) == (will_topic, b"gone")
@@ -218,7 +210,7 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(own_broker: Lo
     )
     async with _connected(rx):
         own_broker.kill()
-        await _until(lambda: not rx.is_connected, "the loss to be noticed")
+        await until(lambda: not rx.is_connected, "the loss to be noticed")
         with pytest.raises(TransportError):
             await rx.publish(topic, b"x", qos=1, timeout=0.05)
         own_broker.start()
