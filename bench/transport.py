@@ -27,8 +27,8 @@ from paho.mqtt.properties import Properties
 
 from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import CLOUD_ONLY, EdgeAgent, Timeouts
-from edge_agent._url import BrokerURL
 from edgecut._demo import pick_cuts, sample_images
+from protocol.mqtt import BrokerURL
 
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 

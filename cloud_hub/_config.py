@@ -8,9 +8,9 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
-from edge_agent import BrokerURL
 from protocol import DEFAULT_MAX_MESSAGE_BYTES, Topics
 from protocol.errors import ConfigError
+from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.metadata
 import logging
 import signal
 import time
@@ -22,8 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from cloud_hub._store import TailStore, TailUnavailableError
-from edge_agent import Connection, Incoming, Will
-from edgecut._version import __version__
 from protocol import (
     MAX_ID_LENGTH,
     ErrorCode,
@@ -38,6 +37,7 @@ from protocol import (
     peek_request_id,
 )
 from protocol.errors import EdgecutError, ProtocolError, TransportError
+from protocol.mqtt import Connection, Incoming, Will
 
 if TYPE_CHECKING:
     from cloud_hub._config import HubConfig
@@ -46,6 +46,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("edgecut.hub")
 
 _UNKNOWN_REQUEST_ID = "unknown"
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("edgecut")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return ""
+
+
+_VERSION = _installed_version()
 
 
 @dataclasses.dataclass(slots=True)
@@ -305,7 +315,7 @@ class Hub:
             state="online" if state == "online" else "offline",
             sent_at=time.time(),
             queue_depth=self._in_flight if state == "online" else 0,
-            version=__version__,
+            version=_VERSION,
         )
         return encode_status(status)
 

@@ -27,9 +27,7 @@ from typing import TYPE_CHECKING, Self
 import numpy as np
 
 from edge_agent._halves import EDGE_ONLY, Halves, ModelHalves
-from edge_agent._mqtt import Connection, Incoming
 from edge_agent._results import HubError, InferenceResult, RequestTimeoutError, Timeouts, Timings
-from edge_agent._url import BrokerURL
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorCode,
@@ -40,6 +38,7 @@ from protocol import (
     peek_request_id,
 )
 from protocol.errors import ProtocolError, TransportError
+from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -14,7 +14,7 @@ import pytest
 if TYPE_CHECKING:
     from types import ModuleType
 
-PACKAGES = ["protocol", "models", "models.partition", "models.zoo", "edge_agent", "cloud_hub", "edgecut"]
+PACKAGES = ["protocol", "protocol.mqtt", "models", "models.partition", "models.zoo", "edge_agent", "cloud_hub", "edgecut"]
 
 
 def ruff_sort_key(name: str) -> tuple[int, list[str | int]]:
@@ -74,15 +74,41 @@ def test_star_import_gives_exactly_all(package: str) -> None:
     assert sorted(namespace) == sorted(_module(package).__all__)
 
 
-def _imported_after(statement: str) -> list[str]:
-    heavy = ("onnx", "onnx.helper", "PIL", "iotcore")
-    code = f"import sys; {statement}; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+HEAVY = ("onnx", "onnx.helper", "PIL", "iotcore")
+
+
+def _imported_after(statement: str, probes: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of ``probes`` a fresh interpreter has imported after running ``statement``."""
+    code = f"import sys; {statement}; print(','.join(m for m in {probes!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
     return [name for name in result.stdout.strip().split(",") if name]
 
 
 def test_importing_the_runtime_packages_does_not_import_onnx() -> None:
     assert _imported_after("import edge_agent, protocol, models, cloud_hub") == []
+
+
+@pytest.mark.parametrize(
+    ("package", "never"),
+    [
+        ("cloud_hub", ("edge_agent", "edgecut")),
+        ("edge_agent", ("cloud_hub", "edgecut", "onnx")),
+        ("protocol", ("aiomqtt", "asyncio", "onnxruntime", "onnx", "edge_agent", "cloud_hub", "models")),
+        ("protocol.mqtt", ("edge_agent", "cloud_hub", "models", "onnxruntime")),
+        ("models", ("onnx", "edge_agent", "cloud_hub", "aiomqtt")),
+    ],
+)
+def test_agent_and_hub_meet_only_on_the_wire(package: str, never: tuple[str, ...]) -> None:
+    """Neither side imports the other; the protocol and the models know no side."""
+    assert _imported_after(f"import {package}", never) == []
+
+
+def test_the_import_probe_sees_what_a_package_does_import() -> None:
+    assert _imported_after("import cloud_hub", ("protocol.mqtt", "aiomqtt", "models")) == [
+        "protocol.mqtt",
+        "aiomqtt",
+        "models",
+    ]
 
 
 def test_building_the_cli_parser_does_not_import_onnx() -> None:

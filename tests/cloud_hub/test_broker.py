@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cloud_hub import LocalBroker, free_port, resolve_kind
-from edge_agent import BrokerURL, Connection, Incoming
 from protocol.errors import ConfigError, TransportError
+from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
     from pathlib import Path

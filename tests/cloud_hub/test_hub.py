@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from cloud_hub import Hub, HubConfig, LocalBroker
-from edge_agent import CLOUD_ONLY, Connection, EdgeAgent, Incoming, Timeouts
+from edge_agent import CLOUD_ONLY, EdgeAgent, Timeouts
 from models import partition, sha256_hex
 from protocol import ErrorCode, InferenceRequest, Topics, decode_reply, decode_status, encode_request
+from protocol.mqtt import Connection, Incoming
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

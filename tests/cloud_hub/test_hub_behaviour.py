@@ -27,10 +27,8 @@ from cloud_hub import Hub, HubConfig, serve_until_signalled
 from edge_agent import (
     CLOUD_ONLY,
     EDGE_ONLY,
-    Connection,
     EdgeAgent,
     HubError,
-    Incoming,
     RequestTimeoutError,
     Timeouts,
 )
@@ -47,6 +45,7 @@ from protocol import (
     encode_request,
 )
 from protocol.errors import ConfigError
+from protocol.mqtt import Connection, Incoming
 from tests._support import tiny_logits, tiny_model, until
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from cloud_hub import free_port
-from edge_agent import Connection, Incoming
 from edgecut._exit import ExitCode
 from protocol import Topics, decode_status
+from protocol.mqtt import Connection, Incoming
 
 pytestmark = pytest.mark.broker
 

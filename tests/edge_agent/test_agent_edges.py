@@ -22,17 +22,15 @@ from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import (
     CLOUD_ONLY,
     EDGE_ONLY,
-    Backoff,
-    Connection,
     EdgeAgent,
     HubError,
-    Incoming,
     RequestTimeoutError,
     Timeouts,
 )
 from models import partition
 from protocol import ErrorCode, InferenceReply, ReplyError, Topics, decode_request, encode_reply
 from protocol.errors import ModelError
+from protocol.mqtt import Backoff, Connection, Incoming
 from tests._support import tiny_logits, tiny_model, until
 
 if TYPE_CHECKING:

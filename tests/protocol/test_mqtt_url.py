@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from edge_agent import BrokerURL
 from protocol.errors import ConfigError
+from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -21,8 +21,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent._url import BrokerURL
-from protocol import DEFAULT_MAX_MESSAGE_BYTES, ErrorCode
+from protocol._codes import ErrorCode
+from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES
+from protocol._url import BrokerURL
 from protocol.errors import ProtocolError, TransportError
 
 if TYPE_CHECKING:

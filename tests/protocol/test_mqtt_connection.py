@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cloud_hub import LocalBroker, free_port
-from edge_agent import Backoff, Connection, Incoming, Will
 from protocol import ErrorCode
 from protocol.errors import ProtocolError, TransportError
+from protocol.mqtt import Backoff, Connection, Incoming, Will
 from tests._support import until
 
 if TYPE_CHECKING:
