@@ -5,14 +5,21 @@ run), else the embedded rumqttd broker that the ``iotcore`` package ships. Both
 get a generated config: loopback only, TCP_NODELAY where the broker has the
 setting, no silent queue limit, and a packet size limit that fits the largest
 protocol message. docs/broker.md compares the two.
+
+Either broker process dies with the process that started it, even one killed
+with SIGKILL: mosquitto runs under a small watchdog (``_watchdog.py``) that
+stops it when its stdin pipe from the parent closes, as iotcore's child does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +35,7 @@ BrokerKind = Literal["auto", "mosquitto", "iotcore"]
 
 # Room for the MQTT fixed header, topic and properties around the largest payload.
 _PACKET_OVERHEAD = 64 * 1024
+_WATCHDOG = Path(__file__).with_name("_watchdog.py")
 
 _MOSQUITTO_CONF = """\
 listener {port} {host}
@@ -156,22 +164,31 @@ class LocalBroker:
             self._iotcore.stop()  # type: ignore[attr-defined]
             self._iotcore = None
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()  # the watchdog passes it on to mosquitto and waits for it
             try:
-                process.wait(5)
+                process.wait(10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
+        _close_pipe(process)
 
     def kill(self) -> None:
         """Kill the broker abruptly (SIGKILL), as a crash would."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(5)
-            self._process = None
-        else:
+        process, self._process = self._process, None
+        if process is None:
+            iotcore = self._iotcore
+            child = getattr(iotcore, "_process", None)  # iotcore has no kill(): kill its child process
+            if child is not None:
+                child.kill()
             self.stop()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the watchdog and mosquitto, in their own session
+        process.wait(5)
+        _close_pipe(process)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -199,12 +216,14 @@ class LocalBroker:
     def _start_mosquitto(self) -> None:
         conf = self._workdir / "mosquitto.conf"
         conf.write_text(_MOSQUITTO_CONF.format(port=self.port, host=self.host, max_packet=self._max_packet))
+        mosquitto = shutil.which("mosquitto") or "mosquitto"
         with (self._workdir / "mosquitto.log").open("ab") as log:  # the child keeps its own handle
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, generated config
-                [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+                [sys.executable, "-I", str(_WATCHDOG), mosquitto, "-c", str(conf)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # the watchdog stops mosquitto when this pipe closes
+                start_new_session=True,  # Ctrl+C in a terminal reaches us, and we stop the broker
             )
 
     def _start_iotcore(self, timeout: float) -> None:
@@ -233,3 +252,8 @@ class LocalBroker:
         self.stop()
         msg = f"{self.kind} did not start listening on {self.host}:{self.port} within {timeout} s. {detail}"
         raise TransportError(msg.strip())
+
+
+def _close_pipe(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None:
+        process.stdin.close()

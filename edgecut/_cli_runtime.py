@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +52,10 @@ def _register_broker(commands: argparse._SubParsersAction[argparse.ArgumentParse
     parser = commands.add_parser(
         "broker",
         help="run a local MQTT 5 broker (mosquitto if installed, else the embedded one)",
-        description="Run an MQTT 5 broker on loopback until Ctrl+C. Prints the URL agents and hubs use.",
+        description=(
+            "Run an MQTT 5 broker on loopback until Ctrl+C or SIGTERM. Prints the URL agents and hubs use."
+            " The broker process never outlives this command."
+        ),
     )
     parser.add_argument("--port", type=int, default=1883, help="TCP port (default 1883; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -69,13 +72,22 @@ def _broker(args: argparse.Namespace) -> ExitCode:
             _print_json({"url": broker.url, "kind": broker.kind, "port": broker.port})
         else:
             print(f"{broker.kind} broker at {broker.url} (Ctrl+C to stop)", flush=True)  # noqa: T201
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_wait_forever())
+        asyncio.run(_until_signalled())
     return ExitCode.OK
 
 
-async def _wait_forever() -> None:
-    await asyncio.Event().wait()
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (what Ctrl+C, kill, systemd and container runtimes send)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 # --- hub --------------------------------------------------------------------

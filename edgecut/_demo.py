@@ -109,7 +109,9 @@ async def run_demo(
     """
     with contextlib.ExitStack() as stack:
         if broker is None:
-            local = stack.enter_context(LocalBroker())
+            local = LocalBroker()
+            stack.push(local)  # its __exit__ stops it and removes its files
+            await asyncio.to_thread(local.start)  # start() polls the port: keep it off the event loop
             _progress(f"started {local.kind} broker at {local.url}")
             broker = local.url
         return await _run_against(broker, model, requests, cuts)

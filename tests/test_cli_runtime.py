@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import edge_agent
-from cloud_hub import free_port
+from cloud_hub import free_port, resolve_kind
 from edge_agent import Timeouts
 from edge_agent._files import top_k
 from edgecut._cli import main
@@ -30,7 +31,7 @@ from edgecut._exit import ExitCode
 from tests._support import tiny_logits, tiny_model
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from cloud_hub import Hub
 
@@ -282,10 +283,23 @@ def test_hub_bad_settings_exit_config(capsys: pytest.CaptureFixture[str], extra:
 # --- broker -----------------------------------------------------------------
 
 
-def _broker_process(*extra: str) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def _broker_process(*extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``edgecut broker`` as a child process; killed at the end if still running, its pipes closed."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
-    command = [sys.executable, "-m", "edgecut", "broker", "--kind", "mosquitto", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # noqa: S603
+    command = [sys.executable, "-m", "edgecut", "broker", *extra]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as process:  # noqa: S603
+        try:
+            yield process
+        finally:
+            process.kill()
+
+
+def _broker_json(port: int) -> dict[str, object]:
+    """What ``edgecut broker --json`` prints for the broker this machine has (auto)."""
+    kind = resolve_kind("auto")
+    url = f"mqtt://127.0.0.1:{port}" + ("?qos=0" if kind == "iotcore" else "")
+    return {"url": url, "kind": kind, "port": port}
 
 
 def _first_output(process: subprocess.Popen[bytes], seconds: float) -> bytes:
@@ -296,7 +310,7 @@ def _first_output(process: subprocess.Popen[bytes], seconds: float) -> bytes:
 
 
 def _wait_serving(process: subprocess.Popen[bytes]) -> None:
-    """Wait until the command sits in its event loop (an epoll fd exists), where Ctrl+C means "stop"."""
+    """Wait until the command sits in its event loop (an epoll fd exists), where a signal means "stop"."""
     fds = Path(f"/proc/{process.pid}/fd")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and process.poll() is None:
@@ -307,69 +321,81 @@ def _wait_serving(process: subprocess.Popen[bytes]) -> None:
     pytest.fail("the broker command never reached its event loop")
 
 
-def _interrupt(process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+def _stop(process: subprocess.Popen[bytes], signum: int = signal.SIGINT) -> tuple[int, bytes]:
     _wait_serving(process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, _ = process.communicate(timeout=15)
     return process.returncode, out
 
 
-def _wait_listening(port: int) -> None:
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_until(port: int, *, listening: bool) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        if _accepts_connections(port) == listening:
             return
         time.sleep(0.05)
-    pytest.fail(f"the broker never listened on port {port}")
+    pytest.fail(f"port {port} still {'refuses' if listening else 'accepts'} connections after 15 s")
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 
 
 @pytest.mark.broker
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
-def test_broker_command_prints_its_url_then_stops_on_ctrl_c() -> None:
-    process = _broker_process("--port", "0")
-    try:
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_broker_command_prints_its_url_then_stops_on_a_signal(signum: int) -> None:
+    with _broker_process("--port", "0") as process:
         line = _first_output(process, 15).decode()
-        assert line.startswith("mosquitto broker at mqtt://127.0.0.1:")
-        port = int(line.split("mqtt://127.0.0.1:")[1].split()[0])
-        _wait_listening(port)
-        code, _ = _interrupt(process)
-    finally:
-        process.kill()
-        process.wait(10)
+        assert line.startswith(f"{resolve_kind('auto')} broker at mqtt://127.0.0.1:")
+        port = urlsplit(line.split()[3]).port
+        assert port is not None
+        _wait_until(port, listening=True)
+        code, _ = _stop(process, signum)
     assert code == ExitCode.OK
-    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        pass
+    assert not _accepts_connections(port)  # the broker stopped with the command, not after it
 
 
 @pytest.mark.broker
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@needs_proc
+def test_broker_command_killed_with_sigkill_takes_its_broker_along() -> None:
+    port = free_port()
+    with _broker_process("--port", str(port)) as process:
+        _wait_until(port, listening=True)
+        _wait_serving(process)
+        process.kill()
+        process.wait(15)
+        _wait_until(port, listening=False)  # nothing orphaned keeps serving the port
+
+
+@pytest.mark.broker
+@needs_proc
 def test_broker_command_json_url() -> None:
     port = free_port()
-    process = _broker_process("--port", str(port), "--json")
-    try:
-        _wait_listening(port)
-        code, out = _interrupt(process)
-    finally:
-        process.kill()
-        process.wait(10)
+    with _broker_process("--port", str(port), "--json") as process:
+        _wait_until(port, listening=True)
+        code, out = _stop(process)
     assert code == ExitCode.OK
-    assert json.loads(out) == {"url": f"mqtt://127.0.0.1:{port}", "kind": "mosquitto", "port": port}
+    assert json.loads(out) == _broker_json(port)
 
 
 @pytest.mark.broker
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@needs_proc
 def test_broker_command_json_url_is_readable_while_it_runs() -> None:
     port = free_port()
-    process = _broker_process("--port", str(port), "--json")
-    try:
-        _wait_listening(port)
+    with _broker_process("--port", str(port), "--json") as process:
+        _wait_until(port, listening=True)
         _wait_serving(process)  # past the print: anything flushed is in the pipe by now
         early = _first_output(process, 0.5)
-    finally:
-        _interrupt(process)
-        process.kill()
-        process.wait(10)
-    assert json.loads(early) == {"url": f"mqtt://127.0.0.1:{port}", "kind": "mosquitto", "port": port}
+        _stop(process)
+    assert json.loads(early) == _broker_json(port)
 
 
 # --- demo -------------------------------------------------------------------

@@ -14,7 +14,16 @@ import pytest
 if TYPE_CHECKING:
     from types import ModuleType
 
-PACKAGES = ["protocol", "protocol.mqtt", "models", "models.partition", "models.zoo", "edge_agent", "cloud_hub", "edgecut"]
+PACKAGES = [
+    "protocol",
+    "protocol.mqtt",
+    "models",
+    "models.partition",
+    "models.zoo",
+    "edge_agent",
+    "cloud_hub",
+    "edgecut",
+]
 
 
 def ruff_sort_key(name: str) -> tuple[int, list[str | int]]:
