@@ -127,9 +127,22 @@ def unpack(data: bytes | bytearray | memoryview, *, max_bytes: int) -> object:
             max_ext_len=0,  # also refuses the timestamp type, which skips ext_hook
         )
     except _UNPACK_ERRORS as exc:
-        msg = f"not a valid msgpack message: {exc}"
+        msg = f"not a valid msgpack message: {_describe(exc)}"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST) from exc
     return value
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words: several msgpack errors have an empty message."""
+    if isinstance(exc, msgpack.ExtraData):
+        return f"{len(exc.extra)} bytes follow the first value (a message is exactly one value)"
+    if isinstance(exc, msgpack.StackError | RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, msgpack.FormatError):
+        return "a byte that starts no msgpack type (0xc1, or a reserved format)"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a str is not valid UTF-8 ({exc.reason})"
+    return str(exc) or type(exc).__name__
 
 
 def _reject_ext(code: int, _data: bytes) -> object:

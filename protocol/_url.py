@@ -57,12 +57,13 @@ class BrokerURL:
             msg = f"broker URL {url!r} must start with mqtt:// or mqtts://"
             raise ConfigError(msg)
         try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
+            port = DEFAULT_PORTS[parts.scheme] if parts.port is None else parts.port
         except ValueError as exc:
             msg = f"broker URL {url!r} has an invalid port"
             raise ConfigError(msg) from exc
-        if not parts.hostname:
-            msg = f"broker URL {url!r} has no host"
+        problem = _problem(parts.hostname, port, parts.path, parts.fragment)
+        if problem:
+            msg = f"broker URL {url!r} {problem}"
             raise ConfigError(msg)
         query = _single_values(parts.query, url)
         return cls(
@@ -102,6 +103,19 @@ class BrokerURL:
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{self.username}:***@" if self.password else f"{self.username}@" if self.username else ""
         return f"{scheme}://{user}{self.host}:{self.port}?qos={self.qos}"
+
+
+def _problem(host: str | None, port: int, path: str, fragment: str) -> str | None:
+    """What makes a URL's parts unusable, or ``None``."""
+    if not host:
+        return "has no host"
+    if port == 0:
+        return "names port 0, which is not a broker's port"
+    if path not in {"", "/"}:
+        return f"has a path ({path!r}); a broker URL is scheme://[user:pass@]host[:port][?options]"
+    if fragment:
+        return f"has a fragment ({'#' + fragment!r})"
+    return None
 
 
 def _single_values(query: str, url: str) -> dict[str, str]:

@@ -32,6 +32,10 @@ def test_defaults_and_explicit_ports(url: str, host: str, port: int, tls: bool) 
     assert (parsed.ca_file, parsed.cert_file, parsed.key_file, parsed.insecure) == (None, None, None, False)
 
 
+def test_a_lone_slash_is_not_a_path() -> None:
+    assert BrokerURL.parse("mqtt://host:1999/").port == 1999
+
+
 def test_a_parsed_url_passes_through_unchanged() -> None:
     parsed = BrokerURL.parse("mqtt://h:1")
     assert BrokerURL.parse(parsed) is parsed
@@ -85,6 +89,9 @@ def test_str_and_repr_leave_the_password_out() -> None:
         ("tcp://host", "must start with mqtt:// or mqtts://"),
         ("mqtt://host:notaport", "invalid port"),
         ("mqtt://host:70000", "invalid port"),
+        ("mqtt://host:0", "names port 0, which is not a broker's port"),
+        ("mqtt://host:1883/edgecut", "has a path ('/edgecut')"),
+        ("mqtt://host:1883#frag", "has a fragment ('#frag')"),
         ("mqtt://:1883", "no host"),
         ("mqtt://", "no host"),
         ("mqtt://user:pw@:1883", "no host"),

@@ -94,3 +94,24 @@ def test_unpack_failures_are_protocol_errors(data: bytes) -> None:
         unpack(data, max_bytes=1 << 20)
     assert info.value.code == ErrorCode.BAD_REQUEST
     assert info.value.__cause__ is not None or "extension" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (b"\x00not msgpack", "11 bytes follow the first value"),
+        (b"\x91" * 100_000, "nested too deeply"),
+        (b"\xc1", "a byte that starts no msgpack type"),
+        (b"\x92\x01", "incomplete input"),
+        (b"\xa2\xc3\x28", "a str is not valid UTF-8"),
+        ("not bytes", "a bytes-like object is required"),
+    ],
+    ids=["trailing bytes", "deep nesting", "reserved byte", "truncated", "bad utf-8", "not bytes"],
+)
+def test_every_unpack_failure_says_what_is_wrong(data: bytes, detail: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        unpack(data, max_bytes=1 << 20)
+    message = str(info.value)
+    assert message.startswith("not a valid msgpack message: ")
+    assert detail in message
+    assert message.removeprefix("not a valid msgpack message: ").strip()
