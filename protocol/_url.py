@@ -61,13 +61,14 @@ class BrokerURL:
         except ValueError as exc:
             msg = f"broker URL {url!r} has an invalid port"
             raise ConfigError(msg) from exc
-        problem = _problem(parts.hostname, port, parts.path, parts.fragment)
+        host = parts.hostname or ""
+        problem = _problem(host, port, parts.path, parts.fragment)
         if problem:
             msg = f"broker URL {url!r} {problem}"
             raise ConfigError(msg)
         query = _single_values(parts.query, url)
         return cls(
-            host=parts.hostname,
+            host=host,
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
@@ -105,7 +106,7 @@ class BrokerURL:
         return f"{scheme}://{user}{self.host}:{self.port}?qos={self.qos}"
 
 
-def _problem(host: str | None, port: int, path: str, fragment: str) -> str | None:
+def _problem(host: str, port: int, path: str, fragment: str) -> str | None:
     """What makes a URL's parts unusable, or ``None``."""
     if not host:
         return "has no host"
