@@ -45,6 +45,8 @@ class HubConfig:
         max_message_bytes: Largest message accepted or sent.
         status_interval: Seconds between status publications (load reports).
         grace: Seconds a shutdown waits for accepted requests to finish.
+        connect_timeout: Seconds :meth:`Hub.serve` waits for the first broker
+            connection before it gives up (later losses are retried forever).
     """
 
     broker: str = DEFAULT_BROKER
@@ -60,6 +62,7 @@ class HubConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     status_interval: float = 5.0
     grace: float = 10.0
+    connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         BrokerURL.parse(self.broker)
@@ -77,4 +80,8 @@ class HubConfig:
         for name in ("workers", "max_queue", "max_sessions"):
             if getattr(self, name) < 1:
                 msg = f"{name} must be at least 1"
+                raise ConfigError(msg)
+        for name in ("status_interval", "grace", "connect_timeout"):
+            if not getattr(self, name) > 0:
+                msg = f"{name} must be more than 0 seconds"
                 raise ConfigError(msg)

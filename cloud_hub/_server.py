@@ -130,14 +130,15 @@ class Hub:
         """Ask :meth:`serve` to stop gracefully."""
         self._shutdown.set()
 
-    async def serve(self, *, connect_timeout: float = 10.0) -> None:
+    async def serve(self) -> None:
         """Serve until :meth:`request_shutdown`, then drain and disconnect.
 
         Raises:
-            TransportError: The broker could not be reached at start-up.
+            TransportError: The broker could not be reached within
+                ``config.connect_timeout`` at start-up.
         """
         async with self._connection:
-            await self._connection.wait_connected(connect_timeout)
+            await self._connection.wait_connected(self.config.connect_timeout)
             self.ready.set()
             logger.info("%s serving on %s (group %s)", self.config.hub_id, self._connection.url, self.config.group)
             async with asyncio.TaskGroup() as tasks:

@@ -7,7 +7,14 @@ imports neither ``cloud_hub`` nor ``onnx``.
 
 from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._halves import CLOUD_ONLY, EDGE_ONLY, CutInfo, Halves, ModelHalves
-from edge_agent._results import HubError, InferenceResult, RequestTimeoutError, Timeouts, Timings
+from edge_agent._results import (
+    HubError,
+    InferenceResult,
+    InvalidReplyError,
+    RequestTimeoutError,
+    Timeouts,
+    Timings,
+)
 from edge_agent._sync import SyncEdgeAgent
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "Halves",
     "HubError",
     "InferenceResult",
+    "InvalidReplyError",
     "ModelHalves",
     "RequestTimeoutError",
     "SyncEdgeAgent",

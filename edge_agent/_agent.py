@@ -10,14 +10,18 @@ One request is one MQTT 5 publish to the agent's request topic, with the
 ResponseTopic and CorrelationData properties set; the reply is matched by
 request id. A request without a reply by its deadline runs the tail on the
 device when the agent holds it (the result says so), else raises
-:class:`RequestTimeoutError`. Requests published before a connection loss are
-published again, with the same id, once the agent has reconnected.
+:class:`RequestTimeoutError`; the same goes for a hub's ``overloaded``,
+``deadline_exceeded`` and ``internal`` answers (:class:`HubError`) and for an
+unusable reply (:class:`InvalidReplyError`). A publish that fails before the
+deadline is tried again once reconnected, and requests published before a
+connection loss are published again, with the same id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -27,7 +31,14 @@ from typing import TYPE_CHECKING, Self
 import numpy as np
 
 from edge_agent._halves import EDGE_ONLY, Halves, ModelHalves
-from edge_agent._results import HubError, InferenceResult, RequestTimeoutError, Timeouts, Timings
+from edge_agent._results import (
+    HubError,
+    InferenceResult,
+    InvalidReplyError,
+    RequestTimeoutError,
+    Timeouts,
+    Timings,
+)
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorCode,
@@ -37,11 +48,11 @@ from protocol import (
     encode_request,
     peek_request_id,
 )
-from protocol.errors import ProtocolError, TransportError
+from protocol.errors import EdgecutError, ProtocolError, TransportError
 from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
     from types import TracebackType
 
@@ -53,6 +64,8 @@ logger = logging.getLogger("edgecut.agent")
 AUTO = "auto"
 # Hub errors after which the local tail gives the same answer the hub would have.
 _FALLBACK_CODES = frozenset({ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL})
+# Pause between attempts to publish a request while the broker connection is down.
+_REPUBLISH_PAUSE_S = 0.05
 
 
 @dataclasses.dataclass(slots=True)
@@ -179,6 +192,7 @@ class EdgeAgent:
             ValueError: The inputs do not fit the model.
             ModelError: The cut is unknown.
             HubError: The hub answered with an error and no fallback applied.
+            InvalidReplyError: The reply could not be used and no fallback applied.
             RequestTimeoutError: No reply in time and no fallback possible.
         """
         started = time.perf_counter()
@@ -246,26 +260,47 @@ class EdgeAgent:
         self._pending[request_id] = pending
         posted = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeouts.request):
-                await self._publish(request_id, pending, timeout=self.timeouts.request)
-                raw = await pending.reply
-        except (TimeoutError, TransportError) as exc:
-            reason = "no reply within the deadline" if isinstance(exc, TimeoutError) else str(exc)
-            return await self._fall_back(halves, sent, started, reason)
+            raw = await self._send_and_wait(request_id, pending, posted + self.timeouts.request)
         finally:
             del self._pending[request_id]
+        if raw is None:
+            return await self._fall_back(halves, sent, started, "no reply within the deadline", RequestTimeoutError)
         round_trip_ms = _ms_since(posted)
         decode_started = time.perf_counter()
         try:
             reply = decode_reply(raw)
         except ProtocolError as exc:
-            return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}")
+            return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}", InvalidReplyError)
         decode_ms = _ms_since(decode_started)
         if reply.error is not None:
+            reason = f"hub {reply.error.code}: {reply.error.message}"
+            hub_error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
             if reply.error.code in _FALLBACK_CODES:
-                return await self._fall_back(halves, sent, started, f"hub {reply.error.code}: {reply.error.message}")
-            raise HubError(reply.error.code, reply.error.message, hub_id=reply.hub_id)
+                return await self._fall_back(halves, sent, started, reason, hub_error)
+            raise hub_error(reply.error.message)
         return self._result(reply, sent, started, round_trip_ms, decode_ms)
+
+    async def _send_and_wait(self, request_id: str, pending: _Pending, deadline: float) -> bytes | None:
+        """Publish, again after a failed attempt, then wait for the reply; ``None`` if none by ``deadline``.
+
+        A transport error before the deadline means "try again once
+        reconnected", never "give up". Nothing here is cancelled to enforce
+        the deadline: each publish gets the time left as its own timeout, and
+        the reply is awaited with :func:`asyncio.wait`, which cancels nothing
+        (on Python 3.11 a cancel landing inside aiomqtt's publish can be
+        swallowed, CPython gh-86296, and the deadline with it).
+        """
+        while not pending.published:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            try:
+                await self._publish(request_id, pending, timeout=remaining)
+            except TransportError as exc:
+                logger.info("request %s: publish failed, trying again until the deadline: %s", request_id, exc)
+                await asyncio.sleep(min(_REPUBLISH_PAUSE_S, max(0.0, deadline - time.perf_counter())))
+        done, _ = await asyncio.wait([pending.reply], timeout=max(0.0, deadline - time.perf_counter()))
+        return pending.reply.result() if done else None
 
     def _result(
         self, reply: InferenceReply, sent: _Sent, started: float, round_trip_ms: float, decode_ms: float
@@ -300,11 +335,14 @@ class EdgeAgent:
         )
         pending.published = True
 
-    async def _fall_back(self, halves: Halves, sent: _Sent, started: float, reason: str) -> InferenceResult:
+    async def _fall_back(
+        self, halves: Halves, sent: _Sent, started: float, reason: str, error: Callable[[str], EdgecutError]
+    ) -> InferenceResult:
+        """Run the tail on the device, or raise ``error(message)`` when this agent cannot."""
         if not self._fallback or halves.tail is None:
             what = "fallback is off" if not self._fallback else "this agent does not hold the tail"
             msg = f"request {sent.request.request_id} at cut {sent.request.cut_id!r}: {reason}, and {what}"
-            raise RequestTimeoutError(msg)
+            raise error(msg)
         logger.warning("request %s: %s; running the tail on the device", sent.request.request_id, reason)
         loop = asyncio.get_running_loop()
         outputs, tail_ms = await loop.run_in_executor(self._executor, _run_timed, halves.tail, sent.request.tensors)

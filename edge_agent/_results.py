@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from protocol.errors import EdgecutError, TransportError
+from protocol.errors import EdgecutError, ProtocolError, TransportError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,7 +16,7 @@ class RequestTimeoutError(TransportError):
 
 
 class HubError(EdgecutError):
-    """The hub answered with an error reply.
+    """The hub answered with an error reply, and no local fallback applied.
 
     Attributes:
         code: The protocol error code (``protocol.ErrorCode``).
@@ -27,6 +27,14 @@ class HubError(EdgecutError):
         super().__init__(f"{hub_id}: {code}: {message}")
         self.code = code
         self.hub_id = hub_id
+
+
+class InvalidReplyError(ProtocolError):
+    """A reply to the request came, but could not be used, and no local fallback applied.
+
+    It could not be decoded, or it does not fit the request (another request
+    id, other output names, dtypes or shapes).
+    """
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

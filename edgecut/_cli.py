@@ -55,11 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     except EdgecutError as exc:
         print(f"edgecut: error: {exc}", file=sys.stderr)  # noqa: T201
-        from edge_agent import RequestTimeoutError  # noqa: PLC0415 - only on this path
+        return _exit_code(exc)
 
-        if isinstance(exc, RequestTimeoutError):  # a TransportError, with a code of its own
-            return ExitCode.TIMEOUT
-        for kind, code in _ERROR_EXITS:
-            if isinstance(exc, kind):
-                return code
-        return ExitCode.FAILED
+
+def _exit_code(exc: EdgecutError) -> ExitCode:
+    from edge_agent import HubError, InvalidReplyError, RequestTimeoutError  # noqa: PLC0415 - only on this path
+
+    if isinstance(exc, RequestTimeoutError):  # a TransportError, with a code of its own
+        return ExitCode.TIMEOUT
+    if isinstance(exc, HubError | InvalidReplyError):
+        return ExitCode.HUB
+    for kind, code in _ERROR_EXITS:
+        if isinstance(exc, kind):
+            return code
+    return ExitCode.FAILED

@@ -108,6 +108,9 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--workers", type=int, default=1, help="requests computed at once")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests before 'overloaded' replies")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start-up (default 10)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
 
@@ -126,6 +129,7 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         workers=args.workers,
         threads=args.threads,
         max_queue=args.max_queue,
+        connect_timeout=args.connect_timeout,
         **options,
     )
     print(f"hub {config.hub_id} serving on {config.broker} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201
@@ -149,6 +153,9 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random)")
     parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start (default 10)"
+    )
     parser.add_argument("--no-fallback", action="store_true", help="fail instead of running the tail here")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections and fallbacks")
@@ -167,7 +174,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         cut=args.cut,
         agent_id=args.agent_id,
         prefix=args.prefix,
-        timeouts=Timeouts(request=args.timeout),
+        timeouts=Timeouts(connect=args.connect_timeout, request=args.timeout),
         fallback=not args.no_fallback,
     ) as agent:
         spec = agent.model.inputs[0]

@@ -20,5 +20,7 @@ class ExitCode(IntEnum):
     """The broker could not be reached or the connection failed."""
     TIMEOUT = 6
     """A request got no reply before its deadline and no fallback was possible."""
+    HUB = 7
+    """The hub refused a request (an error reply) or sent an unusable reply, and no fallback applied."""
     INTERRUPTED = 130
     """Stopped by Ctrl+C."""

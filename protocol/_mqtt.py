@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("edgecut.mqtt")
 
 # Neither paho nor aiomqtt disables Nagle's algorithm; with it on, small
-# request/reply round trips take 44-88 ms instead of ~1 ms (see docs/transport.md).
+# request/reply round trips take 44-88 ms instead of ~1 ms (see docs/broker.md).
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+_CANCEL_AGAIN_AFTER_S = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,9 +157,19 @@ class Connection:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
+        if supervisor is None:
+            return
+        try:
+            # Cancel until it stops: on Python 3.11 a cancel that lands inside aiomqtt's publish
+            # (asyncio.wait_for) can be swallowed (CPython gh-86296), so one cancel may not do.
+            while not supervisor.done():
+                supervisor.cancel()
+                await asyncio.wait([supervisor], timeout=_CANCEL_AGAIN_AFTER_S)
+        except asyncio.CancelledError:  # we are cancelled ourselves: still take the supervisor down
             supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+            raise
+        if not supervisor.cancelled() and supervisor.exception() is not None:
+            logger.warning("%s: connection supervisor ended with %r", self.client_id, supervisor.exception())
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - like aiomqtt
         """Wait until the broker connection is up.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import select
@@ -21,9 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import edge_agent
 from cloud_hub import free_port, resolve_kind
-from edge_agent import Timeouts
 from edge_agent._files import top_k
 from edgecut._cli import main
 from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report, pick_cuts
@@ -201,6 +198,23 @@ async def test_agent_timeout_without_fallback_exits_timeout(
     assert "no reply within the deadline, and fallback is off" in err
 
 
+@pytest.mark.broker
+async def test_agent_refused_by_the_hub_exits_hub(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    await start_hub(models_dir=tmp_path, use_zoo=False, hub_id="picky")  # knows no model at all
+    npy, *_ = _write_inputs(tmp_path)
+    argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--cut", "input"]
+    code, out, err = await _run_in_thread(capsys, *argv, "--json")
+    assert code == ExitCode.HUB
+    assert out == ""
+    assert err.startswith("edgecut: error: picky: unknown_model:")
+
+
 def test_agent_unknown_model_exits_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     npy, *_ = _write_inputs(tmp_path)
     broker = f"mqtt://127.0.0.1:{free_port()}"  # never contacted: the model is opened first
@@ -229,18 +243,16 @@ def test_agent_bad_broker_url_exits_config(capsys: pytest.CaptureFixture[str], t
 
 
 def test_agent_unreachable_broker_exits_transport_after_the_connect_timeout(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # The CLI has no option for the connect timeout (it is Timeouts' 10 s default);
-    # shorten it so the test does not wait 10 s for a refused connection.
-    monkeypatch.setattr(edge_agent, "Timeouts", functools.partial(Timeouts, connect=1.0))
     npy, *_ = _write_inputs(tmp_path)
     broker = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
-    code, out, err = _run(capsys, "agent", str(npy), "--model", MODEL, "--cut", "input", "--broker", broker)
+    argv = ["agent", str(npy), "--model", MODEL, "--cut", "input", "--broker", broker]
+    code, out, err = _run(capsys, *argv, "--connect-timeout", "0.5")
     assert code == ExitCode.TRANSPORT
     assert out == ""
     assert "no connection to the broker" in err
-    assert "within 1.0 s" in err
+    assert "within 0.5 s" in err
     assert "Connection refused" in err
 
 
@@ -267,6 +279,7 @@ def test_agent_unreadable_input_file_exits_config_after_connecting(
         (["--broker", "tcp://127.0.0.1:1883"], "mqtt://"),
         (["--workers", "0"], "workers must be at least 1"),
         (["--max-queue", "0"], "max_queue must be at least 1"),
+        (["--connect-timeout", "0"], "connect_timeout must be more than 0 seconds"),
         (["--hub-id", "a/b"], "'a/b'"),
         (["--group", "g+"], "'g+'"),
         (["--no-zoo"], "nothing to serve"),

@@ -29,7 +29,6 @@ from edge_agent import (
     EDGE_ONLY,
     EdgeAgent,
     HubError,
-    RequestTimeoutError,
     Timeouts,
 )
 from edgecut._cli import main
@@ -184,8 +183,9 @@ async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
         async with _parked(hub):
             first = asyncio.create_task(agent.infer(images[1]))
             await until(lambda: hub.queue_depth == 1, "the first request to be queued")
-            with pytest.raises(RequestTimeoutError, match=r"hub overloaded: .*fallback is off"):
+            with pytest.raises(HubError, match=r"hub overloaded: .*fallback is off") as caught:
                 await agent.infer(images[2])
+            assert (caught.value.code, caught.value.hub_id) == (ErrorCode.OVERLOADED, "hub0")
         assert (await first).hub_id == "hub0"
 
 

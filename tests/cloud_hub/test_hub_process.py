@@ -50,7 +50,8 @@ async def test_sigterm_stops_the_hub_cleanly_with_an_offline_status(broker_url: 
 
 
 def test_unreachable_broker_exits_with_the_transport_code() -> None:
-    hub = _hub(f"mqtt://127.0.0.1:{free_port()}")
+    hub = _hub(f"mqtt://127.0.0.1:{free_port()}", "--connect-timeout", "0.5")
     _, stderr = hub.communicate(timeout=60)
     assert hub.returncode == ExitCode.TRANSPORT
     assert "no connection to the broker" in stderr
+    assert "within 0.5 s" in stderr

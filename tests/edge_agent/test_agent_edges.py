@@ -24,6 +24,7 @@ from edge_agent import (
     EDGE_ONLY,
     EdgeAgent,
     HubError,
+    InvalidReplyError,
     RequestTimeoutError,
     Timeouts,
 )
@@ -201,7 +202,7 @@ async def test_an_undecodable_reply_without_fallback_is_an_error(broker_url: str
         _scripted_hub(broker_url, prefix, lambda r: [(b"\xc1garbage", r.request_id.encode())]),
         _agent(broker_url, prefix, fallback=False) as agent,
     ):
-        with pytest.raises(RequestTimeoutError, match=r"undecodable reply: .*fallback is off"):
+        with pytest.raises(InvalidReplyError, match=r"undecodable reply: .*fallback is off"):
             await agent.infer(_image())
 
 
@@ -246,6 +247,20 @@ async def test_errors_the_local_tail_can_make_good_fall_back(broker_url: str, pr
     assert result.fallback == f"hub {code}: scripted trouble"
     assert result.timings.fallback_ms > 0
     np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+
+
+@pytest.mark.parametrize("code", [ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED])
+async def test_those_errors_without_fallback_are_hub_errors_not_timeouts(
+    broker_url: str, prefix: str, code: str
+) -> None:
+    error = ReplyError(code=code, message="scripted trouble")
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(_reply(r, error=error), r.request_id.encode())]),
+        _agent(broker_url, prefix, fallback=False) as agent,
+    ):
+        with pytest.raises(HubError, match=r"hub .*: scripted trouble, and fallback is off") as caught:
+            await agent.infer(_image())
+    assert (caught.value.code, caught.value.hub_id) == (code, "scripted")
 
 
 @pytest.mark.parametrize("code", [ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_CUT, "some_future_code"])

@@ -220,3 +220,22 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(own_broker: Lo
         async with _connected(Connection(own_broker.url, client_id=_id("tx"))) as tx:
             await tx.publish(topic, b"after restart", qos=1, timeout=5)
             assert (await _next(received)).payload == b"after restart"
+
+
+async def test_closing_gets_through_a_swallowed_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Python 3.11 aiomqtt's publish can swallow a cancel (CPython gh-86296); closing must not hang on it."""
+    cancels: list[int] = []
+
+    async def stubborn_session(_self: Connection) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancels.append(1)  # swallowed, as asyncio.wait_for on 3.11 may do
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(Connection, "_serve_one_connection", stubborn_session)
+    connection = Connection(f"mqtt://127.0.0.1:{free_port()}", client_id=_id("stubborn"))
+    await connection.__aenter__()
+    await asyncio.sleep(0.01)  # the supervisor is inside the session now
+    await asyncio.wait_for(connection.__aexit__(None, None, None), 5)
+    assert cancels == [1]
