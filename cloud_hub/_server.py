@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from cloud_hub._store import TailStore, TailUnavailableError
+from models import tensors_mismatch
 from protocol import (
     MAX_ID_LENGTH,
     ErrorCode,
@@ -137,26 +138,28 @@ class Hub:
             TransportError: The broker could not be reached within
                 ``config.connect_timeout`` at start-up.
         """
-        async with self._connection:
-            await self._connection.wait_connected(self.config.connect_timeout)
-            self.ready.set()
-            logger.info("%s serving on %s (group %s)", self.config.hub_id, self._connection.url, self.config.group)
-            async with asyncio.TaskGroup() as tasks:
-                workers = [
-                    tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
-                    for i in range(self.config.workers)
-                ]
-                tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
-                await self._shutdown.wait()
-                await self._drain()
-                # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
-                # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
-                self._stopped.set()
-                for task in workers:
-                    task.cancel()
-            with contextlib.suppress(TransportError):
-                await self._publish_status("offline")
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            async with self._connection:
+                await self._connection.wait_connected(self.config.connect_timeout)
+                self.ready.set()
+                logger.info("%s serving on %s (group %s)", self.config.hub_id, self._connection.url, self.config.group)
+                async with asyncio.TaskGroup() as tasks:
+                    workers = [
+                        tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
+                        for i in range(self.config.workers)
+                    ]
+                    tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
+                    await self._shutdown.wait()
+                    await self._drain()
+                    # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
+                    # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
+                    self._stopped.set()
+                    for task in workers:
+                        task.cancel()
+                with contextlib.suppress(TransportError):
+                    await self._publish_status("offline")
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _drain(self) -> None:
         self._accepting = False
@@ -168,17 +171,24 @@ class Hub:
             logger.warning("%d requests unfinished after the %.1f s grace period", self._in_flight, self.config.grace)
 
     def _accept(self, incoming: Incoming) -> None:
-        reply_topic = self._reply_topic(incoming)
-        if reply_topic is None:
-            logger.warning("dropped a request on %s: no valid response topic to answer on", incoming.topic)
+        try:
+            agent_id = self.topics.agent_of_request(incoming.topic)
+        except ValueError:
+            logger.warning("dropped a request on %s: its topic names no valid agent to answer", incoming.topic)
             return
-        job = _Job(incoming=incoming, reply_topic=reply_topic, received=time.perf_counter())
+        # Identity comes from the topic (which broker ACLs can restrict), never from the payload
+        # or the ResponseTopic property: a hub answers only on the sender's own response topic.
+        job = _Job(incoming=incoming, reply_topic=self.topics.response(agent_id), received=time.perf_counter())
         self._in_flight += 1
         self._idle.clear()
         try:
             job.request = decode_request(incoming.payload, max_bytes=self.config.max_message_bytes)
         except ProtocolError as exc:
             self._reject_now(job, ReplyError(code=exc.code, message=str(exc)))
+            return
+        if job.request.agent_id != agent_id:
+            message = f"the request names agent {job.request.agent_id!r} but was published by {agent_id!r}"
+            self._reject_now(job, ReplyError(code=ErrorCode.AGENT_MISMATCH, message=message))
             return
         if not self._accepting or self._in_flight > self.config.max_queue:
             message = f"hub {self.config.hub_id} has {self._in_flight - 1} requests queued"
@@ -191,17 +201,6 @@ class Hub:
         task = asyncio.create_task(self._reply(job, self._failure(job, error, queue_ms=0.0)))
         self._rejections.add(task)
         task.add_done_callback(self._rejections.discard)
-
-    def _reply_topic(self, incoming: Incoming) -> str | None:
-        """Where to answer: the ResponseTopic if it is an agent's response topic, else the sender's."""
-        if incoming.response_topic:
-            with contextlib.suppress(ValueError):
-                self.topics.agent_of_response(incoming.response_topic)
-                return incoming.response_topic
-        try:
-            return self.topics.response(self.topics.agent_of_request(incoming.topic))
-        except ValueError:
-            return None
 
     async def _work(self) -> None:
         while not self._stopped.is_set():
@@ -262,13 +261,12 @@ class Hub:
     def _failure(self, job: _Job, error: ReplyError, queue_ms: float) -> bytes:
         if error.code != ErrorCode.OVERLOADED:
             logger.info("request %s refused: %s: %s", job.request_id, error.code, error.message)
-        reply = InferenceReply(
-            request_id=job.request_id,
-            hub_id=self.config.hub_id,
-            outputs={},
-            error=error,
+        reply = InferenceReply.failure(
+            job.request_id,
+            self.config.hub_id,
+            error.code,
+            error.message,
             queue_ms=queue_ms,
-            compute_ms=0.0,
             queue_depth=self._in_flight,
         )
         return encode_reply(reply)
@@ -333,45 +331,59 @@ def _check_tensors(request: InferenceRequest, tail: Tail) -> None:
     if request.tail_sha256 is not None and request.tail_sha256 != manifest.tail_sha256:
         msg = f"the agent's split of cut {request.cut_id!r} expects another tail than this hub's"
         raise _Rejected(ReplyError(code=ErrorCode.MODEL_MISMATCH, message=msg))
-    expected = {spec.name: spec for spec in manifest.crossing}
-    if set(request.tensors) != set(expected):
-        msg = f"cut {request.cut_id!r} takes tensors {sorted(expected)}, got {sorted(request.tensors)}"
+    why = tensors_mismatch(manifest.crossing, request.tensors)
+    if why is not None:
+        msg = f"cut {request.cut_id!r} {why}"
         raise _Rejected(ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=msg))
-    for name, array in request.tensors.items():
-        spec = expected[name]
-        if not spec.matches(array):
-            got, want = f"{array.dtype}{list(array.shape)}", f"{spec.dtype}{list(spec.shape)}"
-            msg = f"tensor {name!r} is {got}, cut {request.cut_id!r} takes {want}"
-            raise _Rejected(ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=msg))
 
 
 def run_hub(config: HubConfig) -> None:
     """Serve ``config`` until SIGINT/SIGTERM: the first drains gracefully, a second forces.
 
+    After a forced stop the signal is raised again with the default handlers
+    back in place, as uvicorn does: a forcing SIGINT ends in
+    ``KeyboardInterrupt`` (the CLI exits 130), a forcing SIGTERM terminates
+    the process the way SIGTERM does.
+
     Raises:
         TransportError: The broker could not be reached at start-up.
     """
-    asyncio.run(serve_until_signalled(Hub(config)))
+    forced = asyncio.run(serve_until_signalled(Hub(config)))
+    if forced is not None:
+        signal.raise_signal(forced)
 
 
-async def serve_until_signalled(hub: Hub) -> None:
-    """Run ``hub.serve()`` with SIGINT/SIGTERM handlers installed for its duration."""
+async def serve_until_signalled(hub: Hub) -> signal.Signals | None:
+    """Run ``hub.serve()`` with SIGINT/SIGTERM handlers installed for its duration.
+
+    The first signal asks for a graceful shutdown; a second one stops the hub
+    at once. The previous handlers are restored on return.
+
+    Returns:
+        The signal that forced the stop, or ``None`` after a graceful one.
+    """
     loop = asyncio.get_running_loop()
-    serving = asyncio.current_task()
+    serving = asyncio.create_task(hub.serve(), name=f"edgecut[{hub.config.hub_id}].serve")
+    forced: list[signal.Signals] = []
     signals = (signal.SIGINT, signal.SIGTERM)
 
-    def on_signal(signum: int) -> None:
-        if hub.is_shutting_down and serving is not None:
-            logger.warning("second %s: stopping now", signal.Signals(signum).name)
+    def on_signal(signum: signal.Signals) -> None:
+        if hub.is_shutting_down:
+            logger.warning("second %s: stopping now", signum.name)
+            forced.append(signum)
             serving.cancel()
             return
-        logger.info("%s: finishing accepted requests (again to force)", signal.Signals(signum).name)
+        logger.info("%s: finishing accepted requests (again to force)", signum.name)
         hub.request_shutdown()
 
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await hub.serve()
+        await serving
+    except asyncio.CancelledError:
+        if not forced:  # cancelled from outside, not by a signal
+            raise
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+    return forced[0] if forced else None

@@ -216,6 +216,7 @@ class EdgeAgent:
                 raise ValueError(msg)
             inputs = {specs[0].name: inputs}
         feeds = {}
+        symbols: dict[str, int] = {}  # one batch size across all inputs
         for spec in specs:
             if spec.name not in inputs:
                 msg = f"missing input {spec.name!r} ({spec.dtype}{list(spec.shape)})"
@@ -223,9 +224,9 @@ class EdgeAgent:
             array = np.asarray(inputs[spec.name])
             if array.ndim == len(spec.shape) - 1:
                 array = array[np.newaxis]
-            if not spec.matches(array):
-                got, want = f"{array.dtype}{list(array.shape)}", f"{spec.dtype}{list(spec.shape)}"
-                msg = f"input {spec.name!r} is {got}, the model takes {want}"
+            why = spec.mismatch(array, symbols)
+            if why is not None:
+                msg = f"input {spec.name!r} {why}"
                 raise ValueError(msg)
             feeds[spec.name] = array
         return feeds

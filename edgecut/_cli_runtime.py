@@ -97,7 +97,10 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser = commands.add_parser(
         "hub",
         help="serve model tails to agents over MQTT",
-        description="Serve tails of split models. Runs until SIGINT/SIGTERM (a second one forces).",
+        description=(
+            "Serve tails of split models. Runs until SIGINT/SIGTERM: the first finishes accepted requests"
+            " (exit 0), a second stops at once (exit 130 for SIGINT; SIGTERM terminates)."
+        ),
     )
     parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
     parser.add_argument("--models", type=Path, default=_env("MODELS"), help="directory of splits / .onnx models")
@@ -110,6 +113,12 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests before 'overloaded' replies")
     parser.add_argument(
         "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start-up (default 10)"
+    )
+    parser.add_argument(
+        "--status-interval", type=float, default=5.0, help="seconds between load reports on the status topic"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=10.0, help="seconds a shutdown waits for accepted requests (default 10)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
@@ -130,6 +139,8 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         threads=args.threads,
         max_queue=args.max_queue,
         connect_timeout=args.connect_timeout,
+        status_interval=args.status_interval,
+        grace=args.grace,
         **options,
     )
     print(f"hub {config.hub_id} serving on {config.broker} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201

@@ -13,6 +13,7 @@ from models._manifest import (
     Manifest,
     TensorSpec,
     sha256_hex,
+    tensors_mismatch,
 )
 from models._runtime import Session
 
@@ -24,4 +25,5 @@ __all__ = [
     "Session",
     "TensorSpec",
     "sha256_hex",
+    "tensors_mismatch",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
 MANIFEST_FORMAT = 1
@@ -52,11 +53,28 @@ class TensorSpec:
         dims = (d if isinstance(d, int) else batch for d in self.shape)
         return math.prod(dims) * np.dtype(self.dtype).itemsize
 
-    def matches(self, array: np.ndarray) -> bool:
-        """True when ``array`` has this dtype and a shape this spec allows."""
-        if array.dtype != np.dtype(self.dtype) or array.ndim != len(self.shape):
-            return False
-        return all(isinstance(d, str) or d == n for d, n in zip(self.shape, array.shape, strict=True))
+    def mismatch(self, array: np.ndarray, symbols: dict[str, int] | None = None) -> str | None:
+        """Why ``array`` does not fit this spec, or ``None`` when it does.
+
+        Args:
+            array: The tensor to check.
+            symbols: Values of symbolic dimensions already seen (such as the
+                batch axis ``"N"`` of another tensor of the same request);
+                a symbol met here for the first time is added. ``None``:
+                symbols take any value.
+
+        Returns:
+            For example ``"is float32[1, 32, 32, 3], expected uint8['N', 32, 32, 3]"``.
+        """
+        fits = array.dtype == np.dtype(self.dtype) and array.ndim == len(self.shape)
+        if fits:
+            bound = {} if symbols is None else symbols
+            for want, got in zip(self.shape, array.shape, strict=True):
+                expected = bound.setdefault(want, got) if isinstance(want, str) else want
+                fits = fits and got == expected
+        if fits:
+            return None
+        return f"is {array.dtype}{list(array.shape)}, expected {self.dtype}{list(self.shape)}"
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON-ready dict."""
@@ -66,6 +84,26 @@ class TensorSpec:
     def from_json(cls, data: dict[str, Any]) -> TensorSpec:
         """Build a spec from :meth:`to_json` output."""
         return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]))
+
+
+def tensors_mismatch(
+    specs: Sequence[TensorSpec], tensors: Mapping[str, np.ndarray], symbols: dict[str, int] | None = None
+) -> str | None:
+    """Why ``tensors`` are not exactly the tensors ``specs`` describe, or ``None``.
+
+    The names must be the same set; each tensor must fit its spec, and a
+    symbolic dimension must have one value across all of them (and the value
+    in ``symbols``, if given; new ones are added to it).
+    """
+    expected = [spec.name for spec in specs]
+    if sorted(tensors) != sorted(expected):
+        return f"takes tensors {sorted(expected)}, got {sorted(tensors)}"
+    bound = {} if symbols is None else symbols
+    for spec in specs:
+        why = spec.mismatch(tensors[spec.name], bound)
+        if why is not None:
+            return f"tensor {spec.name!r} {why}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

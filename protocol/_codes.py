@@ -21,6 +21,8 @@ class ErrorCode(enum.StrEnum):
     """The message's tensor codec is unknown to the receiver."""
     TOO_LARGE = "too_large"
     """The message exceeds a size limit (bytes, tensors, nesting)."""
+    AGENT_MISMATCH = "agent_mismatch"
+    """The request's ``agent`` is not the agent id of the topic it was published on."""
     UNKNOWN_MODEL = "unknown_model"
     """The hub holds no model with this id."""
     MODEL_MISMATCH = "model_mismatch"

@@ -295,19 +295,15 @@ async def test_status_reports_the_queue_depth_while_serving(
 
 
 @pytest.mark.parametrize(
-    ("response_topic", "answered_on"),
+    "response_topic",
     [
-        (None, "raw"),  # no ResponseTopic: the sender's own response topic
-        ("somewhere/else", "raw"),  # not a response topic: ignored
-        ("RESP:other", "other"),  # another agent's response topic is honoured
+        None,  # no ResponseTopic
+        "somewhere/else",  # not a response topic
+        "RESP:victim",  # another agent's response topic: never honoured
     ],
 )
-async def test_reply_topic(
-    broker_url: str,
-    prefix: str,
-    start_hub: Callable[..., Awaitable[Hub]],
-    response_topic: str | None,
-    answered_on: str,
+async def test_replies_go_to_the_publishing_agent_whatever_the_response_topic_says(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], response_topic: str | None
 ) -> None:
     await start_hub()
     topics = Topics(prefix)
@@ -317,9 +313,25 @@ async def test_reply_topic(
         request = _request()
         await _send(watcher, topics.request("raw"), request, response_topic)
         incoming = await watcher.next()
-    assert incoming.topic == topics.response(answered_on)
+    assert incoming.topic == topics.response("raw")
     assert incoming.correlation == request.request_id.encode()
     assert decode_reply(incoming.payload).ok
+
+
+async def test_a_request_naming_another_agent_is_refused(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    await start_hub()
+    topics = Topics(prefix)
+    async with _watching(broker_url, topics.all_responses()) as watcher:
+        request = _request(agent_id="victim")  # published on raw's topic
+        await _send(watcher, topics.request("raw"), request, topics.response("victim"))
+        incoming = await watcher.next()
+    assert incoming.topic == topics.response("raw")
+    reply = decode_reply(incoming.payload)
+    assert reply.error is not None
+    assert reply.error.code == ErrorCode.AGENT_MISMATCH
+    assert "names agent 'victim' but was published by 'raw'" in reply.error.message
 
 
 async def test_the_edge_only_cut_has_no_tail_to_serve(
@@ -503,8 +515,7 @@ async def test_sigterm_drains_and_a_second_signal_stops_at_once(broker_url: str,
             await until(lambda: hub.is_shutting_down, "the first signal to be handled")
             assert not serving.done()  # draining: waits for the parked request
             os.kill(os.getpid(), signal.SIGINT)
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(serving, 30)
+            assert await asyncio.wait_for(serving, 30) == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
@@ -514,7 +525,7 @@ async def test_sigint_once_is_a_clean_stop(broker_url: str, prefix: str) -> None
     serving = asyncio.create_task(serve_until_signalled(hub))
     await asyncio.wait_for(hub.ready.wait(), 30)
     os.kill(os.getpid(), signal.SIGINT)
-    await asyncio.wait_for(serving, 30)
+    assert await asyncio.wait_for(serving, 30) is None  # graceful: nothing forced
     assert hub.is_shutting_down
     assert not hub._connection.is_connected
 
@@ -535,7 +546,7 @@ async def test_a_request_with_nowhere_to_answer_is_dropped(
             await _send(watcher, topics.request("raw"), good, topics.response("raw"))
             first = await watcher.next()  # the dropped request came first, so its reply would too
     assert first.correlation == good.request_id.encode()
-    assert "no valid response topic" in caplog.text
+    assert "names no valid agent to answer" in caplog.text
     await until(lambda: hub.queue_depth == 0, "the hub to settle")
 
 
@@ -586,6 +597,41 @@ def test_hub_command_serves_until_sigterm(broker_url: str, prefix: str) -> None:
         helper.join(60)
     assert code == ExitCode.OK
     assert seen == ["online", "ok", "offline"]
+
+
+def test_hub_command_forced_by_a_second_signal_exits_130(broker_url: str, prefix: str) -> None:
+    """Two signals while a request is in flight (a cold resnet18 tail loads for ~1 s): exit 130, no traceback."""
+    topics = Topics(prefix)
+    signalled: list[int] = []
+
+    async def signal_twice_while_busy() -> None:
+        async with _watching(broker_url, topics.status("forced-hub")) as watcher:
+            await watcher.status("online", 60)
+            request = _request(model_id="resnet18", model_sha256=_resnet18_sha256())
+            request = dataclasses.replace(request, tensors={"image": np.zeros((1, 224, 224, 3), np.uint8)})
+            await _send(watcher, topics.request("raw"), request, None)
+            async with asyncio.timeout(60):
+                while decode_status((await watcher.next()).payload).queue_depth < 1:
+                    pass
+            os.kill(os.getpid(), signal.SIGTERM)  # graceful: waits for the request in flight
+            os.kill(os.getpid(), signal.SIGINT)  # forced
+            signalled.append(2)
+
+    helper = threading.Thread(target=asyncio.run, args=(signal_twice_while_busy(),))
+    helper.start()
+    try:
+        argv = ["hub", "--broker", broker_url, "--prefix", prefix, "--hub-id", "forced-hub", "--threads", "1"]
+        code = main([*argv, "--status-interval", "0.05"])
+    finally:
+        helper.join(60)
+    assert signalled == [2]
+    assert code == ExitCode.INTERRUPTED
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def _resnet18_sha256() -> str:
+    return sha256_hex(partition.load_model("resnet18")[1].SerializeToString())
 
 
 # --- shutdown races ---------------------------------------------------------

@@ -140,7 +140,7 @@ async def test_inputs_are_checked_before_anything_is_sent(broker_url: str, prefi
         np.testing.assert_allclose(by_name.outputs["logits"], tiny_logits(image), atol=1e-5)
         with pytest.raises(ValueError, match=r"missing input 'image' \(uint8\['N', 32, 32, 3\]\)"):
             await agent.infer({"picture": image})
-        with pytest.raises(ValueError, match=r"input 'image' is float32\[1, 32, 32, 3\], the model takes uint8"):
+        with pytest.raises(ValueError, match=r"input 'image' is float32\[1, 32, 32, 3\], expected uint8"):
             await agent.infer(image.astype(np.float32))
         with pytest.raises(ValueError, match=r"input 'image' is uint8\[1, 16, 16, 3\]"):
             await agent.infer(image[:16, :16])
