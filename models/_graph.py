@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from models._manifest import TensorSpec
+from protocol import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -33,24 +34,6 @@ _NONDETERMINISTIC = frozenset(
         "RandomUniformLike",
     }
 )
-
-# Element types that have a numpy dtype of fixed size (what the wire can carry).
-_DTYPES: dict[int, str] = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.DOUBLE: "float64",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.UINT16: "uint16",
-    onnx.TensorProto.INT16: "int16",
-    onnx.TensorProto.UINT32: "uint32",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.UINT64: "uint64",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.BOOL: "bool",
-    onnx.TensorProto.COMPLEX64: "complex64",
-    onnx.TensorProto.COMPLEX128: "complex128",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,17 +120,18 @@ def tensor_spec(name: str, type_proto: onnx.TypeProto | None) -> TensorSpec:
 
     Raises:
         ModelError: The type is missing, not a tensor, has an element type
-            without a fixed-size numpy dtype, no shape, or a dimension that has
+            the wire cannot carry, no shape, or a dimension that has
             neither a value nor a symbolic name.
     """
     if type_proto is None or type_proto.WhichOneof("value") != "tensor_type":
         msg = f"tensor {name!r} has no tensor type information"
         raise ModelError(msg)
     tensor = type_proto.tensor_type
-    dtype = _DTYPES.get(tensor.elem_type)
+    dtype = ONNX_ELEMENT_TYPES.get(tensor.elem_type)
     if dtype is None:
         kind = onnx.TensorProto.DataType.Name(tensor.elem_type)
-        msg = f"tensor {name!r} has element type {kind}, which edgecut cannot send"
+        carried = ", ".join(ALLOWED_DTYPES)
+        msg = f"tensor {name!r} has element type {kind}, which the wire cannot carry (it carries {carried})"
         raise ModelError(msg)
     if not tensor.HasField("shape"):
         msg = f"tensor {name!r} has no shape information"

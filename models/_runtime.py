@@ -14,27 +14,15 @@ import numpy as np
 import onnxruntime as ort
 
 from models._manifest import TensorSpec
+from protocol import ONNX_TYPE_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-# ORT names tensor element types "tensor(float)"; the wire and manifests use numpy names.
-_ORT_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(uint8)": "uint8",
-    "tensor(int8)": "int8",
-    "tensor(int16)": "int16",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-}
-
 
 def _spec(arg: Any) -> TensorSpec:  # noqa: ANN401 - ORT's NodeArg is untyped
-    dtype = _ORT_DTYPES.get(arg.type, arg.type)
+    dtype = ONNX_TYPE_NAMES.get(arg.type, arg.type)  # a type the wire cannot carry keeps ORT's name
     shape = tuple(d if isinstance(d, int) else str(d or "?") for d in arg.shape)
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 

@@ -11,6 +11,7 @@ This package imports neither asyncio, MQTT nor ONNX code.
 """
 
 from protocol._codes import ErrorCode
+from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
 from protocol._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_CONTAINERS,
@@ -30,7 +31,6 @@ from protocol._messages import (
     ReplyError,
 )
 from protocol._tensors import (
-    ALLOWED_DTYPES,
     RAW_CODEC,
     Codec,
     RawCodec,
@@ -70,6 +70,8 @@ __all__ = [
     "MAX_RANK",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_LENGTH",
+    "ONNX_ELEMENT_TYPES",
+    "ONNX_TYPE_NAMES",
     "PROTOCOL_VERSION",
     "RAW_CODEC",
     "Codec",

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from protocol._checks import Fields, check_id, check_str, type_name
 from protocol._codes import ErrorCode
+from protocol._dtypes import ALLOWED_DTYPES
 from protocol._limits import MAX_ELEMENTS, MAX_RANK
 from protocol.errors import ProtocolError
 
@@ -19,18 +20,6 @@ if TYPE_CHECKING:
 RAW_CODEC: Final = "raw"
 """The codec of protocol v1: plain little-endian bytes in C order."""
 
-ALLOWED_DTYPES: Final = (
-    "bool",
-    "uint8",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "float16",
-    "float32",
-    "float64",
-)
-"""Element types a tensor may have, as numpy ``dtype.name`` strings."""
 
 # The little-endian dtype of each allowed name; wire strings are looked up here
 # and never handed to np.dtype(), which parses far more than names.

@@ -362,6 +362,19 @@ def test_cut_without_shape_information_is_omitted_and_refused_with_the_reason() 
         partition.split(_model(strings), "s", model_id="m")
 
 
+@pytest.mark.parametrize("onnx_type", [TensorProto.UINT32, TensorProto.UINT16, TensorProto.UINT64])
+def test_a_cut_whose_tensor_the_wire_cannot_carry_is_never_offered(onnx_type: int) -> None:
+    """ONNX has types the protocol does not: such a cut splits fine but could never be sent."""
+    casts = [
+        helper.make_node("Cast", ["x"], ["u"], to=onnx_type),
+        helper.make_node("Cast", ["u"], ["y"], to=TensorProto.FLOAT),
+    ]
+    assert _ids(_model(casts)) == ["input", "output"]
+    name = TensorProto.DataType.Name(onnx_type)
+    with pytest.raises(ModelError, match=rf"cut 'u' cannot be used: .*element type {name}, which the wire cannot"):
+        partition.split(_model(casts), "u", model_id="m")
+
+
 def test_data_dependent_sizes_are_symbolic() -> None:
     nodes = [
         helper.make_node("NonZero", ["x"], ["nz"]),
