@@ -6,7 +6,7 @@ imports neither ``cloud_hub`` nor ``onnx``.
 """
 
 from edge_agent._agent import AUTO, EdgeAgent
-from edge_agent._halves import CLOUD_ONLY, EDGE_ONLY, CutInfo, Halves, ModelHalves
+from edge_agent._halves import CutInfo, Halves, ModelHalves
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -16,6 +16,7 @@ from edge_agent._results import (
     Timings,
 )
 from edge_agent._sync import SyncEdgeAgent
+from models import CLOUD_ONLY, EDGE_ONLY
 
 __all__ = [
     "AUTO",

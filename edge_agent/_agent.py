@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from edge_agent._halves import EDGE_ONLY, Halves, ModelHalves
+from edge_agent._halves import Halves, ModelHalves
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -39,6 +39,7 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
+from models import EDGE_ONLY
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorCode,

@@ -15,16 +15,23 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models import HEAD_FILE, MANIFEST_FILE, TAIL_FILE, Manifest, Session, TensorSpec, sha256_hex
+from models import (
+    CLOUD_ONLY,
+    EDGE_ONLY,
+    HEAD_FILE,
+    MANIFEST_FILE,
+    TAIL_FILE,
+    Manifest,
+    Session,
+    TensorSpec,
+    sha256_hex,
+)
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from models.partition import Split
-
-EDGE_ONLY = "output"
-CLOUD_ONLY = "input"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ submodules :mod:`models.zoo` (builds the model zoo) and :mod:`models.partition`
 """
 
 from models._manifest import (
+    CLOUD_ONLY,
+    EDGE_ONLY,
     HEAD_FILE,
     MANIFEST_FILE,
     TAIL_FILE,
@@ -18,6 +20,8 @@ from models._manifest import (
 from models._runtime import Session
 
 __all__ = [
+    "CLOUD_ONLY",
+    "EDGE_ONLY",
     "HEAD_FILE",
     "MANIFEST_FILE",
     "TAIL_FILE",

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from models._graph import Graph, analyse
+from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
     from models._manifest import TensorSpec
 
-INPUT_CUT = "input"
-OUTPUT_CUT = "output"
 # Single-tensor ids that could be mistaken for another kind of id get "tensor:".
 _RESERVED_PREFIXES = ("prefix:", "tensor:")
 
@@ -130,13 +129,13 @@ def scan(graph: Graph) -> CutScan:
     ``rejected`` with the reason.
     """
     seen = {frozenset(graph.inputs), frozenset(graph.outputs)}  # the extremes come first and last
-    found = [(INPUT_CUT, 0, graph.inputs)]
+    found = [(CLOUD_ONLY, 0, graph.inputs)]
     for position, live in _prefix_live_sets(graph):
         key = frozenset(live)
         if key not in seen:
             seen.add(key)
             found.append((_cut_id(position, live), position, live))
-    found.append((OUTPUT_CUT, len(graph.compute), graph.outputs))
+    found.append((EDGE_ONLY, len(graph.compute), graph.outputs))
     cuts: list[Cut] = []
     rejected: dict[str, str] = {}
     specs: dict[str, TensorSpec] = {}  # a tensor crosses many cuts: describe it once
@@ -167,7 +166,7 @@ def _cut_id(position: int, names: tuple[str, ...]) -> str:
     if len(names) != 1:
         return f"prefix:{position}"
     name = names[0]
-    reserved = name in {INPUT_CUT, OUTPUT_CUT} or name.startswith(_RESERVED_PREFIXES)
+    reserved = name in {CLOUD_ONLY, EDGE_ONLY} or name.startswith(_RESERVED_PREFIXES)
     return f"tensor:{name}" if reserved else name
 
 

@@ -27,6 +27,11 @@ HEAD_FILE = "head.onnx"
 TAIL_FILE = "tail.onnx"
 MANIFEST_FILE = "manifest.json"
 
+CLOUD_ONLY = "input"
+"""The cut before the first node: the edge runs nothing, the model's inputs cross."""
+EDGE_ONLY = "output"
+"""The cut after the last node: the edge runs everything, nothing is sent."""
+
 
 def sha256_hex(data: bytes) -> str:
     """Return the hex sha256 of ``data`` (how models and halves are identified)."""

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from models._cuts import INPUT_CUT, OUTPUT_CUT, Cut, scan
+from models._cuts import Cut, scan
 from models._graph import Graph, analyse, dangling_inputs
-from models._manifest import HEAD_FILE, TAIL_FILE, Manifest, sha256_hex
+from models._manifest import CLOUD_ONLY, EDGE_ONLY, HEAD_FILE, TAIL_FILE, Manifest, sha256_hex
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -81,8 +81,8 @@ def split(model: onnx.ModelProto, cut: str | Cut, *, model_id: str, check: bool 
     if check:
         _check_model(data if graph.model is model else graph.model, "the model")
     found = scan(graph).find(cut)
-    head = None if found.id == INPUT_CUT else _head(graph, found)
-    tail = None if found.id == OUTPUT_CUT else _tail(graph, found)
+    head = None if found.id == CLOUD_ONLY else _head(graph, found)
+    tail = None if found.id == EDGE_ONLY else _tail(graph, found)
     manifest = Manifest(
         model_id=model_id,
         model_sha256=sha256_hex(data),

@@ -18,9 +18,10 @@ Example::
 
 from __future__ import annotations
 
-from models._cuts import INPUT_CUT, OUTPUT_CUT, Cut, enumerate_cuts
+from models._cuts import Cut, enumerate_cuts
 from models._graph import dangling_inputs
 from models._load import load_model
+from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from models._split import Split, model_sha256, save_split, split
 from models._verify import (
     max_abs_diff,
@@ -31,8 +32,8 @@ from models._verify import (
 )
 
 __all__ = [
-    "INPUT_CUT",
-    "OUTPUT_CUT",
+    "CLOUD_ONLY",
+    "EDGE_ONLY",
     "Cut",
     "Split",
     "dangling_inputs",

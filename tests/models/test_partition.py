@@ -448,8 +448,8 @@ def test_manifest_describes_the_split_and_survives_save_and_load(tmp_path: Path)
 
 def test_extreme_cuts_have_one_half(tmp_path: Path) -> None:
     model = chain()
-    at_input = partition.split(model, partition.INPUT_CUT, model_id="m")
-    at_output = partition.split(model, partition.OUTPUT_CUT, model_id="m")
+    at_input = partition.split(model, partition.CLOUD_ONLY, model_id="m")
+    at_output = partition.split(model, partition.EDGE_ONLY, model_id="m")
     assert at_input.head is None
     assert at_input.manifest.head_sha256 is None
     assert at_output.tail is None
