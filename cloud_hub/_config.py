@@ -8,6 +8,7 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
+from cloud_hub._catalog import parse_preload
 from protocol import DEFAULT_MAX_MESSAGE_BYTES, Topics
 from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL
@@ -47,6 +48,12 @@ class HubConfig:
         grace: Seconds a shutdown waits for accepted requests to finish.
         connect_timeout: Seconds :meth:`Hub.serve` waits for the first broker
             connection before it gives up (later losses are retried forever).
+        preload: Tails to load before the hub goes online, as ``MODEL:CUT``
+            (a zoo name, a manifest's model id or an ``.onnx`` file's stem),
+            so that no request pays for loading them.
+        miss_ttl: Seconds a request for an unknown model or cut is remembered
+            (repeats are refused at once), and the least time between two
+            scans of ``models_dir`` for new files.
     """
 
     broker: str = DEFAULT_BROKER
@@ -63,6 +70,8 @@ class HubConfig:
     status_interval: float = 5.0
     grace: float = 10.0
     connect_timeout: float = 10.0
+    preload: tuple[str, ...] = ()
+    miss_ttl: float = 10.0
 
     def __post_init__(self) -> None:
         BrokerURL.parse(self.broker)
@@ -85,3 +94,8 @@ class HubConfig:
             if not getattr(self, name) > 0:
                 msg = f"{name} must be more than 0 seconds"
                 raise ConfigError(msg)
+        if not self.miss_ttl >= 0:
+            msg = "miss_ttl must be 0 seconds or more"
+            raise ConfigError(msg)
+        for spec in self.preload:
+            parse_preload(spec)

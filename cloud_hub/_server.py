@@ -94,6 +94,7 @@ class Hub:
             max_sessions=config.max_sessions,
             threads=config.threads,
             executor=self._executor,
+            miss_ttl_s=config.miss_ttl,
         )
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._in_flight = 0
@@ -135,10 +136,14 @@ class Hub:
         """Serve until :meth:`request_shutdown`, then drain and disconnect.
 
         Raises:
+            ModelError: A tail to preload is unknown.
             TransportError: The broker could not be reached within
                 ``config.connect_timeout`` at start-up.
         """
         try:
+            for spec in self.config.preload:  # before going online: no request waits for these
+                tail = await self.store.preload(spec)
+                logger.info("preloaded %s at cut %s", tail.manifest.model_id, tail.manifest.cut_id)
             async with self._connection:
                 await self._connection.wait_connected(self.config.connect_timeout)
                 self.ready.set()
@@ -149,13 +154,15 @@ class Hub:
                         for i in range(self.config.workers)
                     ]
                     tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
-                    await self._shutdown.wait()
-                    await self._drain()
-                    # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
-                    # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
-                    self._stopped.set()
-                    for task in workers:
-                        task.cancel()
+                    try:
+                        await self._shutdown.wait()
+                        await self._drain()
+                    finally:  # a forced stop (cancelled) too
+                        # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
+                        # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
+                        self._stopped.set()
+                        for task in workers:
+                            task.cancel()
                 with contextlib.suppress(TransportError):
                     await self._publish_status("offline")
         finally:

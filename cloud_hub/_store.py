@@ -1,10 +1,16 @@
-"""Where a hub finds the tail for (model sha256, cut), loaded once and cached.
+"""Where a hub gets the tail for (model sha256, cut): loaded once, cached, misses remembered.
 
-Lookup order: a split directory (``manifest.json`` + ``tail.onnx``) under the
-models directory whose manifest names that model hash and cut; else a full
-``.onnx`` model under it with that hash, split on demand; else a zoo model of
-that name whose hash matches. Loading runs in a worker thread; sessions live
-in a bounded least-recently-used cache.
+Lookup order: a split directory (``manifest.json`` + ``tail.onnx``) whose
+manifest names that model hash and cut; else the full model with that hash
+(a file under the models directory, or a zoo model), split on demand. The
+sha256 decides; the request's model name is only a hint (see
+:mod:`cloud_hub._catalog`), so a cold hub and a warm one answer alike.
+
+Loaded tails live in a bounded least-recently-used cache. A request that
+cannot be served (unknown model or cut, halves that do not match) is
+remembered for ``miss_ttl_s``, so a repeated miss costs a dictionary lookup,
+not a search and a split; the cut ids of every model split once are kept, so
+an unknown cut of a known model is refused without loading anything.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from models import MANIFEST_FILE, TAIL_FILE, Manifest, Session, sha256_hex
+from cloud_hub._catalog import ModelCatalog, preload_key
+from models import TAIL_FILE, Manifest, Session, sha256_hex
 from protocol import ErrorCode
 from protocol.errors import ModelError
 
@@ -28,7 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("edgecut.hub")
 
-_HALF_FILES = frozenset({"head.onnx", TAIL_FILE})
+_MAX_MISSES = 1024
+"""Most remembered misses; the oldest go first."""
 
 
 class TailUnavailableError(ModelError):
@@ -52,10 +60,12 @@ class TailStore:
 
     Args:
         models_dir: Searched recursively for split directories and ``.onnx`` models.
-        use_zoo: Build zoo models by name when nothing on disk matches.
+        use_zoo: Serve zoo models too.
         max_sessions: Tails kept loaded at once.
         threads: ONNX Runtime intra-op threads per session.
         executor: Where loading (hashing, splitting, session creation) runs.
+        miss_ttl_s: How long a miss is remembered, and the least time between
+            two scans of ``models_dir``.
     """
 
     def __init__(
@@ -66,24 +76,29 @@ class TailStore:
         max_sessions: int,
         threads: int | None,
         executor: Executor,
+        miss_ttl_s: float = 10.0,
     ) -> None:
-        self._models_dir = models_dir
-        self._use_zoo = use_zoo
+        self.catalog = ModelCatalog(models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s)
         self._max_sessions = max_sessions
         self._threads = threads
         self._executor = executor
+        self._miss_ttl_s = miss_ttl_s
         self._tails: OrderedDict[tuple[str, str], Tail] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Future[Tail]] = {}
-        self._full_models: dict[str, Path] = {}
-        self._hashed: set[Path] = set()
-        self._zoo_models: dict[str, tuple[onnx.ModelProto, str]] = {}
-        self._disk_lock = threading.Lock()  # loads of different keys run in parallel threads
+        # Keyed by (name, sha256, cut): the error message quotes the request's name.
+        self._misses: OrderedDict[tuple[str, str, str], tuple[float, TailUnavailableError]] = OrderedDict()
+        self._cut_ids: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._tails)
 
     async def get(self, model_id: str, model_sha256: str, cut_id: str) -> Tail:
         """The tail of ``model_sha256`` at ``cut_id``, loading it on first use.
+
+        Args:
+            model_id: The model's name as the request gives it: a hint only.
+            model_sha256: Which model.
+            cut_id: Which cut.
 
         Raises:
             TailUnavailableError: Unknown model or cut, or halves that do not match.
@@ -93,13 +108,33 @@ class TailStore:
         if tail is not None:
             self._tails.move_to_end(key)
             return tail
+        miss_key = (model_id, model_sha256, cut_id)
+        self._raise_if_missed(miss_key)
         pending = self._loading.get(key)
         if pending is None:
             loop = asyncio.get_running_loop()
             pending = loop.run_in_executor(self._executor, self._load, model_id, model_sha256, cut_id)
             self._loading[key] = pending
             pending.add_done_callback(lambda fut: self._loaded(key, fut))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except TailUnavailableError as exc:
+            self._remember_miss(miss_key, exc)
+            raise
+
+    def _raise_if_missed(self, miss_key: tuple[str, str, str]) -> None:
+        missed = self._misses.get(miss_key)
+        if missed is None:
+            return
+        expires, error = missed
+        if time.monotonic() < expires:
+            raise error
+        del self._misses[miss_key]
+
+    def _remember_miss(self, miss_key: tuple[str, str, str], error: TailUnavailableError) -> None:
+        self._misses[miss_key] = (time.monotonic() + self._miss_ttl_s, error)
+        while len(self._misses) > _MAX_MISSES:
+            self._misses.popitem(last=False)
 
     def _loaded(self, key: tuple[str, str], future: asyncio.Future[Tail]) -> None:
         del self._loading[key]
@@ -110,72 +145,67 @@ class TailStore:
             evicted, _ = self._tails.popitem(last=False)
             logger.info("unloaded tail %s (cache holds %d)", evicted, self._max_sessions)
 
+    async def preload(self, spec: str) -> Tail:
+        """Load the tail named ``MODEL:CUT`` now, so that no request pays for it.
+
+        Raises:
+            ModelError: No single model of that name, or no such cut.
+        """
+        loop = asyncio.get_running_loop()
+        name, sha, cut = await loop.run_in_executor(self._executor, preload_key, self.catalog, spec)
+        return await self.get(name, sha, cut)
+
     def _load(self, model_id: str, model_sha256: str, cut_id: str) -> Tail:
-        split_dir = self._find_split_dir(model_sha256, cut_id)
+        split_dir = self.catalog.split_dir(model_sha256, cut_id)
         if split_dir is not None:
-            manifest = Manifest.load(split_dir)
-            tail_bytes = (split_dir / TAIL_FILE).read_bytes()
-            if sha256_hex(tail_bytes) != manifest.tail_sha256:
-                msg = f"{split_dir / TAIL_FILE} does not match the sha256 in its manifest"
-                raise TailUnavailableError(msg, code=ErrorCode.MODEL_MISMATCH)
+            manifest, tail_bytes = _read_split(split_dir)
         else:
-            manifest, tail_bytes = self._split(self._full_model(model_id, model_sha256), model_id, cut_id)
-        logger.info("loaded tail of %s at cut %s", model_id, cut_id)
+            known_cuts = self._cut_ids.get(model_sha256)
+            if known_cuts is not None and cut_id not in known_cuts:
+                raise _unknown_cut(model_id, cut_id)  # without loading the model again
+            manifest, tail_bytes = self._split(self._full_model(model_id, model_sha256, cut_id), model_id, cut_id)
+        logger.info("loaded tail of %s at cut %s", manifest.model_id, cut_id)
         return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads))
 
-    def _find_split_dir(self, model_sha256: str, cut_id: str) -> Path | None:
-        if self._models_dir is None:
-            return None
-        for path in sorted(self._models_dir.rglob(MANIFEST_FILE)):
-            try:
-                manifest = Manifest.load(path.parent)
-            except ModelError:
-                continue
-            if (manifest.model_sha256, manifest.cut_id) == (model_sha256, cut_id) and manifest.tail_sha256:
-                return path.parent
-        return None
+    def _full_model(self, model_id: str, model_sha256: str, cut_id: str) -> onnx.ModelProto:
+        model = self.catalog.full_model(model_sha256, model_id)
+        if model is not None:
+            return model
+        split_cuts = self.catalog.split_cuts(model_sha256)
+        if split_cuts:
+            msg = f"this hub holds {model_id!r} split at {', '.join(split_cuts)} only, not at cut {cut_id!r}"
+            raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
+        msg = f"no model with sha256 {model_sha256[:12]}... ({model_id!r} to the agent) on this hub"
+        namesakes = self.catalog.names_for(model_id)
+        if namesakes:  # the name is only a hint, but a helpful one
+            msg += f"; its {model_id!r} has sha256 {', '.join(sha[:12] + '...' for sha in namesakes)}"
+            msg += " (another version, seed or export of the model?)"
+        raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_MODEL)
 
-    def _full_model(self, model_id: str, model_sha256: str) -> onnx.ModelProto:
-        import onnx  # noqa: PLC0415 - the hub's tooling side; agents never get here
-
-        with self._disk_lock:
-            path = self._full_model_path(model_sha256)
-            if path is not None:
-                return onnx.load_model(path)
-            return self._zoo_model(model_id, model_sha256)
-
-    def _full_model_path(self, model_sha256: str) -> Path | None:
-        if model_sha256 not in self._full_models and self._models_dir is not None:
-            for path in sorted(self._models_dir.rglob("*.onnx")):
-                if path.name not in _HALF_FILES and path not in self._hashed:
-                    self._hashed.add(path)
-                    self._full_models[sha256_hex(path.read_bytes())] = path
-        return self._full_models.get(model_sha256)
-
-    def _zoo_model(self, model_id: str, model_sha256: str) -> onnx.ModelProto:
-        from models import zoo  # noqa: PLC0415 - needs onnx
-
-        if not self._use_zoo or model_id not in zoo.MODEL_NAMES:
-            msg = f"no model {model_id!r} with sha256 {model_sha256[:12]}... on this hub"
-            raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_MODEL)
-        if model_id not in self._zoo_models:
-            model = zoo.build(model_id)
-            self._zoo_models[model_id] = (model, sha256_hex(model.SerializeToString()))
-        model, sha256 = self._zoo_models[model_id]
-        if sha256 != model_sha256:
-            msg = f"zoo model {model_id!r} on this hub has another sha256 than the agent's (different seed or version)"
-            raise TailUnavailableError(msg, code=ErrorCode.MODEL_MISMATCH)
-        return model
-
-    @staticmethod
-    def _split(model: onnx.ModelProto, model_id: str, cut_id: str) -> tuple[Manifest, bytes]:
+    def _split(self, model: onnx.ModelProto, model_id: str, cut_id: str) -> tuple[Manifest, bytes]:
         from models import partition  # noqa: PLC0415 - needs onnx
 
-        try:
-            split = partition.split(model, cut_id, model_id=model_id)
-        except ModelError as exc:
-            raise TailUnavailableError(str(exc), code=ErrorCode.UNKNOWN_CUT) from exc
+        sha = sha256_hex(model.SerializeToString())
+        if sha not in self._cut_ids:
+            self._cut_ids[sha] = frozenset(cut.id for cut in partition.enumerate_cuts(model))
+        if cut_id not in self._cut_ids[sha]:
+            raise _unknown_cut(model_id, cut_id)
+        split = partition.split(model, cut_id, model_id=model_id)
         if split.tail is None:
             msg = f"cut {cut_id!r} runs the whole model on the edge: there is no tail to serve"
             raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
         return split.manifest, split.tail.SerializeToString()
+
+
+def _unknown_cut(model_id: str, cut_id: str) -> TailUnavailableError:
+    msg = f"{model_id!r} has no usable cut {cut_id!r} (see `edgecut models cuts {model_id}`)"
+    return TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
+
+
+def _read_split(split_dir: Path) -> tuple[Manifest, bytes]:
+    manifest = Manifest.load(split_dir)
+    tail_bytes = (split_dir / TAIL_FILE).read_bytes()
+    if sha256_hex(tail_bytes) != manifest.tail_sha256:
+        msg = f"{split_dir / TAIL_FILE} does not match the sha256 in its manifest"
+        raise TailUnavailableError(msg, code=ErrorCode.MODEL_MISMATCH)
+    return manifest, tail_bytes

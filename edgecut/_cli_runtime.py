@@ -118,6 +118,13 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--status-interval", type=float, default=5.0, help="seconds between load reports on the status topic"
     )
     parser.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODEL:CUT",
+        help="load this tail before going online (repeatable), e.g. resnet18:layer3.1.out",
+    )
+    parser.add_argument(
         "--grace", type=float, default=10.0, help="seconds a shutdown waits for accepted requests (default 10)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
@@ -141,6 +148,7 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         connect_timeout=args.connect_timeout,
         status_interval=args.status_interval,
         grace=args.grace,
+        preload=tuple(args.preload),
         **options,
     )
     print(f"hub {config.hub_id} serving on {config.broker} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
-from edge_agent import EDGE_ONLY, ModelHalves
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, ModelHalves
+from protocol import InferenceRequest, decode_status, encode_request
+from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
-    import numpy as np
+    from edge_agent import InferenceResult
+    from protocol import NodeStatus
 
 TINY = "tiny"
 
@@ -30,6 +36,83 @@ def tiny_logits(image: np.ndarray) -> np.ndarray:
     full = tiny_model().halves(EDGE_ONLY).head
     assert full is not None
     return full.run({"image": image[None]})["logits"]
+
+
+def random_images(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Random uint8 images the tiny model takes (32x32x3, no batch axis)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def assert_matches_full_model(result: InferenceResult, image: np.ndarray) -> None:
+    """The split result equals the full tiny model run locally, within ORT's fusion differences."""
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
+
+
+def tiny_request(cut: str = CLOUD_ONLY, **changes: Any) -> InferenceRequest:  # noqa: ANN401 - request fields
+    """A valid request of agent ``raw`` for the tiny model at ``cut``; ``changes`` override any field."""
+    image = random_images(1)[0][np.newaxis]
+    halves = tiny_model().halves(cut)
+    tensors = halves.head.run({"image": image}) if halves.head is not None else {"image": image}
+    fields: dict[str, Any] = {
+        "request_id": uuid.uuid4().hex,
+        "agent_id": "raw",
+        "model_id": TINY,
+        "model_sha256": tiny_model().model_sha256,
+        "cut_id": cut,
+        "tensors": {spec.name: tensors[spec.name] for spec in halves.manifest.crossing},
+        "sent_at": time.time(),
+        "deadline_ms": 10_000.0,
+    }
+    return InferenceRequest(**(fields | changes))
+
+
+class Watcher:
+    """A plain MQTT client on the test's broker: publishes what the test gives it, collects what arrives."""
+
+    def __init__(self, url: str, subscriptions: list[str]) -> None:
+        self.qos = BrokerURL.parse(url).qos
+        self.received: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.connection = Connection(
+            url,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            subscriptions=[(topic, self.qos) for topic in subscriptions],
+            on_message=self.received.put_nowait,
+        )
+
+    async def next(self, seconds: float = 10) -> Incoming:
+        """The next message that arrives; fails after ``seconds``."""
+        return await asyncio.wait_for(self.received.get(), seconds)
+
+    async def status(self, state: str, seconds: float = 10) -> NodeStatus:
+        """The next status in ``state``; others (periodic load reports) are skipped."""
+        async with asyncio.timeout(seconds):
+            while True:
+                status = decode_status((await self.received.get()).payload)
+                if status.state == state:
+                    return status
+
+    async def publish(
+        self, topic: str, payload: bytes, *, response_topic: str | None = None, correlation: bytes | None = None
+    ) -> None:
+        """Publish raw bytes, as any client could."""
+        await self.connection.publish(
+            topic, payload, qos=self.qos, response_topic=response_topic, correlation=correlation, timeout=10
+        )
+
+    async def send(self, topic: str, request: InferenceRequest, response_topic: str | None = None) -> None:
+        """Publish ``request`` with its id as CorrelationData."""
+        correlation = request.request_id.encode()
+        await self.publish(topic, encode_request(request), response_topic=response_topic, correlation=correlation)
+
+
+@contextlib.asynccontextmanager
+async def watching(url: str, *subscriptions: str) -> AsyncIterator[Watcher]:
+    """A connected :class:`Watcher` subscribed to ``subscriptions``."""
+    watcher = Watcher(url, list(subscriptions))
+    async with watcher.connection:
+        await watcher.connection.wait_connected(10)
+        yield watcher
 
 
 async def until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:

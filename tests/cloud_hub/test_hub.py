@@ -1,4 +1,4 @@
-"""The hub against a real mosquitto: bad input, status, restarts."""
+"""The hub against a real broker: bad input, status, restarts."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import CLOUD_ONLY, EdgeAgent, Timeouts
-from models import partition, sha256_hex
-from protocol import ErrorCode, InferenceRequest, Topics, decode_reply, decode_status, encode_request
-from protocol.mqtt import Connection, Incoming
+from protocol import ErrorCode, Topics, decode_reply, decode_status, encode_request
+from tests._support import Watcher, tiny_request, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from protocol.mqtt import Incoming
 
     StartHub = Callable[..., Awaitable[Hub]]
 
@@ -29,52 +29,10 @@ pytestmark = pytest.mark.broker
 IMAGE = np.zeros((32, 32, 3), dtype=np.uint8)
 
 
-class RawClient:
-    """A bare MQTT client that publishes whatever the test gives it."""
-
-    def __init__(self, url: str, topics: Topics, subscriptions: list[str]) -> None:
-        self.topics = topics
-        self.received: asyncio.Queue[Incoming] = asyncio.Queue()
-        self.connection = Connection(
-            url,
-            client_id=f"raw-{id(self)}",
-            subscriptions=[(t, 1) for t in subscriptions],
-            on_message=self.received.put_nowait,
-        )
-
-    async def __aenter__(self) -> Self:
-        await self.connection.__aenter__()
-        await self.connection.wait_connected(10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.connection.__aexit__(None, None, None)
-
-    async def request(self, payload: bytes, correlation: bytes = b"req-1", agent: str = "raw") -> Incoming:
-        await self.connection.publish(
-            self.topics.request(agent),
-            payload,
-            qos=1,
-            response_topic=self.topics.response(agent),
-            correlation=correlation,
-            timeout=5,
-        )
-        return await asyncio.wait_for(self.received.get(), 10)
-
-
-def _tiny_request(**changes: object) -> InferenceRequest:
-    _, model = partition.load_model("tiny")
-    fields: dict[str, object] = {
-        "request_id": "req-1",
-        "agent_id": "raw",
-        "model_id": "tiny",
-        "model_sha256": sha256_hex(model.SerializeToString()),
-        "cut_id": CLOUD_ONLY,
-        "tensors": {"image": IMAGE[np.newaxis]},
-        "sent_at": time.time(),
-        "deadline_ms": 5000.0,
-    }
-    return InferenceRequest(**(fields | changes))  # type: ignore[arg-type]
+async def _ask(watcher: Watcher, topics: Topics, payload: bytes, correlation: bytes = b"req-1") -> Incoming:
+    """Publish ``payload`` as agent ``raw``'s request and return the one message that comes back."""
+    await watcher.publish(topics.request("raw"), payload, correlation=correlation)
+    return await watcher.next()
 
 
 @pytest.mark.parametrize(
@@ -89,11 +47,11 @@ async def test_undecodable_request_gets_an_error_reply_and_the_hub_lives_on(
 ) -> None:
     hub = await start_hub()
     topics = Topics(prefix)
-    async with RawClient(broker_url, topics, [topics.response("raw")]) as client:
-        reply = decode_reply((await client.request(payload, correlation=b"garbage-1")).payload)
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        reply = decode_reply((await _ask(watcher, topics, payload, correlation=b"garbage-1")).payload)
         assert reply.error is not None
         assert (reply.request_id, reply.error.code, reply.hub_id) == ("garbage-1", code, hub.config.hub_id)
-        good = decode_reply((await client.request(encode_request(_tiny_request()))).payload)
+        good = decode_reply((await _ask(watcher, topics, encode_request(tiny_request()))).payload)
     assert good.ok
     assert good.outputs["logits"].shape == (1, 10)
 
@@ -106,6 +64,7 @@ async def test_undecodable_request_gets_an_error_reply_and_the_hub_lives_on(
         ({"tensors": {"wrong": IMAGE[np.newaxis]}}, ErrorCode.TENSOR_MISMATCH, "wrong"),
         ({"cut_id": "no-such-cut"}, ErrorCode.UNKNOWN_CUT, "no-such-cut"),
         ({"model_id": "nope", "model_sha256": "0" * 64}, ErrorCode.UNKNOWN_MODEL, "nope"),
+        ({"model_sha256": "0" * 64}, ErrorCode.UNKNOWN_MODEL, "its 'tiny' has sha256"),
         ({"tail_sha256": "f" * 64}, ErrorCode.MODEL_MISMATCH, "tail"),
     ],
 )
@@ -114,8 +73,8 @@ async def test_requests_that_do_not_fit_the_model_are_refused_by_name(
 ) -> None:
     await start_hub()
     topics = Topics(prefix)
-    async with RawClient(broker_url, topics, [topics.response("raw")]) as client:
-        reply = decode_reply((await client.request(encode_request(_tiny_request(**changes)))).payload)
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        reply = decode_reply((await _ask(watcher, topics, encode_request(tiny_request(**changes)))).payload)
     assert reply.error is not None
     assert reply.error.code == code
     assert fragment in reply.error.message
@@ -123,26 +82,23 @@ async def test_requests_that_do_not_fit_the_model_are_refused_by_name(
 
 async def test_status_is_retained_online_then_offline(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     hub = await start_hub(hub_id="status-hub")
-    topics = Topics(prefix)
-    async with RawClient(broker_url, topics, [topics.status("status-hub")]) as watcher:
-        online = decode_status((await asyncio.wait_for(watcher.received.get(), 10)).payload)
+    async with watching(broker_url, Topics(prefix).status("status-hub")) as watcher:
+        online = decode_status((await watcher.next()).payload)
         assert (online.node_id, online.role, online.state) == ("status-hub", "hub", "online")
         hub.request_shutdown()
-        offline = decode_status((await asyncio.wait_for(watcher.received.get(), 10)).payload)
+        offline = decode_status((await watcher.next()).payload)
     assert offline.state == "offline"
 
 
 def _hub_process(broker_url: str, prefix: str, hub_id: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker_url, "--prefix", prefix]
-    return subprocess.Popen([*command, "--hub-id", hub_id, "--threads", "1"])  # noqa: S603 - our own CLI
+    # Preloaded: the hub is online only once the tail is loaded, so the first request is served quickly.
+    return subprocess.Popen([*command, "--hub-id", hub_id, "--threads", "1", "--preload", "tiny:input"])  # noqa: S603
 
 
 async def _wait_online(url: str, topics: Topics, hub_id: str) -> None:
-    async with RawClient(url, topics, [topics.status(hub_id)]) as watcher:
-        while True:
-            status = decode_status((await asyncio.wait_for(watcher.received.get(), 60)).payload)
-            if status.state == "online":
-                return
+    async with watching(url, topics.status(hub_id)) as watcher:
+        await watcher.status("online", 60)
 
 
 @pytest.mark.slow

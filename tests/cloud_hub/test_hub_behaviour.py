@@ -12,11 +12,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 import threading
-import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -36,37 +33,23 @@ from edgecut._exit import ExitCode
 from models import partition, sha256_hex
 from protocol import (
     ErrorCode,
-    InferenceRequest,
-    NodeStatus,
     Topics,
     decode_reply,
     decode_status,
-    encode_request,
 )
 from protocol.errors import ConfigError
-from protocol.mqtt import Connection, Incoming
-from tests._support import tiny_logits, tiny_model, until
+from tests._support import assert_matches_full_model, random_images, tiny_request, until, watching
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
-    from edge_agent import InferenceResult
 
 pytestmark = pytest.mark.broker
 
 MODEL = "tiny"
 INNER_CUT = "stem.out"
 OTHER_CUT = "block.out"
-
-
-def _images(count: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(count)]
-
-
-def _assert_matches_full_model(result: InferenceResult, image: np.ndarray) -> None:
-    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
 
 
 @contextlib.asynccontextmanager
@@ -85,66 +68,6 @@ async def _parked(hub: Hub) -> AsyncIterator[threading.Event]:
         gate.set()
 
 
-class Watcher:
-    """A plain MQTT client on the test's broker that collects what arrives on some topics."""
-
-    def __init__(self, url: str, subscriptions: list[str]) -> None:
-        self.received: asyncio.Queue[Incoming] = asyncio.Queue()
-        self.connection = Connection(
-            url,
-            client_id=f"watch-{uuid.uuid4().hex[:8]}",
-            subscriptions=[(topic, 1) for topic in subscriptions],
-            on_message=self.received.put_nowait,
-        )
-
-    async def next(self, seconds: float = 10) -> Incoming:
-        return await asyncio.wait_for(self.received.get(), seconds)
-
-    async def status(self, state: str, seconds: float = 10) -> NodeStatus:
-        """The next status in ``state``; others (periodic load reports) are skipped."""
-        async with asyncio.timeout(seconds):
-            while True:
-                status = decode_status((await self.received.get()).payload)
-                if status.state == state:
-                    return status
-
-
-@contextlib.asynccontextmanager
-async def _watching(url: str, *subscriptions: str) -> AsyncIterator[Watcher]:
-    watcher = Watcher(url, list(subscriptions))
-    async with watcher.connection:
-        await watcher.connection.wait_connected(10)
-        yield watcher
-
-
-def _request(cut_id: str = CLOUD_ONLY, **changes: Any) -> InferenceRequest:  # noqa: ANN401 - request fields
-    image = _images(1)[0][np.newaxis]
-    halves = tiny_model().halves(cut_id)
-    tensors = halves.head.run({"image": image}) if halves.head is not None else {"image": image}
-    fields: dict[str, Any] = {
-        "request_id": uuid.uuid4().hex,
-        "agent_id": "raw",
-        "model_id": MODEL,
-        "model_sha256": tiny_model().model_sha256,
-        "cut_id": cut_id,
-        "tensors": {spec.name: tensors[spec.name] for spec in halves.manifest.crossing},
-        "sent_at": time.time(),
-        "deadline_ms": 10_000.0,
-    }
-    return InferenceRequest(**(fields | changes))
-
-
-async def _send(watcher: Watcher, topic: str, request: InferenceRequest, response_topic: str | None) -> None:
-    await watcher.connection.publish(
-        topic,
-        encode_request(request),
-        qos=1,
-        response_topic=response_topic,
-        correlation=request.request_id.encode(),
-        timeout=10,
-    )
-
-
 # --- load and shutdown ------------------------------------------------------
 
 
@@ -152,7 +75,7 @@ async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
     hub = await start_hub(max_queue=1, workers=1)
-    images = _images(6, seed=1)
+    images = random_images(6, seed=1)
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
         assert (await agent.infer(images[0])).hub_id == "hub0"  # loads the tail before the worker is parked
         async with _parked(hub):
@@ -169,7 +92,7 @@ async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
     served = [result for result in results if result.fallback is None]
     assert [result.hub_id for result in served] == ["hub0"]
     for result, image in zip(results, images[1:], strict=True):
-        _assert_matches_full_model(result, image)
+        assert_matches_full_model(result, image)
     await until(lambda: hub.queue_depth == 0, "the hub to count its last reply")  # counted once the broker acks
 
 
@@ -177,7 +100,7 @@ async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
     hub = await start_hub(max_queue=1, workers=1)
-    images = _images(3, seed=2)
+    images = random_images(3, seed=2)
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, fallback=False) as agent:
         await agent.infer(images[0])
         async with _parked(hub):
@@ -189,15 +112,15 @@ async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
         assert (await first).hub_id == "hub0"
 
 
-async def test_shutdown_finishes_every_accepted_request(
+async def test_shutdown_finishes_every_acceptedtiny_request(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
     hub = await start_hub(workers=1, grace=30, hub_id="draining")
-    images = _images(6, seed=3)
+    images = random_images(6, seed=3)
     topics = Topics(prefix)
     timeouts = Timeouts(request=30)
     async with (
-        _watching(broker_url, topics.status("draining")) as watcher,
+        watching(broker_url, topics.status("draining")) as watcher,
         EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False, timeouts=timeouts) as agent,
     ):
         await watcher.status("online")
@@ -215,7 +138,7 @@ async def test_shutdown_finishes_every_accepted_request(
     assert [result.hub_id for result in results] == ["draining"] * len(tasks)
     for result, image in zip(results, images[1:], strict=True):
         assert result.fallback is None
-        _assert_matches_full_model(result, image)
+        assert_matches_full_model(result, image)
     assert hub.replies_sent == 1 + len(tasks)
     assert hub.queue_depth == 0  # the offline status came after the drain
 
@@ -225,9 +148,9 @@ async def test_shutdown_gives_up_on_stuck_work_after_the_grace_period(
 ) -> None:
     hub = await start_hub(workers=1, grace=0.2, hub_id="stuck")
     topics = Topics(prefix)
-    image = _images(1, seed=4)[0]
+    image = random_images(1, seed=4)[0]
     async with (
-        _watching(broker_url, topics.status("stuck")) as watcher,
+        watching(broker_url, topics.status("stuck")) as watcher,
         EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix) as agent,
     ):
         await watcher.status("online")
@@ -242,7 +165,7 @@ async def test_shutdown_gives_up_on_stuck_work_after_the_grace_period(
         result = await asyncio.wait_for(task, 30)
     assert offline.queue_depth == 0
     assert result.fallback == "no reply within the deadline"
-    _assert_matches_full_model(result, image)
+    assert_matches_full_model(result, image)
 
 
 async def test_a_request_that_waited_past_its_deadline_is_refused(
@@ -250,13 +173,13 @@ async def test_a_request_that_waited_past_its_deadline_is_refused(
 ) -> None:
     hub = await start_hub(workers=1)
     topics = Topics(prefix)
-    async with _watching(broker_url, topics.response("raw")) as watcher:
+    async with watching(broker_url, topics.response("raw")) as watcher:
         request = topics.request("raw")
-        await _send(watcher, request, _request(), topics.response("raw"))  # loads the tail
+        await watcher.send(request, tiny_request(), topics.response("raw"))  # loads the tail
         assert decode_reply((await watcher.next()).payload).ok
         async with _parked(hub):
-            await _send(watcher, request, _request(request_id="blocker"), topics.response("raw"))
-            await _send(watcher, request, _request(request_id="hurried", deadline_ms=50), topics.response("raw"))
+            await watcher.send(request, tiny_request(request_id="blocker"), topics.response("raw"))
+            await watcher.send(request, tiny_request(request_id="hurried", deadline_ms=50), topics.response("raw"))
             await until(lambda: hub.queue_depth == 2, "both requests to be queued")
             await asyncio.sleep(0.1)  # the hurried request's 50 ms run out in the queue
         replies = {reply.request_id: reply for reply in [decode_reply((await watcher.next()).payload) for _ in "ab"]}
@@ -273,12 +196,12 @@ async def test_status_reports_the_queue_depth_while_serving(
     # Reports not too often: a report in flight at shutdown can hang the hub (see the race below).
     hub = await start_hub(hub_id="reporter", status_interval=0.2, workers=1)
     topics = Topics(prefix)
-    async with _watching(broker_url, topics.status("reporter"), topics.response("raw")) as watcher:
-        await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+    async with watching(broker_url, topics.status("reporter"), topics.response("raw")) as watcher:
+        await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
         while (await watcher.next()).topic != topics.response("raw"):  # wait out the tail's loading
             pass
         async with _parked(hub):
-            await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+            await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
             await until(lambda: hub.queue_depth == 1, "the request to be queued")
             async with asyncio.timeout(20):
                 while True:
@@ -309,9 +232,9 @@ async def test_replies_go_to_the_publishing_agent_whatever_the_response_topic_sa
     topics = Topics(prefix)
     if response_topic is not None and response_topic.startswith("RESP:"):
         response_topic = topics.response(response_topic.removeprefix("RESP:"))
-    async with _watching(broker_url, topics.all_responses()) as watcher:
-        request = _request()
-        await _send(watcher, topics.request("raw"), request, response_topic)
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        request = tiny_request()
+        await watcher.send(topics.request("raw"), request, response_topic)
         incoming = await watcher.next()
     assert incoming.topic == topics.response("raw")
     assert incoming.correlation == request.request_id.encode()
@@ -323,9 +246,9 @@ async def test_a_request_naming_another_agent_is_refused(
 ) -> None:
     await start_hub()
     topics = Topics(prefix)
-    async with _watching(broker_url, topics.all_responses()) as watcher:
-        request = _request(agent_id="victim")  # published on raw's topic
-        await _send(watcher, topics.request("raw"), request, topics.response("victim"))
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        request = tiny_request(agent_id="victim")  # published on raw's topic
+        await watcher.send(topics.request("raw"), request, topics.response("victim"))
         incoming = await watcher.next()
     assert incoming.topic == topics.response("raw")
     reply = decode_reply(incoming.payload)
@@ -339,9 +262,11 @@ async def test_the_edge_only_cut_has_no_tail_to_serve(
 ) -> None:
     await start_hub()
     topics = Topics(prefix)
-    async with _watching(broker_url, topics.response("raw")) as watcher:
-        edge_only = dataclasses.replace(_request(INNER_CUT), cut_id=EDGE_ONLY)  # a valid request, a cut without tail
-        await _send(watcher, topics.request("raw"), edge_only, topics.response("raw"))
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        edge_only = dataclasses.replace(
+            tiny_request(INNER_CUT), cut_id=EDGE_ONLY
+        )  # a valid request, a cut without tail
+        await watcher.send(topics.request("raw"), edge_only, topics.response("raw"))
         reply = decode_reply((await watcher.next()).payload)
     assert reply.error is not None
     assert reply.error.code == ErrorCode.UNKNOWN_CUT
@@ -391,112 +316,6 @@ def test_defaults_are_valid() -> None:
     assert config.workers >= 1
 
 
-# --- serving from a models directory ----------------------------------------
-
-
-def _split_with_the_cli(directory: Path, cut: str) -> Path:
-    assert main(["models", "split", MODEL, "--cut", cut, "--out", str(directory)]) == ExitCode.OK
-    return directory
-
-
-async def test_hub_serves_a_split_directory_without_the_zoo(
-    broker_url: str,
-    prefix: str,
-    start_hub: Callable[..., Awaitable[Hub]],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    split = _split_with_the_cli(tmp_path / "models" / "tiny-stem", INNER_CUT)
-    capsys.readouterr()
-    broken = tmp_path / "models" / "broken"
-    broken.mkdir()
-    (broken / "manifest.json").write_text("{ not json")  # skipped, not fatal
-    hub = await start_hub(models_dir=tmp_path / "models", use_zoo=False)
-    images = _images(3, seed=5)
-    async with EdgeAgent(broker_url, model=split, prefix=prefix, fallback=False) as agent:
-        assert agent.cut == INNER_CUT
-        results = [await agent.infer(image) for image in images]
-    for result, image in zip(results, images, strict=True):
-        assert (result.hub_id, result.cut_id, result.fallback) == ("hub0", INNER_CUT, None)
-        _assert_matches_full_model(result, image)
-    assert len(hub.store) == 1
-
-
-async def test_hub_refuses_a_tail_that_does_not_match_its_manifest(
-    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
-) -> None:
-    agent_dir = _split_with_the_cli(tmp_path / "agent", INNER_CUT)
-    hub_dir = tmp_path / "hub" / "tiny"
-    shutil.copytree(agent_dir, hub_dir)
-    tail = hub_dir / "tail.onnx"
-    tail.write_bytes(tail.read_bytes() + b"\x00")
-    await start_hub(models_dir=tmp_path / "hub", use_zoo=False)
-    async with EdgeAgent(broker_url, model=agent_dir, prefix=prefix, fallback=False) as agent:
-        with pytest.raises(HubError) as caught:
-            await agent.infer(_images(1)[0])
-    assert caught.value.code == ErrorCode.MODEL_MISMATCH
-    assert "does not match the sha256 in its manifest" in str(caught.value)
-
-
-async def test_hub_serves_a_full_model_file_by_its_hash(
-    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
-) -> None:
-    _, model = partition.load_model(MODEL)
-    model.graph.doc_string = "a model only this directory has"
-    data = model.SerializeToString()
-    models_dir = tmp_path / "models"
-    (models_dir / "nested").mkdir(parents=True)
-    path = models_dir / "nested" / "custom.onnx"
-    path.write_bytes(data)
-    _split_with_the_cli(models_dir / "some-split", OTHER_CUT)  # its head/tail files are not full models
-    hub = await start_hub(models_dir=models_dir, use_zoo=False)
-    images = _images(2, seed=6)
-    async with EdgeAgent(broker_url, model=path, prefix=prefix, fallback=False, threads=1) as agent:
-        assert agent.model.model_sha256 == sha256_hex(data)
-        assert agent.model.model_id == "custom"
-        for cut in (CLOUD_ONLY, INNER_CUT):
-            for image in images:
-                result = await agent.infer(image, cut=cut)
-                assert (result.hub_id, result.fallback) == ("hub0", None)
-                _assert_matches_full_model(result, image)  # same weights, other doc string
-    assert len(hub.store) == 2
-
-
-async def test_hub_without_the_zoo_does_not_know_zoo_models(
-    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
-) -> None:
-    await start_hub(models_dir=tmp_path, use_zoo=False)
-    async with EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False) as agent:
-        with pytest.raises(HubError) as caught:
-            await agent.infer(_images(1)[0])
-    assert caught.value.code == ErrorCode.UNKNOWN_MODEL
-    assert "'tiny'" in str(caught.value)
-
-
-async def test_least_recently_used_tails_are_unloaded(
-    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
-) -> None:
-    hub = await start_hub(max_sessions=1)
-    image = _images(1, seed=7)[0]
-    async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, fallback=False, threads=1) as agent:
-        for cut in (INNER_CUT, OTHER_CUT, INNER_CUT, CLOUD_ONLY):
-            result = await agent.infer(image, cut=cut)
-            _assert_matches_full_model(result, image)
-            assert len(hub.store) == 1
-
-
-async def test_concurrent_first_requests_load_a_tail_once(
-    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
-) -> None:
-    hub = await start_hub(workers=4)
-    images = _images(8, seed=8)
-    async with EdgeAgent(broker_url, model=MODEL, cut=OTHER_CUT, prefix=prefix, fallback=False) as agent:
-        results = await asyncio.gather(*(agent.infer(image) for image in images))
-    for result, image in zip(results, images, strict=True):
-        _assert_matches_full_model(result, image)
-    assert len(hub.store) == 1
-
-
 # --- signals ----------------------------------------------------------------
 
 
@@ -505,11 +324,11 @@ async def test_sigterm_drains_and_a_second_signal_stops_at_once(broker_url: str,
     serving = asyncio.create_task(serve_until_signalled(hub))
     await asyncio.wait_for(hub.ready.wait(), 30)  # serve() runs: the handlers are installed
     topics = Topics(prefix)
-    async with _watching(broker_url, topics.response("raw")) as watcher:
-        await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
         await watcher.next()
         async with _parked(hub):
-            await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+            await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
             await until(lambda: hub.queue_depth == 1, "the request to be queued")
             os.kill(os.getpid(), signal.SIGTERM)
             await until(lambda: hub.is_shutting_down, "the first signal to be handled")
@@ -539,11 +358,11 @@ async def test_a_request_with_nowhere_to_answer_is_dropped(
     hub = await start_hub()
     topics = Topics(prefix)
     nameless = topics.all_requests().replace("+", "a" * 129)  # longer than an agent id may be
-    async with _watching(broker_url, topics.all_responses()) as watcher:
+    async with watching(broker_url, topics.all_responses()) as watcher:
         with caplog.at_level(logging.WARNING, logger="edgecut.hub"):
-            await watcher.connection.publish(nameless, encode_request(_request()), qos=1, timeout=10)
-            good = _request()
-            await _send(watcher, topics.request("raw"), good, topics.response("raw"))
+            await watcher.send(nameless, tiny_request())
+            good = tiny_request()
+            await watcher.send(topics.request("raw"), good, topics.response("raw"))
             first = await watcher.next()  # the dropped request came first, so its reply would too
     assert first.correlation == good.request_id.encode()
     assert "names no valid agent to answer" in caplog.text
@@ -556,10 +375,8 @@ async def test_an_undecodable_request_without_correlation_is_answered_by_its_pee
     await start_hub()
     topics = Topics(prefix)
     payload = msgpack.packb({"v": 99, "id": "peeked-1"})
-    async with _watching(broker_url, topics.response("raw")) as watcher:
-        await watcher.connection.publish(
-            topics.request("raw"), payload, qos=1, response_topic=topics.response("raw"), timeout=10
-        )
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.publish(topics.request("raw"), payload, response_topic=topics.response("raw"))
         incoming = await watcher.next()
     assert incoming.correlation is None
     reply = decode_reply(incoming.payload)
@@ -577,10 +394,10 @@ def test_hub_command_serves_until_sigterm(broker_url: str, prefix: str) -> None:
     seen: list[str] = []
 
     async def watch_then_signal() -> None:
-        async with _watching(broker_url, topics.status("cli-hub"), topics.response("raw")) as watcher:
+        async with watching(broker_url, topics.status("cli-hub"), topics.response("raw")) as watcher:
             await watcher.status("online", 60)
             seen.append("online")
-            await _send(watcher, topics.request("raw"), _request(), topics.response("raw"))
+            await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
             while (incoming := await watcher.next(30)).topic != topics.response("raw"):
                 pass
             seen.append("ok" if decode_reply(incoming.payload).ok else "error")
@@ -599,21 +416,29 @@ def test_hub_command_serves_until_sigterm(broker_url: str, prefix: str) -> None:
     assert seen == ["online", "ok", "offline"]
 
 
-def test_hub_command_forced_by_a_second_signal_exits_130(broker_url: str, prefix: str) -> None:
+def test_hub_command_forced_by_a_second_signal_exits_130(
+    broker_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Two signals while a request is in flight (a cold resnet18 tail loads for ~1 s): exit 130, no traceback."""
     topics = Topics(prefix)
     signalled: list[int] = []
+    caplog.set_level(logging.INFO, logger="edgecut.hub")
+
+    def first_signal_handled() -> bool:
+        return any("finishing accepted requests" in record.getMessage() for record in caplog.records)
 
     async def signal_twice_while_busy() -> None:
-        async with _watching(broker_url, topics.status("forced-hub")) as watcher:
+        async with watching(broker_url, topics.status("forced-hub")) as watcher:
             await watcher.status("online", 60)
-            request = _request(model_id="resnet18", model_sha256=_resnet18_sha256())
+            request = tiny_request(model_id="resnet18", model_sha256=_resnet18_sha256())
             request = dataclasses.replace(request, tensors={"image": np.zeros((1, 224, 224, 3), np.uint8)})
-            await _send(watcher, topics.request("raw"), request, None)
+            await watcher.send(topics.request("raw"), request, None)
             async with asyncio.timeout(60):
                 while decode_status((await watcher.next()).payload).queue_depth < 1:
                     pass
             os.kill(os.getpid(), signal.SIGTERM)  # graceful: waits for the request in flight
+            # Pending together, SIGINT (2) would be delivered before SIGTERM (15): wait for the first.
+            await until(first_signal_handled, "the hub to handle SIGTERM")
             os.kill(os.getpid(), signal.SIGINT)  # forced
             signalled.append(2)
 
