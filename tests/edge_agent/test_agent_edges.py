@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import uuid
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from edge_agent import (
     RequestTimeoutError,
     Timeouts,
 )
+from edge_agent._agent import _Pending
 from models import partition
 from protocol import ErrorCode, InferenceReply, ReplyError, Topics, decode_request, encode_reply
 from protocol.errors import ModelError
@@ -217,7 +219,9 @@ async def test_a_reply_without_correlation_data_is_matched_by_its_id(broker_url:
     np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
-async def test_stray_and_duplicate_replies_are_ignored(broker_url: str, prefix: str) -> None:
+async def test_stray_and_duplicate_replies_are_ignored(
+    broker_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     def answer(request: InferenceRequest) -> Answer:
         stray = _reply(request, error=ReplyError(code=ErrorCode.INTERNAL, message="for someone else"))
         return [
@@ -228,11 +232,31 @@ async def test_stray_and_duplicate_replies_are_ignored(broker_url: str, prefix: 
         ]
 
     images = [_image(3), _image(4)]
-    async with _scripted_hub(broker_url, prefix, answer), _agent(broker_url, prefix, fallback=False) as agent:
-        results = [await agent.infer(image) for image in images]
+    with caplog.at_level(logging.DEBUG, logger="edgecut"):
+        async with _scripted_hub(broker_url, prefix, answer), _agent(broker_url, prefix, fallback=False) as agent:
+            results = [await agent.infer(image) for image in images]
+            await until(lambda: _ignored(caplog) >= 2 * len(images), "the late replies to be ignored")
+    # Ignored on purpose, not by accident: a handler that raised would be logged by the connection.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     for result, image in zip(results, images, strict=True):
         assert (result.hub_id, result.fallback) == ("scripted", None)
         np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+
+
+async def test_a_second_reply_in_the_same_read_is_ignored() -> None:
+    """Two replies to one request can be dispatched back to back, before the waiting task runs."""
+    agent = _agent("mqtt://127.0.0.1:1", "test")  # never entered: only its reply matching is exercised
+    waiting = asyncio.get_running_loop().create_future()
+    agent._pending["r1"] = _Pending("t", b"", waiting)
+    first = Incoming(topic="t", payload=b"first", qos=1, correlation=b"r1")
+    second = Incoming(topic="t", payload=b"second", qos=1, correlation=b"r1")
+    agent._on_reply(first)
+    agent._on_reply(second)  # the request is settled but still pending: must not raise
+    assert waiting.result() == b"first"
+
+
+def _ignored(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("late or duplicate" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.parametrize("code", [ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED])
