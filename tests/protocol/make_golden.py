@@ -34,7 +34,7 @@ from protocol import (
 HERE = Path(__file__).resolve().parent
 GOLDEN_DIR = HERE / "golden"
 DOCS = HERE.parents[1] / "docs" / "protocol.md"
-DOC_EXAMPLES = ("request", "reply_ok")
+DOC_EXAMPLES = ("request", "reply_ok", "reply_error", "status")
 
 MODEL_SHA256 = hashlib.sha256(b"edgecut example model").hexdigest()
 

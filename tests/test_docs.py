@@ -1,0 +1,36 @@
+"""The docs say what the code does: error codes, the manifest example, links between docs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from models import partition
+from protocol import ErrorCode
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL_MD = ROOT / "docs" / "protocol.md"
+
+
+def test_every_error_code_is_in_the_spec_table() -> None:
+    table = PROTOCOL_MD.read_text(encoding="utf-8").split("## 5. Error codes", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(code.value for code in ErrorCode)
+
+
+def test_the_manifest_example_is_what_the_partitioner_writes() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8").split("## 8. Split manifests", 1)[1]
+    example = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
+    model_id, model = partition.load_model(example["model_id"])
+    assert example == partition.split(model, example["cut_id"], model_id=model_id).manifest.to_json()
+
+
+@pytest.mark.parametrize("doc", sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]))
+def test_relative_links_point_at_files_that_exist(doc: Path) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    targets = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", text)
+    missing = [target for target in targets if not ((ROOT / doc).parent / target).exists()]
+    assert missing == []
