@@ -39,7 +39,7 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
-from models import EDGE_ONLY
+from models import EDGE_ONLY, tensors_mismatch
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorCode,
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-    from models import Session
+    from models import Manifest, Session
     from protocol import InferenceReply
 
 logger = logging.getLogger("edgecut.agent")
@@ -274,6 +274,10 @@ class EdgeAgent:
         except ProtocolError as exc:
             return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}", InvalidReplyError)
         decode_ms = _ms_since(decode_started)
+        misfit = _misfit(reply, sent.request, halves.manifest)
+        if misfit is not None:
+            reason = f"the reply does not fit the request: {misfit}"
+            return await self._fall_back(halves, sent, started, reason, InvalidReplyError)
         if reply.error is not None:
             reason = f"hub {reply.error.code}: {reply.error.message}"
             hub_error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
@@ -388,6 +392,23 @@ class _Sent:
     payload: bytes
     edge_ms: float
     encode_ms: float
+
+
+def _misfit(reply: InferenceReply, request: InferenceRequest, manifest: Manifest) -> str | None:
+    """Why ``reply`` cannot be the answer to ``request``, or ``None``.
+
+    A reply must answer this request id, and a successful one must hold the
+    model's outputs with the request's batch size (every symbolic dimension
+    bound by the request's tensors keeps its size in the outputs).
+    """
+    if reply.request_id != request.request_id:
+        return f"it answers request {reply.request_id!r}"
+    if reply.error is not None:
+        return None
+    symbols: dict[str, int] = {}
+    tensors_mismatch(manifest.crossing, request.tensors, symbols)  # binds the request's sizes, e.g. the batch
+    why = tensors_mismatch(manifest.outputs, reply.outputs, symbols)
+    return None if why is None else f"the outputs: {why}"
 
 
 def _run_timed(session: Session | None, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:

@@ -259,6 +259,45 @@ def _ignored(caplog: pytest.LogCaptureFixture) -> int:
     return sum("late or duplicate" in record.getMessage() for record in caplog.records)
 
 
+def _forged(request: InferenceRequest, *, request_id: str | None = None, **outputs: np.ndarray) -> bytes:
+    """A successful reply with these outputs, as a hostile or buggy hub might send."""
+    reply = InferenceReply(
+        request_id=request_id or request.request_id,
+        hub_id="forger",
+        outputs=outputs,
+        error=None,
+        queue_ms=0.0,
+        compute_ms=0.0,
+        queue_depth=0,
+    )
+    return encode_reply(reply)
+
+
+MISFITS: dict[str, Callable[[InferenceRequest], bytes]] = {
+    "another request's id": lambda r: _forged(r, request_id="someone-else", logits=np.zeros((2, 10), np.float32)),
+    "another batch size": lambda r: _forged(r, logits=np.zeros((1, 10), np.float32)),
+    "another dtype": lambda r: _forged(r, logits=np.zeros((2, 10), np.float64)),
+    "another output name": lambda r: _forged(r, scores=np.zeros((2, 10), np.float32)),
+}
+
+
+@pytest.mark.parametrize("misfit", sorted(MISFITS))
+async def test_a_reply_that_does_not_fit_the_request_is_not_returned(broker_url: str, prefix: str, misfit: str) -> None:
+    batch = np.stack([_image(8), _image(9)])
+    forge = MISFITS[misfit]
+    async with (
+        _scripted_hub(broker_url, prefix, lambda r: [(forge(r), r.request_id.encode())]),
+        _agent(broker_url, prefix, cut=INNER_CUT) as agent,
+    ):
+        result = await agent.infer(batch)
+        assert result.fallback is not None
+        assert result.fallback.startswith("the reply does not fit the request:")
+        np.testing.assert_allclose(result.outputs["logits"][1], tiny_logits(batch[1])[0], atol=1e-4)
+        agent._fallback = False
+        with pytest.raises(InvalidReplyError, match="does not fit the request"):
+            await agent.infer(batch)
+
+
 @pytest.mark.parametrize("code", [ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED])
 async def test_errors_the_local_tail_can_make_good_fall_back(broker_url: str, prefix: str, code: str) -> None:
     image = _image(5)
