@@ -5,6 +5,7 @@ SIGINT/SIGTERM. :class:`LocalBroker` starts mosquitto (or the embedded iotcore
 broker) on loopback for demos, tests and the zero-setup default.
 """
 
+from cloud_hub._acl import mosquitto_acl
 from cloud_hub._broker import BrokerKind, LocalBroker, free_port, resolve_kind
 from cloud_hub._config import DEFAULT_BROKER, DEFAULT_GROUP, HubConfig, default_hub_id
 from cloud_hub._server import Hub, run_hub, serve_until_signalled
@@ -22,6 +23,7 @@ __all__ = [
     "TailUnavailableError",
     "default_hub_id",
     "free_port",
+    "mosquitto_acl",
     "resolve_kind",
     "run_hub",
     "serve_until_signalled",

@@ -42,8 +42,10 @@ listener {port} {host}
 allow_anonymous true
 # Without it small request/reply round trips stall for 40+ ms (Nagle's algorithm).
 set_tcp_nodelay true
-# 0 = unlimited: the default (1000) silently drops QoS 1 messages to slow subscribers.
-max_queued_messages 0
+# The default (1000) silently drops QoS 1 messages to slow subscribers. Not 0 (unlimited):
+# mosquitto 2.0.11 then drops the connection of a client whose publish the ACL denies.
+max_queued_messages 100000
+max_queued_bytes 268435456
 max_inflight_messages 0
 max_packet_size {max_packet}
 persistence false
@@ -107,6 +109,10 @@ class LocalBroker:
         port: TCP port; 0 picks a free one.
         host: Address to listen on.
         max_message_bytes: Largest payload the broker must carry.
+        extra_config: mosquitto settings appended to the generated config;
+            they apply to its one listener (TLS files, ``password_file``,
+            ``acl_file``, ``allow_anonymous false``: see docs/security.md).
+            Not available with the embedded broker.
     """
 
     def __init__(
@@ -116,8 +122,13 @@ class LocalBroker:
         port: int = 0,
         host: str = "127.0.0.1",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        extra_config: str = "",
     ) -> None:
         self.kind = resolve_kind(kind)
+        if extra_config and self.kind != "mosquitto":
+            msg = "extra_config is mosquitto configuration: ask for kind='mosquitto'"
+            raise ConfigError(msg)
+        self._extra_config = extra_config
         self.host = host
         self.port = port or free_port(host)
         self._max_packet = max_message_bytes + _PACKET_OVERHEAD
@@ -215,7 +226,12 @@ class LocalBroker:
 
     def _start_mosquitto(self) -> None:
         conf = self._workdir / "mosquitto.conf"
-        conf.write_text(_MOSQUITTO_CONF.format(port=self.port, host=self.host, max_packet=self._max_packet))
+        settings = _MOSQUITTO_CONF.format(port=self.port, host=self.host, max_packet=self._max_packet)
+        if os.geteuid() == 0:
+            # As root, mosquitto switches to user 'mosquitto' and could no longer read the files
+            # extra_config names; a child process keeps its parent's privileges.
+            settings += "user root\n"
+        conf.write_text(settings + self._extra_config)
         mosquitto = shutil.which("mosquitto") or "mosquitto"
         with (self._workdir / "mosquitto.log").open("ab") as log:  # the child keeps its own handle
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, generated config

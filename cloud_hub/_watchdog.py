@@ -10,6 +10,7 @@ it imports only the standard library and starts in milliseconds.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def run(command: Sequence[str]) -> int:
             killer.start()
 
     def stop_at_eof() -> None:
-        while sys.stdin.buffer.read(4096):
+        # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader holds its
+        # lock, and the interpreter aborts at exit when mosquitto ends first.
+        while os.read(0, 4096):
             pass
         stop()
 

@@ -90,7 +90,9 @@ class EdgeAgent:
         cut: The cut to use: an id from ``edgecut models cuts``, or ``"auto"``
             (for now the cut that sends the fewest bytes; the latency planner
             will replace this policy).
-        agent_id: This agent's id in topics; unique per broker. Random if ``None``.
+        agent_id: This agent's id in topics; unique per broker. ``None``: the
+            broker URL's user name if it has one (the identity a broker ACL
+            checks), else a random id.
         timeouts: Connect and request timeouts.
         fallback: Run the tail on the device when the hub does not answer in
             time (needs the tail: a full model or a split directory with it).
@@ -112,11 +114,12 @@ class EdgeAgent:
         threads: int | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self.agent_id = agent_id or f"agent-{uuid.uuid4().hex[:12]}"
+        self.url = BrokerURL.parse(broker)
+        # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
+        self.agent_id = agent_id or self.url.username or f"agent-{uuid.uuid4().hex[:12]}"
         self.topics = Topics(prefix)
         self._request_topic = self.topics.request(self.agent_id)
         self._response_topic = self.topics.response(self.agent_id)
-        self.url = BrokerURL.parse(broker)
         self._model = model
         self._default_cut = cut
         self.timeouts = timeouts or Timeouts()

@@ -24,6 +24,7 @@ _BROKER_HELP = "broker URL mqtt://[user:pass@]host:port[?qos=0|1] or mqtts://...
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the runtime subcommands to the ``edgecut`` parser."""
     _register_broker(commands)
+    _register_acl(commands)
     _register_hub(commands)
     _register_agent(commands)
     _register_demo(commands)
@@ -88,6 +89,40 @@ async def _until_signalled() -> None:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+# --- acl --------------------------------------------------------------------
+
+
+def _register_acl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "acl",
+        help="print a mosquitto ACL that lets each agent publish only as itself",
+        description=(
+            "Print a mosquitto acl_file for a deployment: every client may publish only its own requests and"
+            " status and read only its own replies; the named hubs read all requests and write all replies."
+            " User names are agent and hub ids (docs/security.md)."
+        ),
+    )
+    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix (default edgecut)")
+    parser.add_argument(
+        "--hub", action="append", default=[], metavar="USER", help="a hub's user name (= hub id); repeatable"
+    )
+    parser.set_defaults(handler=_acl)
+
+
+def _acl(args: argparse.Namespace) -> ExitCode:
+    from cloud_hub import mosquitto_acl  # noqa: PLC0415
+    from protocol.errors import ConfigError  # noqa: PLC0415
+
+    if not args.hub:
+        msg = "name at least one hub (--hub USER): without one, nothing may answer the agents"
+        raise ConfigError(msg)
+    try:
+        print(mosquitto_acl(args.prefix, args.hub), end="")  # noqa: T201
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return ExitCode.OK
 
 
 # --- hub --------------------------------------------------------------------

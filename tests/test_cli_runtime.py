@@ -75,6 +75,7 @@ async def _run_in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tupl
         ["models", "cuts"],
         ["models", "split"],
         ["broker"],
+        ["acl"],
         ["hub"],
         ["agent"],
         ["demo"],
@@ -93,7 +94,7 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("models", "broker", "hub", "agent", "demo"):
+    for command in ("models", "broker", "acl", "hub", "agent", "demo"):
         assert command in out
 
 

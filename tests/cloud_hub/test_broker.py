@@ -177,6 +177,13 @@ def test_no_broker_at_all_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp
         resolve_kind("auto")
 
 
+@needs_iotcore
+def test_extra_config_is_for_mosquitto_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mosquitto: auto means the embedded broker
+    with pytest.raises(ConfigError, match="extra_config is mosquitto configuration"):
+        LocalBroker(extra_config="allow_anonymous false\n")
+
+
 def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:

@@ -122,6 +122,20 @@ async def test_model_is_only_there_inside_the_block_and_the_block_runs_once(brok
             await agent.__aenter__()
 
 
+@pytest.mark.parametrize(
+    ("url", "agent_id", "expected"),
+    [
+        ("mqtt://cam-07:secret@broker:1883", None, "cam-07"),  # the broker checks this name: use it
+        ("mqtt://cam-07:secret@broker:1883", "other", "other"),
+        ("mqtts://broker:8883", None, "agent-"),
+    ],
+)
+def test_the_agent_id_defaults_to_the_brokers_user_name(url: str, agent_id: str | None, expected: str) -> None:
+    agent = EdgeAgent(url, agent_id=agent_id)
+    assert agent.agent_id.startswith(expected)
+    assert agent.topics.request(agent.agent_id).endswith(f"/req/{agent.agent_id}")
+
+
 async def test_an_unknown_default_cut_fails_before_connecting(prefix: str) -> None:
     agent = _agent("mqtt://127.0.0.1:1", prefix, cut="no.such.cut")  # nothing listens on port 1
     with pytest.raises(ModelError, match=r"no cut 'no\.such\.cut'"):

@@ -1,0 +1,278 @@
+"""Identity on a real mosquitto set up as docs/security.md says: passwords or TLS client certificates, and the ACL.
+
+The attack: an agent that knows a victim's request ids (here leaked to it by the
+test) forges replies on the victim's reply topic, asks a hub to answer on the
+victim's topic, and publishes requests on the victim's topic. With the ACL and
+two hubs, none of it reaches the victim, whose results stay its own; on an
+open broker (the control) the forged reply does reach the victim's topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from cloud_hub import Hub, HubConfig, LocalBroker, free_port, mosquitto_acl
+from edge_agent import EdgeAgent, Timeouts
+from edgecut._cli import main
+from edgecut._exit import ExitCode
+from protocol import InferenceReply, Topics, encode_reply, encode_request
+from protocol.errors import TransportError
+from protocol.mqtt import Connection
+from tests._support import random_images, tiny_logits, tiny_request, watching
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    import trustme
+
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto (and mosquitto_passwd)"),
+]
+
+USERS = ("victim", "attacker", "hub0", "hub1")
+HUBS = ("hub0", "hub1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """A secured broker and how each user reaches it."""
+
+    broker: LocalBroker
+    prefix: str
+    urls: dict[str, str]
+
+
+def _password_setup(tmp_path: Path, port: int) -> tuple[str, dict[str, str]]:
+    passwords = tmp_path / "passwords"
+    for index, user in enumerate(USERS):
+        create = ["-c"] if index == 0 else []
+        subprocess.run(["mosquitto_passwd", "-b", *create, str(passwords), user, f"{user}-pw"], check=True)  # noqa: S603, S607
+    urls = {user: f"mqtt://{user}:{user}-pw@127.0.0.1:{port}" for user in USERS}
+    return f"password_file {passwords}\n", urls
+
+
+def _certificate_setup(tmp_path: Path, port: int) -> tuple[str, dict[str, str]]:
+    import trustme  # noqa: PLC0415 - a dev dependency
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    urls = {}
+    for user in USERS:
+        _issue(ca, user, tmp_path)
+        urls[user] = f"mqtts://127.0.0.1:{port}?ca={ca_file}&cert={tmp_path / user}.pem&key={tmp_path / user}.key"
+    settings = (
+        f"cafile {ca_file}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
+        "require_certificate true\nuse_identity_as_username true\n"
+    )
+    return settings, urls
+
+
+def _issue(ca: trustme.CA, user: str, directory: Path) -> None:
+    """A client certificate whose CN is ``user``: with use_identity_as_username, its user name."""
+    leaf = ca.issue_cert(f"{user}.example", common_name=user)
+    leaf.cert_chain_pems[0].write_to_path(str(directory / f"{user}.pem"))
+    leaf.private_key_pem.write_to_path(str(directory / f"{user}.key"))
+
+
+@contextlib.contextmanager
+def _deploy(mode: str, directory: Path, prefix: str) -> Iterator[Deployment]:
+    """mosquitto with authentication (by password or client certificate) and the ACL of ``edgecut acl``."""
+    port = free_port()
+    auth, urls = (_password_setup if mode == "password" else _certificate_setup)(directory, port)
+    acl = directory / "acl"
+    acl.write_text(mosquitto_acl(prefix, HUBS))
+    extra = f"allow_anonymous false\nacl_file {acl}\n{auth}"
+    with LocalBroker(kind="mosquitto", port=port, extra_config=extra) as broker:
+        yield Deployment(broker=broker, prefix=prefix, urls=urls)
+
+
+@pytest.fixture(params=["password", "certificate"])
+def secured(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[Deployment]:
+    with _deploy(request.param, tmp_path, prefix) as deployment:
+        yield deployment
+
+
+@contextlib.asynccontextmanager
+async def _hubs(urls: dict[str, str], prefix: str) -> AsyncIterator[list[Hub]]:
+    hubs = [Hub(HubConfig(broker=urls[name], prefix=prefix, hub_id=name, threads=1)) for name in HUBS]
+    tasks = [asyncio.create_task(hub.serve()) for hub in hubs]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(hub.ready.wait() for hub in hubs)), 30)
+        yield hubs
+    finally:
+        for hub in hubs:
+            hub.request_shutdown()
+        await asyncio.gather(*tasks)
+
+
+def _forged_reply(request_id: str) -> bytes:
+    """A well-formed reply with the shape the victim expects: only the broker can stop it."""
+    reply = InferenceReply(
+        request_id=request_id,
+        hub_id="hub0",
+        outputs={"logits": np.full((4, 10), 666.0, np.float32)},
+        error=None,
+        queue_ms=0.0,
+        compute_ms=0.0,
+        queue_depth=0,
+    )
+    return encode_reply(reply)
+
+
+async def _attack(attacker: Connection, topics: Topics, request_id: str) -> None:
+    """Use a victim's request id (as if leaked) in every way the protocol might allow."""
+    correlation = request_id.encode()
+    reply_to = topics.response("victim")
+    # 1. a forged reply straight onto the victim's reply topic
+    await attacker.publish(reply_to, _forged_reply(request_id), qos=1, correlation=correlation)
+    # 2. its own request, asking the hub to answer on the victim's topic with the victim's correlation
+    own = encode_request(tiny_request(agent_id="attacker", request_id=request_id))
+    await attacker.publish(topics.request("attacker"), own, qos=1, response_topic=reply_to, correlation=correlation)
+    # 3. a request in the victim's name, on the victim's topic
+    posing = encode_request(tiny_request(agent_id="victim", request_id=request_id))
+    await attacker.publish(topics.request("victim"), posing, qos=1, response_topic=reply_to, correlation=correlation)
+
+
+async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> None:
+    topics = Topics(secured.prefix)
+    batches = [np.stack(random_images(4, seed=seed)) for seed in range(6)]
+    seen_by_attacker: asyncio.Queue[str] = asyncio.Queue()
+    attacker = Connection(
+        secured.urls["attacker"],
+        client_id="attacker",
+        subscriptions=[(topics.all_requests(), 1), (topics.all_responses(), 1)],  # the ACL lets only its own through
+        on_message=lambda incoming: seen_by_attacker.put_nowait(incoming.topic),
+    )
+    victim = EdgeAgent(
+        secured.urls["victim"],
+        agent_id="victim",  # the user name: the ACL lets it publish on this agent's topic only
+        model="tiny",
+        cut="stem.out",
+        prefix=secured.prefix,
+        fallback=False,
+        threads=1,
+        timeouts=Timeouts(request=10),
+    )
+    attacked: list[str] = []
+    publish = victim._publish
+
+    async def attacked_first(request_id: str, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        """The attack goes out before each request, so the forgery is on the wire before any real reply."""
+        await _attack(attacker, topics, request_id)
+        attacked.append(request_id)
+        await publish(request_id, *args, **kwargs)
+
+    victim._publish = attacked_first  # type: ignore[method-assign]
+    async with _hubs(secured.urls, secured.prefix), attacker, victim:
+        await attacker.wait_connected(10)
+        results = [await victim.infer(batch) for batch in batches]
+        await asyncio.sleep(0.2)  # the hubs' answers to the attacker's own requests arrive
+    assert attacked == [result.request_id for result in results]
+    for result, batch in zip(results, batches, strict=True):
+        assert (result.fallback, result.hub_id in HUBS) == (None, True)
+        assert result.outputs["logits"].shape == (4, 10)
+        for image, logits in zip(batch, result.outputs["logits"], strict=True):
+            np.testing.assert_allclose(logits, tiny_logits(image)[0], atol=1e-4)
+    seen = [seen_by_attacker.get_nowait() for _ in range(seen_by_attacker.qsize())]
+    assert set(seen) == {topics.response("attacker")}  # only the answers to its own requests
+    assert len(seen) == len(batches)  # requests on the victim's topic were refused by the broker, not answered
+
+
+async def test_tls_refuses_a_client_without_a_certificate_of_the_ca(tmp_path: Path, prefix: str) -> None:
+    import trustme  # noqa: PLC0415 - a dev dependency
+
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    _issue(trustme.CA(), "victim", stranger)
+    with _deploy("certificate", tmp_path, prefix) as deployment:
+        port, ca = deployment.broker.port, tmp_path / "ca.pem"
+        refused = {
+            "no client certificate": f"mqtts://127.0.0.1:{port}?ca={ca}",
+            "a certificate of another CA": f"mqtts://127.0.0.1:{port}?ca={ca}&cert={stranger}/victim.pem"
+            f"&key={stranger}/victim.key",
+            "plain MQTT on the TLS port": f"mqtt://127.0.0.1:{port}",
+        }
+        for what, url in refused.items():
+            connection = Connection(url, client_id="victim")
+            async with connection:
+                with pytest.raises(TransportError, match="no connection to the broker"):
+                    await connection.wait_connected(2)
+            assert connection.connects == 0, what
+        async with watching(deployment.urls["victim"], Topics(prefix).response("victim")) as watcher:
+            assert watcher.connection.is_connected
+
+
+async def test_on_an_open_broker_the_forged_reply_does_reach_the_victim(broker_url: str, prefix: str) -> None:
+    """The control: without the ACL, nothing but the broker stands between the attacker and the victim's topic."""
+    topics = Topics(prefix)
+    async with (
+        watching(broker_url, topics.response("victim")) as victim_topic,
+        watching(broker_url) as attacker,
+    ):
+        await attacker.publish(topics.response("victim"), _forged_reply("leaked-id"), correlation=b"leaked-id")
+        arrived = await victim_topic.next()
+    assert arrived.correlation == b"leaked-id"
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def test_the_example_acl_is_what_edgecut_acl_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["acl", "--hub", "hub-a", "--hub", "hub-b"]) == ExitCode.OK
+    assert capsys.readouterr().out == (EXAMPLES / "edgecut.acl").read_text()
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [([], "name at least one hub"), (["--prefix", "a/#"], "'a/#'")])
+def test_acl_refuses_what_would_not_work(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
+    assert main(["acl", "--hub", "hub-a", *argv] if argv else ["acl"]) == ExitCode.CONFIG
+    assert fragment in capsys.readouterr().err
+
+
+def _mosquitto(conf: str, directory: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    (directory / "mosquitto.conf").write_text(conf + ("user root\n" if os.geteuid() == 0 else ""))
+    log = (directory / "mosquitto.log").open("wb")
+    return subprocess.Popen(["mosquitto", "-c", str(directory / "mosquitto.conf")], stderr=log), log  # noqa: S603, S607
+
+
+def _mosquitto(conf: str, directory: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    (directory / "mosquitto.conf").write_text(conf + ("user root\n" if os.geteuid() == 0 else ""))
+    log = (directory / "mosquitto.log").open("wb")
+    return subprocess.Popen(["mosquitto", "-c", str(directory / "mosquitto.conf")], stderr=log), log  # noqa: S603, S607
+
+
+async def test_the_example_mosquitto_conf_serves_a_deployment(tmp_path: Path, prefix: str) -> None:
+    """docs/examples/mosquitto.conf, with its paths pointed at this test's files, carries an inference."""
+    port = free_port()
+    _, urls = _certificate_setup(tmp_path, port)
+    (tmp_path / "acl").write_text(mosquitto_acl(prefix, HUBS))
+    conf = (EXAMPLES / "mosquitto.conf").read_text().replace("/etc/mosquitto/edgecut/", f"{tmp_path}/")
+    conf = conf.replace("listener 8883", f"listener {port} 127.0.0.1").replace("/broker.", "/server.")
+    broker, log = _mosquitto(conf, tmp_path)
+    try:
+        async with (
+            _hubs(urls, prefix),
+            EdgeAgent(urls["victim"], agent_id="victim", model="tiny", cut="stem.out", prefix=prefix) as agent,
+        ):
+            image = random_images(1, seed=11)[0]
+            result = await agent.infer(image)
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        log.close()
+    assert (result.fallback, result.hub_id in HUBS) == (None, True)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
