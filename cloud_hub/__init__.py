@@ -8,7 +8,8 @@ broker) on loopback for demos, tests and the zero-setup default.
 from cloud_hub._acl import mosquitto_acl
 from cloud_hub._broker import BrokerKind, LocalBroker, free_port, resolve_kind
 from cloud_hub._config import DEFAULT_BROKER, DEFAULT_GROUP, HubConfig, default_hub_id
-from cloud_hub._server import Hub, run_hub, serve_until_signalled
+from cloud_hub._server import Hub
+from cloud_hub._signals import run_hub, serve_until_signalled
 from cloud_hub._store import Tail, TailStore, TailUnavailableError
 
 __all__ = [

@@ -42,6 +42,13 @@ class HubConfig:
         threads: ONNX Runtime intra-op threads per run (``None``: all cores).
         max_queue: Requests accepted but not finished before new ones are
             answered ``overloaded`` straight away.
+        max_queue_bytes: The same bound in payload bytes: what queued
+            requests may hold in memory together.
+        max_batch: Largest batch (the size of a symbolic first axis) one
+            request may carry; larger ones are refused ``bad_request``. The
+            tail's working memory grows with it.
+        repeat_window: Seconds a request id is remembered after its reply, so
+            that a request sent again is answered again, not run again.
         max_sessions: Tail sessions kept loaded (least recently used go first).
         max_message_bytes: Largest message accepted or sent.
         status_interval: Seconds between status publications (load reports).
@@ -65,6 +72,8 @@ class HubConfig:
     workers: int = 1
     threads: int | None = None
     max_queue: int = 64
+    max_queue_bytes: int = 128 * 1024 * 1024
+    max_batch: int = 32
     max_sessions: int = 8
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     status_interval: float = 5.0
@@ -72,6 +81,7 @@ class HubConfig:
     connect_timeout: float = 10.0
     preload: tuple[str, ...] = ()
     miss_ttl: float = 10.0
+    repeat_window: float = 60.0
 
     def __post_init__(self) -> None:
         BrokerURL.parse(self.broker)
@@ -86,11 +96,11 @@ class HubConfig:
         if self.models_dir is None and not self.use_zoo:
             msg = "nothing to serve: give a models directory or enable the zoo"
             raise ConfigError(msg)
-        for name in ("workers", "max_queue", "max_sessions"):
+        for name in ("workers", "max_queue", "max_queue_bytes", "max_batch", "max_sessions"):
             if getattr(self, name) < 1:
                 msg = f"{name} must be at least 1"
                 raise ConfigError(msg)
-        for name in ("status_interval", "grace", "connect_timeout"):
+        for name in ("status_interval", "grace", "connect_timeout", "repeat_window"):
             if not getattr(self, name) > 0:
                 msg = f"{name} must be more than 0 seconds"
                 raise ConfigError(msg)

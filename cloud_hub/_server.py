@@ -1,52 +1,53 @@
 """The hub: takes inference requests off MQTT, runs tails, replies.
 
-Life cycle, as in uvicorn: :meth:`Hub.serve` starts up (broker connection,
-shared subscription, online status), serves until :meth:`Hub.request_shutdown`
-(or SIGINT/SIGTERM under :func:`run_hub`), then shuts down: it unsubscribes so
-the broker sends new requests to other replicas, lets accepted requests finish
-within the grace period, publishes its offline status and disconnects.
+Life cycle, as in uvicorn: :meth:`Hub.serve` starts up (preloads, broker
+connection, shared subscription, online status), serves until
+:meth:`Hub.request_shutdown` (or SIGINT/SIGTERM under :func:`run_hub`), then
+shuts down: it unsubscribes so the broker sends new requests to other
+replicas, lets accepted requests finish within the grace period, answers
+those still waiting ``shutting_down`` (the agent sends them again, to another
+replica), publishes its offline status and disconnects.
 
 Every accepted request gets exactly one reply: outputs with hub timings, or a
-structured error. Nothing a client sends can stop the hub.
+structured error. A request sent again under the same id runs at most once
+(:class:`~cloud_hub._jobs.RecentRequests`). What the hub holds is bounded by
+its configuration. Nothing a client sends can stop the hub.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import importlib.metadata
 import logging
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from cloud_hub._execution import refusal, run_tail
+from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
+from cloud_hub._malloc import release_freed_memory
 from cloud_hub._store import TailStore, TailUnavailableError
-from models import tensors_mismatch
 from protocol import (
-    MAX_ID_LENGTH,
     ErrorCode,
     InferenceReply,
-    InferenceRequest,
     NodeStatus,
     ReplyError,
     Topics,
     decode_request,
     encode_reply,
     encode_status,
-    peek_request_id,
 )
 from protocol.errors import EdgecutError, ProtocolError, TransportError
 from protocol.mqtt import Connection, Incoming, Will
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from cloud_hub._config import HubConfig
-    from cloud_hub._store import Tail
+    from protocol import InferenceRequest
 
 logger = logging.getLogger("edgecut.hub")
-
-_UNKNOWN_REQUEST_ID = "unknown"
 
 
 def _installed_version() -> str:
@@ -58,23 +59,21 @@ def _installed_version() -> str:
 
 _VERSION = _installed_version()
 
+_TRIM_AFTER_BYTES = 64 * 1024 * 1024
+"""Give freed memory back to the OS once the hub is idle after taking in this many request bytes."""
 
-@dataclasses.dataclass(slots=True)
-class _Job:
-    """One accepted request, from receipt to reply."""
 
-    incoming: Incoming
-    reply_topic: str
-    received: float
-    request: InferenceRequest | None = None
+class _Refused(Exception):  # noqa: N818 - control flow inside _answer, never escapes
+    def __init__(self, error: ReplyError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
-    @property
-    def request_id(self) -> str:
-        if self.request is not None:
-            return self.request.request_id
-        if self.incoming.correlation:
-            return self.incoming.correlation.decode("utf-8", "replace")[:MAX_ID_LENGTH]
-        return peek_request_id(self.incoming.payload) or _UNKNOWN_REQUEST_ID
+
+def _decoded(job: Job) -> InferenceRequest:
+    if job.request is None:  # only decoded requests get this far
+        msg = f"request {job.request_id} was not decoded"
+        raise RuntimeError(msg)
+    return job.request
 
 
 class Hub:
@@ -96,11 +95,13 @@ class Hub:
             executor=self._executor,
             miss_ttl_s=config.miss_ttl,
         )
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._rejections: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._jobs = Ledger(max_jobs=config.max_queue, max_bytes=config.max_queue_bytes)
+        self._recent = RecentRequests(
+            max_entries=config.max_queue * 64, max_bytes=config.max_queue_bytes, ttl_s=config.repeat_window
+        )
+        self._clocks = AgentClocks()
+        self._rejections: set[asyncio.Task[object]] = set()
         self._accepting = True
         self._shutdown = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -114,14 +115,16 @@ class Hub:
             max_message_bytes=config.max_message_bytes,
         )
         self.replies_sent = 0
-        """Replies published so far (successes and errors)."""
+        """Replies published so far (successes and errors, repeats of earlier replies included)."""
+        self.tails_run = 0
+        """Requests whose tail ran here."""
         self.ready = asyncio.Event()
         """Set once the hub is connected and subscribed."""
 
     @property
     def queue_depth(self) -> int:
         """Requests accepted and not yet replied to."""
-        return self._in_flight
+        return len(self._jobs)
 
     @property
     def is_shutting_down(self) -> bool:
@@ -148,34 +151,41 @@ class Hub:
                 await self._connection.wait_connected(self.config.connect_timeout)
                 self.ready.set()
                 logger.info("%s serving on %s (group %s)", self.config.hub_id, self._connection.url, self.config.group)
-                async with asyncio.TaskGroup() as tasks:
-                    workers = [
-                        tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
-                        for i in range(self.config.workers)
-                    ]
-                    tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
-                    try:
-                        await self._shutdown.wait()
-                        await self._drain()
-                    finally:  # a forced stop (cancelled) too
-                        # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
-                        # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
-                        self._stopped.set()
-                        for task in workers:
-                            task.cancel()
+                await self._serve_until_shutdown()
                 with contextlib.suppress(TransportError):
                     await self._publish_status("offline")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def _serve_until_shutdown(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            workers = [
+                tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
+                for i in range(self.config.workers)
+            ]
+            tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
+            try:
+                await self._shutdown.wait()
+                await self._drain()
+            finally:  # a forced stop (cancelled) too
+                # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
+                # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
+                self._stopped.set()
+                for task in workers:
+                    task.cancel()
+
     async def _drain(self) -> None:
         self._accepting = False
         with contextlib.suppress(TransportError):
             await self._connection.unsubscribe(self.topics.shared_requests(self.config.group))
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.config.grace)
-        except TimeoutError:
-            logger.warning("%d requests unfinished after the %.1f s grace period", self._in_flight, self.config.grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._jobs.idle.wait(), self.config.grace)
+            return
+        left = list(self._jobs)
+        logger.warning("%d requests unfinished after the %.1f s grace period: not run", len(left), self.config.grace)
+        message = f"hub {self.config.hub_id} stopped before running the request; send it again"
+        error = ReplyError(code=ErrorCode.SHUTTING_DOWN, message=message)
+        await asyncio.gather(*(self._reply(job, self._failure(job, error)) for job in left if not job.answered))
 
     def _accept(self, incoming: Incoming) -> None:
         try:
@@ -185,27 +195,57 @@ class Hub:
             return
         # Identity comes from the topic (which broker ACLs can restrict), never from the payload
         # or the ResponseTopic property: a hub answers only on the sender's own response topic.
-        job = _Job(incoming=incoming, reply_topic=self.topics.response(agent_id), received=time.perf_counter())
-        self._in_flight += 1
-        self._idle.clear()
+        job = Job(incoming=incoming, agent_id=agent_id, reply_topic=self.topics.response(agent_id))
         try:
             job.request = decode_request(incoming.payload, max_bytes=self.config.max_message_bytes)
         except ProtocolError as exc:
-            self._reject_now(job, ReplyError(code=exc.code, message=str(exc)))
+            self._refuse_now(job, ReplyError(code=exc.code, message=str(exc)))
             return
-        if job.request.agent_id != agent_id:
-            message = f"the request names agent {job.request.agent_id!r} but was published by {agent_id!r}"
-            self._reject_now(job, ReplyError(code=ErrorCode.AGENT_MISMATCH, message=message))
+        if self._is_repeat(job):
             return
-        if not self._accepting or self._in_flight > self.config.max_queue:
-            message = f"hub {self.config.hub_id} has {self._in_flight - 1} requests queued"
-            self._reject_now(job, ReplyError(code=ErrorCode.OVERLOADED, message=message))
+        self._jobs.hold(job)
+        self._clocks.note(agent_id, job.request.sent_at, job.received_at)
+        error = self._admission_error(job)
+        if error is not None:
+            self._refuse_now(job, error)
             return
+        self._recent.start((agent_id, job.request_id))
         self._queue.put_nowait(job)
 
-    def _reject_now(self, job: _Job, error: ReplyError) -> None:
+    def _is_repeat(self, job: Job) -> bool:
+        """Handle a request id seen lately: dropped while the first runs, else answered again as before."""
+        recent = self._recent.lookup((job.agent_id, job.request_id))
+        if recent is None:
+            return False
+        if recent.reply is None:
+            logger.info("request %s of %s: already running, repeat dropped", job.request_id, job.agent_id)
+        else:
+            logger.info("request %s of %s: answered before, reply sent again", job.request_id, job.agent_id)
+            self._jobs.hold(job)
+            self._spawn(self._reply(job, recent.reply))
+        return True
+
+    def _admission_error(self, job: Job) -> ReplyError | None:
+        request = _decoded(job)
+        if request.agent_id != job.agent_id:
+            message = f"the request names agent {request.agent_id!r} but was published by {job.agent_id!r}"
+            return ReplyError(code=ErrorCode.AGENT_MISMATCH, message=message)
+        if not self._accepting:
+            message = f"hub {self.config.hub_id} is shutting down; send it again"
+            return ReplyError(code=ErrorCode.SHUTTING_DOWN, message=message)
+        full = self._jobs.over_bounds()
+        if full is not None:
+            return ReplyError(code=ErrorCode.OVERLOADED, message=f"hub {self.config.hub_id} has {full}")
+        return None
+
+    def _refuse_now(self, job: Job, error: ReplyError) -> None:
         """Answer with an error at once, without queueing behind accepted work."""
-        task = asyncio.create_task(self._reply(job, self._failure(job, error, queue_ms=0.0)))
+        if job not in self._jobs:
+            self._jobs.hold(job)
+        self._spawn(self._reply(job, self._failure(job, error)))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(coroutine)
         self._rejections.add(task)
         task.add_done_callback(self._rejections.discard)
 
@@ -217,69 +257,65 @@ class Hub:
             except Exception:  # a worker must outlive any one request
                 logger.exception("request %s: no reply could be sent", job.request_id)
 
-    async def _answer(self, job: _Job) -> bytes:
+    async def _answer(self, job: Job) -> bytes:
         """Run the request and return the encoded reply; errors become error replies."""
-        queue_ms = (time.perf_counter() - job.received) * 1000
         try:
-            return await self._run(job, queue_ms)
-        except _Rejected as exc:
-            return self._failure(job, exc.error, queue_ms)
+            return await self._run(job)
+        except _Refused as exc:
+            return self._failure(job, exc.error)
         except TailUnavailableError as exc:
-            return self._failure(job, ReplyError(code=exc.code, message=str(exc)), queue_ms)
+            return self._failure(job, ReplyError(code=exc.code, message=str(exc)))
         except Exception as exc:
             logger.exception("request %s failed", job.request_id)
-            error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-            return self._failure(job, error, queue_ms)
+            return self._failure(job, ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"))
 
-    async def _run(self, job: _Job, queue_ms: float) -> bytes:
-        request = job.request
-        if request is None:  # only decoded requests are queued
-            msg = "a queued request has no body"
-            raise RuntimeError(msg)
-        if queue_ms > request.deadline_ms:
-            msg = f"waited {queue_ms:.0f} ms in the hub queue, past the {request.deadline_ms:.0f} ms deadline"
-            raise _Rejected(ReplyError(code=ErrorCode.DEADLINE_EXCEEDED, message=msg))
+    async def _run(self, job: Job) -> bytes:
+        request = _decoded(job)
+        self._refuse_if_stale(job)
         tail = await self.store.get(request.model_id, request.model_sha256, request.cut_id)
-        _check_tensors(request, tail)
+        error = refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
+        if error is not None:
+            raise _Refused(error)
+        self._refuse_if_stale(job)  # loading the tail may have taken a while
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._compute, tail, request, job.received)
-
-    def _compute(self, tail: Tail, request: InferenceRequest, received: float) -> bytes:
-        """Run the tail and encode the reply, in one worker-thread hop.
-
-        ``queue_ms`` in the reply is all the hub's time before the tail runs:
-        waiting in the queue, loading the tail on first use, the thread hop.
-        """
-        started = time.perf_counter()
-        queue_ms = (started - received) * 1000
-        outputs = tail.session.run(request.tensors)
-        compute_ms = (time.perf_counter() - started) * 1000
-        reply = InferenceReply(
-            request_id=request.request_id,
-            hub_id=self.config.hub_id,
-            outputs=outputs,
-            error=None,
-            queue_ms=queue_ms,
-            compute_ms=compute_ms,
-            queue_depth=self._in_flight,
+        self.tails_run += 1
+        return await loop.run_in_executor(
+            self._executor,
+            lambda: run_tail(
+                tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
+            ),
         )
-        return encode_reply(reply)
 
-    def _failure(self, job: _Job, error: ReplyError, queue_ms: float) -> bytes:
-        if error.code != ErrorCode.OVERLOADED:
+    def _refuse_if_stale(self, job: Job) -> None:
+        """Refuse a request nobody waits for any more: judged by the agent's clock, offset known."""
+        request = _decoded(job)
+        waited_ms = (time.perf_counter() - job.received) * 1000
+        age_ms = max(waited_ms, self._clocks.age_s(job.agent_id, request.sent_at, time.time()) * 1000)
+        if age_ms > request.deadline_ms:
+            msg = (
+                f"{age_ms:.0f} ms old (waited {waited_ms:.0f} ms here), past its {request.deadline_ms:.0f} ms deadline"
+            )
+            raise _Refused(ReplyError(code=ErrorCode.DEADLINE_EXCEEDED, message=msg))
+
+    def _failure(self, job: Job, error: ReplyError) -> bytes:
+        if error.code not in {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN}:
             logger.info("request %s refused: %s: %s", job.request_id, error.code, error.message)
         reply = InferenceReply.failure(
             job.request_id,
             self.config.hub_id,
             error.code,
             error.message,
-            queue_ms=queue_ms,
-            queue_depth=self._in_flight,
+            queue_ms=(time.perf_counter() - job.received) * 1000,
+            queue_depth=len(self._jobs),
         )
         return encode_reply(reply)
 
-    async def _reply(self, job: _Job, payload: bytes) -> None:
-        """Publish a reply, waiting out a broker outage for as long as the request's deadline."""
+    async def _reply(self, job: Job, payload: bytes) -> None:
+        """Publish the one reply of ``job``, waiting out a broker outage for as long as its deadline."""
+        if job.answered:
+            return
+        job.answered = True
+        self._recent.finish((job.agent_id, job.request_id), payload)  # a repeat gets this same reply
         budget = job.request.deadline_ms / 1000 if job.request else self.config.grace
         remaining = max(0.1, budget - (time.perf_counter() - job.received))
         try:
@@ -294,9 +330,16 @@ class Hub:
         except EdgecutError as exc:
             logger.warning("reply to %s lost: %s", job.request_id, exc)
         finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self._release(job)
+
+    def _release(self, job: Job) -> None:
+        """Forget ``job``; after a burst of large requests, give the memory back."""
+        self._jobs.release(job)
+        if self._jobs.idle.is_set():
+            burst = self._jobs.bytes_since_idle >= _TRIM_AFTER_BYTES
+            self._jobs.bytes_since_idle = 0
+            if burst:
+                self._spawn(asyncio.to_thread(release_freed_memory))
 
     async def _report_load(self) -> None:
         while True:
@@ -320,77 +363,7 @@ class Hub:
             role="hub",
             state="online" if state == "online" else "offline",
             sent_at=time.time(),
-            queue_depth=self._in_flight if state == "online" else 0,
+            queue_depth=len(self._jobs) if state == "online" else 0,
             version=_VERSION,
         )
         return encode_status(status)
-
-
-class _Rejected(Exception):  # noqa: N818 - control flow inside _answer, never escapes
-    def __init__(self, error: ReplyError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def _check_tensors(request: InferenceRequest, tail: Tail) -> None:
-    """Refuse tensors that are not exactly what the tail expects, naming the difference."""
-    manifest = tail.manifest
-    if request.tail_sha256 is not None and request.tail_sha256 != manifest.tail_sha256:
-        msg = f"the agent's split of cut {request.cut_id!r} expects another tail than this hub's"
-        raise _Rejected(ReplyError(code=ErrorCode.MODEL_MISMATCH, message=msg))
-    why = tensors_mismatch(manifest.crossing, request.tensors)
-    if why is not None:
-        msg = f"cut {request.cut_id!r} {why}"
-        raise _Rejected(ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=msg))
-
-
-def run_hub(config: HubConfig) -> None:
-    """Serve ``config`` until SIGINT/SIGTERM: the first drains gracefully, a second forces.
-
-    After a forced stop the signal is raised again with the default handlers
-    back in place, as uvicorn does: a forcing SIGINT ends in
-    ``KeyboardInterrupt`` (the CLI exits 130), a forcing SIGTERM terminates
-    the process the way SIGTERM does.
-
-    Raises:
-        TransportError: The broker could not be reached at start-up.
-    """
-    forced = asyncio.run(serve_until_signalled(Hub(config)))
-    if forced is not None:
-        signal.raise_signal(forced)
-
-
-async def serve_until_signalled(hub: Hub) -> signal.Signals | None:
-    """Run ``hub.serve()`` with SIGINT/SIGTERM handlers installed for its duration.
-
-    The first signal asks for a graceful shutdown; a second one stops the hub
-    at once. The previous handlers are restored on return.
-
-    Returns:
-        The signal that forced the stop, or ``None`` after a graceful one.
-    """
-    loop = asyncio.get_running_loop()
-    serving = asyncio.create_task(hub.serve(), name=f"edgecut[{hub.config.hub_id}].serve")
-    forced: list[signal.Signals] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def on_signal(signum: signal.Signals) -> None:
-        if hub.is_shutting_down:
-            logger.warning("second %s: stopping now", signum.name)
-            forced.append(signum)
-            serving.cancel()
-            return
-        logger.info("%s: finishing accepted requests (again to force)", signum.name)
-        hub.request_shutdown()
-
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await serving
-    except asyncio.CancelledError:
-        if not forced:  # cancelled from outside, not by a signal
-            raise
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-    return forced[0] if forced else None

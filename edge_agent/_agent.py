@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Self
 import numpy as np
 
 from edge_agent._halves import Halves, ModelHalves
+from edge_agent._outbox import Outbox
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -47,10 +48,9 @@ from protocol import (
     Topics,
     decode_reply,
     encode_request,
-    peek_request_id,
 )
-from protocol.errors import EdgecutError, ProtocolError, TransportError
-from protocol.mqtt import BrokerURL, Connection, Incoming
+from protocol.errors import EdgecutError, ProtocolError
+from protocol.mqtt import BrokerURL, Connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -64,19 +64,9 @@ logger = logging.getLogger("edgecut.agent")
 
 AUTO = "auto"
 # Hub errors after which the local tail gives the same answer the hub would have.
-_FALLBACK_CODES = frozenset({ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL})
-# Pause between attempts to publish a request while the broker connection is down.
-_REPUBLISH_PAUSE_S = 0.05
-
-
-@dataclasses.dataclass(slots=True)
-class _Pending:
-    """A request waiting for its reply."""
-
-    topic: str
-    payload: bytes
-    reply: asyncio.Future[bytes]
-    published: bool = False
+_FALLBACK_CODES = frozenset(
+    {ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL, ErrorCode.SHUTTING_DOWN}
+)
 
 
 class EdgeAgent:
@@ -118,22 +108,27 @@ class EdgeAgent:
         # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
         self.agent_id = agent_id or self.url.username or f"agent-{uuid.uuid4().hex[:12]}"
         self.topics = Topics(prefix)
-        self._request_topic = self.topics.request(self.agent_id)
-        self._response_topic = self.topics.response(self.agent_id)
         self._model = model
         self._default_cut = cut
         self.timeouts = timeouts or Timeouts()
         self._fallback = fallback
         self._threads = threads
-        self._pending: dict[str, _Pending] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{self.agent_id}].ort")
         self._connection = Connection(
             self.url,
             client_id=self.agent_id,
-            subscriptions=[(self._response_topic, 1)],
-            on_message=self._on_reply,
-            on_connect=self._resend_unanswered,
+            subscriptions=[(self.topics.response(self.agent_id), 1)],
+            # Late-bound: the outbox below is built on this connection.
+            on_message=lambda incoming: self._outbox.on_reply(incoming),  # noqa: PLW0108
+            on_connect=lambda: self._outbox.on_reconnect(),  # noqa: PLW0108
             max_message_bytes=max_message_bytes,
+        )
+        self._outbox = Outbox(
+            self._connection,
+            request_topic=self.topics.request(self.agent_id),
+            response_topic=self.topics.response(self.agent_id),
+            qos=self.url.qos,
+            retry_s=self.timeouts.retry,
         )
         self._halves: ModelHalves | None = None
         self._entered = False
@@ -261,55 +256,33 @@ class EdgeAgent:
 
     async def _exchange(self, halves: Halves, sent: _Sent, started: float) -> InferenceResult:
         request_id = sent.request.request_id
-        pending = _Pending(self._request_topic, sent.payload, asyncio.get_running_loop().create_future())
-        self._pending[request_id] = pending
         posted = time.perf_counter()
-        try:
-            raw = await self._send_and_wait(request_id, pending, posted + self.timeouts.request)
-        finally:
-            del self._pending[request_id]
-        if raw is None:
-            return await self._fall_back(halves, sent, started, "no reply within the deadline", RequestTimeoutError)
-        round_trip_ms = _ms_since(posted)
-        decode_started = time.perf_counter()
-        try:
-            reply = decode_reply(raw)
-        except ProtocolError as exc:
-            return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}", InvalidReplyError)
-        decode_ms = _ms_since(decode_started)
-        misfit = _misfit(reply, sent.request, halves.manifest)
-        if misfit is not None:
-            reason = f"the reply does not fit the request: {misfit}"
-            return await self._fall_back(halves, sent, started, reason, InvalidReplyError)
-        if reply.error is not None:
+        deadline = posted + self.timeouts.request
+        while True:
+            raw = await self._outbox.send_and_wait(request_id, sent.payload, deadline)
+            if raw is None:
+                return await self._fall_back(halves, sent, started, "no reply within the deadline", RequestTimeoutError)
+            round_trip_ms = _ms_since(posted)
+            decode_started = time.perf_counter()
+            try:
+                reply = decode_reply(raw)
+            except ProtocolError as exc:
+                return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}", InvalidReplyError)
+            decode_ms = _ms_since(decode_started)
+            misfit = _misfit(reply, sent.request, halves.manifest)
+            if misfit is not None:
+                reason = f"the reply does not fit the request: {misfit}"
+                return await self._fall_back(halves, sent, started, reason, InvalidReplyError)
+            if reply.error is None:
+                return self._result(reply, sent, started, round_trip_ms, decode_ms)
+            if reply.error.code == ErrorCode.SHUTTING_DOWN and time.perf_counter() < deadline:
+                logger.info("request %s: hub %s is shutting down; sending it again", request_id, reply.hub_id)
+                continue  # the stopping hub has left the group: another replica takes it
             reason = f"hub {reply.error.code}: {reply.error.message}"
             hub_error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
             if reply.error.code in _FALLBACK_CODES:
                 return await self._fall_back(halves, sent, started, reason, hub_error)
             raise hub_error(reply.error.message)
-        return self._result(reply, sent, started, round_trip_ms, decode_ms)
-
-    async def _send_and_wait(self, request_id: str, pending: _Pending, deadline: float) -> bytes | None:
-        """Publish, again after a failed attempt, then wait for the reply; ``None`` if none by ``deadline``.
-
-        A transport error before the deadline means "try again once
-        reconnected", never "give up". Nothing here is cancelled to enforce
-        the deadline: each publish gets the time left as its own timeout, and
-        the reply is awaited with :func:`asyncio.wait`, which cancels nothing
-        (on Python 3.11 a cancel landing inside aiomqtt's publish can be
-        swallowed, CPython gh-86296, and the deadline with it).
-        """
-        while not pending.published:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return None
-            try:
-                await self._publish(request_id, pending, timeout=remaining)
-            except TransportError as exc:
-                logger.info("request %s: publish failed, trying again until the deadline: %s", request_id, exc)
-                await asyncio.sleep(min(_REPUBLISH_PAUSE_S, max(0.0, deadline - time.perf_counter())))
-        done, _ = await asyncio.wait([pending.reply], timeout=max(0.0, deadline - time.perf_counter()))
-        return pending.reply.result() if done else None
 
     def _result(
         self, reply: InferenceReply, sent: _Sent, started: float, round_trip_ms: float, decode_ms: float
@@ -331,18 +304,6 @@ class EdgeAgent:
             request_id=sent.request.request_id,
             hub_id=reply.hub_id,
         )
-
-    async def _publish(self, request_id: str, pending: _Pending, *, timeout: float) -> None:  # noqa: ASYNC109
-        await self._connection.publish(
-            pending.topic,
-            pending.payload,
-            qos=self.url.qos,
-            response_topic=self._response_topic,
-            correlation=request_id.encode(),
-            expiry_s=self.timeouts.request,
-            timeout=timeout,
-        )
-        pending.published = True
 
     async def _fall_back(
         self, halves: Halves, sent: _Sent, started: float, reason: str, error: Callable[[str], EdgecutError]
@@ -366,27 +327,6 @@ class EdgeAgent:
             request_id=sent.request.request_id,
             fallback=reason,
         )
-
-    def _on_reply(self, incoming: Incoming) -> None:
-        if incoming.correlation:
-            request_id = incoming.correlation.decode("utf-8", "replace")
-        else:  # a hub that dropped the CorrelationData: the reply's own id says which
-            request_id = peek_request_id(incoming.payload) or ""
-        pending = self._pending.get(request_id)
-        if pending is None or pending.reply.done():
-            logger.debug("ignored a reply to %r: not waiting for it (late or duplicate)", request_id)
-            return
-        pending.reply.set_result(incoming.payload)
-
-    async def _resend_unanswered(self) -> None:
-        """After a reconnect, publish again what was sent but not answered (same ids)."""
-        for request_id, pending in list(self._pending.items()):
-            if pending.published and not pending.reply.done():
-                logger.info("request %s: publishing again after reconnect", request_id)
-                try:
-                    await self._publish(request_id, pending, timeout=self.timeouts.request)
-                except TransportError as exc:
-                    logger.warning("request %s: resend failed: %s", request_id, exc)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -45,10 +45,16 @@ class Timeouts:
         connect: For the first broker connection when the agent starts.
         request: For a reply, counted from the moment the request is ready to
             send (head compute excluded); also the request's deadline at the hub.
+        retry: Publish a request again (same id) when it is still unanswered
+            after this long, and again after each further ``retry``, while
+            the deadline allows; ``None`` never. Hubs run a repeated id at
+            most once each, so this costs at most a second run on another
+            replica when the first is only slow.
     """
 
     connect: float = 10.0
     request: float = 5.0
+    retry: float | None = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

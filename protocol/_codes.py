@@ -35,5 +35,7 @@ class ErrorCode(enum.StrEnum):
     """The request's deadline passed before the hub could finish it."""
     OVERLOADED = "overloaded"
     """The hub's queue is full; retry later or elsewhere."""
+    SHUTTING_DOWN = "shutting_down"
+    """The hub is stopping and did not run the request: send it again (another replica takes it)."""
     INTERNAL = "internal"
     """The hub failed while running the tail."""

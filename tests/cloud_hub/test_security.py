@@ -169,7 +169,7 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
         timeouts=Timeouts(request=10),
     )
     attacked: list[str] = []
-    publish = victim._publish
+    publish = victim._outbox._publish
 
     async def attacked_first(request_id: str, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
         """The attack goes out before each request, so the forgery is on the wire before any real reply."""
@@ -177,7 +177,7 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
         attacked.append(request_id)
         await publish(request_id, *args, **kwargs)
 
-    victim._publish = attacked_first  # type: ignore[method-assign]
+    victim._outbox._publish = attacked_first  # type: ignore[method-assign]
     async with _hubs(secured.urls, secured.prefix), attacker, victim:
         await attacker.wait_connected(10)
         results = [await victim.infer(batch) for batch in batches]

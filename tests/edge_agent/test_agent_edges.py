@@ -29,7 +29,7 @@ from edge_agent import (
     RequestTimeoutError,
     Timeouts,
 )
-from edge_agent._agent import _Pending
+from edge_agent._outbox import Pending
 from models import partition
 from protocol import ErrorCode, InferenceReply, ReplyError, Topics, decode_request, encode_reply
 from protocol.errors import ModelError
@@ -261,11 +261,11 @@ async def test_a_second_reply_in_the_same_read_is_ignored() -> None:
     """Two replies to one request can be dispatched back to back, before the waiting task runs."""
     agent = _agent("mqtt://127.0.0.1:1", "test")  # never entered: only its reply matching is exercised
     waiting = asyncio.get_running_loop().create_future()
-    agent._pending["r1"] = _Pending("t", b"", waiting)
+    agent._outbox.pending["r1"] = Pending(b"", float("inf"), waiting)
     first = Incoming(topic="t", payload=b"first", qos=1, correlation=b"r1")
     second = Incoming(topic="t", payload=b"second", qos=1, correlation=b"r1")
-    agent._on_reply(first)
-    agent._on_reply(second)  # the request is settled but still pending: must not raise
+    agent._outbox.on_reply(first)
+    agent._outbox.on_reply(second)  # the request is settled but still pending: must not raise
     assert waiting.result() == b"first"
 
 
@@ -353,6 +353,65 @@ async def test_other_errors_are_raised_with_their_code(broker_url: str, prefix: 
     assert str(caught.value) == f"scripted: {code}: scripted refusal"
 
 
+# --- sending again --------------------------------------------------------------
+
+
+def _lose_the_first(reply: Callable[[InferenceRequest], bytes]) -> Callable[[InferenceRequest], Answer]:
+    """A hub that loses the first copy of each request (as a dying hub or a dropped message would)."""
+    seen: set[str] = set()
+
+    def answer(request: InferenceRequest) -> Answer:
+        if request.request_id not in seen:
+            seen.add(request.request_id)
+            return []
+        return [(reply(request), request.request_id.encode())]
+
+    return answer
+
+
+async def test_an_unanswered_request_is_sent_again_after_the_retry_interval(broker_url: str, prefix: str) -> None:
+    image = _image(10)
+    timeouts = Timeouts(request=10, retry=0.2)
+    async with (
+        _scripted_hub(broker_url, prefix, _lose_the_first(_reply)),
+        _agent(broker_url, prefix, cut=INNER_CUT, fallback=False, timeouts=timeouts) as agent,
+    ):
+        result = await agent.infer(image)
+        assert agent._outbox.publishes == 2
+    assert (result.hub_id, result.fallback) == ("scripted", None)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+
+
+async def test_without_retries_a_lost_request_runs_out_its_deadline(broker_url: str, prefix: str) -> None:
+    timeouts = Timeouts(request=0.5, retry=None)
+    async with (
+        _scripted_hub(broker_url, prefix, _lose_the_first(_reply)),
+        _agent(broker_url, prefix, fallback=False, timeouts=timeouts) as agent,
+    ):
+        with pytest.raises(RequestTimeoutError, match="no reply within the deadline"):
+            await agent.infer(_image())
+        assert agent._outbox.publishes == 1
+
+
+async def test_a_shutting_down_answer_sends_the_request_again(broker_url: str, prefix: str) -> None:
+    image = _image(11)
+    stopping = ReplyError(code=ErrorCode.SHUTTING_DOWN, message="scripted stop")
+    answers = iter([[("stop", stopping)], [("ok", None)]])
+
+    def answer(request: InferenceRequest) -> Answer:
+        ((_, error),) = next(answers)
+        return [(_reply(request, error=error), request.request_id.encode())]
+
+    async with (
+        _scripted_hub(broker_url, prefix, answer),
+        _agent(broker_url, prefix, cut=INNER_CUT, fallback=False, timeouts=Timeouts(retry=None)) as agent,
+    ):
+        result = await agent.infer(image)
+        assert agent._outbox.publishes == 2
+    assert result.fallback is None
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+
+
 # --- no tail, no hub ----------------------------------------------------------
 
 
@@ -380,7 +439,7 @@ async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: 
     try:
         async with agent:
             task = asyncio.create_task(agent.infer(image))
-            await until(lambda: any(p.published for p in agent._pending.values()), "the request to be published")
+            await until(lambda: any(p.published for p in agent._outbox.pending.values()), "the request to be published")
             own_broker.kill()  # the request is lost with the broker: nobody had subscribed
             own_broker.start()
             serving = asyncio.create_task(hub.serve())

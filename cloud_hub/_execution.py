@@ -1,0 +1,80 @@
+"""Whether a hub runs a request, and running it: the checks before the tail, and the tail.
+
+Every check here is made before anything runs, from the request and the
+tail's manifest alone: matching halves, tensors that fit, a batch within the
+hub's bound, and a reply that will fit in a message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from models import tensors_mismatch
+from protocol import ErrorCode, InferenceReply, ReplyError, encode_reply
+
+if TYPE_CHECKING:
+    from cloud_hub._store import Tail
+    from protocol import InferenceRequest
+
+# Room for a reply's fields around its tensor data: the fixed fields, and per output
+# its name and the dtype/shape map (a generous bound, so the check never lets too much through).
+_REPLY_ENVELOPE_BYTES = 1024
+_PER_OUTPUT_BYTES = 256
+
+
+def refusal(request: InferenceRequest, tail: Tail, *, max_batch: int, max_reply_bytes: int) -> ReplyError | None:
+    """Why the hub must not run ``request`` on ``tail``, or ``None`` when it may."""
+    manifest = tail.manifest
+    if request.tail_sha256 is not None and request.tail_sha256 != manifest.tail_sha256:
+        msg = f"the agent's split of cut {request.cut_id!r} expects another tail than this hub's"
+        return ReplyError(code=ErrorCode.MODEL_MISMATCH, message=msg)
+    symbols: dict[str, int] = {}
+    why = tensors_mismatch(manifest.crossing, request.tensors, symbols)
+    if why is not None:
+        return ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=f"cut {request.cut_id!r} {why}")
+    batch_axes = {spec.shape[0] for spec in manifest.crossing if spec.shape and isinstance(spec.shape[0], str)}
+    batch = max((symbols[axis] for axis in batch_axes), default=1)
+    if batch > max_batch:
+        msg = f"a batch of {batch} is more than this hub's max_batch of {max_batch}"
+        return ReplyError(code=ErrorCode.BAD_REQUEST, message=msg)
+    reply_bytes = _reply_bytes_bound(tail, symbols)
+    if reply_bytes is not None and reply_bytes > max_reply_bytes:
+        msg = f"the reply would take up to {reply_bytes:,} bytes, more than the {max_reply_bytes:,} byte limit"
+        return ReplyError(code=ErrorCode.TOO_LARGE, message=msg)
+    return None
+
+
+def _reply_bytes_bound(tail: Tail, symbols: dict[str, int]) -> int | None:
+    """An upper bound of the encoded reply's size, or ``None`` when an output's size is unknown beforehand."""
+    total = _REPLY_ENVELOPE_BYTES
+    for spec in tail.manifest.outputs:
+        if any(isinstance(dim, str) and dim not in symbols for dim in spec.shape):
+            return None  # a size only the run decides (data-dependent)
+        elements = math.prod(symbols[dim] if isinstance(dim, str) else dim for dim in spec.shape)
+        total += _PER_OUTPUT_BYTES + len(spec.name.encode()) + elements * np.dtype(spec.dtype).itemsize
+    return total
+
+
+def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: float, queue_depth: int) -> bytes:
+    """Run the tail and encode the reply, in one worker-thread hop.
+
+    ``queue_ms`` in the reply is all the hub's time before the tail runs:
+    waiting in the queue, loading the tail on first use, the thread hop.
+    """
+    started = time.perf_counter()
+    outputs = tail.session.run(request.tensors)
+    compute_ms = (time.perf_counter() - started) * 1000
+    reply = InferenceReply(
+        request_id=request.request_id,
+        hub_id=hub_id,
+        outputs=outputs,
+        error=None,
+        queue_ms=(started - received) * 1000,
+        compute_ms=compute_ms,
+        queue_depth=queue_depth,
+    )
+    return encode_reply(reply)

@@ -1,0 +1,151 @@
+"""An agent's requests on the wire: published, published again when they may be lost, matched to replies.
+
+A request is published again, under the same id, when
+
+- a publish failed (the connection was down): as soon as it is back;
+- the agent reconnected after it was published (the broker may have lost it);
+- no reply came within ``retry_s`` (a hub may have stalled or died with it);
+- the caller asks, e.g. after a hub answered ``shutting_down``.
+
+Hubs run a repeated id at most once and answer a repeat with the reply they
+sent before (docs/protocol.md, section 6.2), so publishing again costs at most
+a second run on another replica, never a second result: the first reply
+settles the request and later ones are ignored.
+
+Nothing here enforces the deadline by cancelling: each publish gets the time
+left as its own timeout, and replies are awaited with :func:`asyncio.wait`,
+which cancels nothing (on Python 3.11 a cancel landing inside aiomqtt's
+publish can be swallowed, CPython gh-86296, and the deadline with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from protocol import peek_request_id
+from protocol.errors import TransportError
+
+if TYPE_CHECKING:
+    from protocol.mqtt import Connection, Incoming, QoS
+
+logger = logging.getLogger("edgecut.agent")
+
+_REPUBLISH_PAUSE_S = 0.05
+"""Pause between attempts to publish while the broker connection is down."""
+
+
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """A request waiting for its reply."""
+
+    payload: bytes
+    deadline: float
+    reply: asyncio.Future[bytes]
+    published: bool = False
+
+
+class Outbox:
+    """Publishes an agent's requests and hands each its first reply.
+
+    Args:
+        connection: The agent's broker connection; its ``on_message`` must
+            call :meth:`on_reply` and its ``on_connect`` :meth:`on_reconnect`.
+        request_topic: Where requests go.
+        response_topic: Where this agent reads replies (its ResponseTopic).
+        qos: QoS of requests.
+        retry_s: Publish a request again when it is unanswered this long;
+            ``None`` never.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        request_topic: str,
+        response_topic: str,
+        qos: QoS,
+        retry_s: float | None,
+    ) -> None:
+        self._connection = connection
+        self._request_topic = request_topic
+        self._response_topic = response_topic
+        self._qos = qos
+        self._retry_s = retry_s
+        self.pending: dict[str, Pending] = {}
+        """Requests waiting for a reply, by id."""
+        self.publishes = 0
+        """Requests published, first sends and repeats alike."""
+
+    async def send_and_wait(self, request_id: str, payload: bytes, deadline: float) -> bytes | None:
+        """Publish the request (again when it may be lost) and return its first reply; ``None`` at ``deadline``.
+
+        Args:
+            request_id: The request's id, also its CorrelationData.
+            payload: The encoded request.
+            deadline: ``time.perf_counter()`` value after which nobody waits.
+        """
+        pending = Pending(payload, deadline, asyncio.get_running_loop().create_future())
+        self.pending[request_id] = pending
+        try:
+            while (left := deadline - time.perf_counter()) > 0:
+                if not pending.published:
+                    await self._try_publish(request_id, pending, left)
+                    continue
+                wait = left if self._retry_s is None else min(left, self._retry_s)
+                done, _ = await asyncio.wait([pending.reply], timeout=wait)
+                if done:
+                    return pending.reply.result()
+                if self._retry_s is not None and deadline > time.perf_counter():
+                    logger.info("request %s: no reply within %.1f s, publishing it again", request_id, self._retry_s)
+                    pending.published = False
+            return None
+        finally:
+            del self.pending[request_id]
+
+    async def _try_publish(self, request_id: str, pending: Pending, left: float) -> None:
+        try:
+            await self._publish(request_id, pending, timeout=left)
+        except TransportError as exc:
+            logger.info("request %s: publish failed, trying again until the deadline: %s", request_id, exc)
+            await asyncio.sleep(min(_REPUBLISH_PAUSE_S, left))
+
+    async def _publish(self, request_id: str, pending: Pending, *, timeout: float) -> None:  # noqa: ASYNC109
+        await self._connection.publish(
+            self._request_topic,
+            pending.payload,
+            qos=self._qos,
+            response_topic=self._response_topic,
+            correlation=request_id.encode(),
+            expiry_s=timeout,
+            timeout=timeout,
+        )
+        pending.published = True
+        self.publishes += 1
+
+    def on_reply(self, incoming: Incoming) -> None:
+        """Settle the request a reply answers; ignore replies to nothing pending (late, repeated, stray)."""
+        if incoming.correlation:
+            request_id = incoming.correlation.decode("utf-8", "replace")
+        else:  # a hub that dropped the CorrelationData: the reply's own id says which
+            request_id = peek_request_id(incoming.payload) or ""
+        pending = self.pending.get(request_id)
+        if pending is None or pending.reply.done():
+            logger.debug("ignored a reply to %r: not waiting for it (late or duplicate)", request_id)
+            return
+        pending.reply.set_result(incoming.payload)
+
+    async def on_reconnect(self) -> None:
+        """After a reconnect, publish again what was sent but not answered (same ids)."""
+        for request_id, pending in list(self.pending.items()):
+            left = pending.deadline - time.perf_counter()
+            if pending.published and not pending.reply.done() and left > 0:
+                logger.info("request %s: publishing again after reconnect", request_id)
+                try:
+                    await self._publish(request_id, pending, timeout=left)
+                except TransportError as exc:
+                    logger.warning("request %s: publishing again failed: %s", request_id, exc)
+                    pending.published = False  # its own loop tries again once it wakes
