@@ -47,6 +47,7 @@ from protocol import (
     InferenceRequest,
     Topics,
     decode_reply,
+    decode_status,
     encode_request,
 )
 from protocol.errors import EdgecutError, ProtocolError
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 
     from models import Manifest, Session
     from protocol import InferenceReply
+    from protocol.mqtt import Incoming
 
 logger = logging.getLogger("edgecut.agent")
 
@@ -108,6 +110,7 @@ class EdgeAgent:
         # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
         self.agent_id = agent_id or self.url.username or f"agent-{uuid.uuid4().hex[:12]}"
         self.topics = Topics(prefix)
+        self._status_prefix = self.topics.all_status().removesuffix("+")
         self._model = model
         self._default_cut = cut
         self.timeouts = timeouts or Timeouts()
@@ -117,10 +120,9 @@ class EdgeAgent:
         self._connection = Connection(
             self.url,
             client_id=self.agent_id,
-            subscriptions=[(self.topics.response(self.agent_id), 1)],
-            # Late-bound: the outbox below is built on this connection.
-            on_message=lambda incoming: self._outbox.on_reply(incoming),  # noqa: PLW0108
-            on_connect=lambda: self._outbox.on_reconnect(),  # noqa: PLW0108
+            subscriptions=[(self.topics.response(self.agent_id), 1), (self.topics.all_status(), 1)],
+            on_message=self._on_message,
+            on_connect=lambda: self._outbox.on_reconnect(),  # noqa: PLW0108 - the outbox is built on this connection
             max_message_bytes=max_message_bytes,
         )
         self._outbox = Outbox(
@@ -132,6 +134,15 @@ class EdgeAgent:
         )
         self._halves: ModelHalves | None = None
         self._entered = False
+
+    def _on_message(self, incoming: Incoming) -> None:
+        if incoming.topic.startswith(self._status_prefix):
+            try:
+                self._outbox.on_status(decode_status(incoming.payload))
+            except ProtocolError as exc:
+                logger.debug("ignored an undecodable status on %s: %s", incoming.topic, exc)
+            return
+        self._outbox.on_reply(incoming)
 
     @property
     def model(self) -> ModelHalves:

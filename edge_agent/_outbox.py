@@ -3,8 +3,12 @@
 A request is published again, under the same id, when
 
 - a publish failed (the connection was down): as soon as it is back;
-- the agent reconnected after it was published (the broker may have lost it);
-- no reply came within ``retry_s`` (a hub may have stalled or died with it);
+- the agent reconnected after it was published (the broker may have lost it),
+  and again when the first hub announces itself online after that reconnect
+  (after a broker restart, a request published before any hub has
+  resubscribed reaches nobody);
+- a hub's status turns offline (its last will: it may have died holding it);
+- no reply came within ``retry_s`` (a hub may have stalled with it);
 - the caller asks, e.g. after a hub answered ``shutting_down``.
 
 Hubs run a repeated id at most once and answer a repeat with the reply they
@@ -30,6 +34,7 @@ from protocol import peek_request_id
 from protocol.errors import TransportError
 
 if TYPE_CHECKING:
+    from protocol import NodeStatus
     from protocol.mqtt import Connection, Incoming, QoS
 
 logger = logging.getLogger("edgecut.agent")
@@ -46,6 +51,14 @@ class Pending:
     deadline: float
     reply: asyncio.Future[bytes]
     published: bool = False
+    nudge: asyncio.Future[bytes] | None = None
+    """Set to wake the request's loop early, to publish it again."""
+
+    def publish_again(self) -> None:
+        """Publish this request again as soon as its loop wakes, and wake it."""
+        self.published = False
+        if self.nudge is not None and not self.nudge.done():
+            self.nudge.set_result(b"")
 
 
 class Outbox:
@@ -79,6 +92,7 @@ class Outbox:
         """Requests waiting for a reply, by id."""
         self.publishes = 0
         """Requests published, first sends and repeats alike."""
+        self._awaiting_hub = False
 
     async def send_and_wait(self, request_id: str, payload: bytes, deadline: float) -> bytes | None:
         """Publish the request (again when it may be lost) and return its first reply; ``None`` at ``deadline``.
@@ -88,18 +102,20 @@ class Outbox:
             payload: The encoded request.
             deadline: ``time.perf_counter()`` value after which nobody waits.
         """
-        pending = Pending(payload, deadline, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = Pending(payload, deadline, loop.create_future())
         self.pending[request_id] = pending
         try:
             while (left := deadline - time.perf_counter()) > 0:
                 if not pending.published:
                     await self._try_publish(request_id, pending, left)
                     continue
+                pending.nudge = loop.create_future()
                 wait = left if self._retry_s is None else min(left, self._retry_s)
-                done, _ = await asyncio.wait([pending.reply], timeout=wait)
-                if done:
+                await asyncio.wait([pending.reply, pending.nudge], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if pending.reply.done():
                     return pending.reply.result()
-                if self._retry_s is not None and deadline > time.perf_counter():
+                if pending.published and self._retry_s is not None and deadline > time.perf_counter():
                     logger.info("request %s: no reply within %.1f s, publishing it again", request_id, self._retry_s)
                     pending.published = False
             return None
@@ -140,12 +156,21 @@ class Outbox:
 
     async def on_reconnect(self) -> None:
         """After a reconnect, publish again what was sent but not answered (same ids)."""
-        for request_id, pending in list(self.pending.items()):
-            left = pending.deadline - time.perf_counter()
-            if pending.published and not pending.reply.done() and left > 0:
-                logger.info("request %s: publishing again after reconnect", request_id)
-                try:
-                    await self._publish(request_id, pending, timeout=left)
-                except TransportError as exc:
-                    logger.warning("request %s: publishing again failed: %s", request_id, exc)
-                    pending.published = False  # its own loop tries again once it wakes
+        self._awaiting_hub = True
+        self._publish_unanswered_again("the agent reconnected")
+
+    def on_status(self, status: NodeStatus) -> None:
+        """React to a hub's status: online after our reconnect, or offline (it may have held requests)."""
+        if status.role != "hub":
+            return
+        if status.state == "offline":
+            self._publish_unanswered_again(f"hub {status.node_id} went offline")
+        elif self._awaiting_hub:
+            self._awaiting_hub = False
+            self._publish_unanswered_again(f"hub {status.node_id} is online")
+
+    def _publish_unanswered_again(self, why: str) -> None:
+        for request_id, pending in self.pending.items():
+            if pending.published and not pending.reply.done():
+                logger.info("request %s: %s; publishing it again", request_id, why)
+                pending.publish_again()

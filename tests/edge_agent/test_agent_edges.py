@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,19 @@ from edge_agent import (
 )
 from edge_agent._outbox import Pending
 from models import partition
-from protocol import ErrorCode, InferenceReply, ReplyError, Topics, decode_request, encode_reply
+from protocol import (
+    ErrorCode,
+    InferenceReply,
+    NodeStatus,
+    ReplyError,
+    Topics,
+    decode_request,
+    encode_reply,
+    encode_status,
+)
 from protocol.errors import ModelError
 from protocol.mqtt import Backoff, Connection, Incoming
-from tests._support import tiny_logits, tiny_model, until
+from tests._support import tiny_logits, tiny_model, until, watching
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -432,25 +442,54 @@ async def test_a_head_only_split_without_a_hub_cannot_fall_back(broker_url: str,
 async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: LocalBroker, prefix: str) -> None:
     image = _image(6)
     agent = _agent(own_broker.url, prefix, timeouts=Timeouts(request=20), fallback=False)
-    # The agent reconnects 1-2 s after the broker comes back: time for the hub below to subscribe first.
-    agent._connection._backoff = Backoff(initial=2.0, maximum=2.0)
+    # The agent reconnects quickly, after the broker but before the hub, in two steps (the flush after
+    # reconnecting, then the hub's online status); no timer can cover for it.
+    agent._connection._backoff = Backoff(initial=0.01, maximum=0.05)
     hub = Hub(HubConfig(broker=own_broker.url, prefix=prefix, hub_id="late-hub", threads=1))
     serving: asyncio.Task[None] | None = None
     try:
         async with agent:
             task = asyncio.create_task(agent.infer(image))
-            await until(lambda: any(p.published for p in agent._outbox.pending.values()), "the request to be published")
+            await until(lambda: agent._outbox.publishes == 1, "the request to be published")
             own_broker.kill()  # the request is lost with the broker: nobody had subscribed
             own_broker.start()
-            serving = asyncio.create_task(hub.serve())
-            await asyncio.wait_for(hub.ready.wait(), 10)
+            await until(lambda: agent._outbox.publishes == 2, "the agent to publish again after reconnecting")
+            serving = asyncio.create_task(hub.serve())  # only now: the second publish reached nobody either
             result = await asyncio.wait_for(task, 30)
             assert agent._connection.connects == 2
+            assert agent._outbox.publishes == 3  # once more when the hub announced itself
     finally:
         hub.request_shutdown()
         if serving is not None:
             await serving
     assert (result.hub_id, result.fallback) == ("late-hub", None)
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+
+
+async def test_a_request_a_dead_hub_held_is_sent_again_when_its_will_arrives(broker_url: str, prefix: str) -> None:
+    """A hub dies holding the request: its last will (offline) makes the agent send it again at once."""
+    image = _image(12)
+    topics = Topics(prefix)
+    agent = _agent(broker_url, prefix, cut=INNER_CUT, fallback=False, timeouts=Timeouts(request=20, retry=None))
+    hub = Hub(HubConfig(broker=broker_url, prefix=prefix, hub_id="survivor", threads=1))
+    serving: asyncio.Task[None] | None = None
+    try:
+        async with agent, watching(broker_url) as status_source:
+            async with watching(broker_url, topics.shared_requests()) as doomed:  # takes requests, never answers
+                task = asyncio.create_task(agent.infer(image))
+                await doomed.next()
+            serving = asyncio.create_task(hub.serve())  # the request is gone with the doomed hub
+            await asyncio.wait_for(hub.ready.wait(), 10)
+            assert agent._outbox.publishes == 1
+            offline = NodeStatus(node_id="doomed", role="hub", state="offline", sent_at=time.time())
+            await status_source.publish(topics.status("doomed"), encode_status(offline))  # as its will would
+            result = await asyncio.wait_for(task, 30)
+            assert agent._outbox.publishes == 2
+    finally:
+        hub.request_shutdown()
+        if serving is not None:
+            await serving
+    assert (result.hub_id, result.fallback) == ("survivor", None)
     np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 
 
