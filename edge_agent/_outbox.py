@@ -53,9 +53,17 @@ class Pending:
     published: bool = False
     nudge: asyncio.Future[bytes] | None = None
     """Set to wake the request's loop early, to publish it again."""
+    round: int = 0
+    """Counts calls of :meth:`publish_again`: a publish in flight meanwhile does not count."""
 
     def publish_again(self) -> None:
-        """Publish this request again as soon as its loop wakes, and wake it."""
+        """Publish this request again as soon as its loop wakes, and wake it.
+
+        A publish in flight when this is called may reach the broker before
+        the reason for publishing again (a hub resubscribing, say): it leaves
+        the request unpublished, so the loop publishes once more.
+        """
+        self.round += 1
         self.published = False
         if self.nudge is not None and not self.nudge.done():
             self.nudge.set_result(b"")
@@ -130,6 +138,7 @@ class Outbox:
             await asyncio.sleep(min(_REPUBLISH_PAUSE_S, left))
 
     async def _publish(self, request_id: str, pending: Pending, *, timeout: float) -> None:  # noqa: ASYNC109
+        round_at_start = pending.round
         await self._connection.publish(
             self._request_topic,
             pending.payload,
@@ -139,7 +148,7 @@ class Outbox:
             expiry_s=timeout,
             timeout=timeout,
         )
-        pending.published = True
+        pending.published = pending.round == round_at_start
         self.publishes += 1
 
     def on_reply(self, incoming: Incoming) -> None:
@@ -171,6 +180,6 @@ class Outbox:
 
     def _publish_unanswered_again(self, why: str) -> None:
         for request_id, pending in self.pending.items():
-            if pending.published and not pending.reply.done():
+            if not pending.reply.done():  # published, or being published: again
                 logger.info("request %s: %s; publishing it again", request_id, why)
                 pending.publish_again()

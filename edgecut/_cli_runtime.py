@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -14,8 +15,6 @@ from typing import TYPE_CHECKING
 from edgecut._exit import ExitCode
 
 if TYPE_CHECKING:
-    import argparse
-
     from edge_agent import InferenceResult
 
 _BROKER_HELP = "broker URL mqtt://[user:pass@]host:port[?qos=0|1] or mqtts://...; env EDGECUT_BROKER"
@@ -28,6 +27,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _register_hub(commands)
     _register_agent(commands)
     _register_demo(commands)
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _size(text: str) -> int:
+    """``128M`` (binary units K, M, G; a trailing ``B``/``iB`` allowed) as bytes."""
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(number.removesuffix(unit)) * _SIZE_UNITS[unit]
+    except ValueError:
+        msg = f"{text!r} is not a size such as 128M, 1G or 500000"
+        raise argparse.ArgumentTypeError(msg) from None
+    return int(value)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -147,6 +161,14 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests before 'overloaded' replies")
     parser.add_argument(
+        "--max-queue-bytes",
+        type=_size,
+        default="128M",
+        metavar="SIZE",
+        help="queued request bytes before 'overloaded' replies, e.g. 128M (default), 1G, 500K",
+    )
+    parser.add_argument("--max-batch", type=int, default=32, help="largest batch one request may carry (default 32)")
+    parser.add_argument(
         "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start-up (default 10)"
     )
     parser.add_argument(
@@ -180,6 +202,8 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         workers=args.workers,
         threads=args.threads,
         max_queue=args.max_queue,
+        max_queue_bytes=args.max_queue_bytes,
+        max_batch=args.max_batch,
         connect_timeout=args.connect_timeout,
         status_interval=args.status_interval,
         grace=args.grace,

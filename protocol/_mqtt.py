@@ -81,10 +81,16 @@ class Will:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Backoff:
-    """Capped exponential backoff with full jitter between reconnect attempts."""
+    """Capped exponential backoff with jitter between reconnect attempts.
+
+    The default cap, 2 s, bounds how long a client stays away after a broker
+    restart: a 2 s outage costs at most ~4 s, inside a 5 s request deadline
+    (``bench/soak.py``). The jitter (each pause drawn from the upper half of
+    its ceiling) spreads a fleet's reconnects over that time.
+    """
 
     initial: float = 0.1
-    maximum: float = 5.0
+    maximum: float = 2.0
     factor: float = 2.0
 
     def delays(self) -> Iterator[float]:

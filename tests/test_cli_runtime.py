@@ -105,7 +105,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("edgecut ")
 
 
-@pytest.mark.parametrize("argv", [[], ["agent"], ["hub", "--workers", "many"], ["nonsense"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["agent"], ["hub", "--workers", "many"], ["hub", "--max-queue-bytes", "lots"], ["nonsense"]]
+)
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(argv)
@@ -275,12 +277,23 @@ def test_agent_unreadable_input_file_exits_config_after_connecting(
 
 
 @pytest.mark.parametrize(
+    ("text", "size"), [("128M", 128 * 1024**2), ("1G", 1024**3), ("500K", 500 * 1024), ("1.5MiB", 1572864), ("77", 77)]
+)
+def test_sizes_take_binary_units(text: str, size: int) -> None:
+    from edgecut._cli_runtime import _size  # noqa: PLC0415
+
+    assert _size(text) == size
+
+
+@pytest.mark.parametrize(
     ("extra", "fragment"),
     [
         (["--broker", "tcp://127.0.0.1:1883"], "mqtt://"),
         (["--workers", "0"], "workers must be at least 1"),
         (["--max-queue", "0"], "max_queue must be at least 1"),
         (["--connect-timeout", "0"], "connect_timeout must be more than 0 seconds"),
+        (["--max-batch", "0"], "max_batch must be at least 1"),
+        (["--max-queue-bytes", "0"], "max_queue_bytes must be at least 1"),
         (["--hub-id", "a/b"], "'a/b'"),
         (["--group", "g+"], "'g+'"),
         (["--no-zoo"], "nothing to serve"),

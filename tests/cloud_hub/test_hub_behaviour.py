@@ -425,7 +425,7 @@ def test_hub_command_serves_until_sigterm(broker_url: str, prefix: str) -> None:
     helper.start()
     try:
         argv = ["hub", "--broker", broker_url, "--prefix", prefix, "--hub-id", "cli-hub", "--threads", "1"]
-        code = main([*argv, "--workers", "2", "--max-queue", "8"])
+        code = main([*argv, "--workers", "2", "--max-queue", "8", "--max-queue-bytes", "1M", "--max-batch", "4"])
     finally:
         helper.join(60)
     assert code == ExitCode.OK

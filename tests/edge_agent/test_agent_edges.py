@@ -476,6 +476,9 @@ async def test_a_request_a_dead_hub_held_is_sent_again_when_its_will_arrives(bro
     try:
         async with agent, watching(broker_url) as status_source:
             async with watching(broker_url, topics.shared_requests()) as doomed:  # takes requests, never answers
+                online = NodeStatus(node_id="doomed", role="hub", state="online", sent_at=time.time())
+                await status_source.publish(topics.status("doomed"), encode_status(online))  # as a hub would
+                await until(lambda: not agent._outbox._awaiting_hub, "the agent to see a hub online")
                 task = asyncio.create_task(agent.infer(image))
                 await doomed.next()
             serving = asyncio.create_task(hub.serve())  # the request is gone with the doomed hub

@@ -1,0 +1,38 @@
+"""The outbox's bookkeeping on its own, with a stand-in for the connection it publishes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from edge_agent._outbox import Outbox
+from protocol import NodeStatus
+from protocol.mqtt import Incoming
+from tests._support import until
+
+
+class _Gated:
+    """Publishes when the test opens the gate: a publish the test can hold in flight."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.published: list[bytes] = []
+
+    async def publish(self, _topic: str, payload: bytes, **_options: object) -> None:
+        await self.gate.wait()
+        self.published.append(payload)
+
+
+async def test_a_reason_to_publish_again_during_a_publish_publishes_once_more() -> None:
+    """A hub comes online while a publish is in flight: that publish may have reached nobody."""
+    connection = _Gated()
+    outbox = Outbox(connection, request_topic="r", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
+    waiting = asyncio.create_task(outbox.send_and_wait("id-1", b"request", time.perf_counter() + 30))
+    await until(lambda: "id-1" in outbox.pending, "the request to be pending")
+    await outbox.on_reconnect()
+    outbox.on_status(NodeStatus(node_id="hub", role="hub", state="online", sent_at=0.0))
+    connection.gate.set()  # the first publish completes only now, after both reasons to publish again
+    await until(lambda: len(connection.published) == 2, "the request to be published again")
+    outbox.on_reply(Incoming(topic="s", payload=b"reply", qos=1, correlation=b"id-1"))
+    assert await waiting == b"reply"
+    assert outbox.publishes == 2
