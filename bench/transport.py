@@ -110,7 +110,7 @@ async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.
     }
 
 
-async def main(model: str, requests: int, broker: str | None) -> list[dict[str, Any]]:
+async def main(model: str, requests: int, broker: str | None, only: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark over every demo cut but edge-only."""
     with contextlib.ExitStack() as stack:
         if broker is None:
@@ -125,7 +125,7 @@ async def main(model: str, requests: int, broker: str | None) -> list[dict[str, 
             ) as agent:
                 shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
                 images = list(sample_images(requests, shape))  # type: ignore[arg-type]
-                cuts = [c for c in pick_cuts(agent.model) if c != "output"]
+                cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
                 return [await bench_cut(agent, url, cut, images) for cut in cuts]
         finally:
             hub.request_shutdown()
@@ -137,9 +137,10 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--broker", default=None, help="default: start a local broker")
+    parser.add_argument("--cut", action="append", dest="cuts", help="measure this cut only (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = asyncio.run(main(args.model, args.requests, args.broker))
+    rows = asyncio.run(main(args.model, args.requests, args.broker, args.cuts))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

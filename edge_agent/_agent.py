@@ -208,7 +208,9 @@ class EdgeAgent:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         cut_id = cut or self.cut
-        halves = await loop.run_in_executor(self._executor, self.model.halves, cut_id)
+        halves = self.model.loaded(cut_id)
+        if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
+            halves = await loop.run_in_executor(self._executor, self.model.halves, cut_id)
         feeds = self._feeds(inputs)
         if cut_id == EDGE_ONLY:
             outputs, edge_ms = await loop.run_in_executor(self._executor, _run_timed, halves.head, feeds)

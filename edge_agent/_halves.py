@@ -122,6 +122,10 @@ class ModelHalves:
         remote = [info for info in self.cuts if info.id != EDGE_ONLY]
         return min(remote, key=lambda info: info.bytes).id
 
+    def loaded(self, cut_id: str) -> Halves | None:
+        """The sessions for ``cut_id`` if they are loaded already, else ``None`` (never blocks)."""
+        return self._loaded.get(cut_id)
+
     def halves(self, cut_id: str) -> Halves:
         """The sessions for ``cut_id``, created on first use (blocking)."""
         self.cut(cut_id)
