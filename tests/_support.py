@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from protocol.mqtt import BrokerURL, Connection, Incoming
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from cloud_hub import Hub
     from edge_agent import InferenceResult
     from protocol import NodeStatus
 
@@ -113,6 +115,23 @@ async def watching(url: str, *subscriptions: str) -> AsyncIterator[Watcher]:
     async with watcher.connection:
         await watcher.connection.wait_connected(10)
         yield watcher
+
+
+@contextlib.asynccontextmanager
+async def parked(hub: Hub) -> AsyncIterator[threading.Event]:
+    """Park the hub's (single) worker thread until the block ends or the gate is opened.
+
+    Requests the hub accepts meanwhile stay queued: no sleeps, no timing guesses.
+    Waits first until the hub has no reply outstanding: a reply counts as in
+    flight until the broker acknowledges it, which may be after the agent has it.
+    """
+    await until(lambda: hub.queue_depth == 0, "the hub to finish its earlier requests")
+    gate = threading.Event()
+    hub._executor.submit(gate.wait)
+    try:
+        yield gate
+    finally:
+        gate.set()
 
 
 async def until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:

@@ -8,7 +8,6 @@ computation of an accepted request cannot start until the test opens the gate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -38,10 +37,10 @@ from protocol import (
     decode_status,
 )
 from protocol.errors import ConfigError
-from tests._support import assert_matches_full_model, random_images, tiny_request, until, watching
+from tests._support import assert_matches_full_model, parked, random_images, tiny_request, until, watching
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
 
@@ -50,22 +49,6 @@ pytestmark = pytest.mark.broker
 MODEL = "tiny"
 INNER_CUT = "stem.out"
 OTHER_CUT = "block.out"
-
-
-@contextlib.asynccontextmanager
-async def _parked(hub: Hub) -> AsyncIterator[threading.Event]:
-    """Park the hub's (single) worker thread until the block ends or the gate is opened.
-
-    Waits first until the hub has no reply outstanding: a reply counts as in flight
-    until the broker acknowledges it, which may be after the agent has it.
-    """
-    await until(lambda: hub.queue_depth == 0, "the hub to finish its earlier requests")
-    gate = threading.Event()
-    hub._executor.submit(gate.wait)
-    try:
-        yield gate
-    finally:
-        gate.set()
 
 
 # --- load and shutdown ------------------------------------------------------
@@ -78,7 +61,7 @@ async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
     images = random_images(6, seed=1)
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
         assert (await agent.infer(images[0])).hub_id == "hub0"  # loads the tail before the worker is parked
-        async with _parked(hub):
+        async with parked(hub):
             tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
             # One request is accepted and waits for the parked worker; the other four find the
             # queue full and are answered 'overloaded' at once, while the worker is still parked.
@@ -103,7 +86,7 @@ async def test_overloaded_without_fallback_is_an_error_naming_the_hub(
     images = random_images(3, seed=2)
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, fallback=False) as agent:
         await agent.infer(images[0])
-        async with _parked(hub):
+        async with parked(hub):
             first = asyncio.create_task(agent.infer(images[1]))
             await until(lambda: hub.queue_depth == 1, "the first request to be queued")
             with pytest.raises(HubError, match=r"hub overloaded: .*fallback is off") as caught:
@@ -125,7 +108,7 @@ async def test_shutdown_finishes_every_acceptedtiny_request(
     ):
         await watcher.status("online")
         await agent.infer(images[0])
-        async with _parked(hub) as gate:
+        async with parked(hub) as gate:
             tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
             await until(lambda: hub.queue_depth == len(tasks), "every request to reach the hub")
             hub.request_shutdown()
@@ -152,7 +135,7 @@ async def test_after_the_grace_period_every_waiting_request_is_answered_shutting
         await watcher.status("online")
         await watcher.send(topics.request("raw"), tiny_request())  # loads the tail
         await watcher.next()
-        async with _parked(hub):
+        async with parked(hub):
             stuck = [tiny_request(request_id=f"stuck-{i}") for i in range(3)]
             for request in stuck:
                 await watcher.send(topics.request("raw"), request)
@@ -174,7 +157,7 @@ async def test_an_agent_sends_a_request_a_stopping_hub_gave_back_to_another_repl
     image = random_images(1, seed=4)[0]
     async with EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False) as agent:
         assert (await agent.infer(image)).hub_id == "stopping"  # loads the tail
-        async with _parked(stopping):
+        async with parked(stopping):
             task = asyncio.create_task(agent.infer(image))
             await until(lambda: stopping.queue_depth == 1, "the request to reach the stopping hub")
             await start_hub(hub_id="other")  # joins the group; then the first hub stops
@@ -193,7 +176,7 @@ async def test_a_request_that_waited_past_its_deadline_is_refused(
         request = topics.request("raw")
         await watcher.send(request, tiny_request(), topics.response("raw"))  # loads the tail
         assert decode_reply((await watcher.next()).payload).ok
-        async with _parked(hub):
+        async with parked(hub):
             await watcher.send(request, tiny_request(request_id="blocker"), topics.response("raw"))
             await watcher.send(request, tiny_request(request_id="hurried", deadline_ms=50), topics.response("raw"))
             await until(lambda: hub.queue_depth == 2, "both requests to be queued")
@@ -216,7 +199,7 @@ async def test_status_reports_the_queue_depth_while_serving(
         await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
         while (await watcher.next()).topic != topics.response("raw"):  # wait out the tail's loading
             pass
-        async with _parked(hub):
+        async with parked(hub):
             await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
             await until(lambda: hub.queue_depth == 1, "the request to be queued")
             async with asyncio.timeout(20):
@@ -343,7 +326,7 @@ async def test_sigterm_drains_and_a_second_signal_stops_at_once(broker_url: str,
     async with watching(broker_url, topics.response("raw")) as watcher:
         await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
         await watcher.next()
-        async with _parked(hub):
+        async with parked(hub):
             await watcher.send(topics.request("raw"), tiny_request(), topics.response("raw"))
             await until(lambda: hub.queue_depth == 1, "the request to be queued")
             os.kill(os.getpid(), signal.SIGTERM)

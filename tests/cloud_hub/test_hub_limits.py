@@ -8,8 +8,6 @@ configured, run a tail twice, or run work nobody waits for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -20,10 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models import partition, sha256_hex
 from protocol import ErrorCode, InferenceRequest, Topics, decode_reply
-from tests._support import tiny_request, until, watching
+from tests._support import parked, tiny_request, until, watching
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from cloud_hub import Hub
@@ -31,18 +29,6 @@ if TYPE_CHECKING:
     from tests._support import Watcher
 
 pytestmark = pytest.mark.broker
-
-
-@contextlib.asynccontextmanager
-async def _parked(hub: Hub) -> AsyncIterator[threading.Event]:
-    """Hold the hub's single worker thread, so that requests stay queued."""
-    await until(lambda: hub.queue_depth == 0, "the hub to settle")
-    gate = threading.Event()
-    hub._executor.submit(gate.wait)
-    try:
-        yield gate
-    finally:
-        gate.set()
 
 
 async def _ask(watcher: Watcher, topics: Topics, request: InferenceRequest) -> InferenceReply:
@@ -80,7 +66,7 @@ async def test_queued_bytes_are_bounded_as_well_as_queued_requests(
     topics = Topics(prefix)
     async with watching(broker_url, topics.response("raw")) as watcher:
         assert (await _ask(watcher, topics, tiny_request())).ok  # loads the tail
-        async with _parked(hub):
+        async with parked(hub):
             for index in range(3):
                 await watcher.send(topics.request("raw"), tiny_request(request_id=f"r{index}"))
             refused = decode_reply((await watcher.next()).payload)  # at once, while the worker is parked
@@ -142,7 +128,7 @@ async def test_a_repeated_request_runs_once_and_is_answered_again(
         assert (await _ask(watcher, topics, tiny_request())).ok  # loads the tail
         runs = hub.tails_run
         request = tiny_request(request_id="again")
-        async with _parked(hub):
+        async with parked(hub):
             for _ in range(3):  # sent three times while the first is queued: repeats dropped
                 await watcher.send(topics.request("raw"), request)
             await until(lambda: hub.queue_depth == 1, "the first to be queued")
