@@ -86,6 +86,9 @@ class Ledger:
     def __iter__(self) -> Iterator[Job]:
         return iter(list(self._jobs))
 
+    def __contains__(self, job: object) -> bool:
+        return job in self._jobs
+
     def hold(self, job: Job) -> None:
         """Count ``job`` as held, whatever the bounds (it will be answered, if only with an error)."""
         self._jobs.add(job)

@@ -101,7 +101,7 @@ class Hub:
             max_entries=config.max_queue * 64, max_bytes=config.max_queue_bytes, ttl_s=config.repeat_window
         )
         self._clocks = AgentClocks()
-        self._rejections: set[asyncio.Task[object]] = set()
+        self._background: set[asyncio.Task[object]] = set()  # refusals, repeated replies, memory trims
         self._accepting = True
         self._shutdown = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -118,6 +118,8 @@ class Hub:
         """Replies published so far (successes and errors, repeats of earlier replies included)."""
         self.tails_run = 0
         """Requests whose tail ran here."""
+        self.repeats = 0
+        """Requests received again under an id that was running or answered here."""
         self.ready = asyncio.Event()
         """Set once the hub is connected and subscribed."""
 
@@ -217,6 +219,7 @@ class Hub:
         recent = self._recent.lookup((job.agent_id, job.request_id))
         if recent is None:
             return False
+        self.repeats += 1
         if recent.reply is None:
             logger.info("request %s of %s: already running, repeat dropped", job.request_id, job.agent_id)
         else:
@@ -246,8 +249,8 @@ class Hub:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coroutine)
-        self._rejections.add(task)
-        task.add_done_callback(self._rejections.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _work(self) -> None:
         while not self._stopped.is_set():

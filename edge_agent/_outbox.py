@@ -74,7 +74,8 @@ class Outbox:
 
     Args:
         connection: The agent's broker connection; its ``on_message`` must
-            call :meth:`on_reply` and its ``on_connect`` :meth:`on_reconnect`.
+            call :meth:`on_reply` for replies and :meth:`on_status` for hub
+            statuses, and its ``on_connect`` :meth:`on_reconnect`.
         request_topic: Where requests go.
         response_topic: Where this agent reads replies (its ResponseTopic).
         qos: QoS of requests.

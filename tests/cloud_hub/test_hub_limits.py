@@ -131,13 +131,15 @@ async def test_a_repeated_request_runs_once_and_is_answered_again(
         async with parked(hub):
             for _ in range(3):  # sent three times while the first is queued: repeats dropped
                 await watcher.send(topics.request("raw"), request)
-            await until(lambda: hub.queue_depth == 1, "the first to be queued")
+            await until(lambda: hub.repeats == 2, "both repeats to arrive")
+            assert hub.queue_depth == 1
         first = await watcher.next()
         await asyncio.sleep(0.2)
         assert watcher.received.empty()
         await watcher.send(topics.request("raw"), request)  # after the reply: the same reply again
         second = await watcher.next()
     assert hub.tails_run == runs + 1
+    assert hub.repeats == 3
     assert decode_reply(first.payload).ok
     assert second.payload == first.payload
 
