@@ -6,7 +6,7 @@ imports neither ``cloud_hub`` nor ``onnx``.
 """
 
 from edge_agent._agent import AUTO, EdgeAgent
-from edge_agent._halves import CutInfo, Halves, ModelHalves
+from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -30,6 +30,7 @@ __all__ = [
     "InvalidReplyError",
     "ModelHalves",
     "RequestTimeoutError",
+    "SessionFactory",
     "SyncEdgeAgent",
     "Timeouts",
     "Timings",

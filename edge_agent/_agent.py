@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from edge_agent._halves import SessionFactory
     from models import Manifest, Session
     from protocol import InferenceReply
     from protocol.mqtt import Incoming
@@ -91,6 +92,10 @@ class EdgeAgent:
         prefix: Topic prefix (see ``protocol.Topics``).
         threads: ONNX Runtime intra-op threads (``None``: all cores).
         max_message_bytes: Largest request the agent will send.
+        session_factory: Creates every ONNX Runtime session the agent runs
+            (heads and fallback tails) as ``factory(model_bytes, threads)``;
+            ``None``: :class:`models.Session`. The hook for changing how the
+            device computes, e.g. an emulated slower device.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class EdgeAgent:
         prefix: str = "edgecut",
         threads: int | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
@@ -116,6 +122,7 @@ class EdgeAgent:
         self.timeouts = timeouts or Timeouts()
         self._fallback = fallback
         self._threads = threads
+        self._session_factory = session_factory
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{self.agent_id}].ort")
         self._connection = Connection(
             self.url,
@@ -185,7 +192,7 @@ class EdgeAgent:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _open_model(self) -> ModelHalves:
-        halves = ModelHalves.open(self._model, threads=self._threads)
+        halves = ModelHalves.open(self._model, threads=self._threads, session_factory=self._session_factory)
         cut = halves.fewest_bytes_cut() if self._default_cut == AUTO else self._default_cut
         halves.halves(cut)  # load now: the first request should not pay for it
         return halves

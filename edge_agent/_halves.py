@@ -5,6 +5,11 @@ the agent may fall back to running the tail itself) needs only onnxruntime. A
 full model (a zoo name or an ``.onnx`` file) is split on the device at any cut,
 which needs the ``onnx`` package; such an agent can switch cuts per request and
 always holds the tail for a local fallback.
+
+Every ONNX Runtime session the halves hold comes from one
+:data:`SessionFactory`, by default :class:`models.Session`. Giving another is
+how a caller changes how the device computes (a test counting sessions, an
+emulated slower device) without the agent knowing.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from models import (
     CLOUD_ONLY,
@@ -29,9 +35,20 @@ from models import (
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from models.partition import Split
+
+SessionFactory: TypeAlias = Callable[[bytes, int | None], Session]
+"""Creates a session from a serialized ONNX model and an intra-op thread count.
+
+Called as ``factory(model, threads)`` for every head and tail an agent loads;
+``threads`` is the agent's setting (``None``: ORT's default). It returns a
+:class:`models.Session` or a subclass of it, which the agent runs from its
+worker thread.
+"""
+
+
+def _default_session(model: bytes, threads: int | None) -> Session:
+    return Session(model, threads=threads)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,6 +81,7 @@ class ModelHalves:
 
     Use :meth:`open`; loading is blocking (ONNX Runtime session creation,
     splitting), so async callers run :meth:`halves` in a worker thread.
+    Sessions come from ``session_factory`` (default: :class:`models.Session`).
     """
 
     def __init__(
@@ -76,6 +94,7 @@ class ModelHalves:
         threads: int | None,
         split_at: Callable[[str], Split] | None = None,
         split_dir: Path | None = None,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         self.model_id = model_id
         self.model_sha256 = model_sha256
@@ -84,20 +103,29 @@ class ModelHalves:
         self._threads = threads
         self._split_at = split_at
         self._split_dir = split_dir
+        self._session_factory = session_factory or _default_session
         self._loaded: dict[str, Halves] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, model: str | Path, *, threads: int | None = None) -> ModelHalves:
+    def open(
+        cls, model: str | Path, *, threads: int | None = None, session_factory: SessionFactory | None = None
+    ) -> ModelHalves:
         """Open a split directory, an ``.onnx`` model file or a zoo model by name.
+
+        Args:
+            model: The split directory, ``.onnx`` file or zoo name.
+            threads: ONNX Runtime intra-op threads (``None``: all cores).
+            session_factory: Creates every session (heads and tails) from the
+                model bytes and ``threads``; ``None``: :class:`models.Session`.
 
         Raises:
             ModelError: Nothing usable at ``model``, or ``onnx`` missing for a full model.
         """
         path = Path(model)
         if (path / MANIFEST_FILE).is_file():
-            return cls._from_split_dir(path, threads)
-        return cls._from_full_model(str(model), threads)
+            return cls._from_split_dir(path, threads, session_factory)
+        return cls._from_full_model(str(model), threads, session_factory)
 
     @property
     def holds_full_model(self) -> bool:
@@ -158,10 +186,12 @@ class ModelHalves:
         return Halves(manifest=manifest, head=head, tail=tail)
 
     def _session(self, model: bytes) -> Session:
-        return Session(model, threads=self._threads)
+        return self._session_factory(model, self._threads)
 
     @classmethod
-    def _from_split_dir(cls, directory: Path, threads: int | None) -> ModelHalves:
+    def _from_split_dir(
+        cls, directory: Path, threads: int | None, session_factory: SessionFactory | None
+    ) -> ModelHalves:
         manifest = Manifest.load(directory)
         if manifest.head_sha256 is not None and not (directory / HEAD_FILE).is_file():
             msg = f"{directory} has a manifest for cut {manifest.cut_id!r} but no {HEAD_FILE}"
@@ -174,10 +204,13 @@ class ModelHalves:
             cuts=(cut,),
             threads=threads,
             split_dir=directory,
+            session_factory=session_factory,
         )
 
     @classmethod
-    def _from_full_model(cls, name_or_path: str, threads: int | None) -> ModelHalves:
+    def _from_full_model(
+        cls, name_or_path: str, threads: int | None, session_factory: SessionFactory | None
+    ) -> ModelHalves:
         try:
             from models import partition  # noqa: PLC0415 - optional on the agent's path
         except ImportError as exc:
@@ -194,6 +227,7 @@ class ModelHalves:
             cuts=cuts,
             threads=threads,
             split_at=functools.partial(partition.split, model, model_id=model_id),
+            session_factory=session_factory,
         )
 
 

@@ -1,4 +1,4 @@
-"""ModelHalves from split directories: what a device may hold, and halves that do not belong together."""
+"""ModelHalves from split directories: what a device may hold, halves that do not belong together, session factories."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, ModelHalves
-from models import partition
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves
+from models import Session, partition
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -101,3 +101,48 @@ def test_a_broken_manifest_is_a_model_error(tmp_path: Path) -> None:
 def test_an_unknown_model_name_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="no-such-model"):
         ModelHalves.open("no-such-model")
+
+
+class CountingFactory:
+    """A session factory that keeps every session it made and the threads it was asked for."""
+
+    def __init__(self) -> None:
+        self.made: list[Session] = []
+        self.threads: list[int | None] = []
+
+    def __call__(self, model: bytes, threads: int | None) -> Session:
+        session = Session(model, threads=threads)
+        self.made.append(session)
+        self.threads.append(threads)
+        return session
+
+
+def test_a_full_model_takes_every_session_from_the_factory() -> None:
+    factory = CountingFactory()
+    model = ModelHalves.open(MODEL, threads=1, session_factory=factory)
+    assert factory.made == []  # nothing loads before a cut is used
+    halves = model.halves(CUT)
+    assert factory.made == [halves.head, halves.tail]
+    edge_only = model.halves(EDGE_ONLY)  # the head is the whole model, there is no tail
+    model.halves(CUT)  # loaded already: no new session
+    assert factory.made == [halves.head, halves.tail, edge_only.head]
+    assert factory.threads == [1, 1, 1]
+
+
+def test_a_split_directory_takes_its_head_and_tail_from_the_factory(tmp_path: Path) -> None:
+    factory = CountingFactory()
+    halves = ModelHalves.open(_split_dir(tmp_path), session_factory=factory).halves(CUT)
+    assert factory.made == [halves.head, halves.tail]
+    assert factory.threads == [None, None]
+
+
+@pytest.mark.broker
+async def test_the_agent_opens_its_model_with_the_factory(broker_url: str, prefix: str) -> None:
+    factory = CountingFactory()
+    async with EdgeAgent(broker_url, model=MODEL, cut=CUT, prefix=prefix, threads=1, session_factory=factory) as agent:
+        halves = agent.model.loaded(CUT)
+        assert halves is not None
+        assert factory.made == [halves.head, halves.tail]
+        result = await agent.infer(_image(), cut=EDGE_ONLY)
+    assert result.cut_id == EDGE_ONLY
+    assert len(factory.made) == 3
