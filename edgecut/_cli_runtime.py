@@ -7,12 +7,12 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
+from edgecut._wait import until_signalled
 
 if TYPE_CHECKING:
     from edge_agent import InferenceResult
@@ -87,22 +87,8 @@ def _broker(args: argparse.Namespace) -> ExitCode:
             _print_json({"url": broker.url, "kind": broker.kind, "port": broker.port})
         else:
             print(f"{broker.kind} broker at {broker.url} (Ctrl+C to stop)", flush=True)  # noqa: T201
-        asyncio.run(_until_signalled())
+        asyncio.run(until_signalled())
     return ExitCode.OK
-
-
-async def _until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM (what Ctrl+C, kill, systemd and container runtimes send)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
 
 
 # --- acl --------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""``edgecut sim link``: an emulated network link between agents and their broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from edgecut._exit import ExitCode
+from edgecut._wait import until_signalled
+from protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from protocol.mqtt import BrokerURL
+    from simulations import LinkSpec
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``sim`` and its subcommands to the ``edgecut`` parser."""
+    sim = commands.add_parser(
+        "sim",
+        help="emulated links (and, to come, devices and fleets)",
+        description="Emulate what a deployment's network does to agents.",
+    )
+    actions = sim.add_subparsers(dest="action", metavar="ACTION", required=True)
+    link = actions.add_parser(
+        "link",
+        help="relay agents to a broker through an emulated network link",
+        description=(
+            "Listen on 127.0.0.1 and relay each connection to the broker through an emulated link: rate, one-way"
+            " delay, jitter and loss per direction, fixed or from a measured trace. Agents use the URL it prints."
+            " Runs until Ctrl+C or SIGTERM."
+        ),
+    )
+    link.add_argument("--upstream", default="mqtt://127.0.0.1:1883", help="the broker's URL (default 127.0.0.1:1883)")
+    shape = link.add_mutually_exclusive_group()
+    shape.add_argument("--preset", help="a named link (--list shows them)")
+    shape.add_argument("--rate", help="fixed rate as tc writes it: 500kbit, 5mbit, 1gbit")
+    shape.add_argument(
+        "--trace", type=Path, help="rate from a trace: cooked seconds<TAB>Mbit/s, 5Gophers CSV, Mahimahi"
+    )
+    link.add_argument("--column", help="throughput column of a 5Gophers CSV (default throughput_mbps)")
+    link.add_argument("--delay", default="0ms", help="one-way delay, e.g. 40ms (with --rate or --trace)")
+    link.add_argument("--jitter", default="0ms", help="jitter (standard deviation), e.g. 5ms")
+    link.add_argument("--loss", type=float, default=0.0, help="segment loss probability, costing a 200 ms RTO each")
+    link.add_argument("--rtt", action="store_true", help="--delay is a round trip: each way gets half")
+    link.add_argument("--up-scale", type=float, default=1.0, help="scale the uplink (agent to broker) rate")
+    link.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    link.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws")
+    link.add_argument("--list", action="store_true", help="list the presets and where their figures come from")
+    link.add_argument("--json", action="store_true", help="print JSON")
+    link.set_defaults(handler=_link)
+
+
+def _link(args: argparse.Namespace) -> ExitCode:
+    from protocol.mqtt import BrokerURL  # noqa: PLC0415 - keeps `edgecut --help` light
+
+    if args.list:
+        _list_presets(as_json=args.json)
+        return ExitCode.OK
+    upstream = BrokerURL.parse(args.upstream)
+    spec = _spec(args)
+    try:
+        asyncio.run(_serve(spec, upstream, args))
+    except OSError as exc:
+        msg = f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    return ExitCode.OK
+
+
+def _spec(args: argparse.Namespace) -> LinkSpec:
+    from simulations import fixed_link, parse_duration_ms, parse_rate, preset, scale_up, trace_link  # noqa: PLC0415
+
+    try:
+        delay_s = parse_duration_ms(args.delay) / 1000 / (2 if args.rtt else 1)
+        jitter_s = parse_duration_ms(args.jitter) / 1000
+        if args.preset:
+            spec = preset(args.preset)
+        elif args.trace:
+            spec = trace_link(args.trace, delay_s=delay_s, jitter_s=jitter_s, column=args.column)
+        else:
+            rate = parse_rate(args.rate) if args.rate else None
+            spec = fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=args.loss)
+        return scale_up(spec, args.up_scale) if args.up_scale != 1.0 else spec
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+async def _serve(spec: LinkSpec, upstream: BrokerURL, args: argparse.Namespace) -> None:
+    from simulations import LinkProxy  # noqa: PLC0415
+
+    async with LinkProxy(spec, upstream=(upstream.host, upstream.port), port=args.port, seed=args.seed) as proxy:
+        url = _through(args.upstream, proxy.port)
+        if args.json:
+            print(json.dumps({"url": url, "link": spec.name, "source": spec.source}), flush=True)  # noqa: T201
+        else:
+            print(f"link {spec.name} at {url} (Ctrl+C to stop)\n  {spec.source}", flush=True)  # noqa: T201
+        await until_signalled()
+
+
+def _through(upstream: str, port: int) -> str:
+    """The broker URL ``upstream`` with its host and port replaced by the proxy's; user, options kept."""
+    parts = urlsplit(upstream)
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _list_presets(*, as_json: bool) -> None:
+    from simulations import PRESET_NAMES, preset  # noqa: PLC0415
+
+    rows = [{"name": name, "source": preset(name).source} for name in PRESET_NAMES]
+    if as_json:
+        print(json.dumps(rows, indent=2))  # noqa: T201
+        return
+    for row in rows:
+        print(f"{row['name']:<16} {row['source']}")  # noqa: T201
