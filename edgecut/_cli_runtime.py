@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
-from edgecut._wait import until_signalled
+from edgecut._wait import signalled
 
 if TYPE_CHECKING:
+    from cloud_hub import LocalBroker
     from edge_agent import InferenceResult
 
 _BROKER_HELP = "broker URL mqtt://[user:pass@]host:port[?qos=0|1] or mqtts://...; env EDGECUT_BROKER"
@@ -83,12 +84,17 @@ def _broker(args: argparse.Namespace) -> ExitCode:
     from cloud_hub import LocalBroker  # noqa: PLC0415
 
     with LocalBroker(kind=args.kind, port=args.port, host=args.host) as broker:
-        if args.json:
+        asyncio.run(_announce_until_signalled(broker, as_json=args.json))
+    return ExitCode.OK
+
+
+async def _announce_until_signalled(broker: LocalBroker, *, as_json: bool) -> None:
+    async with signalled() as stop:
+        if as_json:
             _print_json({"url": broker.url, "kind": broker.kind, "port": broker.port})
         else:
             print(f"{broker.kind} broker at {broker.url} (Ctrl+C to stop)", flush=True)  # noqa: T201
-        asyncio.run(until_signalled())
-    return ExitCode.OK
+        await stop.wait()
 
 
 # --- acl --------------------------------------------------------------------
@@ -292,14 +298,18 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "demo",
         help="broker + hub + agent: one model at several cuts, checked against the full model",
         description=(
-            "Start a local broker (unless --broker) and a hub, run requests at edge-only, cloud-only "
-            "and three cuts between, print a table, and exit 1 if any result differs from the full model."
+            "Start a local broker (unless --broker) and a hub process, run requests at edge-only, cloud-only "
+            "and three cuts between, then the same cuts as a Raspberry-Pi-class device over emulated Wi-Fi "
+            "and 3G links; print the tables, and exit 1 if any result differs from the full model."
         ),
     )
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument("--model", default="resnet18", help="zoo name or .onnx file (default resnet18)")
     parser.add_argument("--requests", type=int, default=8, help="measured requests per cut (default 8)")
     parser.add_argument("--cut", action="append", dest="cuts", help="a cut to run (repeatable)")
+    parser.add_argument(
+        "--emulated-requests", type=int, default=3, help="requests per cut per emulated condition (0: none; default 3)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_demo)
 
@@ -308,7 +318,15 @@ def _demo(args: argparse.Namespace) -> ExitCode:
     from edgecut._demo import format_report, run_demo  # noqa: PLC0415
 
     _setup_logging(verbose=False)
-    report = asyncio.run(run_demo(broker=args.broker, model=args.model, requests=args.requests, cuts=args.cuts))
+    report = asyncio.run(
+        run_demo(
+            broker=args.broker,
+            model=args.model,
+            requests=args.requests,
+            cuts=args.cuts,
+            emulated_requests=args.emulated_requests,
+        )
+    )
     if args.json:
         _print_json(report.to_json())
     else:

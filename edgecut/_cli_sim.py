@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from edgecut._exit import ExitCode
-from edgecut._wait import until_signalled
+from edgecut._wait import signalled
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -93,13 +93,16 @@ def _spec(args: argparse.Namespace) -> LinkSpec:
 async def _serve(spec: LinkSpec, upstream: BrokerURL, args: argparse.Namespace) -> None:
     from simulations import LinkProxy  # noqa: PLC0415
 
-    async with LinkProxy(spec, upstream=(upstream.host, upstream.port), port=args.port, seed=args.seed) as proxy:
+    async with (
+        LinkProxy(spec, upstream=(upstream.host, upstream.port), port=args.port, seed=args.seed) as proxy,
+        signalled() as stop,
+    ):
         url = _through(args.upstream, proxy.port)
         if args.json:
             print(json.dumps({"url": url, "link": spec.name, "source": spec.source}), flush=True)  # noqa: T201
         else:
             print(f"link {spec.name} at {url} (Ctrl+C to stop)\n  {spec.source}", flush=True)  # noqa: T201
-        await until_signalled()
+        await stop.wait()
 
 
 def _through(upstream: str, port: int) -> str:

@@ -1,76 +1,42 @@
-"""``edgecut demo``: broker, hub and agent in one process, one model at several cuts.
+"""``edgecut demo``: broker, hub and agent, one model at several cuts, on loopback and over emulated conditions.
 
 It shows the mission end to end: at every cut the agent runs the head, the hub
-runs the tail over MQTT, and the result must equal the full model run locally.
+(its own process, so that the two do not share an interpreter) runs the tail
+over MQTT, and the result must equal the full model run locally. Then the same
+cuts run again as a slow device would, over emulated links: which cut is
+fastest depends on the device and the link, which is why agents choose it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import statistics
+import subprocess
 import sys
+import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloud_hub import Hub, HubConfig, LocalBroker
+from cloud_hub import LocalBroker
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
+from edgecut._demo_report import TOLERANCE, DemoReport, DemoRow, EmulatedRow, format_report
 from models import Session
+from protocol import Topics, decode_status
+from protocol.mqtt import BrokerURL, Connection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from edge_agent import ModelHalves
+    from protocol.mqtt import Incoming
 
-TOLERANCE = 1e-4
-"""Largest allowed |split - full| on any output element (ORT fuses differently per half)."""
+__all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "pick_cuts", "run_demo", "sample_images"]
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DemoRow:
-    """Medians over the requests at one cut."""
-
-    cut: str
-    bytes_sent: int
-    edge_ms: float
-    transfer_ms: float
-    hub_ms: float
-    total_ms: float
-    max_abs_diff: float
-    fallbacks: int
-
-    @property
-    def ok(self) -> bool:
-        """True when every result matched the full model and none fell back."""
-        return self.max_abs_diff <= TOLERANCE and self.fallbacks == 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DemoReport:
-    """What the demo ran and measured."""
-
-    model: str
-    broker: str
-    requests: int
-    rows: list[DemoRow]
-
-    @property
-    def ok(self) -> bool:
-        """True when every cut matched."""
-        return all(row.ok for row in self.rows)
-
-    def to_json(self) -> dict[str, object]:
-        """The report as a JSON-ready dict."""
-        return {
-            "model": self.model,
-            "broker": self.broker,
-            "requests": self.requests,
-            "tolerance": TOLERANCE,
-            "ok": self.ok,
-            "rows": [dataclasses.asdict(row) for row in self.rows],
-        }
+PREFIX = "edgecut-demo"
+CONDITIONS = (("rpi4", "wifi"), ("rpi4", "3g-bus"))
+"""The emulated conditions, (device profile, link preset): see ``edgecut sim link --list``."""
 
 
 def sample_images(count: int, shape: tuple[int, ...], seed: int = 0) -> Iterator[np.ndarray]:
@@ -96,16 +62,23 @@ def pick_cuts(model: ModelHalves, intermediate: int = 3) -> list[str]:
 
 
 async def run_demo(
-    *, broker: str | None = None, model: str = "resnet18", requests: int = 8, cuts: list[str] | None = None
+    *,
+    broker: str | None = None,
+    model: str = "resnet18",
+    requests: int = 8,
+    cuts: list[str] | None = None,
+    emulated_requests: int = 3,
 ) -> DemoReport:
-    """Start what is missing (broker, hub), run ``requests`` inferences per cut, compare.
+    """Start what is missing (broker, hub), run ``requests`` inferences per cut, compare, then emulate.
 
     Args:
         broker: Use this broker; ``None`` starts a local one (mosquitto if on
             PATH, else the embedded iotcore broker).
         model: Zoo model name or ``.onnx`` path.
-        requests: Measured requests per cut (after one warm-up request).
+        requests: Measured requests per cut on loopback (after one warm-up request).
         cuts: Cut ids to run; ``None`` picks edge-only, cloud-only and three between.
+        emulated_requests: Measured requests per cut under each emulated
+            condition; 0 skips the emulation.
     """
     with contextlib.ExitStack() as stack:
         if broker is None:
@@ -114,44 +87,98 @@ async def run_demo(
             await asyncio.to_thread(local.start)  # start() polls the port: keep it off the event loop
             _progress(f"started {local.kind} broker at {local.url}")
             broker = local.url
-        return await _run_against(broker, model, requests, cuts)
+        hub = stack.enter_context(_hub_process(broker))
+        await _wait_online(broker, hub)
+        return await _run_against(broker, model, requests, cuts, emulated_requests)
 
 
-async def _run_against(broker: str, model: str, requests: int, cuts: list[str] | None) -> DemoReport:
-    hub = Hub(HubConfig(broker=broker, hub_id="demo-hub", prefix="edgecut-demo", threads=1))
-    serving = asyncio.create_task(hub.serve(), name="edgecut[demo-hub].serve")
-    try:
-        async with EdgeAgent(
-            broker,
-            model=model,
-            cut=CLOUD_ONLY,
-            agent_id="demo-agent",
-            prefix="edgecut-demo",
-            threads=1,
-            timeouts=Timeouts(request=30.0),
-        ) as agent:
-            _progress(f"hub and agent connected; {agent.model.model_id} has {len(agent.model.cuts)} cuts")
-            rows = [await _measure_cut(agent, cut, requests) for cut in cuts or pick_cuts(agent.model)]
-    finally:
-        hub.request_shutdown()
-        await serving
-    return DemoReport(model=model, broker=broker, requests=requests, rows=rows)
+@contextlib.contextmanager
+def _hub_process(broker: str) -> Iterator[str]:
+    hub_id = f"demo-hub-{uuid.uuid4().hex[:6]}"
+    command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker, "--prefix", PREFIX, "--hub-id", hub_id]
+    with subprocess.Popen([*command, "--threads", "1"], stdin=subprocess.DEVNULL) as process:  # noqa: S603
+        try:
+            yield hub_id
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _wait_online(broker: str, hub_id: str) -> None:
+    online = asyncio.Event()
+
+    def on_status(incoming: Incoming) -> None:
+        if decode_status(incoming.payload).state == "online":
+            online.set()
+
+    topic = Topics(PREFIX).status(hub_id)
+    async with Connection(broker, client_id=f"demo-watch-{hub_id}", subscriptions=[(topic, 1)], on_message=on_status):
+        await asyncio.wait_for(online.wait(), 120)
+    _progress(f"hub {hub_id} online (its own process)")
+
+
+async def _run_against(
+    broker: str, model: str, requests: int, cuts: list[str] | None, emulated_requests: int
+) -> DemoReport:
+    timeouts = Timeouts(request=30.0)
+    async with EdgeAgent(
+        broker, model=model, cut=CLOUD_ONLY, agent_id="demo-agent", prefix=PREFIX, threads=1, timeouts=timeouts
+    ) as agent:
+        _progress(f"agent connected; {agent.model.model_id} has {len(agent.model.cuts)} cuts")
+        chosen = cuts or pick_cuts(agent.model)
+        rows = [await _measure_cut(agent, cut, requests) for cut in chosen]
+    emulated = []
+    for device, link in CONDITIONS if emulated_requests else ():
+        emulated.append(await _emulate(broker, model, chosen, device=device, link=link, requests=emulated_requests))
+    return DemoReport(model=model, broker=broker, requests=requests, rows=rows, emulated=emulated)
 
 
 async def _measure_cut(agent: EdgeAgent, cut: str, requests: int) -> DemoRow:
-    spec = agent.model.inputs[0]
-    shape = tuple(int(d) for d in spec.shape[1:])
-    images = list(sample_images(requests + 1, shape))
-    reference = await asyncio.to_thread(_reference_outputs, agent, images)
+    images, reference = await _references(agent, requests + 1)
     await agent.infer(images[0], cut=cut)  # warm-up: the hub loads this tail on first use
-    results: list[InferenceResult] = []
-    diffs: list[float] = []
-    for image, expected in zip(images[1:], reference[1:], strict=True):
-        result = await agent.infer(image, cut=cut)
-        results.append(result)
-        diffs.append(max(float(np.abs(result.outputs[k] - expected[k]).max()) for k in expected))
-    _progress(f"cut {cut}: {requests} requests, max |diff| {max(diffs):.2e}")
-    return _row(cut, results, max(diffs))
+    results = [await agent.infer(image, cut=cut) for image in images[1:]]
+    diff = _max_diff(results, reference[1:])
+    _progress(f"cut {cut}: {requests} requests, max |diff| {diff:.2e}")
+    return _row(cut, results, diff)
+
+
+async def _emulate(broker: str, model: str, cuts: list[str], *, device: str, link: str, requests: int) -> EmulatedRow:
+    from simulations import PROFILES, LinkProxy, preset, stretched_sessions  # noqa: PLC0415 - the demo's own use
+
+    url = BrokerURL.parse(broker)
+    profile = PROFILES[device]
+    async with LinkProxy(preset(link), upstream=(url.host, url.port)) as proxy:
+        through = f"mqtt://127.0.0.1:{proxy.port}?qos={url.qos}"
+        async with EdgeAgent(
+            through,
+            model=model,
+            cut=CLOUD_ONLY,
+            agent_id=f"demo-{device}-{link}",
+            prefix=PREFIX,
+            threads=1,
+            timeouts=Timeouts(request=60.0),
+            session_factory=stretched_sessions(profile.factor),
+        ) as agent:
+            for cut in cuts:  # load every head now: loading is not what the table compares
+                await asyncio.to_thread(agent.model.halves, cut)
+            images, reference = await _references(agent, requests)
+            totals, diff = {}, 0.0
+            for cut in cuts:
+                results = [await agent.infer(image, cut=cut) for image in images]
+                totals[cut] = statistics.median(r.timings.total_ms for r in results)
+                diff = max(diff, _max_diff(results, reference))
+    best = min(totals, key=totals.__getitem__)
+    _progress(f"{device} (x{profile.factor:g}) on {link}: fastest cut {best} ({totals[best]:.0f} ms)")
+    return EmulatedRow(device=device, factor=profile.factor, link=link, total_ms=totals, max_abs_diff=diff)
+
+
+async def _references(agent: EdgeAgent, count: int) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
+    spec = agent.model.inputs[0]
+    images = list(sample_images(count, tuple(int(d) for d in spec.shape[1:])))
+    return images, await asyncio.to_thread(_reference_outputs, agent, images)
 
 
 def _reference_outputs(agent: EdgeAgent, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -160,6 +187,14 @@ def _reference_outputs(agent: EdgeAgent, images: list[np.ndarray]) -> list[dict[
         msg = "the demo needs an agent holding the full model"
         raise TypeError(msg)
     return [full.run({agent.model.inputs[0].name: image[np.newaxis]}) for image in images]
+
+
+def _max_diff(results: list[InferenceResult], reference: list[dict[str, np.ndarray]]) -> float:
+    return max(
+        float(np.abs(result.outputs[name] - expected[name]).max())
+        for result, expected in zip(results, reference, strict=True)
+        for name in expected
+    )
 
 
 def _row(cut: str, results: list[InferenceResult], max_diff: float) -> DemoRow:
@@ -176,24 +211,6 @@ def _row(cut: str, results: list[InferenceResult], max_diff: float) -> DemoRow:
         max_abs_diff=max_diff,
         fallbacks=sum(r.fallback is not None for r in results),
     )
-
-
-def format_report(report: DemoReport) -> str:
-    """The report as a text table."""
-    header = (
-        f"{'cut':<28} {'bytes sent':>11} {'edge ms':>8} {'transfer ms':>12} {'hub ms':>7} {'total ms':>9} "
-        f"{'max |diff|':>11}"
-    )
-    lines = [f"{report.model} over {report.broker}, median of {report.requests} requests per cut", header]
-    for row in report.rows:
-        mark = "" if row.ok else "  <-- beyond tolerance" if row.max_abs_diff > TOLERANCE else "  <-- fell back"
-        lines.append(
-            f"{row.cut:<28} {row.bytes_sent:>11,} {row.edge_ms:>8.1f} {row.transfer_ms:>12.1f} "
-            f"{row.hub_ms:>7.1f} {row.total_ms:>9.1f} {row.max_abs_diff:>11.1e}{mark}"
-        )
-    verdict = "all cuts match the full model" if report.ok else "SOME CUTS DO NOT MATCH"
-    lines.append(f"{verdict} (tolerance {TOLERANCE:g})")
-    return "\n".join(lines)
 
 
 def _progress(message: str) -> None:

@@ -6,10 +6,21 @@
   the links users ask for (``3g-bus``, ``lte-drive``, ``wifi``, ...).
 - The trace readers and writers speak the field's formats: the Norway 3G
   "cooked" traces, the 5Gophers CSVs, Mahimahi's delivery opportunities.
+- :data:`PROFILES` names edge devices by their speed relative to this host;
+  :func:`stretched_sessions` makes an agent that slow through its public
+  ``session_factory``, :func:`cpu_quota` through a cgroup CPU quota.
 
 The runtime (``edge_agent``, ``cloud_hub``) imports nothing from here.
 """
 
+from simulations._devices import (
+    PROFILES,
+    DeviceProfile,
+    StretchedSession,
+    cpu_quota,
+    cpu_quota_available,
+    stretched_sessions,
+)
 from simulations._link import SEGMENT_BYTES, SLICE_S, Direction, DirectionSpec, LinkSpec
 from simulations._presets import PRESET_NAMES, TRACES, fixed_link, preset, scale_up, trace_link
 from simulations._proxy import LinkProxy
@@ -28,14 +39,19 @@ from simulations._traces import (
 
 __all__ = [
     "PRESET_NAMES",
+    "PROFILES",
     "SEGMENT_BYTES",
     "SLICE_S",
     "TRACES",
+    "DeviceProfile",
     "Direction",
     "DirectionSpec",
     "LinkProxy",
     "LinkSpec",
     "RateTrace",
+    "StretchedSession",
+    "cpu_quota",
+    "cpu_quota_available",
     "fixed_link",
     "format_rate",
     "parse_duration_ms",
@@ -46,6 +62,7 @@ __all__ = [
     "read_mahimahi",
     "read_rtts_ms",
     "scale_up",
+    "stretched_sessions",
     "tc_commands",
     "trace_link",
     "write_mahimahi",

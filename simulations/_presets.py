@@ -35,8 +35,8 @@ _GOPHERS: Final = "Narayanan et al., A First Look at Commercial 5G Performance o
 _3G_DELAY_S: Final = 0.050
 _3G_JITTER_S: Final = 0.010
 _3G_ASSUMED: Final = (
-    "one-way delay 50 ms with 10 ms jitter is an assumption (no measured 3G delay trace is vendored;"
-    " HSPA round trips are usually quoted between 100 and 200 ms)"
+    "one-way delay 50 ms (a 100 ms round trip) with 10 ms jitter: an assumption, as no measured 3G delay"
+    " trace is vendored"
 )
 
 

@@ -20,6 +20,7 @@ PACKAGES = [
     "models",
     "models.partition",
     "models.zoo",
+    "simulations",
     "edge_agent",
     "cloud_hub",
     "edgecut",
