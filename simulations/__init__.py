@@ -24,16 +24,13 @@ from simulations._devices import (
 from simulations._link import SEGMENT_BYTES, SLICE_S, Direction, DirectionSpec, LinkSpec
 from simulations._presets import PRESET_NAMES, TRACES, fixed_link, preset, scale_up, trace_link
 from simulations._proxy import LinkProxy
+from simulations._tc import format_rate, parse_duration_ms, parse_rate, tc_commands
 from simulations._traces import (
     RateTrace,
-    format_rate,
-    parse_duration_ms,
-    parse_rate,
     read_5gophers,
     read_cooked,
     read_mahimahi,
     read_rtts_ms,
-    tc_commands,
     write_mahimahi,
 )
 
