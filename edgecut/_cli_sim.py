@@ -52,6 +52,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     link.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     link.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws")
     link.add_argument("--list", action="store_true", help="list the presets and where their figures come from")
+    link.add_argument(
+        "--tc",
+        metavar="INTERFACE",
+        help="print the equivalent 'tc netem' commands for INTERFACE (kernels with netem) instead of relaying",
+    )
     link.add_argument("--json", action="store_true", help="print JSON")
     link.set_defaults(handler=_link)
 
@@ -64,6 +69,9 @@ def _link(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     upstream = BrokerURL.parse(args.upstream)
     spec = _spec(args)
+    if args.tc:
+        _print_tc(spec, args.tc, as_json=args.json)
+        return ExitCode.OK
     try:
         asyncio.run(_serve(spec, upstream, args))
     except OSError as exc:
@@ -111,6 +119,26 @@ def _through(upstream: str, port: int) -> str:
     user = parts.netloc.rpartition("@")[0]
     netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _print_tc(spec: LinkSpec, interface: str, *, as_json: bool) -> None:
+    """Netem shapes one interface's egress: the uplink's figures, on the agent's interface."""
+    from simulations import tc_commands  # noqa: PLC0415
+
+    up = spec.up
+    if up.trace is not None or up.rate_bit_s is None:
+        msg = "tc commands need a fixed rate (--rate): netem has no trace playback (Mahimahi does)"
+        raise ConfigError(msg)
+    try:
+        commands = tc_commands(interface=interface, rate_bit_s=up.rate_bit_s, delay_s=up.delay_s, jitter_s=up.jitter_s)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if as_json:
+        print(json.dumps({"commands": commands}))  # noqa: T201
+        return
+    print(f"# the uplink of {spec.name}, on the agent's {interface} (as root; the broker's side likewise)")  # noqa: T201
+    for command in commands:
+        print(command)  # noqa: T201
 
 
 def _list_presets(*, as_json: bool) -> None:

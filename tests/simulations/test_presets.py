@@ -90,6 +90,14 @@ def test_sim_link_refuses_bad_figures(capsys: pytest.CaptureFixture[str], argv: 
     assert fragment in capsys.readouterr().err
 
 
+def test_sim_link_prints_the_tc_commands_for_fixed_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sim", "link", "--rate", "5mbit", "--delay", "80ms", "--rtt", "--jitter", "5ms", "--tc", "eth0"]
+    assert main(argv) == ExitCode.OK
+    assert capsys.readouterr().out.splitlines()[-1] == "tc qdisc replace dev eth0 root netem delay 40ms 5ms rate 5mbit"
+    assert main(["sim", "link", "--preset", "3g-bus", "--tc", "eth0"]) == ExitCode.CONFIG
+    assert "netem has no trace playback" in capsys.readouterr().err
+
+
 def test_sim_link_relays_until_sigterm() -> None:
     with socket.create_server(("127.0.0.1", 0)) as upstream:
         port = upstream.getsockname()[1]
