@@ -1,0 +1,374 @@
+"""The split planner: measurements in, the cut to use out. No I/O, no clock of its own.
+
+For every candidate cut the planner predicts the request's end-to-end time,
+
+    head (on this device) + round trip + bytes / bandwidth + hub queue + tail (on the hub) + decode
+
+(edge-only is the whole model on the device and nothing else), and picks the
+cut with the lowest prediction, or under another objective the fewest bytes or
+the least device compute among the cuts that fit a latency budget. Every
+estimate comes from what requests already measure (:class:`Observation`),
+from cheap probes (:meth:`Planner.probe`), and from the hubs' reported
+profiles; nothing is assumed about the device, the link or the hub.
+
+- **Device**: per cut, the median of the last head times (head and encode);
+  a warm-up seeds them, and :meth:`Planner.export` / :meth:`Planner.restore`
+  keep them across restarts.
+- **Hub**: per cut, the median of the last tail times this agent saw, else
+  the hub's reported profile, else the part of the model after the cut as
+  this device runs it, divided by how much faster the hub has been. The
+  queue is the hub's whatever the cut: the median of recent waits (a high
+  quantile where a budget must be met).
+- **Link**: :class:`~edge_agent._estimators.LinkEstimator`.
+
+Against flapping, the planner keeps its current cut while that is predicted
+within ``hysteresis`` of the best. Now and then (at most ``explore`` of the
+requests) it tries a cut whose estimate rests on a guess or has gone stale,
+if that cut could plausibly win. The arithmetic is vectorised over the
+candidates, so a decision takes microseconds even for hundreds of cuts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from edge_agent._estimators import LinkEstimator, Recent
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+Objective = Literal["latency", "bytes", "edge"]
+"""What the planner minimises: predicted latency, bytes sent, or device compute (the last two under a budget)."""
+
+_PLAUSIBLE = 1.5
+"""A cut is worth exploring when predicted within this factor of the best."""
+_PROBE_TRANSFER_MS = (10.0, 25.0)
+"""A bandwidth probe is sized to take the round trip on the estimated link, within these bounds:
+long enough to show a change, at most 5% of the link at one probe per 0.5 s."""
+_PROBE_BYTES = (2_048, 256 * 1024)
+"""Smallest and largest bandwidth probe."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Candidate:
+    """A cut the planner may choose.
+
+    Attributes:
+        id: The cut's id.
+        bytes: What a request at this cut sends (for edge-only: what would cross).
+        edge_only: Runs the whole model on the device; nothing is sent.
+    """
+
+    id: str
+    bytes: int
+    edge_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What one request at one cut measured (the fields of an ``InferenceResult``), in ms.
+
+    ``answered_by_hub`` is false for edge-only runs and local fallbacks: those
+    say nothing about the link or the hub.
+    """
+
+    cut_id: str
+    bytes_sent: int
+    edge_ms: float
+    encode_ms: float = 0.0
+    network_ms: float = 0.0
+    hub_queue_ms: float = 0.0
+    hub_compute_ms: float = 0.0
+    decode_ms: float = 0.0
+    answered_by_hub: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """The planner's choice for one request.
+
+    Attributes:
+        cut_id: The cut to use.
+        predicted_ms: The predicted total time (``nan`` while it cannot be predicted).
+        reason: Why this cut, in a few words.
+        explored: The cut was tried to refresh its estimate, not for being best.
+    """
+
+    cut_id: str
+    predicted_ms: float
+    reason: str
+    explored: bool = False
+
+
+class Planner:
+    """Chooses the cut of every request from what requests measure.
+
+    Args:
+        candidates: The cuts to choose from, edge-only and cloud-only included.
+        objective: ``"latency"`` (default), or ``"bytes"`` / ``"edge"`` under ``budget_ms``.
+        budget_ms: With ``"bytes"`` or ``"edge"``: the latency a cut must be
+            predicted to stay within (with the hub's queue at its 90th percentile).
+        hysteresis: Keep the current cut while it is predicted within this
+            fraction of the best.
+        explore: Largest fraction of requests spent refreshing other cuts' estimates.
+        stale_s: A cut's estimate older than this may be refreshed by exploring.
+        probe_every_s: Seconds between probes while no request measures the link.
+        seed: Seed of the exploration draws.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        objective: Objective = "latency",
+        budget_ms: float | None = None,
+        hysteresis: float = 0.05,
+        explore: float = 0.02,
+        stale_s: float = 30.0,
+        probe_every_s: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        if not candidates:
+            msg = "a planner needs at least one candidate cut"
+            raise ValueError(msg)
+        if objective != "latency" and budget_ms is None:
+            msg = f"objective {objective!r} needs a latency budget (budget_ms)"
+            raise ValueError(msg)
+        if len({candidate.id for candidate in candidates}) != len(candidates):
+            msg = "candidate cut ids must be unique"
+            raise ValueError(msg)
+        self.candidates = tuple(candidates)
+        self._index = {candidate.id: index for index, candidate in enumerate(self.candidates)}
+        count = len(self.candidates)
+        self._edge_only = np.array([candidate.edge_only for candidate in self.candidates])
+        self._remote = ~self._edge_only
+        self._bytes = np.array([candidate.bytes for candidate in self.candidates], dtype=np.float64)
+        self._heads = [Recent() for _ in range(count)]
+        self._tails = [Recent() for _ in range(count)]
+        self._head = np.full(count, np.nan)  # the medians of _heads, kept in step
+        self._tail = np.full(count, np.nan)  # the medians of _tails
+        self._reported_tail = np.full(count, np.nan)
+        self._refreshed_s = np.full(count, -np.inf)  # when a request last measured the cut
+        self._full_edge = next((i for i, candidate in enumerate(self.candidates) if candidate.edge_only), None)
+        self._objective = objective
+        self._budget_ms = budget_ms
+        self._hysteresis = hysteresis
+        self._explore = explore
+        self._stale_s = stale_s
+        self._probe_every_s = probe_every_s
+        self._rng = random.Random(seed)  # noqa: S311 - exploration, not crypto
+        self._decode = Recent()
+        self._queue = Recent(8)  # the hub's queue is the hub's, whatever the cut
+        self.link = LinkEstimator()
+        self._last_transfer_s = -math.inf
+        self._last_probe_s = -math.inf
+        self._current: int | None = None
+        self._answered = False
+        self._decisions = 0
+        self._explorations = 0
+
+    @property
+    def explorations(self) -> int:
+        """Decisions so far that explored rather than exploited."""
+        return self._explorations
+
+    # --- measurements in -----------------------------------------------------------------
+
+    def seed_head(self, cut_id: str, ms: float, now_s: float) -> None:
+        """A head time measured outside requests (the warm-up)."""
+        index = self._index[cut_id]
+        self._heads[index].add(ms, now_s)
+        self._head[index] = self._heads[index].value
+
+    def observe(self, observation: Observation, now_s: float) -> None:
+        """Learn from one finished request (unknown cuts are ignored)."""
+        index = self._index.get(observation.cut_id)
+        if index is None:
+            return
+        self.seed_head(observation.cut_id, observation.edge_ms + observation.encode_ms, now_s)
+        if not observation.answered_by_hub or self._edge_only[index]:
+            if self._edge_only[index]:
+                self._refreshed_s[index] = now_s
+            return
+        self._refreshed_s[index] = now_s
+        self._bytes[index] = observation.bytes_sent  # what goes on the wire, headers included
+        self._tails[index].add(observation.hub_compute_ms, now_s)
+        self._tail[index] = self._tails[index].value
+        self._queue.add(observation.hub_queue_ms, now_s)
+        self._decode.add(observation.decode_ms, now_s)
+        self.link.observe(observation.bytes_sent, observation.network_ms, now_s)
+        self._last_transfer_s = now_s
+        self._answered = True
+
+    def probe(self, now_s: float) -> int | None:
+        """The payload bytes of a probe to send now, or ``None`` when none is needed.
+
+        ``0`` is a round-trip probe. A positive size is a bandwidth probe,
+        wanted while no request has measured the link lately (the device runs
+        everything itself): sized to take about a round trip (10 to 25 ms) on
+        the link as estimated, so that a change shows at once, at a cost of 2
+        to 5% of the link while it lasts.
+        """
+        if now_s - self._last_probe_s < self._probe_every_s:
+            return None
+        idle = now_s - self._last_transfer_s >= self._probe_every_s
+        if not idle and not self.link.wants_probe(now_s):
+            return None
+        self._last_probe_s = now_s
+        if not idle:
+            return 0
+        rtt, bandwidth = self.link.estimate(now_s)
+        if rtt is None or bandwidth is None:
+            return _PROBE_BYTES[0]
+        transfer_ms = min(max(rtt, _PROBE_TRANSFER_MS[0]), _PROBE_TRANSFER_MS[1])
+        nbytes = int(bandwidth * transfer_ms / 1000 / 8)
+        return min(max(nbytes, _PROBE_BYTES[0]), _PROBE_BYTES[1])
+
+    def observe_probe(self, nbytes: int, ms: float, now_s: float) -> None:
+        """A probe's round trip: ``nbytes`` of payload there, a small answer back, in ``ms``."""
+        if nbytes == 0:
+            self.link.observe_rtt(ms, now_s)
+        else:
+            self.link.observe(nbytes, ms, now_s)
+
+    def observe_hub(self, *, tail_ms: Mapping[str, float] | None = None, queue_ms: float | None = None) -> None:
+        """What a hub reports of itself (its status): tail times by cut, and its recent queue wait."""
+        for cut_id, ms in (tail_ms or {}).items():
+            index = self._index.get(cut_id)
+            if index is not None:
+                self._reported_tail[index] = ms
+        if queue_ms is not None:
+            self._queue.add(queue_ms, -math.inf)
+
+    # --- predictions -------------------------------------------------------------------------
+
+    def predictions(self, now_s: float, *, queue_quantile: float = 0.5) -> np.ndarray:
+        """Predicted total ms of a request at each candidate (``nan`` where something is unknown)."""
+        rtt, bandwidth = self.link.estimate(now_s)
+        if rtt is None or bandwidth is None:
+            network = np.full(len(self._bytes), np.nan)
+        else:
+            network = rtt + self._bytes * (8000.0 / bandwidth)
+        queue = self._queue.quantile(queue_quantile) or 0.0
+        remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
+        return np.where(self._edge_only, self._head, remote)
+
+    def predict_ms(self, cut_id: str, now_s: float) -> float | None:
+        """Predicted total time of a request at ``cut_id``, or ``None`` while something is unknown."""
+        value = float(self.predictions(now_s)[self._index[cut_id]])
+        return None if math.isnan(value) else value
+
+    def _tail_estimates(self) -> np.ndarray:
+        tail = np.where(np.isnan(self._tail), self._reported_tail, self._tail)
+        if self._full_edge is None or not np.isnan(tail).any():
+            return tail
+        rest = self._head[self._full_edge] - self._head  # what the device would spend after each cut
+        measured = ~np.isnan(self._tail) & (self._tail > 0) & (rest > 0)
+        if not measured.any():
+            return tail
+        speedup = float(np.median(rest[measured] / self._tail[measured]))  # how much faster the hub runs
+        return np.where(np.isnan(tail), np.maximum(rest, 0.0) / speedup, tail)
+
+    # --- the decision ----------------------------------------------------------------------------
+
+    def choose(self, now_s: float) -> Decision:
+        """The cut for the next request."""
+        self._decisions += 1
+        predicted = self.predictions(now_s)
+        known = ~np.isnan(predicted)
+        unknown_remote = ~known & self._remote
+        if unknown_remote.any() and not self._answered:  # no hub has answered: learn the link and the hub
+            index = _argmin_where(self._bytes, unknown_remote)
+            why = f"learning the link and the hub with {self.candidates[index].id}"
+            return self._settle(index, math.nan, why, explored=True)
+        if not known.any():
+            return self._settle(0, math.nan, "nothing measured yet", explored=True)
+        best = self._best(predicted, known, now_s)
+        explored = self._exploration(predicted, known, best, now_s)
+        if explored is not None:
+            index, why = explored
+            return self._settle(index, float(predicted[index]), why, explored=True)
+        current = self._current
+        if current is not None and current != best and known[current]:
+            within = predicted[current] <= predicted[best] * (1 + self._hysteresis)
+            if within and self._fits(current, now_s):
+                why = f"kept {self.candidates[current].id}: within {self._hysteresis:.0%} of the best"
+                return self._settle(current, float(predicted[current]), why)
+        return self._settle(best, float(predicted[best]), self._why(best, predicted, known))
+
+    def _best(self, predicted: np.ndarray, known: np.ndarray, now_s: float) -> int:
+        fastest = _argmin_where(predicted, known)
+        if self._objective == "latency" or self._budget_ms is None:
+            return fastest
+        pessimistic = self.predictions(now_s, queue_quantile=0.9)
+        fitting = known & (pessimistic <= self._budget_ms)
+        if not fitting.any():
+            return fastest
+        cost = self._bytes * self._remote if self._objective == "bytes" else self._head
+        lowest = np.where(fitting, cost, np.inf)
+        ties = fitting & (lowest == lowest.min())
+        return _argmin_where(predicted, ties)
+
+    def _fits(self, index: int, now_s: float) -> bool:
+        if self._objective == "latency" or self._budget_ms is None:
+            return True
+        return bool(self.predictions(now_s, queue_quantile=0.9)[index] <= self._budget_ms)
+
+    def _why(self, best: int, predicted: np.ndarray, known: np.ndarray) -> str:
+        if self._objective != "latency" and self._budget_ms is not None:
+            what = "bytes" if self._objective == "bytes" else "device ms"
+            return f"fewest {what} within {self._budget_ms:.0f} ms"
+        others = known.copy()
+        others[best] = False
+        runner_up = f", next {self.candidates[_argmin_where(predicted, others)].id}" if others.any() else ""
+        return f"lowest predicted latency{runner_up}"
+
+    def _exploration(self, predicted: np.ndarray, known: np.ndarray, best: int, now_s: float) -> tuple[int, str] | None:
+        """A cut worth refreshing: its estimate is a guess or stale, and it could plausibly beat the best."""
+        if self._explorations + 1 > max(1.0, self._explore * self._decisions):
+            return None
+        guessed = self._remote & np.isnan(self._tail)
+        stale = now_s - self._refreshed_s > self._stale_s
+        worth = known & (guessed | stale) & (predicted <= predicted[best] * _PLAUSIBLE)
+        worth[best] = False
+        if not worth.any() or self._rng.random() >= max(self._explore, 0.25):
+            return None
+        index = _argmin_where(predicted, worth)
+        return (
+            index,
+            f"exploring {self.candidates[index].id}: its estimate is {'a guess' if guessed[index] else 'stale'}",
+        )
+
+    def _settle(self, index: int, predicted_ms: float, reason: str, *, explored: bool = False) -> Decision:
+        if explored:
+            self._explorations += 1
+        else:
+            self._current = index
+        return Decision(cut_id=self.candidates[index].id, predicted_ms=predicted_ms, reason=reason, explored=explored)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def export(self) -> dict[str, list[float]]:
+        """The device's head times by cut, to be kept across restarts (JSON-ready)."""
+        return {
+            candidate.id: recent.samples()
+            for candidate, recent in zip(self.candidates, self._heads, strict=True)
+            if recent.count
+        }
+
+    def restore(self, heads: Mapping[str, Sequence[float]], now_s: float) -> None:
+        """Seed head times exported by an earlier run on this device (unknown cuts ignored)."""
+        for cut_id, samples in heads.items():
+            if cut_id in self._index:
+                for ms in samples:
+                    self.seed_head(cut_id, float(ms), now_s)
+
+
+def _argmin_where(values: np.ndarray, mask: np.ndarray) -> int:
+    """Index of the smallest of ``values`` where ``mask`` holds (the first on ties)."""
+    return int(np.argmin(np.where(mask, values, np.inf)))

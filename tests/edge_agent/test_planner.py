@@ -1,0 +1,233 @@
+"""The planner and its estimators on synthetic worlds: devices, links and hubs given as numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+
+import pytest
+
+from edge_agent._estimators import LinkEstimator, Recent
+from edge_agent._planner import Candidate, Observation, Planner
+
+# A resnet18-like profile with a bottleneck: head ms on the device per cut, bytes per cut (the hub runs the rest).
+CUTS = {  # cut: (device head ms, bytes)
+    "input": (0.1, 150_000),
+    "stem.out": (12.0, 800_000),
+    "layer2.0.out": (40.0, 400_000),
+    "bottleneck": (40.0, 10_000),
+    "layer4.out": (95.0, 100_000),
+    "output": (100.0, 0),
+}
+CANDIDATES = [Candidate(id=cut, bytes=size, edge_only=cut == "output") for cut, (_, size) in CUTS.items()]
+
+
+@dataclasses.dataclass
+class World:
+    """A device, a link and a hub, as numbers; requests through it take exactly what the numbers say."""
+
+    device: float = 1.0  # times the profile's head ms
+    bandwidth_bit_s: float = 20e6
+    rtt_ms: float = 20.0
+    hub_speedup: float = 6.0  # the hub runs the model this many times faster than the device at x1
+    queue_ms: float = 0.0
+    noise: float = 0.0
+    rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))
+
+    def head_ms(self, cut: str) -> float:
+        return CUTS[cut][0] * self.device
+
+    def tail_ms(self, cut: str) -> float:
+        return (CUTS["output"][0] - CUTS[cut][0]) / self.hub_speedup
+
+    def network_ms(self, cut: str) -> float:
+        return self.rtt_ms + CUTS[cut][1] * 8 / self.bandwidth_bit_s * 1000
+
+    def total_ms(self, cut: str) -> float:
+        if cut == "output":
+            return self.head_ms(cut)
+        return self.head_ms(cut) + self.network_ms(cut) + self.queue_ms + self.tail_ms(cut)
+
+    def oracle(self) -> str:
+        return min(CUTS, key=self.total_ms)
+
+    def probe_ms(self, nbytes: int) -> float:
+        return self.rtt_ms + nbytes * 8 / self.bandwidth_bit_s * 1000
+
+    def run(self, cut: str) -> Observation:
+        jitter = 1 + self.rng.uniform(-self.noise, self.noise)
+        if cut == "output":
+            return Observation(cut_id=cut, bytes_sent=0, edge_ms=self.head_ms(cut) * jitter, answered_by_hub=False)
+        return Observation(
+            cut_id=cut,
+            bytes_sent=CUTS[cut][1],
+            edge_ms=self.head_ms(cut) * jitter,
+            network_ms=self.network_ms(cut) * jitter,
+            hub_queue_ms=self.queue_ms,
+            hub_compute_ms=self.tail_ms(cut) * jitter,
+        )
+
+
+def _planner(world: World, **options: object) -> Planner:
+    planner = Planner(CANDIDATES, **options)  # type: ignore[arg-type]
+    for cut in CUTS:  # the agent's warm-up
+        planner.seed_head(cut, world.head_ms(cut), 0.0)
+    planner.observe_probe(0, world.rtt_ms, 0.0)
+    return planner
+
+
+def _drive(planner: Planner, world: World, requests: int, start_s: float = 0.0, every_s: float = 0.1) -> list[str]:
+    """Send ``requests`` through ``world`` as the agent does, probes included; return the cuts used."""
+    chosen = []
+    for index in range(requests):
+        now = start_s + index * every_s
+        decision = planner.choose(now)
+        planner.observe(world.run(decision.cut_id), now)
+        probe = planner.probe(now)
+        if probe is not None:
+            planner.observe_probe(probe, world.probe_ms(probe), now)
+        chosen.append(decision.cut_id)
+    return chosen
+
+
+@pytest.mark.parametrize(
+    ("world", "expected"),
+    [
+        (World(device=1.0, bandwidth_bit_s=2e6), "output"),  # a fast device on a slow link: stay on the device
+        (World(device=8.0, bandwidth_bit_s=100e6), "input"),  # a slow device on a fast link: send the image
+        (World(device=3.0, bandwidth_bit_s=8e6, rtt_ms=10), "bottleneck"),  # in between: the bottleneck
+    ],
+    ids=["fast device, slow link", "slow device, fast link", "in between"],
+)
+def test_the_planner_settles_on_the_oracle_cut(world: World, expected: str) -> None:
+    assert world.oracle() == expected
+    planner = _planner(world)
+    chosen = _drive(planner, world, 200)
+    assert chosen[-1] == expected
+    settled = chosen[20:]
+    assert settled.count(expected) / len(settled) >= 0.97  # exploration stays under a few percent
+    switches = sum(a != b for a, b in itertools.pairwise(settled))
+    assert switches <= 2 * len(settled) / 20  # at most one switch (and back) per 20 requests
+
+
+def test_predictions_match_what_requests_take() -> None:
+    world = World(device=3.0, bandwidth_bit_s=8e6, rtt_ms=10, noise=0.05)
+    planner = _planner(world)
+    _drive(planner, world, 50)
+    for cut in CUTS:
+        predicted = planner.predict_ms(cut, 5.0)
+        assert predicted == pytest.approx(world.total_ms(cut), rel=0.1), cut
+
+
+def test_a_bandwidth_drop_moves_the_planner_within_a_few_requests() -> None:
+    world = World(device=2.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 40)[-1] == "input"
+    world.bandwidth_bit_s = 2e6  # 100 -> 2 Mbit/s
+    after = _drive(planner, world, 20, start_s=10.0)
+    assert world.oracle() == "bottleneck"
+    assert after.index("bottleneck") <= 5
+    assert after[-10:] == ["bottleneck"] * 10
+
+
+def test_probes_see_a_faster_link_while_the_device_runs_everything() -> None:
+    world = World(device=1.0, bandwidth_bit_s=2e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 40)[-5:] == ["output"] * 5  # nothing is sent: only probes see the link
+    world.bandwidth_bit_s = 100e6
+    assert world.oracle() == "input"
+    after = _drive(planner, world, 30, start_s=10.0)
+    assert after.index("input") <= 12  # two probes, 0.5 s apart, at one request per 0.1 s
+    assert after[-10:] == ["input"] * 10
+
+
+def test_a_growing_hub_queue_moves_work_to_the_device() -> None:
+    world = World(device=4.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 30)[-1] == "input"
+    world.queue_ms = 1000.0
+    assert _drive(planner, world, 30, start_s=10.0)[-5:] == ["output"] * 5
+
+
+@pytest.mark.parametrize(
+    ("objective", "budget_ms", "expected"),
+    [
+        ("bytes", 320.0, "output"),  # sends nothing, and fits
+        ("bytes", 200.0, "bottleneck"),  # edge-only no longer fits: the fewest bytes that do
+        ("edge", 200.0, "input"),  # the least device compute that fits
+    ],
+)
+def test_other_objectives_pick_the_cheapest_cut_within_the_budget(
+    objective: str, budget_ms: float, expected: str
+) -> None:
+    world = World(device=3.0, bandwidth_bit_s=8e6, rtt_ms=10)
+    planner = _planner(world, objective=objective, budget_ms=budget_ms)
+    chosen = _drive(planner, world, 60)
+    assert chosen[-1] == expected
+    assert chosen[-20:].count(expected) >= 19
+
+
+def test_every_decision_says_why() -> None:
+    world = World(device=8.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    first = planner.choose(0.0)
+    assert first.explored
+    assert "learning the link and the hub" in first.reason
+    planner.observe(world.run(first.cut_id), 0.0)
+    decision = planner.choose(0.1)
+    assert decision.reason.startswith(("lowest predicted latency", "exploring", "kept"))
+    assert decision.predicted_ms > 0
+
+
+def test_head_times_survive_a_restart() -> None:
+    world = World()
+    planner = _planner(world)
+    saved = planner.export()
+    fresh = Planner(CANDIDATES)
+    fresh.restore(saved | {"not-a-cut": [1.0]}, 0.0)
+    assert fresh.export() == saved
+
+
+def test_a_planner_needs_candidates_and_a_budget_for_other_objectives() -> None:
+    with pytest.raises(ValueError, match="at least one candidate"):
+        Planner([])
+    with pytest.raises(ValueError, match="needs a latency budget"):
+        Planner(CANDIDATES, objective="bytes")
+
+
+def test_recent_is_the_median_of_the_last_samples() -> None:
+    recent = Recent(window=3)
+    assert (recent.value, recent.count, recent.age_s(5.0)) == (None, 0, float("inf"))
+    for index, value in enumerate([10.0, 1000.0, 12.0, 11.0]):
+        recent.add(value, float(index))
+    assert recent.value == 12.0  # the outlier is outvoted, the oldest sample forgotten
+    assert recent.age_s(5.0) == 2.0
+    assert (recent.quantile(0.0), recent.quantile(1.0)) == (11.0, 1000.0)
+    recent.clear()
+    assert (recent.count, recent.samples(), recent.quantile(0.5)) == (0, [], None)
+
+
+def test_the_link_estimator_separates_round_trip_and_bandwidth() -> None:
+    link = LinkEstimator()
+    assert link.predict_ms(1000, 0.0) is None
+    assert link.wants_probe(0.0)
+    link.observe_rtt(20.0, 0.0)
+    assert not link.wants_probe(1.0)
+    for index in range(5):
+        link.observe(125_000, 20.0 + 100.0, float(index))  # 1 Mbit in 100 ms: 10 Mbit/s
+    assert link.bandwidth_bit_s(5.0) == pytest.approx(10e6)
+    assert link.predict_ms(250_000, 5.0) == pytest.approx(220.0)
+
+
+def test_the_link_estimator_follows_a_change_in_two_requests() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for index in range(5):
+        link.observe(125_000, 120.0, float(index))
+    for index in range(2):  # now 1 Mbit/s
+        link.observe(125_000, 1020.0, 10.0 + index)
+    assert link.wants_probe(12.0)  # a new link: its round trip is measured afresh
+    link.observe_rtt(20.0, 12.0)
+    link.observe(125_000, 1020.0, 13.0)
+    assert link.predict_ms(125_000, 13.0) == pytest.approx(1020.0, rel=0.15)
