@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
 
+    import onnx
+
     from models import Manifest, TensorSpec
-    from models.partition import Cut
+    from models.partition import Cut, Segments
 
 _TOLERANCE = 1e-4
 _UNITS = ("B", "KiB", "MiB", "GiB")
@@ -63,15 +65,29 @@ def _add_cuts(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _add_split(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = _leaf(actions, "split", _split, "split a model at a cut into head.onnx and tail.onnx")
+    parser = _leaf(
+        actions,
+        "split",
+        _split,
+        "split a model at a cut into head.onnx and tail.onnx, or at several cuts into a chain of segments",
+    )
     parser.add_argument("model", metavar="NAME_OR_PATH", help="zoo model name or .onnx file")
-    parser.add_argument("--cut", required=True, metavar="ID", help="cut id (see `models cuts`)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--cut", metavar="ID", help="one cut id (see `models cuts`): writes head.onnx and tail.onnx")
+    where.add_argument(
+        "--cuts",
+        metavar="auto|all|ID,ID,...",
+        help="several cuts: writes segments.json and a segment-NN.onnx between consecutive cuts, for an agent "
+        "that chooses its cut per request (cut=auto). 'auto': the cuts worth choosing between (marked in "
+        "`models cuts`); 'all': every cut; input and output are always included",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write into")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
     parser.add_argument(
         "--verify",
         action="store_true",
-        help=f"run tail(head(x)) and the full model on a random x; exit 1 if they differ by more than {_TOLERANCE:g}",
+        help="run the halves (every head and tail of a chain) and the full model on a random x; "
+        f"exit 1 if they differ by more than {_TOLERANCE:g}",
     )
 
 
@@ -143,15 +159,16 @@ def _cuts(args: argparse.Namespace) -> ExitCode:
     cuts = partition.enumerate_cuts(model)
     reference = cuts[0].bytes  # the input cut: what sending the raw input costs
     shown = [cut for cut in cuts if cut.single_tensor or not args.single_only]
+    candidates = {cut.id for cut in partition.candidate_cuts(cuts)}
     if args.json:
-        _print_json([cut.to_json() for cut in shown])
+        _print_json([cut.to_json() | {"candidate": cut.id in candidates} for cut in shown])
         return ExitCode.OK
     singles = sum(cut.single_tensor for cut in cuts)
-    _out(f"{model_id}: {len(cuts)} cuts, {singles} single-tensor")
+    _out(f"{model_id}: {len(cuts)} cuts, {singles} single-tensor, {len(candidates)} candidates for cut=auto")
     _out(f"the input cut (raw input, for reference) sends {_human(reference)}")
     _print_table(
-        ("id", "position", "bytes", "vs input", "single", "tensors"),
-        [_cut_row(cut, reference) for cut in shown],
+        ("id", "position", "bytes", "vs input", "single", "auto", "tensors"),
+        [_cut_row(cut, reference, candidate=cut.id in candidates) for cut in shown],
     )
     return ExitCode.OK
 
@@ -161,6 +178,8 @@ def _split(args: argparse.Namespace) -> ExitCode:
     from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
 
     model_id, model = partition.load_model(args.model)
+    if args.cuts is not None:
+        return _split_segments(args, model_id, model)
     split = partition.split(model, args.cut, model_id=model_id)
     paths = partition.save_split(split, args.out)
     diff = partition.verify_split(model, split) if args.verify else None
@@ -181,6 +200,54 @@ def _split(args: argparse.Namespace) -> ExitCode:
     return ExitCode.FAILED if diff is not None and not diff <= _TOLERANCE else ExitCode.OK
 
 
+def _split_segments(args: argparse.Namespace, model_id: str, model: onnx.ModelProto) -> ExitCode:
+    from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
+
+    cuts = partition.enumerate_cuts(model)
+    if args.cuts == "auto":
+        chosen: Sequence[str | Cut] = partition.candidate_cuts(cuts)
+    elif args.cuts == "all":
+        chosen = cuts
+    else:
+        chosen = [cut_id.strip() for cut_id in args.cuts.split(",") if cut_id.strip()]
+    segments = partition.split_segments(model, chosen, model_id=model_id)
+    paths = partition.save_segments(segments, args.out)
+    diff = _verify_segments(model, segments) if args.verify else None
+    manifest = segments.manifest
+    if args.json:
+        _print_json(
+            {
+                "model_id": model_id,
+                "cuts": [{"id": cut.id, "bytes": cut.bytes} for cut in manifest.cuts],
+                "files": [str(path) for path in paths],
+                "max_abs_diff": diff,
+            }
+        )
+    else:
+        _out(f"{model_id}: a chain of {len(manifest.segments)} segments through {len(manifest.cuts)} cuts")
+        _print_table(("cut", "bytes"), [(cut.id, _human(cut.bytes)) for cut in manifest.cuts])
+        total = sum(path.stat().st_size for path in paths)
+        _out(f"wrote {len(paths)} files to {args.out} ({_human(total)})")
+        if diff is not None:
+            verdict = "ok" if diff <= _TOLERANCE else f"FAILED: above {_TOLERANCE:g}"
+            _out(f"verify: every head and tail vs the full model: max abs diff {diff:.3g} ({verdict})")
+    return ExitCode.FAILED if diff is not None and not diff <= _TOLERANCE else ExitCode.OK
+
+
+def _verify_segments(model: onnx.ModelProto, segments: Segments) -> float:
+    """The largest difference between the full model and tail(head(x)) at any cut of the chain."""
+    from models import Chain, Session, partition  # noqa: PLC0415 - needs onnx: see module docstring
+
+    chain = Chain(segments.manifest, [Session(part.SerializeToString()) for part in segments.models])
+    feeds = partition.random_feeds(segments.manifest.inputs)
+    expected = partition.run_model(model, feeds)
+    worst = 0.0
+    for cut_id in segments.manifest.cut_ids:
+        crossing, _ = chain.run(feeds, "input", cut_id)
+        worst = max(worst, partition.max_abs_diff(expected, chain.run(crossing, cut_id, "output")[0]))
+    return worst
+
+
 def _print_split(manifest: Manifest, paths: Sequence[Path], diff: float | None) -> None:
     crossing = _tensors_text(manifest.crossing)
     _out(f"cut {manifest.cut_id}: {crossing} cross ({_human(manifest.crossing_bytes)} at batch 1)")
@@ -191,10 +258,11 @@ def _print_split(manifest: Manifest, paths: Sequence[Path], diff: float | None) 
         _out(f"verify: tail(head(x)) vs full model: max abs diff {diff:.3g} ({verdict})")
 
 
-def _cut_row(cut: Cut, reference: int) -> tuple[str, ...]:
+def _cut_row(cut: Cut, reference: int, *, candidate: bool) -> tuple[str, ...]:
     ratio = f"{cut.bytes / reference:.2f}x" if reference else "-"
     single = "yes" if cut.single_tensor else ""
-    return (cut.id, str(cut.position), _human(cut.bytes), ratio, single, _tensors_text(cut.tensors))
+    auto = "yes" if candidate else ""
+    return (cut.id, str(cut.position), _human(cut.bytes), ratio, single, auto, _tensors_text(cut.tensors))
 
 
 def _tensors_text(specs: Sequence[TensorSpec]) -> str:

@@ -18,14 +18,30 @@ from models._manifest import (
     tensors_mismatch,
 )
 from models._runtime import Session
+from models._segments import (
+    SEGMENTS_FILE,
+    Boundary,
+    Chain,
+    ChainPart,
+    Runnable,
+    SegmentFile,
+    SegmentsManifest,
+)
 
 __all__ = [
     "CLOUD_ONLY",
     "EDGE_ONLY",
     "HEAD_FILE",
     "MANIFEST_FILE",
+    "SEGMENTS_FILE",
     "TAIL_FILE",
+    "Boundary",
+    "Chain",
+    "ChainPart",
     "Manifest",
+    "Runnable",
+    "SegmentFile",
+    "SegmentsManifest",
     "Session",
     "TensorSpec",
     "sha256_hex",

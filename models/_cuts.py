@@ -17,7 +17,7 @@ from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     import onnx
 
@@ -182,3 +182,22 @@ def _make_cut(graph: Graph, specs: dict[str, TensorSpec], cut_id: str, position:
         bytes=sum(spec.nbytes() for spec in tensors),
         single_tensor=len(tensors) == 1,
     )
+
+
+def candidate_cuts(cuts: Sequence[Cut]) -> list[Cut]:
+    """The cuts worth choosing between at run time: usually a handful.
+
+    ``input`` and ``output``, and between them every cut that sends fewer
+    bytes than every cut before it. A cut that sends more than an earlier
+    one costs more on the device and on the link, and saves only hub
+    compute, which edge-only saves entirely: while the hub's queue and the
+    round trip do not depend on the cut, it never has the lowest latency.
+
+    Args:
+        cuts: A model's cuts as :func:`enumerate_cuts` lists them.
+    """
+    chosen: list[Cut] = []
+    for cut in cuts:
+        if cut.id in {CLOUD_ONLY, EDGE_ONLY} or cut.bytes < min(c.bytes for c in chosen):
+            chosen.append(cut)
+    return chosen

@@ -10,6 +10,7 @@ full model's opsets, functions and metadata.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import TYPE_CHECKING
 
 import onnx
@@ -17,6 +18,7 @@ import onnx
 from models._cuts import Cut, scan
 from models._graph import Graph, analyse, dangling_inputs
 from models._manifest import CLOUD_ONLY, EDGE_ONLY, HEAD_FILE, TAIL_FILE, Manifest, sha256_hex
+from models._segments import Boundary, SegmentFile, SegmentsManifest
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -217,3 +219,90 @@ def _check_model(model: onnx.ModelProto | bytes, label: str) -> None:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         msg = f"{label} fails the ONNX checker: {exc}"
         raise ModelError(msg) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Segments:
+    """A model cut into a chain of segments (see :mod:`models._segments`).
+
+    Attributes:
+        models: One model per segment, in order.
+        manifest: The cuts, tensors and the sha256 of each segment.
+    """
+
+    models: tuple[onnx.ModelProto, ...]
+    manifest: SegmentsManifest
+
+
+def split_segments(model: onnx.ModelProto, cuts: Iterable[str | Cut], *, model_id: str, check: bool = True) -> Segments:
+    """Cut ``model`` at every one of ``cuts`` into a chain of segments.
+
+    ``input`` and ``output`` are always cuts of the chain; the others may be
+    given in any order. Segment ``i`` reads the tensors crossing cut ``i``
+    that it needs and returns those crossing cut ``i + 1`` that it computes
+    (a tensor crossing both passes by it). The same model and cuts always give
+    byte-identical segments.
+
+    Raises:
+        ModelError: A cut does not exist in this model, or a segment fails
+            the checks (see :func:`split`).
+    """
+    graph = analyse(model)
+    data = model.SerializeToString()
+    if check:
+        _check_model(data if graph.model is model else graph.model, "the model")
+    found = scan(graph)
+    wanted = {found.find(cut).id for cut in cuts} | {CLOUD_ONLY, EDGE_ONLY}
+    chain = [cut for cut in found.cuts if cut.id in wanted]
+    models: list[onnx.ModelProto] = []
+    files: list[SegmentFile] = []
+    for index, (start, end) in enumerate(itertools.pairwise(chain), start=1):
+        segment = _segment(graph, start, end)
+        label = f"the segment from {start.id!r} to {end.id!r}"
+        sha = _checked_sha256(segment, label, check=check)
+        models.append(segment)
+        files.append(SegmentFile(file=f"segment-{index:02d}.onnx", sha256=sha or ""))
+    manifest = SegmentsManifest(
+        model_id=model_id,
+        model_sha256=sha256_hex(data),
+        inputs=tuple(graph.spec(name) for name in graph.inputs),
+        outputs=tuple(graph.spec(name) for name in graph.outputs),
+        cuts=tuple(Boundary(id=cut.id, crossing=cut.tensors) for cut in chain),
+        segments=tuple(files),
+    )
+    return Segments(models=tuple(models), manifest=manifest)
+
+
+def save_segments(segments: Segments, directory: Path) -> list[Path]:
+    """Write ``segments`` into ``directory`` (created if needed); return the paths written.
+
+    Writes one ``segment-NN.onnx`` per segment and ``segments.json``; stale
+    segment files of an earlier chain with more segments are removed.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model, segment in zip(segments.models, segments.manifest.segments, strict=True):
+        path = directory / segment.file
+        path.write_bytes(model.SerializeToString())
+        written.append(path)
+    keep = {segment.file for segment in segments.manifest.segments}
+    for stale in directory.glob("segment-*.onnx"):
+        if stale.name not in keep:
+            stale.unlink()
+    written.append(segments.manifest.save(directory))
+    return written
+
+
+def _segment(graph: Graph, start: Cut, end: Cut) -> onnx.ModelProto:
+    given = [spec.name for spec in start.tensors]
+    made = [spec.name for spec in end.tensors if spec.name not in given]
+    if not made:
+        msg = f"nothing is computed between cuts {start.id!r} and {end.id!r}: they cannot both be in a chain"
+        raise ModelError(msg)
+    nodes = _slice(graph, made, stop=set(given), side=range(start.position, end.position))
+    reads = _reads(graph, nodes, made)
+    defaults = [vi for vi in graph.model.graph.input if vi.name in reads and vi.name in graph.constants]
+    inputs = [*_value_infos(graph, [name for name in given if name in reads]), *defaults]
+    return _assemble(
+        graph, f"{start.id}-{end.id}", nodes, reads=reads, inputs=inputs, outputs=_value_infos(graph, made)
+    )

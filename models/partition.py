@@ -14,15 +14,19 @@ Example::
         print(cut.id, cut.bytes)
     split = partition.split(model, "output", model_id=model_id)
     partition.save_split(split, Path("out/resnet18"))
+    # or a chain of segments at the few cuts worth choosing between at run time
+    candidates = partition.candidate_cuts(partition.enumerate_cuts(model))
+    chain = partition.split_segments(model, candidates, model_id=model_id)
+    partition.save_segments(chain, Path("out/resnet18-auto"))
 """
 
 from __future__ import annotations
 
-from models._cuts import Cut, enumerate_cuts
+from models._cuts import Cut, candidate_cuts, enumerate_cuts
 from models._graph import dangling_inputs
 from models._load import load_model
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
-from models._split import Split, model_sha256, save_split, split
+from models._split import Segments, Split, model_sha256, save_segments, save_split, split, split_segments
 from models._verify import (
     max_abs_diff,
     random_feeds,
@@ -35,7 +39,9 @@ __all__ = [
     "CLOUD_ONLY",
     "EDGE_ONLY",
     "Cut",
+    "Segments",
     "Split",
+    "candidate_cuts",
     "dangling_inputs",
     "enumerate_cuts",
     "load_model",
@@ -44,7 +50,9 @@ __all__ = [
     "random_feeds",
     "run_model",
     "run_split",
+    "save_segments",
     "save_split",
     "split",
+    "split_segments",
     "verify_split",
 ]

@@ -28,6 +28,14 @@ def test_the_manifest_example_is_what_the_partitioner_writes() -> None:
     assert example == partition.split(model, example["cut_id"], model_id=model_id).manifest.to_json()
 
 
+def test_the_segments_example_is_what_the_partitioner_writes() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8").split("### 8.1 Segments directories", 1)[1]
+    example = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
+    model_id, model = partition.load_model(example["model_id"])
+    inner = [cut["id"] for cut in example["cuts"][1:-1]]
+    assert example == partition.split_segments(model, inner, model_id=model_id).manifest.to_json()
+
+
 @pytest.mark.parametrize("doc", sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]))
 def test_relative_links_point_at_files_that_exist(doc: Path) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")

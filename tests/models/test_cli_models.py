@@ -9,7 +9,7 @@ import pytest
 
 from edgecut._cli import main
 from edgecut._exit import ExitCode
-from models import Manifest, sha256_hex
+from models import Manifest, SegmentsManifest, sha256_hex
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -109,6 +109,45 @@ def test_split_failing_verification_exits_failed(
     code, out, _ = _run(capsys, "split", "tiny", "--cut", "input", "--out", str(tmp_path), "--verify")
     assert code == ExitCode.FAILED
     assert "FAILED" in out
+
+
+@pytest.mark.parametrize(
+    ("cuts", "expected"),
+    [
+        ("auto", ["input", "layer4.0.add", "pool", "output"]),
+        ("pool, layer4.0.add", ["input", "layer4.0.add", "pool", "output"]),
+    ],
+)
+def test_split_at_several_cuts_writes_a_verified_chain(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, cuts: str, expected: list[str]
+) -> None:
+    code, out, _ = _run(capsys, "split", "resnet18", "--cuts", cuts, "--out", str(tmp_path), "--json", "--verify")
+    assert code == ExitCode.OK
+    report = json.loads(out)
+    assert [cut["id"] for cut in report["cuts"]] == expected
+    assert report["max_abs_diff"] <= 1e-4
+    assert SegmentsManifest.load(tmp_path).cut_ids == tuple(expected)
+    assert len(report["files"]) == len(expected)  # a segment between consecutive cuts, and segments.json
+
+
+def test_split_with_all_cuts_reports_them(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = _run(capsys, "split", "tiny", "--cuts", "all", "--out", str(tmp_path))
+    assert code == ExitCode.OK
+    assert "a chain of" in out
+    assert len(SegmentsManifest.load(tmp_path).segments) == len(list(tmp_path.glob("segment-*.onnx")))
+
+
+def test_cuts_marks_the_candidates_for_auto(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "cuts", "resnet18", "--json")
+    assert code == ExitCode.OK
+    assert [cut["id"] for cut in json.loads(out) if cut["candidate"]] == ["input", "layer4.0.add", "pool", "output"]
+
+
+def test_one_cut_or_several_but_not_both(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "split", "tiny", "--cut", "input", "--cuts", "auto", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_bad_cut_exits_with_the_model_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
