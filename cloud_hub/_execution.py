@@ -7,6 +7,7 @@ hub's bound, and a reply that will fit in a message.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING
@@ -59,7 +60,16 @@ def _reply_bytes_bound(tail: Tail, symbols: dict[str, int]) -> int | None:
     return total
 
 
-def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: float, queue_depth: int) -> bytes:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ran:
+    """A tail run: the encoded reply, and its timings as the reply states them."""
+
+    reply: bytes
+    queue_ms: float
+    compute_ms: float
+
+
+def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: float, queue_depth: int) -> Ran:
     """Run the tail and encode the reply, in one worker-thread hop.
 
     ``queue_ms`` in the reply is all the hub's time before the tail runs:
@@ -77,4 +87,4 @@ def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: fl
         compute_ms=compute_ms,
         queue_depth=queue_depth,
     )
-    return encode_reply(reply)
+    return Ran(reply=encode_reply(reply), queue_ms=reply.queue_ms, compute_ms=compute_ms)

@@ -27,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 from cloud_hub._execution import refusal, run_tail
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
+from cloud_hub._profile import LoadProfile
 from cloud_hub._store import TailStore, TailUnavailableError
 from protocol import (
     ErrorCode,
     InferenceReply,
     NodeStatus,
+    Ping,
     ReplyError,
     Topics,
-    decode_request,
+    decode_incoming,
     encode_reply,
     encode_status,
 )
@@ -58,6 +60,9 @@ def _installed_version() -> str:
 
 
 _VERSION = _installed_version()
+
+_MAX_PONGS = 64
+"""Ping answers in flight at once; a ping past this gets none (the agent's probe times out)."""
 
 _TRIM_AFTER_BYTES = 64 * 1024 * 1024
 """Give freed memory back to the OS once the hub is idle after taking in this many request bytes."""
@@ -101,6 +106,9 @@ class Hub:
             max_entries=config.max_queue * 64, max_bytes=config.max_queue_bytes, ttl_s=config.repeat_window
         )
         self._clocks = AgentClocks()
+        self.profile = LoadProfile()
+        """Recent queue waits and tail times, announced in the hub's status."""
+        self._pongs = 0
         self._background: set[asyncio.Task[object]] = set()  # refusals, repeated replies, memory trims
         self._accepting = True
         self._shutdown = asyncio.Event()
@@ -199,10 +207,14 @@ class Hub:
         # or the ResponseTopic property: a hub answers only on the sender's own response topic.
         job = Job(incoming=incoming, agent_id=agent_id, reply_topic=self.topics.response(agent_id))
         try:
-            job.request = decode_request(incoming.payload, max_bytes=self.config.max_message_bytes)
+            message = decode_incoming(incoming.payload, max_bytes=self.config.max_message_bytes)
         except ProtocolError as exc:
             self._refuse_now(job, ReplyError(code=exc.code, message=str(exc)))
             return
+        if isinstance(message, Ping):
+            self._pong(job, message)
+            return
+        job.request = message
         if self._is_repeat(job):
             return
         self._jobs.hold(job)
@@ -213,6 +225,33 @@ class Hub:
             return
         self._recent.start((agent_id, job.request_id))
         self._queue.put_nowait(job)
+
+    def _pong(self, job: Job, ping: Ping) -> None:
+        """Answer a ping at once, ahead of every queued request: it measures the link, not the hub."""
+        if self._pongs >= _MAX_PONGS:
+            logger.debug("ping %s of %s dropped: %d answers in flight", ping.request_id, job.agent_id, self._pongs)
+            return
+        reply = InferenceReply(
+            request_id=ping.request_id,
+            hub_id=self.config.hub_id,
+            outputs={},
+            error=None,
+            queue_ms=0.0,
+            compute_ms=0.0,
+            queue_depth=len(self._jobs),
+        )
+        self._pongs += 1
+        self._spawn(self._publish_pong(job, encode_reply(reply)))
+
+    async def _publish_pong(self, job: Job, payload: bytes) -> None:
+        try:
+            await self._connection.publish(
+                job.reply_topic, payload, qos=0, correlation=job.incoming.correlation, timeout=self.config.grace
+            )
+        except EdgecutError as exc:
+            logger.debug("pong to %s lost: %s", job.agent_id, exc)
+        finally:
+            self._pongs -= 1
 
     def _is_repeat(self, job: Job) -> bool:
         """Handle a request id seen lately: dropped while the first runs, else answered again as before."""
@@ -282,12 +321,15 @@ class Hub:
         self._refuse_if_stale(job)  # loading the tail may have taken a while
         loop = asyncio.get_running_loop()
         self.tails_run += 1
-        return await loop.run_in_executor(
+        ran = await loop.run_in_executor(
             self._executor,
             lambda: run_tail(
                 tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
             ),
         )
+        self.profile.note_wait(ran.queue_ms)
+        self.profile.note_tail(request.model_sha256, request.cut_id, ran.compute_ms)
+        return ran.reply
 
     def _refuse_if_stale(self, job: Job) -> None:
         """Refuse a request nobody waits for any more: judged by the agent's clock, offset known."""
@@ -368,5 +410,7 @@ class Hub:
             sent_at=time.time(),
             queue_depth=len(self._jobs) if state == "online" else 0,
             version=_VERSION,
+            queue_wait_ms=self.profile.queue_wait_ms() if state == "online" else None,
+            tail_ms=self.profile.tail_ms() if state == "online" else {},
         )
         return encode_status(status)

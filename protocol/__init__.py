@@ -1,8 +1,8 @@
 """The wire contract between edge agents and cloud hubs (``docs/protocol.md``).
 
 Messages are msgpack maps carried over MQTT 5: an agent's
-:class:`InferenceRequest`, a hub's :class:`InferenceReply`, and every node's
-retained :class:`NodeStatus`. ``encode_*`` functions raise ``TypeError`` or
+:class:`InferenceRequest` (or :class:`Ping`, to measure the link), a hub's
+:class:`InferenceReply`, and every node's retained :class:`NodeStatus`. ``encode_*`` functions raise ``TypeError`` or
 ``ValueError`` on invalid messages (API misuse); ``decode_*`` functions raise
 only :class:`ProtocolError`, whose ``code`` is the :class:`ErrorCode` a hub
 replies with. :class:`Topics` names the MQTT topics.
@@ -28,6 +28,7 @@ from protocol._messages import (
     NodeRole,
     NodeState,
     NodeStatus,
+    Ping,
     ReplyError,
 )
 from protocol._tensors import (
@@ -43,9 +44,11 @@ from protocol._tensors import (
 )
 from protocol._topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP, Topics
 from protocol._wire import (
+    decode_incoming,
     decode_reply,
     decode_request,
     decode_status,
+    encode_ping,
     encode_reply,
     encode_request,
     encode_status,
@@ -84,16 +87,19 @@ __all__ = [
     "NodeRole",
     "NodeState",
     "NodeStatus",
+    "Ping",
     "ProtocolError",
     "RawCodec",
     "ReplyError",
     "TensorPayload",
     "Topics",
     "TransportError",
+    "decode_incoming",
     "decode_reply",
     "decode_request",
     "decode_status",
     "decode_tensor",
+    "encode_ping",
     "encode_reply",
     "encode_request",
     "encode_status",

@@ -1,4 +1,4 @@
-"""The three messages: inference request, inference reply, node status."""
+"""The messages: inference request, inference reply, node status, and ping."""
 
 from __future__ import annotations
 
@@ -159,6 +159,9 @@ class NodeStatus:
         sent_at: Unix time in seconds on the node's clock.
         queue_depth: Requests waiting at the node.
         version: The node's software version, free-form (may be empty).
+        queue_wait_ms: A hub's recent median queue wait, or ``None`` (none reported).
+        tail_ms: A hub's recent tail times: model sha256 to cut id to ms
+            (the median of its recent runs); empty when none are reported.
     """
 
     node_id: str
@@ -167,6 +170,24 @@ class NodeStatus:
     sent_at: float
     queue_depth: int = 0
     version: str = ""
+    queue_wait_ms: float | None = None
+    tail_ms: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    """An agent measures its link: the hub answers at once with an empty reply of the same id.
+
+    Attributes:
+        request_id: Unique per agent, like a request's; the reply carries it.
+        sent_at: Unix time in seconds on the agent's clock when sent.
+        padding: Bytes that make the ping as large as the agent wants to
+            measure the link's bandwidth with (the hub ignores them).
+    """
+
+    request_id: str
+    sent_at: float
+    padding: bytes = b""
 
 
 def _messages_equal(left: _Message, right: _Message, tensors_field: str) -> bool:

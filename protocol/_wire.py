@@ -33,6 +33,7 @@ from protocol._messages import (
     NodeRole,
     NodeState,
     NodeStatus,
+    Ping,
     ReplyError,
 )
 from protocol._msgpack import pack, unpack
@@ -60,6 +61,10 @@ class _TimingWire(TypedDict):
 
 class _LoadWire(TypedDict):
     queue_depth: int
+
+
+class _StatusLoadWire(_LoadWire, total=False):
+    wait_ms: float
 
 
 class _RequestWire(TypedDict):
@@ -97,8 +102,20 @@ class _StatusWire(TypedDict):
     role: str
     state: str
     sent_at: float
-    load: _LoadWire
+    load: _StatusLoadWire
     version: str
+
+
+class _StatusProfileWire(_StatusWire, total=False):
+    profile: dict[str, dict[str, float]]
+
+
+class _PingWire(TypedDict):
+    v: int
+    t: str
+    id: str
+    sent_at: float
+    pad: bytes
 
 
 def encode_request(request: InferenceRequest, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
@@ -179,17 +196,42 @@ def encode_status(status: NodeStatus) -> bytes:
         TypeError: A field has the wrong type.
         ValueError: A field is invalid.
     """
-    wire: _StatusWire = {
+    load: _StatusLoadWire = {"queue_depth": check_count(status.queue_depth, "queue_depth")}
+    if status.queue_wait_ms is not None:
+        load["wait_ms"] = check_non_negative(status.queue_wait_ms, "queue_wait_ms")
+    wire: _StatusProfileWire = {
         "v": PROTOCOL_VERSION,
         "t": "status",
         "node": check_topic_id(status.node_id, "node_id"),
         "role": _check_role(status.role, "role"),
         "state": _check_state(status.state, "state"),
         "sent_at": check_real(status.sent_at, "sent_at"),
-        "load": {"queue_depth": check_count(status.queue_depth, "queue_depth")},
+        "load": load,
         "version": check_str(status.version, "version"),
     }
+    if status.tail_ms:
+        wire["profile"] = _check_profile(status.tail_ms, "tail_ms")
     return pack(wire)
+
+
+def encode_ping(ping: Ping, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """Encode a ping for the wire.
+
+    Raises:
+        TypeError: A field has the wrong type.
+        ValueError: A field is invalid, or the ping would exceed ``max_bytes``.
+    """
+    if not isinstance(ping.padding, bytes):
+        msg = f"padding must be bytes, not {type_name(ping.padding)}"
+        raise TypeError(msg)
+    wire: _PingWire = {
+        "v": PROTOCOL_VERSION,
+        "t": "ping",
+        "id": check_id(ping.request_id, "request_id"),
+        "sent_at": check_real(ping.sent_at, "sent_at"),
+        "pad": ping.padding,
+    }
+    return _pack_within(wire, max_bytes)
 
 
 def _encode_error(error: ReplyError) -> _ErrorWire:
@@ -246,7 +288,10 @@ def decode_request(
     Raises:
         ProtocolError: Anything is wrong; ``code`` says what to reply.
     """
-    fields = _open(data, "req", max_bytes)
+    return _request(_open(data, "req", max_bytes))
+
+
+def _request(fields: Fields) -> InferenceRequest:
     codec = fields.get("codec", _check_codec)
     return InferenceRequest(
         request_id=fields.get("id", check_id),
@@ -259,6 +304,24 @@ def decode_request(
         sent_at=fields.get("sent_at", check_real),
         deadline_ms=fields.get("deadline_ms", check_positive),
         tensors=fields.get("tensors", _tensors_check(codec, allow_empty=False)),
+    )
+
+
+def decode_incoming(
+    data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> InferenceRequest | Ping:
+    """Decode what arrives on a request topic: a request, or a ping.
+
+    Raises:
+        ProtocolError: Anything is wrong; ``code`` says what to reply.
+    """
+    fields, kind = _open_any(data, ("req", "ping"), max_bytes)
+    if kind == "req":
+        return _request(fields)
+    return Ping(
+        request_id=fields.get("id", check_id),
+        sent_at=fields.get("sent_at", check_real),
+        padding=fields.get("pad", _check_bin),
     )
 
 
@@ -303,13 +366,16 @@ def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFA
         ProtocolError: Anything is wrong.
     """
     fields = _open(data, "status", max_bytes)
+    load = fields.get("load", Fields)
     return NodeStatus(
         node_id=fields.get("node", check_topic_id),
         role=fields.get("role", _check_role),
         state=fields.get("state", _check_state),
         sent_at=fields.get("sent_at", check_real),
-        queue_depth=fields.get("load", Fields).get("queue_depth", check_count),
+        queue_depth=load.get("queue_depth", check_count),
         version=fields.get("version", check_str),
+        queue_wait_ms=load.get_optional("wait_ms", check_non_negative),
+        tail_ms=fields.get_optional("profile", _check_profile) or {},
     )
 
 
@@ -335,17 +401,48 @@ def peek_request_id(data: bytes | bytearray | memoryview, *, max_bytes: int = DE
         return None
 
 
-_WHERE: Final = {"req": "request", "resp": "reply", "status": "status"}
+_WHERE: Final = {"req": "request", "resp": "reply", "status": "status", "ping": "ping"}
 
 
 def _open(data: bytes | bytearray | memoryview, kind: str, max_bytes: int) -> Fields:
-    fields = Fields(unpack(data, max_bytes=max_bytes), _WHERE[kind])
+    return _open_any(data, (kind,), max_bytes)[0]
+
+
+def _open_any(data: bytes | bytearray | memoryview, kinds: tuple[str, ...], max_bytes: int) -> tuple[Fields, str]:
+    unpacked = unpack(data, max_bytes=max_bytes)
+    kind = unpacked.get("t") if isinstance(unpacked, dict) else None
+    fields = Fields(unpacked, _WHERE[kind] if isinstance(kind, str) and kind in kinds else _WHERE[kinds[0]])
     fields.get("v", _check_version)
     actual = fields.get("t", check_str)
-    if actual != kind:
-        msg = f"expected a message of type {kind!r}, got {actual!r}"
+    if actual not in kinds:
+        expected = " or ".join(repr(k) for k in kinds)
+        msg = f"expected a message of type {expected}, got {actual!r}"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
-    return fields
+    return fields, actual
+
+
+def _check_bin(value: object, name: str) -> bytes:
+    if not isinstance(value, bytes):
+        msg = f"{name} must be bin, not {type_name(value)}"
+        raise TypeError(msg)
+    return value
+
+
+def _check_profile(value: object, name: str) -> dict[str, dict[str, float]]:
+    """Model sha256 to cut id to a tail time in ms."""
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise TypeError(msg)
+    profile: dict[str, dict[str, float]] = {}
+    for sha, cuts in value.items():
+        where = f"{name}[{sha!r}]"
+        if not isinstance(cuts, Mapping):
+            msg = f"{where} must be a map, not {type_name(cuts)}"
+            raise TypeError(msg)
+        profile[check_sha256(sha, f"{name} key")] = {
+            check_id(cut, f"{where} key"): check_non_negative(ms, f"{where}[{cut!r}]") for cut, ms in cuts.items()
+        }
+    return profile
 
 
 def _check_version(value: object, name: str) -> int:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -32,12 +33,22 @@ from edgecut._exit import ExitCode
 from models import partition, sha256_hex
 from protocol import (
     ErrorCode,
+    Ping,
     Topics,
     decode_reply,
     decode_status,
+    encode_ping,
 )
 from protocol.errors import ConfigError
-from tests._support import assert_matches_full_model, parked, random_images, tiny_request, until, watching
+from tests._support import (
+    assert_matches_full_model,
+    parked,
+    random_images,
+    tiny_model,
+    tiny_request,
+    until,
+    watching,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -211,6 +222,43 @@ async def test_status_reports_the_queue_depth_while_serving(
                             break
     assert (status.node_id, status.role, status.state) == ("reporter", "hub", "online")
     assert status.version
+
+
+async def test_a_ping_is_answered_at_once_while_requests_wait(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub(workers=1)
+    topics = Topics(prefix)
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.send(topics.request("raw"), tiny_request())
+        assert decode_reply((await watcher.next()).payload).ok  # the tail is loaded
+        async with parked(hub):
+            await watcher.send(topics.request("raw"), tiny_request())
+            await until(lambda: hub.queue_depth == 1, "the request to be queued")
+            ping = Ping(request_id="probe-1", sent_at=time.time(), padding=bytes(50_000))
+            await watcher.publish(topics.request("raw"), encode_ping(ping), correlation=b"probe-1")
+            pong = decode_reply((await watcher.next()).payload)  # while the request still waits
+            assert (pong.request_id, pong.ok, pong.outputs, pong.queue_depth) == ("probe-1", True, {}, 1)
+        assert decode_reply((await watcher.next()).payload).ok
+
+
+async def test_status_reports_recent_tail_times_and_queue_waits(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    await start_hub(hub_id="profiler", status_interval=0.2)
+    topics = Topics(prefix)
+    async with watching(broker_url, topics.status("profiler"), topics.response("raw")) as watcher:
+        for cut in (CLOUD_ONLY, INNER_CUT):
+            await watcher.send(topics.request("raw"), tiny_request(cut))
+        async with asyncio.timeout(20):
+            while True:
+                incoming = await watcher.next()
+                if incoming.topic == topics.status("profiler"):
+                    status = decode_status(incoming.payload)
+                    if len(status.tail_ms.get(tiny_model().model_sha256, {})) == 2:
+                        break
+    assert set(status.tail_ms[tiny_model().model_sha256]) == {CLOUD_ONLY, INNER_CUT}
+    assert status.queue_wait_ms is not None
 
 
 # --- where replies go -------------------------------------------------------

@@ -20,12 +20,15 @@ from protocol import (
     NodeRole,
     NodeState,
     NodeStatus,
+    Ping,
     ProtocolError,
     ReplyError,
+    decode_incoming,
     decode_reply,
     decode_request,
     decode_status,
     decode_tensor,
+    encode_ping,
     encode_reply,
     encode_request,
     encode_status,
@@ -206,6 +209,23 @@ def test_status_defaults() -> None:
     decoded = decode_status(encode_status(NodeStatus("hub-a", "hub", "offline", 0)))
     assert decoded == NodeStatus("hub-a", "hub", "offline", 0.0, 0, "")
     assert isinstance(decoded.sent_at, float)
+
+
+def test_a_hub_status_may_report_its_queue_wait_and_tail_times() -> None:
+    sha = "ab" * 32
+    original = NodeStatus(
+        "hub-a", "hub", "online", 2.0, queue_depth=4, queue_wait_ms=12.5, tail_ms={sha: {"input": 9.0, "pool": 0.5}}
+    )
+    decoded = decode_status(encode_status(original))
+    assert decoded == original
+    assert b"profile" not in encode_status(NodeStatus("hub-a", "hub", "online", 2.0))  # optional: left out when empty
+
+
+def test_a_ping_round_trips_through_decode_incoming() -> None:
+    ping = Ping(request_id="p-1", sent_at=3.25, padding=b"\x00" * 1000)
+    assert decode_incoming(encode_ping(ping)) == ping
+    original = request({"x": np.zeros(3, np.float32)})
+    assert decode_incoming(encode_request(original)) == original
 
 
 def test_numpy_scalars_are_accepted_when_encoding() -> None:

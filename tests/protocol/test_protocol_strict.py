@@ -21,12 +21,15 @@ from protocol import (
     InferenceReply,
     InferenceRequest,
     NodeStatus,
+    Ping,
     ProtocolError,
     ReplyError,
+    decode_incoming,
     decode_reply,
     decode_request,
     decode_status,
     decode_tensor,
+    encode_ping,
     encode_reply,
     encode_request,
     encode_status,
@@ -387,6 +390,38 @@ def test_bad_failed_replies(change: Callable[[dict[str, Any]], object]) -> None:
 )
 def test_bad_status_fields(path: str, value: object) -> None:
     expect(BAD, decode_status, changed(STATUS, path, value))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("load.wait_ms", -1.0),
+        ("load.wait_ms", "fast"),
+        ("profile", []),
+        ("profile", {"not-a-sha": {"input": 1.0}}),
+        ("profile", {"ab" * 32: [1.0]}),
+        ("profile", {"ab" * 32: {"input": -1.0}}),
+        ("profile", {"ab" * 32: {"": 1.0}}),
+        ("profile", {"ab" * 32: {"input": math.inf}}),
+    ],
+    ids=repr,
+)
+def test_bad_optional_status_fields(path: str, value: object) -> None:
+    expect(BAD, decode_status, changed(STATUS, path, value))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("t", "pong", "expected a message of type 'req' or 'ping'"),
+        ("pad", "text", "ping.pad must be bin"),
+        ("pad", MISSING, "ping lacks the field 'pad'"),
+        ("id", "", "ping.id must not be empty"),
+    ],
+)
+def test_bad_pings(path: str, value: object, message: str) -> None:
+    ping = encode_ping(Ping(request_id="p-1", sent_at=1.0))
+    assert message in str(expect(BAD, decode_incoming, changed(ping, path, value)))
 
 
 # ---------------------------------------------------------------- encoding invalid messages
