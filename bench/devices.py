@@ -40,7 +40,7 @@ from edge_agent import EDGE_ONLY, ModelHalves
 from simulations._devices import cpu_quota, cpu_quota_available, stretched_sessions
 
 if TYPE_CHECKING:
-    from models import Session
+    from models import Runnable
 
 MODEL = "resnet18"
 WARM_UP = 3
@@ -54,7 +54,7 @@ def _feeds() -> dict[str, np.ndarray]:
     return {"image": np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)}
 
 
-def _head(cut: str, model: ModelHalves) -> Session:
+def _head(cut: str, model: ModelHalves) -> Runnable:
     head = model.halves(cut).head
     if head is None:
         msg = f"{MODEL} has no head at {cut!r}"
@@ -62,7 +62,7 @@ def _head(cut: str, model: ModelHalves) -> Session:
     return head
 
 
-def _timed_ms(session: Session, feeds: dict[str, np.ndarray]) -> float:
+def _timed_ms(session: Runnable, feeds: dict[str, np.ndarray]) -> float:
     started = time.perf_counter()
     session.run(feeds)
     return (time.perf_counter() - started) * 1000

@@ -200,6 +200,7 @@ class LocalBroker:
             os.killpg(process.pid, signal.SIGKILL)  # the watchdog and mosquitto, in their own session
         process.wait(5)
         _close_pipe(process)
+        self._wait_port_free(5.0)  # mosquitto, reparented, may hold the port a moment longer
 
     def __enter__(self) -> Self:
         return self.start()
@@ -213,6 +214,17 @@ class LocalBroker:
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return f"<LocalBroker {self.kind} {self.host}:{self.port} {state}>"
+
+    def _wait_port_free(self, seconds: float) -> None:
+        """Wait until the port can be bound again (bounded by ``seconds``)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self._check_port_free()
+            except TransportError:
+                time.sleep(0.005)
+            else:
+                return
 
     def _check_port_free(self) -> None:
         """Refuse a taken port up front: a connect test alone would find the other listener."""

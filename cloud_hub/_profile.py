@@ -20,18 +20,20 @@ class LoadProfile:
         window: Samples kept per entry (and for the queue wait).
         max_models: Models kept.
         max_cuts: Cuts kept per model.
+        wait_age_s: Queue waits older than this no longer count.
     """
 
-    def __init__(self, *, window: int = 16, max_models: int = 8, max_cuts: int = 64) -> None:
+    def __init__(self, *, window: int = 16, max_models: int = 8, max_cuts: int = 64, wait_age_s: float = 10.0) -> None:
         self._window = window
         self._max_models = max_models
         self._max_cuts = max_cuts
-        self._waits: collections.deque[float] = collections.deque(maxlen=window)
+        self._wait_age_s = wait_age_s
+        self._waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
         self._tails: OrderedDict[str, OrderedDict[str, collections.deque[float]]] = OrderedDict()
 
-    def note_wait(self, ms: float) -> None:
-        """A request waited ``ms`` before its tail ran."""
-        self._waits.append(ms)
+    def note_wait(self, ms: float, now_s: float) -> None:
+        """A request waited ``ms`` before its tail ran (``now_s``: a monotonic clock)."""
+        self._waits.append((now_s, ms))
 
     def note_tail(self, model_sha256: str, cut_id: str, ms: float) -> None:
         """The tail of ``model_sha256`` at ``cut_id`` ran in ``ms``."""
@@ -45,9 +47,16 @@ class LoadProfile:
         while len(self._tails) > self._max_models:
             self._tails.popitem(last=False)
 
-    def queue_wait_ms(self) -> float | None:
-        """The median of recent waits, or ``None`` before the first."""
-        return statistics.median(self._waits) if self._waits else None
+    def queue_wait_ms(self, now_s: float, *, queued: int) -> float | None:
+        """The median of the waits of the last ``wait_age_s``.
+
+        With none: ``0.0`` while nothing is queued (an idle hub has no queue),
+        else ``None`` (requests wait, and none has been measured yet).
+        """
+        recent = [ms for at, ms in self._waits if now_s - at <= self._wait_age_s]
+        if recent:
+            return statistics.median(recent)
+        return 0.0 if queued == 0 else None
 
     def tail_ms(self) -> dict[str, dict[str, float]]:
         """Model sha256 to cut id to the median of recent tail times."""

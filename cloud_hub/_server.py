@@ -314,7 +314,9 @@ class Hub:
     async def _run(self, job: Job) -> bytes:
         request = _decoded(job)
         self._refuse_if_stale(job)
+        loading = time.perf_counter()
         tail = await self.store.get(request.model_id, request.model_sha256, request.cut_id)
+        load_ms = (time.perf_counter() - loading) * 1000  # a tail's first use, not the queue
         error = refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
         if error is not None:
             raise _Refused(error)
@@ -327,7 +329,7 @@ class Hub:
                 tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
             ),
         )
-        self.profile.note_wait(ran.queue_ms)
+        self.profile.note_wait(max(0.0, ran.queue_ms - load_ms), time.monotonic())
         self.profile.note_tail(request.model_sha256, request.cut_id, ran.compute_ms)
         return ran.reply
 
@@ -410,7 +412,9 @@ class Hub:
             sent_at=time.time(),
             queue_depth=len(self._jobs) if state == "online" else 0,
             version=_VERSION,
-            queue_wait_ms=self.profile.queue_wait_ms() if state == "online" else None,
+            queue_wait_ms=self.profile.queue_wait_ms(time.monotonic(), queued=len(self._jobs))
+            if state == "online"
+            else None,
             tail_ms=self.profile.tail_ms() if state == "online" else {},
         )
         return encode_status(status)

@@ -2,9 +2,13 @@
 
 ::
 
-    async with EdgeAgent("mqtt://127.0.0.1:1883", model="resnet18", cut="layer3.1.out") as agent:
+    async with EdgeAgent("mqtt://127.0.0.1:1883", model="resnet18") as agent:
         result = await agent.infer(image)
-        print(result.cut_id, result.timings.total_ms, result.outputs["logits"].argmax())
+        print(result.cut_id, result.reason, result.timings.total_ms, result.outputs["logits"].argmax())
+
+By default (``cut="auto"``) the agent chooses every request's cut with the
+planner (:mod:`edge_agent._adaptive`, ``docs/planner.md``); a fixed cut is
+one argument away.
 
 One request is one MQTT 5 publish to the agent's request topic, with the
 ResponseTopic and CorrelationData properties set; the reply is matched by
@@ -23,6 +27,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +35,10 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
+from edge_agent._adaptive import AdaptiveCut
 from edge_agent._halves import Halves, ModelHalves
 from edge_agent._outbox import Outbox
+from edge_agent._planner import Decision
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -40,14 +47,16 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
-from models import EDGE_ONLY, tensors_mismatch
+from models import EDGE_ONLY, ChainPart, tensors_mismatch
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorCode,
     InferenceRequest,
+    Ping,
     Topics,
     decode_reply,
     decode_status,
+    encode_ping,
     encode_request,
 )
 from protocol.errors import EdgecutError, ProtocolError
@@ -59,13 +68,16 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from edge_agent._halves import SessionFactory
-    from models import Manifest, Session
+    from edge_agent._planner import Objective
+    from models import Manifest, Runnable
     from protocol import InferenceReply
     from protocol.mqtt import Incoming
 
 logger = logging.getLogger("edgecut.agent")
 
 AUTO = "auto"
+_PROBE_TIMEOUT_S = 2.0
+"""A probe unanswered this long is a measurement missed."""
 # Hub errors after which the local tail gives the same answer the hub would have.
 _FALLBACK_CODES = frozenset(
     {ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL, ErrorCode.SHUTTING_DOWN}
@@ -80,9 +92,11 @@ class EdgeAgent:
         model: A zoo model name, an ``.onnx`` file (both split on the device,
             which needs ``onnx``), or a split directory (``head.onnx`` +
             ``manifest.json``, optionally ``tail.onnx`` for fallback).
-        cut: The cut to use: an id from ``edgecut models cuts``, or ``"auto"``
-            (for now the cut that sends the fewest bytes; the latency planner
-            will replace this policy).
+        cut: ``"auto"`` (default): the planner chooses each request's cut
+            among the model's candidate cuts, for the lowest predicted latency
+            (``docs/planner.md``); this needs a chain, so a full model or a
+            segments directory (a single-cut split directory has one cut to
+            use). Or a fixed cut: an id from ``edgecut models cuts``.
         agent_id: This agent's id in topics; unique per broker. ``None``: the
             broker URL's user name if it has one (the identity a broker ACL
             checks), else a random id.
@@ -96,6 +110,12 @@ class EdgeAgent:
             (heads and fallback tails) as ``factory(model_bytes, threads)``;
             ``None``: :class:`models.Session`. The hook for changing how the
             device computes, e.g. an emulated slower device.
+        objective: With ``cut="auto"``: ``"latency"`` (default), or
+            ``"bytes"`` / ``"edge"`` (fewest bytes sent, least device compute)
+            among the cuts predicted to fit ``budget_ms``.
+        budget_ms: The latency budget of the ``"bytes"`` and ``"edge"`` objectives.
+        state_dir: With ``cut="auto"``: where to keep this device's head times
+            across restarts (one file per model); ``None`` keeps nothing.
     """
 
     def __init__(
@@ -111,6 +131,9 @@ class EdgeAgent:
         threads: int | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         session_factory: SessionFactory | None = None,
+        objective: Objective = "latency",
+        budget_ms: float | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
@@ -140,14 +163,23 @@ class EdgeAgent:
             retry_s=self.timeouts.retry,
         )
         self._halves: ModelHalves | None = None
+        self._adaptive: AdaptiveCut | None = None
+        self._objective: Objective = objective
+        self._budget_ms = budget_ms
+        self._state_dir = state_dir
+        self._probing: asyncio.Task[None] | None = None
         self._entered = False
 
     def _on_message(self, incoming: Incoming) -> None:
         if incoming.topic.startswith(self._status_prefix):
             try:
-                self._outbox.on_status(decode_status(incoming.payload))
+                status = decode_status(incoming.payload)
             except ProtocolError as exc:
                 logger.debug("ignored an undecodable status on %s: %s", incoming.topic, exc)
+                return
+            self._outbox.on_status(status)
+            if self._adaptive is not None:
+                self._adaptive.on_hub_status(status, time.monotonic())
             return
         self._outbox.on_reply(incoming)
 
@@ -161,10 +193,15 @@ class EdgeAgent:
 
     @property
     def cut(self) -> str:
-        """The cut used when :meth:`infer` is given none."""
-        if self._default_cut == AUTO:
-            return self.model.fewest_bytes_cut()
+        """The cut used when :meth:`infer` is given none: ``"auto"`` while the planner chooses."""
+        if self._default_cut == AUTO and self._adaptive is None:
+            return self.model.cuts[0].id  # a single-cut split directory: its one cut
         return self._default_cut
+
+    @property
+    def adaptive(self) -> AdaptiveCut | None:
+        """The planner and what feeds it, when ``cut="auto"`` (available once entered)."""
+        return self._adaptive
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -180,6 +217,7 @@ class EdgeAgent:
             except BaseException:
                 await self._connection.__aexit__(None, None, None)
                 raise
+            self._maybe_probe()  # the round trip, before the first request
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             raise
@@ -188,13 +226,23 @@ class EdgeAgent:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._probing is not None:
+            await asyncio.wait([self._probing], timeout=_PROBE_TIMEOUT_S)  # bounded: the probe has a timeout
         await self._connection.__aexit__(exc_type, exc, tb)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._adaptive is not None:
+            self._adaptive.save()
 
     def _open_model(self) -> ModelHalves:
         halves = ModelHalves.open(self._model, threads=self._threads, session_factory=self._session_factory)
-        cut = halves.fewest_bytes_cut() if self._default_cut == AUTO else self._default_cut
-        halves.halves(cut)  # load now: the first request should not pay for it
+        if self._default_cut == AUTO and halves.candidates:
+            self._adaptive = AdaptiveCut.start(
+                halves, objective=self._objective, budget_ms=self._budget_ms, state_dir=self._state_dir
+            )
+            for candidate in halves.candidates:  # load now: the first request should not pay for it
+                halves.halves(candidate.id)
+        else:
+            halves.halves(halves.cuts[0].id if self._default_cut == AUTO else self._default_cut)
         return halves
 
     async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
@@ -214,18 +262,46 @@ class EdgeAgent:
         """
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        cut_id = cut or self.cut
-        halves = self.model.loaded(cut_id)
+        decision = self._decide(cut)
+        halves = self.model.loaded(decision.cut_id)
         if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
-            halves = await loop.run_in_executor(self._executor, self.model.halves, cut_id)
+            halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
         feeds = self._feeds(inputs)
-        if cut_id == EDGE_ONLY:
-            outputs, edge_ms = await loop.run_in_executor(self._executor, _run_timed, halves.head, feeds)
+        if decision.cut_id == EDGE_ONLY:
+            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, _run_timed, halves.head, feeds)
             timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
-            return InferenceResult(outputs=outputs, cut_id=cut_id, timings=timings)
-        request_id = uuid.uuid4().hex
-        sent = await loop.run_in_executor(self._executor, self._head_and_encode, halves, feeds, request_id)
-        return await self._exchange(halves, sent, started)
+            result = InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings)
+        else:
+            request_id = uuid.uuid4().hex
+            sent = await loop.run_in_executor(self._executor, self._head_and_encode, halves, feeds, request_id)
+            result = await self._exchange(halves, sent, started)
+            segment_ms = sent.segment_ms
+        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
+        if self._adaptive is not None and cut is None:
+            self._adaptive.learn(result, segment_ms, time.monotonic())
+            self._maybe_probe()
+        return result
+
+    def _decide(self, cut: str | None) -> Decision:
+        if cut is not None:
+            return Decision(cut_id=cut, predicted_ms=math.nan, reason="asked for by the caller")
+        if self._adaptive is None:
+            return Decision(cut_id=self.cut, predicted_ms=math.nan, reason="fixed cut")
+        return self._adaptive.decide(time.monotonic())
+
+    def _maybe_probe(self) -> None:
+        """Send the probe the planner wants, if any, unless one is in flight (it never delays a request)."""
+        if self._adaptive is None or (self._probing is not None and not self._probing.done()):
+            return
+        nbytes = self._adaptive.planner.probe(time.monotonic())
+        if nbytes is not None:
+            self._probing = asyncio.create_task(self._probe(nbytes), name=f"edgecut[{self.agent_id}].probe")
+
+    async def _probe(self, nbytes: int) -> None:
+        ping = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(nbytes))
+        ms = await self._outbox.probe(ping.request_id, encode_ping(ping), _PROBE_TIMEOUT_S)
+        if ms is not None and self._adaptive is not None:
+            self._adaptive.planner.observe_probe(nbytes, ms, time.monotonic())
 
     def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         specs = self.model.inputs
@@ -253,7 +329,7 @@ class EdgeAgent:
     def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str) -> _Sent:
         """Head compute and request encoding, in one worker-thread hop."""
         started = time.perf_counter()
-        activations = halves.head.run(feeds) if halves.head is not None else feeds
+        activations, _, segment_ms = _run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
         edge_done = time.perf_counter()
         request = InferenceRequest(
             request_id=request_id,
@@ -272,6 +348,7 @@ class EdgeAgent:
             payload=payload,
             edge_ms=(edge_done - started) * 1000,
             encode_ms=_ms_since(edge_done),
+            segment_ms=segment_ms,
         )
 
     async def _exchange(self, halves: Halves, sent: _Sent, started: float) -> InferenceResult:
@@ -335,7 +412,7 @@ class EdgeAgent:
             raise error(msg)
         logger.warning("request %s: %s; running the tail on the device", sent.request.request_id, reason)
         loop = asyncio.get_running_loop()
-        outputs, tail_ms = await loop.run_in_executor(self._executor, _run_timed, halves.tail, sent.request.tensors)
+        outputs, tail_ms, _ = await loop.run_in_executor(self._executor, _run_timed, halves.tail, sent.request.tensors)
         timings = Timings(
             edge_ms=sent.edge_ms, encode_ms=sent.encode_ms, fallback_ms=tail_ms, total_ms=_ms_since(started)
         )
@@ -355,6 +432,7 @@ class _Sent:
     payload: bytes
     edge_ms: float
     encode_ms: float
+    segment_ms: list[float]
 
 
 def _misfit(reply: InferenceReply, request: InferenceRequest, manifest: Manifest) -> str | None:
@@ -374,13 +452,19 @@ def _misfit(reply: InferenceReply, request: InferenceRequest, manifest: Manifest
     return None if why is None else f"the outputs: {why}"
 
 
-def _run_timed(session: Session | None, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-    if session is None:  # callers check for the half first
+def _run_timed(
+    runnable: Runnable | None, feeds: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], float, list[float]]:
+    """Outputs, milliseconds, and each segment's milliseconds when ``runnable`` is a stretch of a chain."""
+    if runnable is None:  # callers check for the half first
         msg = "no session to run"
         raise RuntimeError(msg)
     started = time.perf_counter()
-    outputs = session.run(feeds)
-    return outputs, _ms_since(started)
+    if isinstance(runnable, ChainPart):
+        outputs, segment_ms = runnable.run_timed(feeds)
+    else:
+        outputs, segment_ms = runnable.run(feeds), []
+    return outputs, _ms_since(started), segment_ms
 
 
 def _ms_since(started: float) -> float:

@@ -21,19 +21,19 @@ class Recent:
 
     Args:
         window: How many samples count.
+        max_age_s: Samples older than this no longer count (``None``: they always do).
     """
 
-    __slots__ = ("_median", "_samples", "_updated_s")
+    __slots__ = ("_max_age_s", "_median", "_samples")
 
-    def __init__(self, window: int = 5) -> None:
-        self._samples: collections.deque[float] = collections.deque(maxlen=window)
-        self._updated_s = -math.inf
+    def __init__(self, window: int = 5, *, max_age_s: float | None = None) -> None:
+        self._samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
+        self._max_age_s = max_age_s
         self._median: float | None = None
 
     def add(self, value: float, now_s: float) -> None:
         """One more sample, taken at ``now_s``."""
-        self._samples.append(value)
-        self._updated_s = now_s
+        self._samples.append((now_s, value))
         self._median = self.quantile(0.5)
 
     def clear(self) -> None:
@@ -43,15 +43,19 @@ class Recent:
 
     @property
     def value(self) -> float | None:
-        """The median of the samples, or ``None`` before the first."""
+        """The median of the samples (whatever their age), or ``None`` before the first."""
         return self._median
 
-    def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile of the samples (nearest rank), or ``None`` before the first."""
-        if not self._samples:
+    def quantile(self, q: float, now_s: float | None = None) -> float | None:
+        """The ``q`` quantile (nearest rank) of the samples young enough at ``now_s``; ``None`` if there are none."""
+        if now_s is None or self._max_age_s is None:
+            values = [value for _, value in self._samples]
+        else:
+            values = [value for at, value in self._samples if now_s - at <= self._max_age_s]
+        if not values:
             return None
-        ordered = sorted(self._samples)
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+        values.sort()
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
     @property
     def count(self) -> int:
@@ -60,11 +64,11 @@ class Recent:
 
     def age_s(self, now_s: float) -> float:
         """Seconds since the last sample (``inf`` before the first)."""
-        return now_s - self._updated_s
+        return now_s - self._samples[-1][0] if self._samples else math.inf
 
     def samples(self) -> list[float]:
         """The samples held, oldest first."""
-        return list(self._samples)
+        return [value for _, value in self._samples]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

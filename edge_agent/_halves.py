@@ -1,10 +1,15 @@
-"""The model halves an agent holds: from a split directory, or split on the device.
+"""The model halves an agent holds: from a split or segments directory, or split on the device.
 
 A split directory (``head.onnx`` + ``manifest.json``, and ``tail.onnx`` when
-the agent may fall back to running the tail itself) needs only onnxruntime. A
-full model (a zoo name or an ``.onnx`` file) is split on the device at any cut,
-which needs the ``onnx`` package; such an agent can switch cuts per request and
-always holds the tail for a local fallback.
+the agent may fall back to running the tail itself) holds one cut and needs
+only onnxruntime. A segments directory (``segments.json`` + segment files,
+from ``edgecut models split --cuts``) holds a chain through several cuts: the
+agent switches between them per request and holds every tail for a local
+fallback, for the memory of one model, still with only onnxruntime. A full
+model (a zoo name or an ``.onnx`` file) needs the ``onnx`` package: the agent
+builds the chain through the model's candidate cuts itself
+(:func:`models.partition.candidate_cuts`), and splits it at any other cut on
+first use.
 
 Every ONNX Runtime session the halves hold comes from one
 :data:`SessionFactory`, by default :class:`models.Session`. Giving another is
@@ -26,8 +31,12 @@ from models import (
     EDGE_ONLY,
     HEAD_FILE,
     MANIFEST_FILE,
+    SEGMENTS_FILE,
     TAIL_FILE,
+    Chain,
     Manifest,
+    Runnable,
+    SegmentsManifest,
     Session,
     TensorSpec,
     sha256_hex,
@@ -35,6 +44,8 @@ from models import (
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
+    import onnx
+
     from models.partition import Split
 
 SessionFactory: TypeAlias = Callable[[bytes, int | None], Session]
@@ -58,13 +69,15 @@ class Halves:
     Attributes:
         manifest: What the cut is and which tensors cross it.
         head: Runs on the edge; ``None`` at the ``input`` cut (cloud-only).
+            A session, or a stretch of the agent's chain
+            (:class:`models.ChainPart`, which also times each segment).
         tail: The cloud half, held for a local fallback; ``None`` when the
             agent has only the head, or at the ``output`` cut (edge-only).
     """
 
     manifest: Manifest
-    head: Session | None
-    tail: Session | None
+    head: Runnable | None
+    tail: Runnable | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,17 +105,23 @@ class ModelHalves:
         inputs: tuple[TensorSpec, ...],
         cuts: tuple[CutInfo, ...],
         threads: int | None,
+        candidates: tuple[CutInfo, ...] = (),
         split_at: Callable[[str], Split] | None = None,
         split_dir: Path | None = None,
+        build_chain: Callable[[], tuple[SegmentsManifest, list[bytes]]] | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
         self.model_id = model_id
         self.model_sha256 = model_sha256
         self.inputs = inputs
         self.cuts = cuts
+        self.candidates = candidates
+        """The cuts of the chain (``cut="auto"`` chooses between them); empty without one."""
         self._threads = threads
         self._split_at = split_at
         self._split_dir = split_dir
+        self._build_chain = build_chain
+        self._chain: Chain | None = None
         self._session_factory = session_factory or _default_session
         self._loaded: dict[str, Halves] = {}
         self._lock = threading.Lock()
@@ -123,6 +142,8 @@ class ModelHalves:
             ModelError: Nothing usable at ``model``, or ``onnx`` missing for a full model.
         """
         path = Path(model)
+        if (path / SEGMENTS_FILE).is_file():
+            return cls._from_segments_dir(path, threads, session_factory)
         if (path / MANIFEST_FILE).is_file():
             return cls._from_split_dir(path, threads, session_factory)
         return cls._from_full_model(str(model), threads, session_factory)
@@ -145,10 +166,23 @@ class ModelHalves:
         msg = f"{self.model_id} has no cut {cut_id!r} here (some that exist: {sample})"
         raise ModelError(msg)
 
-    def fewest_bytes_cut(self) -> str:
-        """The cut that sends the fewest bytes, edge-only excluded (earliest on ties)."""
-        remote = [info for info in self.cuts if info.id != EDGE_ONLY]
-        return min(remote, key=lambda info: info.bytes).id
+    def chain(self) -> Chain:
+        """The chain through :attr:`candidates`, loaded or built on first use (blocking).
+
+        Raises:
+            ModelError: This model has no chain (a single-cut split directory).
+        """
+        with self._lock:
+            return self._chain_locked()
+
+    def _chain_locked(self) -> Chain:
+        if self._chain is None:
+            if self._build_chain is None:
+                msg = f"{self.model_id} is split at one cut only: give a segments directory or a full model"
+                raise ModelError(msg)
+            manifest, segments = self._build_chain()
+            self._chain = Chain(manifest, [self._session(data) for data in segments])
+        return self._chain
 
     def loaded(self, cut_id: str) -> Halves | None:
         """The sessions for ``cut_id`` if they are loaded already, else ``None`` (never blocks)."""
@@ -163,6 +197,13 @@ class ModelHalves:
             return self._loaded[cut_id]
 
     def _load(self, cut_id: str) -> Halves:
+        if any(info.id == cut_id for info in self.candidates):
+            chain = self._chain_locked()
+            return Halves(
+                manifest=chain.manifest.manifest(cut_id),
+                head=None if cut_id == CLOUD_ONLY else chain.part(CLOUD_ONLY, cut_id),
+                tail=None if cut_id == EDGE_ONLY else chain.part(cut_id, EDGE_ONLY),
+            )
         if self._split_at is None:
             return self._load_split_dir()
         split = self._split_at(cut_id)
@@ -208,6 +249,23 @@ class ModelHalves:
         )
 
     @classmethod
+    def _from_segments_dir(
+        cls, directory: Path, threads: int | None, session_factory: SessionFactory | None
+    ) -> ModelHalves:
+        manifest = SegmentsManifest.load(directory)
+        cuts = tuple(_chain_cut(boundary.id, boundary.bytes, boundary.crossing) for boundary in manifest.cuts)
+        return cls(
+            model_id=manifest.model_id,
+            model_sha256=manifest.model_sha256,
+            inputs=manifest.inputs,
+            cuts=cuts,
+            candidates=cuts,
+            threads=threads,
+            build_chain=lambda: (manifest, manifest.read_segments(directory)),
+            session_factory=session_factory,
+        )
+
+    @classmethod
     def _from_full_model(
         cls, name_or_path: str, threads: int | None, session_factory: SessionFactory | None
     ) -> ModelHalves:
@@ -218,17 +276,31 @@ class ModelHalves:
             raise ModelError(msg) from exc
         model_id, model = partition.load_model(name_or_path)
         all_cuts = partition.enumerate_cuts(model)
-        cuts = tuple(CutInfo(id=cut.id, bytes=cut.bytes, single_tensor=cut.single_tensor) for cut in all_cuts)
+        cuts = tuple(_chain_cut(cut.id, cut.bytes, cut.tensors) for cut in all_cuts)
+        candidates = {cut.id for cut in partition.candidate_cuts(all_cuts)}
         inputs = next(cut.tensors for cut in all_cuts if cut.id == CLOUD_ONLY)  # what crosses there: the inputs
         return cls(
             model_id=model_id,
             model_sha256=sha256_hex(model.SerializeToString()),
             inputs=inputs,
             cuts=cuts,
+            candidates=tuple(cut for cut in cuts if cut.id in candidates),
             threads=threads,
             split_at=functools.partial(partition.split, model, model_id=model_id),
+            build_chain=functools.partial(_build_chain, model, model_id, sorted(candidates)),
             session_factory=session_factory,
         )
+
+
+def _chain_cut(cut_id: str, size: int, crossing: tuple[TensorSpec, ...]) -> CutInfo:
+    return CutInfo(id=cut_id, bytes=size, single_tensor=len(crossing) == 1)
+
+
+def _build_chain(model: onnx.ModelProto, model_id: str, cut_ids: list[str]) -> tuple[SegmentsManifest, list[bytes]]:
+    from models import partition  # noqa: PLC0415 - only reached with onnx installed
+
+    segments = partition.split_segments(model, cut_ids, model_id=model_id)
+    return segments.manifest, [part.SerializeToString() for part in segments.models]
 
 
 def _read_checked(path: Path, sha256: str) -> bytes:

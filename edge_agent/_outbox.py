@@ -102,6 +102,7 @@ class Outbox:
         self.publishes = 0
         """Requests published, first sends and repeats alike."""
         self._awaiting_hub = False
+        self._probes: dict[str, asyncio.Future[bytes]] = {}
 
     async def send_and_wait(self, request_id: str, payload: bytes, deadline: float) -> bytes | None:
         """Publish the request (again when it may be lost) and return its first reply; ``None`` at ``deadline``.
@@ -152,12 +153,43 @@ class Outbox:
         pending.published = pending.round == round_at_start
         self.publishes += 1
 
+    async def probe(self, probe_id: str, payload: bytes, timeout: float) -> float | None:  # noqa: ASYNC109
+        """Publish a ping once (QoS 0) and return its round trip in ms; ``None`` if unanswered in ``timeout``.
+
+        A probe is never published again: a lost one is only a measurement missed.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._probes[probe_id] = future
+        started = time.perf_counter()
+        try:
+            await self._connection.publish(
+                self._request_topic,
+                payload,
+                qos=0,
+                response_topic=self._response_topic,
+                correlation=probe_id.encode(),
+                expiry_s=timeout,
+                timeout=timeout,
+            )
+            await asyncio.wait([future], timeout=max(0.0, timeout - (time.perf_counter() - started)))
+        except TransportError as exc:
+            logger.debug("probe %s not sent: %s", probe_id, exc)
+            return None
+        finally:
+            del self._probes[probe_id]
+        return (time.perf_counter() - started) * 1000 if future.done() else None
+
     def on_reply(self, incoming: Incoming) -> None:
         """Settle the request a reply answers; ignore replies to nothing pending (late, repeated, stray)."""
         if incoming.correlation:
             request_id = incoming.correlation.decode("utf-8", "replace")
         else:  # a hub that dropped the CorrelationData: the reply's own id says which
             request_id = peek_request_id(incoming.payload) or ""
+        probe = self._probes.get(request_id)
+        if probe is not None:
+            if not probe.done():
+                probe.set_result(incoming.payload)
+            return
         pending = self.pending.get(request_id)
         if pending is None or pending.reply.done():
             logger.debug("ignored a reply to %r: not waiting for it (late or duplicate)", request_id)

@@ -17,7 +17,8 @@ profiles; nothing is assumed about the device, the link or the hub.
 - **Hub**: per cut, the median of the last tail times this agent saw, else
   the hub's reported profile, else the part of the model after the cut as
   this device runs it, divided by how much faster the hub has been. The
-  queue is the hub's whatever the cut: the median of recent waits (a high
+  queue is the hub's whatever the cut: the median of the waits replies and
+  statuses reported in the last 10 s, none if there are none (a high
   quantile where a budget must be met).
 - **Link**: :class:`~edge_agent._estimators.LinkEstimator`.
 
@@ -52,6 +53,11 @@ _PROBE_TRANSFER_MS = (10.0, 25.0)
 long enough to show a change, at most 5% of the link at one probe per 0.5 s."""
 _PROBE_BYTES = (2_048, 256 * 1024)
 """Smallest and largest bandwidth probe."""
+_QUEUE_MAX_AGE_S = 10.0
+"""A queue wait older than this says nothing of the queue now (hubs report theirs every few seconds)."""
+_BACKOFF_S = (1.0, 30.0)
+"""After a request no hub answered, the device runs everything itself for the first figure,
+doubled after each further one, up to the second."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,7 +80,8 @@ class Observation:
     """What one request at one cut measured (the fields of an ``InferenceResult``), in ms.
 
     ``answered_by_hub`` is false for edge-only runs and local fallbacks: those
-    say nothing about the link or the hub.
+    say nothing about the link or the hub. ``total_ms`` (if known) teaches the
+    planner what the parts leave out: the agent's own overhead around them.
     """
 
     cut_id: str
@@ -85,6 +92,7 @@ class Observation:
     hub_queue_ms: float = 0.0
     hub_compute_ms: float = 0.0
     decode_ms: float = 0.0
+    total_ms: float = math.nan
     answered_by_hub: bool = True
 
 
@@ -163,12 +171,15 @@ class Planner:
         self._probe_every_s = probe_every_s
         self._rng = random.Random(seed)  # noqa: S311 - exploration, not crypto
         self._decode = Recent()
-        self._queue = Recent(8)  # the hub's queue is the hub's, whatever the cut
+        self._overhead = Recent()  # the request's total beyond its measured parts
+        self._queue = Recent(8, max_age_s=_QUEUE_MAX_AGE_S)  # the hub's queue is the hub's, whatever the cut
         self.link = LinkEstimator()
         self._last_transfer_s = -math.inf
         self._last_probe_s = -math.inf
         self._current: int | None = None
         self._answered = False
+        self._unanswered = 0
+        self._remote_after_s = -math.inf
         self._decisions = 0
         self._explorations = 0
 
@@ -191,6 +202,18 @@ class Planner:
         if index is None:
             return
         self.seed_head(observation.cut_id, observation.edge_ms + observation.encode_ms, now_s)
+        if not math.isnan(observation.total_ms) and (observation.answered_by_hub or self._edge_only[index]):
+            parts = observation.edge_ms + observation.encode_ms
+            if not self._edge_only[index]:
+                parts += sum(
+                    (
+                        observation.network_ms,
+                        observation.hub_queue_ms,
+                        observation.hub_compute_ms,
+                        observation.decode_ms,
+                    )
+                )
+            self._overhead.add(max(0.0, observation.total_ms - parts), now_s)
         if not observation.answered_by_hub or self._edge_only[index]:
             if self._edge_only[index]:
                 self._refreshed_s[index] = now_s
@@ -204,6 +227,18 @@ class Planner:
         self.link.observe(observation.bytes_sent, observation.network_ms, now_s)
         self._last_transfer_s = now_s
         self._answered = True
+        self._unanswered = 0
+
+    def observe_unanswered(self, now_s: float) -> None:
+        """A request no hub answered in time (or answered it was overloaded): back off to the device.
+
+        With an edge-only candidate, the next requests run on the device for
+        1 s, doubled after each further unanswered one up to 30 s; the first
+        answered request ends it.
+        """
+        self._unanswered += 1
+        backoff = min(_BACKOFF_S[0] * 2 ** (self._unanswered - 1), _BACKOFF_S[1])
+        self._remote_after_s = now_s + backoff
 
     def probe(self, now_s: float) -> int | None:
         """The payload bytes of a probe to send now, or ``None`` when none is needed.
@@ -236,14 +271,16 @@ class Planner:
         else:
             self.link.observe(nbytes, ms, now_s)
 
-    def observe_hub(self, *, tail_ms: Mapping[str, float] | None = None, queue_ms: float | None = None) -> None:
+    def observe_hub(
+        self, now_s: float, *, tail_ms: Mapping[str, float] | None = None, queue_ms: float | None = None
+    ) -> None:
         """What a hub reports of itself (its status): tail times by cut, and its recent queue wait."""
         for cut_id, ms in (tail_ms or {}).items():
             index = self._index.get(cut_id)
             if index is not None:
                 self._reported_tail[index] = ms
         if queue_ms is not None:
-            self._queue.add(queue_ms, -math.inf)
+            self._queue.add(queue_ms, now_s)
 
     # --- predictions -------------------------------------------------------------------------
 
@@ -254,9 +291,9 @@ class Planner:
             network = np.full(len(self._bytes), np.nan)
         else:
             network = rtt + self._bytes * (8000.0 / bandwidth)
-        queue = self._queue.quantile(queue_quantile) or 0.0
+        queue = self._queue.quantile(queue_quantile, now_s) or 0.0  # none lately: no queue seen
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
-        return np.where(self._edge_only, self._head, remote)
+        return np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
 
     def predict_ms(self, cut_id: str, now_s: float) -> float | None:
         """Predicted total time of a request at ``cut_id``, or ``None`` while something is unknown."""
@@ -282,6 +319,10 @@ class Planner:
         predicted = self.predictions(now_s)
         known = ~np.isnan(predicted)
         unknown_remote = ~known & self._remote
+        if now_s < self._remote_after_s and self._full_edge is not None:
+            left = self._remote_after_s - now_s
+            why = f"no hub answered lately: on the device for {left:.1f} s more"
+            return self._settle(self._full_edge, float(predicted[self._full_edge]), why)
         if unknown_remote.any() and not self._answered:  # no hub has answered: learn the link and the hub
             index = _argmin_where(self._bytes, unknown_remote)
             why = f"learning the link and the hub with {self.candidates[index].id}"

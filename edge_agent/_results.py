@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 from protocol.errors import EdgecutError, ProtocolError, TransportError
@@ -88,6 +89,10 @@ class InferenceResult:
         request_id: The request's id (``None`` for edge-only runs).
         hub_id: The hub that answered (``None`` if none did).
         fallback: Why the tail ran on the device instead, or ``None``.
+        predicted_ms: What the planner predicted ``timings.total_ms`` would
+            be (``nan`` for a fixed cut, or before it can predict).
+        reason: Why this cut, in a few words (the planner's reason with
+            ``cut="auto"``).
     """
 
     outputs: dict[str, np.ndarray]
@@ -97,3 +102,5 @@ class InferenceResult:
     request_id: str | None = None
     hub_id: str | None = None
     fallback: str | None = None
+    predicted_ms: float = math.nan
+    reason: str = ""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
 from edgecut._wait import signalled
+from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloud_hub import LocalBroker
@@ -47,6 +49,11 @@ def _size(text: str) -> int:
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"EDGECUT_{name}", default)
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "edgecut"
 
 
 def _print_json(data: object) -> None:
@@ -119,7 +126,6 @@ def _register_acl(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _acl(args: argparse.Namespace) -> ExitCode:
     from cloud_hub import mosquitto_acl  # noqa: PLC0415
-    from protocol.errors import ConfigError  # noqa: PLC0415
 
     if not args.hub:
         msg = "name at least one hub (--hub USER): without one, nothing may answer the agents"
@@ -219,7 +225,31 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG image or .npy array")
     parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
     parser.add_argument("--model", default=_env("MODEL", "resnet18"), help="zoo name, .onnx file or split dir")
-    parser.add_argument("--cut", default="auto", help="cut id (edgecut models cuts MODEL) or 'auto'")
+    parser.add_argument(
+        "--cut",
+        default="auto",
+        help="'auto' (default: the planner chooses each request's cut, docs/planner.md) or a cut id "
+        "(edgecut models cuts MODEL)",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=["latency", "bytes", "edge"],
+        default="latency",
+        help="with --cut auto: lowest latency (default), or fewest bytes sent / least device compute "
+        "within --budget-ms",
+    )
+    parser.add_argument("--budget-ms", type=float, help="the latency budget of --objective bytes or edge")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(_env("STATE_DIR") or _default_state_dir()),
+        help="where --cut auto keeps this device's head times across runs (default $EDGECUT_STATE_DIR, "
+        "else $XDG_STATE_HOME/edgecut or ~/.local/state/edgecut)",
+    )
+    parser.add_argument("--no-state", action="store_true", help="keep no head times across runs")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run each input N times (watch the planner learn)"
+    )
     parser.add_argument("--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random)")
     parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
@@ -237,6 +267,12 @@ def _agent(args: argparse.Namespace) -> ExitCode:
     from edge_agent._files import load_input  # noqa: PLC0415
 
     _setup_logging(args.verbose)
+    if args.objective != "latency" and args.budget_ms is None:
+        msg = f"--objective {args.objective} needs --budget-ms"
+        raise ConfigError(msg)
+    if args.repeat < 1:
+        msg = f"--repeat must be at least 1, not {args.repeat}"
+        raise ConfigError(msg)
     reports = []
     with SyncEdgeAgent(
         args.broker,
@@ -246,13 +282,18 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         prefix=args.prefix,
         timeouts=Timeouts(connect=args.connect_timeout, request=args.timeout),
         fallback=not args.no_fallback,
+        objective=args.objective,
+        budget_ms=args.budget_ms,
+        state_dir=None if args.no_state else args.state_dir,
     ) as agent:
         spec = agent.model.inputs[0]
         for path in args.inputs:
-            result = agent.infer(load_input(path, spec))
-            reports.append(_result_json(path, result))
-            if not args.json:
-                print(_format_result(path, result))  # noqa: T201
+            array = load_input(path, spec)
+            for _ in range(args.repeat):
+                result = agent.infer(array)
+                reports.append(_result_json(path, result))
+                if not args.json:
+                    print(_format_result(path, result))  # noqa: T201
     if args.json:
         _print_json(reports)
     return ExitCode.OK
@@ -273,6 +314,8 @@ def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
         "hub": result.hub_id,
         "request_id": result.request_id,
         "fallback": result.fallback,
+        "predicted_ms": None if math.isnan(result.predicted_ms) else result.predicted_ms,
+        "reason": result.reason,
     }
 
 
@@ -280,9 +323,17 @@ def _format_result(path: Path, result: InferenceResult) -> str:
     report = _result_json(path, result)
     t = result.timings
     top = "  ".join(f"{c['class']}:{c['probability']:.3f}" for c in report["top5"])  # type: ignore[attr-defined]
-    where = f"fell back to the local tail ({result.fallback})" if result.fallback else f"hub {result.hub_id}"
+    from models import EDGE_ONLY  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
+
+    if result.cut_id == EDGE_ONLY:
+        where = "all on this device"
+    elif result.fallback:
+        where = f"fell back to the local tail ({result.fallback})"
+    else:
+        where = f"hub {result.hub_id}"
+    predicted = "" if math.isnan(result.predicted_ms) else f", predicted {result.predicted_ms:.1f} ms"
     return (
-        f"{path}: cut {result.cut_id}, {result.bytes_sent:,} bytes sent, {where}\n"
+        f"{path}: cut {result.cut_id} ({result.reason}{predicted}), {result.bytes_sent:,} bytes sent, {where}\n"
         f"  top-5 {top}\n"
         f"  ms: edge {t.edge_ms:.1f}  encode {t.encode_ms:.1f}  network {t.network_ms:.1f}  "
         f"hub queue {t.hub_queue_ms:.1f}  hub {t.hub_compute_ms:.1f}  decode {t.decode_ms:.1f}  "

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _agent_state_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``edgecut agent`` keeps head times under ``$EDGECUT_STATE_DIR``: a test run leaves none in the home directory."""
+    os.environ["EDGECUT_STATE_DIR"] = str(tmp_path_factory.mktemp("agent-state"))
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     """Collect cycles after every test, so that a socket, file or process it leaked fails that test.

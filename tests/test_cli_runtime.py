@@ -35,7 +35,18 @@ if TYPE_CHECKING:
 
 MODEL = "tiny"
 INNER_CUT = "stem.out"
-REPORT_KEYS = {"input", "cut", "top5", "timings_ms", "bytes_sent", "hub", "request_id", "fallback"}
+REPORT_KEYS = {
+    "input",
+    "cut",
+    "top5",
+    "timings_ms",
+    "bytes_sent",
+    "hub",
+    "request_id",
+    "fallback",
+    "predicted_ms",
+    "reason",
+}
 TIMING_KEYS = {"edge_ms", "encode_ms", "network_ms", "hub_queue_ms", "hub_compute_ms", "decode_ms", "fallback_ms"}
 
 
@@ -174,6 +185,45 @@ async def test_agent_text_output_names_the_hub_and_the_timings(
     assert "hub text-hub" in out
     assert "top-5" in out
     assert "total" in out
+
+
+@pytest.mark.broker
+async def test_agent_with_auto_says_why_and_keeps_its_head_times(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    await start_hub()
+    npy, *_ = _write_inputs(tmp_path)
+    state = tmp_path / "state"
+    argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--repeat", "5"]
+    code, out, _ = await _run_in_thread(capsys, *argv, "--state-dir", str(state), "--json")
+    assert code == ExitCode.OK
+    reports = json.loads(out)
+    assert len(reports) == 5
+    assert reports[0]["reason"].startswith("learning the link and the hub")
+    assert reports[0]["predicted_ms"] is None
+    assert all(report["predicted_ms"] > 0 for report in reports[1:])
+    (saved,) = state.glob("planner-*.json")
+    assert set(json.loads(saved.read_text())["heads"]) >= {"input", "pool", "output"}
+    code, out, _ = await _run_in_thread(capsys, *argv, "--state-dir", str(state))
+    assert code == ExitCode.OK
+    assert f"{npy}: cut " in out
+    assert "predicted" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(["--objective", "bytes"], "--objective bytes needs --budget-ms"), (["--repeat", "0"], "at least 1")],
+)
+def test_agent_options_are_checked_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    code = main(["agent", "x.npy", "--broker", "mqtt://127.0.0.1:1", *options])
+    assert code == ExitCode.CONFIG
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.broker

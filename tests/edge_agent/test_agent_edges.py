@@ -152,11 +152,21 @@ async def test_an_unknown_default_cut_fails_before_connecting(prefix: str) -> No
         await agent.__aenter__()
 
 
-async def test_auto_cut_sends_the_fewest_bytes(broker_url: str, prefix: str) -> None:
-    async with _agent(broker_url, prefix, cut="auto") as agent:
-        remote = [cut for cut in agent.model.cuts if cut.id != EDGE_ONLY]
-        assert agent.cut == min(remote, key=lambda cut: cut.bytes).id
-        assert agent.model.cut(agent.cut).bytes == min(cut.bytes for cut in remote)
+async def test_auto_with_no_hub_learns_with_the_fewest_bytes_then_stays_on_the_device(
+    broker_url: str, prefix: str
+) -> None:
+    timeouts = Timeouts(request=0.3, retry=None)
+    async with _agent(broker_url, prefix, cut="auto", timeouts=timeouts) as agent:
+        assert agent.cut == "auto"
+        remote = [cut for cut in agent.model.candidates if cut.id != EDGE_ONLY]
+        first = await agent.infer(_image())
+        assert first.cut_id == min(remote, key=lambda cut: cut.bytes).id
+        assert "learning the link and the hub" in first.reason
+        assert first.fallback is not None  # nobody answered: the agent ran the tail itself
+        second = await agent.infer(_image())
+        assert (second.cut_id, second.fallback) == (EDGE_ONLY, None)
+        assert second.reason.startswith("no hub answered lately")
+        assert second.predicted_ms > 0
 
 
 async def test_inputs_are_checked_before_anything_is_sent(broker_url: str, prefix: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves
-from models import Session, partition
+from models import ChainPart, Session, partition
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -35,7 +35,9 @@ def test_a_split_directory_offers_its_one_cut(tmp_path: Path) -> None:
     assert halves.model_id == MODEL
     assert not halves.holds_full_model
     assert [cut.id for cut in halves.cuts] == [CUT]
-    assert halves.fewest_bytes_cut() == CUT
+    assert halves.candidates == ()  # one cut: nothing to choose between
+    with pytest.raises(ModelError, match="split at one cut only"):
+        halves.chain()
     assert halves.inputs[0].name == "image"
     with pytest.raises(ModelError, match=rf"{MODEL} has no cut '{CLOUD_ONLY}' here \(some that exist: {CUT}\)"):
         halves.halves(CLOUD_ONLY)
@@ -120,13 +122,36 @@ class CountingFactory:
 def test_a_full_model_takes_every_session_from_the_factory() -> None:
     factory = CountingFactory()
     model = ModelHalves.open(MODEL, threads=1, session_factory=factory)
+    assert [cut.id for cut in model.candidates] == [CLOUD_ONLY, "pool", EDGE_ONLY]
     assert factory.made == []  # nothing loads before a cut is used
-    halves = model.halves(CUT)
+    halves = model.halves(CUT)  # not a candidate: split at that cut
     assert factory.made == [halves.head, halves.tail]
-    edge_only = model.halves(EDGE_ONLY)  # the head is the whole model, there is no tail
     model.halves(CUT)  # loaded already: no new session
-    assert factory.made == [halves.head, halves.tail, edge_only.head]
-    assert factory.threads == [1, 1, 1]
+    edge_only = model.halves(EDGE_ONLY)  # a candidate: the chain loads, one session per segment
+    assert isinstance(edge_only.head, ChainPart)
+    assert edge_only.tail is None
+    assert len(factory.made) == 2 + len(model.candidates) - 1
+    model.halves("pool")  # the same chain: no new session
+    assert len(factory.made) == 2 + len(model.candidates) - 1
+    assert set(factory.threads) == {1}
+
+
+def test_a_segments_directory_switches_between_its_cuts_without_onnx_tools(tmp_path: Path) -> None:
+    model_id, model = partition.load_model(MODEL)
+    partition.save_segments(partition.split_segments(model, [CUT, "pool"], model_id=model_id), tmp_path)
+    factory = CountingFactory()
+    halves = ModelHalves.open(tmp_path, threads=1, session_factory=factory)
+    assert [cut.id for cut in halves.candidates] == [CLOUD_ONLY, CUT, "pool", EDGE_ONLY]
+    assert halves.cuts == halves.candidates
+    assert not halves.holds_full_model  # no other cut can be split here
+    image = _image()
+    reference = partition.run_model(model, {"image": image})["logits"]
+    for cut in (CLOUD_ONLY, CUT, "pool"):
+        split = halves.halves(cut)
+        assert split.tail is not None  # every tail is at hand for a fallback
+        crossing = split.head.run({"image": image}) if split.head is not None else {"image": image}
+        np.testing.assert_allclose(split.tail.run(crossing)["logits"], reference, atol=1e-4, rtol=0)
+    assert len(factory.made) == 3  # one session per segment, whatever the cut
 
 
 def test_a_split_directory_takes_its_head_and_tail_from_the_factory(tmp_path: Path) -> None:
@@ -145,4 +170,4 @@ async def test_the_agent_opens_its_model_with_the_factory(broker_url: str, prefi
         assert factory.made == [halves.head, halves.tail]
         result = await agent.infer(_image(), cut=EDGE_ONLY)
     assert result.cut_id == EDGE_ONLY
-    assert len(factory.made) == 3
+    assert len(factory.made) == 2 + len(agent.model.candidates) - 1  # and the chain's segments

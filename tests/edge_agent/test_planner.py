@@ -231,3 +231,43 @@ def test_the_link_estimator_follows_a_change_in_two_requests() -> None:
     link.observe_rtt(20.0, 12.0)
     link.observe(125_000, 1020.0, 13.0)
     assert link.predict_ms(125_000, 13.0) == pytest.approx(1020.0, rel=0.15)
+
+
+def test_without_answers_the_planner_backs_off_to_the_device_for_longer_each_time() -> None:
+    world = World(device=8.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 10)[-1] == "input"
+    planner.observe_unanswered(5.0)
+    assert planner.choose(5.5).reason.startswith("no hub answered lately: on the device for 0.5 s")
+    assert planner.choose(6.1).cut_id == "input"  # 1 s later: the hub is tried again
+    planner.observe_unanswered(6.1)
+    assert planner.choose(7.9).cut_id == "output"  # now 2 s
+    assert planner.choose(8.2).cut_id == "input"
+    planner.observe(world.run("input"), 8.2)  # answered: back to normal at once
+    planner.observe_unanswered(9.0)
+    assert planner.choose(9.5).cut_id == "output"
+    assert planner.choose(10.1).cut_id == "input"  # 1 s again, not 4
+
+
+def test_a_queue_wait_no_longer_reported_no_longer_counts() -> None:
+    world = World(device=4.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    planner.observe_hub(0.0, queue_ms=5_000.0)  # a hub said it was swamped, and then nothing more
+    assert planner.choose(1.0).cut_id != "input"
+    _drive(planner, world, 5, start_s=1.0)
+    assert planner.choose(20.0).cut_id == "input"  # 10 s later that report says nothing of now
+
+
+def test_a_hubs_reported_tail_times_predict_cuts_this_agent_never_used() -> None:
+    world = World(device=3.0, bandwidth_bit_s=8e6, rtt_ms=10)
+    planner = _planner(world)
+    planner.observe_hub(0.0, tail_ms={cut: world.tail_ms(cut) for cut in CUTS if cut != "output"})
+    planner.observe(world.run("input"), 0.0)
+    assert planner.predict_ms("bottleneck", 0.1) == pytest.approx(world.total_ms("bottleneck"), rel=0.01)
+
+
+def test_what_the_parts_leave_out_is_learned_from_the_total() -> None:
+    planner = Planner(CANDIDATES)
+    for index in range(5):
+        planner.observe(Observation(cut_id="output", bytes_sent=0, edge_ms=100.0, total_ms=103.0), index)
+    assert planner.predict_ms("output", 5.0) == pytest.approx(103.0)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import EDGE_ONLY, ModelHalves
+from edge_agent import ModelHalves
+from models import partition
 from protocol.errors import ConfigError
 from simulations import _devices
 from simulations._devices import (
@@ -65,6 +66,10 @@ def test_a_profile_cannot_make_a_device_faster() -> None:
 # --- stretched sessions ---------------------------------------------------------
 
 
+def _full_model() -> bytes:
+    return partition.load_model(MODEL)[1].SerializeToString()
+
+
 def test_stretched_sessions_give_the_same_outputs_and_record_their_stretch() -> None:
     plain = ModelHalves.open(MODEL, threads=1).halves(CUT)
     head, tail = _stretched(ModelHalves.open(MODEL, threads=1, session_factory=stretched_sessions(3.0)), CUT)
@@ -85,7 +90,7 @@ def test_a_run_sleeps_factor_minus_one_times_what_it_measured() -> None:
     clock = functools.partial(next, itertools.count(10.0, 0.25))  # every reading 0.25 s after the last
     slept: list[float] = []
     factory = stretched_sessions(4.0, clock=clock, sleep=slept.append)
-    head = ModelHalves.open(MODEL, threads=1, session_factory=factory).halves(EDGE_ONLY).head
+    head = factory(_full_model(), 1)
     assert isinstance(head, StretchedSession)
     head.run({"image": _image()})
     head.run({"image": _image()})
@@ -95,9 +100,7 @@ def test_a_run_sleeps_factor_minus_one_times_what_it_measured() -> None:
 
 def test_factor_one_never_sleeps() -> None:
     slept: list[float] = []
-    head = ModelHalves.open(MODEL, threads=1, session_factory=stretched_sessions(1.0, sleep=slept.append))
-    session = head.halves(EDGE_ONLY).head
-    assert session is not None
+    session = stretched_sessions(1.0, sleep=slept.append)(_full_model(), 1)
     session.run({"image": _image()})
     assert slept == []
 
@@ -105,7 +108,7 @@ def test_factor_one_never_sleeps() -> None:
 def test_concurrent_runs_all_count() -> None:
     slept: list[float] = []
     factory = stretched_sessions(2.0, sleep=slept.append)  # list.append is atomic
-    head = ModelHalves.open(MODEL, threads=1, session_factory=factory).halves(EDGE_ONLY).head
+    head = factory(_full_model(), 1)
     assert isinstance(head, StretchedSession)
 
     def runs() -> None:
