@@ -5,7 +5,8 @@ hint that spares a search and makes error messages readable. The catalog
 indexes three sources:
 
 - split directories under the models directory, by (model sha256, cut), from
-  their manifests;
+  their manifests, and segments directories (``segments.json``) by model
+  sha256, with the cuts their chains pass through;
 - full ``.onnx`` models under it, by the sha256 of their bytes, each file
   hashed once (again only when its size or modification time changes);
 - the zoo (when enabled), by name, and by sha256 once a request names a hash
@@ -25,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from models import MANIFEST_FILE, Manifest, sha256_hex
+from models import EDGE_ONLY, MANIFEST_FILE, SEGMENTS_FILE, Manifest, SegmentsManifest, sha256_hex
 from protocol.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class ModelCatalog:
         self._lock = threading.Lock()
         self._scanned_at: float | None = None
         self._splits: dict[tuple[str, str], Path] = {}
+        self._segments: dict[str, tuple[Path, frozenset[str]]] = {}  # model sha256 -> directory, its cuts
         self._split_names: dict[str, str] = {}  # model sha256 -> model_id, from manifests
         self._stamps: dict[Path, tuple[_FileStamp, str]] = {}
         self._files: dict[str, _Found] = {}
@@ -83,10 +85,21 @@ class ModelCatalog:
                 found = self._splits.get((model_sha256, cut_id))
             return found
 
-    def split_cuts(self, model_sha256: str) -> list[str]:
-        """The cuts of ``model_sha256`` that split directories hold tails for."""
+    def segments_dir(self, model_sha256: str, cut_id: str) -> Path | None:
+        """The segments directory of ``model_sha256`` whose chain has a tail at ``cut_id``, if any."""
         with self._lock:
-            return sorted(cut for sha, cut in self._splits if sha == model_sha256)
+            self._scan(force=False)
+            found = self._segments.get(model_sha256)
+            if (found is None or cut_id not in found[1]) and self._scan(force=True):
+                found = self._segments.get(model_sha256)
+            return found[0] if found is not None and cut_id in found[1] and cut_id != EDGE_ONLY else None
+
+    def split_cuts(self, model_sha256: str) -> list[str]:
+        """The cuts of ``model_sha256`` that split and segments directories hold tails for."""
+        with self._lock:
+            cuts = {cut for sha, cut in self._splits if sha == model_sha256}
+            cuts |= set(self._segments.get(model_sha256, (None, frozenset()))[1]) - {EDGE_ONLY}
+            return sorted(cuts)
 
     def full_model(self, model_sha256: str, name_hint: str) -> onnx.ModelProto | None:
         """The full model with this sha256, loaded or built; ``None`` if no source has it whole."""
@@ -140,8 +153,16 @@ class ModelCatalog:
             if manifest.tail_sha256 is not None:
                 self._splits[(manifest.model_sha256, manifest.cut_id)] = path.parent
                 self._split_names[manifest.model_sha256] = manifest.model_id
+        for path in sorted(self._models_dir.rglob(SEGMENTS_FILE)):
+            try:
+                chain = SegmentsManifest.load(path.parent)
+            except ModelError as exc:
+                logger.warning("skipped %s: %s", path, exc)
+                continue
+            self._segments[chain.model_sha256] = (path.parent, frozenset(chain.cut_ids))
+            self._split_names[chain.model_sha256] = chain.model_id
         for path in sorted(self._models_dir.rglob("*.onnx")):
-            if path.name not in _HALF_FILES:
+            if path.name not in _HALF_FILES and not (path.parent / SEGMENTS_FILE).is_file():
                 self._index_file(path)
         return True
 

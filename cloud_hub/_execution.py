@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models import tensors_mismatch
+from models import ChainPart, tensors_mismatch
 from protocol import ErrorCode, InferenceReply, ReplyError, encode_reply
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ class Ran:
     reply: bytes
     queue_ms: float
     compute_ms: float
+    tail_ms: dict[str, float]
+    """Tail times this run measured, by cut: its own, and for a chain's tail those of every later cut."""
 
 
 def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: float, queue_depth: int) -> Ran:
@@ -76,7 +78,10 @@ def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: fl
     waiting in the queue, loading the tail on first use, the thread hop.
     """
     started = time.perf_counter()
-    outputs = tail.session.run(request.tensors)
+    if isinstance(tail.session, ChainPart):
+        outputs, segment_ms = tail.session.run_timed(request.tensors)
+    else:
+        outputs, segment_ms = tail.session.run(request.tensors), []
     compute_ms = (time.perf_counter() - started) * 1000
     reply = InferenceReply(
         request_id=request.request_id,
@@ -87,4 +92,15 @@ def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: fl
         compute_ms=compute_ms,
         queue_depth=queue_depth,
     )
-    return Ran(reply=encode_reply(reply), queue_ms=reply.queue_ms, compute_ms=compute_ms)
+    return Ran(
+        reply=encode_reply(reply), queue_ms=reply.queue_ms, compute_ms=compute_ms, tail_ms=_tail_times(tail, segment_ms)
+    )
+
+
+def _tail_times(tail: Tail, segment_ms: list[float]) -> dict[str, float]:
+    """The tail time from each cut a chain's run passed, from its segments' times (empty for a plain session)."""
+    if not isinstance(tail.session, ChainPart):
+        return {}
+    cut_ids = tail.session.chain.manifest.cut_ids
+    first = cut_ids.index(tail.session.start)
+    return {cut_ids[first + i]: sum(segment_ms[i:]) for i in range(len(segment_ms))}

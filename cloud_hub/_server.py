@@ -316,6 +316,8 @@ class Hub:
         self._refuse_if_stale(job)
         loading = time.perf_counter()
         tail = await self.store.get(request.model_id, request.model_sha256, request.cut_id)
+        if request.tail_sha256 is not None:
+            tail = await self.store.pin(tail, request.model_id)
         load_ms = (time.perf_counter() - loading) * 1000  # a tail's first use, not the queue
         error = refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
         if error is not None:
@@ -330,7 +332,8 @@ class Hub:
             ),
         )
         self.profile.note_wait(max(0.0, ran.queue_ms - load_ms), time.monotonic())
-        self.profile.note_tail(request.model_sha256, request.cut_id, ran.compute_ms)
+        for cut_id, ms in (ran.tail_ms or {request.cut_id: ran.compute_ms}).items():
+            self.profile.note_tail(request.model_sha256, cut_id, ms)
         return ran.reply
 
     def _refuse_if_stale(self, job: Job) -> None:

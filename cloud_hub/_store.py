@@ -1,9 +1,12 @@
 """Where a hub gets the tail for (model sha256, cut): loaded once, cached, misses remembered.
 
 Lookup order: a split directory (``manifest.json`` + ``tail.onnx``) whose
-manifest names that model hash and cut; else the full model with that hash
-(a file under the models directory, or a zoo model), split on demand. The
-sha256 decides; the request's model name is only a hint (see
+manifest names that model hash and cut; else a chain the hub holds that
+passes through the cut; else a segments directory of that model through the
+cut; else the full model with that hash (a file under the models directory,
+or a zoo model), held as a chain grown to pass through the cut
+(:mod:`cloud_hub._chains`: the weights once, whatever the cuts). The sha256
+decides; the request's model name is only a hint (see
 :mod:`cloud_hub._catalog`), so a cold hub and a warm one answer alike.
 
 Loaded tails live in a bounded least-recently-used cache. A request that
@@ -23,7 +26,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from cloud_hub._catalog import ModelCatalog, preload_key
-from models import TAIL_FILE, Manifest, Session, sha256_hex
+from cloud_hub._chains import HubChains
+from models import EDGE_ONLY, TAIL_FILE, Chain, ChainPart, Manifest, Session, sha256_hex
 from protocol import ErrorCode
 from protocol.errors import ModelError
 
@@ -49,10 +53,10 @@ class TailUnavailableError(ModelError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Tail:
-    """A loaded tail: its manifest and a ready ONNX Runtime session."""
+    """A loaded tail: its manifest, and a ready session or the stretch of a chain from the cut on."""
 
     manifest: Manifest
-    session: Session
+    session: Session | ChainPart
 
 
 class TailStore:
@@ -79,6 +83,7 @@ class TailStore:
         miss_ttl_s: float = 10.0,
     ) -> None:
         self.catalog = ModelCatalog(models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s)
+        self.chains = HubChains(session=lambda data: Session(data, threads=threads), max_models=max_sessions)
         self._max_sessions = max_sessions
         self._threads = threads
         self._executor = executor
@@ -88,6 +93,7 @@ class TailStore:
         # Keyed by (name, sha256, cut): the error message quotes the request's name.
         self._misses: OrderedDict[tuple[str, str, str], tuple[float, TailUnavailableError]] = OrderedDict()
         self._cut_ids: dict[str, frozenset[str]] = {}
+        self._tail_sha256s: dict[tuple[str, str], str | None] = {}  # fused tails' hashes, for pinned requests
 
     def __len__(self) -> int:
         return len(self._tails)
@@ -140,10 +146,35 @@ class TailStore:
         del self._loading[key]
         if future.cancelled() or future.exception() is not None:
             return
-        self._tails[key] = future.result()
+        tail = future.result()
+        if isinstance(tail.session, ChainPart):
+            tail = self._on_current_chain(key, tail)
+        self._tails[key] = tail
         while len(self._tails) > self._max_sessions:
             evicted, _ = self._tails.popitem(last=False)
             logger.info("unloaded tail %s (cache holds %d)", evicted, self._max_sessions)
+
+    def _on_current_chain(self, key: tuple[str, str], tail: Tail) -> Tail:
+        """Move ``tail`` and the cached tails of its model onto the model's chain as it is now.
+
+        Two cuts loaded at once may each grow the chain; a tail of an older
+        form of it would keep that form's sessions alive, and the weights in
+        memory twice. Cached tails of other forms are dropped (the next
+        request at their cut makes a tail of the current one, loading nothing).
+        """
+        current = self.chains.current(key[0])
+        if current is None or not isinstance(tail.session, ChainPart):
+            return tail
+        if tail.session.chain is not current and key[1] in current.manifest.cut_ids:
+            tail = _chain_tail(current, key[1])
+        stale = [
+            other
+            for other, held in self._tails.items()
+            if other[0] == key[0] and isinstance(held.session, ChainPart) and held.session.chain is not current
+        ]
+        for other in stale:
+            del self._tails[other]
+        return tail
 
     async def preload(self, spec: str) -> Tail:
         """Load the tail named ``MODEL:CUT`` now, so that no request pays for it.
@@ -155,17 +186,62 @@ class TailStore:
         name, sha, cut = await loop.run_in_executor(self._executor, preload_key, self.catalog, spec)
         return await self.get(name, sha, cut)
 
+    async def pin(self, tail: Tail, model_id: str) -> Tail:
+        """``tail`` with the sha256 its fused tail file would have, for a request that names one.
+
+        A chain's tail has no single file; its hash is the tail :func:`split`
+        would write at that cut, computed once per model and cut (``None``
+        when the hub has no full model to split).
+        """
+        if tail.manifest.tail_sha256 is not None:
+            return tail
+        key = (tail.manifest.model_sha256, tail.manifest.cut_id)
+        if key not in self._tail_sha256s:
+            loop = asyncio.get_running_loop()
+            self._tail_sha256s[key] = await loop.run_in_executor(self._executor, self._fused_tail_sha256, model_id, key)
+        return dataclasses.replace(
+            tail, manifest=dataclasses.replace(tail.manifest, tail_sha256=self._tail_sha256s[key])
+        )
+
+    def _fused_tail_sha256(self, model_id: str, key: tuple[str, str]) -> str | None:
+        from models import partition  # noqa: PLC0415 - needs onnx
+
+        model = self.catalog.full_model(key[0], model_id)
+        return None if model is None else partition.split(model, key[1], model_id=model_id).manifest.tail_sha256
+
     def _load(self, model_id: str, model_sha256: str, cut_id: str) -> Tail:
         split_dir = self.catalog.split_dir(model_sha256, cut_id)
         if split_dir is not None:
             manifest, tail_bytes = _read_split(split_dir)
-        else:
+            logger.info("loaded tail of %s at cut %s", manifest.model_id, cut_id)
+            return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads))
+        chain = self.chains.held(model_sha256, cut_id)
+        if chain is None:
+            segments_dir = self.catalog.segments_dir(model_sha256, cut_id)
+            if segments_dir is not None:
+                chain = self.chains.from_directory(segments_dir)
+                logger.info("loaded the chain of %s from %s", chain.manifest.model_id, segments_dir)
+        if chain is None:
             known_cuts = self._cut_ids.get(model_sha256)
             if known_cuts is not None and cut_id not in known_cuts:
                 raise _unknown_cut(model_id, cut_id)  # without loading the model again
-            manifest, tail_bytes = self._split(self._full_model(model_id, model_sha256, cut_id), model_id, cut_id)
-        logger.info("loaded tail of %s at cut %s", manifest.model_id, cut_id)
-        return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads))
+            model = self._full_model(model_id, model_sha256, cut_id)
+            self._check_cut(model, model_id, cut_id)
+            chain = self.chains.through(model, model_sha256, model_id, cut_id)
+            logger.info("%s's chain passes through %s", model_id, ", ".join(chain.manifest.cut_ids))
+        return _chain_tail(chain, cut_id)
+
+    def _check_cut(self, model: onnx.ModelProto, model_id: str, cut_id: str) -> None:
+        from models import partition  # noqa: PLC0415 - needs onnx
+
+        sha = sha256_hex(model.SerializeToString())
+        if sha not in self._cut_ids:
+            self._cut_ids[sha] = frozenset(cut.id for cut in partition.enumerate_cuts(model))
+        if cut_id not in self._cut_ids[sha]:
+            raise _unknown_cut(model_id, cut_id)
+        if cut_id == EDGE_ONLY:
+            msg = f"cut {cut_id!r} runs the whole model on the edge: there is no tail to serve"
+            raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
 
     def _full_model(self, model_id: str, model_sha256: str, cut_id: str) -> onnx.ModelProto:
         model = self.catalog.full_model(model_sha256, model_id)
@@ -182,19 +258,9 @@ class TailStore:
             msg += " (another version, seed or export of the model?)"
         raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_MODEL)
 
-    def _split(self, model: onnx.ModelProto, model_id: str, cut_id: str) -> tuple[Manifest, bytes]:
-        from models import partition  # noqa: PLC0415 - needs onnx
 
-        sha = sha256_hex(model.SerializeToString())
-        if sha not in self._cut_ids:
-            self._cut_ids[sha] = frozenset(cut.id for cut in partition.enumerate_cuts(model))
-        if cut_id not in self._cut_ids[sha]:
-            raise _unknown_cut(model_id, cut_id)
-        split = partition.split(model, cut_id, model_id=model_id)
-        if split.tail is None:
-            msg = f"cut {cut_id!r} runs the whole model on the edge: there is no tail to serve"
-            raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
-        return split.manifest, split.tail.SerializeToString()
+def _chain_tail(chain: Chain, cut_id: str) -> Tail:
+    return Tail(manifest=chain.manifest.manifest(cut_id), session=chain.part(cut_id, EDGE_ONLY))
 
 
 def _unknown_cut(model_id: str, cut_id: str) -> TailUnavailableError:

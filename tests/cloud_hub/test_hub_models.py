@@ -107,7 +107,67 @@ async def test_hub_serves_a_full_model_file_by_its_hash(
                 result = await agent.infer(image, cut=cut)
                 assert (result.hub_id, result.fallback) == ("hub0", None)
                 assert_matches_full_model(result, image)  # same weights, other doc string
-    assert len(hub.store) == 2
+    chain = hub.store.chains.held(sha256_hex(data), INNER_CUT)  # one chain holds both tails: the weights once
+    assert chain is not None
+    assert {CLOUD_ONLY, INNER_CUT} <= set(chain.manifest.cut_ids)
+
+
+async def test_a_segments_directory_serves_auto_agents_on_both_sides_without_the_zoo(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    chain_dir = tmp_path / "models" / "tiny-chain"
+    assert main(["models", "split", MODEL, "--cuts", f"{INNER_CUT},pool", "--out", str(chain_dir)]) == ExitCode.OK
+    capsys.readouterr()
+    hub = await start_hub(models_dir=tmp_path / "models", use_zoo=False)
+    images = random_images(2, seed=9)
+    async with EdgeAgent(broker_url, model=chain_dir, prefix=prefix, fallback=False, threads=1) as agent:
+        for cut in (CLOUD_ONLY, INNER_CUT, "pool"):
+            for image in images:
+                result = await agent.infer(image, cut=cut)
+                assert (result.hub_id, result.fallback) == ("hub0", None)
+                assert_matches_full_model(result, image)
+        auto = await agent.infer(images[0])  # the planner's choice, among the directory's cuts
+        assert auto.cut_id in {CLOUD_ONLY, INNER_CUT, "pool", "output"}
+    assert len(list((tmp_path / "models").rglob("*.onnx"))) == 3  # no segment was taken for a full model
+    reply = await _ask(broker_url, prefix, cut=OTHER_CUT)
+    assert reply.error is not None
+    assert reply.error.code == ErrorCode.UNKNOWN_CUT
+    assert f"split at input, pool, {INNER_CUT} only" in reply.error.message
+    assert len(hub.store.chains.current(tiny_model().model_sha256).manifest.segments) == 3  # type: ignore[union-attr]
+
+
+async def test_a_chain_grows_for_a_new_cut_and_keeps_the_sessions_of_the_segments_it_shares(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub()
+    sha = tiny_model().model_sha256
+    assert (await _ask(broker_url, prefix, cut=CLOUD_ONLY)).ok
+    before = hub.store.chains.current(sha)
+    assert before is not None
+    assert before.manifest.cut_ids == (CLOUD_ONLY, "pool", "output")  # the candidates
+    assert (await _ask(broker_url, prefix, cut=INNER_CUT)).ok
+    after = hub.store.chains.current(sha)
+    assert after is not None
+    assert after.manifest.cut_ids == (CLOUD_ONLY, INNER_CUT, "pool", "output")
+    assert after._segments[-1] is before._segments[-1]  # pool -> output was not loaded again
+    assert (await _ask(broker_url, prefix, cut=CLOUD_ONLY)).ok  # its tail now runs on the grown chain
+    assert hub.store.chains.current(sha) is after
+
+
+async def test_a_request_naming_its_tail_is_checked_against_a_chain(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    await start_hub()
+    _, model = partition.load_model(MODEL)
+    fused = partition.split(model, INNER_CUT, model_id=MODEL).manifest.tail_sha256
+    assert (await _ask(broker_url, prefix, cut=INNER_CUT, tail_sha256=fused)).ok
+    wrong = await _ask(broker_url, prefix, cut=INNER_CUT, tail_sha256="0" * 64)
+    assert wrong.error is not None
+    assert wrong.error.code == ErrorCode.MODEL_MISMATCH
 
 
 async def test_hub_without_the_zoo_does_not_know_zoo_models(

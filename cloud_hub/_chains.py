@@ -1,0 +1,111 @@
+"""A hub's chains: one copy of a model's weights, whatever cuts agents send it.
+
+A hub serving a model from its full ONNX file (or the zoo) holds it as a chain
+of segments (:mod:`models._segments`) through the model's candidate cuts, the
+ones ``cut="auto"`` agents choose between, and every other cut an agent has
+sent. A tail is the stretch of the chain from the request's cut to the end. A
+request at a cut the chain does not pass through grows the chain: it is cut
+again, and only the segments that changed get new sessions (a segment is
+known by its sha256), so the weights stay in memory once. A segments
+directory (``edgecut models split --cuts``) gives a chain that cannot grow.
+
+Blocking (splitting, session creation); the tail store calls it from a worker
+thread, under its own lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from models import EDGE_ONLY, Chain, SegmentsManifest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import onnx
+
+    from models import Runnable
+
+
+class HubChains:
+    """The chains a hub holds, at most ``max_models`` of them, least recently used dropped first.
+
+    Args:
+        session: Makes a session of one segment's bytes.
+        max_models: Chains kept.
+    """
+
+    def __init__(self, *, session: Callable[[bytes], Runnable], max_models: int) -> None:
+        self._session = session
+        self._max_models = max_models
+        self._chains: OrderedDict[str, Chain] = OrderedDict()
+        self._sessions: dict[str, dict[str, Runnable]] = {}  # model sha256 -> segment sha256 -> session
+        self._lock = threading.Lock()
+
+    def held(self, model_sha256: str, cut_id: str) -> Chain | None:
+        """The chain of ``model_sha256`` if it passes through ``cut_id`` (and the cut has a tail)."""
+        with self._lock:
+            chain = self._chains.get(model_sha256)
+            if chain is None or cut_id == EDGE_ONLY or cut_id not in chain.manifest.cut_ids:
+                return None
+            self._chains.move_to_end(model_sha256)
+            return chain
+
+    def current(self, model_sha256: str) -> Chain | None:
+        """The chain of ``model_sha256`` as it is now (a grown chain replaces the one before)."""
+        with self._lock:
+            return self._chains.get(model_sha256)
+
+    def through(self, model: onnx.ModelProto, model_sha256: str, model_id: str, cut_id: str) -> Chain:
+        """The chain of the full ``model``, grown to pass through ``cut_id`` if it did not.
+
+        Raises:
+            ModelError: ``cut_id`` is not a cut of the model.
+        """
+        from models import partition  # noqa: PLC0415 - the hub's tooling side: needs onnx
+
+        with self._lock:
+            chain = self._chains.get(model_sha256)
+            if chain is not None and cut_id in chain.manifest.cut_ids:
+                return chain
+            if chain is not None:
+                wanted = {*chain.manifest.cut_ids, cut_id}
+            else:
+                wanted = {cut.id for cut in partition.candidate_cuts(partition.enumerate_cuts(model))} | {cut_id}
+            segments = partition.split_segments(model, sorted(wanted), model_id=model_id, check=False)
+            blobs = {
+                file.sha256: part.SerializeToString()
+                for file, part in zip(segments.manifest.segments, segments.models, strict=True)
+            }
+            return self._keep(model_sha256, segments.manifest, blobs)
+
+    def from_directory(self, directory: Path) -> Chain:
+        """The chain in a segments directory (checked against its manifest), kept by its model sha256.
+
+        Raises:
+            ModelError: The directory's manifest or files are missing or do not match.
+        """
+        manifest = SegmentsManifest.load(directory)
+        with self._lock:
+            chain = self._chains.get(manifest.model_sha256)
+            if chain is not None and chain.manifest == manifest:
+                return chain
+            data = manifest.read_segments(directory)
+            blobs = {file.sha256: blob for file, blob in zip(manifest.segments, data, strict=True)}
+            return self._keep(manifest.model_sha256, manifest, blobs)
+
+    def _keep(self, model_sha256: str, manifest: SegmentsManifest, blobs: dict[str, bytes]) -> Chain:
+        """A chain of ``manifest``, reusing the sessions of segments it shares with the one it replaces."""
+        before = self._sessions.get(model_sha256, {})
+        sessions = {sha: before.get(sha) or self._session(blob) for sha, blob in blobs.items()}
+        chain = Chain(manifest, [sessions[file.sha256] for file in manifest.segments])
+        self._chains[model_sha256] = chain
+        self._chains.move_to_end(model_sha256)
+        self._sessions[model_sha256] = sessions
+        while len(self._chains) > self._max_models:
+            dropped, _ = self._chains.popitem(last=False)
+            del self._sessions[dropped]
+        return chain
