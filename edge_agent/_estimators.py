@@ -9,9 +9,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import statistics
+from typing import TYPE_CHECKING
 
-_FLOOR_MS = 0.05
-"""A transfer time below this is within the clocks' noise: no bandwidth is learned from it."""
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 _CHANGE_AFTER = 2
 """Surprises in a row that mean the link changed."""
 
@@ -74,116 +77,173 @@ class Recent:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Transfer:
     bits: float
-    network_ms: float
+    ms: float  # the whole round trip
+    request: bool  # a request (with its overhead), or a ping
 
 
 class LinkEstimator:
-    """A link's round trip (ms) and uplink bandwidth (bit/s), from requests' own sizes and times.
+    """A link's round trip, per-request overhead and uplink bandwidth, from probes and requests.
 
-    A request's network time is ``rtt + bits / bandwidth`` (the reply is small
-    and counted in the round trip). The round trip is the smallest time seen
-    lately, from cheap probes (a message with no payload to speak of) and
-    from requests (each an upper bound); the bandwidth is the median over
-    recent requests of ``bits / (time - rtt)``, with today's ``rtt``. So one
-    size of message and a probe now and then separate the two.
+    A request's network time is modelled as ``rtt + overhead + bits / bandwidth``:
+
+    - ``rtt``: the smallest round trip of recent pings (no payload to speak of);
+    - ``bandwidth``: the median of recent ``bits / (time - rtt)`` of padded
+      pings, and of requests whose transfer took long enough to measure
+      (at least ``min_transfer_ms``); pings are sized to take that long;
+    - ``overhead``: what a request's round trip costs beyond a ping's of its
+      size (the hub decoding it, queueing it to a worker thread, encoding the
+      reply): the median residual of recent requests.
 
     When two requests in a row miss the prediction by more than ``change``,
-    the link has changed: older requests are forgotten, the old round trip
-    holds only until the next probe, and :meth:`wants_probe` says so. The
-    estimate follows within a few requests.
+    the link has changed: bandwidth samples and overhead are forgotten (the
+    surprising requests seed the new bandwidth if their transfers were long
+    enough), the old round trip holds only until the next ping, and
+    :meth:`wants_probe` says so.
 
     Args:
-        window: Requests kept for the bandwidth.
+        window: Samples kept for the bandwidth and the overhead.
         change: Relative error that, twice in a row, means the link changed.
         rtt_forget_s: Seconds after which a round trip sample no longer counts.
-        probe_every_s: Seconds after which a new probe is wanted.
+        probe_every_s: Seconds after which a new round-trip ping is wanted.
+        min_transfer_ms: A transfer shorter than this shows the bandwidth too
+            poorly (clock and scheduling noise) to count.
     """
 
     def __init__(
-        self, *, window: int = 5, change: float = 0.4, rtt_forget_s: float = 30.0, probe_every_s: float = 10.0
+        self,
+        *,
+        window: int = 5,
+        change: float = 0.4,
+        rtt_forget_s: float = 30.0,
+        probe_every_s: float = 10.0,
+        min_transfer_ms: float = 4.0,
     ) -> None:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
-        # (when, ms): probes' round trips, and requests' network times (each an upper bound of it)
-        self._probe_rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)
-        self._request_rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)
-        self._provisional_rtt: float | None = None  # the old link's, until a probe measures the new one
+        self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
+        self._overheads: collections.deque[float] = collections.deque(maxlen=window)
+        self._provisional_rtt: float | None = None  # the old link's, until a ping measures the new one
         self._change = change
         self._rtt_forget_s = rtt_forget_s
         self._probe_every_s = probe_every_s
+        self._min_transfer_ms = min_transfer_ms
         self._probed_s = -math.inf
-        self._surprises = 0
+        self._surprises: list[tuple[float, float, bool]] = []  # (bits, ms, a request?) off the prediction
+        self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._cache_key: tuple[float, int] | None = None
         self._cache: tuple[float | None, float | None] = (None, None)
         self._version = 0
 
     def wants_probe(self, now_s: float) -> bool:
-        """True when a probe's round trip would help: none lately, or the link just changed."""
+        """True when a round-trip ping would help: none lately, or the link just changed."""
         return now_s - self._probed_s >= self._probe_every_s
 
     def rtt_ms(self, now_s: float) -> float | None:
-        """Estimated round trip, or ``None`` before anything was measured."""
+        """Estimated round trip, or ``None`` before a ping was answered."""
         return self.estimate(now_s)[0]
 
     def bandwidth_bit_s(self, now_s: float) -> float | None:
-        """Estimated uplink bandwidth, or ``None`` before a request showed it."""
+        """Estimated uplink bandwidth, or ``None`` before anything showed it."""
         return self.estimate(now_s)[1]
+
+    @property
+    def overhead_ms(self) -> float:
+        """What a request's round trip costs beyond a ping's of its size (0 until measured)."""
+        return statistics.median(self._overheads) if self._overheads else 0.0
 
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
         key = (now_s, self._version)
         if key != self._cache_key:
             rtt = self._rtt(now_s)
-            self._cache = (rtt, None if rtt is None else self._bandwidth(rtt))
+            rates = [] if rtt is None else sorted(self._rates(rtt))
+            self._cache = (rtt, rates[len(rates) // 2] if rates else None)
             self._cache_key = key
         return self._cache
 
-    def predict_ms(self, nbytes: int, now_s: float) -> float | None:
-        """Network time of a request of ``nbytes``: ``None`` while the round trip is unknown."""
+    def _rates(self, rtt: float) -> Iterator[float]:
+        """Bits per second of each transfer long enough to show it, with today's round trip and overhead."""
+        overhead = self.overhead_ms
+        for transfer in self._transfers:
+            ms = transfer.ms - rtt - (overhead if transfer.request else 0.0)
+            if ms >= self._min_transfer_ms:
+                yield transfer.bits / ms * 1000
+
+    def predict_ms(self, nbytes: int, now_s: float, *, request: bool = True) -> float | None:
+        """Network time of a request (or a ping) of ``nbytes``: ``None`` while the link is unknown."""
         rtt, bandwidth = self.estimate(now_s)
-        if rtt is None:
+        if rtt is None or bandwidth is None:
             return None
-        return rtt if bandwidth is None else rtt + nbytes * 8 / bandwidth * 1000
+        return rtt + (self.overhead_ms if request else 0.0) + nbytes * 8 / bandwidth * 1000
+
+    def probe_bytes(self, target_ms: float, now_s: float) -> int:
+        """The padding of a bandwidth ping: about ``target_ms`` of transfer (at least ``min_transfer_ms``).
+
+        While the bandwidth is unknown, or the last ping was too short to
+        count, the size grows fourfold from 16 KiB.
+        """
+        bandwidth = self.bandwidth_bit_s(now_s)
+        if self._short_probe_bytes:
+            return self._short_probe_bytes * 4
+        if bandwidth is None:
+            return 16 * 1024
+        return int(bandwidth * max(target_ms, self._min_transfer_ms * 2) / 8000)
 
     def observe_rtt(self, ms: float, now_s: float) -> None:
-        """A probe's round trip."""
-        self._probe_rtts.append((now_s, ms))
+        """A round-trip ping (no payload)."""
+        self._rtts.append((now_s, ms))
         self._provisional_rtt = None
         self._probed_s = now_s
         self._version += 1
 
+    @property
+    def unsettled(self) -> bool:
+        """True while the last request or ping missed its prediction: one more would show a change."""
+        return bool(self._surprises)
+
+    def observe_probe(self, nbytes: int, ms: float, now_s: float) -> None:
+        """A bandwidth ping: ``nbytes`` of padding there, a small answer back, in ``ms``."""
+        self._observe(nbytes * 8, ms, now_s, request=False)
+
     def observe(self, nbytes: int, network_ms: float, now_s: float) -> None:
-        """A request of ``nbytes`` whose network time (round trip, transfers) was ``network_ms``."""
-        predicted = self.predict_ms(nbytes, now_s)
-        surprised = predicted is not None and abs(network_ms - predicted) > self._change * max(predicted, 1.0)
-        self._surprises = self._surprises + 1 if surprised else 0
-        if self._surprises >= _CHANGE_AFTER:  # the link changed: its past no longer holds
-            self._forget_link(now_s)
-        self._request_rtts.append((now_s, network_ms))
-        if nbytes > 0:
-            self._transfers.append(_Transfer(bits=nbytes * 8, network_ms=network_ms))
+        """A request of ``nbytes`` whose network time (round trip, transfers, hub I/O) was ``network_ms``."""
+        self._observe(nbytes * 8, network_ms, now_s, request=True)
+
+    def _observe(self, bits: float, ms: float, now_s: float, *, request: bool) -> None:
+        predicted = self.predict_ms(int(bits // 8), now_s, request=request)
+        if predicted is not None and abs(ms - predicted) > self._change * max(predicted, 1.0):
+            self._surprises.append((bits, ms, request))
+            if len(self._surprises) >= _CHANGE_AFTER:  # the link changed: its past no longer holds
+                self._forget_link(now_s)
+                return
+        else:
+            self._surprises.clear()
+        self._learn(bits, ms, now_s, request=request)
+
+    def _learn(self, bits: float, ms: float, now_s: float, *, request: bool) -> None:
+        rtt, bandwidth = self.estimate(now_s)
+        if rtt is None:
+            return
+        long_enough = ms - rtt - (self.overhead_ms if request else 0.0) >= self._min_transfer_ms
+        if not request:
+            self._short_probe_bytes = 0 if long_enough else int(bits // 8)
+        if bits > 0 and long_enough:
+            self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
+        elif request and bandwidth is not None:  # too short to show the bandwidth: it shows the overhead
+            self._overheads.append(max(0.0, ms - rtt - bits / bandwidth * 1000))
         self._version += 1
 
     def _forget_link(self, now_s: float) -> None:
-        last = self._transfers[-1] if self._transfers else None
+        surprises, self._surprises = self._surprises, []
         self._provisional_rtt = self._rtt(now_s)
-        self._probe_rtts.clear()
-        self._request_rtts.clear()
+        self._rtts.clear()
         self._transfers.clear()
-        if last is not None:  # the first surprise belongs to the new link too
-            self._transfers.append(last)
-        self._surprises = 0
         self._probed_s = -math.inf
+        self._version += 1
+        for bits, ms, request in surprises:  # they belong to the new link
+            self._learn(bits, ms, now_s, request=request)
 
     def _rtt(self, now_s: float) -> float | None:
-        recent = [ms for at, ms in (*self._probe_rtts, *self._request_rtts) if now_s - at <= self._rtt_forget_s]
+        recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
         if self._provisional_rtt is not None:
             recent.append(self._provisional_rtt)
         return min(recent) if recent else None
-
-    def _bandwidth(self, rtt: float) -> float | None:
-        rates = sorted(
-            transfer.bits / (transfer.network_ms - rtt) * 1000
-            for transfer in self._transfers
-            if transfer.network_ms - rtt > _FLOOR_MS
-        )
-        return rates[len(rates) // 2] if rates else None

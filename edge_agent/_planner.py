@@ -51,7 +51,7 @@ _PLAUSIBLE = 1.5
 _PROBE_TRANSFER_MS = (10.0, 25.0)
 """A bandwidth probe is sized to take the round trip on the estimated link, within these bounds:
 long enough to show a change, at most 5% of the link at one probe per 0.5 s."""
-_PROBE_BYTES = (2_048, 256 * 1024)
+_PROBE_BYTES = (2_048, 1024 * 1024)
 """Smallest and largest bandwidth probe."""
 _QUEUE_MAX_AGE_S = 10.0
 """A queue wait older than this says nothing of the queue now (hubs report theirs every few seconds)."""
@@ -241,35 +241,41 @@ class Planner:
         self._remote_after_s = now_s + backoff
 
     def probe(self, now_s: float) -> int | None:
-        """The payload bytes of a probe to send now, or ``None`` when none is needed.
+        """The padding bytes of a ping to send now, or ``None`` when none is needed.
 
-        ``0`` is a round-trip probe. A positive size is a bandwidth probe,
-        wanted while no request has measured the link lately (the device runs
-        everything itself): sized to take about a round trip (10 to 25 ms) on
-        the link as estimated, so that a change shows at once, at a cost of 2
-        to 5% of the link while it lasts.
+        ``0`` is a round-trip ping: wanted first, then every 10 s and after
+        the link changed. A positive size is a bandwidth ping, wanted while
+        the bandwidth is unknown, while the last request or ping missed its
+        prediction (the next one confirms or dismisses a change), and while no
+        request has measured the link lately (the device runs everything
+        itself): sized to take about a round trip (10 to 25 ms) on the link as
+        estimated, so that a change shows at once, at a cost of 2 to 5% of the
+        link while it lasts. At most one per ``probe_every_s`` unless urgent
+        (nothing known, or a change to confirm).
         """
-        if now_s - self._last_probe_s < self._probe_every_s:
+        rtt, bandwidth = self.link.estimate(now_s)
+        urgent = rtt is None or bandwidth is None or self.link.unsettled
+        if now_s - self._last_probe_s < self._probe_every_s and not urgent:
             return None
         idle = now_s - self._last_transfer_s >= self._probe_every_s
-        if not idle and not self.link.wants_probe(now_s):
+        if rtt is None:
+            nbytes = 0
+        elif bandwidth is None or idle or self.link.unsettled:
+            target_ms = min(max(rtt, _PROBE_TRANSFER_MS[0]), _PROBE_TRANSFER_MS[1])
+            nbytes = min(max(self.link.probe_bytes(target_ms, now_s), _PROBE_BYTES[0]), _PROBE_BYTES[1])
+        elif self.link.wants_probe(now_s):
+            nbytes = 0
+        else:
             return None
         self._last_probe_s = now_s
-        if not idle:
-            return 0
-        rtt, bandwidth = self.link.estimate(now_s)
-        if rtt is None or bandwidth is None:
-            return _PROBE_BYTES[0]
-        transfer_ms = min(max(rtt, _PROBE_TRANSFER_MS[0]), _PROBE_TRANSFER_MS[1])
-        nbytes = int(bandwidth * transfer_ms / 1000 / 8)
-        return min(max(nbytes, _PROBE_BYTES[0]), _PROBE_BYTES[1])
+        return nbytes
 
     def observe_probe(self, nbytes: int, ms: float, now_s: float) -> None:
-        """A probe's round trip: ``nbytes`` of payload there, a small answer back, in ``ms``."""
+        """A ping's round trip: ``nbytes`` of padding there, a small answer back, in ``ms``."""
         if nbytes == 0:
             self.link.observe_rtt(ms, now_s)
         else:
-            self.link.observe(nbytes, ms, now_s)
+            self.link.observe_probe(nbytes, ms, now_s)
 
     def observe_hub(
         self, now_s: float, *, tail_ms: Mapping[str, float] | None = None, queue_ms: float | None = None
@@ -290,7 +296,7 @@ class Planner:
         if rtt is None or bandwidth is None:
             network = np.full(len(self._bytes), np.nan)
         else:
-            network = rtt + self._bytes * (8000.0 / bandwidth)
+            network = rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth)
         queue = self._queue.quantile(queue_quantile, now_s) or 0.0  # none lately: no queue seen
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
         return np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)

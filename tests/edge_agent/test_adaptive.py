@@ -71,6 +71,7 @@ def test_only_online_hub_statuses_teach_the_planner() -> None:
     adaptive = _adaptive()
     planner = adaptive.planner
     planner.observe_probe(0, 5.0, 0.0)
+    planner.observe_probe(100_000, 85.0, 0.0)  # 10 Mbit/s
     planner.observe(Observation(cut_id="input", bytes_sent=3_200, edge_ms=0.0, network_ms=6.0, hub_compute_ms=2.0), 0.0)
     before = planner.predict_ms("input", 0.0)
     sha = ModelHalves.open(MODEL, threads=1).model_sha256

@@ -1,0 +1,53 @@
+"""cut="auto" end to end: a real hub, a real broker, an emulated link that changes under the agent.
+
+The agent runs resnet18 as a device four times slower than this host
+(stretched sessions) behind an emulated link. On a fast link, sending the
+image wins by a wide margin; on a slow one, running everything on the device
+does. The test asserts which cut the planner uses, never how long anything took.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent
+from simulations import LinkProxy, fixed_link, stretched_sessions
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from cloud_hub import Hub
+
+pytestmark = pytest.mark.broker
+
+MODEL = "resnet18"
+FAST = fixed_link(rate_bit_s=200e6, delay_s=0.001)
+SLOW = fixed_link(rate_bit_s=2e6, delay_s=0.02)
+
+
+async def test_auto_moves_to_the_device_when_the_link_slows_and_back_when_it_recovers(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    await start_hub(preload=(f"{MODEL}:{CLOUD_ONLY}",), status_interval=0.5)
+    upstream = urlsplit(broker_url)
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    async with LinkProxy(FAST, upstream=(upstream.hostname or "", upstream.port or 0)) as proxy:
+        url = broker_url.replace(f":{upstream.port}", f":{proxy.port}")
+        agent = EdgeAgent(url, model=MODEL, prefix=prefix, threads=1, session_factory=stretched_sessions(4.0))
+        async with agent:
+            fast = [(await agent.infer(image)).cut_id for _ in range(20)]
+            assert fast[-8:] == [CLOUD_ONLY] * 8, fast
+
+            proxy.set_spec(SLOW)
+            slow = [(await agent.infer(image)).cut_id for _ in range(12)]
+            assert EDGE_ONLY in slow[:5], slow  # two surprising requests show the change
+            assert slow[-5:] == [EDGE_ONLY] * 5, slow
+
+            proxy.set_spec(FAST)  # nothing the agent sends shows it: its probes must
+            recovered = [(await agent.infer(image)).cut_id for _ in range(60)]
+            assert CLOUD_ONLY in recovered[:40], recovered
+            assert recovered[-8:] == [CLOUD_ONLY] * 8, recovered
