@@ -78,6 +78,11 @@ logger = logging.getLogger("edgecut.agent")
 AUTO = "auto"
 _PROBE_TIMEOUT_S = 2.0
 """A probe unanswered this long is a measurement missed."""
+_PROBE_FOLLOW_UPS = 3
+"""Pings a probe may chain when each wants another at once (a change to confirm, a ping too short)."""
+_START_PROBES = 4
+_START_PROBES_S = 2.0
+"""At start, up to this many pings within this many seconds: the link is known before the first request."""
 # Hub errors after which the local tail gives the same answer the hub would have.
 _FALLBACK_CODES = frozenset(
     {ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL, ErrorCode.SHUTTING_DOWN}
@@ -217,7 +222,7 @@ class EdgeAgent:
             except BaseException:
                 await self._connection.__aexit__(None, None, None)
                 raise
-            self._maybe_probe()  # the round trip, before the first request
+            await self._measure_link()
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             raise
@@ -289,6 +294,17 @@ class EdgeAgent:
             return Decision(cut_id=self.cut, predicted_ms=math.nan, reason="fixed cut")
         return self._adaptive.decide(time.monotonic())
 
+    async def _measure_link(self) -> None:
+        """Before the first request: the pings the planner wants (round trip, bandwidth), within 2 s."""
+        if self._adaptive is None:
+            return
+        deadline = time.monotonic() + _START_PROBES_S
+        for _ in range(_START_PROBES):
+            nbytes = self._adaptive.planner.probe(time.monotonic())
+            if nbytes is None or time.monotonic() >= deadline:
+                return
+            await self._probe(nbytes, follow_ups=0)
+
     def _maybe_probe(self) -> None:
         """Send the probe the planner wants, if any, unless one is in flight (it never delays a request)."""
         if self._adaptive is None or (self._probing is not None and not self._probing.done()):
@@ -297,11 +313,25 @@ class EdgeAgent:
         if nbytes is not None:
             self._probing = asyncio.create_task(self._probe(nbytes), name=f"edgecut[{self.agent_id}].probe")
 
-    async def _probe(self, nbytes: int) -> None:
-        ping = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(nbytes))
-        ms = await self._outbox.probe(ping.request_id, encode_ping(ping), _PROBE_TIMEOUT_S)
-        if ms is not None and self._adaptive is not None:
-            self._adaptive.planner.observe_probe(nbytes, ms, time.monotonic())
+    async def _probe(self, nbytes: int, follow_ups: int = _PROBE_FOLLOW_UPS) -> None:
+        """Ping with ``nbytes`` of padding; then, while answered, the pings the planner urgently wants next.
+
+        A ping that missed its prediction wants another at once (to confirm a
+        change or dismiss it), as does one too short to show the bandwidth:
+        up to ``follow_ups`` of them, so a change shows within a few round
+        trips even when requests are rare.
+        """
+        for _ in range(1 + follow_ups):
+            ping = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(nbytes))
+            ms = await self._outbox.probe(ping.request_id, encode_ping(ping), _PROBE_TIMEOUT_S)
+            if ms is None or self._adaptive is None:
+                return
+            planner = self._adaptive.planner
+            planner.observe_probe(nbytes, ms, time.monotonic())
+            wanted = planner.probe(time.monotonic())  # so soon after a ping: only if urgent
+            if wanted is None:
+                return
+            nbytes = wanted
 
     def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         specs = self.model.inputs

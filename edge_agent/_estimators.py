@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 _CHANGE_AFTER = 2
-"""Surprises in a row that mean the link changed."""
+"""Surprises in a row, the same way (slower or faster), that mean the link changed."""
+_NOISE_MS = 2.0
+"""What scheduling alone may add to or take from a round trip, besides the link's jitter."""
 
 
 class Recent:
@@ -81,12 +83,25 @@ class _Transfer:
     request: bool  # a request (with its overhead), or a ping
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Surprise:
+    bits: float
+    ms: float
+    request: bool
+    predicted: float
+
+    @property
+    def slower(self) -> bool:
+        return self.ms > self.predicted
+
+
 class LinkEstimator:
     """A link's round trip, per-request overhead and uplink bandwidth, from probes and requests.
 
     A request's network time is modelled as ``rtt + overhead + bits / bandwidth``:
 
-    - ``rtt``: the smallest round trip of recent pings (no payload to speak of);
+    - ``rtt``: the median round trip of recent pings (no payload to speak
+      of): what a request meets on a jittery link, not its luckiest case;
     - ``bandwidth``: the median of recent ``bits / (time - rtt)`` of padded
       pings, and of requests whose transfer took long enough to measure
       (at least ``min_transfer_ms``); pings are sized to take that long;
@@ -94,15 +109,18 @@ class LinkEstimator:
       size (the hub decoding it, queueing it to a worker thread, encoding the
       reply): the median residual of recent requests.
 
-    When two requests in a row miss the prediction by more than ``change``,
-    the link has changed: bandwidth samples and overhead are forgotten (the
-    surprising requests seed the new bandwidth if their transfers were long
+    When two transfers in a row (requests or pings) miss their prediction the
+    same way, slower or faster, by more than the link's noise allows
+    (``change`` of the predicted time beyond the round trip, plus the spread
+    of recent pings), the link has changed: bandwidth samples are forgotten
+    (the surprising transfers seed the new bandwidth if they were long
     enough), the old round trip holds only until the next ping, and
     :meth:`wants_probe` says so.
 
     Args:
         window: Samples kept for the bandwidth and the overhead.
-        change: Relative error that, twice in a row, means the link changed.
+        change: Relative error of the transfer (and overhead) that, twice in
+            a row the same way, means the link changed.
         rtt_forget_s: Seconds after which a round trip sample no longer counts.
         probe_every_s: Seconds after which a new round-trip ping is wanted.
         min_transfer_ms: A transfer shorter than this shows the bandwidth too
@@ -127,7 +145,7 @@ class LinkEstimator:
         self._probe_every_s = probe_every_s
         self._min_transfer_ms = min_transfer_ms
         self._probed_s = -math.inf
-        self._surprises: list[tuple[float, float, bool]] = []  # (bits, ms, a request?) off the prediction
+        self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._cache_key: tuple[float, int] | None = None
         self._cache: tuple[float | None, float | None] = (None, None)
@@ -209,15 +227,35 @@ class LinkEstimator:
         self._observe(nbytes * 8, network_ms, now_s, request=True)
 
     def _observe(self, bits: float, ms: float, now_s: float, *, request: bool) -> None:
-        predicted = self.predict_ms(int(bits // 8), now_s, request=request)
-        if predicted is not None and abs(ms - predicted) > self._change * max(predicted, 1.0):
-            self._surprises.append((bits, ms, request))
+        surprise = self._surprise(bits, ms, now_s, request=request)
+        if surprise and self._surprises and self._surprises[-1].slower != surprise.slower:
+            self._surprises.clear()  # one slower, one faster: noise, not a change
+        if surprise:
+            self._surprises.append(surprise)
             if len(self._surprises) >= _CHANGE_AFTER:  # the link changed: its past no longer holds
                 self._forget_link(now_s)
                 return
         else:
             self._surprises.clear()
         self._learn(bits, ms, now_s, request=request)
+
+    def _surprise(self, bits: float, ms: float, now_s: float, *, request: bool) -> _Surprise | None:
+        """The transfer, if it missed its prediction by more than the link's noise allows.
+
+        Allowed: ``change`` of the predicted time beyond the round trip (the
+        transfer, and a request's overhead), plus the round trip's own jitter
+        (the spread of recent pings), plus 2 ms of scheduling noise. A small
+        ping that comes back far too fast shows a faster link, though too
+        short to measure it.
+        """
+        predicted = self.predict_ms(int(bits // 8), now_s, request=request)
+        rtt = self.rtt_ms(now_s)
+        if predicted is None or rtt is None:
+            return None
+        allowed = self._change * (predicted - rtt) + self._jitter_ms(now_s) + _NOISE_MS
+        if abs(ms - predicted) <= allowed:
+            return None
+        return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted)
 
     def _learn(self, bits: float, ms: float, now_s: float, *, request: bool) -> None:
         rtt, bandwidth = self.estimate(now_s)
@@ -239,11 +277,16 @@ class LinkEstimator:
         self._transfers.clear()
         self._probed_s = -math.inf
         self._version += 1
-        for bits, ms, request in surprises:  # they belong to the new link
-            self._learn(bits, ms, now_s, request=request)
+        for surprise in surprises:  # they belong to the new link
+            self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request)
+
+    def _jitter_ms(self, now_s: float) -> float:
+        """How much recent round trips spread: the largest less the smallest (0 before two)."""
+        recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
+        return max(recent) - min(recent) if recent else 0.0
 
     def _rtt(self, now_s: float) -> float | None:
         recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
         if self._provisional_rtt is not None:
             recent.append(self._provisional_rtt)
-        return min(recent) if recent else None
+        return statistics.median_low(recent) if recent else None

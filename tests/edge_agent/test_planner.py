@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import statistics
 
 import pytest
 
@@ -231,6 +232,35 @@ def test_the_link_estimator_follows_a_change_in_two_requests() -> None:
     link.observe_rtt(20.0, 12.0)
     link.observe(125_000, 1020.0, 13.0)
     assert link.predict_ms(125_000, 13.0) == pytest.approx(1020.0, rel=0.15)
+
+
+def test_a_ping_back_far_too_fast_shows_a_faster_link_though_too_short_to_measure_it() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(40.0, 0.0)
+    for index in range(5):  # 2 Mbit/s: 6,250 bytes take 25 ms
+        link.observe_probe(6_250, 65.0, 0.1 * index)
+    assert link.bandwidth_bit_s(1.0) == pytest.approx(2e6)
+    link.observe_probe(6_250, 42.5, 1.0)  # now 20 Mbit/s: 2.5 ms, too short to count, but 22 ms early
+    assert link.unsettled
+    link.observe_probe(25_000, 50.0, 1.1)  # the same way again: a change
+    assert link.bandwidth_bit_s(1.1) == pytest.approx(20e6)
+
+
+def test_jitter_alone_is_not_taken_for_a_change() -> None:
+    rng = random.Random(3)
+    link = LinkEstimator()
+    bandwidth, nbytes = 5e6, 15_000  # each ping's transfer: 24 ms, under up to 60 ms of jitter
+    estimates = []
+    for index in range(300):
+        now = 0.25 * index
+        jitter = abs(rng.gauss(0.0, 20.0)) + abs(rng.gauss(0.0, 20.0))  # there and back
+        if index % 4 == 0:
+            link.observe_rtt(20.0 + jitter, now)
+        else:
+            link.observe_probe(nbytes, 20.0 + jitter + nbytes * 8 / bandwidth * 1000, now)
+        assert not link.wants_probe(now), index  # a change would forget the round trip and want it afresh
+        estimates.append(link.bandwidth_bit_s(now) or 0.0)
+    assert 0.7 < statistics.median(estimates) / bandwidth < 1.4
 
 
 def test_without_answers_the_planner_backs_off_to_the_device_for_longer_each_time() -> None:
