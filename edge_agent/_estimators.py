@@ -121,7 +121,8 @@ class LinkEstimator:
         window: Samples kept for the bandwidth and the overhead.
         change: Relative error of the transfer (and overhead) that, twice in
             a row the same way, means the link changed.
-        rtt_forget_s: Seconds after which a round trip sample no longer counts.
+        rtt_forget_s: Seconds after which a round trip sample no longer
+            counts (unless it is the last one: a stale round trip beats none).
         probe_every_s: Seconds after which a new round-trip ping is wanted.
         min_transfer_ms: A transfer shorter than this shows the bandwidth too
             poorly (clock and scheduling noise) to count.
@@ -280,13 +281,18 @@ class LinkEstimator:
         for surprise in surprises:  # they belong to the new link
             self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request)
 
+    def _recent_rtts(self, now_s: float) -> list[float]:
+        """The round trips of the last ``rtt_forget_s``; the last one alone if all are older (stale beats none)."""
+        recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
+        return recent or [ms for _, ms in list(self._rtts)[-1:]]
+
     def _jitter_ms(self, now_s: float) -> float:
         """How much recent round trips spread: the largest less the smallest (0 before two)."""
-        recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
+        recent = self._recent_rtts(now_s)
         return max(recent) - min(recent) if recent else 0.0
 
     def _rtt(self, now_s: float) -> float | None:
-        recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
+        recent = self._recent_rtts(now_s)
         if self._provisional_rtt is not None:
             recent.append(self._provisional_rtt)
         return statistics.median_low(recent) if recent else None

@@ -377,7 +377,7 @@ class Planner:
 
     def _exploration(self, predicted: np.ndarray, known: np.ndarray, best: int, now_s: float) -> tuple[int, str] | None:
         """A cut worth refreshing: its estimate is a guess or stale, and it could plausibly beat the best."""
-        if self._explorations + 1 > max(1.0, self._explore * self._decisions):
+        if self._explorations + 1 > self._explore * self._decisions:  # never over budget, not even early
             return None
         guessed = self._remote & np.isnan(self._tail)
         stale = now_s - self._refreshed_s > self._stale_s

@@ -181,6 +181,19 @@ def test_every_decision_says_why() -> None:
     assert decision.predicted_ms > 0
 
 
+def test_exploration_refreshes_stale_cuts_within_two_percent_of_requests() -> None:
+    world = World(device=3.0, bandwidth_bit_s=8e6, rtt_ms=10)
+    planner = _planner(world)
+    explored = []
+    for index in range(1000):  # 100 s at 10 requests/s: every other cut goes stale (30 s) more than once
+        now = index * 0.1
+        decision = planner.choose(now)
+        planner.observe(world.run(decision.cut_id), now)
+        explored.append(decision.explored and decision.reason.startswith("exploring"))
+        assert sum(explored) <= 0.02 * len(explored)  # never over budget, not even early
+    assert sum(explored) >= 3
+
+
 def test_head_times_survive_a_restart() -> None:
     world = World()
     planner = _planner(world)
