@@ -1,0 +1,488 @@
+"""Does cut="auto" match the hindsight oracle? Every policy on the same request stream, over a grid.
+
+A grid of cells: models x device speeds x hub loads x links. In each cell one
+agent (resnet18, mobilenet_v2 or googlenet: a DAG) runs behind an emulated
+link (``simulations.LinkProxy``) as a device of the given speed (stretched
+sessions), against a hub in its own process. The request stream is paced: a
+slot every ``--period`` seconds, and in every slot each policy sends one
+request back to back, in an order that rotates from slot to slot: edge-only,
+cloud-only, every other candidate cut fixed, and auto (the planner). So every
+policy meets the link at the same moments, and for each slot the best fixed
+cut is known (the per-request oracle). The agent's chain holds every
+candidate, so switching between policies loads nothing; only auto's requests
+teach the planner.
+
+Links: ``step`` (20 Mbit/s, 2 Mbit/s from a third of the slots, 20 again from
+two thirds; 20 ms one way), ``wifi-congested`` (5 Mbit/s, jitter, 1% loss),
+and two real traces, ``lte-drive`` and ``3g-bus`` (simulations/traces).
+Devices: a Raspberry Pi 4 (x5.4) and a Raspberry Pi 3 (x10.7), as the
+``simulations`` device profiles rate them against one x86 core (this host's
+core runs resnet18 about 2x faster than that reference, so these are
+stretches of this host, not faithful Pis). The first ``--warm-up`` slots are
+not counted: they show the cold start (the first request goes to the remote
+cut that sends least, to learn the hub), which a restarted agent skips by
+keeping its head times. Hub loads: ``idle``, and ``busy``: a load generator in its own
+process sends the hub resnet18 cloud-only requests at 85% of what it can
+serve. Cloud-only sends the uint8 image, as a camera gives it (no codec yet).
+
+Printed per cell: mean and p95 of edge-only, cloud-only, the best fixed cut
+(the oracle) and auto; auto/oracle; auto/better extreme; auto's mean against
+the per-slot best (traces); the cut auto used most; exploration and switches;
+prediction error; for the step link, how many of auto's requests each step
+took to come within 10% of the new oracle. Then a fleet of agents saturating
+one hub, and the planner's decision time.
+
+    python bench/planner.py [--models resnet18 mobilenet_v2 googlenet] [--slots 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from cloud_hub import LocalBroker
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
+from edge_agent._planner import Candidate, Observation, Planner
+from protocol import InferenceRequest, Topics, decode_status, encode_request
+from protocol.mqtt import Connection
+from simulations import PROFILES, LinkProxy, fixed_link, preset, stretched_sessions
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from protocol.mqtt import Incoming
+    from simulations import LinkSpec
+
+PREFIX = "bench-planner"
+AUTO = "auto"
+DEVICES = {"rpi4": PROFILES["rpi4"].factor, "rpi3": PROFILES["rpi3"].factor}
+LOADS = ("idle", "busy")
+LINKS = ("step", "wifi-congested", "lte-drive", "3g-bus")
+STEP_FAST = fixed_link(rate_bit_s=20e6, delay_s=0.020)
+STEP_SLOW = fixed_link(rate_bit_s=2e6, delay_s=0.020)
+BUSY = 0.85
+WITHIN = 0.10  # a step is recovered once auto is within this of the new oracle
+
+
+@dataclasses.dataclass
+class Request:
+    """One request of one policy in one slot."""
+
+    ms: float
+    cut: str
+    predicted_ms: float = math.nan
+    reason: str = ""
+    fallback: bool = False
+
+
+@dataclasses.dataclass
+class Cell:
+    """What one cell measured: by slot, by policy."""
+
+    model: str
+    device: str
+    load: str
+    link: str
+    slots: list[dict[str, Request]] = dataclasses.field(default_factory=list)
+
+    def policy(self, name: str) -> list[Request]:
+        return [slot[name] for slot in self.slots if name in slot]
+
+    @property
+    def fixed(self) -> list[str]:
+        return [name for name in self.slots[0] if name != AUTO] if self.slots else []
+
+
+# --- running -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def hub_process(broker: str, models: list[str]) -> Iterator[str]:
+    """A hub in its own process (one worker, one ORT thread) with each model's chain preloaded."""
+    hub_id = f"bench-hub-{uuid.uuid4().hex[:6]}"
+    command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker, "--prefix", PREFIX, "--hub-id", hub_id]
+    command += ["--threads", "1", "--workers", "1", "--status-interval", "0.5", "--max-queue", "256"]
+    for model in models:
+        command += ["--preload", f"{model}:{CLOUD_ONLY}"]
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL) as process:  # noqa: S603 - our own CLI
+        try:
+            yield hub_id
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def wait_online(broker: str, hub_id: str) -> None:
+    """Until the hub's status says online (its preloads done)."""
+    online = asyncio.Event()
+
+    def on_status(incoming: Incoming) -> None:
+        if decode_status(incoming.payload).state == "online":
+            online.set()
+
+    topic = Topics(PREFIX).status(hub_id)
+    async with Connection(broker, client_id=f"watch-{hub_id}", subscriptions=[(topic, 1)], on_message=on_status):
+        await asyncio.wait_for(online.wait(), 300)
+
+
+@contextlib.contextmanager
+def load_process(broker: str, rate: float) -> Iterator[None]:
+    """The busy hub's other clients: a process sending resnet18 cloud-only requests at ``rate`` per second."""
+    command = [sys.executable, __file__, "--load-child", broker, str(rate)]
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL) as process:  # noqa: S603 - this very script
+        try:
+            yield
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+async def load_child(broker: str, rate: float) -> None:
+    """Publish pre-encoded cloud-only requests at ``rate`` per second until terminated (replies ignored)."""
+    from edge_agent import ModelHalves  # noqa: PLC0415
+
+    model = ModelHalves.open("resnet18", threads=1)
+    image = np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    topics = Topics(PREFIX)
+    async with Connection(broker, client_id="bench-load", subscriptions=[(topics.response("bench-load"), 0)]) as link:
+        await link.wait_connected(10)
+        started = time.perf_counter()
+        for index in range(10**9):
+            await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+            request = InferenceRequest(
+                request_id=uuid.uuid4().hex,
+                agent_id="bench-load",
+                model_id="resnet18",
+                model_sha256=model.model_sha256,
+                cut_id=CLOUD_ONLY,
+                tensors={"image": image},
+                sent_at=time.time(),
+                deadline_ms=2000.0,
+            )
+            await link.publish(topics.request("bench-load"), encode_request(request), qos=0, timeout=5)
+
+
+async def hub_cloud_only_ms(broker: str) -> float:
+    """The hub's median time to run resnet18's whole tail (cloud-only), from its replies."""
+    async with EdgeAgent(broker, model="resnet18", cut=CLOUD_ONLY, prefix=PREFIX, threads=1) as agent:
+        image = np.zeros((224, 224, 3), np.uint8)
+        results = [await agent.infer(image) for _ in range(12)]
+    return statistics.median(result.timings.hub_compute_ms for result in results[2:])
+
+
+def link_spec(name: str) -> LinkSpec:
+    return STEP_FAST if name == "step" else preset(name)
+
+
+async def run_cell(broker: str, cell: Cell, slots: int, period: float, warm_up: int) -> Cell:
+    """Run every policy of ``cell`` on one paced stream of ``warm_up`` + ``slots`` slots (the first not kept)."""
+    upstream = urlsplit(broker)
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    async with LinkProxy(link_spec(cell.link), upstream=(upstream.hostname or "", upstream.port or 0)) as proxy:
+        url = broker.replace(f":{upstream.port}", f":{proxy.port}")
+        agent = EdgeAgent(
+            url,
+            model=cell.model,
+            prefix=PREFIX,
+            threads=1,
+            session_factory=stretched_sessions(DEVICES[cell.device]) if DEVICES[cell.device] > 1 else None,
+            timeouts=Timeouts(request=30.0, retry=None),
+        )
+        async with agent:
+            policies = [candidate.id for candidate in agent.model.candidates] + [AUTO]
+            started = time.perf_counter()
+            for index in range(-warm_up, slots):
+                if cell.link == "step":
+                    proxy.set_spec(STEP_SLOW if slots // 3 <= index < 2 * slots // 3 else STEP_FAST)
+                await asyncio.sleep(max(0.0, started + (index + warm_up) * period - time.perf_counter()))
+                order = policies[index % len(policies) :] + policies[: index % len(policies)]
+                slot = {policy: await _one(agent, image, policy) for policy in order}
+                if index >= 0:
+                    cell.slots.append(slot)
+    return cell
+
+
+async def _one(agent: EdgeAgent, image: np.ndarray, policy: str) -> Request:
+    result: InferenceResult = await agent.infer(image, cut=None if policy == AUTO else policy)
+    return Request(
+        ms=result.timings.total_ms,
+        cut=result.cut_id,
+        predicted_ms=result.predicted_ms,
+        reason=result.reason,
+        fallback=result.fallback is not None,
+    )
+
+
+# --- the fleet: several agents on one hub ------------------------------------------------
+
+
+async def run_fleet(broker: str, agents: int, requests: int, period: float) -> dict[str, list[float]]:
+    """``agents`` resnet18 agents (Pi 4s) at once, under each policy in turn: all latencies but the first quarter.
+
+    Paced so that all of them cloud-only would need about the hub's whole
+    capacity: its queue grows, and the best is to keep some work on the devices.
+    """
+    latencies: dict[str, list[float]] = {}
+    fleet = [
+        EdgeAgent(
+            broker,
+            model="resnet18",
+            prefix=PREFIX,
+            threads=1,
+            agent_id=f"fleet-{index}",
+            session_factory=stretched_sessions(DEVICES["rpi4"]),
+            timeouts=Timeouts(request=30.0, retry=None),
+        )
+        for index in range(agents)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for agent in fleet:
+            await stack.enter_async_context(agent)
+        policies = [candidate.id for candidate in fleet[0].model.candidates] + [AUTO]
+        image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+        for policy in policies:
+            results = await asyncio.gather(*(_paced(agent, image, policy, requests, period) for agent in fleet))
+            latencies[policy] = [ms for per_agent in results for ms in per_agent[requests // 4 :]]
+    return latencies
+
+
+async def _paced(agent: EdgeAgent, image: np.ndarray, policy: str, requests: int, period: float) -> list[float]:
+    started = time.perf_counter()
+    out = []
+    for index in range(requests):
+        await asyncio.sleep(max(0.0, started + index * period - time.perf_counter()))
+        out.append((await _one(agent, image, policy)).ms)
+    return out
+
+
+# --- the decision time -------------------------------------------------------------------
+
+
+def decision_times_us(candidates: int, decisions: int = 2000) -> tuple[float, float]:
+    """Median and p99 microseconds of ``Planner.choose`` over ``candidates`` cuts, the planner warm."""
+    rng = np.random.default_rng(3)
+    cuts = [Candidate(id=f"c{i}", bytes=int(rng.integers(1_000, 800_000))) for i in range(candidates - 1)]
+    cuts.append(Candidate(id="output", bytes=4_000, edge_only=True))
+    planner = Planner(cuts)
+    for index, cut in enumerate(cuts):
+        planner.seed_head(cut.id, 0.5 * index, 0.0)
+    planner.observe_probe(0, 20.0, 0.0)
+    planner.observe_probe(100_000, 60.0, 0.0)
+    times = []
+    for index in range(decisions):
+        now = index * 0.01
+        started = time.perf_counter_ns()
+        decision = planner.choose(now)
+        times.append((time.perf_counter_ns() - started) / 1000)
+        size = next(cut.bytes for cut in cuts if cut.id == decision.cut_id)
+        planner.observe(
+            Observation(
+                cut_id=decision.cut_id,
+                bytes_sent=size,
+                edge_ms=1.0,
+                network_ms=20 + size * 8 / 20e6 * 1000,
+                hub_compute_ms=2.0,
+                answered_by_hub=decision.cut_id != "output",
+            ),
+            now,
+        )
+    return statistics.median(times), float(np.percentile(times, 99))
+
+
+# --- reporting -------------------------------------------------------------------------
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def _p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95)) if values else math.nan
+
+
+def summarise(cell: Cell) -> dict[str, Any]:
+    """The cell's figures: per policy, the oracle, auto against both, and auto's own behaviour."""
+    per = {name: [r.ms for r in cell.policy(name)] for name in [*cell.fixed, AUTO]}
+    oracle = min(cell.fixed, key=lambda name: _mean(per[name]))
+    better_extreme = min((EDGE_ONLY, CLOUD_ONLY), key=lambda name: _mean(per[name]))
+    per_slot_best = [min(slot[name].ms for name in cell.fixed) for slot in cell.slots]
+    auto = cell.policy(AUTO)
+    cuts = [r.cut for r in auto]
+    settled = Counter(cuts[len(cuts) // 2 :]).most_common(1)[0][0] if cuts else ""
+    errors = [abs(r.predicted_ms - r.ms) / r.ms for r in auto if not math.isnan(r.predicted_ms) and r.ms > 0]
+    exploring = sum(r.reason.startswith(("exploring", "learning")) for r in auto)
+    switches = sum(a != b for a, b in itertools.pairwise(cuts))
+    inner = [name for name in cell.fixed if name not in {EDGE_ONLY, CLOUD_ONLY}]
+    best_inner = min(inner, key=lambda name: _mean(per[name])) if inner else None
+    summary: dict[str, Any] = {
+        "model": cell.model,
+        "device": cell.device,
+        "load": cell.load,
+        "link": cell.link,
+        "slots": len(cell.slots),
+        "mean": {name: _mean(values) for name, values in per.items()},
+        "p95": {name: _p95(values) for name, values in per.items()},
+        "oracle": oracle,
+        "auto_vs_oracle_mean": _mean(per[AUTO]) / _mean(per[oracle]),
+        "auto_vs_oracle_p95": _p95(per[AUTO]) / _p95(per[oracle]),
+        "auto_vs_better_extreme": _mean(per[AUTO]) / _mean(per[better_extreme]),
+        "auto_vs_per_request_oracle": _mean(per[AUTO]) / _mean(per_slot_best),
+        "settled": settled,
+        "explored": exploring / len(auto) if auto else math.nan,
+        "switches_per_20": 20 * switches / max(1, len(cuts) - 1),
+        "prediction_error_median": float(np.median(errors)) if errors else math.nan,
+        "prediction_error_p95": _p95(errors),
+        "fallbacks": sum(r.fallback for r in auto),
+        "split_wins": None,
+    }
+    if best_inner is not None:
+        margin = min(_mean(per[EDGE_ONLY]), _mean(per[CLOUD_ONLY])) / _mean(per[best_inner])
+        if margin > 1.0:
+            summary["split_wins"] = {"cut": best_inner, "by": margin}
+    if cell.link == "step":
+        summary["step_recovery"] = _step_recovery(cell)
+    return summary
+
+
+def _step_recovery(cell: Cell) -> list[int | None]:
+    """For each step, auto's requests until it keeps to cuts within 10% of that phase's oracle (None: never).
+
+    A cut is good in a phase when its mean there (every policy ran every
+    slot) is within 10% of the best fixed cut's; judging the cuts rather
+    than single requests keeps one jittery request from reading as a miss.
+    """
+    slots = len(cell.slots)
+    phases = [(slots // 3, 2 * slots // 3), (2 * slots // 3, slots)]
+    counts: list[int | None] = []
+    for start, end in phases:
+        phase = cell.slots[start:end]
+        means = {name: _mean([slot[name].ms for slot in phase]) for name in cell.fixed}
+        good = {name for name, ms in means.items() if ms <= min(means.values()) * (1 + WITHIN)}
+        cuts = [slot[AUTO].cut for slot in phase]
+        counts.append(next((i for i in range(len(cuts)) if set(cuts[i:]) <= good), None))
+    return counts
+
+
+def print_cell(summary: dict[str, Any]) -> None:
+    """Two lines: every policy's mean/p95 ms, then how auto did."""
+    mean, p95 = summary["mean"], summary["p95"]
+    oracle = summary["oracle"]
+
+    def figures(name: str) -> str:
+        return f"{mean[name]:6.0f}/{p95[name]:<6.0f}"
+
+    where = f"{summary['model']:<12} {summary['device']:<4} {summary['load']:<4} {summary['link']:<14}"
+    print(
+        f"{where} edge {figures(EDGE_ONLY)} cloud {figures(CLOUD_ONLY)} "
+        f"oracle {oracle:<15} {figures(oracle)} auto {figures(AUTO)}"
+    )
+    extra = f"  step recovery {summary['step_recovery']}" if "step_recovery" in summary else ""
+    extra += f"  ({summary['seconds']:.0f} s)" if "seconds" in summary else ""
+    wins = summary["split_wins"]
+    extra += f"  SPLIT WINS: {wins['cut']} by {wins['by']:.2f}x" if wins else ""
+    print(
+        f"{'':<37} auto/oracle {summary['auto_vs_oracle_mean']:.2f}/{summary['auto_vs_oracle_p95']:.2f}"
+        f"  /extreme {summary['auto_vs_better_extreme']:.2f}  /per-request {summary['auto_vs_per_request_oracle']:.2f}"
+        f"  settled {summary['settled']}  explore {summary['explored']:.0%}"
+        f"  switch/20 {summary['switches_per_20']:.1f}  error {summary['prediction_error_median']:.0%}"
+        f"/{summary['prediction_error_p95']:.0%}{extra}",
+        flush=True,
+    )
+
+
+def print_trace(cell: Cell) -> None:
+    """Auto's requests one by one: slot, cut, actual and predicted ms, and why."""
+    for index, slot in enumerate(cell.slots):
+        best = min(cell.fixed, key=lambda name: slot[name].ms)
+        request = slot[AUTO]
+        print(
+            f"    {index:3d} {request.cut:<16} {request.ms:7.1f} ms  predicted {request.predicted_ms:7.1f}"
+            f"  (best {best} {slot[best].ms:.0f})  {request.reason}"
+        )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {"cells": [], "fleet": {}, "decision_us": {}}
+    started = time.perf_counter()
+    with LocalBroker() as broker, hub_process(broker.url, args.models) as hub_id:
+        await wait_online(broker.url, hub_id)
+        cloud_ms = await hub_cloud_only_ms(broker.url)
+        rate = BUSY * 1000 / cloud_ms
+        print(f"hub: resnet18 cloud-only tail {cloud_ms:.1f} ms; busy = {rate:.0f} requests/s", flush=True)
+        print("cells: mean/p95 ms", flush=True)
+        for load in args.loads:
+            with load_process(broker.url, rate) if load == "busy" else contextlib.nullcontext():
+                for model, device, link in itertools.product(args.models, args.devices, args.links):
+                    cell = Cell(model, device, load, link)
+                    cell_started = time.perf_counter()
+                    await run_cell(broker.url, cell, args.slots, args.period, args.warm_up)
+                    summary = summarise(cell)
+                    summary["seconds"] = time.perf_counter() - cell_started
+                    report["cells"].append(summary)
+                    print_cell(summary)
+                    if args.trace:
+                        print_trace(cell)
+        if not args.fleet:
+            return report
+        fleet = await run_fleet(broker.url, args.fleet_agents, args.fleet_requests, args.fleet_period)
+        report["fleet"] = {name: {"mean": _mean(v), "p95": _p95(v)} for name, v in fleet.items()}
+        every = f"a request every {args.fleet_period} s each"
+        print(f"fleet: {args.fleet_agents} resnet18 agents (Pi 4s) on one hub, {every}:")
+        for name, figures in report["fleet"].items():
+            print(f"  {name:<15} mean {figures['mean']:7.1f} ms  p95 {figures['p95']:7.1f} ms")
+    for count in (4, 16, 64, 256):
+        median, p99 = decision_times_us(count)
+        report["decision_us"][count] = {"median": median, "p99": p99}
+        print(f"decision time, {count} candidates: median {median:.1f} us, p99 {p99:.1f} us")
+    report["seconds"] = time.perf_counter() - started
+    print(f"took {report['seconds']:.0f} s")
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "googlenet"])
+    parser.add_argument("--slots", type=int, default=12, help="counted slots per cell (default 12)")
+    parser.add_argument("--warm-up", type=int, default=3, help="slots per cell before counting (default 3)")
+    parser.add_argument("--period", type=float, default=0.25, help="seconds between slots (default 0.25)")
+    parser.add_argument("--devices", nargs="+", choices=list(DEVICES), default=list(DEVICES))
+    parser.add_argument("--links", nargs="+", choices=LINKS, default=list(LINKS))
+    parser.add_argument("--loads", nargs="+", choices=LOADS, default=list(LOADS))
+    parser.add_argument("--trace", action="store_true", help="print auto's every request too")
+    parser.add_argument("--no-fleet", dest="fleet", action="store_false", help="skip the fleet")
+    parser.add_argument("--fleet-agents", type=int, default=6)
+    parser.add_argument("--fleet-requests", type=int, default=40)
+    parser.add_argument("--fleet-period", type=float, default=0.1)
+    parser.add_argument("--json", type=argparse.FileType("w"), help="also write the figures as JSON here")
+    parser.add_argument("--load-child", nargs=2, metavar=("BROKER", "RATE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_child:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(load_child(args.load_child[0], float(args.load_child[1])))
+        return
+    print(f"$ python bench/planner.py {' '.join(sys.argv[1:])}".rstrip(), flush=True)
+    report = asyncio.run(main_async(args))
+    if args.json:
+        json.dump(report, args.json, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    main()
