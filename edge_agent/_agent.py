@@ -50,6 +50,7 @@ from edge_agent._results import (
 from models import EDGE_ONLY, ChainPart, tensors_mismatch
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    RAW_CODEC,
     ErrorCode,
     InferenceRequest,
     Ping,
@@ -58,6 +59,7 @@ from protocol import (
     decode_status,
     encode_ping,
     encode_request,
+    get_codec,
 )
 from protocol.errors import EdgecutError, ProtocolError
 from protocol.mqtt import BrokerURL, Connection
@@ -121,6 +123,14 @@ class EdgeAgent:
         budget_ms: The latency budget of the ``"bytes"`` and ``"edge"`` objectives.
         state_dir: With ``cut="auto"``: where to keep this device's head times
             across restarts (one file per model); ``None`` keeps nothing.
+        codec: How requests encode their tensors (``docs/protocol.md``
+            section 3.2.1): ``"raw"`` (default), ``"fp16"``, ``"int8"``,
+            ``"int8-channel"``, ``"jpeg"``, ``"png"``, ``"zstd"``, ``"lz4"``
+            or a lossy one ``+zstd`` / ``+lz4``. Lossy codecs change the
+            answer a little: measure how much with ``edgecut models accuracy``.
+
+    Raises:
+        ValueError: ``codec`` is not a registered codec.
     """
 
     def __init__(
@@ -139,8 +149,11 @@ class EdgeAgent:
         objective: Objective = "latency",
         budget_ms: float | None = None,
         state_dir: Path | None = None,
+        codec: str = RAW_CODEC,
     ) -> None:
         self.url = BrokerURL.parse(broker)
+        get_codec(codec)  # unknown names fail here, not on the first request
+        self.codec = codec
         # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
         self.agent_id = agent_id or self.url.username or f"agent-{uuid.uuid4().hex[:12]}"
         self.topics = Topics(prefix)
@@ -371,6 +384,7 @@ class EdgeAgent:
             sent_at=time.time(),
             deadline_ms=self.timeouts.request * 1000,
             tail_sha256=halves.manifest.tail_sha256,
+            codec=self.codec,
         )
         payload = encode_request(request)
         return _Sent(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
 from edgecut._wait import signalled
+from protocol import codec_names
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -248,6 +249,14 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--no-state", action="store_true", help="keep no head times across runs")
     parser.add_argument(
+        "--codec",
+        default="raw",
+        choices=codec_names(),
+        metavar="CODEC",
+        help="how requests encode tensors (default raw; lossy: fp16, int8, int8-channel, jpeg; lossless: png, "
+        "zstd, lz4; X+zstd, X+lz4; docs/protocol.md 3.2.1)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run each input N times (watch the planner learn)"
     )
     parser.add_argument("--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random)")
@@ -285,6 +294,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         objective=args.objective,
         budget_ms=args.budget_ms,
         state_dir=None if args.no_state else args.state_dir,
+        codec=args.codec,
     ) as agent:
         spec = agent.model.inputs[0]
         for path in args.inputs:

@@ -10,6 +10,7 @@ replies with. :class:`Topics` names the MQTT topics.
 This package imports neither asyncio, MQTT nor ONNX code.
 """
 
+from protocol._codecs import CompressedCodec, Fp16Codec, ImageCodec, Int8Codec
 from protocol._codes import ErrorCode
 from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
 from protocol._limits import (
@@ -36,6 +37,7 @@ from protocol._tensors import (
     Codec,
     RawCodec,
     TensorPayload,
+    codec_names,
     decode_tensor,
     encode_tensor,
     get_codec,
@@ -78,11 +80,15 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RAW_CODEC",
     "Codec",
+    "CompressedCodec",
     "ConfigError",
     "EdgecutError",
     "ErrorCode",
+    "Fp16Codec",
+    "ImageCodec",
     "InferenceReply",
     "InferenceRequest",
+    "Int8Codec",
     "ModelError",
     "NodeRole",
     "NodeState",
@@ -94,6 +100,7 @@ __all__ = [
     "TensorPayload",
     "Topics",
     "TransportError",
+    "codec_names",
     "decode_incoming",
     "decode_reply",
     "decode_request",

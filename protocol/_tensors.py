@@ -131,6 +131,11 @@ def register_codec(codec: Codec) -> None:
     _CODECS[name] = codec
 
 
+def codec_names() -> tuple[str, ...]:
+    """The names of every registered codec, sorted."""
+    return tuple(sorted(_CODECS))
+
+
 def get_codec(name: str) -> Codec:
     """The registered codec called ``name``.
 

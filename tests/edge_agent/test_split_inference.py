@@ -57,6 +57,32 @@ async def test_results_match_local_inference_at_every_kind_of_cut(
                     assert result.timings.hub_compute_ms > 0
 
 
+@pytest.mark.parametrize(
+    ("codec", "tolerance"),
+    [("zstd", 1e-4), ("lz4", 1e-4), ("png", 1e-4), ("fp16", 0.01), ("int8-channel+zstd", 0.1), ("jpeg", 0.5)],
+)
+async def test_every_codec_crosses_the_wire_and_lossy_ones_stay_close(
+    broker_url: str, prefix: str, start_hub: StartHub, codec: str, tolerance: float
+) -> None:
+    await start_hub()
+    async with (
+        EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1, codec=codec) as agent,
+        EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1) as raw,
+    ):
+        full = agent.model.halves(EDGE_ONLY).head
+        rows, cols = np.mgrid[0:32, 0:32]
+        smooth = np.stack([rows * 8, cols * 8, (rows + cols) * 4], axis=-1).astype(np.uint8)  # JPEG's kind of image
+        cut = _inner_cuts(agent)[1]
+        for at in (CLOUD_ONLY, cut):
+            expected = full.run({"image": smooth[np.newaxis]})["logits"]
+            result = await agent.infer(smooth, cut=at)
+            assert result.fallback is None
+            error = np.abs(result.outputs["logits"] - expected).max() / np.abs(expected).max()
+            assert error <= tolerance, (at, error)
+            if (codec, at) in {("fp16", cut), ("int8-channel+zstd", cut), ("jpeg", CLOUD_ONLY)}:
+                assert result.bytes_sent < (await raw.infer(smooth, cut=at)).bytes_sent * 0.6
+
+
 async def test_multi_tensor_cut_crosses_every_tensor(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     await start_hub()
     async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1) as agent:

@@ -11,7 +11,7 @@ import protocol
 from protocol.errors import ConfigError, EdgecutError, ModelError, ProtocolError, TransportError
 
 # Private modules that define public API; _checks and _msgpack are internal helpers.
-API_MODULES = ["_codes", "_limits", "_messages", "_tensors", "_topics", "_wire", "errors"]
+API_MODULES = ["_codecs", "_codes", "_limits", "_messages", "_tensors", "_topics", "_wire", "errors"]
 
 
 def isort_key(name: str) -> tuple[int, str]:
