@@ -101,6 +101,13 @@ def tiny(g: GraphBuilder, x: str) -> str:
     return basic_block(g, x, "block", 48, stride=2)
 
 
+def digits(g: GraphBuilder, x: str) -> str:
+    """Three stride-2 3x3 convs (16, 32, 32 channels): small enough to train on a CPU in seconds."""
+    x = conv_relu(g, x, "conv1", 16, 3, stride=2)
+    x = conv_relu(g, x, "conv2", 32, 3, stride=2)
+    return conv_relu(g, x, "conv3", 32, 3, stride=2)
+
+
 def conv_relu(
     g: GraphBuilder,
     x: str,

@@ -19,19 +19,22 @@ This module imports ``onnx``; :mod:`models` does not import it.
 from __future__ import annotations
 
 import dataclasses
+import io
+from importlib import resources
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
 
 from models._manifest import TensorSpec
 from models._zoo_builder import BATCH, INPUT_NAME, OUTPUT_NAME, GraphBuilder
-from models._zoo_nets import googlenet, mobilenet_v2, resnet18, tiny
+from models._zoo_nets import digits, googlenet, mobilenet_v2, resnet18, tiny
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MODEL_NAMES", "ZooEntry", "build", "describe", "entry"]
+__all__ = ["MODEL_NAMES", "ZooEntry", "build", "describe", "entry", "trained_weights"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class ZooEntry:
 class _Recipe:
     entry: ZooEntry
     features: Callable[[GraphBuilder, str], str]
+    weights: str | None = None  # trained weights in models/trained/, by initializer name
 
     @property
     def size(self) -> int:
@@ -72,15 +76,25 @@ def _recipe(
     *,
     size: int = 224,
     classes: int = 1000,
+    weights: str | None = None,
 ) -> _Recipe:
     image = TensorSpec(INPUT_NAME, "uint8", (BATCH, size, size, 3))
     logits = TensorSpec(OUTPUT_NAME, "float32", (BATCH, classes))
-    return _Recipe(ZooEntry(name, description, image, logits), features)
+    return _Recipe(ZooEntry(name, description, image, logits), features, weights)
 
 
 _RECIPES = {
     recipe.entry.name: recipe
     for recipe in (
+        _recipe(
+            "digits",
+            "Digits CNN, trained: scikit-learn's 8x8 handwritten digits at 32x32, three convs, 15K params, "
+            "98.1% test top-1 (353 of 360)",
+            digits,
+            size=32,
+            classes=10,
+            weights="digits.npz",
+        ),
         _recipe(
             "googlenet",
             "GoogLeNet (Inception v1): nine 4-branch Inception blocks, 6.6M params",
@@ -128,8 +142,8 @@ def describe(name: str) -> str:
     return _lookup(name).entry.description
 
 
-def build(name: str, *, seed: int = 0) -> onnx.ModelProto:
-    """Build zoo model ``name`` with weights drawn from ``seed``.
+def build(name: str, *, seed: int = 0, trained: bool = True) -> onnx.ModelProto:
+    """Build zoo model ``name`` with weights drawn from ``seed``, or its trained weights.
 
     The model has opset 17, shapes inferred for every intermediate tensor
     (batch axis ``"N"``), and passes ``onnx.checker`` with ``full_check``.
@@ -138,6 +152,9 @@ def build(name: str, *, seed: int = 0) -> onnx.ModelProto:
         name: One of :data:`MODEL_NAMES`.
         seed: Non-negative seed of the weights; the same name and seed give
             byte-identical ``SerializeToString()`` output.
+        trained: For a trained model (``digits``): its trained weights
+            (shipped in ``models/trained/``) replace the drawn ones, so the
+            seed no longer matters; ``False`` gives the untrained start.
 
     Raises:
         ModelError: ``name`` is not in :data:`MODEL_NAMES`.
@@ -145,16 +162,44 @@ def build(name: str, *, seed: int = 0) -> onnx.ModelProto:
     recipe = _lookup(name)
     g = GraphBuilder(seed=seed)
     g.classifier(recipe.features(g, g.preprocess(INPUT_NAME)), recipe.classes)
+    if trained and recipe.weights is not None:
+        _load_trained(g, recipe.weights)
     model = g.model(
         graph_name=name,
         size=recipe.size,
         classes=recipe.classes,
         doc=recipe.entry.description,
     )
-    onnx.helper.set_model_props(model, {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed)})
+    props = {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed)}
+    if trained and recipe.weights is not None:
+        props = {"edgecut.zoo.name": name, "edgecut.zoo.weights": recipe.weights}
+    onnx.helper.set_model_props(model, props)
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def trained_weights(file_name: str) -> dict[str, np.ndarray]:
+    """The arrays of a trained-weights file shipped in ``models/trained/``, by initializer name."""
+    data = resources.files("models").joinpath("trained", file_name).read_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+def _load_trained(g: GraphBuilder, file_name: str) -> None:
+    weights = trained_weights(file_name)
+    names = {initializer.name for initializer in g.initializers}
+    if set(weights) != names:
+        msg = f"trained weights {file_name} do not fit the architecture: {sorted(set(weights) ^ names)}"
+        raise ModelError(msg)
+    for index, initializer in enumerate(g.initializers):
+        array = weights[initializer.name]
+        if tuple(initializer.dims) != array.shape:
+            msg = (
+                f"trained weight {initializer.name} is {array.shape}, the architecture wants {tuple(initializer.dims)}"
+            )
+            raise ModelError(msg)
+        g.initializers[index] = onnx.numpy_helper.from_array(array.astype(np.float32), initializer.name)
 
 
 def _lookup(name: str) -> _Recipe:

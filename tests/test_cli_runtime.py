@@ -86,6 +86,7 @@ async def _run_in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tupl
         ["models", "build"],
         ["models", "cuts"],
         ["models", "split"],
+        ["models", "accuracy"],
         ["broker"],
         ["acl"],
         ["hub"],

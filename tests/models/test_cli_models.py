@@ -169,3 +169,28 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main(["models", *argv, "--help"])
         assert exit_info.value.code == 0
         assert "usage: edgecut models" in capsys.readouterr().out
+
+
+def test_accuracy_json_on_the_digits_test_set(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["accuracy", "digits", "--cut", "conv1.relu", "--codec", "raw", "--codec", "fp16", "--limit", "20"]
+    code, out, _ = _run(capsys, *argv, "--json")
+    assert code == ExitCode.OK
+    report = json.loads(out)
+    assert report["images"] == 20
+    assert [(row["cut"], row["codec"]) for row in report["rows"]] == [("conv1.relu", "raw"), ("conv1.relu", "fp16")]
+    assert report["rows"][1]["vs_raw"] < 0.6
+    assert report["rows"][0]["top1"] is not None
+
+
+def test_accuracy_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "accuracy", "digits", "--cut", "input", "--codec", "jpeg", "--limit", "5")
+    assert code == ExitCode.OK
+    assert "digits: 5 images (the digits test set, labelled)" in out
+    assert "vs jpeg" in out
+    assert "1.000" in out
+
+
+def test_accuracy_of_an_unknown_cut_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "accuracy", "digits", "--cut", "nope", "--limit", "2")
+    assert code == ExitCode.MODEL
+    assert "nope" in err

@@ -51,7 +51,7 @@ def smooth_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 def test_model_names_sorted_with_tiny() -> None:
     assert tuple(sorted(zoo.MODEL_NAMES)) == zoo.MODEL_NAMES
-    assert set(zoo.MODEL_NAMES) == {*BIG, "tiny"}
+    assert set(zoo.MODEL_NAMES) == {*BIG, "tiny", "digits"}
     assert zoo.__all__ == sorted(zoo.__all__)
 
 
@@ -66,7 +66,7 @@ def test_unknown_name_lists_known_names(call: Callable[[str], object]) -> None:
 @pytest.mark.parametrize("known", zoo.MODEL_NAMES)
 def test_entry_describes_signature(known: str) -> None:
     entry = zoo.entry(known)
-    size, classes = (32, 10) if known == "tiny" else (224, 1000)
+    size, classes = (32, 10) if known in {"tiny", "digits"} else (224, 1000)
     assert entry.name == known
     assert entry.input == TensorSpec("image", "uint8", ("N", size, size, 3))
     assert entry.output == TensorSpec("logits", "float32", ("N", classes))
