@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from models import EDGE_ONLY
+from protocol import RAW_CODEC, data_bytes_estimate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from edge_agent._halves import ModelHalves
     from edge_agent._results import InferenceResult
+    from models import TensorSpec
     from protocol import NodeStatus
 
 logger = logging.getLogger("edgecut.agent")
@@ -62,15 +64,22 @@ class AdaptiveCut:
         objective: Objective = "latency",
         budget_ms: float | None = None,
         state_dir: Path | None = None,
+        codec: str = RAW_CODEC,
     ) -> AdaptiveCut:
         """Load the chain, restore saved head times, warm up (blocking).
+
+        Each candidate's bytes start as what its tensors take under
+        ``codec`` (:func:`protocol.data_bytes_estimate`); requests then
+        teach the planner what they really send.
 
         Raises:
             ModelError: The model has no chain (a single-cut split directory).
         """
         chain = halves.chain()
         candidates = [
-            Candidate(id=boundary.id, bytes=boundary.bytes, edge_only=boundary.id == EDGE_ONLY)
+            Candidate(
+                id=boundary.id, bytes=_estimated_bytes(boundary.crossing, codec), edge_only=boundary.id == EDGE_ONLY
+            )
             for boundary in chain.manifest.cuts
         ]
         planner = Planner(candidates, objective=objective, budget_ms=budget_ms)
@@ -150,6 +159,11 @@ class AdaptiveCut:
                 self.planner.restore(heads, now_s)
         except (OSError, ValueError, KeyError, AttributeError) as exc:
             logger.warning("ignored the planner state in %s: %s", self._state_file, exc)
+
+
+def _estimated_bytes(crossing: Sequence[TensorSpec], codec: str) -> int:
+    """What a request's tensors at a cut take under ``codec``, at batch 1."""
+    return sum(data_bytes_estimate(codec, spec.dtype, _shape(spec.shape)) for spec in crossing)
 
 
 def _shape(dims: Sequence[int | str]) -> tuple[int, ...]:

@@ -255,7 +255,11 @@ class EdgeAgent:
         halves = ModelHalves.open(self._model, threads=self._threads, session_factory=self._session_factory)
         if self._default_cut == AUTO and halves.candidates:
             self._adaptive = AdaptiveCut.start(
-                halves, objective=self._objective, budget_ms=self._budget_ms, state_dir=self._state_dir
+                halves,
+                objective=self._objective,
+                budget_ms=self._budget_ms,
+                state_dir=self._state_dir,
+                codec=self.codec,
             )
             for candidate in halves.candidates:  # load now: the first request should not pay for it
                 halves.halves(candidate.id)

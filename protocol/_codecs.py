@@ -317,6 +317,10 @@ class CompressedCodec:
             raise _bad(msg)
         return self._inner.decode(inner, dtype, shape, params)
 
+    def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+        """The inner codec's size: what compression saves depends on the data."""
+        return self._inner.max_data_bytes(dtype, shape)
+
 
 def _zstd_compress(data: bytes | memoryview) -> bytes:
     zstandard = _optional("zstandard", "zstandard")

@@ -15,7 +15,7 @@ from protocol._limits import MAX_ELEMENTS, MAX_RANK
 from protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 RAW_CODEC: Final = "raw"
 """The codec of protocol v1: plain little-endian bytes in C order."""
@@ -134,6 +134,26 @@ def register_codec(codec: Codec) -> None:
 def codec_names() -> tuple[str, ...]:
     """The names of every registered codec, sorted."""
     return tuple(sorted(_CODECS))
+
+
+def data_bytes_estimate(codec: str, dtype: str, shape: Sequence[int]) -> int:
+    """What one tensor's ``data`` takes under ``codec``, known before anything is encoded.
+
+    Exact for ``raw``, ``fp16`` and ``int8``; the raw size (an upper bound)
+    for images; for compressed codecs, the size before compression, since
+    what compression saves depends on the data (a planner learns it from the
+    requests it sends).
+
+    Raises:
+        ValueError: Unknown codec or dtype.
+    """
+    impl = get_codec(codec)
+    if dtype not in _WIRE_DTYPES:
+        msg = f"dtype {dtype!r} is not allowed; use one of {', '.join(ALLOWED_DTYPES)}"
+        raise ValueError(msg)
+    wire_dtype, dims = _WIRE_DTYPES[dtype], tuple(shape)
+    estimate = getattr(impl, "max_data_bytes", None)
+    return int(estimate(wire_dtype, dims)) if estimate is not None else math.prod(dims) * wire_dtype.itemsize
 
 
 def get_codec(name: str) -> Codec:

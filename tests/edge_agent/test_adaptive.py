@@ -84,3 +84,14 @@ def test_only_online_hub_statuses_teach_the_planner() -> None:
     for _ in range(2):
         adaptive.on_hub_status(NodeStatus("h", "hub", "online", 0.0, queue_wait_ms=900.0, tail_ms={sha: {}}), 0.0)
     assert planner.predict_ms("input", 0.0) == pytest.approx(before + 900.0)  # the median of 0, 900 and 900
+
+
+def test_candidates_start_from_what_their_tensors_take_under_the_codec() -> None:
+    halves = ModelHalves.open(MODEL, threads=1)
+    raw = {c.id: c.bytes for c in AdaptiveCut.start(halves).planner.candidates}
+    int8 = {c.id: c.bytes for c in AdaptiveCut.start(halves, codec="int8+zstd").planner.candidates}
+    assert int8["input"] == raw["input"]  # the image is uint8: int8 leaves it as it is
+    inner = [cut for cut in raw if cut not in {"input", "output"}]
+    assert inner
+    for cut in inner:  # float activations: a byte per value before compression
+        assert int8[cut] == raw[cut] // 4

@@ -20,6 +20,7 @@ from protocol import (
     InferenceRequest,
     ProtocolError,
     codec_names,
+    data_bytes_estimate,
     decode_request,
     decode_tensor,
     encode_request,
@@ -276,3 +277,16 @@ def test_a_request_crosses_the_wire_in_int8_with_zstd() -> None:
     assert decoded.codec == "int8-channel+zstd"
     assert np.array_equal(decoded.tensors["index"], np.arange(3))
     assert np.abs(decoded.tensors["x"] - activation).max() < activation.max() / 254
+
+
+def test_data_bytes_are_estimated_before_anything_is_encoded() -> None:
+    shape = (1, 8, 5, 5)
+    assert data_bytes_estimate("raw", "float32", shape) == 800
+    assert data_bytes_estimate("fp16", "float32", shape) == 400
+    assert data_bytes_estimate("int8-channel+zstd", "float32", shape) == 200  # before compression
+    assert data_bytes_estimate("int8", "int64", (3,)) == 24  # sent raw
+    assert data_bytes_estimate("jpeg", "uint8", (1, 4, 4, 3)) == 48  # at most raw
+    with pytest.raises(ValueError, match="unknown codec"):
+        data_bytes_estimate("brotli", "float32", shape)
+    with pytest.raises(ValueError, match="not allowed"):
+        data_bytes_estimate("raw", "complex64", shape)
