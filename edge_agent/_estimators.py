@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 _CHANGE_AFTER = 2
 """Surprises in a row, the same way (slower or faster), that mean the link changed."""
+_MAX_PROBE_BYTES = 1024 * 1024
+"""The largest bandwidth ping; one still too short to measure shows at least its bits per ``min_transfer_ms``."""
 _NOISE_MS = 2.0
 """What scheduling alone may add to or take from a round trip, besides the link's jitter."""
 
@@ -156,6 +158,11 @@ class LinkEstimator:
         """True when a round-trip ping would help: none lately, or the link just changed."""
         return now_s - self._probed_s >= self._probe_every_s
 
+    @property
+    def wants_rtt(self) -> bool:
+        """True when the round trip is in doubt (the link changed, or a transfer beat it): ping it first."""
+        return self._probed_s == -math.inf and bool(self._rtts or self._provisional_rtt is not None)
+
     def rtt_ms(self, now_s: float) -> float | None:
         """Estimated round trip, or ``None`` before a ping was answered."""
         return self.estimate(now_s)[0]
@@ -202,7 +209,7 @@ class LinkEstimator:
         """
         bandwidth = self.bandwidth_bit_s(now_s)
         if self._short_probe_bytes:
-            return self._short_probe_bytes * 4
+            return min(self._short_probe_bytes * 4, _MAX_PROBE_BYTES)
         if bandwidth is None:
             return 16 * 1024
         return int(bandwidth * max(target_ms, self._min_transfer_ms * 2) / 8000)
@@ -262,9 +269,20 @@ class LinkEstimator:
         rtt, bandwidth = self.estimate(now_s)
         if rtt is None:
             return
+        if ms < rtt - self._jitter_ms(now_s) - _NOISE_MS:  # faster than any round trip: those queued behind bytes
+            self._rtts.clear()
+            self._rtts.append((now_s, ms))  # an upper bound, until a ping measures it afresh
+            self._provisional_rtt = None
+            self._probed_s = -math.inf
+            self._version += 1
+            rtt, bandwidth = self.estimate(now_s)
+            assert rtt is not None  # noqa: S101 - just set
         long_enough = ms - rtt - (self.overhead_ms if request else 0.0) >= self._min_transfer_ms
         if not request:
             self._short_probe_bytes = 0 if long_enough else int(bits // 8)
+            if not long_enough and bits // 8 >= _MAX_PROBE_BYTES:  # the largest ping is too short: a lower bound
+                self._short_probe_bytes = 0
+                self._transfers.append(_Transfer(bits=bits, ms=rtt + self._min_transfer_ms, request=False))
         if bits > 0 and long_enough:
             self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
         elif request and bandwidth is not None:  # too short to show the bandwidth: it shows the overhead

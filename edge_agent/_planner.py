@@ -51,7 +51,7 @@ _PLAUSIBLE = 1.5
 _PROBE_TRANSFER_MS = (10.0, 25.0)
 """A bandwidth probe is sized to take the round trip on the estimated link, within these bounds:
 long enough to show a change, at most 5% of the link at one probe per 0.5 s."""
-_PROBE_BYTES = (2_048, 1024 * 1024)
+_PROBE_BYTES = (2_048, 1024 * 1024)  # the second is the estimator's largest ping too
 """Smallest and largest bandwidth probe."""
 _QUEUE_MAX_AGE_S = 10.0
 """A queue wait older than this says nothing of the queue now (hubs report theirs every few seconds)."""
@@ -243,8 +243,9 @@ class Planner:
     def probe(self, now_s: float) -> int | None:
         """The padding bytes of a ping to send now, or ``None`` when none is needed.
 
-        ``0`` is a round-trip ping: wanted first, then every 10 s and after
-        the link changed. A positive size is a bandwidth ping, wanted while
+        ``0`` is a round-trip ping: wanted first, then every 10 s, and at
+        once after the link changed or a transfer came back faster than the
+        round trip (which was then measured behind other bytes). A positive size is a bandwidth ping, wanted while
         the bandwidth is unknown, while the last request or ping missed its
         prediction (the next one confirms or dismisses a change), and while no
         request has measured the link lately (the device runs everything
@@ -254,11 +255,11 @@ class Planner:
         (nothing known, or a change to confirm).
         """
         rtt, bandwidth = self.link.estimate(now_s)
-        urgent = rtt is None or bandwidth is None or self.link.unsettled
+        urgent = rtt is None or bandwidth is None or self.link.unsettled or self.link.wants_rtt
         if now_s - self._last_probe_s < self._probe_every_s and not urgent:
             return None
         idle = now_s - self._last_transfer_s >= self._probe_every_s
-        if rtt is None:
+        if rtt is None or self.link.wants_rtt:
             nbytes = 0
         elif bandwidth is None or idle or self.link.unsettled:
             target_ms = min(max(rtt, _PROBE_TRANSFER_MS[0]), _PROBE_TRANSFER_MS[1])

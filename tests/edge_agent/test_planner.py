@@ -315,3 +315,21 @@ def test_what_the_parts_leave_out_is_learned_from_the_total() -> None:
     for index in range(5):
         planner.observe(Observation(cut_id="output", bytes_sent=0, edge_ms=100.0, total_ms=103.0), index)
     assert planner.predict_ms("output", 5.0) == pytest.approx(103.0)
+
+
+def test_a_round_trip_measured_behind_other_bytes_is_measured_again() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(900.0, 0.0)  # the only ping queued behind a request
+    assert not link.wants_rtt
+    link.observe_probe(25_000, 140.0, 0.5)  # faster than the round trip: impossible
+    assert link.wants_rtt
+    link.observe_rtt(40.0, 0.6)
+    assert not link.wants_rtt
+    assert link.rtt_ms(0.6) == 40.0
+
+
+def test_the_planner_pings_the_round_trip_first_when_it_is_in_doubt() -> None:
+    planner = Planner(CANDIDATES)
+    planner.observe_probe(0, 900.0, 0.0)
+    planner.observe_probe(8_000, 45.0, 0.1)
+    assert planner.probe(0.2) == 0
