@@ -350,7 +350,7 @@ def _sample_photos(spec: TensorSpec) -> Any:  # noqa: ANN401 - a numpy array
     import numpy as np  # noqa: PLC0415
 
     try:
-        from sklearn.datasets import load_sample_images  # type: ignore[import-untyped]  # noqa: PLC0415 - optional
+        from sklearn.datasets import load_sample_images  # type: ignore[import-untyped,import-not-found,unused-ignore]  # noqa: PLC0415
     except ImportError as exc:
         msg = "without --images this needs scikit-learn's sample photos: pip install 'edgecut[train]'"
         raise ModelError(msg) from exc

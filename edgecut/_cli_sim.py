@@ -1,4 +1,4 @@
-"""``edgecut sim link``: an emulated network link between agents and their broker."""
+"""``edgecut sim``: an emulated network link (``link``) and scenarios of whole fleets (``run``)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ if TYPE_CHECKING:
 
     from protocol.mqtt import BrokerURL
     from simulations import LinkSpec
+    from simulations._run import Progress
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sim`` and its subcommands to the ``edgecut`` parser."""
     sim = commands.add_parser(
         "sim",
-        help="emulated links (and, to come, devices and fleets)",
-        description="Emulate what a deployment's network does to agents.",
+        help="emulated links, and scenarios of whole fleets",
+        description="Emulate what a deployment's network does to agents, or simulate a whole fleet.",
     )
     actions = sim.add_subparsers(dest="action", metavar="ACTION", required=True)
     link = actions.add_parser(
@@ -59,6 +60,83 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     link.add_argument("--json", action="store_true", help="print JSON")
     link.set_defaults(handler=_link)
+    _register_run(actions)
+
+
+def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = actions.add_parser(
+        "run",
+        help="run a scenario: agents, links, hubs and faults, on simulated time",
+        description=(
+            "Run a scenario file (or a bundled scenario by name, --list shows them) in fleet mode: every agent,"
+            " link and hub replica on simulated time, the agents running the real planner, compute times measured"
+            " on this host. Writes requests.csv, summary.json, profiles.json and run.json to --out and prints the"
+            " summary. Ctrl+C stops with what has run."
+        ),
+    )
+    run.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a scenario .toml file or a bundled name")
+    run.add_argument("--mode", choices=["fleet"], default="fleet", help="fleet: simulated time (emulate: to come)")
+    run.add_argument("--out", type=Path, help="output directory (default sim-out/<scenario>)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--profiles", type=Path, help="model profiles from an earlier run's profiles.json")
+    run.add_argument("--list", action="store_true", help="list the bundled scenarios")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> ExitCode:
+    import dataclasses  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from simulations.scenarios import bundled, find  # noqa: PLC0415 - keeps `edgecut --help` light
+
+    if args.list:
+        rows = [{"name": name, "description": text} for name, text in bundled().items()]
+        if args.json:
+            print(json.dumps(rows, indent=2))  # noqa: T201
+        else:
+            for row in rows:
+                print(f"{row['name']:<16} {row['description']}")  # noqa: T201
+        return ExitCode.OK
+    if args.scenario is None:
+        msg = "give a SCENARIO file or bundled name (--list shows them)"
+        raise ConfigError(msg)
+    try:
+        from simulations._run import run_scenario  # noqa: PLC0415 - needs simpy
+    except ImportError as exc:
+        msg = f"fleet mode needs {exc.name}: pip install 'edgecut[sim]'"
+        raise ConfigError(msg) from exc
+    from simulations._report import table  # noqa: PLC0415
+    from simulations._scenario import load_scenario  # noqa: PLC0415
+
+    path = find(args.scenario)
+    scenario = load_scenario(path)
+    if args.seed is not None:
+        scenario = dataclasses.replace(scenario, seed=args.seed)
+    out = args.out or Path("sim-out") / path.stem
+
+    def progress(step: Progress) -> None:
+        if args.json or not sys.stderr.isatty():
+            return
+        done = step.simulated_s / step.duration_s
+        sys.stderr.write(f"\r{step.run}: {done:4.0%} of {step.duration_s:g} simulated s, {step.requests} requests")
+        sys.stderr.flush()
+
+    try:
+        summaries = run_scenario(scenario, out, source=path, profiles_file=args.profiles, progress=progress)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\ninterrupted: the summary so far is in {out / 'summary.json'}\n")
+        return ExitCode.INTERRUPTED
+    if not args.json and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if args.json:
+        print(json.dumps([summary.to_json() for summary in summaries], indent=2))  # noqa: T201
+    else:
+        runs = f"{scenario.duration_s:g} simulated s per run, seed {scenario.seed}"
+        print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
+        print(table(summaries))  # noqa: T201
+        print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json")  # noqa: T201
+    return ExitCode.OK
 
 
 def _link(args: argparse.Namespace) -> ExitCode:

@@ -1,0 +1,159 @@
+"""A run's outputs: the per-request CSV, and the summary computed from it.
+
+``requests.csv`` has one row per finished request, with the columns of
+:data:`simulations._fleet.COLUMNS` (times in ``_s`` seconds and ``_ms``
+milliseconds, ``bytes_up`` in bytes). The summary groups rows by run and
+group: count, mean, p50, p95, p99 of ``total_ms``, throughput, mean bytes
+sent, cut switches, fallbacks. The same :func:`summarise` serves the printed
+table, ``summary.json`` and the tests, which recompute it from the CSV.
+Percentiles are nearest-rank over every request (no binning).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any, Protocol
+
+from simulations._fleet import COLUMNS, RequestRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+PERCENTILES = (50, 95, 99)
+"""The percentiles every summary reports."""
+_FLOATS = frozenset(f.name for f in dataclasses.fields(RequestRecord) if f.type == "float")
+_INTS = frozenset(f.name for f in dataclasses.fields(RequestRecord) if f.type == "int")
+
+
+class RowWriter(Protocol):
+    """Anything with ``writerow`` (a ``csv.writer``)."""
+
+    def writerow(self, row: Iterable[object], /) -> object: ...
+
+
+def write_header(writer: RowWriter) -> None:
+    """The CSV's header row."""
+    writer.writerow(COLUMNS)
+
+
+def write_record(writer: RowWriter, record: RequestRecord) -> None:
+    """One request as a CSV row (floats to the microsecond)."""
+    writer.writerow(
+        f"{value:.3f}" if isinstance(value, float) and not math.isnan(value) else value
+        for value in (getattr(record, column) for column in COLUMNS)
+    )
+
+
+def read_records(path: Path) -> list[RequestRecord]:
+    """The records of a ``requests.csv``."""
+    with path.open(newline="", encoding="utf-8") as file:
+        return [_record(row) for row in csv.DictReader(file)]
+
+
+def _record(row: dict[str, str]) -> RequestRecord:
+    values: dict[str, Any] = {}
+    for column in COLUMNS:
+        text = row[column]
+        values[column] = float(text) if column in _FLOATS else int(text) if column in _INTS else text
+    return RequestRecord(**values)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """One run's group, summarised (times in ms)."""
+
+    run: str
+    group: str
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    throughput_hz: float
+    bytes_up_mean: float
+    cut_switches: int
+    fallbacks: int
+    cuts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON."""
+        return dataclasses.asdict(self)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0-100) of ``values`` (``nan`` when empty)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def summarise(records: Iterable[RequestRecord], duration_s: float) -> list[Summary]:
+    """Per run and group, in order of first appearance, then an ``all`` row per run of several groups."""
+    by: dict[tuple[str, str], list[RequestRecord]] = {}
+    for record in records:
+        by.setdefault((record.run, record.group), []).append(record)
+    runs: dict[str, list[RequestRecord]] = {}
+    for (run, _), rows in by.items():
+        runs.setdefault(run, []).extend(rows)
+    summaries = []
+    for run, rows in runs.items():
+        groups = [(group, group_rows) for (r, group), group_rows in by.items() if r == run]
+        summaries += [_summary(run, group, group_rows, duration_s) for group, group_rows in groups]
+        if len(groups) > 1:
+            summaries.append(_summary(run, "all", rows, duration_s))
+    return summaries
+
+
+def _summary(run: str, group: str, rows: list[RequestRecord], duration_s: float) -> Summary:
+    totals = [row.total_ms for row in rows]
+    last_cut: dict[str, str] = {}
+    switches = 0
+    cuts: dict[str, int] = {}
+    for row in sorted(rows, key=lambda r: r.start_s):
+        if row.agent in last_cut and last_cut[row.agent] != row.cut:
+            switches += 1
+        last_cut[row.agent] = row.cut
+        cuts[row.cut] = cuts.get(row.cut, 0) + 1
+    p50, p95, p99 = (percentile(totals, q) for q in PERCENTILES)
+    return Summary(
+        run=run,
+        group=group,
+        count=len(rows),
+        mean_ms=sum(totals) / len(totals),
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        throughput_hz=len(rows) / duration_s,
+        bytes_up_mean=sum(row.bytes_up for row in rows) / len(rows),
+        cut_switches=switches,
+        fallbacks=sum(bool(row.fallback) for row in rows),
+        cuts=dict(sorted(cuts.items())),
+    )
+
+
+def table(summaries: Sequence[Summary]) -> str:
+    """The summaries as a fixed-width text table."""
+    header = ("run", "group", "requests", "mean ms", "p50", "p95", "p99", "req/s", "bytes up", "switches", "fallbacks")
+    rows = [
+        (
+            s.run,
+            s.group,
+            str(s.count),
+            f"{s.mean_ms:.1f}",
+            f"{s.p50_ms:.1f}",
+            f"{s.p95_ms:.1f}",
+            f"{s.p99_ms:.1f}",
+            f"{s.throughput_hz:.1f}",
+            f"{s.bytes_up_mean:,.0f}",
+            str(s.cut_switches),
+            str(s.fallbacks),
+        )
+        for s in summaries
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,134 @@
+"""Run a scenario in fleet mode and write its outputs to a directory.
+
+The directory gets:
+
+- ``run.json``: how the run was made (scenario file and its sha256, seed,
+  mode, edgecut version, start time, simulated and wall seconds);
+- ``profiles.json``: the measured model profiles the run used (pass it back
+  with ``profiles=`` to rerun on the same figures);
+- ``requests.csv``: one row per finished request (:mod:`simulations._report`);
+- ``summary.json``: the summary per run and group, computed from the records.
+
+With ``policies`` in the scenario the whole scenario runs once per policy,
+on the same seed: the same arrivals and link draws meet each policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import time
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from simulations._calibrate import load_profiles, measure_profile, save_profiles
+from simulations._fleet import Fleet, RequestRecord, models_of
+from simulations._report import summarise, write_header, write_record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from simulations._calibrate import ModelProfile
+    from simulations._report import RowWriter, Summary
+    from simulations._scenario import Scenario
+
+_PROGRESS_STEPS = 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a run is: which policy run, and how far through its simulated time."""
+
+    run: str
+    runs_done: int
+    runs: int
+    simulated_s: float
+    duration_s: float
+    requests: int
+
+
+def run_scenario(
+    scenario: Scenario,
+    out: Path,
+    *,
+    source: Path | None = None,
+    profiles_file: Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> list[Summary]:
+    """Run ``scenario`` in fleet mode, writing its outputs to ``out`` (created if needed).
+
+    Interrupted (``KeyboardInterrupt``), it still writes the summary of the
+    requests finished so far, then re-raises.
+
+    Args:
+        scenario: The scenario.
+        out: The output directory.
+        source: The scenario file, for ``run.json``.
+        profiles_file: Profiles from an earlier run to reuse, instead of measuring.
+        progress: Called as the run goes.
+    """
+    started, wall = time.time(), time.perf_counter()
+    profiles = _profiles(scenario, profiles_file)
+    records: list[RequestRecord] = []
+    writer: list[RowWriter] = []
+
+    def record(item: RequestRecord) -> None:
+        records.append(item)
+        write_record(writer[0], item)
+
+    runs: list[str | None] = list(scenario.policies) or [None]
+    fleets = [Fleet(scenario, profiles, record, policy=policy) for policy in runs]  # every policy checked first
+    out.mkdir(parents=True, exist_ok=True)
+    save_profiles(profiles, out / "profiles.json")
+    try:
+        with (out / "requests.csv").open("w", newline="", encoding="utf-8") as file:
+            writer.append(csv.writer(file))
+            write_header(writer[0])
+            for index, fleet in enumerate(fleets):
+                _run_with_progress(fleet, index, len(runs), records, progress)
+    finally:
+        summaries = summarise(records, scenario.duration_s)
+        summary = [s.to_json() for s in summaries]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (out / "run.json").write_text(
+            json.dumps(_provenance(scenario, source, started, time.perf_counter() - wall), indent=2) + "\n",
+            encoding="utf-8",
+        )
+    return summaries
+
+
+def _run_with_progress(
+    fleet: Fleet, index: int, runs: int, records: list[RequestRecord], progress: Callable[[Progress], None] | None
+) -> None:
+    duration = fleet.scenario.duration_s
+    fleet.start()
+    for step in range(1, _PROGRESS_STEPS + 1):
+        fleet.advance(duration * step / _PROGRESS_STEPS)
+        if progress is not None:
+            progress(
+                Progress(fleet.run_name, index + (step == _PROGRESS_STEPS), runs, fleet.env.now, duration, len(records))
+            )
+
+
+def _profiles(scenario: Scenario, profiles_file: Path | None) -> dict[str, ModelProfile]:
+    known = load_profiles(profiles_file) if profiles_file is not None else {}
+    return {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
+
+
+def _provenance(scenario: Scenario, source: Path | None, started: float, wall_s: float) -> dict[str, object]:
+    return {
+        "scenario": scenario.name,
+        "file": None if source is None else str(source),
+        "file_sha256": None if source is None else hashlib.sha256(source.read_bytes()).hexdigest(),
+        "seed": scenario.seed,
+        "mode": "fleet",
+        "agents": scenario.agents,
+        "policies": list(scenario.policies),
+        "edgecut": metadata.version("edgecut"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "simulated_s": scenario.duration_s * max(1, len(scenario.policies)),
+        "wall_s": round(wall_s, 3),
+    }

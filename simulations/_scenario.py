@@ -1,0 +1,393 @@
+"""Scenarios: a TOML file read into frozen dataclasses, the whole file checked before anything runs.
+
+A scenario names hub replicas, groups of agents (how many, which model, on
+which device and link, how requests arrive, which cut policy) and timed
+faults. Every problem in a file is reported at once, each with its field
+path (``groups[1].link: no link preset named 'lte'``); unknown keys are
+refused, so a misspelt key never falls back to a default silently. Defaults
+live on the dataclass fields only. Example::
+
+    name = "bandwidth drop"
+    seed = 1
+    duration_s = 60
+    policies = ["edge", "cloud", "auto"]   # the whole scenario once per policy
+
+    [hub]
+    replicas = 1
+    workers = 1
+
+    [[groups]]
+    name = "cameras"
+    count = 4
+    model = "resnet18"
+    device = "rpi4"
+    link = { rate = "20mbit", delay = "20ms" }   # or a preset name: "3g-bus"
+    arrival = "poisson"                          # or "closed" (think_s between requests)
+    rate_hz = 2.0
+
+    [[faults]]
+    at_s = 20
+    kind = "bandwidth"                           # bandwidth | outage | hub-down
+    group = "cameras"
+    rate = "2mbit"
+    for_s = 20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from protocol.errors import ConfigError
+from simulations._devices import PROFILES
+from simulations._presets import PRESET_NAMES, fixed_link, preset
+from simulations._tc import parse_duration_ms, parse_rate
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from simulations._link import LinkSpec
+
+Arrival = Literal["poisson", "closed"]
+FaultKind = Literal["bandwidth", "outage", "hub-down"]
+POLICIES = ("edge", "cloud", "auto")
+"""Cut policies by name; any other policy is a cut id of the group's model."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HubSpec:
+    """The hub replicas every agent shares.
+
+    Attributes:
+        replicas: How many hubs share the requests.
+        workers: Requests each hub runs at once.
+        max_queue: Requests a hub holds waiting before it answers ``overloaded``.
+        status_interval_s: How often a hub reports its queue wait.
+    """
+
+    replicas: int = 1
+    workers: int = 1
+    max_queue: int = 64
+    status_interval_s: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSpec:
+    """Agents alike: the same model, device, link, arrivals and policy.
+
+    Attributes:
+        name: The group's name (agents are ``<name>-<index>``).
+        count: How many agents.
+        model: A zoo model name.
+        device: A device profile (``edgecut sim link --list``: host, rpi4, rpi3, ...).
+        link: The link each agent has to the broker (one per agent).
+        arrival: ``poisson`` (requests at ``rate_hz`` whatever came back) or
+            ``closed`` (the next request ``think_s`` after the last answer).
+        rate_hz: Requests per second per agent, with ``poisson``.
+        think_s: Seconds between an answer and the next request, with ``closed``.
+        policy: ``edge``, ``cloud``, ``auto`` or a cut id.
+        deadline_s: How long an agent waits for the hub before its local fallback.
+    """
+
+    name: str
+    count: int = 1
+    model: str = "resnet18"
+    device: str = "rpi4"
+    link: LinkSpec
+    arrival: Arrival = "poisson"
+    rate_hz: float = 1.0
+    think_s: float = 0.0
+    policy: str = "auto"
+    deadline_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FaultSpec:
+    """Something that happens at a time.
+
+    Attributes:
+        at_s: When, from the start.
+        kind: ``bandwidth`` (a group's links change rate both ways), ``outage``
+            (a group's links carry nothing) or ``hub-down`` (a replica stops,
+            losing what it holds, and comes back after ``for_s``).
+        for_s: How long it lasts (``None``: to the end).
+        group: The group, for link faults.
+        rate_bit_s: The new rate, for ``bandwidth``.
+        replica: The replica's index, for ``hub-down``.
+    """
+
+    at_s: float
+    kind: FaultKind
+    for_s: float | None = None
+    group: str | None = None
+    rate_bit_s: float | None = None
+    replica: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """A whole scenario, checked.
+
+    Attributes:
+        name: What it is called in reports.
+        description: What it shows, in a sentence.
+        seed: The one seed every random stream derives from, by name.
+        duration_s: Simulated seconds of requests.
+        policies: When set, the scenario runs once per policy, every group
+            using it; else each group's own policy, in one run.
+        hub: The hub replicas.
+        groups: The agents.
+        faults: What happens when.
+    """
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    duration_s: float = 60.0
+    policies: tuple[str, ...] = ()
+    hub: HubSpec = HubSpec()
+    groups: tuple[GroupSpec, ...]
+    faults: tuple[FaultSpec, ...] = ()
+
+    @property
+    def agents(self) -> int:
+        """How many agents in all."""
+        return sum(group.count for group in self.groups)
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and check a scenario file: every problem at once, each with its field path.
+
+    Raises:
+        ConfigError: The file cannot be read, is not TOML, or is not a valid scenario.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"cannot read scenario {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: not TOML: {exc}"
+        raise ConfigError(msg) from exc
+    return parse_scenario(data, source=str(path))
+
+
+def parse_scenario(data: dict[str, Any], *, source: str = "scenario") -> Scenario:
+    """Check a scenario given as the dict TOML gives (see :func:`load_scenario`)."""
+    reader = _Reader(source)
+    scenario = reader.scenario(data)
+    if reader.problems:
+        msg = f"{source}: {len(reader.problems)} problem(s):\n" + "\n".join(f"  {p}" for p in reader.problems)
+        raise ConfigError(msg)
+    assert scenario is not None  # noqa: S101 - no problems means a scenario was built
+    return scenario
+
+
+class _Reader:
+    """Builds the dataclasses from plain TOML values, noting every problem instead of stopping at the first."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def scenario(self, data: dict[str, Any]) -> Scenario | None:
+        self._known(data, "", {"name", "description", "seed", "duration_s", "policies", "hub", "groups", "faults"})
+        name = self._str(data, "name", "", required=True) or "scenario"
+        description = self._str(data, "description", "") or ""
+        seed = self._number(data, "seed", "", default=0, integer=True)
+        duration = self._number(data, "duration_s", "", default=60.0, positive=True)
+        hub = self._hub(data.get("hub", {}))
+        raw_groups = data.get("groups")
+        if not isinstance(raw_groups, list) or not raw_groups:
+            self.problem("groups", "at least one [[groups]] table is needed")
+            raw_groups = []
+        groups = [self._group(item, f"groups[{index}]") for index, item in enumerate(raw_groups)]
+        names = [
+            str(item["name"]) for item in raw_groups if isinstance(item, dict) and isinstance(item.get("name"), str)
+        ]
+        for duplicate in sorted({n for n in names if names.count(n) > 1}):
+            self.problem("groups", f"the name {duplicate!r} is used twice")
+        policies = data.get("policies", [])
+        if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
+            self.problem("policies", "must be a list of policy names")
+            policies = []
+        for index, policy in enumerate(policies):
+            self._policy_ok(policy, f"policies[{index}]")
+        raw_faults = data.get("faults", [])
+        if not isinstance(raw_faults, list):
+            self.problem("faults", "must be [[faults]] tables")
+            raw_faults = []
+        faults = [self._fault(item, f"faults[{index}]", set(names), hub) for index, item in enumerate(raw_faults)]
+        if self.problems or hub is None:
+            return None
+        return Scenario(
+            name=name,
+            description=description,
+            seed=int(seed),
+            duration_s=float(duration),
+            policies=tuple(policies),
+            hub=hub,
+            groups=tuple(group for group in groups if group is not None),
+            faults=tuple(sorted((f for f in faults if f is not None), key=lambda fault: fault.at_s)),
+        )
+
+    def _hub(self, data: object) -> HubSpec | None:
+        if not isinstance(data, dict):
+            self.problem("hub", "must be a [hub] table")
+            return None
+        self._known(data, "hub.", {"replicas", "workers", "max_queue", "status_interval_s"})
+        defaults = HubSpec()
+        return HubSpec(
+            replicas=int(
+                self._number(data, "replicas", "hub.", default=defaults.replicas, integer=True, positive=True)
+            ),
+            workers=int(self._number(data, "workers", "hub.", default=defaults.workers, integer=True, positive=True)),
+            max_queue=int(
+                self._number(data, "max_queue", "hub.", default=defaults.max_queue, integer=True, positive=True)
+            ),
+            status_interval_s=float(
+                self._number(data, "status_interval_s", "hub.", default=defaults.status_interval_s, positive=True)
+            ),
+        )
+
+    def _group(self, data: object, where: str) -> GroupSpec | None:
+        if not isinstance(data, dict):
+            self.problem(where, "must be a table")
+            return None
+        keys = {"name", "count", "model", "device", "link", "arrival", "rate_hz", "think_s", "policy", "deadline_s"}
+        self._known(data, f"{where}.", keys)
+        name = self._str(data, "name", f"{where}.", required=True)
+        defaults = {field.name: field.default for field in dataclasses.fields(GroupSpec)}
+        model = self._str(data, "model", f"{where}.") or str(defaults["model"])
+        device = self._str(data, "device", f"{where}.") or str(defaults["device"])
+        if device not in PROFILES:
+            self.problem(f"{where}.device", f"no device profile named {device!r}; known: {', '.join(PROFILES)}")
+        arrival = self._str(data, "arrival", f"{where}.") or str(defaults["arrival"])
+        if arrival not in get_args(Arrival):
+            self.problem(f"{where}.arrival", f"must be one of {', '.join(get_args(Arrival))}, not {arrival!r}")
+        policy = self._str(data, "policy", f"{where}.") or str(defaults["policy"])
+        self._policy_ok(policy, f"{where}.policy")
+        link = self._link(data.get("link"), f"{where}.link")
+        count = self._number(data, "count", f"{where}.", default=1, integer=True, positive=True)
+        rate = self._number(data, "rate_hz", f"{where}.", default=1.0, positive=True)
+        think = self._number(data, "think_s", f"{where}.", default=0.0)
+        deadline = self._number(data, "deadline_s", f"{where}.", default=5.0, positive=True)
+        if think < 0:
+            self.problem(f"{where}.think_s", "must not be negative")
+        if name is None or link is None:
+            return None
+        return GroupSpec(
+            name=name,
+            count=int(count),
+            model=model,
+            device=device,
+            link=link,
+            arrival=arrival,  # type: ignore[arg-type]  # checked above
+            rate_hz=float(rate),
+            think_s=float(think),
+            policy=policy,
+            deadline_s=float(deadline),
+        )
+
+    def _link(self, value: object, where: str) -> LinkSpec | None:
+        if isinstance(value, str):
+            if value not in PRESET_NAMES:
+                self.problem(where, f"no link preset named {value!r}; known: {', '.join(PRESET_NAMES)}")
+                return None
+            return preset(value)
+        if not isinstance(value, dict):
+            self.problem(where, "must be a preset name or a table {rate, delay, jitter, loss}")
+            return None
+        self._known(value, f"{where}.", {"rate", "delay", "jitter", "loss"})
+        try:
+            rate = parse_rate(value["rate"]) if "rate" in value else None
+            delay_s = parse_duration_ms(str(value.get("delay", "0ms"))) / 1000
+            jitter_s = parse_duration_ms(str(value.get("jitter", "0ms"))) / 1000
+            loss = float(value.get("loss", 0.0))
+            return fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=loss)
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.problem(where, str(exc))
+            return None
+
+    def _fault(self, data: object, where: str, groups: set[str], hub: HubSpec | None) -> FaultSpec | None:
+        if not isinstance(data, dict):
+            self.problem(where, "must be a table")
+            return None
+        self._known(data, f"{where}.", {"at_s", "kind", "for_s", "group", "rate", "replica"})
+        at_s = self._number(data, "at_s", f"{where}.", default=math.nan)
+        if math.isnan(at_s) or at_s < 0:
+            self.problem(f"{where}.at_s", "a time from the start (>= 0) is needed")
+        kind = self._str(data, "kind", f"{where}.", required=True)
+        if kind is not None and kind not in get_args(FaultKind):
+            self.problem(f"{where}.kind", f"must be one of {', '.join(get_args(FaultKind))}, not {kind!r}")
+        for_s = data.get("for_s")
+        if for_s is not None and (not isinstance(for_s, int | float) or isinstance(for_s, bool) or for_s <= 0):
+            self.problem(f"{where}.for_s", "must be a positive number of seconds")
+        group, rate, replica = data.get("group"), None, data.get("replica")
+        if kind in {"bandwidth", "outage"} and group not in groups:
+            self.problem(f"{where}.group", f"needs the name of a group ({', '.join(sorted(groups))}), not {group!r}")
+        if kind == "bandwidth":
+            try:
+                rate = parse_rate(str(data["rate"]))
+            except (KeyError, ValueError) as exc:
+                self.problem(f"{where}.rate", f"a rate such as '2mbit' is needed ({exc})")
+        if kind == "hub-down" and (
+            not isinstance(replica, int) or hub is None or not 0 <= replica < hub.replicas or isinstance(replica, bool)
+        ):
+            count = hub.replicas if hub else "?"
+            self.problem(f"{where}.replica", f"needs a replica index from 0 to {count} - 1, not {replica!r}")
+        if self.problems:
+            return None
+        return FaultSpec(
+            at_s=float(at_s),
+            kind=kind,  # type: ignore[arg-type]  # checked above
+            for_s=None if for_s is None else float(for_s),
+            group=group,
+            rate_bit_s=rate,
+            replica=replica,
+        )
+
+    def _policy_ok(self, policy: str, where: str) -> None:
+        if not policy.strip():
+            self.problem(where, f"must be {', '.join(POLICIES)} or a cut id")
+
+    def _known(self, data: dict[str, Any], prefix: str, keys: set[str]) -> None:
+        for key in data:
+            if key not in keys:
+                self.problem(f"{prefix}{key}", f"unknown key; known: {', '.join(sorted(keys))}")
+
+    def _str(self, data: dict[str, Any], key: str, prefix: str, *, required: bool = False) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.problem(f"{prefix}{key}", "is required")
+            return None
+        if not isinstance(value, str) or not value:
+            self.problem(f"{prefix}{key}", f"must be a non-empty string, not {value!r}")
+            return None
+        return value
+
+    def _number(
+        self,
+        data: dict[str, Any],
+        key: str,
+        prefix: str,
+        *,
+        default: float,
+        integer: bool = False,
+        positive: bool = False,
+    ) -> float:
+        value = data.get(key, default)
+        kinds = int if integer else int | float
+        if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, float) and math.isinf(value)):
+            self.problem(f"{prefix}{key}", f"must be {'an integer' if integer else 'a number'}, not {value!r}")
+            return default
+        if positive and value <= 0:
+            self.problem(f"{prefix}{key}", f"must be positive, not {value!r}")
+            return default
+        return float(value)

@@ -1,0 +1,170 @@
+"""Fleet mode on a fixed profile: deterministic, faithful to its faults, and its summary agrees with its CSV."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from edgecut._cli import main
+from edgecut._exit import ExitCode
+from simulations._calibrate import CutCost, ModelProfile, save_profiles
+from simulations._fleet import Fleet, RequestRecord
+from simulations._report import percentile, read_records, summarise
+from simulations._run import run_scenario
+from simulations._scenario import parse_scenario
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# resnet18 as this host measures it, rounded: fixed figures, so the tests need no ONNX Runtime.
+PROFILE = ModelProfile(
+    model="resnet18",
+    model_sha256="0" * 64,
+    cuts=(
+        CutCost(id="input", request_bytes=150_816, head_ms=0.0, tail_ms=17.7),
+        CutCost(id="layer4.0.add", request_bytes=100_656, head_ms=14.8, tail_ms=2.9),
+        CutCost(id="pool", request_bytes=2_334, head_ms=17.5, tail_ms=0.1),
+        CutCost(id="output", request_bytes=0, head_ms=17.7, tail_ms=0.0),
+    ),
+    reply_bytes=4_194,
+)
+PROFILES = {"resnet18": PROFILE}
+
+
+def _scenario(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "name": "test",
+        "seed": 3,
+        "duration_s": 20,
+        "policies": ["edge", "cloud", "auto"],
+        "hub": {"replicas": 1, "workers": 1},
+        "groups": [
+            {"name": "cams", "count": 3, "device": "rpi3", "link": {"rate": "20mbit", "delay": "20ms"}, "rate_hz": 2.0}
+        ],
+    }
+    return base | changes
+
+
+def _records(data: dict[str, object], policy: str | None = None) -> list[RequestRecord]:
+    records: list[RequestRecord] = []
+    Fleet(parse_scenario(data), PROFILES, records.append, policy=policy).run()
+    return records
+
+
+@pytest.fixture
+def profiles_file(tmp_path: Path) -> Path:
+    path = tmp_path / "profiles.json"
+    save_profiles(PROFILES, path)
+    return path
+
+
+def test_the_same_seed_gives_the_same_csv_and_another_seed_another(tmp_path: Path, profiles_file: Path) -> None:
+    scenario = parse_scenario(_scenario())
+    for name in ("a", "b"):
+        run_scenario(scenario, tmp_path / name, profiles_file=profiles_file)
+    run_scenario(dataclasses.replace(scenario, seed=4), tmp_path / "c", profiles_file=profiles_file)
+    first = (tmp_path / "a" / "requests.csv").read_bytes()
+    assert first == (tmp_path / "b" / "requests.csv").read_bytes()
+    assert first != (tmp_path / "c" / "requests.csv").read_bytes()
+
+
+def test_the_summary_is_what_the_csv_says(tmp_path: Path, profiles_file: Path) -> None:
+    summaries = run_scenario(parse_scenario(_scenario()), tmp_path, profiles_file=profiles_file)
+    records = read_records(tmp_path / "requests.csv")
+    again = summarise(records, 20.0)  # from the CSV, whose times are rounded to the microsecond
+    assert len(again) == len(summaries)
+    for ours, theirs in zip(again, summaries, strict=True):
+        for key, value in theirs.to_json().items():
+            expected = pytest.approx(value, abs=1e-3) if isinstance(value, float) else value
+            assert ours.to_json()[key] == expected, key
+    assert json.loads((tmp_path / "summary.json").read_text()) == [s.to_json() for s in summaries]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert (run["seed"], run["mode"], run["agents"]) == (3, "fleet", 3)
+    by_run = {s.run: s for s in summaries}
+    edge = [r.total_ms for r in records if r.run == "edge"]
+    assert by_run["edge"].p95_ms == pytest.approx(percentile(edge, 95), abs=1e-3)
+    assert by_run["edge"].count == len(edge) > 100
+    assert {r.cut for r in records if r.run == "cloud"} == {"input"}
+    assert {r.cut for r in records if r.run == "edge"} == {"output"}
+
+
+def test_adding_an_agent_changes_no_other_agents_draws() -> None:
+    three = [r for r in _records(_scenario(), "edge") if r.agent == "cams-0"]
+    groups = [
+        {"name": "cams", "count": 4, "device": "rpi3", "link": {"rate": "20mbit", "delay": "20ms"}, "rate_hz": 2.0}
+    ]
+    four = [r for r in _records(_scenario(groups=groups), "edge") if r.agent == "cams-0"]
+    assert three == four
+
+
+def test_auto_leaves_the_network_while_the_bandwidth_drops_and_comes_back() -> None:
+    faults = [{"at_s": 20, "kind": "bandwidth", "group": "cams", "rate": "1mbit", "for_s": 20}]
+    records = _records(_scenario(duration_s=60, faults=faults), "auto")
+    before = [r.cut for r in records if 10 <= r.start_s < 20]
+    during = [r.cut for r in records if 25 <= r.start_s < 40]
+    after = [r.cut for r in records if r.start_s >= 50]
+    assert before.count("input") > 0.9 * len(before)  # a Pi 3 on 20 Mbit/s: send the image
+    assert during.count("output") > 0.9 * len(during)  # 1 Mbit/s: stay on the device
+    assert after.count("input") > 0.9 * len(after)
+
+
+def test_a_hub_that_goes_down_loses_what_it_holds_and_the_agents_fall_back() -> None:
+    faults = [{"at_s": 5, "kind": "hub-down", "replica": 0, "for_s": 5}]
+    records = _records(_scenario(faults=faults), "cloud")
+    fallbacks = [r for r in records if r.fallback]
+    assert fallbacks
+    assert all(5 <= r.start_s < 10 for r in fallbacks)
+    assert all(r.fallback_ms > 0 and r.hub == "" for r in fallbacks)
+    assert all(r.hub == "hub-0" for r in records if r.start_s > 11)
+
+
+def test_a_full_hub_queue_refuses_and_the_device_answers() -> None:
+    groups = [
+        {"name": "cams", "count": 20, "device": "rpi4", "link": {"rate": "1gbit", "delay": "1ms"}, "rate_hz": 5.0}
+    ]
+    records = _records(_scenario(groups=groups, hub={"replicas": 1, "workers": 1, "max_queue": 4}), "cloud")
+    assert any(r.fallback for r in records)
+    assert max(r.hub_queue_ms for r in records) <= 5 * 17.7 + 1  # never more than the queue bound ahead
+
+
+def test_an_outage_holds_the_links_until_it_ends() -> None:
+    faults = [{"at_s": 5, "kind": "outage", "group": "cams", "for_s": 3}]
+    records = _records(_scenario(faults=faults), "cloud")
+    held = [r for r in records if 5 <= r.start_s < 7.5 and not r.fallback]
+    assert held
+    assert all(r.start_s + r.total_ms / 1000 >= 8 for r in held)
+
+
+def test_a_policy_naming_no_candidate_cut_is_refused() -> None:
+    with pytest.raises(Exception, match=r"policy 'layer1' is not auto, edge, cloud or a candidate cut of resnet18"):
+        _records(_scenario(), "layer1")
+
+
+def test_a_scenario_is_checked_whole_before_anything_runs(tmp_path: Path, profiles_file: Path) -> None:
+    with pytest.raises(Exception, match="policy 'layer1'"):
+        run_scenario(parse_scenario(_scenario(policies=["auto", "layer1"])), tmp_path, profiles_file=profiles_file)
+    assert not (tmp_path / "requests.csv").exists()
+
+
+def test_the_command_runs_a_scenario_file(
+    tmp_path: Path, profiles_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        'name = "cli"\nduration_s = 5\npolicies = ["edge", "auto"]\n'
+        '[[groups]]\nname = "g"\ncount = 2\nlink = { rate = "10mbit", delay = "10ms" }\n'
+    )
+    out = tmp_path / "out"
+    argv = ["sim", "run", str(scenario), "--out", str(out), "--profiles", str(profiles_file), "--seed", "7", "--json"]
+    assert main(argv) == ExitCode.OK
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["run"], row["group"]) for row in rows] == [("edge", "g"), ("auto", "g")]
+    assert json.loads((out / "run.json").read_text())["seed"] == 7
+    assert main(["sim", "run", "--list"]) == ExitCode.OK
+    assert "bandwidth-drop" in capsys.readouterr().out
+    scenario.write_text('name = "cli"\n')
+    assert main(["sim", "run", str(scenario), "--out", str(out)]) == ExitCode.CONFIG
+    assert "groups: at least one [[groups]] table is needed" in capsys.readouterr().err
