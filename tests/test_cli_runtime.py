@@ -94,6 +94,7 @@ async def _run_in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tupl
         ["demo"],
         ["sim"],
         ["sim", "link"],
+        ["sim", "run"],
     ],
     ids=lambda argv: " ".join(argv) or "edgecut",
 )
