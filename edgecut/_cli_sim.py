@@ -70,8 +70,8 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=(
             "Run a scenario file (or a bundled scenario by name, --list shows them) in fleet mode: every agent,"
             " link and hub replica on simulated time, the agents running the real planner, compute times measured"
-            " on this host. Writes requests.csv, summary.json, profiles.json and run.json to --out and prints the"
-            " summary. Ctrl+C stops with what has run."
+            " on this host. Writes requests.csv, summary.json, profiles.json, run.json, PNG plots and report.html to"
+            " --out and prints the summary. Ctrl+C stops with what has run."
         ),
     )
     run.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a scenario .toml file or a bundled name")
@@ -79,6 +79,7 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--out", type=Path, help="output directory (default sim-out/<scenario>)")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--profiles", type=Path, help="model profiles from an earlier run's profiles.json")
+    run.add_argument("--no-report", action="store_true", help="skip the PNG plots and report.html")
     run.add_argument("--list", action="store_true", help="list the bundled scenarios")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(handler=_run)
@@ -86,6 +87,7 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _run(args: argparse.Namespace) -> ExitCode:
     import dataclasses  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from simulations.scenarios import bundled, find  # noqa: PLC0415 - keeps `edgecut --help` light
@@ -106,6 +108,9 @@ def _run(args: argparse.Namespace) -> ExitCode:
     except ImportError as exc:
         msg = f"fleet mode needs {exc.name}: pip install 'edgecut[sim]'"
         raise ConfigError(msg) from exc
+    if not args.no_report and importlib.util.find_spec("matplotlib") is None:
+        msg = "the plots and report.html need matplotlib: pip install 'edgecut[sim]', or pass --no-report"
+        raise ConfigError(msg)
     from simulations._report import table  # noqa: PLC0415
     from simulations._scenario import load_scenario  # noqa: PLC0415
 
@@ -123,7 +128,9 @@ def _run(args: argparse.Namespace) -> ExitCode:
         sys.stderr.flush()
 
     try:
-        summaries = run_scenario(scenario, out, source=path, profiles_file=args.profiles, progress=progress)
+        summaries = run_scenario(
+            scenario, out, source=path, profiles_file=args.profiles, progress=progress, report=not args.no_report
+        )
     except KeyboardInterrupt:
         sys.stderr.write(f"\ninterrupted: the summary so far is in {out / 'summary.json'}\n")
         return ExitCode.INTERRUPTED
@@ -135,7 +142,8 @@ def _run(args: argparse.Namespace) -> ExitCode:
         runs = f"{scenario.duration_s:g} simulated s per run, seed {scenario.seed}"
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
-        print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json")  # noqa: T201
+        pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
+        print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
 
 

@@ -7,7 +7,9 @@ The directory gets:
 - ``profiles.json``: the measured model profiles the run used (pass it back
   with ``profiles=`` to rerun on the same figures);
 - ``requests.csv``: one row per finished request (:mod:`simulations._report`);
-- ``summary.json``: the summary per run and group, computed from the records.
+- ``summary.json``: the summary per run and group, computed from the records;
+- ``latency.png``, ``cdf.png``, ``queue.png`` and ``report.html``, drawn
+  from ``requests.csv`` (:mod:`simulations._plots`; needs matplotlib).
 
 With ``policies`` in the scenario the whole scenario runs once per policy,
 on the same seed: the same arrivals and link draws meet each policy.
@@ -57,6 +59,7 @@ def run_scenario(
     source: Path | None = None,
     profiles_file: Path | None = None,
     progress: Callable[[Progress], None] | None = None,
+    report: bool = True,
 ) -> list[Summary]:
     """Run ``scenario`` in fleet mode, writing its outputs to ``out`` (created if needed).
 
@@ -69,6 +72,7 @@ def run_scenario(
         source: The scenario file, for ``run.json``.
         profiles_file: Profiles from an earlier run to reuse, instead of measuring.
         progress: Called as the run goes.
+        report: Also draw the pictures and write ``report.html``.
     """
     started, wall = time.time(), time.perf_counter()
     profiles = _profiles(scenario, profiles_file)
@@ -89,6 +93,10 @@ def run_scenario(
             write_header(writer[0])
             for index, fleet in enumerate(fleets):
                 _run_with_progress(fleet, index, len(runs), records, progress)
+        if report and records:
+            from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
+
+            write_report(out, scenario)
     finally:
         summaries = summarise(records, scenario.duration_s)
         summary = [s.to_json() for s in summaries]

@@ -149,6 +149,18 @@ def test_a_scenario_is_checked_whole_before_anything_runs(tmp_path: Path, profil
     assert not (tmp_path / "requests.csv").exists()
 
 
+def test_the_report_shows_the_summary_and_escapes_what_the_scenario_says(tmp_path: Path, profiles_file: Path) -> None:
+    scenario = parse_scenario(_scenario(name="<script>alert(1)</script>", duration_s=5))
+    summaries = run_scenario(scenario, tmp_path, profiles_file=profiles_file)
+    page = (tmp_path / "report.html").read_text()
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") == 3
+    assert "http" not in page  # nothing to fetch
+    for summary in summaries:
+        assert f"<td>{summary.count}</td>" in page
+
+
 def test_the_command_runs_a_scenario_file(
     tmp_path: Path, profiles_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -163,6 +175,8 @@ def test_the_command_runs_a_scenario_file(
     rows = json.loads(capsys.readouterr().out)
     assert [(row["run"], row["group"]) for row in rows] == [("edge", "g"), ("auto", "g")]
     assert json.loads((out / "run.json").read_text())["seed"] == 7
+    for picture in ("latency.png", "cdf.png", "queue.png"):
+        assert (out / picture).read_bytes().startswith(b"\x89PNG")
     assert main(["sim", "run", "--list"]) == ExitCode.OK
     assert "bandwidth-drop" in capsys.readouterr().out
     scenario.write_text('name = "cli"\n')
