@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
 
     from protocol.mqtt import BrokerURL
     from simulations import LinkSpec
+    from simulations._capacity import CapacityPoint
     from simulations._run import Progress
+    from simulations._scenario import Scenario
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,13 +83,19 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--profiles", type=Path, help="model profiles from an earlier run's profiles.json")
     run.add_argument("--no-report", action="store_true", help="skip the PNG plots and report.html")
+    run.add_argument(
+        "--find-hubs",
+        action="store_true",
+        help="instead of one run: the fewest hub replicas that keep the fleet's p95 within --p95-ms, per policy",
+    )
+    run.add_argument("--p95-ms", type=float, help="the p95 target of --find-hubs")
+    run.add_argument("--max-hubs", type=int, default=64, help="the most replicas --find-hubs tries (default 64)")
     run.add_argument("--list", action="store_true", help="list the bundled scenarios")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> ExitCode:
-    import dataclasses  # noqa: PLC0415
     import importlib.util  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
@@ -127,6 +136,8 @@ def _run(args: argparse.Namespace) -> ExitCode:
         sys.stderr.write(f"\r{step.run}: {done:4.0%} of {step.duration_s:g} simulated s, {step.requests} requests")
         sys.stderr.flush()
 
+    if args.find_hubs:
+        return _find_hubs(args, scenario, out)
     try:
         summaries = run_scenario(
             scenario, out, source=path, profiles_file=args.profiles, progress=progress, report=not args.no_report
@@ -145,6 +156,53 @@ def _run(args: argparse.Namespace) -> ExitCode:
         pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
+
+
+def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitCode:
+    import sys  # noqa: PLC0415
+
+    from simulations._calibrate import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
+    from simulations._capacity import find_hubs  # noqa: PLC0415
+    from simulations._fleet import models_of  # noqa: PLC0415
+
+    if args.p95_ms is None or args.p95_ms <= 0:
+        msg = "--find-hubs needs a positive --p95-ms target"
+        raise ConfigError(msg)
+    known = load_profiles(args.profiles) if args.profiles else {}
+    profiles = {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
+
+    def progress(point: CapacityPoint) -> None:
+        if not args.json:
+            line = (
+                f"  {point.policy}: {point.replicas} replicas: p95 {point.p95_ms:.1f} ms, mean {point.mean_ms:.1f} ms"
+            )
+            print(line, file=sys.stderr, flush=True)  # noqa: T201
+
+    results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    save_profiles(profiles, out / "profiles.json")
+    report = [
+        {
+            "policy": r.policy,
+            "replicas": r.replicas,
+            "p95_ms_target": args.p95_ms,
+            "points": [dataclasses.asdict(p) for p in r.points],
+        }
+        for r in results
+    ]
+    (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if not args.no_report:
+        from simulations._plots import capacity_png  # noqa: PLC0415
+
+        (out / "capacity.png").write_bytes(capacity_png(results, args.p95_ms))
+    if args.json:
+        print(json.dumps(report, indent=2))  # noqa: T201
+    else:
+        for r in results:
+            answer = f"{r.replicas} replicas" if r.replicas else f"more than {args.max_hubs} replicas"
+            print(f"{r.policy}: {answer} keep the p95 within {args.p95_ms:g} ms")  # noqa: T201
+        print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png"))  # noqa: T201
+    return ExitCode.OK if all(r.replicas for r in results) else ExitCode.FAILED
 
 
 def _link(args: argparse.Namespace) -> ExitCode:

@@ -29,6 +29,7 @@ from simulations._report import read_records, summarise
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from simulations._capacity import CapacityResult
     from simulations._fleet import RequestRecord
     from simulations._report import Summary
     from simulations._scenario import Scenario
@@ -143,6 +144,24 @@ def _queue(records: list[RequestRecord], runs: list[str]) -> bytes:
         axis.legend(markerscale=3)
     else:
         axis.text(0.5, 0.5, "no request reached a hub", ha="center", transform=axis.transAxes)
+    return _png(figure)
+
+
+def capacity_png(results: list[CapacityResult], p95_ms: float) -> bytes:
+    """The p95 each policy measured per number of replicas, and the target."""
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axis = figure.subplots()
+    for result in results:
+        axis.plot(
+            [p.replicas for p in result.points], [p.p95_ms for p in result.points], marker="o", label=result.policy
+        )
+    axis.axhline(p95_ms, color="black", linestyle="--", label=f"target {p95_ms:g} ms")
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("hub replicas")
+    axis.set_ylabel("fleet p95, ms")
+    axis.grid(visible=True, alpha=0.3)
+    axis.legend()
     return _png(figure)
 
 

@@ -182,3 +182,29 @@ def test_the_command_runs_a_scenario_file(
     scenario.write_text('name = "cli"\n')
     assert main(["sim", "run", str(scenario), "--out", str(out)]) == ExitCode.CONFIG
     assert "groups: at least one [[groups]] table is needed" in capsys.readouterr().err
+
+
+def test_the_capacity_search_finds_the_fewest_replicas(tmp_path: Path, profiles_file: Path) -> None:
+    from simulations._capacity import _search, find_hubs  # noqa: PLC0415
+
+    assert [_search(lambda n, k=k: n >= k, 64) for k in (1, 2, 3, 5, 64)] == [1, 2, 3, 5, 64]
+    assert _search(lambda n: n > 8, 8) is None
+    groups = [
+        {"name": "many", "count": 16, "device": "rpi4", "link": {"rate": "1gbit", "delay": "1ms"}, "rate_hz": 4.0}
+    ]
+    scenario = parse_scenario(_scenario(groups=groups, policies=["cloud", "edge"]))
+    cloud, edge = find_hubs(scenario, PROFILES, 60.0, max_replicas=16)
+    assert cloud.replicas is not None
+    assert cloud.replicas > 1  # 16 x 4 requests/s of 17.7 ms overload one worker
+    by = {point.replicas: point for point in cloud.points}
+    assert by[cloud.replicas].p95_ms <= 60.0 < by[cloud.replicas - 1].p95_ms
+    assert edge.replicas is None
+    assert len(edge.points) == 1  # edge-only sends nothing: no replica count helps
+    argv = ["sim", "run", str(tmp_path / "none.toml"), "--find-hubs", "--p95-ms", "60"]
+    (tmp_path / "none.toml").write_text(
+        'name = "c"\nduration_s = 10\npolicies = ["cloud"]\n[[groups]]\nname = "g"\ncount = 16\nrate_hz = 4.0\n'
+        'link = { rate = "1gbit", delay = "1ms" }\n'
+    )
+    assert main([*argv, "--profiles", str(profiles_file), "--out", str(tmp_path / "cap"), "--json"]) == ExitCode.OK
+    assert (tmp_path / "cap" / "capacity.png").exists()
+    assert main(["sim", "run", str(tmp_path / "none.toml"), "--find-hubs"]) == ExitCode.CONFIG

@@ -1,0 +1,106 @@
+"""The capacity search: the fewest hub replicas that keep a fleet's p95 under a target, per policy.
+
+For each policy (the scenario's ``policies``, else each group's own), the
+scenario runs in fleet mode with 1, 2, 4, ... replicas until the p95 of every
+request's total time meets the target (or ``max_replicas`` is reached), then
+bisects between the last miss and the first hit. Every run keeps the
+scenario's seed and faults (a ``hub-down`` fault only where its replica
+exists), so the curve compares like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from simulations._fleet import Fleet, RequestRecord
+from simulations._report import percentile
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from simulations._calibrate import ModelProfile
+    from simulations._scenario import Scenario
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CapacityPoint:
+    """One policy at one number of replicas."""
+
+    policy: str
+    replicas: int
+    p95_ms: float
+    mean_ms: float
+    fallbacks: int
+    remote: int  # requests that went to a hub
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CapacityResult:
+    """What the search found for one policy: the fewest replicas (``None``: not within the limit) and every point."""
+
+    policy: str
+    replicas: int | None
+    points: tuple[CapacityPoint, ...]
+
+
+def find_hubs(
+    scenario: Scenario,
+    profiles: Mapping[str, ModelProfile],
+    p95_ms: float,
+    *,
+    max_replicas: int = 64,
+    progress: Callable[[CapacityPoint], None] | None = None,
+) -> list[CapacityResult]:
+    """Search, per policy, the fewest replicas whose fleet p95 is at most ``p95_ms``."""
+    results = []
+    for policy in scenario.policies or (None,):
+        points: dict[int, CapacityPoint] = {}
+
+        def measure(replicas: int, policy: str | None = policy, points: dict[int, CapacityPoint] = points) -> bool:
+            if replicas not in points:
+                points[replicas] = _point(scenario, profiles, policy, replicas)
+                if progress is not None:
+                    progress(points[replicas])
+            return points[replicas].p95_ms <= p95_ms
+
+        if not measure(1) and points[1].remote == 0:  # nothing reaches a hub: replicas change nothing
+            results.append(CapacityResult(policy or "scenario", None, (points[1],)))
+            continue
+        found = _search(measure, max_replicas)
+        results.append(CapacityResult(policy or "scenario", found, tuple(points[n] for n in sorted(points))))
+    return results
+
+
+def _search(meets: Callable[[int], bool], limit: int) -> int | None:
+    """The smallest n in 1..limit for which ``meets(n)`` (assumed monotonic), doubling then bisecting."""
+    low, high = 0, 1  # meets(low) is false (0 replicas serve nothing)
+    while not meets(high):
+        if high >= limit:
+            return None
+        low, high = high, min(high * 2, limit)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _point(
+    scenario: Scenario, profiles: Mapping[str, ModelProfile], policy: str | None, replicas: int
+) -> CapacityPoint:
+    faults = tuple(f for f in scenario.faults if f.kind != "hub-down" or (f.replica or 0) < replicas)
+    sized = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, replicas=replicas), faults=faults)
+    records: list[RequestRecord] = []
+    Fleet(sized, profiles, records.append, policy=policy).run()
+    totals = [record.total_ms for record in records]
+    return CapacityPoint(
+        policy=policy or "scenario",
+        replicas=replicas,
+        p95_ms=percentile(totals, 95),
+        mean_ms=sum(totals) / len(totals) if totals else float("nan"),
+        fallbacks=sum(bool(record.fallback) for record in records),
+        remote=sum(record.bytes_up > 0 for record in records),
+    )
