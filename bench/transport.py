@@ -4,9 +4,11 @@ For each cut: the median of N agent inferences through a real hub and broker,
 against the sum of three medians measured the same way in this run: a bare
 aiomqtt request/response echo carrying the same request and reply byte counts
 (MQTT 5, TCP_NODELAY, same broker and QoS), the head run alone, and the tail
-run alone. The ratio is the runtime's overhead; the target is <= 1.1.
+run alone; with a codec other than raw, also the codec alone (encoding the
+crossing tensors and decoding them, as agent and hub do). The ratio is the
+runtime's overhead; the target is <= 1.1.
 
-    python bench/transport.py [--model resnet18] [--requests 30] [--broker URL]
+    python bench/transport.py [--model resnet18] [--requests 30] [--broker URL] [--codec int8+zstd ...]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from paho.mqtt.properties import Properties
 from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import CLOUD_ONLY, EdgeAgent, Timeouts
 from edgecut._demo import pick_cuts, sample_images
+from protocol import RAW_CODEC, decode_tensor, encode_tensor
 from protocol.mqtt import BrokerURL
 
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -82,6 +85,18 @@ def compute_ms(session: Any, feeds: dict[str, np.ndarray], count: int) -> float:
     return _median_ms(samples)
 
 
+def codec_round_ms(tensors: dict[str, np.ndarray], codec: str, count: int) -> float:
+    """Median ms of encoding ``tensors`` with ``codec`` and decoding them again."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        for name, array in tensors.items():
+            payload = encode_tensor(array, codec)
+            decode_tensor({**payload, "data": bytes(payload["data"])}, name=name, codec=codec)
+        samples.append(time.perf_counter() - started)
+    return _median_ms(samples)
+
+
 async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.ndarray]) -> dict[str, Any]:
     """Measure one cut: agent round trips, then the same bytes bare, then compute alone."""
     await agent.infer(images[0], cut=cut)
@@ -96,12 +111,16 @@ async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.
     head_ms = compute_ms(halves.head, feeds, len(images)) if halves.head else 0.0
     crossing = halves.head.run(feeds) if halves.head else feeds
     tail_ms = compute_ms(halves.tail, crossing, len(images))
+    tensors = {spec.name: crossing[spec.name] for spec in halves.manifest.crossing}
+    codec_ms = codec_round_ms(tensors, agent.codec, len(images)) if agent.codec != RAW_CODEC else 0.0
     echo_ms = await echo_round_trip(url, sent, received, len(images))
     agent_ms = _median_ms(totals)
-    floor = echo_ms + head_ms + tail_ms
+    floor = echo_ms + head_ms + tail_ms + codec_ms
     return {
         "cut": cut,
+        "codec": agent.codec,
         "request_bytes": sent,
+        "codec_ms": codec_ms,
         "agent_ms": agent_ms,
         "echo_ms": echo_ms,
         "head_ms": head_ms,
@@ -110,8 +129,10 @@ async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.
     }
 
 
-async def main(model: str, requests: int, broker: str | None, only: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run the benchmark over every demo cut but edge-only."""
+async def main(
+    model: str, requests: int, broker: str | None, only: list[str] | None = None, codecs: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Run the benchmark over every demo cut but edge-only, with each codec."""
     with contextlib.ExitStack() as stack:
         if broker is None:
             broker = stack.enter_context(LocalBroker()).url
@@ -120,13 +141,22 @@ async def main(model: str, requests: int, broker: str | None, only: list[str] | 
         serving = asyncio.create_task(hub.serve())
         await hub.ready.wait()
         try:
-            async with EdgeAgent(
-                broker, model=model, cut=CLOUD_ONLY, prefix="bench", threads=1, timeouts=Timeouts(request=30)
-            ) as agent:
-                shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
-                images = list(sample_images(requests, shape))  # type: ignore[arg-type]
-                cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
-                return [await bench_cut(agent, url, cut, images) for cut in cuts]
+            rows = []
+            for codec in codecs or [RAW_CODEC]:
+                async with EdgeAgent(
+                    broker,
+                    model=model,
+                    cut=CLOUD_ONLY,
+                    prefix="bench",
+                    threads=1,
+                    timeouts=Timeouts(request=30),
+                    codec=codec,
+                ) as agent:
+                    shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
+                    images = list(sample_images(requests, shape))  # type: ignore[arg-type]
+                    cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
+                    rows += [await bench_cut(agent, url, cut, images) for cut in cuts]
+            return rows
         finally:
             hub.request_shutdown()
             await serving
@@ -138,17 +168,19 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--broker", default=None, help="default: start a local broker")
     parser.add_argument("--cut", action="append", dest="cuts", help="measure this cut only (repeatable)")
+    parser.add_argument("--codec", action="append", dest="codecs", help="measure with this codec (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = asyncio.run(main(args.model, args.requests, args.broker, args.cuts))
+    rows = asyncio.run(main(args.model, args.requests, args.broker, args.cuts, args.codecs))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(
-            f"{'cut':<24} {'req bytes':>10} {'agent ms':>9} {'echo ms':>8} {'head ms':>8} {'tail ms':>8} {'ratio':>6}"
+            f"{'cut':<24} {'codec':<18} {'req bytes':>10} {'agent ms':>9} {'echo ms':>8} {'head ms':>8} "
+            f"{'tail ms':>8} {'codec ms':>8} {'ratio':>6}"
         )
         for r in rows:
             print(
-                f"{r['cut']:<24} {r['request_bytes']:>10,} {r['agent_ms']:>9.2f} {r['echo_ms']:>8.2f} "
-                f"{r['head_ms']:>8.2f} {r['tail_ms']:>8.2f} {r['ratio']:>6.3f}"
+                f"{r['cut']:<24} {r['codec']:<18} {r['request_bytes']:>10,} {r['agent_ms']:>9.2f} {r['echo_ms']:>8.2f} "
+                f"{r['head_ms']:>8.2f} {r['tail_ms']:>8.2f} {r['codec_ms']:>8.2f} {r['ratio']:>6.3f}"
             )
