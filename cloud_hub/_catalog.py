@@ -108,9 +108,13 @@ class ModelCatalog:
         if found is None:
             return None
         if found.path is not None:
-            import onnx  # noqa: PLC0415 - the hub's tooling side; agents never get here
+            from models.partition import load_model_file  # noqa: PLC0415 - the hub's tooling side: needs onnx
 
-            model = onnx.load_model(found.path)
+            try:
+                model = load_model_file(found.path)
+            except ModelError as exc:
+                logger.warning("cannot load %s: %s", found.path, exc)
+                return None
         else:
             model = _build_zoo(found.name)
         if sha256_hex(model.SerializeToString()) != model_sha256:  # the file changed since it was hashed
@@ -173,8 +177,8 @@ class ModelCatalog:
             known = self._stamps.get(path)
             if known is not None and known[0] == stamp:
                 return
-            sha = sha256_hex(path.read_bytes())
-        except OSError as exc:
+            sha = _file_sha256(path)
+        except (OSError, ModelError) as exc:
             logger.warning("skipped %s: %s", path, exc)
             return
         self._stamps[path] = (stamp, sha)
@@ -193,6 +197,18 @@ class ModelCatalog:
             self._zoo[sha256_hex(_build_zoo(zoo_name).SerializeToString())] = _Found(name=zoo_name)
         self._zoo_indexed = name is None or len(self._zoo) == len(zoo.MODEL_NAMES)
         return bool(fresh)
+
+
+def _file_sha256(path: Path) -> str:
+    """A model file's identity: its bytes, or with weights in side files, the model with them inline.
+
+    Without ``onnx`` the hub cannot split a full model anyway: its bytes are all that matter then.
+    """
+    try:
+        from models.partition import model_file_sha256  # noqa: PLC0415 - needs onnx
+    except ImportError:
+        return sha256_hex(path.read_bytes())
+    return model_file_sha256(path)
 
 
 def _build_zoo(name: str) -> onnx.ModelProto:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from models._cuts import Cut, candidate_cuts, enumerate_cuts
 from models._graph import dangling_inputs
-from models._load import load_model
+from models._load import load_model, load_model_file, model_file_sha256
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from models._split import Segments, Split, model_sha256, save_segments, save_split, split, split_segments
 from models._verify import (
@@ -45,7 +45,9 @@ __all__ = [
     "dangling_inputs",
     "enumerate_cuts",
     "load_model",
+    "load_model_file",
     "max_abs_diff",
+    "model_file_sha256",
     "model_sha256",
     "random_feeds",
     "run_model",
