@@ -1,4 +1,4 @@
-"""``edgecut models``: list and build zoo models, list the cuts of a model, split it, measure codecs.
+"""``edgecut models``: list and build zoo models, describe a model, list its cuts, split it, measure codecs.
 
 The handlers only parse, call :mod:`models.partition` and :mod:`models.zoo`,
 and print. Those modules need ``onnx``, so they are imported when a handler
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from models.partition import Cut, Segments
 
 _TOLERANCE = 1e-4
+_SHOWN = 8  # int8 cuts listed by `models info`
 _UNITS = ("B", "KiB", "MiB", "GiB")
 
 
@@ -43,6 +44,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_cuts(actions)
     _add_split(actions)
     _add_accuracy(actions)
+    _add_info(actions)
 
 
 def _add_list(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +92,12 @@ def _add_split(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run the halves (every head and tail of a chain) and the full model on a random x; "
         f"exit 1 if they differ by more than {_TOLERANCE:g}",
     )
+
+
+def _add_info(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _leaf(actions, "info", _info, "describe a model file: what to run first on your own model")
+    parser.add_argument("file", type=Path, metavar="FILE", help="an .onnx file (external data and links are fine)")
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
 
 
 def _add_accuracy(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -196,15 +204,18 @@ def _cuts(args: argparse.Namespace) -> ExitCode:
     reference = cuts[0].bytes  # the input cut: what sending the raw input costs
     shown = [cut for cut in cuts if cut.single_tensor or not args.single_only]
     candidates = {cut.id for cut in partition.candidate_cuts(cuts)}
+    int8 = partition.int8_cuts(model, cuts)
     if args.json:
-        _print_json([cut.to_json() | {"candidate": cut.id in candidates} for cut in shown])
+        _print_json([cut.to_json() | {"candidate": cut.id in candidates, "int8": cut.id in int8} for cut in shown])
         return ExitCode.OK
     singles = sum(cut.single_tensor for cut in cuts)
     _out(f"{model_id}: {len(cuts)} cuts, {singles} single-tensor, {len(candidates)} candidates for cut=auto")
     _out(f"the input cut (raw input, for reference) sends {_human(reference)}")
+    if int8:
+        _out(f"{len(int8)} int8 cuts (a QuantizeLinear output crosses: int8 on the wire at no accuracy cost)")
     _print_table(
-        ("id", "position", "bytes", "vs input", "single", "auto", "tensors"),
-        [_cut_row(cut, reference, candidate=cut.id in candidates) for cut in shown],
+        ("id", "position", "bytes", "vs input", "single", "auto", "int8", "tensors"),
+        [_cut_row(cut, reference, candidate=cut.id in candidates, int8=cut.id in int8) for cut in shown],
     )
     return ExitCode.OK
 
@@ -282,6 +293,36 @@ def _verify_segments(model: onnx.ModelProto, segments: Segments) -> float:
         crossing, _ = chain.run(feeds, "input", cut_id)
         worst = max(worst, partition.max_abs_diff(expected, chain.run(crossing, cut_id, "output")[0]))
     return worst
+
+
+def _info(args: argparse.Namespace) -> ExitCode:
+    _require_onnx()
+    from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
+
+    info = partition.describe(args.file)
+    if args.json:
+        _print_json(info.to_json())
+        return ExitCode.OK
+    stored = _human(info.file_bytes)
+    if info.external_files:
+        stored += f" + {_human(info.external_bytes)} of external data in {', '.join(info.external_files)}"
+    opsets = ", ".join(f"{domain} {version}" for domain, version in info.opsets.items())
+    top = ", ".join(f"{op} {count}" for op, count in list(info.operators.items())[:8])
+    _out(f"{info.path}")
+    _out(f"  sha256        {info.sha256}")
+    _out(f"  producer      {info.producer or '(not recorded)'}; opsets {opsets}")
+    _out(f"  stored        {stored}")
+    _out(f"  parameters    {info.parameters:,}; {info.nodes} nodes ({top})")
+    _out(f"  quantisation  {info.quantisation}")
+    _out(f"  inputs        {_tensors_text(info.inputs)}")
+    _out(f"  outputs       {_tensors_text(info.outputs)}")
+    _out(f"  cuts          {info.cuts}; cut=auto chooses between {', '.join(cut.id for cut in info.candidates)}")
+    smallest = ", ".join(f"{cut.id} ({_human(cut.bytes)})" for cut in info.smallest) or "none"
+    _out(f"  fewest bytes  {smallest}")
+    if info.int8_cuts:
+        more = " ..." if len(info.int8_cuts) > _SHOWN else ""
+        _out(f"  int8 cuts     {', '.join(info.int8_cuts[:_SHOWN])}{more}")
+    return ExitCode.OK
 
 
 def _accuracy(args: argparse.Namespace) -> ExitCode:
@@ -378,11 +419,10 @@ def _print_split(manifest: Manifest, paths: Sequence[Path], diff: float | None) 
         _out(f"verify: tail(head(x)) vs full model: max abs diff {diff:.3g} ({verdict})")
 
 
-def _cut_row(cut: Cut, reference: int, *, candidate: bool) -> tuple[str, ...]:
+def _cut_row(cut: Cut, reference: int, *, candidate: bool, int8: bool) -> tuple[str, ...]:
     ratio = f"{cut.bytes / reference:.2f}x" if reference else "-"
-    single = "yes" if cut.single_tensor else ""
-    auto = "yes" if candidate else ""
-    return (cut.id, str(cut.position), _human(cut.bytes), ratio, single, auto, _tensors_text(cut.tensors))
+    marks = ("yes" if flag else "" for flag in (cut.single_tensor, candidate, int8))
+    return (cut.id, str(cut.position), _human(cut.bytes), ratio, *marks, _tensors_text(cut.tensors))
 
 
 def _tensors_text(specs: Sequence[TensorSpec]) -> str:

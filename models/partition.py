@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from models._cuts import Cut, candidate_cuts, enumerate_cuts
 from models._graph import dangling_inputs
+from models._info import ModelInfo, describe, int8_cuts
 from models._load import load_model, load_model_file, model_file_sha256
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from models._split import Segments, Split, model_sha256, save_segments, save_split, split, split_segments
@@ -39,11 +40,14 @@ __all__ = [
     "CLOUD_ONLY",
     "EDGE_ONLY",
     "Cut",
+    "ModelInfo",
     "Segments",
     "Split",
     "candidate_cuts",
     "dangling_inputs",
+    "describe",
     "enumerate_cuts",
+    "int8_cuts",
     "load_model",
     "load_model_file",
     "max_abs_diff",

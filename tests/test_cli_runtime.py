@@ -87,6 +87,7 @@ async def _run_in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tupl
         ["models", "cuts"],
         ["models", "split"],
         ["models", "accuracy"],
+        ["models", "info"],
         ["broker"],
         ["acl"],
         ["hub"],
