@@ -19,6 +19,7 @@ from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
     from cloud_hub import Hub
     from edge_agent import InferenceResult
@@ -141,3 +142,32 @@ async def until(condition: Callable[[], bool], what: str, seconds: float = 20) -
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+def quantised_tiny(directory: Path) -> Path:
+    """The tiny zoo model quantised by ONNX Runtime's own tools (QDQ, uint8 activations, int8 weights)."""
+    import onnx  # noqa: PLC0415 - only the tests that quantise need it
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+
+    from models import zoo  # noqa: PLC0415
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self._feeds = iter([{"image": rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)} for _ in range(4)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    onnx.save(zoo.build(TINY), directory / "tiny-float.onnx")
+    path = directory / "tiny-qdq.onnx"
+    quantize_static(
+        directory / "tiny-float.onnx",
+        path,
+        Images(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    (directory / "tiny-float.onnx").unlink()
+    return path

@@ -8,40 +8,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 import pytest
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from models import zoo
 from models.partition import describe, enumerate_cuts, int8_cuts, load_model_file
+from tests._support import quantised_tiny
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-class _Images(CalibrationDataReader):
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self._feeds = iter([{"image": rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)} for _ in range(4)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
 @pytest.fixture(scope="module")
 def qdq(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny zoo model quantised by ONNX Runtime's own tools (QDQ, uint8 activations, int8 weights)."""
-    directory = tmp_path_factory.mktemp("qdq")
-    onnx.save(zoo.build("tiny"), directory / "tiny.onnx")
-    quantize_static(
-        directory / "tiny.onnx",
-        directory / "tiny-qdq.onnx",
-        _Images(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return directory / "tiny-qdq.onnx"
+    return quantised_tiny(tmp_path_factory.mktemp("qdq"))
 
 
 def test_a_float_model_is_described(tmp_path: Path) -> None:
