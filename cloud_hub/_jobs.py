@@ -36,6 +36,7 @@ class Job:
         received_at: ``time.time()`` at receipt, to compare with the agent's ``sent_at``.
         request: The decoded request; ``None`` when it could not be decoded.
         answered: Set when the reply goes out; any later answer is dropped.
+        repeatable: Whether a repeat of this id gets this job's reply (not after ``loading``: it runs again).
     """
 
     incoming: Incoming
@@ -45,6 +46,7 @@ class Job:
     received_at: float = dataclasses.field(default_factory=time.time)
     request: InferenceRequest | None = None
     answered: bool = False
+    repeatable: bool = True
 
     @property
     def size(self) -> int:

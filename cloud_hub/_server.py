@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from cloud_hub._config import HubConfig
+    from cloud_hub._store import Tail
     from protocol import InferenceRequest
 
 logger = logging.getLogger("edgecut.hub")
@@ -65,6 +66,10 @@ _MAX_PONGS = 64
 """Ping answers in flight at once; a ping past this gets none (the agent's probe times out)."""
 
 _TRIM_AFTER_BYTES = 64 * 1024 * 1024
+_LOADING_MARGIN_S = 0.25
+"""Time a ``loading`` answer keeps in hand to reach the agent before its deadline."""
+_LOADING_MIN_WAIT_S = 0.01
+"""A known miss or a quick load answers within this, whatever the deadline."""
 """Give freed memory back to the OS once the hub is idle after taking in this many request bytes."""
 
 
@@ -72,6 +77,12 @@ class _Refused(Exception):  # noqa: N818 - control flow inside _answer, never es
     def __init__(self, error: ReplyError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _collected(task: asyncio.Task[Any]) -> None:
+    """Done with a background load: its outcome (a tail, or a miss the store remembers) needs no one else."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _decoded(job: Job) -> InferenceRequest:
@@ -304,6 +315,7 @@ class Hub:
         try:
             return await self._run(job)
         except _Refused as exc:
+            job.repeatable = exc.error.code != ErrorCode.LOADING
             return self._failure(job, exc.error)
         except TailUnavailableError as exc:
             return self._failure(job, ReplyError(code=exc.code, message=str(exc)))
@@ -315,9 +327,7 @@ class Hub:
         request = _decoded(job)
         self._refuse_if_stale(job)
         loading = time.perf_counter()
-        tail = await self.store.get(request.model_id, request.model_sha256, request.cut_id)
-        if request.tail_sha256 is not None:
-            tail = await self.store.pin(tail, request.model_id)
+        tail = await self._tail(job, request)
         load_ms = (time.perf_counter() - loading) * 1000  # a tail's first use, not the queue
         error = refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
         if error is not None:
@@ -335,6 +345,31 @@ class Hub:
         for cut_id, ms in (ran.tail_ms or {request.cut_id: ran.compute_ms}).items():
             self.profile.note_tail(request.model_sha256, cut_id, ms)
         return ran.reply
+
+    async def _tail(self, job: Job, request: InferenceRequest) -> Tail:
+        """The request's tail, loading it if needed for as long as the deadline allows; else ``loading``.
+
+        The load goes on after a ``loading`` answer: the agent's next request finds it done.
+        """
+        pinned = request.tail_sha256 is not None
+        ready = self.store.ready_now(request.model_sha256, request.cut_id, pinned=pinned)
+        if ready is not None:
+            return ready
+        getting: asyncio.Task[Tail] = asyncio.create_task(
+            self.store.ready(request.model_id, request.model_sha256, request.cut_id, pinned=pinned)
+        )
+        left_s = request.deadline_ms / 1000 - (time.perf_counter() - job.received) - _LOADING_MARGIN_S
+        done, _ = await asyncio.wait({getting}, timeout=max(left_s, _LOADING_MIN_WAIT_S))
+        if getting in done:
+            return getting.result()
+        self._background.add(getting)  # the load goes on; its outcome (a tail, or a miss) is the store's
+        getting.add_done_callback(self._background.discard)
+        getting.add_done_callback(_collected)
+        since = self.store.loading_since(request.model_sha256, request.cut_id)
+        so_far = f" ({time.monotonic() - since:.1f} s so far)" if since is not None else ""
+        what = f"{request.model_id} at cut {request.cut_id!r}"
+        msg = f"{what} is loading on this hub{so_far}; send a new request soon"
+        raise _Refused(ReplyError(code=ErrorCode.LOADING, message=msg))
 
     def _refuse_if_stale(self, job: Job) -> None:
         """Refuse a request nobody waits for any more: judged by the agent's clock, offset known."""
@@ -365,7 +400,8 @@ class Hub:
         if job.answered:
             return
         job.answered = True
-        self._recent.finish((job.agent_id, job.request_id), payload)  # a repeat gets this same reply
+        # A repeat gets this same reply, unless it said "loading": then a repeat runs again.
+        self._recent.finish((job.agent_id, job.request_id), payload if job.repeatable else None)
         budget = job.request.deadline_ms / 1000 if job.request else self.config.grace
         remaining = max(0.1, budget - (time.perf_counter() - job.received))
         try:

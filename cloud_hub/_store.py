@@ -90,13 +90,35 @@ class TailStore:
         self._miss_ttl_s = miss_ttl_s
         self._tails: OrderedDict[tuple[str, str], Tail] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Future[Tail]] = {}
+        self._loading_since: dict[tuple[str, str], float] = {}  # monotonic start of each load in progress
         # Keyed by (name, sha256, cut): the error message quotes the request's name.
         self._misses: OrderedDict[tuple[str, str, str], tuple[float, TailUnavailableError]] = OrderedDict()
         self._cut_ids: dict[str, frozenset[str]] = {}
         self._tail_sha256s: dict[tuple[str, str], str | None] = {}  # fused tails' hashes, for pinned requests
+        self._pinning: dict[tuple[str, str], asyncio.Future[str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._tails)
+
+    def ready_now(self, model_sha256: str, cut_id: str, *, pinned: bool) -> Tail | None:
+        """The tail if it is loaded (and, when ``pinned``, its fused tail's hash known): never blocks."""
+        key = (model_sha256, cut_id)
+        tail = self._tails.get(key)
+        if tail is None:
+            return None
+        self._tails.move_to_end(key)
+        if not pinned or tail.manifest.tail_sha256 is not None:
+            return tail
+        if key not in self._tail_sha256s:
+            return None
+        return dataclasses.replace(
+            tail, manifest=dataclasses.replace(tail.manifest, tail_sha256=self._tail_sha256s[key])
+        )
+
+    async def ready(self, model_id: str, model_sha256: str, cut_id: str, *, pinned: bool) -> Tail:
+        """:meth:`get`, then :meth:`pin` when ``pinned``: all a request's first use of a tail may wait for."""
+        tail = await self.get(model_id, model_sha256, cut_id)
+        return await self.pin(tail, model_id) if pinned else tail
 
     async def get(self, model_id: str, model_sha256: str, cut_id: str) -> Tail:
         """The tail of ``model_sha256`` at ``cut_id``, loading it on first use.
@@ -121,6 +143,7 @@ class TailStore:
             loop = asyncio.get_running_loop()
             pending = loop.run_in_executor(self._executor, self._load, model_id, model_sha256, cut_id)
             self._loading[key] = pending
+            self._loading_since[key] = time.monotonic()
             pending.add_done_callback(lambda fut: self._loaded(key, fut))
         try:
             return await asyncio.shield(pending)
@@ -142,8 +165,13 @@ class TailStore:
         while len(self._misses) > _MAX_MISSES:
             self._misses.popitem(last=False)
 
+    def loading_since(self, model_sha256: str, cut_id: str) -> float | None:
+        """When the load of this tail began (``time.monotonic()``), while it is loading; else ``None``."""
+        return self._loading_since.get((model_sha256, cut_id))
+
     def _loaded(self, key: tuple[str, str], future: asyncio.Future[Tail]) -> None:
         del self._loading[key]
+        self._loading_since.pop(key, None)
         if future.cancelled() or future.exception() is not None:
             return
         tail = future.result()
@@ -197,8 +225,14 @@ class TailStore:
             return tail
         key = (tail.manifest.model_sha256, tail.manifest.cut_id)
         if key not in self._tail_sha256s:
-            loop = asyncio.get_running_loop()
-            self._tail_sha256s[key] = await loop.run_in_executor(self._executor, self._fused_tail_sha256, model_id, key)
+            pending = self._pinning.get(key)
+            if pending is None:  # one split per model and cut, however many requests wait for it
+                loop = asyncio.get_running_loop()
+                pending = loop.run_in_executor(self._executor, self._fused_tail_sha256, model_id, key)
+                self._pinning[key] = pending
+                pending.add_done_callback(lambda _: self._pinning.pop(key, None))
+            sha = await asyncio.shield(pending)
+            self._tail_sha256s[key] = sha
         return dataclasses.replace(
             tail, manifest=dataclasses.replace(tail.manifest, tail_sha256=self._tail_sha256s[key])
         )

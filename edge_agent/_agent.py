@@ -87,8 +87,10 @@ _START_PROBES_S = 2.0
 """At start, up to this many pings within this many seconds: the link is known before the first request."""
 # Hub errors after which the local tail gives the same answer the hub would have.
 _FALLBACK_CODES = frozenset(
-    {ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL, ErrorCode.SHUTTING_DOWN}
+    {ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL, ErrorCode.SHUTTING_DOWN, ErrorCode.LOADING}
 )
+_LOADING_RETRY_S = 0.5
+"""Pause before a new request to a hub that answered ``loading``."""
 
 
 class EdgeAgent:
@@ -403,6 +405,7 @@ class EdgeAgent:
         request_id = sent.request.request_id
         posted = time.perf_counter()
         deadline = posted + self.timeouts.request
+        loading_until = posted + self.timeouts.load
         while True:
             raw = await self._outbox.send_and_wait(request_id, sent.payload, deadline)
             if raw is None:
@@ -425,9 +428,22 @@ class EdgeAgent:
                 continue  # the stopping hub has left the group: another replica takes it
             reason = f"hub {reply.error.code}: {reply.error.message}"
             hub_error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
+            can_fall_back = self._fallback and halves.tail is not None
+            if reply.error.code == ErrorCode.LOADING and not can_fall_back and time.perf_counter() < loading_until:
+                logger.info("request %s: %s; sending a new one", request_id, reason)
+                await asyncio.sleep(_LOADING_RETRY_S)
+                sent = self._renewed(sent)  # a new id and sent_at: the old deadline has passed at the hub
+                request_id, posted = sent.request.request_id, time.perf_counter()
+                deadline = posted + self.timeouts.request
+                continue
             if reply.error.code in _FALLBACK_CODES:
                 return await self._fall_back(halves, sent, started, reason, hub_error)
             raise hub_error(reply.error.message)
+
+    def _renewed(self, sent: _Sent) -> _Sent:
+        """The same tensors as a new request: a new id, sent now."""
+        request = dataclasses.replace(sent.request, request_id=uuid.uuid4().hex, sent_at=time.time())
+        return dataclasses.replace(sent, request=request, payload=encode_request(request))
 
     def _result(
         self, reply: InferenceReply, sent: _Sent, started: float, round_trip_ms: float, decode_ms: float

@@ -51,11 +51,16 @@ class Timeouts:
             the deadline allows; ``None`` never. Hubs run a repeated id at
             most once each, so this costs at most a second run on another
             replica when the first is only slow.
+        load: Without a local fallback, how long to keep sending new requests
+            while a hub answers ``loading`` (its first use of a large model
+            takes longer than ``request``). With a fallback the device
+            answers at once instead.
     """
 
     connect: float = 10.0
     request: float = 5.0
     retry: float | None = 2.0
+    load: float = 120.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -37,5 +37,7 @@ class ErrorCode(enum.StrEnum):
     """The hub's queue is full; retry later or elsewhere."""
     SHUTTING_DOWN = "shutting_down"
     """The hub is stopping and did not run the request: send it again (another replica takes it)."""
+    LOADING = "loading"
+    """The hub is still loading this model and could not within the request's deadline: send a new request soon."""
     INTERNAL = "internal"
     """The hub failed while running the tail."""

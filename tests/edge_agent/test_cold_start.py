@@ -1,0 +1,54 @@
+"""A model's first use takes longer than a request's deadline: 'loading', and what an agent does with it."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from cloud_hub import Hub
+
+    StartHub = Callable[..., Awaitable[Hub]]
+
+pytestmark = pytest.mark.broker
+
+MODEL = "resnet18"  # building, hashing and splitting it on first use takes the hub over a second
+CUT = "layer3.1.out"
+SHORT = Timeouts(request=1.0, retry=None, load=60.0)
+
+
+async def test_without_fallback_the_agent_sends_new_requests_until_the_model_is_loaded(
+    broker_url: str, prefix: str, start_hub: StartHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    await start_hub()
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    caplog.set_level(logging.INFO, logger="edgecut.agent")
+    async with EdgeAgent(
+        broker_url, model=MODEL, cut=CUT, prefix=prefix, threads=1, fallback=False, timeouts=SHORT
+    ) as agent:
+        expected = agent.model.halves(EDGE_ONLY).head.run({"image": image[np.newaxis]})["logits"]
+        first = await agent.infer(image)
+        again = await agent.infer(image)  # loaded now: answered at once
+    assert first.hub_id is not None
+    assert first.fallback is None
+    np.testing.assert_allclose(first.outputs["logits"], expected, atol=1e-4)
+    assert "is loading on this hub" in caplog.text
+    assert again.hub_id is not None
+
+
+async def test_with_fallback_the_device_answers_while_the_hub_loads(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    await start_hub()
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    async with EdgeAgent(broker_url, model=MODEL, cut=CUT, prefix=prefix, threads=1, timeouts=SHORT) as agent:
+        result = await agent.infer(image)
+    assert result.fallback is not None
+    assert "loading" in result.fallback
