@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from models import EDGE_ONLY
-from protocol import RAW_CODEC, data_bytes_estimate
+from protocol import RAW_CODEC, codec_applies, data_bytes_estimate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from edge_agent._halves import ModelHalves
     from edge_agent._results import InferenceResult
-    from models import TensorSpec
+    from models import Boundary, TensorSpec
     from protocol import NodeStatus
 
 logger = logging.getLogger("edgecut.agent")
@@ -64,24 +64,22 @@ class AdaptiveCut:
         objective: Objective = "latency",
         budget_ms: float | None = None,
         state_dir: Path | None = None,
-        codec: str = RAW_CODEC,
+        codecs: Sequence[str] = (RAW_CODEC,),
     ) -> AdaptiveCut:
         """Load the chain, restore saved head times, warm up (blocking).
 
-        Each candidate's bytes start as what its tensors take under
-        ``codec`` (:func:`protocol.data_bytes_estimate`); requests then
-        teach the planner what they really send.
+        Every cut is a candidate with each of ``codecs`` that changes what it
+        sends (fp16 and int8 only where floats cross, image codecs only where
+        an image does; with none of them, the first). Each candidate's bytes
+        start as what its tensors take under its codec
+        (:func:`protocol.data_bytes_estimate`); requests then teach the
+        planner what they really send, and what encoding costs.
 
         Raises:
             ModelError: The model has no chain (a single-cut split directory).
         """
         chain = halves.chain()
-        candidates = [
-            Candidate(
-                id=boundary.id, bytes=_estimated_bytes(boundary.crossing, codec), edge_only=boundary.id == EDGE_ONLY
-            )
-            for boundary in chain.manifest.cuts
-        ]
+        candidates = [candidate for boundary in chain.manifest.cuts for candidate in _candidates(boundary, codecs)]
         planner = Planner(candidates, objective=objective, budget_ms=budget_ms)
         state_file = None if state_dir is None else state_dir / f"planner-{halves.model_sha256[:16]}.json"
         adaptive = cls(halves, planner, state_file)
@@ -116,6 +114,7 @@ class AdaptiveCut:
         self.planner.observe(
             Observation(
                 cut_id=result.cut_id,
+                codec=result.codec,
                 bytes_sent=result.bytes_sent,
                 edge_ms=timings.edge_ms,
                 encode_ms=timings.encode_ms,
@@ -159,6 +158,21 @@ class AdaptiveCut:
                 self.planner.restore(heads, now_s)
         except (OSError, ValueError, KeyError, AttributeError) as exc:
             logger.warning("ignored the planner state in %s: %s", self._state_file, exc)
+
+
+def _candidates(boundary: Boundary, codecs: Sequence[str]) -> list[Candidate]:
+    """The cut with each codec that changes what it sends (edge-only: once, nothing is sent)."""
+    if boundary.id == EDGE_ONLY:
+        return [Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, RAW_CODEC), edge_only=True)]
+    useful = [
+        codec
+        for codec in codecs
+        if codec == RAW_CODEC or any(codec_applies(codec, spec.dtype, _shape(spec.shape)) for spec in boundary.crossing)
+    ]
+    return [
+        Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, codec), codec=codec)
+        for codec in useful or list(codecs[:1])
+    ]
 
 
 def _estimated_bytes(crossing: Sequence[TensorSpec], codec: str) -> int:

@@ -65,7 +65,7 @@ from protocol.errors import EdgecutError, ProtocolError
 from protocol.mqtt import BrokerURL, Connection
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -128,11 +128,14 @@ class EdgeAgent:
         codec: How requests encode their tensors (``docs/protocol.md``
             section 3.2.1): ``"raw"`` (default), ``"fp16"``, ``"int8"``,
             ``"int8-channel"``, ``"jpeg"``, ``"png"``, ``"zstd"``, ``"lz4"``
-            or a lossy one ``+zstd`` / ``+lz4``. Lossy codecs change the
-            answer a little: measure how much with ``edgecut models accuracy``.
+            or a lossy one ``+zstd`` / ``+lz4``; or a list of them, an
+            allow-list among which ``cut="auto"`` chooses per request, trading
+            bytes against encoding time (a fixed cut uses the first). Lossy
+            codecs change the answer a little: allow only those whose loss
+            ``edgecut models accuracy`` shows you accept.
 
     Raises:
-        ValueError: ``codec`` is not a registered codec.
+        ValueError: A codec is not a registered one, or the list is empty.
     """
 
     def __init__(
@@ -151,11 +154,16 @@ class EdgeAgent:
         objective: Objective = "latency",
         budget_ms: float | None = None,
         state_dir: Path | None = None,
-        codec: str = RAW_CODEC,
+        codec: str | Sequence[str] = RAW_CODEC,
     ) -> None:
         self.url = BrokerURL.parse(broker)
-        get_codec(codec)  # unknown names fail here, not on the first request
-        self.codec = codec
+        self.codecs: tuple[str, ...] = (codec,) if isinstance(codec, str) else tuple(dict.fromkeys(codec))
+        if not self.codecs:
+            msg = "codec: give a codec or a non-empty list of them"
+            raise ValueError(msg)
+        for name in self.codecs:
+            get_codec(name)  # unknown names fail here, not on the first request
+        self.codec = self.codecs[0]
         # Under the ACL of docs/security.md an agent may publish only on the topic of its user name.
         self.agent_id = agent_id or self.url.username or f"agent-{uuid.uuid4().hex[:12]}"
         self.topics = Topics(prefix)
@@ -261,7 +269,7 @@ class EdgeAgent:
                 objective=self._objective,
                 budget_ms=self._budget_ms,
                 state_dir=self._state_dir,
-                codec=self.codec,
+                codecs=self.codecs,
             )
             for candidate in halves.candidates:  # load now: the first request should not pay for it
                 halves.halves(candidate.id)
@@ -297,10 +305,13 @@ class EdgeAgent:
             result = InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings)
         else:
             request_id = uuid.uuid4().hex
-            sent = await loop.run_in_executor(self._executor, self._head_and_encode, halves, feeds, request_id)
+            sent = await loop.run_in_executor(
+                self._executor, self._head_and_encode, halves, feeds, request_id, decision.codec
+            )
             result = await self._exchange(halves, sent, started)
             segment_ms = sent.segment_ms
-        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
+        codec = RAW_CODEC if decision.cut_id == EDGE_ONLY else decision.codec
+        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason, codec=codec)
         if self._adaptive is not None and cut is None:
             self._adaptive.learn(result, segment_ms, time.monotonic())
             self._maybe_probe()
@@ -308,9 +319,9 @@ class EdgeAgent:
 
     def _decide(self, cut: str | None) -> Decision:
         if cut is not None:
-            return Decision(cut_id=cut, predicted_ms=math.nan, reason="asked for by the caller")
+            return Decision(cut_id=cut, predicted_ms=math.nan, reason="asked for by the caller", codec=self.codec)
         if self._adaptive is None:
-            return Decision(cut_id=self.cut, predicted_ms=math.nan, reason="fixed cut")
+            return Decision(cut_id=self.cut, predicted_ms=math.nan, reason="fixed cut", codec=self.codec)
         return self._adaptive.decide(time.monotonic())
 
     async def _measure_link(self) -> None:
@@ -375,7 +386,7 @@ class EdgeAgent:
             feeds[spec.name] = array
         return feeds
 
-    def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str) -> _Sent:
+    def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str, codec: str) -> _Sent:
         """Head compute and request encoding, in one worker-thread hop."""
         started = time.perf_counter()
         activations, _, segment_ms = _run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
@@ -390,7 +401,7 @@ class EdgeAgent:
             sent_at=time.time(),
             deadline_ms=self.timeouts.request * 1000,
             tail_sha256=halves.manifest.tail_sha256,
-            codec=self.codec,
+            codec=codec,
         )
         payload = encode_request(request)
         return _Sent(

@@ -62,17 +62,25 @@ doubled after each further one, up to the second."""
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Candidate:
-    """A cut the planner may choose.
+    """A cut, with a codec, the planner may choose.
 
     Attributes:
         id: The cut's id.
         bytes: What a request at this cut sends (for edge-only: what would cross).
         edge_only: Runs the whole model on the device; nothing is sent.
+        codec: How the request encodes its tensors; one cut may be a
+            candidate with several codecs (their bytes and encoding costs differ).
     """
 
     id: str
     bytes: int
     edge_only: bool = False
+    codec: str = "raw"
+
+    @property
+    def label(self) -> str:
+        """``id``, or ``id@codec`` for a codec other than raw: unique among a planner's candidates."""
+        return self.id if self.codec == "raw" else f"{self.id}@{self.codec}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +95,7 @@ class Observation:
     cut_id: str
     bytes_sent: int
     edge_ms: float
+    codec: str = "raw"
     encode_ms: float = 0.0
     network_ms: float = 0.0
     hub_queue_ms: float = 0.0
@@ -105,12 +114,14 @@ class Decision:
         predicted_ms: The predicted total time (``nan`` while it cannot be predicted).
         reason: Why this cut, in a few words.
         explored: The cut was tried to refresh its estimate, not for being best.
+        codec: How to encode the request.
     """
 
     cut_id: str
     predicted_ms: float
     reason: str
     explored: bool = False
+    codec: str = "raw"
 
 
 class Planner:
@@ -147,11 +158,14 @@ class Planner:
         if objective != "latency" and budget_ms is None:
             msg = f"objective {objective!r} needs a latency budget (budget_ms)"
             raise ValueError(msg)
-        if len({candidate.id for candidate in candidates}) != len(candidates):
-            msg = "candidate cut ids must be unique"
+        if len({candidate.label for candidate in candidates}) != len(candidates):
+            msg = "candidates must be unique by cut and codec"
             raise ValueError(msg)
         self.candidates = tuple(candidates)
-        self._index = {candidate.id: index for index, candidate in enumerate(self.candidates)}
+        self._index = {candidate.label: index for index, candidate in enumerate(self.candidates)}
+        self._by_cut: dict[str, list[int]] = {}
+        for index, candidate in enumerate(self.candidates):
+            self._by_cut.setdefault(candidate.id, []).append(index)
         count = len(self.candidates)
         self._edge_only = np.array([candidate.edge_only for candidate in self.candidates])
         self._remote = ~self._edge_only
@@ -190,18 +204,20 @@ class Planner:
 
     # --- measurements in -----------------------------------------------------------------
 
-    def seed_head(self, cut_id: str, ms: float, now_s: float) -> None:
-        """A head time measured outside requests (the warm-up)."""
-        index = self._index[cut_id]
-        self._heads[index].add(ms, now_s)
-        self._head[index] = self._heads[index].value
+    def seed_head(self, cut_id: str, ms: float, now_s: float, *, codec: str | None = None) -> None:
+        """A head time measured outside requests (the warm-up): for every codec of the cut, or one."""
+        indices = self._by_cut[cut_id] if codec is None else [self._index[_label(cut_id, codec)]]
+        for index in indices:
+            self._heads[index].add(ms, now_s)
+            self._head[index] = self._heads[index].value
 
     def observe(self, observation: Observation, now_s: float) -> None:
-        """Learn from one finished request (unknown cuts are ignored)."""
-        index = self._index.get(observation.cut_id)
+        """Learn from one finished request (unknown cuts and codecs are ignored)."""
+        index = self._index.get(_label(observation.cut_id, observation.codec))
         if index is None:
             return
-        self.seed_head(observation.cut_id, observation.edge_ms + observation.encode_ms, now_s)
+        self._heads[index].add(observation.edge_ms + observation.encode_ms, now_s)  # its encoding included
+        self._head[index] = self._heads[index].value
         if not math.isnan(observation.total_ms) and (observation.answered_by_hub or self._edge_only[index]):
             parts = observation.edge_ms + observation.encode_ms
             if not self._edge_only[index]:
@@ -283,8 +299,7 @@ class Planner:
     ) -> None:
         """What a hub reports of itself (its status): tail times by cut, and its recent queue wait."""
         for cut_id, ms in (tail_ms or {}).items():
-            index = self._index.get(cut_id)
-            if index is not None:
+            for index in self._by_cut.get(cut_id, ()):
                 self._reported_tail[index] = ms
         if queue_ms is not None:
             self._queue.add(queue_ms, now_s)
@@ -302,9 +317,9 @@ class Planner:
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
         return np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
 
-    def predict_ms(self, cut_id: str, now_s: float) -> float | None:
-        """Predicted total time of a request at ``cut_id``, or ``None`` while something is unknown."""
-        value = float(self.predictions(now_s)[self._index[cut_id]])
+    def predict_ms(self, cut_id: str, now_s: float, *, codec: str = "raw") -> float | None:
+        """Predicted total time of a request at ``cut_id`` with ``codec``, or ``None`` while something is unknown."""
+        value = float(self.predictions(now_s)[self._index[_label(cut_id, codec)]])
         return None if math.isnan(value) else value
 
     def _tail_estimates(self) -> np.ndarray:
@@ -332,7 +347,7 @@ class Planner:
             return self._settle(self._full_edge, float(predicted[self._full_edge]), why)
         if unknown_remote.any() and not self._answered:  # no hub has answered: learn the link and the hub
             index = _argmin_where(self._bytes, unknown_remote)
-            why = f"learning the link and the hub with {self.candidates[index].id}"
+            why = f"learning the link and the hub with {self.candidates[index].label}"
             return self._settle(index, math.nan, why, explored=True)
         if not known.any():
             return self._settle(0, math.nan, "nothing measured yet", explored=True)
@@ -345,7 +360,7 @@ class Planner:
         if current is not None and current != best and known[current]:
             within = predicted[current] <= predicted[best] * (1 + self._hysteresis)
             if within and self._fits(current, now_s):
-                why = f"kept {self.candidates[current].id}: within {self._hysteresis:.0%} of the best"
+                why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
                 return self._settle(current, float(predicted[current]), why)
         return self._settle(best, float(predicted[best]), self._why(best, predicted, known))
 
@@ -373,7 +388,7 @@ class Planner:
             return f"fewest {what} within {self._budget_ms:.0f} ms"
         others = known.copy()
         others[best] = False
-        runner_up = f", next {self.candidates[_argmin_where(predicted, others)].id}" if others.any() else ""
+        runner_up = f", next {self.candidates[_argmin_where(predicted, others)].label}" if others.any() else ""
         return f"lowest predicted latency{runner_up}"
 
     def _exploration(self, predicted: np.ndarray, known: np.ndarray, best: int, now_s: float) -> tuple[int, str] | None:
@@ -389,7 +404,7 @@ class Planner:
         index = _argmin_where(predicted, worth)
         return (
             index,
-            f"exploring {self.candidates[index].id}: its estimate is {'a guess' if guessed[index] else 'stale'}",
+            f"exploring {self.candidates[index].label}: its estimate is {'a guess' if guessed[index] else 'stale'}",
         )
 
     def _settle(self, index: int, predicted_ms: float, reason: str, *, explored: bool = False) -> Decision:
@@ -397,24 +412,33 @@ class Planner:
             self._explorations += 1
         else:
             self._current = index
-        return Decision(cut_id=self.candidates[index].id, predicted_ms=predicted_ms, reason=reason, explored=explored)
+        candidate = self.candidates[index]
+        return Decision(
+            cut_id=candidate.id, predicted_ms=predicted_ms, reason=reason, explored=explored, codec=candidate.codec
+        )
 
     # --- persistence ----------------------------------------------------------------------------
 
     def export(self) -> dict[str, list[float]]:
-        """The device's head times by cut, to be kept across restarts (JSON-ready)."""
+        """The device's head times by candidate label (``cut`` or ``cut@codec``), kept across restarts (JSON-ready)."""
         return {
-            candidate.id: recent.samples()
+            candidate.label: recent.samples()
             for candidate, recent in zip(self.candidates, self._heads, strict=True)
             if recent.count
         }
 
     def restore(self, heads: Mapping[str, Sequence[float]], now_s: float) -> None:
-        """Seed head times exported by an earlier run on this device (unknown cuts ignored)."""
-        for cut_id, samples in heads.items():
-            if cut_id in self._index:
+        """Seed head times exported by an earlier run on this device (unknown labels ignored)."""
+        for label, samples in heads.items():
+            index = self._index.get(label)
+            if index is not None:
                 for ms in samples:
-                    self.seed_head(cut_id, float(ms), now_s)
+                    self._heads[index].add(float(ms), now_s)
+                self._head[index] = self._heads[index].value
+
+
+def _label(cut_id: str, codec: str) -> str:
+    return Candidate(id=cut_id, bytes=0, codec=codec).label
 
 
 def _argmin_where(values: np.ndarray, mask: np.ndarray) -> int:

@@ -98,6 +98,7 @@ class InferenceResult:
             be (``nan`` for a fixed cut, or before it can predict).
         reason: Why this cut, in a few words (the planner's reason with
             ``cut="auto"``).
+        codec: How the request encoded its tensors (``raw`` when nothing was sent).
     """
 
     outputs: dict[str, np.ndarray]
@@ -109,3 +110,4 @@ class InferenceResult:
     fallback: str | None = None
     predicted_ms: float = math.nan
     reason: str = ""
+    codec: str = "raw"

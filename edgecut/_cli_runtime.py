@@ -250,11 +250,11 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--no-state", action="store_true", help="keep no head times across runs")
     parser.add_argument(
         "--codec",
-        default="raw",
+        action="append",
         choices=codec_names(),
         metavar="CODEC",
         help="how requests encode tensors (default raw; lossy: fp16, int8, int8-channel, jpeg; lossless: png, "
-        "zstd, lz4; X+zstd, X+lz4; docs/protocol.md 3.2.1)",
+        "zstd, lz4; X+zstd, X+lz4; docs/protocol.md 3.2.1); repeat it to let --cut auto choose among them",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run each input N times (watch the planner learn)"
@@ -294,7 +294,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         objective=args.objective,
         budget_ms=args.budget_ms,
         state_dir=None if args.no_state else args.state_dir,
-        codec=args.codec,
+        codec=args.codec or ["raw"],
     ) as agent:
         spec = agent.model.inputs[0]
         for path in args.inputs:
@@ -318,6 +318,7 @@ def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
     return {
         "input": str(path),
         "cut": result.cut_id,
+        "codec": result.codec,
         "top5": [{"class": c, "probability": p} for c, p in top_k(logits)],
         "timings_ms": asdict(result.timings),
         "bytes_sent": result.bytes_sent,
@@ -343,7 +344,8 @@ def _format_result(path: Path, result: InferenceResult) -> str:
         where = f"hub {result.hub_id}"
     predicted = "" if math.isnan(result.predicted_ms) else f", predicted {result.predicted_ms:.1f} ms"
     return (
-        f"{path}: cut {result.cut_id} ({result.reason}{predicted}), {result.bytes_sent:,} bytes sent, {where}\n"
+        f"{path}: cut {result.cut_id} ({result.reason}{predicted}), {result.bytes_sent:,} bytes sent"
+        f"{'' if result.codec == 'raw' else ' as ' + result.codec}, {where}\n"
         f"  top-5 {top}\n"
         f"  ms: edge {t.edge_ms:.1f}  encode {t.encode_ms:.1f}  network {t.network_ms:.1f}  "
         f"hub queue {t.hub_queue_ms:.1f}  hub {t.hub_compute_ms:.1f}  decode {t.decode_ms:.1f}  "

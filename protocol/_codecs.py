@@ -89,6 +89,11 @@ class Fp16Codec:
 
     name = "fp16"
 
+    @staticmethod
+    def applies(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:  # noqa: ARG004 - the codecs' common form
+        """True for float32 and float64 tensors."""
+        return _is_float(dtype)
+
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
         """Half floats of ``array`` if it is float32 or float64, else its raw bytes."""
         if not _is_float(array.dtype):
@@ -128,6 +133,11 @@ class Int8Codec:
     def __init__(self, *, per_channel: bool = False) -> None:
         self._per_channel = per_channel
         self.name = "int8-channel" if per_channel else "int8"
+
+    @staticmethod
+    def applies(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:  # noqa: ARG004 - the codecs' common form
+        """True for float32 and float64 tensors."""
+        return _is_float(dtype)
 
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
         """Quantised bytes and the params to undo it, if ``array`` is float32 or float64; else raw."""

@@ -156,6 +156,23 @@ def data_bytes_estimate(codec: str, dtype: str, shape: Sequence[int]) -> int:
     return int(estimate(wire_dtype, dims)) if estimate is not None else math.prod(dims) * wire_dtype.itemsize
 
 
+def codec_applies(codec: str, dtype: str, shape: Sequence[int]) -> bool:
+    """Whether ``codec`` encodes a tensor of this dtype and shape otherwise than ``raw`` does.
+
+    Lossless compression applies to every tensor; fp16 and int8 to float
+    tensors; the image codecs to uint8 images.
+
+    Raises:
+        ValueError: Unknown codec or dtype.
+    """
+    impl = get_codec(codec)
+    if dtype not in _WIRE_DTYPES:
+        msg = f"dtype {dtype!r} is not allowed; use one of {', '.join(ALLOWED_DTYPES)}"
+        raise ValueError(msg)
+    applies = getattr(impl, "applies", None)
+    return codec != RAW_CODEC and (applies is None or bool(applies(_WIRE_DTYPES[dtype], tuple(shape))))
+
+
 def get_codec(name: str) -> Codec:
     """The registered codec called ``name``.
 

@@ -38,6 +38,7 @@ INNER_CUT = "stem.out"
 REPORT_KEYS = {
     "input",
     "cut",
+    "codec",
     "top5",
     "timings_ms",
     "bytes_sent",

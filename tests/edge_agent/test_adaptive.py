@@ -89,9 +89,24 @@ def test_only_online_hub_statuses_teach_the_planner() -> None:
 def test_candidates_start_from_what_their_tensors_take_under_the_codec() -> None:
     halves = ModelHalves.open(MODEL, threads=1)
     raw = {c.id: c.bytes for c in AdaptiveCut.start(halves).planner.candidates}
-    int8 = {c.id: c.bytes for c in AdaptiveCut.start(halves, codec="int8+zstd").planner.candidates}
+    int8 = {c.id: c.bytes for c in AdaptiveCut.start(halves, codecs=("int8+zstd",)).planner.candidates}
     assert int8["input"] == raw["input"]  # the image is uint8: int8 leaves it as it is
     inner = [cut for cut in raw if cut not in {"input", "output"}]
     assert inner
     for cut in inner:  # float activations: a byte per value before compression
         assert int8[cut] == raw[cut] // 4
+
+
+def test_an_allow_list_makes_a_candidate_of_each_codec_that_changes_what_a_cut_sends() -> None:
+    halves = ModelHalves.open(MODEL, threads=1)
+    planner = AdaptiveCut.start(halves, codecs=("raw", "fp16", "jpeg")).planner
+    by_cut: dict[str, set[str]] = {}
+    for candidate in planner.candidates:
+        by_cut.setdefault(candidate.id, set()).add(candidate.codec)
+    assert by_cut.pop("input") == {"raw", "jpeg"}  # a uint8 image: fp16 would send it as it is
+    assert by_cut.pop("output") == {"raw"}  # nothing is sent
+    assert by_cut
+    assert all(codecs == {"raw", "fp16"} for codecs in by_cut.values())  # float activations: no image here
+    labels = [candidate.label for candidate in planner.candidates]
+    assert len(labels) == len(set(labels))
+    assert "input@jpeg" in labels

@@ -333,3 +333,28 @@ def test_the_planner_pings_the_round_trip_first_when_it_is_in_doubt() -> None:
     planner.observe_probe(0, 900.0, 0.0)
     planner.observe_probe(8_000, 45.0, 0.1)
     assert planner.probe(0.2) == 0
+
+
+def test_the_planner_chooses_the_codec_too_when_bytes_matter() -> None:
+    codecs = [
+        Candidate(id="input", bytes=150_000),
+        Candidate(id="input", bytes=20_000, codec="jpeg"),
+        Candidate(id="output", bytes=0, edge_only=True),
+    ]
+    planner = Planner(codecs)
+    planner.seed_head("input", 0.0, 0.0)  # every codec of the cut
+    planner.seed_head("input", 3.0, 0.0, codec="jpeg")  # encoding the JPEG costs a little
+    planner.seed_head("output", 400.0, 0.0)
+    planner.observe_probe(0, 20.0, 0.0)
+    planner.observe_probe(25_000, 120.0, 0.1)  # 2 Mbit/s
+    planner.observe_hub(0.2, tail_ms={"input": 20.0})
+    decision = planner.choose(0.3)
+    assert (decision.cut_id, decision.codec) == ("input", "jpeg")  # 80 ms of JPEG beats 600 ms of raw image
+    planner.observe(
+        Observation(
+            cut_id="input", codec="jpeg", bytes_sent=20_000, edge_ms=3.0, network_ms=100.0, hub_compute_ms=20.0
+        ),
+        0.4,
+    )
+    assert planner.predict_ms("input", 0.5, codec="jpeg") < planner.predict_ms("input", 0.5)  # type: ignore[operator]
+    assert "input@jpeg" in planner.export()

@@ -83,6 +83,28 @@ async def test_every_codec_crosses_the_wire_and_lossy_ones_stay_close(
                 assert result.bytes_sent < (await raw.infer(smooth, cut=at)).bytes_sent * 0.6
 
 
+async def test_with_an_allow_list_auto_chooses_codecs_from_it(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    await start_hub()
+    allowed = ["raw", "fp16", "int8+zstd"]
+    async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1, codec=allowed) as agent:
+        assert agent.codec == "raw"  # a fixed cut uses the first
+        full = agent.model.halves(EDGE_ONLY).head
+        for image in _images(6):
+            expected = full.run({"image": image[np.newaxis]})["logits"]
+            result = await agent.infer(image)
+            assert result.codec in allowed
+            assert result.fallback is None
+            np.testing.assert_allclose(result.outputs["logits"], expected, atol=0.1 * np.abs(expected).max())
+        fixed = await agent.infer(_images(1)[0], cut=_inner_cuts(agent)[0])
+        assert fixed.codec == "raw"
+    with pytest.raises(ValueError, match="non-empty list"):
+        EdgeAgent(broker_url, model=MODEL, codec=[])
+    with pytest.raises(ValueError, match="unknown codec 'brotli'"):
+        EdgeAgent(broker_url, model=MODEL, codec=["raw", "brotli"])
+
+
 async def test_multi_tensor_cut_crosses_every_tensor(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     await start_hub()
     async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1) as agent:
