@@ -1,8 +1,10 @@
-"""The model zoo: standard CNNs built offline with ``onnx.helper``, no downloads.
+"""The model zoo: standard CNNs and two small transformers, built offline with ``onnx.helper``, no downloads.
 
-Every model takes one uint8 NHWC image batch named ``image`` (as a camera
-gives it), casts, normalises with ImageNet mean and std and transposes to NCHW
-inside the graph, and returns float32 ``logits``. Weights are drawn from a
+Every model but ``bert_tiny`` takes one uint8 NHWC image batch named
+``image`` (as a camera gives it), casts, normalises with ImageNet mean and
+std and transposes to NCHW inside the graph, and returns float32 ``logits``;
+``bert_tiny`` takes int64 token ids ``tokens`` of any length
+(:mod:`models._zoo_transformers`). Weights are drawn from a
 seed (He-initialised, BatchNorm folded into the convs), so the same name and
 seed always give byte-identical models, and the logits are sane: finite, of
 moderate scale, and different images get different classes.
@@ -29,6 +31,7 @@ import onnx
 from models._manifest import TensorSpec
 from models._zoo_builder import BATCH, INPUT_NAME, OUTPUT_NAME, GraphBuilder
 from models._zoo_nets import digits, googlenet, mobilenet_v2, resnet18, tiny
+from models._zoo_transformers import bert_tiny, vit_tiny
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -120,7 +123,28 @@ _RECIPES = {
     )
 }
 
-MODEL_NAMES: tuple[str, ...] = tuple(sorted(_RECIPES))
+_TRANSFORMERS: dict[str, tuple[ZooEntry, Callable[[int], onnx.ModelProto]]] = {
+    "vit_tiny": (
+        ZooEntry(
+            "vit_tiny",
+            "ViT-style transformer: 32x32 image in 8x8 patches, 2 pre-norm encoder blocks (64 wide, 4 heads)",
+            TensorSpec(INPUT_NAME, "uint8", (BATCH, 32, 32, 3)),
+            TensorSpec(OUTPUT_NAME, "float32", (BATCH, 10)),
+        ),
+        vit_tiny,
+    ),
+    "bert_tiny": (
+        ZooEntry(
+            "bert_tiny",
+            "BERT-style transformer: int64 token ids [N, S] (any length S up to 128), 2 encoder blocks, 2 classes",
+            TensorSpec("tokens", "int64", (BATCH, "S")),
+            TensorSpec(OUTPUT_NAME, "float32", (BATCH, 2)),
+        ),
+        bert_tiny,
+    ),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(sorted([*_RECIPES, *_TRANSFORMERS]))
 """Names :func:`build` accepts, sorted."""
 
 
@@ -130,6 +154,8 @@ def entry(name: str) -> ZooEntry:
     Raises:
         ModelError: ``name`` is not in :data:`MODEL_NAMES`.
     """
+    if name in _TRANSFORMERS:
+        return _TRANSFORMERS[name][0]
     return _lookup(name).entry
 
 
@@ -139,7 +165,7 @@ def describe(name: str) -> str:
     Raises:
         ModelError: ``name`` is not in :data:`MODEL_NAMES`.
     """
-    return _lookup(name).entry.description
+    return entry(name).description
 
 
 def build(name: str, *, seed: int = 0, trained: bool = True) -> onnx.ModelProto:
@@ -159,6 +185,8 @@ def build(name: str, *, seed: int = 0, trained: bool = True) -> onnx.ModelProto:
     Raises:
         ModelError: ``name`` is not in :data:`MODEL_NAMES`.
     """
+    if name in _TRANSFORMERS:
+        return _TRANSFORMERS[name][1](seed)
     recipe = _lookup(name)
     g = GraphBuilder(seed=seed)
     g.classifier(recipe.features(g, g.preprocess(INPUT_NAME)), recipe.classes)

@@ -51,7 +51,7 @@ def smooth_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 def test_model_names_sorted_with_tiny() -> None:
     assert tuple(sorted(zoo.MODEL_NAMES)) == zoo.MODEL_NAMES
-    assert set(zoo.MODEL_NAMES) == {*BIG, "tiny", "digits"}
+    assert set(zoo.MODEL_NAMES) == {*BIG, "tiny", "digits", "vit_tiny", "bert_tiny"}
     assert zoo.__all__ == sorted(zoo.__all__)
 
 
@@ -66,9 +66,13 @@ def test_unknown_name_lists_known_names(call: Callable[[str], object]) -> None:
 @pytest.mark.parametrize("known", zoo.MODEL_NAMES)
 def test_entry_describes_signature(known: str) -> None:
     entry = zoo.entry(known)
-    size, classes = (32, 10) if known in {"tiny", "digits"} else (224, 1000)
+    size, classes = (32, 10) if known in {"tiny", "digits", "vit_tiny"} else (224, 1000)
     assert entry.name == known
-    assert entry.input == TensorSpec("image", "uint8", ("N", size, size, 3))
+    if known == "bert_tiny":
+        assert entry.input == TensorSpec("tokens", "int64", ("N", "S"))
+        classes = 2
+    else:
+        assert entry.input == TensorSpec("image", "uint8", ("N", size, size, 3))
     assert entry.output == TensorSpec("logits", "float32", ("N", classes))
     assert zoo.describe(known) == entry.description
     assert entry.description

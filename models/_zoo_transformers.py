@@ -1,0 +1,162 @@
+"""The zoo's transformers: a ViT-style image classifier and a BERT-style text classifier, built offline.
+
+Both are pre-norm encoders (LayerNormalization, multi-head self-attention,
+an Erf GELU MLP, residuals) written with ``onnx.helper`` at opset 17, with
+weights drawn from a seed. ``vit_tiny`` takes the zoo's uint8 NHWC image
+(32x32) and cuts it into 8x8 patches with a strided Conv; ``bert_tiny``
+takes int64 token ids ``[N, S]`` with a symbolic sequence length ``S``, so
+its activations are ``[N, S, 64]``: a cut carries as many bytes as the
+sequence is long.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from models._zoo_builder import IR_VERSION
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+OPSET = 17
+WIDTH = 64
+HEADS = 4
+LAYERS = 2
+MLP = 128
+VOCABULARY = 1000
+MAX_TOKENS = 128
+_MEAN = (123.675, 116.28, 103.53)
+_STD = (58.395, 57.12, 57.375)
+
+
+class _Graph:
+    """Nodes and initializers of one graph, with seeded weights and unique names."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def weight(self, name: str, shape: tuple[int, ...], std: float) -> str:
+        return self.const(name, (self.rng.standard_normal(shape) * std).astype(np.float32))
+
+    def node(self, op: str, inputs: Sequence[str], name: str, **attrs: float | list[int]) -> str:
+        node = helper.make_node(op, list(inputs), [name], name=name)
+        node.attribute.extend(helper.make_attribute(key, value) for key, value in sorted(attrs.items()))
+        self.nodes.append(node)
+        return name
+
+    def linear(self, x: str, name: str, d_in: int, d_out: int) -> str:
+        w = self.weight(f"{name}.weight", (d_in, d_out), 1 / math.sqrt(d_in))
+        b = self.const(f"{name}.bias", np.zeros(d_out, np.float32))
+        return self.node("Add", [self.node("MatMul", [x, w], f"{name}.matmul"), b], name)
+
+    def layer_norm(self, x: str, name: str) -> str:
+        scale = self.const(f"{name}.scale", np.ones(WIDTH, np.float32))
+        bias = self.const(f"{name}.bias", np.zeros(WIDTH, np.float32))
+        return self.node("LayerNormalization", [x, scale, bias], name, axis=-1, epsilon=1e-5)
+
+    def gelu(self, x: str, name: str) -> str:
+        root2 = self.const(f"{name}.sqrt2", np.array(math.sqrt(2), np.float32))
+        one = self.const(f"{name}.one", np.array(1.0, np.float32))
+        half = self.const(f"{name}.half", np.array(0.5, np.float32))
+        erf = self.node("Erf", [self.node("Div", [x, root2], f"{name}.div")], f"{name}.erf")
+        inner = self.node("Mul", [self.node("Add", [erf, one], f"{name}.add"), half], f"{name}.scale")
+        return self.node("Mul", [x, inner], name)
+
+    def attention(self, x: str, name: str) -> str:
+        """Multi-head self-attention over ``[N, S, WIDTH]``."""
+        head = WIDTH // HEADS
+        split = self.const(f"{name}.heads", np.array([0, 0, HEADS, head], np.int64))
+        merge = self.const(f"{name}.merge", np.array([0, 0, WIDTH], np.int64))
+
+        def heads(tensor: str, part: str, perm: list[int]) -> str:
+            shaped = self.node("Reshape", [tensor, split], f"{name}.{part}.split")
+            return self.node("Transpose", [shaped], f"{name}.{part}.heads", perm=perm)
+
+        q = heads(self.linear(x, f"{name}.q", WIDTH, WIDTH), "q", [0, 2, 1, 3])
+        k = heads(self.linear(x, f"{name}.k", WIDTH, WIDTH), "k", [0, 2, 3, 1])
+        v = heads(self.linear(x, f"{name}.v", WIDTH, WIDTH), "v", [0, 2, 1, 3])
+        scale = self.const(f"{name}.scale", np.array(1 / math.sqrt(head), np.float32))
+        scores = self.node("Mul", [self.node("MatMul", [q, k], f"{name}.scores"), scale], f"{name}.scaled")
+        weights = self.node("Softmax", [scores], f"{name}.softmax", axis=-1)
+        mixed = self.node("MatMul", [weights, v], f"{name}.mixed")
+        back = self.node("Transpose", [mixed], f"{name}.back", perm=[0, 2, 1, 3])
+        return self.linear(self.node("Reshape", [back, merge], f"{name}.merged"), f"{name}.out", WIDTH, WIDTH)
+
+    def encoder(self, x: str, name: str) -> str:
+        """A pre-norm encoder block; its output is named ``<name>.out``."""
+        attended = self.attention(self.layer_norm(x, f"{name}.ln1"), f"{name}.attn")
+        x = self.node("Add", [x, attended], f"{name}.res1")
+        hidden = self.gelu(self.linear(self.layer_norm(x, f"{name}.ln2"), f"{name}.fc1", WIDTH, MLP), f"{name}.gelu")
+        return self.node("Add", [x, self.linear(hidden, f"{name}.fc2", MLP, WIDTH)], f"{name}.out")
+
+    def model(
+        self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]
+    ) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.initializers)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgecut.zoo")
+
+
+def vit_tiny(seed: int, *, size: int = 32, patch: int = 8, classes: int = 10) -> onnx.ModelProto:
+    """A ViT-style classifier: 8x8 patches of a uint8 RGB image, two encoder blocks, mean-pooled tokens."""
+    g = _Graph(seed)
+    mean = g.const("preprocess.mean", np.array(_MEAN, np.float32))
+    std = g.const("preprocess.std", np.array(_STD, np.float32))
+    x = g.node("Cast", ["image"], "preprocess.cast", to=TensorProto.FLOAT)
+    x = g.node("Div", [g.node("Sub", [x, mean], "preprocess.sub_mean"), std], "preprocess.div_std")
+    x = g.node("Transpose", [x], "preprocess.out", perm=[0, 3, 1, 2])
+    w = g.weight("patches.weight", (WIDTH, 3, patch, patch), 1 / math.sqrt(3 * patch * patch))
+    b = g.const("patches.bias", np.zeros(WIDTH, np.float32))
+    x = g.node("Conv", [x, w, b], "patches", kernel_shape=[patch, patch], strides=[patch, patch])
+    tokens = (size // patch) ** 2
+    flat = g.const("tokens.shape", np.array([0, WIDTH, tokens], np.int64))
+    x = g.node("Transpose", [g.node("Reshape", [x, flat], "tokens.flat")], "tokens", perm=[0, 2, 1])
+    x = g.node("Add", [x, g.weight("position", (1, tokens, WIDTH), 0.02)], "embedded")
+    for layer in range(LAYERS):
+        x = g.encoder(x, f"block{layer}")
+    x = g.node("ReduceMean", [g.layer_norm(x, "norm")], "pool", axes=[1], keepdims=0)
+    g.linear(x, "head", WIDTH, classes)
+    g.nodes[-1].output[0] = "logits"
+    g.nodes[-1].name = "logits"
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", size, size, 3])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])
+    return _finish(g.model("vit_tiny", [image], [logits]), "vit_tiny", seed)
+
+
+def bert_tiny(seed: int, *, classes: int = 2) -> onnx.ModelProto:
+    """A BERT-style classifier: int64 token ids ``[N, S]``, two encoder blocks, the first token's state."""
+    g = _Graph(seed)
+    x = g.node("Gather", [g.weight("embedding", (VOCABULARY, WIDTH), 0.02), "tokens"], "embedded.tokens")
+    zero, one = g.const("zero", np.array(0, np.int64)), g.const("one", np.array(1, np.int64))
+    ones = g.node("Add", [g.node("Mul", ["tokens", zero], "tokens.zeros"), one], "tokens.ones")
+    counted = g.node("CumSum", [ones, g.const("axis", np.array(1, np.int64))], "tokens.count")
+    positions = g.node("Sub", [counted, one], "positions")  # [N, S]: 0, 1, ..., S - 1, S kept symbolic
+    table = g.weight("position", (MAX_TOKENS, WIDTH), 0.02)
+    x = g.node("Add", [x, g.node("Gather", [table, positions], "embedded.positions")], "embedded")
+    for layer in range(LAYERS):
+        x = g.encoder(x, f"block{layer}")
+    first = g.node("Gather", [g.layer_norm(x, "norm"), zero], "pool", axis=1)
+    g.linear(first, "head", WIDTH, classes)
+    g.nodes[-1].output[0] = "logits"
+    g.nodes[-1].name = "logits"
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "S"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])
+    return _finish(g.model("bert_tiny", [tokens], [logits]), "bert_tiny", seed)
+
+
+def _finish(model: onnx.ModelProto, name: str, seed: int) -> onnx.ModelProto:
+    model.ir_version = IR_VERSION
+    helper.set_model_props(model, {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed)})
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    return model
