@@ -455,5 +455,6 @@ class Hub:
             if state == "online"
             else None,
             tail_ms=self.profile.tail_ms() if state == "online" else {},
+            loading_s=self.store.loading(time.monotonic()) if state == "online" else {},
         )
         return encode_status(status)

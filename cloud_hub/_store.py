@@ -165,6 +165,13 @@ class TailStore:
         while len(self._misses) > _MAX_MISSES:
             self._misses.popitem(last=False)
 
+    def loading(self, now_s: float) -> dict[str, dict[str, float]]:
+        """The tails loading now: model sha256 to cut id to seconds since the load began (``time.monotonic()``)."""
+        loading: dict[str, dict[str, float]] = {}
+        for (sha, cut_id), since in self._loading_since.items():
+            loading.setdefault(sha, {})[cut_id] = round(max(0.0, now_s - since), 3)
+        return loading
+
     def loading_since(self, model_sha256: str, cut_id: str) -> float | None:
         """When the load of this tail began (``time.monotonic()``), while it is loading; else ``None``."""
         return self._loading_since.get((model_sha256, cut_id))

@@ -162,6 +162,8 @@ class NodeStatus:
         queue_wait_ms: A hub's recent median queue wait, or ``None`` (none reported).
         tail_ms: A hub's recent tail times: model sha256 to cut id to ms
             (the median of its recent runs); empty when none are reported.
+        loading_s: The tails a hub is loading: model sha256 to cut id to
+            seconds since the load began; empty when it loads none.
     """
 
     node_id: str
@@ -172,6 +174,7 @@ class NodeStatus:
     version: str = ""
     queue_wait_ms: float | None = None
     tail_ms: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
+    loading_s: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

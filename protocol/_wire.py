@@ -108,6 +108,7 @@ class _StatusWire(TypedDict):
 
 class _StatusProfileWire(_StatusWire, total=False):
     profile: dict[str, dict[str, float]]
+    loading: dict[str, dict[str, float]]
 
 
 class _PingWire(TypedDict):
@@ -211,6 +212,8 @@ def encode_status(status: NodeStatus) -> bytes:
     }
     if status.tail_ms:
         wire["profile"] = _check_profile(status.tail_ms, "tail_ms")
+    if status.loading_s:
+        wire["loading"] = _check_profile(status.loading_s, "loading_s")
     return pack(wire)
 
 
@@ -376,6 +379,7 @@ def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFA
         version=fields.get("version", check_str),
         queue_wait_ms=load.get_optional("wait_ms", check_non_negative),
         tail_ms=fields.get_optional("profile", _check_profile) or {},
+        loading_s=fields.get_optional("loading", _check_profile) or {},
     )
 
 
@@ -429,7 +433,7 @@ def _check_bin(value: object, name: str) -> bytes:
 
 
 def _check_profile(value: object, name: str) -> dict[str, dict[str, float]]:
-    """Model sha256 to cut id to a tail time in ms."""
+    """Model sha256 to cut id to a number >= 0 (a tail's ms in ``profile``, a load's seconds in ``loading``)."""
     if not isinstance(value, Mapping):
         msg = f"{name} must be a map, not {type_name(value)}"
         raise TypeError(msg)

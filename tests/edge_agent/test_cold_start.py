@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts
+from protocol import Topics, decode_status
+from tests._support import watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -52,3 +54,22 @@ async def test_with_fallback_the_device_answers_while_the_hub_loads(
         result = await agent.infer(image)
     assert result.fallback is not None
     assert "loading" in result.fallback
+
+
+async def test_the_hub_status_shows_what_it_is_loading(broker_url: str, prefix: str, start_hub: StartHub) -> None:
+    hub = await start_hub(status_interval=0.2)
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    async with (
+        watching(broker_url, Topics(prefix).status(hub.config.hub_id)) as watcher,
+        EdgeAgent(broker_url, model=MODEL, cut=CUT, prefix=prefix, threads=1, timeouts=SHORT) as agent,
+    ):
+        await agent.infer(image)  # the device answers while the hub loads
+        seen = []
+        for _ in range(50):
+            status = decode_status((await watcher.next()).payload)
+            seen.append(status.loading_s)
+            if status.loading_s:
+                break
+    loading = next(entry for entry in seen if entry)
+    assert agent.model.model_sha256 in loading
+    assert CUT in loading[agent.model.model_sha256]

@@ -221,6 +221,16 @@ def test_a_hub_status_may_report_its_queue_wait_and_tail_times() -> None:
     assert b"profile" not in encode_status(NodeStatus("hub-a", "hub", "online", 2.0))  # optional: left out when empty
 
 
+def test_a_hub_status_may_report_what_it_is_loading() -> None:
+    sha = "cd" * 32
+    original = NodeStatus("hub-a", "hub", "online", 2.0, loading_s={sha: {"layer3.1.out": 1.25}})
+    decoded = decode_status(encode_status(original))
+    assert decoded.loading_s == {sha: {"layer3.1.out": 1.25}}
+    assert b"loading" not in encode_status(NodeStatus("hub-a", "hub", "online", 2.0))  # left out when empty
+    with pytest.raises(ValueError, match="loading_s"):
+        encode_status(NodeStatus("hub-a", "hub", "online", 2.0, loading_s={sha: {"c": -1.0}}))
+
+
 def test_a_ping_round_trips_through_decode_incoming() -> None:
     ping = Ping(request_id="p-1", sent_at=3.25, padding=b"\x00" * 1000)
     assert decode_incoming(encode_ping(ping)) == ping
