@@ -78,7 +78,13 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     run.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a scenario .toml file or a bundled name")
-    run.add_argument("--mode", choices=["fleet"], default="fleet", help="fleet: simulated time (emulate: to come)")
+    run.add_argument(
+        "--mode",
+        choices=["fleet", "emulate"],
+        default="fleet",
+        help="fleet: simulated time (default); emulate: a real broker, hub processes and agents behind emulated "
+        "links, in wall-clock time (tens of agents)",
+    )
     run.add_argument("--out", type=Path, help="output directory (default sim-out/<scenario>)")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--profiles", type=Path, help="model profiles from an earlier run's profiles.json")
@@ -140,7 +146,13 @@ def _run(args: argparse.Namespace) -> ExitCode:
         return _find_hubs(args, scenario, out)
     try:
         summaries = run_scenario(
-            scenario, out, source=path, profiles_file=args.profiles, progress=progress, report=not args.no_report
+            scenario,
+            out,
+            source=path,
+            profiles_file=args.profiles,
+            progress=progress,
+            report=not args.no_report,
+            mode=args.mode,
         )
     except KeyboardInterrupt:
         sys.stderr.write(f"\ninterrupted: the summary so far is in {out / 'summary.json'}\n")
@@ -150,7 +162,8 @@ def _run(args: argparse.Namespace) -> ExitCode:
     if args.json:
         print(json.dumps([summary.to_json() for summary in summaries], indent=2))  # noqa: T201
     else:
-        runs = f"{scenario.duration_s:g} simulated s per run, seed {scenario.seed}"
+        clock = "simulated s" if args.mode == "fleet" else "s of wall-clock time"
+        runs = f"{scenario.duration_s:g} {clock} per run, seed {scenario.seed}, {args.mode} mode"
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
         pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"

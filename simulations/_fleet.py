@@ -211,7 +211,7 @@ class Fleet:
         self.env = simpy.Environment()
         self.scenario = scenario
         self.run_name = policy or "scenario"
-        self._record = record
+        self.record = record
         self.hubs = _Hubs(self.env, scenario)
         self.agents: list[tuple[_Agent, str]] = []
         for group in scenario.groups:
@@ -404,7 +404,7 @@ class Fleet:
             fallback="no reply within the deadline" if fell_back else "",
             hub=served.hub if served else "",
         )
-        self._record(record)
+        self.record(record)
         planner = agent.planner
         if planner is None:
             return

@@ -17,6 +17,7 @@ on the same seed: the same arrivals and link draws meet each policy.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import hashlib
@@ -26,6 +27,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from simulations._calibrate import load_profiles, measure_profile, save_profiles
+from simulations._emulate import check_emulatable, run_emulated
 from simulations._fleet import Fleet, RequestRecord, models_of
 from simulations._report import summarise, write_header, write_record
 
@@ -60,6 +62,7 @@ def run_scenario(
     profiles_file: Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     report: bool = True,
+    mode: str = "fleet",
 ) -> list[Summary]:
     """Run ``scenario`` in fleet mode, writing its outputs to ``out`` (created if needed).
 
@@ -73,6 +76,11 @@ def run_scenario(
         profiles_file: Profiles from an earlier run to reuse, instead of measuring.
         progress: Called as the run goes.
         report: Also draw the pictures and write ``report.html``.
+        mode: ``"fleet"`` (simulated time) or ``"emulate"`` (real processes
+            and sockets, wall-clock time: :mod:`simulations._emulate`).
+
+    Raises:
+        ConfigError: A policy names no candidate cut, or emulate mode cannot run the scenario.
     """
     started, wall = time.time(), time.perf_counter()
     profiles = _profiles(scenario, profiles_file)
@@ -85,6 +93,8 @@ def run_scenario(
 
     runs: list[str | None] = list(scenario.policies) or [None]
     fleets = [Fleet(scenario, profiles, record, policy=policy) for policy in runs]  # every policy checked first
+    if mode == "emulate":
+        check_emulatable(scenario)
     out.mkdir(parents=True, exist_ok=True)
     save_profiles(profiles, out / "profiles.json")
     try:
@@ -92,7 +102,12 @@ def run_scenario(
             writer.append(csv.writer(file))
             write_header(writer[0])
             for index, fleet in enumerate(fleets):
-                _run_with_progress(fleet, index, len(runs), records, progress)
+                if mode == "emulate":
+                    _emulate_with_progress(
+                        fleet, profiles, index=index, runs=len(runs), records=records, progress=progress
+                    )
+                else:
+                    _run_with_progress(fleet, index, len(runs), records, progress)
         if report and records:
             from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
 
@@ -102,7 +117,7 @@ def run_scenario(
         summary = [s.to_json() for s in summaries]
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (out / "run.json").write_text(
-            json.dumps(_provenance(scenario, source, started, time.perf_counter() - wall), indent=2) + "\n",
+            json.dumps(_provenance(scenario, source, started, time.perf_counter() - wall, mode), indent=2) + "\n",
             encoding="utf-8",
         )
     return summaries
@@ -121,18 +136,37 @@ def _run_with_progress(
             )
 
 
+def _emulate_with_progress(
+    fleet: Fleet,
+    profiles: dict[str, ModelProfile],
+    *,
+    index: int,
+    runs: int,
+    records: list[RequestRecord],
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """One emulated run (the fleet object only names its policy and scenario)."""
+    duration = fleet.scenario.duration_s
+    if progress is not None:
+        progress(Progress(fleet.run_name, index, runs, 0.0, duration, len(records)))
+    policy = None if fleet.run_name == "scenario" else fleet.run_name
+    asyncio.run(run_emulated(fleet.scenario, profiles, fleet.record, policy=policy))
+    if progress is not None:
+        progress(Progress(fleet.run_name, index + 1, runs, duration, duration, len(records)))
+
+
 def _profiles(scenario: Scenario, profiles_file: Path | None) -> dict[str, ModelProfile]:
     known = load_profiles(profiles_file) if profiles_file is not None else {}
     return {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
 
 
-def _provenance(scenario: Scenario, source: Path | None, started: float, wall_s: float) -> dict[str, object]:
+def _provenance(scenario: Scenario, source: Path | None, started: float, wall_s: float, mode: str) -> dict[str, object]:
     return {
         "scenario": scenario.name,
         "file": None if source is None else str(source),
         "file_sha256": None if source is None else hashlib.sha256(source.read_bytes()).hexdigest(),
         "seed": scenario.seed,
-        "mode": "fleet",
+        "mode": mode,
         "agents": scenario.agents,
         "policies": list(scenario.policies),
         "edgecut": metadata.version("edgecut"),
