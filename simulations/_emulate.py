@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import math
 import random
 import subprocess
@@ -111,6 +112,23 @@ async def run_emulated(
 ) -> None:
     """Run ``scenario`` once, for ``duration_s`` of wall-clock time, every group using ``policy`` (or its own)."""
     prefix = f"emulate-{uuid.uuid4().hex[:8]}"
+    quiet = logging.getLogger("edgecut.agent")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # fallbacks are expected here, and every one is in the records
+    try:
+        await _run(scenario, profiles, record, policy=policy, prefix=prefix)
+    finally:
+        quiet.setLevel(level)
+
+
+async def _run(
+    scenario: Scenario,
+    profiles: dict[str, ModelProfile],
+    record: Callable[[RequestRecord], None],
+    *,
+    policy: str | None,
+    prefix: str,
+) -> None:
     preload = [f"{name}:{cut.id}" for name, profile in profiles.items() for cut in profile.cuts if cut.id != EDGE_ONLY]
     with LocalBroker() as broker, _hub_processes(broker.url, prefix, scenario, preload) as hubs:
         await _wait_online(broker.url, prefix, scenario.hub.replicas)
