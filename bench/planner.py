@@ -55,17 +55,16 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from cloud_hub import LocalBroker
+from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
 from edge_agent._planner import Candidate, Observation, Planner
-from protocol import InferenceRequest, Topics, decode_status, encode_request
+from protocol import InferenceRequest, Topics, encode_request
 from protocol.mqtt import Connection
 from simulations import PROFILES, LinkProxy, fixed_link, preset, stretched_sessions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from protocol.mqtt import Incoming
     from simulations import LinkSpec
 
 PREFIX = "bench-planner"
@@ -111,36 +110,12 @@ class Cell:
 # --- running -------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def hub_process(broker: str, models: list[str]) -> Iterator[str]:
+def hub_process(broker: str, models: list[str]) -> HubProcess:
     """A hub in its own process (one worker, one ORT thread) with each model's chain preloaded."""
-    hub_id = f"bench-hub-{uuid.uuid4().hex[:6]}"
-    command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker, "--prefix", PREFIX, "--hub-id", hub_id]
-    command += ["--threads", "1", "--workers", "1", "--status-interval", "0.5", "--max-queue", "256"]
+    options = ["--threads", "1", "--workers", "1", "--status-interval", "0.5", "--max-queue", "256"]
     for model in models:
-        command += ["--preload", f"{model}:{CLOUD_ONLY}"]
-    with subprocess.Popen(command, stdin=subprocess.DEVNULL) as process:  # noqa: S603 - our own CLI
-        try:
-            yield hub_id
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-async def wait_online(broker: str, hub_id: str) -> None:
-    """Until the hub's status says online (its preloads done)."""
-    online = asyncio.Event()
-
-    def on_status(incoming: Incoming) -> None:
-        if decode_status(incoming.payload).state == "online":
-            online.set()
-
-    topic = Topics(PREFIX).status(hub_id)
-    async with Connection(broker, client_id=f"watch-{hub_id}", subscriptions=[(topic, 1)], on_message=on_status):
-        await asyncio.wait_for(online.wait(), 300)
+        options += ["--preload", f"{model}:{CLOUD_ONLY}"]
+    return HubProcess(broker, prefix=PREFIX, hub_id=f"bench-hub-{uuid.uuid4().hex[:6]}", options=options)
 
 
 @contextlib.contextmanager
@@ -422,8 +397,8 @@ def print_trace(cell: Cell) -> None:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"cells": [], "fleet": {}, "decision_us": {}}
     started = time.perf_counter()
-    with LocalBroker() as broker, hub_process(broker.url, args.models) as hub_id:
-        await wait_online(broker.url, hub_id)
+    with LocalBroker() as broker, hub_process(broker.url, args.models) as hub:
+        await wait_online(broker.url, PREFIX, [hub.hub_id], 300)
         cloud_ms = await hub_cloud_only_ms(broker.url)
         rate = BUSY * 1000 / cloud_ms
         print(f"hub: resnet18 cloud-only tail {cloud_ms:.1f} ms; busy = {rate:.0f} requests/s", flush=True)

@@ -2,12 +2,15 @@
 
 :class:`Hub` serves requests from a broker; :func:`run_hub` runs one until
 SIGINT/SIGTERM. :class:`LocalBroker` starts mosquitto (or the embedded iotcore
-broker) on loopback for demos, tests and the zero-setup default.
+broker) on loopback for demos, tests and the zero-setup default;
+:class:`HubProcess` runs a hub in its own process for the demo, benchmarks
+and emulations, and :func:`wait_online` waits for hubs to say they are up.
 """
 
 from cloud_hub._acl import mosquitto_acl
 from cloud_hub._broker import BrokerKind, LocalBroker, free_port, resolve_kind
 from cloud_hub._config import DEFAULT_BROKER, DEFAULT_GROUP, HubConfig, default_hub_id
+from cloud_hub._process import HubProcess, wait_online
 from cloud_hub._server import Hub
 from cloud_hub._signals import run_hub, serve_until_signalled
 from cloud_hub._store import Tail, TailStore, TailUnavailableError
@@ -18,6 +21,7 @@ __all__ = [
     "BrokerKind",
     "Hub",
     "HubConfig",
+    "HubProcess",
     "LocalBroker",
     "Tail",
     "TailStore",
@@ -28,4 +32,5 @@ __all__ = [
     "resolve_kind",
     "run_hub",
     "serve_until_signalled",
+    "wait_online",
 ]

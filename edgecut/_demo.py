@@ -12,28 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-import subprocess
 import sys
 import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloud_hub import LocalBroker
+from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
 from edgecut._demo_report import TOLERANCE, DemoReport, DemoRow, EmulatedRow, format_report
-from protocol import Topics, decode_status
-from protocol.mqtt import BrokerURL, Connection
+from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from edge_agent import ModelHalves
-    from protocol.mqtt import Incoming
 
 __all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "pick_cuts", "run_demo", "sample_images"]
 
 PREFIX = "edgecut-demo"
+_ONLINE_TIMEOUT_S = 120.0
 CONDITIONS = (("rpi4", "wifi"), ("rpi4", "3g-bus"))
 """The emulated conditions, (device profile, link preset): see ``edgecut sim link --list``."""
 
@@ -86,37 +84,12 @@ async def run_demo(
             await asyncio.to_thread(local.start)  # start() polls the port: keep it off the event loop
             _progress(f"started {local.kind} broker at {local.url}")
             broker = local.url
-        hub = stack.enter_context(_hub_process(broker))
-        await _wait_online(broker, hub)
+        hub = stack.enter_context(
+            HubProcess(broker, prefix=PREFIX, hub_id=f"demo-hub-{uuid.uuid4().hex[:6]}", options=["--threads", "1"])
+        )
+        await wait_online(broker, PREFIX, [hub.hub_id], _ONLINE_TIMEOUT_S)
+        _progress(f"hub {hub.hub_id} online (its own process)")
         return await _run_against(broker, model, requests, cuts, emulated_requests)
-
-
-@contextlib.contextmanager
-def _hub_process(broker: str) -> Iterator[str]:
-    hub_id = f"demo-hub-{uuid.uuid4().hex[:6]}"
-    command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker, "--prefix", PREFIX, "--hub-id", hub_id]
-    with subprocess.Popen([*command, "--threads", "1"], stdin=subprocess.DEVNULL) as process:  # noqa: S603
-        try:
-            yield hub_id
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-async def _wait_online(broker: str, hub_id: str) -> None:
-    online = asyncio.Event()
-
-    def on_status(incoming: Incoming) -> None:
-        if decode_status(incoming.payload).state == "online":
-            online.set()
-
-    topic = Topics(PREFIX).status(hub_id)
-    async with Connection(broker, client_id=f"demo-watch-{hub_id}", subscriptions=[(topic, 1)], on_message=on_status):
-        await asyncio.wait_for(online.wait(), 120)
-    _progress(f"hub {hub_id} online (its own process)")
 
 
 async def _run_against(

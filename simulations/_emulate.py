@@ -23,8 +23,6 @@ import dataclasses
 import logging
 import math
 import random
-import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -33,11 +31,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from cloud_hub import LocalBroker
+from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, Timeouts
-from protocol import Topics, decode_status
 from protocol.errors import ConfigError
-from protocol.mqtt import Connection
 from simulations._devices import PROFILES, stretched_sessions
 from simulations._fleet import RequestRecord
 from simulations._link import LinkSpec
@@ -47,7 +43,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from edge_agent import InferenceResult, SessionFactory
-    from protocol.mqtt import Incoming
     from simulations._calibrate import ModelProfile
     from simulations._scenario import FaultSpec, GroupSpec, Scenario
 
@@ -64,43 +59,6 @@ class _Member:
     policy: str
     agent: EdgeAgent
     proxy: LinkProxy
-
-
-@dataclasses.dataclass
-class _Hubs:
-    """The hub processes, by replica index."""
-
-    broker: str
-    prefix: str
-    scenario: Scenario
-    preload: list[str]
-    processes: dict[int, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
-
-    def start(self, index: int) -> None:
-        spec = self.scenario.hub
-        command = [sys.executable, "-m", "edgecut", "hub", "--broker", self.broker, "--prefix", self.prefix]
-        command += ["--hub-id", f"hub-{index}", "--workers", str(spec.workers), "--threads", "1"]
-        command += ["--max-queue", str(spec.max_queue), "--status-interval", str(spec.status_interval_s)]
-        for item in self.preload:
-            command += ["--preload", item]
-        self.processes[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
-
-    def kill(self, index: int) -> None:
-        process = self.processes.pop(index, None)
-        if process is not None:
-            process.kill()
-            process.wait(30)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(30)
-        self.processes.clear()
 
 
 async def run_emulated(
@@ -131,7 +89,7 @@ async def _run(
 ) -> None:
     preload = [f"{name}:{cut.id}" for name, profile in profiles.items() for cut in profile.cuts if cut.id != EDGE_ONLY]
     with LocalBroker() as broker, _hub_processes(broker.url, prefix, scenario, preload) as hubs:
-        await _wait_online(broker.url, prefix, scenario.hub.replicas)
+        await wait_online(broker.url, prefix, [hub.hub_id for hub in hubs], _ONLINE_TIMEOUT_S)
         upstream = urlsplit(broker.url)
         async with contextlib.AsyncExitStack() as stack:
             agents = []
@@ -178,30 +136,21 @@ def _device(name: str) -> SessionFactory | None:
 
 
 @contextlib.contextmanager
-def _hub_processes(broker: str, prefix: str, scenario: Scenario, preload: list[str]) -> Iterator[_Hubs]:
-    hubs = _Hubs(broker, prefix, scenario, preload)
-    try:
-        for index in range(scenario.hub.replicas):
-            hubs.start(index)
+def _hub_processes(broker: str, prefix: str, scenario: Scenario, preload: list[str]) -> Iterator[list[HubProcess]]:
+    """The replicas, started; stopped on the way out."""
+    spec = scenario.hub
+    options = ["--workers", str(spec.workers), "--threads", "1", "--max-queue", str(spec.max_queue)]
+    options += ["--status-interval", str(spec.status_interval_s)]
+    for item in preload:
+        options += ["--preload", item]
+    hubs = [
+        HubProcess(broker, prefix=prefix, hub_id=f"hub-{index}", options=options, quiet=True)
+        for index in range(spec.replicas)
+    ]
+    with contextlib.ExitStack() as stack:
+        for hub in hubs:
+            stack.enter_context(hub)
         yield hubs
-    finally:
-        hubs.stop_all()
-
-
-async def _wait_online(broker: str, prefix: str, replicas: int) -> None:
-    online: set[str] = set()
-    done = asyncio.Event()
-
-    def on_status(incoming: Incoming) -> None:
-        status = decode_status(incoming.payload)
-        if status.role == "hub" and status.state == "online":
-            online.add(status.node_id)
-            if len(online) >= replicas:
-                done.set()
-
-    topic = Topics(prefix).all_status()
-    async with Connection(broker, client_id=f"{prefix}-watch", subscriptions=[(topic, 1)], on_message=on_status):
-        await asyncio.wait_for(done.wait(), _ONLINE_TIMEOUT_S)
 
 
 async def _agent(
@@ -259,15 +208,15 @@ def _record(run: str, member: _Member, start_s: float, result: InferenceResult) 
     )
 
 
-async def _fault(fault: FaultSpec, agents: list[_Member], hubs: _Hubs, started: float) -> None:
+async def _fault(fault: FaultSpec, agents: list[_Member], hubs: list[HubProcess], started: float) -> None:
     await asyncio.sleep(max(0.0, started + fault.at_s - time.monotonic()))
     proxies = [member.proxy for member in agents if member.group.name == fault.group]
     if fault.kind == "hub-down":
-        index = fault.replica or 0
-        await asyncio.to_thread(hubs.kill, index)
+        hub = hubs[fault.replica or 0]
+        await asyncio.to_thread(hub.kill)
         if fault.for_s is not None:
             await asyncio.sleep(fault.for_s)
-            hubs.start(index)
+            hub.start()
         return
     before = [proxy.spec for proxy in proxies]
     for proxy in proxies:
