@@ -33,6 +33,29 @@ EDGE_ONLY = "output"
 """The cut after the last node: the edge runs everything, nothing is sent."""
 
 
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` to ``path`` as indented JSON with a final newline; return ``path``."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json_object(path: Path, what: str = "") -> dict[str, Any]:
+    """The JSON object in ``path``; ``what`` names the file in errors ("manifest ").
+
+    Raises:
+        ModelError: The file cannot be read, is not JSON, or holds no object.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        msg = f"cannot read {what}{path}: {exc}"
+        raise ModelError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"{path} is not a JSON object"
+        raise ModelError(msg)
+    return data
+
+
 def sha256_hex(data: bytes) -> str:
     """Return the hex sha256 of ``data`` (how models and halves are identified)."""
     return hashlib.sha256(data).hexdigest()
@@ -184,9 +207,7 @@ class Manifest:
 
     def save(self, directory: Path) -> Path:
         """Write ``manifest.json`` into ``directory`` and return its path."""
-        path = directory / MANIFEST_FILE
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_json(directory / MANIFEST_FILE, self.to_json())
 
     @classmethod
     def load(cls, directory: Path) -> Manifest:
@@ -195,13 +216,4 @@ class Manifest:
         Raises:
             ModelError: The file is missing or not a valid manifest.
         """
-        path = directory / MANIFEST_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            msg = f"cannot read manifest {path}: {exc}"
-            raise ModelError(msg) from exc
-        if not isinstance(data, dict):
-            msg = f"{path} is not a JSON object"
-            raise ModelError(msg)
-        return cls.from_json(data)
+        return cls.from_json(read_json_object(directory / MANIFEST_FILE, "manifest "))

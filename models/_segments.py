@@ -17,11 +17,18 @@ imports no ``onnx``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from models._manifest import CLOUD_ONLY, EDGE_ONLY, Manifest, TensorSpec, sha256_hex
+from models._manifest import (
+    CLOUD_ONLY,
+    EDGE_ONLY,
+    Manifest,
+    TensorSpec,
+    read_json_object,
+    sha256_hex,
+    write_json,
+)
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -175,9 +182,7 @@ class SegmentsManifest:
 
     def save(self, directory: Path) -> Path:
         """Write ``segments.json`` into ``directory`` and return its path."""
-        path = directory / SEGMENTS_FILE
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_json(directory / SEGMENTS_FILE, self.to_json())
 
     @classmethod
     def load(cls, directory: Path) -> SegmentsManifest:
@@ -186,16 +191,7 @@ class SegmentsManifest:
         Raises:
             ModelError: The file is missing or not a valid manifest.
         """
-        path = directory / SEGMENTS_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            msg = f"cannot read {path}: {exc}"
-            raise ModelError(msg) from exc
-        if not isinstance(data, dict):
-            msg = f"{path} is not a JSON object"
-            raise ModelError(msg)
-        return cls.from_json(data)
+        return cls.from_json(read_json_object(directory / SEGMENTS_FILE))
 
     def read_segments(self, directory: Path) -> list[bytes]:
         """The segment files' bytes, each checked against its sha256.
