@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import socket
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -93,11 +93,12 @@ class Backoff:
     maximum: float = 2.0
     factor: float = 2.0
 
-    def delays(self) -> Iterator[float]:
-        """Yield the pause before each next attempt, forever."""
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """Yield the pause before each next attempt, forever, drawn from ``rng`` (default: the shared one)."""
+        draw = rng.uniform if rng is not None else random.uniform
         ceiling = self.initial
         while True:
-            yield random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+            yield draw(ceiling / 2, ceiling)
             ceiling = min(self.maximum, ceiling * self.factor)
 
 
@@ -283,7 +284,7 @@ class Connection:
         will = None
         if self._will is not None:
             will = aiomqtt.Will(self._will.topic, self._will.payload, qos=1, retain=self._will.retain)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.url.host,
             self.url.port,
             username=self.url.username,
@@ -297,6 +298,29 @@ class Connection:
             tls_insecure=self.url.insecure if self._tls is not None else None,
             socket_options=(_TCP_NODELAY,),
         )
+        _fail_connect_on_close(client)
+        return client
+
+
+def _fail_connect_on_close(client: aiomqtt.Client) -> None:
+    """Make an attempt whose socket closes before the broker's CONNACK fail then, not at the connect timeout.
+
+    aiomqtt 2.5 ignores a disconnect before the CONNACK (``Client._on_disconnect``
+    returns early), so when something accepts the TCP connection and closes it
+    (a proxy or load balancer in front of a broker that is restarting) the
+    client waits out its whole 10 s timeout before the next attempt.
+    """
+    paho = client._client  # noqa: SLF001 - aiomqtt has no public hook for this; pinned below 3.0
+    handler = paho.on_disconnect
+
+    def on_disconnect(*args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
+        connecting = client._connected  # noqa: SLF001
+        if not connecting.done():
+            connecting.set_exception(aiomqtt.MqttError("the connection closed before the broker's CONNACK"))
+        if handler is not None:
+            handler(*args)
+
+    paho.on_disconnect = on_disconnect
 
 
 def _publish_properties(

@@ -91,6 +91,18 @@ async def test_publish_without_a_broker_is_a_transport_error_with_the_reason() -
         assert connection.connects == 0
 
 
+async def test_an_attempt_closed_before_the_connack_fails_at_once_and_says_so() -> None:
+    async def accept_and_close(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # as a proxy in front of a stopped broker does
+
+    server = await asyncio.start_server(accept_and_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, Connection(f"mqtt://127.0.0.1:{port}", client_id=_id("proxied"), backoff=FAST) as connection:
+        # Without the fix the first attempt waits out its 10 s connect timeout and there is no reason yet.
+        with pytest.raises(TransportError, match="closed before the broker's CONNACK"):
+            await connection.wait_connected(2)
+
+
 async def test_properties_travel_with_the_message(broker_url: str, prefix: str) -> None:
     topic = f"{prefix}/props"
     async with _receiver(broker_url, topic) as received, _connected(Connection(broker_url, client_id=_id("tx"))) as tx:
