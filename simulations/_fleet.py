@@ -11,7 +11,7 @@ a hub's retained status does. Compute times come from a measured
 factor times this host's head time; a hub takes this host's tail time.
 
 A request the hub does not answer within the agent's deadline (a replica
-down, an outage) runs its tail on the device once the deadline has passed,
+down, an outage, a broker restart) runs its tail on the device once the deadline has passed,
 as the runtime's fallback does, and tells the planner to back off. Every
 finished request is handed to ``record`` as one :class:`RequestRecord`.
 
@@ -35,6 +35,7 @@ import simpy
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, Candidate, Observation, Planner
 from protocol.errors import ConfigError
+from protocol.mqtt import Backoff
 from simulations._devices import PROFILES
 from simulations._link import Direction
 
@@ -354,6 +355,8 @@ class Fleet:
             if fault.for_s is not None:
                 yield self.env.timeout(fault.for_s)
                 hub.up = True
+        elif fault.kind == "broker-restart":
+            self._broker_restart(fault)
         elif fault.kind == "outage":
             until = self.env.now + (fault.for_s if fault.for_s is not None else math.inf)
             for agent in affected:
@@ -367,6 +370,24 @@ class Fleet:
                 yield self.env.timeout(fault.for_s)
                 for agent, (up, down) in zip(affected, before, strict=True):
                     agent.up.spec, agent.down.spec = up, down
+
+    def _broker_restart(self, fault: FaultSpec) -> None:
+        """Every client loses the broker now and reconnects on its backoff schedule once it is back.
+
+        What the broker held is lost; agents publish their open requests again
+        on reconnecting and hubs answer repeats from their reply cache, so an
+        agent's transfers wait until both it and a hub are connected again.
+        """
+        down = self.env.now
+        back = down + (fault.for_s if fault.for_s is not None else math.inf)
+        seed = self.scenario.seed
+        hubs = min(
+            _reconnected(down, back, random.Random(f"{seed}/{hub.name}/reconnect"))  # noqa: S311
+            for hub in self.hubs.replicas
+        )
+        for agent, _ in self.agents:
+            mine = _reconnected(down, back, random.Random(f"{seed}/{agent.name}/reconnect"))  # noqa: S311
+            agent.outage_until_s = max(agent.outage_until_s, mine, hubs)
 
     # --- records ----------------------------------------------------------------------------
 
@@ -440,6 +461,18 @@ def _check_policy(policy: str, group: GroupSpec, profile: ModelProfile) -> None:
             f"{group.model} ({', '.join(known)})"
         )
         raise ConfigError(msg)
+
+
+def _reconnected(down_s: float, back_s: float, rng: random.Random) -> float:
+    """When a client that lost its broker at ``down_s`` is connected again, the broker being back at ``back_s``."""
+    if math.isinf(back_s):
+        return back_s
+    attempt = down_s
+    for pause in Backoff().delays(rng):
+        attempt += pause
+        if attempt >= back_s:
+            return attempt
+    return attempt  # pragma: no cover - delays() never ends
 
 
 def models_of(scenario: Scenario) -> Iterator[str]:

@@ -4,13 +4,18 @@ A scenario names hub replicas, groups of agents (how many, which model, on
 which device and link, how requests arrive, which cut policy) and timed
 faults. Every problem in a file is reported at once, each with its field
 path (``groups[1].link: no link preset named 'lte'``); unknown keys are
-refused, so a misspelt key never falls back to a default silently. Defaults
+refused, so a misspelt key never falls back to a default silently; a
+problem names the file's line too when the key is written there as
+``key = value`` under its table's header. Defaults
 live on the dataclass fields only. Example::
 
     name = "bandwidth drop"
     seed = 1
     duration_s = 60
     policies = ["edge", "cloud", "auto"]   # the whole scenario once per policy
+
+    [broker]
+    kind = "auto"                                # embedded | mosquitto | auto | external (with url)
 
     [hub]
     replicas = 1
@@ -27,7 +32,7 @@ live on the dataclass fields only. Example::
 
     [[faults]]
     at_s = 20
-    kind = "bandwidth"                           # bandwidth | outage | hub-down
+    kind = "bandwidth"                           # bandwidth | outage | hub-down | broker-restart
     group = "cameras"
     rate = "2mbit"
     for_s = 20
@@ -37,10 +42,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from protocol.errors import ConfigError
+from protocol.mqtt import BrokerURL
 from simulations._devices import PROFILES
 from simulations._presets import PRESET_NAMES, fixed_link, preset
 from simulations._tc import parse_duration_ms, parse_rate
@@ -51,9 +58,25 @@ if TYPE_CHECKING:
     from simulations._link import LinkSpec
 
 Arrival = Literal["poisson", "closed"]
-FaultKind = Literal["bandwidth", "outage", "hub-down"]
+FaultKind = Literal["bandwidth", "outage", "hub-down", "broker-restart"]
+BrokerKind = Literal["auto", "embedded", "mosquitto", "external"]
 POLICIES = ("edge", "cloud", "auto")
 """Cut policies by name; any other policy is a cut id of the group's model."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerSpec:
+    """The broker emulate mode runs (fleet mode models a broker that adds nothing but its restarts).
+
+    Attributes:
+        kind: ``embedded`` (the broker from PyPI), ``mosquitto``, ``auto``
+            (mosquitto when installed, else embedded) or ``external`` (one
+            already running at ``url``, which a scenario cannot restart).
+        url: The external broker's URL, with ``kind = "external"``.
+    """
+
+    kind: BrokerKind = "auto"
+    url: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,8 +133,10 @@ class FaultSpec:
     Attributes:
         at_s: When, from the start.
         kind: ``bandwidth`` (a group's links change rate both ways), ``outage``
-            (a group's links carry nothing) or ``hub-down`` (a replica stops,
-            losing what it holds, and comes back after ``for_s``).
+            (a group's links carry nothing), ``hub-down`` (a replica stops,
+            losing what it holds, and comes back after ``for_s``) or
+            ``broker-restart`` (the broker stops, losing what it holds, and
+            starts again on the same port after ``for_s``).
         for_s: How long it lasts (``None``: to the end).
         group: The group, for link faults.
         rate_bit_s: The new rate, for ``bandwidth``.
@@ -137,6 +162,7 @@ class Scenario:
         duration_s: Simulated seconds of requests.
         policies: When set, the scenario runs once per policy, every group
             using it; else each group's own policy, in one run.
+        broker: The broker, in emulate mode.
         hub: The hub replicas.
         groups: The agents.
         faults: What happens when.
@@ -147,6 +173,7 @@ class Scenario:
     seed: int = 0
     duration_s: float = 60.0
     policies: tuple[str, ...] = ()
+    broker: BrokerSpec = BrokerSpec()
     hub: HubSpec = HubSpec()
     groups: tuple[GroupSpec, ...]
     faults: tuple[FaultSpec, ...] = ()
@@ -164,22 +191,31 @@ def load_scenario(path: Path) -> Scenario:
         ConfigError: The file cannot be read, is not TOML, or is not a valid scenario.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except OSError as exc:
         msg = f"cannot read scenario {path}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
     except tomllib.TOMLDecodeError as exc:
         msg = f"{path}: not TOML: {exc}"
         raise ConfigError(msg) from exc
-    return parse_scenario(data, source=str(path))
+    return parse_scenario(data, source=str(path), text=text)
 
 
-def parse_scenario(data: dict[str, Any], *, source: str = "scenario") -> Scenario:
-    """Check a scenario given as the dict TOML gives (see :func:`load_scenario`)."""
+def parse_scenario(data: dict[str, Any], *, source: str = "scenario", text: str = "") -> Scenario:
+    """Check a scenario given as the dict TOML gives (see :func:`load_scenario`).
+
+    Args:
+        data: The parsed TOML.
+        source: The file's name, for messages.
+        text: The file's text, to name the line of each problem.
+    """
     reader = _Reader(source)
     scenario = reader.scenario(data)
     if reader.problems:
-        msg = f"{source}: {len(reader.problems)} problem(s):\n" + "\n".join(f"  {p}" for p in reader.problems)
+        lines = _key_lines(text)
+        named = [_with_line(problem, lines) for problem in reader.problems]
+        msg = f"{source}: {len(named)} problem(s):\n" + "\n".join(f"  {p}" for p in named)
         raise ConfigError(msg)
     assert scenario is not None  # noqa: S101 - no problems means a scenario was built
     return scenario
@@ -196,11 +232,13 @@ class _Reader:
         self.problems.append(f"{where}: {message}")
 
     def scenario(self, data: dict[str, Any]) -> Scenario | None:
-        self._known(data, "", {"name", "description", "seed", "duration_s", "policies", "hub", "groups", "faults"})
+        top = {"name", "description", "seed", "duration_s", "policies", "broker", "hub", "groups", "faults"}
+        self._known(data, "", top)
         name = self._str(data, "name", "", required=True) or "scenario"
         description = self._str(data, "description", "") or ""
         seed = self._number(data, "seed", "", default=0, integer=True)
         duration = self._number(data, "duration_s", "", default=60.0, positive=True)
+        broker = self._broker(data.get("broker", {}))
         hub = self._hub(data.get("hub", {}))
         raw_groups = data.get("groups")
         if not isinstance(raw_groups, list) or not raw_groups:
@@ -223,7 +261,11 @@ class _Reader:
             self.problem("faults", "must be [[faults]] tables")
             raw_faults = []
         faults = [self._fault(item, f"faults[{index}]", set(names), hub) for index, item in enumerate(raw_faults)]
-        if self.problems or hub is None:
+        external = broker is not None and broker.kind == "external"
+        for index, fault in enumerate(faults):
+            if external and fault is not None and fault.kind == "broker-restart":
+                self.problem(f"faults[{index}].kind", "an external broker cannot be restarted by a scenario")
+        if self.problems or hub is None or broker is None:
             return None
         return Scenario(
             name=name,
@@ -231,10 +273,32 @@ class _Reader:
             seed=int(seed),
             duration_s=float(duration),
             policies=tuple(policies),
+            broker=broker,
             hub=hub,
             groups=tuple(group for group in groups if group is not None),
             faults=tuple(sorted((f for f in faults if f is not None), key=lambda fault: fault.at_s)),
         )
+
+    def _broker(self, data: object) -> BrokerSpec | None:
+        if not isinstance(data, dict):
+            self.problem("broker", "must be a [broker] table")
+            return None
+        self._known(data, "broker.", {"kind", "url"})
+        url = self._str(data, "url", "broker.")
+        kind = self._str(data, "kind", "broker.") or ("external" if url else BrokerSpec().kind)
+        if kind not in get_args(BrokerKind):
+            self.problem("broker.kind", f"must be one of {', '.join(get_args(BrokerKind))}, not {kind!r}")
+            return None
+        if (kind == "external") != (url is not None):
+            self.problem("broker.url", "is needed with kind = 'external', and only then")
+            return None
+        if url is not None:
+            try:
+                BrokerURL.parse(url)
+            except ConfigError as exc:
+                self.problem("broker.url", str(exc))
+                return None
+        return BrokerSpec(kind=kind, url=url)  # type: ignore[arg-type]  # checked above
 
     def _hub(self, data: object) -> HubSpec | None:
         if not isinstance(data, dict):
@@ -391,3 +455,38 @@ class _Reader:
             self.problem(f"{prefix}{key}", f"must be positive, not {value!r}")
             return default
         return float(value)
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_PATH = re.compile(r"^([A-Za-z0-9_.\[\]-]+): ")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each ``key = value`` in ``text``, by field path (``groups[1].link``), and of each table header."""
+    lines: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _HEADER.match(line):
+            name = header[2]
+            if header[1] == "[[":
+                index = counts[name] = counts.get(name, -1) + 1
+                table = f"{name}[{index}]"
+            else:
+                table = name
+            lines.setdefault(table, number)
+        elif key := _KEY.match(line):
+            lines.setdefault(f"{table}.{key[1]}" if table else key[1], number)
+    return lines
+
+
+def _with_line(problem: str, lines: dict[str, int]) -> str:
+    """``problem`` prefixed with the line of its field (or of the nearest enclosing table) when known."""
+    match = _PATH.match(problem)
+    path = match[1] if match else ""
+    while path:
+        if path in lines:
+            return f"line {lines[path]}: {problem}"
+        path = path.rpartition(".")[0]
+    return problem

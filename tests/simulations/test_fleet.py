@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 from typing import TYPE_CHECKING
 
 import pytest
 
 from edgecut._cli import main
 from edgecut._exit import ExitCode
+from protocol.mqtt import Backoff
 from simulations._calibrate import CutCost, ModelProfile, save_profiles
-from simulations._fleet import Fleet, RequestRecord
+from simulations._fleet import Fleet, RequestRecord, _reconnected
 from simulations._report import percentile, read_records, summarise
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
@@ -136,6 +139,27 @@ def test_an_outage_holds_the_links_until_it_ends() -> None:
     held = [r for r in records if 5 <= r.start_s < 7.5 and not r.fallback]
     assert held
     assert all(r.start_s + r.total_ms / 1000 >= 8 for r in held)
+
+
+def test_a_broker_restart_holds_every_agent_until_it_and_a_hub_have_reconnected() -> None:
+    faults = [{"at_s": 5, "kind": "broker-restart", "for_s": 2}]
+    records = _records(_scenario(faults=faults), "cloud")
+    during = [r for r in records if 5 <= r.start_s < 7]
+    assert during
+    finished = [r.start_s + r.total_ms / 1000 for r in during if not r.fallback]
+    assert finished
+    assert all(end >= 7 for end in finished)  # nobody is answered while the broker is away
+    assert max(finished) < 7 + 2 + 1  # reconnected within the backoff's cap, and answered
+    before = [r for r in records if r.start_s < 4.5]
+    assert all(not r.fallback for r in before)
+
+
+def test_reconnects_follow_the_backoff_schedule() -> None:
+    rng = random.Random(1)
+    assert _reconnected(10.0, 10.0, rng) > 10.0  # the first attempt comes after a pause
+    at = _reconnected(0.0, 5.0, random.Random(2))
+    assert 5.0 <= at <= 5.0 + Backoff().maximum
+    assert _reconnected(0.0, math.inf, rng) == math.inf
 
 
 def test_a_policy_naming_no_candidate_cut_is_refused() -> None:

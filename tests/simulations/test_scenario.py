@@ -98,3 +98,51 @@ def test_files_that_are_not_toml_or_not_there_are_config_errors(tmp_path: Path) 
         load_scenario(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="no bundled scenario of that name; bundled: "):
         find("no-such-scenario")
+
+
+def test_a_problem_in_a_file_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "lines.toml"
+    path.write_text(
+        'name = "lines"\n'
+        "\n"
+        "[[groups]]\n"
+        'name = "a"\n'
+        'link = "wifi"\n'
+        "\n"
+        "[[groups]]\n"
+        'name = "b"\n'
+        'link = "lte"\n'
+        "count = 0\n"
+        "\n"
+        "[[faults]]\n"
+        'kind = "meteor"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path)
+    text = str(caught.value)
+    assert "line 9: groups[1].link: no link preset named 'lte'" in text
+    assert "line 10: groups[1].count: must be positive" in text
+    assert "line 13: faults[0].kind: must be one of" in text
+    assert "line 12: faults[0].at_s:" in text  # missing: the line of its table
+
+
+def test_the_broker_is_embedded_mosquitto_auto_or_an_external_url() -> None:
+    assert parse_scenario(GOOD).broker.kind == "auto"
+    assert parse_scenario(GOOD | {"broker": {"kind": "embedded"}}).broker.kind == "embedded"
+    external = parse_scenario(GOOD | {"broker": {"url": "mqtt://10.0.0.5:1883"}}).broker
+    assert (external.kind, external.url) == ("external", "mqtt://10.0.0.5:1883")
+    for broker, expected in (
+        ({"kind": "rabbit"}, "broker.kind: must be one of auto, embedded, mosquitto, external"),
+        ({"kind": "external"}, "broker.url: is needed with kind = 'external', and only then"),
+        ({"kind": "mosquitto", "url": "mqtt://h:1883"}, "broker.url: is needed with kind = 'external'"),
+        ({"url": "http://h"}, "broker.url:"),
+    ):
+        with pytest.raises(ConfigError, match=expected):
+            parse_scenario(GOOD | {"broker": broker})
+
+
+def test_an_external_broker_cannot_be_restarted_by_a_scenario() -> None:
+    restart = [{"at_s": 5, "kind": "broker-restart", "for_s": 2}]
+    assert parse_scenario(GOOD | {"faults": restart}).faults[0].kind == "broker-restart"
+    with pytest.raises(ConfigError, match=r"faults\[0\].kind: an external broker cannot be restarted"):
+        parse_scenario(GOOD | {"broker": {"url": "mqtt://10.0.0.5:1883"}, "faults": restart})
