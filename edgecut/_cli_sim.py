@@ -7,7 +7,6 @@ import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from edgecut._exit import ExitCode
 from edgecut._wait import signalled
@@ -262,20 +261,12 @@ async def _serve(spec: LinkSpec, upstream: BrokerURL, args: argparse.Namespace) 
         LinkProxy(spec, upstream=(upstream.host, upstream.port), port=args.port, seed=args.seed) as proxy,
         signalled() as stop,
     ):
-        url = _through(args.upstream, proxy.port)
+        url = proxy.url_for(args.upstream)
         if args.json:
             print(json.dumps({"url": url, "link": spec.name, "source": spec.source}), flush=True)  # noqa: T201
         else:
             print(f"link {spec.name} at {url} (Ctrl+C to stop)\n  {spec.source}", flush=True)  # noqa: T201
         await stop.wait()
-
-
-def _through(upstream: str, port: int) -> str:
-    """The broker URL ``upstream`` with its host and port replaced by the proxy's; user, options kept."""
-    parts = urlsplit(upstream)
-    user = parts.netloc.rpartition("@")[0]
-    netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _print_tc(spec: LinkSpec, interface: str, *, as_json: bool) -> None:

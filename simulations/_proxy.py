@@ -6,7 +6,9 @@ the broker and carries the bytes both ways, each direction through its own
 out at the time the model gives, in order, sliced so that a large message
 trickles out at the link's rate. When a direction holds ``queue_bytes`` in
 flight, the proxy stops reading from the sender and TCP's flow control pushes
-back on it.
+back on it. During an outage (:meth:`LinkProxy.cut_off`) nothing comes
+out: what is read waits, as TCP would retransmit it, and goes once the link
+is back.
 
 Both sockets of a connection have TCP_NODELAY set: the proxy adds only the
 delays it models (docs/links.md measures its own overhead).
@@ -21,6 +23,7 @@ import logging
 import random
 import socket
 from typing import TYPE_CHECKING, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from simulations._link import Direction, DirectionSpec, LinkSpec
 
@@ -59,6 +62,8 @@ class LinkProxy:
         self._relays: set[tuple[Direction, Direction]] = set()
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._passing = asyncio.Event()
+        self._passing.set()
         self.connections = 0
         """Connections accepted so far."""
 
@@ -70,11 +75,26 @@ class LinkProxy:
             raise RuntimeError(msg)
         return int(self._server.sockets[0].getsockname()[1])
 
+    def url_for(self, broker: str) -> str:
+        """The broker URL ``broker`` with its host and port replaced by the proxy's; user and options kept."""
+        parts = urlsplit(broker)
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@{self._host}:{self.port}" if user else f"{self._host}:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
     def set_spec(self, spec: LinkSpec) -> None:
         """Shape every connection, open ones included, with ``spec`` from their next chunk on."""
         self.spec = spec
         for up, down in self._relays:
             up.spec, down.spec = spec.up, spec.down
+
+    def cut_off(self) -> None:
+        """Start an outage: every connection holds what it reads until :meth:`restore`."""
+        self._passing.clear()
+
+    def restore(self) -> None:
+        """End an outage: what was held goes out, then everything as before."""
+        self._passing.set()
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, self._host, self._port)
@@ -118,7 +138,8 @@ class LinkProxy:
             _nodelay(writer)
         try:
             await asyncio.gather(
-                _pump(client_reader, upstream_writer, relay[0]), _pump(upstream_reader, client_writer, relay[1])
+                _pump(client_reader, upstream_writer, relay[0], self._passing),
+                _pump(upstream_reader, client_writer, relay[1], self._passing),
             )
         finally:
             self._relays.discard(relay)
@@ -132,8 +153,10 @@ class LinkProxy:
                 self._tasks.discard(task)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: Direction) -> None:
-    """Carry one direction: read, ask the model when each slice comes out, write it then, in order."""
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: Direction, passing: asyncio.Event
+) -> None:
+    """Carry one direction: read, ask the model when each slice comes out, write it then (or after an outage)."""
     loop = asyncio.get_running_loop()
     queue: collections.deque[tuple[float, bytes]] = collections.deque()
     held = _Held(direction.spec)
@@ -167,6 +190,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dire
             delay = due - loop.time()
             if delay > _TIMER_RESOLUTION_S:
                 await asyncio.sleep(delay)
+            await passing.wait()
             writer.write(piece)
             held.remove(len(piece))
             await writer.drain()

@@ -160,6 +160,30 @@ async def test_an_unreachable_upstream_closes_the_client_connection() -> None:
         await writer.wait_closed()
 
 
+async def test_an_outage_holds_every_byte_until_the_link_is_back_and_loses_none() -> None:
+    received = asyncio.Event()
+
+    async def counting_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(1)
+        received.set()
+        await _sink(reader, writer)
+
+    server = await asyncio.start_server(counting_sink, "127.0.0.1", 0)
+    upstream = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    spec = LinkSpec(name="plain", up=DirectionSpec(), down=DirectionSpec())
+    async with server, LinkProxy(spec, upstream=upstream) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        proxy.cut_off()
+        writer.write(b"!" + (4).to_bytes(8, "big") + b"ping")
+        await writer.drain()
+        with pytest.raises(TimeoutError):  # held, not lost: a plain relay delivers this within milliseconds
+            await asyncio.wait_for(received.wait(), 0.3)
+        proxy.restore()
+        assert await reader.readexactly(12) == (4).to_bytes(8, "big") + b"ping"
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_a_new_spec_applies_to_open_connections() -> None:
     server = await asyncio.start_server(_sink, "127.0.0.1", 0)
     upstream = ("127.0.0.1", server.sockets[0].getsockname()[1])
