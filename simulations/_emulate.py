@@ -1,15 +1,17 @@
 """Emulate mode: a scenario on real processes and sockets, in wall-clock time.
 
-A broker (``LocalBroker``: mosquitto, else the embedded one), hub replicas as
-``edgecut hub`` processes (one ORT thread per worker, every candidate cut of
-every model preloaded), and the scenario's agents: real
-:class:`edge_agent.EdgeAgent` objects, each behind its own emulated link
-(:class:`simulations.LinkProxy`) and running as a device of its profile's
-speed (:func:`simulations.stretched_sessions`). The agents run in this
-process, on one event loop, so tens of them are the practical limit on a
-small machine. Arrivals draw from the same named streams as fleet mode.
-Faults act on the real things: a link's proxy changes rate, a hub process
-is killed and started again (outages: fleet mode only, for now).
+The scenario's broker (``[broker]``: the embedded one, mosquitto, or an
+external URL), hub replicas as ``edgecut hub`` processes (one ORT thread per
+worker, every candidate cut of every model preloaded), and the scenario's
+agents: real :class:`edge_agent.EdgeAgent` objects, each in a process of its
+own (:mod:`simulations._agent_process`) behind its own emulated link
+(:class:`simulations.LinkProxy`, in this process) and running as a device of
+its profile's speed (:func:`simulations.stretched_sessions`). Every process
+shares this machine's cores, so tens of agents are the practical limit.
+Arrivals draw from the same named streams as fleet mode. Faults act on the
+real things: a link's proxy changes rate or holds everything (an outage), a
+hub process is killed and started again, the broker is stopped and started
+again on its port.
 
 Every finished request becomes the same :class:`RequestRecord` fleet mode
 writes (times in seconds from the run's start).
@@ -20,44 +22,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
-import math
-import random
-import time
+import tempfile
 import uuid
-import zlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from cloud_hub import HubProcess, LocalBroker, wait_online
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, Timeouts
-from protocol.errors import ConfigError
-from simulations._devices import PROFILES, stretched_sessions
-from simulations._fleet import RequestRecord
+from edge_agent import EDGE_ONLY
+from simulations._agent_process import AgentConfig, AgentProcess
 from simulations._link import LinkSpec
 from simulations._proxy import LinkProxy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from edge_agent import InferenceResult, SessionFactory
     from simulations._calibrate import ModelProfile
-    from simulations._scenario import FaultSpec, GroupSpec, Scenario
+    from simulations._fleet import RequestRecord
+    from simulations._scenario import BrokerSpec, FaultSpec, GroupSpec, Scenario
 
-_POLICY_CUTS = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}
 _ONLINE_TIMEOUT_S = 120.0
+_READY_TIMEOUT_S = 120.0
+_BROKER_KINDS = {"embedded": "iotcore", "mosquitto": "mosquitto", "auto": "auto"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Member:
-    """One emulated agent: its name, group, policy, the agent and its link."""
+    """One emulated agent: its group, its process and its link."""
 
-    name: str
     group: GroupSpec
-    policy: str
-    agent: EdgeAgent
+    process: AgentProcess
     proxy: LinkProxy
 
 
@@ -68,71 +62,81 @@ async def run_emulated(
     *,
     policy: str | None = None,
 ) -> None:
-    """Run ``scenario`` once, for ``duration_s`` of wall-clock time, every group using ``policy`` (or its own)."""
+    """Run ``scenario`` once, for ``duration_s`` of wall-clock time, every group using ``policy`` (or its own).
+
+    Raises:
+        EmulationError: An agent process did not start or died.
+        TransportError: The broker did not start.
+    """
     prefix = f"emulate-{uuid.uuid4().hex[:8]}"
-    quiet = logging.getLogger("edgecut.agent")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # fallbacks are expected here, and every one is in the records
-    try:
-        await _run(scenario, profiles, record, policy=policy, prefix=prefix)
-    finally:
-        quiet.setLevel(level)
-
-
-async def _run(
-    scenario: Scenario,
-    profiles: dict[str, ModelProfile],
-    record: Callable[[RequestRecord], None],
-    *,
-    policy: str | None,
-    prefix: str,
-) -> None:
     preload = [f"{name}:{cut.id}" for name, profile in profiles.items() for cut in profile.cuts if cut.id != EDGE_ONLY]
-    with LocalBroker() as broker, _hub_processes(broker.url, prefix, scenario, preload) as hubs:
-        await wait_online(broker.url, prefix, [hub.hub_id for hub in hubs], _ONLINE_TIMEOUT_S)
-        upstream = urlsplit(broker.url)
+    with (
+        tempfile.TemporaryDirectory(prefix="edgecut-emulate-") as logs,
+        _broker(scenario.broker) as (url, broker),
+        _hub_processes(url, prefix, scenario, preload) as hubs,
+    ):
+        await wait_online(url, prefix, [hub.hub_id for hub in hubs], _ONLINE_TIMEOUT_S)
         async with contextlib.AsyncExitStack() as stack:
-            agents = []
+            members = []
             for group in scenario.groups:
-                chosen = policy or group.policy
                 for index in range(group.count):
-                    name = f"{group.name}-{index}"
-                    proxy = await stack.enter_async_context(
-                        LinkProxy(
-                            group.link, upstream=(upstream.hostname or "", upstream.port or 0), seed=scenario.seed
-                        )
-                    )
-                    url = broker.url.replace(f":{upstream.port}", f":{proxy.port}")
-                    agent = await stack.enter_async_context(
-                        EdgeAgent(
-                            url,
-                            model=group.model,
-                            cut="auto" if chosen == "auto" else _POLICY_CUTS.get(chosen, chosen),
-                            agent_id=name,
-                            prefix=prefix,
-                            threads=1,
-                            session_factory=_device(group.device),
-                            timeouts=Timeouts(request=group.deadline_s, retry=None),
-                            state_dir=None,
-                        )
-                    )
-                    agents.append(_Member(name, group, chosen, agent, proxy))
-            started = time.monotonic()
-            run = policy or "scenario"
-            tasks = [
-                asyncio.create_task(_agent(member, scenario, started=started, record=record, run=run))
-                for member in agents
-            ]
-            tasks += [asyncio.create_task(_fault(fault, agents, hubs, started)) for fault in scenario.faults]
+                    proxy = await stack.enter_async_context(_proxy(group.link, url, scenario.seed))
+                    config = _config(scenario, group, index, policy, url=proxy.url_for(url), prefix=prefix)
+                    process = AgentProcess(config, record, log=Path(logs) / f"{config.name}.log")
+                    stack.push_async_callback(process.stop)
+                    members.append(_Member(group, process, proxy))
+            starts = await asyncio.gather(
+                *(member.process.start(_READY_TIMEOUT_S) for member in members), return_exceptions=True
+            )
+            for failure in starts:
+                if isinstance(failure, BaseException):
+                    raise failure
+            started = asyncio.get_running_loop().time()  # the monotonic clock the children share
+            for member in members:
+                member.process.go(started)
+            faults = [asyncio.create_task(_fault(f, members, hubs, broker, started)) for f in scenario.faults]
             await asyncio.sleep(scenario.duration_s)
-            for task in tasks:
+            for task in faults:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*faults, return_exceptions=True)
+            await asyncio.gather(*(member.process.stop() for member in members))
+            for member in members:
+                member.process.check()
 
 
-def _device(name: str) -> SessionFactory | None:
-    factor = PROFILES[name].factor
-    return stretched_sessions(factor) if factor > 1 else None
+def _config(
+    scenario: Scenario, group: GroupSpec, index: int, policy: str | None, *, url: str, prefix: str
+) -> AgentConfig:
+    return AgentConfig(
+        run=policy or "scenario",
+        name=f"{group.name}-{index}",
+        group=group.name,
+        policy=policy or group.policy,
+        model=group.model,
+        device=group.device,
+        url=url,
+        prefix=prefix,
+        seed=scenario.seed,
+        arrival=group.arrival,
+        rate_hz=group.rate_hz,
+        think_s=group.think_s,
+        deadline_s=group.deadline_s,
+    )
+
+
+@contextlib.contextmanager
+def _broker(spec: BrokerSpec) -> Iterator[tuple[str, LocalBroker | None]]:
+    """The broker's URL, and the broker when this run started it (an external one is only connected to)."""
+    if spec.url is not None:
+        yield spec.url, None
+        return
+    with LocalBroker(kind=_BROKER_KINDS[spec.kind]) as broker:  # type: ignore[arg-type]  # a checked kind
+        yield broker.url, broker
+
+
+def _proxy(link: LinkSpec, broker: str, seed: int) -> LinkProxy:
+    upstream = urlsplit(broker)
+    return LinkProxy(link, upstream=(upstream.hostname or "", upstream.port or 1883), seed=seed)
 
 
 @contextlib.contextmanager
@@ -153,71 +157,36 @@ def _hub_processes(broker: str, prefix: str, scenario: Scenario, preload: list[s
         yield hubs
 
 
-async def _agent(
-    member: _Member, scenario: Scenario, *, started: float, record: Callable[[RequestRecord], None], run: str
+async def _fault(
+    fault: FaultSpec, members: list[_Member], hubs: list[HubProcess], broker: LocalBroker | None, started: float
 ) -> None:
-    name, group, agent = member.name, member.group, member.agent
-    arrivals = random.Random(f"{scenario.seed}/{name}/arrivals")  # noqa: S311 - the fleet's stream, by name
-    spec = agent.model.inputs[0]
-    shape = tuple(dim if isinstance(dim, int) else 1 for dim in spec.shape[1:])
-    rng = np.random.default_rng(zlib.crc32(f"{scenario.seed}/{name}/inputs".encode()))
-    inputs = rng.integers(0, 256, shape).astype(spec.dtype)
-    pending: set[asyncio.Task[None]] = set()
-
-    async def one() -> None:
-        at = time.monotonic()
-        result = await agent.infer(inputs)
-        record(_record(run, member, at - started, result))
-
-    try:
-        if group.arrival == "closed":
-            while True:
-                await one()
-                await asyncio.sleep(group.think_s)
-        await asyncio.sleep(arrivals.uniform(0, 1 / group.rate_hz))
-        while True:
-            task = asyncio.create_task(one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            await asyncio.sleep(arrivals.expovariate(group.rate_hz))
-    finally:
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _record(run: str, member: _Member, start_s: float, result: InferenceResult) -> RequestRecord:
-    timings = result.timings
-    return RequestRecord(
-        run=run,
-        group=member.group.name,
-        agent=member.name,
-        policy=member.policy,
-        start_s=start_s,
-        cut=result.cut_id,
-        bytes_up=result.bytes_sent,
-        edge_ms=timings.edge_ms + timings.encode_ms,
-        network_ms=timings.network_ms,
-        hub_queue_ms=timings.hub_queue_ms,
-        hub_compute_ms=timings.hub_compute_ms,
-        fallback_ms=timings.fallback_ms,
-        total_ms=timings.total_ms,
-        predicted_ms=result.predicted_ms if not math.isnan(result.predicted_ms) else math.nan,
-        fallback=result.fallback or "",
-        hub=result.hub_id or "",
-    )
-
-
-async def _fault(fault: FaultSpec, agents: list[_Member], hubs: list[HubProcess], started: float) -> None:
-    await asyncio.sleep(max(0.0, started + fault.at_s - time.monotonic()))
-    proxies = [member.proxy for member in agents if member.group.name == fault.group]
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, started + fault.at_s - loop.time()))
+    proxies = [member.proxy for member in members if member.group.name == fault.group]
     if fault.kind == "hub-down":
         hub = hubs[fault.replica or 0]
         await asyncio.to_thread(hub.kill)
         if fault.for_s is not None:
             await asyncio.sleep(fault.for_s)
             hub.start()
-        return
+    elif fault.kind == "broker-restart":
+        assert broker is not None  # noqa: S101 - the scenario refuses restarts of an external broker
+        await asyncio.to_thread(broker.stop)
+        if fault.for_s is not None:
+            await asyncio.sleep(fault.for_s)
+            await asyncio.to_thread(broker.start)
+    elif fault.kind == "outage":
+        for proxy in proxies:
+            proxy.cut_off()
+        if fault.for_s is not None:
+            await asyncio.sleep(fault.for_s)
+            for proxy in proxies:
+                proxy.restore()
+    else:
+        await _bandwidth(fault, proxies)
+
+
+async def _bandwidth(fault: FaultSpec, proxies: list[LinkProxy]) -> None:
     before = [proxy.spec for proxy in proxies]
     for proxy in proxies:
         up = dataclasses.replace(proxy.spec.up, rate_bit_s=fault.rate_bit_s, trace=None)
@@ -227,15 +196,3 @@ async def _fault(fault: FaultSpec, agents: list[_Member], hubs: list[HubProcess]
         await asyncio.sleep(fault.for_s)
         for proxy, spec in zip(proxies, before, strict=True):
             proxy.set_spec(spec)
-
-
-def check_emulatable(scenario: Scenario) -> None:
-    """Refuse what emulate mode cannot do yet (an outage: the proxy has no blackhole).
-
-    Raises:
-        ConfigError: The scenario has an outage fault.
-    """
-    for index, fault in enumerate(scenario.faults):
-        if fault.kind == "outage":
-            msg = f"faults[{index}]: outages run in fleet mode only for now (the link proxy cannot hold bytes back)"
-            raise ConfigError(msg)

@@ -27,7 +27,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from simulations._calibrate import load_profiles, measure_profile, save_profiles
-from simulations._emulate import check_emulatable, run_emulated
+from simulations._emulate import run_emulated
 from simulations._fleet import Fleet, RequestRecord, models_of
 from simulations._report import summarise, write_header, write_record
 
@@ -80,7 +80,8 @@ def run_scenario(
             and sockets, wall-clock time: :mod:`simulations._emulate`).
 
     Raises:
-        ConfigError: A policy names no candidate cut, or emulate mode cannot run the scenario.
+        ConfigError: A policy names no candidate cut.
+        EmulationError: In emulate mode, an agent process did not start or died.
     """
     started, wall = time.time(), time.perf_counter()
     profiles = _profiles(scenario, profiles_file)
@@ -93,8 +94,6 @@ def run_scenario(
 
     runs: list[str | None] = list(scenario.policies) or [None]
     fleets = [Fleet(scenario, profiles, record, policy=policy) for policy in runs]  # every policy checked first
-    if mode == "emulate":
-        check_emulatable(scenario)
     out.mkdir(parents=True, exist_ok=True)
     save_profiles(profiles, out / "profiles.json")
     try:

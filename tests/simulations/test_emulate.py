@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
 
-from protocol.errors import ConfigError
+from simulations._agent_process import EmulationError
+from simulations._emulate import run_emulated
 from simulations._report import read_records, summarise
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
@@ -63,7 +65,31 @@ def test_a_killed_hub_replica_leaves_the_other_to_answer(tmp_path: Path) -> None
     assert all(r.hub == "hub-1" or r.fallback for r in late)  # hub-0 is gone: never an answer from it
 
 
-def test_outages_are_refused_in_emulate_mode(tmp_path: Path) -> None:
-    faults = [{"at_s": 1, "kind": "outage", "group": "cams", "for_s": 1}]
-    with pytest.raises(ConfigError, match="outages run in fleet mode only"):
-        run_scenario(parse_scenario(_scenario(faults=faults)), tmp_path, mode="emulate")
+def test_an_outage_holds_the_groups_links_and_nothing_is_answered_through_it(tmp_path: Path) -> None:
+    faults = [{"at_s": 1, "kind": "outage", "group": "cams", "for_s": 1.5}]
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=4, faults=faults))
+    run_scenario(scenario, tmp_path, mode="emulate", report=False)
+    records = read_records(tmp_path / "requests.csv")
+    answered = [r for r in records if r.hub]
+    assert any(r.start_s < 1 for r in answered)
+    assert any(r.start_s > 2.5 for r in answered)  # the link came back
+    held = [r for r in answered if 1.1 <= r.start_s < 2.4]
+    assert all(r.start_s + r.total_ms / 1000 >= 2.5 for r in held)  # none answered while the link was out
+
+
+def test_through_a_broker_restart_requests_are_answered_or_fall_back_and_the_agents_come_back(tmp_path: Path) -> None:
+    faults = [{"at_s": 1, "kind": "broker-restart", "for_s": 1}]
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=6, faults=faults))
+    run_scenario(scenario, tmp_path, mode="emulate", report=False)
+    records = read_records(tmp_path / "requests.csv")
+    assert any(r.hub for r in records if r.start_s < 1)
+    assert any(r.hub for r in records if r.start_s > 4.5)  # agents and hub reconnected through the restart
+    during = [r for r in records if 1.1 <= r.start_s < 1.9]
+    assert all(r.fallback or r.start_s + r.total_ms / 1000 >= 2 for r in during)
+    assert all(r.total_ms < 2000 + 500 for r in records)  # none waited past its 2 s deadline and fallback
+
+
+def test_an_agent_that_cannot_start_fails_the_run_with_its_log() -> None:
+    scenario = parse_scenario(_scenario(policies=["no-such-cut"], duration_s=1))
+    with pytest.raises(EmulationError, match=r"emulated agent cams-0 exited before it was ready; its log .* ends:"):
+        asyncio.run(run_emulated(scenario, {}, [].append, policy="no-such-cut"))  # past the run's own checks
