@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -14,6 +15,9 @@ from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Iterator
+
+    from rich.progress import TaskID
 
     from protocol.mqtt import BrokerURL
     from simulations import LinkSpec
@@ -118,6 +122,8 @@ def _run(args: argparse.Namespace) -> ExitCode:
         msg = "give a SCENARIO file or bundled name (--list shows them)"
         raise ConfigError(msg)
     try:
+        import rich.progress  # noqa: F401, PLC0415 - the progress bars
+
         from simulations._run import run_scenario  # noqa: PLC0415 - needs simpy
     except ImportError as exc:
         msg = f"fleet mode needs {exc.name}: pip install 'edgecut[sim]'"
@@ -134,30 +140,22 @@ def _run(args: argparse.Namespace) -> ExitCode:
         scenario = dataclasses.replace(scenario, seed=args.seed)
     out = args.out or Path("sim-out") / path.stem
 
-    def progress(step: Progress) -> None:
-        if args.json or not sys.stderr.isatty():
-            return
-        done = step.simulated_s / step.duration_s
-        sys.stderr.write(f"\r{step.run}: {done:4.0%} of {step.duration_s:g} simulated s, {step.requests} requests")
-        sys.stderr.flush()
-
     if args.find_hubs:
         return _find_hubs(args, scenario, out)
     try:
-        summaries = run_scenario(
-            scenario,
-            out,
-            source=path,
-            profiles_file=args.profiles,
-            progress=progress,
-            report=not args.no_report,
-            mode=args.mode,
-        )
+        with _progress_bars(args.mode, shown=not args.json) as progress:
+            summaries = run_scenario(
+                scenario,
+                out,
+                source=path,
+                profiles_file=args.profiles,
+                progress=progress,
+                report=not args.no_report,
+                mode=args.mode,
+            )
     except KeyboardInterrupt:
-        sys.stderr.write(f"\ninterrupted: the summary so far is in {out / 'summary.json'}\n")
+        sys.stderr.write(f"interrupted: the summary so far is in {out / 'summary.json'}\n")
         return ExitCode.INTERRUPTED
-    if not args.json and sys.stderr.isatty():
-        sys.stderr.write("\n")
     if args.json:
         print(json.dumps([summary.to_json() for summary in summaries], indent=2))  # noqa: T201
     else:
@@ -168,6 +166,36 @@ def _run(args: argparse.Namespace) -> ExitCode:
         pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _progress_bars(mode: str, *, shown: bool) -> Iterator[Callable[[Progress], None]]:
+    """A progress bar per run on stderr (rich), while the runs go; nothing when not ``shown``."""
+    from rich.console import Console  # noqa: PLC0415 - keeps `edgecut --help` light
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.progress import Progress as Bars  # noqa: PLC0415
+
+    clock = "simulated s" if mode == "fleet" else "s"
+    bars = Bars(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(clock + ", {task.fields[requests]} requests"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not shown,
+        transient=False,
+    )
+    tasks: dict[str, tuple[TaskID, int]] = {}  # each run's bar, and the requests before it
+
+    def show(step: Progress) -> None:
+        if step.run not in tasks:
+            tasks[step.run] = bars.add_task(step.run, total=step.duration_s, requests=0), step.requests
+        task, before = tasks[step.run]
+        bars.update(task, completed=step.simulated_s, requests=step.requests - before)
+
+    with bars:
+        yield show
 
 
 def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitCode:

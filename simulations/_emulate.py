@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import tempfile
 import uuid
 from pathlib import Path
@@ -61,13 +62,33 @@ async def run_emulated(
     record: Callable[[RequestRecord], None],
     *,
     policy: str | None = None,
+    tick: Callable[[float], None] | None = None,
 ) -> None:
     """Run ``scenario`` once, for ``duration_s`` of wall-clock time, every group using ``policy`` (or its own).
+
+    ``tick`` is called about once a second with the seconds run so far.
 
     Raises:
         EmulationError: An agent process did not start or died.
         TransportError: The broker did not start.
     """
+    links = logging.getLogger("edgecut.sim.link")
+    level = links.level
+    links.setLevel(logging.ERROR)  # a proxy refused by a restarting broker is the fault at work, not news
+    try:
+        await _run(scenario, profiles, record, policy=policy, tick=tick)
+    finally:
+        links.setLevel(level)
+
+
+async def _run(
+    scenario: Scenario,
+    profiles: dict[str, ModelProfile],
+    record: Callable[[RequestRecord], None],
+    *,
+    policy: str | None,
+    tick: Callable[[float], None] | None,
+) -> None:
     prefix = f"emulate-{uuid.uuid4().hex[:8]}"
     preload = [f"{name}:{cut.id}" for name, profile in profiles.items() for cut in profile.cuts if cut.id != EDGE_ONLY]
     with (
@@ -95,13 +116,21 @@ async def run_emulated(
             for member in members:
                 member.process.go(started)
             faults = [asyncio.create_task(_fault(f, members, hubs, broker, started)) for f in scenario.faults]
-            await asyncio.sleep(scenario.duration_s)
+            await _elapse(scenario.duration_s, started, tick)
             for task in faults:
                 task.cancel()
             await asyncio.gather(*faults, return_exceptions=True)
             await asyncio.gather(*(member.process.stop() for member in members))
             for member in members:
                 member.process.check()
+
+
+async def _elapse(duration_s: float, started: float, tick: Callable[[float], None] | None) -> None:
+    loop = asyncio.get_running_loop()
+    while (left := started + duration_s - loop.time()) > 0:
+        await asyncio.sleep(min(1.0, left))
+        if tick is not None:
+            tick(min(duration_s, loop.time() - started))
 
 
 def _config(

@@ -146,10 +146,14 @@ def _emulate_with_progress(
 ) -> None:
     """One emulated run (the fleet object only names its policy and scenario)."""
     duration = fleet.scenario.duration_s
-    if progress is not None:
-        progress(Progress(fleet.run_name, index, runs, 0.0, duration, len(records)))
+
+    def tick(elapsed_s: float) -> None:
+        if progress is not None:
+            progress(Progress(fleet.run_name, index, runs, elapsed_s, duration, len(records)))
+
+    tick(0.0)
     policy = None if fleet.run_name == "scenario" else fleet.run_name
-    asyncio.run(run_emulated(fleet.scenario, profiles, fleet.record, policy=policy))
+    asyncio.run(run_emulated(fleet.scenario, profiles, fleet.record, policy=policy, tick=tick))
     if progress is not None:
         progress(Progress(fleet.run_name, index + 1, runs, duration, duration, len(records)))
 

@@ -201,6 +201,12 @@ def test_the_command_runs_a_scenario_file(
     assert json.loads((out / "run.json").read_text())["seed"] == 7
     for picture in ("latency.png", "cdf.png", "queue.png"):
         assert (out / picture).read_bytes().startswith(b"\x89PNG")
+    argv.remove("--json")
+    assert main([*argv, "--no-report"]) == ExitCode.OK
+    shown = capsys.readouterr()
+    assert "run   group  requests" in shown.out  # the summary table
+    progress = [line for line in shown.err.splitlines() if "5/5 simulated s" in line]
+    assert [line.split()[0] for line in progress] == ["edge", "auto"]  # a finished bar per run
     assert main(["sim", "run", "--list"]) == ExitCode.OK
     assert "bandwidth-drop" in capsys.readouterr().out
     scenario.write_text('name = "cli"\n')
