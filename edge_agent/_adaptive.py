@@ -110,7 +110,7 @@ class AdaptiveCut:
         timings = result.timings
         answered = result.hub_id is not None and result.fallback is None
         if result.fallback is not None:
-            self.planner.observe_unanswered(now_s)
+            self.planner.observe_unanswered(now_s, sent_s=now_s - timings.total_ms / 1000)
         self.planner.observe(
             Observation(
                 cut_id=result.cut_id,

@@ -194,6 +194,8 @@ class Planner:
         self._answered = False
         self._unanswered = 0
         self._remote_after_s = -math.inf
+        self._backoff_began_s = -math.inf
+        self._trial_s: float | None = None  # when the one request after a back-off went to a hub
         self._decisions = 0
         self._explorations = 0
 
@@ -244,17 +246,26 @@ class Planner:
         self._last_transfer_s = now_s
         self._answered = True
         self._unanswered = 0
+        self._trial_s = None
 
-    def observe_unanswered(self, now_s: float) -> None:
+    def observe_unanswered(self, now_s: float, sent_s: float | None = None) -> None:
         """A request no hub answered in time (or answered it was overloaded): back off to the device.
 
         With an edge-only candidate, the next requests run on the device for
-        1 s, doubled after each further unanswered one up to 30 s; the first
-        answered request ends it.
+        1 s; then one request tries a hub while the others stay on the device
+        (a circuit breaker's half-open state). If that one goes unanswered too
+        the back-off doubles, up to 30 s; the first answered request ends it.
+        A request sent (at ``sent_s``) before the back-off began failed with
+        the others of its time and does not lengthen it: after a 5 s outage
+        the hub is tried again within seconds, not after 30.
         """
+        if sent_s is not None and sent_s < self._backoff_began_s:
+            return
         self._unanswered += 1
+        self._trial_s = None
         backoff = min(_BACKOFF_S[0] * 2 ** (self._unanswered - 1), _BACKOFF_S[1])
         self._remote_after_s = now_s + backoff
+        self._backoff_began_s = now_s
 
     def probe(self, now_s: float) -> int | None:
         """The padding bytes of a ping to send now, or ``None`` when none is needed.
@@ -338,13 +349,20 @@ class Planner:
     def choose(self, now_s: float) -> Decision:
         """The cut for the next request."""
         self._decisions += 1
+        decision = self._decide(now_s)
+        if self._unanswered and self._trial_s is None:
+            chosen = self.candidates[self._index[_label(decision.cut_id, decision.codec)]]
+            if not chosen.edge_only:
+                self._trial_s = now_s  # the one request that tries a hub after a back-off
+        return decision
+
+    def _decide(self, now_s: float) -> Decision:
         predicted = self.predictions(now_s)
         known = ~np.isnan(predicted)
         unknown_remote = ~known & self._remote
-        if now_s < self._remote_after_s and self._full_edge is not None:
-            left = self._remote_after_s - now_s
-            why = f"no hub answered lately: on the device for {left:.1f} s more"
-            return self._settle(self._full_edge, float(predicted[self._full_edge]), why)
+        backing_off = self._backing_off(now_s)
+        if backing_off is not None and self._full_edge is not None:
+            return self._settle(self._full_edge, float(predicted[self._full_edge]), backing_off)
         if unknown_remote.any() and not self._answered:  # no hub has answered: learn the link and the hub
             index = _argmin_where(self._bytes, unknown_remote)
             why = f"learning the link and the hub with {self.candidates[index].label}"
@@ -363,6 +381,17 @@ class Planner:
                 why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
                 return self._settle(current, float(predicted[current]), why)
         return self._settle(best, float(predicted[best]), self._why(best, predicted, known))
+
+    def _backing_off(self, now_s: float) -> str | None:
+        """Why requests stay on the device after unanswered ones, or ``None`` when they need not."""
+        if not self._unanswered:
+            return None
+        left = self._remote_after_s - now_s
+        if left > 0:
+            return f"no hub answered lately: on the device for {left:.1f} s more"
+        if self._trial_s is not None and now_s - self._trial_s < _BACKOFF_S[1]:
+            return "no hub answered lately: on the device until the request trying one is answered"
+        return None
 
     def _best(self, predicted: np.ndarray, known: np.ndarray, now_s: float) -> int:
         fastest = _argmin_where(predicted, known)

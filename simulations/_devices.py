@@ -145,11 +145,16 @@ PROFILES: Mapping[str, DeviceProfile] = types.MappingProxyType(
 
 
 class StretchedSession(Session):
-    """A :class:`models.Session` whose runs take ``factor`` times their measured wall time.
+    """A :class:`models.Session` whose runs take ``factor`` times their compute time.
 
-    After each run it sleeps ``(factor - 1)`` times the run's measured time in
-    the calling thread. Concurrent runs are independent; the totals are kept
-    under a lock.
+    After each run it sleeps in the calling thread until the call has lasted
+    ``factor`` times the run's compute: its CPU time with one ORT thread (which
+    runs the model in the calling thread), its wall time with more. Counting
+    CPU time keeps the host's own contention out of the device's speed: a run
+    that waited for a core here is not stretched for it, as a device with its
+    own cores would not wait (wall time would multiply the wait by
+    ``factor``). Concurrent runs are independent; the totals are kept under a
+    lock.
 
     Args:
         model: The serialized ONNX model.
@@ -157,11 +162,13 @@ class StretchedSession(Session):
         factor: The stretch, >= 1.
         clock: Seconds from a monotonic clock (injectable for tests).
         sleep: Blocks for the given seconds (injectable for tests).
+        cpu_clock: The calling thread's CPU seconds (injectable for tests);
+            ``None``: :func:`time.thread_time` with one thread, else ``clock``.
 
     Attributes:
         factor: The stretch.
         runs: Runs so far.
-        ran_s: Their measured time in total, before stretching.
+        ran_s: Their compute time in total, before stretching.
         slept_s: The sleep they asked for in total.
     """
 
@@ -173,30 +180,28 @@ class StretchedSession(Session):
         factor: float,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         _check_factor(factor)
         super().__init__(model, threads=threads)
         self.factor = factor
         self._clock = clock
+        self._cpu_clock = cpu_clock or (time.thread_time if threads == 1 else clock)
         self._sleep = sleep
         self._lock = threading.Lock()
         self.runs = 0
         self.ran_s = 0.0
         self.slept_s = 0.0
 
-    def stretch_s(self, measured_s: float) -> float:
-        """The sleep that makes a run measured at ``measured_s`` last ``factor`` times as long."""
-        return (self.factor - 1) * measured_s
-
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model, then sleep so the call lasts ``factor`` times the run."""
-        started = self._clock()
+        """Run the model, then sleep so the call lasts ``factor`` times the run's compute."""
+        started, computed = self._clock(), self._cpu_clock()
         outputs = super().run(feeds)
-        measured_s = self._clock() - started
-        wait_s = self.stretch_s(measured_s)
+        compute_s = self._cpu_clock() - computed
+        wait_s = max(0.0, self.factor * compute_s - (self._clock() - started))
         with self._lock:
             self.runs += 1
-            self.ran_s += measured_s
+            self.ran_s += compute_s
             self.slept_s += wait_s
         if wait_s > 0:
             self._sleep(wait_s)
@@ -204,7 +209,11 @@ class StretchedSession(Session):
 
 
 def stretched_sessions(
-    factor: float, *, clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep
+    factor: float,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> SessionFactory:
     """A session factory for a device ``factor`` times slower than this host, by stretching each run.
 
@@ -215,6 +224,7 @@ def stretched_sessions(
         factor: How many times longer each run takes (>= 1), e.g. a profile's ``factor``.
         clock: Seconds from a monotonic clock (injectable for tests).
         sleep: Blocks for the given seconds (injectable for tests).
+        cpu_clock: The calling thread's CPU seconds (see :class:`StretchedSession`).
 
     Raises:
         ValueError: ``factor`` is below 1 or not finite.
@@ -222,7 +232,7 @@ def stretched_sessions(
     _check_factor(factor)
 
     def factory(model: bytes, threads: int | None) -> Session:
-        return StretchedSession(model, threads=threads, factor=factor, clock=clock, sleep=sleep)
+        return StretchedSession(model, threads=threads, factor=factor, clock=clock, sleep=sleep, cpu_clock=cpu_clock)
 
     return factory
 

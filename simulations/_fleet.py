@@ -430,7 +430,7 @@ class Fleet:
         if planner is None:
             return
         if fell_back:
-            planner.observe_unanswered(now)
+            planner.observe_unanswered(now, sent_s=start)
         planner.observe(
             Observation(
                 cut_id=cut.id,

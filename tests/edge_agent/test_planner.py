@@ -292,6 +292,25 @@ def test_without_answers_the_planner_backs_off_to_the_device_for_longer_each_tim
     assert planner.choose(10.1).cut_id == "input"  # 1 s again, not 4
 
 
+def test_after_a_back_off_one_request_tries_the_hub_and_stragglers_do_not_lengthen_it() -> None:
+    world = World(device=8.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 10)[-1] == "input"
+    planner.observe_unanswered(5.0, sent_s=3.0)  # the hub went away at about 3 s: back off for 1 s
+    for sent in (3.2, 3.5, 4.1, 4.9):  # the requests already out when the back-off began fail too ...
+        planner.observe_unanswered(5.0 + sent - 3.0, sent_s=sent)
+    assert planner.choose(6.1).cut_id == "input"  # ... but do not lengthen it: at 1 s one request tries
+    trying = planner.choose(6.2)
+    assert trying.cut_id == "output"  # the others stay on the device while it is out
+    assert "until the request trying one is answered" in trying.reason
+    planner.observe_unanswered(8.1, sent_s=6.1)  # the trial went unanswered too: 2 s this time
+    assert planner.choose(9.9).cut_id == "output"
+    assert planner.choose(10.2).cut_id == "input"
+    planner.observe(world.run("input"), 10.3)  # the trial is answered: everything as before
+    assert planner.choose(10.4).cut_id == "input"
+    assert planner.choose(10.5).cut_id == "input"
+
+
 def test_a_queue_wait_no_longer_reported_no_longer_counts() -> None:
     world = World(device=4.0, bandwidth_bit_s=100e6)
     planner = _planner(world)

@@ -21,7 +21,8 @@ GOOD = {
 
 def test_every_bundled_scenario_loads() -> None:
     names = bundled()
-    assert {"steady", "bandwidth-drop", "3g-bus", "hub-16", "hub-crash", "capacity-1000"} <= set(names)
+    expected = {"steady", "bandwidth-drop", "3g-bus", "hub-16", "hub-crash", "broker-restart", "capacity-1000"}
+    assert expected <= set(names)
     for name, description in names.items():
         scenario = load_scenario(find(name))
         assert scenario.groups
