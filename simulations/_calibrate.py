@@ -6,6 +6,13 @@ the head's time on this host (one ORT thread) and the tail's, and the bytes
 of a reply. A device runs its head ``factor`` times slower
 (:data:`simulations.PROFILES`); a hub runs tails as this host does. Measured
 with the agent's own chain, on a random image, median of a few runs.
+
+:func:`observed_profiles` gives the same profiles as an emulated run
+measured them instead: what the agents' heads took on their devices (divided
+by the device's factor) and the hubs' tails took, per cut, from the run's
+records. Emulate mode writes them as ``observed-profiles.json``; a fleet run
+given them (``--profiles``) is calibrated on what emulate mode measured,
+host contention included.
 """
 
 from __future__ import annotations
@@ -21,10 +28,16 @@ import numpy as np
 from protocol import InferenceReply, InferenceRequest, encode_reply, encode_request
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
+
+    from simulations._fleet import RequestRecord
+    from simulations._scenario import Scenario
 
 PROFILE_FORMAT = 1
 _RUNS = 5
+_MIN_OBSERVED = 3
+"""Samples a cut needs before its observed time replaces the measured one."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +127,43 @@ def measure_profile(model: str) -> ModelProfile:
         cuts=tuple(cuts),
         reply_bytes=len(encode_reply(reply)),
     )
+
+
+def observed_profiles(
+    scenario: Scenario, records: Iterable[RequestRecord], measured: dict[str, ModelProfile]
+) -> dict[str, ModelProfile]:
+    """``measured`` with each cut's head and tail times as ``records`` of an emulated run show them.
+
+    A head time is the median of the requests' device times at that cut over
+    their device's factor; a tail time the median of the hubs' compute times.
+    A cut with fewer than 3 samples of either keeps its measured figure.
+    """
+    from simulations._devices import PROFILES  # noqa: PLC0415 - not needed to measure
+
+    groups = {group.name: group for group in scenario.groups}
+    heads: dict[tuple[str, str], list[float]] = {}
+    tails: dict[tuple[str, str], list[float]] = {}
+    for record in records:
+        group = groups[record.group]
+        key = (group.model, record.cut)
+        heads.setdefault(key, []).append(record.edge_ms / PROFILES[group.device].factor)
+        if record.hub:
+            tails.setdefault(key, []).append(record.hub_compute_ms)
+    observed = {}
+    for name, profile in measured.items():
+        cuts = []
+        for cut in profile.cuts:
+            head = heads.get((name, cut.id), [])
+            tail = tails.get((name, cut.id), [])
+            cuts.append(
+                dataclasses.replace(
+                    cut,
+                    head_ms=statistics.median(head) if len(head) >= _MIN_OBSERVED else cut.head_ms,
+                    tail_ms=statistics.median(tail) if len(tail) >= _MIN_OBSERVED else cut.tail_ms,
+                )
+            )
+        observed[name] = dataclasses.replace(profile, cuts=tuple(cuts))
+    return observed
 
 
 def load_profiles(path: Path) -> dict[str, ModelProfile]:

@@ -1,4 +1,4 @@
-"""Run a scenario in fleet mode and write its outputs to a directory.
+"""Run a scenario (fleet or emulate mode) and write its outputs to a directory.
 
 The directory gets:
 
@@ -6,6 +6,9 @@ The directory gets:
   mode, edgecut version, start time, simulated and wall seconds);
 - ``profiles.json``: the measured model profiles the run used (pass it back
   with ``profiles=`` to rerun on the same figures);
+- ``observed-profiles.json`` (emulate mode): the same profiles as the run's
+  devices and hubs took them (:func:`~simulations._calibrate.observed_profiles`),
+  to calibrate a fleet run on;
 - ``requests.csv``: one row per finished request (:mod:`simulations._report`);
 - ``summary.json``: the summary per run and group, computed from the records;
 - ``latency.png``, ``cdf.png``, ``queue.png`` and ``report.html``, drawn
@@ -26,7 +29,7 @@ import time
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from simulations._calibrate import load_profiles, measure_profile, save_profiles
+from simulations._calibrate import load_profiles, measure_profile, observed_profiles, save_profiles
 from simulations._emulate import run_emulated
 from simulations._fleet import Fleet, RequestRecord, models_of
 from simulations._report import summarise, write_header, write_record
@@ -64,7 +67,7 @@ def run_scenario(
     report: bool = True,
     mode: str = "fleet",
 ) -> list[Summary]:
-    """Run ``scenario`` in fleet mode, writing its outputs to ``out`` (created if needed).
+    """Run ``scenario``, writing its outputs to ``out`` (created if needed).
 
     Interrupted (``KeyboardInterrupt``), it still writes the summary of the
     requests finished so far, then re-raises.
@@ -107,6 +110,8 @@ def run_scenario(
                     )
                 else:
                     _run_with_progress(fleet, index, len(runs), records, progress)
+        if mode == "emulate":
+            save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
         if report and records:
             from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
 

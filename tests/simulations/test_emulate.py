@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from simulations._agent_process import EmulationError
+from simulations._calibrate import load_profiles
 from simulations._emulate import run_emulated
 from simulations._report import read_records, summarise
 from simulations._run import run_scenario
@@ -52,6 +53,9 @@ def test_every_policy_runs_on_real_processes_and_the_summary_is_the_csvs(tmp_pat
     assert all(r.hub == "hub-0" and r.bytes_up > 0 and not r.fallback for r in by_run["cloud"])
     assert [s.count for s in summaries] == [s.count for s in summarise(records, 3.0)]
     assert '"mode": "emulate"' in (tmp_path / "run.json").read_text()
+    observed = load_profiles(tmp_path / "observed-profiles.json")["tiny"]
+    measured = load_profiles(tmp_path / "profiles.json")["tiny"]
+    assert observed.cut("input").tail_ms != measured.cut("input").tail_ms  # the hubs' own times, as they ran
 
 
 def test_a_killed_hub_replica_leaves_the_other_to_answer(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.mqtt import Backoff
-from simulations._calibrate import CutCost, ModelProfile, save_profiles
+from simulations._calibrate import CutCost, ModelProfile, observed_profiles, save_profiles
 from simulations._fleet import Fleet, RequestRecord, _reconnected
 from simulations._report import percentile, read_records, summarise
 from simulations._run import run_scenario
@@ -160,6 +160,25 @@ def test_reconnects_follow_the_backoff_schedule() -> None:
     at = _reconnected(0.0, 5.0, random.Random(2))
     assert 5.0 <= at <= 5.0 + Backoff().maximum
     assert _reconnected(0.0, math.inf, rng) == math.inf
+
+
+def test_observed_profiles_take_each_cuts_median_times_over_the_devices_factor() -> None:
+    scenario = parse_scenario(_scenario())  # rpi3: factor 10.7
+    record = RequestRecord(
+        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="pool", bytes_up=2_334,
+        edge_ms=0.0, network_ms=1.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
+        predicted_ms=math.nan, fallback="", hub="hub-0",
+    )  # fmt: skip
+    records = [
+        dataclasses.replace(record, edge_ms=10.7 * head, hub_compute_ms=tail)
+        for head, tail in ((20.0, 0.2), (21.0, 0.3), (40.0, 0.1))
+    ]
+    records.append(dataclasses.replace(record, cut="layer4.0.add", edge_ms=10.7 * 99, hub_compute_ms=99.0))
+    observed = observed_profiles(scenario, records, PROFILES)["resnet18"]
+    assert observed.cut("pool").head_ms == pytest.approx(21.0)
+    assert observed.cut("pool").tail_ms == pytest.approx(0.2)
+    assert observed.cut("layer4.0.add") == PROFILE.cut("layer4.0.add")  # one sample is not enough
+    assert observed.cut("input") == PROFILE.cut("input")
 
 
 def test_a_policy_naming_no_candidate_cut_is_refused() -> None:
