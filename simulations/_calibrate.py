@@ -38,6 +38,7 @@ PROFILE_FORMAT = 1
 _RUNS = 5
 _MIN_OBSERVED = 3
 """Samples a cut needs before its observed time replaces the measured one."""
+_SPREAD_POINTS = 20
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,12 +60,23 @@ class CutCost:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ModelProfile:
-    """A model's candidate cuts, measured (see the module docstring)."""
+    """A model's candidate cuts, measured (see the module docstring).
+
+    Attributes:
+        model: The model's id.
+        model_sha256: Its identity.
+        cuts: Its candidate cuts.
+        reply_bytes: A reply message.
+        head_spread: How a device's compute varies around a cut's time: equally
+            likely multiples of it, drawn per run (observed in emulate mode;
+            empty: every run takes the cut's time).
+    """
 
     model: str
     model_sha256: str
     cuts: tuple[CutCost, ...]
     reply_bytes: int
+    head_spread: tuple[float, ...] = ()
 
     def cut(self, cut_id: str) -> CutCost:
         """The cut called ``cut_id``.
@@ -89,6 +101,7 @@ class ModelProfile:
             model_sha256=data["model_sha256"],
             cuts=tuple(CutCost(**cut) for cut in data["cuts"]),
             reply_bytes=int(data["reply_bytes"]),
+            head_spread=tuple(float(multiple) for multiple in data.get("head_spread", ())),
         )
 
 
@@ -136,7 +149,10 @@ def observed_profiles(
 
     A head time is the median of the requests' device times at that cut over
     their device's factor; a tail time the median of the hubs' compute times.
-    A cut with fewer than 3 samples of either keeps its measured figure.
+    A cut with fewer than 3 samples of either keeps its measured figure. The
+    head times' spread around their cut's median, pooled over the cuts,
+    becomes the profile's ``head_spread`` (20 equally likely multiples) when
+    there are at least 20 of them.
     """
     from simulations._devices import PROFILES  # noqa: PLC0415 - not needed to measure
 
@@ -151,19 +167,28 @@ def observed_profiles(
             tails.setdefault(key, []).append(record.hub_compute_ms)
     observed = {}
     for name, profile in measured.items():
-        cuts = []
+        cuts, multiples = [], []
         for cut in profile.cuts:
             head = heads.get((name, cut.id), [])
             tail = tails.get((name, cut.id), [])
-            cuts.append(
-                dataclasses.replace(
-                    cut,
-                    head_ms=statistics.median(head) if len(head) >= _MIN_OBSERVED else cut.head_ms,
-                    tail_ms=statistics.median(tail) if len(tail) >= _MIN_OBSERVED else cut.tail_ms,
-                )
-            )
-        observed[name] = dataclasses.replace(profile, cuts=tuple(cuts))
+            head_ms = statistics.median(head) if len(head) >= _MIN_OBSERVED else cut.head_ms
+            if len(head) >= _MIN_OBSERVED and cut.head_ms > 0:  # a cut with a head (not the input's encoding)
+                multiples += [ms / head_ms for ms in head]
+            tail_ms = statistics.median(tail) if len(tail) >= _MIN_OBSERVED else cut.tail_ms
+            cuts.append(dataclasses.replace(cut, head_ms=head_ms, tail_ms=tail_ms))
+        spread = _spread(multiples) if len(multiples) >= _SPREAD_POINTS else profile.head_spread
+        observed[name] = dataclasses.replace(profile, cuts=tuple(cuts), head_spread=spread)
     return observed
+
+
+def _spread(multiples: list[float]) -> tuple[float, ...]:
+    """``multiples`` as 20 equally likely values: the midpoints of 20 equal-probability bins."""
+    ordered = sorted(multiples)
+    last = len(ordered) - 1
+    return tuple(
+        round(ordered[min(last, int((index + 0.5) / _SPREAD_POINTS * len(ordered)))], 4)
+        for index in range(_SPREAD_POINTS)
+    )
 
 
 def load_profiles(path: Path) -> dict[str, ModelProfile]:

@@ -8,7 +8,9 @@ ones the emulating proxy uses). Hub replicas share the requests round-robin
 they report their queue wait every ``status_interval_s`` to every planner, as
 a hub's retained status does. Compute times come from a measured
 :class:`~simulations._calibrate.ModelProfile`: a device takes its profile's
-factor times this host's head time; a hub takes this host's tail time.
+factor times this host's head time (times a multiple drawn from the
+profile's ``head_spread``, when it has one); a hub takes this host's tail
+time.
 
 A request the hub does not answer within the agent's deadline (a replica
 down, an outage, a broker restart) runs its tail on the device once the deadline has passed,
@@ -170,6 +172,7 @@ class _Agent:
         self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
         self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
         self.arrivals = random.Random(f"{seed}/{self.name}/arrivals")  # noqa: S311
+        self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
         self.outage_until_s = 0.0
         self.planner: Planner | None = None
         self.probing = False
@@ -181,6 +184,12 @@ class _Agent:
         self.planner = Planner(candidates, seed=zlib.crc32(f"{seed}/{self.name}/planner".encode()))
         for cut in self.profile.cuts:  # the agent's warm-up
             self.planner.seed_head(cut.id, cut.head_ms * self.factor, self.env.now)
+
+    def run_s(self, host_ms: float) -> float:
+        """Seconds this device takes for what this host computes in ``host_ms`` (its spread drawn, if any)."""
+        spread = self.profile.head_spread
+        multiple = self.compute.choice(spread) if spread else 1.0
+        return host_ms * self.factor * multiple / 1000
 
     def transfer(self, direction: Direction, nbytes: int) -> simpy.Timeout:
         """Wait until ``nbytes`` entering ``direction`` now have come out (after any outage)."""
@@ -272,7 +281,7 @@ class Fleet:
         with agent.device.request() as slot:
             yield slot
             head_started = env.now
-            yield env.timeout(cut.head_ms * agent.factor / 1000)
+            yield env.timeout(agent.run_s(cut.head_ms))
             edge_ms = (env.now - head_started) * 1000
         if cut_id == EDGE_ONLY:
             self._finish(agent, policy, start, cut, edge_ms=edge_ms, predicted=predicted)
@@ -293,7 +302,7 @@ class Fleet:
         with agent.device.request() as slot:  # the local fallback
             yield slot
             tail_started = env.now
-            yield env.timeout(cut.tail_ms * agent.factor / 1000)
+            yield env.timeout(agent.run_s(cut.tail_ms))
             fallback_ms = (env.now - tail_started) * 1000
         self._finish(agent, policy, start, cut, edge_ms=edge_ms, predicted=predicted, fallback_ms=fallback_ms)
 

@@ -179,6 +179,33 @@ def test_observed_profiles_take_each_cuts_median_times_over_the_devices_factor()
     assert observed.cut("pool").tail_ms == pytest.approx(0.2)
     assert observed.cut("layer4.0.add") == PROFILE.cut("layer4.0.add")  # one sample is not enough
     assert observed.cut("input") == PROFILE.cut("input")
+    assert observed.head_spread == ()  # too few runs to say how they spread
+
+
+def test_a_profile_with_a_spread_draws_each_devices_runs_from_it() -> None:
+    spread = (1.0,) * 19 + (3.0,)  # one run in 20 takes three times as long
+    profiles = {"resnet18": dataclasses.replace(PROFILE, head_spread=spread)}
+    records: list[RequestRecord] = []
+    Fleet(parse_scenario(_scenario()), profiles, records.append, policy="edge").run()
+    heads = sorted({round(r.edge_ms, 3) for r in records})
+    assert heads == [round(17.7 * 10.7, 3), round(3 * 17.7 * 10.7, 3)]
+    slow = sum(r.edge_ms > 17.7 * 10.7 * 2 for r in records)
+    assert 0 < slow < len(records) / 5
+
+
+def test_observed_head_times_give_the_spread_of_a_devices_runs() -> None:
+    scenario = parse_scenario(_scenario())
+    record = RequestRecord(
+        run="edge", group="cams", agent="cams-0", policy="edge", start_s=0.0, cut="output", bytes_up=0,
+        edge_ms=0.0, network_ms=0.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
+        predicted_ms=math.nan, fallback="", hub="",
+    )  # fmt: skip
+    heads = [20.0] * 30 + [30.0] * 10  # a quarter of the runs 1.5 times as long
+    records = [dataclasses.replace(record, edge_ms=10.7 * ms) for ms in heads]
+    observed = observed_profiles(scenario, records, PROFILES)["resnet18"]
+    assert observed.cut("output").head_ms == pytest.approx(20.0)
+    assert observed.head_spread == pytest.approx((1.0,) * 15 + (1.5,) * 5)
+    assert ModelProfile.from_json(json.loads(json.dumps(observed.to_json()))) == observed
 
 
 def test_a_policy_naming_no_candidate_cut_is_refused() -> None:
