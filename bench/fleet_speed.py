@@ -1,0 +1,76 @@
+"""How fast fleet mode runs: wall time per request and times real time, per policy, and the planner's share.
+
+Runs a scenario (default: the bundled ``capacity-1000``, 1,000 agents at 500
+requests/s in all) once per policy in fleet mode, on one measured profile,
+and prints for each the wall seconds, microseconds per request and how many
+times faster than real time it ran; for ``auto``, the time spent in each
+:class:`edge_agent.Planner` method (timed by wrapping them, which adds about
+a microsecond a call).
+
+    python bench/fleet_speed.py [capacity-1000] [--policies cloud,auto,edge]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import time
+from typing import Any
+
+from edge_agent import Planner
+from simulations._calibrate import measure_profile
+from simulations._fleet import Fleet, models_of
+from simulations._scenario import load_scenario
+from simulations.scenarios import find
+
+_TIMED = ("choose", "observe", "observe_hub", "probe", "observe_probe", "observe_unanswered")
+
+
+def _time_planner() -> dict[str, list[float]]:
+    """Wrap the planner's methods to count their calls and seconds."""
+    spent: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for name in _TIMED:
+        method = getattr(Planner, name)
+
+        @functools.wraps(method)
+        def timed(*args: Any, _method: Any = method, _name: str = name, **kwargs: Any) -> Any:  # noqa: ANN401
+            started = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                spent[_name][0] += 1
+                spent[_name][1] += time.perf_counter() - started
+
+        setattr(Planner, name, timed)
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", nargs="?", default="capacity-1000")
+    parser.add_argument("--policies", default="cloud,edge,auto")
+    args = parser.parse_args()
+    scenario = load_scenario(find(args.scenario))
+    profiles = {model: measure_profile(model) for model in models_of(scenario)}
+    print(f"$ python bench/fleet_speed.py {args.scenario} --policies {args.policies}")
+    print(f"{scenario.name}: {scenario.agents} agents, {scenario.duration_s:g} simulated s per policy")
+    for policy in args.policies.split(","):
+        spent = _time_planner() if policy == "auto" else None
+        records: list[object] = []
+        fleet = Fleet(scenario, profiles, records.append, policy=policy)
+        started = time.perf_counter()
+        fleet.run()
+        wall = time.perf_counter() - started
+        rate = len(records) / scenario.duration_s
+        print(
+            f"  {policy:<6} {wall:6.2f} s wall, {len(records):7,} requests ({rate:,.0f}/s): "
+            f"{wall / len(records) * 1e6:5.1f} µs a request, {scenario.duration_s / wall:5.1f}x real time"
+        )
+        for name, (calls, seconds) in sorted((spent or {}).items(), key=lambda item: -item[1][1]):
+            each = seconds / calls * 1e6
+            print(f"         planner.{name:<19} {int(calls):8,} calls {each:6.1f} µs each, {seconds:5.2f} s")
+
+
+if __name__ == "__main__":
+    main()
