@@ -45,6 +45,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_split(actions)
     _add_accuracy(actions)
     _add_info(actions)
+    _add_profile(actions)
 
 
 def _add_list(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +99,23 @@ def _add_info(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = _leaf(actions, "info", _info, "describe a model file: what to run first on your own model")
     parser.add_argument("file", type=Path, metavar="FILE", help="an .onnx file (external data and links are fine)")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+def _add_profile(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _leaf(
+        actions,
+        "profile",
+        _profile,
+        "measure a model's candidate cuts on this host (request bytes, head and tail times) for fleet mode",
+    )
+    parser.add_argument("model", metavar="NAME_OR_PATH", help="zoo model name or .onnx file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="add the profile to this profiles file (created if needed), for `edgecut sim run --profiles FILE`",
+    )
+    parser.add_argument("--json", action="store_true", help="print the profile as JSON")
 
 
 def _add_accuracy(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -322,6 +340,27 @@ def _info(args: argparse.Namespace) -> ExitCode:
     if info.int8_cuts:
         more = " ..." if len(info.int8_cuts) > _SHOWN else ""
         _out(f"  int8 cuts     {', '.join(info.int8_cuts[:_SHOWN])}{more}")
+    return ExitCode.OK
+
+
+def _profile(args: argparse.Namespace) -> ExitCode:
+    _require_onnx()
+    from simulations._calibrate import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
+
+    profile = measure_profile(args.model)
+    if args.out is not None:
+        profiles = load_profiles(args.out) if args.out.is_file() else {}
+        profiles[args.model] = profile  # by the name scenarios give it
+        save_profiles(profiles, args.out)
+    if args.json:
+        _print_json(profile.to_json())
+        return ExitCode.OK
+    _out(f"{profile.model} on this host, one ORT thread (median of 5 runs); reply {_human(profile.reply_bytes)}")
+    _out(f"  {'cut':<24} {'request':>10} {'head ms':>8} {'tail ms':>8}")
+    for cut in profile.cuts:
+        _out(f"  {cut.id:<24} {_human(cut.request_bytes):>10} {cut.head_ms:8.2f} {cut.tail_ms:8.2f}")
+    if args.out is not None:
+        _out(f"added to {args.out}")
     return ExitCode.OK
 
 

@@ -97,3 +97,12 @@ def test_an_agent_that_cannot_start_fails_the_run_with_its_log() -> None:
     scenario = parse_scenario(_scenario(policies=["no-such-cut"], duration_s=1))
     with pytest.raises(EmulationError, match=r"emulated agent cams-0 exited before it was ready; its log .* ends:"):
         asyncio.run(run_emulated(scenario, {}, [].append, policy="no-such-cut"))  # past the run's own checks
+
+
+def test_an_external_broker_is_connected_to_as_it_is(tmp_path: Path, broker_url: str) -> None:
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=2, broker={"url": broker_url}))
+    assert scenario.broker.kind == "external"
+    run_scenario(scenario, tmp_path, mode="emulate", report=False)
+    records = read_records(tmp_path / "requests.csv")
+    assert records
+    assert all(r.hub == "hub-0" and not r.fallback for r in records)

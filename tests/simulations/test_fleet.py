@@ -13,7 +13,7 @@ import pytest
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.mqtt import Backoff
-from simulations._calibrate import CutCost, ModelProfile, observed_profiles, save_profiles
+from simulations._calibrate import CutCost, ModelProfile, load_profiles, observed_profiles, save_profiles
 from simulations._fleet import Fleet, RequestRecord, _reconnected
 from simulations._report import percentile, read_records, summarise
 from simulations._run import run_scenario
@@ -284,3 +284,21 @@ def test_the_capacity_search_finds_the_fewest_replicas(tmp_path: Path, profiles_
     assert main([*argv, "--profiles", str(profiles_file), "--out", str(tmp_path / "cap"), "--json"]) == ExitCode.OK
     assert (tmp_path / "cap" / "capacity.png").exists()
     assert main(["sim", "run", str(tmp_path / "none.toml"), "--find-hubs"]) == ExitCode.CONFIG
+
+
+@pytest.mark.slow
+def test_models_profile_measures_the_candidate_cuts_and_adds_them_to_a_profiles_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profiles = tmp_path / "profiles.json"
+    assert main(["models", "profile", "tiny", "--out", str(profiles)]) == ExitCode.OK
+    assert "added to" in capsys.readouterr().out
+    assert main(["models", "profile", "digits", "--out", str(profiles), "--json"]) == ExitCode.OK
+    printed = ModelProfile.from_json(json.loads(capsys.readouterr().out))
+    assert printed.cuts[0].id == "input"
+    assert printed.cuts[-1].id == "output"
+    assert printed.cuts[-1].head_ms >= max(cut.head_ms for cut in printed.cuts)  # the whole model on the device
+    assert all(cut.request_bytes > 0 for cut in printed.cuts[:-1])
+    saved = load_profiles(profiles)
+    assert set(saved) == {"tiny", "digits"}  # the second added to the first
+    assert saved["digits"].cuts == printed.cuts
