@@ -160,7 +160,10 @@ def _run(args: argparse.Namespace) -> ExitCode:
         print(json.dumps([summary.to_json() for summary in summaries], indent=2))  # noqa: T201
     else:
         clock = "simulated s" if args.mode == "fleet" else "s of wall-clock time"
-        runs = f"{scenario.duration_s:g} {clock} per run, seed {scenario.seed}, {args.mode} mode"
+        length = f"{scenario.duration_s:g} {clock}"
+        if scenario.requests is not None:
+            length = f"{scenario.requests} requests or {length}"
+        runs = f"{length} per run, seed {scenario.seed}, {args.mode} mode"
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
         pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -34,10 +35,10 @@ import zlib
 from typing import TYPE_CHECKING
 
 from protocol.errors import EdgecutError
-from simulations._fleet import RequestRecord
+from simulations._fleet import LOST, RequestRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from edge_agent import EdgeAgent, InferenceResult
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 _STOP_S = 10.0
 """How long a child may take to stop once its stdin closes, before it is killed."""
 _LOG_TAIL_LINES = 20
+_LOST_AFTER_DEADLINES = 2
+_LOST_SLACK_S = 5.0
+"""A request in flight this long after its deadline (twice it, plus this) when the run ends counts as lost."""
 
 
 class EmulationError(EdgecutError):
@@ -226,12 +230,16 @@ async def _requests(agent: EdgeAgent, config: AgentConfig, started: float) -> No
     shape = tuple(dim if isinstance(dim, int) else 1 for dim in spec.shape[1:])
     rng = np.random.default_rng(zlib.crc32(f"{config.seed}/{config.name}/inputs".encode()))
     inputs = rng.integers(0, 256, shape).astype(spec.dtype)
-    pending: set[asyncio.Task[None]] = set()
+    pending: dict[asyncio.Task[None], float] = {}  # each request in flight, and when it began
 
     async def one() -> None:
         at = time.monotonic()
-        result = await agent.infer(inputs)
-        _write({"record": dataclasses.asdict(_record(config, at - started, result))})
+        try:
+            result = await agent.infer(inputs)
+        except Exception as exc:  # noqa: BLE001 - every failure is a row of the CSV, never a lost request
+            _write({"record": dataclasses.asdict(_failed(config, at - started, f"{type(exc).__name__}: {exc}"))})
+        else:
+            _write({"record": dataclasses.asdict(_record(config, at - started, result))})
 
     try:
         if config.arrival == "closed":
@@ -241,13 +249,24 @@ async def _requests(agent: EdgeAgent, config: AgentConfig, started: float) -> No
         await asyncio.sleep(arrivals.uniform(0, 1 / config.rate_hz))
         while True:
             task = asyncio.create_task(one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            pending[task] = time.monotonic()
+            task.add_done_callback(pending.pop)
             await asyncio.sleep(arrivals.expovariate(config.rate_hz))
     finally:
-        for task in pending:
+        _report_lost(config, started, pending.values())
+        for task in list(pending):
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _report_lost(config: AgentConfig, started: float, began: Iterable[float]) -> None:
+    """Record the requests still in flight long past their deadline as lost (the others end with the run)."""
+    now = time.monotonic()
+    patience_s = _LOST_AFTER_DEADLINES * config.deadline_s + _LOST_SLACK_S
+    for at in began:
+        if now - at > patience_s:
+            reason = f"{LOST}: neither an answer nor a fallback {now - at:.1f} s after it began"
+            _write({"record": dataclasses.asdict(_failed(config, at - started, reason, total_s=now - at))})
 
 
 def _record(config: AgentConfig, start_s: float, result: InferenceResult) -> RequestRecord:
@@ -269,6 +288,28 @@ def _record(config: AgentConfig, start_s: float, result: InferenceResult) -> Req
         predicted_ms=result.predicted_ms,
         fallback=result.fallback or "",
         hub=result.hub_id or "",
+    )
+
+
+def _failed(config: AgentConfig, start_s: float, error: str, *, total_s: float | None = None) -> RequestRecord:
+    return RequestRecord(
+        run=config.run,
+        group=config.group,
+        agent=config.name,
+        policy=config.policy,
+        start_s=start_s,
+        cut="",
+        bytes_up=0,
+        edge_ms=0.0,
+        network_ms=0.0,
+        hub_queue_ms=0.0,
+        hub_compute_ms=0.0,
+        fallback_ms=0.0,
+        total_ms=math.nan if total_s is None else total_s * 1000,
+        predicted_ms=math.nan,
+        fallback="",
+        error=error,
+        hub="",
     )
 
 

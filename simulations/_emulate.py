@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 _ONLINE_TIMEOUT_S = 120.0
 _READY_TIMEOUT_S = 120.0
+_POLL_S = 0.05
+"""How often the run checks whether the scenario's request count has finished."""
 _BROKER_KINDS = {"embedded": "iotcore", "mosquitto": "mosquitto", "auto": "auto"}
 
 
@@ -63,10 +65,12 @@ async def run_emulated(
     *,
     policy: str | None = None,
     tick: Callable[[float], None] | None = None,
-) -> None:
-    """Run ``scenario`` once, for ``duration_s`` of wall-clock time, every group using ``policy`` (or its own).
+) -> float:
+    """Run ``scenario`` once, every group using ``policy`` (or its own); return the seconds it ran.
 
-    ``tick`` is called about once a second with the seconds run so far.
+    It runs for ``duration_s`` of wall-clock time, or until ``requests``
+    requests have finished (later ones are not recorded). ``tick`` is called
+    about once a second with the seconds run so far.
 
     Raises:
         EmulationError: An agent process did not start or died.
@@ -76,7 +80,7 @@ async def run_emulated(
     level = links.level
     links.setLevel(logging.ERROR)  # a proxy refused by a restarting broker is the fault at work, not news
     try:
-        await _run(scenario, profiles, record, policy=policy, tick=tick)
+        return await _run(scenario, profiles, record, policy=policy, tick=tick)
     finally:
         links.setLevel(level)
 
@@ -88,8 +92,17 @@ async def _run(
     *,
     policy: str | None,
     tick: Callable[[float], None] | None,
-) -> None:
+) -> float:
     prefix = f"emulate-{uuid.uuid4().hex[:8]}"
+    limit = scenario.requests
+    finished = 0
+
+    def counted(item: RequestRecord) -> None:
+        nonlocal finished
+        if limit is None or finished < limit:
+            finished += 1
+            record(item)
+
     preload = [f"{name}:{cut.id}" for name, profile in profiles.items() for cut in profile.cuts if cut.id != EDGE_ONLY]
     with (
         tempfile.TemporaryDirectory(prefix="edgecut-emulate-") as logs,
@@ -103,7 +116,7 @@ async def _run(
                 for index in range(group.count):
                     proxy = await stack.enter_async_context(_proxy(group.link, url, scenario.seed))
                     config = _config(scenario, group, index, policy, url=proxy.url_for(url), prefix=prefix)
-                    process = AgentProcess(config, record, log=Path(logs) / f"{config.name}.log")
+                    process = AgentProcess(config, counted, log=Path(logs) / f"{config.name}.log")
                     stack.push_async_callback(process.stop)
                     members.append(_Member(group, process, proxy))
             starts = await asyncio.gather(
@@ -116,21 +129,28 @@ async def _run(
             for member in members:
                 member.process.go(started)
             faults = [asyncio.create_task(_fault(f, members, hubs, broker, started)) for f in scenario.faults]
-            await _elapse(scenario.duration_s, started, tick)
+            ran_s = await _elapse(scenario.duration_s, started, tick, done=lambda: finished == limit)
             for task in faults:
                 task.cancel()
             await asyncio.gather(*faults, return_exceptions=True)
             await asyncio.gather(*(member.process.stop() for member in members))
             for member in members:
                 member.process.check()
+            return ran_s
 
 
-async def _elapse(duration_s: float, started: float, tick: Callable[[float], None] | None) -> None:
+async def _elapse(
+    duration_s: float, started: float, tick: Callable[[float], None] | None, *, done: Callable[[], bool]
+) -> float:
+    """Wait until ``duration_s`` from ``started`` or until ``done()``, ticking each second; the seconds run."""
     loop = asyncio.get_running_loop()
-    while (left := started + duration_s - loop.time()) > 0:
-        await asyncio.sleep(min(1.0, left))
-        if tick is not None:
-            tick(min(duration_s, loop.time() - started))
+    ticked = started
+    while (left := started + duration_s - loop.time()) > 0 and not done():
+        await asyncio.sleep(min(_POLL_S, left))
+        if tick is not None and loop.time() - ticked >= 1.0:
+            ticked = loop.time()
+            tick(min(duration_s, ticked - started))
+    return min(duration_s, loop.time() - started)
 
 
 def _config(

@@ -76,6 +76,9 @@ class RequestRecord:
         total_ms: From request to answer.
         predicted_ms: The planner's prediction (``nan`` for fixed cuts).
         fallback: Why the device ran the tail itself (empty when it did not).
+        error: Why the request failed (empty when it was answered): the error
+            it raised, or ``lost: ...`` when, long past its deadline, it still
+            had neither an answer nor a fallback as the run ended.
         hub: The replica that answered (empty when none did).
     """
 
@@ -94,11 +97,14 @@ class RequestRecord:
     total_ms: float
     predicted_ms: float
     fallback: str
+    error: str = ""
     hub: str
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(RequestRecord))
 """The per-request CSV's columns, in order."""
+LOST = "lost"
+"""How a lost request's ``error`` begins."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,6 +228,9 @@ class Fleet:
         self.scenario = scenario
         self.run_name = policy or "scenario"
         self.record = record
+        self.finished = 0
+        """Requests recorded so far."""
+        self._ended = self.env.event()  # the scenario's request count reached
         self.hubs = _Hubs(self.env, scenario)
         self.agents: list[tuple[_Agent, str]] = []
         for group in scenario.groups:
@@ -235,6 +244,11 @@ class Fleet:
         self.start()
         self.advance(self.scenario.duration_s)
 
+    @property
+    def ended(self) -> bool:
+        """True once the scenario's request count has finished (its ``duration_s`` aside)."""
+        return bool(self._ended.triggered)
+
     def start(self) -> None:
         """Start every agent, hub status and fault (then :meth:`advance` the clock)."""
         for agent, policy in self.agents:
@@ -245,9 +259,9 @@ class Fleet:
             self.env.process(self._fault(fault))
 
     def advance(self, until_s: float) -> None:
-        """Run the simulation up to ``until_s`` simulated seconds."""
-        if until_s > self.env.now:
-            self.env.run(until=until_s)
+        """Run the simulation up to ``until_s`` simulated seconds, or until the scenario's request count."""
+        if until_s > self.env.now and not self.ended:
+            self.env.run(until=self.env.timeout(until_s - self.env.now) | self._ended)
 
     # --- processes ----------------------------------------------------------------------
 
@@ -413,6 +427,8 @@ class Fleet:
         network_ms: float = 0.0,
         fallback_ms: float = 0.0,
     ) -> None:
+        if self.ended:
+            return  # past the scenario's request count: the run is over
         now = self.env.now
         remote = cut.id != EDGE_ONLY
         fell_back = remote and served is None
@@ -435,6 +451,9 @@ class Fleet:
             hub=served.hub if served else "",
         )
         self.record(record)
+        self.finished += 1
+        if self.finished == self.scenario.requests:
+            self._ended.succeed()
         planner = agent.planner
         if planner is None:
             return

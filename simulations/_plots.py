@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from simulations._report import read_records, summarise
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from simulations._capacity import CapacityResult
@@ -47,23 +48,29 @@ _COLUMNS = (
     ("bytes_up_mean", "bytes up"),
     ("cut_switches", "switches"),
     ("fallbacks", "fallbacks"),
+    ("errors", "errors"),
+    ("lost", "lost"),
 )
 
 
-def write_report(out: Path, scenario: Scenario) -> list[Path]:
-    """Draw the pictures and write ``report.html`` from ``out/requests.csv``; return the files written."""
+def write_report(out: Path, scenario: Scenario, lengths: Mapping[str, float] | None = None) -> list[Path]:
+    """Draw the pictures and write ``report.html`` from ``out/requests.csv``; return the files written.
+
+    ``lengths`` are the runs' seconds by name (default: each ``duration_s``).
+    """
     records = read_records(out / "requests.csv")
     runs = list(dict.fromkeys(record.run for record in records))
+    answered = [record for record in records if not record.error]  # a failed request has no latency to draw
     pictures = {
-        "latency.png": _latency(records, runs, scenario),
-        "cdf.png": _cdf(records, runs),
-        "queue.png": _queue(records, runs),
+        "latency.png": _latency(answered, runs, scenario),
+        "cdf.png": _cdf(answered, runs),
+        "queue.png": _queue(answered, runs),
     }
     written = []
     for name, png in pictures.items():
         (out / name).write_bytes(png)
         written.append(out / name)
-    page = _html(scenario, summarise(records, scenario.duration_s), pictures)
+    page = _html(scenario, summarise(records, lengths or scenario.duration_s), pictures)
     (out / "report.html").write_text(page, encoding="utf-8")
     return [*written, out / "report.html"]
 

@@ -4,7 +4,8 @@
 :data:`simulations._fleet.COLUMNS` (times in ``_s`` seconds and ``_ms``
 milliseconds, ``bytes_up`` in bytes). The summary groups rows by run and
 group: count, mean, p50, p95, p99 of ``total_ms``, throughput, mean bytes
-sent, cut switches, fallbacks. The same :func:`summarise` serves the printed
+sent, cut switches, fallbacks over the requests answered (by a hub or the
+device), and the requests that failed (errors) or were lost. The same :func:`summarise` serves the printed
 table, ``summary.json`` and the tests, which recompute it from the CSV.
 Percentiles are nearest-rank over every request (no binning).
 """
@@ -16,10 +17,10 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Protocol
 
-from simulations._fleet import COLUMNS, RequestRecord
+from simulations._fleet import COLUMNS, LOST, RequestRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
 PERCENTILES = (50, 95, 99)
@@ -76,6 +77,8 @@ class Summary:
     bytes_up_mean: float
     cut_switches: int
     fallbacks: int
+    errors: int
+    lost: int
     cuts: dict[str, int]
 
     def to_json(self) -> dict[str, Any]:
@@ -91,8 +94,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def summarise(records: Iterable[RequestRecord], duration_s: float) -> list[Summary]:
-    """Per run and group, in order of first appearance, then an ``all`` row per run of several groups."""
+def summarise(records: Iterable[RequestRecord], duration_s: float | Mapping[str, float]) -> list[Summary]:
+    """Per run and group, in order of first appearance, then an ``all`` row per run of several groups.
+
+    ``duration_s`` is every run's length, or each run's by name (a run ended
+    by the scenario's request count is shorter), for the throughput.
+    """
     by: dict[tuple[str, str], list[RequestRecord]] = {}
     for record in records:
         by.setdefault((record.run, record.group), []).append(record)
@@ -102,13 +109,17 @@ def summarise(records: Iterable[RequestRecord], duration_s: float) -> list[Summa
     summaries = []
     for run, rows in runs.items():
         groups = [(group, group_rows) for (r, group), group_rows in by.items() if r == run]
-        summaries += [_summary(run, group, group_rows, duration_s) for group, group_rows in groups]
+        length = duration_s if isinstance(duration_s, int | float) else duration_s[run]
+        summaries += [_summary(run, group, group_rows, length) for group, group_rows in groups]
         if len(groups) > 1:
-            summaries.append(_summary(run, "all", rows, duration_s))
+            summaries.append(_summary(run, "all", rows, length))
     return summaries
 
 
-def _summary(run: str, group: str, rows: list[RequestRecord], duration_s: float) -> Summary:
+def _summary(run: str, group: str, records: list[RequestRecord], duration_s: float) -> Summary:
+    rows = [row for row in records if not row.error]
+    failed = [row.error for row in records if row.error]
+    lost = sum(error.startswith(LOST) for error in failed)
     totals = [row.total_ms for row in rows]
     last_cut: dict[str, str] = {}
     switches = 0
@@ -123,21 +134,26 @@ def _summary(run: str, group: str, rows: list[RequestRecord], duration_s: float)
         run=run,
         group=group,
         count=len(rows),
-        mean_ms=sum(totals) / len(totals),
+        mean_ms=sum(totals) / len(totals) if totals else math.nan,
         p50_ms=p50,
         p95_ms=p95,
         p99_ms=p99,
         throughput_hz=len(rows) / duration_s,
-        bytes_up_mean=sum(row.bytes_up for row in rows) / len(rows),
+        bytes_up_mean=sum(row.bytes_up for row in rows) / len(rows) if rows else math.nan,
         cut_switches=switches,
         fallbacks=sum(bool(row.fallback) for row in rows),
+        errors=len(failed) - lost,
+        lost=lost,
         cuts=dict(sorted(cuts.items())),
     )
 
 
 def table(summaries: Sequence[Summary]) -> str:
     """The summaries as a fixed-width text table."""
-    header = ("run", "group", "requests", "mean ms", "p50", "p95", "p99", "req/s", "bytes up", "switches", "fallbacks")
+    header = (
+        "run", "group", "requests", "mean ms", "p50", "p95", "p99", "req/s", "bytes up", "switches", "fallbacks",
+        "errors", "lost",
+    )  # fmt: skip
     rows = [
         (
             s.run,
@@ -151,6 +167,8 @@ def table(summaries: Sequence[Summary]) -> str:
             f"{s.bytes_up_mean:,.0f}",
             str(s.cut_switches),
             str(s.fallbacks),
+            str(s.errors),
+            str(s.lost),
         )
         for s in summaries
     ]

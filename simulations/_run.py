@@ -3,7 +3,8 @@
 The directory gets:
 
 - ``run.json``: how the run was made (scenario file and its sha256, seed,
-  mode, edgecut version, start time, simulated and wall seconds);
+  mode, edgecut version, start time, each run's seconds, in all and of wall
+  time);
 - ``profiles.json``: the measured model profiles the run used (pass it back
   with ``profiles=`` to rerun on the same figures);
 - ``observed-profiles.json`` (emulate mode): the same profiles as the run's
@@ -25,6 +26,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from importlib import metadata
 from typing import TYPE_CHECKING
@@ -95,6 +97,7 @@ def run_scenario(
         records.append(item)
         write_record(writer[0], item)
 
+    lengths: dict[str, float] = {}  # each run's seconds: duration_s, or less with a request count
     runs: list[str | None] = list(scenario.policies) or [None]
     fleets = [Fleet(scenario, profiles, record, policy=policy) for policy in runs]  # every policy checked first
     out.mkdir(parents=True, exist_ok=True)
@@ -105,39 +108,44 @@ def run_scenario(
             write_header(writer[0])
             for index, fleet in enumerate(fleets):
                 if mode == "emulate":
-                    _emulate_with_progress(
+                    lengths[fleet.run_name] = _emulate_with_progress(
                         fleet, profiles, index=index, runs=len(runs), records=records, progress=progress
                     )
                 else:
-                    _run_with_progress(fleet, index, len(runs), records, progress)
+                    lengths[fleet.run_name] = _run_with_progress(fleet, index, len(runs), records, progress)
         if mode == "emulate":
             save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
         if report and records:
             from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
 
-            write_report(out, scenario)
+            write_report(out, scenario, lengths)
     finally:
-        summaries = summarise(records, scenario.duration_s)
+        lengths = _ran_s(records, lengths)
+        summaries = summarise(records, lengths)
         summary = [s.to_json() for s in summaries]
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (out / "run.json").write_text(
-            json.dumps(_provenance(scenario, source, started, time.perf_counter() - wall, mode), indent=2) + "\n",
-            encoding="utf-8",
+        provenance = _provenance(
+            scenario, source, started=started, wall_s=time.perf_counter() - wall, mode=mode, lengths=lengths
         )
+        (out / "run.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     return summaries
 
 
 def _run_with_progress(
     fleet: Fleet, index: int, runs: int, records: list[RequestRecord], progress: Callable[[Progress], None] | None
-) -> None:
+) -> float:
+    """One run in fleet mode; its simulated seconds."""
     duration = fleet.scenario.duration_s
     fleet.start()
     for step in range(1, _PROGRESS_STEPS + 1):
         fleet.advance(duration * step / _PROGRESS_STEPS)
+        last = step == _PROGRESS_STEPS or fleet.ended
         if progress is not None:
-            progress(
-                Progress(fleet.run_name, index + (step == _PROGRESS_STEPS), runs, fleet.env.now, duration, len(records))
-            )
+            shown = duration if last else fleet.env.now  # a run ended by its request count shows as done
+            progress(Progress(fleet.run_name, index + last, runs, shown, duration, len(records)))
+        if last:
+            break
+    return float(fleet.env.now)
 
 
 def _emulate_with_progress(
@@ -148,8 +156,8 @@ def _emulate_with_progress(
     runs: int,
     records: list[RequestRecord],
     progress: Callable[[Progress], None] | None,
-) -> None:
-    """One emulated run (the fleet object only names its policy and scenario)."""
+) -> float:
+    """One emulated run (the fleet object only names its policy and scenario); its seconds."""
     duration = fleet.scenario.duration_s
 
     def tick(elapsed_s: float) -> None:
@@ -158,9 +166,20 @@ def _emulate_with_progress(
 
     tick(0.0)
     policy = None if fleet.run_name == "scenario" else fleet.run_name
-    asyncio.run(run_emulated(fleet.scenario, profiles, fleet.record, policy=policy, tick=tick))
+    ran_s = asyncio.run(run_emulated(fleet.scenario, profiles, fleet.record, policy=policy, tick=tick))
     if progress is not None:
         progress(Progress(fleet.run_name, index + 1, runs, duration, duration, len(records)))
+    return ran_s
+
+
+def _ran_s(records: list[RequestRecord], lengths: dict[str, float]) -> dict[str, float]:
+    """Each run's seconds: as it ran, or for one cut short (Ctrl+C) until its last request ended."""
+    ran = dict(lengths)
+    for item in records:
+        if item.run not in lengths:
+            ended = item.start_s + (0.0 if math.isnan(item.total_ms) else item.total_ms / 1000)
+            ran[item.run] = max(ran.get(item.run, 0.0), ended)
+    return ran
 
 
 def _profiles(scenario: Scenario, profiles_file: Path | None) -> dict[str, ModelProfile]:
@@ -168,7 +187,9 @@ def _profiles(scenario: Scenario, profiles_file: Path | None) -> dict[str, Model
     return {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
 
 
-def _provenance(scenario: Scenario, source: Path | None, started: float, wall_s: float, mode: str) -> dict[str, object]:
+def _provenance(
+    scenario: Scenario, source: Path | None, *, started: float, wall_s: float, mode: str, lengths: dict[str, float]
+) -> dict[str, object]:
     return {
         "scenario": scenario.name,
         "file": None if source is None else str(source),
@@ -179,6 +200,7 @@ def _provenance(scenario: Scenario, source: Path | None, started: float, wall_s:
         "policies": list(scenario.policies),
         "edgecut": metadata.version("edgecut"),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "simulated_s": scenario.duration_s * max(1, len(scenario.policies)),
+        "run_s": {run: round(seconds, 3) for run, seconds in lengths.items()},
+        "simulated_s": round(sum(lengths.values()), 3),
         "wall_s": round(wall_s, 3),
     }

@@ -11,7 +11,7 @@ live on the dataclass fields only. Example::
 
     name = "bandwidth drop"
     seed = 1
-    duration_s = 60
+    duration_s = 60                              # requests = 5000: end each run after that many, if sooner
     policies = ["edge", "cloud", "auto"]   # the whole scenario once per policy
 
     [broker]
@@ -159,7 +159,9 @@ class Scenario:
         name: What it is called in reports.
         description: What it shows, in a sentence.
         seed: The one seed every random stream derives from, by name.
-        duration_s: Simulated seconds of requests.
+        duration_s: Seconds of requests (simulated in fleet mode, wall-clock in emulate mode).
+        requests: When set, each run ends once this many requests have
+            finished, or at ``duration_s``, whichever comes first.
         policies: When set, the scenario runs once per policy, every group
             using it; else each group's own policy, in one run.
         broker: The broker, in emulate mode.
@@ -172,6 +174,7 @@ class Scenario:
     description: str = ""
     seed: int = 0
     duration_s: float = 60.0
+    requests: int | None = None
     policies: tuple[str, ...] = ()
     broker: BrokerSpec = BrokerSpec()
     hub: HubSpec = HubSpec()
@@ -232,12 +235,13 @@ class _Reader:
         self.problems.append(f"{where}: {message}")
 
     def scenario(self, data: dict[str, Any]) -> Scenario | None:
-        top = {"name", "description", "seed", "duration_s", "policies", "broker", "hub", "groups", "faults"}
+        top = {"name", "description", "seed", "duration_s", "requests", "policies", "broker", "hub", "groups", "faults"}
         self._known(data, "", top)
         name = self._str(data, "name", "", required=True) or "scenario"
         description = self._str(data, "description", "") or ""
         seed = self._number(data, "seed", "", default=0, integer=True)
         duration = self._number(data, "duration_s", "", default=60.0, positive=True)
+        requests = self._number(data, "requests", "", default=1, integer=True, positive=True)
         broker = self._broker(data.get("broker", {}))
         hub = self._hub(data.get("hub", {}))
         raw_groups = data.get("groups")
@@ -272,6 +276,7 @@ class _Reader:
             description=description,
             seed=int(seed),
             duration_s=float(duration),
+            requests=int(requests) if "requests" in data else None,
             policies=tuple(policies),
             broker=broker,
             hub=hub,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
 import pytest
@@ -106,3 +107,10 @@ def test_an_external_broker_is_connected_to_as_it_is(tmp_path: Path, broker_url:
     records = read_records(tmp_path / "requests.csv")
     assert records
     assert all(r.hub == "hub-0" and not r.fallback for r in records)
+
+
+def test_a_request_count_ends_an_emulated_run_early(tmp_path: Path) -> None:
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=30, requests=6))
+    run_scenario(scenario, tmp_path, mode="emulate", report=False)
+    assert len(read_records(tmp_path / "requests.csv")) == 6
+    assert json.loads((tmp_path / "run.json").read_text())["run_s"]["cloud"] < 30  # 2 agents at 4/s: about 1 s

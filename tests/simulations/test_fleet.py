@@ -208,6 +208,19 @@ def test_observed_head_times_give_the_spread_of_a_devices_runs() -> None:
     assert ModelProfile.from_json(json.loads(json.dumps(observed.to_json()))) == observed
 
 
+def test_a_request_count_ends_each_run_and_the_throughput_is_over_its_own_length(tmp_path: Path) -> None:
+    scenario = parse_scenario(_scenario(requests=50, duration_s=60))
+    summaries = run_scenario(scenario, tmp_path, profiles_file=_profiles_file(tmp_path), report=False)
+    records = read_records(tmp_path / "requests.csv")
+    ran = json.loads((tmp_path / "run.json").read_text())["run_s"]
+    for run in ("edge", "cloud", "auto"):
+        assert sum(r.run == run for r in records) == 50
+        assert 0 < ran[run] < 60  # 3 agents at 2 requests/s: about 8 s
+    expected = [50 / ran[run] for run in ("edge", "cloud", "auto")]  # run.json keeps milliseconds
+    assert [s.throughput_hz for s in summaries] == pytest.approx(expected, rel=1e-3)
+    assert [s.throughput_hz for s in summarise(records, ran)] == pytest.approx(expected)
+
+
 def test_a_policy_naming_no_candidate_cut_is_refused() -> None:
     with pytest.raises(Exception, match=r"policy 'layer1' is not auto, edge, cloud or a candidate cut of resnet18"):
         _records(_scenario(), "layer1")
@@ -302,3 +315,9 @@ def test_models_profile_measures_the_candidate_cuts_and_adds_them_to_a_profiles_
     saved = load_profiles(profiles)
     assert set(saved) == {"tiny", "digits"}  # the second added to the first
     assert saved["digits"].cuts == printed.cuts
+
+
+def _profiles_file(directory: Path) -> Path:
+    path = directory / "fixed-profiles.json"
+    save_profiles(PROFILES, path)
+    return path

@@ -147,3 +147,11 @@ def test_an_external_broker_cannot_be_restarted_by_a_scenario() -> None:
     assert parse_scenario(GOOD | {"faults": restart}).faults[0].kind == "broker-restart"
     with pytest.raises(ConfigError, match=r"faults\[0\].kind: an external broker cannot be restarted"):
         parse_scenario(GOOD | {"broker": {"url": "mqtt://10.0.0.5:1883"}, "faults": restart})
+
+
+def test_a_run_may_end_at_a_request_count() -> None:
+    assert parse_scenario(GOOD).requests is None
+    assert parse_scenario(GOOD | {"requests": 500}).requests == 500
+    for bad in (0, 2.5, "many"):
+        with pytest.raises(ConfigError, match="requests: must be"):
+            parse_scenario(GOOD | {"requests": bad})
