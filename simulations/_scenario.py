@@ -26,7 +26,8 @@ live on the dataclass fields only. Example::
     count = 4
     model = "resnet18"
     device = "rpi4"
-    link = { rate = "20mbit", delay = "20ms" }   # or a preset name: "3g-bus"
+    link = { rate = "20mbit", delay = "20ms" }   # or a preset name: "3g-bus", or a trace:
+    # link = { trace = "my-drive.csv", column = "throughput_mbps", delay = "30ms" }  (path from this file)
     arrival = "poisson"                          # or "closed" (think_s between requests)
     rate_hz = 2.0
 
@@ -44,17 +45,16 @@ import dataclasses
 import math
 import re
 import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL
 from simulations._devices import PROFILES
-from simulations._presets import PRESET_NAMES, fixed_link, preset
+from simulations._presets import PRESET_NAMES, fixed_link, preset, trace_link
 from simulations._tc import parse_duration_ms, parse_rate
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from simulations._link import LinkSpec
 
 Arrival = Literal["poisson", "closed"]
@@ -202,18 +202,21 @@ def load_scenario(path: Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         msg = f"{path}: not TOML: {exc}"
         raise ConfigError(msg) from exc
-    return parse_scenario(data, source=str(path), text=text)
+    return parse_scenario(data, source=str(path), text=text, directory=path.parent)
 
 
-def parse_scenario(data: dict[str, Any], *, source: str = "scenario", text: str = "") -> Scenario:
+def parse_scenario(
+    data: dict[str, Any], *, source: str = "scenario", text: str = "", directory: Path | None = None
+) -> Scenario:
     """Check a scenario given as the dict TOML gives (see :func:`load_scenario`).
 
     Args:
         data: The parsed TOML.
         source: The file's name, for messages.
         text: The file's text, to name the line of each problem.
+        directory: Where relative trace paths start (default: the working directory).
     """
-    reader = _Reader(source)
+    reader = _Reader(source, directory)
     scenario = reader.scenario(data)
     if reader.problems:
         lines = _key_lines(text)
@@ -227,8 +230,9 @@ def parse_scenario(data: dict[str, Any], *, source: str = "scenario", text: str 
 class _Reader:
     """Builds the dataclasses from plain TOML values, noting every problem instead of stopping at the first."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, directory: Path | None) -> None:
         self.source = source
+        self.directory = directory
         self.problems: list[str] = []
 
     def problem(self, where: str, message: str) -> None:
@@ -370,18 +374,30 @@ class _Reader:
                 return None
             return preset(value)
         if not isinstance(value, dict):
-            self.problem(where, "must be a preset name or a table {rate, delay, jitter, loss}")
+            self.problem(where, "must be a preset name or a table {rate | trace, delay, jitter, loss}")
             return None
-        self._known(value, f"{where}.", {"rate", "delay", "jitter", "loss"})
+        self._known(value, f"{where}.", {"rate", "trace", "column", "delay", "jitter", "loss"})
+        if "trace" in value and ("rate" in value or "loss" in value):
+            self.problem(where, "a trace sets the rate: give trace or rate (and loss), not both")
+            return None
         try:
-            rate = parse_rate(value["rate"]) if "rate" in value else None
-            delay_s = parse_duration_ms(str(value.get("delay", "0ms"))) / 1000
-            jitter_s = parse_duration_ms(str(value.get("jitter", "0ms"))) / 1000
-            loss = float(value.get("loss", 0.0))
-            return fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=loss)
-        except (ValueError, TypeError, AttributeError) as exc:
+            return self._link_table(value)
+        except (ConfigError, ValueError, TypeError, AttributeError) as exc:
             self.problem(where, str(exc))
             return None
+
+    def _link_table(self, value: dict[str, Any]) -> LinkSpec:
+        """A link from its table: a fixed rate, or a trace file's (a relative path from the scenario's directory)."""
+        delay_s = parse_duration_ms(str(value.get("delay", "0ms"))) / 1000
+        jitter_s = parse_duration_ms(str(value.get("jitter", "0ms"))) / 1000
+        if "trace" not in value:
+            rate = parse_rate(value["rate"]) if "rate" in value else None
+            return fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=float(value.get("loss", 0.0)))
+        path = Path(str(value["trace"]))
+        if not path.is_absolute() and self.directory is not None:
+            path = self.directory / path
+        column = None if value.get("column") is None else str(value["column"])
+        return trace_link(path, delay_s=delay_s, jitter_s=jitter_s, column=column)
 
     def _fault(self, data: object, where: str, groups: set[str], hub: HubSpec | None) -> FaultSpec | None:
         if not isinstance(data, dict):

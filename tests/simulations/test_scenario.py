@@ -155,3 +155,26 @@ def test_a_run_may_end_at_a_request_count() -> None:
     for bad in (0, 2.5, "many"):
         with pytest.raises(ConfigError, match="requests: must be"):
             parse_scenario(GOOD | {"requests": bad})
+
+
+def test_a_link_may_follow_a_trace_file_named_from_the_scenarios_directory(tmp_path: Path) -> None:
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "drive.log").write_text("0\t1.5\n1\t2.0\n2\t0.5\n3\t1.0\n")
+    path = tmp_path / "traced.toml"
+    path.write_text(
+        'name = "traced"\n[[groups]]\nname = "a"\nlink = { trace = "traces/drive.log", delay = "30ms" }\n'
+        '[[groups]]\nname = "b"\nlink = { trace = "missing.log" }\n'
+        '[[groups]]\nname = "c"\nlink = { trace = "traces/drive.log", rate = "5mbit" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path)
+    text = str(caught.value)
+    assert "groups[1].link: " in text
+    assert "missing.log" in text
+    assert "groups[2].link: a trace sets the rate" in text
+    assert "groups[0]" not in text
+    path.write_text('name = "traced"\n[[groups]]\nname = "a"\nlink = { trace = "traces/drive.log", delay = "30ms" }\n')
+    link = load_scenario(path).groups[0].link
+    assert link.up.trace is not None
+    assert link.up.trace.rate_at(0.5) == pytest.approx(2e6)  # a cooked sample covers the second before it
+    assert link.up.delay_s == pytest.approx(0.03)
