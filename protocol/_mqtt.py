@@ -212,7 +212,8 @@ class Connection:
         if len(payload) > self._max_message_bytes:
             msg = f"{len(payload)} byte message exceeds the {self._max_message_bytes} byte limit"
             raise ProtocolError(msg, code=ErrorCode.TOO_LARGE)
-        await self.wait_connected(timeout)
+        if not self._connected.is_set():  # wait_for costs a loop iteration even when already set
+            await self.wait_connected(timeout)
         client = self._client
         if client is None:  # lost between the wake-up and now
             msg = f"connection to {self.url} lost"
