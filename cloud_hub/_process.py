@@ -7,6 +7,7 @@ interpreter, GIL or event loop with the agents measuring it.
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import uuid
@@ -56,10 +57,21 @@ class HubProcess:
             self._process.wait(_STOP_TIMEOUT_S)
             self._process = None
 
+    def pause(self) -> None:
+        """Hang the hub (SIGSTOP), as a stuck process would: it holds its connection and requests, silent."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused hub go on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the hub gracefully (SIGTERM), killing it if it does not stop within 30 s."""
         if self._process is None:
             return
+        self.resume()  # a paused process would not act on SIGTERM
         self._process.terminate()
         try:
             self._process.wait(_STOP_TIMEOUT_S)

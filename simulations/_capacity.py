@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from simulations._fleet import Fleet, RequestRecord
 from simulations._report import percentile
+from simulations._scenario import REPLICA_FAULTS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -91,7 +92,7 @@ def _search(meets: Callable[[int], bool], limit: int) -> int | None:
 def _point(
     scenario: Scenario, profiles: Mapping[str, ModelProfile], policy: str | None, replicas: int
 ) -> CapacityPoint:
-    faults = tuple(f for f in scenario.faults if f.kind != "hub-down" or (f.replica or 0) < replicas)
+    faults = tuple(f for f in scenario.faults if f.kind not in REPLICA_FAULTS or (f.replica or 0) < replicas)
     sized = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, replicas=replicas), faults=faults)
     records: list[RequestRecord] = []
     Fleet(sized, profiles, records.append, policy=policy).run()

@@ -10,8 +10,8 @@ its profile's speed (:func:`simulations.stretched_sessions`). Every process
 shares this machine's cores, so tens of agents are the practical limit.
 Arrivals draw from the same named streams as fleet mode. Faults act on the
 real things: a link's proxy changes rate or holds everything (an outage), a
-hub process is killed and started again, the broker is stopped and started
-again on its port.
+hub process is killed and started again or stopped (SIGSTOP) and continued,
+the broker is stopped and started again on its port.
 
 Every finished request becomes the same :class:`RequestRecord` fleet mode
 writes (times in seconds from the run's start).
@@ -218,6 +218,12 @@ async def _fault(
         if fault.for_s is not None:
             await asyncio.sleep(fault.for_s)
             hub.start()
+    elif fault.kind == "hub-stall":
+        hub = hubs[fault.replica or 0]
+        hub.pause()
+        if fault.for_s is not None:
+            await asyncio.sleep(fault.for_s)
+            hub.resume()
     elif fault.kind == "broker-restart":
         assert broker is not None  # noqa: S101 - the scenario refuses restarts of an external broker
         await asyncio.to_thread(broker.stop)

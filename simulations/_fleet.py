@@ -13,7 +13,7 @@ profile's ``head_spread``, when it has one); a hub takes this host's tail
 time.
 
 A request the hub does not answer within the agent's deadline (a replica
-down, an outage, a broker restart) runs its tail on the device once the deadline has passed,
+down or hung, an outage, a broker restart) runs its tail on the device once the deadline has passed,
 as the runtime's fallback does, and tells the planner to back off. Every
 finished request is handed to ``record`` as one :class:`RequestRecord`.
 
@@ -54,6 +54,8 @@ _PROBE_FOLLOW_UPS = 3
 _START_PINGS = 4
 _WAIT_WINDOW_S = 10.0
 _POLICY_CUTS = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}
+_DROPPED_AFTER_S = 15.0
+"""A broker drops a silent client 1.5 keepalives (10 s: protocol.mqtt.Connection's) after its last packet."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +126,7 @@ class _Hub:
         self.max_queue = max_queue
         self.up = True
         self.generation = 0  # bumped when the replica stops: what it held is lost
+        self.stalled_until = 0.0  # hung (SIGSTOP) until then: holds what it has, runs nothing
         self.waits: collections.deque[tuple[float, float]] = collections.deque()  # (when, ms)
 
     def serve(self, tail_ms: float) -> Generator[simpy.Event, object, _Served | None]:
@@ -133,14 +136,20 @@ class _Hub:
         generation, arrived = self.generation, self.env.now
         with self.workers.request() as slot:
             yield slot
+            yield from self._while_stalled()
             if generation != self.generation:
                 return None
             queue_ms = (self.env.now - arrived) * 1000
             yield self.env.timeout(tail_ms / 1000)
+            yield from self._while_stalled()  # a hang that began during the run holds its reply
             if generation != self.generation:
                 return None
         self.waits.append((self.env.now, queue_ms))
         return _Served(self.name, queue_ms, tail_ms)
+
+    def _while_stalled(self) -> Generator[simpy.Event, object, None]:
+        while self.env.now < self.stalled_until:
+            yield self.env.timeout(self.stalled_until - self.env.now)
 
     def wait_ms(self) -> float:
         """The median wait of the last 10 s (0 when idle), as a hub's status reports it."""
@@ -362,7 +371,7 @@ class Fleet:
             tails.setdefault(agent.profile.model, {cut.id: cut.tail_ms for cut in agent.profile.cuts})
         planners = [agent for agent, _ in self.agents]
         while True:
-            if hub.up:
+            if hub.up and self.env.now >= hub.stalled_until:
                 wait = hub.wait_ms()
                 for agent in planners:
                     if agent.planner is not None:
@@ -372,7 +381,9 @@ class Fleet:
     def _fault(self, fault: FaultSpec) -> Generator[simpy.Event, object, None]:
         yield self.env.timeout(fault.at_s)
         affected = [agent for agent, _ in self.agents if agent.group.name == fault.group]
-        if fault.kind == "hub-down":
+        if fault.kind == "hub-stall":
+            yield from self._hub_stall(fault)
+        elif fault.kind == "hub-down":
             hub = self.hubs.replicas[fault.replica or 0]
             hub.up, hub.generation = False, hub.generation + 1
             if fault.for_s is not None:
@@ -393,6 +404,19 @@ class Fleet:
                 yield self.env.timeout(fault.for_s)
                 for agent, (up, down) in zip(affected, before, strict=True):
                     agent.up.spec, agent.down.spec = up, down
+
+    def _hub_stall(self, fault: FaultSpec) -> Generator[simpy.Event, object, None]:
+        """A replica hangs: the broker keeps routing to it until it drops it for silence, losing what it held."""
+        hub = self.hubs.replicas[fault.replica or 0]
+        ends = self.env.now + (fault.for_s if fault.for_s is not None else math.inf)
+        hub.stalled_until = ends
+        if ends - self.env.now <= _DROPPED_AFTER_S:
+            return
+        yield self.env.timeout(_DROPPED_AFTER_S)
+        hub.up, hub.generation = False, hub.generation + 1
+        if fault.for_s is not None:
+            yield self.env.timeout(ends - self.env.now)
+            hub.up = True  # it wakes, reconnects and serves again
 
     def _broker_restart(self, fault: FaultSpec) -> None:
         """Every client loses the broker now and reconnects on its backoff schedule once it is back.

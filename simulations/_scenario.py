@@ -33,7 +33,7 @@ live on the dataclass fields only. Example::
 
     [[faults]]
     at_s = 20
-    kind = "bandwidth"                           # bandwidth | outage | hub-down | broker-restart
+    kind = "bandwidth"                           # bandwidth | outage | hub-down | hub-stall | broker-restart
     group = "cameras"
     rate = "2mbit"
     for_s = 20
@@ -58,7 +58,9 @@ if TYPE_CHECKING:
     from simulations._link import LinkSpec
 
 Arrival = Literal["poisson", "closed"]
-FaultKind = Literal["bandwidth", "outage", "hub-down", "broker-restart"]
+FaultKind = Literal["bandwidth", "outage", "hub-down", "hub-stall", "broker-restart"]
+REPLICA_FAULTS = ("hub-down", "hub-stall")
+"""Faults that act on one hub replica (``replica`` names it)."""
 BrokerKind = Literal["auto", "embedded", "mosquitto", "external"]
 POLICIES = ("edge", "cloud", "auto")
 """Cut policies by name; any other policy is a cut id of the group's model."""
@@ -134,13 +136,14 @@ class FaultSpec:
         at_s: When, from the start.
         kind: ``bandwidth`` (a group's links change rate both ways), ``outage``
             (a group's links carry nothing), ``hub-down`` (a replica stops,
-            losing what it holds, and comes back after ``for_s``) or
-            ``broker-restart`` (the broker stops, losing what it holds, and
+            losing what it holds, and comes back after ``for_s``), ``hub-stall``
+            (a replica hangs, holding what it has, until ``for_s`` has passed:
+            SIGSTOP, then SIGCONT) or ``broker-restart`` (the broker stops, losing what it holds, and
             starts again on the same port after ``for_s``).
         for_s: How long it lasts (``None``: to the end).
         group: The group, for link faults.
         rate_bit_s: The new rate, for ``bandwidth``.
-        replica: The replica's index, for ``hub-down``.
+        replica: The replica's index, for ``hub-down`` and ``hub-stall``.
     """
 
     at_s: float
@@ -421,7 +424,7 @@ class _Reader:
                 rate = parse_rate(str(data["rate"]))
             except (KeyError, ValueError) as exc:
                 self.problem(f"{where}.rate", f"a rate such as '2mbit' is needed ({exc})")
-        if kind == "hub-down" and (
+        if kind in REPLICA_FAULTS and (
             not isinstance(replica, int) or hub is None or not 0 <= replica < hub.replicas or isinstance(replica, bool)
         ):
             count = hub.replicas if hub else "?"

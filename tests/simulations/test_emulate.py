@@ -114,3 +114,14 @@ def test_a_request_count_ends_an_emulated_run_early(tmp_path: Path) -> None:
     run_scenario(scenario, tmp_path, mode="emulate", report=False)
     assert len(read_records(tmp_path / "requests.csv")) == 6
     assert json.loads((tmp_path / "run.json").read_text())["run_s"]["cloud"] < 30  # 2 agents at 4/s: about 1 s
+
+
+def test_a_hung_hub_replica_answers_nothing_until_it_is_continued(tmp_path: Path) -> None:
+    faults = [{"at_s": 1, "kind": "hub-stall", "replica": 0, "for_s": 1.5}]
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=4, hub={"replicas": 2}, faults=faults))
+    run_scenario(scenario, tmp_path, mode="emulate", report=False)
+    records = read_records(tmp_path / "requests.csv")
+    from_hung = [r.start_s + r.total_ms / 1000 for r in records if r.hub == "hub-0"]
+    assert any(end < 1 for end in from_hung)
+    assert any(end > 2.5 for end in from_hung)  # continued, it answers again
+    assert not [end for end in from_hung if 1.1 < end < 2.45]  # stopped, it answers nothing

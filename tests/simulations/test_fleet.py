@@ -124,6 +124,18 @@ def test_a_hub_that_goes_down_loses_what_it_holds_and_the_agents_fall_back() -> 
     assert all(r.hub == "hub-0" for r in records if r.start_s > 11)
 
 
+def test_a_hung_hub_holds_what_it_has_until_it_wakes_or_the_broker_drops_it() -> None:
+    two = {"replicas": 2, "workers": 1}
+    short = _records(_scenario(hub=two, faults=[{"at_s": 5, "kind": "hub-stall", "replica": 0, "for_s": 8}]), "cloud")
+    ends = [(r.start_s + r.total_ms / 1000, r) for r in short if r.hub == "hub-0"]
+    assert not [r for end, r in ends if 5.05 < end < 13]  # nothing comes out of it while it hangs
+    assert [r for end, r in ends if 8 <= r.start_s < 13 and end >= 13]  # what it held comes out after
+    assert any(r.fallback for r in short if 5 <= r.start_s < 8)  # past their 5 s deadline: the devices answered
+    long = _records(_scenario(hub=two, faults=[{"at_s": 2, "kind": "hub-stall", "replica": 0, "for_s": 17}]), "cloud")
+    assert not [r for r in long if r.hub == "hub-0" and 17.1 < r.start_s < 19]  # dropped by the broker at 17 s
+    assert [r for r in long if r.hub == "hub-1" and 17.1 < r.start_s < 19]
+
+
 def test_a_full_hub_queue_refuses_and_the_device_answers() -> None:
     groups = [
         {"name": "cams", "count": 20, "device": "rpi4", "link": {"rate": "1gbit", "delay": "1ms"}, "rate_hz": 5.0}

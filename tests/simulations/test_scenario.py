@@ -178,3 +178,11 @@ def test_a_link_may_follow_a_trace_file_named_from_the_scenarios_directory(tmp_p
     assert link.up.trace is not None
     assert link.up.trace.rate_at(0.5) == pytest.approx(2e6)  # a cooked sample covers the second before it
     assert link.up.delay_s == pytest.approx(0.03)
+
+
+def test_a_hung_hub_fault_names_a_replica() -> None:
+    data = GOOD | {"hub": {"replicas": 2}, "faults": [{"at_s": 1, "kind": "hub-stall", "for_s": 3}]}
+    with pytest.raises(ConfigError, match=r"faults\[0\].replica: needs a replica index from 0 to 2 - 1"):
+        parse_scenario(data)
+    data["faults"][0]["replica"] = 1  # type: ignore[index]
+    assert parse_scenario(data).faults[0].kind == "hub-stall"
