@@ -18,6 +18,7 @@ from protocol.mqtt import Connection
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
+    from pathlib import Path
     from types import TracebackType
 
     from protocol.mqtt import Incoming
@@ -34,19 +35,39 @@ class HubProcess:
         hub_id: The hub's id.
         options: Further ``edgecut hub`` options (``["--workers", "2"]``).
         quiet: Send the hub's own output nowhere.
+        log: Append the hub's output and log to this file instead (``quiet`` aside).
     """
 
     def __init__(
-        self, broker: str, *, prefix: str, hub_id: str, options: Sequence[str] = (), quiet: bool = False
+        self,
+        broker: str,
+        *,
+        prefix: str,
+        hub_id: str,
+        options: Sequence[str] = (),
+        quiet: bool = False,
+        log: Path | None = None,
     ) -> None:
         self.hub_id = hub_id
         self._command = [sys.executable, "-m", "edgecut", "hub", "--broker", broker, "--prefix", prefix]
         self._command += ["--hub-id", hub_id, *options]
         self._quiet = quiet
+        self.log = log
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The status of a hub that exited by itself; ``None`` while it runs, and before start() or after kill()."""
+        return None if self._process is None else self._process.poll()
 
     def start(self) -> None:
         """Start the hub (again, after :meth:`kill`)."""
+        if self.log is not None:
+            with self.log.open("ab") as log:  # the child keeps its own handle
+                self._process = subprocess.Popen(  # noqa: S603
+                    self._command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            return
         output = subprocess.DEVNULL if self._quiet else None
         self._process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=output)  # noqa: S603
 

@@ -175,10 +175,18 @@ class AgentProcess:
                 self._record(RequestRecord(**message["record"]))
 
     def _fail(self, what: str) -> None:
-        lines = self._log.read_text(encoding="utf-8", errors="replace").splitlines()[-_LOG_TAIL_LINES:]
-        tail = "\n".join(f"    {line}" for line in lines) or "    (nothing)"
-        msg = f"emulated agent {self.config.name} {what}; its log ({self._log}) ends:\n{tail}"
+        msg = f"emulated agent {self.config.name} {what}; {log_tail(self._log)}"
         raise EmulationError(msg)
+
+
+def log_tail(log: Path) -> str:
+    """``its log (PATH) ends:`` and the last 20 lines of ``log``, indented, for an error message."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+    except OSError as exc:
+        return f"its log ({log}) cannot be read: {exc.strerror or exc}"
+    tail = "\n".join(f"    {line}" for line in lines) or "    (nothing)"
+    return f"its log ({log}) ends:\n{tail}"
 
 
 # --- the child ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import EDGE_ONLY
-from simulations._agent_process import AgentConfig, AgentProcess
+from simulations._agent_process import AgentConfig, AgentProcess, EmulationError, log_tail
 from simulations._link import LinkSpec
 from simulations._proxy import LinkProxy
 
@@ -103,20 +103,22 @@ async def _run(
             finished += 1
             record(item)
 
-    preload = [f"{name}:{cut.id}" for name, profile in profiles.items() for cut in profile.cuts if cut.id != EDGE_ONLY]
-    with (
-        tempfile.TemporaryDirectory(prefix="edgecut-emulate-") as logs,
-        _broker(scenario.broker) as (url, broker),
-        _hub_processes(url, prefix, scenario, preload) as hubs,
-    ):
-        await wait_online(url, prefix, [hub.hub_id for hub in hubs], _ONLINE_TIMEOUT_S)
+    preload = [f"{p.model}:{cut.id}" for p in profiles.values() for cut in p.cuts if cut.id != EDGE_ONLY]
+    with contextlib.ExitStack() as resources:
+        work = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="edgecut-emulate-")))
+        logs = work / "logs"
+        logs.mkdir()
+        url, broker = resources.enter_context(_broker(scenario.broker))
+        models = _models_dir(scenario, work / "models")
+        hubs = resources.enter_context(_hub_processes(url, prefix, scenario, preload, models=models, logs=logs))
+        await _online(url, prefix, hubs)
         async with contextlib.AsyncExitStack() as stack:
             members = []
             for group in scenario.groups:
                 for index in range(group.count):
                     proxy = await stack.enter_async_context(_proxy(group.link, url, scenario.seed))
                     config = _config(scenario, group, index, policy, url=proxy.url_for(url), prefix=prefix)
-                    process = AgentProcess(config, counted, log=Path(logs) / f"{config.name}.log")
+                    process = AgentProcess(config, counted, log=logs / f"{config.name}.log")
                     stack.push_async_callback(process.stop)
                     members.append(_Member(group, process, proxy))
             starts = await asyncio.gather(
@@ -188,16 +190,51 @@ def _proxy(link: LinkSpec, broker: str, seed: int) -> LinkProxy:
     return LinkProxy(link, upstream=(upstream.hostname or "", upstream.port or 1883), seed=seed)
 
 
+def _models_dir(scenario: Scenario, directory: Path) -> Path | None:
+    """A directory the hubs can serve the groups' own ``.onnx`` files from (``None`` when all are zoo models).
+
+    Each file is linked into a directory of its own, with its external data files.
+    """
+    files = dict.fromkeys(Path(group.model) for group in scenario.groups if Path(group.model).suffix == ".onnx")
+    if not files:
+        return None
+    from models.partition import describe  # noqa: PLC0415 - needs onnx, which zoo-only runs do not
+
+    for index, file in enumerate(files):
+        home = directory / f"model-{index}"
+        home.mkdir(parents=True)
+        for name in (file.name, *describe(file).external_files):
+            (home / name).symlink_to((file.parent / name).resolve())
+    return directory
+
+
+async def _online(url: str, prefix: str, hubs: list[HubProcess]) -> None:
+    """Wait until every hub is online; a hub that exits first (a model it cannot load) fails the run at once."""
+    online = asyncio.create_task(wait_online(url, prefix, [hub.hub_id for hub in hubs], _ONLINE_TIMEOUT_S))
+    while not online.done():
+        await asyncio.wait({online}, timeout=_POLL_S)
+        for hub in hubs:
+            if hub.exit_code is not None and not online.done():
+                online.cancel()
+                what = f"hub {hub.hub_id} exited with status {hub.exit_code} before going online"
+                raise EmulationError(what + ("" if hub.log is None else f"; {log_tail(hub.log)}"))
+    await online
+
+
 @contextlib.contextmanager
-def _hub_processes(broker: str, prefix: str, scenario: Scenario, preload: list[str]) -> Iterator[list[HubProcess]]:
+def _hub_processes(
+    broker: str, prefix: str, scenario: Scenario, preload: list[str], *, models: Path | None, logs: Path
+) -> Iterator[list[HubProcess]]:
     """The replicas, started; stopped on the way out."""
     spec = scenario.hub
     options = ["--workers", str(spec.workers), "--threads", "1", "--max-queue", str(spec.max_queue)]
     options += ["--status-interval", str(spec.status_interval_s)]
+    if models is not None:
+        options += ["--models", str(models)]
     for item in preload:
         options += ["--preload", item]
     hubs = [
-        HubProcess(broker, prefix=prefix, hub_id=f"hub-{index}", options=options, quiet=True)
+        HubProcess(broker, prefix=prefix, hub_id=f"hub-{index}", options=options, log=logs / f"hub-{index}.log")
         for index in range(spec.replicas)
     ]
     with contextlib.ExitStack() as stack:

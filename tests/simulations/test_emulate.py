@@ -6,10 +6,12 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
+import onnx
 import pytest
 
+from models import zoo
 from simulations._agent_process import EmulationError
-from simulations._calibrate import load_profiles
+from simulations._calibrate import CutCost, ModelProfile, load_profiles
 from simulations._emulate import run_emulated
 from simulations._report import read_records, summarise
 from simulations._run import run_scenario
@@ -125,3 +127,28 @@ def test_a_hung_hub_replica_answers_nothing_until_it_is_continued(tmp_path: Path
     assert any(end < 1 for end in from_hung)
     assert any(end > 2.5 for end in from_hung)  # continued, it answers again
     assert not [end for end in from_hung if 1.1 < end < 2.45]  # stopped, it answers nothing
+
+
+def test_a_groups_own_onnx_file_is_served_by_the_emulated_hubs(tmp_path: Path) -> None:
+    model = tmp_path / "models" / "my-net.onnx"
+    model.parent.mkdir()
+    onnx.save(zoo.build("tiny"), model)
+    groups = [{"name": "cams", "count": 1, "model": str(model), "link": {"rate": "50mbit"}, "rate_hz": 4.0}]
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=2, groups=groups))
+    run_scenario(scenario, tmp_path / "out", mode="emulate", report=False)
+    records = read_records(tmp_path / "out" / "requests.csv")
+    assert records
+    assert all(r.hub == "hub-0" and not r.fallback for r in records)  # the hub knew the file: no unknown model
+
+
+def test_a_hub_that_cannot_start_fails_the_run_at_once_with_its_log() -> None:
+    unknown = ModelProfile(
+        model="no-such-model",
+        model_sha256="0" * 64,
+        cuts=(CutCost(id="input", request_bytes=100, head_ms=0.0, tail_ms=1.0),),
+        reply_bytes=100,
+    )
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=1))
+    with pytest.raises(EmulationError, match=r"hub hub-0 exited with status \d+ before going online") as caught:
+        asyncio.run(run_emulated(scenario, {"tiny": unknown}, [].append, policy="cloud"))
+    assert "no-such-model" in str(caught.value)  # the hub's own words on why, from its log
