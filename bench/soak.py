@@ -29,18 +29,17 @@ import dataclasses
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloud_hub import LocalBroker
+from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import EDGE_ONLY, EdgeAgent, HubError, InvalidReplyError, ModelHalves, RequestTimeoutError, Timeouts
-from protocol import Topics, decode_reply, decode_status
+from protocol import Topics, decode_reply
 from protocol.mqtt import Connection
 
 if TYPE_CHECKING:
@@ -65,40 +64,7 @@ class Tally:
     faults: list[str] = dataclasses.field(default_factory=list)
 
 
-class Hubs:
-    """The two hub processes, started, killed, stopped and continued by name."""
-
-    def __init__(self, url: str, prefix: str, logs: str) -> None:
-        self._url, self._prefix, self._logs = url, prefix, logs
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, hub_id: str) -> None:
-        command = [sys.executable, "-m", "edgecut", "hub", "--broker", self._url, "--prefix", self._prefix]
-        command += ["--hub-id", hub_id, "--threads", "1", "--preload", f"{MODEL}:{CUT}", "--status-interval", "1", "-v"]
-        with open(f"{self._logs}/{hub_id}.log", "ab") as log:  # noqa: PTH123 - handed to the child
-            self.processes[hub_id] = subprocess.Popen(command, stderr=log)  # noqa: S603
-
-    def signal(self, hub_id: str, signum: int) -> None:
-        self.processes[hub_id].send_signal(signum)
-
-    def kill(self, hub_id: str) -> None:
-        self.processes[hub_id].kill()
-        self.processes[hub_id].wait(10)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-async def faults(broker: LocalBroker, hubs: Hubs, tally: Tally, stop: asyncio.Event) -> None:
+async def faults(broker: LocalBroker, hubs: dict[str, HubProcess], tally: Tally, stop: asyncio.Event) -> None:
     """Repeat the fault cycle until ``stop``; every step bounded in time."""
     started = time.monotonic()
 
@@ -112,12 +78,12 @@ async def faults(broker: LocalBroker, hubs: Hubs, tally: Tally, stop: asyncio.Ev
 
     while not stop.is_set():
         for delay, what, action in (
-            (4, "SIGKILL hub-a", lambda: hubs.kill("hub-a")),
-            (3, "restart hub-a", lambda: hubs.start("hub-a")),
+            (4, "SIGKILL hub-a", hubs["hub-a"].kill),
+            (3, "restart hub-a", hubs["hub-a"].start),
             (6, "stop the broker", broker.stop),
             (2, "start the broker", broker.start),
-            (6, "SIGSTOP hub-b", lambda: hubs.signal("hub-b", signal.SIGSTOP)),
-            (3, "SIGCONT hub-b", lambda: hubs.signal("hub-b", signal.SIGCONT)),
+            (6, "SIGSTOP hub-b", hubs["hub-b"].pause),
+            (3, "SIGCONT hub-b", hubs["hub-b"].resume),
         ):
             if not await step(delay, what, action):
                 return
@@ -166,10 +132,14 @@ async def soak(args: argparse.Namespace) -> tuple[Tally, Observer, float]:
     prefix = f"soak/{uuid.uuid4().hex[:8]}"
     topics = Topics(prefix)
     tally, observer = Tally(), Observer()
-    with LocalBroker(kind=args.broker) as broker:
-        hubs = Hubs(broker.url, prefix, LOGS)
-        for hub_id in HUBS:
-            hubs.start(hub_id)
+    options = ["--threads", "1", "--preload", f"{MODEL}:{CUT}", "--status-interval", "1", "-v"]
+    with LocalBroker(kind=args.broker) as broker, contextlib.ExitStack() as running:
+        hubs = {
+            hub_id: running.enter_context(
+                HubProcess(broker.url, prefix=prefix, hub_id=hub_id, options=options, log=Path(LOGS) / f"{hub_id}.log")
+            )
+            for hub_id in HUBS
+        }
         replies = [(topics.all_responses(), 1)]
         watch = Connection(broker.url, client_id="observer", subscriptions=replies, on_message=observer)
         timeouts = Timeouts(request=args.deadline, retry=2.0)
@@ -177,41 +147,22 @@ async def soak(args: argparse.Namespace) -> tuple[Tally, Observer, float]:
             EdgeAgent(broker.url, model=MODEL, cut=CUT, prefix=prefix, fallback=False, threads=1, timeouts=timeouts)
             for _ in range(args.agents)
         ]
-        try:
-            async with watch, contextlib.AsyncExitStack() as stack:
-                await watch.wait_connected(10)
-                for agent in agents:
-                    await stack.enter_async_context(agent)
-                await _wait_for_hubs(broker.url, topics)
-                stop = asyncio.Event()
-                fault_task = asyncio.create_task(faults(broker, hubs, tally, stop))
-                started = time.monotonic()
-                per_agent = -(-args.requests // args.agents)
-                loops = [agent_loop(agent, per_agent, args.rate, args.deadline, tally) for agent in agents]
-                await asyncio.wait_for(asyncio.gather(*loops), args.max_seconds)
-                elapsed = time.monotonic() - started
-                stop.set()
-                await fault_task
-                await asyncio.sleep(3)  # late replies, for the observer
-        finally:
-            hubs.stop_all()
+        async with watch, contextlib.AsyncExitStack() as stack:
+            await watch.wait_connected(10)
+            for agent in agents:
+                await stack.enter_async_context(agent)
+            await wait_online(broker.url, prefix, HUBS, 120)
+            stop = asyncio.Event()
+            fault_task = asyncio.create_task(faults(broker, hubs, tally, stop))
+            started = time.monotonic()
+            per_agent = -(-args.requests // args.agents)
+            loops = [agent_loop(agent, per_agent, args.rate, args.deadline, tally) for agent in agents]
+            await asyncio.wait_for(asyncio.gather(*loops), args.max_seconds)
+            elapsed = time.monotonic() - started
+            stop.set()
+            await fault_task
+            await asyncio.sleep(3)  # late replies, for the observer
     return tally, observer, elapsed
-
-
-async def _wait_for_hubs(url: str, topics: Topics) -> None:
-    """Until both hubs say online (they preload first)."""
-    online: set[str] = set()
-    seen = asyncio.Event()
-
-    def status(incoming: Incoming) -> None:
-        announced = decode_status(incoming.payload)
-        if announced.state == "online":
-            online.add(announced.node_id)
-        if online >= set(HUBS):
-            seen.set()
-
-    async with Connection(url, client_id="hub-watch", subscriptions=[(topics.all_status(), 1)], on_message=status):
-        await asyncio.wait_for(seen.wait(), 120)
 
 
 def report(tally: Tally, observer: Observer, elapsed: float, args: argparse.Namespace) -> dict[str, object]:
