@@ -72,12 +72,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = actions.add_parser(
         "run",
-        help="run a scenario: agents, links, hubs and faults, on simulated time",
+        help="run a scenario: agents, links, hubs and faults, on simulated time or on real processes",
         description=(
-            "Run a scenario file (or a bundled scenario by name, --list shows them) in fleet mode: every agent,"
-            " link and hub replica on simulated time, the agents running the real planner, compute times measured"
-            " on this host. Writes requests.csv, summary.json, profiles.json, run.json, PNG plots and report.html to"
-            " --out and prints the summary. Ctrl+C stops with what has run."
+            "Run a scenario file (or a bundled scenario by name, --list shows them). Fleet mode (the default): every"
+            " agent, link and hub replica on simulated time, the agents running the real planner, compute times"
+            " measured on this host. Emulate mode: the scenario's broker, hub processes and one process per agent"
+            " behind emulated links, in wall-clock time. Writes requests.csv, summary.json, profiles.json, run.json"
+            " (and in emulate mode observed-profiles.json), PNG plots and report.html to --out and prints the"
+            " summary. Ctrl+C stops with what has run (exit 130)."
         ),
     )
     run.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a scenario .toml file or a bundled name")
@@ -85,12 +87,17 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--mode",
         choices=["fleet", "emulate"],
         default="fleet",
-        help="fleet: simulated time (default); emulate: a real broker, hub processes and agents behind emulated "
-        "links, in wall-clock time (tens of agents)",
+        help="fleet: simulated time (default); emulate: a real broker, hub processes and agent processes behind "
+        "emulated links, in wall-clock time (tens of agents)",
     )
     run.add_argument("--out", type=Path, help="output directory (default sim-out/<scenario>)")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
-    run.add_argument("--profiles", type=Path, help="model profiles from an earlier run's profiles.json")
+    run.add_argument(
+        "--profiles",
+        type=Path,
+        help="model profiles to use instead of measuring: an earlier run's profiles.json, an emulated run's "
+        "observed-profiles.json, or `edgecut models profile --out`",
+    )
     run.add_argument("--no-report", action="store_true", help="skip the PNG plots and report.html")
     run.add_argument(
         "--find-hubs",
