@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from protocol.errors import ConfigError
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
+    from types import FrameType
 
     from rich.progress import TaskID
 
@@ -79,7 +81,7 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
             " measured on this host. Emulate mode: the scenario's broker, hub processes and one process per agent"
             " behind emulated links, in wall-clock time. Writes requests.csv, summary.json, profiles.json, run.json"
             " (and in emulate mode observed-profiles.json), PNG plots and report.html to --out and prints the"
-            " summary. Ctrl+C stops with what has run (exit 130)."
+            " summary. Ctrl+C or SIGTERM stops with what has run (exit 130)."
         ),
     )
     run.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a scenario .toml file or a bundled name")
@@ -148,9 +150,12 @@ def _run(args: argparse.Namespace) -> ExitCode:
     out = args.out or Path("sim-out") / path.stem
 
     if args.find_hubs:
+        if args.mode != "fleet":
+            msg = "--find-hubs runs the scenario many times: fleet mode only"
+            raise ConfigError(msg)
         return _find_hubs(args, scenario, out)
     try:
-        with _progress_bars(args.mode, shown=not args.json) as progress:
+        with _terminate_as_interrupt(), _progress_bars(args.mode, shown=not args.json) as progress:
             summaries = run_scenario(
                 scenario,
                 out,
@@ -176,6 +181,20 @@ def _run(args: argparse.Namespace) -> ExitCode:
         pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl+C does: the hubs and agents it started stopped, the summary so far written."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal's handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING
 
 import onnx
 import pytest
 
+from edgecut._exit import ExitCode
 from models import zoo
 from simulations._agent_process import EmulationError
 from simulations._calibrate import CutCost, ModelProfile, load_profiles
@@ -152,3 +157,24 @@ def test_a_hub_that_cannot_start_fails_the_run_at_once_with_its_log() -> None:
     with pytest.raises(EmulationError, match=r"hub hub-0 exited with status \d+ before going online") as caught:
         asyncio.run(run_emulated(scenario, {"tiny": unknown}, [].append, policy="cloud"))
     assert "no-such-model" in str(caught.value)  # the hub's own words on why, from its log
+
+
+def test_sigterm_stops_an_emulated_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    scenario = tmp_path / "long.toml"
+    scenario.write_text(
+        'name = "long"\nduration_s = 120\npolicies = ["cloud"]\n'
+        '[[groups]]\nname = "cams"\ncount = 2\nmodel = "tiny"\nlink = { rate = "50mbit" }\nrate_hz = 4.0\n'
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "edgecut", "sim", "run", str(scenario), "--mode", "emulate", "--out", str(out)]
+    with subprocess.Popen([*command, "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as run:  # noqa: S603
+        rows = out / "requests.csv"
+        for _ in range(600):  # up to 60 s for the first answers
+            if rows.is_file() and len(rows.read_text().splitlines()) > 2:
+                break
+            time.sleep(0.1)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == ExitCode.INTERRUPTED, err
+    assert b"interrupted: the summary so far is in" in err
+    assert json.loads((out / "summary.json").read_text())[0]["count"] >= 2

@@ -280,6 +280,8 @@ def test_the_command_runs_a_scenario_file(
     assert [line.split()[0] for line in progress] == ["edge", "auto"]  # a finished bar per run
     assert main(["sim", "run", "--list"]) == ExitCode.OK
     assert "bandwidth-drop" in capsys.readouterr().out
+    assert main([*argv, "--find-hubs", "--p95-ms", "100", "--mode", "emulate"]) == ExitCode.CONFIG
+    assert "--find-hubs runs the scenario many times: fleet mode only" in capsys.readouterr().err
     scenario.write_text('name = "cli"\n')
     assert main(["sim", "run", str(scenario), "--out", str(out)]) == ExitCode.CONFIG
     assert "groups: at least one [[groups]] table is needed" in capsys.readouterr().err
