@@ -93,6 +93,11 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "emulated links, in wall-clock time (tens of agents)",
     )
     run.add_argument("--out", type=Path, help="output directory (default sim-out/<scenario>)")
+    run.add_argument(
+        "--max-agents",
+        type=int,
+        help="emulate mode: the most agents a scenario may have, each a process of its own (default 32)",
+    )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument(
         "--profiles",
@@ -133,7 +138,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
     try:
         import rich.progress  # noqa: F401, PLC0415 - the progress bars
 
-        from simulations._run import run_scenario  # noqa: PLC0415 - needs simpy
+        from simulations._run import MAX_EMULATED_AGENTS, run_scenario  # noqa: PLC0415 - needs simpy
     except ImportError as exc:
         msg = f"fleet mode needs {exc.name}: pip install 'edgecut[sim]'"
         raise ConfigError(msg) from exc
@@ -164,6 +169,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
                 progress=progress,
                 report=not args.no_report,
                 mode=args.mode,
+                max_agents=MAX_EMULATED_AGENTS if args.max_agents is None else args.max_agents,
             )
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted: the summary so far is in {out / 'summary.json'}\n")

@@ -31,6 +31,7 @@ import time
 from importlib import metadata
 from typing import TYPE_CHECKING
 
+from protocol.errors import ConfigError
 from simulations._calibrate import load_profiles, measure_profile, observed_profiles, save_profiles
 from simulations._emulate import run_emulated
 from simulations._fleet import Fleet, RequestRecord, models_of
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from simulations._scenario import Scenario
 
 _PROGRESS_STEPS = 20
+MAX_EMULATED_AGENTS = 32
+"""Emulate mode's default bound on a scenario's agents (a process each)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ def run_scenario(
     progress: Callable[[Progress], None] | None = None,
     report: bool = True,
     mode: str = "fleet",
+    max_agents: int = MAX_EMULATED_AGENTS,
 ) -> list[Summary]:
     """Run ``scenario``, writing its outputs to ``out`` (created if needed).
 
@@ -83,11 +87,20 @@ def run_scenario(
         report: Also draw the pictures and write ``report.html``.
         mode: ``"fleet"`` (simulated time) or ``"emulate"`` (real processes
             and sockets, wall-clock time: :mod:`simulations._emulate`).
+        max_agents: In emulate mode, the most agents a scenario may have
+            (each is a process of its own: about 350 MB for resnet18).
 
     Raises:
-        ConfigError: A policy names no candidate cut.
+        ConfigError: A policy names no candidate cut, or an emulated scenario has more than ``max_agents``.
         EmulationError: In emulate mode, an agent process did not start or died.
     """
+    if mode == "emulate" and scenario.agents > max_agents:
+        msg = (
+            f"scenario {scenario.name!r} has {scenario.agents} agents; emulate mode runs a process per agent and "
+            f"takes at most {max_agents} (--max-agents): run it in fleet mode, or raise the bound if this machine "
+            "has the memory"
+        )
+        raise ConfigError(msg)
     started, wall = time.time(), time.perf_counter()
     profiles = _profiles(scenario, profiles_file)
     records: list[RequestRecord] = []

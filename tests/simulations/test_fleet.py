@@ -12,6 +12,7 @@ import pytest
 
 from edgecut._cli import main
 from edgecut._exit import ExitCode
+from protocol.errors import ConfigError
 from protocol.mqtt import Backoff
 from simulations._calibrate import CutCost, ModelProfile, load_profiles, observed_profiles, save_profiles
 from simulations._fleet import Fleet, RequestRecord, _reconnected
@@ -335,3 +336,10 @@ def _profiles_file(directory: Path) -> Path:
     path = directory / "fixed-profiles.json"
     save_profiles(PROFILES, path)
     return path
+
+
+def test_emulate_mode_refuses_more_agents_than_its_bound_before_starting_anything(tmp_path: Path) -> None:
+    scenario = parse_scenario(_scenario())  # 3 agents
+    with pytest.raises(ConfigError, match=r"scenario 'test' has 3 agents; .* at most 2 \(--max-agents\)"):
+        run_scenario(scenario, tmp_path / "out", mode="emulate", max_agents=2)
+    assert not (tmp_path / "out").exists()
