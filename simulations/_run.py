@@ -88,7 +88,7 @@ def run_scenario(
         mode: ``"fleet"`` (simulated time) or ``"emulate"`` (real processes
             and sockets, wall-clock time: :mod:`simulations._emulate`).
         max_agents: In emulate mode, the most agents a scenario may have
-            (each is a process of its own: about 350 MB for resnet18).
+            (each is a process of its own, holding its own model).
 
     Raises:
         ConfigError: A policy names no candidate cut, or an emulated scenario has more than ``max_agents``.
