@@ -69,6 +69,11 @@ def _is_float(dtype: np.dtype[Any]) -> bool:
     return dtype.kind == "f" and dtype.itemsize > 2  # noqa: PLR2004 - float16 is already half
 
 
+def _applies_to_floats(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:  # noqa: ARG001 - the codecs' form
+    """True for float32 and float64 tensors (the ``applies`` of the codecs that narrow floats)."""
+    return _is_float(dtype)
+
+
 class _Sized(Protocol):
     """A codec that knows the most ``data`` bytes a tensor can take (what a decompressor may produce)."""
 
@@ -89,10 +94,7 @@ class Fp16Codec:
 
     name = "fp16"
 
-    @staticmethod
-    def applies(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:  # noqa: ARG004 - the codecs' common form
-        """True for float32 and float64 tensors."""
-        return _is_float(dtype)
+    applies = staticmethod(_applies_to_floats)
 
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
         """Half floats of ``array`` if it is float32 or float64, else its raw bytes."""
@@ -134,10 +136,7 @@ class Int8Codec:
         self._per_channel = per_channel
         self.name = "int8-channel" if per_channel else "int8"
 
-    @staticmethod
-    def applies(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:  # noqa: ARG004 - the codecs' common form
-        """True for float32 and float64 tensors."""
-        return _is_float(dtype)
+    applies = staticmethod(_applies_to_floats)
 
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
         """Quantised bytes and the params to undo it, if ``array`` is float32 or float64; else raw."""

@@ -148,10 +148,7 @@ def data_bytes_estimate(codec: str, dtype: str, shape: Sequence[int]) -> int:
         ValueError: Unknown codec or dtype.
     """
     impl = get_codec(codec)
-    if dtype not in _WIRE_DTYPES:
-        msg = f"dtype {dtype!r} is not allowed; use one of {', '.join(ALLOWED_DTYPES)}"
-        raise ValueError(msg)
-    wire_dtype, dims = _WIRE_DTYPES[dtype], tuple(shape)
+    wire_dtype, dims = _WIRE_DTYPES[_check_dtype_name(dtype, "dtype")], tuple(shape)
     estimate = getattr(impl, "max_data_bytes", None)
     return int(estimate(wire_dtype, dims)) if estimate is not None else math.prod(dims) * wire_dtype.itemsize
 
@@ -166,11 +163,9 @@ def codec_applies(codec: str, dtype: str, shape: Sequence[int]) -> bool:
         ValueError: Unknown codec or dtype.
     """
     impl = get_codec(codec)
-    if dtype not in _WIRE_DTYPES:
-        msg = f"dtype {dtype!r} is not allowed; use one of {', '.join(ALLOWED_DTYPES)}"
-        raise ValueError(msg)
+    wire_dtype = _WIRE_DTYPES[_check_dtype_name(dtype, "dtype")]
     applies = getattr(impl, "applies", None)
-    return codec != RAW_CODEC and (applies is None or bool(applies(_WIRE_DTYPES[dtype], tuple(shape))))
+    return codec != RAW_CODEC and (applies is None or bool(applies(wire_dtype, tuple(shape))))
 
 
 def get_codec(name: str) -> Codec:
