@@ -27,10 +27,10 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import EDGE_ONLY
+from protocol.mqtt import BrokerURL
 from simulations._agent_process import AgentConfig, AgentProcess, EmulationError, log_tail
 from simulations._link import LinkSpec
 from simulations._proxy import LinkProxy
@@ -186,8 +186,8 @@ def _broker(spec: BrokerSpec) -> Iterator[tuple[str, LocalBroker | None]]:
 
 
 def _proxy(link: LinkSpec, broker: str, seed: int) -> LinkProxy:
-    upstream = urlsplit(broker)
-    return LinkProxy(link, upstream=(upstream.hostname or "", upstream.port or 1883), seed=seed)
+    upstream = BrokerURL.parse(broker)  # its default port per scheme (8883 for mqtts://)
+    return LinkProxy(link, upstream=(upstream.host, upstream.port), seed=seed)
 
 
 def _models_dir(scenario: Scenario, directory: Path) -> Path | None:
