@@ -141,7 +141,7 @@ class Connection:
         self._backoff = backoff or Backoff()
         self._keepalive = keepalive
         self._tls = self.url.tls_context()
-        self._client: aiomqtt.Client | None = None
+        self._session: _Session | None = None
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
@@ -214,16 +214,19 @@ class Connection:
             raise ProtocolError(msg, code=ErrorCode.TOO_LARGE)
         if not self._connected.is_set():  # wait_for costs a loop iteration even when already set
             await self.wait_connected(timeout)
-        client = self._client
-        if client is None:  # lost between the wake-up and now
+        session = self._session
+        if session is None:  # lost between the wake-up and now
             msg = f"connection to {self.url} lost"
             raise TransportError(msg)
         properties = _publish_properties(response_topic, correlation, expiry_s)
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties, timeout=timeout)
+            await session.client.publish(topic, payload, qos=qos, retain=retain, properties=properties, timeout=timeout)
         except aiomqtt.MqttError as exc:
             msg = f"publish to {topic!r} on {self.url} failed: {exc}"
             raise TransportError(msg) from exc
+        if session.lost:  # woken by the loss, not by the broker's acknowledgement
+            msg = f"publish to {topic!r} on {self.url} failed: the connection was lost before the broker confirmed it"
+            raise TransportError(msg)
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic``, now and after reconnects.
@@ -232,11 +235,11 @@ class Connection:
             TransportError: The broker did not confirm.
         """
         self._subscriptions = tuple(sub for sub in self._subscriptions if sub[0] != topic)
-        client = self._client
-        if client is None:
+        session = self._session
+        if session is None:
             return
         try:
-            await client.unsubscribe(topic)
+            await session.client.unsubscribe(topic)
         except aiomqtt.MqttError as exc:
             msg = f"unsubscribe from {topic!r} on {self.url} failed: {exc}"
             raise TransportError(msg) from exc
@@ -254,16 +257,17 @@ class Connection:
                 logger.exception("%s: connection to %s failed", self.client_id, self.url)
             finally:
                 self._connected.clear()
-                self._client = None
+                self._session = None
             if self._last_error is None:  # a clean session end resets the backoff
                 delays = self._backoff.delays()
             await asyncio.sleep(next(delays))
 
     async def _serve_one_connection(self) -> None:
-        async with self._new_client() as client:
+        session = self._new_session()
+        async with session.client as client:
             for topic, qos in self._subscriptions:
                 await client.subscribe(topic, qos=qos)
-            self._client = client
+            self._session = session
             self._last_error = None
             self.connects += 1
             self._connected.set()
@@ -281,7 +285,7 @@ class Connection:
         except Exception:  # a bad message must never take the connection down
             logger.exception("%s: handler failed on a message from %s", self.client_id, message.topic)
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_session(self) -> _Session:
         will = None
         if self._will is not None:
             will = aiomqtt.Will(self._will.topic, self._will.payload, qos=1, retain=self._will.retain)
@@ -299,29 +303,46 @@ class Connection:
             tls_insecure=self.url.insecure if self._tls is not None else None,
             socket_options=(_TCP_NODELAY,),
         )
-        _fail_connect_on_close(client)
-        return client
+        return _Session(client)
 
 
-def _fail_connect_on_close(client: aiomqtt.Client) -> None:
-    """Make an attempt whose socket closes before the broker's CONNACK fail then, not at the connect timeout.
+class _Session:
+    """One broker connection's client, and whether that connection is lost.
 
-    aiomqtt 2.5 ignores a disconnect before the CONNACK (``Client._on_disconnect``
-    returns early), so when something accepts the TCP connection and closes it
-    (a proxy or load balancer in front of a broker that is restarting) the
-    client waits out its whole 10 s timeout before the next attempt.
+    aiomqtt 2.5 handles a lost connection in two ways that cost a client its
+    timeouts, which this works around through its private attributes (pinned
+    below 3.0; aiomqtt has no public hook for either):
+
+    - it ignores a disconnect before the broker's CONNACK
+      (``Client._on_disconnect`` returns early), so an attempt whose socket
+      something accepts and closes (a proxy or load balancer in front of a
+      broker that is restarting) waits out the whole 10 s connect timeout;
+    - a QoS 1 publish waiting for the broker's PUBACK when the connection
+      drops waits out its whole timeout (a request's deadline), although no
+      acknowledgement can come on a dead connection.
+
+    Here both end when the socket closes: the attempt fails, and every
+    publish waiting for an acknowledgement wakes and, seeing :attr:`lost`,
+    fails, to be published again on the next connection.
     """
-    paho = client._client  # noqa: SLF001 - aiomqtt has no public hook for this; pinned below 3.0
-    handler = paho.on_disconnect
 
-    def on_disconnect(*args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.lost = False
+        paho = client._client  # noqa: SLF001
+        self._handler = paho.on_disconnect
+        paho.on_disconnect = self._on_disconnect
+
+    def _on_disconnect(self, *args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
+        client = self.client
         connecting = client._connected  # noqa: SLF001
         if not connecting.done():
             connecting.set_exception(aiomqtt.MqttError("the connection closed before the broker's CONNACK"))
-        if handler is not None:
-            handler(*args)
-
-    paho.on_disconnect = on_disconnect
+        self.lost = True
+        for confirmation in client._pending_publishes.values():  # noqa: SLF001
+            confirmation.set()  # the publish wakes, sees ``lost`` and fails at once
+        if self._handler is not None:
+            self._handler(*args)
 
 
 def _publish_properties(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import socket
 import uuid
 from typing import TYPE_CHECKING
@@ -201,9 +203,9 @@ async def test_a_dropped_socket_publishes_the_will_and_reconnects(broker_url: st
         backoff=FAST,
     )
     async with _receiver(broker_url, will_topic) as wills, _connected(rx):
-        client = rx._client
-        assert client is not None
-        client._client.socket().shutdown(socket.SHUT_RDWR)  # the link dies without a DISCONNECT
+        session = rx._session
+        assert session is not None
+        session.client._client.socket().shutdown(socket.SHUT_RDWR)  # the link dies without a DISCONNECT
         will = await _next(wills)
         await until(lambda: rx.connects == 2 and rx.is_connected, "the reconnect")
         await rx.publish(topic, b"back", qos=1, timeout=5)
@@ -232,6 +234,30 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(own_broker: Lo
         async with _connected(Connection(own_broker.url, client_id=_id("tx"))) as tx:
             await tx.publish(topic, b"after restart", qos=1, timeout=5)
             assert (await _next(received)).payload == b"after restart"
+
+
+def _freeze(broker: LocalBroker) -> None:
+    """Stop the broker process (SIGSTOP): it keeps its sockets, and answers nothing."""
+    process = broker._process or broker._iotcore._process  # type: ignore[union-attr]
+    assert process is not None
+    os.killpg(process.pid, signal.SIGSTOP) if broker._process else os.kill(process.pid, signal.SIGSTOP)
+
+
+async def test_a_publish_waiting_for_its_acknowledgement_fails_at_once_when_the_connection_drops(
+    own_broker: LocalBroker, prefix: str
+) -> None:
+    connection = Connection(own_broker.url, client_id=_id("tx"), backoff=FAST)
+    async with _connected(connection):
+        _freeze(own_broker)
+        publishing = asyncio.create_task(connection.publish(f"{prefix}/t", b"x", qos=1, timeout=600))
+        session = connection._session
+        assert session is not None
+        await until(lambda: bool(session.client._pending_publishes), "the publish to wait for its PUBACK")
+        own_broker.kill()  # the connection drops with the publish unacknowledged
+        # Before the fix the publish waited out its whole timeout (a request's deadline), though
+        # nothing could acknowledge it on a dead connection.
+        with pytest.raises(TransportError, match="lost before the broker confirmed it"):
+            await asyncio.wait_for(publishing, 60)
 
 
 async def test_closing_gets_through_a_swallowed_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
