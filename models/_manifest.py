@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -61,6 +61,25 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class Shaped(Protocol):
+    """What a tensor check reads: a numpy array, or a received tensor before decoding."""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The element type."""
+        ...
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The dims, outermost first."""
+        ...
+
+    @property
+    def ndim(self) -> int:
+        """The number of dims."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TensorSpec:
     """Name, element type and shape of a tensor.
@@ -81,11 +100,12 @@ class TensorSpec:
         dims = (d if isinstance(d, int) else batch for d in self.shape)
         return math.prod(dims) * np.dtype(self.dtype).itemsize
 
-    def mismatch(self, array: np.ndarray, symbols: dict[str, int] | None = None) -> str | None:
+    def mismatch(self, array: Shaped, symbols: dict[str, int] | None = None) -> str | None:
         """Why ``array`` does not fit this spec, or ``None`` when it does.
 
         Args:
-            array: The tensor to check.
+            array: The tensor to check: an array, or a received tensor's
+                declared dtype and shape (checked before it is decoded).
             symbols: Values of symbolic dimensions already seen (such as the
                 batch axis ``"N"`` of another tensor of the same request);
                 a symbol met here for the first time is added. ``None``:
@@ -115,7 +135,7 @@ class TensorSpec:
 
 
 def tensors_mismatch(
-    specs: Sequence[TensorSpec], tensors: Mapping[str, np.ndarray], symbols: dict[str, int] | None = None
+    specs: Sequence[TensorSpec], tensors: Mapping[str, Shaped], symbols: dict[str, int] | None = None
 ) -> str | None:
     """Why ``tensors`` are not exactly the tensors ``specs`` describe, or ``None``.
 

@@ -18,12 +18,14 @@ from protocol._limits import (
     MAX_CONTAINERS,
     MAX_ELEMENTS,
     MAX_ID_LENGTH,
+    MAX_PING_PADDING,
     MAX_RANK,
     MAX_TENSOR_NAME_LENGTH,
     MAX_TENSORS,
     PROTOCOL_VERSION,
 )
 from protocol._messages import (
+    EncodedRequest,
     InferenceReply,
     InferenceRequest,
     NodeRole,
@@ -35,6 +37,7 @@ from protocol._messages import (
 from protocol._tensors import (
     RAW_CODEC,
     Codec,
+    EncodedTensor,
     RawCodec,
     TensorPayload,
     codec_applies,
@@ -43,6 +46,7 @@ from protocol._tensors import (
     decode_tensor,
     encode_tensor,
     get_codec,
+    read_tensor,
     register_codec,
     tensors_equal,
 )
@@ -74,6 +78,7 @@ __all__ = [
     "MAX_CONTAINERS",
     "MAX_ELEMENTS",
     "MAX_ID_LENGTH",
+    "MAX_PING_PADDING",
     "MAX_RANK",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_LENGTH",
@@ -85,6 +90,8 @@ __all__ = [
     "CompressedCodec",
     "ConfigError",
     "EdgecutError",
+    "EncodedRequest",
+    "EncodedTensor",
     "ErrorCode",
     "Fp16Codec",
     "ImageCodec",
@@ -117,6 +124,7 @@ __all__ = [
     "encode_tensor",
     "get_codec",
     "peek_request_id",
+    "read_tensor",
     "register_codec",
     "tensors_equal",
 ]

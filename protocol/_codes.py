@@ -39,5 +39,8 @@ class ErrorCode(enum.StrEnum):
     """The hub is stopping and did not run the request: send it again (another replica takes it)."""
     LOADING = "loading"
     """The hub is still loading this model and could not within the request's deadline: send a new request soon."""
+    LOAD_REFUSED = "load_refused"
+    """The hub will not load this tail now: it serves only what it preloaded, or the sender (or all senders
+    together) started as many loads lately as the hub allows. The message says which; the status counts them."""
     INTERNAL = "internal"
     """The hub failed while running the tail."""

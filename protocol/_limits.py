@@ -10,6 +10,9 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 """Largest encoded message a peer accepts unless configured otherwise."""
 
+MAX_PING_PADDING: Final = 1024 * 1024
+"""Most padding bytes in a ping a hub answers (the largest bandwidth probe an agent sends)."""
+
 MAX_TENSORS: Final = 64
 """Most tensors in one request or reply."""
 

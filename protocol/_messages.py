@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
+    from protocol._tensors import EncodedTensor
+
 NodeRole = Literal["hub", "agent"]
 """What a node is, as announced in its status."""
 
@@ -58,6 +60,36 @@ class InferenceRequest:
         if not isinstance(other, InferenceRequest):
             return NotImplemented
         return _messages_equal(self, other, "tensors")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class EncodedRequest:
+    """A request as received: every field checked, its tensors not decoded yet.
+
+    A hub checks the declared dtypes and shapes against the cut it serves,
+    and their decoded size against its own limits, before it allocates
+    anything for them (:meth:`decode`, off the event loop).
+
+    Attributes:
+        header: The request's fields; its ``tensors`` are empty.
+        tensors: The encoded tensors, in crossing order.
+    """
+
+    header: InferenceRequest
+    tensors: Mapping[str, EncodedTensor]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the decoded tensors take together."""
+        return sum(tensor.nbytes for tensor in self.tensors.values())
+
+    def decode(self) -> InferenceRequest:
+        """The request with its tensors decoded.
+
+        Raises:
+            ProtocolError: A tensor's data does not decode to what it declares (code ``bad_request``).
+        """
+        return dataclasses.replace(self.header, tensors={name: t.decode() for name, t in self.tensors.items()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,6 +196,9 @@ class NodeStatus:
             (the median of its recent runs); empty when none are reported.
         loading_s: The tails a hub is loading: model sha256 to cut id to
             seconds since the load began; empty when it loads none.
+        refused: What a hub has refused or dropped since it started, by
+            reason (an error code such as ``load_refused``, or
+            ``ping_dropped``): counts; empty when nothing was.
     """
 
     node_id: str
@@ -175,6 +210,7 @@ class NodeStatus:
     queue_wait_ms: float | None = None
     tail_ms: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
     loading_s: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
+    refused: Mapping[str, int] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Final, NotRequired, Protocol, TypedDict
 
@@ -223,6 +224,8 @@ def encode_tensor(array: npt.NDArray[Any], codec: str = RAW_CODEC) -> TensorPayl
 def decode_tensor(payload: object, *, name: str, codec: str) -> npt.NDArray[Any]:
     """Decode one received tensor map, checking every field before allocating.
 
+    The same as ``read_tensor(payload, name=name, codec=codec).decode()``.
+
     Args:
         payload: The unpacked tensor map.
         name: The tensor's name, for error messages.
@@ -236,25 +239,87 @@ def decode_tensor(payload: object, *, name: str, codec: str) -> npt.NDArray[Any]
         ProtocolError: Unknown codec (code ``unsupported_codec``) or an invalid
             payload (code ``bad_request``).
     """
-    impl = _CODECS.get(codec)
-    if impl is None:
+    return read_tensor(payload, name=name, codec=codec).decode()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class EncodedTensor:
+    """A received tensor before decoding: what it declares itself to be, and its bytes.
+
+    Its fields are checked (an allowed dtype, a shape within the protocol's
+    limits), but nothing is allocated for its elements: a receiver checks the
+    declared ``dtype`` and ``shape`` against what it expects, and ``nbytes``
+    against its own limits, before it calls :meth:`decode`. It has the
+    ``dtype``, ``shape`` and ``ndim`` of the array it decodes to.
+
+    Attributes:
+        name: The tensor's name in its message.
+        dtype: The declared dtype (little-endian).
+        shape: The declared shape.
+        codec: How ``data`` encodes the elements.
+        data: The encoded elements, as received.
+        params: The codec's parameters (empty when it has none).
+    """
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    codec: str
+    data: bytes
+    params: Mapping[str, object]
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the decoded array takes: what decoding it allocates."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def decode(self) -> npt.NDArray[Any]:
+        """The array, little-endian, C order; read-only for the ``raw`` codec (a view over ``data``).
+
+        Raises:
+            ProtocolError: ``data`` or ``params`` are invalid for the codec (code ``bad_request``).
+        """
+        where = f"tensor {self.name!r}"
+        try:
+            array = _CODECS[self.codec].decode(self.data, self.dtype, self.shape, dict(self.params))
+        except ProtocolError as exc:
+            msg = f"{where}: {exc}"
+            raise ProtocolError(msg, code=exc.code) from exc
+        if array.dtype != self.dtype or array.shape != self.shape:
+            msg = f"{where}: codec {self.codec!r} returned {array.dtype} {array.shape}"
+            raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
+        return array
+
+
+def read_tensor(payload: object, *, name: str, codec: str) -> EncodedTensor:
+    """Check one received tensor map's fields, without decoding its elements.
+
+    Args:
+        payload: The unpacked tensor map.
+        name: The tensor's name, for error messages.
+        codec: The codec named by the enclosing message.
+
+    Raises:
+        ProtocolError: Unknown codec (code ``unsupported_codec``) or an invalid
+            field (code ``bad_request``).
+    """
+    if codec not in _CODECS:
         msg = f"unsupported codec {codec!r}"
         raise ProtocolError(msg, code=ErrorCode.UNSUPPORTED_CODEC)
-    where = f"tensor {name!r}"
-    fields = Fields(payload, where)
-    dtype = _WIRE_DTYPES[fields.get("dtype", _check_dtype_name)]
-    shape = fields.get("shape", _check_shape)
-    data = fields.get("data", _check_bin)
-    params = fields.get_optional("params", _check_params) or {}
-    try:
-        array = impl.decode(data, dtype, shape, params)
-    except ProtocolError as exc:
-        msg = f"{where}: {exc}"
-        raise ProtocolError(msg, code=exc.code) from exc
-    if array.dtype != dtype or array.shape != shape:
-        msg = f"{where}: codec {codec!r} returned {array.dtype} {array.shape}"
-        raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
-    return array
+    fields = Fields(payload, f"tensor {name!r}")
+    return EncodedTensor(
+        name=name,
+        dtype=_WIRE_DTYPES[fields.get("dtype", _check_dtype_name)],
+        shape=fields.get("shape", _check_shape),
+        codec=codec,
+        data=fields.get("data", _check_bin),
+        params=fields.get_optional("params", _check_params) or {},
+    )
 
 
 def _check_dtype_name(value: object, name: str) -> str:

@@ -23,11 +23,13 @@ from protocol._checks import (
 from protocol._codes import ErrorCode
 from protocol._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_PING_PADDING,
     MAX_TENSOR_NAME_LENGTH,
     MAX_TENSORS,
     PROTOCOL_VERSION,
 )
 from protocol._messages import (
+    EncodedRequest,
     InferenceReply,
     InferenceRequest,
     NodeRole,
@@ -37,7 +39,7 @@ from protocol._messages import (
     ReplyError,
 )
 from protocol._msgpack import pack, unpack
-from protocol._tensors import TensorPayload, decode_tensor, encode_tensor, get_codec
+from protocol._tensors import EncodedTensor, TensorPayload, encode_tensor, get_codec, read_tensor
 from protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -109,6 +111,7 @@ class _StatusWire(TypedDict):
 class _StatusProfileWire(_StatusWire, total=False):
     profile: dict[str, dict[str, float]]
     loading: dict[str, dict[str, float]]
+    refused: dict[str, int]
 
 
 class _PingWire(TypedDict):
@@ -214,6 +217,8 @@ def encode_status(status: NodeStatus) -> bytes:
         wire["profile"] = _check_profile(status.tail_ms, "tail_ms")
     if status.loading_s:
         wire["loading"] = _check_profile(status.loading_s, "loading_s")
+    if status.refused:
+        wire["refused"] = _check_counts(status.refused, "refused")
     return pack(wire)
 
 
@@ -227,6 +232,9 @@ def encode_ping(ping: Ping, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> by
     if not isinstance(ping.padding, bytes):
         msg = f"padding must be bytes, not {type_name(ping.padding)}"
         raise TypeError(msg)
+    if len(ping.padding) > MAX_PING_PADDING:
+        msg = f"padding of {len(ping.padding):,} bytes is more than {MAX_PING_PADDING:,}: hubs drop such pings"
+        raise ValueError(msg)
     wire: _PingWire = {
         "v": PROTOCOL_VERSION,
         "t": "ping",
@@ -295,8 +303,12 @@ def decode_request(
 
 
 def _request(fields: Fields) -> InferenceRequest:
+    return _encoded_request(fields).decode()
+
+
+def _encoded_request(fields: Fields) -> EncodedRequest:
     codec = fields.get("codec", _check_codec)
-    return InferenceRequest(
+    header = InferenceRequest(
         request_id=fields.get("id", check_id),
         agent_id=fields.get("agent", check_topic_id),
         model_id=fields.get("model", check_id),
@@ -306,21 +318,26 @@ def _request(fields: Fields) -> InferenceRequest:
         codec=codec,
         sent_at=fields.get("sent_at", check_real),
         deadline_ms=fields.get("deadline_ms", check_positive),
-        tensors=fields.get("tensors", _tensors_check(codec, allow_empty=False)),
+        tensors={},
     )
+    return EncodedRequest(header, fields.get("tensors", _tensors_check(codec, allow_empty=False)))
 
 
 def decode_incoming(
     data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-) -> InferenceRequest | Ping:
-    """Decode what arrives on a request topic: a request, or a ping.
+) -> EncodedRequest | Ping:
+    """Read what arrives on a request topic: a request (its tensors not decoded yet), or a ping.
+
+    Every field is checked, the tensors' declared dtypes and shapes included,
+    but no tensor is decoded: the receiver checks them against its own limits
+    first, then calls :meth:`EncodedRequest.decode`.
 
     Raises:
         ProtocolError: Anything is wrong; ``code`` says what to reply.
     """
     fields, kind = _open_any(data, ("req", "ping"), max_bytes)
     if kind == "req":
-        return _request(fields)
+        return _encoded_request(fields)
     return Ping(
         request_id=fields.get("id", check_id),
         sent_at=fields.get("sent_at", check_real),
@@ -345,7 +362,8 @@ def decode_reply(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
     codec = fields.get("codec", _check_codec)
     ok = fields.get("ok", check_bool)
     error = fields.get("error", nullable(_check_error))
-    outputs = fields.get("outputs", _tensors_check(codec, allow_empty=True))
+    encoded = fields.get("outputs", _tensors_check(codec, allow_empty=True))
+    outputs = {name: tensor.decode() for name, tensor in encoded.items()}
     if ok != (error is None) or (error is not None and outputs):
         msg = "reply: 'ok' must be true iff 'error' is nil; 'outputs' empty on error"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
@@ -380,6 +398,7 @@ def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFA
         queue_wait_ms=load.get_optional("wait_ms", check_non_negative),
         tail_ms=fields.get_optional("profile", _check_profile) or {},
         loading_s=fields.get_optional("loading", _check_profile) or {},
+        refused=fields.get_optional("refused", _check_counts) or {},
     )
 
 
@@ -449,6 +468,14 @@ def _check_profile(value: object, name: str) -> dict[str, dict[str, float]]:
     return profile
 
 
+def _check_counts(value: object, name: str) -> dict[str, int]:
+    """A map of ids (e.g. error codes) to counts."""
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise TypeError(msg)
+    return {check_id(key, f"{name} key"): check_count(count, f"{name}[{key!r}]") for key, count in value.items()}
+
+
 def _check_version(value: object, name: str) -> int:
     if type(value) is not int or value != PROTOCOL_VERSION:
         msg = f"{name} is {value!r}; this peer speaks protocol version {PROTOCOL_VERSION}"
@@ -494,14 +521,14 @@ def _check_state(value: object, name: str) -> NodeState:
     return state
 
 
-def _tensors_check(codec: str, *, allow_empty: bool) -> Callable[[object, str], dict[str, npt.NDArray[Any]]]:
-    def check(value: object, name: str) -> dict[str, npt.NDArray[Any]]:
-        return _decode_tensors(value, name, codec, allow_empty=allow_empty)
+def _tensors_check(codec: str, *, allow_empty: bool) -> Callable[[object, str], dict[str, EncodedTensor]]:
+    def check(value: object, name: str) -> dict[str, EncodedTensor]:
+        return _read_tensors(value, name, codec, allow_empty=allow_empty)
 
     return check
 
 
-def _decode_tensors(value: object, name: str, codec: str, *, allow_empty: bool) -> dict[str, npt.NDArray[Any]]:
+def _read_tensors(value: object, name: str, codec: str, *, allow_empty: bool) -> dict[str, EncodedTensor]:
     if not isinstance(value, dict):
         msg = f"{name} must be a map, not {type_name(value)}"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
@@ -511,8 +538,8 @@ def _decode_tensors(value: object, name: str, codec: str, *, allow_empty: bool) 
     if not (value or allow_empty):
         msg = f"{name} must hold at least one tensor"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
-    tensors: dict[str, npt.NDArray[Any]] = {}
+    tensors: dict[str, EncodedTensor] = {}
     for key, payload in value.items():
         tensor_name = check_id(key, f"a name in {name}", max_length=MAX_TENSOR_NAME_LENGTH)
-        tensors[tensor_name] = decode_tensor(payload, name=tensor_name, codec=codec)
+        tensors[tensor_name] = read_tensor(payload, name=tensor_name, codec=codec)
     return tensors

@@ -14,6 +14,7 @@ import protocol
 from protocol import (
     ALLOWED_DTYPES,
     MAX_TENSORS,
+    EncodedRequest,
     ErrorCode,
     InferenceReply,
     InferenceRequest,
@@ -235,7 +236,32 @@ def test_a_ping_round_trips_through_decode_incoming() -> None:
     ping = Ping(request_id="p-1", sent_at=3.25, padding=b"\x00" * 1000)
     assert decode_incoming(encode_ping(ping)) == ping
     original = request({"x": np.zeros(3, np.float32)})
-    assert decode_incoming(encode_request(original)) == original
+    read = decode_incoming(encode_request(original))
+    assert isinstance(read, EncodedRequest)
+    assert read.decode() == original
+
+
+def test_decode_incoming_reads_a_request_without_decoding_its_tensors() -> None:
+    pytest.importorskip("zstandard")
+    original = request({"x": np.zeros((64, 1024, 1024), np.uint8), "y": np.zeros(3, np.float32)}, codec="zstd")
+    read = decode_incoming(encode_request(original))
+    assert isinstance(read, EncodedRequest)
+    assert read.header.tensors == {}
+    x = read.tensors["x"]
+    assert (x.dtype, x.shape, x.ndim, x.nbytes, x.codec) == (np.dtype(np.uint8), (64, 1024, 1024), 3, 64 << 20, "zstd")
+    assert len(x.data) < 64 << 10  # the compressed bytes, as received: nothing allocated for 64 MiB
+    assert read.nbytes == (64 << 20) + 12
+    assert read.decode() == original
+
+
+def test_a_tensor_that_does_not_decode_to_what_it_declares_fails_on_decode_not_on_read() -> None:
+    wire = msgpack.unpackb(encode_request(request({"x": np.zeros(3, np.float32)})))
+    wire["tensors"]["x"]["shape"] = [4]  # 12 bytes of data cannot be float32[4]
+    read = decode_incoming(msgpack.packb(wire))
+    assert isinstance(read, EncodedRequest)
+    with pytest.raises(ProtocolError, match=r"tensor 'x': has 12 bytes") as caught:
+        read.decode()
+    assert caught.value.code == ErrorCode.BAD_REQUEST
 
 
 def test_numpy_scalars_are_accepted_when_encoding() -> None:
