@@ -26,19 +26,20 @@ _HEADER = """\
 
 _AGENT_RULES = """
 # Every client, agents included (%u is the client's user name): publish only its own
-# requests and status, read only its own replies, read everyone's status.
+# requests, read only its own replies, read the hubs' status. Only hubs publish status:
+# agents believe a status only from the hub its topic names.
 pattern write {request}
 pattern read {response}
-pattern write {status}
 pattern read {all_status}
 """
 
 _HUB_RULES = """
-# Hub {hub!r}: takes every agent's requests (through the shared subscription) and
-# answers on their reply topics.
+# Hub {hub!r}: takes every agent's requests (through the shared subscription), answers
+# on their reply topics, and publishes its own status (and last will).
 user {hub}
 topic read {all_requests}
 topic write {all_responses}
+topic write {status}
 """
 
 
@@ -55,12 +56,13 @@ def mosquitto_acl(prefix: str, hubs: Sequence[str]) -> str:
     topics = Topics(prefix)
     user = "%u"  # mosquitto puts the client's user name here
     text = _HEADER.format(prefix=prefix) + _AGENT_RULES.format(
-        request=topics.request(user),
-        response=topics.response(user),
-        status=topics.status(user),
-        all_status=topics.all_status(),
+        request=topics.request(user), response=topics.response(user), all_status=topics.all_status()
     )
     for hub in hubs:
-        topics.status(hub)  # the same rules as for a hub id
-        text += _HUB_RULES.format(hub=hub, all_requests=topics.all_requests(), all_responses=topics.all_responses())
+        text += _HUB_RULES.format(
+            hub=hub,
+            all_requests=topics.all_requests(),
+            all_responses=topics.all_responses(),
+            status=topics.status(hub),  # checks the name as a hub id
+        )
     return text

@@ -6,11 +6,14 @@ ones ``cut="auto"`` agents choose between, and every other cut an agent has
 sent. A tail is the stretch of the chain from the request's cut to the end. A
 request at a cut the chain does not pass through grows the chain: it is cut
 again, and only the segments that changed get new sessions (a segment is
-known by its sha256), so the weights stay in memory once. A segments
-directory (``edgecut models split --cuts``) gives a chain that cannot grow.
+known by its sha256), so the weights stay in memory once. Growth is bounded:
+besides its candidate cuts, a chain passes through at most ``max_extra_cuts``
+other cuts, those the store says were used most recently; a chain grown past
+that is cut again without the others. A segments directory (``edgecut models
+split --cuts``) gives a chain that cannot grow.
 
-Blocking (splitting, session creation); the tail store calls it from a worker
-thread, under its own lock.
+Blocking (splitting, session creation); the tail store calls it from its
+loading thread, under its own lock, except :meth:`HubChains.peek`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 from models import EDGE_ONLY, Chain, SegmentsManifest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
     from pathlib import Path
 
     import onnx
@@ -36,14 +39,28 @@ class HubChains:
     Args:
         session: Makes a session of one segment's bytes.
         max_models: Chains kept.
+        max_extra_cuts: Cuts besides its candidates one chain may pass through.
     """
 
-    def __init__(self, *, session: Callable[[bytes], Runnable], max_models: int) -> None:
+    def __init__(self, *, session: Callable[[bytes], Runnable], max_models: int, max_extra_cuts: int) -> None:
         self._session = session
         self._max_models = max_models
+        self._max_extra_cuts = max_extra_cuts
         self._chains: OrderedDict[str, Chain] = OrderedDict()
         self._sessions: dict[str, dict[str, Runnable]] = {}  # model sha256 -> segment sha256 -> session
+        self._candidates: dict[str, frozenset[str]] = {}  # model sha256 -> its candidate cuts
         self._lock = threading.Lock()
+
+    def peek(self, model_sha256: str, cut_id: str) -> Chain | None:
+        """:meth:`held` without the lock, nor marking the chain used: never blocks (for the event loop).
+
+        A chain being replaced at the moment may be missed: the caller then
+        takes the blocking way.
+        """
+        chain = self._chains.get(model_sha256)
+        if chain is None or cut_id == EDGE_ONLY or cut_id not in chain.manifest.cut_ids:
+            return None
+        return chain
 
     def held(self, model_sha256: str, cut_id: str) -> Chain | None:
         """The chain of ``model_sha256`` if it passes through ``cut_id`` (and the cut has a tail)."""
@@ -59,8 +76,19 @@ class HubChains:
         with self._lock:
             return self._chains.get(model_sha256)
 
-    def through(self, model: onnx.ModelProto, model_sha256: str, model_id: str, cut_id: str) -> Chain:
+    def through(
+        self, model: onnx.ModelProto, model_sha256: str, model_id: str, cut_id: str, *, recent: Collection[str] = ()
+    ) -> Chain:
         """The chain of the full ``model``, grown to pass through ``cut_id`` if it did not.
+
+        Args:
+            model: The full model.
+            model_sha256: Its sha256.
+            model_id: Its name, for the manifest.
+            cut_id: The cut the chain must pass through.
+            recent: The model's other cuts in use lately, most recent first:
+                of those the chain passes through besides its candidates,
+                it keeps the first ``max_extra_cuts - 1``.
 
         Raises:
             ModelError: ``cut_id`` is not a cut of the model.
@@ -71,16 +99,20 @@ class HubChains:
             chain = self._chains.get(model_sha256)
             if chain is not None and cut_id in chain.manifest.cut_ids:
                 return chain
-            if chain is not None:
-                wanted = {*chain.manifest.cut_ids, cut_id}
-            else:
-                wanted = {cut.id for cut in partition.candidate_cuts(partition.enumerate_cuts(model))} | {cut_id}
+            candidates = self._candidates.get(model_sha256)
+            if candidates is None:
+                candidates = frozenset(cut.id for cut in partition.candidate_cuts(partition.enumerate_cuts(model)))
+            held = set() if chain is None else set(chain.manifest.cut_ids) - candidates
+            extra = [cut for cut in dict.fromkeys(recent) if cut in held][: self._max_extra_cuts - 1]
+            wanted = candidates | {cut_id, *extra}
             segments = partition.split_segments(model, sorted(wanted), model_id=model_id, check=False)
             blobs = {
                 file.sha256: part.SerializeToString()
                 for file, part in zip(segments.manifest.segments, segments.models, strict=True)
             }
-            return self._keep(model_sha256, segments.manifest, blobs)
+            kept = self._keep(model_sha256, segments.manifest, blobs)
+            self._candidates[model_sha256] = candidates
+            return kept
 
     def from_directory(self, directory: Path) -> Chain:
         """The chain in a segments directory (checked against its manifest), kept by its model sha256.
@@ -108,4 +140,5 @@ class HubChains:
         while len(self._chains) > self._max_models:
             dropped, _ = self._chains.popitem(last=False)
             del self._sessions[dropped]
+            self._candidates.pop(dropped, None)
         return chain

@@ -20,6 +20,19 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_GROUP = "edgecut-hubs"
 
 
+_COUNTS = (
+    "workers",
+    "max_queue",
+    "max_queue_bytes",
+    "max_queue_per_agent",
+    "max_batch",
+    "max_sessions",
+    "max_extra_cuts",
+)
+_DURATIONS = ("status_interval", "grace", "connect_timeout", "repeat_window")
+_RATES = ("loads_per_agent_minute", "loads_per_minute", "pings_per_agent_s", "pings_per_s")
+
+
 def default_hub_id() -> str:
     """``hub-<host>-<pid>``, with characters MQTT topics cannot carry replaced."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
@@ -42,8 +55,16 @@ class HubConfig:
         threads: ONNX Runtime intra-op threads per run (``None``: all cores).
         max_queue: Requests accepted but not finished before new ones are
             answered ``overloaded`` straight away.
-        max_queue_bytes: The same bound in payload bytes: what queued
-            requests may hold in memory together.
+        max_queue_bytes: The same bound in bytes: what queued requests may
+            hold in memory together, each counted as its payload or, when
+            that is more, its tensors decoded (as they declare themselves,
+            before anything is decoded). A request declaring more on its own
+            is refused ``too_large``.
+        max_queue_per_agent: The bound of ``max_queue`` for the requests of
+            one agent: past it, that agent's requests are answered
+            ``overloaded`` while others' are still taken. Queued requests
+            are run one per agent in turn, so an agent that sends faster
+            does not delay the others more.
         max_batch: Largest batch (the size of a symbolic first axis) one
             request may carry; larger ones are refused ``bad_request``. The
             tail's working memory grows with it.
@@ -57,7 +78,7 @@ class HubConfig:
             connection before it gives up (later losses are retried forever).
         preload: Tails to load before the hub goes online, as ``MODEL:CUT``
             (a zoo name, a manifest's model id or an ``.onnx`` file's stem),
-            so that no request pays for loading them.
+            so that no request pays for loading them; they stay loaded.
         miss_ttl: Seconds a request for an unknown model or cut is remembered
             (repeats are refused at once), and the least time between two
             scans of ``models_dir`` for new files.
@@ -73,8 +94,15 @@ class HubConfig:
     threads: int | None = None
     max_queue: int = 64
     max_queue_bytes: int = 128 * 1024 * 1024
+    max_queue_per_agent: int = 16
     max_batch: int = 32
     max_sessions: int = 8
+    max_extra_cuts: int = 8
+    load_on_demand: bool = True
+    loads_per_agent_minute: float = 20.0
+    loads_per_minute: float = 60.0
+    pings_per_agent_s: float = 10.0
+    pings_per_s: float = 500.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     status_interval: float = 5.0
     grace: float = 10.0
@@ -96,14 +124,24 @@ class HubConfig:
         if self.models_dir is None and not self.use_zoo:
             msg = "nothing to serve: give a models directory or enable the zoo"
             raise ConfigError(msg)
-        for name in ("workers", "max_queue", "max_queue_bytes", "max_batch", "max_sessions"):
+        if not self.load_on_demand and not self.preload:
+            msg = "nothing to serve: a hub that does not load on demand needs tails to preload"
+            raise ConfigError(msg)
+        for name in _COUNTS:
             if getattr(self, name) < 1:
                 msg = f"{name} must be at least 1"
                 raise ConfigError(msg)
-        for name in ("status_interval", "grace", "connect_timeout", "repeat_window"):
+        for name in _DURATIONS:
             if not getattr(self, name) > 0:
                 msg = f"{name} must be more than 0 seconds"
                 raise ConfigError(msg)
+        for name in _RATES:
+            if not getattr(self, name) > 0:
+                msg = f"{name} must be more than 0"
+                raise ConfigError(msg)
+        if len(self.preload) > self.max_sessions:
+            msg = f"{len(self.preload)} tails to preload, more than max_sessions ({self.max_sessions}) keeps loaded"
+            raise ConfigError(msg)
         if not self.miss_ttl >= 0:
             msg = "miss_ttl must be 0 seconds or more"
             raise ConfigError(msg)

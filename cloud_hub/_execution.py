@@ -1,8 +1,10 @@
 """Whether a hub runs a request, and running it: the checks before the tail, and the tail.
 
-Every check here is made before anything runs, from the request and the
-tail's manifest alone: matching halves, tensors that fit, a batch within the
-hub's bound, and a reply that will fit in a message.
+Every check here is made before anything is decoded or run, from the request
+as read (its tensors' declared dtypes and shapes) and the tail's manifest
+alone: matching halves, tensors that fit the cut, a batch within the hub's
+bound, and a reply that will fit in a message. Only then are the tensors
+decoded, in the worker thread that runs the tail.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from protocol import ErrorCode, InferenceReply, ReplyError, encode_reply
 
 if TYPE_CHECKING:
     from cloud_hub._store import Tail
-    from protocol import InferenceRequest
+    from protocol import EncodedRequest
 
 # Room for a reply's fields around its tensor data: the fixed fields, and per output
 # its name and the dtype/shape map (a generous bound, so the check never lets too much through).
@@ -27,16 +29,17 @@ _REPLY_ENVELOPE_BYTES = 1024
 _PER_OUTPUT_BYTES = 256
 
 
-def refusal(request: InferenceRequest, tail: Tail, *, max_batch: int, max_reply_bytes: int) -> ReplyError | None:
-    """Why the hub must not run ``request`` on ``tail``, or ``None`` when it may."""
+def refusal(request: EncodedRequest, tail: Tail, *, max_batch: int, max_reply_bytes: int) -> ReplyError | None:
+    """Why the hub must not run ``request`` on ``tail``, or ``None`` when it may: nothing decoded yet."""
     manifest = tail.manifest
-    if request.tail_sha256 is not None and request.tail_sha256 != manifest.tail_sha256:
-        msg = f"the agent's split of cut {request.cut_id!r} expects another tail than this hub's"
+    header = request.header
+    if header.tail_sha256 is not None and header.tail_sha256 != manifest.tail_sha256:
+        msg = f"the agent's split of cut {header.cut_id!r} expects another tail than this hub's"
         return ReplyError(code=ErrorCode.MODEL_MISMATCH, message=msg)
     symbols: dict[str, int] = {}
     why = tensors_mismatch(manifest.crossing, request.tensors, symbols)
     if why is not None:
-        return ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=f"cut {request.cut_id!r} {why}")
+        return ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=f"cut {header.cut_id!r} {why}")
     batch_axes = {spec.shape[0] for spec in manifest.crossing if spec.shape and isinstance(spec.shape[0], str)}
     batch = max((symbols[axis] for axis in batch_axes), default=1)
     if batch > max_batch:
@@ -71,12 +74,17 @@ class Ran:
     """Tail times this run measured, by cut: its own, and for a chain's tail those of every later cut."""
 
 
-def run_tail(tail: Tail, request: InferenceRequest, *, hub_id: str, received: float, queue_depth: int) -> Ran:
-    """Run the tail and encode the reply, in one worker-thread hop.
+def run_tail(tail: Tail, encoded: EncodedRequest, *, hub_id: str, received: float, queue_depth: int) -> Ran:
+    """Decode the request, run the tail and encode the reply, in one worker-thread hop.
 
     ``queue_ms`` in the reply is all the hub's time before the tail runs:
-    waiting in the queue, loading the tail on first use, the thread hop.
+    waiting in the queue, loading the tail on first use, the thread hop,
+    decoding the tensors.
+
+    Raises:
+        ProtocolError: A tensor's data does not decode to what it declared.
     """
+    request = encoded.decode()
     started = time.perf_counter()
     if isinstance(tail.session, ChainPart):
         outputs, segment_ms = tail.session.run_timed(request.tensors)

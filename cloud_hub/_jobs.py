@@ -8,6 +8,7 @@ answers kept for repeats in count, bytes and age, the clocks in agents.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from protocol import MAX_ID_LENGTH, peek_request_id
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from protocol import InferenceRequest
+    from protocol import EncodedRequest
     from protocol.mqtt import Incoming
 
 _UNKNOWN_REQUEST_ID = "unknown"
@@ -34,7 +35,8 @@ class Job:
         reply_topic: That agent's response topic: the only place the reply goes.
         received: ``time.perf_counter()`` at receipt.
         received_at: ``time.time()`` at receipt, to compare with the agent's ``sent_at``.
-        request: The decoded request; ``None`` when it could not be decoded.
+        request: The request as read (its tensors not decoded yet); ``None``
+            when it could not be read, or for a ping.
         answered: Set when the reply goes out; any later answer is dropped.
         repeatable: Whether a repeat of this id gets this job's reply (not after ``loading``: it runs again).
     """
@@ -44,37 +46,46 @@ class Job:
     reply_topic: str
     received: float = dataclasses.field(default_factory=time.perf_counter)
     received_at: float = dataclasses.field(default_factory=time.time)
-    request: InferenceRequest | None = None
+    request: EncodedRequest | None = None
     answered: bool = False
     repeatable: bool = True
 
     @property
     def size(self) -> int:
-        """Payload bytes, counted against the hub's byte bound while the job is held."""
-        return len(self.incoming.payload)
+        """Bytes counted against the hub's byte bound while the job is held.
+
+        The payload, or what its tensors take once decoded when that is more
+        (a compressed request): the memory running it may need, as declared
+        before anything is decoded.
+        """
+        declared = self.request.nbytes if self.request is not None else 0
+        return max(len(self.incoming.payload), declared)
 
     @property
     def request_id(self) -> str:
         """The request's id, or the best guess from CorrelationData or the raw payload."""
         if self.request is not None:
-            return self.request.request_id
+            return self.request.header.request_id
         if self.incoming.correlation:
             return self.incoming.correlation.decode("utf-8", "replace")[:MAX_ID_LENGTH]
         return peek_request_id(self.incoming.payload) or _UNKNOWN_REQUEST_ID
 
 
 class Ledger:
-    """The jobs a hub holds, bounded in count and in bytes.
+    """The jobs a hub holds, bounded in count, in bytes, and per agent.
 
     Args:
         max_jobs: Most jobs held at once.
-        max_bytes: Most payload bytes held at once.
+        max_bytes: Most bytes held at once (see :attr:`Job.size`).
+        max_jobs_per_agent: Most jobs of one agent held at once.
     """
 
-    def __init__(self, *, max_jobs: int, max_bytes: int) -> None:
+    def __init__(self, *, max_jobs: int, max_bytes: int, max_jobs_per_agent: int) -> None:
         self._max_jobs = max_jobs
         self._max_bytes = max_bytes
-        self._jobs: set[Job] = set()
+        self._max_per_agent = max_jobs_per_agent
+        self._jobs: dict[Job, int] = {}  # a job, and the bytes it was held with
+        self._per_agent: collections.Counter[str] = collections.Counter()
         self._bytes = 0
         self.bytes_since_idle = 0
         """Payload bytes taken in since the ledger was last empty."""
@@ -93,24 +104,34 @@ class Ledger:
 
     def hold(self, job: Job) -> None:
         """Count ``job`` as held, whatever the bounds (it will be answered, if only with an error)."""
-        self._jobs.add(job)
-        self._bytes += job.size
-        self.bytes_since_idle += job.size
+        if job in self._jobs:
+            return
+        size = job.size
+        self._jobs[job] = size
+        self._per_agent[job.agent_id] += 1
+        self._bytes += size
+        self.bytes_since_idle += size
         self.idle.clear()
 
-    def over_bounds(self) -> str | None:
-        """Why the jobs held exceed a bound, or ``None``."""
+    def over_bounds(self, job: Job) -> str | None:
+        """Why the jobs held, ``job`` among them, exceed a bound, or ``None``."""
         if len(self._jobs) > self._max_jobs:
             return f"{len(self._jobs) - 1} requests queued (max_queue {self._max_jobs})"
+        if self._per_agent[job.agent_id] > self._max_per_agent:
+            held = self._per_agent[job.agent_id] - 1
+            return f"{held} requests of agent {job.agent_id} queued (max_queue_per_agent {self._max_per_agent})"
         if self._bytes > self._max_bytes:
             return f"{self._bytes:,} bytes of requests queued (max_queue_bytes {self._max_bytes:,})"
         return None
 
     def release(self, job: Job) -> None:
         """Forget ``job`` (answered, or given up)."""
-        if job in self._jobs:
-            self._jobs.remove(job)
-            self._bytes -= job.size
+        size = self._jobs.pop(job, None)
+        if size is not None:
+            self._bytes -= size
+            self._per_agent[job.agent_id] -= 1
+            if not self._per_agent[job.agent_id]:
+                del self._per_agent[job.agent_id]
         if not self._jobs:
             self.idle.set()
 

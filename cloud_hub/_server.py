@@ -11,12 +11,24 @@ replica), publishes its offline status and disconnects.
 Every accepted request gets exactly one reply: outputs with hub timings, or a
 structured error. A request sent again under the same id runs at most once
 (:class:`~cloud_hub._jobs.RecentRequests`). What the hub holds is bounded by
-its configuration. Nothing a client sends can stop the hub.
+its configuration. Nothing a client sends can stop the hub:
+
+- a request is read on the event loop but its tensors are decoded only once
+  their declared dtypes and shapes fit the cut and the hub's limits, in the
+  worker thread that runs the tail;
+- queued requests run one agent at a time in turn
+  (:class:`~cloud_hub._fairness.FairQueue`), each agent within its own bound;
+- loads run on a thread of their own, within per-agent and overall budgets;
+- pings are answered at once within per-agent and overall budgets, and
+  dropped past them;
+- replies go out from the event loop, never holding up a worker, and are
+  published again on the next connection if the broker drops this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.metadata
 import logging
@@ -25,11 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from cloud_hub._execution import refusal, run_tail
+from cloud_hub._fairness import FairQueue, RateBudget
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
 from cloud_hub._profile import LoadProfile
 from cloud_hub._store import TailStore, TailUnavailableError
 from protocol import (
+    MAX_PING_PADDING,
     ErrorCode,
     InferenceReply,
     NodeStatus,
@@ -48,7 +62,7 @@ if TYPE_CHECKING:
 
     from cloud_hub._config import HubConfig
     from cloud_hub._store import Tail
-    from protocol import InferenceRequest
+    from protocol import EncodedRequest, InferenceRequest
 
 logger = logging.getLogger("edgecut.hub")
 
@@ -64,13 +78,20 @@ _VERSION = _installed_version()
 
 _MAX_PONGS = 64
 """Ping answers in flight at once; a ping past this gets none (the agent's probe times out)."""
-
 _TRIM_AFTER_BYTES = 64 * 1024 * 1024
+"""Give freed memory back to the OS once the hub is idle after taking in this many request bytes."""
 _LOADING_MARGIN_S = 0.25
 """Time a ``loading`` answer keeps in hand to reach the agent before its deadline."""
 _LOADING_MIN_WAIT_S = 0.01
 """A known miss or a quick load answers within this, whatever the deadline."""
-"""Give freed memory back to the OS once the hub is idle after taking in this many request bytes."""
+_REPUBLISH_PAUSE_S = 0.05
+"""Pause before publishing a reply again after a failed attempt (the connection was lost)."""
+PING_DROPPED = "ping_dropped"
+"""The reason a status counts pings dropped under (not an error code: a dropped ping gets no answer)."""
+
+
+_RUN_AGAIN_CODES = frozenset({ErrorCode.LOADING, ErrorCode.LOAD_REFUSED})
+"""Answers a repeat of the request does not get again: it may run by then."""
 
 
 class _Refused(Exception):  # noqa: N818 - control flow inside _answer, never escapes
@@ -85,9 +106,9 @@ def _collected(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _decoded(job: Job) -> InferenceRequest:
-    if job.request is None:  # only decoded requests get this far
-        msg = f"request {job.request_id} was not decoded"
+def _read(job: Job) -> EncodedRequest:
+    if job.request is None:  # only requests read whole get this far
+        msg = f"request {job.request_id} was not read"
         raise RuntimeError(msg)
     return job.request
 
@@ -103,16 +124,35 @@ class Hub:
         self.config = config
         self.topics = Topics(config.prefix)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix=f"edgecut[{config.hub_id}].ort")
+        # Loads get a thread of their own: a load of seconds never holds up the tails of loaded models.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{config.hub_id}].load")
         self.store = TailStore(
             models_dir=config.models_dir,
             use_zoo=config.use_zoo,
             max_sessions=config.max_sessions,
+            max_extra_cuts=config.max_extra_cuts,
             threads=config.threads,
-            executor=self._executor,
+            executor=self._loader,
             miss_ttl_s=config.miss_ttl,
         )
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._jobs = Ledger(max_jobs=config.max_queue, max_bytes=config.max_queue_bytes)
+        self._queue: FairQueue[Job] = FairQueue()
+        self._jobs = Ledger(
+            max_jobs=config.max_queue, max_bytes=config.max_queue_bytes, max_jobs_per_agent=config.max_queue_per_agent
+        )
+        self._loads = RateBudget(
+            per_agent=config.loads_per_agent_minute / 60,
+            per_agent_burst=config.loads_per_agent_minute,
+            overall=config.loads_per_minute / 60,
+            overall_burst=config.loads_per_minute,
+        )
+        self._pings = RateBudget(
+            per_agent=config.pings_per_agent_s,
+            per_agent_burst=2 * config.pings_per_agent_s,
+            overall=config.pings_per_s,
+            overall_burst=2 * config.pings_per_s,
+        )
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Requests refused and pings dropped since the hub started, by reason (the status reports them)."""
         self._recent = RecentRequests(
             max_entries=config.max_queue * 64, max_bytes=config.max_queue_bytes, ttl_s=config.repeat_window
         )
@@ -177,6 +217,7 @@ class Hub:
                     await self._publish_status("offline")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._loader.shutdown(wait=False, cancel_futures=True)
 
     async def _serve_until_shutdown(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -225,22 +266,32 @@ class Hub:
         if isinstance(message, Ping):
             self._pong(job, message)
             return
-        job.request = message
+        job.request = message  # read and checked; its tensors are decoded only once they fit the cut
         if self._is_repeat(job):
             return
         self._jobs.hold(job)
-        self._clocks.note(agent_id, job.request.sent_at, job.received_at)
-        error = self._admission_error(job)
+        self._clocks.note(agent_id, message.header.sent_at, job.received_at)
+        error = self._admission_error(job, message)
         if error is not None:
             self._refuse_now(job, error)
             return
         self._recent.start((agent_id, job.request_id))
-        self._queue.put_nowait(job)
+        self._queue.put(agent_id, job)
 
     def _pong(self, job: Job, ping: Ping) -> None:
-        """Answer a ping at once, ahead of every queued request: it measures the link, not the hub."""
-        if self._pongs >= _MAX_PONGS:
-            logger.debug("ping %s of %s dropped: %d answers in flight", ping.request_id, job.agent_id, self._pongs)
+        """Answer a ping at once, ahead of every queued request, within the ping budgets; else drop it.
+
+        A ping measures the link, not the hub, so it never waits behind
+        requests; but it is held like one while its answer goes out, and an
+        agent's pings beyond its rate (or all agents' beyond the hub's) are
+        dropped unanswered, as are pings with more than ``MAX_PING_PADDING``.
+        """
+        self._jobs.hold(job)
+        why = self._ping_refusal(job, ping)
+        if why is not None:
+            self._release(job)
+            self.refused[PING_DROPPED] += 1
+            logger.debug("ping %s of %s dropped: %s", ping.request_id, job.agent_id, why)
             return
         reply = InferenceReply(
             request_id=ping.request_id,
@@ -249,10 +300,22 @@ class Hub:
             error=None,
             queue_ms=0.0,
             compute_ms=0.0,
-            queue_depth=len(self._jobs),
+            queue_depth=len(self._jobs) - 1,  # the others
         )
         self._pongs += 1
         self._spawn(self._publish_pong(job, encode_reply(reply)))
+
+    def _ping_refusal(self, job: Job, ping: Ping) -> str | None:
+        if len(ping.padding) > MAX_PING_PADDING:
+            return f"{len(ping.padding):,} bytes of padding, more than {MAX_PING_PADDING:,}"
+        if self._pongs >= _MAX_PONGS:
+            return f"{self._pongs} answers in flight"
+        if self._jobs.over_bounds(job) is not None:
+            return "the hub is full"
+        spent = self._pings.take(job.agent_id, time.monotonic())
+        if spent is not None:
+            return f"past the {'agent' if spent == 'agent' else 'hub'}'s ping rate"
+        return None
 
     async def _publish_pong(self, job: Job, payload: bytes) -> None:
         try:
@@ -263,6 +326,7 @@ class Hub:
             logger.debug("pong to %s lost: %s", job.agent_id, exc)
         finally:
             self._pongs -= 1
+            self._release(job)
 
     def _is_repeat(self, job: Job) -> bool:
         """Handle a request id seen lately: dropped while the first runs, else answered again as before."""
@@ -278,23 +342,27 @@ class Hub:
             self._spawn(self._reply(job, recent.reply))
         return True
 
-    def _admission_error(self, job: Job) -> ReplyError | None:
-        request = _decoded(job)
-        if request.agent_id != job.agent_id:
-            message = f"the request names agent {request.agent_id!r} but was published by {job.agent_id!r}"
+    def _admission_error(self, job: Job, request: EncodedRequest) -> ReplyError | None:
+        if request.header.agent_id != job.agent_id:
+            message = f"the request names agent {request.header.agent_id!r} but was published by {job.agent_id!r}"
             return ReplyError(code=ErrorCode.AGENT_MISMATCH, message=message)
         if not self._accepting:
             message = f"hub {self.config.hub_id} is shutting down; send it again"
             return ReplyError(code=ErrorCode.SHUTTING_DOWN, message=message)
-        full = self._jobs.over_bounds()
+        if request.nbytes > self.config.max_queue_bytes:
+            message = (
+                f"its tensors take {request.nbytes:,} bytes decoded, more than this hub holds"
+                f" (max_queue_bytes {self.config.max_queue_bytes:,})"
+            )
+            return ReplyError(code=ErrorCode.TOO_LARGE, message=message)
+        full = self._jobs.over_bounds(job)
         if full is not None:
             return ReplyError(code=ErrorCode.OVERLOADED, message=f"hub {self.config.hub_id} has {full}")
         return None
 
     def _refuse_now(self, job: Job, error: ReplyError) -> None:
         """Answer with an error at once, without queueing behind accepted work."""
-        if job not in self._jobs:
-            self._jobs.hold(job)
+        self._jobs.hold(job)
         self._spawn(self._reply(job, self._failure(job, error)))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
@@ -306,28 +374,31 @@ class Hub:
         while not self._stopped.is_set():
             job = await self._queue.get()
             try:
-                await self._reply(job, await self._answer(job))
+                payload = await self._answer(job)
             except Exception:  # a worker must outlive any one request
-                logger.exception("request %s: no reply could be sent", job.request_id)
+                logger.exception("request %s: no reply could be made", job.request_id)
+                continue
+            # The reply goes out from the loop: a worker never waits on the network.
+            self._spawn(self._reply(job, payload))
 
     async def _answer(self, job: Job) -> bytes:
         """Run the request and return the encoded reply; errors become error replies."""
         try:
             return await self._run(job)
         except _Refused as exc:
-            job.repeatable = exc.error.code != ErrorCode.LOADING
+            job.repeatable = exc.error.code not in _RUN_AGAIN_CODES
             return self._failure(job, exc.error)
-        except TailUnavailableError as exc:
+        except (TailUnavailableError, ProtocolError) as exc:
             return self._failure(job, ReplyError(code=exc.code, message=str(exc)))
         except Exception as exc:
             logger.exception("request %s failed", job.request_id)
             return self._failure(job, ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"))
 
     async def _run(self, job: Job) -> bytes:
-        request = _decoded(job)
+        request = _read(job)
         self._refuse_if_stale(job)
         loading = time.perf_counter()
-        tail = await self._tail(job, request)
+        tail = await self._tail(job, request.header)
         load_ms = (time.perf_counter() - loading) * 1000  # a tail's first use, not the queue
         error = refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
         if error is not None:
@@ -342,19 +413,23 @@ class Hub:
             ),
         )
         self.profile.note_wait(max(0.0, ran.queue_ms - load_ms), time.monotonic())
-        for cut_id, ms in (ran.tail_ms or {request.cut_id: ran.compute_ms}).items():
-            self.profile.note_tail(request.model_sha256, cut_id, ms)
+        for cut_id, ms in (ran.tail_ms or {request.header.cut_id: ran.compute_ms}).items():
+            self.profile.note_tail(request.header.model_sha256, cut_id, ms)
         return ran.reply
 
     async def _tail(self, job: Job, request: InferenceRequest) -> Tail:
         """The request's tail, loading it if needed for as long as the deadline allows; else ``loading``.
 
-        The load goes on after a ``loading`` answer: the agent's next request finds it done.
+        A load is started only within the load budgets (and not at all by a
+        hub that serves only what it preloaded): else ``load_refused``. The
+        load goes on after a ``loading`` answer: the agent's next request
+        finds it done.
         """
         pinned = request.tail_sha256 is not None
         ready = self.store.ready_now(request.model_sha256, request.cut_id, pinned=pinned)
         if ready is not None:
             return ready
+        self._refuse_load_if_over_budget(job, request)
         getting: asyncio.Task[Tail] = asyncio.create_task(
             self.store.ready(request.model_id, request.model_sha256, request.cut_id, pinned=pinned)
         )
@@ -371,9 +446,32 @@ class Hub:
         msg = f"{what} is loading on this hub{so_far}; send a new request soon"
         raise _Refused(ReplyError(code=ErrorCode.LOADING, message=msg))
 
+    def _refuse_load_if_over_budget(self, job: Job, request: InferenceRequest) -> None:
+        """Refuse ``load_refused`` a request whose tail would start a load the hub does not allow now."""
+        sha, cut_id = request.model_sha256, request.cut_id
+        if self.store.is_loading(sha, cut_id) or self.store.is_missed(request.model_id, sha, cut_id):
+            return  # waits for a load under way, or is refused at once: starts nothing
+        what = f"{request.model_id} at cut {cut_id!r}"
+        if not self.config.load_on_demand:
+            msg = f"this hub serves only the tails it preloaded, not {what}"
+            raise _Refused(ReplyError(code=ErrorCode.LOAD_REFUSED, message=msg))
+        spent = self._loads.take(job.agent_id, time.monotonic())
+        if spent == "agent":
+            msg = (
+                f"agent {job.agent_id} started {self.config.loads_per_agent_minute:g} loads lately, as many as this"
+                f" hub allows an agent per minute (loads_per_agent_minute); not loading {what} now"
+            )
+            raise _Refused(ReplyError(code=ErrorCode.LOAD_REFUSED, message=msg))
+        if spent == "overall":
+            msg = (
+                f"agents started {self.config.loads_per_minute:g} loads lately, as many as this hub allows per"
+                f" minute (loads_per_minute); not loading {what} now"
+            )
+            raise _Refused(ReplyError(code=ErrorCode.LOAD_REFUSED, message=msg))
+
     def _refuse_if_stale(self, job: Job) -> None:
         """Refuse a request nobody waits for any more: judged by the agent's clock, offset known."""
-        request = _decoded(job)
+        request = _read(job).header
         waited_ms = (time.perf_counter() - job.received) * 1000
         age_ms = max(waited_ms, self._clocks.age_s(job.agent_id, request.sent_at, time.time()) * 1000)
         if age_ms > request.deadline_ms:
@@ -383,6 +481,7 @@ class Hub:
             raise _Refused(ReplyError(code=ErrorCode.DEADLINE_EXCEEDED, message=msg))
 
     def _failure(self, job: Job, error: ReplyError) -> bytes:
+        self.refused[error.code] += 1
         if error.code not in {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN}:
             logger.info("request %s refused: %s: %s", job.request_id, error.code, error.message)
         reply = InferenceReply.failure(
@@ -396,25 +495,36 @@ class Hub:
         return encode_reply(reply)
 
     async def _reply(self, job: Job, payload: bytes) -> None:
-        """Publish the one reply of ``job``, waiting out a broker outage for as long as its deadline."""
+        """Publish the one reply of ``job``: again on the next connection if this one drops, until its deadline."""
         if job.answered:
             return
         job.answered = True
         # A repeat gets this same reply, unless it said "loading": then a repeat runs again.
         self._recent.finish((job.agent_id, job.request_id), payload if job.repeatable else None)
-        budget = job.request.deadline_ms / 1000 if job.request else self.config.grace
-        remaining = max(0.1, budget - (time.perf_counter() - job.received))
+        budget = job.request.header.deadline_ms / 1000 if job.request else self.config.grace
         try:
-            await self._connection.publish(
-                job.reply_topic,
-                payload,
-                qos=min(job.incoming.qos, 1),
-                correlation=job.incoming.correlation,
-                timeout=remaining,
-            )
-            self.replies_sent += 1
-        except EdgecutError as exc:
-            logger.warning("reply to %s lost: %s", job.request_id, exc)
+            while True:
+                remaining = budget - (time.perf_counter() - job.received)
+                try:
+                    await self._connection.publish(
+                        job.reply_topic,
+                        payload,
+                        qos=min(job.incoming.qos, 1),
+                        correlation=job.incoming.correlation,
+                        timeout=max(0.1, remaining),
+                    )
+                except TransportError as exc:
+                    if remaining <= _REPUBLISH_PAUSE_S:
+                        logger.warning("reply to %s lost: %s", job.request_id, exc)
+                        return
+                    logger.info("reply to %s not sent (%s); publishing it again", job.request_id, exc)
+                    await asyncio.sleep(_REPUBLISH_PAUSE_S)
+                    continue
+                except EdgecutError as exc:
+                    logger.warning("reply to %s lost: %s", job.request_id, exc)
+                    return
+                self.replies_sent += 1
+                return
         finally:
             self._release(job)
 
@@ -456,5 +566,6 @@ class Hub:
             else None,
             tail_ms=self.profile.tail_ms() if state == "online" else {},
             loading_s=self.store.loading(time.monotonic()) if state == "online" else {},
+            refused=dict(self.refused),
         )
         return encode_status(status)

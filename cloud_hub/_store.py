@@ -9,7 +9,11 @@ or a zoo model), held as a chain grown to pass through the cut
 decides; the request's model name is only a hint (see
 :mod:`cloud_hub._catalog`), so a cold hub and a warm one answer alike.
 
-Loaded tails live in a bounded least-recently-used cache. A request that
+Loaded tails live in a bounded least-recently-used cache, and a chain passes
+through a bounded number of cuts besides its candidates (those used most
+recently: :mod:`cloud_hub._chains`). Loading runs on the store's own
+executor, never on the event loop, and a tail of a chain already held is
+made on the spot without it. A request that
 cannot be served (unknown model or cut, halves that do not match) is
 remembered for ``miss_ttl_s``, so a repeated miss costs a dictionary lookup,
 not a search and a split; the cut ids of every model split once are kept, so
@@ -40,7 +44,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("edgecut.hub")
 
 _MAX_MISSES = 1024
-"""Most remembered misses; the oldest go first."""
+"""Most remembered misses (and models whose cuts in use are remembered); the oldest go first."""
+_MAX_CUTS_REMEMBERED = 64
+"""Most cuts of one model remembered as in use lately."""
 
 
 class TailUnavailableError(ModelError):
@@ -65,9 +71,11 @@ class TailStore:
     Args:
         models_dir: Searched recursively for split directories and ``.onnx`` models.
         use_zoo: Serve zoo models too.
-        max_sessions: Tails kept loaded at once.
+        max_sessions: Tails kept loaded at once, and models held as chains.
+        max_extra_cuts: Cuts besides its candidates a model's chain may pass through.
         threads: ONNX Runtime intra-op threads per session.
-        executor: Where loading (hashing, splitting, session creation) runs.
+        executor: Where loading (hashing, splitting, session creation) runs:
+            best a thread of its own, so that loads never hold up tail runs.
         miss_ttl_s: How long a miss is remembered, and the least time between
             two scans of ``models_dir``.
     """
@@ -81,9 +89,12 @@ class TailStore:
         threads: int | None,
         executor: Executor,
         miss_ttl_s: float = 10.0,
+        max_extra_cuts: int = 8,
     ) -> None:
         self.catalog = ModelCatalog(models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s)
-        self.chains = HubChains(session=lambda data: Session(data, threads=threads), max_models=max_sessions)
+        self.chains = HubChains(
+            session=lambda data: Session(data, threads=threads), max_models=max_sessions, max_extra_cuts=max_extra_cuts
+        )
         self._max_sessions = max_sessions
         self._threads = threads
         self._executor = executor
@@ -96,16 +107,25 @@ class TailStore:
         self._cut_ids: dict[str, frozenset[str]] = {}
         self._tail_sha256s: dict[tuple[str, str], str | None] = {}  # fused tails' hashes, for pinned requests
         self._pinning: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        self._cuts_used: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()  # sha256 -> cuts, most recent last
+        self._preloaded: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._tails)
 
     def ready_now(self, model_sha256: str, cut_id: str, *, pinned: bool) -> Tail | None:
-        """The tail if it is loaded (and, when ``pinned``, its fused tail's hash known): never blocks."""
+        """The tail if it is loaded, or made on the spot from a chain held (and, when ``pinned``, its hash known).
+
+        Never blocks: for the event loop.
+        """
         key = (model_sha256, cut_id)
+        self._note_use(model_sha256, cut_id)
         tail = self._tails.get(key)
         if tail is None:
-            return None
+            chain = self.chains.peek(model_sha256, cut_id)
+            if chain is None:
+                return None
+            tail = self._cache(key, _chain_tail(chain, cut_id))
         self._tails.move_to_end(key)
         if not pinned or tail.manifest.tail_sha256 is not None:
             return tail
@@ -141,7 +161,8 @@ class TailStore:
         pending = self._loading.get(key)
         if pending is None:
             loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(self._executor, self._load, model_id, model_sha256, cut_id)
+            recent = self._recent_cuts(model_sha256)
+            pending = loop.run_in_executor(self._executor, self._load, model_id, model_sha256, cut_id, recent)
             self._loading[key] = pending
             self._loading_since[key] = time.monotonic()
             pending.add_done_callback(lambda fut: self._loaded(key, fut))
@@ -150,6 +171,29 @@ class TailStore:
         except TailUnavailableError as exc:
             self._remember_miss(miss_key, exc)
             raise
+
+    def is_loading(self, model_sha256: str, cut_id: str) -> bool:
+        """Whether this tail is being loaded now (a request for it waits for that load, starting none)."""
+        return (model_sha256, cut_id) in self._loading
+
+    def is_missed(self, model_id: str, model_sha256: str, cut_id: str) -> bool:
+        """Whether this tail is a remembered miss (a request for it is refused at once, loading nothing)."""
+        missed = self._misses.get((model_id, model_sha256, cut_id))
+        return missed is not None and time.monotonic() < missed[0]
+
+    def _note_use(self, model_sha256: str, cut_id: str) -> None:
+        cuts = self._cuts_used.setdefault(model_sha256, OrderedDict())
+        self._cuts_used.move_to_end(model_sha256)
+        cuts[cut_id] = None
+        cuts.move_to_end(cut_id)
+        while len(cuts) > _MAX_CUTS_REMEMBERED:
+            cuts.popitem(last=False)
+        while len(self._cuts_used) > _MAX_MISSES:
+            self._cuts_used.popitem(last=False)
+
+    def _recent_cuts(self, model_sha256: str) -> list[str]:
+        """The model's cuts used lately, most recent first."""
+        return list(reversed(self._cuts_used.get(model_sha256, {})))
 
     def _raise_if_missed(self, miss_key: tuple[str, str, str]) -> None:
         missed = self._misses.get(miss_key)
@@ -184,10 +228,15 @@ class TailStore:
         tail = future.result()
         if isinstance(tail.session, ChainPart):
             tail = self._on_current_chain(key, tail)
+        self._cache(key, tail)
+
+    def _cache(self, key: tuple[str, str], tail: Tail) -> Tail:
         self._tails[key] = tail
-        while len(self._tails) > self._max_sessions:
-            evicted, _ = self._tails.popitem(last=False)
+        evictable = (held for held in list(self._tails) if held not in self._preloaded)
+        while len(self._tails) > self._max_sessions and (evicted := next(evictable, None)) is not None:
+            del self._tails[evicted]
             logger.info("unloaded tail %s (cache holds %d)", evicted, self._max_sessions)
+        return tail
 
     def _on_current_chain(self, key: tuple[str, str], tail: Tail) -> Tail:
         """Move ``tail`` and the cached tails of its model onto the model's chain as it is now.
@@ -212,14 +261,16 @@ class TailStore:
         return tail
 
     async def preload(self, spec: str) -> Tail:
-        """Load the tail named ``MODEL:CUT`` now, so that no request pays for it.
+        """Load the tail named ``MODEL:CUT`` now, so that no request pays for it; it stays loaded.
 
         Raises:
             ModelError: No single model of that name, or no such cut.
         """
         loop = asyncio.get_running_loop()
         name, sha, cut = await loop.run_in_executor(self._executor, preload_key, self.catalog, spec)
-        return await self.get(name, sha, cut)
+        tail = await self.get(name, sha, cut)
+        self._preloaded.add((sha, cut))  # never evicted: a hub that loads nothing else could not load it again
+        return tail
 
     async def pin(self, tail: Tail, model_id: str) -> Tail:
         """``tail`` with the sha256 its fused tail file would have, for a request that names one.
@@ -250,7 +301,7 @@ class TailStore:
         model = self.catalog.full_model(key[0], model_id)
         return None if model is None else partition.split(model, key[1], model_id=model_id).manifest.tail_sha256
 
-    def _load(self, model_id: str, model_sha256: str, cut_id: str) -> Tail:
+    def _load(self, model_id: str, model_sha256: str, cut_id: str, recent: list[str]) -> Tail:
         split_dir = self.catalog.split_dir(model_sha256, cut_id)
         if split_dir is not None:
             manifest, tail_bytes = _read_split(split_dir)
@@ -268,7 +319,7 @@ class TailStore:
                 raise _unknown_cut(model_id, cut_id)  # without loading the model again
             model = self._full_model(model_id, model_sha256, cut_id)
             self._check_cut(model, model_id, cut_id)
-            chain = self.chains.through(model, model_sha256, model_id, cut_id)
+            chain = self.chains.through(model, model_sha256, model_id, cut_id, recent=recent)
             logger.info("%s's chain passes through %s", model_id, ", ".join(chain.manifest.cut_ids))
         return _chain_tail(chain, cut_id)
 

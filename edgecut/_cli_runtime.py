@@ -166,7 +166,30 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="SIZE",
         help="queued request bytes before 'overloaded' replies, e.g. 128M (default), 1G, 500K",
     )
+    parser.add_argument(
+        "--max-queue-per-agent",
+        type=int,
+        default=16,
+        help="queued requests of one agent before its requests get 'overloaded' (default 16)",
+    )
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch one request may carry (default 32)")
+    parser.add_argument(
+        "--preload-only",
+        action="store_true",
+        help="serve only the --preload tails (and other cuts of those models' chains); refuse loads 'load_refused'",
+    )
+    parser.add_argument(
+        "--loads-per-agent-minute",
+        type=float,
+        default=20.0,
+        help="new tails one agent's requests may load per minute before 'load_refused' (default 20)",
+    )
+    parser.add_argument(
+        "--loads-per-minute", type=float, default=60.0, help="the same for all agents together (default 60)"
+    )
+    parser.add_argument(
+        "--pings-per-agent-s", type=float, default=10.0, help="pings of one agent answered per second (default 10)"
+    )
     parser.add_argument(
         "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start-up (default 10)"
     )
@@ -202,7 +225,12 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         threads=args.threads,
         max_queue=args.max_queue,
         max_queue_bytes=args.max_queue_bytes,
+        max_queue_per_agent=args.max_queue_per_agent,
         max_batch=args.max_batch,
+        load_on_demand=not args.preload_only,
+        loads_per_agent_minute=args.loads_per_agent_minute,
+        loads_per_minute=args.loads_per_minute,
+        pings_per_agent_s=args.pings_per_agent_s,
         connect_timeout=args.connect_timeout,
         status_interval=args.status_interval,
         grace=args.grace,

@@ -5,36 +5,78 @@ from __future__ import annotations
 import platform
 import time
 
+import numpy as np
 import pytest
 
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
+from protocol import EncodedRequest, EncodedTensor, InferenceRequest
 from protocol.mqtt import Incoming
 
 
-def _job(size: int, correlation: bytes = b"r") -> Job:
-    incoming = Incoming(topic="p/v1/req/a", payload=b"x" * size, qos=1, correlation=correlation)
-    return Job(incoming=incoming, agent_id="a", reply_topic="p/v1/resp/a")
+def _job(size: int, correlation: bytes = b"r", agent: str = "a") -> Job:
+    incoming = Incoming(topic=f"p/v1/req/{agent}", payload=b"x" * size, qos=1, correlation=correlation)
+    return Job(incoming=incoming, agent_id=agent, reply_topic=f"p/v1/resp/{agent}")
+
+
+def _encoded(nbytes: int) -> EncodedRequest:
+    header = InferenceRequest(
+        request_id="r",
+        agent_id="a",
+        model_id="m",
+        model_sha256="ab" * 32,
+        cut_id="c",
+        tensors={},
+        sent_at=0.0,
+        deadline_ms=1.0,
+    )
+    tensor = EncodedTensor(name="x", dtype=np.dtype(np.uint8), shape=(nbytes,), codec="zstd", data=b"", params={})
+    return EncodedRequest(header, {"x": tensor})
 
 
 def test_the_ledger_bounds_count_and_bytes_and_knows_when_it_is_idle() -> None:
-    ledger = Ledger(max_jobs=2, max_bytes=100)
+    ledger = Ledger(max_jobs=2, max_bytes=100, max_jobs_per_agent=2)
     assert ledger.idle.is_set()
-    first, second, third = _job(40), _job(40), _job(10)
+    first, second, third = _job(40), _job(40), _job(10, agent="b")
     for job in (first, second):
         ledger.hold(job)
-        assert ledger.over_bounds() is None
+        assert ledger.over_bounds(job) is None
     ledger.hold(third)
-    assert ledger.over_bounds() == "2 requests queued (max_queue 2)"
+    assert ledger.over_bounds(third) == "2 requests queued (max_queue 2)"
     ledger.release(third)
     ledger.release(second)
     ledger.hold(big := _job(70))
-    assert ledger.over_bounds() == "110 bytes of requests queued (max_queue_bytes 100)"
+    assert ledger.over_bounds(big) == "110 bytes of requests queued (max_queue_bytes 100)"
     ledger.release(first)
     assert not ledger.idle.is_set()
     ledger.release(big)
     assert ledger.idle.is_set()
     ledger.release(first)  # twice: harmless
     assert len(ledger) == 0
+
+
+def test_the_ledger_bounds_each_agents_jobs() -> None:
+    ledger = Ledger(max_jobs=10, max_bytes=1000, max_jobs_per_agent=2)
+    mine = [_job(1), _job(1), _job(1)]
+    for job in mine:
+        ledger.hold(job)
+    assert ledger.over_bounds(mine[2]) == "2 requests of agent a queued (max_queue_per_agent 2)"
+    other = _job(1, agent="b")
+    ledger.hold(other)
+    assert ledger.over_bounds(other) is None  # another agent's request is still taken
+    ledger.release(mine[0])
+    assert ledger.over_bounds(mine[2]) is None
+
+
+def test_a_compressed_request_counts_what_its_tensors_take_decoded() -> None:
+    job = _job(50)
+    job.request = _encoded(4096)
+    assert job.size == 4096  # declared, before anything is decoded
+    job.request = _encoded(10)
+    assert job.size == 50  # the payload, when that is more
+    ledger = Ledger(max_jobs=10, max_bytes=1000, max_jobs_per_agent=10)
+    job.request = _encoded(4096)
+    ledger.hold(job)
+    assert ledger.over_bounds(job) == "4,096 bytes of requests queued (max_queue_bytes 1,000)"
 
 
 def test_a_job_without_a_decoded_request_is_named_by_its_correlation() -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -25,13 +27,13 @@ from cloud_hub import Hub, HubConfig, LocalBroker, free_port, mosquitto_acl
 from edge_agent import EdgeAgent, Timeouts
 from edgecut._cli import main
 from edgecut._exit import ExitCode
-from protocol import InferenceReply, Topics, encode_reply, encode_request
+from protocol import InferenceReply, NodeStatus, Topics, encode_reply, encode_request, encode_status
 from protocol.errors import TransportError
 from protocol.mqtt import Connection
-from tests._support import random_images, tiny_logits, tiny_request, watching
+from tests._support import random_images, tiny_logits, tiny_request, until, watching
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     import trustme
 
@@ -234,6 +236,96 @@ async def test_on_an_open_broker_the_forged_reply_does_reach_the_victim(broker_u
     assert arrived.correlation == b"leaked-id"
 
 
+def _forged_status(node: str) -> bytes:
+    """A hub's last will, as the attacker would write it: it makes agents publish their requests again."""
+    return encode_status(NodeStatus(node_id=node, role="hub", state="offline", sent_at=time.time()))
+
+
+@contextlib.asynccontextmanager
+async def _forging(attacker: Connection, topics: Topics) -> AsyncIterator[None]:
+    """Publish forged hub statuses every 20 ms, on every status topic the attacker might try, while in the block."""
+    forgeries = [
+        (topics.status(topic_node), _forged_status(node)) for topic_node in (*HUBS, "attacker") for node in HUBS
+    ]
+
+    async def forge() -> None:
+        while True:
+            for topic, payload in forgeries:
+                with contextlib.suppress(TransportError):
+                    await attacker.publish(topic, payload, qos=0, retain=True, timeout=1)
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(forge())
+    try:
+        await asyncio.sleep(0.2)  # forgeries are out (and retained, where the broker let them be)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@needs_mosquitto
+async def test_forged_hub_statuses_change_nothing_with_the_acl(secured: Deployment) -> None:
+    """Under the ACL only a hub publishes on its own status topic: the victim never hears a forged last will."""
+    topics = Topics(secured.prefix)
+    attacker = Connection(secured.urls["attacker"], client_id="attacker")
+    victim = EdgeAgent(
+        secured.urls["victim"],
+        agent_id="victim",
+        model="tiny",
+        cut="stem.out",
+        prefix=secured.prefix,
+        fallback=False,
+        threads=1,
+        timeouts=Timeouts(request=10, retry=None),
+    )
+    images = random_images(20, seed=3)
+    async with _hubs(secured.urls, secured.prefix) as hubs, attacker, victim:
+        await attacker.wait_connected(10)
+        async with _forging(attacker, topics):
+            results = [await victim.infer(image) for image in images]
+    assert all(result.hub_id in HUBS for result in results)
+    # Each forged "offline" heard would have made the victim publish its request again, and a hub run it twice.
+    assert victim._outbox.publishes == len(images)
+    assert sum(hub.tails_run for hub in hubs) == len(images)
+
+
+async def test_a_status_that_does_not_name_its_topics_hub_is_ignored(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """On an open broker too: a status counts only on the topic of the hub it names, and only if it says 'hub'."""
+    await start_hub(hub_id="hub0")
+    topics = Topics(prefix)
+    caplog.set_level(logging.WARNING, logger="edgecut.agent")
+    images = random_images(20, seed=4)
+    async with (
+        watching(broker_url) as attacker,
+        EdgeAgent(
+            broker_url,
+            model="tiny",
+            cut="stem.out",
+            prefix=prefix,
+            fallback=False,
+            threads=1,
+            timeouts=Timeouts(request=10, retry=None),
+        ) as victim,
+    ):
+        forged = attacker.connection.publish
+        await forged(topics.status("attacker"), _forged_status("hub0"), qos=1, retain=True, timeout=10)
+        agent_status = NodeStatus(node_id="hub1", role="agent", state="offline", sent_at=time.time())
+        await forged(topics.status("hub1"), encode_status(agent_status), qos=1, retain=True, timeout=10)
+        for _ in range(3):  # logged once per topic, however often it comes
+            await attacker.publish(topics.status("attacker"), _forged_status("hub0"))
+        await until(lambda: caplog.text.count("ignored a status") >= 2, "the forgeries to arrive")
+        results = [await victim.infer(image) for image in images]
+    assert all(result.hub_id == "hub0" for result in results)
+    assert victim._outbox.publishes == len(images)
+    assert caplog.text.count(f"ignored a status on {topics.status('attacker')}") == 1
+    assert "names hub 'hub0', not hub 'attacker' of its topic" in caplog.text
+    assert "names agent 'hub1', not hub 'hub1' of its topic" in caplog.text
+
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
@@ -246,12 +338,6 @@ def test_the_example_acl_is_what_edgecut_acl_prints(capsys: pytest.CaptureFixtur
 def test_acl_refuses_what_would_not_work(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
     assert main(["acl", "--hub", "hub-a", *argv] if argv else ["acl"]) == ExitCode.CONFIG
     assert fragment in capsys.readouterr().err
-
-
-def _mosquitto(conf: str, directory: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    (directory / "mosquitto.conf").write_text(conf + ("user root\n" if os.geteuid() == 0 else ""))
-    log = (directory / "mosquitto.log").open("wb")
-    return subprocess.Popen(["mosquitto", "-c", str(directory / "mosquitto.conf")], stderr=log), log  # noqa: S603, S607
 
 
 def _mosquitto(conf: str, directory: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:

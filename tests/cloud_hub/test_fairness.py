@@ -1,0 +1,62 @@
+"""Sharing a hub between agents, on its own: the fair queue and the rate budgets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cloud_hub._fairness import FairQueue, RateBudget
+
+
+async def test_the_fair_queue_takes_senders_in_turn_whatever_they_queued() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for index in range(5):
+        queue.put("greedy", f"g{index}")
+    queue.put("quiet", "q0")
+    queue.put("other", "o0")
+    queue.put("quiet", "q1")
+    taken = [await queue.get() for _ in range(len(queue))]
+    # The greedy sender's first request came first; then each sender's next one in turn.
+    assert taken == ["g0", "q0", "o0", "g1", "q1", "g2", "g3", "g4"]
+    assert len(queue) == 0
+
+
+async def test_a_sender_arriving_later_waits_for_at_most_one_item_of_each_other_sender() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for index in range(50):
+        queue.put("greedy", f"g{index}")
+    assert queue.get_nowait() == "g0"  # running
+    queue.put("late", "l0")
+    assert [queue.get_nowait(), queue.get_nowait()] == ["g1", "l0"]
+
+
+async def test_a_waiting_getter_wakes_on_put_and_a_cancelled_one_passes_its_turn_on() -> None:
+    queue: FairQueue[str] = FairQueue()
+    first = asyncio.create_task(queue.get())
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.put("a", "x")
+    first.cancel()  # woken, then cancelled before it ran: the item must reach the other getter
+    assert await asyncio.wait_for(second, 5) == "x"
+    assert first.cancelled()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+
+
+def test_a_rate_budget_allows_a_burst_then_the_rate_per_agent() -> None:
+    budget = RateBudget(per_agent=2.0, per_agent_burst=3.0, overall=100.0, overall_burst=100.0)
+    assert [budget.take("a", 0.0) for _ in range(4)] == [None, None, None, "agent"]
+    assert budget.take("b", 0.0) is None  # another agent has its own bucket
+    assert budget.take("a", 0.4) == "agent"  # 0.8 of a token came back: not yet one
+    assert budget.take("a", 0.5) is None  # a whole one now
+    assert budget.take("a", 0.5) == "agent"
+    assert budget.take("a", 10.0) is None  # refilled, up to the burst only
+    assert [budget.take("a", 10.0) for _ in range(3)] == [None, None, "agent"]
+
+
+def test_a_rate_budget_bounds_all_agents_together() -> None:
+    budget = RateBudget(per_agent=10.0, per_agent_burst=10.0, overall=1.0, overall_burst=3.0)
+    spent = [budget.take(f"agent-{index}", 0.0) for index in range(5)]
+    assert spent == [None, None, None, "overall", "overall"]
+    assert budget.take("agent-9", 1.0) is None
