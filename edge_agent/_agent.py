@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from edge_agent._halves import SessionFactory
     from edge_agent._planner import Objective
     from models import Manifest, Runnable
-    from protocol import InferenceReply
+    from protocol import InferenceReply, NodeStatus
     from protocol.mqtt import Incoming
 
 logger = logging.getLogger("edgecut.agent")
@@ -87,10 +87,19 @@ _START_PROBES_S = 2.0
 """At start, up to this many pings within this many seconds: the link is known before the first request."""
 # Hub errors after which the local tail gives the same answer the hub would have.
 _FALLBACK_CODES = frozenset(
-    {ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.INTERNAL, ErrorCode.SHUTTING_DOWN, ErrorCode.LOADING}
+    {
+        ErrorCode.OVERLOADED,
+        ErrorCode.DEADLINE_EXCEEDED,
+        ErrorCode.INTERNAL,
+        ErrorCode.SHUTTING_DOWN,
+        ErrorCode.LOADING,
+        ErrorCode.LOAD_REFUSED,
+    }
 )
 _LOADING_RETRY_S = 0.5
 """Pause before a new request to a hub that answered ``loading``."""
+_MAX_LOGGED_TOPICS = 64
+"""Status topics whose ignored statuses are logged (once each); past them, quietly ignored."""
 
 
 class EdgeAgent:
@@ -197,19 +206,40 @@ class EdgeAgent:
         self._state_dir = state_dir
         self._probing: asyncio.Task[None] | None = None
         self._entered = False
+        self._ignored_status_topics: set[str] = set()
 
     def _on_message(self, incoming: Incoming) -> None:
         if incoming.topic.startswith(self._status_prefix):
-            try:
-                status = decode_status(incoming.payload)
-            except ProtocolError as exc:
-                logger.debug("ignored an undecodable status on %s: %s", incoming.topic, exc)
+            status = self._hub_status(incoming)
+            if status is None:
                 return
             self._outbox.on_status(status)
             if self._adaptive is not None:
                 self._adaptive.on_hub_status(status, time.monotonic())
             return
         self._outbox.on_reply(incoming)
+
+    def _hub_status(self, incoming: Incoming) -> NodeStatus | None:
+        """The hub status ``incoming`` carries, or ``None`` when it is not one a hub published.
+
+        Like an agent's, a hub's identity is its topic (docs/protocol.md,
+        section 1.3): a status counts only when it names the node of its
+        topic and says it is a hub. Under the ACL of ``edgecut acl`` only hub
+        users publish status; anything else is ignored, and logged once per topic.
+        """
+        try:
+            status = decode_status(incoming.payload)
+            node = self.topics.node_of_status(incoming.topic)
+        except (ProtocolError, ValueError) as exc:
+            why = f"undecodable: {exc}"
+        else:
+            if status.node_id == node and status.role == "hub":
+                return status
+            why = f"it names {status.role} {status.node_id!r}, not hub {node!r} of its topic"
+        if incoming.topic not in self._ignored_status_topics and len(self._ignored_status_topics) < _MAX_LOGGED_TOPICS:
+            self._ignored_status_topics.add(incoming.topic)
+            logger.warning("ignored a status on %s: %s", incoming.topic, why)
+        return None
 
     @property
     def model(self) -> ModelHalves:
