@@ -1,13 +1,18 @@
 """Soak: many requests from several agents through two hub replicas while hubs die, stall and the broker restarts.
 
-Fallback is off, so every request must be answered by a hub. The harness runs
-a real broker (mosquitto when installed), two ``edgecut hub`` processes and
-several in-process agents sending at a steady rate, and repeats a cycle of
-faults until every request is settled:
+Fallback is off unless ``--fallback``, so every request must be answered by a
+hub. The harness runs a real broker (mosquitto when installed), two ``edgecut
+hub`` processes and several in-process agents sending at a steady rate, and
+repeats a cycle of faults until every request is settled. ``--faults all``
+(the default):
 
 - a hub is killed with SIGKILL, and restarted 3 s later;
 - the broker is stopped and restarted 2 s later (on the same port);
 - the other hub is stopped with SIGSTOP for 3 s, then continued.
+
+``--faults broker``: only the broker, stopped for 1 s every 5 s. With
+``--fallback`` every fallback is needless then (a hub is always back within
+the deadline), and the report counts them.
 
 It counts requests sent, answered (and checked against the model run
 locally), failed (by error), hung (no outcome 10 s past the deadline),
@@ -16,7 +21,7 @@ counted anyway) and run twice (an observer on every reply topic saw two
 different successful replies for one request: the tail ran on two replicas).
 
     python bench/soak.py [--requests 1200] [--agents 4] [--rate 4] [--deadline 5] [--broker auto|mosquitto|iotcore]
-                         [--max-seconds 600] [--json]
+                         [--faults all|broker] [--fallback] [--max-seconds 600] [--json]
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Tally:
 
     sent: int = 0
     answered: int = 0
+    fell_back: int = 0
     wrong: int = 0
     hung: int = 0
     failed: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -64,7 +70,21 @@ class Tally:
     faults: list[str] = dataclasses.field(default_factory=list)
 
 
-async def faults(broker: LocalBroker, hubs: dict[str, HubProcess], tally: Tally, stop: asyncio.Event) -> None:
+def fault_cycle(kind: str, broker: LocalBroker, hubs: dict[str, HubProcess]) -> list[tuple[float, str, object]]:
+    """The faults of one cycle: (seconds before it, what, action)."""
+    if kind == "broker":
+        return [(4, "stop the broker", broker.stop), (1, "start the broker", broker.start)]
+    return [
+        (4, "SIGKILL hub-a", hubs["hub-a"].kill),
+        (3, "restart hub-a", hubs["hub-a"].start),
+        (6, "stop the broker", broker.stop),
+        (2, "start the broker", broker.start),
+        (6, "SIGSTOP hub-b", hubs["hub-b"].pause),
+        (3, "SIGCONT hub-b", hubs["hub-b"].resume),
+    ]
+
+
+async def faults(cycle: list[tuple[float, str, object]], tally: Tally, stop: asyncio.Event) -> None:
     """Repeat the fault cycle until ``stop``; every step bounded in time."""
     started = time.monotonic()
 
@@ -77,14 +97,7 @@ async def faults(broker: LocalBroker, hubs: dict[str, HubProcess], tally: Tally,
         return True
 
     while not stop.is_set():
-        for delay, what, action in (
-            (4, "SIGKILL hub-a", hubs["hub-a"].kill),
-            (3, "restart hub-a", hubs["hub-a"].start),
-            (6, "stop the broker", broker.stop),
-            (2, "start the broker", broker.start),
-            (6, "SIGSTOP hub-b", hubs["hub-b"].pause),
-            (3, "SIGCONT hub-b", hubs["hub-b"].resume),
-        ):
+        for delay, what, action in cycle:
             if not await step(delay, what, action):
                 return
 
@@ -122,6 +135,9 @@ async def agent_loop(agent: EdgeAgent, count: int, rate: float, deadline: float,
             logging.getLogger("edgecut.soak").error("%s failed: %s", agent.agent_id, exc)  # noqa: TRY400 - expected
             continue
         tally.answered += 1
+        if result.fallback is not None:
+            tally.fell_back += 1
+            logging.getLogger("edgecut.soak").warning("%s fell back: %s", agent.agent_id, result.fallback)
         tally.results[result.request_id or ""] += 1
         tally.by_hub[result.hub_id or "?"] += 1
         expected = full.run({"image": image[np.newaxis]})["logits"]
@@ -144,7 +160,9 @@ async def soak(args: argparse.Namespace) -> tuple[Tally, Observer, float]:
         watch = Connection(broker.url, client_id="observer", subscriptions=replies, on_message=observer)
         timeouts = Timeouts(request=args.deadline, retry=2.0)
         agents = [
-            EdgeAgent(broker.url, model=MODEL, cut=CUT, prefix=prefix, fallback=False, threads=1, timeouts=timeouts)
+            EdgeAgent(
+                broker.url, model=MODEL, cut=CUT, prefix=prefix, fallback=args.fallback, threads=1, timeouts=timeouts
+            )
             for _ in range(args.agents)
         ]
         async with watch, contextlib.AsyncExitStack() as stack:
@@ -153,7 +171,7 @@ async def soak(args: argparse.Namespace) -> tuple[Tally, Observer, float]:
                 await stack.enter_async_context(agent)
             await wait_online(broker.url, prefix, HUBS, 120)
             stop = asyncio.Event()
-            fault_task = asyncio.create_task(faults(broker, hubs, tally, stop))
+            fault_task = asyncio.create_task(faults(fault_cycle(args.faults, broker, hubs), tally, stop))
             started = time.monotonic()
             per_agent = -(-args.requests // args.agents)
             loops = [agent_loop(agent, per_agent, args.rate, args.deadline, tally) for agent in agents]
@@ -167,6 +185,7 @@ async def soak(args: argparse.Namespace) -> tuple[Tally, Observer, float]:
 
 def report(tally: Tally, observer: Observer, elapsed: float, args: argparse.Namespace) -> dict[str, object]:
     lost = tally.sent - tally.answered
+    restarts = sum(line.endswith("start the broker") for line in tally.faults)
     return {
         "command": "python bench/soak.py " + " ".join(sys.argv[1:]),
         "requests": tally.sent,
@@ -174,6 +193,8 @@ def report(tally: Tally, observer: Observer, elapsed: float, args: argparse.Name
         "broker": args.broker,
         "seconds": round(elapsed, 1),
         "answered": tally.answered,
+        "fell_back": tally.fell_back,
+        "broker_restarts": restarts,
         "wrong": tally.wrong,
         "lost": lost,
         "failed": dict(tally.failed),
@@ -195,6 +216,10 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=5.0, help="request deadline in seconds (default 5)")
     parser.add_argument("--max-seconds", type=float, default=600, help="give up after this long (default 600)")
     parser.add_argument("--broker", choices=["auto", "mosquitto", "iotcore"], default="auto", help="local broker kind")
+    parser.add_argument(
+        "--faults", choices=["all", "broker"], default="all", help="the fault cycle: all (default), or broker restarts"
+    )
+    parser.add_argument("--fallback", action="store_true", help="let agents run the tail when no hub answers in time")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
     os.makedirs(LOGS, exist_ok=True)  # noqa: PTH103
@@ -210,6 +235,8 @@ def main() -> None:
     print(f"$ {result['command']}")
     for key in ("requests", "agents", "broker", "seconds", "answered", "wrong", "lost", "failed", "hung"):
         print(f"{key:<16} {result[key]}")
+    print(f"{'fell back':<16} {result['fell_back']}")
+    print(f"{'broker restarts':<16} {result['broker_restarts']}")
     print(f"{'answered twice':<16} {result['answered_twice']}")
     print(f"{'run twice':<16} {result['run_twice']}")
     print(f"{'by hub':<16} {result['by_hub']}")

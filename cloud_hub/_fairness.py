@@ -1,9 +1,9 @@
 """Sharing a hub between agents: a queue that takes them in turn, and budgets per agent.
 
 No agent can take more than its share by sending faster: the queue serves
-the agents that have requests waiting one request at a time, in turn (round
-robin), so an agent's request waits for at most one request of every other
-agent, however many they queue; and rate budgets (pings per second, loads of
+the agents that have requests waiting one request at a time, in turn, so an
+agent's request waits for at most one request of every other agent (and the
+one in service), however many they queue; and rate budgets (pings per second, loads of
 new tails per minute) are kept per agent, as token buckets, and overall. An
 agent is who the topic says it is (docs/protocol.md, section 1.3).
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import heapq
+import itertools
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
@@ -26,37 +28,44 @@ _MAX_AGENTS_REMEMBERED = 10_000
 
 
 class FairQueue(Generic[_T]):
-    """Items queued per sender, taken one per sender in turn.
+    """Items queued per sender, taken one per sender in turn (start-time fair queuing).
+
+    Each item gets a start tag: the later of the virtual time (the tag of the
+    item taken last) and its sender's previous item's tag plus one. Items are
+    taken in tag order, ties in arrival order. So senders with items waiting
+    are served in turn, one item each; a sender that arrives while another's
+    backlog runs goes next, right after the item in service; and a sender
+    gains nothing by queueing more, nor loses its turn by having been idle.
 
     Unbounded by itself: the hub's ledger bounds what it accepts.
     """
 
     def __init__(self) -> None:
-        self._queues: OrderedDict[str, collections.deque[_T]] = OrderedDict()
-        self._count = 0
+        self._heap: list[tuple[int, int, _T]] = []  # (start tag, arrival, item)
+        self._next_tag: dict[str, int] = {}  # sender -> the start tag of its next item, at the least
+        self._virtual = 0
+        self._arrivals = itertools.count()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._heap)
 
     def put(self, sender: str, item: _T) -> None:
         """Queue ``item`` behind ``sender``'s earlier ones."""
-        queue = self._queues.get(sender)
-        if queue is None:
-            queue = self._queues[sender] = collections.deque()
-        queue.append(item)
-        self._count += 1
+        tag = max(self._virtual, self._next_tag.get(sender, 0))
+        self._next_tag[sender] = tag + 1
+        heapq.heappush(self._heap, (tag, next(self._arrivals), item))
         self._wake_next()
 
     async def get(self) -> _T:
-        """The oldest item of the sender whose turn it is, waiting for one if none is queued."""
-        while not self._count:
+        """The item whose turn it is, waiting for one if none is queued."""
+        while not self._heap:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and self._count:
+                if waiter.done() and not waiter.cancelled() and self._heap:
                     self._wake_next()  # pass on a wake-up this cancelled getter took
                 raise
         return self.get_nowait()
@@ -67,15 +76,12 @@ class FairQueue(Generic[_T]):
         Raises:
             asyncio.QueueEmpty: Nothing is queued.
         """
-        if not self._count:
+        if not self._heap:
             raise asyncio.QueueEmpty
-        sender, queue = next(iter(self._queues.items()))
-        item = queue.popleft()
-        self._count -= 1
-        if queue:
-            self._queues.move_to_end(sender)  # its next item waits for every other sender's
-        else:
-            del self._queues[sender]
+        tag, _, item = heapq.heappop(self._heap)
+        self._virtual = tag
+        if len(self._next_tag) > _MAX_AGENTS_REMEMBERED:  # senders at or behind the virtual time add nothing
+            self._next_tag = {sender: t for sender, t in self._next_tag.items() if t > self._virtual}
         return item
 
     def _wake_next(self) -> None:

@@ -56,6 +56,11 @@ class HubProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The hub process's id while it runs (``None`` before start() and after kill() or stop())."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def exit_code(self) -> int | None:
         """The status of a hub that exited by itself; ``None`` while it runs, and before start() or after kill()."""
         return None if self._process is None else self._process.poll()

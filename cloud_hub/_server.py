@@ -30,29 +30,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import importlib.metadata
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from cloud_hub._admission import Admission
 from cloud_hub._execution import refusal, run_tail
-from cloud_hub._fairness import FairQueue, RateBudget
+from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
 from cloud_hub._profile import LoadProfile
+from cloud_hub._publishing import publish_until
+from cloud_hub._status import status_payload
 from cloud_hub._store import TailStore, TailUnavailableError
 from protocol import (
-    MAX_PING_PADDING,
     ErrorCode,
     InferenceReply,
-    NodeStatus,
     Ping,
     ReplyError,
     Topics,
     decode_incoming,
     encode_reply,
-    encode_status,
 )
 from protocol.errors import EdgecutError, ProtocolError, TransportError
 from protocol.mqtt import Connection, Incoming, Will
@@ -67,25 +66,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("edgecut.hub")
 
 
-def _installed_version() -> str:
-    try:
-        return importlib.metadata.version("edgecut")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return ""
-
-
-_VERSION = _installed_version()
-
-_MAX_PONGS = 64
-"""Ping answers in flight at once; a ping past this gets none (the agent's probe times out)."""
 _TRIM_AFTER_BYTES = 64 * 1024 * 1024
 """Give freed memory back to the OS once the hub is idle after taking in this many request bytes."""
 _LOADING_MARGIN_S = 0.25
 """Time a ``loading`` answer keeps in hand to reach the agent before its deadline."""
 _LOADING_MIN_WAIT_S = 0.01
 """A known miss or a quick load answers within this, whatever the deadline."""
-_REPUBLISH_PAUSE_S = 0.05
-"""Pause before publishing a reply again after a failed attempt (the connection was lost)."""
 PING_DROPPED = "ping_dropped"
 """The reason a status counts pings dropped under (not an error code: a dropped ping gets no answer)."""
 
@@ -98,6 +84,11 @@ class _Refused(Exception):  # noqa: N818 - control flow inside _answer, never es
     def __init__(self, error: ReplyError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _refuse_if(error: ReplyError | None) -> None:
+    if error is not None:
+        raise _Refused(error)
 
 
 def _collected(task: asyncio.Task[Any]) -> None:
@@ -139,24 +130,13 @@ class Hub:
         self._jobs = Ledger(
             max_jobs=config.max_queue, max_bytes=config.max_queue_bytes, max_jobs_per_agent=config.max_queue_per_agent
         )
-        self._loads = RateBudget(
-            per_agent=config.loads_per_agent_minute / 60,
-            per_agent_burst=config.loads_per_agent_minute,
-            overall=config.loads_per_minute / 60,
-            overall_burst=config.loads_per_minute,
-        )
-        self._pings = RateBudget(
-            per_agent=config.pings_per_agent_s,
-            per_agent_burst=2 * config.pings_per_agent_s,
-            overall=config.pings_per_s,
-            overall_burst=2 * config.pings_per_s,
-        )
         self.refused: collections.Counter[str] = collections.Counter()
         """Requests refused and pings dropped since the hub started, by reason (the status reports them)."""
         self._recent = RecentRequests(
             max_entries=config.max_queue * 64, max_bytes=config.max_queue_bytes, ttl_s=config.repeat_window
         )
         self._clocks = AgentClocks()
+        self._admission = Admission(config, self._jobs, self._clocks)
         self.profile = LoadProfile()
         """Recent queue waits and tail times, announced in the hub's status."""
         self._pongs = 0
@@ -175,6 +155,8 @@ class Hub:
         )
         self.replies_sent = 0
         """Replies published so far (successes and errors, repeats of earlier replies included)."""
+        self.pongs_sent = 0
+        """Pings answered so far."""
         self.tails_run = 0
         """Requests whose tail ran here."""
         self.repeats = 0
@@ -271,7 +253,7 @@ class Hub:
             return
         self._jobs.hold(job)
         self._clocks.note(agent_id, message.header.sent_at, job.received_at)
-        error = self._admission_error(job, message)
+        error = self._admission.request_error(job, message, accepting=self._accepting)
         if error is not None:
             self._refuse_now(job, error)
             return
@@ -287,7 +269,7 @@ class Hub:
         dropped unanswered, as are pings with more than ``MAX_PING_PADDING``.
         """
         self._jobs.hold(job)
-        why = self._ping_refusal(job, ping)
+        why = self._admission.ping_refusal(job, ping, in_flight=self._pongs)
         if why is not None:
             self._release(job)
             self.refused[PING_DROPPED] += 1
@@ -305,23 +287,12 @@ class Hub:
         self._pongs += 1
         self._spawn(self._publish_pong(job, encode_reply(reply)))
 
-    def _ping_refusal(self, job: Job, ping: Ping) -> str | None:
-        if len(ping.padding) > MAX_PING_PADDING:
-            return f"{len(ping.padding):,} bytes of padding, more than {MAX_PING_PADDING:,}"
-        if self._pongs >= _MAX_PONGS:
-            return f"{self._pongs} answers in flight"
-        if self._jobs.over_bounds(job) is not None:
-            return "the hub is full"
-        spent = self._pings.take(job.agent_id, time.monotonic())
-        if spent is not None:
-            return f"past the {'agent' if spent == 'agent' else 'hub'}'s ping rate"
-        return None
-
     async def _publish_pong(self, job: Job, payload: bytes) -> None:
         try:
             await self._connection.publish(
                 job.reply_topic, payload, qos=0, correlation=job.incoming.correlation, timeout=self.config.grace
             )
+            self.pongs_sent += 1
         except EdgecutError as exc:
             logger.debug("pong to %s lost: %s", job.agent_id, exc)
         finally:
@@ -341,24 +312,6 @@ class Hub:
             self._jobs.hold(job)
             self._spawn(self._reply(job, recent.reply))
         return True
-
-    def _admission_error(self, job: Job, request: EncodedRequest) -> ReplyError | None:
-        if request.header.agent_id != job.agent_id:
-            message = f"the request names agent {request.header.agent_id!r} but was published by {job.agent_id!r}"
-            return ReplyError(code=ErrorCode.AGENT_MISMATCH, message=message)
-        if not self._accepting:
-            message = f"hub {self.config.hub_id} is shutting down; send it again"
-            return ReplyError(code=ErrorCode.SHUTTING_DOWN, message=message)
-        if request.nbytes > self.config.max_queue_bytes:
-            message = (
-                f"its tensors take {request.nbytes:,} bytes decoded, more than this hub holds"
-                f" (max_queue_bytes {self.config.max_queue_bytes:,})"
-            )
-            return ReplyError(code=ErrorCode.TOO_LARGE, message=message)
-        full = self._jobs.over_bounds(job)
-        if full is not None:
-            return ReplyError(code=ErrorCode.OVERLOADED, message=f"hub {self.config.hub_id} has {full}")
-        return None
 
     def _refuse_now(self, job: Job, error: ReplyError) -> None:
         """Answer with an error at once, without queueing behind accepted work."""
@@ -396,14 +349,13 @@ class Hub:
 
     async def _run(self, job: Job) -> bytes:
         request = _read(job)
-        self._refuse_if_stale(job)
+        _refuse_if(self._admission.staleness(job, request.header))
         loading = time.perf_counter()
         tail = await self._tail(job, request.header)
         load_ms = (time.perf_counter() - loading) * 1000  # a tail's first use, not the queue
-        error = refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
-        if error is not None:
-            raise _Refused(error)
-        self._refuse_if_stale(job)  # loading the tail may have taken a while
+        limits = {"max_batch": self.config.max_batch, "max_reply_bytes": self.config.max_message_bytes}
+        _refuse_if(refusal(request, tail, **limits))
+        _refuse_if(self._admission.staleness(job, request.header))  # loading the tail may have taken a while
         loop = asyncio.get_running_loop()
         self.tails_run += 1
         ran = await loop.run_in_executor(
@@ -426,10 +378,13 @@ class Hub:
         finds it done.
         """
         pinned = request.tail_sha256 is not None
-        ready = self.store.ready_now(request.model_sha256, request.cut_id, pinned=pinned)
+        sha, cut_id = request.model_sha256, request.cut_id
+        ready = self.store.ready_now(sha, cut_id, pinned=pinned)
         if ready is not None:
             return ready
-        self._refuse_load_if_over_budget(job, request)
+        starts_a_load = not (self.store.is_loading(sha, cut_id) or self.store.is_missed(request.model_id, sha, cut_id))
+        if starts_a_load:  # else it waits for a load under way, or is refused at once: it starts nothing
+            _refuse_if(self._admission.load_refusal(job.agent_id, request))
         getting: asyncio.Task[Tail] = asyncio.create_task(
             self.store.ready(request.model_id, request.model_sha256, request.cut_id, pinned=pinned)
         )
@@ -445,40 +400,6 @@ class Hub:
         what = f"{request.model_id} at cut {request.cut_id!r}"
         msg = f"{what} is loading on this hub{so_far}; send a new request soon"
         raise _Refused(ReplyError(code=ErrorCode.LOADING, message=msg))
-
-    def _refuse_load_if_over_budget(self, job: Job, request: InferenceRequest) -> None:
-        """Refuse ``load_refused`` a request whose tail would start a load the hub does not allow now."""
-        sha, cut_id = request.model_sha256, request.cut_id
-        if self.store.is_loading(sha, cut_id) or self.store.is_missed(request.model_id, sha, cut_id):
-            return  # waits for a load under way, or is refused at once: starts nothing
-        what = f"{request.model_id} at cut {cut_id!r}"
-        if not self.config.load_on_demand:
-            msg = f"this hub serves only the tails it preloaded, not {what}"
-            raise _Refused(ReplyError(code=ErrorCode.LOAD_REFUSED, message=msg))
-        spent = self._loads.take(job.agent_id, time.monotonic())
-        if spent == "agent":
-            msg = (
-                f"agent {job.agent_id} started {self.config.loads_per_agent_minute:g} loads lately, as many as this"
-                f" hub allows an agent per minute (loads_per_agent_minute); not loading {what} now"
-            )
-            raise _Refused(ReplyError(code=ErrorCode.LOAD_REFUSED, message=msg))
-        if spent == "overall":
-            msg = (
-                f"agents started {self.config.loads_per_minute:g} loads lately, as many as this hub allows per"
-                f" minute (loads_per_minute); not loading {what} now"
-            )
-            raise _Refused(ReplyError(code=ErrorCode.LOAD_REFUSED, message=msg))
-
-    def _refuse_if_stale(self, job: Job) -> None:
-        """Refuse a request nobody waits for any more: judged by the agent's clock, offset known."""
-        request = _read(job).header
-        waited_ms = (time.perf_counter() - job.received) * 1000
-        age_ms = max(waited_ms, self._clocks.age_s(job.agent_id, request.sent_at, time.time()) * 1000)
-        if age_ms > request.deadline_ms:
-            msg = (
-                f"{age_ms:.0f} ms old (waited {waited_ms:.0f} ms here), past its {request.deadline_ms:.0f} ms deadline"
-            )
-            raise _Refused(ReplyError(code=ErrorCode.DEADLINE_EXCEEDED, message=msg))
 
     def _failure(self, job: Job, error: ReplyError) -> bytes:
         self.refused[error.code] += 1
@@ -501,30 +422,17 @@ class Hub:
         job.answered = True
         # A repeat gets this same reply, unless it said "loading": then a repeat runs again.
         self._recent.finish((job.agent_id, job.request_id), payload if job.repeatable else None)
-        budget = job.request.header.deadline_ms / 1000 if job.request else self.config.grace
+        budget_s = job.request.header.deadline_ms / 1000 if job.request else self.config.grace
         try:
-            while True:
-                remaining = budget - (time.perf_counter() - job.received)
-                try:
-                    await self._connection.publish(
-                        job.reply_topic,
-                        payload,
-                        qos=min(job.incoming.qos, 1),
-                        correlation=job.incoming.correlation,
-                        timeout=max(0.1, remaining),
-                    )
-                except TransportError as exc:
-                    if remaining <= _REPUBLISH_PAUSE_S:
-                        logger.warning("reply to %s lost: %s", job.request_id, exc)
-                        return
-                    logger.info("reply to %s not sent (%s); publishing it again", job.request_id, exc)
-                    await asyncio.sleep(_REPUBLISH_PAUSE_S)
-                    continue
-                except EdgecutError as exc:
-                    logger.warning("reply to %s lost: %s", job.request_id, exc)
-                    return
-                self.replies_sent += 1
-                return
+            published = await publish_until(
+                self._connection,
+                job.reply_topic,
+                payload,
+                qos=min(job.incoming.qos, 1),
+                correlation=job.incoming.correlation,
+                deadline=job.received + budget_s,
+            )
+            self.replies_sent += published
         finally:
             self._release(job)
 
@@ -554,18 +462,11 @@ class Hub:
         await self._connection.publish(topic, payload, qos=1, retain=True, timeout=timeout)
 
     def _status_payload(self, state: str) -> bytes:
-        status = NodeStatus(
-            node_id=self.config.hub_id,
-            role="hub",
-            state="online" if state == "online" else "offline",
-            sent_at=time.time(),
-            queue_depth=len(self._jobs) if state == "online" else 0,
-            version=_VERSION,
-            queue_wait_ms=self.profile.queue_wait_ms(time.monotonic(), queued=len(self._jobs))
-            if state == "online"
-            else None,
-            tail_ms=self.profile.tail_ms() if state == "online" else {},
-            loading_s=self.store.loading(time.monotonic()) if state == "online" else {},
-            refused=dict(self.refused),
+        return status_payload(
+            self.config.hub_id,
+            online=state == "online",
+            held=len(self._jobs),
+            profile=self.profile,
+            store=self.store,
+            refused=self.refused,
         )
-        return encode_status(status)

@@ -28,7 +28,17 @@ async def test_a_sender_arriving_later_waits_for_at_most_one_item_of_each_other_
         queue.put("greedy", f"g{index}")
     assert queue.get_nowait() == "g0"  # running
     queue.put("late", "l0")
-    assert [queue.get_nowait(), queue.get_nowait()] == ["g1", "l0"]
+    assert [queue.get_nowait(), queue.get_nowait()] == ["l0", "g1"]  # next after the one in service
+
+
+async def test_a_sender_gains_no_turns_by_having_been_idle_nor_loses_its_turn() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for index in range(4):
+        queue.put("busy", f"b{index}")
+    assert [queue.get_nowait(), queue.get_nowait()] == ["b0", "b1"]
+    queue.put("idle", "i0")  # idle so far: no credit for the turns it did not take
+    queue.put("idle", "i1")
+    assert [queue.get_nowait() for _ in range(4)] == ["i0", "b2", "i1", "b3"]
 
 
 async def test_a_waiting_getter_wakes_on_put_and_a_cancelled_one_passes_its_turn_on() -> None:
