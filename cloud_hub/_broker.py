@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
-from protocol import DEFAULT_MAX_MESSAGE_BYTES
+from protocol import DEFAULT_MAX_MESSAGE_BYTES, PACKET_OVERHEAD_BYTES
 from protocol.errors import ConfigError, TransportError
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 BrokerKind = Literal["auto", "mosquitto", "iotcore"]
 
-# Room for the MQTT fixed header, topic and properties around the largest payload.
-_PACKET_OVERHEAD = 64 * 1024
 _WATCHDOG = Path(__file__).with_name("_watchdog.py")
 
 _MOSQUITTO_CONF = """\
@@ -131,7 +129,7 @@ class LocalBroker:
         self._extra_config = extra_config
         self.host = host
         self.port = port or free_port(host)
-        self._max_packet = max_message_bytes + _PACKET_OVERHEAD
+        self._max_packet = max_message_bytes + PACKET_OVERHEAD_BYTES
         self._workdir = Path(tempfile.mkdtemp(prefix="edgecut-broker-"))
         self._process: subprocess.Popen[bytes] | None = None
         self._iotcore: object | None = None

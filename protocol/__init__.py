@@ -22,6 +22,7 @@ from protocol._limits import (
     MAX_RANK,
     MAX_TENSOR_NAME_LENGTH,
     MAX_TENSORS,
+    PACKET_OVERHEAD_BYTES,
     PROTOCOL_VERSION,
 )
 from protocol._messages import (
@@ -84,6 +85,7 @@ __all__ = [
     "MAX_TENSOR_NAME_LENGTH",
     "ONNX_ELEMENT_TYPES",
     "ONNX_TYPE_NAMES",
+    "PACKET_OVERHEAD_BYTES",
     "PROTOCOL_VERSION",
     "RAW_CODEC",
     "Codec",

@@ -13,6 +13,10 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 MAX_PING_PADDING: Final = 1024 * 1024
 """Most padding bytes in a ping a hub answers (the largest bandwidth probe an agent sends)."""
 
+PACKET_OVERHEAD_BYTES: Final = 64 * 1024
+"""Room in an MQTT packet besides its payload (fixed header, topic, properties): brokers and clients
+are told a packet limit of the message limit plus this."""
+
 MAX_TENSORS: Final = 64
 """Most tensors in one request or reply."""
 

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from protocol._codes import ErrorCode
-from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES
+from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES, PACKET_OVERHEAD_BYTES
 from protocol._url import BrokerURL
 from protocol.errors import ProtocolError, TransportError
 
@@ -36,6 +36,7 @@ logger = logging.getLogger("edgecut.mqtt")
 # request/reply round trips take 44-88 ms instead of ~1 ms (see docs/broker.md).
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 _CANCEL_AGAIN_AFTER_S = 0.1
+
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +115,10 @@ class Connection:
         will: Last will, set on every connect.
         max_message_bytes: Largest payload :meth:`publish` sends; brokers drop
             the connection on larger ones, so they are refused here first.
+            Also the largest this client receives: it tells the broker so
+            (MQTT 5 Maximum Packet Size, with room for the topic and
+            properties), and the broker drops larger messages for it instead
+            of delivering them: a flood of huge messages never reaches it.
         backoff: Pauses between reconnect attempts.
         keepalive: MQTT keepalive in seconds (how fast a dead broker is noticed).
     """
@@ -302,8 +307,14 @@ class Connection:
             tls_context=self._tls,
             tls_insecure=self.url.insecure if self._tls is not None else None,
             socket_options=(_TCP_NODELAY,),
+            properties=self._connect_properties(),
         )
         return _Session(client)
+
+    def _connect_properties(self) -> Properties:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = self._max_message_bytes + PACKET_OVERHEAD_BYTES
+        return properties
 
 
 class _Session:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cloud_hub import LocalBroker, free_port
-from protocol import ErrorCode
+from protocol import PACKET_OVERHEAD_BYTES, ErrorCode
 from protocol.errors import ProtocolError, TransportError
 from protocol.mqtt import Backoff, Connection, Incoming, Will
 from tests._support import until
@@ -82,6 +82,29 @@ async def test_oversized_publish_is_refused_before_it_reaches_the_broker(broker_
         await connection.publish(f"{prefix}/fits", b"x" * 1000, qos=1, timeout=5)
         incoming = await _next(received)
     assert (incoming.topic, len(incoming.payload)) == (f"{prefix}/fits", 1000)
+
+
+async def test_a_message_over_the_receivers_limit_is_never_delivered_to_it(
+    own_broker: LocalBroker, prefix: str
+) -> None:
+    """The receiver tells the broker its limit (MQTT 5 Maximum Packet Size): a flood of huge messages stays there."""
+    if own_broker.kind != "mosquitto":
+        pytest.skip("rumqttd, the embedded broker, delivers past a client's Maximum Packet Size (docs/broker.md)")
+    broker_url = own_broker.url
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+    small = Connection(
+        broker_url,
+        client_id=_id("small"),
+        subscriptions=[(f"{prefix}/#", 1)],
+        on_message=received.put_nowait,
+        max_message_bytes=1000,
+    )
+    sender = Connection(broker_url, client_id=_id("big"))
+    async with _connected(small), _connected(sender):
+        await sender.publish(f"{prefix}/huge", b"x" * (1000 + PACKET_OVERHEAD_BYTES + 1), qos=1, timeout=5)
+        await sender.publish(f"{prefix}/fits", b"x" * 1000, qos=1, timeout=5)
+        assert (await _next(received)).topic == f"{prefix}/fits"  # the huge one, sent first, never came
+        assert small.is_connected
 
 
 async def test_publish_without_a_broker_is_a_transport_error_with_the_reason() -> None:
