@@ -13,9 +13,10 @@ name serves a cut that carries, say, a float activation and an int64 index:
 - ``jpeg``, ``png``: uint8 tensors shaped like images (``[N, H, W, C]`` or
   ``[H, W, C]`` with C 1 or 3), one image file per image; JPEG lossy
   (quality 90), PNG lossless.
-- ``zstd``, ``lz4``, and ``<codec>+zstd``, ``<codec>+lz4``: the data bytes
-  of ``raw`` (or of the codec before the ``+``) compressed, one frame per
-  tensor; lossless.
+- ``zstd``, ``lz4``, and ``<codec>+zstd``, ``<codec>+lz4``: every tensor's
+  data bytes compressed, one frame per tensor: those of ``raw``, or of the
+  codec before the ``+`` (which sends the tensors it does not apply to raw);
+  lossless.
 
 Decoders bound what they allocate by the declared dtype and shape, and the
 compression and image libraries are optional (``pip install

@@ -7,6 +7,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import lz4.frame
+import msgpack
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -49,6 +51,8 @@ GOLDEN_FRAMES = {
     "lz4": "04224d1868402000000000000000301c00000052000080bf000100913f000000400000803e0f007050c347000040c000000000",
 }
 LOSSLESS = ("raw", "zstd", "lz4", "png")
+COMPOUND = [f"{inner}+{frame}" for inner in ("fp16", "int8", "int8-channel") for frame in ("zstd", "lz4")]
+DECOMPRESS = {"zstd": zstandard.decompress, "lz4": lz4.frame.decompress}
 
 
 def _round_trip(array: npt.NDArray[Any], codec: str) -> tuple[npt.NDArray[Any], int]:
@@ -277,6 +281,37 @@ def test_a_request_crosses_the_wire_in_int8_with_zstd() -> None:
     assert decoded.codec == "int8-channel+zstd"
     assert np.array_equal(decoded.tensors["index"], np.arange(3))
     assert np.abs(decoded.tensors["x"] - activation).max() < activation.max() / 254
+
+
+@pytest.mark.parametrize("codec", COMPOUND)
+def test_a_compound_codec_compresses_every_tensor_and_narrows_only_the_floats(codec: str) -> None:
+    inner, frame = codec.split("+")
+    rows, cols = np.mgrid[0:8, 0:8]
+    image = np.stack([rows * 30, cols * 30, rows + cols], axis=-1).astype(np.uint8)[np.newaxis]
+    activation = np.maximum(np.random.default_rng(5).normal(size=(1, 16, 4, 4)), 0).astype(np.float32)
+    request = InferenceRequest(
+        request_id="r1",
+        agent_id="a1",
+        model_id="m",
+        model_sha256="0" * 64,
+        cut_id="input",
+        tensors={"image": image, "act": activation},
+        sent_at=0.0,
+        deadline_ms=1000.0,
+        codec=codec,
+    )
+    packed = encode_request(request)
+    sent = msgpack.unpackb(packed)["tensors"]
+    assert "params" not in sent["image"]
+    assert DECOMPRESS[frame](sent["image"]["data"]) == image.tobytes()  # raw bytes, compressed
+    narrowed = encode_tensor(activation, inner)
+    assert DECOMPRESS[frame](sent["act"]["data"]) == bytes(narrowed["data"])  # X's bytes, compressed
+    assert sent["act"].get("params") == narrowed.get("params")  # fp16 has none
+    decoded = decode_request(packed)
+    assert decoded.tensors["image"].dtype == np.uint8
+    assert np.array_equal(decoded.tensors["image"], image)
+    expected = decode_tensor({**narrowed, "data": bytes(narrowed["data"])}, name="act", codec=inner)
+    assert np.array_equal(decoded.tensors["act"], expected)
 
 
 def test_data_bytes_are_estimated_before_anything_is_encoded() -> None:
