@@ -47,6 +47,7 @@ _FP16_MAX: Final = float(np.finfo(np.float16).max)
 _INT8: Final = (-128, 127)
 _CHANNEL_AXIS: Final = 1
 _MIN_CHANNEL_ELEMENTS: Final = 16
+_MIN_SCALE: Final = np.finfo(np.float32).tiny  # 2**-126: below it, a step would lose float32 precision
 _IMAGE_CHANNELS: Final = (1, 3)
 _IMAGE_RANKS: Final = (3, 4)
 _JPEG_QUALITY: Final = 90
@@ -121,12 +122,21 @@ class Fp16Codec:
 class Int8Codec:
     """Float tensors quantised to int8 with a scale and zero point per tensor or per channel; others raw.
 
+    The encoder rounds the tensor to float32, takes the range of its finite
+    values widened to include 0, ``scale = (max - min) / 255`` (computed in
+    float64, rounded once to float32; 1 where that is below float32's
+    smallest normal number, as for an all-zero tensor) and ``zero_point =
+    -128 - round(min / scale)``, so that ``min`` becomes -128 and 0 is exact
+    (activations after a ReLU are mostly zeros). Each element then becomes
+    ``clip(round(x / scale) + zero_point, -128, 127)`` as ONNX's
+    QuantizeLinear computes it (float32 division, ties to even): NaN becomes
+    ``zero_point``, +inf 127 and -inf -128.
+
     ``params``: ``scale`` (little-endian float32, as bytes) and
     ``zero_point`` (int8, as bytes), one each per tensor, or with ``axis``
     one per index of that axis (per channel only where each channel holds at
     least 16 values: a scale per handful of values costs more than it
-    saves). Zero is always exactly representable (the range includes 0, as
-    ONNX's dynamic quantisation does); NaN encodes as 0 and infinities saturate.
+    saves). Either codec decodes both forms.
 
     Args:
         per_channel: One scale per index of axis 1 (tensors of rank 2 and
@@ -143,19 +153,13 @@ class Int8Codec:
         """Quantised bytes and the params to undo it, if ``array`` is float32 or float64; else raw."""
         if not _is_float(array.dtype):
             return _RAW.encode(array)
-        values = np.asarray(array, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: +-inf, which saturate
+            values = np.asarray(array, dtype=np.float32)
         values = np.where(np.isnan(values), np.float32(0.0), values)
-        per_channel = self._per_channel and values.ndim > _CHANNEL_AXIS and values.shape[_CHANNEL_AXIS] > 0
-        if per_channel and values.size // values.shape[_CHANNEL_AXIS] < _MIN_CHANNEL_ELEMENTS:
-            per_channel = False  # a scale per handful of values costs more than it saves
-        axis = _CHANNEL_AXIS if per_channel else None
+        axis = self._axis(values.shape)
         rows = np.moveaxis(values, axis, 0) if axis is not None else values[np.newaxis]  # one row per scale
         flat = rows.reshape(rows.shape[0], -1)
-        finite = np.where(np.isfinite(flat), flat, np.float32(0.0))
-        low = np.minimum(finite.min(axis=1, initial=0.0), 0.0)
-        high = np.maximum(finite.max(axis=1, initial=0.0), 0.0)
-        scale = np.where(high > low, (high - low) / 255.0, 1.0).astype(np.float32)
-        zero_point = np.clip(np.rint(_INT8[0] - low / scale), *_INT8).astype(np.int32)
+        scale, zero_point = _affine(flat)
         quantised = np.clip(np.rint(flat / scale[:, None]) + zero_point[:, None], *_INT8).astype(np.int8)
         quantised = quantised.reshape(rows.shape)
         if axis is not None:
@@ -168,16 +172,23 @@ class Int8Codec:
             params["axis"] = axis
         return np.ascontiguousarray(quantised).reshape(-1).view(np.uint8).data, params
 
+    def _axis(self, shape: tuple[int, ...]) -> int | None:
+        """Axis 1 for ``int8-channel`` when each of its channels holds at least 16 values, else per tensor."""
+        if not self._per_channel or len(shape) <= _CHANNEL_AXIS or shape[_CHANNEL_AXIS] == 0:
+            return None
+        per_channel = math.prod(shape) // shape[_CHANNEL_AXIS]
+        return _CHANNEL_AXIS if per_channel >= _MIN_CHANNEL_ELEMENTS else None
+
     def decode(
         self, data: bytes, dtype: np.dtype[Any], shape: tuple[int, ...], params: Mapping[str, object]
     ) -> npt.NDArray[Any]:
-        """``(q - zero_point) * scale`` in ``dtype``; other tensors as ``raw``."""
+        """``(q - zero_point) * scale`` in float32, then ``dtype``; other tensors as ``raw``."""
         if not _is_float(dtype):
             return _RAW.decode(data, dtype, shape, params)
         quantised = _RAW.decode(data, np.dtype(np.int8), shape, {})
         axis = params.get("axis")
         if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(shape)):
-            msg = f"params.axis must be an axis of the shape {list(shape)}, not {axis!r}"
+            msg = f"params.axis must be an axis of the shape {list(shape)} (0 to {len(shape) - 1}), not {axis!r}"
             raise _bad(msg)
         count = 1 if axis is None else shape[axis]
         scale = _scales(params.get("scale"), "params.scale", count)
@@ -186,11 +197,23 @@ class Int8Codec:
             broadcast = [1] * len(shape)
             broadcast[axis] = count
             scale, zero_point = scale.reshape(broadcast), zero_point.reshape(broadcast)
-        return ((quantised.astype(np.float32) - zero_point) * scale).astype(dtype)
+        with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf, as IEEE 754 has it
+            return ((quantised.astype(np.float32) - zero_point) * scale).astype(dtype)
 
     def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
         """One byte per element of a float tensor, the raw size of others."""
         return math.prod(shape) * (1 if _is_float(dtype) else dtype.itemsize)
+
+
+def _affine(rows: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Each row's scale and zero point: its finite range, widened to include 0, in 255 steps."""
+    finite = np.where(np.isfinite(rows), rows, np.float32(0.0))
+    low = np.minimum(finite.min(axis=1, initial=0.0), np.float32(0.0))
+    high = np.maximum(finite.max(axis=1, initial=0.0), np.float32(0.0))
+    scale = ((high.astype(np.float64) - low) / 255.0).astype(np.float32)  # float64: no overflow, one rounding
+    scale[scale < _MIN_SCALE] = 1.0
+    zero_point = np.clip(_INT8[0] - np.rint(low / scale), *_INT8)  # low quantises to exactly -128
+    return scale, zero_point
 
 
 def _scales(value: object, name: str, count: int) -> npt.NDArray[np.float32]:
