@@ -224,3 +224,49 @@ def test_int8_params_are_checked(params: dict[str, object], words: str) -> None:
 def test_int8_data_must_fit_the_shape() -> None:
     params = {"scale": ONE, "zero_point": b"\x00"}
     assert "needs 8" in bad_request("int8", bytes(7), "float32", [2, 4], params)
+
+
+# --- fp16 ----------------------------------------------------------------------
+
+
+def _halves(array: npt.NDArray[Any]) -> list[int]:
+    return np.frombuffer(encode_tensor(array, "fp16")["data"], "<u2").tolist()
+
+
+def test_fp16_rounds_to_the_nearest_half_float_ties_to_even() -> None:
+    array = np.array([1 + 2**-11, 1 + 3 * 2**-11, 2**-25, 3 * 2**-26, -(2**-24)], np.float32)
+    assert _halves(array) == [0x3C00, 0x3C02, 0x0000, 0x0001, 0x8001]
+
+
+def test_fp16_rounds_a_float64_once() -> None:
+    array = np.array([1 + 2**-11 + 2**-40])  # via float32 this would be a tie, rounded down to 1
+    assert _halves(array) == [0x3C01]
+
+
+def test_fp16_saturates_at_65504_and_keeps_nan() -> None:
+    array = np.array([np.inf, -np.inf, 65519.0, 65520.0, -1e6, np.nan], np.float32)
+    assert _halves(array)[:5] == [0x7BFF, 0xFBFF, 0x7BFF, 0x7BFF, 0xFBFF]
+    decoded, size = round_trip(array, "fp16")
+    assert size == 2 * array.size
+    assert np.isnan(decoded[5])
+
+
+def test_fp16_decodes_every_half_float_exactly() -> None:
+    every = np.arange(2**16, dtype=np.uint16)
+    for dtype in ("float32", "float64"):
+        decoded = decode("fp16", every.astype("<u2").tobytes(), dtype, [2**16], {})
+        expected = every.view(np.float16).astype(dtype)
+        assert np.array_equal(decoded, expected, equal_nan=True)
+
+
+@given(FLOATS.map(lambda array: np.clip(array, -65504, 65504)))
+@settings(max_examples=200, deadline=None)
+def test_fp16_stays_within_the_stated_tolerance(array: npt.NDArray[np.floating[Any]]) -> None:
+    decoded, _ = round_trip(array, "fp16")
+    assert decoded.dtype == array.dtype
+    error = np.abs(decoded.astype(np.float64) - array)
+    assert (error <= 2**-11 * np.abs(array) + 2**-25).all()  # docs/protocol.md: the nearest half float
+
+
+def test_fp16_data_must_be_two_bytes_per_element() -> None:
+    assert "needs 8" in bad_request("fp16", bytes(7), "float32", [4], {})
