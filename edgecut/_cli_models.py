@@ -64,7 +64,11 @@ def _add_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _add_cuts(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = _leaf(actions, "cuts", _cuts, "list where a model can be split and what crosses")
     parser.add_argument("model", metavar="NAME_OR_PATH", help="zoo model name or .onnx file")
-    parser.add_argument("--json", action="store_true", help="print a JSON array of cuts")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array of cuts (its keys: docs/protocol.md, section 8)",
+    )
     parser.add_argument("--single-only", action="store_true", help="only cuts where one tensor crosses")
 
 
@@ -232,7 +236,7 @@ def _cuts(args: argparse.Namespace) -> ExitCode:
     if int8:
         _out(f"{len(int8)} int8 cuts (a QuantizeLinear output crosses: int8 on the wire at no accuracy cost)")
     _print_table(
-        ("id", "position", "bytes", "vs input", "single", "auto", "int8", "tensors"),
+        ("id", "position", "bytes", "vs input", "single", "auto", "int8", "crossing"),
         [_cut_row(cut, reference, candidate=cut.id in candidates, int8=cut.id in int8) for cut in shown],
     )
     return ExitCode.OK

@@ -38,7 +38,8 @@ class Cut:
             else ``"prefix:<position>"``.
         position: How many non-constant nodes of the topological order run on
             the edge.
-        tensors: Every tensor that travels from edge to cloud, in wire order.
+        tensors: Every tensor that travels from edge to cloud, in wire order
+            (``crossing`` in JSON, as in manifests and docs/protocol.md).
         bytes: Their total size at batch 1 (symbolic dimensions set to 1).
         single_tensor: Exactly one tensor crosses.
     """
@@ -50,11 +51,11 @@ class Cut:
     single_tensor: bool
 
     def to_json(self) -> dict[str, Any]:
-        """The cut as a JSON-ready dict."""
+        """The cut as a JSON-ready dict: ``id``, ``position``, ``crossing``, ``bytes``, ``single_tensor``."""
         return {
             "id": self.id,
             "position": self.position,
-            "tensors": [spec.to_json() for spec in self.tensors],
+            "crossing": [spec.to_json() for spec in self.tensors],
             "bytes": self.bytes,
             "single_tensor": self.single_tensor,
         }

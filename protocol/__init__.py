@@ -10,9 +10,10 @@ replies with. :class:`Topics` names the MQTT topics.
 This package imports neither asyncio, MQTT nor ONNX code.
 """
 
-from protocol._codecs import CompressedCodec, Fp16Codec, ImageCodec, Int8Codec
+from protocol._codecs import CompressedCodec, Fp16Codec, Int8Codec
 from protocol._codes import ErrorCode
 from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
+from protocol._images import ImageCodec
 from protocol._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_CONTAINERS,

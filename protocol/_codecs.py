@@ -1,8 +1,8 @@
-"""Codecs that send fewer bytes than ``raw``: fp16 and int8 for activations, JPEG and PNG for images, zstd and lz4.
+"""Codecs that send fewer bytes than ``raw``: fp16 and int8 for activations, and zstd and lz4 for any tensor.
 
-A codec names how every tensor of a message is encoded, but each codec
-applies only to the tensors it is made for and sends the rest raw, so one
-name serves a cut that carries, say, a float activation and an int64 index:
+A codec names how every tensor of a message is encoded, but fp16 and int8
+apply only to float tensors and send the rest raw, so one name serves a cut
+that carries, say, a float activation and an int64 index:
 
 - ``fp16``: float32 and float64 tensors as IEEE half floats (values beyond
   +-65504 saturate); lossy.
@@ -10,59 +10,40 @@ name serves a cut that carries, say, a float activation and an int64 index:
   to int8, as ONNX's QuantizeLinear does: ``q = clip(round(x / scale) +
   zero_point, -128, 127)``, one scale and zero point per tensor, or per
   channel (axis 1, where channels hold 16 values or more); lossy, 4x fewer bytes.
-- ``jpeg``, ``png``: uint8 tensors shaped like images (``[N, H, W, C]`` or
-  ``[H, W, C]`` with C 1 or 3), one image file per image; JPEG lossy
-  (quality 90), PNG lossless.
-- ``zstd``, ``lz4``, and ``<codec>+zstd``, ``<codec>+lz4``: the data bytes
-  of ``raw`` (or of the codec before the ``+``) compressed, one frame per
-  tensor; lossless.
+- ``zstd``, ``lz4``, and ``<codec>+zstd``, ``<codec>+lz4``: every tensor's
+  data bytes compressed, one frame per tensor: those of ``raw``, or of the
+  codec before the ``+`` (which sends the tensors it does not apply to raw);
+  lossless.
 
-Decoders bound what they allocate by the declared dtype and shape, and the
-compression and image libraries are optional (``pip install
-'edgecut[codecs]'``): a side without one answers ``unsupported_codec``
-naming the package.
+The image codecs, ``jpeg`` and ``png``, live in ``_images``. Decoders bound
+what they allocate by the declared dtype and shape, and the compression and
+image libraries are optional (``pip install 'edgecut[codecs]'``): a side
+without one answers ``unsupported_codec`` naming the package.
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 import math
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from protocol._codes import ErrorCode
+from protocol._codec_errors import malformed
+from protocol._frames import FRAMES as _FRAMES
+from protocol._frames import compress, decompress
+from protocol._images import ImageCodec
 from protocol._tensors import RawCodec, register_codec
-from protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-    from types import ModuleType
+    from collections.abc import Mapping
 
 _RAW: Final = RawCodec()
 _FP16_MAX: Final = float(np.finfo(np.float16).max)
 _INT8: Final = (-128, 127)
 _CHANNEL_AXIS: Final = 1
 _MIN_CHANNEL_ELEMENTS: Final = 16
-_IMAGE_CHANNELS: Final = (1, 3)
-_IMAGE_RANKS: Final = (3, 4)
-_JPEG_QUALITY: Final = 90
-_EXTRA: Final = "pip install 'edgecut[codecs]'"
-
-
-def _bad(message: str) -> ProtocolError:
-    return ProtocolError(message, code=ErrorCode.BAD_REQUEST)
-
-
-def _optional(module: str, package: str) -> ModuleType:
-    """Import an optional codec library, or say which package this side lacks."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        msg = f"this side lacks the {package} package ({_EXTRA})"
-        raise ProtocolError(msg, code=ErrorCode.UNSUPPORTED_CODEC) from exc
+_MIN_SCALE: Final = np.finfo(np.float32).tiny  # 2**-126: below it, a step would lose float32 precision
 
 
 def _is_float(dtype: np.dtype[Any]) -> bool:
@@ -120,12 +101,21 @@ class Fp16Codec:
 class Int8Codec:
     """Float tensors quantised to int8 with a scale and zero point per tensor or per channel; others raw.
 
+    The encoder rounds the tensor to float32, takes the range of its finite
+    values widened to include 0, ``scale = (max - min) / 255`` (computed in
+    float64, rounded once to float32; 1 where that is below float32's
+    smallest normal number, as for an all-zero tensor) and ``zero_point =
+    -128 - round(min / scale)``, so that ``min`` becomes -128 and 0 is exact
+    (activations after a ReLU are mostly zeros). Each element then becomes
+    ``clip(round(x / scale) + zero_point, -128, 127)`` as ONNX's
+    QuantizeLinear computes it (float32 division, ties to even): NaN becomes
+    ``zero_point``, +inf 127 and -inf -128.
+
     ``params``: ``scale`` (little-endian float32, as bytes) and
     ``zero_point`` (int8, as bytes), one each per tensor, or with ``axis``
     one per index of that axis (per channel only where each channel holds at
     least 16 values: a scale per handful of values costs more than it
-    saves). Zero is always exactly representable (the range includes 0, as
-    ONNX's dynamic quantisation does); NaN encodes as 0 and infinities saturate.
+    saves). Either codec decodes both forms.
 
     Args:
         per_channel: One scale per index of axis 1 (tensors of rank 2 and
@@ -142,19 +132,13 @@ class Int8Codec:
         """Quantised bytes and the params to undo it, if ``array`` is float32 or float64; else raw."""
         if not _is_float(array.dtype):
             return _RAW.encode(array)
-        values = np.asarray(array, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: +-inf, which saturate
+            values = np.asarray(array, dtype=np.float32)
         values = np.where(np.isnan(values), np.float32(0.0), values)
-        per_channel = self._per_channel and values.ndim > _CHANNEL_AXIS and values.shape[_CHANNEL_AXIS] > 0
-        if per_channel and values.size // values.shape[_CHANNEL_AXIS] < _MIN_CHANNEL_ELEMENTS:
-            per_channel = False  # a scale per handful of values costs more than it saves
-        axis = _CHANNEL_AXIS if per_channel else None
+        axis = self._axis(values.shape)
         rows = np.moveaxis(values, axis, 0) if axis is not None else values[np.newaxis]  # one row per scale
         flat = rows.reshape(rows.shape[0], -1)
-        finite = np.where(np.isfinite(flat), flat, np.float32(0.0))
-        low = np.minimum(finite.min(axis=1, initial=0.0), 0.0)
-        high = np.maximum(finite.max(axis=1, initial=0.0), 0.0)
-        scale = np.where(high > low, (high - low) / 255.0, 1.0).astype(np.float32)
-        zero_point = np.clip(np.rint(_INT8[0] - low / scale), *_INT8).astype(np.int32)
+        scale, zero_point = _affine(flat)
         quantised = np.clip(np.rint(flat / scale[:, None]) + zero_point[:, None], *_INT8).astype(np.int8)
         quantised = quantised.reshape(rows.shape)
         if axis is not None:
@@ -167,17 +151,24 @@ class Int8Codec:
             params["axis"] = axis
         return np.ascontiguousarray(quantised).reshape(-1).view(np.uint8).data, params
 
+    def _axis(self, shape: tuple[int, ...]) -> int | None:
+        """Axis 1 for ``int8-channel`` when each of its channels holds at least 16 values, else per tensor."""
+        if not self._per_channel or len(shape) <= _CHANNEL_AXIS or shape[_CHANNEL_AXIS] == 0:
+            return None
+        per_channel = math.prod(shape) // shape[_CHANNEL_AXIS]
+        return _CHANNEL_AXIS if per_channel >= _MIN_CHANNEL_ELEMENTS else None
+
     def decode(
         self, data: bytes, dtype: np.dtype[Any], shape: tuple[int, ...], params: Mapping[str, object]
     ) -> npt.NDArray[Any]:
-        """``(q - zero_point) * scale`` in ``dtype``; other tensors as ``raw``."""
+        """``(q - zero_point) * scale`` in float32, then ``dtype``; other tensors as ``raw``."""
         if not _is_float(dtype):
             return _RAW.decode(data, dtype, shape, params)
         quantised = _RAW.decode(data, np.dtype(np.int8), shape, {})
         axis = params.get("axis")
         if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(shape)):
-            msg = f"params.axis must be an axis of the shape {list(shape)}, not {axis!r}"
-            raise _bad(msg)
+            msg = f"params.axis must be an axis of the shape {list(shape)} (0 to {len(shape) - 1}), not {axis!r}"
+            raise malformed(msg)
         count = 1 if axis is None else shape[axis]
         scale = _scales(params.get("scale"), "params.scale", count)
         zero_point = _zero_points(params.get("zero_point"), "params.zero_point", count)
@@ -185,116 +176,41 @@ class Int8Codec:
             broadcast = [1] * len(shape)
             broadcast[axis] = count
             scale, zero_point = scale.reshape(broadcast), zero_point.reshape(broadcast)
-        return ((quantised.astype(np.float32) - zero_point) * scale).astype(dtype)
+        with np.errstate(over="ignore"):  # a product beyond float32's range is +-inf, as IEEE 754 has it
+            return ((quantised.astype(np.float32) - zero_point) * scale).astype(dtype)
 
     def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
         """One byte per element of a float tensor, the raw size of others."""
         return math.prod(shape) * (1 if _is_float(dtype) else dtype.itemsize)
 
 
+def _affine(rows: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Each row's scale and zero point: its finite range, widened to include 0, in 255 steps."""
+    finite = np.where(np.isfinite(rows), rows, np.float32(0.0))
+    low = np.minimum(finite.min(axis=1, initial=0.0), np.float32(0.0))
+    high = np.maximum(finite.max(axis=1, initial=0.0), np.float32(0.0))
+    scale = ((high.astype(np.float64) - low) / 255.0).astype(np.float32)  # float64: no overflow, one rounding
+    scale[scale < _MIN_SCALE] = 1.0
+    zero_point = np.clip(_INT8[0] - np.rint(low / scale), *_INT8)  # low quantises to exactly -128
+    return scale, zero_point
+
+
 def _scales(value: object, name: str, count: int) -> npt.NDArray[np.float32]:
     if not isinstance(value, bytes) or len(value) != 4 * count:
         msg = f"{name} must be {4 * count} bytes: {count} little-endian float32"
-        raise _bad(msg)
+        raise malformed(msg)
     array = np.frombuffer(value, "<f4")
     if not (np.isfinite(array).all() and (array > 0).all()):
         msg = f"{name} must be finite and positive"
-        raise _bad(msg)
+        raise malformed(msg)
     return array.astype(np.float32)
 
 
 def _zero_points(value: object, name: str, count: int) -> npt.NDArray[np.float32]:
     if not isinstance(value, bytes) or len(value) != count:
         msg = f"{name} must be {count} bytes: {count} int8"
-        raise _bad(msg)
+        raise malformed(msg)
     return np.frombuffer(value, np.int8).astype(np.float32)
-
-
-class ImageCodec:
-    """uint8 images (``[N, H, W, C]`` or ``[H, W, C]``, C 1 or 3) as JPEG or PNG files; other tensors raw.
-
-    ``data`` is the files one after another; ``params.sizes`` lists their
-    lengths. The decoder reads each header and checks its size and mode
-    against the declared shape before decoding a pixel.
-
-    Args:
-        image_format: ``"jpeg"`` (lossy) or ``"png"`` (lossless).
-        quality: JPEG quality (1-95).
-    """
-
-    def __init__(self, image_format: str, *, quality: int = _JPEG_QUALITY) -> None:
-        self.name = image_format
-        self._format = image_format.upper()
-        self._quality = quality
-
-    @staticmethod
-    def applies(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
-        """True for a uint8 tensor shaped like one image or a batch of them."""
-        return dtype == np.uint8 and len(shape) in _IMAGE_RANKS and shape[-1] in _IMAGE_CHANNELS and 0 not in shape
-
-    def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
-        """One file per image, and their sizes, if ``array`` is a uint8 image (batch); else raw."""
-        if not self.applies(array.dtype, array.shape):
-            return _RAW.encode(array)
-        image_module = _optional("PIL.Image", "pillow")
-        files = []
-        for image in array.reshape(-1, *array.shape[-3:]):
-            out = io.BytesIO()
-            pixels = image[..., 0] if image.shape[-1] == 1 else image
-            options = {"quality": self._quality} if self._format == "JPEG" else {}
-            image_module.fromarray(np.ascontiguousarray(pixels)).save(out, format=self._format, **options)
-            files.append(out.getvalue())
-        return b"".join(files), {"sizes": [len(file) for file in files]}
-
-    def decode(
-        self, data: bytes, dtype: np.dtype[Any], shape: tuple[int, ...], params: Mapping[str, object]
-    ) -> npt.NDArray[Any]:
-        """The images decoded, each checked against the declared shape first; other tensors as ``raw``."""
-        if not self.applies(dtype, shape):
-            return _RAW.decode(data, dtype, shape, params)
-        image_module = _optional("PIL.Image", "pillow")
-        height, width, channels = shape[-3:]
-        count = math.prod(shape[:-3])
-        sizes = params.get("sizes")
-        if (
-            not isinstance(sizes, list)
-            or len(sizes) != count
-            or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes)
-            or sum(sizes) != len(data)
-        ):
-            msg = f"params.sizes must list {count} positive file sizes adding up to the {len(data)} data bytes"
-            raise _bad(msg)
-        out = np.empty(shape, dtype=np.uint8).reshape(count, height, width, channels)
-        mode = "L" if channels == 1 else "RGB"
-        offset = 0
-        for index, size in enumerate(sizes):
-            out[index] = _read_image(image_module, data[offset : offset + size], self._format, (width, height), mode)
-            offset += size
-        return out.reshape(shape)
-
-    def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
-        """An image file is not compressed further: the raw size bounds nothing useful here."""
-        return math.prod(shape) * dtype.itemsize
-
-
-def _read_image(
-    image_module: ModuleType, file: bytes, image_format: str, size: tuple[int, int], mode: str
-) -> npt.NDArray[np.uint8]:
-    try:
-        image = image_module.open(io.BytesIO(file), formats=[image_format])
-    except Exception as exc:
-        msg = f"an image does not decode as {image_format}: {exc}"
-        raise _bad(msg) from exc
-    with image:
-        if image.size != size or image.mode != mode:
-            msg = f"an image is {image.mode} {image.size[0]}x{image.size[1]}, not {mode} {size[0]}x{size[1]}"
-            raise _bad(msg)
-        try:
-            pixels = np.asarray(image)
-        except Exception as exc:
-            msg = f"an image does not decode as {image_format}: {exc}"
-            raise _bad(msg) from exc
-    return pixels.reshape(size[1], size[0], -1)
 
 
 class CompressedCodec:
@@ -313,61 +229,22 @@ class CompressedCodec:
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
         """The inner codec's bytes, compressed; its params unchanged."""
         data, params = self._inner.encode(array)
-        return _COMPRESS[self._compression](data), params
+        return compress(self._compression, data), params
 
     def decode(
         self, data: bytes, dtype: np.dtype[Any], shape: tuple[int, ...], params: Mapping[str, object]
     ) -> npt.NDArray[Any]:
         """Decompress (never past what the shape allows the inner codec), then decode as the inner codec."""
         limit = self._inner.max_data_bytes(dtype, shape)
-        inner = _DECOMPRESS[self._compression](data, limit)
+        inner = decompress(self._compression, data, limit)
         if inner is None:
             msg = f"decompresses to more than the {limit} bytes {dtype.name} {list(shape)} allows"
-            raise _bad(msg)
+            raise malformed(msg)
         return self._inner.decode(inner, dtype, shape, params)
 
     def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
         """The inner codec's size: what compression saves depends on the data."""
         return self._inner.max_data_bytes(dtype, shape)
-
-
-def _zstd_compress(data: bytes | memoryview) -> bytes:
-    zstandard = _optional("zstandard", "zstandard")
-    return bytes(zstandard.ZstdCompressor(level=3).compress(data))
-
-
-def _zstd_decompress(data: bytes, limit: int) -> bytes | None:
-    zstandard = _optional("zstandard", "zstandard")
-    try:
-        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
-            out = bytes(reader.read(limit + 1))
-    except zstandard.ZstdError as exc:
-        msg = f"not a zstd frame: {exc}"
-        raise _bad(msg) from exc
-    return out if len(out) <= limit else None
-
-
-def _lz4_compress(data: bytes | memoryview) -> bytes:
-    frame = _optional("lz4.frame", "lz4")
-    return bytes(frame.compress(data))
-
-
-def _lz4_decompress(data: bytes, limit: int) -> bytes | None:
-    frame = _optional("lz4.frame", "lz4")
-    decompressor = frame.LZ4FrameDecompressor()
-    try:
-        out = bytes(decompressor.decompress(data, max_length=limit + 1))
-    except RuntimeError as exc:
-        msg = f"not an lz4 frame: {exc}"
-        raise _bad(msg) from exc
-    return out if len(out) <= limit else None
-
-
-_COMPRESS: Final[Mapping[str, Callable[[bytes | memoryview], bytes]]] = {"zstd": _zstd_compress, "lz4": _lz4_compress}
-_DECOMPRESS: Final[Mapping[str, Callable[[bytes, int], bytes | None]]] = {
-    "zstd": _zstd_decompress,
-    "lz4": _lz4_decompress,
-}
 
 
 class _RawSized(RawCodec):
@@ -381,7 +258,7 @@ def _register() -> None:
         register_codec(codec)
     for image_format in ("jpeg", "png"):
         register_codec(ImageCodec(image_format))
-    for compression in _COMPRESS:
+    for compression in _FRAMES:
         for inner in [_RawSized(), *lossy]:
             register_codec(CompressedCodec(inner, compression))
 

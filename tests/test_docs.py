@@ -1,4 +1,4 @@
-"""The docs say what the code does: error codes, the manifest example, links between docs."""
+"""The docs say what the code does: error codes, the manifest example, the cut listing, links between docs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edgecut._cli import main
+from edgecut._exit import ExitCode
 from models import partition
 from protocol import ErrorCode
 
@@ -34,6 +36,14 @@ def test_the_segments_example_is_what_the_partitioner_writes() -> None:
     model_id, model = partition.load_model(example["model_id"])
     inner = [cut["id"] for cut in example["cuts"][1:-1]]
     assert example == partition.split_segments(model, inner, model_id=model_id).manifest.to_json()
+
+
+def test_the_cut_listing_table_names_every_key_models_cuts_json_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    table = PROTOCOL_MD.read_text(encoding="utf-8").split("### 8.3 Cut listings", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.MULTILINE)
+    assert main(["models", "cuts", "tiny", "--json"]) == ExitCode.OK
+    cuts = json.loads(capsys.readouterr().out)
+    assert all(list(cut) == listed for cut in cuts)
 
 
 @pytest.mark.parametrize("doc", sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]))

@@ -1,17 +1,21 @@
-"""A lossy codec through a real broker, judged on a trained model's labelled test set."""
+"""Codecs through a real broker and hub: a lossy codec judged on a trained model, compound codecs on uint8 images."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
-from edge_agent import EDGE_ONLY, EdgeAgent
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent
 from models import digits
+from protocol import decode_tensor, encode_tensor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
     from cloud_hub import Hub
 
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 STATED_LOSS = 0.005  # docs/codecs.md: int8 at an intermediate cut costs at most 0.5 points of top-1
+COMPOUND = [f"{inner}+{frame}" for inner in ("fp16", "int8", "int8-channel") for frame in ("zstd", "lz4")]
 
 
 @pytest.mark.parametrize("codec", ["int8+zstd", "int8-channel+zstd"])
@@ -39,3 +44,62 @@ async def test_int8_with_zstd_keeps_the_trained_models_answers(
     got = np.array([int(result.outputs["logits"].argmax()) for result in results])
     assert (got == labels).mean() >= (fp32 == labels).mean() - STATED_LOSS
     assert np.mean([result.bytes_sent for result in results]) < raw_bytes / 3
+
+
+@pytest.mark.parametrize("codec", COMPOUND)
+async def test_a_compound_codec_sends_the_uint8_image_compressed_and_exact(
+    broker_url: str, prefix: str, start_hub: StartHub, codec: str
+) -> None:
+    await start_hub()
+    images = digits.test_set()[0][:4]
+    async with (
+        EdgeAgent(broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=codec) as agent,
+        EdgeAgent(broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1) as raw,
+    ):
+        full = agent.model.halves(EDGE_ONLY).head
+        results = [await agent.infer(image) for image in images]
+        raw_bytes = (await raw.infer(images[0])).bytes_sent
+    for image, result in zip(images, results, strict=True):
+        assert (result.fallback, result.hub_id) == (None, "hub0")
+        np.testing.assert_allclose(result.outputs["logits"], full.run({"image": image[None]})["logits"], atol=1e-4)
+    assert max(result.bytes_sent for result in results) < raw_bytes / 3  # a flat frame: compression pays
+
+
+def _echo_model(path: Path) -> Path:
+    """Returns its two inputs, a uint8 image and float32 features, so a reply shows what the hub decoded."""
+    inputs = [
+        helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 8, 8, 3]),
+        helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 32]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("image_seen", TensorProto.UINT8, ["N", 8, 8, 3]),
+        helper.make_tensor_value_info("features_seen", TensorProto.FLOAT, ["N", 32]),
+    ]
+    nodes = [
+        helper.make_node("Identity", ["image"], ["image_seen"], name="see_image"),
+        helper.make_node("Identity", ["features"], ["features_seen"], name="see_features"),
+    ]
+    graph = helper.make_graph(nodes, "echo", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("codec", COMPOUND)
+async def test_a_request_with_a_uint8_and_a_float_tensor_crosses_under_a_compound_codec(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path, codec: str
+) -> None:
+    model = _echo_model(tmp_path / "echo.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    rows, cols = np.mgrid[0:8, 0:8]
+    image = np.stack([rows * 30, cols * 30, rows + cols], axis=-1).astype(np.uint8)[np.newaxis]
+    features = np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32)
+    async with EdgeAgent(broker_url, model=model, cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=codec) as agent:
+        result = await agent.infer({"image": image, "features": features})
+    assert (result.fallback, result.hub_id, result.codec) == (None, "hub0", codec)
+    assert np.array_equal(result.outputs["image_seen"], image)  # compressed, never narrowed
+    inner = codec.partition("+")[0]
+    narrowed = encode_tensor(features, inner)
+    expected = decode_tensor({**narrowed, "data": bytes(narrowed["data"])}, name="features", codec=inner)
+    assert np.array_equal(result.outputs["features_seen"], expected)  # decoded exactly as X decodes

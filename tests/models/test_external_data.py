@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -15,6 +16,9 @@ from edgecut._exit import ExitCode
 from models import zoo
 from models.partition import load_model_file, model_file_sha256
 from protocol.errors import ModelError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MODEL = "tiny"
 
@@ -56,6 +60,53 @@ def test_identity_does_not_depend_on_how_the_weights_are_stored(tmp_path: Path) 
     linked = _hub_cache(tmp_path)
     assert model_file_sha256(single) == hashlib.sha256(single.read_bytes()).hexdigest()
     assert model_file_sha256(linked) == model_file_sha256(single)
+
+
+def _fields(message: bytes) -> Iterator[tuple[int, bytes | int]]:
+    """The fields of one protobuf message, in the order they are written: (field number, value)."""
+    offset = 0
+    while offset < len(message):
+        key, offset = _varint(message, offset)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, offset = _varint(message, offset)
+            yield number, value
+        elif wire_type == 2:
+            length, offset = _varint(message, offset)
+            yield number, message[offset : offset + length]
+            offset += length
+        else:
+            size = {1: 8, 5: 4}[wire_type]
+            yield number, message[offset : offset + size]
+            offset += size
+
+
+def _varint(data: bytes, offset: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[offset]
+        value, shift, offset = value | (byte & 0x7F) << shift, shift + 7, offset + 1
+        if byte < 0x80:
+            return value, offset
+
+
+def test_the_rewritten_tensor_records_list_their_fields_in_field_number_order(tmp_path: Path) -> None:
+    """docs/protocol.md 8: dims (1, one key per dim), data_type (2), name (8), raw_data (9), nothing else here."""
+    linked = _hub_cache(tmp_path)
+    identity_bytes = load_model_file(linked).SerializeToString()
+    assert hashlib.sha256(identity_bytes).hexdigest() == model_file_sha256(linked)
+    # ModelProto.graph is field 7, GraphProto.initializer field 5
+    (graph,) = [value for number, value in _fields(identity_bytes) if number == 7 and isinstance(value, bytes)]
+    records = [value for number, value in _fields(graph) if number == 5 and isinstance(value, bytes)]
+    stored = onnx.load_model_from_string(linked.read_bytes()).graph.initializer
+    assert len(records) == len(stored) > 0
+    side = (linked.parent / f"{MODEL}.onnx.data").read_bytes()
+    for record, tensor in zip(records, stored, strict=True):
+        fields = list(_fields(record))
+        assert [number for number, _ in fields] == [1] * len(tensor.dims) + [2, 8, 9]
+        where = {entry.key: entry.value for entry in tensor.external_data}
+        start = int(where.get("offset", 0))
+        assert fields[-1][1] == side[start : start + int(where["length"])]
 
 
 def test_external_data_must_stay_beside_the_model_and_be_whole(tmp_path: Path) -> None:

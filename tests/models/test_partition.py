@@ -213,7 +213,7 @@ def test_chain_has_one_single_tensor_cut_per_edge() -> None:
     assert cuts[1].to_json() == {
         "id": "a",
         "position": 1,
-        "tensors": [{"name": "a", "dtype": "float32", "shape": ["N", 4]}],
+        "crossing": [{"name": "a", "dtype": "float32", "shape": ["N", 4]}],
         "bytes": 16,
         "single_tensor": True,
     }

@@ -94,6 +94,21 @@ def test_cuts_are_taken_in_model_order_with_the_extremes_added() -> None:
         partition.split_segments(model, ["nope"], model_id=model_id)
 
 
+def test_segment_i_runs_from_cuts_i_to_cuts_i_plus_1_counted_from_0() -> None:
+    """docs/protocol.md 8.1: segments[i] reads what crosses cuts[i] and computes what crosses cuts[i + 1]."""
+    model_id, model = partition.load_model("tiny")
+    ids = [cut.id for cut in partition.enumerate_cuts(model)]
+    segments = partition.split_segments(model, [ids[1], ids[3]], model_id=model_id)
+    cuts = segments.manifest.cuts
+    assert (cuts[0].id, cuts[-1].id) == ("input", "output")
+    for index, (segment, entry) in enumerate(zip(segments.models, segments.manifest.segments, strict=True)):
+        given = {spec.name for spec in cuts[index].crossing}
+        wanted = {spec.name for spec in cuts[index + 1].crossing}
+        assert {value.name for value in segment.graph.input} <= given
+        assert {value.name for value in segment.graph.output} == wanted - given
+        assert entry.file == f"segment-{index + 1:02d}.onnx"
+
+
 def test_a_segments_directory_round_trips_and_checks_its_files(tmp_path: Path) -> None:
     model_id, model = partition.load_model("tiny")
     ids = [cut.id for cut in partition.enumerate_cuts(model)]

@@ -1,19 +1,19 @@
-"""The codecs that send fewer bytes: fp16, int8, images, zstd and lz4 (golden vectors, bounds, hostile input)."""
+"""The codecs that send fewer bytes: the registry, lossless round trips, images, compression, whole requests."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from pathlib import Path
+import io
 from typing import Any
 
+import lz4.frame
+import msgpack
 import numpy as np
 import numpy.typing as npt
 import pytest
 import zstandard
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+from PIL import Image
 
 from protocol import (
     ErrorCode,
@@ -26,127 +26,17 @@ from protocol import (
     encode_request,
     encode_tensor,
 )
+from tests.protocol._support import bad_request, decode, round_trip
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
-
-# The docs' example tensors (docs/protocol.md, 3.2.1): float32 [2, 4], one value beyond fp16's range, and
-# float32 [1, 2, 16] with two channels of different ranges.
-EXAMPLE = np.array([[-1.0, 0.0, 0.5, 2.0], [0.25, 0.0, 100000.0, -3.0]], np.float32)
-CHANNELS = np.concatenate([np.arange(16) * 0.125, np.arange(-8, 8) * 2.5]).astype(np.float32).reshape(1, 2, 16)
-# Their encodings: data as hex, and params (bytes as hex). fp16 and int8 are fixed by the spec; zstd and lz4
-# frames may differ between library versions, so those vectors are checked only in decoding.
-GOLDEN: dict[str, tuple[npt.NDArray[np.float32], str, dict[str, object]]] = {
-    "fp16": (EXAMPLE, "00bc00000038004000340000ff7b00c2", {}),
-    "int8": (EXAMPLE, "8080808080807f80", {"scale": "9615c443", "zero_point": "80"}),
-    "int8-channel": (
-        CHANNELS,
-        "8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f",
-        {"scale": "f1f0f03b9796163e", "zero_point": "8008", "axis": 1},
-    ),
-}
-GOLDEN_FRAMES = {
-    "zstd": "28b52ffd2020010100000080bf000000000000003f000000400000803e000000000050c347000040c0",
-    "lz4": "04224d1868402000000000000000301c00000052000080bf000100913f000000400000803e0f007050c347000040c000000000",
-}
 LOSSLESS = ("raw", "zstd", "lz4", "png")
-
-
-def _round_trip(array: npt.NDArray[Any], codec: str) -> tuple[npt.NDArray[Any], int]:
-    payload = encode_tensor(array, codec)
-    data = bytes(payload["data"])
-    return decode_tensor({**payload, "data": data}, name="t", codec=codec), len(data)
-
-
-def _decode(codec: str, data: bytes, dtype: str, shape: list[int], params: dict[str, object]) -> npt.NDArray[Any]:
-    payload = {"dtype": dtype, "shape": shape, "data": data, "params": params}
-    return decode_tensor(payload, name="t", codec=codec)
-
-
-def _bad_request(codec: str, data: bytes, dtype: str, shape: list[int], params: dict[str, object]) -> str:
-    with pytest.raises(ProtocolError) as caught:
-        _decode(codec, data, dtype, shape, params)
-    assert caught.value.code == ErrorCode.BAD_REQUEST
-    return str(caught.value)
+COMPOUND = [f"{inner}+{frame}" for inner in ("fp16", "int8", "int8-channel") for frame in ("zstd", "lz4")]
+DECOMPRESS = {"zstd": zstandard.decompress, "lz4": lz4.frame.decompress}
 
 
 def test_the_registry_holds_every_codec_and_its_compressed_forms() -> None:
     lossy = ("fp16", "int8", "int8-channel")
     expected = {"raw", "zstd", "lz4", "jpeg", "png", *lossy, *(f"{c}+{z}" for c in lossy for z in ("zstd", "lz4"))}
     assert set(codec_names()) == expected
-
-
-def _hex_params(params: dict[str, object]) -> dict[str, object]:
-    return {key: value.hex() if isinstance(value, bytes) else value for key, value in params.items()}
-
-
-@pytest.mark.parametrize("codec", sorted(GOLDEN))
-def test_golden_vectors_encode_and_decode(codec: str) -> None:
-    tensor, data, params = GOLDEN[codec]
-    payload = encode_tensor(tensor, codec)
-    assert bytes(payload["data"]).hex() == data
-    assert _hex_params(payload.get("params", {})) == params
-    binary = {key: bytes.fromhex(value) if isinstance(value, str) else value for key, value in params.items()}
-    decoded = _decode(codec, bytes.fromhex(data), "float32", list(tensor.shape), binary)
-    assert decoded.dtype == np.float32
-    assert decoded.shape == tensor.shape
-    if codec == "int8-channel":
-        assert np.abs(decoded - tensor).max() < 1e-5  # each channel's steps fit its values exactly
-
-
-@pytest.mark.parametrize("codec", sorted(GOLDEN_FRAMES))
-def test_golden_frames_decode(codec: str) -> None:
-    decoded = _decode(codec, bytes.fromhex(GOLDEN_FRAMES[codec]), "float32", [2, 4], {})
-    assert np.array_equal(decoded, EXAMPLE)
-
-
-def test_the_docs_show_the_golden_vectors() -> None:
-    text = DOCS.read_text()
-    for _, data, params in GOLDEN.values():
-        assert data in text
-        for value in params.values():
-            assert str(value) in text
-    for frame in GOLDEN_FRAMES.values():
-        assert frame in text
-
-
-def test_fp16_saturates_and_keeps_what_half_floats_hold() -> None:
-    decoded, size = _round_trip(EXAMPLE, "fp16")
-    assert size == EXAMPLE.size * 2
-    assert decoded[1, 2] == 65504.0  # beyond +-65504: saturated, not inf
-    others = np.ones(EXAMPLE.shape, bool)
-    others[1, 2] = False
-    assert np.array_equal(decoded[others], EXAMPLE[others])  # these values are exact in half floats
-
-
-@given(
-    hnp.arrays(
-        np.float32,
-        hnp.array_shapes(min_dims=1, max_dims=4, max_side=6),
-        elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=False),
-    ),
-    st.sampled_from(["int8", "int8-channel", "int8+zstd", "int8-channel+lz4"]),
-)
-@settings(max_examples=200, deadline=None)
-def test_int8_errs_by_at_most_half_a_step(array: npt.NDArray[np.float32], codec: str) -> None:
-    decoded, size = _round_trip(array, codec)
-    assert decoded.dtype == np.float32
-    assert decoded.shape == array.shape
-    if "+" not in codec:
-        assert size == array.size
-    params = encode_tensor(array, codec)["params"]
-    scale = np.frombuffer(params["scale"], "<f4")
-    if "axis" in params:
-        scale = scale.reshape([-1 if axis == params["axis"] else 1 for axis in range(array.ndim)])
-    assert (np.abs(decoded - array) <= scale * 0.5001 + 1e-6 * np.abs(array)).all()
-    assert (decoded[array == 0] == 0).all()  # zero is exact: ReLU zeros stay zeros
-
-
-def test_int8_makes_nan_zero_and_saturates_infinities() -> None:
-    array = np.array([np.nan, np.inf, -np.inf, 1.0, -1.0], np.float32)
-    decoded, _ = _round_trip(array, "int8")
-    assert decoded[0] == 0.0
-    assert decoded[1] == pytest.approx(1.0, abs=0.01)
-    assert decoded[2] == pytest.approx(-1.0, abs=0.01)
 
 
 @pytest.mark.parametrize("codec", LOSSLESS)
@@ -163,7 +53,7 @@ def test_int8_makes_nan_zero_and_saturates_infinities() -> None:
     ids=["relu", "images", "gray", "int64", "bool", "empty"],
 )
 def test_lossless_codecs_give_back_every_bit(codec: str, array: npt.NDArray[Any]) -> None:
-    decoded, _ = _round_trip(array, codec)
+    decoded, _ = round_trip(array, codec)
     assert decoded.dtype == array.dtype
     assert np.array_equal(decoded, array)
 
@@ -171,7 +61,7 @@ def test_lossless_codecs_give_back_every_bit(codec: str, array: npt.NDArray[Any]
 def test_lossy_codecs_send_other_dtypes_raw() -> None:
     indices = np.arange(6, dtype=np.int64)
     for codec in ("fp16", "int8", "int8-channel", "jpeg"):
-        decoded, size = _round_trip(indices, codec)
+        decoded, size = round_trip(indices, codec)
         assert np.array_equal(decoded, indices)
         assert size == indices.nbytes
 
@@ -179,65 +69,36 @@ def test_lossy_codecs_send_other_dtypes_raw() -> None:
 def test_jpeg_sends_a_smooth_image_in_a_fraction_of_its_bytes() -> None:
     rows, cols = np.mgrid[0:224, 0:224]
     image = np.stack([rows, cols, (rows + cols) // 2], axis=-1).astype(np.uint8)[np.newaxis]
-    decoded, size = _round_trip(image, "jpeg")
+    decoded, size = round_trip(image, "jpeg")
     assert size < image.nbytes / 10
     assert np.abs(decoded.astype(int) - image).mean() < 2.0
 
 
 def test_compression_shrinks_sparse_activations() -> None:
     relu = np.maximum(np.random.default_rng(3).normal(size=(1, 64, 28, 28)), 0).astype(np.float32)
-    sizes = {codec: _round_trip(relu, codec)[1] for codec in ("raw", "zstd", "lz4", "int8", "int8+zstd")}
+    sizes = {codec: round_trip(relu, codec)[1] for codec in ("raw", "zstd", "lz4", "int8", "int8+zstd")}
     assert sizes["zstd"] < 0.6 * sizes["raw"]
     assert sizes["lz4"] < 0.8 * sizes["raw"]
     assert sizes["int8+zstd"] < 0.7 * sizes["int8"]
-
-
-@pytest.mark.parametrize("codec", ["zstd", "lz4", "int8+zstd", "fp16+lz4"])
-def test_a_frame_that_would_decompress_past_the_shape_is_refused(codec: str) -> None:
-    bomb = encode_tensor(np.zeros(1_000_000, np.float32), codec)  # 4 MB of zeros in a few hundred bytes
-    message = _bad_request(codec, bytes(bomb["data"]), "float32", [4], bomb.get("params", {}))
-    assert "decompresses to more than" in message
-
-
-@pytest.mark.parametrize("codec", ["zstd", "lz4"])
-def test_a_broken_frame_is_a_bad_request(codec: str) -> None:
-    _bad_request(codec, b"\x00not a frame at all", "float32", [4], {})
-
-
-@pytest.mark.parametrize(
-    ("params", "words"),
-    [
-        ({}, "params.scale must be 4 bytes"),
-        ({"scale": [1.0], "zero_point": b"\x00"}, "params.scale must be 4 bytes"),
-        ({"scale": np.float32(0).tobytes(), "zero_point": b"\x00"}, "finite and positive"),
-        ({"scale": np.float32(np.inf).tobytes(), "zero_point": b"\x00"}, "finite and positive"),
-        ({"scale": np.float32(np.nan).tobytes(), "zero_point": b"\x00"}, "finite and positive"),
-        ({"scale": np.float32(1).tobytes(), "zero_point": 0}, "params.zero_point must be 1 bytes"),
-        ({"scale": np.float32(1).tobytes() * 2, "zero_point": b"\x00\x00"}, "params.scale must be 4 bytes"),
-        ({"scale": np.float32(1).tobytes(), "zero_point": b"\x00", "axis": 5}, "must be an axis"),
-        ({"scale": np.float32(1).tobytes(), "zero_point": b"\x00", "axis": True}, "must be an axis"),
-        ({"scale": np.float32(1).tobytes(), "zero_point": b"\x00", "axis": 1}, "params.scale must be 16 bytes"),
-    ],
-)
-def test_int8_params_are_checked(params: dict[str, object], words: str) -> None:
-    assert words in _bad_request("int8", bytes(8), "float32", [2, 4], params)
-
-
-def test_int8_data_must_fit_the_shape() -> None:
-    params = {"scale": np.float32(1).tobytes(), "zero_point": b"\x00"}
-    assert "needs 8" in _bad_request("int8", bytes(7), "float32", [2, 4], params)
 
 
 def test_an_image_is_checked_against_the_shape_before_it_is_decoded() -> None:
     image = np.zeros((1, 16, 16, 3), np.uint8)
     payload = encode_tensor(image, "png")
     data = bytes(payload["data"])
-    assert "not RGB 32x16" in _bad_request("png", data, "uint8", [1, 16, 32, 3], payload["params"])
-    assert "not L 16x16" in _bad_request("png", data, "uint8", [1, 16, 16, 1], payload["params"])
-    assert "params.sizes" in _bad_request("png", data, "uint8", [1, 16, 16, 3], {"sizes": [len(data) - 1]})
-    assert "params.sizes" in _bad_request("png", data, "uint8", [2, 16, 16, 3], payload["params"])
-    assert "does not decode as PNG" in _bad_request("png", b"x" * 10, "uint8", [1, 16, 16, 3], {"sizes": [10]})
-    assert "does not decode as JPEG" in _bad_request("jpeg", data, "uint8", [1, 16, 16, 3], payload["params"])
+    assert "not RGB 32x16" in bad_request("png", data, "uint8", [1, 16, 32, 3], payload["params"])
+    assert "not L 16x16" in bad_request("png", data, "uint8", [1, 16, 16, 1], payload["params"])
+    assert "params.sizes" in bad_request("png", data, "uint8", [1, 16, 16, 3], {"sizes": [len(data) - 1]})
+    assert "params.sizes" in bad_request("png", data, "uint8", [2, 16, 16, 3], payload["params"])
+    assert "does not decode as PNG" in bad_request("png", b"x" * 10, "uint8", [1, 16, 16, 3], {"sizes": [10]})
+    assert "does not decode as JPEG" in bad_request("jpeg", data, "uint8", [1, 16, 16, 3], payload["params"])
+
+
+def test_a_png_must_have_8_bits_per_sample() -> None:
+    out = io.BytesIO()
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16) // 17 * 17, "L").save(out, "PNG", bits=4)
+    file = out.getvalue()
+    assert "4 bits per sample, not 8" in bad_request("png", file, "uint8", [16, 16, 1], {"sizes": [len(file)]})
 
 
 def test_a_side_without_the_library_says_which_package_it_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,7 +112,7 @@ def test_a_side_without_the_library_says_which_package_it_lacks(monkeypatch: pyt
     monkeypatch.setattr(importlib, "import_module", without_zstandard)
     frame = zstandard.ZstdCompressor().compress(bytes(16))
     with pytest.raises(ProtocolError) as caught:
-        _decode("zstd", frame, "float32", [4], {})
+        decode("zstd", frame, "float32", [4], {})
     assert caught.value.code == ErrorCode.UNSUPPORTED_CODEC
     assert "zstandard" in str(caught.value)
     assert "edgecut[codecs]" in str(caught.value)
@@ -277,6 +138,37 @@ def test_a_request_crosses_the_wire_in_int8_with_zstd() -> None:
     assert decoded.codec == "int8-channel+zstd"
     assert np.array_equal(decoded.tensors["index"], np.arange(3))
     assert np.abs(decoded.tensors["x"] - activation).max() < activation.max() / 254
+
+
+@pytest.mark.parametrize("codec", COMPOUND)
+def test_a_compound_codec_compresses_every_tensor_and_narrows_only_the_floats(codec: str) -> None:
+    inner, frame = codec.split("+")
+    rows, cols = np.mgrid[0:8, 0:8]
+    image = np.stack([rows * 30, cols * 30, rows + cols], axis=-1).astype(np.uint8)[np.newaxis]
+    activation = np.maximum(np.random.default_rng(5).normal(size=(1, 16, 4, 4)), 0).astype(np.float32)
+    request = InferenceRequest(
+        request_id="r1",
+        agent_id="a1",
+        model_id="m",
+        model_sha256="0" * 64,
+        cut_id="input",
+        tensors={"image": image, "act": activation},
+        sent_at=0.0,
+        deadline_ms=1000.0,
+        codec=codec,
+    )
+    packed = encode_request(request)
+    sent = msgpack.unpackb(packed)["tensors"]
+    assert "params" not in sent["image"]
+    assert DECOMPRESS[frame](sent["image"]["data"]) == image.tobytes()  # raw bytes, compressed
+    narrowed = encode_tensor(activation, inner)
+    assert DECOMPRESS[frame](sent["act"]["data"]) == bytes(narrowed["data"])  # X's bytes, compressed
+    assert sent["act"].get("params") == narrowed.get("params")  # fp16 has none
+    decoded = decode_request(packed)
+    assert decoded.tensors["image"].dtype == np.uint8
+    assert np.array_equal(decoded.tensors["image"], image)
+    expected = decode_tensor({**narrowed, "data": bytes(narrowed["data"])}, name="act", codec=inner)
+    assert np.array_equal(decoded.tensors["act"], expected)
 
 
 def test_data_bytes_are_estimated_before_anything_is_encoded() -> None:

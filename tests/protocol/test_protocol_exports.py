@@ -10,8 +10,8 @@ import sys
 import protocol
 from protocol.errors import ConfigError, EdgecutError, ModelError, ProtocolError, TransportError
 
-# Private modules that define public API; _checks and _msgpack are internal helpers.
-API_MODULES = ["_codecs", "_codes", "_limits", "_messages", "_tensors", "_topics", "_wire", "errors"]
+# Private modules that define public API; _checks, _codec_errors, _frames and _msgpack are internal helpers.
+API_MODULES = ["_codecs", "_codes", "_images", "_limits", "_messages", "_tensors", "_topics", "_wire", "errors"]
 
 
 def isort_key(name: str) -> tuple[int, str]:

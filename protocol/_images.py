@@ -1,0 +1,115 @@
+"""uint8 images as JPEG or PNG files, one file per image: ``[H, W, C]`` or ``[N, H, W, C]``, C 1 or 3."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol._codec_errors import malformed, optional_module
+from protocol._tensors import RawCodec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import ModuleType
+
+_RAW: Final = RawCodec()
+_IMAGE_CHANNELS: Final = (1, 3)
+_IMAGE_RANKS: Final = (3, 4)
+_JPEG_QUALITY: Final = 90
+_PNG_BIT_DEPTH_AT: Final = 24  # after the signature (8 bytes), IHDR's length and type (8), width and height (8)
+_BIT_DEPTH: Final = 8
+
+
+class ImageCodec:
+    """uint8 images (``[N, H, W, C]`` or ``[H, W, C]``, C 1 or 3) as JPEG or PNG files; other tensors raw.
+
+    ``data`` is the files one after another; ``params.sizes`` lists their
+    lengths. The decoder reads each header and checks its size and mode (8
+    bits per sample, grayscale for C 1, RGB for C 3) against the declared
+    shape before decoding a pixel.
+
+    Args:
+        image_format: ``"jpeg"`` (lossy) or ``"png"`` (lossless).
+        quality: JPEG quality (1-95).
+    """
+
+    def __init__(self, image_format: str, *, quality: int = _JPEG_QUALITY) -> None:
+        self.name = image_format
+        self._format = image_format.upper()
+        self._quality = quality
+
+    @staticmethod
+    def applies(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
+        """True for a uint8 tensor shaped like one image or a batch of them."""
+        return dtype == np.uint8 and len(shape) in _IMAGE_RANKS and shape[-1] in _IMAGE_CHANNELS and 0 not in shape
+
+    def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
+        """One file per image, and their sizes, if ``array`` is a uint8 image (batch); else raw."""
+        if not self.applies(array.dtype, array.shape):
+            return _RAW.encode(array)
+        image_module = optional_module("PIL.Image", "pillow")
+        files = []
+        for image in array.reshape(-1, *array.shape[-3:]):
+            out = io.BytesIO()
+            pixels = image[..., 0] if image.shape[-1] == 1 else image
+            options = {"quality": self._quality} if self._format == "JPEG" else {}
+            image_module.fromarray(np.ascontiguousarray(pixels)).save(out, format=self._format, **options)
+            files.append(out.getvalue())
+        return b"".join(files), {"sizes": [len(file) for file in files]}
+
+    def decode(
+        self, data: bytes, dtype: np.dtype[Any], shape: tuple[int, ...], params: Mapping[str, object]
+    ) -> npt.NDArray[Any]:
+        """The images decoded, each checked against the declared shape first; other tensors as ``raw``."""
+        if not self.applies(dtype, shape):
+            return _RAW.decode(data, dtype, shape, params)
+        image_module = optional_module("PIL.Image", "pillow")
+        height, width, channels = shape[-3:]
+        count = math.prod(shape[:-3])
+        sizes = params.get("sizes")
+        if (
+            not isinstance(sizes, list)
+            or len(sizes) != count
+            or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes)
+            or sum(sizes) != len(data)
+        ):
+            msg = f"params.sizes must list {count} positive file sizes adding up to the {len(data)} data bytes"
+            raise malformed(msg)
+        out = np.empty(shape, dtype=np.uint8).reshape(count, height, width, channels)
+        mode = "L" if channels == 1 else "RGB"
+        offset = 0
+        for index, size in enumerate(sizes):
+            out[index] = _read_image(image_module, data[offset : offset + size], self._format, (width, height), mode)
+            offset += size
+        return out.reshape(shape)
+
+    def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+        """An image file is not compressed further: the raw size bounds nothing useful here."""
+        return math.prod(shape) * dtype.itemsize
+
+
+def _read_image(
+    image_module: ModuleType, file: bytes, image_format: str, size: tuple[int, int], mode: str
+) -> npt.NDArray[np.uint8]:
+    try:
+        image = image_module.open(io.BytesIO(file), formats=[image_format])
+    except Exception as exc:
+        msg = f"an image does not decode as {image_format}: {exc}"
+        raise malformed(msg) from exc
+    with image:
+        if image.size != size or image.mode != mode:
+            msg = f"an image is {image.mode} {image.size[0]}x{image.size[1]}, not {mode} {size[0]}x{size[1]}"
+            raise malformed(msg)
+        if image_format == "PNG" and file[_PNG_BIT_DEPTH_AT] != _BIT_DEPTH:  # Pillow widens 2 and 4 bits to L
+            msg = f"a PNG has {file[_PNG_BIT_DEPTH_AT]} bits per sample, not {_BIT_DEPTH}"
+            raise malformed(msg)
+        try:
+            pixels = np.asarray(image)
+        except Exception as exc:
+            msg = f"an image does not decode as {image_format}: {exc}"
+            raise malformed(msg) from exc
+    return pixels.reshape(size[1], size[0], -1)
