@@ -38,7 +38,6 @@ _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 _CANCEL_AGAIN_AFTER_S = 0.1
 
 
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Incoming:
     """A message received from the broker.
