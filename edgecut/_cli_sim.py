@@ -238,13 +238,12 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
 
     from simulations._calibrate import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
     from simulations._capacity import find_hubs  # noqa: PLC0415
-    from simulations._fleet import models_of  # noqa: PLC0415
 
     if args.p95_ms is None or args.p95_ms <= 0:
         msg = "--find-hubs needs a positive --p95-ms target"
         raise ConfigError(msg)
     known = load_profiles(args.profiles) if args.profiles else {}
-    profiles = {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
+    profiles = {model: known.get(model) or measure_profile(model) for model in scenario.models}
 
     def progress(point: CapacityPoint) -> None:
         if not args.json:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from simulations._fleet import RequestRecord
+    from simulations._report import RequestRecord
     from simulations._scenario import Scenario
 
 PROFILE_FORMAT = 1

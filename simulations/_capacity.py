@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from simulations._fleet import Fleet, RequestRecord
-from simulations._report import percentile
+from simulations._fleet import Fleet
+from simulations._report import RequestRecord, percentile
 from simulations._scenario import REPLICA_FAULTS
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from simulations._calibrate import ModelProfile
-    from simulations._fleet import RequestRecord
+    from simulations._report import RequestRecord
     from simulations._scenario import BrokerSpec, FaultSpec, GroupSpec, Scenario
 
 _ONLINE_TIMEOUT_S = 120.0

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 from protocol.errors import ConfigError
 from simulations._calibrate import load_profiles, measure_profile, observed_profiles, save_profiles
 from simulations._emulate import run_emulated
-from simulations._fleet import Fleet, RequestRecord, models_of
-from simulations._report import summarise, write_header, write_record
+from simulations._fleet import Fleet
+from simulations._report import RequestRecord, summarise, write_header, write_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -197,7 +197,7 @@ def _ran_s(records: list[RequestRecord], lengths: dict[str, float]) -> dict[str,
 
 def _profiles(scenario: Scenario, profiles_file: Path | None) -> dict[str, ModelProfile]:
     known = load_profiles(profiles_file) if profiles_file is not None else {}
-    return {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
+    return {model: known.get(model) or measure_profile(model) for model in scenario.models}
 
 
 def _provenance(

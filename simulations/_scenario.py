@@ -48,6 +48,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from models import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL
 from simulations._devices import PROFILES
@@ -64,6 +65,12 @@ REPLICA_FAULTS = ("hub-down", "hub-stall")
 BrokerKind = Literal["auto", "embedded", "mosquitto", "external"]
 POLICIES = ("edge", "cloud", "auto")
 """Cut policies by name; any other policy is a cut id of the group's model."""
+_POLICY_CUTS = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}
+
+
+def policy_cut(policy: str) -> str | None:
+    """The cut a policy fixes (``edge``: edge-only, ``cloud``: cloud-only, a cut id: itself); ``None`` for auto."""
+    return None if policy == "auto" else _POLICY_CUTS.get(policy, policy)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +195,11 @@ class Scenario:
     def agents(self) -> int:
         """How many agents in all."""
         return sum(group.count for group in self.groups)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the groups use, each once."""
+        return tuple(dict.fromkeys(group.model for group in self.groups))
 
 
 def load_scenario(path: Path) -> Scenario:
