@@ -191,6 +191,12 @@ def _spread(multiples: list[float]) -> tuple[float, ...]:
     )
 
 
+def scenario_profiles(scenario: Scenario, known: Path | None = None) -> dict[str, ModelProfile]:
+    """A profile for every model ``scenario`` uses: from the profiles file ``known`` where it has one, else measured."""
+    saved = load_profiles(known) if known is not None else {}
+    return {model: saved.get(model) or measure_profile(model) for model in scenario.models}
+
+
 def load_profiles(path: Path) -> dict[str, ModelProfile]:
     """Profiles saved by :func:`save_profiles`, by model."""
     data = json.loads(path.read_text(encoding="utf-8"))

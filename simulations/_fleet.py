@@ -40,19 +40,18 @@ import simpy
 
 from edge_agent import EDGE_ONLY, FallBack, InferenceResult, SendPing, Timings
 from protocol import ErrorCode
-from protocol.errors import ConfigError
 from simulations._fleet_agent import SimulatedAgent
 from simulations._fleet_faults import fault_process
 from simulations._hubs import Hub, Hubs, Refused, Served
 from simulations._report import RequestRecord
-from simulations._scenario import policy_cut
+from simulations._scenario import check_policy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Mapping
 
     from edge_agent import Request
     from simulations._calibrate import CutCost, ModelProfile
-    from simulations._scenario import GroupSpec, Scenario
+    from simulations._scenario import Scenario
 
 _SMALL_MESSAGE_BYTES = 96
 """A ping's message besides its padding, a pong, and an error reply."""
@@ -86,11 +85,11 @@ class Fleet:
         self.finished = 0
         """Requests recorded so far."""
         self._ended = self.env.event()  # the scenario's request count reached
+        check_policy(scenario, profiles, policy)
         self.hubs = Hubs(self.env, scenario.hub)
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
             chosen = policy or group.policy
-            check_policy(chosen, group, profiles[group.model])
             for index in range(group.count):
                 agent = SimulatedAgent(
                     self.env, scenario.seed, group, index, profile=profiles[group.model], policy=chosen
@@ -257,19 +256,3 @@ def _lost(env: simpy.Environment) -> Generator[simpy.Event, object, NoReturn]:
     yield env.event()  # triggered by nobody
     msg = "an event nobody triggers was triggered"
     raise AssertionError(msg)
-
-
-def check_policy(policy: str, group: GroupSpec, profile: ModelProfile) -> None:
-    """Refuse a policy that names no candidate cut of the group's model.
-
-    Raises:
-        ConfigError: It names none.
-    """
-    cut_id = policy_cut(policy)
-    known = [cut.id for cut in profile.cuts]
-    if cut_id is not None and cut_id not in known:
-        msg = (
-            f"group {group.name!r}: policy {policy!r} is not auto, edge, cloud or a candidate cut of "
-            f"{group.model} ({', '.join(known)})"
-        )
-        raise ConfigError(msg)

@@ -56,6 +56,9 @@ from simulations._presets import PRESET_NAMES, fixed_link, preset, trace_link
 from simulations._tc import parse_duration_ms, parse_rate
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from simulations._calibrate import ModelProfile
     from simulations._link import LinkSpec
 
 Arrival = Literal["poisson", "closed"]
@@ -200,6 +203,24 @@ class Scenario:
     def models(self) -> tuple[str, ...]:
         """The models the groups use, each once."""
         return tuple(dict.fromkeys(group.model for group in self.groups))
+
+
+def check_policy(scenario: Scenario, profiles: Mapping[str, ModelProfile], policy: str | None = None) -> None:
+    """Refuse a run in which a group's policy (``policy``, else its own) names no candidate cut of its model.
+
+    Raises:
+        ConfigError: One does.
+    """
+    for group in scenario.groups:
+        chosen = policy or group.policy
+        cut_id = policy_cut(chosen)
+        known = [cut.id for cut in profiles[group.model].cuts]
+        if cut_id is not None and cut_id not in known:
+            msg = (
+                f"group {group.name!r}: policy {chosen!r} is not auto, edge, cloud or a candidate cut of "
+                f"{group.model} ({', '.join(known)})"
+            )
+            raise ConfigError(msg)
 
 
 def load_scenario(path: Path) -> Scenario:
