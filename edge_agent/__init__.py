@@ -13,6 +13,7 @@ imports neither ``cloud_hub`` nor ``onnx``.
 
 from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
+from edge_agent._files import load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from edge_agent._results import (
@@ -55,4 +56,6 @@ __all__ = [
     "SyncEdgeAgent",
     "Timeouts",
     "Timings",
+    "load_input",
+    "top_k",
 ]
