@@ -34,12 +34,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
-import numpy as np
-
 from edge_agent._adaptive import HeadTimes, auto_core
 from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
-from edge_agent._halves import Halves, ModelHalves
+from edge_agent._halves import Halves, ModelHalves, run_timed
 from edge_agent._outbox import Outbox
+from edge_agent._replies import read_reply
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -48,14 +47,13 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
-from models import EDGE_ONLY, ChainPart, tensors_mismatch
+from models import EDGE_ONLY
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RAW_CODEC,
     InferenceRequest,
     Ping,
     Topics,
-    decode_reply,
     decode_status,
     encode_ping,
     encode_request,
@@ -69,9 +67,10 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    import numpy as np
+
     from edge_agent._halves import SessionFactory
     from edge_agent._planner import Objective
-    from models import Manifest, Runnable
     from protocol import InferenceReply
     from protocol.mqtt import Incoming
 
@@ -298,9 +297,9 @@ class EdgeAgent:
         halves = self.model.loaded(decision.cut_id)
         if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
             halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
-        feeds = self._feeds(inputs)
+        feeds = self.model.feeds(inputs)
         if decision.cut_id == EDGE_ONLY:
-            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, _run_timed, halves.head, feeds)
+            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, run_timed, halves.head, feeds)
             timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
             result = InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings)
         else:
@@ -323,33 +322,10 @@ class EdgeAgent:
             ms = await self._outbox.probe(message.request_id, encode_ping(message), ping.timeout_s)
             ping = self.core.ping_lost(_clock()) if ms is None else self.core.ping_answered(ms, _clock())
 
-    def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        specs = self.model.inputs
-        if isinstance(inputs, np.ndarray):
-            if len(specs) != 1:
-                msg = f"{self.model.model_id} takes {len(specs)} inputs; pass them by name"
-                raise ValueError(msg)
-            inputs = {specs[0].name: inputs}
-        feeds = {}
-        symbols: dict[str, int] = {}  # one batch size across all inputs
-        for spec in specs:
-            if spec.name not in inputs:
-                msg = f"missing input {spec.name!r} ({spec.dtype}{list(spec.shape)})"
-                raise ValueError(msg)
-            array = np.asarray(inputs[spec.name])
-            if array.ndim == len(spec.shape) - 1:
-                array = array[np.newaxis]
-            why = spec.mismatch(array, symbols)
-            if why is not None:
-                msg = f"input {spec.name!r} {why}"
-                raise ValueError(msg)
-            feeds[spec.name] = array
-        return feeds
-
     def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str, codec: str) -> _Sent:
         """Head compute and request encoding, in one worker-thread hop."""
         started = time.perf_counter()
-        activations, _, segment_ms = _run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
+        activations, _, segment_ms = run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
         edge_done = time.perf_counter()
         request = InferenceRequest(
             request_id=request_id,
@@ -385,7 +361,7 @@ class EdgeAgent:
             else:
                 round_trip_ms = (_clock() - request.sent_s) * 1000
                 decode_started = _clock()
-                reply, why = _read_reply(raw, sent.request, halves.manifest)
+                reply, why = read_reply(raw, sent.request, halves.manifest)
                 if reply is None:
                     step, error = request.unusable(why), InvalidReplyError
                 elif reply.error is None:
@@ -443,7 +419,7 @@ class EdgeAgent:
             raise error(msg)
         logger.warning("request %s: %s; running the tail on the device", sent.request.request_id, reason)
         loop = asyncio.get_running_loop()
-        outputs, tail_ms, _ = await loop.run_in_executor(self._executor, _run_timed, halves.tail, sent.request.tensors)
+        outputs, tail_ms, _ = await loop.run_in_executor(self._executor, run_timed, halves.tail, sent.request.tensors)
         timings = Timings(
             edge_ms=sent.edge_ms, encode_ms=sent.encode_ms, fallback_ms=tail_ms, total_ms=_ms_since(started)
         )
@@ -464,50 +440,6 @@ class _Sent:
     edge_ms: float
     encode_ms: float
     segment_ms: list[float]
-
-
-def _read_reply(raw: bytes, request: InferenceRequest, manifest: Manifest) -> tuple[InferenceReply | None, str]:
-    """The reply to ``request`` decoded from ``raw``, or ``None`` and why it cannot be used."""
-    try:
-        reply = decode_reply(raw)
-    except ProtocolError as exc:
-        return None, f"undecodable reply: {exc}"
-    misfit = _misfit(reply, request, manifest)
-    if misfit is not None:
-        return None, f"the reply does not fit the request: {misfit}"
-    return reply, ""
-
-
-def _misfit(reply: InferenceReply, request: InferenceRequest, manifest: Manifest) -> str | None:
-    """Why ``reply`` cannot be the answer to ``request``, or ``None``.
-
-    A reply must answer this request id, and a successful one must hold the
-    model's outputs with the request's batch size (every symbolic dimension
-    bound by the request's tensors keeps its size in the outputs).
-    """
-    if reply.request_id != request.request_id:
-        return f"it answers request {reply.request_id!r}"
-    if reply.error is not None:
-        return None
-    symbols: dict[str, int] = {}
-    tensors_mismatch(manifest.crossing, request.tensors, symbols)  # binds the request's sizes, e.g. the batch
-    why = tensors_mismatch(manifest.outputs, reply.outputs, symbols)
-    return None if why is None else f"the outputs: {why}"
-
-
-def _run_timed(
-    runnable: Runnable | None, feeds: Mapping[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], float, list[float]]:
-    """Outputs, milliseconds, and each segment's milliseconds when ``runnable`` is a stretch of a chain."""
-    if runnable is None:  # callers check for the half first
-        msg = "no session to run"
-        raise RuntimeError(msg)
-    started = time.perf_counter()
-    if isinstance(runnable, ChainPart):
-        outputs, segment_ms = runnable.run_timed(feeds)
-    else:
-        outputs, segment_ms = runnable.run(feeds), []
-    return outputs, _ms_since(started), segment_ms
 
 
 def _ms_since(started: float) -> float:
