@@ -61,7 +61,7 @@ _FALLBACK_CODES = frozenset(
 """Hub errors after which the local tail gives the same answer the hub would have."""
 _LOADING_RETRY_S = 0.5
 """Pause before a new request to a hub that answered ``loading``."""
-NO_REPLY = "no reply within the deadline"
+_NO_REPLY = "no reply within the deadline"
 """The reason of a fallback after the hub's silence."""
 _CLOCK_SLACK_S = 1e-6
 """A timer due at the deadline may fire this much before it (float rounding of ``now + (deadline - now)``)."""
@@ -165,7 +165,7 @@ class Request:
         if not now_s >= self.deadline_s - _CLOCK_SLACK_S:
             msg = f"a request timed out at {now_s:.6f}, before its deadline {self.deadline_s:.6f}"
             raise RuntimeError(msg)
-        return FallBack(NO_REPLY)
+        return FallBack(_NO_REPLY)
 
 
 @dataclasses.dataclass(slots=True)
