@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import random
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -14,15 +14,16 @@ from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.errors import ConfigError
 from protocol.mqtt import Backoff
+from simulations import load_scenario, table
 from simulations._calibrate import CutCost, ModelProfile, load_profiles, observed_profiles, save_profiles
 from simulations._fleet import Fleet
 from simulations._fleet_faults import reconnected as _reconnected
 from simulations._report import RequestRecord, percentile, read_records, summarise
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
+from simulations.scenarios import find
 
-if TYPE_CHECKING:
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[2]
 
 # resnet18 as this host measures it, rounded: fixed figures, so the tests need no ONNX Runtime.
 PROFILE = ModelProfile(
@@ -369,3 +370,17 @@ def test_emulate_mode_refuses_more_agents_than_its_bound_before_starting_anythin
     with pytest.raises(ConfigError, match=r"scenario 'test' has 3 agents; .* at most 2 \(--max-agents\)"):
         run_scenario(scenario, tmp_path / "out", mode="emulate", max_agents=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_steady_table_in_the_docs_is_what_fleet_mode_gives_on_the_shipped_profile(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "simulation.md").read_text(encoding="utf-8")
+    block = docs.split("$ edgecut sim run steady --profiles docs/profiles/resnet18.json\n\n```\n", 1)[1].split("\n```")[
+        0
+    ]
+    expected = "\n".join(block.splitlines()[1:-1])  # the table, without the title and the files written
+    scenario = load_scenario(find("steady"))
+    summaries = run_scenario(
+        scenario, tmp_path, profiles_file=root / "docs" / "profiles" / "resnet18.json", report=False
+    )
+    assert table(summaries) == expected
