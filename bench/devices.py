@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Self, TypeVar
 import numpy as np
 
 from edge_agent import EDGE_ONLY, ModelHalves
-from simulations._devices import cpu_quota, cpu_quota_available, stretched_sessions
+from simulations import cpu_quota, cpu_quota_available, stretched_sessions
 
 if TYPE_CHECKING:
     from models import Runnable

@@ -19,9 +19,7 @@ import time
 from typing import Any
 
 from edge_agent import Planner
-from simulations._calibrate import measure_profile
-from simulations._fleet import Fleet, models_of
-from simulations._scenario import load_scenario
+from simulations import load_scenario, run_fleet, scenario_profiles
 from simulations.scenarios import find
 
 _TIMED = ("choose", "observe", "observe_hub", "probe", "observe_probe", "observe_unanswered")
@@ -52,15 +50,14 @@ def main() -> None:
     parser.add_argument("--policies", default="cloud,edge,auto")
     args = parser.parse_args()
     scenario = load_scenario(find(args.scenario))
-    profiles = {model: measure_profile(model) for model in models_of(scenario)}
+    profiles = scenario_profiles(scenario)
     print(f"$ python bench/fleet_speed.py {args.scenario} --policies {args.policies}")
     print(f"{scenario.name}: {scenario.agents} agents, {scenario.duration_s:g} simulated s per policy")
     for policy in args.policies.split(","):
         spent = _time_planner() if policy == "auto" else None
         records: list[object] = []
-        fleet = Fleet(scenario, profiles, records.append, policy=policy)
         started = time.perf_counter()
-        fleet.run()
+        run_fleet(scenario, profiles, records.append, policy=policy)
         wall = time.perf_counter() - started
         rate = len(records) / scenario.duration_s
         print(

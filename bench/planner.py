@@ -56,8 +56,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
-from edge_agent._planner import Candidate, Observation, Planner
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, Candidate, EdgeAgent, InferenceResult, Observation, Planner, Timeouts
 from protocol import InferenceRequest, Topics, encode_request
 from protocol.mqtt import Connection
 from simulations import PROFILES, LinkProxy, fixed_link, preset, stretched_sessions

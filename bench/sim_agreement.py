@@ -21,9 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations._report import percentile, read_records
-from simulations._run import run_scenario
-from simulations._scenario import load_scenario
+from simulations import load_scenario, percentile, read_records, run_scenario
 from simulations.scenarios import find
 
 WITHIN = 0.10

@@ -1,25 +1,25 @@
-"""``cut="auto"``: the planner fed from an agent's own requests, probes and hub statuses.
+"""``cut="auto"`` on a device: the planner's candidates, the warm-up, and head times kept across restarts.
 
 The agent holds the model as a chain through its candidate cuts
 (:meth:`ModelHalves.chain`). At start a short warm-up runs the whole chain a
-few times and times each segment, which gives the head time of every
-candidate; head times saved by an earlier run on this device (``state_dir``)
-are restored first. Each finished request then teaches the planner its own
-cut's timings, and the chain's segment times refresh every earlier cut's head
-time too. Everything runs on the agent's event loop except the warm-up.
+few times and hands each run's segment times to the agent's
+:class:`~edge_agent.AgentCore`, which gives every candidate its head time;
+head times saved by an earlier run on this device (``state_dir``) are
+restored first. This module is the I/O around the core: running the chain
+and reading and writing the state file. Everything else (what requests,
+pings and hub statuses teach the planner) is the core's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
+from edge_agent._core import AgentCore
+from edge_agent._planner import Candidate, Objective, Planner
 from models import EDGE_ONLY
 from protocol import RAW_CODEC, codec_applies, data_bytes_estimate
 
@@ -28,9 +28,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from edge_agent._halves import ModelHalves
-    from edge_agent._results import InferenceResult
+    from edge_agent._results import Timeouts
     from models import Boundary, TensorSpec
-    from protocol import NodeStatus
 
 logger = logging.getLogger("edgecut.agent")
 
@@ -39,125 +38,80 @@ WARM_UP_RUNS = 3
 STATE_FORMAT = 1
 
 
-class AdaptiveCut:
-    """Chooses each request's cut for an agent, and learns from the result.
-
-    Use :meth:`start` (blocking: it runs the warm-up).
+class HeadTimes:
+    """A device's head times for one model, kept in ``state_dir`` across restarts.
 
     Args:
-        halves: The agent's model, with a chain.
-        planner: The planner over the chain's cuts.
-        state_file: Where head times are kept across restarts, or ``None``.
+        state_dir: The directory (created when saving).
+        model_sha256: The model's identity: one file per model.
     """
 
-    def __init__(self, halves: ModelHalves, planner: Planner, state_file: Path | None) -> None:
-        self._halves = halves
-        self.planner = planner
-        self._state_file = state_file
-        self._chain_cuts = halves.chain().manifest.cut_ids
+    def __init__(self, state_dir: Path, model_sha256: str) -> None:
+        self.path = state_dir / f"planner-{model_sha256[:16]}.json"
+        self._model_sha256 = model_sha256
 
-    @classmethod
-    def start(
-        cls,
-        halves: ModelHalves,
-        *,
-        objective: Objective = "latency",
-        budget_ms: float | None = None,
-        state_dir: Path | None = None,
-        codecs: Sequence[str] = (RAW_CODEC,),
-    ) -> AdaptiveCut:
-        """Load the chain, restore saved head times, warm up (blocking).
-
-        Every cut is a candidate with each of ``codecs`` that changes what it
-        sends (fp16 and int8 only where floats cross, image codecs only where
-        an image does; with none of them, the first). Each candidate's bytes
-        start as what its tensors take under its codec
-        (:func:`protocol.data_bytes_estimate`); requests then teach the
-        planner what they really send, and what encoding costs.
-
-        Raises:
-            ModelError: The model has no chain (a single-cut split directory).
-        """
-        chain = halves.chain()
-        candidates = [candidate for boundary in chain.manifest.cuts for candidate in _candidates(boundary, codecs)]
-        planner = Planner(candidates, objective=objective, budget_ms=budget_ms)
-        state_file = None if state_dir is None else state_dir / f"planner-{halves.model_sha256[:16]}.json"
-        adaptive = cls(halves, planner, state_file)
-        now = time.monotonic()
-        adaptive._restore(now)
-        planner.seed_head(chain.manifest.cut_ids[0], 0.0, now)  # the input cut runs nothing here
-        feeds = {spec.name: np.zeros(_shape(spec.shape), spec.dtype) for spec in chain.manifest.inputs}
-        chain.run(feeds, chain.manifest.cut_ids[0], EDGE_ONLY)
-        for _ in range(WARM_UP_RUNS):
-            _, segment_ms = chain.run(feeds, chain.manifest.cut_ids[0], EDGE_ONLY)
-            adaptive.note_segments(segment_ms, now)
-        return adaptive
-
-    def decide(self, now_s: float) -> Decision:
-        """The cut for the next request, and why."""
-        return self.planner.choose(now_s)
-
-    def note_segments(self, segment_ms: Sequence[float], now_s: float) -> None:
-        """Segment times of a run from the start of the chain: the head time of each cut they reach."""
-        elapsed = 0.0
-        for cut_id, ms in zip(self._chain_cuts[1:], segment_ms, strict=False):
-            elapsed += ms
-            self.planner.seed_head(cut_id, elapsed, now_s)
-
-    def learn(self, result: InferenceResult, segment_ms: Sequence[float], now_s: float) -> None:
-        """What a finished request measured (its head's segment times included)."""
-        self.note_segments(segment_ms[:-1], now_s)  # the last segment ends at the cut: observe() has it
-        timings = result.timings
-        answered = result.hub_id is not None and result.fallback is None
-        if result.fallback is not None:
-            self.planner.observe_unanswered(now_s, sent_s=now_s - timings.total_ms / 1000)
-        self.planner.observe(
-            Observation(
-                cut_id=result.cut_id,
-                codec=result.codec,
-                bytes_sent=result.bytes_sent,
-                edge_ms=timings.edge_ms,
-                encode_ms=timings.encode_ms,
-                network_ms=timings.network_ms,
-                hub_queue_ms=timings.hub_queue_ms,
-                hub_compute_ms=timings.hub_compute_ms,
-                decode_ms=timings.decode_ms,
-                total_ms=timings.total_ms,
-                answered_by_hub=answered,
-            ),
-            now_s,
-        )
-
-    def on_hub_status(self, status: NodeStatus, now_s: float) -> None:
-        """A hub's status: its tail times for this model, and its queue wait."""
-        if status.role != "hub" or status.state != "online":
-            return
-        tails = status.tail_ms.get(self._halves.model_sha256)
-        self.planner.observe_hub(now_s, tail_ms=tails, queue_ms=status.queue_wait_ms)
-
-    def save(self) -> None:
-        """Keep the head times for the next run on this device (errors are logged, not raised)."""
-        if self._state_file is None:
-            return
-        state = {"format": STATE_FORMAT, "model_sha256": self._halves.model_sha256, "heads": self.planner.export()}
+    def load(self) -> dict[str, list[float]]:
+        """The saved head times by candidate label; none when there is no file or it cannot be used (warned)."""
+        if not self.path.is_file():
+            return {}
         try:
-            self._state_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self._state_file.with_suffix(".tmp")
-            temporary.write_text(json.dumps(state), encoding="utf-8")
-            temporary.replace(self._state_file)
-        except OSError as exc:
-            logger.warning("could not save the planner's head times to %s: %s", self._state_file, exc)
-
-    def _restore(self, now_s: float) -> None:
-        if self._state_file is None or not self._state_file.is_file():
-            return
-        try:
-            state: Any = json.loads(self._state_file.read_text(encoding="utf-8"))
+            state: Any = json.loads(self.path.read_text(encoding="utf-8"))
             heads = state["heads"] if state.get("format") == STATE_FORMAT else {}
-            with contextlib.suppress(TypeError, ValueError):
-                self.planner.restore(heads, now_s)
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            logger.warning("ignored the planner state in %s: %s", self._state_file, exc)
+            return {str(label): [float(ms) for ms in samples] for label, samples in heads.items()}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            logger.warning("ignored the planner state in %s: %s", self.path, exc)
+            return {}
+
+    def save(self, core: AgentCore) -> None:
+        """Keep ``core``'s head times for the next run on this device (errors are logged, not raised)."""
+        state = {"format": STATE_FORMAT, "model_sha256": self._model_sha256, "heads": core.head_times()}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(state), encoding="utf-8")
+            temporary.replace(self.path)
+        except OSError as exc:
+            logger.warning("could not save the planner's head times to %s: %s", self.path, exc)
+
+
+def auto_core(
+    halves: ModelHalves,
+    now_s: float,
+    *,
+    objective: Objective = "latency",
+    budget_ms: float | None = None,
+    codecs: Sequence[str] = (RAW_CODEC,),
+    timeouts: Timeouts | None = None,
+    saved: HeadTimes | None = None,
+) -> AgentCore:
+    """The core of an agent with ``cut="auto"``: load the chain, restore saved head times, warm up (blocking).
+
+    Every cut is a candidate with each of ``codecs`` that changes what it
+    sends (fp16 and int8 only where floats cross, image codecs only where
+    an image does; with none of them, the first). Each candidate's bytes
+    start as what its tensors take under its codec
+    (:func:`protocol.data_bytes_estimate`); requests then teach the
+    planner what they really send, and what encoding costs.
+
+    Raises:
+        ModelError: The model has no chain (a single-cut split directory).
+    """
+    chain = halves.chain()
+    candidates = [candidate for boundary in chain.manifest.cuts for candidate in _candidates(boundary, codecs)]
+    core = AgentCore(
+        planner=Planner(candidates, objective=objective, budget_ms=budget_ms),
+        codec=codecs[0],
+        chain=chain.manifest.cut_ids,
+        model_sha256=halves.model_sha256,
+        timeouts=timeouts,
+    )
+    if saved is not None:
+        core.restore(saved.load(), now_s)
+    first = chain.manifest.cut_ids[0]
+    feeds = {spec.name: np.zeros(_shape(spec.shape), spec.dtype) for spec in chain.manifest.inputs}
+    chain.run(feeds, first, EDGE_ONLY)
+    core.warmed_up([chain.run(feeds, first, EDGE_ONLY)[1] for _ in range(WARM_UP_RUNS)], now_s)
+    return core
 
 
 def _candidates(boundary: Boundary, codecs: Sequence[str]) -> list[Candidate]:

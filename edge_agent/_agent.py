@@ -7,8 +7,10 @@
         print(result.cut_id, result.reason, result.timings.total_ms, result.outputs["logits"].argmax())
 
 By default (``cut="auto"``) the agent chooses every request's cut with the
-planner (:mod:`edge_agent._adaptive`, ``docs/planner.md``); a fixed cut is
-one argument away.
+planner (``docs/planner.md``); a fixed cut is one argument away. What the
+agent decides and learns is its :class:`~edge_agent.AgentCore`'s, which
+never touches I/O: this class carries the core's commands out on asyncio and
+MQTT (the simulation's fleet mode carries them out on simulated time).
 
 One request is one MQTT 5 publish to the agent's request topic, with the
 ResponseTopic and CorrelationData properties set; the reply is matched by
@@ -27,18 +29,16 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
-import numpy as np
-
-from edge_agent._adaptive import AdaptiveCut
-from edge_agent._halves import Halves, ModelHalves
+from edge_agent._adaptive import HeadTimes, auto_core
+from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
+from edge_agent._halves import Halves, ModelHalves, run_timed
 from edge_agent._outbox import Outbox
-from edge_agent._planner import Decision
+from edge_agent._replies import read_reply
 from edge_agent._results import (
     HubError,
     InferenceResult,
@@ -47,15 +47,13 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
-from models import EDGE_ONLY, ChainPart, tensors_mismatch
+from models import EDGE_ONLY
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RAW_CODEC,
-    ErrorCode,
     InferenceRequest,
     Ping,
     Topics,
-    decode_reply,
     decode_status,
     encode_ping,
     encode_request,
@@ -69,35 +67,18 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    import numpy as np
+
     from edge_agent._halves import SessionFactory
     from edge_agent._planner import Objective
-    from models import Manifest, Runnable
     from protocol import InferenceReply, NodeStatus
     from protocol.mqtt import Incoming
 
 logger = logging.getLogger("edgecut.agent")
 
 AUTO = "auto"
-_PROBE_TIMEOUT_S = 2.0
-"""A probe unanswered this long is a measurement missed."""
-_PROBE_FOLLOW_UPS = 3
-"""Pings a probe may chain when each wants another at once (a change to confirm, a ping too short)."""
-_START_PROBES = 4
-_START_PROBES_S = 2.0
-"""At start, up to this many pings within this many seconds: the link is known before the first request."""
-# Hub errors after which the local tail gives the same answer the hub would have.
-_FALLBACK_CODES = frozenset(
-    {
-        ErrorCode.OVERLOADED,
-        ErrorCode.DEADLINE_EXCEEDED,
-        ErrorCode.INTERNAL,
-        ErrorCode.SHUTTING_DOWN,
-        ErrorCode.LOADING,
-        ErrorCode.LOAD_REFUSED,
-    }
-)
-_LOADING_RETRY_S = 0.5
-"""Pause before a new request to a hub that answered ``loading``."""
+_clock = time.perf_counter
+"""The core's clock: the outbox's deadlines are on it too."""
 _MAX_LOGGED_TOPICS = 64
 """Status topics whose ignored statuses are logged (once each); past them, quietly ignored."""
 
@@ -200,7 +181,8 @@ class EdgeAgent:
             retry_s=self.timeouts.retry,
         )
         self._halves: ModelHalves | None = None
-        self._adaptive: AdaptiveCut | None = None
+        self._core: AgentCore | None = None
+        self._head_times: HeadTimes | None = None
         self._objective: Objective = objective
         self._budget_ms = budget_ms
         self._state_dir = state_dir
@@ -214,8 +196,8 @@ class EdgeAgent:
             if status is None:
                 return
             self._outbox.on_status(status)
-            if self._adaptive is not None:
-                self._adaptive.on_hub_status(status, time.monotonic())
+            if self._core is not None:
+                self._core.hub_status(status, _clock())
             return
         self._outbox.on_reply(incoming)
 
@@ -252,14 +234,17 @@ class EdgeAgent:
     @property
     def cut(self) -> str:
         """The cut used when :meth:`infer` is given none: ``"auto"`` while the planner chooses."""
-        if self._default_cut == AUTO and self._adaptive is None:
+        if self._default_cut == AUTO and self.core.planner is None:
             return self.model.cuts[0].id  # a single-cut split directory: its one cut
         return self._default_cut
 
     @property
-    def adaptive(self) -> AdaptiveCut | None:
-        """The planner and what feeds it, when ``cut="auto"`` (available once entered)."""
-        return self._adaptive
+    def core(self) -> AgentCore:
+        """What this agent decides and learns: the planner behind ``cut="auto"`` (available once entered)."""
+        if self._core is None:
+            msg = "use the agent inside 'async with EdgeAgent(...)'"
+            raise RuntimeError(msg)
+        return self._core
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -275,7 +260,7 @@ class EdgeAgent:
             except BaseException:
                 await self._connection.__aexit__(None, None, None)
                 raise
-            await self._measure_link()
+            await self._pings(self.core.start(_clock()))  # the link known before the first request
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             raise
@@ -285,26 +270,32 @@ class EdgeAgent:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._probing is not None:
-            await asyncio.wait([self._probing], timeout=_PROBE_TIMEOUT_S)  # bounded: the probe has a timeout
+            await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
         await self._connection.__aexit__(exc_type, exc, tb)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._adaptive is not None:
-            self._adaptive.save()
+        if self._head_times is not None and self._core is not None:
+            self._head_times.save(self._core)
 
     def _open_model(self) -> ModelHalves:
         halves = ModelHalves.open(self._model, threads=self._threads, session_factory=self._session_factory)
         if self._default_cut == AUTO and halves.candidates:
-            self._adaptive = AdaptiveCut.start(
+            if self._state_dir is not None:
+                self._head_times = HeadTimes(self._state_dir, halves.model_sha256)
+            self._core = auto_core(
                 halves,
+                _clock(),
                 objective=self._objective,
                 budget_ms=self._budget_ms,
-                state_dir=self._state_dir,
                 codecs=self.codecs,
+                timeouts=self.timeouts,
+                saved=self._head_times,
             )
             for candidate in halves.candidates:  # load now: the first request should not pay for it
                 halves.halves(candidate.id)
         else:
-            halves.halves(halves.cuts[0].id if self._default_cut == AUTO else self._default_cut)
+            cut = halves.cuts[0].id if self._default_cut == AUTO else self._default_cut
+            self._core = AgentCore(cut=cut, codec=self.codec, timeouts=self.timeouts)
+            halves.halves(cut)
         return halves
 
     async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
@@ -322,104 +313,42 @@ class EdgeAgent:
             InvalidReplyError: The reply could not be used and no fallback applied.
             RequestTimeoutError: No reply in time and no fallback possible.
         """
-        started = time.perf_counter()
+        started = _clock()
         loop = asyncio.get_running_loop()
-        decision = self._decide(cut)
+        request = self.core.request(started, cut=cut)
+        decision = request.decision
         halves = self.model.loaded(decision.cut_id)
         if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
             halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
-        feeds = self._feeds(inputs)
+        feeds = self.model.feeds(inputs)
         if decision.cut_id == EDGE_ONLY:
-            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, _run_timed, halves.head, feeds)
+            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, run_timed, halves.head, feeds)
             timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
             result = InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings)
         else:
-            request_id = uuid.uuid4().hex
             sent = await loop.run_in_executor(
-                self._executor, self._head_and_encode, halves, feeds, request_id, decision.codec
+                self._executor, self._head_and_encode, halves, feeds, uuid.uuid4().hex, decision.codec
             )
-            result = await self._exchange(halves, sent, started)
+            result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
         codec = RAW_CODEC if decision.cut_id == EDGE_ONLY else decision.codec
         result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason, codec=codec)
-        if self._adaptive is not None and cut is None:
-            self._adaptive.learn(result, segment_ms, time.monotonic())
-            self._maybe_probe()
+        ping = self.core.finished(request, result, _clock(), segment_ms=segment_ms)
+        if ping is not None:
+            self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
         return result
 
-    def _decide(self, cut: str | None) -> Decision:
-        if cut is not None:
-            return Decision(cut_id=cut, predicted_ms=math.nan, reason="asked for by the caller", codec=self.codec)
-        if self._adaptive is None:
-            return Decision(cut_id=self.cut, predicted_ms=math.nan, reason="fixed cut", codec=self.codec)
-        return self._adaptive.decide(time.monotonic())
-
-    async def _measure_link(self) -> None:
-        """Before the first request: the pings the planner wants (round trip, bandwidth), within 2 s."""
-        if self._adaptive is None:
-            return
-        deadline = time.monotonic() + _START_PROBES_S
-        for _ in range(_START_PROBES):
-            nbytes = self._adaptive.planner.probe(time.monotonic())
-            if nbytes is None or time.monotonic() >= deadline:
-                return
-            await self._probe(nbytes, follow_ups=0)
-
-    def _maybe_probe(self) -> None:
-        """Send the probe the planner wants, if any, unless one is in flight (it never delays a request)."""
-        if self._adaptive is None or (self._probing is not None and not self._probing.done()):
-            return
-        nbytes = self._adaptive.planner.probe(time.monotonic())
-        if nbytes is not None:
-            self._probing = asyncio.create_task(self._probe(nbytes), name=f"edgecut[{self.agent_id}].probe")
-
-    async def _probe(self, nbytes: int, follow_ups: int = _PROBE_FOLLOW_UPS) -> None:
-        """Ping with ``nbytes`` of padding; then, while answered, the pings the planner urgently wants next.
-
-        A ping that missed its prediction wants another at once (to confirm a
-        change or dismiss it), as does one too short to show the bandwidth:
-        up to ``follow_ups`` of them, so a change shows within a few round
-        trips even when requests are rare.
-        """
-        for _ in range(1 + follow_ups):
-            ping = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(nbytes))
-            ms = await self._outbox.probe(ping.request_id, encode_ping(ping), _PROBE_TIMEOUT_S)
-            if ms is None or self._adaptive is None:
-                return
-            planner = self._adaptive.planner
-            planner.observe_probe(nbytes, ms, time.monotonic())
-            wanted = planner.probe(time.monotonic())  # so soon after a ping: only if urgent
-            if wanted is None:
-                return
-            nbytes = wanted
-
-    def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        specs = self.model.inputs
-        if isinstance(inputs, np.ndarray):
-            if len(specs) != 1:
-                msg = f"{self.model.model_id} takes {len(specs)} inputs; pass them by name"
-                raise ValueError(msg)
-            inputs = {specs[0].name: inputs}
-        feeds = {}
-        symbols: dict[str, int] = {}  # one batch size across all inputs
-        for spec in specs:
-            if spec.name not in inputs:
-                msg = f"missing input {spec.name!r} ({spec.dtype}{list(spec.shape)})"
-                raise ValueError(msg)
-            array = np.asarray(inputs[spec.name])
-            if array.ndim == len(spec.shape) - 1:
-                array = array[np.newaxis]
-            why = spec.mismatch(array, symbols)
-            if why is not None:
-                msg = f"input {spec.name!r} {why}"
-                raise ValueError(msg)
-            feeds[spec.name] = array
-        return feeds
+    async def _pings(self, ping: SendPing | None) -> None:
+        """Send the core's ping, then each next one it asks for, reporting every answer or loss."""
+        while ping is not None:
+            message = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(ping.nbytes))
+            ms = await self._outbox.probe(message.request_id, encode_ping(message), ping.timeout_s)
+            ping = self.core.ping_lost(_clock()) if ms is None else self.core.ping_answered(ms, _clock())
 
     def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str, codec: str) -> _Sent:
         """Head compute and request encoding, in one worker-thread hop."""
         started = time.perf_counter()
-        activations, _, segment_ms = _run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
+        activations, _, segment_ms = run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
         edge_done = time.perf_counter()
         request = InferenceRequest(
             request_id=request_id,
@@ -442,44 +371,40 @@ class EdgeAgent:
             segment_ms=segment_ms,
         )
 
-    async def _exchange(self, halves: Halves, sent: _Sent, started: float) -> InferenceResult:
-        request_id = sent.request.request_id
-        posted = time.perf_counter()
-        deadline = posted + self.timeouts.request
-        loading_until = posted + self.timeouts.load
+    async def _exchange(self, request: Request, halves: Halves, sent: _Sent, started: float) -> InferenceResult:
+        """Publish the request and wait for its answer, doing what the core says after an error or silence."""
+        can_fall_back = self._fallback and halves.tail is not None
+        request.sent(_clock(), can_fall_back=can_fall_back)
         while True:
-            raw = await self._outbox.send_and_wait(request_id, sent.payload, deadline)
+            request_id = sent.request.request_id
+            raw = await self._outbox.send_and_wait(request_id, sent.payload, request.deadline_s)
+            error: Callable[[str], EdgecutError]
             if raw is None:
-                return await self._fall_back(halves, sent, started, "no reply within the deadline", RequestTimeoutError)
-            round_trip_ms = _ms_since(posted)
-            decode_started = time.perf_counter()
-            try:
-                reply = decode_reply(raw)
-            except ProtocolError as exc:
-                return await self._fall_back(halves, sent, started, f"undecodable reply: {exc}", InvalidReplyError)
-            decode_ms = _ms_since(decode_started)
-            misfit = _misfit(reply, sent.request, halves.manifest)
-            if misfit is not None:
-                reason = f"the reply does not fit the request: {misfit}"
-                return await self._fall_back(halves, sent, started, reason, InvalidReplyError)
-            if reply.error is None:
-                return self._result(reply, sent, started, round_trip_ms, decode_ms)
-            if reply.error.code == ErrorCode.SHUTTING_DOWN and time.perf_counter() < deadline:
-                logger.info("request %s: hub %s is shutting down; sending it again", request_id, reply.hub_id)
-                continue  # the stopping hub has left the group: another replica takes it
-            reason = f"hub {reply.error.code}: {reply.error.message}"
-            hub_error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
-            can_fall_back = self._fallback and halves.tail is not None
-            if reply.error.code == ErrorCode.LOADING and not can_fall_back and time.perf_counter() < loading_until:
-                logger.info("request %s: %s; sending a new one", request_id, reason)
-                await asyncio.sleep(_LOADING_RETRY_S)
-                sent = self._renewed(sent)  # a new id and sent_at: the old deadline has passed at the hub
-                request_id, posted = sent.request.request_id, time.perf_counter()
-                deadline = posted + self.timeouts.request
-                continue
-            if reply.error.code in _FALLBACK_CODES:
-                return await self._fall_back(halves, sent, started, reason, hub_error)
-            raise hub_error(reply.error.message)
+                step, error = request.timed_out(_clock()), RequestTimeoutError
+            else:
+                round_trip_ms = (_clock() - request.sent_s) * 1000
+                decode_started = _clock()
+                reply, why = read_reply(raw, sent.request, halves.manifest)
+                if reply is None:
+                    step, error = request.unusable(why), InvalidReplyError
+                elif reply.error is None:
+                    return self._result(reply, sent, started, round_trip_ms, _ms_since(decode_started))
+                else:
+                    step = request.refused(reply.error.code, reply.error.message, _clock())
+                    error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
+                    why = f"hub {reply.hub_id} answered {reply.error.code}: {reply.error.message}"
+            match step:
+                case SendAgain():
+                    logger.info("request %s: %s; sending it again", request_id, why)
+                case SendNew(at_s=at_s):
+                    logger.info("request %s: %s; sending a new one", request_id, why)
+                    await asyncio.sleep(max(0.0, at_s - _clock()))
+                    sent = self._renewed(sent)  # a new id and sent_at: the old deadline has passed at the hub
+                    request.sent(_clock(), can_fall_back=can_fall_back)
+                case FallBack(reason=reason):
+                    return await self._fall_back(halves, sent, started, reason, error)
+                case GiveUp(reason=reason):
+                    raise error(reason)
 
     def _renewed(self, sent: _Sent) -> _Sent:
         """The same tensors as a new request: a new id, sent now."""
@@ -517,7 +442,7 @@ class EdgeAgent:
             raise error(msg)
         logger.warning("request %s: %s; running the tail on the device", sent.request.request_id, reason)
         loop = asyncio.get_running_loop()
-        outputs, tail_ms, _ = await loop.run_in_executor(self._executor, _run_timed, halves.tail, sent.request.tensors)
+        outputs, tail_ms, _ = await loop.run_in_executor(self._executor, run_timed, halves.tail, sent.request.tensors)
         timings = Timings(
             edge_ms=sent.edge_ms, encode_ms=sent.encode_ms, fallback_ms=tail_ms, total_ms=_ms_since(started)
         )
@@ -538,38 +463,6 @@ class _Sent:
     edge_ms: float
     encode_ms: float
     segment_ms: list[float]
-
-
-def _misfit(reply: InferenceReply, request: InferenceRequest, manifest: Manifest) -> str | None:
-    """Why ``reply`` cannot be the answer to ``request``, or ``None``.
-
-    A reply must answer this request id, and a successful one must hold the
-    model's outputs with the request's batch size (every symbolic dimension
-    bound by the request's tensors keeps its size in the outputs).
-    """
-    if reply.request_id != request.request_id:
-        return f"it answers request {reply.request_id!r}"
-    if reply.error is not None:
-        return None
-    symbols: dict[str, int] = {}
-    tensors_mismatch(manifest.crossing, request.tensors, symbols)  # binds the request's sizes, e.g. the batch
-    why = tensors_mismatch(manifest.outputs, reply.outputs, symbols)
-    return None if why is None else f"the outputs: {why}"
-
-
-def _run_timed(
-    runnable: Runnable | None, feeds: Mapping[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], float, list[float]]:
-    """Outputs, milliseconds, and each segment's milliseconds when ``runnable`` is a stretch of a chain."""
-    if runnable is None:  # callers check for the half first
-        msg = "no session to run"
-        raise RuntimeError(msg)
-    started = time.perf_counter()
-    if isinstance(runnable, ChainPart):
-        outputs, segment_ms = runnable.run_timed(feeds)
-    else:
-        outputs, segment_ms = runnable.run(feeds), []
-    return outputs, _ms_since(started), segment_ms
 
 
 def _ms_since(started: float) -> float:

@@ -22,9 +22,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
 
 from models import (
     CLOUD_ONLY,
@@ -34,6 +37,7 @@ from models import (
     SEGMENTS_FILE,
     TAIL_FILE,
     Chain,
+    ChainPart,
     Manifest,
     Runnable,
     SegmentsManifest,
@@ -44,6 +48,8 @@ from models import (
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import onnx
 
     from models.partition import Split
@@ -147,6 +153,34 @@ class ModelHalves:
         if (path / MANIFEST_FILE).is_file():
             return cls._from_split_dir(path, threads, session_factory)
         return cls._from_full_model(str(model), threads, session_factory)
+
+    def feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``inputs`` as the model's feeds by name, checked: one array for a single-input model, a batch axis added.
+
+        Raises:
+            ValueError: The inputs do not fit the model.
+        """
+        specs = self.inputs
+        if isinstance(inputs, np.ndarray):
+            if len(specs) != 1:
+                msg = f"{self.model_id} takes {len(specs)} inputs; pass them by name"
+                raise ValueError(msg)
+            inputs = {specs[0].name: inputs}
+        feeds = {}
+        symbols: dict[str, int] = {}  # one batch size across all inputs
+        for spec in specs:
+            if spec.name not in inputs:
+                msg = f"missing input {spec.name!r} ({spec.dtype}{list(spec.shape)})"
+                raise ValueError(msg)
+            array = np.asarray(inputs[spec.name])
+            if array.ndim == len(spec.shape) - 1:
+                array = array[np.newaxis]
+            why = spec.mismatch(array, symbols)
+            if why is not None:
+                msg = f"input {spec.name!r} {why}"
+                raise ValueError(msg)
+            feeds[spec.name] = array
+        return feeds
 
     @property
     def holds_full_model(self) -> bool:
@@ -313,3 +347,18 @@ def _read_checked(path: Path, sha256: str) -> bytes:
         msg = f"{path} does not match the sha256 in its manifest: the halves are from different splits"
         raise ModelError(msg)
     return data
+
+
+def run_timed(
+    runnable: Runnable | None, feeds: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], float, list[float]]:
+    """Outputs, milliseconds, and each segment's milliseconds when ``runnable`` is a stretch of a chain."""
+    if runnable is None:  # callers check for the half first
+        msg = "no session to run"
+        raise RuntimeError(msg)
+    started = time.perf_counter()
+    if isinstance(runnable, ChainPart):
+        outputs, segment_ms = runnable.run_timed(feeds)
+    else:
+        outputs, segment_ms = runnable.run(feeds), []
+    return outputs, (time.perf_counter() - started) * 1000, segment_ms

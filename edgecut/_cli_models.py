@@ -9,12 +9,12 @@ runs: an agent without ``onnx`` can still build the whole parser, and
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecut._exit import ExitCode
+from edgecut._output import print_json
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import onnx
 
     from models import Manifest, TensorSpec
-    from models.partition import Cut, Segments
+    from models.partition import Cut
 
 _TOLERANCE = 1e-4
 _SHOWN = 8  # int8 cuts listed by `models info`
@@ -183,7 +183,7 @@ def _list(args: argparse.Namespace) -> ExitCode:
             }
             for e in entries
         ]
-        _print_json(rows)
+        print_json(rows)
     else:
         _print_table(
             ("name", "input", "output", "description"),
@@ -203,7 +203,7 @@ def _build(args: argparse.Namespace) -> ExitCode:
     path.write_bytes(data)
     sha = sha256_hex(data)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "name": args.name,
                 "seed": args.seed,
@@ -228,7 +228,7 @@ def _cuts(args: argparse.Namespace) -> ExitCode:
     candidates = {cut.id for cut in partition.candidate_cuts(cuts)}
     int8 = partition.int8_cuts(model, cuts)
     if args.json:
-        _print_json([cut.to_json() | {"candidate": cut.id in candidates, "int8": cut.id in int8} for cut in shown])
+        print_json([cut.to_json() | {"candidate": cut.id in candidates, "int8": cut.id in int8} for cut in shown])
         return ExitCode.OK
     singles = sum(cut.single_tensor for cut in cuts)
     _out(f"{model_id}: {len(cuts)} cuts, {singles} single-tensor, {len(candidates)} candidates for cut=auto")
@@ -254,7 +254,7 @@ def _split(args: argparse.Namespace) -> ExitCode:
     diff = partition.verify_split(model, split) if args.verify else None
     manifest = split.manifest
     if args.json:
-        _print_json(
+        print_json(
             {
                 "model_id": model_id,
                 "cut": manifest.cut_id,
@@ -281,10 +281,10 @@ def _split_segments(args: argparse.Namespace, model_id: str, model: onnx.ModelPr
         chosen = [cut_id.strip() for cut_id in args.cuts.split(",") if cut_id.strip()]
     segments = partition.split_segments(model, chosen, model_id=model_id)
     paths = partition.save_segments(segments, args.out)
-    diff = _verify_segments(model, segments) if args.verify else None
+    diff = partition.verify_segments(model, segments) if args.verify else None
     manifest = segments.manifest
     if args.json:
-        _print_json(
+        print_json(
             {
                 "model_id": model_id,
                 "cuts": [{"id": cut.id, "bytes": cut.bytes} for cut in manifest.cuts],
@@ -303,27 +303,13 @@ def _split_segments(args: argparse.Namespace, model_id: str, model: onnx.ModelPr
     return ExitCode.FAILED if diff is not None and not diff <= _TOLERANCE else ExitCode.OK
 
 
-def _verify_segments(model: onnx.ModelProto, segments: Segments) -> float:
-    """The largest difference between the full model and tail(head(x)) at any cut of the chain."""
-    from models import Chain, Session, partition  # noqa: PLC0415 - needs onnx: see module docstring
-
-    chain = Chain(segments.manifest, [Session(part.SerializeToString()) for part in segments.models])
-    feeds = partition.random_feeds(segments.manifest.inputs)
-    expected = partition.run_model(model, feeds)
-    worst = 0.0
-    for cut_id in segments.manifest.cut_ids:
-        crossing, _ = chain.run(feeds, "input", cut_id)
-        worst = max(worst, partition.max_abs_diff(expected, chain.run(crossing, cut_id, "output")[0]))
-    return worst
-
-
 def _info(args: argparse.Namespace) -> ExitCode:
     _require_onnx()
     from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
 
     info = partition.describe(args.file)
     if args.json:
-        _print_json(info.to_json())
+        print_json(info.to_json())
         return ExitCode.OK
     stored = _human(info.file_bytes)
     if info.external_files:
@@ -349,7 +335,7 @@ def _info(args: argparse.Namespace) -> ExitCode:
 
 def _profile(args: argparse.Namespace) -> ExitCode:
     _require_onnx()
-    from simulations._calibrate import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
+    from simulations import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
 
     profile = measure_profile(args.model)
     if args.out is not None:
@@ -357,7 +343,7 @@ def _profile(args: argparse.Namespace) -> ExitCode:
         profiles[args.model] = profile  # by the name scenarios give it
         save_profiles(profiles, args.out)
     if args.json:
-        _print_json(profile.to_json())
+        print_json(profile.to_json())
         return ExitCode.OK
     _out(f"{profile.model} on this host, one ORT thread (median of 5 runs); reply {_human(profile.reply_bytes)}")
     _out(f"  {'cut':<24} {'request':>10} {'head ms':>8} {'tail ms':>8}")
@@ -386,7 +372,7 @@ def _accuracy(args: argparse.Namespace) -> ExitCode:
 
     rows = accuracy.measure(model, cuts, codecs, images, labels, model_id=model_id, progress=progress)
     if args.json:
-        _print_json({"model": model_id, "images": len(images), "source": source, "rows": [r.to_json() for r in rows]})
+        print_json({"model": model_id, "images": len(images), "source": source, "rows": [r.to_json() for r in rows]})
         return ExitCode.OK
     _out(f"{model_id}: {len(images)} images ({source}), one request each")
     header = ["cut", "codec", "bytes", "vs raw", "vs jpeg", "top-1 agree", "max logit err"]
@@ -414,7 +400,7 @@ def _accuracy_images(args: argparse.Namespace, model_id: str, model: onnx.ModelP
     """The images to measure on, their labels if known, and where they came from."""
     import numpy as np  # noqa: PLC0415
 
-    from edge_agent._files import load_input  # noqa: PLC0415
+    from edge_agent import load_input  # noqa: PLC0415
     from models import TensorSpec, digits  # noqa: PLC0415
     from protocol import ONNX_ELEMENT_TYPES  # noqa: PLC0415
 
@@ -490,10 +476,6 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _print_json(data: Any) -> None:  # noqa: ANN401 - anything json.dumps takes
-    _out(json.dumps(data, indent=2))
 
 
 def _out(text: str) -> None:

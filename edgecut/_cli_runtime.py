@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
+from edgecut._output import print_json
 from edgecut._wait import signalled
 from protocol import codec_names
 from protocol.errors import ConfigError
@@ -57,10 +57,6 @@ def _default_state_dir() -> Path:
     return Path(base) / "edgecut"
 
 
-def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2), flush=True)  # noqa: T201 - flushed: scripts read it from a pipe
-
-
 def _setup_logging(verbose: bool) -> None:  # noqa: FBT001
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -99,7 +95,7 @@ def _broker(args: argparse.Namespace) -> ExitCode:
 async def _announce_until_signalled(broker: LocalBroker, *, as_json: bool) -> None:
     async with signalled() as stop:
         if as_json:
-            _print_json({"url": broker.url, "kind": broker.kind, "port": broker.port})
+            print_json({"url": broker.url, "kind": broker.kind, "port": broker.port})
         else:
             print(f"{broker.kind} broker at {broker.url} (Ctrl+C to stop)", flush=True)  # noqa: T201
         await stop.wait()
@@ -300,8 +296,7 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _agent(args: argparse.Namespace) -> ExitCode:
-    from edge_agent import SyncEdgeAgent, Timeouts  # noqa: PLC0415
-    from edge_agent._files import load_input  # noqa: PLC0415
+    from edge_agent import SyncEdgeAgent, Timeouts, load_input  # noqa: PLC0415
 
     _setup_logging(args.verbose)
     if args.objective != "latency" and args.budget_ms is None:
@@ -333,14 +328,14 @@ def _agent(args: argparse.Namespace) -> ExitCode:
                 if not args.json:
                     print(_format_result(path, result))  # noqa: T201
     if args.json:
-        _print_json(reports)
+        print_json(reports)
     return ExitCode.OK
 
 
 def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
     from dataclasses import asdict  # noqa: PLC0415
 
-    from edge_agent._files import top_k  # noqa: PLC0415
+    from edge_agent import top_k  # noqa: PLC0415
 
     logits = next(iter(result.outputs.values()))
     return {
@@ -419,7 +414,7 @@ def _demo(args: argparse.Namespace) -> ExitCode:
         )
     )
     if args.json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         print(format_report(report))  # noqa: T201
     return ExitCode.OK if report.ok else ExitCode.FAILED

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
+from edgecut._output import print_json
 from edgecut._wait import signalled
 from protocol.errors import ConfigError
 
@@ -22,10 +22,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from protocol.mqtt import BrokerURL
-    from simulations import LinkSpec
-    from simulations._capacity import CapacityPoint
-    from simulations._run import Progress
-    from simulations._scenario import Scenario
+    from simulations import CapacityPoint, LinkSpec, Progress, Scenario
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -119,7 +116,6 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run(args: argparse.Namespace) -> ExitCode:
-    import importlib.util  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from simulations.scenarios import bundled, find  # noqa: PLC0415 - keeps `edgecut --help` light
@@ -127,7 +123,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
     if args.list:
         rows = [{"name": name, "description": text} for name, text in bundled().items()]
         if args.json:
-            print(json.dumps(rows, indent=2))  # noqa: T201
+            print_json(rows)
         else:
             for row in rows:
                 print(f"{row['name']:<16} {row['description']}")  # noqa: T201
@@ -135,18 +131,12 @@ def _run(args: argparse.Namespace) -> ExitCode:
     if args.scenario is None:
         msg = "give a SCENARIO file or bundled name (--list shows them)"
         raise ConfigError(msg)
-    try:
-        import rich.progress  # noqa: F401, PLC0415 - the progress bars
-
-        from simulations._run import MAX_EMULATED_AGENTS, run_scenario  # noqa: PLC0415 - needs simpy
-    except ImportError as exc:
-        msg = f"fleet mode needs {exc.name}: pip install 'edgecut[sim]'"
-        raise ConfigError(msg) from exc
-    if not args.no_report and importlib.util.find_spec("matplotlib") is None:
-        msg = "the plots and report.html need matplotlib: pip install 'edgecut[sim]', or pass --no-report"
-        raise ConfigError(msg)
-    from simulations._report import table  # noqa: PLC0415
-    from simulations._scenario import load_scenario  # noqa: PLC0415
+    _needs("rich", "the progress bars need rich")
+    if args.mode == "fleet" or args.find_hubs:
+        _needs("simpy", "fleet mode needs simpy")
+    if not args.no_report:
+        _needs("matplotlib", "the plots and report.html need matplotlib", hint=", or pass --no-report")
+    from simulations import MAX_EMULATED_AGENTS, load_scenario, run_scenario, table  # noqa: PLC0415
 
     path = find(args.scenario)
     scenario = load_scenario(path)
@@ -175,7 +165,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
         sys.stderr.write(f"interrupted: the summary so far is in {out / 'summary.json'}\n")
         return ExitCode.INTERRUPTED
     if args.json:
-        print(json.dumps([summary.to_json() for summary in summaries], indent=2))  # noqa: T201
+        print_json([summary.to_json() for summary in summaries])
     else:
         clock = "simulated s" if args.mode == "fleet" else "s of wall-clock time"
         length = f"{scenario.duration_s:g} {clock}"
@@ -187,6 +177,19 @@ def _run(args: argparse.Namespace) -> ExitCode:
         pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
+
+
+def _needs(module: str, why: str, *, hint: str = "") -> None:
+    """Refuse to start without ``module``, which the ``sim`` extra brings (``why``: who needs it).
+
+    Raises:
+        ConfigError: It is not installed.
+    """
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec(module) is None:
+        msg = f"{why}: pip install 'edgecut[sim]'{hint}"
+        raise ConfigError(msg)
 
 
 @contextlib.contextmanager
@@ -236,15 +239,12 @@ def _progress_bars(mode: str, *, shown: bool) -> Iterator[Callable[[Progress], N
 def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitCode:
     import sys  # noqa: PLC0415
 
-    from simulations._calibrate import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
-    from simulations._capacity import find_hubs  # noqa: PLC0415
-    from simulations._fleet import models_of  # noqa: PLC0415
+    from simulations import find_hubs, save_profiles, scenario_profiles, write_capacity  # noqa: PLC0415
 
     if args.p95_ms is None or args.p95_ms <= 0:
         msg = "--find-hubs needs a positive --p95-ms target"
         raise ConfigError(msg)
-    known = load_profiles(args.profiles) if args.profiles else {}
-    profiles = {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
+    profiles = scenario_profiles(scenario, args.profiles)
 
     def progress(point: CapacityPoint) -> None:
         if not args.json:
@@ -254,24 +254,10 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
             print(line, file=sys.stderr, flush=True)  # noqa: T201
 
     results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
+    report = write_capacity(out, results, args.p95_ms, picture=not args.no_report)
     save_profiles(profiles, out / "profiles.json")
-    report = [
-        {
-            "policy": r.policy,
-            "replicas": r.replicas,
-            "p95_ms_target": args.p95_ms,
-            "points": [dataclasses.asdict(p) for p in r.points],
-        }
-        for r in results
-    ]
-    (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if not args.no_report:
-        from simulations._plots import capacity_png  # noqa: PLC0415
-
-        (out / "capacity.png").write_bytes(capacity_png(results, args.p95_ms))
     if args.json:
-        print(json.dumps(report, indent=2))  # noqa: T201
+        print_json(report)
     else:
         for r in results:
             answer = f"{r.replicas} replicas" if r.replicas else f"more than {args.max_hubs} replicas"
@@ -326,7 +312,7 @@ async def _serve(spec: LinkSpec, upstream: BrokerURL, args: argparse.Namespace) 
     ):
         url = proxy.url_for(args.upstream)
         if args.json:
-            print(json.dumps({"url": url, "link": spec.name, "source": spec.source}), flush=True)  # noqa: T201
+            print_json({"url": url, "link": spec.name, "source": spec.source}, indent=None)
         else:
             print(f"link {spec.name} at {url} (Ctrl+C to stop)\n  {spec.source}", flush=True)  # noqa: T201
         await stop.wait()
@@ -345,7 +331,7 @@ def _print_tc(spec: LinkSpec, interface: str, *, as_json: bool) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if as_json:
-        print(json.dumps({"commands": commands}))  # noqa: T201
+        print_json({"commands": commands}, indent=None)
         return
     print(f"# the uplink of {spec.name}, on the agent's {interface} (as root; the broker's side likewise)")  # noqa: T201
     for command in commands:
@@ -357,7 +343,7 @@ def _list_presets(*, as_json: bool) -> None:
 
     rows = [{"name": name, "source": preset(name).source} for name in PRESET_NAMES]
     if as_json:
-        print(json.dumps(rows, indent=2))  # noqa: T201
+        print_json(rows)
         return
     for row in rows:
         print(f"{row['name']:<16} {row['source']}")  # noqa: T201

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from models._runtime import Session
+from models._segments import Chain
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     import onnx
 
     from models._manifest import TensorSpec
-    from models._split import Split
+    from models._split import Segments, Split
 
 
 def random_feeds(specs: Iterable[TensorSpec], *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -112,3 +114,31 @@ def verify_split(
         run_model(model, feeds, optimize=optimize),
         run_split(split, feeds, optimize=optimize),
     )
+
+
+def verify_segments(
+    model: onnx.ModelProto,
+    segments: Segments,
+    *,
+    batch: int = 1,
+    seed: int = 0,
+    optimize: bool = True,
+) -> float:
+    """The max absolute difference of ``tail(head(x))`` from ``model(x)`` at any cut of the chain, random ``x``.
+
+    Args:
+        model: The full model that was split.
+        segments: Its chain of segments.
+        batch: Size of every symbolic dimension of the random input.
+        seed: Seed of the random input (see :func:`random_feeds`).
+        optimize: Apply ORT's graph optimisations.
+    """
+    parts = [Session(part.SerializeToString(), optimize=optimize) for part in segments.models]
+    chain = Chain(segments.manifest, parts)
+    feeds = random_feeds(segments.manifest.inputs, batch=batch, seed=seed)
+    expected = run_model(model, feeds, optimize=optimize)
+    worst = 0.0
+    for cut_id in segments.manifest.cut_ids:
+        crossing, _ = chain.run(feeds, CLOUD_ONLY, cut_id)
+        worst = max(worst, max_abs_diff(expected, chain.run(crossing, cut_id, EDGE_ONLY)[0]))
+    return worst

@@ -33,6 +33,7 @@ from models._verify import (
     random_feeds,
     run_model,
     run_split,
+    verify_segments,
     verify_split,
 )
 
@@ -60,5 +61,6 @@ __all__ = [
     "save_split",
     "split",
     "split_segments",
+    "verify_segments",
     "verify_split",
 ]

@@ -9,10 +9,29 @@
 - :data:`PROFILES` names edge devices by their speed relative to this host;
   :func:`stretched_sessions` makes an agent that slow through its public
   ``session_factory``, :func:`cpu_quota` through a cgroup CPU quota.
+- Scenarios of whole fleets (``docs/simulation.md``): :func:`load_scenario`
+  reads one into a :class:`Scenario`; :func:`run_scenario` runs it in fleet
+  mode (simulated time, the runtime's own :class:`edge_agent.AgentCore` in
+  every agent; :func:`run_fleet` alone writes nothing) or emulate mode (real
+  processes), writing a :class:`RequestRecord` per request and the
+  :class:`Summary`; :func:`find_hubs` searches the fewest hub replicas for
+  a p95 target. Model profiles (:class:`ModelProfile`) give their compute
+  times. Fleet mode needs SimPy and the pictures matplotlib
+  (``edgecut[sim]``), imported only when used.
 
 The runtime (``edge_agent``, ``cloud_hub``) imports nothing from here.
 """
 
+from simulations._agent_process import EmulationError
+from simulations._calibrate import (
+    CutCost,
+    ModelProfile,
+    load_profiles,
+    measure_profile,
+    save_profiles,
+    scenario_profiles,
+)
+from simulations._capacity import CapacityPoint, CapacityResult, find_hubs, write_capacity
 from simulations._devices import (
     PROFILES,
     DeviceProfile,
@@ -24,6 +43,9 @@ from simulations._devices import (
 from simulations._link import SEGMENT_BYTES, SLICE_S, Direction, DirectionSpec, LinkSpec
 from simulations._presets import PRESET_NAMES, TRACES, fixed_link, preset, scale_up, trace_link
 from simulations._proxy import LinkProxy
+from simulations._report import COLUMNS, RequestRecord, Summary, percentile, read_records, summarise, table
+from simulations._run import MAX_EMULATED_AGENTS, Progress, run_fleet, run_scenario
+from simulations._scenario import BrokerSpec, FaultSpec, GroupSpec, HubSpec, Scenario, load_scenario, parse_scenario
 from simulations._tc import format_rate, parse_duration_ms, parse_rate, tc_commands
 from simulations._traces import (
     RateTrace,
@@ -35,32 +57,61 @@ from simulations._traces import (
 )
 
 __all__ = [
+    "COLUMNS",
+    "MAX_EMULATED_AGENTS",
     "PRESET_NAMES",
     "PROFILES",
     "SEGMENT_BYTES",
     "SLICE_S",
     "TRACES",
+    "BrokerSpec",
+    "CapacityPoint",
+    "CapacityResult",
+    "CutCost",
     "DeviceProfile",
     "Direction",
     "DirectionSpec",
+    "EmulationError",
+    "FaultSpec",
+    "GroupSpec",
+    "HubSpec",
     "LinkProxy",
     "LinkSpec",
+    "ModelProfile",
+    "Progress",
     "RateTrace",
+    "RequestRecord",
+    "Scenario",
     "StretchedSession",
+    "Summary",
     "cpu_quota",
     "cpu_quota_available",
+    "find_hubs",
     "fixed_link",
     "format_rate",
+    "load_profiles",
+    "load_scenario",
+    "measure_profile",
     "parse_duration_ms",
     "parse_rate",
+    "parse_scenario",
+    "percentile",
     "preset",
     "read_5gophers",
     "read_cooked",
     "read_mahimahi",
+    "read_records",
     "read_rtts_ms",
+    "run_fleet",
+    "run_scenario",
+    "save_profiles",
     "scale_up",
+    "scenario_profiles",
     "stretched_sessions",
+    "summarise",
+    "table",
     "tc_commands",
     "trace_link",
+    "write_capacity",
     "write_mahimahi",
 ]

@@ -10,7 +10,7 @@ The two sides speak JSON lines:
 3. the parent writes ``{"go": T}``, ``T`` the run's start on the system-wide
    monotonic clock, once every agent is ready;
 4. the child makes requests, writing each finished one as
-   ``{"record": {...}}`` (a :class:`~simulations._fleet.RequestRecord`,
+   ``{"record": {...}}`` (a :class:`~simulations.RequestRecord`,
    ``start_s`` counted from ``T``), until its stdin closes; requests still in
    flight then are not recorded, as in fleet mode.
 
@@ -35,7 +35,8 @@ import zlib
 from typing import TYPE_CHECKING
 
 from protocol.errors import EdgecutError
-from simulations._fleet import LOST, RequestRecord
+from simulations._report import LOST, RequestRecord
+from simulations._scenario import policy_cut
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -211,15 +212,14 @@ async def _child() -> None:
 
 
 def _agent(config: AgentConfig) -> EdgeAgent:
-    from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, Timeouts  # noqa: PLC0415 - the child's own imports
+    from edge_agent import AUTO, EdgeAgent, Timeouts  # noqa: PLC0415 - the child's own imports
     from simulations._devices import PROFILES, stretched_sessions  # noqa: PLC0415
 
     factor = PROFILES[config.device].factor
-    cut = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}.get(config.policy, config.policy)
     return EdgeAgent(
         config.url,
         model=config.model,
-        cut=cut,
+        cut=policy_cut(config.policy) or AUTO,
         agent_id=config.name,
         prefix=config.prefix,
         threads=1,
@@ -278,28 +278,13 @@ def _report_lost(config: AgentConfig, started: float, began: Iterable[float]) ->
 
 
 def _record(config: AgentConfig, start_s: float, result: InferenceResult) -> RequestRecord:
-    timings = result.timings
-    return RequestRecord(
-        run=config.run,
-        group=config.group,
-        agent=config.name,
-        policy=config.policy,
-        start_s=start_s,
-        cut=result.cut_id,
-        bytes_up=result.bytes_sent,
-        edge_ms=timings.edge_ms + timings.encode_ms,
-        network_ms=timings.network_ms,
-        hub_queue_ms=timings.hub_queue_ms,
-        hub_compute_ms=timings.hub_compute_ms,
-        fallback_ms=timings.fallback_ms,
-        total_ms=timings.total_ms,
-        predicted_ms=result.predicted_ms,
-        fallback=result.fallback or "",
-        hub=result.hub_id or "",
+    return RequestRecord.of(
+        result, run=config.run, group=config.group, agent=config.name, policy=config.policy, start_s=start_s
     )
 
 
 def _failed(config: AgentConfig, start_s: float, error: str, *, total_s: float | None = None) -> RequestRecord:
+    total_ms = math.nan if total_s is None else total_s * 1000
     return RequestRecord(
         run=config.run,
         group=config.group,
@@ -307,17 +292,8 @@ def _failed(config: AgentConfig, start_s: float, error: str, *, total_s: float |
         policy=config.policy,
         start_s=start_s,
         cut="",
-        bytes_up=0,
-        edge_ms=0.0,
-        network_ms=0.0,
-        hub_queue_ms=0.0,
-        hub_compute_ms=0.0,
-        fallback_ms=0.0,
-        total_ms=math.nan if total_s is None else total_s * 1000,
-        predicted_ms=math.nan,
-        fallback="",
+        total_ms=total_ms,
         error=error,
-        hub="",
     )
 
 

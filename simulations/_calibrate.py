@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from simulations._fleet import RequestRecord
+    from simulations._report import RequestRecord
     from simulations._scenario import Scenario
 
 PROFILE_FORMAT = 1
@@ -189,6 +189,12 @@ def _spread(multiples: list[float]) -> tuple[float, ...]:
         round(ordered[min(last, int((index + 0.5) / _SPREAD_POINTS * len(ordered)))], 4)
         for index in range(_SPREAD_POINTS)
     )
+
+
+def scenario_profiles(scenario: Scenario, known: Path | None = None) -> dict[str, ModelProfile]:
+    """A profile for every model ``scenario`` uses: from the profiles file ``known`` where it has one, else measured."""
+    saved = load_profiles(known) if known is not None else {}
+    return {model: saved.get(model) or measure_profile(model) for model in scenario.models}
 
 
 def load_profiles(path: Path) -> dict[str, ModelProfile]:

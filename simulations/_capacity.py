@@ -11,14 +11,16 @@ exists), so the curve compares like with like.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
-from simulations._fleet import Fleet, RequestRecord
-from simulations._report import percentile
+from simulations._report import RequestRecord, percentile
+from simulations._run import run_fleet
 from simulations._scenario import REPLICA_FAULTS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
 
     from simulations._calibrate import ModelProfile
     from simulations._scenario import Scenario
@@ -73,6 +75,31 @@ def find_hubs(
     return results
 
 
+def write_capacity(
+    out: Path, results: Sequence[CapacityResult], p95_ms: float, *, picture: bool = True
+) -> list[dict[str, Any]]:
+    """Write ``capacity.json`` (every point tried, per policy) and ``capacity.png`` to ``out``; return the JSON.
+
+    The picture needs matplotlib; ``picture=False`` skips it.
+    """
+    report = [
+        {
+            "policy": result.policy,
+            "replicas": result.replicas,
+            "p95_ms_target": p95_ms,
+            "points": [dataclasses.asdict(point) for point in result.points],
+        }
+        for result in results
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if picture:
+        from simulations._plots import capacity_png  # noqa: PLC0415 - matplotlib loads slowly
+
+        (out / "capacity.png").write_bytes(capacity_png(list(results), p95_ms))
+    return report
+
+
 def _search(meets: Callable[[int], bool], limit: int) -> int | None:
     """The smallest n in 1..limit for which ``meets(n)`` (assumed monotonic), doubling then bisecting."""
     low, high = 0, 1  # meets(low) is false (0 replicas serve nothing)
@@ -95,7 +122,7 @@ def _point(
     faults = tuple(f for f in scenario.faults if f.kind not in REPLICA_FAULTS or (f.replica or 0) < replicas)
     sized = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, replicas=replicas), faults=faults)
     records: list[RequestRecord] = []
-    Fleet(sized, profiles, records.append, policy=policy).run()
+    run_fleet(sized, profiles, records.append, policy=policy)
     totals = [record.total_ms for record in records]
     return CapacityPoint(
         policy=policy or "scenario",

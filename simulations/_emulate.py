@@ -36,10 +36,10 @@ from simulations._link import LinkSpec
 from simulations._proxy import LinkProxy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from simulations._calibrate import ModelProfile
-    from simulations._fleet import RequestRecord
+    from simulations._report import RequestRecord
     from simulations._scenario import BrokerSpec, FaultSpec, GroupSpec, Scenario
 
 _ONLINE_TIMEOUT_S = 120.0
@@ -60,7 +60,7 @@ class _Member:
 
 async def run_emulated(
     scenario: Scenario,
-    profiles: dict[str, ModelProfile],
+    profiles: Mapping[str, ModelProfile],
     record: Callable[[RequestRecord], None],
     *,
     policy: str | None = None,
@@ -87,7 +87,7 @@ async def run_emulated(
 
 async def _run(
     scenario: Scenario,
-    profiles: dict[str, ModelProfile],
+    profiles: Mapping[str, ModelProfile],
     record: Callable[[RequestRecord], None],
     *,
     policy: str | None,

@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from simulations._capacity import CapacityResult
-    from simulations._fleet import RequestRecord
-    from simulations._report import Summary
+    from simulations._report import RequestRecord, Summary
     from simulations._scenario import Scenario
 
 _STEPS = 400

@@ -1,7 +1,9 @@
-"""A run's outputs: the per-request CSV, and the summary computed from it.
+"""A run's records and outputs: one :class:`RequestRecord` per request, the CSV, and the summary from it.
 
-``requests.csv`` has one row per finished request, with the columns of
-:data:`simulations._fleet.COLUMNS` (times in ``_s`` seconds and ``_ms``
+Both modes emit a :class:`RequestRecord` per finished request, built from
+the agent's own :class:`edge_agent.InferenceResult` (:meth:`RequestRecord.of`).
+``requests.csv`` has one row per record, with the columns of
+:data:`COLUMNS` (times in ``_s`` seconds and ``_ms``
 milliseconds, ``bytes_up`` in bytes). The summary groups rows by run and
 group: count, mean, p50, p95, p99 of ``total_ms``, throughput, mean bytes
 sent, cut switches, fallbacks over the requests answered (by a hub or the
@@ -17,12 +19,89 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Protocol
 
-from simulations._fleet import COLUMNS, LOST, RequestRecord
-
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
+    from edge_agent import InferenceResult
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord:
+    """One finished request. Times are seconds from the run's start (simulated in fleet mode) and milliseconds.
+
+    What did not happen is zero or empty (no hub: ``hub_queue_ms`` 0, ``hub`` empty).
+
+    Attributes:
+        run: The policy the whole scenario ran with, or ``"scenario"`` for each group's own.
+        group: The agent's group.
+        agent: The agent.
+        policy: ``edge``, ``cloud``, ``auto`` or a cut id.
+        start_s: When the request was made.
+        cut: The cut it used.
+        bytes_up: Bytes sent (0 on the device alone).
+        edge_ms: Head compute on the device.
+        network_ms: Transfers both ways.
+        hub_queue_ms: Waiting at the hub.
+        hub_compute_ms: The tail on the hub.
+        fallback_ms: The tail on the device after no answer in time.
+        total_ms: From request to answer.
+        predicted_ms: The planner's prediction (``nan`` for fixed cuts).
+        fallback: Why the device ran the tail itself (empty when it did not).
+        error: Why the request failed (empty when it was answered): the error
+            it raised, or ``lost: ...`` when, long past its deadline, it still
+            had neither an answer nor a fallback as the run ended.
+        hub: The replica that answered (empty when none did).
+    """
+
+    run: str
+    group: str
+    agent: str
+    policy: str
+    start_s: float
+    cut: str
+    bytes_up: int = 0
+    edge_ms: float = 0.0
+    network_ms: float = 0.0
+    hub_queue_ms: float = 0.0
+    hub_compute_ms: float = 0.0
+    fallback_ms: float = 0.0
+    total_ms: float
+    predicted_ms: float = math.nan
+    fallback: str = ""
+    error: str = ""
+    hub: str = ""
+
+    @classmethod
+    def of(
+        cls, result: InferenceResult, *, run: str, group: str, agent: str, policy: str, start_s: float
+    ) -> RequestRecord:
+        """The record of an agent's result (its encoding counted as edge time)."""
+        timings = result.timings
+        return cls(
+            run=run,
+            group=group,
+            agent=agent,
+            policy=policy,
+            start_s=start_s,
+            cut=result.cut_id,
+            bytes_up=result.bytes_sent,
+            edge_ms=timings.edge_ms + timings.encode_ms,
+            network_ms=timings.network_ms,
+            hub_queue_ms=timings.hub_queue_ms,
+            hub_compute_ms=timings.hub_compute_ms,
+            fallback_ms=timings.fallback_ms,
+            total_ms=timings.total_ms,
+            predicted_ms=result.predicted_ms,
+            fallback=result.fallback or "",
+            hub=result.hub_id or "",
+        )
+
+
+COLUMNS = tuple(field.name for field in dataclasses.fields(RequestRecord))
+"""The per-request CSV's columns, in order."""
+LOST = "lost"
+"""How a lost request's ``error`` begins."""
 PERCENTILES = (50, 95, 99)
 """The percentiles every summary reports."""
 _FLOATS = frozenset(f.name for f in dataclasses.fields(RequestRecord) if f.type == "float")

@@ -24,35 +24,37 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import time
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from protocol.errors import ConfigError
-from simulations._calibrate import load_profiles, measure_profile, observed_profiles, save_profiles
+from simulations._calibrate import observed_profiles, save_profiles, scenario_profiles
 from simulations._emulate import run_emulated
-from simulations._fleet import Fleet, RequestRecord, models_of
 from simulations._report import summarise, write_header, write_record
+from simulations._scenario import check_policy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from simulations._calibrate import ModelProfile
-    from simulations._report import RowWriter, Summary
+    from simulations._report import RequestRecord, RowWriter, Summary
     from simulations._scenario import Scenario
 
 _PROGRESS_STEPS = 20
+"""Fleet mode's progress ticks per run."""
 MAX_EMULATED_AGENTS = 32
 """Emulate mode's default bound on a scenario's agents (a process each)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Progress:
-    """Where a run is: which policy run, and how far through its simulated time."""
+    """Where a run is: which policy run, and how far through its (simulated or wall-clock) time."""
 
     run: str
     runs_done: int
@@ -60,6 +62,68 @@ class Progress:
     simulated_s: float
     duration_s: float
     requests: int
+
+
+class Runner(Protocol):
+    """One run of a scenario in one mode: every group on ``policy`` (``None``: its own); the seconds it ran.
+
+    Each finished request goes to ``record``; ``tick`` hears the seconds run so far, now and then.
+    """
+
+    def __call__(
+        self,
+        scenario: Scenario,
+        profiles: Mapping[str, ModelProfile],
+        record: Callable[[RequestRecord], None],
+        *,
+        policy: str | None = None,
+        tick: Callable[[float], None] | None = None,
+    ) -> float: ...
+
+
+def run_fleet(
+    scenario: Scenario,
+    profiles: Mapping[str, ModelProfile],
+    record: Callable[[RequestRecord], None],
+    *,
+    policy: str | None = None,
+    tick: Callable[[float], None] | None = None,
+) -> float:
+    """Run ``scenario`` once in fleet mode (simulated time, :mod:`simulations._fleet`); its simulated seconds.
+
+    It runs for ``duration_s``, or until ``requests`` requests have finished
+    (later ones are not recorded). Writes nothing; ``tick`` hears the
+    simulated seconds 20 times a run. Needs SimPy (``edgecut[sim]``).
+
+    Raises:
+        ConfigError: A policy names no candidate cut.
+    """
+    from simulations._fleet import Fleet  # noqa: PLC0415 - SimPy comes with the sim extra, used here only
+
+    fleet = Fleet(scenario, profiles, record, policy=policy)
+    fleet.start()
+    for step in range(1, _PROGRESS_STEPS + 1):
+        fleet.advance(scenario.duration_s * step / _PROGRESS_STEPS)
+        if fleet.ended:
+            break
+        if tick is not None:
+            tick(float(fleet.env.now))
+    return float(fleet.env.now)
+
+
+def _run_emulated(
+    scenario: Scenario,
+    profiles: Mapping[str, ModelProfile],
+    record: Callable[[RequestRecord], None],
+    *,
+    policy: str | None = None,
+    tick: Callable[[float], None] | None = None,
+) -> float:
+    """Run ``scenario`` once in emulate mode (:mod:`simulations._emulate`); its wall-clock seconds."""
+    return asyncio.run(run_emulated(scenario, profiles, record, policy=policy, tick=tick))
+
+
+_RUNNERS: dict[str, Runner] = {"fleet": run_fleet, "emulate": _run_emulated}
 
 
 def run_scenario(
@@ -85,8 +149,9 @@ def run_scenario(
         profiles_file: Profiles from an earlier run to reuse, instead of measuring.
         progress: Called as the run goes.
         report: Also draw the pictures and write ``report.html``.
-        mode: ``"fleet"`` (simulated time) or ``"emulate"`` (real processes
-            and sockets, wall-clock time: :mod:`simulations._emulate`).
+        mode: ``"fleet"`` (simulated time, :func:`run_fleet`; needs SimPy) or
+            ``"emulate"`` (real processes and sockets, wall-clock time:
+            :mod:`simulations._emulate`).
         max_agents: In emulate mode, the most agents a scenario may have
             (each is a process of its own, holding its own model).
 
@@ -101,8 +166,12 @@ def run_scenario(
             "has the memory"
         )
         raise ConfigError(msg)
+    runner = _RUNNERS[mode]
     started, wall = time.time(), time.perf_counter()
-    profiles = _profiles(scenario, profiles_file)
+    profiles = scenario_profiles(scenario, profiles_file)
+    runs: list[str | None] = list(scenario.policies) or [None]
+    for policy in runs:  # every policy checked before anything runs
+        check_policy(scenario, profiles, policy)
     records: list[RequestRecord] = []
     writer: list[RowWriter] = []
 
@@ -110,22 +179,24 @@ def run_scenario(
         records.append(item)
         write_record(writer[0], item)
 
+    def show(run: str, runs_done: int, elapsed_s: float) -> None:
+        if progress is not None:
+            progress(Progress(run, runs_done, len(runs), elapsed_s, scenario.duration_s, len(records)))
+
     lengths: dict[str, float] = {}  # each run's seconds: duration_s, or less with a request count
-    runs: list[str | None] = list(scenario.policies) or [None]
-    fleets = [Fleet(scenario, profiles, record, policy=policy) for policy in runs]  # every policy checked first
     out.mkdir(parents=True, exist_ok=True)
     save_profiles(profiles, out / "profiles.json")
     try:
         with (out / "requests.csv").open("w", newline="", encoding="utf-8") as file:
             writer.append(csv.writer(file))
             write_header(writer[0])
-            for index, fleet in enumerate(fleets):
-                if mode == "emulate":
-                    lengths[fleet.run_name] = _emulate_with_progress(
-                        fleet, profiles, index=index, runs=len(runs), records=records, progress=progress
-                    )
-                else:
-                    lengths[fleet.run_name] = _run_with_progress(fleet, index, len(runs), records, progress)
+            for index, policy in enumerate(runs):
+                name = policy or "scenario"
+                show(name, index, 0.0)
+                lengths[name] = runner(
+                    scenario, profiles, record, policy=policy, tick=functools.partial(show, name, index)
+                )
+                show(name, index + 1, scenario.duration_s)  # a run ended by its request count shows as done
         if mode == "emulate":
             save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
         if report and records:
@@ -144,47 +215,6 @@ def run_scenario(
     return summaries
 
 
-def _run_with_progress(
-    fleet: Fleet, index: int, runs: int, records: list[RequestRecord], progress: Callable[[Progress], None] | None
-) -> float:
-    """One run in fleet mode; its simulated seconds."""
-    duration = fleet.scenario.duration_s
-    fleet.start()
-    for step in range(1, _PROGRESS_STEPS + 1):
-        fleet.advance(duration * step / _PROGRESS_STEPS)
-        last = step == _PROGRESS_STEPS or fleet.ended
-        if progress is not None:
-            shown = duration if last else fleet.env.now  # a run ended by its request count shows as done
-            progress(Progress(fleet.run_name, index + last, runs, shown, duration, len(records)))
-        if last:
-            break
-    return float(fleet.env.now)
-
-
-def _emulate_with_progress(
-    fleet: Fleet,
-    profiles: dict[str, ModelProfile],
-    *,
-    index: int,
-    runs: int,
-    records: list[RequestRecord],
-    progress: Callable[[Progress], None] | None,
-) -> float:
-    """One emulated run (the fleet object only names its policy and scenario); its seconds."""
-    duration = fleet.scenario.duration_s
-
-    def tick(elapsed_s: float) -> None:
-        if progress is not None:
-            progress(Progress(fleet.run_name, index, runs, elapsed_s, duration, len(records)))
-
-    tick(0.0)
-    policy = None if fleet.run_name == "scenario" else fleet.run_name
-    ran_s = asyncio.run(run_emulated(fleet.scenario, profiles, fleet.record, policy=policy, tick=tick))
-    if progress is not None:
-        progress(Progress(fleet.run_name, index + 1, runs, duration, duration, len(records)))
-    return ran_s
-
-
 def _ran_s(records: list[RequestRecord], lengths: dict[str, float]) -> dict[str, float]:
     """Each run's seconds: as it ran, or for one cut short (Ctrl+C) until its last request ended."""
     ran = dict(lengths)
@@ -193,11 +223,6 @@ def _ran_s(records: list[RequestRecord], lengths: dict[str, float]) -> dict[str,
             ended = item.start_s + (0.0 if math.isnan(item.total_ms) else item.total_ms / 1000)
             ran[item.run] = max(ran.get(item.run, 0.0), ended)
     return ran
-
-
-def _profiles(scenario: Scenario, profiles_file: Path | None) -> dict[str, ModelProfile]:
-    known = load_profiles(profiles_file) if profiles_file is not None else {}
-    return {model: known.get(model) or measure_profile(model) for model in models_of(scenario)}
 
 
 def _provenance(

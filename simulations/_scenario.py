@@ -6,8 +6,11 @@ faults. Every problem in a file is reported at once, each with its field
 path (``groups[1].link: no link preset named 'lte'``); unknown keys are
 refused, so a misspelt key never falls back to a default silently; a
 problem names the file's line too when the key is written there as
-``key = value`` under its table's header. Defaults
-live on the dataclass fields only. Example::
+``key = value`` under its table's header. The dataclass fields are the
+schema: their types, defaults and metadata (:mod:`simulations._schema`)
+say how each value is read, and one walker reads them all; what spans
+tables (group names, replica indices, the broker) is checked after it.
+Example::
 
     name = "bandwidth drop"
     seed = 1
@@ -42,28 +45,89 @@ live on the dataclass fields only. Example::
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
+from models import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL
 from simulations._devices import PROFILES
+from simulations._link import LinkSpec  # noqa: TC001 - the schema reads the annotations at run time
 from simulations._presets import PRESET_NAMES, fixed_link, preset, trace_link
+from simulations._schema import NOT_READ, Reader, Setting, build, setting, with_lines
 from simulations._tc import parse_duration_ms, parse_rate
 
 if TYPE_CHECKING:
-    from simulations._link import LinkSpec
+    from collections.abc import Mapping
+
+    from simulations._calibrate import ModelProfile
 
 Arrival = Literal["poisson", "closed"]
 FaultKind = Literal["bandwidth", "outage", "hub-down", "hub-stall", "broker-restart"]
 REPLICA_FAULTS = ("hub-down", "hub-stall")
 """Faults that act on one hub replica (``replica`` names it)."""
+_LINK_FAULTS = ("bandwidth", "outage")
 BrokerKind = Literal["auto", "embedded", "mosquitto", "external"]
 POLICIES = ("edge", "cloud", "auto")
 """Cut policies by name; any other policy is a cut id of the group's model."""
+_POLICY_CUTS = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}
+_NEED_GROUPS = "at least one [[groups]] table is needed"
+_NEED_AT = "a time from the start (>= 0) is needed"
+
+
+def policy_cut(policy: str) -> str | None:
+    """The cut a policy fixes (``edge``: edge-only, ``cloud``: cloud-only, a cut id: itself); ``None`` for auto."""
+    return None if policy == "auto" else _POLICY_CUTS.get(policy, policy)
+
+
+# --- what single values must be -------------------------------------------------------------
+
+
+def _policy(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    if isinstance(raw, str) and raw.strip():
+        return raw
+    reader.problem(path, f"must be {', '.join(POLICIES)} or a cut id")
+    return NOT_READ
+
+
+def _device(device: str) -> str | None:
+    return None if device in PROFILES else f"no device profile named {device!r}; known: {', '.join(PROFILES)}"
+
+
+def _not_negative(value: float) -> str | None:
+    return "must not be negative" if value < 0 else None
+
+
+def _broker_url(url: str) -> str | None:
+    try:
+        BrokerURL.parse(url)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _text(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    """A string, or a number written bare (``delay = 40``: milliseconds)."""
+    if isinstance(raw, str | int | float) and not isinstance(raw, bool):
+        return str(raw)
+    reader.problem(path, f"must be a string such as '40ms', not {raw!r}")
+    return NOT_READ
+
+
+def _rate(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    try:
+        return parse_rate(str(raw))
+    except ValueError as exc:
+        reader.problem(path, f"a rate such as '2mbit' is needed ({exc})")
+        return NOT_READ
+
+
+def _no_groups(groups: list[Any]) -> str | None:
+    return None if groups else _NEED_GROUPS
+
+
+# --- the tables ---------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,11 +138,14 @@ class BrokerSpec:
         kind: ``embedded`` (the broker from PyPI), ``mosquitto``, ``auto``
             (mosquitto when installed, else embedded) or ``external`` (one
             already running at ``url``, which a scenario cannot restart).
+            Left out: ``external`` with a ``url``, else ``auto``.
         url: The external broker's URL, with ``kind = "external"``.
     """
 
-    kind: BrokerKind = "auto"
-    url: str | None = None
+    kind: BrokerKind = dataclasses.field(
+        default="auto", metadata=setting(default_from=lambda table: "external" if "url" in table else "auto")
+    )
+    url: str | None = dataclasses.field(default=None, metadata=setting(check=_broker_url))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,10 +159,56 @@ class HubSpec:
         status_interval_s: How often a hub reports its queue wait.
     """
 
-    replicas: int = 1
-    workers: int = 1
-    max_queue: int = 64
-    status_interval_s: float = 2.0
+    replicas: int = dataclasses.field(default=1, metadata=setting(positive=True))
+    workers: int = dataclasses.field(default=1, metadata=setting(positive=True))
+    max_queue: int = dataclasses.field(default=64, metadata=setting(positive=True))
+    status_interval_s: float = dataclasses.field(default=2.0, metadata=setting(positive=True))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _LinkTable:
+    """A link written as a table: a fixed rate, or a trace file's (a path from the scenario's directory)."""
+
+    rate: str | None = None
+    trace: str | None = None
+    column: str | None = None
+    delay: str = dataclasses.field(default="0ms", metadata=setting(read=_text))
+    jitter: str = dataclasses.field(default="0ms", metadata=setting(read=_text))
+    loss: float = 0.0
+
+
+def _link(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    """A link preset's name, or a table of a fixed rate or a trace."""
+    if isinstance(raw, str):
+        if raw not in PRESET_NAMES:
+            reader.problem(path, f"no link preset named {raw!r}; known: {', '.join(PRESET_NAMES)}")
+            return NOT_READ
+        return preset(raw)
+    values = reader.table(
+        _LinkTable, raw, path, expected="a preset name or a table {rate | trace, delay, jitter, loss}"
+    )
+    if values is None or reader.has_problem(path):
+        return NOT_READ
+    if "trace" in values and ("rate" in values or "loss" in values):
+        reader.problem(path, "a trace sets the rate: give trace or rate (and loss), not both")
+        return NOT_READ
+    try:
+        return _link_of(build(_LinkTable, values), reader.directory)
+    except (ConfigError, ValueError) as exc:
+        reader.problem(path, str(exc))
+        return NOT_READ
+
+
+def _link_of(table: _LinkTable, directory: Path | None) -> LinkSpec:
+    """The link a table describes (a trace's relative path from ``directory``)."""
+    delay_s, jitter_s = parse_duration_ms(table.delay) / 1000, parse_duration_ms(table.jitter) / 1000
+    if table.trace is None:
+        rate = None if table.rate is None else parse_rate(table.rate)
+        return fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=table.loss)
+    trace = Path(table.trace)
+    if not trace.is_absolute() and directory is not None:
+        trace = directory / trace
+    return trace_link(trace, delay_s=delay_s, jitter_s=jitter_s, column=table.column)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,15 +230,15 @@ class GroupSpec:
     """
 
     name: str
-    count: int = 1
+    count: int = dataclasses.field(default=1, metadata=setting(positive=True))
     model: str = "resnet18"
-    device: str = "rpi4"
-    link: LinkSpec
+    device: str = dataclasses.field(default="rpi4", metadata=setting(check=_device))
+    link: LinkSpec = dataclasses.field(metadata=setting(read=_link))
     arrival: Arrival = "poisson"
-    rate_hz: float = 1.0
-    think_s: float = 0.0
-    policy: str = "auto"
-    deadline_s: float = 5.0
+    rate_hz: float = dataclasses.field(default=1.0, metadata=setting(positive=True))
+    think_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    policy: str = dataclasses.field(default="auto", metadata=setting(read=_policy))
+    deadline_s: float = dataclasses.field(default=5.0, metadata=setting(positive=True))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,15 +255,17 @@ class FaultSpec:
             starts again on the same port after ``for_s``).
         for_s: How long it lasts (``None``: to the end).
         group: The group, for link faults.
-        rate_bit_s: The new rate, for ``bandwidth``.
+        rate_bit_s: The new rate, for ``bandwidth`` (written ``rate = "2mbit"``).
         replica: The replica's index, for ``hub-down`` and ``hub-stall``.
     """
 
-    at_s: float
+    at_s: float = dataclasses.field(
+        metadata=setting(missing=_NEED_AT, check=lambda at_s: _NEED_AT if at_s < 0 else None)
+    )
     kind: FaultKind
-    for_s: float | None = None
+    for_s: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
     group: str | None = None
-    rate_bit_s: float | None = None
+    rate_bit_s: float | None = dataclasses.field(default=None, metadata=setting(key="rate", read=_rate))
     replica: int | None = None
 
 
@@ -170,24 +285,51 @@ class Scenario:
         broker: The broker, in emulate mode.
         hub: The hub replicas.
         groups: The agents.
-        faults: What happens when.
+        faults: What happens when (in the order of ``at_s``).
     """
 
     name: str
     description: str = ""
     seed: int = 0
-    duration_s: float = 60.0
-    requests: int | None = None
-    policies: tuple[str, ...] = ()
-    broker: BrokerSpec = BrokerSpec()
-    hub: HubSpec = HubSpec()
-    groups: tuple[GroupSpec, ...]
-    faults: tuple[FaultSpec, ...] = ()
+    duration_s: float = dataclasses.field(default=60.0, metadata=setting(positive=True))
+    requests: int | None = dataclasses.field(default=None, metadata=setting(positive=True))
+    policies: tuple[str, ...] = dataclasses.field(
+        default=(), metadata=setting(expected="a list of policy names", items=Setting(read=_policy))
+    )
+    broker: BrokerSpec = dataclasses.field(default=BrokerSpec(), metadata=setting(expected="a [broker] table"))
+    hub: HubSpec = dataclasses.field(default=HubSpec(), metadata=setting(expected="a [hub] table"))
+    groups: tuple[GroupSpec, ...] = dataclasses.field(
+        metadata=setting(missing=_NEED_GROUPS, expected="[[groups]] tables", check=_no_groups)
+    )
+    faults: tuple[FaultSpec, ...] = dataclasses.field(default=(), metadata=setting(expected="[[faults]] tables"))
 
     @property
     def agents(self) -> int:
         """How many agents in all."""
         return sum(group.count for group in self.groups)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the groups use, each once."""
+        return tuple(dict.fromkeys(group.model for group in self.groups))
+
+
+def check_policy(scenario: Scenario, profiles: Mapping[str, ModelProfile], policy: str | None = None) -> None:
+    """Refuse a run in which a group's policy (``policy``, else its own) names no candidate cut of its model.
+
+    Raises:
+        ConfigError: One does.
+    """
+    for group in scenario.groups:
+        chosen = policy or group.policy
+        cut_id = policy_cut(chosen)
+        known = [cut.id for cut in profiles[group.model].cuts]
+        if cut_id is not None and cut_id not in known:
+            msg = (
+                f"group {group.name!r}: policy {chosen!r} is not auto, edge, cloud or a candidate cut of "
+                f"{group.model} ({', '.join(known)})"
+            )
+            raise ConfigError(msg)
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -219,298 +361,41 @@ def parse_scenario(
         text: The file's text, to name the line of each problem.
         directory: Where relative trace paths start (default: the working directory).
     """
-    reader = _Reader(source, directory)
-    scenario = reader.scenario(data)
+    reader = Reader(directory)
+    values = reader.table(Scenario, data) or {}
+    _check_across(reader, values)
     if reader.problems:
-        lines = _key_lines(text)
-        named = [_with_line(problem, lines) for problem in reader.problems]
+        named = with_lines(reader.problems, text)
         msg = f"{source}: {len(named)} problem(s):\n" + "\n".join(f"  {p}" for p in named)
         raise ConfigError(msg)
-    assert scenario is not None  # noqa: S101 - no problems means a scenario was built
-    return scenario
+    scenario: Scenario = build(Scenario, values)
+    return dataclasses.replace(scenario, faults=tuple(sorted(scenario.faults, key=lambda fault: fault.at_s)))
 
 
-class _Reader:
-    """Builds the dataclasses from plain TOML values, noting every problem instead of stopping at the first."""
-
-    def __init__(self, source: str, directory: Path | None) -> None:
-        self.source = source
-        self.directory = directory
-        self.problems: list[str] = []
-
-    def problem(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
-
-    def scenario(self, data: dict[str, Any]) -> Scenario | None:
-        top = {"name", "description", "seed", "duration_s", "requests", "policies", "broker", "hub", "groups", "faults"}
-        self._known(data, "", top)
-        name = self._str(data, "name", "", required=True) or "scenario"
-        description = self._str(data, "description", "") or ""
-        seed = self._number(data, "seed", "", default=0, integer=True)
-        duration = self._number(data, "duration_s", "", default=60.0, positive=True)
-        requests = self._number(data, "requests", "", default=1, integer=True, positive=True)
-        broker = self._broker(data.get("broker", {}))
-        hub = self._hub(data.get("hub", {}))
-        raw_groups = data.get("groups")
-        if not isinstance(raw_groups, list) or not raw_groups:
-            self.problem("groups", "at least one [[groups]] table is needed")
-            raw_groups = []
-        groups = [self._group(item, f"groups[{index}]") for index, item in enumerate(raw_groups)]
-        names = [
-            str(item["name"]) for item in raw_groups if isinstance(item, dict) and isinstance(item.get("name"), str)
-        ]
-        for duplicate in sorted({n for n in names if names.count(n) > 1}):
-            self.problem("groups", f"the name {duplicate!r} is used twice")
-        policies = data.get("policies", [])
-        if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
-            self.problem("policies", "must be a list of policy names")
-            policies = []
-        for index, policy in enumerate(policies):
-            self._policy_ok(policy, f"policies[{index}]")
-        raw_faults = data.get("faults", [])
-        if not isinstance(raw_faults, list):
-            self.problem("faults", "must be [[faults]] tables")
-            raw_faults = []
-        faults = [self._fault(item, f"faults[{index}]", set(names), hub) for index, item in enumerate(raw_faults)]
-        external = broker is not None and broker.kind == "external"
-        for index, fault in enumerate(faults):
-            if external and fault is not None and fault.kind == "broker-restart":
-                self.problem(f"faults[{index}].kind", "an external broker cannot be restarted by a scenario")
-        if self.problems or hub is None or broker is None:
-            return None
-        return Scenario(
-            name=name,
-            description=description,
-            seed=int(seed),
-            duration_s=float(duration),
-            requests=int(requests) if "requests" in data else None,
-            policies=tuple(policies),
-            broker=broker,
-            hub=hub,
-            groups=tuple(group for group in groups if group is not None),
-            faults=tuple(sorted((f for f in faults if f is not None), key=lambda fault: fault.at_s)),
-        )
-
-    def _broker(self, data: object) -> BrokerSpec | None:
-        if not isinstance(data, dict):
-            self.problem("broker", "must be a [broker] table")
-            return None
-        self._known(data, "broker.", {"kind", "url"})
-        url = self._str(data, "url", "broker.")
-        kind = self._str(data, "kind", "broker.") or ("external" if url else BrokerSpec().kind)
-        if kind not in get_args(BrokerKind):
-            self.problem("broker.kind", f"must be one of {', '.join(get_args(BrokerKind))}, not {kind!r}")
-            return None
-        if (kind == "external") != (url is not None):
-            self.problem("broker.url", "is needed with kind = 'external', and only then")
-            return None
-        if url is not None:
-            try:
-                BrokerURL.parse(url)
-            except ConfigError as exc:
-                self.problem("broker.url", str(exc))
-                return None
-        return BrokerSpec(kind=kind, url=url)  # type: ignore[arg-type]  # checked above
-
-    def _hub(self, data: object) -> HubSpec | None:
-        if not isinstance(data, dict):
-            self.problem("hub", "must be a [hub] table")
-            return None
-        self._known(data, "hub.", {"replicas", "workers", "max_queue", "status_interval_s"})
-        defaults = HubSpec()
-        return HubSpec(
-            replicas=int(
-                self._number(data, "replicas", "hub.", default=defaults.replicas, integer=True, positive=True)
-            ),
-            workers=int(self._number(data, "workers", "hub.", default=defaults.workers, integer=True, positive=True)),
-            max_queue=int(
-                self._number(data, "max_queue", "hub.", default=defaults.max_queue, integer=True, positive=True)
-            ),
-            status_interval_s=float(
-                self._number(data, "status_interval_s", "hub.", default=defaults.status_interval_s, positive=True)
-            ),
-        )
-
-    def _group(self, data: object, where: str) -> GroupSpec | None:
-        if not isinstance(data, dict):
-            self.problem(where, "must be a table")
-            return None
-        keys = {"name", "count", "model", "device", "link", "arrival", "rate_hz", "think_s", "policy", "deadline_s"}
-        self._known(data, f"{where}.", keys)
-        name = self._str(data, "name", f"{where}.", required=True)
-        defaults = {field.name: field.default for field in dataclasses.fields(GroupSpec)}
-        model = self._str(data, "model", f"{where}.") or str(defaults["model"])
-        device = self._str(data, "device", f"{where}.") or str(defaults["device"])
-        if device not in PROFILES:
-            self.problem(f"{where}.device", f"no device profile named {device!r}; known: {', '.join(PROFILES)}")
-        arrival = self._str(data, "arrival", f"{where}.") or str(defaults["arrival"])
-        if arrival not in get_args(Arrival):
-            self.problem(f"{where}.arrival", f"must be one of {', '.join(get_args(Arrival))}, not {arrival!r}")
-        policy = self._str(data, "policy", f"{where}.") or str(defaults["policy"])
-        self._policy_ok(policy, f"{where}.policy")
-        link = self._link(data.get("link"), f"{where}.link")
-        count = self._number(data, "count", f"{where}.", default=1, integer=True, positive=True)
-        rate = self._number(data, "rate_hz", f"{where}.", default=1.0, positive=True)
-        think = self._number(data, "think_s", f"{where}.", default=0.0)
-        deadline = self._number(data, "deadline_s", f"{where}.", default=5.0, positive=True)
-        if think < 0:
-            self.problem(f"{where}.think_s", "must not be negative")
-        if name is None or link is None:
-            return None
-        return GroupSpec(
-            name=name,
-            count=int(count),
-            model=model,
-            device=device,
-            link=link,
-            arrival=arrival,  # type: ignore[arg-type]  # checked above
-            rate_hz=float(rate),
-            think_s=float(think),
-            policy=policy,
-            deadline_s=float(deadline),
-        )
-
-    def _link(self, value: object, where: str) -> LinkSpec | None:
-        if isinstance(value, str):
-            if value not in PRESET_NAMES:
-                self.problem(where, f"no link preset named {value!r}; known: {', '.join(PRESET_NAMES)}")
-                return None
-            return preset(value)
-        if not isinstance(value, dict):
-            self.problem(where, "must be a preset name or a table {rate | trace, delay, jitter, loss}")
-            return None
-        self._known(value, f"{where}.", {"rate", "trace", "column", "delay", "jitter", "loss"})
-        if "trace" in value and ("rate" in value or "loss" in value):
-            self.problem(where, "a trace sets the rate: give trace or rate (and loss), not both")
-            return None
-        try:
-            return self._link_table(value)
-        except (ConfigError, ValueError, TypeError, AttributeError) as exc:
-            self.problem(where, str(exc))
-            return None
-
-    def _link_table(self, value: dict[str, Any]) -> LinkSpec:
-        """A link from its table: a fixed rate, or a trace file's (a relative path from the scenario's directory)."""
-        delay_s = parse_duration_ms(str(value.get("delay", "0ms"))) / 1000
-        jitter_s = parse_duration_ms(str(value.get("jitter", "0ms"))) / 1000
-        if "trace" not in value:
-            rate = parse_rate(value["rate"]) if "rate" in value else None
-            return fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=float(value.get("loss", 0.0)))
-        path = Path(str(value["trace"]))
-        if not path.is_absolute() and self.directory is not None:
-            path = self.directory / path
-        column = None if value.get("column") is None else str(value["column"])
-        return trace_link(path, delay_s=delay_s, jitter_s=jitter_s, column=column)
-
-    def _fault(self, data: object, where: str, groups: set[str], hub: HubSpec | None) -> FaultSpec | None:
-        if not isinstance(data, dict):
-            self.problem(where, "must be a table")
-            return None
-        self._known(data, f"{where}.", {"at_s", "kind", "for_s", "group", "rate", "replica"})
-        at_s = self._number(data, "at_s", f"{where}.", default=math.nan)
-        if math.isnan(at_s) or at_s < 0:
-            self.problem(f"{where}.at_s", "a time from the start (>= 0) is needed")
-        kind = self._str(data, "kind", f"{where}.", required=True)
-        if kind is not None and kind not in get_args(FaultKind):
-            self.problem(f"{where}.kind", f"must be one of {', '.join(get_args(FaultKind))}, not {kind!r}")
-        for_s = data.get("for_s")
-        if for_s is not None and (not isinstance(for_s, int | float) or isinstance(for_s, bool) or for_s <= 0):
-            self.problem(f"{where}.for_s", "must be a positive number of seconds")
-        group, rate, replica = data.get("group"), None, data.get("replica")
-        if kind in {"bandwidth", "outage"} and group not in groups:
-            self.problem(f"{where}.group", f"needs the name of a group ({', '.join(sorted(groups))}), not {group!r}")
-        if kind == "bandwidth":
-            try:
-                rate = parse_rate(str(data["rate"]))
-            except (KeyError, ValueError) as exc:
-                self.problem(f"{where}.rate", f"a rate such as '2mbit' is needed ({exc})")
-        if kind in REPLICA_FAULTS and (
-            not isinstance(replica, int) or hub is None or not 0 <= replica < hub.replicas or isinstance(replica, bool)
-        ):
-            count = hub.replicas if hub else "?"
-            self.problem(f"{where}.replica", f"needs a replica index from 0 to {count} - 1, not {replica!r}")
-        if self.problems:
-            return None
-        return FaultSpec(
-            at_s=float(at_s),
-            kind=kind,  # type: ignore[arg-type]  # checked above
-            for_s=None if for_s is None else float(for_s),
-            group=group,
-            rate_bit_s=rate,
-            replica=replica,
-        )
-
-    def _policy_ok(self, policy: str, where: str) -> None:
-        if not policy.strip():
-            self.problem(where, f"must be {', '.join(POLICIES)} or a cut id")
-
-    def _known(self, data: dict[str, Any], prefix: str, keys: set[str]) -> None:
-        for key in data:
-            if key not in keys:
-                self.problem(f"{prefix}{key}", f"unknown key; known: {', '.join(sorted(keys))}")
-
-    def _str(self, data: dict[str, Any], key: str, prefix: str, *, required: bool = False) -> str | None:
-        value = data.get(key)
-        if value is None:
-            if required:
-                self.problem(f"{prefix}{key}", "is required")
-            return None
-        if not isinstance(value, str) or not value:
-            self.problem(f"{prefix}{key}", f"must be a non-empty string, not {value!r}")
-            return None
-        return value
-
-    def _number(
-        self,
-        data: dict[str, Any],
-        key: str,
-        prefix: str,
-        *,
-        default: float,
-        integer: bool = False,
-        positive: bool = False,
-    ) -> float:
-        value = data.get(key, default)
-        kinds = int if integer else int | float
-        if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, float) and math.isinf(value)):
-            self.problem(f"{prefix}{key}", f"must be {'an integer' if integer else 'a number'}, not {value!r}")
-            return default
-        if positive and value <= 0:
-            self.problem(f"{prefix}{key}", f"must be positive, not {value!r}")
-            return default
-        return float(value)
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
-_PATH = re.compile(r"^([A-Za-z0-9_.\[\]-]+): ")
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """The line of each ``key = value`` in ``text``, by field path (``groups[1].link``), and of each table header."""
-    lines: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    table = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if header := _HEADER.match(line):
-            name = header[2]
-            if header[1] == "[[":
-                index = counts[name] = counts.get(name, -1) + 1
-                table = f"{name}[{index}]"
-            else:
-                table = name
-            lines.setdefault(table, number)
-        elif key := _KEY.match(line):
-            lines.setdefault(f"{table}.{key[1]}" if table else key[1], number)
-    return lines
-
-
-def _with_line(problem: str, lines: dict[str, int]) -> str:
-    """``problem`` prefixed with the line of its field (or of the nearest enclosing table) when known."""
-    match = _PATH.match(problem)
-    path = match[1] if match else ""
-    while path:
-        if path in lines:
-            return f"line {lines[path]}: {problem}"
-        path = path.rpartition(".")[0]
-    return problem
+def _check_across(reader: Reader, scenario: Mapping[str, Any]) -> None:
+    """What spans fields and tables: the broker's kind and URL, group names, what each fault names."""
+    broker = scenario.get("broker", {})
+    if "kind" in broker and (broker["kind"] == "external") != ("url" in broker) and not reader.has_problem("broker"):
+        reader.problem("broker.url", "is needed with kind = 'external', and only then")
+    tables = [item for item in scenario.get("groups", ()) if isinstance(item, dict)]
+    names = [group["name"] for group in tables if "name" in group]
+    for duplicate in sorted({name for name in names if names.count(name) > 1}):
+        reader.problem("groups", f"the name {duplicate!r} is used twice")
+    replicas = scenario.get("hub", {}).get("replicas", HubSpec().replicas)
+    for index, fault in enumerate(scenario.get("faults", ())):
+        if not isinstance(fault, dict):
+            continue  # not a table: said so
+        where, kind = f"faults[{index}]", fault.get("kind")
+        if kind in _LINK_FAULTS and fault.get("group") not in names:
+            group = fault.get("group")
+            reader.problem(
+                f"{where}.group", f"needs the name of a group ({', '.join(sorted(set(names)))}), not {group!r}"
+            )
+        if kind == "bandwidth" and "rate_bit_s" not in fault and not reader.has_problem(f"{where}.rate"):
+            reader.problem(f"{where}.rate", "a rate such as '2mbit' is needed")
+        replica = fault.get("replica")
+        named = replica is not None and 0 <= replica < replicas
+        if kind in REPLICA_FAULTS and not named and not reader.has_problem(f"{where}.replica"):
+            reader.problem(f"{where}.replica", f"needs a replica index from 0 to {replicas} - 1, not {replica!r}")
+        if kind == "broker-restart" and broker.get("kind") == "external":
+            reader.problem(f"{where}.kind", "an external broker cannot be restarted by a scenario")

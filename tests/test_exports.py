@@ -1,12 +1,14 @@
-"""Every package's ``__all__`` is sorted, unique and complete; agents import no onnx."""
+"""Every package's ``__all__`` is sorted, unique and complete; packages meet through it alone; agents import no onnx."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -64,7 +66,7 @@ def test_every_exported_name_exists(package: str) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("package", ["models", "edge_agent", "cloud_hub"])
+@pytest.mark.parametrize("package", ["models", "edge_agent", "cloud_hub", "simulations"])
 def test_public_classes_and_functions_of_the_package_are_exported(package: str) -> None:
     """A class or function a package defines in a private module and uses in its API is in ``__all__``."""
     module = _module(package)
@@ -82,6 +84,49 @@ def test_star_import_gives_exactly_all(package: str) -> None:
     exec(f"from {package} import *", namespace)  # noqa: S102 - a fixed import statement
     namespace.pop("__builtins__")
     assert sorted(namespace) == sorted(_module(package).__all__)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP_LEVEL = ("protocol", "models", "edge_agent", "cloud_hub", "edgecut", "simulations")
+
+
+def _private_imports(source: str, package: str) -> list[str]:
+    """What ``source`` (a module of ``package``) imports from another package's private modules or names."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            top, *rest = module.split(".")
+            if top in TOP_LEVEL and top != package and any(part.startswith("_") for part in rest):
+                found.append(module)
+    return found
+
+
+def test_the_private_import_check_sees_one() -> None:
+    source = "from edge_agent._files import load_input\nimport models._runtime\nfrom protocol import _checks\n"
+    assert _private_imports(source, "edgecut") == [
+        "edge_agent._files",
+        "edge_agent._files.load_input",
+        "models._runtime",
+        "protocol._checks",
+    ]
+    assert _private_imports("from edge_agent._core import AgentCore\n", "edge_agent") == []
+
+
+@pytest.mark.parametrize("package", TOP_LEVEL)
+def test_no_package_imports_another_packages_private_modules(package: str) -> None:
+    """Packages meet through each other's ``__init__``: a private name wanted outside is exported or moved."""
+    found = {
+        str(path.relative_to(ROOT)): imports
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (imports := _private_imports(path.read_text(encoding="utf-8"), package))
+    }
+    assert found == {}
 
 
 HEAVY = ("onnx", "onnx.helper", "PIL", "iotcore")
@@ -111,6 +156,12 @@ def test_importing_the_runtime_packages_does_not_import_onnx() -> None:
 def test_agent_and_hub_meet_only_on_the_wire(package: str, never: tuple[str, ...]) -> None:
     """Neither side imports the other; the protocol and the models know no side."""
     assert _imported_after(f"import {package}", never) == []
+
+
+def test_the_sim_extra_is_imported_only_when_used() -> None:
+    """``import simulations`` (links, ``edgecut sim link``) works without SimPy, matplotlib and rich."""
+    assert _imported_after("import simulations", ("simpy", "matplotlib", "rich")) == []
+    assert _imported_after("import simulations._fleet", ("simpy",)) == ["simpy"]
 
 
 def test_the_import_probe_sees_what_a_package_does_import() -> None:

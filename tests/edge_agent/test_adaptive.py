@@ -1,4 +1,4 @@
-"""cut="auto" without a broker: the warm-up, what requests teach, and head times kept across restarts."""
+"""cut="auto" without a broker: the candidates, the warm-up and head times kept across restarts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from edge_agent import EDGE_ONLY, InferenceResult, ModelHalves, Timings
-from edge_agent._adaptive import AdaptiveCut
-from edge_agent._planner import Observation
-from protocol import NodeStatus
+from edge_agent import EDGE_ONLY, AgentCore, InferenceResult, ModelHalves, Planner, Timings
+from edge_agent._adaptive import HeadTimes, auto_core
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,27 +17,33 @@ if TYPE_CHECKING:
 MODEL = "tiny"
 
 
-def _adaptive(state_dir: Path | None = None) -> AdaptiveCut:
-    return AdaptiveCut.start(ModelHalves.open(MODEL, threads=1), state_dir=state_dir)
+def _core(state_dir: Path | None = None) -> AgentCore:
+    halves = ModelHalves.open(MODEL, threads=1)
+    saved = None if state_dir is None else HeadTimes(state_dir, halves.model_sha256)
+    return auto_core(halves, 0.0, saved=saved)
+
+
+def _planner(core: AgentCore) -> Planner:
+    assert core.planner is not None
+    return core.planner
 
 
 def test_the_warm_up_gives_every_candidate_a_head_time() -> None:
-    adaptive = _adaptive()
-    heads = adaptive.planner.export()
+    heads = _core().head_times()
     assert list(heads) == ["input", "pool", "output"]
     assert heads["input"] == [0.0]  # cloud-only runs nothing here
     assert 0 < heads["pool"][-1] <= heads["output"][-1]
 
 
 def test_head_times_are_kept_for_the_next_start(tmp_path: Path) -> None:
-    first = _adaptive(tmp_path)
-    first.save()
+    sha = ModelHalves.open(MODEL).model_sha256
+    HeadTimes(tmp_path, sha).save(_core(tmp_path))
     (saved,) = tmp_path.glob("planner-*.json")
     state = json.loads(saved.read_text())
-    assert state["model_sha256"] == ModelHalves.open(MODEL).model_sha256
+    assert state["model_sha256"] == sha
     state["heads"]["output"] = [1234.0, 1234.0]  # as if this device had been slow last time
     saved.write_text(json.dumps(state))
-    restored = _adaptive(tmp_path).planner.export()["output"]
+    restored = _core(tmp_path).head_times()["output"]
     assert restored[:2] == [1234.0, 1234.0]  # then the warm-up's own
     assert len(restored) == 5
 
@@ -48,48 +52,30 @@ def test_head_times_are_kept_for_the_next_start(tmp_path: Path) -> None:
 def test_an_unreadable_state_file_is_ignored_with_a_warning(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _adaptive(tmp_path).save()
-    (saved,) = tmp_path.glob("planner-*.json")
-    saved.write_text(content)
+    saved = HeadTimes(tmp_path, ModelHalves.open(MODEL).model_sha256)
+    saved.save(_core(tmp_path))
+    saved.path.write_text(content)
     with caplog.at_level(logging.WARNING, logger="edgecut.agent"):
-        adaptive = _adaptive(tmp_path)
-    assert set(adaptive.planner.export()) == {"input", "pool", "output"}  # the warm-up still ran
-    if content != '{"format": 1, "heads": {"output": ["slow"]}}':
-        assert "ignored the planner state" in caplog.text
+        core = _core(tmp_path)
+    assert set(core.head_times()) == {"input", "pool", "output"}  # the warm-up still ran
+    assert core.head_times()["output"] != ["slow"]
+    assert "ignored the planner state" in caplog.text
 
 
 def test_a_request_refreshes_the_heads_of_every_cut_its_head_passed() -> None:
-    adaptive = _adaptive()
+    core = _core()
+    request = core.request(100.0)
     result = InferenceResult(outputs={}, cut_id=EDGE_ONLY, timings=Timings(edge_ms=50.0, total_ms=51.0))
-    adaptive.learn(result, [7.0, 43.0], now_s=100.0)
-    heads = adaptive.planner.export()
+    core.finished(request, result, 100.0, segment_ms=[7.0, 43.0])
+    heads = core.head_times()
     assert heads["pool"][-1] == 7.0
     assert heads["output"][-1] == 50.0
 
 
-def test_only_online_hub_statuses_teach_the_planner() -> None:
-    adaptive = _adaptive()
-    planner = adaptive.planner
-    planner.observe_probe(0, 5.0, 0.0)
-    planner.observe_probe(100_000, 85.0, 0.0)  # 10 Mbit/s
-    planner.observe(Observation(cut_id="input", bytes_sent=3_200, edge_ms=0.0, network_ms=6.0, hub_compute_ms=2.0), 0.0)
-    before = planner.predict_ms("input", 0.0)
-    sha = ModelHalves.open(MODEL, threads=1).model_sha256
-    for status in (
-        NodeStatus("h", "hub", "offline", 0.0, queue_wait_ms=900.0),
-        NodeStatus("a", "agent", "online", 0.0, queue_wait_ms=900.0),
-    ):
-        adaptive.on_hub_status(status, 0.0)
-    assert planner.predict_ms("input", 0.0) == before
-    for _ in range(2):
-        adaptive.on_hub_status(NodeStatus("h", "hub", "online", 0.0, queue_wait_ms=900.0, tail_ms={sha: {}}), 0.0)
-    assert planner.predict_ms("input", 0.0) == pytest.approx(before + 900.0)  # the median of 0, 900 and 900
-
-
 def test_candidates_start_from_what_their_tensors_take_under_the_codec() -> None:
     halves = ModelHalves.open(MODEL, threads=1)
-    raw = {c.id: c.bytes for c in AdaptiveCut.start(halves).planner.candidates}
-    int8 = {c.id: c.bytes for c in AdaptiveCut.start(halves, codecs=("int8+zstd",)).planner.candidates}
+    raw = {c.id: c.bytes for c in _planner(auto_core(halves, 0.0)).candidates}
+    int8 = {c.id: c.bytes for c in _planner(auto_core(halves, 0.0, codecs=("int8+zstd",))).candidates}
     assert int8["input"] == raw["input"]  # the image is uint8: int8 leaves it as it is
     inner = [cut for cut in raw if cut not in {"input", "output"}]
     assert inner
@@ -99,7 +85,7 @@ def test_candidates_start_from_what_their_tensors_take_under_the_codec() -> None
 
 def test_an_allow_list_makes_a_candidate_of_each_codec_that_changes_what_a_cut_sends() -> None:
     halves = ModelHalves.open(MODEL, threads=1)
-    planner = AdaptiveCut.start(halves, codecs=("raw", "fp16", "jpeg")).planner
+    planner = _planner(auto_core(halves, 0.0, codecs=("raw", "fp16", "jpeg")))
     by_cut: dict[str, set[str]] = {}
     for candidate in planner.candidates:
         by_cut.setdefault(candidate.id, set()).add(candidate.codec)

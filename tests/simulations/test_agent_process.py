@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from simulations._agent_process import AgentConfig, _report_lost, _requests
-from simulations._fleet import LOST, RequestRecord
-from simulations._report import summarise
+from simulations._report import LOST, RequestRecord, summarise
 
 CONFIG = AgentConfig(
     run="cloud", name="cams-0", group="cams", policy="cloud", model="tiny", device="rpi4", url="mqtt://127.0.0.1:1",

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import random
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -14,14 +14,16 @@ from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.errors import ConfigError
 from protocol.mqtt import Backoff
+from simulations import load_scenario, table
 from simulations._calibrate import CutCost, ModelProfile, load_profiles, observed_profiles, save_profiles
-from simulations._fleet import Fleet, RequestRecord, _reconnected
-from simulations._report import percentile, read_records, summarise
+from simulations._fleet import Fleet
+from simulations._fleet_faults import reconnected as _reconnected
+from simulations._report import RequestRecord, percentile, read_records, summarise
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
+from simulations.scenarios import find
 
-if TYPE_CHECKING:
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[2]
 
 # resnet18 as this host measures it, rounded: fixed figures, so the tests need no ONNX Runtime.
 PROFILE = ModelProfile(
@@ -123,6 +125,31 @@ def test_a_hub_that_goes_down_loses_what_it_holds_and_the_agents_fall_back() -> 
     assert all(5 <= r.start_s < 10 for r in fallbacks)
     assert all(r.fallback_ms > 0 and r.hub == "" for r in fallbacks)
     assert all(r.hub == "hub-0" for r in records if r.start_s > 11)
+
+
+def test_with_the_only_hub_down_requests_fall_back_at_their_deadline_not_before() -> None:
+    groups = [
+        {"name": "cams", "count": 3, "device": "rpi3", "link": {"rate": "20mbit", "delay": "20ms"}, "deadline_s": 2.0}
+    ]
+    faults = [{"at_s": 5, "kind": "hub-down", "replica": 0, "for_s": 10}]
+    records = _records(_scenario(groups=groups, faults=faults), "cloud")
+    fallbacks = [r for r in records if r.fallback]
+    assert len(fallbacks) > 10
+    assert all(r.fallback == "no reply within the deadline" for r in fallbacks)
+    waited_ms = [r.total_ms - r.fallback_ms for r in fallbacks]  # cloud-only: no head, so until the tail began
+    assert min(waited_ms) > 1999.999  # the device runs the tail once the deadline has passed ...
+    assert max(waited_ms) < 2000.0 + 1000.0  # ... as soon as it is free
+
+
+def test_an_overloaded_hub_is_answered_at_once_and_said_so() -> None:
+    groups = [
+        {"name": "cams", "count": 20, "device": "rpi4", "link": {"rate": "1gbit", "delay": "1ms"}, "rate_hz": 5.0}
+    ]
+    records = _records(_scenario(groups=groups, hub={"replicas": 1, "workers": 1, "max_queue": 4}), "cloud")
+    refused = [r for r in records if r.fallback]
+    assert refused
+    assert all(r.fallback.startswith("hub overloaded: hub hub-0 has 4 requests queued (max_queue 4)") for r in refused)
+    assert all(r.total_ms < 1000.0 for r in refused)  # no waiting for the 5 s deadline
 
 
 def test_a_hung_hub_holds_what_it_has_until_it_wakes_or_the_broker_drops_it() -> None:
@@ -343,3 +370,17 @@ def test_emulate_mode_refuses_more_agents_than_its_bound_before_starting_anythin
     with pytest.raises(ConfigError, match=r"scenario 'test' has 3 agents; .* at most 2 \(--max-agents\)"):
         run_scenario(scenario, tmp_path / "out", mode="emulate", max_agents=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_steady_table_in_the_docs_is_what_fleet_mode_gives_on_the_shipped_profile(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "simulation.md").read_text(encoding="utf-8")
+    block = docs.split("$ edgecut sim run steady --profiles docs/profiles/resnet18.json\n\n```\n", 1)[1].split("\n```")[
+        0
+    ]
+    expected = "\n".join(block.splitlines()[1:-1])  # the table, without the title and the files written
+    scenario = load_scenario(find("steady"))
+    summaries = run_scenario(
+        scenario, tmp_path, profiles_file=root / "docs" / "profiles" / "resnet18.json", report=False
+    )
+    assert table(summaries) == expected

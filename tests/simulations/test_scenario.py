@@ -186,3 +186,13 @@ def test_a_hung_hub_fault_names_a_replica() -> None:
         parse_scenario(data)
     data["faults"][0]["replica"] = 1  # type: ignore[index]
     assert parse_scenario(data).faults[0].kind == "hub-stall"
+
+
+def test_a_links_delay_may_be_bare_milliseconds_and_faults_come_in_time_order() -> None:
+    groups = [{"name": "a", "link": {"rate": "5mbit", "delay": 40, "jitter": "2ms"}}]
+    faults = [{"at_s": 9, "kind": "outage", "group": "a"}, {"at_s": 2, "kind": "outage", "group": "a", "for_s": 1}]
+    scenario = parse_scenario(GOOD | {"groups": groups, "faults": faults})
+    assert scenario.groups[0].link.up.delay_s == pytest.approx(0.04)
+    assert [fault.at_s for fault in scenario.faults] == [2.0, 9.0]
+    with pytest.raises(ConfigError, match=r"groups\[0\]\.link\.delay_ms: unknown key; known: column, delay"):
+        parse_scenario(GOOD | {"groups": [{"name": "a", "link": {"rate": "5mbit", "delay_ms": 40}}]})

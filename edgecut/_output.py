@@ -1,0 +1,10 @@
+"""What the commands print for scripts: JSON on stdout, flushed (scripts read it from a pipe)."""
+
+from __future__ import annotations
+
+import json
+
+
+def print_json(data: object, *, indent: int | None = 2) -> None:
+    """Print ``data`` as JSON (``indent=None``: on one line, as a readiness line is)."""
+    print(json.dumps(data, indent=indent), flush=True)  # noqa: T201 - the commands' output

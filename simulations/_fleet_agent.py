@@ -1,0 +1,84 @@
+"""Fleet mode's agent: its device, its link, its random streams and the runtime's own agent core.
+
+An agent's decisions and what it learns are an :class:`edge_agent.AgentCore`'s,
+the object :class:`edge_agent.EdgeAgent` runs: with ``auto`` a
+:class:`edge_agent.Planner` over the profile's candidate cuts, warmed up with
+the device's head times, else the policy's fixed cut. Fleet mode only
+carries its commands out on simulated time (:mod:`simulations._fleet`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+from typing import TYPE_CHECKING
+
+import simpy
+
+from edge_agent import EDGE_ONLY, AgentCore, Candidate, Planner, Timeouts
+from simulations._devices import PROFILES
+from simulations._link import Direction
+from simulations._scenario import policy_cut
+
+if TYPE_CHECKING:
+    from simulations._calibrate import ModelProfile
+    from simulations._scenario import GroupSpec
+
+
+class SimulatedAgent:
+    """One agent of a group: a device of one ORT thread, a link of its own, and its core.
+
+    Args:
+        env: The simulation.
+        seed: The scenario's seed: every stream is named from it and the agent's name.
+        group: The agent's group.
+        index: Its index in the group (its name is ``<group>-<index>``).
+        profile: Its model's measured profile.
+        policy: ``edge``, ``cloud``, ``auto`` or a cut id.
+    """
+
+    def __init__(
+        self, env: simpy.Environment, seed: int, group: GroupSpec, index: int, *, profile: ModelProfile, policy: str
+    ) -> None:
+        self.env = env
+        self.group = group
+        self.name = f"{group.name}-{index}"
+        self.profile = profile
+        self.policy = policy
+        self.factor = PROFILES[group.device].factor
+        self.device = simpy.Resource(env, capacity=1)
+        self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
+        self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
+        self.arrivals = random.Random(f"{seed}/{self.name}/arrivals")  # noqa: S311
+        self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
+        self.outage_until_s = 0.0
+        self.core = self._core(seed)
+
+    def _core(self, seed: int) -> AgentCore:
+        timeouts = Timeouts(request=self.group.deadline_s, retry=None)  # fleet mode models no retries
+        cut = policy_cut(self.policy)
+        if cut is not None:
+            return AgentCore(cut=cut, timeouts=timeouts)
+        cuts = self.profile.cuts
+        candidates = [Candidate(id=cut.id, bytes=cut.request_bytes, edge_only=cut.id == EDGE_ONLY) for cut in cuts]
+        core = AgentCore(
+            planner=Planner(candidates, seed=zlib.crc32(f"{seed}/{self.name}/planner".encode())),
+            chain=[cut.id for cut in cuts],
+            model_sha256=self.profile.model_sha256,
+            timeouts=timeouts,
+        )
+        segment_ms = [(later.head_ms - cut.head_ms) * self.factor for cut, later in itertools.pairwise(cuts)]
+        core.warmed_up([segment_ms], self.env.now)  # the agent's warm-up, as its device runs the profile
+        return core
+
+    def run_s(self, host_ms: float) -> float:
+        """Seconds this device takes for what this host computes in ``host_ms`` (its spread drawn, if any)."""
+        spread = self.profile.head_spread
+        multiple = self.compute.choice(spread) if spread else 1.0
+        return host_ms * self.factor * multiple / 1000
+
+    def transfer(self, direction: Direction, nbytes: int) -> simpy.Timeout:
+        """Wait until ``nbytes`` entering ``direction`` now have come out (after any outage)."""
+        start = max(self.env.now, self.outage_until_s)
+        return self.env.timeout(direction.departure(start, nbytes) - self.env.now)
