@@ -26,13 +26,13 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from models import EDGE_ONLY, MANIFEST_FILE, SEGMENTS_FILE, Manifest, SegmentsManifest, sha256_hex
+from cloud_hub._splitter import ModelSource, Splitter
+from models import EDGE_ONLY, MANIFEST_FILE, SEGMENTS_FILE, Manifest, SegmentsManifest
 from protocol.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import onnx
 
 logger = logging.getLogger("edgecut.hub")
 
@@ -45,14 +45,6 @@ class _FileStamp:
     mtime_ns: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Found:
-    """Where the full model of one sha256 comes from: a file, or a zoo name."""
-
-    name: str
-    path: Path | None = None
-
-
 class ModelCatalog:
     """Finds models and splits by sha256.
 
@@ -60,9 +52,11 @@ class ModelCatalog:
         models_dir: Searched recursively; ``None`` for none.
         use_zoo: Also know the zoo's models.
         rescan_after_s: Least time between two scans of ``models_dir``.
+        splitter: Where models are built and hashed (a child process).
     """
 
-    def __init__(self, *, models_dir: Path | None, use_zoo: bool, rescan_after_s: float) -> None:
+    def __init__(self, *, models_dir: Path | None, use_zoo: bool, rescan_after_s: float, splitter: Splitter) -> None:
+        self._splitter = splitter
         self._models_dir = models_dir
         self._use_zoo = use_zoo
         self._rescan_after_s = rescan_after_s
@@ -72,8 +66,8 @@ class ModelCatalog:
         self._segments: dict[str, tuple[Path, frozenset[str]]] = {}  # model sha256 -> directory, its cuts
         self._split_names: dict[str, str] = {}  # model sha256 -> model_id, from manifests
         self._stamps: dict[Path, tuple[_FileStamp, str]] = {}
-        self._files: dict[str, _Found] = {}
-        self._zoo: dict[str, _Found] = {}
+        self._files: dict[str, ModelSource] = {}
+        self._zoo: dict[str, ModelSource] = {}
         self._zoo_indexed = False
 
     def split_dir(self, model_sha256: str, cut_id: str) -> Path | None:
@@ -101,25 +95,10 @@ class ModelCatalog:
             cuts |= set(self._segments.get(model_sha256, (None, frozenset()))[1]) - {EDGE_ONLY}
             return sorted(cuts)
 
-    def full_model(self, model_sha256: str, name_hint: str) -> onnx.ModelProto | None:
-        """The full model with this sha256, loaded or built; ``None`` if no source has it whole."""
+    def source(self, model_sha256: str, name_hint: str) -> ModelSource | None:
+        """Where the full model with this sha256 comes from; ``None`` if no source has it whole."""
         with self._lock:
-            found = self._locate(model_sha256, name_hint)
-        if found is None:
-            return None
-        if found.path is not None:
-            from models.partition import load_model_file  # noqa: PLC0415 - the hub's tooling side: needs onnx
-
-            try:
-                model = load_model_file(found.path)
-            except ModelError as exc:
-                logger.warning("cannot load %s: %s", found.path, exc)
-                return None
-        else:
-            model = _build_zoo(found.name)
-        if sha256_hex(model.SerializeToString()) != model_sha256:  # the file changed since it was hashed
-            return None
-        return model
+            return self._locate(model_sha256, name_hint)
 
     def names_for(self, name: str) -> list[str]:
         """The sha256s of the models this catalog knows by ``name`` (for error messages and preloading)."""
@@ -130,7 +109,7 @@ class ModelCatalog:
             known += [sha for sha, model_id in self._split_names.items() if model_id == name]
             return sorted(set(known))
 
-    def _locate(self, model_sha256: str, name_hint: str) -> _Found | None:
+    def _locate(self, model_sha256: str, name_hint: str) -> ModelSource | None:
         self._scan(force=False)
         found = self._files.get(model_sha256) or self._zoo.get(model_sha256)
         if found is None and self._index_zoo(name_hint):
@@ -177,44 +156,25 @@ class ModelCatalog:
             known = self._stamps.get(path)
             if known is not None and known[0] == stamp:
                 return
-            sha = _file_sha256(path)
+            sha = self._splitter.file_sha256(path)
         except (OSError, ModelError) as exc:
             logger.warning("skipped %s: %s", path, exc)
             return
         self._stamps[path] = (stamp, sha)
-        self._files[sha] = _Found(name=path.stem, path=path)
+        self._files[sha] = ModelSource(name=path.stem, path=path)
 
     def _index_zoo(self, name: str | None) -> bool:
         """Build and hash zoo model ``name`` (all of them for ``None``) once; True if anything new was hashed."""
         if not self._use_zoo or self._zoo_indexed:
             return False
-        from models import zoo  # noqa: PLC0415 - needs onnx
-
-        wanted = zoo.MODEL_NAMES if name is None else [n for n in zoo.MODEL_NAMES if n == name]
         hashed = {found.name for found in self._zoo.values()}
-        fresh = [n for n in wanted if n not in hashed]
-        for zoo_name in fresh:
-            self._zoo[sha256_hex(_build_zoo(zoo_name).SerializeToString())] = _Found(name=zoo_name)
-        self._zoo_indexed = name is None or len(self._zoo) == len(zoo.MODEL_NAMES)
+        if name in hashed:
+            return False
+        fresh = self._splitter.zoo_sha256s(None if name is None else [name], skip=hashed)
+        for zoo_name, sha in fresh.items():
+            self._zoo[sha] = ModelSource(name=zoo_name)
+        self._zoo_indexed = name is None
         return bool(fresh)
-
-
-def _file_sha256(path: Path) -> str:
-    """A model file's identity: its bytes, or with weights in side files, the model with them inline.
-
-    Without ``onnx`` the hub cannot split a full model anyway: its bytes are all that matter then.
-    """
-    try:
-        from models.partition import model_file_sha256  # noqa: PLC0415 - needs onnx
-    except ImportError:
-        return sha256_hex(path.read_bytes())
-    return model_file_sha256(path)
-
-
-def _build_zoo(name: str) -> onnx.ModelProto:
-    from models import zoo  # noqa: PLC0415 - needs onnx
-
-    return zoo.build(name)
 
 
 def parse_preload(spec: str) -> tuple[str, str]:

@@ -12,8 +12,9 @@ other cuts, those the store says were used most recently; a chain grown past
 that is cut again without the others. A segments directory (``edgecut models
 split --cuts``) gives a chain that cannot grow.
 
-Blocking (splitting, session creation); the tail store calls it from its
-loading thread, under its own lock, except :meth:`HubChains.peek`.
+Blocking (session creation; the splitting itself happens in a child process,
+:mod:`cloud_hub._splitter`); the tail store calls it from its loading thread,
+under its own lock, except :meth:`HubChains.peek`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection
     from pathlib import Path
 
-    import onnx
-
+    from cloud_hub._splitter import Grown
     from models import Runnable
 
 
@@ -76,43 +76,27 @@ class HubChains:
         with self._lock:
             return self._chains.get(model_sha256)
 
-    def through(
-        self, model: onnx.ModelProto, model_sha256: str, model_id: str, cut_id: str, *, recent: Collection[str] = ()
-    ) -> Chain:
-        """The chain of the full ``model``, grown to pass through ``cut_id`` if it did not.
+    def extra_cuts(self, model_sha256: str, recent: Collection[str]) -> list[str] | None:
+        """The cuts besides its candidates a regrown chain of ``model_sha256`` keeps, or ``None`` if none is held.
 
-        Args:
-            model: The full model.
-            model_sha256: Its sha256.
-            model_id: Its name, for the manifest.
-            cut_id: The cut the chain must pass through.
-            recent: The model's other cuts in use lately, most recent first:
-                of those the chain passes through besides its candidates,
-                it keeps the first ``max_extra_cuts - 1``.
-
-        Raises:
-            ModelError: ``cut_id`` is not a cut of the model.
+        Of the cuts the chain passes through besides its candidates, those in
+        ``recent`` (the model's cuts used lately, most recent first), at most
+        ``max_extra_cuts - 1`` of them: a new cut joins them.
         """
-        from models import partition  # noqa: PLC0415 - the hub's tooling side: needs onnx
-
         with self._lock:
             chain = self._chains.get(model_sha256)
-            if chain is not None and cut_id in chain.manifest.cut_ids:
-                return chain
             candidates = self._candidates.get(model_sha256)
-            if candidates is None:
-                candidates = frozenset(cut.id for cut in partition.candidate_cuts(partition.enumerate_cuts(model)))
-            held = set() if chain is None else set(chain.manifest.cut_ids) - candidates
-            extra = [cut for cut in dict.fromkeys(recent) if cut in held][: self._max_extra_cuts - 1]
-            wanted = candidates | {cut_id, *extra}
-            segments = partition.split_segments(model, sorted(wanted), model_id=model_id, check=False)
-            blobs = {
-                file.sha256: part.SerializeToString()
-                for file, part in zip(segments.manifest.segments, segments.models, strict=True)
-            }
-            kept = self._keep(model_sha256, segments.manifest, blobs)
-            self._candidates[model_sha256] = candidates
-            return kept
+            if chain is None or candidates is None:
+                return None
+            held = set(chain.manifest.cut_ids) - candidates
+            return [cut for cut in dict.fromkeys(recent) if cut in held][: self._max_extra_cuts - 1]
+
+    def adopt(self, model_sha256: str, grown: Grown) -> Chain:
+        """Hold the chain ``grown`` (split elsewhere), with sessions for the segments not held yet."""
+        with self._lock:
+            chain = self._keep(model_sha256, grown.manifest, grown.blobs)
+            self._candidates[model_sha256] = grown.candidates
+            return chain
 
     def from_directory(self, directory: Path) -> Chain:
         """The chain in a segments directory (checked against its manifest), kept by its model sha256.

@@ -39,6 +39,7 @@ class Job:
             when it could not be read, or for a ping.
         answered: Set when the reply goes out; any later answer is dropped.
         repeatable: Whether a repeat of this id gets this job's reply (not after ``loading``: it runs again).
+        load_ms: Time it waited for its tail to load (its first use), which is not queueing.
     """
 
     incoming: Incoming
@@ -49,6 +50,7 @@ class Job:
     request: EncodedRequest | None = None
     answered: bool = False
     repeatable: bool = True
+    load_ms: float = 0.0
 
     @property
     def size(self) -> int:

@@ -200,6 +200,7 @@ class Hub:
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._loader.shutdown(wait=False, cancel_futures=True)
+            self.store.close()
 
     async def _serve_until_shutdown(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -326,16 +327,13 @@ class Hub:
     async def _work(self) -> None:
         while not self._stopped.is_set():
             job = await self._queue.get()
-            try:
-                payload = await self._answer(job)
-            except Exception:  # a worker must outlive any one request
-                logger.exception("request %s: no reply could be made", job.request_id)
-                continue
-            # The reply goes out from the loop: a worker never waits on the network.
-            self._spawn(self._reply(job, payload))
+            payload = await self._answer(job)
+            if payload is not None:  # None: the job waits for its tail's load, off the workers
+                # The reply goes out from the loop: a worker never waits on the network.
+                self._spawn(self._reply(job, payload))
 
-    async def _answer(self, job: Job) -> bytes:
-        """Run the request and return the encoded reply; errors become error replies."""
+    async def _answer(self, job: Job) -> bytes | None:
+        """Run the request and return the encoded reply (errors become error replies); ``None`` while it loads."""
         try:
             return await self._run(job)
         except _Refused as exc:
@@ -343,19 +341,19 @@ class Hub:
             return self._failure(job, exc.error)
         except (TailUnavailableError, ProtocolError) as exc:
             return self._failure(job, ReplyError(code=exc.code, message=str(exc)))
-        except Exception as exc:
+        except Exception as exc:  # a worker must outlive any one request
             logger.exception("request %s failed", job.request_id)
             return self._failure(job, ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"))
 
-    async def _run(self, job: Job) -> bytes:
+    async def _run(self, job: Job) -> bytes | None:
         request = _read(job)
         _refuse_if(self._admission.staleness(job, request.header))
-        loading = time.perf_counter()
-        tail = await self._tail(job, request.header)
-        load_ms = (time.perf_counter() - loading) * 1000  # a tail's first use, not the queue
+        tail = self._ready_tail(job, request.header)
+        if tail is None:
+            self._spawn(self._load_for(job))
+            return None
         limits = {"max_batch": self.config.max_batch, "max_reply_bytes": self.config.max_message_bytes}
         _refuse_if(refusal(request, tail, **limits))
-        _refuse_if(self._admission.staleness(job, request.header))  # loading the tail may have taken a while
         loop = asyncio.get_running_loop()
         self.tails_run += 1
         ran = await loop.run_in_executor(
@@ -364,42 +362,65 @@ class Hub:
                 tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
             ),
         )
-        self.profile.note_wait(max(0.0, ran.queue_ms - load_ms), time.monotonic())
+        self.profile.note_wait(max(0.0, ran.queue_ms - job.load_ms), time.monotonic())
         for cut_id, ms in (ran.tail_ms or {request.header.cut_id: ran.compute_ms}).items():
             self.profile.note_tail(request.header.model_sha256, cut_id, ms)
         return ran.reply
 
-    async def _tail(self, job: Job, request: InferenceRequest) -> Tail:
-        """The request's tail, loading it if needed for as long as the deadline allows; else ``loading``.
+    def _ready_tail(self, job: Job, request: InferenceRequest) -> Tail | None:
+        """The request's tail if it is ready now; ``None`` if it must be loaded (within the load budgets).
 
-        A load is started only within the load budgets (and not at all by a
-        hub that serves only what it preloaded): else ``load_refused``. The
-        load goes on after a ``loading`` answer: the agent's next request
-        finds it done.
+        Raises:
+            _Refused: ``load_refused``: the load it needs is past a budget,
+                or the hub serves only what it preloaded.
         """
-        pinned = request.tail_sha256 is not None
         sha, cut_id = request.model_sha256, request.cut_id
-        ready = self.store.ready_now(sha, cut_id, pinned=pinned)
+        ready = self.store.ready_now(sha, cut_id, pinned=request.tail_sha256 is not None)
         if ready is not None:
             return ready
         starts_a_load = not (self.store.is_loading(sha, cut_id) or self.store.is_missed(request.model_id, sha, cut_id))
         if starts_a_load:  # else it waits for a load under way, or is refused at once: it starts nothing
             _refuse_if(self._admission.load_refusal(job.agent_id, request))
+        return None
+
+    async def _load_for(self, job: Job) -> None:
+        """Wait for the tail of ``job`` off the workers, as long as its deadline allows; then queue it again.
+
+        The workers go on with loaded models meanwhile. If the load is not
+        done in time, the request is answered ``loading``; the load goes on,
+        and the agent's next request finds it done.
+        """
+        request = _read(job).header
+        started = time.perf_counter()
         getting: asyncio.Task[Tail] = asyncio.create_task(
-            self.store.ready(request.model_id, request.model_sha256, request.cut_id, pinned=pinned)
+            self.store.ready(
+                request.model_id, request.model_sha256, request.cut_id, pinned=request.tail_sha256 is not None
+            )
         )
-        left_s = request.deadline_ms / 1000 - (time.perf_counter() - job.received) - _LOADING_MARGIN_S
+        left_s = request.deadline_ms / 1000 - (started - job.received) - _LOADING_MARGIN_S
         done, _ = await asyncio.wait({getting}, timeout=max(left_s, _LOADING_MIN_WAIT_S))
         if getting in done:
-            return getting.result()
+            try:
+                getting.result()
+            except TailUnavailableError as exc:
+                await self._reply(job, self._failure(job, ReplyError(code=exc.code, message=str(exc))))
+                return
+            except Exception as exc:
+                logger.exception("loading for request %s failed", job.request_id)
+                error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
+                await self._reply(job, self._failure(job, error))
+                return
+            job.load_ms += (time.perf_counter() - started) * 1000  # a tail's first use, not the queue
+            self._queue.put(job.agent_id, job)  # its tail is ready now
+            return
         self._background.add(getting)  # the load goes on; its outcome (a tail, or a miss) is the store's
         getting.add_done_callback(self._background.discard)
         getting.add_done_callback(_collected)
         since = self.store.loading_since(request.model_sha256, request.cut_id)
         so_far = f" ({time.monotonic() - since:.1f} s so far)" if since is not None else ""
-        what = f"{request.model_id} at cut {request.cut_id!r}"
-        msg = f"{what} is loading on this hub{so_far}; send a new request soon"
-        raise _Refused(ReplyError(code=ErrorCode.LOADING, message=msg))
+        msg = f"{request.model_id} at cut {request.cut_id!r} is loading on this hub{so_far}; send a new request soon"
+        job.repeatable = False
+        await self._reply(job, self._failure(job, ReplyError(code=ErrorCode.LOADING, message=msg)))
 
     def _failure(self, job: Job, error: ReplyError) -> bytes:
         self.refused[error.code] += 1

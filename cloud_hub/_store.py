@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from cloud_hub._catalog import ModelCatalog, preload_key
 from cloud_hub._chains import HubChains
+from cloud_hub._splitter import Splitter
 from models import EDGE_ONLY, TAIL_FILE, Chain, ChainPart, Manifest, Session, sha256_hex
 from protocol import ErrorCode
 from protocol.errors import ModelError
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
     from pathlib import Path
 
-    import onnx
+    from cloud_hub._splitter import ModelSource
 
 logger = logging.getLogger("edgecut.hub")
 
@@ -91,7 +92,10 @@ class TailStore:
         miss_ttl_s: float = 10.0,
         max_extra_cuts: int = 8,
     ) -> None:
-        self.catalog = ModelCatalog(models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s)
+        self._splitter = Splitter()
+        self.catalog = ModelCatalog(
+            models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s, splitter=self._splitter
+        )
         self.chains = HubChains(
             session=lambda data: Session(data, threads=threads), max_models=max_sessions, max_extra_cuts=max_extra_cuts
         )
@@ -295,11 +299,13 @@ class TailStore:
             tail, manifest=dataclasses.replace(tail.manifest, tail_sha256=self._tail_sha256s[key])
         )
 
-    def _fused_tail_sha256(self, model_id: str, key: tuple[str, str]) -> str | None:
-        from models import partition  # noqa: PLC0415 - needs onnx
+    def close(self) -> None:
+        """Stop splitting models (the child process that does it)."""
+        self._splitter.close()
 
-        model = self.catalog.full_model(key[0], model_id)
-        return None if model is None else partition.split(model, key[1], model_id=model_id).manifest.tail_sha256
+    def _fused_tail_sha256(self, model_id: str, key: tuple[str, str]) -> str | None:
+        source = self.catalog.source(key[0], model_id)
+        return None if source is None else self._splitter.fused_tail_sha256(source, key[0], model_id, key[1])
 
     def _load(self, model_id: str, model_sha256: str, cut_id: str, recent: list[str]) -> Tail:
         split_dir = self.catalog.split_dir(model_sha256, cut_id)
@@ -314,31 +320,30 @@ class TailStore:
                 chain = self.chains.from_directory(segments_dir)
                 logger.info("loaded the chain of %s from %s", chain.manifest.model_id, segments_dir)
         if chain is None:
-            known_cuts = self._cut_ids.get(model_sha256)
-            if known_cuts is not None and cut_id not in known_cuts:
-                raise _unknown_cut(model_id, cut_id)  # without loading the model again
-            model = self._full_model(model_id, model_sha256, cut_id)
-            self._check_cut(model, model_id, cut_id)
-            chain = self.chains.through(model, model_sha256, model_id, cut_id, recent=recent)
-            logger.info("%s's chain passes through %s", model_id, ", ".join(chain.manifest.cut_ids))
+            chain = self._grow(model_id, model_sha256, cut_id, recent)
         return _chain_tail(chain, cut_id)
 
-    def _check_cut(self, model: onnx.ModelProto, model_id: str, cut_id: str) -> None:
-        from models import partition  # noqa: PLC0415 - needs onnx
+    def _grow(self, model_id: str, model_sha256: str, cut_id: str, recent: list[str]) -> Chain:
+        """The chain of the full model, (re)split in the child process to pass through ``cut_id``."""
+        known_cuts = self._cut_ids.get(model_sha256)
+        if known_cuts is not None and cut_id not in known_cuts:
+            raise _unknown_cut(model_id, cut_id)  # without loading the model again
+        source = self._source(model_id, model_sha256, cut_id)
+        also = self.chains.extra_cuts(model_sha256, recent)
+        outcome = self._splitter.grow(source, model_sha256, model_id, cut_id, also=also)
+        if outcome.cut_ids:
+            self._cut_ids[model_sha256] = outcome.cut_ids
+        if outcome.grown is None:
+            code, message = outcome.error or (ErrorCode.INTERNAL, "the split failed")
+            raise TailUnavailableError(message, code=ErrorCode(code))
+        chain = self.chains.adopt(model_sha256, outcome.grown)
+        logger.info("%s's chain passes through %s", model_id, ", ".join(chain.manifest.cut_ids))
+        return chain
 
-        sha = sha256_hex(model.SerializeToString())
-        if sha not in self._cut_ids:
-            self._cut_ids[sha] = frozenset(cut.id for cut in partition.enumerate_cuts(model))
-        if cut_id not in self._cut_ids[sha]:
-            raise _unknown_cut(model_id, cut_id)
-        if cut_id == EDGE_ONLY:
-            msg = f"cut {cut_id!r} runs the whole model on the edge: there is no tail to serve"
-            raise TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
-
-    def _full_model(self, model_id: str, model_sha256: str, cut_id: str) -> onnx.ModelProto:
-        model = self.catalog.full_model(model_sha256, model_id)
-        if model is not None:
-            return model
+    def _source(self, model_id: str, model_sha256: str, cut_id: str) -> ModelSource:
+        source = self.catalog.source(model_sha256, model_id)
+        if source is not None:
+            return source
         split_cuts = self.catalog.split_cuts(model_sha256)
         if split_cuts:
             msg = f"this hub holds {model_id!r} split at {', '.join(split_cuts)} only, not at cut {cut_id!r}"

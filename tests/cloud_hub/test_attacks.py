@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import pytest
 
-from edge_agent import CLOUD_ONLY
+from edge_agent import CLOUD_ONLY, ModelHalves
 from models import partition, zoo
 from protocol import (
     MAX_ELEMENTS,
@@ -264,3 +264,21 @@ async def test_a_worker_never_waits_on_the_network_for_a_reply(
         second = decode_reply((await watcher.next(10)).payload)
     assert (second.request_id, second.ok) == ("second", True)
     assert hub.tails_run == 3
+
+
+async def test_a_load_never_holds_up_the_requests_of_loaded_models(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    """One worker: while a request waits for its model to load, the worker serves loaded models."""
+    await start_hub(workers=1, preload=("tiny:input",))
+    topics = Topics(prefix)
+    cold = msgpack.unpackb(encode_request(tiny_request()))
+    resnet18 = ModelHalves.open("resnet18", threads=1)  # a model the hub loads for a second or more
+    cold.update(id="cold", model="resnet18", model_sha256=resnet18.model_sha256)
+    cold["tensors"] = {"image": {"dtype": "uint8", "shape": [1, 224, 224, 3], "data": bytes(224 * 224 * 3)}}
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.publish(topics.request("raw"), msgpack.packb(cold), correlation=b"cold")
+        await watcher.send(topics.request("raw"), tiny_request(request_id="warm"))
+        replies = [decode_reply((await watcher.next(60)).payload) for _ in range(2)]
+    assert [reply.request_id for reply in replies] == ["warm", "cold"]
+    assert all(reply.ok for reply in replies)

@@ -126,7 +126,8 @@ async def test_killed_hub_process_is_bridged_by_fallback_then_its_restart_serves
 
 async def test_broker_restart_agent_and_hub_reconnect(own_broker: LocalBroker, prefix: str) -> None:
     url = own_broker.url
-    hub = Hub(HubConfig(broker=url, prefix=prefix, threads=1, hub_id="restart-hub"))
+    # Preloaded: the first request's 1 s deadline is for the restart, not for a cold load.
+    hub = Hub(HubConfig(broker=url, prefix=prefix, threads=1, hub_id="restart-hub", preload=("tiny:input",)))
     hub_task = asyncio.create_task(hub.serve())
     await asyncio.wait_for(hub.ready.wait(), 30)
     timeouts = Timeouts(request=1.0)

@@ -148,7 +148,7 @@ async def test_a_request_that_aged_where_the_hub_could_not_see_is_refused(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
     """The agent's clock is 100 s ahead; a request then comes 3 s late (as from a stalled hub's buffer)."""
-    hub = await start_hub()
+    hub = await start_hub(preload=("tiny:input",))  # the 1 s deadlines are for the requests, not for a cold load
     topics = Topics(prefix)
     skew = 100.0
     async with watching(broker_url, topics.response("raw")) as watcher:

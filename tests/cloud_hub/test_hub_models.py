@@ -232,13 +232,13 @@ async def test_a_repeated_miss_is_answered_from_memory(
 ) -> None:
     hub = await start_hub()
     loads: list[str] = []
-    full_model = hub.store.catalog.full_model
+    source = hub.store.catalog.source
 
     def counted(model_sha256: str, name_hint: str) -> object:
         loads.append(model_sha256)
-        return full_model(model_sha256, name_hint)
+        return source(model_sha256, name_hint)
 
-    hub.store.catalog.full_model = counted  # type: ignore[method-assign]
+    hub.store.catalog.source = counted  # type: ignore[method-assign]
     for _ in range(5):
         reply = await _ask(broker_url, prefix, cut_id="no-such-cut")
         assert reply.error is not None
