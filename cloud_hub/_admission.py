@@ -66,10 +66,10 @@ class Admission:
         if not accepting:
             message = f"hub {self._config.hub_id} is shutting down; send it again"
             return ReplyError(code=ErrorCode.SHUTTING_DOWN, message=message)
-        if request.nbytes > self._config.max_queue_bytes:
+        if request.nbytes > self._jobs.max_bytes_per_agent:
             message = (
-                f"its tensors take {request.nbytes:,} bytes decoded, more than this hub holds"
-                f" (max_queue_bytes {self._config.max_queue_bytes:,})"
+                f"its tensors take {request.nbytes:,} bytes decoded, more than this hub holds for one agent"
+                f" ({self._jobs.max_bytes_per_agent:,}: half of max_queue_bytes)"
             )
             return ReplyError(code=ErrorCode.TOO_LARGE, message=message)
         full = self._jobs.over_bounds(job)

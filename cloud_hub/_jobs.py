@@ -74,11 +74,12 @@ class Job:
 
 
 class Ledger:
-    """The jobs a hub holds, bounded in count, in bytes, and per agent.
+    """The jobs a hub holds, bounded in count, in bytes, and per agent: in count, and to half the bytes.
 
     Args:
         max_jobs: Most jobs held at once.
-        max_bytes: Most bytes held at once (see :attr:`Job.size`).
+        max_bytes: Most bytes held at once (see :attr:`Job.size`); one
+            agent's jobs may hold half of them.
         max_jobs_per_agent: Most jobs of one agent held at once.
     """
 
@@ -88,6 +89,7 @@ class Ledger:
         self._max_per_agent = max_jobs_per_agent
         self._jobs: dict[Job, int] = {}  # a job, and the bytes it was held with
         self._per_agent: collections.Counter[str] = collections.Counter()
+        self._agent_bytes: collections.Counter[str] = collections.Counter()
         self._bytes = 0
         self.bytes_since_idle = 0
         """Payload bytes taken in since the ledger was last empty."""
@@ -111,6 +113,7 @@ class Ledger:
         size = job.size
         self._jobs[job] = size
         self._per_agent[job.agent_id] += 1
+        self._agent_bytes[job.agent_id] += size
         self._bytes += size
         self.bytes_since_idle += size
         self.idle.clear()
@@ -122,9 +125,17 @@ class Ledger:
         if self._per_agent[job.agent_id] > self._max_per_agent:
             held = self._per_agent[job.agent_id] - 1
             return f"{held} requests of agent {job.agent_id} queued (max_queue_per_agent {self._max_per_agent})"
+        if self._agent_bytes[job.agent_id] > self.max_bytes_per_agent:
+            held = self._agent_bytes[job.agent_id]
+            return f"{held:,} bytes of requests of agent {job.agent_id} queued (half of max_queue_bytes)"
         if self._bytes > self._max_bytes:
             return f"{self._bytes:,} bytes of requests queued (max_queue_bytes {self._max_bytes:,})"
         return None
+
+    @property
+    def max_bytes_per_agent(self) -> int:
+        """The bytes one agent's jobs may hold: half of the bound for all of them."""
+        return self._max_bytes // 2
 
     def release(self, job: Job) -> None:
         """Forget ``job`` (answered, or given up)."""
@@ -132,8 +143,10 @@ class Ledger:
         if size is not None:
             self._bytes -= size
             self._per_agent[job.agent_id] -= 1
+            self._agent_bytes[job.agent_id] -= size
             if not self._per_agent[job.agent_id]:
                 del self._per_agent[job.agent_id]
+                del self._agent_bytes[job.agent_id]
         if not self._jobs:
             self.idle.set()
 

@@ -254,12 +254,20 @@ class Hub:
             return
         self._jobs.hold(job)
         self._clocks.note(agent_id, message.header.sent_at, job.received_at)
-        error = self._admission.request_error(job, message, accepting=self._accepting)
+        error = self._admission.request_error(job, message, accepting=self._accepting) or self._misfit(message)
         if error is not None:
             self._refuse_now(job, error)
             return
         self._recent.start((agent_id, job.request_id))
         self._queue.put(agent_id, job)
+
+    def _misfit(self, request: EncodedRequest) -> ReplyError | None:
+        """Why ``request`` cannot run on its tail, if that is loaded: refused on receipt, never queued."""
+        header = request.header
+        tail = self.store.ready_now(header.model_sha256, header.cut_id, pinned=header.tail_sha256 is not None)
+        if tail is None:
+            return None  # checked once its tail is loaded
+        return refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
 
     def _pong(self, job: Job, ping: Ping) -> None:
         """Answer a ping at once, ahead of every queued request, within the ping budgets; else drop it.

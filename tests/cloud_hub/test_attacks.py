@@ -75,9 +75,9 @@ def _png_declaring(width: int, height: int) -> bytes:
         ("zstd", "uint8", [1 << 30], ErrorCode.TOO_LARGE, "1,073,741,824 bytes decoded"),
         # The protocol's largest tensor, as float64: 16 GiB declared.
         ("zstd", "float64", [MAX_ELEMENTS], ErrorCode.TOO_LARGE, "bytes decoded, more than this hub holds"),
-        # 96 MiB declared, within the hub's bytes: the cut's shape and max_batch refuse it, undecoded.
+        # 48 MiB declared, within what the hub holds for an agent: the cut and max_batch refuse it, undecoded.
         ("int8+zstd", "float32", [1024, 32, 32, 3], ErrorCode.TENSOR_MISMATCH, "expected uint8"),
-        ("zstd", "uint8", [32768, 32, 32, 3], ErrorCode.BAD_REQUEST, "a batch of 32768 is more than"),
+        ("zstd", "uint8", [16384, 32, 32, 3], ErrorCode.BAD_REQUEST, "a batch of 16384 is more than"),
         ("zstd", "uint8", [1, 12000, 12000, 3], ErrorCode.TOO_LARGE, "bytes decoded"),
     ],
 )
@@ -282,3 +282,18 @@ async def test_a_load_never_holds_up_the_requests_of_loaded_models(
         replies = [decode_reply((await watcher.next(60)).payload) for _ in range(2)]
     assert [reply.request_id for reply in replies] == ["warm", "cold"]
     assert all(reply.ok for reply in replies)
+
+
+async def test_a_request_that_does_not_fit_a_loaded_tail_is_refused_on_receipt_not_queued(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    """With its tail loaded, a bomb is refused by the loop at once: it never holds a place in the queue."""
+    pytest.importorskip("zstandard")
+    hub = await start_hub(workers=1, preload=("tiny:input",))
+    topics = Topics(prefix)
+    async with watching(broker_url, topics.response("raw")) as watcher, parked(hub):
+        refused = await _answer(watcher, topics, _bomb("zstd", "uint8", [16384, 32, 32, 3], b"junk"))
+        assert hub.queue_depth == 0
+    assert refused.error is not None
+    assert refused.error.code == ErrorCode.BAD_REQUEST
+    assert "a batch of 16384 is more than" in refused.error.message

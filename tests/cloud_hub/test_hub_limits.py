@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models import partition, sha256_hex
-from protocol import ErrorCode, InferenceRequest, Topics, decode_reply
+from protocol import ErrorCode, InferenceRequest, Topics, decode_reply, encode_request
 from tests._support import parked, tiny_request, until, watching
 
 if TYPE_CHECKING:
@@ -61,21 +61,25 @@ async def test_a_batch_over_max_batch_is_refused_naming_the_limit(
 async def test_queued_bytes_are_bounded_as_well_as_queued_requests(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    request_bytes = len(tiny_request().tensors["image"].tobytes())  # ~3 KB each
-    hub = await start_hub(workers=1, max_queue=64, max_queue_bytes=int(request_bytes * 2.5))
+    size = len(encode_request(tiny_request()))  # ~3 KB each
+    hub = await start_hub(workers=1, max_queue=64, max_queue_bytes=size * 9 // 2)  # one agent may hold 2.25 of them
     topics = Topics(prefix)
-    async with watching(broker_url, topics.response("raw")) as watcher:
+    agents = ("raw", "other", "third")
+    async with watching(broker_url, *(topics.response(agent) for agent in agents)) as watcher:
         assert (await _ask(watcher, topics, tiny_request())).ok  # loads the tail
         async with parked(hub):
-            for index in range(3):
-                await watcher.send(topics.request("raw"), tiny_request(request_id=f"r{index}"))
-            refused = decode_reply((await watcher.next()).payload)  # at once, while the worker is parked
-            assert hub.queue_depth == 2
-        served = [decode_reply((await watcher.next()).payload) for _ in range(2)]
-    assert refused.request_id == "r2"
-    assert refused.error is not None
-    assert refused.error.code == ErrorCode.OVERLOADED
-    assert "bytes of requests queued (max_queue_bytes" in refused.error.message
+            for agent, count in (("raw", 3), ("other", 2), ("third", 1)):
+                for index in range(count):
+                    request = tiny_request(agent_id=agent, request_id=f"{agent}-{index}")
+                    await watcher.send(topics.request(agent), request)
+            refused = [decode_reply((await watcher.next()).payload) for _ in range(2)]  # at once, while parked
+            assert hub.queue_depth == 4
+        served = [decode_reply((await watcher.next()).payload) for _ in range(4)]
+    messages = {reply.request_id: reply.error.message for reply in refused if reply.error is not None}
+    assert set(messages) == {"raw-2", "third-0"}
+    assert all(reply.error is not None and reply.error.code == ErrorCode.OVERLOADED for reply in refused)
+    assert "bytes of requests of agent raw queued (half of max_queue_bytes)" in messages["raw-2"]
+    assert "bytes of requests queued (max_queue_bytes" in messages["third-0"]
     assert all(reply.ok for reply in served)
 
 

@@ -36,22 +36,34 @@ def _encoded(nbytes: int) -> EncodedRequest:
 def test_the_ledger_bounds_count_and_bytes_and_knows_when_it_is_idle() -> None:
     ledger = Ledger(max_jobs=2, max_bytes=100, max_jobs_per_agent=2)
     assert ledger.idle.is_set()
-    first, second, third = _job(40), _job(40), _job(10, agent="b")
+    first, second, third = _job(40), _job(40, agent="b"), _job(10, agent="c")
     for job in (first, second):
         ledger.hold(job)
         assert ledger.over_bounds(job) is None
     ledger.hold(third)
     assert ledger.over_bounds(third) == "2 requests queued (max_queue 2)"
     ledger.release(third)
-    ledger.release(second)
-    ledger.hold(big := _job(70))
-    assert ledger.over_bounds(big) == "110 bytes of requests queued (max_queue_bytes 100)"
     ledger.release(first)
     assert not ledger.idle.is_set()
-    ledger.release(big)
+    ledger.release(second)
     assert ledger.idle.is_set()
     ledger.release(first)  # twice: harmless
     assert len(ledger) == 0
+    many = Ledger(max_jobs=10, max_bytes=100, max_jobs_per_agent=10)
+    jobs = [_job(40), _job(40, agent="b"), _job(30, agent="c")]
+    for job in jobs:
+        many.hold(job)
+    assert many.over_bounds(jobs[2]) == "110 bytes of requests queued (max_queue_bytes 100)"
+
+
+def test_one_agents_jobs_hold_at_most_half_the_bytes() -> None:
+    ledger = Ledger(max_jobs=10, max_bytes=100, max_jobs_per_agent=10)
+    mine, more, theirs = _job(30), _job(30), _job(40, agent="b")
+    for job in (mine, more, theirs):
+        ledger.hold(job)
+    assert ledger.over_bounds(more) == "60 bytes of requests of agent a queued (half of max_queue_bytes)"
+    assert ledger.over_bounds(theirs) is None
+    assert ledger.max_bytes_per_agent == 50
 
 
 def test_the_ledger_bounds_each_agents_jobs() -> None:
@@ -73,10 +85,10 @@ def test_a_compressed_request_counts_what_its_tensors_take_decoded() -> None:
     assert job.size == 4096  # declared, before anything is decoded
     job.request = _encoded(10)
     assert job.size == 50  # the payload, when that is more
-    ledger = Ledger(max_jobs=10, max_bytes=1000, max_jobs_per_agent=10)
-    job.request = _encoded(4096)
+    ledger = Ledger(max_jobs=10, max_bytes=10_000, max_jobs_per_agent=10)
+    job.request = _encoded(6000)
     ledger.hold(job)
-    assert ledger.over_bounds(job) == "4,096 bytes of requests queued (max_queue_bytes 1,000)"
+    assert ledger.over_bounds(job) == "6,000 bytes of requests of agent a queued (half of max_queue_bytes)"
 
 
 def test_a_job_without_a_decoded_request_is_named_by_its_correlation() -> None:
