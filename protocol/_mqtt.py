@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
     from types import TracebackType
 
+    from paho.mqtt.client import MQTTMessage
+
 logger = logging.getLogger("edgecut.mqtt")
 
 # Neither paho nor aiomqtt disables Nagle's algorithm; with it on, small
@@ -57,13 +59,12 @@ class Incoming:
     correlation: bytes | None = None
 
     @classmethod
-    def from_aiomqtt(cls, message: aiomqtt.Message) -> Incoming:
-        """Copy what edgecut needs out of an aiomqtt message."""
+    def from_paho(cls, message: MQTTMessage) -> Incoming:
+        """Copy what edgecut needs out of a message as paho (under aiomqtt) reads it."""
         props = message.properties
-        payload = message.payload
         return cls(
-            topic=message.topic.value,
-            payload=payload if isinstance(payload, bytes) else bytes(str(payload), "utf-8"),
+            topic=message.topic,
+            payload=bytes(message.payload),
             qos=message.qos,
             response_topic=getattr(props, "ResponseTopic", None),
             correlation=getattr(props, "CorrelationData", None),
@@ -278,14 +279,14 @@ class Connection:
             logger.info("%s: connected to %s", self.client_id, self.url)
             if self._on_connect is not None:
                 await self._on_connect()
-            async for message in client.messages:
-                self._dispatch(message)
+            async for _ in client.messages:  # messages go to _dispatch as they are read: this waits for the loss
+                pass
 
-    def _dispatch(self, message: aiomqtt.Message) -> None:
+    def _dispatch(self, message: MQTTMessage) -> None:
         if self._on_message is None:
             return
         try:
-            self._on_message(Incoming.from_aiomqtt(message))
+            self._on_message(Incoming.from_paho(message))
         except Exception:  # a bad message must never take the connection down
             logger.exception("%s: handler failed on a message from %s", self.client_id, message.topic)
 
@@ -308,7 +309,7 @@ class Connection:
             socket_options=(_TCP_NODELAY,),
             properties=self._connect_properties(),
         )
-        return _Session(client)
+        return _Session(client, self._dispatch)
 
     def _connect_properties(self) -> Properties:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -334,14 +335,20 @@ class _Session:
     Here both end when the socket closes: the attempt fails, and every
     publish waiting for an acknowledgement wakes and, seeing :attr:`lost`,
     fails, to be published again on the next connection.
+
+    Received messages go to ``on_message`` as paho reads them, not through
+    aiomqtt's queue and message objects: a third less work per message, and
+    no backlog in memory under a flood (what is not read yet waits in the
+    socket and the broker).
     """
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: aiomqtt.Client, on_message: Callable[[MQTTMessage], None]) -> None:
         self.client = client
         self.lost = False
         paho = client._client  # noqa: SLF001
         self._handler = paho.on_disconnect
         paho.on_disconnect = self._on_disconnect
+        paho.on_message = lambda _client, _userdata, message: on_message(message)
 
     def _on_disconnect(self, *args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
         client = self.client
