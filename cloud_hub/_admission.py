@@ -59,7 +59,7 @@ class Admission:
         )
 
     def request_error(self, job: Job, request: EncodedRequest, *, accepting: bool) -> ReplyError | None:
-        """Why ``job`` (held already) is refused on receipt, or ``None``."""
+        """Why ``job`` is refused on receipt (before it is held), or ``None``."""
         if request.header.agent_id != job.agent_id:
             message = f"the request names agent {request.header.agent_id!r} but was published by {job.agent_id!r}"
             return ReplyError(code=ErrorCode.AGENT_MISMATCH, message=message)
@@ -78,7 +78,7 @@ class Admission:
         return None
 
     def ping_refusal(self, job: Job, ping: Ping, *, in_flight: int) -> str | None:
-        """Why the ping ``job`` (held already) is dropped, or ``None`` to answer it now."""
+        """Why the ping ``job`` is dropped (before it is held), or ``None`` to answer it now."""
         if len(ping.padding) > MAX_PING_PADDING:
             return f"{len(ping.padding):,} bytes of padding, more than {MAX_PING_PADDING:,}"
         if in_flight >= MAX_PONGS:

@@ -106,11 +106,17 @@ class Ledger:
     def __contains__(self, job: object) -> bool:
         return job in self._jobs
 
-    def hold(self, job: Job) -> None:
-        """Count ``job`` as held, whatever the bounds (it will be answered, if only with an error)."""
+    def hold(self, job: Job, *, size: int | None = None) -> None:
+        """Count ``job`` as held, whatever the bounds (it will be answered, if only with an error).
+
+        Args:
+            job: The job.
+            size: The bytes it holds, if not :attr:`Job.size` (a job refused
+                on receipt holds its payload only: it is never decoded).
+        """
         if job in self._jobs:
             return
-        size = job.size
+        size = job.size if size is None else size
         self._jobs[job] = size
         self._per_agent[job.agent_id] += 1
         self._agent_bytes[job.agent_id] += size
@@ -119,17 +125,22 @@ class Ledger:
         self.idle.clear()
 
     def over_bounds(self, job: Job) -> str | None:
-        """Why the jobs held, ``job`` among them, exceed a bound, or ``None``."""
-        if len(self._jobs) > self._max_jobs:
-            return f"{len(self._jobs) - 1} requests queued (max_queue {self._max_jobs})"
-        if self._per_agent[job.agent_id] > self._max_per_agent:
-            held = self._per_agent[job.agent_id] - 1
-            return f"{held} requests of agent {job.agent_id} queued (max_queue_per_agent {self._max_per_agent})"
-        if self._agent_bytes[job.agent_id] > self.max_bytes_per_agent:
-            held = self._agent_bytes[job.agent_id]
-            return f"{held:,} bytes of requests of agent {job.agent_id} queued (half of max_queue_bytes)"
-        if self._bytes > self._max_bytes:
-            return f"{self._bytes:,} bytes of requests queued (max_queue_bytes {self._max_bytes:,})"
+        """Why holding ``job`` would exceed a bound (held already: why it does), or ``None``."""
+        held = job in self._jobs
+        more, size = (0, 0) if held else (1, job.size)
+        jobs = len(self._jobs) + more
+        if jobs > self._max_jobs:
+            return f"{jobs - 1} requests queued (max_queue {self._max_jobs})"
+        agent = job.agent_id
+        agent_jobs = self._per_agent[agent] + more
+        if agent_jobs > self._max_per_agent:
+            return f"{agent_jobs - 1} requests of agent {agent} queued (max_queue_per_agent {self._max_per_agent})"
+        agent_bytes = self._agent_bytes[agent] + size
+        if agent_bytes > self.max_bytes_per_agent:
+            return f"{agent_bytes:,} bytes of requests of agent {agent} queued (half of max_queue_bytes)"
+        total = self._bytes + size
+        if total > self._max_bytes:
+            return f"{total:,} bytes of requests queued (max_queue_bytes {self._max_bytes:,})"
         return None
 
     @property

@@ -252,12 +252,12 @@ class Hub:
         job.request = message  # read and checked; its tensors are decoded only once they fit the cut
         if self._is_repeat(job):
             return
-        self._jobs.hold(job)
         self._clocks.note(agent_id, message.header.sent_at, job.received_at)
         error = self._admission.request_error(job, message, accepting=self._accepting) or self._misfit(message)
         if error is not None:
             self._refuse_now(job, error)
             return
+        self._jobs.hold(job)
         self._recent.start((agent_id, job.request_id))
         self._queue.put(agent_id, job)
 
@@ -277,13 +277,12 @@ class Hub:
         agent's pings beyond its rate (or all agents' beyond the hub's) are
         dropped unanswered, as are pings with more than ``MAX_PING_PADDING``.
         """
-        self._jobs.hold(job)
         why = self._admission.ping_refusal(job, ping, in_flight=self._pongs)
         if why is not None:
-            self._release(job)
             self.refused[PING_DROPPED] += 1
             logger.debug("ping %s of %s dropped: %s", ping.request_id, job.agent_id, why)
             return
+        self._jobs.hold(job)
         reply = InferenceReply(
             request_id=ping.request_id,
             hub_id=self.config.hub_id,
@@ -318,13 +317,13 @@ class Hub:
             logger.info("request %s of %s: already running, repeat dropped", job.request_id, job.agent_id)
         else:
             logger.info("request %s of %s: answered before, reply sent again", job.request_id, job.agent_id)
-            self._jobs.hold(job)
+            self._jobs.hold(job, size=len(job.incoming.payload))
             self._spawn(self._reply(job, recent.reply))
         return True
 
     def _refuse_now(self, job: Job, error: ReplyError) -> None:
         """Answer with an error at once, without queueing behind accepted work."""
-        self._jobs.hold(job)
+        self._jobs.hold(job, size=len(job.incoming.payload))  # never decoded: what it declares takes nothing
         self._spawn(self._reply(job, self._failure(job, error)))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:

@@ -157,3 +157,14 @@ def test_freed_memory_goes_back_to_the_os_where_glibc_allows() -> None:
     blocks = [bytearray(1 << 20) for _ in range(64)]
     del blocks
     assert release_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_bounds_are_checked_before_holding_and_a_refused_job_holds_only_its_payload() -> None:
+    ledger = Ledger(max_jobs=10, max_bytes=10_000, max_jobs_per_agent=10)
+    bomb = _job(50, agent="attacker")
+    bomb.request = _encoded(1_000_000)  # declares a megabyte
+    assert ledger.over_bounds(bomb) == "1,000,000 bytes of requests of agent attacker queued (half of max_queue_bytes)"
+    assert len(ledger) == 0  # checking held nothing
+    ledger.hold(bomb, size=50)  # while its refusal goes out
+    valid = _job(3000, agent="victim")
+    assert ledger.over_bounds(valid) is None
