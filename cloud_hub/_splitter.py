@@ -19,6 +19,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import os
+import threading
+import time
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from models import EDGE_ONLY, sha256_hex
@@ -108,15 +111,35 @@ class Splitter:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, function: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return self._submit(function, *args, **kwargs).result()
-
-    def _submit(self, function: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> concurrent.futures.Future[_R]:
         if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        return self._pool.submit(function, *args, **kwargs)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool.submit(function, *args, **kwargs).result()
 
 
 # --- in the child ----------------------------------------------------------------------------
+
+
+_PARENT_CHECK_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit once the hub is gone, however it went (a SIGKILL sends the child no word).
+
+    A pool worker holds both ends of its own task queue, so it would never
+    see the hub go, and wait for tasks forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="edgecut.splitter.parent", daemon=True).start()
 
 
 def _model(source: ModelSource) -> onnx.ModelProto:
