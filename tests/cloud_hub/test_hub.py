@@ -149,3 +149,37 @@ async def test_broker_restart_agent_and_hub_reconnect(own_broker: LocalBroker, p
     finally:
         hub.request_shutdown()
         await hub_task
+
+
+async def test_no_request_is_lost_to_broker_restarts_under_load(own_broker: LocalBroker, prefix: str) -> None:
+    """Fallback off: every request in flight across three broker restarts is answered by the hub (bench/soak.py
+    --faults broker does twenty and more)."""
+    url = own_broker.url
+    hub = Hub(HubConfig(broker=url, prefix=prefix, threads=1, hub_id="restarted", preload=("tiny:input",)))
+    hub_task = asyncio.create_task(hub.serve())
+    await asyncio.wait_for(hub.ready.wait(), 30)
+    timeouts = Timeouts(request=15.0, retry=2.0)
+    images = [np.full((32, 32, 3), index, np.uint8) for index in range(4)]
+    try:
+        async with EdgeAgent(
+            url, model="tiny", cut=CLOUD_ONLY, prefix=prefix, fallback=False, timeouts=timeouts
+        ) as agent:
+
+            async def keep_asking() -> list[str | None]:
+                hubs = []
+                for _ in range(10):
+                    hubs.append((await agent.infer(images[len(hubs) % 4])).hub_id)
+                    await asyncio.sleep(0.1)
+                return hubs
+
+            asking = [asyncio.create_task(keep_asking()) for _ in range(3)]
+            for _ in range(3):
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(own_broker.stop)
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(own_broker.start)
+            answered = [hub_id for task in asking for hub_id in await task]
+    finally:
+        hub.request_shutdown()
+        await hub_task
+    assert answered == ["restarted"] * 30  # none raised, none fell back: every one answered by the hub
