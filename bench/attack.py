@@ -96,8 +96,8 @@ class Attacker:
         if waiting is not None and not waiting.done():
             waiting.set_result(outcome)
 
-    async def send(self, payload: bytes, request_id: str, *, qos: int = 1) -> None:
-        topic = self.topics.request(self.agent_id)
+    async def send(self, payload: bytes, request_id: str, *, qos: int = 1, ping: bool = False) -> None:
+        topic = self.topics.ping(self.agent_id) if ping else self.topics.request(self.agent_id)
         await self.connection.publish(topic, payload, qos=qos, correlation=request_id.encode(), timeout=30)
 
     async def ask(self, payload: bytes, request_id: str, timeout_s: float = 60) -> str:
@@ -198,12 +198,12 @@ async def attack(kind: str, url: str, prefix: str) -> dict[str, Any]:
         elif kind == "ping-flood":
             for index in range(20_000):
                 ping = encode_ping(Ping(request_id=f"p{index}", sent_at=time.time()))
-                await attacker.send(ping, f"p{index}", qos=0)
+                await attacker.send(ping, f"p{index}", qos=0, ping=True)
             sent = 20_000
         elif kind == "big-pings":
             for index in range(30):
                 big = msgpack.packb({"v": 1, "t": "ping", "id": f"b{index}", "sent_at": 1.0, "pad": bytes(16 << 20)})
-                await attacker.send(big, f"b{index}")
+                await attacker.send(big, f"b{index}", ping=True)
             sent = 30
         elif kind == "greedy":
             sent = await _greedy(url, prefix)

@@ -26,18 +26,20 @@ _HEADER = """\
 
 _AGENT_RULES = """
 # Every client, agents included (%u is the client's user name): publish only its own
-# requests, read only its own replies, read the hubs' status. Only hubs publish status:
-# agents believe a status only from the hub its topic names.
+# requests and pings, read only its own replies, read the hubs' status. Only hubs publish
+# status: agents believe a status only from the hub its topic names.
 pattern write {request}
+pattern write {ping}
 pattern read {response}
 pattern read {all_status}
 """
 
 _HUB_RULES = """
-# Hub {hub!r}: takes every agent's requests (through the shared subscription), answers
-# on their reply topics, and publishes its own status (and last will).
+# Hub {hub!r}: takes every agent's requests and pings (through shared subscriptions),
+# answers on their reply topics, and publishes its own status (and last will).
 user {hub}
 topic read {all_requests}
+topic read {all_pings}
 topic write {all_responses}
 topic write {status}
 """
@@ -56,12 +58,16 @@ def mosquitto_acl(prefix: str, hubs: Sequence[str]) -> str:
     topics = Topics(prefix)
     user = "%u"  # mosquitto puts the client's user name here
     text = _HEADER.format(prefix=prefix) + _AGENT_RULES.format(
-        request=topics.request(user), response=topics.response(user), all_status=topics.all_status()
+        request=topics.request(user),
+        ping=topics.ping(user),
+        response=topics.response(user),
+        all_status=topics.all_status(),
     )
     for hub in hubs:
         text += _HUB_RULES.format(
             hub=hub,
             all_requests=topics.all_requests(),
+            all_pings=topics.all_pings(),
             all_responses=topics.all_responses(),
             status=topics.status(hub),  # checks the name as a hub id
         )

@@ -40,6 +40,7 @@ from cloud_hub._execution import refusal, run_tail
 from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
+from cloud_hub._pings import Pings
 from cloud_hub._profile import LoadProfile
 from cloud_hub._publishing import publish_until
 from cloud_hub._status import status_payload
@@ -53,7 +54,7 @@ from protocol import (
     decode_incoming,
     encode_reply,
 )
-from protocol.errors import EdgecutError, ProtocolError, TransportError
+from protocol.errors import ProtocolError, TransportError
 from protocol.mqtt import Connection, Incoming, Will
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ _LOADING_MARGIN_S = 0.25
 """Time a ``loading`` answer keeps in hand to reach the agent before its deadline."""
 _LOADING_MIN_WAIT_S = 0.01
 """A known miss or a quick load answers within this, whatever the deadline."""
-PING_DROPPED = "ping_dropped"
-"""The reason a status counts pings dropped under (not an error code: a dropped ping gets no answer)."""
 
 
 _RUN_AGAIN_CODES = frozenset({ErrorCode.LOADING, ErrorCode.LOAD_REFUSED})
@@ -139,7 +138,6 @@ class Hub:
         self._admission = Admission(config, self._jobs, self._clocks)
         self.profile = LoadProfile()
         """Recent queue waits and tail times, announced in the hub's status."""
-        self._pongs = 0
         self._background: set[asyncio.Task[object]] = set()  # refusals, repeated replies, memory trims
         self._accepting = True
         self._shutdown = asyncio.Event()
@@ -155,8 +153,8 @@ class Hub:
         )
         self.replies_sent = 0
         """Replies published so far (successes and errors, repeats of earlier replies included)."""
-        self.pongs_sent = 0
-        """Pings answered so far."""
+        self.pings = Pings(config, self.topics, self._admission, self._jobs, self.refused)
+        """Pings: read on a connection of their own, answered or dropped."""
         self.tails_run = 0
         """Requests whose tail ran here."""
         self.repeats = 0
@@ -190,8 +188,9 @@ class Hub:
             for spec in self.config.preload:  # before going online: no request waits for these
                 tail = await self.store.preload(spec)
                 logger.info("preloaded %s at cut %s", tail.manifest.model_id, tail.manifest.cut_id)
-            async with self._connection:
+            async with self._connection, self.pings.connection:
                 await self._connection.wait_connected(self.config.connect_timeout)
+                await self.pings.connection.wait_connected(self.config.connect_timeout)
                 self.ready.set()
                 logger.info("%s serving on %s (group %s)", self.config.hub_id, self._connection.url, self.config.group)
                 await self._serve_until_shutdown()
@@ -223,6 +222,8 @@ class Hub:
         self._accepting = False
         with contextlib.suppress(TransportError):
             await self._connection.unsubscribe(self.topics.shared_requests(self.config.group))
+        with contextlib.suppress(TransportError):
+            await self.pings.connection.unsubscribe(self.topics.shared_pings(self.config.group))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._jobs.idle.wait(), self.config.grace)
             return
@@ -247,7 +248,7 @@ class Hub:
             self._refuse_now(job, ReplyError(code=exc.code, message=str(exc)))
             return
         if isinstance(message, Ping):
-            self._pong(job, message)
+            self.pings.drop(job, "a ping on a request topic: pings go on the agent's ping topic")
             return
         job.request = message  # read and checked; its tensors are decoded only once they fit the cut
         if self._is_repeat(job):
@@ -268,44 +269,6 @@ class Hub:
         if tail is None:
             return None  # checked once its tail is loaded
         return refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
-
-    def _pong(self, job: Job, ping: Ping) -> None:
-        """Answer a ping at once, ahead of every queued request, within the ping budgets; else drop it.
-
-        A ping measures the link, not the hub, so it never waits behind
-        requests; but it is held like one while its answer goes out, and an
-        agent's pings beyond its rate (or all agents' beyond the hub's) are
-        dropped unanswered, as are pings with more than ``MAX_PING_PADDING``.
-        """
-        why = self._admission.ping_refusal(job, ping, in_flight=self._pongs)
-        if why is not None:
-            self.refused[PING_DROPPED] += 1
-            logger.debug("ping %s of %s dropped: %s", ping.request_id, job.agent_id, why)
-            return
-        self._jobs.hold(job)
-        reply = InferenceReply(
-            request_id=ping.request_id,
-            hub_id=self.config.hub_id,
-            outputs={},
-            error=None,
-            queue_ms=0.0,
-            compute_ms=0.0,
-            queue_depth=len(self._jobs) - 1,  # the others
-        )
-        self._pongs += 1
-        self._spawn(self._publish_pong(job, encode_reply(reply)))
-
-    async def _publish_pong(self, job: Job, payload: bytes) -> None:
-        try:
-            await self._connection.publish(
-                job.reply_topic, payload, qos=0, correlation=job.incoming.correlation, timeout=self.config.grace
-            )
-            self.pongs_sent += 1
-        except EdgecutError as exc:
-            logger.debug("pong to %s lost: %s", job.agent_id, exc)
-        finally:
-            self._pongs -= 1
-            self._release(job)
 
     def _is_repeat(self, job: Job) -> bool:
         """Handle a request id seen lately: dropped while the first runs, else answered again as before."""

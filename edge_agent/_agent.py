@@ -176,6 +176,7 @@ class EdgeAgent:
         self._outbox = Outbox(
             self._connection,
             request_topic=self.topics.request(self.agent_id),
+            ping_topic=self.topics.ping(self.agent_id),
             response_topic=self.topics.response(self.agent_id),
             qos=self.url.qos,
             retry_s=self.timeouts.retry,

@@ -77,6 +77,7 @@ class Outbox:
             call :meth:`on_reply` for replies and :meth:`on_status` for hub
             statuses, and its ``on_connect`` :meth:`on_reconnect`.
         request_topic: Where requests go.
+        ping_topic: Where pings go.
         response_topic: Where this agent reads replies (its ResponseTopic).
         qos: QoS of requests.
         retry_s: Publish a request again when it is unanswered this long;
@@ -88,12 +89,14 @@ class Outbox:
         connection: Connection,
         *,
         request_topic: str,
+        ping_topic: str,
         response_topic: str,
         qos: QoS,
         retry_s: float | None,
     ) -> None:
         self._connection = connection
         self._request_topic = request_topic
+        self._ping_topic = ping_topic
         self._response_topic = response_topic
         self._qos = qos
         self._retry_s = retry_s
@@ -163,7 +166,7 @@ class Outbox:
         started = time.perf_counter()
         try:
             await self._connection.publish(
-                self._request_topic,
+                self._ping_topic,
                 payload,
                 qos=0,
                 response_topic=self._response_topic,

@@ -55,6 +55,7 @@ from protocol._tensors import (
 from protocol._topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP, Topics
 from protocol._wire import (
     decode_incoming,
+    decode_ping,
     decode_reply,
     decode_request,
     decode_status,
@@ -116,6 +117,7 @@ __all__ = [
     "codec_names",
     "data_bytes_estimate",
     "decode_incoming",
+    "decode_ping",
     "decode_reply",
     "decode_request",
     "decode_status",

@@ -58,6 +58,10 @@ class Topics:
         """Where hubs publish the replies for agent ``agent_id``."""
         return f"{self._root}/resp/{check_topic_id(agent_id, 'agent_id')}"
 
+    def ping(self, agent_id: str) -> str:
+        """Where agent ``agent_id`` publishes its pings (link probes)."""
+        return f"{self._root}/ping/{check_topic_id(agent_id, 'agent_id')}"
+
     def status(self, node_id: str) -> str:
         """Where node ``node_id`` publishes its retained status."""
         return f"{self._root}/status/{check_topic_id(node_id, 'node_id')}"
@@ -70,9 +74,17 @@ class Topics:
         """Filter matching every agent's response topic."""
         return f"{self._root}/resp/+"
 
+    def all_pings(self) -> str:
+        """Filter matching every agent's ping topic."""
+        return f"{self._root}/ping/+"
+
     def shared_requests(self, group: str = DEFAULT_SHARE_GROUP) -> str:
         """Shared-subscription filter: each request goes to one hub of ``group``."""
         return f"$share/{check_topic_id(group, 'group')}/{self.all_requests()}"
+
+    def shared_pings(self, group: str = DEFAULT_SHARE_GROUP) -> str:
+        """Shared-subscription filter: each ping goes to one hub of ``group``."""
+        return f"$share/{check_topic_id(group, 'group')}/{self.all_pings()}"
 
     def all_status(self) -> str:
         """Filter matching every node's status topic."""
@@ -85,6 +97,14 @@ class Topics:
             ValueError: ``topic`` is not a request topic of this prefix.
         """
         return self._last_level(topic, "req", "agent_id")
+
+    def agent_of_ping(self, topic: str) -> str:
+        """The agent id in ping topic ``topic``.
+
+        Raises:
+            ValueError: ``topic`` is not a ping topic of this prefix.
+        """
+        return self._last_level(topic, "ping", "agent_id")
 
     def agent_of_response(self, topic: str) -> str:
         """The agent id in response topic ``topic``.

@@ -326,11 +326,13 @@ def _encoded_request(fields: Fields) -> EncodedRequest:
 def decode_incoming(
     data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> EncodedRequest | Ping:
-    """Read what arrives on a request topic: a request (its tensors not decoded yet), or a ping.
+    """Read what arrives on a request topic: a request (its tensors not decoded yet), or a ping sent there.
 
     Every field is checked, the tensors' declared dtypes and shapes included,
     but no tensor is decoded: the receiver checks them against its own limits
-    first, then calls :meth:`EncodedRequest.decode`.
+    first, then calls :meth:`EncodedRequest.decode`. Pings belong on ping
+    topics; a hub drops one that comes on a request topic (it is read here
+    so that it can be told apart from a bad request, which gets an answer).
 
     Raises:
         ProtocolError: Anything is wrong; ``code`` says what to reply.
@@ -338,6 +340,19 @@ def decode_incoming(
     fields, kind = _open_any(data, ("req", "ping"), max_bytes)
     if kind == "req":
         return _encoded_request(fields)
+    return _ping(fields)
+
+
+def decode_ping(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Ping:
+    """Decode and check a ping (from a ping topic).
+
+    Raises:
+        ProtocolError: Anything is wrong (a hub drops such a ping unanswered).
+    """
+    return _ping(_open(data, "ping", max_bytes))
+
+
+def _ping(fields: Fields) -> Ping:
     return Ping(
         request_id=fields.get("id", check_id),
         sent_at=fields.get("sent_at", check_real),

@@ -202,20 +202,35 @@ async def test_a_ping_flood_is_dropped_past_the_agents_rate_and_others_are_still
     async with watching(broker_url, topics.response("raw"), topics.response("other")) as watcher:
         for index in range(flood):
             ping = encode_ping(Ping(request_id=f"flood-{index}", sent_at=time.time()))
-            await watcher.publish(topics.request("raw"), ping, correlation=f"flood-{index}".encode())
-        oversized = msgpack.packb({"v": 1, "t": "ping", "id": "huge", "sent_at": 1.0, "pad": bytes((1 << 20) + 1)})
-        await watcher.publish(topics.request("raw"), oversized, correlation=b"huge")
-        await until(lambda: hub.refused["ping_dropped"] + hub.pongs_sent >= flood + 1, "every ping to be handled")
-        await watcher.publish(topics.request("other"), encode_ping(Ping("theirs", time.time())), correlation=b"theirs")
+            await watcher.publish(topics.ping("raw"), ping, correlation=f"flood-{index}".encode())
+        await until(lambda: hub.refused["ping_dropped"] + hub.pings.answered >= flood, "every ping to be handled")
+        await watcher.publish(topics.ping("other"), encode_ping(Ping("theirs", time.time())), correlation=b"theirs")
         await watcher.send(topics.request("raw"), tiny_request())
         answers = await _all_that_arrive(watcher)
     ids = [answer.request_id for answer in answers]
     answered_flood = [i for i in ids if i.startswith("flood-")]
     assert 10 <= len(answered_flood) <= 20  # the burst (2 x 5 per second) and what refilled meanwhile
-    assert "huge" not in ids
     assert "theirs" in ids  # another agent's ping is answered
     assert sum(1 for answer in answers if answer.outputs) == 1  # and the request too
-    assert hub.refused["ping_dropped"] == flood + 1 - len(answered_flood)
+    assert hub.refused["ping_dropped"] == flood - len(answered_flood)
+
+
+async def test_a_ping_over_the_padding_limit_or_on_a_request_topic_is_dropped(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    hub = await start_hub()
+    topics = Topics(prefix)
+    oversized = msgpack.packb({"v": 1, "t": "ping", "id": "huge", "sent_at": 1.0, "pad": bytes((1 << 20) + 1)})
+    misplaced = encode_ping(Ping("misplaced", time.time()))
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.publish(topics.ping("raw"), oversized, correlation=b"huge")
+        await watcher.publish(topics.request("raw"), misplaced, correlation=b"misplaced")
+        await watcher.publish(topics.ping("raw"), encode_ping(Ping("fine", time.time())), correlation=b"fine")
+        answers = await _all_that_arrive(watcher)
+    assert [answer.request_id for answer in answers] == ["fine"]
+    # The misplaced one is dropped by the hub; the oversized one by mosquitto (the ping connection's packet
+    # limit), or by the hub where the broker delivers it anyway (rumqttd).
+    assert hub.refused["ping_dropped"] in {1, 2}
 
 
 async def test_an_agents_backlog_delays_another_agents_request_by_one_request_at_most(

@@ -236,7 +236,7 @@ async def test_a_ping_is_answered_at_once_while_requests_wait(
             await watcher.send(topics.request("raw"), tiny_request())
             await until(lambda: hub.queue_depth == 1, "the request to be queued")
             ping = Ping(request_id="probe-1", sent_at=time.time(), padding=bytes(50_000))
-            await watcher.publish(topics.request("raw"), encode_ping(ping), correlation=b"probe-1")
+            await watcher.publish(topics.ping("raw"), encode_ping(ping), correlation=b"probe-1")
             pong = decode_reply((await watcher.next()).payload)  # while the request still waits
             assert (pong.request_id, pong.ok, pong.outputs, pong.queue_depth) == ("probe-1", True, {}, 1)
         assert decode_reply((await watcher.next()).payload).ok

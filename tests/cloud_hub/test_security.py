@@ -25,9 +25,19 @@ import pytest
 
 from cloud_hub import Hub, HubConfig, LocalBroker, free_port, mosquitto_acl
 from edge_agent import EdgeAgent, Timeouts
+from edge_agent._outbox import Outbox
 from edgecut._cli import main
 from edgecut._exit import ExitCode
-from protocol import InferenceReply, NodeStatus, Topics, encode_reply, encode_request, encode_status
+from protocol import (
+    InferenceReply,
+    NodeStatus,
+    Ping,
+    Topics,
+    encode_ping,
+    encode_reply,
+    encode_request,
+    encode_status,
+)
 from protocol.errors import TransportError
 from protocol.mqtt import Connection
 from tests._support import random_images, tiny_logits, tiny_request, until, watching
@@ -289,6 +299,32 @@ async def test_forged_hub_statuses_change_nothing_with_the_acl(secured: Deployme
     # Each forged "offline" heard would have made the victim publish its request again, and a hub run it twice.
     assert victim._outbox.publishes == len(images)
     assert sum(hub.tails_run for hub in hubs) == len(images)
+
+
+@needs_mosquitto
+async def test_under_the_acl_an_agent_pings_as_itself_only(secured: Deployment) -> None:
+    topics = Topics(secured.prefix)
+    victim = Connection(secured.urls["victim"], client_id="victim", subscriptions=[(topics.response("victim"), 0)])
+    attacker = Connection(secured.urls["attacker"], client_id="attacker")
+    answers: asyncio.Queue[str] = asyncio.Queue()
+    outbox = Outbox(
+        victim,
+        request_topic=topics.request("victim"),
+        ping_topic=topics.ping("victim"),
+        response_topic=topics.response("victim"),
+        qos=1,
+        retry_s=None,
+    )
+    victim._on_message = lambda incoming: (outbox.on_reply(incoming), answers.put_nowait(incoming.topic))  # type: ignore[assignment]
+    async with _hubs(secured.urls, secured.prefix), victim, attacker:
+        await victim.wait_connected(10)
+        await attacker.wait_connected(10)
+        own = await outbox.probe("own", encode_ping(Ping("own", time.time())), 10)
+        forged = encode_ping(Ping("forged", time.time()))
+        await attacker.publish(topics.ping("victim"), forged, qos=0, correlation=b"forged", timeout=5)
+        await outbox.probe("after", encode_ping(Ping("after", time.time())), 10)
+    assert own is not None  # the hub read the agent's ping and answered on its reply topic
+    assert answers.qsize() == 2  # its own two; the forged one on its ping topic was refused by the broker
 
 
 async def test_a_status_that_does_not_name_its_topics_hub_is_ignored(

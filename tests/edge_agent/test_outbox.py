@@ -26,7 +26,7 @@ class _Gated:
 async def test_a_reason_to_publish_again_during_a_publish_publishes_once_more() -> None:
     """A hub comes online while a publish is in flight: that publish may have reached nobody."""
     connection = _Gated()
-    outbox = Outbox(connection, request_topic="r", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
+    outbox = Outbox(connection, request_topic="r", ping_topic="p", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
     waiting = asyncio.create_task(outbox.send_and_wait("id-1", b"request", time.perf_counter() + 30))
     await until(lambda: "id-1" in outbox.pending, "the request to be pending")
     await outbox.on_reconnect()

@@ -23,6 +23,9 @@ def test_default_topics() -> None:
     assert topics.shared_requests() == f"$share/{DEFAULT_SHARE_GROUP}/edgecut/v1/req/+"
     assert DEFAULT_SHARE_GROUP == "edgecut-hubs"
     assert topics.shared_requests("g1") == "$share/g1/edgecut/v1/req/+"
+    assert topics.ping("cam-01") == "edgecut/v1/ping/cam-01"
+    assert topics.all_pings() == "edgecut/v1/ping/+"
+    assert topics.shared_pings("g1") == "$share/g1/edgecut/v1/ping/+"
 
 
 def test_multi_level_prefix() -> None:
@@ -37,13 +40,21 @@ def test_parse_what_was_built(agent: str) -> None:
     topics = Topics("p")
     assert topics.agent_of_request(topics.request(agent)) == agent
     assert topics.agent_of_response(topics.response(agent)) == agent
+    assert topics.agent_of_ping(topics.ping(agent)) == agent
     assert topics.node_of_status(topics.status(agent)) == agent
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_invalid_ids_are_rejected(bad: str) -> None:
     topics = Topics()
-    for build in (topics.request, topics.response, topics.status, topics.shared_requests):
+    for build in (
+        topics.request,
+        topics.response,
+        topics.ping,
+        topics.status,
+        topics.shared_requests,
+        topics.shared_pings,
+    ):
         with pytest.raises(ValueError, match="must"):
             build(bad)
 
