@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models import ChainPart, tensors_mismatch
+from models import ChainPart, run_timed, tensors_mismatch
 from protocol import ErrorCode, InferenceReply, ReplyError, encode_reply
 
 if TYPE_CHECKING:
@@ -86,11 +86,7 @@ def run_tail(tail: Tail, encoded: EncodedRequest, *, hub_id: str, received: floa
     """
     request = encoded.decode()
     started = time.perf_counter()
-    if isinstance(tail.session, ChainPart):
-        outputs, segment_ms = tail.session.run_timed(request.tensors)
-    else:
-        outputs, segment_ms = tail.session.run(request.tensors), []
-    compute_ms = (time.perf_counter() - started) * 1000
+    outputs, compute_ms, segment_ms = run_timed(tail.session, request.tensors)
     reply = InferenceReply(
         request_id=request.request_id,
         hub_id=hub_id,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Self
 
 from edge_agent._adaptive import HeadTimes, auto_core
 from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
-from edge_agent._halves import Halves, ModelHalves, run_timed
+from edge_agent._halves import Halves, ModelHalves
 from edge_agent._outbox import Outbox
 from edge_agent._replies import read_reply
 from edge_agent._results import (
@@ -47,7 +47,7 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
-from models import EDGE_ONLY
+from models import EDGE_ONLY, run_timed
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RAW_CODEC,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -37,7 +36,6 @@ from models import (
     SEGMENTS_FILE,
     TAIL_FILE,
     Chain,
-    ChainPart,
     Manifest,
     Runnable,
     SegmentsManifest,
@@ -347,18 +345,3 @@ def _read_checked(path: Path, sha256: str) -> bytes:
         msg = f"{path} does not match the sha256 in its manifest: the halves are from different splits"
         raise ModelError(msg)
     return data
-
-
-def run_timed(
-    runnable: Runnable | None, feeds: Mapping[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], float, list[float]]:
-    """Outputs, milliseconds, and each segment's milliseconds when ``runnable`` is a stretch of a chain."""
-    if runnable is None:  # callers check for the half first
-        msg = "no session to run"
-        raise RuntimeError(msg)
-    started = time.perf_counter()
-    if isinstance(runnable, ChainPart):
-        outputs, segment_ms = runnable.run_timed(feeds)
-    else:
-        outputs, segment_ms = runnable.run(feeds), []
-    return outputs, (time.perf_counter() - started) * 1000, segment_ms

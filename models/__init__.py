@@ -27,6 +27,7 @@ from models._segments import (
     Runnable,
     SegmentFile,
     SegmentsManifest,
+    run_timed,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Session",
     "Shaped",
     "TensorSpec",
+    "run_timed",
     "sha256_hex",
     "tensors_mismatch",
 ]

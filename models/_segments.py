@@ -301,3 +301,22 @@ def _plain_name(value: object) -> str:
         msg = f"segment file {name!r} is not a plain file name"
         raise ModelError(msg)
     return name
+
+
+def run_timed(
+    runnable: Runnable | None, feeds: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], float, list[float]]:
+    """Run ``runnable``: its outputs, milliseconds, and each segment's milliseconds when it is a stretch of a chain.
+
+    Raises:
+        RuntimeError: ``runnable`` is ``None`` (callers check for the half first).
+    """
+    if runnable is None:
+        msg = "no session to run"
+        raise RuntimeError(msg)
+    started = time.perf_counter()
+    if isinstance(runnable, ChainPart):
+        outputs, segment_ms = runnable.run_timed(feeds)
+    else:
+        outputs, segment_ms = runnable.run(feeds), []
+    return outputs, (time.perf_counter() - started) * 1000, segment_ms

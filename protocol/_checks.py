@@ -34,6 +34,14 @@ def type_name(value: object) -> str:
     return "nil" if value is None else type(value).__name__
 
 
+def check_bin(value: object, name: str) -> bytes:
+    """A msgpack ``bin``: ``bytes``."""
+    if not isinstance(value, bytes):
+        msg = f"{name} must be bin, not {type_name(value)}"
+        raise TypeError(msg)
+    return value
+
+
 def check_str(value: object, name: str, *, max_length: int = MAX_ID_LENGTH) -> str:
     """A ``str`` of at most ``max_length`` characters (possibly empty)."""
     if not isinstance(value, str):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, NotRequired, Protocol, TypedDict
 import numpy as np
 import numpy.typing as npt
 
-from protocol._checks import Fields, check_id, check_str, type_name
+from protocol._checks import Fields, check_bin, check_id, check_str, type_name
 from protocol._codes import ErrorCode
 from protocol._dtypes import ALLOWED_DTYPES
 from protocol._limits import MAX_ELEMENTS, MAX_RANK
@@ -317,7 +317,7 @@ def read_tensor(payload: object, *, name: str, codec: str) -> EncodedTensor:
         dtype=_WIRE_DTYPES[fields.get("dtype", _check_dtype_name)],
         shape=fields.get("shape", _check_shape),
         codec=codec,
-        data=fields.get("data", _check_bin),
+        data=fields.get("data", check_bin),
         params=fields.get_optional("params", _check_params) or {},
     )
 
@@ -366,13 +366,6 @@ def _arrays_equal(left: npt.NDArray[Any], right: npt.NDArray[Any]) -> bool:
     if left.dtype.name != right.dtype.name or left.shape != right.shape:
         return False
     return bool(np.array_equal(left, right, equal_nan=left.dtype.kind == "f"))
-
-
-def _check_bin(value: object, name: str) -> bytes:
-    if not isinstance(value, bytes):
-        msg = f"{name} must be binary, not {type_name(value)}"
-        raise TypeError(msg)
-    return value
 
 
 def _check_params(value: object, name: str) -> dict[str, object]:

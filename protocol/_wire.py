@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from protocol._checks import (
     Fields,
+    check_bin,
     check_bool,
     check_count,
     check_id,
@@ -356,7 +357,7 @@ def _ping(fields: Fields) -> Ping:
     return Ping(
         request_id=fields.get("id", check_id),
         sent_at=fields.get("sent_at", check_real),
-        padding=fields.get("pad", _check_bin),
+        padding=fields.get("pad", check_bin),
     )
 
 
@@ -457,13 +458,6 @@ def _open_any(data: bytes | bytearray | memoryview, kinds: tuple[str, ...], max_
         msg = f"expected a message of type {expected}, got {actual!r}"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
     return fields, actual
-
-
-def _check_bin(value: object, name: str) -> bytes:
-    if not isinstance(value, bytes):
-        msg = f"{name} must be bin, not {type_name(value)}"
-        raise TypeError(msg)
-    return value
 
 
 def _check_profile(value: object, name: str) -> dict[str, dict[str, float]]:
