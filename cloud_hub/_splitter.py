@@ -5,27 +5,36 @@ is Python-heavy work in ``onnx``, much of it inside C++ calls that hold the
 GIL for tens of milliseconds (shape inference, serialisation). Run on a
 thread of the hub, it stalled the event loop and the workers of every other
 request (from outside: valid requests 10-25x slower while an agent cycled
-through cuts). Here it runs in a child process, one split at a time; the hub
-gets the segments' bytes back and only makes sessions of the ones it does not
-hold yet (ONNX Runtime releases the GIL for that).
+through cuts). Here it runs in a child process (``python -m
+cloud_hub._split_worker``), one call at a time; the hub gets the segments' bytes
+back and only makes sessions of the ones it does not hold yet (ONNX Runtime
+releases the GIL for that).
 
-The child is started on first use (``spawn``: a fork of a process with ONNX
-Runtime and asyncio threads could deadlock), which adds about 0.7 s (mostly
-importing ``onnx``) to a hub's first load, and is kept for later ones.
+The child is a plain subprocess, not a ``multiprocessing`` one: it does not
+import the hub's ``__main__`` again (a script that runs a hub needs no
+``if __name__ == "__main__"`` guard), and it reads its calls from a pipe that
+only the hub holds, so it exits as soon as the hub is gone, however it went
+(a SIGKILL included). It is started on first use, which adds about 0.7 s
+(mostly importing ``onnx``) to a hub's first load, and kept for later ones;
+if it dies (a model that crashes ``onnx``), the call fails and the next one
+starts a new child. Calls and answers are pickled: the child is the hub's
+own code, on the same machine; nothing from the network is unpickled.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import dataclasses
-import multiprocessing
-import os
+import pickle
+import struct
+import subprocess
+import sys
 import threading
-import time
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
 from models import EDGE_ONLY, sha256_hex
 from protocol import ErrorCode
+from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
@@ -36,8 +45,8 @@ if TYPE_CHECKING:
     from models import SegmentsManifest
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
+_LENGTH = struct.Struct(">Q")
+_STOP_TIMEOUT_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,7 +59,7 @@ class ModelSource:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Grown:
-    """A model cut into segments through the cuts asked for, as a child process sends it back.
+    """A model cut into segments through the cuts asked for, as the child sends it back.
 
     Attributes:
         manifest: The chain's segments manifest.
@@ -73,10 +82,11 @@ class Outcome:
 
 
 class Splitter:
-    """Splits full models in a child process, one at a time; each call blocks its (loading) thread."""
+    """Splits full models in a child process, one call at a time; each call blocks its (loading) thread."""
 
     def __init__(self) -> None:
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
 
     def grow(
         self, source: ModelSource, model_sha256: str, model_id: str, cut_id: str, *, also: Sequence[str] | None
@@ -85,61 +95,104 @@ class Splitter:
 
         The child checks that the model still has ``model_sha256`` and that
         ``cut_id`` is one of its cuts with a tail.
+
+        Raises:
+            ModelError: The child failed (it died, or the model could not be read).
         """
-        return self._call(_grow, source, model_sha256, model_id, cut_id, None if also is None else tuple(also))
+        result: Outcome = self._call(
+            "grow", source, model_sha256, model_id, cut_id, None if also is None else tuple(also)
+        )
+        return result
 
     def fused_tail_sha256(self, source: ModelSource, model_sha256: str, model_id: str, cut_id: str) -> str | None:
-        """The sha256 of the tail ``edgecut models split`` writes at ``cut_id`` (``None``: the model changed)."""
-        return self._call(_fused_tail_sha256, source, model_sha256, model_id, cut_id)
+        """The sha256 of the tail ``edgecut models split`` writes at ``cut_id`` (``None``: the model changed).
+
+        Raises:
+            ModelError: The child failed.
+        """
+        result: str | None = self._call("fused_tail_sha256", source, model_sha256, model_id, cut_id)
+        return result
 
     def zoo_sha256s(self, names: Sequence[str] | None, *, skip: Collection[str] = ()) -> dict[str, str]:
-        """The sha256s of zoo models ``names`` (``None``: all) but those in ``skip``; unknown names left out."""
-        return self._call(_zoo_sha256s, None if names is None else tuple(names), frozenset(skip))
+        """The sha256s of zoo models ``names`` (``None``: all) but those in ``skip``; unknown names left out.
+
+        Raises:
+            ModelError: The child failed.
+        """
+        result: dict[str, str] = self._call("zoo_sha256s", None if names is None else tuple(names), frozenset(skip))
+        return result
 
     def file_sha256(self, path: Path) -> str:
         """A model file's identity (``models.partition.model_file_sha256``).
 
         Raises:
-            ModelError: The file is not a model.
+            ModelError: The file is not a model, or the child failed.
         """
-        return self._call(_file_sha256, path)
+        result: str = self._call("file_sha256", path)
+        return result
 
     def close(self) -> None:
-        """Stop the child (a split under way is abandoned)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the child (a call under way fails)."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):  # a child that died leaves a broken pipe
+                child.stdin.close()  # the child exits at the end of its input
+        try:
+            child.wait(_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(_STOP_TIMEOUT_S)
+        if child.stdout is not None:
+            child.stdout.close()
 
-    def _call(self, function: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
+    def _call(self, name: str, *args: object) -> Any:  # noqa: ANN401 - each public method types its own result
+        with self._lock:
+            child = self._started()
+            try:
+                _send(child.stdin, (name, args))
+                ok, value = _receive(child.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self.close()
+                msg = f"the process that splits models ended during {name} (exit code {child.poll()}): {exc}"
+                raise ModelError(msg) from exc
+        if not ok:
+            raise ModelError(value)
+        return value
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._child is not None and self._child.poll() is not None:
+            self.close()  # it died since the last call: its pipes go with it
+        if self._child is None:
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "cloud_hub._split_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             )
-        return self._pool.submit(function, *args, **kwargs).result()
+        return self._child
+
+
+def _send(stream: IO[bytes] | None, message: object) -> None:
+    if stream is None:
+        raise EOFError
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes] | None) -> Any:  # noqa: ANN401 - what the other side sent
+    if stream is None:
+        raise EOFError
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        raise EOFError
+    (length,) = _LENGTH.unpack(header)
+    data = stream.read(length)
+    if len(data) < length:
+        raise EOFError
+    return pickle.loads(data)  # noqa: S301 - from the hub's own child process, never from the network
 
 
 # --- in the child ----------------------------------------------------------------------------
-
-
-_PARENT_CHECK_S = 1.0
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Exit once the hub is gone, however it went (a SIGKILL sends the child no word).
-
-    A pool worker holds both ends of its own task queue, so it would never
-    see the hub go, and wait for tasks forever.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_PARENT_CHECK_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="edgecut.splitter.parent", daemon=True).start()
 
 
 def _model(source: ModelSource) -> onnx.ModelProto:
@@ -198,3 +251,25 @@ def _fused_tail_sha256(source: ModelSource, model_sha256: str, model_id: str, cu
     if sha256_hex(model.SerializeToString()) != model_sha256:
         return None
     return partition.split(model, cut_id, model_id=model_id).manifest.tail_sha256
+
+
+_CALLS: dict[str, Callable[..., object]] = {
+    "grow": _grow,
+    "zoo_sha256s": _zoo_sha256s,
+    "file_sha256": _file_sha256,
+    "fused_tail_sha256": _fused_tail_sha256,
+}
+
+
+def serve(calls: IO[bytes], answers: IO[bytes]) -> None:
+    """Answer calls until the hub closes the pipe (or is gone)."""
+    while True:
+        try:
+            name, args = _receive(calls)
+        except EOFError:
+            return
+        try:
+            answer = (True, _CALLS[name](*args))
+        except Exception as exc:  # noqa: BLE001 - every failure is the hub's to report
+            answer = (False, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModelError) else str(exc))
+        _send(answers, answer)

@@ -1,0 +1,62 @@
+"""The child process that splits models for a hub, on its own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cloud_hub._splitter import ModelSource, Splitter
+from models import zoo
+from protocol import ErrorCode
+from protocol.errors import ModelError
+from tests._support import tiny_model
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture
+def splitter() -> Iterator[Splitter]:
+    splitter = Splitter()
+    yield splitter
+    splitter.close()
+
+
+def test_the_child_hashes_and_splits_what_the_hub_asks(splitter: Splitter) -> None:
+    sha = tiny_model().model_sha256
+    assert splitter.zoo_sha256s(["tiny", "no-such-model"]) == {"tiny": sha}
+    outcome = splitter.grow(ModelSource("tiny"), sha, "tiny", "input", also=None)
+    assert outcome.error is None
+    assert outcome.grown is not None
+    assert "input" in outcome.grown.manifest.cut_ids
+    assert outcome.grown.candidates <= set(outcome.grown.manifest.cut_ids)
+    assert set(outcome.grown.blobs) == {segment.sha256 for segment in outcome.grown.manifest.segments}
+
+
+def test_an_unknown_cut_is_an_outcome_with_the_models_cuts(splitter: Splitter) -> None:
+    outcome = splitter.grow(ModelSource("tiny"), tiny_model().model_sha256, "tiny", "nope", also=None)
+    assert outcome.grown is None
+    assert outcome.error is not None
+    assert outcome.error[0] == ErrorCode.UNKNOWN_CUT
+    assert "input" in outcome.cut_ids
+
+
+def test_a_failure_in_the_child_is_a_model_error_and_the_child_serves_on(splitter: Splitter, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        splitter.file_sha256(junk)
+    assert splitter.zoo_sha256s(["tiny"])  # the same child, still answering
+
+
+def test_a_child_that_died_is_replaced_on_the_next_call(splitter: Splitter) -> None:
+    assert splitter.zoo_sha256s(["tiny"])
+    child = splitter._child
+    assert child is not None
+    child.kill()
+    child.wait(10)
+    assert splitter.zoo_sha256s(["tiny"]) == {"tiny": tiny_model().model_sha256}
+    assert splitter._child is not child
+    assert zoo.MODEL_NAMES  # the zoo the child builds is the hub's
