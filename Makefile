@@ -4,13 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check install
+.PHONY: demo test test-stress check install
 
 demo: $(STAMP)
 	$(VENV)/bin/edgecut demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest --cov --cov-report=term:skip-covered
+
+# The suite three times in a row beside two CPU-burning processes, on each broker (scripts/stress-test).
+test-stress: $(STAMP)
+	PYTHON=$(VENV)/bin/python scripts/stress-test
 
 check: $(STAMP)
 	scripts/check

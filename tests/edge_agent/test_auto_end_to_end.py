@@ -1,9 +1,11 @@
 """cut="auto" end to end: a real hub, a real broker, an emulated link that changes under the agent.
 
-The agent runs resnet18 as a device four times slower than this host
+The agent runs resnet18 as a device ten times slower than this host
 (stretched sessions) behind an emulated link. On a fast link, sending the
-image wins by a wide margin; on a slow one, running everything on the device
-does. The test asserts which cut the planner uses, never how long anything took.
+image wins by a wide margin, even where the hub shares a busy machine (a
+device only four times slower lost to it under `make test-stress`); on a slow
+one, running everything on the device does. The test asserts which cut the
+planner uses, never how long anything took.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 MODEL = "resnet18"
+DEVICE_FACTOR = 10.0
 FAST = fixed_link(rate_bit_s=200e6, delay_s=0.001)
 SLOW = fixed_link(rate_bit_s=2e6, delay_s=0.02)
 
@@ -37,7 +40,7 @@ async def test_auto_moves_to_the_device_when_the_link_slows_and_back_when_it_rec
     image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     async with LinkProxy(FAST, upstream=(upstream.hostname or "", upstream.port or 0)) as proxy:
         url = broker_url.replace(f":{upstream.port}", f":{proxy.port}")
-        agent = EdgeAgent(url, model=MODEL, prefix=prefix, threads=1, session_factory=stretched_sessions(4.0))
+        agent = EdgeAgent(url, model=MODEL, prefix=prefix, threads=1, session_factory=stretched_sessions(DEVICE_FACTOR))
         async with agent:
             fast = [(await agent.infer(image)).cut_id for _ in range(20)]
             assert fast[-8:] == [CLOUD_ONLY] * 8, fast
