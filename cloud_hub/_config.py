@@ -116,6 +116,7 @@ class HubConfig:
         try:
             Topics(self.prefix).status(self.hub_id)
             Topics(self.prefix).shared_requests(self.group)
+            Topics(self.prefix).shared_pings(self.group)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         if self.models_dir is not None and not self.models_dir.is_dir():

@@ -14,6 +14,9 @@ DEFAULT_PREFIX: Final = "edgecut"
 DEFAULT_SHARE_GROUP: Final = "edgecut-hubs"
 """The MQTT5 shared-subscription group hubs join unless configured otherwise."""
 
+PING_SHARE_SUFFIX: Final = ".pings"
+"""Added to the share group's name for the hubs' shared subscription to pings."""
+
 _WILDCARDS: Final = ("+", "#", "\0")
 
 
@@ -83,8 +86,14 @@ class Topics:
         return f"$share/{check_topic_id(group, 'group')}/{self.all_requests()}"
 
     def shared_pings(self, group: str = DEFAULT_SHARE_GROUP) -> str:
-        """Shared-subscription filter: each ping goes to one hub of ``group``."""
-        return f"$share/{check_topic_id(group, 'group')}/{self.all_pings()}"
+        """Shared-subscription filter: each ping goes to one hub of ``group``.
+
+        Its share name is the group's with ``.pings`` added: a broker may share
+        one name's messages among every filter subscribed under it (rumqttd
+        does, and loses those the chosen member's filter does not match).
+        """
+        share = check_topic_id(check_topic_id(group, "group") + PING_SHARE_SUFFIX, "group")
+        return f"$share/{share}/{self.all_pings()}"
 
     def all_status(self) -> str:
         """Filter matching every node's status topic."""

@@ -25,7 +25,7 @@ def test_default_topics() -> None:
     assert topics.shared_requests("g1") == "$share/g1/edgecut/v1/req/+"
     assert topics.ping("cam-01") == "edgecut/v1/ping/cam-01"
     assert topics.all_pings() == "edgecut/v1/ping/+"
-    assert topics.shared_pings("g1") == "$share/g1/edgecut/v1/ping/+"
+    assert topics.shared_pings("g1") == "$share/g1.pings/edgecut/v1/ping/+"
 
 
 def test_multi_level_prefix() -> None:
