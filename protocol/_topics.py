@@ -14,7 +14,7 @@ DEFAULT_PREFIX: Final = "edgecut"
 DEFAULT_SHARE_GROUP: Final = "edgecut-hubs"
 """The MQTT5 shared-subscription group hubs join unless configured otherwise."""
 
-PING_SHARE_SUFFIX: Final = ".pings"
+_PING_SHARE_SUFFIX: Final = ".pings"
 """Added to the share group's name for the hubs' shared subscription to pings."""
 
 _WILDCARDS: Final = ("+", "#", "\0")
@@ -92,7 +92,7 @@ class Topics:
         one name's messages among every filter subscribed under it (rumqttd
         does, and loses those the chosen member's filter does not match).
         """
-        share = check_topic_id(check_topic_id(group, "group") + PING_SHARE_SUFFIX, "group")
+        share = check_topic_id(check_topic_id(group, "group") + _PING_SHARE_SUFFIX, "group")
         return f"$share/{share}/{self.all_pings()}"
 
     def all_status(self) -> str:

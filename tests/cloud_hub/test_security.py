@@ -198,7 +198,8 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
         await attacker.wait_connected(10)
         results = [await victim.infer(batch) for batch in batches]
         await asyncio.sleep(0.2)  # the hubs' answers to the attacker's own requests arrive
-    assert attacked == [result.request_id for result in results]
+    # Each request was attacked before it went out (again, if a slow machine made the agent publish it again).
+    assert list(dict.fromkeys(attacked)) == [result.request_id for result in results]
     for result, batch in zip(results, batches, strict=True):
         assert (result.fallback, result.hub_id in HUBS) == (None, True)
         assert result.outputs["logits"].shape == (4, 10)
@@ -206,7 +207,7 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
             np.testing.assert_allclose(logits, tiny_logits(image)[0], atol=1e-4)
     seen = [seen_by_attacker.get_nowait() for _ in range(seen_by_attacker.qsize())]
     assert set(seen) == {topics.response("attacker")}  # only the answers to its own requests
-    assert len(seen) == len(batches)  # requests on the victim's topic were refused by the broker, not answered
+    assert len(seen) == len(attacked)  # one per attack: requests on the victim's topic were refused by the broker
 
 
 @needs_mosquitto
