@@ -197,7 +197,7 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
     async with _hubs(secured.urls, secured.prefix), attacker, victim:
         await attacker.wait_connected(10)
         results = [await victim.infer(batch) for batch in batches]
-        await asyncio.sleep(0.2)  # the hubs' answers to the attacker's own requests arrive
+        await until(lambda: seen_by_attacker.qsize() >= len(attacked), "the answers to the attacker's own requests")
     # Each request was attacked before it went out (again, if a slow machine made the agent publish it again).
     assert list(dict.fromkeys(attacked)) == [result.request_id for result in results]
     for result, batch in zip(results, batches, strict=True):

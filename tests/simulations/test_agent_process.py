@@ -13,6 +13,7 @@ import pytest
 
 from simulations._agent_process import AgentConfig, _report_lost, _requests
 from simulations._report import LOST, RequestRecord, summarise
+from tests._support import until
 
 CONFIG = AgentConfig(
     run="cloud", name="cams-0", group="cams", policy="cloud", model="tiny", device="rpi4", url="mqtt://127.0.0.1:1",
@@ -48,10 +49,16 @@ def _records(text: str) -> list[RequestRecord]:
 
 async def test_a_request_that_raises_is_a_row_naming_its_error(capsys: pytest.CaptureFixture[str]) -> None:
     task = asyncio.create_task(_requests(_RefusingAgent(), CONFIG, time.monotonic()))  # type: ignore[arg-type]
-    await asyncio.sleep(0.3)
+    out: list[str] = []
+
+    def written() -> bool:
+        out.append(capsys.readouterr().out)
+        return bool("".join(out).strip())
+
+    await until(written, "the first record")  # a busy machine may take a while
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    records = _records(capsys.readouterr().out)
+    records = _records("".join(out) + capsys.readouterr().out)
     assert records
     assert all(r.error == "RuntimeError: hub unknown_model: no such model" for r in records)
     assert all(r.cut == "" and math.isnan(r.total_ms) for r in records)
