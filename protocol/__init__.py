@@ -12,6 +12,14 @@ This package imports neither asyncio, MQTT nor ONNX code.
 
 from protocol._codecs import CompressedCodec, Fp16Codec, Int8Codec
 from protocol._codes import ErrorCode
+from protocol._decode import (
+    decode_incoming,
+    decode_ping,
+    decode_reply,
+    decode_request,
+    decode_status,
+    peek_request_id,
+)
 from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
 from protocol._images import ImageCodec
 from protocol._limits import (
@@ -53,18 +61,7 @@ from protocol._tensors import (
     tensors_equal,
 )
 from protocol._topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP, Topics
-from protocol._wire import (
-    decode_incoming,
-    decode_ping,
-    decode_reply,
-    decode_request,
-    decode_status,
-    encode_ping,
-    encode_reply,
-    encode_request,
-    encode_status,
-    peek_request_id,
-)
+from protocol._wire import encode_ping, encode_reply, encode_request, encode_status
 from protocol.errors import (
     ConfigError,
     EdgecutError,

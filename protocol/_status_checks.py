@@ -1,0 +1,55 @@
+"""Field checks of the status message, shared by its encoder and decoder (internal)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+from protocol._checks import check_count, check_id, check_non_negative, check_sha256, check_str, type_name
+
+if TYPE_CHECKING:
+    from protocol._messages import NodeRole, NodeState
+
+_ROLES: Final[Mapping[str, NodeRole]] = {"hub": "hub", "agent": "agent"}
+_STATES: Final[Mapping[str, NodeState]] = {"online": "online", "offline": "offline"}
+
+
+def check_profile(value: object, name: str) -> dict[str, dict[str, float]]:
+    """Model sha256 to cut id to a number >= 0 (a tail's ms in ``profile``, a load's seconds in ``loading``)."""
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise TypeError(msg)
+    profile: dict[str, dict[str, float]] = {}
+    for sha, cuts in value.items():
+        where = f"{name}[{sha!r}]"
+        if not isinstance(cuts, Mapping):
+            msg = f"{where} must be a map, not {type_name(cuts)}"
+            raise TypeError(msg)
+        profile[check_sha256(sha, f"{name} key")] = {
+            check_id(cut, f"{where} key"): check_non_negative(ms, f"{where}[{cut!r}]") for cut, ms in cuts.items()
+        }
+    return profile
+
+
+def check_counts(value: object, name: str) -> dict[str, int]:
+    """A map of ids (e.g. error codes) to counts."""
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise TypeError(msg)
+    return {check_id(key, f"{name} key"): check_count(count, f"{name}[{key!r}]") for key, count in value.items()}
+
+
+def check_role(value: object, name: str) -> NodeRole:
+    role = _ROLES.get(check_str(value, name))
+    if role is None:
+        msg = f"{name} must be one of {', '.join(_ROLES)}, not {value!r}"
+        raise ValueError(msg)
+    return role
+
+
+def check_state(value: object, name: str) -> NodeState:
+    state = _STATES.get(check_str(value, name))
+    if state is None:
+        msg = f"{name} must be one of {', '.join(_STATES)}, not {value!r}"
+        raise ValueError(msg)
+    return state
