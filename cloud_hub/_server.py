@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from cloud_hub._admission import Admission
-from cloud_hub._execution import refusal, run_tail
+from cloud_hub._execution import Ran, refusal, run_tail
 from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
@@ -58,6 +58,7 @@ from protocol.errors import ProtocolError, TransportError
 from protocol.mqtt import Connection, Incoming, Will
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Coroutine
 
     from cloud_hub._config import HubConfig
@@ -299,14 +300,14 @@ class Hub:
         while not self._stopped.is_set():
             job = await self._queue.get()
             payload = await self._answer(job)
-            if payload is not None:  # None: the job waits for its tail's load, off the workers
+            if payload is not None:  # None: the reply is out already, or the job waits for its tail's load
                 # The reply goes out from the loop: a worker never waits on the network.
                 self._spawn(self._reply(job, payload))
 
     async def _answer(self, job: Job) -> bytes | None:
-        """Run the request and return the encoded reply (errors become error replies); ``None`` while it loads."""
+        """Run the request, or return the encoded error reply; ``None`` once answered or while it loads."""
         try:
-            return await self._run(job)
+            await self._run(job)
         except _Refused as exc:
             job.repeatable = exc.error.code not in _RUN_AGAIN_CODES
             return self._failure(job, exc.error)
@@ -315,28 +316,55 @@ class Hub:
         except Exception as exc:  # a worker must outlive any one request
             logger.exception("request %s failed", job.request_id)
             return self._failure(job, ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"))
+        return None
 
-    async def _run(self, job: Job) -> bytes | None:
+    async def _run(self, job: Job) -> None:
         request = _read(job)
         _refuse_if(self._admission.staleness(job, request.header))
         tail = self._ready_tail(job, request.header)
         if tail is None:
             self._spawn(self._load_for(job))
-            return None
+            return
         limits = {"max_batch": self.config.max_batch, "max_reply_bytes": self.config.max_message_bytes}
         _refuse_if(refusal(request, tail, **limits))
-        loop = asyncio.get_running_loop()
         self.tails_run += 1
-        ran = await loop.run_in_executor(
-            self._executor,
-            lambda: run_tail(
-                tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
-            ),
-        )
+        ran = await self._run_tail(job, tail, request)
         self.profile.note_wait(max(0.0, ran.queue_ms - job.load_ms), time.monotonic())
         for cut_id, ms in (ran.tail_ms or {request.header.cut_id: ran.compute_ms}).items():
             self.profile.note_tail(request.header.model_sha256, cut_id, ms)
-        return ran.reply
+
+    def _run_tail(self, job: Job, tail: Tail, request: EncodedRequest) -> asyncio.Future[Ran]:
+        """Run the tail in a worker thread; its reply starts out the moment the thread is done.
+
+        The thread's completion schedules the reply's publish itself, rather
+        than waking the worker's task first: a loop iteration or two fewer
+        between the tail's end and the reply on the wire.
+        """
+        loop = asyncio.get_running_loop()
+        ran: asyncio.Future[Ran] = loop.create_future()
+
+        def done(run: concurrent.futures.Future[Ran]) -> None:  # on the loop
+            if run.cancelled():  # the hub is stopping
+                ran.cancel()
+                return
+            error = run.exception()
+            if error is None:
+                self._spawn(self._reply(job, run.result().reply))
+            if ran.done():  # the worker's task was cancelled meanwhile
+                return
+            if error is None:
+                ran.set_result(run.result())
+            else:
+                ran.set_exception(error)
+
+        def finished(run: concurrent.futures.Future[Ran]) -> None:  # in the worker thread
+            loop.call_soon_threadsafe(done, run)
+
+        run = self._executor.submit(
+            run_tail, tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
+        )
+        run.add_done_callback(finished)
+        return ran
 
     def _ready_tail(self, job: Job, request: InferenceRequest) -> Tail | None:
         """The request's tail if it is ready now; ``None`` if it must be loaded (within the load budgets).

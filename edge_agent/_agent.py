@@ -327,9 +327,11 @@ class EdgeAgent:
             timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
             result = InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings)
         else:
-            sent = await loop.run_in_executor(
-                self._executor, self._head_and_encode, halves, feeds, uuid.uuid4().hex, decision.codec
-            )
+            args = (halves, feeds, uuid.uuid4().hex, decision.codec)
+            if halves.head is None and decision.codec == RAW_CODEC:  # nothing to run, one copy: a hop costs more
+                sent = self._head_and_encode(*args)
+            else:
+                sent = await loop.run_in_executor(self._executor, self._head_and_encode, *args)
             result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
         codec = RAW_CODEC if decision.cut_id == EDGE_ONLY else decision.codec
