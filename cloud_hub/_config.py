@@ -98,7 +98,6 @@ class HubConfig:
     max_batch: int = 32
     max_sessions: int = 8
     max_extra_cuts: int = 8
-    fused_tails: int = 2
     load_on_demand: bool = True
     loads_per_agent_minute: float = 20.0
     loads_per_minute: float = 60.0
@@ -143,9 +142,6 @@ class HubConfig:
                 raise ConfigError(msg)
         if len(self.preload) > self.max_sessions:
             msg = f"{len(self.preload)} tails to preload, more than max_sessions ({self.max_sessions}) keeps loaded"
-            raise ConfigError(msg)
-        if self.fused_tails < 0:
-            msg = "fused_tails must be 0 or more"
             raise ConfigError(msg)
         if not self.miss_ttl >= 0:
             msg = "miss_ttl must be 0 seconds or more"

@@ -122,7 +122,6 @@ class Hub:
             use_zoo=config.use_zoo,
             max_sessions=config.max_sessions,
             max_extra_cuts=config.max_extra_cuts,
-            fused_tails=config.fused_tails,
             threads=config.threads,
             executor=self._loader,
             miss_ttl_s=config.miss_ttl,

@@ -42,8 +42,7 @@ if TYPE_CHECKING:
 
     import onnx
 
-    from models import Manifest, SegmentsManifest
-    from models.partition import Split
+    from models import SegmentsManifest
 
 
 _LENGTH = struct.Struct(">Q")
@@ -112,17 +111,6 @@ class Splitter:
             ModelError: The child failed.
         """
         result: str | None = self._call("fused_tail_sha256", source, model_sha256, model_id, cut_id)
-        return result
-
-    def fused_tail(
-        self, source: ModelSource, model_sha256: str, model_id: str, cut_id: str
-    ) -> tuple[Manifest, bytes] | None:
-        """The split at ``cut_id``: its manifest and its tail's bytes (``None``: the model changed).
-
-        Raises:
-            ModelError: The child failed.
-        """
-        result: tuple[Manifest, bytes] | None = self._call("fused_tail", source, model_sha256, model_id, cut_id)
         return result
 
     def zoo_sha256s(self, names: Sequence[str] | None, *, skip: Collection[str] = ()) -> dict[str, str]:
@@ -257,24 +245,12 @@ def _file_sha256(path: Path) -> str:
 
 
 def _fused_tail_sha256(source: ModelSource, model_sha256: str, model_id: str, cut_id: str) -> str | None:
-    split = _split(source, model_sha256, model_id, cut_id)
-    return None if split is None else split.manifest.tail_sha256
-
-
-def _fused_tail(source: ModelSource, model_sha256: str, model_id: str, cut_id: str) -> tuple[Manifest, bytes] | None:
-    split = _split(source, model_sha256, model_id, cut_id)
-    if split is None or split.tail is None:
-        return None
-    return split.manifest, split.tail.SerializeToString()
-
-
-def _split(source: ModelSource, model_sha256: str, model_id: str, cut_id: str) -> Split | None:
     from models import partition  # noqa: PLC0415 - the child's tooling
 
     model = _model(source)
     if sha256_hex(model.SerializeToString()) != model_sha256:
         return None
-    return partition.split(model, cut_id, model_id=model_id)
+    return partition.split(model, cut_id, model_id=model_id).manifest.tail_sha256
 
 
 _CALLS: dict[str, Callable[..., object]] = {
@@ -282,7 +258,6 @@ _CALLS: dict[str, Callable[..., object]] = {
     "zoo_sha256s": _zoo_sha256s,
     "file_sha256": _file_sha256,
     "fused_tail_sha256": _fused_tail_sha256,
-    "fused_tail": _fused_tail,
 }
 
 

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 from cloud_hub._catalog import ModelCatalog, preload_key
 from cloud_hub._chains import HubChains
-from cloud_hub._fusing import FusedTails
 from cloud_hub._splitter import Splitter
 from models import EDGE_ONLY, TAIL_FILE, Chain, ChainPart, Manifest, Session, sha256_hex
 from protocol import ErrorCode
@@ -74,14 +73,12 @@ class TailStore:
         models_dir: Searched recursively for split directories and ``.onnx`` models.
         use_zoo: Serve zoo models too.
         max_sessions: Tails kept loaded at once, and models held as chains.
+        max_extra_cuts: Cuts besides its candidates a model's chain may pass through.
         threads: ONNX Runtime intra-op threads per session.
         executor: Where loading (hashing, splitting, session creation) runs:
             best a thread of its own, so that loads never hold up tail runs.
         miss_ttl_s: How long a miss is remembered, and the least time between
             two scans of ``models_dir``.
-        max_extra_cuts: Cuts besides its candidates a model's chain may pass through.
-        fused_tails: The most used cuts run as a fused tail each, at most this
-            many (:mod:`cloud_hub._fusing`).
     """
 
     def __init__(
@@ -94,7 +91,6 @@ class TailStore:
         executor: Executor,
         miss_ttl_s: float = 10.0,
         max_extra_cuts: int = 8,
-        fused_tails: int = 2,
     ) -> None:
         self._splitter = Splitter()
         self.catalog = ModelCatalog(
@@ -117,8 +113,6 @@ class TailStore:
         self._pinning: dict[tuple[str, str], asyncio.Future[str | None]] = {}
         self._cuts_used: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()  # sha256 -> cuts, most recent last
         self._preloaded: set[tuple[str, str]] = set()
-        self.fused = FusedTails(capacity=fused_tails, executor=executor, fuse=self._fuse)
-        """The most used cuts' fused tails."""
 
     def __len__(self) -> int:
         return len(self._tails)
@@ -130,9 +124,6 @@ class TailStore:
         """
         key = (model_sha256, cut_id)
         self._note_use(model_sha256, cut_id)
-        fused = self.fused.get(key)
-        if fused is not None:
-            return fused
         tail = self._tails.get(key)
         if tail is None:
             chain = self.chains.peek(model_sha256, cut_id)
@@ -140,8 +131,6 @@ class TailStore:
                 return None
             tail = self._cache(key, _chain_tail(chain, cut_id))
         self._tails.move_to_end(key)
-        if isinstance(tail.session, ChainPart):
-            self.fused.note_use(key, tail.manifest.model_id)
         if not pinned or tail.manifest.tail_sha256 is not None:
             return tail
         if key not in self._tail_sha256s:
@@ -313,15 +302,6 @@ class TailStore:
     def close(self) -> None:
         """Stop splitting models (the child process that does it)."""
         self._splitter.close()
-
-    def _fuse(self, model_id: str, key: tuple[str, str]) -> Tail | None:
-        """The fused tail of ``key``, split in the child process (blocking); ``None`` without a full model."""
-        source = self.catalog.source(key[0], model_id)
-        fused = None if source is None else self._splitter.fused_tail(source, key[0], model_id, key[1])
-        if fused is None:
-            return None
-        manifest, tail_bytes = fused
-        return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads))
 
     def _fused_tail_sha256(self, model_id: str, key: tuple[str, str]) -> str | None:
         source = self.catalog.source(key[0], model_id)

@@ -170,12 +170,6 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch one request may carry (default 32)")
     parser.add_argument(
-        "--fused-tails",
-        type=int,
-        default=2,
-        help="the most used cuts run on a fused tail each, at most this many (default 2; 0: none)",
-    )
-    parser.add_argument(
         "--preload-only",
         action="store_true",
         help="serve only the --preload tails (and other cuts of those models' chains); refuse loads 'load_refused'",
@@ -229,7 +223,6 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         max_queue_bytes=args.max_queue_bytes,
         max_queue_per_agent=args.max_queue_per_agent,
         max_batch=args.max_batch,
-        fused_tails=args.fused_tails,
         load_on_demand=not args.preload_only,
         loads_per_agent_minute=args.loads_per_agent_minute,
         loads_per_minute=args.loads_per_minute,

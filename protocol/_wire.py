@@ -37,6 +37,7 @@ from protocol._status_checks import check_counts, check_profile, check_role, che
 from protocol._tensors import TensorPayload, encode_tensor, get_codec
 
 if TYPE_CHECKING:
+
     import numpy.typing as npt
 
 
