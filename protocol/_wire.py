@@ -37,7 +37,6 @@ from protocol._status_checks import check_counts, check_profile, check_role, che
 from protocol._tensors import TensorPayload, encode_tensor, get_codec
 
 if TYPE_CHECKING:
-
     import numpy.typing as npt
 
 
