@@ -5,7 +5,7 @@ Two measurements, each printed with the command that reran it:
 1. ONNX Runtime alone: a resnet18 tail (cut ``input``) runs batch 1, then a
    batch of 32, then batch 1 again, with ``Session(release_memory=...)`` off
    and on: resident memory after the large batch and the batch-1 latency
-   (median of 30) show what releasing the arena after each run costs.
+   (median of 30) show what releasing the arena after large runs costs.
 2. A real hub process (``edgecut hub --preload resnet18:input``) on a local
    broker gets a burst of requests of the largest allowed batch from several
    connections at once, then requests beyond its bounds (a batch over

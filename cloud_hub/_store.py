@@ -97,7 +97,9 @@ class TailStore:
             models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s, splitter=self._splitter
         )
         self.chains = HubChains(
-            session=lambda data: Session(data, threads=threads), max_models=max_sessions, max_extra_cuts=max_extra_cuts
+            session=lambda data: Session(data, threads=threads, release_memory=True),
+            max_models=max_sessions,
+            max_extra_cuts=max_extra_cuts,
         )
         self._max_sessions = max_sessions
         self._threads = threads
@@ -312,7 +314,7 @@ class TailStore:
         if split_dir is not None:
             manifest, tail_bytes = _read_split(split_dir)
             logger.info("loaded tail of %s at cut %s", manifest.model_id, cut_id)
-            return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads))
+            return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads, release_memory=True))
         chain = self.chains.held(model_sha256, cut_id)
         if chain is None:
             segments_dir = self.catalog.segments_dir(model_sha256, cut_id)
