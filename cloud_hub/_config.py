@@ -65,7 +65,7 @@ class HubConfig:
             ``overloaded`` while others' are still taken. Queued requests
             are run one per agent in turn, so an agent that sends faster
             does not delay the others more.
-        max_batch: Largest batch (the size of a symbolic first axis) one
+        max_batch: Largest batch (the size of the model's batch axis: a symbolic first axis of its inputs) one
             request may carry; larger ones are refused ``bad_request``. The
             tail's working memory grows with it.
         repeat_window: Seconds a request id is remembered after its reply, so

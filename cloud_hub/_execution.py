@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models import ChainPart, run_timed, tensors_mismatch
+from models import ChainPart, batch_symbols, run_timed, tensors_mismatch
 from protocol import ErrorCode, InferenceReply, ReplyError, encode_reply
 
 if TYPE_CHECKING:
@@ -40,8 +40,9 @@ def refusal(request: EncodedRequest, tail: Tail, *, max_batch: int, max_reply_by
     why = tensors_mismatch(manifest.crossing, request.tensors, symbols)
     if why is not None:
         return ReplyError(code=ErrorCode.TENSOR_MISMATCH, message=f"cut {header.cut_id!r} {why}")
-    batch_axes = {spec.shape[0] for spec in manifest.crossing if spec.shape and isinstance(spec.shape[0], str)}
-    batch = max((symbols[axis] for axis in batch_axes), default=1)
+    # Only the model's batch axis is a batch: a data-dependent first axis (a number of boxes) is bounded by
+    # the message and memory limits instead.
+    batch = max((symbols[axis] for axis in batch_symbols(manifest.inputs) if axis in symbols), default=1)
     if batch > max_batch:
         msg = f"a batch of {batch} is more than this hub's max_batch of {max_batch}"
         return ReplyError(code=ErrorCode.BAD_REQUEST, message=msg)

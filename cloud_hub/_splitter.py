@@ -207,15 +207,14 @@ def _grow(source: ModelSource, model_sha256: str, model_id: str, cut_id: str, al
     model = _model(source)
     if sha256_hex(model.SerializeToString()) != model_sha256:  # the file changed since it was hashed
         return Outcome(None, frozenset(), (ErrorCode.UNKNOWN_MODEL, f"{source.name} changed since it was indexed"))
-    cuts = partition.enumerate_cuts(model)
-    cut_ids = frozenset(cut.id for cut in cuts)
+    cut_ids = frozenset(place.id for place in partition.enumerate_places(model))
     if cut_id not in cut_ids:
         msg = f"{model_id!r} has no usable cut {cut_id!r} (see `edgecut models cuts {model_id}`)"
         return Outcome(None, cut_ids, (ErrorCode.UNKNOWN_CUT, msg))
     if cut_id == EDGE_ONLY:
         msg = f"cut {cut_id!r} runs the whole model on the edge: there is no tail to serve"
         return Outcome(None, cut_ids, (ErrorCode.UNKNOWN_CUT, msg))
-    candidates = frozenset(cut.id for cut in partition.candidate_cuts(cuts))
+    candidates = _candidates(model)
     wanted = sorted({*(candidates if also is None else also), *candidates, cut_id})
     segments = partition.split_segments(model, wanted, model_id=model_id, check=False)
     blobs = {
@@ -223,6 +222,16 @@ def _grow(source: ModelSource, model_sha256: str, model_id: str, cut_id: str, al
         for file, part in zip(segments.manifest.segments, segments.models, strict=True)
     }
     return Outcome(Grown(segments.manifest, blobs, candidates), cut_ids)
+
+
+def _candidates(model: onnx.ModelProto) -> frozenset[str]:
+    """The cuts ``cut="auto"`` chooses between; none for a model whose sizes only its agents know."""
+    from models import partition  # noqa: PLC0415 - the child's tooling
+
+    try:
+        return frozenset(cut.id for cut in partition.candidate_cuts(partition.enumerate_cuts(model)))
+    except ModelError:  # dynamic sizes no metadata states: the agents' requests name their cuts
+        return frozenset()
 
 
 def _zoo_sha256s(names: tuple[str, ...] | None, skip: frozenset[str]) -> dict[str, str]:

@@ -16,11 +16,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edge_agent._core import AgentCore
 from edge_agent._planner import Candidate, Objective, Planner
-from models import EDGE_ONLY
+from models import EDGE_ONLY, random_feeds
 from protocol import RAW_CODEC, codec_applies, data_bytes_estimate
 
 if TYPE_CHECKING:
@@ -108,7 +106,7 @@ def auto_core(
     if saved is not None:
         core.restore(saved.load(), now_s)
     first = chain.manifest.cut_ids[0]
-    feeds = {spec.name: np.zeros(_shape(spec.shape), spec.dtype) for spec in chain.manifest.inputs}
+    feeds = random_feeds(chain.manifest.inputs, shapes=halves.input_shapes)
     chain.run(feeds, first, EDGE_ONLY)
     core.warmed_up([chain.run(feeds, first, EDGE_ONLY)[1] for _ in range(WARM_UP_RUNS)], now_s)
     return core

@@ -36,11 +36,13 @@ from models import (
     SEGMENTS_FILE,
     TAIL_FILE,
     Chain,
+    InputShapes,
     Manifest,
     Runnable,
     SegmentsManifest,
     Session,
     TensorSpec,
+    resolve_input_shapes,
     sha256_hex,
 )
 from protocol.errors import ModelError
@@ -114,10 +116,13 @@ class ModelHalves:
         split_dir: Path | None = None,
         build_chain: Callable[[], tuple[SegmentsManifest, list[bytes]]] | None = None,
         session_factory: SessionFactory | None = None,
+        input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.model_id = model_id
         self.model_sha256 = model_sha256
         self.inputs = inputs
+        self.input_shapes = dict(input_shapes) if input_shapes is not None else resolve_input_shapes(inputs)
+        """The shape of each input that warm-ups and measurements run on (``models.resolve_input_shapes``)."""
         self.cuts = cuts
         self.candidates = candidates
         """The cuts of the chain (``cut="auto"`` chooses between them); empty without one."""
@@ -132,7 +137,12 @@ class ModelHalves:
 
     @classmethod
     def open(
-        cls, model: str | Path, *, threads: int | None = None, session_factory: SessionFactory | None = None
+        cls,
+        model: str | Path,
+        *,
+        threads: int | None = None,
+        session_factory: SessionFactory | None = None,
+        input_shapes: InputShapes | None = None,
     ) -> ModelHalves:
         """Open a split directory, an ``.onnx`` model file or a zoo model by name.
 
@@ -141,16 +151,21 @@ class ModelHalves:
             threads: ONNX Runtime intra-op threads (``None``: all cores).
             session_factory: Creates every session (heads and tails) from the
                 model bytes and ``threads``; ``None``: :class:`models.Session`.
+            input_shapes: The shape of each input with dynamic sizes, for a
+                model that does not fix them: what cut bytes are counted
+                and the warm-up runs at (a batch axis may be left out).
 
         Raises:
-            ModelError: Nothing usable at ``model``, or ``onnx`` missing for a full model.
+            ModelError: Nothing usable at ``model``, ``onnx`` missing for a
+                full model, or an input's size known from nowhere (the
+                message names it).
         """
         path = Path(model)
         if (path / SEGMENTS_FILE).is_file():
-            return cls._from_segments_dir(path, threads, session_factory)
+            return cls._from_segments_dir(path, threads, session_factory, input_shapes)
         if (path / MANIFEST_FILE).is_file():
-            return cls._from_split_dir(path, threads, session_factory)
-        return cls._from_full_model(str(model), threads, session_factory)
+            return cls._from_split_dir(path, threads, session_factory, input_shapes)
+        return cls._from_full_model(str(model), threads, session_factory, input_shapes)
 
     def feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``inputs`` as the model's feeds by name, checked: one array for a single-input model, a batch axis added.
@@ -263,7 +278,7 @@ class ModelHalves:
 
     @classmethod
     def _from_split_dir(
-        cls, directory: Path, threads: int | None, session_factory: SessionFactory | None
+        cls, directory: Path, threads: int | None, session_factory: SessionFactory | None, shapes: InputShapes | None
     ) -> ModelHalves:
         manifest = Manifest.load(directory)
         if manifest.head_sha256 is not None and not (directory / HEAD_FILE).is_file():
@@ -278,11 +293,12 @@ class ModelHalves:
             threads=threads,
             split_dir=directory,
             session_factory=session_factory,
+            input_shapes=resolve_input_shapes(manifest.inputs, shapes),
         )
 
     @classmethod
     def _from_segments_dir(
-        cls, directory: Path, threads: int | None, session_factory: SessionFactory | None
+        cls, directory: Path, threads: int | None, session_factory: SessionFactory | None, shapes: InputShapes | None
     ) -> ModelHalves:
         manifest = SegmentsManifest.load(directory)
         cuts = tuple(_chain_cut(boundary.id, boundary.bytes, boundary.crossing) for boundary in manifest.cuts)
@@ -295,11 +311,12 @@ class ModelHalves:
             threads=threads,
             build_chain=lambda: (manifest, manifest.read_segments(directory)),
             session_factory=session_factory,
+            input_shapes=resolve_input_shapes(manifest.inputs, shapes),
         )
 
     @classmethod
     def _from_full_model(
-        cls, name_or_path: str, threads: int | None, session_factory: SessionFactory | None
+        cls, name_or_path: str, threads: int | None, session_factory: SessionFactory | None, shapes: InputShapes | None
     ) -> ModelHalves:
         try:
             from models import partition  # noqa: PLC0415 - optional on the agent's path
@@ -307,7 +324,7 @@ class ModelHalves:
             msg = f"splitting {name_or_path!r} on the device needs the onnx package; or give a split directory"
             raise ModelError(msg) from exc
         model_id, model = partition.load_model(name_or_path)
-        all_cuts = partition.enumerate_cuts(model)
+        all_cuts = partition.enumerate_cuts(model, shapes)
         cuts = tuple(_chain_cut(cut.id, cut.bytes, cut.tensors) for cut in all_cuts)
         candidates = {cut.id for cut in partition.candidate_cuts(all_cuts)}
         inputs = next(cut.tensors for cut in all_cuts if cut.id == CLOUD_ONLY)  # what crosses there: the inputs
@@ -321,6 +338,7 @@ class ModelHalves:
             split_at=functools.partial(partition.split, model, model_id=model_id),
             build_chain=functools.partial(_build_chain, model, model_id, sorted(candidates)),
             session_factory=session_factory,
+            input_shapes=partition.input_shapes(model, shapes),
         )
 
 

@@ -19,11 +19,11 @@ from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import onnx
 
-    from models import Manifest, TensorSpec
+    from models import TensorSpec
     from models.partition import Cut
 
 _TOLERANCE = 1e-4
@@ -70,6 +70,7 @@ def _add_cuts(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="print a JSON array of cuts (its keys: docs/protocol.md, section 8)",
     )
     parser.add_argument("--single-only", action="store_true", help="only cuts where one tensor crosses")
+    _add_input_shape(parser)
 
 
 def _add_split(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,11 +98,13 @@ def _add_split(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run the halves (every head and tail of a chain) and the full model on a random x; "
         f"exit 1 if they differ by more than {_TOLERANCE:g}",
     )
+    _add_input_shape(parser)
 
 
 def _add_info(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = _leaf(actions, "info", _info, "describe a model file: what to run first on your own model")
     parser.add_argument("file", type=Path, metavar="FILE", help="an .onnx file (external data and links are fine)")
+    _add_input_shape(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON object")
 
 
@@ -119,6 +122,7 @@ def _add_profile(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="FILE",
         help="add the profile to this profiles file (created if needed), for `edgecut sim run --profiles FILE`",
     )
+    _add_input_shape(parser)
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
 
 
@@ -155,6 +159,23 @@ def _add_accuracy(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N images")
     parser.add_argument("--json", action="store_true", help="print a JSON array of rows")
+
+
+def _add_input_shape(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D1xD2x...",
+        help="the shape to count and run an input at, for a model with dynamic sizes (repeatable, one per "
+        "input; e.g. images=1x3x640x640; NAME= for a scalar). Default: the model's own sizes, a batch axis at 1",
+    )
+
+
+def _input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    from models.partition import parse_input_shape  # noqa: PLC0415 - needs onnx: see module docstring
+
+    return dict(parse_input_shape(text) for text in args.input_shape)
 
 
 def _leaf(
@@ -222,7 +243,8 @@ def _cuts(args: argparse.Namespace) -> ExitCode:
     from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
 
     model_id, model = partition.load_model(args.model)
-    cuts = partition.enumerate_cuts(model)
+    shapes = _input_shapes(args)
+    cuts = partition.enumerate_cuts(model, shapes)
     reference = cuts[0].bytes  # the input cut: what sending the raw input costs
     shown = [cut for cut in cuts if cut.single_tensor or not args.single_only]
     candidates = {cut.id for cut in partition.candidate_cuts(cuts)}
@@ -232,7 +254,9 @@ def _cuts(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     singles = sum(cut.single_tensor for cut in cuts)
     _out(f"{model_id}: {len(cuts)} cuts, {singles} single-tensor, {len(candidates)} candidates for cut=auto")
-    _out(f"the input cut (raw input, for reference) sends {_human(reference)}")
+    _out(f"the input cut (raw input, for reference) sends {_human(reference)}, {_shapes_text(model, shapes)}")
+    if any(cut.measured for cut in cuts):
+        _out("bytes marked * depend on the input's values: measured on one random input of those shapes")
     if int8:
         _out(f"{len(int8)} int8 cuts (a QuantizeLinear output crosses: int8 on the wire at no accuracy cost)")
     _print_table(
@@ -249,9 +273,11 @@ def _split(args: argparse.Namespace) -> ExitCode:
     model_id, model = partition.load_model(args.model)
     if args.cuts is not None:
         return _split_segments(args, model_id, model)
-    split = partition.split(model, args.cut, model_id=model_id)
+    shapes = _input_shapes(args)
+    cut = partition.find_cut(model, args.cut, shapes)
+    split = partition.split(model, cut, model_id=model_id)
     paths = partition.save_split(split, args.out)
-    diff = partition.verify_split(model, split) if args.verify else None
+    diff = partition.verify_split(model, split, input_shapes=shapes) if args.verify else None
     manifest = split.manifest
     if args.json:
         print_json(
@@ -259,20 +285,22 @@ def _split(args: argparse.Namespace) -> ExitCode:
                 "model_id": model_id,
                 "cut": manifest.cut_id,
                 "crossing": [spec.to_json() for spec in manifest.crossing],
-                "bytes": manifest.crossing_bytes,
+                "bytes": cut.bytes,
+                "input_shapes": _resolved(model, shapes),
                 "files": [str(path) for path in paths],
                 "max_abs_diff": diff,
             }
         )
     else:
-        _print_split(manifest, paths, diff)
+        _print_split(cut, _shapes_text(model, shapes), paths, diff)
     return ExitCode.FAILED if diff is not None and not diff <= _TOLERANCE else ExitCode.OK
 
 
 def _split_segments(args: argparse.Namespace, model_id: str, model: onnx.ModelProto) -> ExitCode:
     from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
 
-    cuts = partition.enumerate_cuts(model)
+    shapes = _input_shapes(args)
+    cuts = partition.enumerate_cuts(model, shapes)
     if args.cuts == "auto":
         chosen: Sequence[str | Cut] = partition.candidate_cuts(cuts)
     elif args.cuts == "all":
@@ -281,20 +309,23 @@ def _split_segments(args: argparse.Namespace, model_id: str, model: onnx.ModelPr
         chosen = [cut_id.strip() for cut_id in args.cuts.split(",") if cut_id.strip()]
     segments = partition.split_segments(model, chosen, model_id=model_id)
     paths = partition.save_segments(segments, args.out)
-    diff = partition.verify_segments(model, segments) if args.verify else None
+    diff = partition.verify_segments(model, segments, input_shapes=shapes) if args.verify else None
     manifest = segments.manifest
+    counted = {cut.id: cut.bytes for cut in cuts}
     if args.json:
         print_json(
             {
                 "model_id": model_id,
-                "cuts": [{"id": cut.id, "bytes": cut.bytes} for cut in manifest.cuts],
+                "cuts": [{"id": cut.id, "bytes": counted[cut.id]} for cut in manifest.cuts],
+                "input_shapes": _resolved(model, shapes),
                 "files": [str(path) for path in paths],
                 "max_abs_diff": diff,
             }
         )
     else:
         _out(f"{model_id}: a chain of {len(manifest.segments)} segments through {len(manifest.cuts)} cuts")
-        _print_table(("cut", "bytes"), [(cut.id, _human(cut.bytes)) for cut in manifest.cuts])
+        _out(f"bytes {_shapes_text(model, shapes)}")
+        _print_table(("cut", "bytes"), [(cut.id, _human(counted[cut.id])) for cut in manifest.cuts])
         total = sum(path.stat().st_size for path in paths)
         _out(f"wrote {len(paths)} files to {args.out} ({_human(total)})")
         if diff is not None:
@@ -307,7 +338,7 @@ def _info(args: argparse.Namespace) -> ExitCode:
     _require_onnx()
     from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
 
-    info = partition.describe(args.file)
+    info = partition.describe(args.file, _input_shapes(args))
     if args.json:
         print_json(info.to_json())
         return ExitCode.OK
@@ -324,6 +355,7 @@ def _info(args: argparse.Namespace) -> ExitCode:
     _out(f"  quantisation  {info.quantisation}")
     _out(f"  inputs        {_tensors_text(info.inputs)}")
     _out(f"  outputs       {_tensors_text(info.outputs)}")
+    _out(f"  counted at    {_dims_text(info.input_shapes)}")
     _out(f"  cuts          {info.cuts}; cut=auto chooses between {', '.join(cut.id for cut in info.candidates)}")
     smallest = ", ".join(f"{cut.id} ({_human(cut.bytes)})" for cut in info.smallest) or "none"
     _out(f"  fewest bytes  {smallest}")
@@ -337,7 +369,7 @@ def _profile(args: argparse.Namespace) -> ExitCode:
     _require_onnx()
     from simulations import load_profiles, measure_profile, save_profiles  # noqa: PLC0415
 
-    profile = measure_profile(args.model)
+    profile = measure_profile(args.model, input_shapes=_input_shapes(args))
     if args.out is not None:
         profiles = load_profiles(args.out) if args.out.is_file() else {}
         profiles[args.model] = profile  # by the name scenarios give it
@@ -438,9 +470,25 @@ def _sample_photos(spec: TensorSpec) -> Any:  # noqa: ANN401 - a numpy array
     return np.ascontiguousarray(np.stack(crops))
 
 
-def _print_split(manifest: Manifest, paths: Sequence[Path], diff: float | None) -> None:
-    crossing = _tensors_text(manifest.crossing)
-    _out(f"cut {manifest.cut_id}: {crossing} cross ({_human(manifest.crossing_bytes)} at batch 1)")
+def _resolved(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[int]]:
+    """Every input's shape as counted: stated, the model's own, a batch axis at 1."""
+    from models import partition  # noqa: PLC0415 - needs onnx: see module docstring
+
+    return {name: list(dims) for name, dims in partition.input_shapes(model, shapes).items()}
+
+
+def _shapes_text(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> str:
+    return f"at {_dims_text(_resolved(model, shapes))}"
+
+
+def _dims_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    """``images=1x3x640x640, sr=scalar``."""
+    return ", ".join(f"{name}={'x'.join(map(str, dims)) or 'scalar'}" for name, dims in shapes.items())
+
+
+def _print_split(cut: Cut, shapes: str, paths: Sequence[Path], diff: float | None) -> None:
+    crossing = _tensors_text(cut.tensors)
+    _out(f"cut {cut.id}: {crossing} cross ({_human(cut.bytes)} {shapes})")
     for path in paths:
         _out(f"wrote {path} ({_human(path.stat().st_size)})")
     if diff is not None:
@@ -451,7 +499,8 @@ def _print_split(manifest: Manifest, paths: Sequence[Path], diff: float | None) 
 def _cut_row(cut: Cut, reference: int, *, candidate: bool, int8: bool) -> tuple[str, ...]:
     ratio = f"{cut.bytes / reference:.2f}x" if reference else "-"
     marks = ("yes" if flag else "" for flag in (cut.single_tensor, candidate, int8))
-    return (cut.id, str(cut.position), _human(cut.bytes), ratio, *marks, _tensors_text(cut.tensors))
+    size = _human(cut.bytes) + ("*" if cut.measured else "")
+    return (cut.id, str(cut.position), size, ratio, *marks, _tensors_text(cut.tensors))
 
 
 def _tensors_text(specs: Sequence[TensorSpec]) -> str:

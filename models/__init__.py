@@ -6,6 +6,8 @@ submodules :mod:`models.zoo` (builds the model zoo) and :mod:`models.partition`
 (enumerates cuts and splits any ONNX model); import them explicitly.
 """
 
+from models._feeds import random_feeds
+from models._input_shapes import InputShapes, batch_symbols, parse_input_shape, resolve_input_shapes
 from models._manifest import (
     CLOUD_ONLY,
     EDGE_ONLY,
@@ -40,6 +42,7 @@ __all__ = [
     "Boundary",
     "Chain",
     "ChainPart",
+    "InputShapes",
     "Manifest",
     "Runnable",
     "SegmentFile",
@@ -47,6 +50,10 @@ __all__ = [
     "Session",
     "Shaped",
     "TensorSpec",
+    "batch_symbols",
+    "parse_input_shape",
+    "random_feeds",
+    "resolve_input_shapes",
     "run_timed",
     "sha256_hex",
     "tensors_mismatch",

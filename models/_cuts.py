@@ -9,9 +9,12 @@ prefix is that prefix's crossing set.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from models import _shapes
+from models._feeds import random_feeds
 from models._graph import Graph, analyse
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ModelError
@@ -21,15 +24,18 @@ if TYPE_CHECKING:
 
     import onnx
 
+    from models._input_shapes import InputShapes
     from models._manifest import TensorSpec
+
+P = TypeVar("P", bound="Place")
 
 # Single-tensor ids that could be mistaken for another kind of id get "tensor:".
 _RESERVED_PREFIXES = ("prefix:", "tensor:")
 
 
 @dataclasses.dataclass(frozen=True)
-class Cut:
-    """A place to split a model: what the edge computes, what it sends.
+class Place:
+    """Where a model can be split, whatever the sizes it runs at.
 
     Attributes:
         id: ``"input"`` (the edge runs nothing), ``"output"`` (the edge runs
@@ -39,16 +45,32 @@ class Cut:
         position: How many non-constant nodes of the topological order run on
             the edge.
         tensors: Every tensor that travels from edge to cloud, in wire order
-            (``crossing`` in JSON, as in manifests and docs/protocol.md).
-        bytes: Their total size at batch 1 (symbolic dimensions set to 1).
-        single_tensor: Exactly one tensor crosses.
+            (``crossing`` in JSON, as in manifests and docs/protocol.md),
+            with the model's symbolic sizes.
     """
 
     id: str
     position: int
     tensors: tuple[TensorSpec, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut(Place):
+    """A place to split a model, with what it sends at concrete input shapes.
+
+    Attributes:
+        bytes: The crossing tensors' total size at the input shapes the cuts
+            were counted at (``enumerate_cuts``' ``input_shapes``; a batch
+            axis at 1).
+        single_tensor: Exactly one tensor crosses.
+        measured: Some crossing size depends on the input's values (boxes
+            left after a threshold): ``bytes`` was measured on one random
+            input of those shapes.
+    """
+
     bytes: int
     single_tensor: bool
+    measured: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The cut as a JSON-ready dict: ``id``, ``position``, ``crossing``, ``bytes``, ``single_tensor``."""
@@ -58,23 +80,24 @@ class Cut:
             "crossing": [spec.to_json() for spec in self.tensors],
             "bytes": self.bytes,
             "single_tensor": self.single_tensor,
+            "measured": self.measured,
         }
 
 
 @dataclasses.dataclass(frozen=True)
-class CutScan:
-    """The cuts of a model, and those rejected for lack of shape information.
+class CutScan(Generic[P]):
+    """The places (or cuts) of a model, and those rejected for lack of shape information.
 
     Attributes:
-        cuts: The valid cuts: ``input`` first, then by position, ``output`` last.
-        rejected: Id of each rejected cut to the reason.
+        cuts: The valid ones: ``input`` first, then by position, ``output`` last.
+        rejected: Id of each rejected one to the reason.
     """
 
-    cuts: tuple[Cut, ...]
+    cuts: tuple[P, ...]
     rejected: dict[str, str]
 
-    def find(self, cut: str | Cut) -> Cut:
-        """The cut with ``cut``'s id; a :class:`Cut` must also match this model's.
+    def find(self, cut: str | Place) -> P:
+        """The one with ``cut``'s id; a :class:`Place` must also match this model's.
 
         Raises:
             ModelError: No such valid cut; the message says why and lists some
@@ -82,7 +105,9 @@ class CutScan:
         """
         cut_id = cut if isinstance(cut, str) else cut.id
         found = next((c for c in self.cuts if c.id == cut_id), None)
-        if found is not None and (isinstance(cut, str) or cut == found):
+        if found is not None and (
+            isinstance(cut, str) or (cut.position, cut.tensors) == (found.position, found.tensors)
+        ):
             return found
         if found is not None:
             msg = f"cut {cut_id!r} was enumerated on another model: it does not match"
@@ -98,7 +123,7 @@ class CutScan:
         return ", ".join(shown) + " (see `edgecut models cuts`)"
 
 
-def enumerate_cuts(model: onnx.ModelProto) -> list[Cut]:
+def enumerate_cuts(model: onnx.ModelProto, input_shapes: InputShapes | None = None) -> list[Cut]:
     """Every cut of ``model``: each prefix of its topological order, once per crossing.
 
     Constant nodes (``Constant``, and nodes computed from weights only) are not
@@ -111,23 +136,70 @@ def enumerate_cuts(model: onnx.ModelProto) -> list[Cut]:
 
     Cuts whose crossing tensors lack a known element type or full shape (every
     dimension a number or a symbolic name, after shape inference) are omitted;
-    :func:`split` names the missing information if asked for one. Shape
-    inference names data-dependent sizes (``unk__0``): those count as symbolic,
-    so ``bytes`` takes them as 1.
+    :func:`split` names the missing information if asked for one. A cut's
+    tensors keep the model's symbolic sizes (what a hub accepts); its bytes
+    are counted at concrete input shapes (``models._shapes``).
+
+    Args:
+        model: Any ONNX model; it is not modified.
+        input_shapes: The shape of each input the model does not fix (a
+            batch axis may be left out: it counts as 1).
 
     Raises:
         ModelError: The graph is invalid (a read of an undefined tensor, a
-            name defined twice, a cycle).
+            name defined twice, a cycle), an input's size is known from
+            nowhere (the message names it and the option to state it), or
+            the model cannot run at the stated shapes.
     """
-    return list(scan(analyse(model)).cuts)
+    return list(scan(analyse(model), input_shapes).cuts)
 
 
-def scan(graph: Graph) -> CutScan:
-    """Enumerate ``graph``'s cuts, deduplicated by crossing set.
+def enumerate_places(model: onnx.ModelProto) -> list[Place]:
+    """Every place to split ``model``, as :func:`enumerate_cuts` lists them, without counting bytes.
 
-    A cut whose crossing tensors lack a known element type or full shape (each
-    dimension a number or a symbolic name) is left out of ``cuts`` and listed in
-    ``rejected`` with the reason.
+    Needs no input shapes: what a hub that serves any size a model takes lists.
+
+    Raises:
+        ModelError: The graph is invalid (see :func:`enumerate_cuts`).
+    """
+    return list(layout(analyse(model)).cuts)
+
+
+def find_cut(model: onnx.ModelProto, cut: str, input_shapes: InputShapes | None = None) -> Cut:
+    """The cut of ``model`` with id ``cut``, its bytes counted at ``input_shapes``.
+
+    Raises:
+        ModelError: As :func:`enumerate_cuts`, or no such valid cut (the
+            message says why and lists some valid ids).
+    """
+    return scan(analyse(model), input_shapes).find(cut)
+
+
+def scan(graph: Graph, input_shapes: InputShapes | None = None) -> CutScan[Cut]:
+    """Enumerate ``graph``'s cuts, deduplicated by crossing set, bytes counted at ``input_shapes``."""
+    places = layout(graph)
+    specs = {spec.name: spec for place in places.cuts for spec in place.tensors}
+    sizes, measured = _sizes(graph, specs, input_shapes)
+    cuts = tuple(
+        Cut(
+            id=place.id,
+            position=place.position,
+            tensors=place.tensors,
+            bytes=sum(sizes[spec.name] for spec in place.tensors),
+            single_tensor=len(place.tensors) == 1,
+            measured=any(spec.name in measured for spec in place.tensors),
+        )
+        for place in places.cuts
+    )
+    return CutScan(cuts=cuts, rejected=places.rejected)
+
+
+def layout(graph: Graph) -> CutScan[Place]:
+    """Every place to split ``graph``, deduplicated by crossing set: no sizes needed.
+
+    A place whose crossing tensors lack a known element type or full shape
+    (each dimension a number or a symbolic name) is left out of ``cuts`` and
+    listed in ``rejected`` with the reason.
     """
     seen = {frozenset(graph.inputs), frozenset(graph.outputs)}  # the extremes come first and last
     found = [(CLOUD_ONLY, 0, graph.inputs)]
@@ -137,15 +209,32 @@ def scan(graph: Graph) -> CutScan:
             seen.add(key)
             found.append((_cut_id(position, live), position, live))
     found.append((EDGE_ONLY, len(graph.compute), graph.outputs))
-    cuts: list[Cut] = []
     rejected: dict[str, str] = {}
     specs: dict[str, TensorSpec] = {}  # a tensor crosses many cuts: describe it once
+    places = []
     for cut_id, position, names in found:
         try:
-            cuts.append(_make_cut(graph, specs, cut_id, position, names))
+            places.append(Place(id=cut_id, position=position, tensors=tuple(_spec(graph, specs, n) for n in names)))
         except ModelError as exc:
             rejected[cut_id] = str(exc)
-    return CutScan(cuts=tuple(cuts), rejected=rejected)
+    return CutScan(cuts=tuple(places), rejected=rejected)
+
+
+def _spec(graph: Graph, specs: dict[str, TensorSpec], name: str) -> TensorSpec:
+    if name not in specs:
+        specs[name] = graph.spec(name)
+    return specs[name]
+
+
+def _sizes(
+    graph: Graph, specs: dict[str, TensorSpec], input_shapes: InputShapes | None
+) -> tuple[dict[str, int], frozenset[str]]:
+    """Bytes of every tensor in ``specs`` at the resolved input shapes, and those measured by a run."""
+    if not input_shapes and all(isinstance(dim, int) for spec in specs.values() for dim in spec.shape):
+        return {name: spec.nbytes() for name, spec in specs.items()}, frozenset()
+    shapes = _shapes.input_shapes(graph.model, input_shapes)
+    feeds = random_feeds([graph.spec(name) for name in graph.inputs], shapes=shapes)
+    return _shapes.tensor_bytes(graph.model, list(specs), shapes, feeds)
 
 
 def _prefix_live_sets(graph: Graph) -> Iterator[tuple[int, tuple[str, ...]]]:
@@ -171,20 +260,6 @@ def _cut_id(position: int, names: tuple[str, ...]) -> str:
     return f"tensor:{name}" if reserved else name
 
 
-def _make_cut(graph: Graph, specs: dict[str, TensorSpec], cut_id: str, position: int, names: tuple[str, ...]) -> Cut:
-    for name in names:
-        if name not in specs:
-            specs[name] = graph.spec(name)
-    tensors = tuple(specs[name] for name in names)
-    return Cut(
-        id=cut_id,
-        position=position,
-        tensors=tensors,
-        bytes=sum(spec.nbytes() for spec in tensors),
-        single_tensor=len(tensors) == 1,
-    )
-
-
 def candidate_cuts(cuts: Sequence[Cut]) -> list[Cut]:
     """The cuts worth choosing between at run time: usually a handful.
 
@@ -199,6 +274,6 @@ def candidate_cuts(cuts: Sequence[Cut]) -> list[Cut]:
     """
     chosen: list[Cut] = []
     for cut in cuts:
-        if cut.id in {CLOUD_ONLY, EDGE_ONLY} or cut.bytes < min(c.bytes for c in chosen):
+        if cut.id in {CLOUD_ONLY, EDGE_ONLY} or cut.bytes < min((c.bytes for c in chosen), default=math.inf):
             chosen.append(cut)
     return chosen

@@ -19,12 +19,14 @@ import onnx
 from models._cuts import candidate_cuts, enumerate_cuts
 from models._load import _external_tensors, load_model_file, model_file_sha256
 from models._manifest import CLOUD_ONLY, EDGE_ONLY, TensorSpec
+from models._shapes import input_shapes as resolved_shapes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
     from models._cuts import Cut
+    from models._input_shapes import InputShapes
 
 _BEST = 5
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -40,6 +42,7 @@ class ModelInfo:
     opsets: dict[str, int]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    input_shapes: dict[str, tuple[int, ...]]
     file_bytes: int
     external_files: tuple[str, ...]
     external_bytes: int
@@ -62,18 +65,24 @@ class ModelInfo:
         return data
 
 
-def describe(path: Path) -> ModelInfo:
+def describe(path: Path, input_shapes: InputShapes | None = None) -> ModelInfo:
     """Describe the model in ``path`` (external data and links handled as :func:`load_model_file` does).
 
+    Args:
+        path: The ``.onnx`` file.
+        input_shapes: The shapes to count the cuts' bytes at, for inputs with
+            dynamic sizes (see ``models.partition.input_shapes``).
+
     Raises:
-        ModelError: The file cannot be loaded.
+        ModelError: The file cannot be loaded, or an input's size is known
+            from nowhere (the message names it and how to state it).
     """
     model = load_model_file(path)
     shallow = onnx.load_model_from_string(path.read_bytes())  # the file as stored: which tensors live beside it
     external = sorted({_location(tensor) for tensor in _external_tensors(shallow)})
     external_bytes = sum((path.parent / name).stat().st_size for name in external)
     operators = Counter(node.op_type for node in _all_nodes(model.graph))
-    cuts = enumerate_cuts(model)
+    cuts = enumerate_cuts(model, input_shapes)
     inner = [cut for cut in cuts if cut.id not in {CLOUD_ONLY, EDGE_ONLY}]
     int8 = int8_cuts(model, inner)
     return ModelInfo(
@@ -83,6 +92,7 @@ def describe(path: Path) -> ModelInfo:
         opsets={opset.domain or "ai.onnx": opset.version for opset in model.opset_import},
         inputs=cuts[0].tensors,
         outputs=cuts[-1].tensors,
+        input_shapes=resolved_shapes(model, input_shapes),
         file_bytes=path.stat().st_size,
         external_files=tuple(external),
         external_bytes=external_bytes,

@@ -95,10 +95,13 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
 
+    def concrete(self, batch: int = 1) -> tuple[int, ...]:
+        """The shape with every symbolic dimension set to ``batch``."""
+        return tuple(d if isinstance(d, int) else batch for d in self.shape)
+
     def nbytes(self, batch: int = 1) -> int:
         """Size in bytes with every symbolic dimension set to ``batch``."""
-        dims = (d if isinstance(d, int) else batch for d in self.shape)
-        return math.prod(dims) * np.dtype(self.dtype).itemsize
+        return math.prod(self.concrete(batch)) * np.dtype(self.dtype).itemsize
 
     def mismatch(self, array: Shaped, symbols: dict[str, int] | None = None) -> str | None:
         """Why ``array`` does not fit this spec, or ``None`` when it does.

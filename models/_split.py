@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from models._cuts import Cut, scan
+from models._cuts import Place, layout
 from models._graph import Graph, analyse, dangling_inputs
 from models._manifest import CLOUD_ONLY, EDGE_ONLY, HEAD_FILE, TAIL_FILE, Manifest, sha256_hex
 from models._segments import Boundary, SegmentFile, SegmentsManifest
@@ -58,7 +58,7 @@ def model_sha256(model: onnx.ModelProto) -> str:
     return sha256_hex(model.SerializeToString())
 
 
-def split(model: onnx.ModelProto, cut: str | Cut, *, model_id: str, check: bool = True) -> Split:
+def split(model: onnx.ModelProto, cut: str | Place, *, model_id: str, check: bool = True) -> Split:
     """Split ``model`` at ``cut`` into a head and a tail.
 
     The head reads the model inputs it uses and returns the crossing tensors in
@@ -82,7 +82,7 @@ def split(model: onnx.ModelProto, cut: str | Cut, *, model_id: str, check: bool 
     data = model.SerializeToString()  # once: serializing dominates the cost of a split
     if check:
         _check_model(data if graph.model is model else graph.model, "the model")
-    found = scan(graph).find(cut)
+    found = layout(graph).find(cut)
     head = None if found.id == CLOUD_ONLY else _head(graph, found)
     tail = None if found.id == EDGE_ONLY else _tail(graph, found)
     manifest = Manifest(
@@ -117,7 +117,7 @@ def save_split(split: Split, directory: Path) -> list[Path]:
     return written
 
 
-def _head(graph: Graph, cut: Cut) -> onnx.ModelProto:
+def _head(graph: Graph, cut: Place) -> onnx.ModelProto:
     names = [spec.name for spec in cut.tensors]
     nodes = _slice(graph, names, stop=(), side=range(cut.position))
     reads = _reads(graph, nodes, names)
@@ -125,7 +125,7 @@ def _head(graph: Graph, cut: Cut) -> onnx.ModelProto:
     return _assemble(graph, "head", nodes, reads=reads, inputs=inputs, outputs=_value_infos(graph, names))
 
 
-def _tail(graph: Graph, cut: Cut) -> onnx.ModelProto:
+def _tail(graph: Graph, cut: Place) -> onnx.ModelProto:
     names = [spec.name for spec in cut.tensors]
     side = range(cut.position, len(graph.compute))
     nodes = _slice(graph, graph.outputs, stop=set(names), side=side)
@@ -234,7 +234,9 @@ class Segments:
     manifest: SegmentsManifest
 
 
-def split_segments(model: onnx.ModelProto, cuts: Iterable[str | Cut], *, model_id: str, check: bool = True) -> Segments:
+def split_segments(
+    model: onnx.ModelProto, cuts: Iterable[str | Place], *, model_id: str, check: bool = True
+) -> Segments:
     """Cut ``model`` at every one of ``cuts`` into a chain of segments.
 
     ``input`` and ``output`` are always cuts of the chain; the others may be
@@ -251,7 +253,7 @@ def split_segments(model: onnx.ModelProto, cuts: Iterable[str | Cut], *, model_i
     data = model.SerializeToString()
     if check:
         _check_model(data if graph.model is model else graph.model, "the model")
-    found = scan(graph)
+    found = layout(graph)
     wanted = {found.find(cut).id for cut in cuts} | {CLOUD_ONLY, EDGE_ONLY}
     chain = [cut for cut in found.cuts if cut.id in wanted]
     models: list[onnx.ModelProto] = []
@@ -293,7 +295,7 @@ def save_segments(segments: Segments, directory: Path) -> list[Path]:
     return written
 
 
-def _segment(graph: Graph, start: Cut, end: Cut) -> onnx.ModelProto:
+def _segment(graph: Graph, start: Place, end: Place) -> onnx.ModelProto:
     given = [spec.name for spec in start.tensors]
     made = [spec.name for spec in end.tensors if spec.name not in given]
     if not made:

@@ -6,39 +6,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models._feeds import random_feeds
+from models._input_shapes import batch_symbols, resolve_input_shapes
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from models._runtime import Session
 from models._segments import Chain
+from models._shapes import input_specs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
     import onnx
 
-    from models._manifest import TensorSpec
+    from models._input_shapes import InputShapes
     from models._split import Segments, Split
-
-
-def random_feeds(specs: Iterable[TensorSpec], *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """A random valid input for each spec, symbolic dimensions set to ``batch``.
-
-    ``uint8`` tensors get integers 0..255 (pixels), other integers 0..9, booleans
-    fair coin flips, floating point tensors standard normal values.
-    """
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for spec in specs:
-        shape = tuple(d if isinstance(d, int) else batch for d in spec.shape)
-        dtype = np.dtype(spec.dtype)
-        if dtype == np.uint8:
-            feeds[spec.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.random(shape) < 0.5  # noqa: PLR2004 - a fair coin
-        else:
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
 
 
 def run_model(
@@ -98,18 +79,23 @@ def verify_split(
     batch: int = 1,
     seed: int = 0,
     optimize: bool = True,
+    input_shapes: InputShapes | None = None,
 ) -> float:
     """The max absolute difference of ``tail(head(x))`` from ``model(x)``, random ``x``.
 
     Args:
         model: The full model that was split.
         split: Its halves.
-        batch: Size of every symbolic dimension of the random input.
+        batch: Size of a batch axis the ``input_shapes`` do not state.
         seed: Seed of the random input (see :func:`random_feeds`).
         optimize: Apply ORT's graph optimisations (results then differ by
             about 1e-6 rather than being bit-exact).
+        input_shapes: Shapes of the random input (see ``models.partition.input_shapes``).
+
+    Raises:
+        ModelError: An input's size is known from nowhere.
     """
-    feeds = random_feeds(split.manifest.inputs, batch=batch, seed=seed)
+    feeds = _feeds(model, batch, seed, input_shapes)
     return max_abs_diff(
         run_model(model, feeds, optimize=optimize),
         run_split(split, feeds, optimize=optimize),
@@ -123,22 +109,41 @@ def verify_segments(
     batch: int = 1,
     seed: int = 0,
     optimize: bool = True,
+    input_shapes: InputShapes | None = None,
 ) -> float:
     """The max absolute difference of ``tail(head(x))`` from ``model(x)`` at any cut of the chain, random ``x``.
 
     Args:
         model: The full model that was split.
         segments: Its chain of segments.
-        batch: Size of every symbolic dimension of the random input.
+        batch: Size of a batch axis the ``input_shapes`` do not state.
         seed: Seed of the random input (see :func:`random_feeds`).
         optimize: Apply ORT's graph optimisations.
+        input_shapes: Shapes of the random input (see ``models.partition.input_shapes``).
+
+    Raises:
+        ModelError: An input's size is known from nowhere.
     """
     parts = [Session(part.SerializeToString(), optimize=optimize) for part in segments.models]
     chain = Chain(segments.manifest, parts)
-    feeds = random_feeds(segments.manifest.inputs, batch=batch, seed=seed)
+    feeds = _feeds(model, batch, seed, input_shapes)
     expected = run_model(model, feeds, optimize=optimize)
     worst = 0.0
     for cut_id in segments.manifest.cut_ids:
         crossing, _ = chain.run(feeds, CLOUD_ONLY, cut_id)
         worst = max(worst, max_abs_diff(expected, chain.run(crossing, cut_id, EDGE_ONLY)[0]))
     return worst
+
+
+def _feeds(model: onnx.ModelProto, batch: int, seed: int, stated: InputShapes | None) -> dict[str, np.ndarray]:
+    """A random input for ``model`` at the resolved shapes, a batch axis not stated at ``batch``."""
+    specs = input_specs(model)
+    resolved = resolve_input_shapes(specs, stated, {prop.key: prop.value for prop in model.metadata_props})
+    batches = batch_symbols(specs)
+    shapes = {
+        spec.name: resolved[spec.name]
+        if spec.name in (stated or {})
+        else tuple(batch if dim in batches else size for dim, size in zip(spec.shape, resolved[spec.name], strict=True))
+        for spec in specs
+    }
+    return random_feeds(specs, shapes=shapes, seed=seed)

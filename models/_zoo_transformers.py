@@ -6,11 +6,13 @@ weights drawn from a seed. ``vit_tiny`` takes the zoo's uint8 NHWC image
 (32x32) and cuts it into 8x8 patches with a strided Conv; ``bert_tiny``
 takes int64 token ids ``[N, S]`` with a symbolic sequence length ``S``, so
 its activations are ``[N, S, 64]``: a cut carries as many bytes as the
-sequence is long.
+sequence is long. Its metadata states the longest sequence, 128 tokens, as
+the shape to count bytes at (``edgecut.input_shapes``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models._input_shapes import INPUT_SHAPES_KEY
 from models._zoo_builder import IR_VERSION
 
 if TYPE_CHECKING:
@@ -151,12 +154,13 @@ def bert_tiny(seed: int, *, classes: int = 2) -> onnx.ModelProto:
     g.nodes[-1].name = "logits"
     tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "S"])
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])
-    return _finish(g.model("bert_tiny", [tokens], [logits]), "bert_tiny", seed)
+    model = g.model("bert_tiny", [tokens], [logits])
+    return _finish(model, "bert_tiny", seed, {INPUT_SHAPES_KEY: json.dumps({"tokens": [1, MAX_TOKENS]})})
 
 
-def _finish(model: onnx.ModelProto, name: str, seed: int) -> onnx.ModelProto:
+def _finish(model: onnx.ModelProto, name: str, seed: int, props: dict[str, str] | None = None) -> onnx.ModelProto:
     model.ir_version = IR_VERSION
-    helper.set_model_props(model, {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed)})
+    helper.set_model_props(model, {"edgecut.zoo.name": name, "edgecut.zoo.seed": str(seed), **(props or {})})
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model

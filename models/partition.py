@@ -22,15 +22,17 @@ Example::
 
 from __future__ import annotations
 
-from models._cuts import Cut, candidate_cuts, enumerate_cuts
+from models._cuts import Cut, Place, candidate_cuts, enumerate_cuts, enumerate_places, find_cut
+from models._feeds import random_feeds
 from models._graph import dangling_inputs
 from models._info import ModelInfo, describe, int8_cuts
+from models._input_shapes import InputShapes, parse_input_shape
 from models._load import load_model, load_model_file, model_file_sha256
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
+from models._shapes import input_shapes
 from models._split import Segments, Split, model_sha256, save_segments, save_split, split, split_segments
 from models._verify import (
     max_abs_diff,
-    random_feeds,
     run_model,
     run_split,
     verify_segments,
@@ -41,19 +43,25 @@ __all__ = [
     "CLOUD_ONLY",
     "EDGE_ONLY",
     "Cut",
+    "InputShapes",
     "ModelInfo",
+    "Place",
     "Segments",
     "Split",
     "candidate_cuts",
     "dangling_inputs",
     "describe",
     "enumerate_cuts",
+    "enumerate_places",
+    "find_cut",
+    "input_shapes",
     "int8_cuts",
     "load_model",
     "load_model_file",
     "max_abs_diff",
     "model_file_sha256",
     "model_sha256",
+    "parse_input_shape",
     "random_feeds",
     "run_model",
     "run_split",

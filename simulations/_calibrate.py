@@ -23,14 +23,16 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from models import random_feeds
 from protocol import InferenceReply, InferenceRequest, encode_reply, encode_request
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
+    import numpy as np
+
+    from models import InputShapes
     from simulations._report import RequestRecord
     from simulations._scenario import Scenario
 
@@ -105,17 +107,23 @@ class ModelProfile:
         )
 
 
-def measure_profile(model: str) -> ModelProfile:
-    """Measure ``model``'s candidate cuts on this host (a few seconds; needs ``onnx`` for a zoo model)."""
+def measure_profile(model: str, input_shapes: InputShapes | None = None) -> ModelProfile:
+    """Measure ``model``'s candidate cuts on this host (a few seconds; needs ``onnx`` for a zoo model).
+
+    Args:
+        model: A zoo name, ``.onnx`` file or segments directory.
+        input_shapes: The shape of each input with dynamic sizes (see
+            :meth:`edge_agent.ModelHalves.open`): what it is measured at.
+
+    Raises:
+        ModelError: As :meth:`edge_agent.ModelHalves.open`.
+    """
     from edge_agent import EDGE_ONLY, ModelHalves  # noqa: PLC0415 - the measuring side only
 
-    halves = ModelHalves.open(model, threads=1)
+    halves = ModelHalves.open(model, threads=1, input_shapes=input_shapes)
     chain = halves.chain()
     ids = chain.manifest.cut_ids
-    spec = chain.manifest.inputs[0]
-    shape = tuple(dim if isinstance(dim, int) else 1 for dim in spec.shape)
-    rng = np.random.default_rng(0)
-    feeds = {spec.name: rng.integers(0, 256, shape).astype(spec.dtype)}
+    feeds = random_feeds(chain.manifest.inputs, shapes=halves.input_shapes)
     chain.run(feeds, ids[0], EDGE_ONLY)  # the first run is slow
     runs = [chain.run(feeds, ids[0], EDGE_ONLY)[1] for _ in range(_RUNS)]
     segment_ms = [statistics.median(run[index] for run in runs) for index in range(len(ids) - 1)]

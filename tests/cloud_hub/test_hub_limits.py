@@ -58,6 +58,45 @@ async def test_a_batch_over_max_batch_is_refused_naming_the_limit(
     assert hub.tails_run == 1
 
 
+def _positives_model(path: Path) -> Path:
+    """The (row, column) of every positive x, as float: ``[count, 2]``, a first axis the data decides."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Greater", ["x", "zero"], ["positive"]),
+            helper.make_node("NonZero", ["positive"], ["where"]),
+            helper.make_node("Transpose", ["where"], ["found"]),
+            helper.make_node("Cast", ["found"], ["y"], to=TensorProto.FLOAT),
+        ],
+        "positives",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros((), np.float32), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+async def test_a_first_axis_the_data_decides_is_no_batch(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    path = _positives_model(tmp_path / "positives.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False, max_batch=4)
+    found = next(cut for cut in partition.enumerate_cuts(onnx.load(path)) if cut.id == "found")
+    assert found.tensors[0].shape[0] != "N"  # a symbol of its own, not the batch axis
+    topics = Topics(prefix)
+
+    rows = np.stack([np.arange(100), np.arange(100) % 8], axis=1).astype(np.int64)  # 100 positives, one image
+    request = tiny_request(
+        model_id="positives", model_sha256=sha256_hex(path.read_bytes()), cut_id="found", tensors={"found": rows}
+    )
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        reply = await _ask(watcher, topics, request)
+    assert reply.ok, reply.error  # 100 rows with max_batch 4: the batch (N) is 1 here
+    np.testing.assert_array_equal(reply.outputs["y"], rows.astype(np.float32))
+
+
 async def test_queued_bytes_are_bounded_as_well_as_queued_requests(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:

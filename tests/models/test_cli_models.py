@@ -67,7 +67,7 @@ def test_cuts_json_has_the_required_keys(capsys: pytest.CaptureFixture[str]) -> 
     assert cuts[0]["bytes"] == 32 * 32 * 3
     assert cuts[-1]["id"] == "output"
     for cut in cuts:
-        assert cut.keys() == {"id", "position", "crossing", "bytes", "single_tensor", "candidate", "int8"}
+        assert cut.keys() == {"id", "position", "crossing", "bytes", "single_tensor", "measured", "candidate", "int8"}
         assert all(tensor.keys() == {"name", "dtype", "shape"} for tensor in cut["crossing"])
     code, out, _ = _run(capsys, "cuts", "tiny", "--json", "--single-only")
     singles = json.loads(out)

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models import Manifest, partition, sha256_hex
-from models._cuts import scan
+from models._cuts import layout
 from models._graph import analyse
 from protocol.errors import ModelError
 
@@ -216,6 +216,7 @@ def test_chain_has_one_single_tensor_cut_per_edge() -> None:
         "crossing": [{"name": "a", "dtype": "float32", "shape": ["N", 4]}],
         "bytes": 16,
         "single_tensor": True,
+        "measured": False,
     }
 
 
@@ -496,9 +497,11 @@ def test_scan_lists_every_rejected_cut_by_id() -> None:
     model = chain()
     del model.graph.input[0].type.tensor_type.shape.dim[:]
     model.graph.input[0].type.tensor_type.ClearField("shape")
-    result = scan(analyse(model))
+    result = layout(analyse(model))
     assert "input" in result.rejected
     assert "no shape information" in result.rejected["input"]
+    with pytest.raises(ModelError, match="'x' has no shape information"):
+        partition.enumerate_cuts(model)  # its bytes cannot be counted either
 
 
 def test_public_api_is_sorted_and_complete() -> None:
