@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from models import sha256_hex
-from tests.models.test_prelude import convnet
+from tests.models._prelude_reference import convnet
 
 if TYPE_CHECKING:
     from pathlib import Path
