@@ -121,9 +121,11 @@ class EdgeAgent:
             ``"int8-channel"``, ``"jpeg"``, ``"png"``, ``"zstd"``, ``"lz4"``
             or a lossy one ``+zstd`` / ``+lz4``; or a list of them, an
             allow-list among which ``cut="auto"`` chooses per request, trading
-            bytes against encoding time (a fixed cut uses the first). Lossy
-            codecs change the answer a little: allow only those whose loss
-            ``edgecut models accuracy`` shows you accept.
+            bytes against encoding time (a fixed cut uses the first, which
+            must apply to a tensor that crosses it: else entering the agent
+            raises ``ConfigError``). Lossy codecs change the answer a little:
+            allow only those whose loss ``edgecut models accuracy`` shows you
+            accept. A result's ``codec`` names what was really sent.
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
