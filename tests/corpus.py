@@ -6,8 +6,8 @@ drawn from a fixed seed, a small model (well under a second to build,
 milliseconds to run) with one family's traits:
 
 - :func:`detector`: a YOLO-like detector: dynamic batch, height and width,
-  float input scaled outside the graph, a neck whose Concat fails on sizes
-  that are not multiples of 8, and a box-decoding tail with a data-dependent
+  float input scaled outside the graph, a neck whose Concat fails on 1x1 and
+  on many sizes that are not multiples of 8, and a box-decoding tail with a data-dependent
   axis (a number of boxes, not a batch).
 - :func:`dynamic_classifier`: dynamic batch, height and width, global
   average pooling then a linear layer.
@@ -39,7 +39,7 @@ CLASSES = 3
 SCORE_THRESHOLD = 0.55
 """A detector's anchor is a detection when its best class score is above this."""
 DETECTOR_STRIDE = 8
-"""The detector's height and width must be multiples of this (its deepest stride)."""
+"""Its deepest stride: the detector runs on any height and width that are multiples of this."""
 STATE_SIZE = 16
 """Width of each of the recurrent model's two state rows."""
 SAMPLE_RATE = 16000
@@ -55,8 +55,8 @@ def detector() -> onnx.ModelProto:
     Traits: symbolic ``batch``, ``height`` and ``width``; a backbone of
     strided Conv+ReLU down to strides 4 and 8; a neck that upsamples the
     stride-8 map (Resize) and concatenates it with the stride-4 one on
-    channels, so a size that is not a multiple of 8 (1x1 included) fails with
-    a Concat dimension mismatch; heads at both scales reshaped to ``[batch,
+    channels, so 1x1 and many sizes that are not multiples of 8 (60, 66)
+    fail with a Concat dimension mismatch, as real detectors do; heads at both scales reshaped to ``[batch,
     anchors, 4 + classes]`` (anchors depend on height and width); then box
     decoding that keeps the anchors whose best score passes
     :data:`SCORE_THRESHOLD` (NonZero, GatherND). ``detections`` is ``[boxes,

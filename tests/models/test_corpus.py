@@ -66,7 +66,7 @@ def test_the_float_input_model_has_a_fixed_normalised_input() -> None:
 
 
 @pytest.mark.parametrize("size", [(1, 1), (60, 64), (66, 66)])
-def test_the_detector_neck_fails_on_sizes_that_are_not_multiples_of_its_stride(size: tuple[int, int]) -> None:
+def test_the_detector_neck_fails_on_sizes_off_its_stride(size: tuple[int, int]) -> None:
     height, width = size
     assert height % DETECTOR_STRIDE or width % DETECTOR_STRIDE
     with pytest.raises(Exception, match="Non concat axis dimensions must match"):
