@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore
 from edge_agent._planner import Candidate, Objective, Planner
 from models import EDGE_ONLY
-from protocol import RAW_CODEC, codec_applies, data_bytes_estimate
+from protocol import RAW_CODEC, data_bytes_estimate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -86,9 +87,11 @@ def auto_core(
 ) -> AgentCore:
     """The core of an agent with ``cut="auto"``: load the chain, restore saved head times, warm up (blocking).
 
-    Every cut is a candidate with each of ``codecs`` that changes what it
-    sends (fp16 and int8 only where floats cross, image codecs only where
-    an image does; with none of them, the first). Each candidate's bytes
+    Every cut is a candidate with each of ``codecs`` under the name of what
+    it really sends there (:func:`~edge_agent._codecs.codec_at`: fp16 and
+    int8 only where floats cross, image codecs only where an image does,
+    ``int8+zstd`` as ``zstd`` where only an image does), once per distinct
+    name; ``raw`` only when allowed or nothing else applies. Each candidate's bytes
     start as what its tensors take under its codec
     (:func:`protocol.data_bytes_estimate`); requests then teach the
     planner what they really send, and what encoding costs.
@@ -118,15 +121,10 @@ def _candidates(boundary: Boundary, codecs: Sequence[str]) -> list[Candidate]:
     """The cut with each codec that changes what it sends (edge-only: once, nothing is sent)."""
     if boundary.id == EDGE_ONLY:
         return [Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, RAW_CODEC), edge_only=True)]
-    useful = [
-        codec
-        for codec in codecs
-        if codec == RAW_CODEC or any(codec_applies(codec, spec.dtype, _shape(spec.shape)) for spec in boundary.crossing)
-    ]
-    return [
-        Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, codec), codec=codec)
-        for codec in useful or list(codecs[:1])
-    ]
+    here = dict.fromkeys(codec_at(codec, boundary.crossing) for codec in codecs)  # what each really sends
+    if RAW_CODEC not in codecs and len(here) > 1:
+        here.pop(RAW_CODEC, None)  # a codec that sends everything raw here adds nothing the others do not
+    return [Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, codec), codec=codec) for codec in here]
 
 
 def _estimated_bytes(crossing: Sequence[TensorSpec], codec: str) -> int:

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
 from edge_agent._adaptive import HeadTimes, auto_core
+from edge_agent._codecs import check_codec, request_codec, tensor_codecs
 from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
 from edge_agent._halves import Halves, ModelHalves
 from edge_agent._outbox import Outbox
@@ -120,9 +121,11 @@ class EdgeAgent:
             ``"int8-channel"``, ``"jpeg"``, ``"png"``, ``"zstd"``, ``"lz4"``
             or a lossy one ``+zstd`` / ``+lz4``; or a list of them, an
             allow-list among which ``cut="auto"`` chooses per request, trading
-            bytes against encoding time (a fixed cut uses the first). Lossy
-            codecs change the answer a little: allow only those whose loss
-            ``edgecut models accuracy`` shows you accept.
+            bytes against encoding time (a fixed cut uses the first, which
+            must apply to a tensor that crosses it: else entering the agent
+            raises ``ConfigError``). Lossy codecs change the answer a little:
+            allow only those whose loss ``edgecut models accuracy`` shows you
+            accept. A result's ``codec`` names what was really sent.
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
@@ -296,7 +299,9 @@ class EdgeAgent:
         else:
             cut = halves.cuts[0].id if self._default_cut == AUTO else self._default_cut
             self._core = AgentCore(cut=cut, codec=self.codec, timeouts=self.timeouts)
-            halves.halves(cut)
+            fixed = halves.halves(cut)
+            if cut != EDGE_ONLY:  # edge-only sends nothing
+                check_codec(self.codec, cut, fixed.manifest.crossing)
         return halves
 
     async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
@@ -334,8 +339,7 @@ class EdgeAgent:
                 sent = await loop.run_in_executor(self._executor, self._head_and_encode, *args)
             result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
-        codec = RAW_CODEC if decision.cut_id == EDGE_ONLY else decision.codec
-        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason, codec=codec)
+        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
         ping = self.core.finished(request, result, _clock(), segment_ms=segment_ms)
         if ping is not None:
             self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
@@ -353,21 +357,24 @@ class EdgeAgent:
         started = time.perf_counter()
         activations, _, segment_ms = run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
         edge_done = time.perf_counter()
+        tensors = {spec.name: activations[spec.name] for spec in halves.manifest.crossing}
+        sent_as = tensor_codecs(codec, tensors)
         request = InferenceRequest(
             request_id=request_id,
             agent_id=self.agent_id,
             model_id=self.model.model_id,
             model_sha256=self.model.model_sha256,
             cut_id=halves.manifest.cut_id,
-            tensors={spec.name: activations[spec.name] for spec in halves.manifest.crossing},
+            tensors=tensors,
             sent_at=time.time(),
             deadline_ms=self.timeouts.request * 1000,
             tail_sha256=halves.manifest.tail_sha256,
-            codec=codec,
+            codec=request_codec(codec, sent_as.values()),
         )
         payload = encode_request(request)
         return _Sent(
             request=request,
+            tensor_codecs=sent_as,
             payload=payload,
             edge_ms=(edge_done - started) * 1000,
             encode_ms=_ms_since(edge_done),
@@ -432,6 +439,8 @@ class EdgeAgent:
             timings=timings,
             bytes_sent=len(sent.payload),
             request_id=sent.request.request_id,
+            codec=sent.request.codec,
+            tensor_codecs=sent.tensor_codecs,
             hub_id=reply.hub_id,
         )
 
@@ -455,6 +464,8 @@ class EdgeAgent:
             timings=timings,
             bytes_sent=len(sent.payload),
             request_id=sent.request.request_id,
+            codec=sent.request.codec,
+            tensor_codecs=sent.tensor_codecs,
             fallback=reason,
         )
 
@@ -462,6 +473,7 @@ class EdgeAgent:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Sent:
     request: InferenceRequest
+    tensor_codecs: dict[str, str]
     payload: bytes
     edge_ms: float
     encode_ms: float

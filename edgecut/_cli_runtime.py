@@ -342,6 +342,7 @@ def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
         "input": str(path),
         "cut": result.cut_id,
         "codec": result.codec,
+        "tensor_codecs": result.tensor_codecs,
         "top5": [{"class": c, "probability": p} for c, p in top_k(logits)],
         "timings_ms": asdict(result.timings),
         "bytes_sent": result.bytes_sent,
