@@ -10,7 +10,9 @@ other half in between never does: on one machine that costs 1-1.5 ms of
 resnet18's tail, nothing of the runtime's); with a codec other than raw, also
 the codec alone (encoding the crossing tensors and decoding them, as agent
 and hub do). The ratio is the runtime's overhead; the target is <= 1.1. The
-head and tail columns show each alone in a loop, for reference.
+head and tail columns show each alone in a loop, for reference. A codec is
+measured only at the cuts where it sends what it names: elsewhere its row
+would repeat raw's (``jpeg`` on float activations) or another codec's.
 
     python bench/transport.py [--model resnet18] [--requests 30] [--broker URL] [--codec int8+zstd ...]
 """
@@ -32,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_hub import Hub, HubConfig, LocalBroker
-from edge_agent import CLOUD_ONLY, EdgeAgent, Timeouts
+from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts, codec_at
 from edgecut._demo import pick_cuts, sample_images
 from protocol import RAW_CODEC, decode_tensor, encode_tensor
 from protocol.mqtt import BrokerURL
@@ -165,7 +167,7 @@ async def main(
                 async with EdgeAgent(
                     broker,
                     model=model,
-                    cut=CLOUD_ONLY,
+                    cut=EDGE_ONLY,  # sends nothing: any codec starts; each cut below is asked for
                     prefix="bench",
                     threads=1,
                     timeouts=Timeouts(request=30),
@@ -174,6 +176,7 @@ async def main(
                     shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
                     images = list(sample_images(requests, shape))  # type: ignore[arg-type]
                     cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
+                    cuts = [c for c in cuts if codec_at(codec, agent.model.halves(c).manifest.crossing) == codec]
                     rows += [await bench_cut(agent, url, cut, images) for cut in cuts]
             return rows
         finally:

@@ -12,6 +12,7 @@ imports neither ``cloud_hub`` nor ``onnx``.
 """
 
 from edge_agent._agent import AUTO, EdgeAgent
+from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
 from edge_agent._files import load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
@@ -56,6 +57,7 @@ __all__ = [
     "SyncEdgeAgent",
     "Timeouts",
     "Timings",
+    "codec_at",
     "load_input",
     "top_k",
 ]

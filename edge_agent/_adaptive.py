@@ -16,18 +16,21 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore
 from edge_agent._planner import Candidate, Objective, Planner
-from models import EDGE_ONLY, random_feeds
-from protocol import RAW_CODEC, codec_applies, data_bytes_estimate
+from models import EDGE_ONLY, TensorSpec, random_feeds
+from protocol import RAW_CODEC, data_bytes_estimate
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
+
+    import numpy as np
 
     from edge_agent._halves import ModelHalves
     from edge_agent._results import Timeouts
-    from models import Boundary, TensorSpec
+    from models import Chain
 
 logger = logging.getLogger("edgecut.agent")
 
@@ -84,9 +87,11 @@ def auto_core(
 ) -> AgentCore:
     """The core of an agent with ``cut="auto"``: load the chain, restore saved head times, warm up (blocking).
 
-    Every cut is a candidate with each of ``codecs`` that changes what it
-    sends (fp16 and int8 only where floats cross, image codecs only where
-    an image does; with none of them, the first). Each candidate's bytes
+    Every cut is a candidate with each of ``codecs`` under the name of what
+    it really sends there (:func:`~edge_agent._codecs.codec_at`: fp16 and
+    int8 only where floats cross, image codecs only where an image does,
+    ``int8+zstd`` as ``zstd`` where only an image does), once per distinct
+    name; ``raw`` only when allowed or nothing else applies. Each candidate's bytes
     start as what its tensors take under its codec
     (:func:`protocol.data_bytes_estimate`); requests then teach the
     planner what they really send, and what encoding costs.
@@ -95,7 +100,13 @@ def auto_core(
         ModelError: The model has no chain (a single-cut split directory).
     """
     chain = halves.chain()
-    candidates = [candidate for boundary in chain.manifest.cuts for candidate in _candidates(boundary, codecs)]
+    feeds = random_feeds(chain.manifest.inputs, shapes=halves.input_shapes)
+    crossing = _crossing_at_inputs(chain, feeds)
+    candidates = [
+        candidate
+        for boundary in chain.manifest.cuts
+        for candidate in _candidates(boundary.id, crossing[boundary.id], codecs)
+    ]
     core = AgentCore(
         planner=Planner(candidates, objective=objective, budget_ms=budget_ms),
         codec=codecs[0],
@@ -106,32 +117,39 @@ def auto_core(
     if saved is not None:
         core.restore(saved.load(), now_s)
     first = chain.manifest.cut_ids[0]
-    feeds = random_feeds(chain.manifest.inputs, shapes=halves.input_shapes)
-    chain.run(feeds, first, EDGE_ONLY)
     core.warmed_up([chain.run(feeds, first, EDGE_ONLY)[1] for _ in range(WARM_UP_RUNS)], now_s)
     return core
 
 
-def _candidates(boundary: Boundary, codecs: Sequence[str]) -> list[Candidate]:
+def _crossing_at_inputs(chain: Chain, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[TensorSpec, ...]]:
+    """What crosses each cut of ``chain`` when it runs on ``feeds``: the specs with the sizes seen.
+
+    One run, segment by segment (also the first, slow run of each): a model
+    with dynamic sizes, or a size its input's values decide, is counted as it
+    runs, not as its manifest's symbols would say.
+    """
+    ids = chain.manifest.cut_ids
+    tensors: Mapping[str, np.ndarray] = feeds
+    seen: dict[str, tuple[TensorSpec, ...]] = {}
+    for index, boundary in enumerate(chain.manifest.cuts):
+        if index:
+            tensors = chain.run(tensors, ids[index - 1], boundary.id)[0]
+        seen[boundary.id] = tuple(
+            TensorSpec(spec.name, spec.dtype, tuple(tensors[spec.name].shape)) for spec in boundary.crossing
+        )
+    return seen
+
+
+def _candidates(cut_id: str, crossing: Sequence[TensorSpec], codecs: Sequence[str]) -> list[Candidate]:
     """The cut with each codec that changes what it sends (edge-only: once, nothing is sent)."""
-    if boundary.id == EDGE_ONLY:
-        return [Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, RAW_CODEC), edge_only=True)]
-    useful = [
-        codec
-        for codec in codecs
-        if codec == RAW_CODEC or any(codec_applies(codec, spec.dtype, _shape(spec.shape)) for spec in boundary.crossing)
-    ]
-    return [
-        Candidate(id=boundary.id, bytes=_estimated_bytes(boundary.crossing, codec), codec=codec)
-        for codec in useful or list(codecs[:1])
-    ]
+    if cut_id == EDGE_ONLY:
+        return [Candidate(id=cut_id, bytes=_estimated_bytes(crossing, RAW_CODEC), edge_only=True)]
+    here = dict.fromkeys(codec_at(codec, crossing) for codec in codecs)  # what each really sends
+    if RAW_CODEC not in codecs and len(here) > 1:
+        here.pop(RAW_CODEC, None)  # a codec that sends everything raw here adds nothing the others do not
+    return [Candidate(id=cut_id, bytes=_estimated_bytes(crossing, codec), codec=codec) for codec in here]
 
 
 def _estimated_bytes(crossing: Sequence[TensorSpec], codec: str) -> int:
-    """What a request's tensors at a cut take under ``codec``, at batch 1."""
-    return sum(data_bytes_estimate(codec, spec.dtype, _shape(spec.shape)) for spec in crossing)
-
-
-def _shape(dims: Sequence[int | str]) -> tuple[int, ...]:
-    """A concrete shape: every symbolic dimension set to 1."""
-    return tuple(dim if isinstance(dim, int) else 1 for dim in dims)
+    """What a request's tensors of these (concrete) sizes take under ``codec``."""
+    return sum(data_bytes_estimate(codec, spec.dtype, spec.concrete()) for spec in crossing)

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
 from edge_agent._adaptive import HeadTimes, auto_core
+from edge_agent._codecs import check_codec, request_codec, tensor_codecs
 from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
 from edge_agent._halves import Halves, ModelHalves
 from edge_agent._outbox import Outbox
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
 
     from edge_agent._halves import SessionFactory
     from edge_agent._planner import Objective
+    from models import InputShapes
     from protocol import InferenceReply, NodeStatus
     from protocol.mqtt import Incoming
 
@@ -120,9 +122,18 @@ class EdgeAgent:
             ``"int8-channel"``, ``"jpeg"``, ``"png"``, ``"zstd"``, ``"lz4"``
             or a lossy one ``+zstd`` / ``+lz4``; or a list of them, an
             allow-list among which ``cut="auto"`` chooses per request, trading
-            bytes against encoding time (a fixed cut uses the first). Lossy
-            codecs change the answer a little: allow only those whose loss
-            ``edgecut models accuracy`` shows you accept.
+            bytes against encoding time (a fixed cut uses the first, which
+            must apply to a tensor that crosses it: else entering the agent
+            raises ``ConfigError``). Lossy codecs change the answer a little:
+            allow only those whose loss ``edgecut models accuracy`` shows you
+            accept. A result's ``codec`` names what was really sent.
+        input_shapes: For a model with dynamic sizes (a detector's height
+            and width), the shape of each input it will be sent at, e.g.
+            ``{"images": (1, 3, 640, 640)}``: what the cuts' bytes are
+            counted and the warm-up of ``cut="auto"`` runs at. Needed when
+            neither the model nor its metadata fixes them (entering the
+            agent then raises ``ModelError`` naming the inputs); a batch
+            axis may be left out.
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
@@ -145,6 +156,7 @@ class EdgeAgent:
         budget_ms: float | None = None,
         state_dir: Path | None = None,
         codec: str | Sequence[str] = RAW_CODEC,
+        input_shapes: InputShapes | None = None,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         self.codecs: tuple[str, ...] = (codec,) if isinstance(codec, str) else tuple(dict.fromkeys(codec))
@@ -164,6 +176,7 @@ class EdgeAgent:
         self._fallback = fallback
         self._threads = threads
         self._session_factory = session_factory
+        self._input_shapes = input_shapes
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{self.agent_id}].ort")
         self._connection = Connection(
             self.url,
@@ -278,7 +291,9 @@ class EdgeAgent:
             self._head_times.save(self._core)
 
     def _open_model(self) -> ModelHalves:
-        halves = ModelHalves.open(self._model, threads=self._threads, session_factory=self._session_factory)
+        halves = ModelHalves.open(
+            self._model, threads=self._threads, session_factory=self._session_factory, input_shapes=self._input_shapes
+        )
         if self._default_cut == AUTO and halves.candidates:
             if self._state_dir is not None:
                 self._head_times = HeadTimes(self._state_dir, halves.model_sha256)
@@ -296,7 +311,9 @@ class EdgeAgent:
         else:
             cut = halves.cuts[0].id if self._default_cut == AUTO else self._default_cut
             self._core = AgentCore(cut=cut, codec=self.codec, timeouts=self.timeouts)
-            halves.halves(cut)
+            fixed = halves.halves(cut)
+            if cut != EDGE_ONLY:  # edge-only sends nothing
+                check_codec(self.codec, cut, fixed.manifest.crossing)
         return halves
 
     async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
@@ -334,8 +351,7 @@ class EdgeAgent:
                 sent = await loop.run_in_executor(self._executor, self._head_and_encode, *args)
             result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
-        codec = RAW_CODEC if decision.cut_id == EDGE_ONLY else decision.codec
-        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason, codec=codec)
+        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
         ping = self.core.finished(request, result, _clock(), segment_ms=segment_ms)
         if ping is not None:
             self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
@@ -353,21 +369,24 @@ class EdgeAgent:
         started = time.perf_counter()
         activations, _, segment_ms = run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
         edge_done = time.perf_counter()
+        tensors = {spec.name: activations[spec.name] for spec in halves.manifest.crossing}
+        sent_as = tensor_codecs(codec, tensors)
         request = InferenceRequest(
             request_id=request_id,
             agent_id=self.agent_id,
             model_id=self.model.model_id,
             model_sha256=self.model.model_sha256,
             cut_id=halves.manifest.cut_id,
-            tensors={spec.name: activations[spec.name] for spec in halves.manifest.crossing},
+            tensors=tensors,
             sent_at=time.time(),
             deadline_ms=self.timeouts.request * 1000,
             tail_sha256=halves.manifest.tail_sha256,
-            codec=codec,
+            codec=request_codec(codec, sent_as.values()),
         )
         payload = encode_request(request)
         return _Sent(
             request=request,
+            tensor_codecs=sent_as,
             payload=payload,
             edge_ms=(edge_done - started) * 1000,
             encode_ms=_ms_since(edge_done),
@@ -432,6 +451,8 @@ class EdgeAgent:
             timings=timings,
             bytes_sent=len(sent.payload),
             request_id=sent.request.request_id,
+            codec=sent.request.codec,
+            tensor_codecs=sent.tensor_codecs,
             hub_id=reply.hub_id,
         )
 
@@ -455,6 +476,8 @@ class EdgeAgent:
             timings=timings,
             bytes_sent=len(sent.payload),
             request_id=sent.request.request_id,
+            codec=sent.request.codec,
+            tensor_codecs=sent.tensor_codecs,
             fallback=reason,
         )
 
@@ -462,6 +485,7 @@ class EdgeAgent:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Sent:
     request: InferenceRequest
+    tensor_codecs: dict[str, str]
     payload: bytes
     edge_ms: float
     encode_ms: float

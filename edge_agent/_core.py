@@ -311,7 +311,7 @@ class AgentCore:
         planner.observe(
             Observation(
                 cut_id=result.cut_id,
-                codec=result.codec,
+                codec=request.decision.codec,  # the candidate's: its label is what the planner learns under
                 bytes_sent=result.bytes_sent,
                 edge_ms=timings.edge_ms,
                 encode_ms=timings.encode_ms,

@@ -98,7 +98,13 @@ class InferenceResult:
             be (``nan`` for a fixed cut, or before it can predict).
         reason: Why this cut, in a few words (the planner's reason with
             ``cut="auto"``).
-        codec: How the request encoded its tensors (``raw`` when nothing was sent).
+        codec: The codec the request named: what its tensors were sent as
+            when they all went the same way (``int8+zstd`` names ``zstd``
+            when only a uint8 image crosses, ``jpeg`` names ``raw`` when only
+            floats do), else the codec that sent each its own way (see
+            ``tensor_codecs``); ``raw`` when nothing was sent.
+        tensor_codecs: What each crossing tensor was sent as, by name
+            (``protocol.effective_codec``); empty when nothing was sent.
     """
 
     outputs: dict[str, np.ndarray]
@@ -111,3 +117,4 @@ class InferenceResult:
     predicted_ms: float = math.nan
     reason: str = ""
     codec: str = "raw"
+    tensor_codecs: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -281,6 +281,14 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "zstd, lz4; X+zstd, X+lz4; docs/protocol.md 3.2.1); repeat it to let --cut auto choose among them",
     )
     parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D1xD2x...",
+        help="for a model with dynamic sizes: the shape of an input as it will be sent, e.g. "
+        "images=1x3x640x640 (repeatable; what cut bytes are counted and the warm-up runs at)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run each input N times (watch the planner learn)"
     )
     parser.add_argument("--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random)")
@@ -297,6 +305,7 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _agent(args: argparse.Namespace) -> ExitCode:
     from edge_agent import SyncEdgeAgent, Timeouts, load_input  # noqa: PLC0415
+    from models import parse_input_shape  # noqa: PLC0415
 
     _setup_logging(args.verbose)
     if args.objective != "latency" and args.budget_ms is None:
@@ -318,6 +327,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         budget_ms=args.budget_ms,
         state_dir=None if args.no_state else args.state_dir,
         codec=args.codec or ["raw"],
+        input_shapes=dict(parse_input_shape(text) for text in args.input_shape) or None,
     ) as agent:
         spec = agent.model.inputs[0]
         for path in args.inputs:
@@ -342,6 +352,7 @@ def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
         "input": str(path),
         "cut": result.cut_id,
         "codec": result.codec,
+        "tensor_codecs": result.tensor_codecs,
         "top5": [{"class": c, "probability": p} for c, p in top_k(logits)],
         "timings_ms": asdict(result.timings),
         "bytes_sent": result.bytes_sent,

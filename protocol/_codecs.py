@@ -242,6 +242,11 @@ class CompressedCodec:
             raise malformed(msg)
         return self._inner.decode(inner, dtype, shape, params)
 
+    def effective(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> str:
+        """This codec's name where the inner codec applies to the tensor, else the compression's alone."""
+        applies = getattr(self._inner, "applies", None)
+        return self.name if applies is None or applies(dtype, shape) else self._compression
+
     def max_data_bytes(self, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
         """The inner codec's size: what compression saves depends on the data."""
         return self._inner.max_data_bytes(dtype, shape)

@@ -169,6 +169,26 @@ def codec_applies(codec: str, dtype: str, shape: Sequence[int]) -> bool:
     return codec != RAW_CODEC and (applies is None or bool(applies(wire_dtype, tuple(shape))))
 
 
+def effective_codec(codec: str, dtype: str, shape: Sequence[int]) -> str:
+    """What a tensor of this dtype and shape is really sent as in a message whose codec is ``codec``.
+
+    The codec itself where it applies; ``raw`` where it does not (``jpeg``
+    on a float tensor, ``int8`` on a uint8 one); and for ``X+zstd`` /
+    ``X+lz4`` where X does not apply, the compression alone (``zstd`` /
+    ``lz4``): the name of a codec that would send the tensor with the same
+    ``data`` and ``params`` (docs/protocol.md, section 3.2.1).
+
+    Raises:
+        ValueError: Unknown codec or dtype.
+    """
+    impl = get_codec(codec)
+    wire_dtype = _WIRE_DTYPES[_check_dtype_name(dtype, "dtype")]
+    effective = getattr(impl, "effective", None)
+    if effective is not None:
+        return str(effective(wire_dtype, tuple(shape)))
+    return codec if codec_applies(codec, dtype, shape) else RAW_CODEC
+
+
 def get_codec(name: str) -> Codec:
     """The registered codec called ``name``.
 

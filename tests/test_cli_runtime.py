@@ -39,6 +39,7 @@ REPORT_KEYS = {
     "input",
     "cut",
     "codec",
+    "tensor_codecs",
     "top5",
     "timings_ms",
     "bytes_sent",

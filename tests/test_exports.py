@@ -21,6 +21,7 @@ PACKAGES = [
     "protocol.mqtt",
     "models",
     "models.partition",
+    "models.prelude",
     "models.zoo",
     "simulations",
     "edge_agent",

@@ -98,6 +98,7 @@ async def test_a_request_with_a_uint8_and_a_float_tensor_crosses_under_a_compoun
     async with EdgeAgent(broker_url, model=model, cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=codec) as agent:
         result = await agent.infer({"image": image, "features": features})
     assert (result.fallback, result.hub_id, result.codec) == (None, "hub0", codec)
+    assert result.tensor_codecs == {"image": codec.partition("+")[2], "features": codec}  # each as it was sent
     assert np.array_equal(result.outputs["image_seen"], image)  # compressed, never narrowed
     inner = codec.partition("+")[0]
     narrowed = encode_tensor(features, inner)

@@ -23,6 +23,7 @@ from protocol import (
     data_bytes_estimate,
     decode_request,
     decode_tensor,
+    effective_codec,
     encode_request,
     encode_tensor,
 )
@@ -182,3 +183,29 @@ def test_data_bytes_are_estimated_before_anything_is_encoded() -> None:
         data_bytes_estimate("brotli", "float32", shape)
     with pytest.raises(ValueError, match="not allowed"):
         data_bytes_estimate("raw", "complex64", shape)
+
+
+@pytest.mark.parametrize("codec", codec_names())
+def test_the_effective_codec_of_a_tensor_sends_it_exactly_as_the_messages_codec_does(codec: str) -> None:
+    rng = np.random.default_rng(0)
+    tensors = {
+        "activation": rng.normal(size=(1, 8, 5, 5)).astype(np.float32),
+        "image": rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8),
+        "index": np.arange(6, dtype=np.int64),
+    }
+    for name, array in tensors.items():
+        effective = effective_codec(codec, array.dtype.name, array.shape)
+        sent, alone = encode_tensor(array, codec), encode_tensor(array, effective)
+        assert bytes(sent["data"]) == bytes(alone["data"]), name
+        assert sent.get("params") == alone.get("params"), name
+
+
+def test_the_effective_codec_names_what_a_tensor_is_really_sent_as() -> None:
+    image, activation = ("uint8", (1, 8, 8, 3)), ("float32", (1, 16))
+    assert effective_codec("jpeg", *image) == "jpeg"
+    assert effective_codec("jpeg", *activation) == "raw"
+    assert effective_codec("int8", *image) == "raw"
+    assert effective_codec("int8+zstd", *image) == "zstd"
+    assert effective_codec("int8+zstd", *activation) == "int8+zstd"
+    assert effective_codec("lz4", *activation) == "lz4"
+    assert effective_codec("raw", *image) == "raw"
