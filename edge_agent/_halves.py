@@ -293,7 +293,7 @@ class ModelHalves:
             threads=threads,
             split_dir=directory,
             session_factory=session_factory,
-            input_shapes=resolve_input_shapes(manifest.inputs, shapes),
+            input_shapes=resolve_input_shapes(manifest.inputs, shapes or manifest.input_shapes),
         )
 
     @classmethod
@@ -311,7 +311,7 @@ class ModelHalves:
             threads=threads,
             build_chain=lambda: (manifest, manifest.read_segments(directory)),
             session_factory=session_factory,
-            input_shapes=resolve_input_shapes(manifest.inputs, shapes),
+            input_shapes=resolve_input_shapes(manifest.inputs, shapes or manifest.input_shapes),
         )
 
     @classmethod

@@ -276,7 +276,7 @@ def _split(args: argparse.Namespace) -> ExitCode:
         return _split_segments(args, model_id, model)
     shapes = _input_shapes(args)
     cut = partition.find_cut(model, args.cut, shapes)
-    split = partition.split(model, cut, model_id=model_id)
+    split = partition.split(model, cut, model_id=model_id, input_shapes=shapes or None)
     paths = partition.save_split(split, args.out)
     diff = partition.verify_split(model, split, input_shapes=shapes) if args.verify else None
     manifest = split.manifest
@@ -308,7 +308,7 @@ def _split_segments(args: argparse.Namespace, model_id: str, model: onnx.ModelPr
         chosen = cuts
     else:
         chosen = [cut_id.strip() for cut_id in args.cuts.split(",") if cut_id.strip()]
-    segments = partition.split_segments(model, chosen, model_id=model_id)
+    segments = partition.split_segments(model, chosen, model_id=model_id, input_shapes=shapes or None)
     paths = partition.save_segments(segments, args.out)
     diff = partition.verify_segments(model, segments, input_shapes=shapes) if args.verify else None
     manifest = segments.manifest

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -54,6 +54,21 @@ def read_json_object(path: Path, what: str = "") -> dict[str, Any]:
         msg = f"{path} is not a JSON object"
         raise ModelError(msg)
     return data
+
+
+InputShapesRecord: TypeAlias = "dict[str, tuple[int, ...]]"
+"""Input shapes as a manifest records them: dims by input name."""
+
+
+def shapes_json(shapes: InputShapesRecord | None) -> dict[str, Any]:
+    """``{"input_shapes": {...}}`` for a manifest's JSON, or nothing when no shapes were stated."""
+    return {} if shapes is None else {"input_shapes": {name: list(dims) for name, dims in shapes.items()}}
+
+
+def shapes_from_json(data: dict[str, Any]) -> InputShapesRecord | None:
+    """The ``input_shapes`` of a manifest's JSON, if it has them."""
+    shapes = data.get("input_shapes")
+    return None if shapes is None else {str(name): tuple(int(d) for d in dims) for name, dims in shapes.items()}
 
 
 def sha256_hex(data: bytes) -> str:
@@ -173,6 +188,9 @@ class Manifest:
             where the edge runs nothing.
         tail_sha256: sha256 of ``tail.onnx``; ``None`` at the ``output`` cut,
             where the cloud runs nothing.
+        input_shapes: The input shapes the split was counted at, where they
+            were stated (a model with dynamic sizes); an agent running these
+            halves warms up at them unless told others. ``None``: not stated.
     """
 
     model_id: str
@@ -183,6 +201,7 @@ class Manifest:
     outputs: tuple[TensorSpec, ...]
     head_sha256: str | None
     tail_sha256: str | None
+    input_shapes: InputShapesRecord | None = dataclasses.field(default=None, hash=False)
 
     @property
     def crossing_bytes(self) -> int:
@@ -201,7 +220,7 @@ class Manifest:
             "outputs": [s.to_json() for s in self.outputs],
             "head_sha256": self.head_sha256,
             "tail_sha256": self.tail_sha256,
-        }
+        } | shapes_json(self.input_shapes)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -223,6 +242,7 @@ class Manifest:
                 outputs=tuple(TensorSpec.from_json(s) for s in data["outputs"]),
                 head_sha256=data["head_sha256"],
                 tail_sha256=data["tail_sha256"],
+                input_shapes=shapes_from_json(data),
             )
         except (KeyError, TypeError) as exc:
             msg = f"not a valid manifest: missing or malformed field {exc}"

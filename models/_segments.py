@@ -27,6 +27,8 @@ from models._manifest import (
     TensorSpec,
     read_json_object,
     sha256_hex,
+    shapes_from_json,
+    shapes_json,
     write_json,
 )
 from protocol.errors import ModelError
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import numpy as np
+
+    from models._manifest import InputShapesRecord
 
 SEGMENTS_FILE = "segments.json"
 SEGMENTS_FORMAT = 1
@@ -91,6 +95,8 @@ class SegmentsManifest:
         outputs: The model's outputs.
         cuts: The chain's cuts in model order, ``input`` first and ``output`` last.
         segments: ``len(cuts) - 1`` files; segment ``i`` runs from ``cuts[i]`` to ``cuts[i + 1]``.
+        input_shapes: The input shapes the chain was counted at, where they
+            were stated (see :class:`Manifest`).
     """
 
     model_id: str
@@ -99,6 +105,7 @@ class SegmentsManifest:
     outputs: tuple[TensorSpec, ...]
     cuts: tuple[Boundary, ...]
     segments: tuple[SegmentFile, ...]
+    input_shapes: InputShapesRecord | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         ids = [cut.id for cut in self.cuts]
@@ -137,6 +144,7 @@ class SegmentsManifest:
             outputs=self.outputs,
             head_sha256=None,
             tail_sha256=None,
+            input_shapes=self.input_shapes,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -149,7 +157,7 @@ class SegmentsManifest:
             "outputs": [spec.to_json() for spec in self.outputs],
             "cuts": [{"id": cut.id, "crossing": [spec.to_json() for spec in cut.crossing]} for cut in self.cuts],
             "segments": [{"file": segment.file, "sha256": segment.sha256} for segment in self.segments],
-        }
+        } | shapes_json(self.input_shapes)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SegmentsManifest:
@@ -175,6 +183,7 @@ class SegmentsManifest:
                     SegmentFile(file=_plain_name(segment["file"]), sha256=str(segment["sha256"]))
                     for segment in data["segments"]
                 ),
+                input_shapes=shapes_from_json(data),
             )
         except (KeyError, TypeError) as exc:
             msg = f"not a valid segments manifest: missing or malformed field {exc}"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
+from models import _shapes
 from models._cuts import Place, layout
 from models._graph import Graph, analyse, dangling_inputs
 from models._manifest import CLOUD_ONLY, EDGE_ONLY, HEAD_FILE, TAIL_FILE, Manifest, sha256_hex
@@ -24,6 +25,8 @@ from protocol.errors import ModelError
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
     from pathlib import Path
+
+    from models._input_shapes import InputShapes
 
 # The scalar fields of ModelProto a half inherits (onnx is proto2: copy only those set).
 _MODEL_FIELDS = (
@@ -58,7 +61,14 @@ def model_sha256(model: onnx.ModelProto) -> str:
     return sha256_hex(model.SerializeToString())
 
 
-def split(model: onnx.ModelProto, cut: str | Place, *, model_id: str, check: bool = True) -> Split:
+def split(
+    model: onnx.ModelProto,
+    cut: str | Place,
+    *,
+    model_id: str,
+    check: bool = True,
+    input_shapes: InputShapes | None = None,
+) -> Split:
     """Split ``model`` at ``cut`` into a head and a tail.
 
     The head reads the model inputs it uses and returns the crossing tensors in
@@ -72,6 +82,9 @@ def split(model: onnx.ModelProto, cut: str | Place, *, model_id: str, check: boo
         check: Run ``onnx.checker.check_model(..., full_check=True)`` on the
             model (once sorted, if its nodes were not) and on both halves. Halves are always checked for dangling
             inputs.
+        input_shapes: Shapes stated for the model's inputs (see
+            ``models.partition.input_shapes``): recorded, resolved, in the
+            manifest, where an agent running the halves finds them.
 
     Raises:
         ModelError: The cut does not exist in this model (the message lists
@@ -94,6 +107,7 @@ def split(model: onnx.ModelProto, cut: str | Place, *, model_id: str, check: boo
         outputs=tuple(graph.spec(name) for name in graph.outputs),
         head_sha256=_checked_sha256(head, f"the head at cut {found.id!r}", check=check),
         tail_sha256=_checked_sha256(tail, f"the tail at cut {found.id!r}", check=check),
+        input_shapes=_recorded(model, input_shapes),
     )
     return Split(head=head, tail=tail, manifest=manifest)
 
@@ -235,7 +249,12 @@ class Segments:
 
 
 def split_segments(
-    model: onnx.ModelProto, cuts: Iterable[str | Place], *, model_id: str, check: bool = True
+    model: onnx.ModelProto,
+    cuts: Iterable[str | Place],
+    *,
+    model_id: str,
+    check: bool = True,
+    input_shapes: InputShapes | None = None,
 ) -> Segments:
     """Cut ``model`` at every one of ``cuts`` into a chain of segments.
 
@@ -247,7 +266,7 @@ def split_segments(
 
     Raises:
         ModelError: A cut does not exist in this model, or a segment fails
-            the checks (see :func:`split`).
+            the checks (see :func:`split`; ``input_shapes`` as there).
     """
     graph = analyse(model)
     data = model.SerializeToString()
@@ -271,8 +290,14 @@ def split_segments(
         outputs=tuple(graph.spec(name) for name in graph.outputs),
         cuts=tuple(Boundary(id=cut.id, crossing=cut.tensors) for cut in chain),
         segments=tuple(files),
+        input_shapes=_recorded(model, input_shapes),
     )
     return Segments(models=tuple(models), manifest=manifest)
+
+
+def _recorded(model: onnx.ModelProto, stated: InputShapes | None) -> dict[str, tuple[int, ...]] | None:
+    """Every input's shape as counted, for a manifest, where shapes were stated; else ``None``."""
+    return None if not stated else _shapes.input_shapes(model, stated)
 
 
 def save_segments(segments: Segments, directory: Path) -> list[Path]:

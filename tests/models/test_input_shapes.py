@@ -10,9 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_agent import ModelHalves
 from edgecut._cli import main
 from edgecut._exit import ExitCode
-from models import Session, TensorSpec, parse_input_shape, partition, resolve_input_shapes
+from models import Manifest, Session, TensorSpec, parse_input_shape, partition, resolve_input_shapes
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -154,3 +155,30 @@ def test_the_cli_names_the_fix_and_counts_at_stated_shapes(capsys: pytest.Captur
     assert json.loads(out)["bytes"] == 8 * 32 * 32 * 4
     out = _run(capsys, "info", str(path), "--input-shape", "x=2x3x64x64", "--json")[1]
     assert json.loads(out)["input_shapes"] == {"x": [2, 3, 64, 64]}
+
+
+def test_stated_shapes_travel_in_the_manifests_to_the_agent(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(dynamic_net(), path)
+    for option, directory in (("--cuts", "auto"), ("--cut", "act")):
+        out = tmp_path / directory
+        code, _, err = _run(
+            capsys, "split", str(path), option, directory, "--input-shape", "x=1x3x64x96", "--out", str(out)
+        )
+        assert code == ExitCode.OK, err
+        halves = ModelHalves.open(out, threads=1)  # no shapes given: the manifest's
+        assert halves.input_shapes == {"x": (1, 3, 64, 96)}
+        assert ModelHalves.open(out, threads=1, input_shapes={"x": (1, 3, 32, 32)}).input_shapes == {
+            "x": (1, 3, 32, 32)
+        }
+    partition.save_split(partition.split(dynamic_net(), "act", model_id="dynamic"), tmp_path / "unstated")
+    with pytest.raises(ModelError, match="--input-shape x=1x3xHxW"):
+        ModelHalves.open(tmp_path / "unstated", threads=1)
+
+
+def test_a_manifest_without_stated_shapes_says_nothing_of_them() -> None:
+    split = partition.split(dynamic_net(), "act", model_id="dynamic")
+    assert "input_shapes" not in split.manifest.to_json()
+    stated = partition.split(dynamic_net(), "act", model_id="dynamic", input_shapes={"x": (2, 3, 8, 8)}).manifest
+    assert stated.to_json()["input_shapes"] == {"x": [2, 3, 8, 8]}
+    assert Manifest.from_json(stated.to_json()) == stated
