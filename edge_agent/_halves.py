@@ -88,7 +88,8 @@ class Halves:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CutInfo:
-    """A cut the agent can use: its id and the bytes it sends at batch 1."""
+    """A cut the agent can use: its id and the bytes it sends (from a full model: at its input shapes; from a split
+    directory: every symbolic size at 1)."""
 
     id: str
     bytes: int

@@ -205,7 +205,10 @@ class Manifest:
 
     @property
     def crossing_bytes(self) -> int:
-        """Bytes that cross the cut at batch 1."""
+        """Bytes that cross the cut with every symbolic size at 1: exact where only a batch axis is open.
+
+        For a model with other dynamic sizes, ``models.partition.enumerate_cuts`` counts at stated shapes.
+        """
         return sum(spec.nbytes() for spec in self.crossing)
 
     def to_json(self) -> dict[str, Any]:

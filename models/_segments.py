@@ -72,7 +72,7 @@ class Boundary:
 
     @property
     def bytes(self) -> int:
-        """Bytes crossing at batch 1."""
+        """Bytes crossing with every symbolic size at 1 (see :attr:`Manifest.crossing_bytes`)."""
         return sum(spec.nbytes() for spec in self.crossing)
 
 
