@@ -88,8 +88,11 @@ class Halves:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CutInfo:
-    """A cut the agent can use: its id and the bytes it sends (from a full model: at its input shapes; from a split
-    directory: every symbolic size at 1)."""
+    """A cut the agent can use: its id and the bytes it sends.
+
+    From a full model, counted at its input shapes; from a split directory,
+    with every symbolic size at 1.
+    """
 
     id: str
     bytes: int
