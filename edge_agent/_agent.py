@@ -48,6 +48,7 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
+from edge_agent._state import CarriedState
 from models import EDGE_ONLY, run_timed
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -134,6 +135,11 @@ class EdgeAgent:
             neither the model nor its metadata fixes them (entering the
             agent then raises ``ModelError`` naming the inputs); a batch
             axis may be left out.
+        carry_state: For a recurrent model, each state input's name to the
+            output that holds its next value, e.g. ``{"state": "stateN"}``:
+            every request gets the state the last answer returned (zeros
+            before the first; :meth:`reset_state` starts over), so callers
+            pass only the other inputs. Meant for requests one at a time.
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
@@ -157,6 +163,7 @@ class EdgeAgent:
         state_dir: Path | None = None,
         codec: str | Sequence[str] = RAW_CODEC,
         input_shapes: InputShapes | None = None,
+        carry_state: Mapping[str, str] | None = None,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         self.codecs: tuple[str, ...] = (codec,) if isinstance(codec, str) else tuple(dict.fromkeys(codec))
@@ -177,6 +184,8 @@ class EdgeAgent:
         self._threads = threads
         self._session_factory = session_factory
         self._input_shapes = input_shapes
+        self._carry_state = carry_state
+        self._state: CarriedState | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{self.agent_id}].ort")
         self._connection = Connection(
             self.url,
@@ -294,6 +303,8 @@ class EdgeAgent:
         halves = ModelHalves.open(
             self._model, threads=self._threads, session_factory=self._session_factory, input_shapes=self._input_shapes
         )
+        if self._carry_state:
+            self._state = CarriedState(self._carry_state, halves.inputs, halves.outputs)
         if self._default_cut == AUTO and halves.candidates:
             if self._state_dir is not None:
                 self._head_times = HeadTimes(self._state_dir, halves.model_sha256)
@@ -333,6 +344,8 @@ class EdgeAgent:
         """
         started = _clock()
         loop = asyncio.get_running_loop()
+        if self._state is not None:
+            inputs = self._state.fill(inputs)
         request = self.core.request(started, cut=cut)
         decision = request.decision
         halves = self.model.loaded(decision.cut_id)
@@ -352,10 +365,17 @@ class EdgeAgent:
             result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
         result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
+        if self._state is not None:
+            self._state.keep(result.outputs)
         ping = self.core.finished(request, result, _clock(), segment_ms=segment_ms)
         if ping is not None:
             self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
         return result
+
+    def reset_state(self) -> None:
+        """Start the carried state over (``carry_state``): the next request gets zeros."""
+        if self._state is not None:
+            self._state.reset()
 
     async def _pings(self, ping: SendPing | None) -> None:
         """Send the core's ping, then each next one it asks for, reporting every answer or loss."""

@@ -113,6 +113,7 @@ class ModelHalves:
         model_id: str,
         model_sha256: str,
         inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
         cuts: tuple[CutInfo, ...],
         threads: int | None,
         candidates: tuple[CutInfo, ...] = (),
@@ -125,6 +126,7 @@ class ModelHalves:
         self.model_id = model_id
         self.model_sha256 = model_sha256
         self.inputs = inputs
+        self.outputs = outputs
         self.input_shapes = dict(input_shapes) if input_shapes is not None else resolve_input_shapes(inputs)
         """The shape of each input that warm-ups and measurements run on (``models.resolve_input_shapes``)."""
         self.cuts = cuts
@@ -293,6 +295,7 @@ class ModelHalves:
             model_id=manifest.model_id,
             model_sha256=manifest.model_sha256,
             inputs=manifest.inputs,
+            outputs=manifest.outputs,
             cuts=(cut,),
             threads=threads,
             split_dir=directory,
@@ -310,6 +313,7 @@ class ModelHalves:
             model_id=manifest.model_id,
             model_sha256=manifest.model_sha256,
             inputs=manifest.inputs,
+            outputs=manifest.outputs,
             cuts=cuts,
             candidates=cuts,
             threads=threads,
@@ -336,6 +340,7 @@ class ModelHalves:
             model_id=model_id,
             model_sha256=sha256_hex(model.SerializeToString()),
             inputs=inputs,
+            outputs=all_cuts[-1].tensors,  # what crosses at output: the model's outputs
             cuts=cuts,
             candidates=tuple(cut for cut in cuts if cut.id in candidates),
             threads=threads,

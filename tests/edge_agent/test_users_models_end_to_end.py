@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_agent import EDGE_ONLY, EdgeAgent
-from models import Session
-from protocol.errors import ModelError
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent
+from edge_agent._state import CarriedState
+from models import Session, TensorSpec
+from protocol.errors import ConfigError, ModelError
 from tests.corpus import CORPUS, realistic_inputs
 
 if TYPE_CHECKING:
@@ -71,3 +72,45 @@ async def test_a_dynamic_model_without_shapes_is_refused_naming_the_option(
     with pytest.raises(ModelError, match="--input-shape images=1x3xHEIGHTxWIDTH"):
         async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1):
             pass
+
+
+async def test_a_recurrent_model_s_state_is_carried_between_requests(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
+    path = tmp_path / "recurrent.onnx"
+    onnx.save(CORPUS["recurrent"](), path)
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    chunks = [realistic_inputs("recurrent", samples=512, seed=seed) for seed in range(3)]
+    full = Session(path)
+    state = chunks[0]["state"]  # zeros
+    expected = []
+    for chunk in chunks:  # what a caller carrying the state by hand gets
+        answer = full.run({**chunk, "state": state})
+        expected.append(answer["output"])
+        state = answer["stateN"]
+    async with EdgeAgent(
+        broker_url,
+        model=path,
+        cut=CLOUD_ONLY,
+        prefix=prefix,
+        threads=1,
+        fallback=False,
+        input_shapes=SHAPES["recurrent"],
+        carry_state={"state": "stateN"},
+    ) as agent:
+        got = [(await agent.infer({"input": c["input"], "sr": c["sr"]})).outputs["output"] for c in chunks]
+        agent.reset_state()
+        again = await agent.infer({"input": chunks[0]["input"], "sr": chunks[0]["sr"]})
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        np.testing.assert_allclose(have, want, atol=1e-5, err_msg=f"chunk {index}")
+    assert not np.allclose(expected[0], expected[1])  # the state (and the audio) changes the answer
+    np.testing.assert_allclose(again.outputs["output"], expected[0], atol=1e-5)
+
+
+def test_carried_state_must_name_an_input_and_a_matching_output() -> None:
+    inputs = (TensorSpec("state", "float32", (2, "batch", 16)),)
+    outputs = (TensorSpec("stateN", "float32", (2, "batch", 16)), TensorSpec("output", "float32", ("batch", 1)))
+    with pytest.raises(ConfigError, match=r"its outputs \['output', 'stateN'\]"):
+        CarriedState({"state": "nope"}, inputs, outputs)
+    with pytest.raises(ConfigError, match="input 'state' takes float32"):
+        CarriedState({"state": "output"}, inputs, outputs)
