@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Self
 from edge_agent._adaptive import HeadTimes, auto_core
 from edge_agent._codecs import check_codec, request_codec, tensor_codecs
 from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
-from edge_agent._halves import Halves, ModelHalves
+from edge_agent._halves import Halves, ModelHalves, shapes_of
 from edge_agent._outbox import Outbox
 from edge_agent._replies import read_reply
 from edge_agent._results import (
@@ -61,7 +61,7 @@ from protocol import (
     encode_request,
     get_codec,
 )
-from protocol.errors import EdgecutError, ProtocolError
+from protocol.errors import EdgecutError, ProtocolError, ShapesNotStatedError
 from protocol.mqtt import BrokerURL, Connection
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
     from edge_agent._halves import SessionFactory
     from edge_agent._planner import Objective
-    from models import InputShapes
+    from models import InputShapes, TensorSpec
     from protocol import InferenceReply, NodeStatus
     from protocol.mqtt import Incoming
 
@@ -131,10 +131,11 @@ class EdgeAgent:
         input_shapes: For a model with dynamic sizes (a detector's height
             and width), the shape of each input it will be sent at, e.g.
             ``{"images": (1, 3, 640, 640)}``: what the cuts' bytes are
-            counted and the warm-up of ``cut="auto"`` runs at. Needed when
-            neither the model nor its metadata fixes them (entering the
-            agent then raises ``ModelError`` naming the inputs); a batch
-            axis may be left out.
+            counted and the warm-up of ``cut="auto"`` runs at; a batch axis
+            may be left out. Without them, a model whose sizes neither it
+            nor its metadata fixes is opened at the first request's shapes
+            (that request pays for splitting and warming up), and
+            :attr:`model` is available from then on.
         carry_state: For a recurrent model, each state input's name to the
             output that holds its next value, e.g. ``{"state": "stateN"}``:
             every request gets the state the last answer returned (zeros
@@ -211,6 +212,8 @@ class EdgeAgent:
         self._state_dir = state_dir
         self._probing: asyncio.Task[None] | None = None
         self._entered = False
+        self._open_inputs: tuple[TensorSpec, ...] | None = None  # set while the model waits for a request's sizes
+        self._opening = asyncio.Lock()
         self._ignored_status_topics: set[str] = set()
 
     def _on_message(self, incoming: Incoming) -> None:
@@ -248,10 +251,9 @@ class EdgeAgent:
 
     @property
     def model(self) -> ModelHalves:
-        """The halves this agent holds (available once entered)."""
+        """The halves this agent holds (available once entered, or after the first request for open sizes)."""
         if self._halves is None:
-            msg = "use the agent inside 'async with EdgeAgent(...)'"
-            raise RuntimeError(msg)
+            raise RuntimeError(self._not_open())
         return self._halves
 
     @property
@@ -265,9 +267,13 @@ class EdgeAgent:
     def core(self) -> AgentCore:
         """What this agent decides and learns: the planner behind ``cut="auto"`` (available once entered)."""
         if self._core is None:
-            msg = "use the agent inside 'async with EdgeAgent(...)'"
-            raise RuntimeError(msg)
+            raise RuntimeError(self._not_open())
         return self._core
+
+    def _not_open(self) -> str:
+        if self._open_inputs is not None:
+            return "the model's input sizes are open: it opens at the first request's (or give input_shapes)"
+        return "use the agent inside 'async with EdgeAgent(...)'"
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -276,14 +282,21 @@ class EdgeAgent:
         self._entered = True
         loop = asyncio.get_running_loop()
         try:
-            self._halves = await loop.run_in_executor(self._executor, self._open_model)
+            try:
+                self._halves = await loop.run_in_executor(self._executor, self._open_model, self._input_shapes)
+            except ShapesNotStatedError as exc:
+                if self._input_shapes is not None:
+                    raise
+                self._open_inputs = exc.inputs
+                logger.info("%s leaves input sizes open: opening it at the first request's", self._model)
             await self._connection.__aenter__()
             try:
                 await self._connection.wait_connected(self.timeouts.connect)
             except BaseException:
                 await self._connection.__aexit__(None, None, None)
                 raise
-            await self._pings(self.core.start(_clock()))  # the link known before the first request
+            if self._core is not None:
+                await self._pings(self._core.start(_clock()))  # the link known before the first request
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             raise
@@ -299,9 +312,9 @@ class EdgeAgent:
         if self._head_times is not None and self._core is not None:
             self._head_times.save(self._core)
 
-    def _open_model(self) -> ModelHalves:
+    def _open_model(self, shapes: InputShapes | None) -> ModelHalves:
         halves = ModelHalves.open(
-            self._model, threads=self._threads, session_factory=self._session_factory, input_shapes=self._input_shapes
+            self._model, threads=self._threads, session_factory=self._session_factory, input_shapes=shapes
         )
         if self._carry_state:
             self._state = CarriedState(self._carry_state, halves.inputs, halves.outputs)
@@ -344,6 +357,8 @@ class EdgeAgent:
         """
         started = _clock()
         loop = asyncio.get_running_loop()
+        if self._halves is None:
+            await self._open_at(inputs)
         if self._state is not None:
             inputs = self._state.fill(inputs)
         request = self.core.request(started, cut=cut)
@@ -371,6 +386,16 @@ class EdgeAgent:
         if ping is not None:
             self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
         return result
+
+    async def _open_at(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> None:
+        """Open a model whose sizes were left open at the shapes of the first request's ``inputs``."""
+        async with self._opening:
+            if self._halves is not None or self._open_inputs is None:
+                return
+            shapes = shapes_of(inputs, self._open_inputs, carried=frozenset(self._carry_state or ()))
+            loop = asyncio.get_running_loop()
+            self._halves = await loop.run_in_executor(self._executor, self._open_model, shapes)
+            await self._pings(self.core.start(_clock()))
 
     def reset_state(self) -> None:
         """Start the carried state over (``carry_state``): the next request gets zeros."""

@@ -48,7 +48,7 @@ from models import (
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import onnx
 
@@ -349,6 +349,33 @@ class ModelHalves:
             session_factory=session_factory,
             input_shapes=partition.input_shapes(model, shapes),
         )
+
+
+def shapes_of(
+    inputs: np.ndarray | Mapping[str, np.ndarray], specs: Sequence[TensorSpec], *, carried: frozenset[str] = frozenset()
+) -> dict[str, tuple[int, ...]]:
+    """The shapes of a request's ``inputs`` by input name, a missing batch axis added as ``feeds`` adds it.
+
+    Args:
+        inputs: One array for the one input not ``carried``, or arrays by name.
+        specs: The model's inputs.
+        carried: Inputs the agent fills in itself (``carry_state``).
+
+    Raises:
+        ValueError: One array for a model with several inputs to give.
+    """
+    if isinstance(inputs, np.ndarray):
+        free = [spec.name for spec in specs if spec.name not in carried]
+        if len(free) != 1:
+            msg = f"the model takes inputs {free}: pass them by name"
+            raise ValueError(msg)
+        inputs = {free[0]: inputs}
+    shapes = {}
+    for spec in specs:
+        if spec.name in inputs:
+            shape = tuple(np.shape(inputs[spec.name]))
+            shapes[spec.name] = (1, *shape) if len(shape) == len(spec.shape) - 1 else shape
+    return shapes
 
 
 def _chain_cut(cut_id: str, size: int, crossing: tuple[TensorSpec, ...]) -> CutInfo:

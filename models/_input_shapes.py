@@ -19,7 +19,7 @@ import json
 import re
 from typing import TYPE_CHECKING, TypeAlias
 
-from protocol.errors import ModelError
+from protocol.errors import ModelError, ShapesNotStatedError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -66,8 +66,9 @@ def resolve_input_shapes(
 
     Raises:
         ModelError: A stated shape names no input or does not fit the
-            input's rank or fixed sizes, or a size is known from nowhere (the
-            message names every such axis and how to state it).
+            input's rank or fixed sizes.
+        ShapesNotStatedError: A size is known from nowhere (the message
+            names every such axis and how to state it).
     """
     stated = dict(stated or {})
     unknown_names = sorted(set(stated) - {spec.name for spec in inputs})
@@ -96,7 +97,7 @@ def resolve_input_shapes(
             f"the model does not say the size of {'; '.join(missing)}: state it, e.g. {example} "
             "(Python: input_shapes={name: shape})"
         )
-        raise ModelError(msg)
+        raise ShapesNotStatedError(msg, tuple(inputs))
     return shapes
 
 

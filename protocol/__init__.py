@@ -68,6 +68,7 @@ from protocol.errors import (
     EdgecutError,
     ModelError,
     ProtocolError,
+    ShapesNotStatedError,
     TransportError,
 )
 
@@ -108,6 +109,7 @@ __all__ = [
     "ProtocolError",
     "RawCodec",
     "ReplyError",
+    "ShapesNotStatedError",
     "TensorPayload",
     "Topics",
     "TransportError",

@@ -6,6 +6,7 @@
     ├── ProtocolError    a message on the wire is malformed or not allowed
     ├── TransportError   the broker connection failed or a publish could not be made
     ├── ModelError       a model, cut or split is missing, invalid or does not match
+    │   └── ShapesNotStatedError   a model's input sizes are open and nobody stated them
     └── ConfigError      a setting (URL, path, option) is invalid
 
 API misuse (calling things in the wrong order, wrong argument types) raises the
@@ -13,6 +14,8 @@ built-in ``ValueError``/``TypeError``/``RuntimeError`` instead.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class EdgecutError(Exception):
@@ -37,6 +40,18 @@ class TransportError(EdgecutError):
 
 class ModelError(EdgecutError):
     """A model, cut or split is unknown, invalid, or does not match its manifest."""
+
+
+class ShapesNotStatedError(ModelError):
+    """A model leaves input sizes open that nobody stated (``--input-shape``, ``input_shapes=``).
+
+    Attributes:
+        inputs: The model's inputs as it declares them (``models.TensorSpec``).
+    """
+
+    def __init__(self, message: str, inputs: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.inputs = inputs
 
 
 class ConfigError(EdgecutError):

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves
 from edge_agent._state import CarriedState
 from models import Session, TensorSpec
 from protocol.errors import ConfigError, ModelError
@@ -64,14 +64,23 @@ async def test_every_auto_candidate_is_served_as_the_whole_model_answers(
         np.testing.assert_allclose(chosen.outputs[key], want, atol=1e-5)
 
 
-async def test_a_dynamic_model_without_shapes_is_refused_naming_the_option(
-    broker_url: str, prefix: str, tmp_path: Path
+async def test_without_stated_shapes_the_agent_opens_the_model_at_its_first_request_s(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
 ) -> None:
     path = tmp_path / "detector.onnx"
     onnx.save(CORPUS["detector"](), path)
     with pytest.raises(ModelError, match="--input-shape images=1x3xHEIGHTxWIDTH"):
-        async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1):
-            pass
+        ModelHalves.open(path, threads=1)  # the tooling refuses to guess
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    image = realistic_inputs("detector", height=64, width=96)["images"]
+    expected = Session(path).run({"images": image})
+    async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1, fallback=False) as agent:
+        with pytest.raises(RuntimeError, match="opens at the first request's"):
+            _ = agent.model
+        first = await agent.infer(image[0])  # cut="auto": warmed up at this image's size
+        assert agent.model.input_shapes == {"images": (1, 3, 64, 96)}
+        assert len(agent.model.candidates) >= 3
+    np.testing.assert_allclose(first.outputs["detections"], expected["detections"], atol=1e-5)
 
 
 async def test_a_recurrent_model_s_state_is_carried_between_requests(
