@@ -61,6 +61,10 @@ class GraphBuilder:
         """Channel count (axis 1) of a tensor this builder made."""
         return self._channels[tensor]
 
+    def declare(self, tensor: str, channels: int) -> None:
+        """Say the channel count (axis 1) of a tensor made outside the builder: a graph input, a node added by hand."""
+        self._channels[tensor] = channels
+
     def preprocess(self, image: str) -> str:
         """Cast a uint8 NHWC image to float, normalise it, and go to NCHW."""
         mean = self._const("preprocess.mean", np.array(_MEAN, dtype=np.float32))

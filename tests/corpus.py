@@ -69,7 +69,7 @@ def detector() -> onnx.ModelProto:
     p4 = b.relu(b.conv(p3, "p4.conv", 32, 3, stride=2), "p4.relu")
     scales = _const(b, "neck.scales", np.array([1, 1, 2, 2], np.float32))
     up = _node(b, "Resize", [p4, "", scales], "neck.upsample", mode="nearest")
-    b._channels[up] = b.channels(p4)  # the builder tracks channels of the nodes it made itself
+    b.declare(up, b.channels(p4))  # the builder tracks channels of the nodes it made itself
     fused = b.relu(b.conv(b.concat([up, p3], "neck.concat"), "neck.conv", 16, 3), "neck.relu")
     per_anchor = _const(b, "head.shape", np.array([0, 4 + CLASSES, -1], np.int64))
     flat = [
@@ -280,7 +280,7 @@ def _image(rng: np.random.Generator, batch: int, height: int, width: int) -> np.
 
 def _builder(input_name: str, channels: int, *, seed: int = _SEED) -> GraphBuilder:
     builder = GraphBuilder(seed=seed)
-    builder._channels[input_name] = channels  # the zoo's builder starts from its own preprocessing
+    builder.declare(input_name, channels)  # the zoo's builder starts from its own preprocessing
     return builder
 
 
