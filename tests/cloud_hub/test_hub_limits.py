@@ -58,6 +58,14 @@ async def test_a_batch_over_max_batch_is_refused_naming_the_limit(
     assert hub.tails_run == 1
 
 
+def _saved(graph: onnx.GraphProto, path: Path) -> Path:
+    """``graph`` as an opset-17 model file at ``path``."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def _positives_model(path: Path) -> Path:
     """The (row, column) of every positive x, as float: ``[count, 2]``, a first axis the data decides."""
     graph = helper.make_graph(
@@ -72,10 +80,7 @@ def _positives_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.zeros((), np.float32), "zero")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _saved(graph, path)
 
 
 async def test_a_first_axis_the_data_decides_is_no_batch(
@@ -86,7 +91,6 @@ async def test_a_first_axis_the_data_decides_is_no_batch(
     found = next(cut for cut in partition.enumerate_cuts(onnx.load(path)) if cut.id == "found")
     assert found.tensors[0].shape[0] != "N"  # a symbol of its own, not the batch axis
     topics = Topics(prefix)
-
     rows = np.stack([np.arange(100), np.arange(100) % 8], axis=1).astype(np.int64)  # 100 positives, one image
     request = tiny_request(
         model_id="positives", model_sha256=sha256_hex(path.read_bytes()), cut_id="found", tensors={"found": rows}
@@ -132,10 +136,7 @@ def _widening_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2048])],
         [weight],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _saved(graph, path)
 
 
 async def test_a_reply_that_would_be_too_large_is_refused_before_the_tail_runs(
