@@ -257,6 +257,13 @@ class EdgeAgent:
         return self._halves
 
     @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The model's inputs as declared (once entered; also before a model with open sizes opens)."""
+        if self._halves is None and self._open_inputs is not None:
+            return self._open_inputs
+        return self.model.inputs
+
+    @property
     def cut(self) -> str:
         """The cut used when :meth:`infer` is given none: ``"auto"`` while the planner chooses."""
         if self._default_cut == AUTO and self.core.planner is None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from edge_agent._halves import ModelHalves
     from edge_agent._results import InferenceResult
+    from models import TensorSpec
 
 T = TypeVar("T")
 
@@ -47,6 +48,11 @@ class SyncEdgeAgent:
     def model(self) -> ModelHalves:
         """The halves the agent holds."""
         return self._agent.model
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The model's inputs (see :attr:`EdgeAgent.inputs`)."""
+        return self._agent.inputs
 
     def __enter__(self) -> Self:
         self._thread.start()

@@ -329,7 +329,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         codec=args.codec or ["raw"],
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape) or None,
     ) as agent:
-        spec = agent.model.inputs[0]
+        spec = agent.inputs[0]
         for path in args.inputs:
             array = load_input(path, spec)
             for _ in range(args.repeat):

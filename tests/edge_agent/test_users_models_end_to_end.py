@@ -77,6 +77,7 @@ async def test_without_stated_shapes_the_agent_opens_the_model_at_its_first_requ
     async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1, fallback=False) as agent:
         with pytest.raises(RuntimeError, match="opens at the first request's"):
             _ = agent.model
+        assert agent.inputs[0].shape == ("batch", 3, "height", "width")
         first = await agent.infer(image[0])  # cut="auto": warmed up at this image's size
         assert agent.model.input_shapes == {"images": (1, 3, 64, 96)}
         assert len(agent.model.candidates) >= 3
