@@ -84,6 +84,7 @@ def auto_core(
     codecs: Sequence[str] = (RAW_CODEC,),
     timeouts: Timeouts | None = None,
     saved: HeadTimes | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> AgentCore:
     """The core of an agent with ``cut="auto"``: load the chain, restore saved head times, warm up (blocking).
 
@@ -93,14 +94,16 @@ def auto_core(
     ``int8+zstd`` as ``zstd`` where only an image does), once per distinct
     name; ``raw`` only when allowed or nothing else applies. Each candidate's bytes
     start as what its tensors take under its codec
-    (:func:`protocol.data_bytes_estimate`); requests then teach the
-    planner what they really send, and what encoding costs.
+    (:func:`protocol.data_bytes_estimate`) at ``shapes`` (default: the
+    halves' input shapes), as a warm-up run at those shapes sees them;
+    requests then teach the planner what they really send, and what
+    encoding costs.
 
     Raises:
         ModelError: The model has no chain (a single-cut split directory).
     """
     chain = halves.chain()
-    feeds = random_feeds(chain.manifest.inputs, shapes=halves.input_shapes)
+    feeds = random_feeds(chain.manifest.inputs, shapes=shapes or halves.input_shapes)
     crossing = _crossing_at_inputs(chain, feeds)
     candidates = [
         candidate

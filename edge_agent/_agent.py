@@ -48,6 +48,7 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
+from edge_agent._sizes import CoresBySize, size_key
 from edge_agent._state import CarriedState
 from models import EDGE_ONLY, run_timed
 from protocol import (
@@ -212,6 +213,7 @@ class EdgeAgent:
         self._state_dir = state_dir
         self._probing: asyncio.Task[None] | None = None
         self._entered = False
+        self._sizes: CoresBySize | None = None  # with cut="auto": a core per input size
         self._open_inputs: tuple[TensorSpec, ...] | None = None  # set while the model waits for a request's sizes
         self._opening = asyncio.Lock()
         self._ignored_status_topics: set[str] = set()
@@ -316,8 +318,8 @@ class EdgeAgent:
             await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
         await self._connection.__aexit__(exc_type, exc, tb)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._head_times is not None and self._core is not None:
-            self._head_times.save(self._core)
+        if self._head_times is not None and self._sizes is not None:
+            self._head_times.save(self._sizes.first)  # the size the saved times were restored at
 
     def _open_model(self, shapes: InputShapes | None) -> ModelHalves:
         halves = ModelHalves.open(
@@ -328,15 +330,8 @@ class EdgeAgent:
         if self._default_cut == AUTO and halves.candidates:
             if self._state_dir is not None:
                 self._head_times = HeadTimes(self._state_dir, halves.model_sha256)
-            self._core = auto_core(
-                halves,
-                _clock(),
-                objective=self._objective,
-                budget_ms=self._budget_ms,
-                codecs=self.codecs,
-                timeouts=self.timeouts,
-                saved=self._head_times,
-            )
+            self._core = self._auto_core(halves, halves.input_shapes, self._head_times)
+            self._sizes = CoresBySize(size_key(halves.input_shapes), self._core)
             for candidate in halves.candidates:  # load now: the first request should not pay for it
                 halves.halves(candidate.id)
         else:
@@ -346,6 +341,20 @@ class EdgeAgent:
             if cut != EDGE_ONLY:  # edge-only sends nothing
                 check_codec(self.codec, cut, fixed.manifest.crossing)
         return halves
+
+    def _auto_core(
+        self, halves: ModelHalves, shapes: Mapping[str, tuple[int, ...]], saved: HeadTimes | None = None
+    ) -> AgentCore:
+        return auto_core(
+            halves,
+            _clock(),
+            objective=self._objective,
+            budget_ms=self._budget_ms,
+            codecs=self.codecs,
+            timeouts=self.timeouts,
+            saved=saved,
+            shapes=shapes,
+        )
 
     async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
         """Run one inference across the cut.
@@ -368,12 +377,15 @@ class EdgeAgent:
             await self._open_at(inputs)
         if self._state is not None:
             inputs = self._state.fill(inputs)
-        request = self.core.request(started, cut=cut)
+        feeds = self.model.feeds(inputs)
+        if self._sizes is not None and cut is None:
+            await self._size_of({name: array.shape for name, array in feeds.items()})
+        core = self.core  # the request's, whatever another request's size makes current meanwhile
+        request = core.request(started, cut=cut)
         decision = request.decision
         halves = self.model.loaded(decision.cut_id)
         if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
             halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
-        feeds = self.model.feeds(inputs)
         if decision.cut_id == EDGE_ONLY:
             outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, run_timed, halves.head, feeds)
             timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
@@ -389,7 +401,7 @@ class EdgeAgent:
         result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
         if self._state is not None:
             self._state.keep(result.outputs)
-        ping = self.core.finished(request, result, _clock(), segment_ms=segment_ms)
+        ping = core.finished(request, result, _clock(), segment_ms=segment_ms)
         if ping is not None:
             self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
         return result
@@ -403,6 +415,23 @@ class EdgeAgent:
             loop = asyncio.get_running_loop()
             self._halves = await loop.run_in_executor(self._executor, self._open_model, shapes)
             await self._pings(self.core.start(_clock()))
+
+    async def _size_of(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Make the core of a request's input ``shapes`` the current one; a size not seen lately gets one warmed up."""
+        sizes = self._sizes
+        assert sizes is not None  # noqa: S101 - only cut="auto" keeps cores by size
+        key = size_key(shapes)
+        if key == sizes.key:
+            return
+        async with self._opening:
+            core = sizes.use(key)
+            if core is None:
+                logger.info("requests now come at %s: warming up at this size", shapes)
+                loop = asyncio.get_running_loop()
+                core = await loop.run_in_executor(self._executor, self._auto_core, self.model, shapes)
+                core.share_link(self.core)
+                sizes.add(key, core)
+            self._core = core
 
     def reset_state(self) -> None:
         """Start the carried state over (``carry_state``): the next request gets zeros."""

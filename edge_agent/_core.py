@@ -249,6 +249,11 @@ class AgentCore:
         if self._planner is not None:
             self._planner.restore(heads, now_s)
 
+    def share_link(self, other: AgentCore) -> None:
+        """Take ``other``'s link estimates (round trip, bandwidth): the same device and hub, another input size."""
+        if self._planner is not None and other.planner is not None:
+            self._planner.link = other.planner.link
+
     def head_times(self) -> dict[str, list[float]]:
         """The device's head times by candidate, to keep for the next run (JSON-ready)."""
         return {} if self._planner is None else self._planner.export()

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves
+from edge_agent._sizes import CoresBySize, size_key
 from edge_agent._state import CarriedState
 from models import Session, TensorSpec
 from protocol.errors import ConfigError, ModelError
@@ -124,3 +125,41 @@ def test_carried_state_must_name_an_input_and_a_matching_output() -> None:
         CarriedState({"state": "nope"}, inputs, outputs)
     with pytest.raises(ConfigError, match="input 'state' takes float32"):
         CarriedState({"state": "output"}, inputs, outputs)
+
+
+async def test_a_new_input_size_gets_a_planner_warmed_up_at_it(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
+    path = tmp_path / "detector.onnx"
+    onnx.save(CORPUS["detector"](), path)
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    small, large = (realistic_inputs("detector", height=h, width=w)["images"] for h, w in ((64, 96), (128, 160)))
+    full = Session(path)
+    async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1, fallback=False) as agent:
+        results = [await agent.infer(small)]
+        first = agent.core
+        results.append(await agent.infer(large))
+        second = agent.core
+        results.append(await agent.infer(small))
+        assert agent.core is first  # back to the first size's planner, not warmed up again
+    assert second is not first
+    assert second.planner is not None
+    assert first.planner is not None
+    assert second.planner.link is first.planner.link  # one device, one hub: the link is learnt once
+    counted = [next(c.bytes for c in p.candidates if c.id == CLOUD_ONLY) for p in (first.planner, second.planner)]
+    assert counted == [3 * 64 * 96 * 4, 3 * 128 * 160 * 4]  # each size's candidates counted at its size
+    for image, result in zip((small, large, small), results, strict=True):
+        np.testing.assert_allclose(result.outputs["detections"], full.run({"images": image})["detections"], atol=1e-5)
+
+
+def test_cores_by_size_keep_the_last_few_and_the_first() -> None:
+    cores = [object() for _ in range(6)]
+    keys = [size_key({"x": (1, size)}) for size in range(6)]
+    sizes = CoresBySize(keys[0], cores[0], limit=3)  # type: ignore[arg-type]
+    for key, core in zip(keys[1:], cores[1:], strict=True):
+        assert sizes.use(key) is None
+        sizes.add(key, core)  # type: ignore[arg-type]
+        assert sizes.key == key
+    assert sizes.use(keys[0]) is None  # forgotten: three sizes kept
+    assert sizes.use(keys[3]) is cores[3]
+    assert sizes.first is cores[0]  # whose head times are saved
