@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves
 from edge_agent._sizes import CoresBySize, size_key
@@ -163,3 +164,48 @@ def test_cores_by_size_keep_the_last_few_and_the_first() -> None:
     assert sizes.use(keys[0]) is None  # forgotten: three sizes kept
     assert sizes.use(keys[3]) is cores[3]
     assert sizes.first is cores[0]  # whose head times are saved
+
+
+def _masked_model(path: Path) -> Path:
+    """``y = relu(where(mask, x * 2, 0)) + steps``: float, bool and int64 inputs."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["doubled"]),
+            helper.make_node("Where", ["mask", "doubled", "zero"], ["kept"]),
+            helper.make_node("Relu", ["kept"], ["positive"]),
+            helper.make_node("Cast", ["steps"], ["steps.float"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["positive", "steps.float"], ["y"]),
+        ],
+        "masked",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 4]),
+            helper.make_tensor_value_info("steps", TensorProto.INT64, ["N", 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.float32(2), "two"), numpy_helper.from_array(np.float32(0), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+async def test_bool_and_int64_inputs_cross_at_every_cut(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
+    path = _masked_model(tmp_path / "masked.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    inputs = {
+        "x": np.array([[1.0, -2.0, 3.0, -4.0]], np.float32),
+        "mask": np.array([[True, True, False, True]]),
+        "steps": np.array([[3]], np.int64),
+    }
+    expected = np.array([[5.0, 3.0, 3.0, 3.0]], np.float32)
+    async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1, fallback=False) as agent:
+        cuts = [cut.id for cut in agent.model.cuts if cut.id != EDGE_ONLY]
+        assert len(cuts) >= 4, cuts
+        for cut in cuts:
+            result = await agent.infer(inputs, cut=cut)
+            assert result.hub_id is not None, cut
+            np.testing.assert_array_equal(result.outputs["y"], expected, err_msg=cut)
