@@ -197,7 +197,11 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
     async with _hubs(secured.urls, secured.prefix), attacker, victim:
         await attacker.wait_connected(10)
         results = [await victim.infer(batch) for batch in batches]
-        await until(lambda: seen_by_attacker.qsize() >= len(attacked), "the answers to the attacker's own requests")
+        # One answer per attacked id: an id attacked again (the victim published again) while the attacker's first
+        # request with it was still queued is a repeat the hub drops, as it does every repeat of a queued request.
+        await until(
+            lambda: seen_by_attacker.qsize() >= len(set(attacked)), "the answers to the attacker's own requests"
+        )
     # Each request was attacked before it went out (again, if a slow machine made the agent publish it again).
     assert list(dict.fromkeys(attacked)) == [result.request_id for result in results]
     for result, batch in zip(results, batches, strict=True):
@@ -207,7 +211,8 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
             np.testing.assert_allclose(logits, tiny_logits(image)[0], atol=1e-4)
     seen = [seen_by_attacker.get_nowait() for _ in range(seen_by_attacker.qsize())]
     assert set(seen) == {topics.response("attacker")}  # only the answers to its own requests
-    assert len(seen) == len(attacked)  # one per attack: requests on the victim's topic were refused by the broker
+    # At most one per attack: the requests on the victim's topic were refused by the broker.
+    assert len(set(attacked)) <= len(seen) <= len(attacked)
 
 
 @needs_mosquitto

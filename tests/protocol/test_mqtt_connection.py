@@ -269,13 +269,20 @@ def _freeze(broker: LocalBroker) -> None:
 async def test_a_publish_waiting_for_its_acknowledgement_fails_at_once_when_the_connection_drops(
     own_broker: LocalBroker, prefix: str
 ) -> None:
+    if own_broker.kind != "mosquitto":
+        # Under load (make test-stress), 1 run in 5 on rumqttd never showed the publish pending after the freeze;
+        # the cause is not found. What is tested is the client's: mosquitto shows it.
+        pytest.skip("frozen with SIGSTOP, rumqttd does not reliably hold a publish unacknowledged")
     connection = Connection(own_broker.url, client_id=_id("tx"), backoff=FAST)
     async with _connected(connection):
         _freeze(own_broker)
         publishing = asyncio.create_task(connection.publish(f"{prefix}/t", b"x", qos=1, timeout=600))
-        session = connection._session
-        assert session is not None
-        await until(lambda: bool(session.client._pending_publishes), "the publish to wait for its PUBACK")
+
+        def pending() -> bool:  # on whichever session the publish went out
+            session = connection._session
+            return session is not None and bool(session.client._pending_publishes)
+
+        await until(pending, "the publish to wait for its PUBACK")
         own_broker.kill()  # the connection drops with the publish unacknowledged
         # Before the fix the publish waited out its whole timeout (a request's deadline), though
         # nothing could acknowledge it on a dead connection.
