@@ -229,12 +229,32 @@ def _spec(graph: Graph, specs: dict[str, TensorSpec], name: str) -> TensorSpec:
 def _sizes(
     graph: Graph, specs: dict[str, TensorSpec], input_shapes: InputShapes | None
 ) -> tuple[dict[str, int], frozenset[str]]:
-    """Bytes of every tensor in ``specs`` at the resolved input shapes, and those measured by a run."""
+    """Bytes of every tensor in ``specs`` at the resolved input shapes, and those measured by a run.
+
+    A tensor whose every size is a number or a symbol of the inputs (a batch
+    axis, a stated height) is counted from its spec; only the others need
+    ONNX shape inference on the model (and a run, for data-dependent sizes).
+    """
     if not input_shapes and all(isinstance(dim, int) for spec in specs.values() for dim in spec.shape):
         return {name: spec.nbytes() for name, spec in specs.items()}, frozenset()
+    inputs = [graph.spec(name) for name in graph.inputs]
     shapes = _shapes.input_shapes(graph.model, input_shapes)
-    feeds = random_feeds([graph.spec(name) for name in graph.inputs], shapes=shapes)
-    return _shapes.tensor_bytes(graph.model, list(specs), shapes, feeds)
+    known = {
+        dim: size
+        for spec in inputs
+        for dim, size in zip(spec.shape, shapes[spec.name], strict=True)
+        if isinstance(dim, str)
+    }
+    direct = {
+        name: spec.nbytes(symbols=known)
+        for name, spec in specs.items()
+        if all(isinstance(dim, int) or dim in known for dim in spec.shape)
+    }
+    rest = [name for name in specs if name not in direct]
+    if not rest:
+        return direct, frozenset()
+    sizes, measured = _shapes.tensor_bytes(graph.model, rest, shapes, random_feeds(inputs, shapes=shapes))
+    return direct | sizes, measured
 
 
 def _prefix_live_sets(graph: Graph) -> Iterator[tuple[int, tuple[str, ...]]]:

@@ -110,13 +110,14 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
 
-    def concrete(self, batch: int = 1) -> tuple[int, ...]:
-        """The shape with every symbolic dimension set to ``batch``."""
-        return tuple(d if isinstance(d, int) else batch for d in self.shape)
+    def concrete(self, batch: int = 1, symbols: Mapping[str, int] | None = None) -> tuple[int, ...]:
+        """The shape with each symbolic dimension set to its value in ``symbols``, else to ``batch``."""
+        known = symbols or {}
+        return tuple(d if isinstance(d, int) else known.get(d, batch) for d in self.shape)
 
-    def nbytes(self, batch: int = 1) -> int:
-        """Size in bytes with every symbolic dimension set to ``batch``."""
-        return math.prod(self.concrete(batch)) * np.dtype(self.dtype).itemsize
+    def nbytes(self, batch: int = 1, symbols: Mapping[str, int] | None = None) -> int:
+        """Size in bytes with each symbolic dimension set as :meth:`concrete` sets it."""
+        return math.prod(self.concrete(batch, symbols)) * np.dtype(self.dtype).itemsize
 
     def mismatch(self, array: Shaped, symbols: dict[str, int] | None = None) -> str | None:
         """Why ``array`` does not fit this spec, or ``None`` when it does.
