@@ -364,18 +364,30 @@ def shapes_of(
     Raises:
         ValueError: One array for a model with several inputs to give.
     """
-    if isinstance(inputs, np.ndarray):
-        free = [spec.name for spec in specs if spec.name not in carried]
-        if len(free) != 1:
-            msg = f"the model takes inputs {free}: pass them by name"
-            raise ValueError(msg)
-        inputs = {free[0]: inputs}
+    given = by_name(inputs, specs, carried=carried)
     shapes = {}
     for spec in specs:
-        if spec.name in inputs:
-            shape = tuple(np.shape(inputs[spec.name]))
+        if spec.name in given:
+            shape = tuple(np.shape(given[spec.name]))
             shapes[spec.name] = (1, *shape) if len(shape) == len(spec.shape) - 1 else shape
     return shapes
+
+
+def by_name(
+    inputs: np.ndarray | Mapping[str, np.ndarray], specs: Sequence[TensorSpec], *, carried: frozenset[str] = frozenset()
+) -> Mapping[str, np.ndarray]:
+    """``inputs`` by input name: one array is the one input not ``carried``.
+
+    Raises:
+        ValueError: One array for a model with several inputs to give.
+    """
+    if not isinstance(inputs, np.ndarray):
+        return inputs
+    free = [spec.name for spec in specs if spec.name not in carried]
+    if len(free) != 1:
+        msg = f"the model takes inputs {free}: pass them by name"
+        raise ValueError(msg)
+    return {free[0]: inputs}
 
 
 def _chain_cut(cut_id: str, size: int, crossing: tuple[TensorSpec, ...]) -> CutInfo:

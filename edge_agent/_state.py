@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_agent._halves import by_name, shapes_of
+from models import bound_symbols
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,19 +67,14 @@ class CarriedState:
         Raises:
             ValueError: One array for a model with several inputs not carried.
         """
-        if isinstance(given, np.ndarray):
-            free = [name for name in self._inputs if name not in self._carry]
-            if len(free) != 1:
-                msg = f"the inputs not carried are {free}: pass them by name"
-                raise ValueError(msg)
-            given = {free[0]: given}
-        symbols = self._bound(given)
+        given = by_name(given, list(self._inputs.values()), carried=frozenset(self._carry))
+        specs = list(self._inputs.values())
+        symbols = bound_symbols(specs, shapes_of(given, specs))
         filled = dict(given)
         for name in self._carry:
             if name not in filled:
                 spec = self._inputs[name]
-                shape = tuple(d if isinstance(d, int) else symbols.get(d, 1) for d in spec.shape)
-                filled[name] = self._values.get(name, np.zeros(shape, spec.dtype))
+                filled[name] = self._values.get(name, np.zeros(spec.concrete(1, symbols), spec.dtype))
         return filled
 
     def keep(self, outputs: Mapping[str, np.ndarray]) -> None:
@@ -89,17 +86,3 @@ class CarriedState:
     def reset(self) -> None:
         """Forget the state: the next request starts from zeros."""
         self._values.clear()
-
-    def _bound(self, given: Mapping[str, np.ndarray]) -> dict[str, int]:
-        symbols: dict[str, int] = {}
-        for name, value in given.items():
-            spec = self._inputs.get(name)
-            if spec is None:
-                continue
-            shape = np.shape(value)
-            if len(shape) == len(spec.shape) - 1:  # the agent adds a missing batch axis
-                shape = (1, *shape)
-            for dim, size in zip(spec.shape, shape, strict=False):
-                if isinstance(dim, str):
-                    symbols.setdefault(dim, size)
-        return symbols

@@ -7,7 +7,7 @@ submodules :mod:`models.zoo` (builds the model zoo) and :mod:`models.partition`
 """
 
 from models._feeds import random_feeds
-from models._input_shapes import InputShapes, batch_symbols, parse_input_shape, resolve_input_shapes
+from models._input_shapes import InputShapes, batch_symbols, bound_symbols, parse_input_shape, resolve_input_shapes
 from models._manifest import (
     CLOUD_ONLY,
     EDGE_ONLY,
@@ -51,6 +51,7 @@ __all__ = [
     "Shaped",
     "TensorSpec",
     "batch_symbols",
+    "bound_symbols",
     "parse_input_shape",
     "random_feeds",
     "resolve_input_shapes",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from models import _shapes
 from models._feeds import random_feeds
 from models._graph import Graph, analyse
+from models._input_shapes import bound_symbols
 from models._manifest import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ModelError
 
@@ -239,12 +240,7 @@ def _sizes(
         return {name: spec.nbytes() for name, spec in specs.items()}, frozenset()
     inputs = [graph.spec(name) for name in graph.inputs]
     shapes = _shapes.input_shapes(graph.model, input_shapes)
-    known = {
-        dim: size
-        for spec in inputs
-        for dim, size in zip(spec.shape, shapes[spec.name], strict=True)
-        if isinstance(dim, str)
-    }
+    known = bound_symbols(inputs, shapes)
     direct = {
         name: spec.nbytes(symbols=known)
         for name, spec in specs.items()

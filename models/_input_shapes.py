@@ -54,6 +54,17 @@ def batch_symbols(inputs: Sequence[TensorSpec]) -> frozenset[str]:
     return frozenset(spec.shape[0] for spec in inputs if spec.shape and isinstance(spec.shape[0], str))
 
 
+def bound_symbols(specs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """The value each symbolic size of ``specs`` takes in ``shapes``, by tensor name (those absent skipped)."""
+    return {
+        dim: size
+        for spec in specs
+        if spec.name in shapes
+        for dim, size in zip(spec.shape, shapes[spec.name], strict=False)
+        if isinstance(dim, str)
+    }
+
+
 def resolve_input_shapes(
     inputs: Sequence[TensorSpec], stated: InputShapes | None = None, metadata: Mapping[str, str] | None = None
 ) -> dict[str, tuple[int, ...]]:
