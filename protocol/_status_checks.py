@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from protocol._checks import check_count, check_id, check_non_negative, check_sha256, check_str, type_name
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 _ROLES: Final[Mapping[str, NodeRole]] = {"hub": "hub", "agent": "agent"}
 _STATES: Final[Mapping[str, NodeState]] = {"online": "online", "offline": "offline"}
+T = TypeVar("T")
 
 
 def check_profile(value: object, name: str) -> dict[str, dict[str, float]]:
@@ -40,16 +41,16 @@ def check_counts(value: object, name: str) -> dict[str, int]:
 
 
 def check_role(value: object, name: str) -> NodeRole:
-    role = _ROLES.get(check_str(value, name))
-    if role is None:
-        msg = f"{name} must be one of {', '.join(_ROLES)}, not {value!r}"
-        raise ValueError(msg)
-    return role
+    return _one_of(_ROLES, value, name)
 
 
 def check_state(value: object, name: str) -> NodeState:
-    state = _STATES.get(check_str(value, name))
-    if state is None:
-        msg = f"{name} must be one of {', '.join(_STATES)}, not {value!r}"
+    return _one_of(_STATES, value, name)
+
+
+def _one_of(choices: Mapping[str, T], value: object, name: str) -> T:
+    chosen = choices.get(check_str(value, name))
+    if chosen is None:
+        msg = f"{name} must be one of {', '.join(choices)}, not {value!r}"
         raise ValueError(msg)
-    return state
+    return chosen
