@@ -1,16 +1,17 @@
 """How thin is the runtime? Agent round trip vs bare aiomqtt echo + head + tail compute.
 
-For each cut: the median of N agent inferences through a real hub and broker,
-against the sum of medians measured the same way in this run: a bare aiomqtt
-request/response echo carrying the same request and reply byte counts (MQTT 5,
-TCP_NODELAY, same broker and QoS), and the compute: the head and then the tail
-run alone, one after the other as the pipeline runs them (each alone in a
-loop keeps its weights in the CPU's caches, which a pipeline that runs the
-other half in between never does: on one machine that costs 1-1.5 ms of
-resnet18's tail, nothing of the runtime's); with a codec other than raw, also
-the codec alone (encoding the crossing tensors and decoding them, as agent
-and hub do). The ratio is the runtime's overhead; the target is <= 1.1. The
-head and tail columns show each alone in a loop, for reference. A codec is
+For each cut, sample by sample in turn (so the machine's slower and faster
+moments fall on every measurement alike): an agent inference through a real
+hub and broker; a bare aiomqtt request/response echo carrying the same request
+and reply byte counts (MQTT 5, TCP_NODELAY, same broker and QoS); and the
+compute: the head and then the tail, one after the other as the pipeline runs
+them (a half run alone in a loop keeps its weights in the CPU's caches, which a
+pipeline that runs the other half in between never does: on one machine that
+costs 1-1.5 ms of resnet18's tail, nothing of the runtime's); with a codec
+other than raw, also the codec alone (encoding the crossing tensors and
+decoding them, as agent and hub do). The ratio of the agent's median to the
+sum of the others' medians is the runtime's overhead; the target is <= 1.1.
+The head and tail columns show each half alone, for reference. A codec is
 measured only at the cuts where it sends what it names: elsewhere its row
 would repeat raw's (``jpeg`` on float activations) or another codec's.
 
@@ -26,7 +27,7 @@ import json
 import socket
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import aiomqtt
 import numpy as np
@@ -39,6 +40,9 @@ from edgecut._demo import pick_cuts, sample_images
 from protocol import RAW_CODEC, decode_tensor, encode_tensor
 from protocol.mqtt import BrokerURL
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
@@ -50,138 +54,170 @@ def _client(url: BrokerURL) -> aiomqtt.Client:
     return aiomqtt.Client(url.host, url.port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=NODELAY)
 
 
-async def echo_round_trip(url: BrokerURL, request_bytes: int, reply_bytes: int, count: int) -> float:
-    """Median ms of a bare MQTT 5 request/response with these payload sizes."""
-    request, reply = b"x" * request_bytes, b"y" * reply_bytes
-    async with _client(url) as server, _client(url) as client:
-        await server.subscribe("bench/echo/req", qos=url.qos)
-        await client.subscribe("bench/echo/resp", qos=url.qos)
+class Echo:
+    """A bare MQTT 5 request/response pair on the broker: the transport alone, one round trip at a time."""
 
-        async def serve() -> None:
-            messages = aiter(server.messages)
-            for _ in range(count + 1):
-                message = await anext(messages)
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
-                await server.publish("bench/echo/resp", reply, qos=url.qos, properties=props)
+    def __init__(self, url: BrokerURL, request_bytes: int, reply_bytes: int) -> None:
+        self._url = url
+        self._request, self._reply = b"x" * request_bytes, b"y" * reply_bytes
+        self._stack = contextlib.AsyncExitStack()
+        self._sent = 0
 
-        echo = asyncio.create_task(serve())
-        replies = aiter(client.messages)
-        samples = []
-        for i in range(count + 1):
+    async def __aenter__(self) -> Self:
+        qos = self._url.qos
+        server = await self._stack.enter_async_context(_client(self._url))
+        client = await self._stack.enter_async_context(_client(self._url))
+        await server.subscribe("bench/echo/req", qos=qos)
+        await client.subscribe("bench/echo/resp", qos=qos)
+        self._server, self._client = server, client
+        self._replies = aiter(client.messages)
+        self._serving = asyncio.create_task(self._serve())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        while not self._serving.done():  # a cancel inside aiomqtt's publish can be swallowed (CPython gh-86296)
+            self._serving.cancel()
+            await asyncio.wait([self._serving], timeout=0.1)
+        await self._stack.aclose()
+
+    async def _serve(self) -> None:
+        async for message in self._server.messages:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.ResponseTopic = "bench/echo/resp"
-            props.CorrelationData = str(i).encode()
-            started = time.perf_counter()
-            await client.publish("bench/echo/req", request, qos=url.qos, properties=props)
-            await anext(replies)
-            samples.append(time.perf_counter() - started)
-        await echo
-    return _median_ms(samples[1:])
+            props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
+            await self._server.publish("bench/echo/resp", self._reply, qos=self._url.qos, properties=props)
 
-
-def compute_ms(session: Any, feeds: dict[str, np.ndarray], count: int) -> float:  # noqa: ANN401
-    """Median ms of ``session.run(feeds)``."""
-    session.run(feeds)
-    samples = []
-    for _ in range(count):
+    async def round_trip(self) -> float:
+        """Seconds for one request to go out and its reply to come back."""
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = "bench/echo/resp"
+        props.CorrelationData = str(self._sent).encode()
+        self._sent += 1
         started = time.perf_counter()
-        session.run(feeds)
-        samples.append(time.perf_counter() - started)
-    return _median_ms(samples)
+        await self._client.publish("bench/echo/req", self._request, qos=self._url.qos, properties=props)
+        await anext(self._replies)
+        return time.perf_counter() - started
 
 
-def in_turn_ms(head: Any, tail: Any, feeds: dict[str, np.ndarray], count: int) -> float:  # noqa: ANN401
-    """Median ms of the head and then the tail, run one after the other (the head optional)."""
-    crossing = head.run(feeds) if head is not None else feeds
-    tail.run(crossing)
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        crossing = head.run(feeds) if head is not None else feeds
-        tail.run(crossing)
-        samples.append(time.perf_counter() - started)
-    return _median_ms(samples)
+def timed(run: Callable[[], object]) -> float:
+    """Seconds ``run()`` takes."""
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
 
 
-def codec_round_ms(tensors: dict[str, np.ndarray], codec: str, count: int) -> float:
-    """Median ms of encoding ``tensors`` with ``codec`` and decoding them again."""
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        for name, array in tensors.items():
-            payload = encode_tensor(array, codec)
-            decode_tensor({**payload, "data": bytes(payload["data"])}, name=name, codec=codec)
-        samples.append(time.perf_counter() - started)
-    return _median_ms(samples)
+def codec_round(tensors: dict[str, np.ndarray], codec: str) -> None:
+    """Encode ``tensors`` with ``codec`` and decode them again, as agent and hub do."""
+    for name, array in tensors.items():
+        payload = encode_tensor(array, codec)
+        decode_tensor({**payload, "data": bytes(payload["data"])}, name=name, codec=codec)
 
 
 async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.ndarray]) -> dict[str, Any]:
-    """Measure one cut: agent round trips, then the same bytes bare, then compute alone."""
-    await agent.infer(images[0], cut=cut)
-    totals, sent, received = [], 0, 0
-    for image in images:
-        result = await agent.infer(image, cut=cut)
-        totals.append(result.timings.total_ms / 1000)
-        sent = result.bytes_sent
-        received = sum(v.nbytes for v in result.outputs.values()) + 200  # tensor + envelope
+    """Measure one cut: per sample, an agent round trip, the same bytes bare, then the compute alone.
+
+    The measurements take turns, sample by sample, so that the machine's
+    slower and faster moments fall on all of them alike.
+    """
+    first = await agent.infer(images[0], cut=cut)
+    sent = first.bytes_sent
+    received = sum(v.nbytes for v in first.outputs.values()) + 200  # tensor + envelope
     halves = agent.model.halves(cut)
-    feeds = {agent.model.inputs[0].name: images[0][np.newaxis]}
-    head_ms = compute_ms(halves.head, feeds, len(images)) if halves.head else 0.0
-    crossing = halves.head.run(feeds) if halves.head else feeds
-    tail_ms = compute_ms(halves.tail, crossing, len(images))
+    head, tail = halves.head, halves.tail
+    if tail is None:
+        msg = f"cut {cut!r} sends nothing: it has no transport to measure"
+        raise ValueError(msg)
+    name = agent.model.inputs[0].name
+
+    def run_head(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return head.run(feeds) if head is not None else feeds
+
+    crossing = run_head({name: images[0][np.newaxis]})
     tensors = {spec.name: crossing[spec.name] for spec in halves.manifest.crossing}
-    compute = in_turn_ms(halves.head, halves.tail, feeds, len(images))
-    codec_ms = codec_round_ms(tensors, agent.codec, len(images)) if agent.codec != RAW_CODEC else 0.0
-    echo_ms = await echo_round_trip(url, sent, received, len(images))
-    agent_ms = _median_ms(totals)
-    floor = echo_ms + compute + codec_ms
+    samples: dict[str, list[float]] = {key: [] for key in ("agent", "echo", "compute", "head", "tail", "codec")}
+    async with Echo(url, sent, received) as echo:
+        await echo.round_trip()
+        for image in images:
+            feeds = {name: image[np.newaxis]}
+            samples["agent"].append((await agent.infer(image, cut=cut)).timings.total_ms / 1000)
+            samples["echo"].append(await echo.round_trip())
+            samples["compute"].append(timed(lambda: tail.run(run_head(feeds))))  # noqa: B023 - called at once
+            samples["head"].append(timed(lambda: run_head(feeds)))  # noqa: B023
+            samples["tail"].append(timed(lambda: tail.run(crossing)))
+            if agent.codec != RAW_CODEC:
+                samples["codec"].append(timed(lambda: codec_round(tensors, agent.codec)))
+    ms = {key: _median_ms(values) if values else 0.0 for key, values in samples.items()}
+    floor = ms["echo"] + ms["compute"] + ms["codec"]
     return {
         "cut": cut,
         "codec": agent.codec,
         "request_bytes": sent,
-        "codec_ms": codec_ms,
-        "agent_ms": agent_ms,
-        "echo_ms": echo_ms,
-        "head_ms": head_ms,
-        "tail_ms": tail_ms,
-        "compute_ms": compute,
-        "ratio": agent_ms / floor,
+        "codec_ms": ms["codec"],
+        "agent_ms": ms["agent"],
+        "echo_ms": ms["echo"],
+        "head_ms": ms["head"],
+        "tail_ms": ms["tail"],
+        "compute_ms": ms["compute"],
+        "ratio": ms["agent"] / floor,
     }
 
 
+@contextlib.asynccontextmanager
+async def serving_hub(broker: str) -> AsyncIterator[Hub]:
+    """A hub on ``broker`` for the block's duration."""
+    hub = Hub(HubConfig(broker=broker, prefix="bench", hub_id="bench-hub", threads=1))
+    serving = asyncio.create_task(hub.serve())
+    await hub.ready.wait()
+    try:
+        yield hub
+    finally:
+        hub.request_shutdown()
+        await serving
+
+
 async def main(
-    model: str, requests: int, broker: str | None, only: list[str] | None = None, codecs: list[str] | None = None
+    model: str,
+    requests: int,
+    broker: str | None,
+    only: list[str] | None = None,
+    codecs: list[str] | None = None,
+    *,
+    shared_hub: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the benchmark over every demo cut but edge-only, with each codec."""
-    with contextlib.ExitStack() as stack:
+    """Run the benchmark over every demo cut but edge-only, with each codec.
+
+    Each cut gets a hub of its own, as a fleet at one fixed cut has; with
+    ``shared_hub``, one hub serves every cut, and its chain of the model
+    passes through all of them (each tail then runs through the later cuts'
+    boundaries too).
+    """
+    async with contextlib.AsyncExitStack() as stack:
         if broker is None:
             broker = stack.enter_context(LocalBroker()).url
         url = BrokerURL.parse(broker)
-        hub = Hub(HubConfig(broker=broker, prefix="bench", hub_id="bench-hub", threads=1))
-        serving = asyncio.create_task(hub.serve())
-        await hub.ready.wait()
-        try:
-            rows = []
-            for codec in codecs or [RAW_CODEC]:
-                async with EdgeAgent(
-                    broker,
-                    model=model,
-                    cut=EDGE_ONLY,  # sends nothing: any codec starts; each cut below is asked for
-                    prefix="bench",
-                    threads=1,
-                    timeouts=Timeouts(request=30),
-                    codec=codec,
-                ) as agent:
-                    shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
-                    images = list(sample_images(requests, shape))  # type: ignore[arg-type]
-                    cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
-                    cuts = [c for c in cuts if codec_at(codec, agent.model.halves(c).manifest.crossing) == codec]
-                    rows += [await bench_cut(agent, url, cut, images) for cut in cuts]
-            return rows
-        finally:
-            hub.request_shutdown()
-            await serving
+        if shared_hub:
+            await stack.enter_async_context(serving_hub(broker))
+        rows = []
+        for codec in codecs or [RAW_CODEC]:
+            async with EdgeAgent(
+                broker,
+                model=model,
+                cut=EDGE_ONLY,  # sends nothing: any codec starts; each cut below is asked for
+                prefix="bench",
+                threads=1,
+                timeouts=Timeouts(request=30),
+                codec=codec,
+            ) as agent:
+                shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
+                images = list(sample_images(requests, shape))
+                cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
+                for cut in cuts:
+                    if codec_at(codec, agent.model.halves(cut).manifest.crossing) != codec:
+                        continue
+                    async with contextlib.AsyncExitStack() as own:
+                        if not shared_hub:
+                            await own.enter_async_context(serving_hub(broker))
+                        rows.append(await bench_cut(agent, url, cut, images))
+        return rows
 
 
 if __name__ == "__main__":
@@ -191,9 +227,12 @@ if __name__ == "__main__":
     parser.add_argument("--broker", default=None, help="default: start a local broker")
     parser.add_argument("--cut", action="append", dest="cuts", help="measure this cut only (repeatable)")
     parser.add_argument("--codec", action="append", dest="codecs", help="measure with this codec (repeatable)")
+    parser.add_argument(
+        "--shared-hub", action="store_true", help="one hub for every cut (default: a hub of its own per cut)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = asyncio.run(main(args.model, args.requests, args.broker, args.cuts, args.codecs))
+    rows = asyncio.run(main(args.model, args.requests, args.broker, args.cuts, args.codecs, shared_hub=args.shared_hub))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
