@@ -45,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from models import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL
+from simulations._arrivals import RateCurve
 from simulations._devices import PROFILES
 from simulations._link import LinkSpec  # noqa: TC001 - the schema reads the annotations at run time
 from simulations._presets import PRESET_NAMES, fixed_link, preset, trace_link
@@ -74,6 +76,7 @@ POLICIES = ("edge", "cloud", "auto")
 _POLICY_CUTS = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}
 _NEED_GROUPS = "at least one [[groups]] table is needed"
 _NEED_AT = "a time from the start (>= 0) is needed"
+_DURATION_S = 60.0
 
 
 def policy_cut(policy: str) -> str | None:
@@ -121,6 +124,39 @@ def _rate(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the 
     except ValueError as exc:
         reader.problem(path, f"a rate such as '2mbit' is needed ({exc})")
         return NOT_READ
+
+
+def _rate_curve(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    """A rate in requests/s, or a curve of ``[t_s, rate_hz]`` points (linear between them, held after the last)."""
+    if _is_number(raw):
+        if raw > 0:  # type: ignore[operator]  # a number, checked
+            return RateCurve.constant(float(raw))  # type: ignore[arg-type]
+        reader.problem(path, f"must be positive, not {raw!r}")
+        return NOT_READ
+    if not isinstance(raw, list) or not raw:
+        reader.problem(path, f"must be a rate in requests/s or a list of [t_s, rate_hz] points, not {raw!r}")
+        return NOT_READ
+    points: list[tuple[float, float]] = []
+    for index, point in enumerate(raw):
+        where = f"{path}[{index}]"
+        if not (isinstance(point, list) and len(point) == 2 and all(_is_number(v) for v in point)):  # noqa: PLR2004
+            reader.problem(where, f"must be a point [t_s, rate_hz], not {point!r}")
+        elif point[0] < 0 or point[1] < 0:
+            reader.problem(where, f"a time and a rate must not be negative, not {point!r}")
+        elif points and point[0] < points[-1][0]:
+            reader.problem(where, f"comes before the point ahead of it ({points[-1][0]:g} s): times must not go back")
+        else:
+            points.append((float(point[0]), float(point[1])))
+    if len(points) < len(raw):
+        return NOT_READ
+    if not any(rate > 0 for _, rate in points):
+        reader.problem(path, "the rate is zero throughout: no request would ever be made")
+        return NOT_READ
+    return RateCurve(tuple(points))
+
+
+def _is_number(raw: object) -> bool:
+    return isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
 
 
 def _no_groups(groups: list[Any]) -> str | None:
@@ -223,8 +259,13 @@ class GroupSpec:
         link: The link each agent has to the broker (one per agent).
         arrival: ``poisson`` (requests at ``rate_hz`` whatever came back) or
             ``closed`` (the next request ``think_s`` after the last answer).
-        rate_hz: Requests per second per agent, with ``poisson``.
+        rate_hz: Requests per second per agent, with ``poisson``: one rate
+            (``rate_hz = 2.0``) or a curve of ``[t_s, rate_hz]`` points,
+            linear between them and held after the last (two points at one
+            time make a step).
         think_s: Seconds between an answer and the next request, with ``closed``.
+        start_s: When the group's agents join the run and start making requests.
+        stop_s: When they leave, making no more requests (``None``: at the run's end).
         policy: ``edge``, ``cloud``, ``auto`` or a cut id.
         deadline_s: How long an agent waits for the hub before its local fallback.
     """
@@ -235,8 +276,10 @@ class GroupSpec:
     device: str = dataclasses.field(default="rpi4", metadata=setting(check=_device))
     link: LinkSpec = dataclasses.field(metadata=setting(read=_link))
     arrival: Arrival = "poisson"
-    rate_hz: float = dataclasses.field(default=1.0, metadata=setting(positive=True))
+    rate_hz: RateCurve = dataclasses.field(default=RateCurve.constant(1.0), metadata=setting(read=_rate_curve))
     think_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    start_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    stop_s: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
     policy: str = dataclasses.field(default="auto", metadata=setting(read=_policy))
     deadline_s: float = dataclasses.field(default=5.0, metadata=setting(positive=True))
 
@@ -291,7 +334,7 @@ class Scenario:
     name: str
     description: str = ""
     seed: int = 0
-    duration_s: float = dataclasses.field(default=60.0, metadata=setting(positive=True))
+    duration_s: float = dataclasses.field(default=_DURATION_S, metadata=setting(positive=True))
     requests: int | None = dataclasses.field(default=None, metadata=setting(positive=True))
     policies: tuple[str, ...] = dataclasses.field(
         default=(), metadata=setting(expected="a list of policy names", items=Setting(read=_policy))
@@ -307,6 +350,10 @@ class Scenario:
     def agents(self) -> int:
         """How many agents in all."""
         return sum(group.count for group in self.groups)
+
+    def stop_s(self, group: GroupSpec) -> float:
+        """When ``group``'s agents make their last request: when it leaves, or at the run's end."""
+        return self.duration_s if group.stop_s is None else group.stop_s
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -381,6 +428,8 @@ def _check_across(reader: Reader, scenario: Mapping[str, Any]) -> None:
     names = [group["name"] for group in tables if "name" in group]
     for duplicate in sorted({name for name in names if names.count(name) > 1}):
         reader.problem("groups", f"the name {duplicate!r} is used twice")
+    if not reader.has_problem("duration_s"):
+        _check_times(reader, scenario, scenario.get("duration_s", _DURATION_S))
     replicas = scenario.get("hub", {}).get("replicas", HubSpec().replicas)
     for index, fault in enumerate(scenario.get("faults", ())):
         if not isinstance(fault, dict):
@@ -399,3 +448,21 @@ def _check_across(reader: Reader, scenario: Mapping[str, Any]) -> None:
             reader.problem(f"{where}.replica", f"needs a replica index from 0 to {replicas} - 1, not {replica!r}")
         if kind == "broker-restart" and broker.get("kind") == "external":
             reader.problem(f"{where}.kind", "an external broker cannot be restarted by a scenario")
+
+
+def _check_times(reader: Reader, scenario: Mapping[str, Any], duration_s: float) -> None:
+    """Refuse what would happen at or after the run's end, so never: a group joining, leaving, or its rate changing."""
+    ends = f"the run ends at {duration_s:g} s"
+    for index, group in enumerate(scenario.get("groups", ())):
+        if not isinstance(group, dict):
+            continue  # not a table: said so
+        where, start_s, stop_s = f"groups[{index}]", group.get("start_s", 0.0), group.get("stop_s")
+        if start_s >= duration_s:
+            reader.problem(f"{where}.start_s", f"{ends}: the group would never join")
+        if stop_s is not None and stop_s > duration_s:
+            reader.problem(f"{where}.stop_s", f"{ends}: leave it out to stay until the end")
+        if stop_s is not None and stop_s <= start_s:
+            reader.problem(f"{where}.stop_s", f"must come after start_s ({start_s:g} s)")
+        curve = group.get("rate_hz")
+        if curve is not None and curve.points[-1][0] > duration_s:
+            reader.problem(f"{where}.rate_hz", f"{ends}: a point at {curve.points[-1][0]:g} s is never reached")
