@@ -103,7 +103,7 @@ def test_through_a_broker_restart_requests_are_answered_or_fall_back_and_the_age
 
 
 def test_an_agent_that_cannot_start_fails_the_run_with_its_log() -> None:
-    scenario = parse_scenario(_scenario(policies=["no-such-cut"], duration_s=1))
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=1))
     with pytest.raises(EmulationError, match=r"emulated agent cams-0 exited before it was ready; its log .* ends:"):
         asyncio.run(run_emulated(scenario, {}, [].append, policy="no-such-cut"))  # past the run's own checks
 
