@@ -78,7 +78,8 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
             " measured on this host. Emulate mode: the scenario's broker, hub processes and one process per agent"
             " behind emulated links, in wall-clock time. Writes requests.csv, summary.json, profiles.json, run.json"
             " (and in emulate mode observed-profiles.json), PNG plots and report.html to --out and prints the"
-            " summary. Ctrl+C or SIGTERM stops with what has run (exit 130)."
+            " summary. Ctrl+C (SIGINT, in the background too) or SIGTERM stops the run and writes the same files for"
+            " what has run (exit 130)."
         ),
     )
     run.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a scenario .toml file or a bundled name")
@@ -150,7 +151,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
             raise ConfigError(msg)
         return _find_hubs(args, scenario, out)
     try:
-        with _terminate_as_interrupt(), _progress_bars(args.mode, shown=not args.json) as progress:
+        with _signals_interrupt(), _progress_bars(args.mode, shown=not args.json) as progress:
             summaries = run_scenario(
                 scenario,
                 out,
@@ -162,7 +163,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
                 max_agents=MAX_EMULATED_AGENTS if args.max_agents is None else args.max_agents,
             )
     except KeyboardInterrupt:
-        sys.stderr.write(f"interrupted: the summary so far is in {out / 'summary.json'}\n")
+        sys.stderr.write(f"interrupted: what has run so far is in {out} (summary.json, requests.csv, ...)\n")
         return ExitCode.INTERRUPTED
     if args.json:
         print_json([summary.to_json() for summary in summaries])
@@ -193,17 +194,24 @@ def _needs(module: str, why: str, *, hint: str = "") -> None:
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops a run as Ctrl+C does: the hubs and agents it started stopped, the summary so far written."""
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM stop a run: the hubs and agents it started stopped, what it has so far written.
+
+    Both handlers are installed here, not left to Python's default: a run
+    started in the background from a script inherits SIGINT ignored, and
+    Python then installs no handler of its own. The previous handlers come
+    back on the way out.
+    """
 
     def interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal's handler signature
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ The two sides speak JSON lines:
    ``start_s`` counted from ``T``), until its stdin closes; requests still in
    flight then are not recorded, as in fleet mode.
 
-Arrivals and inputs draw from the same named streams as fleet mode. A child
+Arrivals are fleet mode's (:func:`~simulations._arrivals.arrivals`), and
+inputs draw from the same named streams. A child
 runs in its own session (Ctrl+C reaches the parent, which stops it) and logs
 to a file the parent names; when a child fails, the error carries that log's
 last lines.
@@ -28,13 +29,13 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import sys
 import time
 import zlib
 from typing import TYPE_CHECKING
 
 from protocol.errors import EdgecutError
+from simulations._arrivals import RateCurve, arrivals
 from simulations._report import LOST, RequestRecord
 from simulations._scenario import policy_cut
 
@@ -71,8 +72,11 @@ class AgentConfig:
         prefix: The topic prefix of the run.
         seed: The scenario's seed.
         arrival: ``poisson`` or ``closed``.
-        rate_hz: Requests per second, with ``poisson``.
+        rate_hz: The rate curve's ``(t_s, rate_hz)`` points, with ``poisson``
+            (:class:`~simulations._arrivals.RateCurve`).
         think_s: Seconds between an answer and the next request, with ``closed``.
+        start_s: When it starts making requests, from the run's start.
+        stop_s: When it stops.
         deadline_s: The request deadline.
     """
 
@@ -86,8 +90,10 @@ class AgentConfig:
     prefix: str
     seed: int
     arrival: str
-    rate_hz: float
+    rate_hz: tuple[tuple[float, float], ...]
     think_s: float
+    start_s: float
+    stop_s: float
     deadline_s: float
 
 
@@ -233,7 +239,6 @@ async def _requests(agent: EdgeAgent, config: AgentConfig, started: float) -> No
     """Make requests as the config's arrivals say, recording each as it finishes."""
     import numpy as np  # noqa: PLC0415
 
-    arrivals = random.Random(f"{config.seed}/{config.name}/arrivals")  # noqa: S311 - the fleet's stream, by name
     spec = agent.model.inputs[0]
     shape = tuple(dim if isinstance(dim, int) else 1 for dim in spec.shape[1:])
     rng = np.random.default_rng(zlib.crc32(f"{config.seed}/{config.name}/inputs".encode()))
@@ -250,16 +255,19 @@ async def _requests(agent: EdgeAgent, config: AgentConfig, started: float) -> No
             _write({"record": dataclasses.asdict(_record(config, at - started, result))})
 
     try:
+        await asyncio.sleep(max(0.0, started + config.start_s - time.monotonic()))
         if config.arrival == "closed":
-            while True:
+            while time.monotonic() - started < config.stop_s:
                 await one()
                 await asyncio.sleep(config.think_s)
-        await asyncio.sleep(arrivals.uniform(0, 1 / config.rate_hz))
-        while True:
-            task = asyncio.create_task(one())
-            pending[task] = time.monotonic()
-            task.add_done_callback(pending.pop)
-            await asyncio.sleep(arrivals.expovariate(config.rate_hz))
+        else:
+            curve = RateCurve(tuple((t_s, rate_hz) for t_s, rate_hz in config.rate_hz))
+            for at_s in arrivals(config.seed, config.name, curve, start_s=config.start_s, stop_s=config.stop_s):
+                await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+                task = asyncio.create_task(one())
+                pending[task] = time.monotonic()
+                task.add_done_callback(pending.pop)
+        await asyncio.gather(*pending)  # the group has left: its last requests finish
     finally:
         _report_lost(config, started, pending.values())
         for task in list(pending):

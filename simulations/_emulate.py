@@ -8,7 +8,7 @@ own (:mod:`simulations._agent_process`) behind its own emulated link
 (:class:`simulations.LinkProxy`, in this process) and running as a device of
 its profile's speed (:func:`simulations.stretched_sessions`). Every process
 shares this machine's cores, so tens of agents are the practical limit.
-Arrivals draw from the same named streams as fleet mode. Faults act on the
+Arrivals are fleet mode's, drawn from the same named streams. Faults act on the
 real things: a link's proxy changes rate or holds everything (an outage), a
 hub process is killed and started again or stopped (SIGSTOP) and continued,
 the broker is stopped and started again on its port.
@@ -169,8 +169,10 @@ def _config(
         prefix=prefix,
         seed=scenario.seed,
         arrival=group.arrival,
-        rate_hz=group.rate_hz,
+        rate_hz=group.rate_hz.points,
         think_s=group.think_s,
+        start_s=group.start_s,
+        stop_s=scenario.stop_s(group),
         deadline_s=group.deadline_s,
     )
 

@@ -40,6 +40,7 @@ import simpy
 
 from edge_agent import EDGE_ONLY, FallBack, InferenceResult, SendPing, Timings
 from protocol import ErrorCode
+from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
 from simulations._fleet_faults import fault_process
 from simulations._hubs import Hub, Hubs, Refused, Served
@@ -125,16 +126,23 @@ class Fleet:
     # --- an agent's processes -----------------------------------------------------------
 
     def _agent(self, agent: SimulatedAgent) -> Generator[simpy.Event, object, None]:
-        group = agent.group
-        yield from self._pings(agent, agent.core.start(self.env.now))  # the link known before the first request
+        """Join with the group, ping, make the group's requests until it leaves.
+
+        A request due while the start's pings are out waits for them, as an
+        application's first call waits for ``async with EdgeAgent(...)``.
+        """
+        env, group = self.env, agent.group
+        start_s, stop_s = group.start_s, self.scenario.stop_s(group)
+        yield env.timeout(start_s)
+        yield from self._pings(agent, agent.core.start(env.now))  # the link known before the first request
         if group.arrival == "closed":
-            while True:
-                yield self.env.process(self._request(agent))
-                yield self.env.timeout(group.think_s)
-        yield self.env.timeout(agent.arrivals.uniform(0, 1 / group.rate_hz))  # agents do not start in step
-        while True:
-            self.env.process(self._request(agent))
-            yield self.env.timeout(agent.arrivals.expovariate(group.rate_hz))
+            while env.now < stop_s:
+                yield env.process(self._request(agent))
+                yield env.timeout(group.think_s)
+            return
+        for at_s in arrivals(self.scenario.seed, agent.name, group.rate_hz, start_s=start_s, stop_s=stop_s):
+            yield env.timeout(max(0.0, at_s - env.now))
+            env.process(self._request(agent))
 
     def _request(self, agent: SimulatedAgent) -> Generator[simpy.Event, object, None]:
         env = self.env

@@ -50,7 +50,6 @@ class SimulatedAgent:
         self.device = simpy.Resource(env, capacity=1)
         self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
         self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
-        self.arrivals = random.Random(f"{seed}/{self.name}/arrivals")  # noqa: S311
         self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
         self.outage_until_s = 0.0
         self.core = self._core(seed)

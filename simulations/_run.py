@@ -139,8 +139,9 @@ def run_scenario(
 ) -> list[Summary]:
     """Run ``scenario``, writing its outputs to ``out`` (created if needed).
 
-    Interrupted (``KeyboardInterrupt``), it still writes the summary of the
-    requests finished so far, then re-raises.
+    Interrupted (``KeyboardInterrupt``), it still writes every file for the
+    requests finished so far (the report too), then re-raises; another
+    error, every file but the report.
 
     Args:
         scenario: The scenario.
@@ -186,6 +187,7 @@ def run_scenario(
     lengths: dict[str, float] = {}  # each run's seconds: duration_s, or less with a request count
     out.mkdir(parents=True, exist_ok=True)
     save_profiles(profiles, out / "profiles.json")
+    outputs = _Outputs(out, scenario, source=source, mode=mode, started=started, wall=wall)
     try:
         with (out / "requests.csv").open("w", newline="", encoding="utf-8") as file:
             writer.append(csv.writer(file))
@@ -197,22 +199,53 @@ def run_scenario(
                     scenario, profiles, record, policy=policy, tick=functools.partial(show, name, index)
                 )
                 show(name, index + 1, scenario.duration_s)  # a run ended by its request count shows as done
-        if mode == "emulate":
-            save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
-        if report and records:
-            from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
+    except BaseException as exc:  # written, then raised again
+        outputs.write(records, lengths, profiles, report=report and isinstance(exc, KeyboardInterrupt))
+        raise
+    return outputs.write(records, lengths, profiles, report=report)
 
-            write_report(out, scenario, lengths)
-    finally:
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Outputs:
+    """Writes what a run has given into its directory, when it ends or is interrupted (Ctrl+C)."""
+
+    out: Path
+    scenario: Scenario
+    source: Path | None
+    mode: str
+    started: float
+    wall: float
+
+    def write(
+        self,
+        records: list[RequestRecord],
+        lengths: dict[str, float],
+        profiles: dict[str, ModelProfile],
+        *,
+        report: bool,
+    ) -> list[Summary]:
+        """``summary.json``, ``run.json``, the observed profiles (emulate mode), and the report when ``report``."""
+        out, scenario = self.out, self.scenario
         lengths = _ran_s(records, lengths)
         summaries = summarise(records, lengths)
         summary = [s.to_json() for s in summaries]
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         provenance = _provenance(
-            scenario, source, started=started, wall_s=time.perf_counter() - wall, mode=mode, lengths=lengths
+            scenario,
+            self.source,
+            started=self.started,
+            wall_s=time.perf_counter() - self.wall,
+            mode=self.mode,
+            lengths=lengths,
         )
         (out / "run.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-    return summaries
+        if self.mode == "emulate":
+            save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
+        if report and records:
+            from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
+
+            write_report(out, scenario, lengths)
+        return summaries
 
 
 def _ran_s(records: list[RequestRecord], lengths: dict[str, float]) -> dict[str, float]:

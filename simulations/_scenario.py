@@ -45,17 +45,20 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from models import CLOUD_ONLY, EDGE_ONLY
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, EdgecutError
 from protocol.mqtt import BrokerURL
+from simulations._arrivals import RateCurve
 from simulations._devices import PROFILES
 from simulations._link import LinkSpec  # noqa: TC001 - the schema reads the annotations at run time
 from simulations._presets import PRESET_NAMES, fixed_link, preset, trace_link
-from simulations._schema import NOT_READ, Reader, Setting, build, setting, with_lines
+from simulations._schema import NOT_READ, Reader, Setting, build, setting, syntax_error, with_lines
 from simulations._tc import parse_duration_ms, parse_rate
 
 if TYPE_CHECKING:
@@ -74,6 +77,8 @@ POLICIES = ("edge", "cloud", "auto")
 _POLICY_CUTS = {"edge": EDGE_ONLY, "cloud": CLOUD_ONLY}
 _NEED_GROUPS = "at least one [[groups]] table is needed"
 _NEED_AT = "a time from the start (>= 0) is needed"
+_DURATION_S = 60.0
+_MODEL = "resnet18"
 
 
 def policy_cut(policy: str) -> str | None:
@@ -95,6 +100,41 @@ def _device(device: str) -> str | None:
     return None if device in PROFILES else f"no device profile named {device!r}; known: {', '.join(PROFILES)}"
 
 
+def _model(model: str) -> str | None:
+    """A zoo model's name, or an ONNX file or split directory that exists (from the working directory)."""
+    if Path(model).exists():
+        return None
+    if Path(model).suffix == ".onnx":
+        return f"no such file: {model}"
+    names = _zoo_names()
+    if names is None or model in names:
+        return None  # without onnx there is no zoo to check against (a profiles file may still have the model)
+    return f"no zoo model named {model!r} and no such file; the zoo: {', '.join(names)}"
+
+
+def _zoo_names() -> tuple[str, ...] | None:
+    """The zoo's model names, or ``None`` without ``onnx`` installed (the zoo needs it)."""
+    try:
+        from models.zoo import MODEL_NAMES  # noqa: PLC0415 - imports onnx
+    except ImportError:
+        return None
+    return MODEL_NAMES
+
+
+@functools.cache
+def _candidate_cuts(model: str) -> tuple[str, ...] | None:
+    """The ids of ``model``'s candidate cuts (building it, without running it); ``None`` when it cannot be built."""
+    try:
+        from models import partition  # noqa: PLC0415 - imports onnx
+    except ImportError:
+        return None
+    try:
+        _, built = partition.load_model(model)
+    except EdgecutError:
+        return None  # said so by the model's own check
+    return tuple(cut.id for cut in partition.candidate_cuts(partition.enumerate_cuts(built)))
+
+
 def _not_negative(value: float) -> str | None:
     return "must not be negative" if value < 0 else None
 
@@ -107,12 +147,20 @@ def _broker_url(url: str) -> str | None:
     return None
 
 
-def _text(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
-    """A string, or a number written bare (``delay = 40``: milliseconds)."""
+def _duration(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    """Seconds, from a string such as ``'40ms'`` or a number written bare (``delay = 40``: milliseconds)."""
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
-        return str(raw)
+        try:
+            return parse_duration_ms(str(raw)) / 1000
+        except ValueError as exc:
+            reader.problem(path, str(exc))
+            return NOT_READ
     reader.problem(path, f"must be a string such as '40ms', not {raw!r}")
     return NOT_READ
+
+
+def _loss(loss: float) -> str | None:
+    return None if 0 <= loss < 1 else f"must be a fraction from 0 to below 1, not {loss!r}"
 
 
 def _rate(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
@@ -121,6 +169,39 @@ def _rate(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the 
     except ValueError as exc:
         reader.problem(path, f"a rate such as '2mbit' is needed ({exc})")
         return NOT_READ
+
+
+def _rate_curve(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
+    """A rate in requests/s, or a curve of ``[t_s, rate_hz]`` points (linear between them, held after the last)."""
+    if _is_number(raw):
+        if raw > 0:  # type: ignore[operator]  # a number, checked
+            return RateCurve.constant(float(raw))  # type: ignore[arg-type]
+        reader.problem(path, f"must be positive, not {raw!r}")
+        return NOT_READ
+    if not isinstance(raw, list) or not raw:
+        reader.problem(path, f"must be a rate in requests/s or a list of [t_s, rate_hz] points, not {raw!r}")
+        return NOT_READ
+    points: list[tuple[float, float]] = []
+    for index, point in enumerate(raw):
+        where = f"{path}[{index}]"
+        if not (isinstance(point, list) and len(point) == 2 and all(_is_number(v) for v in point)):  # noqa: PLR2004
+            reader.problem(where, f"must be a point [t_s, rate_hz], not {point!r}")
+        elif point[0] < 0 or point[1] < 0:
+            reader.problem(where, f"a time and a rate must not be negative, not {point!r}")
+        elif points and point[0] < points[-1][0]:
+            reader.problem(where, f"comes before the point ahead of it ({points[-1][0]:g} s): times must not go back")
+        else:
+            points.append((float(point[0]), float(point[1])))
+    if len(points) < len(raw):
+        return NOT_READ
+    if not any(rate > 0 for _, rate in points):
+        reader.problem(path, "the rate is zero throughout: no request would ever be made")
+        return NOT_READ
+    return RateCurve(tuple(points))
+
+
+def _is_number(raw: object) -> bool:
+    return isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
 
 
 def _no_groups(groups: list[Any]) -> str | None:
@@ -169,12 +250,12 @@ class HubSpec:
 class _LinkTable:
     """A link written as a table: a fixed rate, or a trace file's (a path from the scenario's directory)."""
 
-    rate: str | None = None
+    rate_bit_s: float | None = dataclasses.field(default=None, metadata=setting(key="rate", read=_rate))
     trace: str | None = None
     column: str | None = None
-    delay: str = dataclasses.field(default="0ms", metadata=setting(read=_text))
-    jitter: str = dataclasses.field(default="0ms", metadata=setting(read=_text))
-    loss: float = 0.0
+    delay_s: float = dataclasses.field(default=0.0, metadata=setting(key="delay", read=_duration))
+    jitter_s: float = dataclasses.field(default=0.0, metadata=setting(key="jitter", read=_duration))
+    loss: float = dataclasses.field(default=0.0, metadata=setting(check=_loss))
 
 
 def _link(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the reader's protocol
@@ -187,28 +268,29 @@ def _link(reader: Reader, raw: object, path: str) -> Any:  # noqa: ANN401 - the 
     values = reader.table(
         _LinkTable, raw, path, expected="a preset name or a table {rate | trace, delay, jitter, loss}"
     )
-    if values is None or reader.has_problem(path):
+    if values is None:
         return NOT_READ
-    if "trace" in values and ("rate" in values or "loss" in values):
+    if "trace" in values and ("rate_bit_s" in values or "loss" in values):
         reader.problem(path, "a trace sets the rate: give trace or rate (and loss), not both")
+    table: _LinkTable = build(_LinkTable, values)  # a value with a problem takes its default here
+    link = None if table.trace is None else _trace_link(reader, table, table.trace, f"{path}.trace")
+    if reader.has_problem(path):
         return NOT_READ
+    if link is None:
+        link = fixed_link(rate_bit_s=table.rate_bit_s, delay_s=table.delay_s, jitter_s=table.jitter_s, loss=table.loss)
+    return link
+
+
+def _trace_link(reader: Reader, table: _LinkTable, name: str, path: str) -> LinkSpec | None:
+    """The link following the trace file ``name`` (a relative path from the scenario's directory)."""
+    trace = Path(name)
+    if not trace.is_absolute() and reader.directory is not None:
+        trace = reader.directory / trace
     try:
-        return _link_of(build(_LinkTable, values), reader.directory)
-    except (ConfigError, ValueError) as exc:
+        return trace_link(trace, delay_s=table.delay_s, jitter_s=table.jitter_s, column=table.column)
+    except ConfigError as exc:
         reader.problem(path, str(exc))
-        return NOT_READ
-
-
-def _link_of(table: _LinkTable, directory: Path | None) -> LinkSpec:
-    """The link a table describes (a trace's relative path from ``directory``)."""
-    delay_s, jitter_s = parse_duration_ms(table.delay) / 1000, parse_duration_ms(table.jitter) / 1000
-    if table.trace is None:
-        rate = None if table.rate is None else parse_rate(table.rate)
-        return fixed_link(rate_bit_s=rate, delay_s=delay_s, jitter_s=jitter_s, loss=table.loss)
-    trace = Path(table.trace)
-    if not trace.is_absolute() and directory is not None:
-        trace = directory / trace
-    return trace_link(trace, delay_s=delay_s, jitter_s=jitter_s, column=table.column)
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,20 +305,27 @@ class GroupSpec:
         link: The link each agent has to the broker (one per agent).
         arrival: ``poisson`` (requests at ``rate_hz`` whatever came back) or
             ``closed`` (the next request ``think_s`` after the last answer).
-        rate_hz: Requests per second per agent, with ``poisson``.
+        rate_hz: Requests per second per agent, with ``poisson``: one rate
+            (``rate_hz = 2.0``) or a curve of ``[t_s, rate_hz]`` points,
+            linear between them and held after the last (two points at one
+            time make a step).
         think_s: Seconds between an answer and the next request, with ``closed``.
+        start_s: When the group's agents join the run and start making requests.
+        stop_s: When they leave, making no more requests (``None``: at the run's end).
         policy: ``edge``, ``cloud``, ``auto`` or a cut id.
         deadline_s: How long an agent waits for the hub before its local fallback.
     """
 
     name: str
     count: int = dataclasses.field(default=1, metadata=setting(positive=True))
-    model: str = "resnet18"
+    model: str = dataclasses.field(default=_MODEL, metadata=setting(check=_model))
     device: str = dataclasses.field(default="rpi4", metadata=setting(check=_device))
     link: LinkSpec = dataclasses.field(metadata=setting(read=_link))
     arrival: Arrival = "poisson"
-    rate_hz: float = dataclasses.field(default=1.0, metadata=setting(positive=True))
+    rate_hz: RateCurve = dataclasses.field(default=RateCurve.constant(1.0), metadata=setting(read=_rate_curve))
     think_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    start_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    stop_s: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
     policy: str = dataclasses.field(default="auto", metadata=setting(read=_policy))
     deadline_s: float = dataclasses.field(default=5.0, metadata=setting(positive=True))
 
@@ -291,7 +380,7 @@ class Scenario:
     name: str
     description: str = ""
     seed: int = 0
-    duration_s: float = dataclasses.field(default=60.0, metadata=setting(positive=True))
+    duration_s: float = dataclasses.field(default=_DURATION_S, metadata=setting(positive=True))
     requests: int | None = dataclasses.field(default=None, metadata=setting(positive=True))
     policies: tuple[str, ...] = dataclasses.field(
         default=(), metadata=setting(expected="a list of policy names", items=Setting(read=_policy))
@@ -307,6 +396,10 @@ class Scenario:
     def agents(self) -> int:
         """How many agents in all."""
         return sum(group.count for group in self.groups)
+
+    def stop_s(self, group: GroupSpec) -> float:
+        """When ``group``'s agents make their last request: when it leaves, or at the run's end."""
+        return self.duration_s if group.stop_s is None else group.stop_s
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -345,7 +438,7 @@ def load_scenario(path: Path) -> Scenario:
         msg = f"cannot read scenario {path}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
     except tomllib.TOMLDecodeError as exc:
-        msg = f"{path}: not TOML: {exc}"
+        msg = f"{path}: not TOML: {syntax_error(text, exc)}"
         raise ConfigError(msg) from exc
     return parse_scenario(data, source=str(path), text=text, directory=path.parent)
 
@@ -381,6 +474,9 @@ def _check_across(reader: Reader, scenario: Mapping[str, Any]) -> None:
     names = [group["name"] for group in tables if "name" in group]
     for duplicate in sorted({name for name in names if names.count(name) > 1}):
         reader.problem("groups", f"the name {duplicate!r} is used twice")
+    if not reader.has_problem("duration_s"):
+        _check_times(reader, scenario, scenario.get("duration_s", _DURATION_S))
+    _check_cuts(reader, scenario)
     replicas = scenario.get("hub", {}).get("replicas", HubSpec().replicas)
     for index, fault in enumerate(scenario.get("faults", ())):
         if not isinstance(fault, dict):
@@ -399,3 +495,49 @@ def _check_across(reader: Reader, scenario: Mapping[str, Any]) -> None:
             reader.problem(f"{where}.replica", f"needs a replica index from 0 to {replicas} - 1, not {replica!r}")
         if kind == "broker-restart" and broker.get("kind") == "external":
             reader.problem(f"{where}.kind", "an external broker cannot be restarted by a scenario")
+
+
+def _check_times(reader: Reader, scenario: Mapping[str, Any], duration_s: float) -> None:
+    """Refuse what would come at or after the run's end, so never: a fault, a group joining or leaving, a rate."""
+    ends = f"the run ends at {duration_s:g} s"
+    for index, fault in enumerate(scenario.get("faults", ())):
+        if isinstance(fault, dict) and fault.get("at_s", 0.0) >= duration_s:
+            reader.problem(f"faults[{index}].at_s", f"{ends}: the fault would never happen")
+    for index, group in enumerate(scenario.get("groups", ())):
+        if not isinstance(group, dict):
+            continue  # not a table: said so
+        where, start_s, stop_s = f"groups[{index}]", group.get("start_s", 0.0), group.get("stop_s")
+        if start_s >= duration_s:
+            reader.problem(f"{where}.start_s", f"{ends}: the group would never join")
+        if stop_s is not None and stop_s > duration_s:
+            reader.problem(f"{where}.stop_s", f"{ends}: leave it out to stay until the end")
+        if stop_s is not None and stop_s <= start_s:
+            reader.problem(f"{where}.stop_s", f"must come after start_s ({start_s:g} s)")
+        curve = group.get("rate_hz")
+        if curve is not None and curve.points[-1][0] > duration_s:
+            reader.problem(f"{where}.rate_hz", f"{ends}: a point at {curve.points[-1][0]:g} s is never reached")
+
+
+def _check_cuts(reader: Reader, scenario: Mapping[str, Any]) -> None:
+    """Refuse a policy naming a cut that is no candidate of a model it is used with (before anything is measured)."""
+    models: dict[int, str] = {
+        index: group.get("model", _MODEL)
+        for index, group in enumerate(scenario.get("groups", ()))
+        if isinstance(group, dict) and not reader.has_problem(f"groups[{index}].model")
+    }
+    for index, policy in enumerate(scenario.get("policies", ())):
+        for model in dict.fromkeys(models.values()):
+            _check_cut(reader, f"policies[{index}]", policy, model)
+    for index, model in models.items():
+        _check_cut(reader, f"groups[{index}].policy", scenario["groups"][index].get("policy"), model)
+
+
+def _check_cut(reader: Reader, path: str, policy: object, model: str) -> None:
+    cut_id = policy_cut(policy) if isinstance(policy, str) else None
+    if cut_id is None or cut_id in (EDGE_ONLY, CLOUD_ONLY):
+        return
+    known = _candidate_cuts(model)
+    if known is not None and cut_id not in known and not reader.has_problem(path):
+        reader.problem(
+            path, f"policy {policy!r} is not {', '.join(POLICIES)} or a candidate cut of {model} ({', '.join(known)})"
+        )

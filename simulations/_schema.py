@@ -26,7 +26,7 @@ import typing
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from pathlib import Path
 
 _METADATA = "edgecut.setting"
@@ -204,14 +204,17 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-_HEADER_LINE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+_HEADER_LINE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
 _KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
 _PROBLEM_PATH = re.compile(r"^([A-Za-z0-9_.\[\]-]+): ")
+_INDEX = re.compile(r"\[\d+\]$")
+_TOML_AT = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)$")
+_UNFINISHED = ("Unclosed", "Unterminated")
+"""tomllib's messages for a value left open: it notices where the next statement begins."""
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """The line of each ``key = value`` in ``text``, by field path (``groups[1].link``), and of each table header."""
-    lines: dict[str, int] = {}
+def _statements(text: str) -> Iterator[tuple[int, str]]:
+    """The line and field path of each table header and ``key = value`` in ``text`` (``groups[1].link``)."""
     counts: dict[str, int] = {}
     table = ""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -222,24 +225,55 @@ def _key_lines(text: str) -> dict[str, int]:
                 table = f"{name}[{index}]"
             else:
                 table = name
-            lines.setdefault(table, number)
+            yield number, table
         elif key := _KEY_LINE.match(line):
-            lines.setdefault(f"{table}.{key[1]}" if table else key[1], number)
-    return lines
+            yield number, f"{table}.{key[1]}" if table else key[1]
 
 
 def with_lines(problems: Iterable[str], text: str) -> list[str]:
-    """Each of ``problems`` (``path: message``) prefixed with the line of its field in ``text``, where known."""
-    lines = _key_lines(text)
-    return [_with_line(problem, lines) for problem in problems]
+    """Each of ``problems`` (``path: message``) prefixed with the line of its field in ``text``, sorted by line.
+
+    A problem whose field has no line of its own takes its table's (a key
+    left out), or its array's (an item); one with no line at all comes last.
+    """
+    lines: dict[str, int] = {}
+    for number, path in _statements(text):
+        lines.setdefault(path, number)
+    located = [(_line_of(problem, lines), problem) for problem in problems]
+    located.sort(key=lambda item: math.inf if item[0] is None else item[0])
+    return [problem if line is None else f"line {line}: {problem}" for line, problem in located]
 
 
-def _with_line(problem: str, lines: dict[str, int]) -> str:
-    """``problem`` prefixed with the line of its field (or of the nearest enclosing table) when known."""
+def _line_of(problem: str, lines: dict[str, int]) -> int | None:
+    """The line of ``problem``'s field, or of the nearest array or table around it, when known."""
     match = _PROBLEM_PATH.match(problem)
     path = match[1] if match else ""
     while path:
         if path in lines:
-            return f"line {lines[path]}: {problem}"
-        path = path.rpartition(".")[0]
-    return problem
+            return lines[path]
+        path = _INDEX.sub("", path) if _INDEX.search(path) else path.rpartition(".")[0]
+    return None
+
+
+def syntax_error(text: str, error: ValueError) -> str:
+    """The TOML syntax ``error`` in ``text`` as ``line N: field: message``, at the line of the statement it is in.
+
+    tomllib notices a value left open (an array without its ``]``) only where
+    the next statement begins: such an error is put back on the line the
+    value was left open on.
+    """
+    message = str(error)
+    at = _TOML_AT.search(message)
+    if at is None:
+        return message
+    message = message[: at.start()]
+    lines = text.splitlines()
+    number = int(at[1]) if at[1] else len(lines) + 1
+    if number > len(lines) or (at[2] == "1" and message.startswith(_UNFINISHED)):
+        number = next(
+            (n for n in range(number - 1, 0, -1) if lines[n - 1].strip() and not lines[n - 1].lstrip().startswith("#")),
+            number,
+        )
+    before = [(line, path) for line, path in _statements(text) if line <= number]
+    field = f"{before[-1][1]}: " if before else ""
+    return f"line {number}: {field}{message}"

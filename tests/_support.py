@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -171,3 +173,24 @@ def quantised_tiny(directory: Path) -> Path:
     )
     (directory / "tiny-float.onnx").unlink()
     return path
+
+
+def ignoring_sigint() -> None:
+    """A child's ``preexec_fn``: SIGINT ignored, as a job started with ``&`` from a script inherits it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def signalled_output(process: subprocess.Popen[bytes], signum: int, timeout_s: float) -> bytes:
+    """Send ``signum`` to ``process`` and return its stderr once it exits; killed if it runs on past ``timeout_s``.
+
+    Raises:
+        subprocess.TimeoutExpired: It did not stop within ``timeout_s``.
+    """
+    process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return err

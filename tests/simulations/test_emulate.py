@@ -21,6 +21,7 @@ from simulations._emulate import run_emulated
 from simulations._report import read_records, summarise
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
+from tests._support import ignoring_sigint, signalled_output
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -102,7 +103,7 @@ def test_through_a_broker_restart_requests_are_answered_or_fall_back_and_the_age
 
 
 def test_an_agent_that_cannot_start_fails_the_run_with_its_log() -> None:
-    scenario = parse_scenario(_scenario(policies=["no-such-cut"], duration_s=1))
+    scenario = parse_scenario(_scenario(policies=["cloud"], duration_s=1))
     with pytest.raises(EmulationError, match=r"emulated agent cams-0 exited before it was ready; its log .* ends:"):
         asyncio.run(run_emulated(scenario, {}, [].append, policy="no-such-cut"))  # past the run's own checks
 
@@ -159,7 +160,10 @@ def test_a_hub_that_cannot_start_fails_the_run_at_once_with_its_log() -> None:
     assert "no-such-model" in str(caught.value)  # the hub's own words on why, from its log
 
 
-def test_sigterm_stops_an_emulated_run_as_ctrl_c_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigint_even_in_the_background_and_sigterm_stop_an_emulated_run_and_it_writes_every_file(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     scenario = tmp_path / "long.toml"
     scenario.write_text(
         'name = "long"\nduration_s = 120\npolicies = ["cloud"]\n'
@@ -167,14 +171,19 @@ def test_sigterm_stops_an_emulated_run_as_ctrl_c_does(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     command = [sys.executable, "-m", "edgecut", "sim", "run", str(scenario), "--mode", "emulate", "--out", str(out)]
-    with subprocess.Popen([*command, "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as run:  # noqa: S603
+    with subprocess.Popen(  # noqa: S603 - our own command
+        [*command, "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=ignoring_sigint,  # noqa: PLW1509 - a signal disposition, nothing threaded
+    ) as run:
         rows = out / "requests.csv"
         for _ in range(600):  # up to 60 s for the first answers
             if rows.is_file() and len(rows.read_text().splitlines()) > 2:
                 break
             time.sleep(0.1)
-        run.send_signal(signal.SIGTERM)
-        _, err = run.communicate(timeout=60)
+        err = signalled_output(run, signum, timeout_s=60)
     assert run.returncode == ExitCode.INTERRUPTED, err
-    assert b"interrupted: the summary so far is in" in err
+    assert b"interrupted: what has run so far is in" in err
     assert json.loads((out / "summary.json").read_text())[0]["count"] >= 2
+    assert load_profiles(out / "observed-profiles.json")["tiny"].cuts  # what the devices and hubs took, as they ran

@@ -6,6 +6,10 @@ import dataclasses
 import json
 import math
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from simulations._report import RequestRecord, percentile, read_records, summari
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
 from simulations.scenarios import find
+from tests._support import ignoring_sigint, signalled_output
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -384,3 +389,32 @@ def test_the_steady_table_in_the_docs_is_what_fleet_mode_gives_on_the_shipped_pr
         scenario, tmp_path, profiles_file=root / "docs" / "profiles" / "resnet18.json", report=False
     )
     assert table(summaries) == expected
+
+
+def test_ctrl_c_stops_a_fleet_run_started_in_the_background_and_it_writes_every_file(
+    tmp_path: Path, profiles_file: Path
+) -> None:
+    scenario = tmp_path / "long.toml"
+    scenario.write_text(
+        'name = "long"\nduration_s = 1000000\npolicies = ["cloud"]\n'
+        '[[groups]]\nname = "cams"\ncount = 2\nlink = { rate = "50mbit" }\nrate_hz = 4.0\n'
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "edgecut", "sim", "run", str(scenario), "--out", str(out)]
+    with subprocess.Popen(  # noqa: S603 - our own command
+        [*command, "--profiles", str(profiles_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=ignoring_sigint,  # noqa: PLW1509 - a signal disposition, nothing threaded
+    ) as run:
+        rows = out / "requests.csv"
+        for _ in range(600):  # up to 60 s for the run to start
+            if rows.is_file() or run.poll() is not None:
+                break
+            time.sleep(0.1)
+        err = signalled_output(run, signal.SIGINT, timeout_s=120)
+    assert run.returncode == ExitCode.INTERRUPTED, err
+    assert b"interrupted: what has run so far is in" in err
+    assert json.loads((out / "summary.json").read_text())[0]["count"] > 0
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert json.loads((out / "run.json").read_text())["run_s"]["cloud"] < 1000000

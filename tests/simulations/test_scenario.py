@@ -74,7 +74,7 @@ def test_every_problem_is_named_at_once() -> None:
         "groups[0].device: no device profile named 'rpi9'",
         "groups[0].arrival: must be one of poisson, closed",
         "groups[0].count: must be an integer",
-        "groups[2].link:",
+        "groups[2].link.rate: a rate such as '2mbit' is needed",
         "groups: the name 'a' is used twice",
         "faults[0].group: needs the name of a group",
         "faults[0].rate: a rate such as '2mbit' is needed",
@@ -169,7 +169,7 @@ def test_a_link_may_follow_a_trace_file_named_from_the_scenarios_directory(tmp_p
     with pytest.raises(ConfigError) as caught:
         load_scenario(path)
     text = str(caught.value)
-    assert "groups[1].link: " in text
+    assert "groups[1].link.trace: " in text
     assert "missing.log" in text
     assert "groups[2].link: a trace sets the rate" in text
     assert "groups[0]" not in text
@@ -196,3 +196,90 @@ def test_a_links_delay_may_be_bare_milliseconds_and_faults_come_in_time_order() 
     assert [fault.at_s for fault in scenario.faults] == [2.0, 9.0]
     with pytest.raises(ConfigError, match=r"groups\[0\]\.link\.delay_ms: unknown key; known: column, delay"):
         parse_scenario(GOOD | {"groups": [{"name": "a", "link": {"rate": "5mbit", "delay_ms": 40}}]})
+
+
+def _refused(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path)
+    return str(caught.value).splitlines()[1:]
+
+
+def test_unknown_models_and_cuts_are_named_with_their_lines_before_anything_is_measured(tmp_path: Path) -> None:
+    problems = _refused(
+        tmp_path,
+        'name = "m"\n'
+        'policies = ["auto", "layer1"]\n'
+        "[[groups]]\n"
+        'name = "a"\n'
+        'link = "wifi"\n'
+        'model = "resnet19"\n'
+        "[[groups]]\n"
+        'name = "b"\n'
+        'link = "wifi"\n'
+        'policy = "pool"\n'  # a candidate cut of resnet18: fine
+        "[[groups]]\n"
+        'name = "c"\n'
+        'link = "wifi"\n'
+        'model = "missing.onnx"\n',
+    )
+    assert problems[0] == (
+        "  line 2: policies[1]: policy 'layer1' is not edge, cloud, auto or a candidate cut of resnet18 "
+        "(input, layer4.0.add, pool, output)"
+    )
+    assert problems[1].startswith("  line 6: groups[0].model: no zoo model named 'resnet19' and no such file; the zoo:")
+    assert problems[2] == "  line 14: groups[2].model: no such file: missing.onnx"
+    assert len(problems) == 3
+
+
+def test_a_fault_after_the_run_is_refused() -> None:
+    late = GOOD | {"duration_s": 60, "faults": [{"at_s": 200, "kind": "outage", "group": "a", "for_s": 5}]}
+    with pytest.raises(ConfigError, match=r"faults\[0\]\.at_s: the run ends at 60 s: the fault would never happen"):
+        parse_scenario(late)
+    with pytest.raises(ConfigError, match=r"faults\[0\]\.at_s: the run ends at 60 s"):
+        parse_scenario(late | {"faults": [{"at_s": 60, "kind": "outage", "group": "a"}]})
+    assert parse_scenario(late | {"faults": [{"at_s": 59, "kind": "outage", "group": "a"}]}).faults
+
+
+def test_a_syntax_error_is_named_at_its_line_and_field(tmp_path: Path) -> None:
+    head = 'name = "s"\nseed = 1\n\n[hub]\nreplicas = 1\n\n[[groups]]\nname = "a"\nlink = "wifi"\n# the rate\n'
+    (unclosed,) = _refused_toml(tmp_path, head + "rate_hz = [[0, 1], [30, 2]\ncount = 2\n")
+    assert unclosed.endswith("not TOML: line 11: groups[0].rate_hz: Unclosed array")
+    (bare,) = _refused_toml(tmp_path, head + "count = 2\ndevice = rpi4\n")
+    assert "not TOML: line 12: groups[0].device: " in bare
+    (open_end,) = _refused_toml(tmp_path, head + 'policy = "auto\n\n')
+    assert "not TOML: line 11: groups[0].policy: " in open_end
+
+
+def _refused_toml(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path)
+    return str(caught.value).splitlines()
+
+
+def test_a_table_names_every_problem_and_all_come_sorted_by_line(tmp_path: Path) -> None:
+    problems = _refused(
+        tmp_path,
+        'name = "t"\n'
+        "duration_s = 30\n"
+        "[[faults]]\n"
+        "at_s = 40\n"
+        'kind = "outage"\n'
+        'group = "a"\n'
+        "[[groups]]\n"
+        'name = "a"\n'
+        'link = { rate = "fast", delay = "soon", jitter = "2ms", loss = 2 }\n'
+        "count = 0\n",
+    )
+    assert [problem.split(": ")[1] for problem in problems] == [
+        "faults[0].at_s",
+        "groups[0].link.rate",
+        "groups[0].link.delay",
+        "groups[0].link.loss",
+        "groups[0].count",
+    ]
+    lines = [int(problem.split()[1].rstrip(":")) for problem in problems]
+    assert lines == [4, 9, 9, 9, 10]
