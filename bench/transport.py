@@ -11,7 +11,11 @@ costs 1-1.5 ms of resnet18's tail, nothing of the runtime's); with a codec
 other than raw, also the codec alone (encoding the crossing tensors and
 decoding them, as agent and hub do). The ratio of the agent's median to the
 sum of the others' medians is the runtime's overhead; the target is <= 1.1.
-The head and tail columns show each half alone, for reference. A codec is
+The head and tail columns show each half alone, for reference. A second
+table shows where the agent's time beyond the floor went, from the timings
+it reports (``InferenceResult.timings``): its head and the hub's tail each
+against the floor's share, the network against the echo, and the parts the
+floor has none of (encoding, the hub's queue, decoding). A codec is
 measured only at the cuts where it sends what it names: elsewhere its row
 would repeat raw's (``jpeg`` on float activations) or another codec's.
 
@@ -35,7 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_hub import Hub, HubConfig, LocalBroker
-from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts, codec_at
+from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts, Timings, codec_at
 from edgecut._demo import pick_cuts, sample_images
 from protocol import RAW_CODEC, decode_tensor, encode_tensor
 from protocol.mqtt import BrokerURL
@@ -134,11 +138,13 @@ async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.
     crossing = run_head({name: images[0][np.newaxis]})
     tensors = {spec.name: crossing[spec.name] for spec in halves.manifest.crossing}
     samples: dict[str, list[float]] = {key: [] for key in ("agent", "echo", "compute", "head", "tail", "codec")}
+    timings: list[Timings] = []
     async with Echo(url, sent, received) as echo:
         await echo.round_trip()
         for image in images:
             feeds = {name: image[np.newaxis]}
-            samples["agent"].append((await agent.infer(image, cut=cut)).timings.total_ms / 1000)
+            timings.append((await agent.infer(image, cut=cut)).timings)
+            samples["agent"].append(timings[-1].total_ms / 1000)
             samples["echo"].append(await echo.round_trip())
             samples["compute"].append(timed(lambda: tail.run(run_head(feeds))))  # noqa: B023 - called at once
             samples["head"].append(timed(lambda: run_head(feeds)))  # noqa: B023
@@ -158,6 +164,23 @@ async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.
         "tail_ms": ms["tail"],
         "compute_ms": ms["compute"],
         "ratio": ms["agent"] / floor,
+        "over": over_the_floor(timings, ms),
+    }
+
+
+def over_the_floor(timings: list[Timings], ms: dict[str, float]) -> dict[str, float]:
+    """Where the agent's time beyond the floor went: medians of its timings against the floor's parts, in ms."""
+
+    def median(field: str) -> float:
+        return float(statistics.median(getattr(t, field) for t in timings))
+
+    return {
+        "edge": median("edge_ms") - ms["head"],
+        "encode": median("encode_ms"),
+        "network": median("network_ms") - ms["echo"],
+        "hub_queue": median("hub_queue_ms"),
+        "hub_tail": median("hub_compute_ms") - (ms["compute"] - ms["head"]),
+        "decode": median("decode_ms"),
     }
 
 
@@ -246,3 +269,11 @@ if __name__ == "__main__":
                 f"{r['head_ms']:>8.2f} {r['tail_ms']:>8.2f} {r['compute_ms']:>8.2f} {r['codec_ms']:>8.2f}"
                 f" {r['ratio']:>6.3f}"
             )
+        print(
+            "\nover the floor, ms (medians): the agent's own parts, and each against the part of the floor it matches"
+        )
+        parts = ("edge", "encode", "network", "hub queue", "hub tail", "decode")
+        print(f"{'cut':<24} {'codec':<18} " + " ".join(f"{part:>9}" for part in parts))
+        for r in rows:
+            over = " ".join(f"{ms:>9.2f}" for ms in r["over"].values())
+            print(f"{r['cut']:<24} {r['codec']:<18} {over}")
