@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from edgecut._output import print_json
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
 
     from cloud_hub import BrokerReport
 
@@ -71,23 +73,35 @@ def _broker_check(args: argparse.Namespace) -> ExitCode:
     from cloud_hub import check_broker  # noqa: PLC0415 - keeps `edgecut --help` light
 
     _setup_logging(args.verbose)
-    if not args.verbose:
-        for name in _CLIENT_LOGGERS:
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    report = asyncio.run(
-        check_broker(
-            args.url,
-            timeout_s=args.timeout,
-            requests=args.requests,
-            min_message_bytes=args.min_message,
-            max_message_bytes=args.max_message,
+    with contextlib.nullcontext() if args.verbose else _quiet(_CLIENT_LOGGERS):
+        report = asyncio.run(
+            check_broker(
+                args.url,
+                timeout_s=args.timeout,
+                requests=args.requests,
+                min_message_bytes=args.min_message,
+                max_message_bytes=args.max_message,
+            )
         )
-    )
     if args.json:
         print_json(report.to_dict())
     else:
         _print_report(report)
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+@contextlib.contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Silence loggers ``names`` for a while, then give them back their levels."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _print_report(report: BrokerReport) -> None:
