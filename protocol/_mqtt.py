@@ -10,6 +10,7 @@ nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -72,6 +73,37 @@ class Incoming:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Connack:
+    """The broker's answer to a connection attempt (its CONNACK packet).
+
+    Attributes:
+        accepted: The broker took the connection.
+        reason: Its reason code's name, e.g. ``"Success"`` or ``"Unsupported protocol version"``.
+        reason_code: The reason code (MQTT 5: 0 success, 0x84 unsupported protocol version, 0x86 bad user
+            name or password, ...).
+        session_present: The broker resumed a session it kept for this client id.
+        properties: The CONNACK's MQTT 5 properties under paho's names, e.g. ``MaximumPacketSize``.
+    """
+
+    accepted: bool
+    reason: str
+    reason_code: int
+    session_present: bool = False
+    properties: dict[str, object] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_paho(cls, flags: Any, reason_code: Any, properties: Properties | None) -> Connack:  # noqa: ANN401
+        """Copy paho's ``on_connect`` arguments (``ConnectFlags``, ``ReasonCode``, ``Properties``)."""
+        return cls(
+            accepted=not reason_code.is_failure,
+            reason=str(reason_code),
+            reason_code=int(reason_code.value),
+            session_present=bool(getattr(flags, "session_present", False)),
+            properties=properties.json() if properties is not None else {},  # type: ignore[no-untyped-call]
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Will:
     """What the broker publishes for us if the connection dies without a goodbye."""
 
@@ -121,6 +153,10 @@ class Connection:
             of delivering them: a flood of huge messages never reaches it.
         backoff: Pauses between reconnect attempts.
         keepalive: MQTT keepalive in seconds (how fast a dead broker is noticed).
+        session_expiry_s: Seconds the broker keeps this client's session (its
+            subscriptions and the QoS 1 messages queued for it) after the
+            connection ends. Above 0, every connect resumes the session kept
+            for ``client_id`` (clean start off); 0, the default, starts clean.
     """
 
     def __init__(
@@ -135,6 +171,7 @@ class Connection:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
         keepalive: int = 10,
+        session_expiry_s: int = 0,
     ) -> None:
         self.url = BrokerURL.parse(url)
         self.client_id = client_id
@@ -145,6 +182,7 @@ class Connection:
         self._max_message_bytes = max_message_bytes
         self._backoff = backoff or Backoff()
         self._keepalive = keepalive
+        self._session_expiry_s = session_expiry_s
         self._tls = self.url.tls_context()
         self._session: _Session | None = None
         self._connected = asyncio.Event()
@@ -152,6 +190,8 @@ class Connection:
         self._last_error: BaseException | None = None
         self.connects = 0
         """How many times a connection was made (1 + reconnects)."""
+        self.connack: Connack | None = None
+        """The broker's answer to the latest attempt that got one (``None`` before any)."""
 
     @property
     def is_connected(self) -> bool:
@@ -182,6 +222,19 @@ class Connection:
             raise
         if not supervisor.cancelled() and supervisor.exception() is not None:
             logger.warning("%s: connection supervisor ended with %r", self.client_id, supervisor.exception())
+
+    async def abort(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - like wait_connected
+        """Drop the connection without a DISCONNECT, as a crash or a lost link does, and stop.
+
+        The broker publishes the last will, if one was set. Waits up to
+        ``timeout`` seconds for the client to see its socket closed.
+        """
+        session = self._session
+        if session is not None:
+            session.drop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.closed.wait(), timeout)
+        await self.__aexit__(None, None, None)
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - like aiomqtt
         """Wait until the broker connection is up.
@@ -308,12 +361,18 @@ class Connection:
             tls_insecure=self.url.insecure if self._tls is not None else None,
             socket_options=(_TCP_NODELAY,),
             properties=self._connect_properties(),
+            clean_start=self._session_expiry_s == 0,
         )
-        return _Session(client, self._dispatch)
+        return _Session(client, self._dispatch, self._on_connack)
+
+    def _on_connack(self, connack: Connack) -> None:
+        self.connack = connack
 
     def _connect_properties(self) -> Properties:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.MaximumPacketSize = self._max_message_bytes + PACKET_OVERHEAD_BYTES
+        if self._session_expiry_s:
+            properties.SessionExpiryInterval = self._session_expiry_s
         return properties
 
 
@@ -342,13 +401,35 @@ class _Session:
     socket and the broker).
     """
 
-    def __init__(self, client: aiomqtt.Client, on_message: Callable[[MQTTMessage], None]) -> None:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        on_message: Callable[[MQTTMessage], None],
+        on_connack: Callable[[Connack], None],
+    ) -> None:
         self.client = client
         self.lost = False
+        self.closed = asyncio.Event()
         paho = client._client  # noqa: SLF001
         self._handler = paho.on_disconnect
+        self._connect_handler = paho.on_connect
+        self._on_connack = on_connack
         paho.on_disconnect = self._on_disconnect
+        paho.on_connect = self._on_connect
         paho.on_message = lambda _client, _userdata, message: on_message(message)
+
+    def drop(self) -> None:
+        """Close the socket without a DISCONNECT: to the broker, the client died."""
+        sock = self.client._client.socket()  # noqa: SLF001
+        if isinstance(sock, socket.socket):  # TLS sockets are ones too
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _on_connect(self, *args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
+        _client, _userdata, flags, reason_code, *properties = args
+        self._on_connack(Connack.from_paho(flags, reason_code, properties[0] if properties else None))
+        if self._connect_handler is not None:
+            self._connect_handler(*args)
 
     def _on_disconnect(self, *args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
         client = self.client
@@ -356,6 +437,7 @@ class _Session:
         if not connecting.done():
             connecting.set_exception(aiomqtt.MqttError("the connection closed before the broker's CONNACK"))
         self.lost = True
+        self.closed.set()
         for confirmation in client._pending_publishes.values():  # noqa: SLF001
             confirmation.set()  # the publish wakes, sees ``lost`` and fails at once
         if self._handler is not None:

@@ -7,13 +7,14 @@ and ``import protocol`` does not import it: the wire format stays usable
 without asyncio or an MQTT client.
 """
 
-from protocol._mqtt import Backoff, Connection, Incoming, Will
+from protocol._mqtt import Backoff, Connack, Connection, Incoming, Will
 from protocol._url import DEFAULT_PORTS, BrokerURL, QoS
 
 __all__ = [
     "DEFAULT_PORTS",
     "Backoff",
     "BrokerURL",
+    "Connack",
     "Connection",
     "Incoming",
     "QoS",

@@ -236,6 +236,47 @@ async def test_a_dropped_socket_publishes_the_will_and_reconnects(broker_url: st
     assert (will.topic, will.payload) == (will_topic, b"gone")
 
 
+async def test_abort_drops_the_socket_so_the_broker_publishes_the_will(broker_url: str, prefix: str) -> None:
+    will_topic = f"{prefix}/will"
+    doomed = Connection(broker_url, client_id=_id("doomed"), will=Will(will_topic, b"crashed", retain=False))
+    async with _receiver(broker_url, will_topic) as wills, _connected(doomed):
+        await doomed.abort()
+        will = await _next(wills)
+        assert not doomed.is_connected
+    assert will.payload == b"crashed"
+
+
+async def test_the_connack_says_whether_a_kept_session_was_resumed(broker_url: str, prefix: str) -> None:
+    topic, client_id = f"{prefix}/queued", _id("persistent")
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+
+    def persistent(subscriptions: list[tuple[str, int]]) -> Connection:
+        return Connection(
+            broker_url,
+            client_id=client_id,
+            subscriptions=subscriptions,
+            on_message=received.put_nowait,
+            session_expiry_s=30,
+        )
+
+    first = persistent([(topic, 1)])
+    async with _connected(first):
+        pass
+    assert first.connack is not None
+    assert first.connack.accepted
+    assert not first.connack.session_present
+    async with _connected(Connection(broker_url, client_id=_id("tx"))) as tx:
+        await tx.publish(topic, b"while away", qos=1, timeout=5)
+    second = persistent([])  # no subscription of its own: what arrives, the kept session brought
+    async with _connected(second):
+        assert (await _next(received)).payload == b"while away"
+    assert second.connack is not None
+    assert second.connack.session_present
+    async with _connected(Connection(broker_url, client_id=client_id)) as clean:  # a clean start ends the session
+        assert clean.connack is not None
+        assert not clean.connack.session_present
+
+
 async def test_reconnects_and_resubscribes_after_a_broker_restart(own_broker: LocalBroker, prefix: str) -> None:
     topic = f"{prefix}/again"
     received: asyncio.Queue[Incoming] = asyncio.Queue()
