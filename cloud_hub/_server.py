@@ -495,14 +495,18 @@ class Hub:
         return ("", "") if model is None else (model, header.cut_id)
 
     def _not_ready(self) -> str | None:
-        """Why the hub cannot take requests now (``/health/ready``), or ``None`` when it can."""
+        """Why the hub cannot take requests now (``/health/ready``), or ``None`` when it can.
+
+        It can once its requests' connection is up (which it opens after its
+        preloads), and so from before its online status goes out.
+        """
         if self.is_shutting_down:
             return "shutting down: finishing accepted requests"
-        if not self.ready.is_set():
-            return "starting: preloading tails or connecting to the broker"
-        if not self._connection.is_connected:
+        if self._connection.is_connected:
+            return None
+        if self.ready.is_set():
             return "reconnecting to the broker"
-        return None
+        return "starting: preloading tails or connecting to the broker"
 
     def _state(self) -> HubState:
         """What the hub holds and has counted now, for a metrics scrape."""
