@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
+import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloud_hub import Hub, HubConfig, LocalBroker
+from cloud_hub import Hub, HubConfig, HubProcess, LocalBroker, free_port, wait_online
 from edge_agent import CLOUD_ONLY
 from protocol import ErrorCode, Ping, Topics, decode_reply, encode_ping
 from protocol.errors import ConfigError
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 HTTP = "127.0.0.1:0"
+RUNTIME_MD = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -219,3 +223,31 @@ def test_http_must_be_host_and_port(http: str) -> None:
 def test_http_takes_ipv6_in_brackets() -> None:
     assert HubConfig(http="[::1]:9100").http_address() == ("::1", 9100)
     assert HubConfig().http_address() is None
+
+
+async def test_edgecut_hub_serves_http_once_online(broker_url: str, prefix: str) -> None:
+    port = free_port()
+    with HubProcess(broker_url, prefix=prefix, hub_id="cli-hub", options=["--http", f"127.0.0.1:{port}"], quiet=True):
+        await wait_online(broker_url, prefix, ["cli-hub"], 60)  # its status goes out once it is ready
+        ready = await asyncio.to_thread(_urlopen, f"http://127.0.0.1:{port}/health/ready")
+        metrics = await asyncio.to_thread(_urlopen, f"http://127.0.0.1:{port}/metrics")
+    assert ready == "ready\n"
+    names = {family.name for family in text_string_to_metric_families(metrics)}
+    assert {"edgecut_hub_requests", "edgecut_hub_queue_depth", "edgecut_hub_broker_connected"} <= names
+
+
+def _urlopen(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - a loopback http:// URL
+        return str(answer.read().decode())
+
+
+async def test_the_docs_list_every_metric_with_its_labels(start_hub: StartHub) -> None:
+    hub = await start_hub(http=HTTP)
+    _, _, body = await _http(hub, b"GET /metrics HTTP/1.1\r\n\r\n")
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in text_string_to_metric_families(body.decode())
+    }
+    table = RUNTIME_MD.read_text(encoding="utf-8").split("## Metrics and health", 1)[1].split("\n## ", 1)[0]
+    documented = dict(re.findall(r"^\| `(edgecut_hub_[a-z_]+)` \| ([a-z]+) \|", table, flags=re.MULTILINE))
+    assert documented == exposed
