@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_hub import Hub, HubConfig, HubProcess, LocalBroker, free_port, wait_online
+from cloud_hub._http import MAX_CONNECTIONS
 from edge_agent import CLOUD_ONLY
 from protocol import ErrorCode, Ping, Topics, decode_reply, encode_ping
 from protocol.errors import ConfigError
@@ -251,3 +252,21 @@ async def test_the_docs_list_every_metric_with_its_labels(start_hub: StartHub) -
     table = RUNTIME_MD.read_text(encoding="utf-8").split("## Metrics and health", 1)[1].split("\n## ", 1)[0]
     documented = dict(re.findall(r"^\| `(edgecut_hub_[a-z_]+)` \| ([a-z]+) \|", table, flags=re.MULTILINE))
     assert documented == exposed
+
+
+async def test_connections_past_the_limit_are_closed_unanswered(start_hub: StartHub) -> None:
+    hub = await start_hub(http=HTTP)
+    assert hub.http is not None
+    assert hub.http.address is not None
+    idle = [await asyncio.open_connection(*hub.http.address) for _ in range(MAX_CONNECTIONS)]
+    try:
+        # Accepted in order: this one finds the limit reached (the idle ones are held until their timeout).
+        reader, writer = await asyncio.open_connection(*hub.http.address)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed without a word
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        for _, idle_writer in idle:
+            idle_writer.close()
+            await idle_writer.wait_closed()
+    assert await _get(hub, "/health/live") == (200, b"live\n")  # served again once they are gone
