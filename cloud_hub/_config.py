@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import socket
@@ -30,6 +31,7 @@ _COUNTS = (
     "max_extra_cuts",
 )
 _DURATIONS = ("status_interval", "grace", "connect_timeout", "repeat_window")
+_MAX_PORT = 65535
 _RATES = ("loads_per_agent_minute", "loads_per_minute", "pings_per_agent_s", "pings_per_s")
 
 
@@ -82,6 +84,10 @@ class HubConfig:
         miss_ttl: Seconds a request for an unknown model or cut is remembered
             (repeats are refused at once), and the least time between two
             scans of ``models_dir`` for new files.
+        http: ``HOST:PORT`` to serve ``/metrics``, ``/health/live`` and
+            ``/health/ready`` on (``[::1]:8000`` for IPv6; port 0 picks a
+            free one, see :attr:`Hub.http`); ``None`` (the default): no HTTP.
+            Needs prometheus-client (``pip install 'edgecut[metrics]'``).
     """
 
     broker: str = DEFAULT_BROKER
@@ -110,6 +116,7 @@ class HubConfig:
     preload: tuple[str, ...] = ()
     miss_ttl: float = 10.0
     repeat_window: float = 60.0
+    http: str | None = None
 
     def __post_init__(self) -> None:
         BrokerURL.parse(self.broker)
@@ -148,3 +155,23 @@ class HubConfig:
             raise ConfigError(msg)
         for spec in self.preload:
             parse_preload(spec)
+        if self.http is not None:
+            self.http_address()  # checks it
+            if importlib.util.find_spec("prometheus_client") is None:
+                msg = "http needs prometheus-client: pip install 'edgecut[metrics]'"
+                raise ConfigError(msg)
+
+    def http_address(self) -> tuple[str, int] | None:
+        """:attr:`http` as ``(host, port)``, or ``None`` when there is no HTTP endpoint.
+
+        Raises:
+            ConfigError: ``http`` is not ``HOST:PORT`` with a port from 0 to 65535.
+        """
+        if self.http is None:
+            return None
+        host, _, port = self.http.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or int(port) > _MAX_PORT:
+            msg = f"http must be HOST:PORT (such as 0.0.0.0:8000, or port 0 for a free one), not {self.http!r}"
+            raise ConfigError(msg)
+        return host, int(port)

@@ -144,6 +144,11 @@ class Ledger:
         return None
 
     @property
+    def bytes(self) -> int:
+        """Bytes the jobs held hold (see :meth:`hold`)."""
+        return self._bytes
+
+    @property
     def max_bytes_per_agent(self) -> int:
         """The bytes one agent's jobs may hold: half of the bound for all of them."""
         return self._max_bytes // 2

@@ -40,7 +40,7 @@ from cloud_hub._execution import Ran, refusal, run_tail
 from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
-from cloud_hub._pings import Pings
+from cloud_hub._pings import PING_DROPPED, Pings
 from cloud_hub._profile import LoadProfile
 from cloud_hub._publishing import publish_until
 from cloud_hub._status import status_payload
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from cloud_hub._config import HubConfig
+    from cloud_hub._http import HubEndpoint
+    from cloud_hub._metrics import HubMetrics, HubState
     from cloud_hub._store import Tail
     from protocol import EncodedRequest, InferenceRequest
 
@@ -162,6 +164,16 @@ class Hub:
         """Requests received again under an id that was running or answered here."""
         self.ready = asyncio.Event()
         """Set once the hub is connected and subscribed."""
+        self._metrics: HubMetrics | None = None
+        self.http: HubEndpoint | None = None
+        """Metrics and health over HTTP (``config.http``): its ``address`` once :meth:`serve` has started it."""
+        address = config.http_address()
+        if address is not None:
+            from cloud_hub._http import HubEndpoint  # noqa: PLC0415 - prometheus-client is an optional extra
+            from cloud_hub._metrics import HubMetrics  # noqa: PLC0415
+
+            self._metrics = HubMetrics(self._state)
+            self.http = HubEndpoint(*address, metrics=self._metrics, not_ready=self._not_ready)
 
     @property
     def queue_depth(self) -> int:
@@ -186,6 +198,8 @@ class Hub:
                 ``config.connect_timeout`` at start-up.
         """
         try:
+            if self.http is not None:  # first: live while it preloads and connects, and not ready
+                await self.http.start()
             for spec in self.config.preload:  # before going online: no request waits for these
                 tail = await self.store.preload(spec)
                 logger.info("preloaded %s at cut %s", tail.manifest.model_id, tail.manifest.cut_id)
@@ -198,6 +212,8 @@ class Hub:
                 with contextlib.suppress(TransportError):
                     await self._publish_status("offline")
         finally:
+            if self.http is not None:
+                await self.http.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._loader.shutdown(wait=False, cancel_futures=True)
             self.store.close()
@@ -328,9 +344,13 @@ class Hub:
         _refuse_if(refusal(request, tail, **limits))
         self.tails_run += 1
         ran = await self._run_tail(job, tail, request)
-        self.profile.note_wait(max(0.0, ran.queue_ms - job.load_ms), time.monotonic())
+        queue_ms = max(0.0, ran.queue_ms - job.load_ms)
+        self.profile.note_wait(queue_ms, time.monotonic())
         for cut_id, ms in (ran.tail_ms or {request.header.cut_id: ran.compute_ms}).items():
             self.profile.note_tail(request.header.model_sha256, cut_id, ms)
+        if self._metrics is not None:
+            model, cut = tail.manifest.model_id, request.header.cut_id
+            self._metrics.ran(model, cut, queue_s=queue_ms / 1000, compute_s=ran.compute_ms / 1000)
 
     def _run_tail(self, job: Job, tail: Tail, request: EncodedRequest) -> asyncio.Future[Ran]:
         """Run the tail in a worker thread; its reply starts out the moment the thread is done.
@@ -422,6 +442,8 @@ class Hub:
 
     def _failure(self, job: Job, error: ReplyError) -> bytes:
         self.refused[error.code] += 1
+        if self._metrics is not None:
+            self._metrics.failed(*self._labels(job), error.code)
         if error.code not in {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN}:
             logger.info("request %s refused: %s: %s", job.request_id, error.code, error.message)
         reply = InferenceReply.failure(
@@ -463,6 +485,44 @@ class Hub:
             self._jobs.bytes_since_idle = 0
             if burst:
                 self._spawn(asyncio.to_thread(release_freed_memory))
+
+    def _labels(self, job: Job) -> tuple[str, str]:
+        """The model and cut of ``job`` as metrics label them: only a tail the hub holds, else empty."""
+        if job.request is None:
+            return "", ""
+        header = job.request.header
+        model = self.store.model_name(header.model_sha256, header.cut_id)
+        return ("", "") if model is None else (model, header.cut_id)
+
+    def _not_ready(self) -> str | None:
+        """Why the hub cannot take requests now (``/health/ready``), or ``None`` when it can.
+
+        It can once its requests' connection is up (which it opens after its
+        preloads), and so from before its online status goes out.
+        """
+        if self.is_shutting_down:
+            return "shutting down: finishing accepted requests"
+        if self._connection.is_connected:
+            return None
+        if self.ready.is_set():
+            return "reconnecting to the broker"
+        return "starting: preloading tails or connecting to the broker"
+
+    def _state(self) -> HubState:
+        """What the hub holds and has counted now, for a metrics scrape."""
+        from cloud_hub._metrics import HubState  # noqa: PLC0415 - prometheus-client is an optional extra
+
+        return HubState(
+            queue_depth=len(self._jobs),
+            queue_bytes=self._jobs.bytes,
+            tails_loaded=len(self.store),
+            tails_loading=self.store.loading_count,
+            connected={"requests": self._connection.is_connected, "pings": self.pings.connection.is_connected},
+            replies_sent=self.replies_sent,
+            pings_answered=self.pings.answered,
+            pings_dropped=self.refused[PING_DROPPED],
+            repeats=self.repeats,
+        )
 
     async def _report_load(self) -> None:
         while True:

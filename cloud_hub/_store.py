@@ -178,6 +178,22 @@ class TailStore:
             self._remember_miss(miss_key, exc)
             raise
 
+    def model_name(self, model_sha256: str, cut_id: str) -> str | None:
+        """The model's name if its tail at ``cut_id`` is loaded or a chain held passes through it; else ``None``.
+
+        Never blocks, and changes nothing (no use is noted): for labels.
+        """
+        tail = self._tails.get((model_sha256, cut_id))
+        if tail is not None:
+            return tail.manifest.model_id
+        chain = self.chains.peek(model_sha256, cut_id)
+        return None if chain is None else chain.manifest.model_id
+
+    @property
+    def loading_count(self) -> int:
+        """Tails being loaded now."""
+        return len(self._loading)
+
     def is_loading(self, model_sha256: str, cut_id: str) -> bool:
         """Whether this tail is being loaded now (a request for it waits for that load, starting none)."""
         return (model_sha256, cut_id) in self._loading

@@ -202,6 +202,13 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--grace", type=float, default=10.0, help="seconds a shutdown waits for accepted requests (default 10)"
     )
+    parser.add_argument(
+        "--http",
+        default=_env("HTTP"),
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus), /health/live and /health/ready on HOST:PORT, e.g. 0.0.0.0:8000"
+        " (off by default; port 0 picks a free one, logged with -v; needs edgecut[metrics]); env EDGECUT_HTTP",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
 
@@ -231,9 +238,11 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         status_interval=args.status_interval,
         grace=args.grace,
         preload=tuple(args.preload),
+        http=args.http,
         **options,
     )
-    print(f"hub {config.hub_id} serving on {config.broker} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201
+    http = f", metrics and health on http://{config.http}" if config.http else ""
+    print(f"hub {config.hub_id} serving on {config.broker}{http} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201
     run_hub(config)
     return ExitCode.OK
 

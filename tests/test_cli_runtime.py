@@ -356,6 +356,7 @@ def test_sizes_take_binary_units(text: str, size: int) -> None:
         (["--group", "g+"], "'g+'"),
         (["--no-zoo"], "nothing to serve"),
         (["--models", "/no/such/dir"], "does not exist"),
+        (["--http", "8000"], "HOST:PORT"),
     ],
 )
 def test_hub_bad_settings_exit_config(capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str) -> None:
