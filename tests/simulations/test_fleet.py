@@ -408,8 +408,8 @@ def test_ctrl_c_stops_a_fleet_run_started_in_the_background_and_it_writes_every_
         preexec_fn=ignoring_sigint,  # noqa: PLW1509 - a signal disposition, nothing threaded
     ) as run:
         rows = out / "requests.csv"
-        for _ in range(600):  # up to 60 s for the run to start
-            if rows.is_file() or run.poll() is not None:
+        for _ in range(1200):  # up to 120 s for finished requests to reach the file (it is written in blocks)
+            if (rows.is_file() and len(rows.read_bytes().splitlines()) > 1) or run.poll() is not None:
                 break
             time.sleep(0.1)
         err = signalled_output(run, signal.SIGINT, timeout_s=120)
