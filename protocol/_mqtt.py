@@ -16,9 +16,11 @@ import logging
 import math
 import random
 import socket
+import threading
 from typing import TYPE_CHECKING, Any, Self
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -399,6 +401,12 @@ class _Session:
     aiomqtt's queue and message objects: a third less work per message, and
     no backlog in memory under a flood (what is not read yet waits in the
     socket and the broker).
+
+    A publish on the loop's thread goes to the socket at once, as far as the
+    socket takes it, rather than as aiomqtt has it: a writer registered
+    through ``call_soon_threadsafe``, two loop iterations and a wake-up of
+    the loop later. What the socket does not take at once goes through
+    aiomqtt's writer as before.
     """
 
     def __init__(
@@ -417,6 +425,10 @@ class _Session:
         paho.on_disconnect = self._on_disconnect
         paho.on_connect = self._on_connect
         paho.on_message = lambda _client, _userdata, message: on_message(message)
+        self._register_write = client._on_socket_register_write  # noqa: SLF001 - aiomqtt's, for what is left
+        self._loop_thread = threading.get_ident()
+        self._writing = False
+        paho.on_socket_register_write = self._write_now
 
     def drop(self) -> None:
         """Close the socket without a DISCONNECT: to the broker, the client died."""
@@ -424,6 +436,33 @@ class _Session:
         if isinstance(sock, socket.socket):  # TLS sockets are ones too
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def _write_now(self, client: Any, userdata: Any, sock: Any) -> None:  # noqa: ANN401 - paho's callback arguments
+        """Write what paho queued now; leave to aiomqtt's writer what the socket does not take, and any error.
+
+        Not from another thread (paho's connect runs in an executor), not
+        inside this write, and not inside a paho callback (a PUBACK queued
+        while a message is read), where paho itself never writes at once. A
+        failed write is left to aiomqtt's writer too, which meets it on the
+        next iteration and disconnects: by then a publish waiting for its
+        acknowledgement is registered to be woken by the loss.
+        """
+        in_callback = client._in_callback_mutex  # noqa: SLF001
+        if self._writing or threading.get_ident() != self._loop_thread or not in_callback.acquire(blocking=False):
+            self._register_write(client, userdata, sock)
+            return
+        in_callback.release()
+        self._writing = True
+        try:
+            written = client._packet_write() == MQTT_ERR_SUCCESS  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - whatever it was, aiomqtt's writer meets it again
+            written = False
+        finally:
+            self._writing = False
+        if written and not client.want_write():
+            client._call_socket_unregister_write()  # noqa: SLF001 - paho's own bookkeeping: nothing left to write
+        else:
+            self._register_write(client, userdata, sock)
 
     def _on_connect(self, *args: Any) -> None:  # noqa: ANN401 - paho's callback arguments, passed on
         _client, _userdata, flags, reason_code, *properties = args
