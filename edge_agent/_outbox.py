@@ -17,9 +17,10 @@ a second run on another replica, never a second result: the first reply
 settles the request and later ones are ignored.
 
 Nothing here enforces the deadline by cancelling: each publish gets the time
-left as its own timeout, and replies are awaited with :func:`asyncio.wait`,
-which cancels nothing (on Python 3.11 a cancel landing inside aiomqtt's
-publish can be swallowed, CPython gh-86296, and the deadline with it).
+left as its own timeout, and a request waits for its reply on a future that
+a timer sets, which cancels nothing (on Python 3.11 a cancel landing inside
+aiomqtt's publish can be swallowed, CPython gh-86296, and the deadline with
+it).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Pending:
     deadline: float
     reply: asyncio.Future[bytes]
     published: bool = False
-    nudge: asyncio.Future[bytes] | None = None
-    """Set to wake the request's loop early, to publish it again."""
+    wake: asyncio.Future[None] | None = None
+    """Set to wake the request's loop: its reply came, it is to be published again, or its wait is over."""
     round: int = 0
     """Counts calls of :meth:`publish_again`: a publish in flight meanwhile does not count."""
 
@@ -65,8 +66,12 @@ class Pending:
         """
         self.round += 1
         self.published = False
-        if self.nudge is not None and not self.nudge.done():
-            self.nudge.set_result(b"")
+        self.wake_up()
+
+    def wake_up(self) -> None:
+        """Wake the request's loop, if it waits."""
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
 
 class Outbox:
@@ -123,9 +128,7 @@ class Outbox:
                 if not pending.published:
                     await self._try_publish(request_id, pending, left)
                     continue
-                pending.nudge = loop.create_future()
-                wait = left if self._retry_s is None else min(left, self._retry_s)
-                await asyncio.wait([pending.reply, pending.nudge], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                await self._wait(pending, left if self._retry_s is None else min(left, self._retry_s))
                 if pending.reply.done():
                     return pending.reply.result()
                 if pending.published and self._retry_s is not None and deadline > time.perf_counter():
@@ -134,6 +137,24 @@ class Outbox:
             return None
         finally:
             del self.pending[request_id]
+
+    @staticmethod
+    async def _wait(pending: Pending, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait up to ``timeout`` for the reply or a reason to publish again.
+
+        One future that the reply, a nudge or a timer sets, awaited directly:
+        the reply wakes the request on the next loop iteration, where
+        :func:`asyncio.wait` would take two.
+        """
+        loop = asyncio.get_running_loop()
+        pending.wake = wake = loop.create_future()
+        if pending.reply.done():
+            return
+        timer = loop.call_later(timeout, pending.wake_up)
+        try:
+            await wake
+        finally:
+            timer.cancel()
 
     async def _try_publish(self, request_id: str, pending: Pending, left: float) -> None:
         try:
@@ -198,6 +219,7 @@ class Outbox:
             logger.debug("ignored a reply to %r: not waiting for it (late or duplicate)", request_id)
             return
         pending.reply.set_result(incoming.payload)
+        pending.wake_up()
 
     async def on_reconnect(self) -> None:
         """After a reconnect, publish again what was sent but not answered (same ids)."""
