@@ -54,6 +54,10 @@ def assert_matches_full_model(result: InferenceResult, image: np.ndarray) -> Non
     np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
 
 
+TINY_TAIL = f"{TINY}:{CLOUD_ONLY}"
+"""The preload spec of the tail ``tiny_request()`` needs: a hub started with it answers the first request at once."""
+
+
 def tiny_request(cut: str = CLOUD_ONLY, **changes: Any) -> InferenceRequest:  # noqa: ANN401 - request fields
     """A valid request of agent ``raw`` for the tiny model at ``cut``; ``changes`` override any field."""
     image = random_images(1)[0][np.newaxis]

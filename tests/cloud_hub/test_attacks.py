@@ -30,7 +30,7 @@ from protocol import (
     encode_ping,
     encode_request,
 )
-from tests._support import parked, tiny_model, tiny_request, until, watching
+from tests._support import TINY_TAIL, parked, tiny_model, tiny_request, until, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -196,7 +196,7 @@ async def _all_that_arrive(watcher: Watcher, quiet_s: float = 2.0) -> list[Infer
 async def test_a_ping_flood_is_dropped_past_the_agents_rate_and_others_are_still_answered(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    hub = await start_hub(pings_per_agent_s=5)
+    hub = await start_hub(pings_per_agent_s=5, preload=(TINY_TAIL,))  # the request's answer comes at once
     topics = Topics(prefix)
     flood = 200
     async with watching(broker_url, topics.response("raw"), topics.response("other")) as watcher:
@@ -259,7 +259,7 @@ async def test_a_worker_never_waits_on_the_network_for_a_reply(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
     """Replies go out from the loop: while one is stuck publishing, the worker runs the next request."""
-    hub = await start_hub(workers=1)
+    hub = await start_hub(workers=1, preload=(TINY_TAIL,))
     topics = Topics(prefix)
     stuck = asyncio.Event()
     publish = hub._connection.publish
@@ -271,7 +271,7 @@ async def test_a_worker_never_waits_on_the_network_for_a_reply(
         await publish(topic, payload, **kwargs)
 
     async with watching(broker_url, topics.response("raw")) as watcher:
-        await _answer(watcher, topics, encode_request(tiny_request()))  # loads the tail
+        await _answer(watcher, topics, encode_request(tiny_request()))  # preloaded: no load to wait for
         hub._connection.publish = slow_for_the_first  # type: ignore[method-assign]
         await watcher.send(topics.request("raw"), tiny_request(request_id="first"))
         await asyncio.wait_for(stuck.wait(), 10)

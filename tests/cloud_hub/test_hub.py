@@ -29,10 +29,12 @@ pytestmark = pytest.mark.broker
 IMAGE = np.zeros((32, 32, 3), dtype=np.uint8)
 
 
-async def _ask(watcher: Watcher, topics: Topics, payload: bytes, correlation: bytes = b"req-1") -> Incoming:
-    """Publish ``payload`` as agent ``raw``'s request and return the one message that comes back."""
+async def _ask(
+    watcher: Watcher, topics: Topics, payload: bytes, correlation: bytes = b"req-1", seconds: float = 10
+) -> Incoming:
+    """Publish ``payload`` as agent ``raw``'s request and return the one message that comes back within ``seconds``."""
     await watcher.publish(topics.request("raw"), payload, correlation=correlation)
-    return await watcher.next()
+    return await watcher.next(seconds)
 
 
 @pytest.mark.parametrize(
@@ -73,8 +75,10 @@ async def test_requests_that_do_not_fit_the_model_are_refused_by_name(
 ) -> None:
     await start_hub()
     topics = Topics(prefix)
+    # An unknown model is looked up among every model the hub could serve: seconds on a busy machine.
+    request = tiny_request(**({"deadline_ms": 60_000.0} | changes))
     async with watching(broker_url, topics.response("raw")) as watcher:
-        reply = decode_reply((await _ask(watcher, topics, encode_request(tiny_request(**changes)))).payload)
+        reply = decode_reply((await _ask(watcher, topics, encode_request(request), seconds=60)).payload)
     assert reply.error is not None
     assert reply.error.code == code
     assert fragment in reply.error.message

@@ -68,10 +68,10 @@ OTHER_CUT = "block.out"
 async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    hub = await start_hub(max_queue=1, workers=1)
+    hub = await start_hub(max_queue=1, workers=1, preload=(f"{MODEL}:{CLOUD_ONLY}",))
     images = random_images(6, seed=1)
     async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
-        assert (await agent.infer(images[0])).hub_id == "hub0"  # loads the tail before the worker is parked
+        assert (await agent.infer(images[0])).hub_id == "hub0"  # preloaded: answered before the worker is parked
         async with parked(hub):
             tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
             # One request is accepted and waits for the parked worker; the other four find the
@@ -142,11 +142,11 @@ async def test_shutdown_finishes_every_acceptedtiny_request(
 async def test_after_the_grace_period_every_waiting_request_is_answered_shutting_down(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    hub = await start_hub(workers=1, grace=0.2, hub_id="stuck")
+    hub = await start_hub(workers=1, grace=0.2, hub_id="stuck", preload=(f"{MODEL}:{CLOUD_ONLY}",))
     topics = Topics(prefix)
     async with watching(broker_url, topics.status("stuck"), topics.response("raw")) as watcher:
         await watcher.status("online")
-        await watcher.send(topics.request("raw"), tiny_request())  # loads the tail
+        await watcher.send(topics.request("raw"), tiny_request())  # preloaded: no load to wait for
         await watcher.next()
         async with parked(hub):
             stuck = [tiny_request(request_id=f"stuck-{i}") for i in range(3)]
@@ -166,10 +166,10 @@ async def test_after_the_grace_period_every_waiting_request_is_answered_shutting
 async def test_an_agent_sends_a_request_a_stopping_hub_gave_back_to_another_replica(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    stopping = await start_hub(workers=1, grace=0.2, hub_id="stopping")
+    stopping = await start_hub(workers=1, grace=0.2, hub_id="stopping", preload=(f"{MODEL}:{INNER_CUT}",))
     image = random_images(1, seed=4)[0]
     async with EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False) as agent:
-        assert (await agent.infer(image)).hub_id == "stopping"  # loads the tail
+        assert (await agent.infer(image)).hub_id == "stopping"  # preloaded: no load to wait for
         async with parked(stopping):
             task = asyncio.create_task(agent.infer(image))
             await until(lambda: stopping.queue_depth == 1, "the request to reach the stopping hub")
@@ -183,11 +183,11 @@ async def test_an_agent_sends_a_request_a_stopping_hub_gave_back_to_another_repl
 async def test_a_request_that_waited_past_its_deadline_is_refused(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    hub = await start_hub(workers=1)
+    hub = await start_hub(workers=1, preload=(f"{MODEL}:{CLOUD_ONLY}",))
     topics = Topics(prefix)
     async with watching(broker_url, topics.response("raw")) as watcher:
         request = topics.request("raw")
-        await watcher.send(request, tiny_request(), topics.response("raw"))  # loads the tail
+        await watcher.send(request, tiny_request(), topics.response("raw"))  # preloaded: no load to wait for
         assert decode_reply((await watcher.next()).payload).ok
         async with parked(hub):
             await watcher.send(request, tiny_request(request_id="blocker"), topics.response("raw"))

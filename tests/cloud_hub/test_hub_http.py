@@ -19,7 +19,7 @@ from cloud_hub._http import MAX_CONNECTIONS
 from edge_agent import CLOUD_ONLY
 from protocol import ErrorCode, Ping, Topics, decode_reply, encode_ping
 from protocol.errors import ConfigError
-from tests._support import tiny_request, watching
+from tests._support import TINY_TAIL, tiny_request, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -145,11 +145,11 @@ async def test_ready_only_once_connected_and_live_meanwhile(own_broker: LocalBro
 
 
 async def test_not_ready_while_draining(broker_url: str, prefix: str, start_hub: StartHub) -> None:
-    hub = await start_hub(http=HTTP, workers=1, grace=60)
+    hub = await start_hub(http=HTTP, workers=1, grace=60, preload=(TINY_TAIL,))
     topics = Topics(prefix)
     gate = threading.Event()
     async with watching(broker_url, topics.response("raw")) as watcher:
-        await watcher.send(topics.request("raw"), tiny_request())  # loads the tail
+        await watcher.send(topics.request("raw"), tiny_request())  # preloaded: no load to wait for
         assert decode_reply((await watcher.next()).payload).ok
         hub._executor.submit(gate.wait, 60)  # the one worker thread waits: the next request stays held
         try:

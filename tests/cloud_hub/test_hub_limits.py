@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models import partition, sha256_hex
 from protocol import ErrorCode, InferenceRequest, Topics, decode_reply, encode_request
-from tests._support import parked, tiny_request, until, watching
+from tests._support import TINY_TAIL, parked, tiny_request, until, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -105,11 +105,12 @@ async def test_queued_bytes_are_bounded_as_well_as_queued_requests(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
     size = len(encode_request(tiny_request()))  # ~3 KB each
-    hub = await start_hub(workers=1, max_queue=64, max_queue_bytes=size * 9 // 2)  # one agent may hold 2.25 of them
+    # One agent may hold 2.25 of them.
+    hub = await start_hub(workers=1, max_queue=64, max_queue_bytes=size * 9 // 2, preload=(TINY_TAIL,))
     topics = Topics(prefix)
     agents = ("raw", "other", "third")
     async with watching(broker_url, *(topics.response(agent) for agent in agents)) as watcher:
-        assert (await _ask(watcher, topics, tiny_request())).ok  # loads the tail
+        assert (await _ask(watcher, topics, tiny_request())).ok  # preloaded: no load to wait for
         refused: list[InferenceReply] = []
         queued = 0
         async with parked(hub):
@@ -171,10 +172,10 @@ async def test_a_reply_that_would_be_too_large_is_refused_before_the_tail_runs(
 async def test_a_repeated_request_runs_once_and_is_answered_again(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    hub = await start_hub(workers=1)
+    hub = await start_hub(workers=1, preload=(TINY_TAIL,))
     topics = Topics(prefix)
     async with watching(broker_url, topics.response("raw")) as watcher:
-        assert (await _ask(watcher, topics, tiny_request())).ok  # loads the tail
+        assert (await _ask(watcher, topics, tiny_request())).ok  # preloaded: no load to wait for
         runs = hub.tails_run
         request = tiny_request(request_id="again")
         async with parked(hub):
