@@ -209,6 +209,14 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="serve /metrics (Prometheus), /health/live and /health/ready on HOST:PORT, e.g. 0.0.0.0:8000"
         " (off by default; port 0 picks a free one, logged with -v; needs edgecut[metrics]); env EDGECUT_HTTP",
     )
+    parser.add_argument(
+        "--providers",
+        default=_env("PROVIDERS", "auto"),
+        metavar="LIST",
+        help="ONNX Runtime execution providers for the tails, in order, e.g. cuda,cpu (tensorrt, cuda, migraphx,"
+        " directml, coreml, openvino, cpu); 'auto' (default): the best the installed onnxruntime has, TensorRT"
+        " only when named; one it lacks stops the hub (exit 8); env EDGECUT_PROVIDERS",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
 
@@ -239,10 +247,18 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         grace=args.grace,
         preload=tuple(args.preload),
         http=args.http,
+        providers=tuple(part for part in args.providers.split(",") if part.strip()),
         **options,
     )
+    from models import resolve_providers, short_names  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
+
+    providers = ",".join(short_names(resolve_providers(config.providers)))  # a missing one stops it here, first
     http = f", metrics and health on http://{config.http}" if config.http else ""
-    print(f"hub {config.hub_id} serving on {config.broker}{http} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201
+    print(  # noqa: T201
+        f"hub {config.hub_id} serving on {config.broker} with providers {providers}{http} (Ctrl+C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
     run_hub(config)
     return ExitCode.OK
 
