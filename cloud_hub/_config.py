@@ -30,6 +30,7 @@ _COUNTS = (
     "max_batch",
     "max_sessions",
     "max_extra_cuts",
+    "max_message_bytes",
 )
 _DURATIONS = ("status_interval", "grace", "connect_timeout", "repeat_window")
 _MAX_PORT = 65535
