@@ -152,3 +152,26 @@ async def test_status_and_metrics_say_what_each_model_runs_on(
         if family.name == "edgecut_hub_model_provider"
     }
     assert samples == {("edgecut_hub_model_provider", (("model", "tiny"), ("provider", CPU_PROVIDER))): 1.0}
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in available_providers(),
+    reason="needs onnxruntime-gpu on a machine with a GPU (docs/deploy.md: checking it on a GPU machine)",
+)
+async def test_on_a_gpu_the_hub_runs_its_tails_on_cuda(broker_url: str, prefix: str, start_hub: StartHub) -> None:
+    hub = await start_hub(providers=("cuda", "cpu"), status_interval=0.2, hub_id="gpu-hub")
+    topics = Topics(prefix)
+    async with watching(broker_url, topics.response("raw"), topics.status("gpu-hub")) as watcher:
+        await watcher.send(topics.request("raw"), tiny_request())
+        async with asyncio.timeout(30):
+            while True:
+                incoming = await watcher.next(30)
+                if incoming.topic == topics.response("raw"):
+                    assert decode_reply(incoming.payload).ok
+                    continue
+                status = decode_status(incoming.payload)
+                if status.providers:
+                    break
+    assert hub.store.providers == (CUDA, CPU_PROVIDER)
+    assert status.providers[tiny_model().model_sha256][0] == CUDA  # not a fall back to the CPU
