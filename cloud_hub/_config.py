@@ -95,8 +95,8 @@ class HubConfig:
             ``openvino``, ``coreml``, ``directml``, ``migraphx``, ``cpu``;
             ``models.PROVIDERS``) or ORT's own. Empty (the default) or
             ``("auto",)``: the best the installed onnxruntime has
-            (``models.AUTO_ORDER``: every accelerator but TensorRT, then the
-            CPU). Unknown names are refused here; a provider the installed
+            (``models.AUTO_ORDER``: every accelerator but TensorRT and CoreML,
+            then the CPU). Unknown names are refused here; a provider the installed
             onnxruntime lacks makes :class:`~cloud_hub.Hub` raise
             ``ProviderUnavailableError`` when it is created.
     """

@@ -231,7 +231,7 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="LIST",
         help="ONNX Runtime execution providers for the tails, in order, e.g. cuda,cpu (tensorrt, cuda, migraphx,"
         " directml, coreml, openvino, cpu); 'auto' (default): the best the installed onnxruntime has, TensorRT"
-        " only when named; one it lacks stops the hub (exit 8); env EDGECUT_PROVIDERS",
+        " and CoreML only when named; one it lacks stops the hub (exit 8); env EDGECUT_PROVIDERS",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)

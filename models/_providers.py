@@ -6,10 +6,13 @@ names, checked against what the installed onnxruntime has
 (:func:`~models._runtime.available_providers`), or picks the best available
 when none is given.
 
-``auto`` leaves TensorRT out: onnxruntime-gpu lists it whenever it is
-installed, TensorRT's own libraries or not, and it builds an engine for each
-model when the session is created (minutes for a large model). Ask for it by
-name: ``tensorrt,cuda,cpu``.
+``auto`` leaves two out; name them to use them. TensorRT: onnxruntime-gpu
+lists it whenever it is installed, TensorRT's own libraries or not, and it
+builds an engine for each model when the session is created (minutes for a
+large model): ``tensorrt,cuda,cpu``. CoreML: every macOS onnxruntime has it,
+and it may run parts of a model in fp16 on the Neural Engine, which moves
+outputs further from the CPU's than edgecut's float tolerances allow:
+``coreml,cpu``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ PROVIDERS = {
 """Short provider names (as ``--providers`` takes them) to ONNX Runtime's names."""
 AUTO = "auto"
 """The providers value that means: the best this onnxruntime has (see :data:`AUTO_ORDER`)."""
-AUTO_ORDER = ("cuda", "migraphx", "directml", "coreml", "openvino", "cpu")
-"""What ``auto`` takes, in this order, of the providers available: every one but TensorRT."""
+AUTO_ORDER = ("cuda", "migraphx", "directml", "openvino", "cpu")
+"""What ``auto`` takes, in this order, of the providers available: every one but TensorRT and CoreML."""
 _BY_ORT_NAME = {name.lower(): short for short, name in PROVIDERS.items()}
 
 

@@ -49,7 +49,7 @@ CPU_BUILD = ("AzureExecutionProvider", CPU_PROVIDER)
     [
         (GPU_BUILD, (CUDA, CPU_PROVIDER)),  # TensorRT only when named
         (OPENVINO_BUILD, OPENVINO_BUILD),
-        (MAC_BUILD, ("CoreMLExecutionProvider", CPU_PROVIDER)),  # Azure runs no model: never chosen
+        (MAC_BUILD, (CPU_PROVIDER,)),  # CoreML only when named; Azure runs no model: never chosen
         (CPU_BUILD, (CPU_PROVIDER,)),
         (("DmlExecutionProvider", CPU_PROVIDER), ("DmlExecutionProvider", CPU_PROVIDER)),
     ],
