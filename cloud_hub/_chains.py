@@ -23,10 +23,10 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from models import EDGE_ONLY, Chain, SegmentsManifest
+from models import EDGE_ONLY, Chain, SegmentsManifest, Session
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Iterable
     from pathlib import Path
 
     from cloud_hub._splitter import Grown
@@ -75,6 +75,19 @@ class HubChains:
         """The chain of ``model_sha256`` as it is now (a grown chain replaces the one before)."""
         with self._lock:
             return self._chains.get(model_sha256)
+
+    def providers(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Each chain held: model sha256 to its name and the providers its segments run on (the first each got).
+
+        Without the lock, like :meth:`peek` (the lock is held while sessions
+        are created): copies taken in one step each, so a chain being
+        replaced shows as it was or as it will be.
+        """
+        sessions = dict(self._sessions)
+        return {
+            sha: (chain.manifest.model_id, runs_on(list(sessions.get(sha, {}).values())))
+            for sha, chain in list(self._chains.items())
+        }
 
     def extra_cuts(self, model_sha256: str, recent: Collection[str]) -> list[str] | None:
         """The cuts besides its candidates a regrown chain of ``model_sha256`` keeps, or ``None`` if none is held.
@@ -126,3 +139,8 @@ class HubChains:
             del self._sessions[dropped]
             self._candidates.pop(dropped, None)
         return chain
+
+
+def runs_on(sessions: Iterable[Runnable]) -> tuple[str, ...]:
+    """The providers ``sessions`` run on: the first provider each session got, each named once."""
+    return tuple(dict.fromkeys(s.providers[0] for s in sessions if isinstance(s, Session) and s.providers))

@@ -10,6 +10,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from cloud_hub._catalog import parse_preload
+from models import check_providers
 from protocol import DEFAULT_MAX_MESSAGE_BYTES, Topics
 from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL
@@ -29,6 +30,7 @@ _COUNTS = (
     "max_batch",
     "max_sessions",
     "max_extra_cuts",
+    "max_message_bytes",
 )
 _DURATIONS = ("status_interval", "grace", "connect_timeout", "repeat_window")
 _MAX_PORT = 65535
@@ -88,6 +90,15 @@ class HubConfig:
             ``/health/ready`` on (``[::1]:8000`` for IPv6; port 0 picks a
             free one, see :attr:`Hub.http`); ``None`` (the default): no HTTP.
             Needs prometheus-client (``pip install 'edgecut[metrics]'``).
+        providers: ONNX Runtime execution providers the tails run on, in
+            order of preference: short names (``cuda``, ``tensorrt``,
+            ``openvino``, ``coreml``, ``directml``, ``migraphx``, ``cpu``;
+            ``models.PROVIDERS``) or ORT's own. Empty (the default) or
+            ``("auto",)``: the best the installed onnxruntime has
+            (``models.AUTO_ORDER``: every accelerator but TensorRT and CoreML,
+            then the CPU). Unknown names are refused here; a provider the installed
+            onnxruntime lacks makes :class:`~cloud_hub.Hub` raise
+            ``ProviderUnavailableError`` when it is created.
     """
 
     broker: str = DEFAULT_BROKER
@@ -117,6 +128,7 @@ class HubConfig:
     miss_ttl: float = 10.0
     repeat_window: float = 60.0
     http: str | None = None
+    providers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         BrokerURL.parse(self.broker)
@@ -155,6 +167,7 @@ class HubConfig:
             raise ConfigError(msg)
         for spec in self.preload:
             parse_preload(spec)
+        check_providers(self.providers)
         if self.http is not None:
             self.http_address()  # checks it
             if importlib.util.find_spec("prometheus_client") is None:

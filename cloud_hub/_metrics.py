@@ -56,6 +56,8 @@ class HubState:
         pings_answered: Pings answered.
         pings_dropped: Pings dropped unanswered (past a budget, or malformed).
         repeats: Requests received again under an id that was running or answered.
+        providers: Each model loaded: its sha256 to its name and the ONNX
+            Runtime execution providers its sessions run on.
     """
 
     queue_depth: int
@@ -67,6 +69,7 @@ class HubState:
     pings_answered: int
     pings_dropped: int
     repeats: int
+    providers: Mapping[str, tuple[str, tuple[str, ...]]] = dataclasses.field(default_factory=dict)
 
 
 class _StateCollector:
@@ -95,6 +98,14 @@ class _StateCollector:
         yield CounterMetricFamily(
             _PREFIX + "repeated_requests", "Requests received again under an id seen lately.", state.repeats
         )
+        provider = GaugeMetricFamily(
+            _PREFIX + "model_provider",
+            "1 for each ONNX Runtime execution provider a loaded model runs on.",
+            labels=["model", "provider"],
+        )
+        for model, providers in sorted({(name, p) for name, ps in state.providers.values() for p in ps}):
+            provider.add_metric([model, providers], 1.0)
+        yield provider
 
 
 class HubMetrics:

@@ -111,6 +111,10 @@ class Hub:
 
     Args:
         config: What to serve and how; see :class:`HubConfig`.
+
+    Raises:
+        ProviderUnavailableError: ``config.providers`` names an execution
+            provider the installed onnxruntime does not have.
     """
 
     def __init__(self, config: HubConfig) -> None:
@@ -127,6 +131,7 @@ class Hub:
             threads=config.threads,
             executor=self._loader,
             miss_ttl_s=config.miss_ttl,
+            providers=config.providers,
         )
         self._queue: FairQueue[Job] = FairQueue()
         self._jobs = Ledger(
@@ -522,6 +527,7 @@ class Hub:
             pings_answered=self.pings.answered,
             pings_dropped=self.refused[PING_DROPPED],
             repeats=self.repeats,
+            providers=self.store.loaded_providers(),
         )
 
     async def _report_load(self) -> None:

@@ -24,6 +24,7 @@ def run_hub(config: HubConfig) -> None:
     the process the way SIGTERM does.
 
     Raises:
+        ProviderUnavailableError: An execution provider asked for is not in the installed onnxruntime.
         TransportError: The broker could not be reached at start-up.
     """
     forced = asyncio.run(serve_until_signalled(Hub(config)))

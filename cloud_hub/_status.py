@@ -42,7 +42,7 @@ def status_payload(
         online: Online, or the offline status of its last will and its goodbye.
         held: Requests it holds.
         profile: Its recent queue waits and tail times.
-        store: Its tails, for what it is loading.
+        store: Its tails, for what it is loading and the providers its models run on.
         refused: What it refused and dropped so far, by reason.
     """
     now = time.monotonic()
@@ -57,5 +57,6 @@ def status_payload(
         tail_ms=profile.tail_ms() if online else {},
         loading_s=store.loading(now) if online else {},
         refused=dict(refused),
+        providers={sha: providers for sha, (_, providers) in store.loaded_providers().items()} if online else {},
     )
     return encode_status(status)

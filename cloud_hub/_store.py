@@ -30,13 +30,14 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from cloud_hub._catalog import ModelCatalog, preload_key
-from cloud_hub._chains import HubChains
+from cloud_hub._chains import HubChains, runs_on
 from cloud_hub._splitter import Splitter
-from models import EDGE_ONLY, TAIL_FILE, Chain, ChainPart, Manifest, Session, sha256_hex
+from models import EDGE_ONLY, TAIL_FILE, Chain, ChainPart, Manifest, Session, resolve_providers, sha256_hex, short_names
 from protocol import ErrorCode
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from concurrent.futures import Executor
     from pathlib import Path
 
@@ -79,6 +80,13 @@ class TailStore:
             best a thread of its own, so that loads never hold up tail runs.
         miss_ttl_s: How long a miss is remembered, and the least time between
             two scans of ``models_dir``.
+        max_extra_cuts: Cuts besides its candidates a model's chain may pass through.
+        providers: ONNX Runtime execution providers to run tails on, short or
+            ORT names in order of preference; empty: the best available
+            (:func:`models.resolve_providers`).
+
+    Raises:
+        ProviderUnavailableError: A provider in ``providers`` is not in the installed onnxruntime.
     """
 
     def __init__(
@@ -91,13 +99,16 @@ class TailStore:
         executor: Executor,
         miss_ttl_s: float = 10.0,
         max_extra_cuts: int = 8,
+        providers: Sequence[str] = (),
     ) -> None:
+        self.providers = resolve_providers(providers)
+        """ORT's names of the providers sessions are created with, in order (what was asked, or the best available)."""
         self._splitter = Splitter()
         self.catalog = ModelCatalog(
             models_dir=models_dir, use_zoo=use_zoo, rescan_after_s=miss_ttl_s, splitter=self._splitter
         )
         self.chains = HubChains(
-            session=lambda data: Session(data, threads=threads, release_memory=True),
+            session=self._session,
             max_models=max_sessions,
             max_extra_cuts=max_extra_cuts,
         )
@@ -118,6 +129,32 @@ class TailStore:
 
     def __len__(self) -> int:
         return len(self._tails)
+
+    def _session(self, data: bytes) -> Session:
+        """A session of a tail or segment on the hub's providers (blocking); a fallback to another is logged."""
+        session = Session(data, threads=self._threads, release_memory=True, providers=self.providers)
+        if session.providers[:1] != self.providers[:1]:
+            logger.warning(
+                "a session asked for %s got %s: ONNX Runtime could not start %s (see its messages above)",
+                ",".join(short_names(self.providers)),
+                ",".join(short_names(session.providers)),
+                short_names(self.providers[:1])[0],
+            )
+        return session
+
+    def loaded_providers(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Each model with a tail loaded or a chain held: its sha256 to its name and the providers it runs on.
+
+        The providers are those its sessions actually got, the one running
+        each named first (``Session.providers``), so a provider ONNX Runtime
+        fell back from shows. Never blocks for long: for status and metrics.
+        """
+        loaded = self.chains.providers()
+        for (sha, _), tail in list(self._tails.items()):
+            if isinstance(tail.session, Session):
+                name, before = loaded.get(sha, (tail.manifest.model_id, ()))
+                loaded[sha] = (name, tuple(dict.fromkeys((*before, *runs_on([tail.session])))))
+        return loaded
 
     def ready_now(self, model_sha256: str, cut_id: str, *, pinned: bool) -> Tail | None:
         """The tail if it is loaded, or made on the spot from a chain held (and, when ``pinned``, its hash known).
@@ -330,7 +367,7 @@ class TailStore:
         if split_dir is not None:
             manifest, tail_bytes = _read_split(split_dir)
             logger.info("loaded tail of %s at cut %s", manifest.model_id, cut_id)
-            return Tail(manifest=manifest, session=Session(tail_bytes, threads=self._threads, release_memory=True))
+            return Tail(manifest=manifest, session=self._session(tail_bytes))
         chain = self.chains.held(model_sha256, cut_id)
         if chain is None:
             segments_dir = self.catalog.segments_dir(model_sha256, cut_id)

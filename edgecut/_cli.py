@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 
 from edgecut._exit import ExitCode
 from edgecut._version import __version__
-from protocol.errors import ConfigError, EdgecutError, ModelError, TransportError
+from protocol.errors import ConfigError, EdgecutError, ModelError, ProviderUnavailableError, TransportError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 _ERROR_EXITS: tuple[tuple[type[EdgecutError], ExitCode], ...] = (
     (ModelError, ExitCode.MODEL),
+    (ProviderUnavailableError, ExitCode.PROVIDER),  # a ConfigError: before it
     (ConfigError, ExitCode.CONFIG),
     (TransportError, ExitCode.TRANSPORT),
 )

@@ -114,7 +114,9 @@ def _register_acl(commands: argparse._SubParsersAction[argparse.ArgumentParser])
             " User names are agent and hub ids (docs/security.md)."
         ),
     )
-    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix (default edgecut)")
+    parser.add_argument(
+        "--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix (default edgecut); env EDGECUT_PREFIX"
+    )
     parser.add_argument(
         "--hub", action="append", default=[], metavar="USER", help="a hub's user name (= hub id); repeatable"
     )
@@ -147,11 +149,17 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         ),
     )
     parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
-    parser.add_argument("--models", type=Path, default=_env("MODELS"), help="directory of splits / .onnx models")
+    parser.add_argument(
+        "--models", type=Path, default=_env("MODELS"), help="directory of splits / .onnx models; env EDGECUT_MODELS"
+    )
     parser.add_argument("--no-zoo", action="store_true", help="do not serve the built-in zoo models")
-    parser.add_argument("--group", default=_env("GROUP", "edgecut-hubs"), help="shared-subscription group")
-    parser.add_argument("--hub-id", default=_env("HUB_ID"), help="this hub's id (default hub-<host>-<pid>)")
-    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix")
+    parser.add_argument(
+        "--group", default=_env("GROUP", "edgecut-hubs"), help="shared-subscription group; env EDGECUT_GROUP"
+    )
+    parser.add_argument(
+        "--hub-id", default=_env("HUB_ID"), help="this hub's id (default hub-<host>-<pid>); env EDGECUT_HUB_ID"
+    )
+    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
     parser.add_argument("--workers", type=int, default=1, help="requests computed at once")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests before 'overloaded' replies")
@@ -169,6 +177,14 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="queued requests of one agent before its requests get 'overloaded' (default 16)",
     )
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch one request may carry (default 32)")
+    parser.add_argument(
+        "--max-message-bytes",
+        type=_size,
+        default=_env("MAX_MESSAGE_BYTES", "16M"),
+        metavar="SIZE",
+        help="largest request taken and reply sent, e.g. 16M (default); the broker's packet limit must be larger"
+        " by 64K (docs/deploy.md); env EDGECUT_MAX_MESSAGE_BYTES",
+    )
     parser.add_argument(
         "--preload-only",
         action="store_true",
@@ -209,6 +225,14 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="serve /metrics (Prometheus), /health/live and /health/ready on HOST:PORT, e.g. 0.0.0.0:8000"
         " (off by default; port 0 picks a free one, logged with -v; needs edgecut[metrics]); env EDGECUT_HTTP",
     )
+    parser.add_argument(
+        "--providers",
+        default=_env("PROVIDERS", "auto"),
+        metavar="LIST",
+        help="ONNX Runtime execution providers for the tails, in order, e.g. cuda,cpu (tensorrt, cuda, migraphx,"
+        " directml, coreml, openvino, cpu); 'auto' (default): the best the installed onnxruntime has, TensorRT"
+        " and CoreML only when named; one it lacks stops the hub (exit 8); env EDGECUT_PROVIDERS",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
 
@@ -230,6 +254,7 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         max_queue_bytes=args.max_queue_bytes,
         max_queue_per_agent=args.max_queue_per_agent,
         max_batch=args.max_batch,
+        max_message_bytes=args.max_message_bytes,
         load_on_demand=not args.preload_only,
         loads_per_agent_minute=args.loads_per_agent_minute,
         loads_per_minute=args.loads_per_minute,
@@ -239,10 +264,18 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         grace=args.grace,
         preload=tuple(args.preload),
         http=args.http,
+        providers=tuple(part for part in args.providers.split(",") if part.strip()),
         **options,
     )
+    from models import resolve_providers, short_names  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
+
+    providers = ",".join(short_names(resolve_providers(config.providers)))  # a missing one stops it here, first
     http = f", metrics and health on http://{config.http}" if config.http else ""
-    print(f"hub {config.hub_id} serving on {config.broker}{http} (Ctrl+C to stop)", file=sys.stderr, flush=True)  # noqa: T201
+    print(  # noqa: T201
+        f"hub {config.hub_id} serving on {config.broker} with providers {providers}{http} (Ctrl+C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
     run_hub(config)
     return ExitCode.OK
 
@@ -258,7 +291,9 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG image or .npy array")
     parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
-    parser.add_argument("--model", default=_env("MODEL", "resnet18"), help="zoo name, .onnx file or split dir")
+    parser.add_argument(
+        "--model", default=_env("MODEL", "resnet18"), help="zoo name, .onnx file or split dir; env EDGECUT_MODEL"
+    )
     parser.add_argument(
         "--cut",
         default="auto",
@@ -300,8 +335,10 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run each input N times (watch the planner learn)"
     )
-    parser.add_argument("--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random)")
-    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix")
+    parser.add_argument(
+        "--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random); env EDGECUT_AGENT_ID"
+    )
+    parser.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
     parser.add_argument(
         "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start (default 10)"

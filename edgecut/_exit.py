@@ -22,5 +22,7 @@ class ExitCode(IntEnum):
     """A request got no reply before its deadline and no fallback was possible."""
     HUB = 7
     """The hub refused a request (an error reply) or sent an unusable reply, and no fallback applied."""
+    PROVIDER = 8
+    """An execution provider asked for (``--providers cuda``) is not in the installed onnxruntime."""
     INTERRUPTED = 130
     """Stopped by Ctrl+C."""

@@ -20,7 +20,16 @@ from models._manifest import (
     sha256_hex,
     tensors_mismatch,
 )
-from models._runtime import Session
+from models._providers import (
+    AUTO_ORDER,
+    PROVIDERS,
+    check_providers,
+    parse_providers,
+    provider_name,
+    resolve_providers,
+    short_names,
+)
+from models._runtime import CPU_PROVIDER, Session, available_providers
 from models._segments import (
     SEGMENTS_FILE,
     Boundary,
@@ -33,10 +42,13 @@ from models._segments import (
 )
 
 __all__ = [
+    "AUTO_ORDER",
     "CLOUD_ONLY",
+    "CPU_PROVIDER",
     "EDGE_ONLY",
     "HEAD_FILE",
     "MANIFEST_FILE",
+    "PROVIDERS",
     "SEGMENTS_FILE",
     "TAIL_FILE",
     "Boundary",
@@ -50,12 +62,18 @@ __all__ = [
     "Session",
     "Shaped",
     "TensorSpec",
+    "available_providers",
     "batch_symbols",
     "bound_symbols",
+    "check_providers",
     "parse_input_shape",
+    "parse_providers",
+    "provider_name",
     "random_feeds",
     "resolve_input_shapes",
+    "resolve_providers",
     "run_timed",
     "sha256_hex",
+    "short_names",
     "tensors_mismatch",
 ]

@@ -17,8 +17,23 @@ from models._manifest import TensorSpec
 from protocol import ONNX_TYPE_NAMES
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
+
+CPU_PROVIDER = "CPUExecutionProvider"
+"""ONNX Runtime's CPU execution provider: in every build, and what a :class:`Session` uses unless told."""
+_NO_MEMORY_PATTERN = frozenset({"DmlExecutionProvider"})
+"""Providers that need ORT's memory pattern off (DirectML, as ORT's documentation says)."""
+
+
+def available_providers() -> tuple[str, ...]:
+    """The execution providers this onnxruntime build has, in ORT's order of preference.
+
+    A provider listed here may still fail when a session is created (a CUDA
+    build on a machine without a GPU or without its CUDA libraries): ORT then
+    falls back to the CPU. :attr:`Session.providers` says what a session got.
+    """
+    return tuple(ort.get_available_providers())
 
 
 def _spec(arg: Any) -> TensorSpec:  # noqa: ANN401 - ORT's NodeArg is untyped
@@ -41,6 +56,10 @@ class Session:
             broker often share a small box, and spinning threads slow the
             other processes down (about 1.75x on two cores).
         optimize: Apply ORT's full graph optimisations.
+        providers: ONNX Runtime execution providers to try, in order
+            (``CUDAExecutionProvider``, ...); the CPU only by default. Names
+            not in :func:`available_providers` make ORT fail; a provider that
+            fails to start falls back to the CPU (see :attr:`providers`).
         release_memory: Give the memory a large run took back when it ends
             (inputs of more than ``SHRINK_ABOVE_BYTES``). Off by default, as
             in plain ORT, whose CPU arena keeps what its largest run
@@ -59,6 +78,7 @@ class Session:
         spinning: bool = False,
         optimize: bool = True,
         release_memory: bool = False,
+        providers: Sequence[str] = (CPU_PROVIDER,),
     ) -> None:
         options = ort.SessionOptions()
         if threads is not None:
@@ -67,8 +87,12 @@ class Session:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if _NO_MEMORY_PATTERN.intersection(providers):
+            options.enable_mem_pattern = False
         source = model if isinstance(model, bytes) else os.fspath(model)
-        self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(source, options, providers=list(providers))
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        """The providers the session got, the one that runs it first (ORT may have fallen back to the CPU)."""
         self._shrinking = ort.RunOptions() if release_memory else None
         if self._shrinking is not None:
             self._shrinking.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")

@@ -68,6 +68,7 @@ from protocol.errors import (
     EdgecutError,
     ModelError,
     ProtocolError,
+    ProviderUnavailableError,
     ShapesNotStatedError,
     TransportError,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "NodeStatus",
     "Ping",
     "ProtocolError",
+    "ProviderUnavailableError",
     "RawCodec",
     "ReplyError",
     "ShapesNotStatedError",

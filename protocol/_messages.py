@@ -199,6 +199,10 @@ class NodeStatus:
         refused: What a hub has refused or dropped since it started, by
             reason (an error code such as ``load_refused``, or
             ``ping_dropped``): counts; empty when nothing was.
+        providers: The ONNX Runtime execution providers a hub's loaded
+            models run on: model sha256 to provider names
+            (``CUDAExecutionProvider``, ...), one per provider its sessions
+            run on; empty when none are reported.
     """
 
     node_id: str
@@ -211,6 +215,7 @@ class NodeStatus:
     tail_ms: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
     loading_s: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
     refused: Mapping[str, int] = dataclasses.field(default_factory=dict, hash=False)
+    providers: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

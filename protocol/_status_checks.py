@@ -40,6 +40,23 @@ def check_counts(value: object, name: str) -> dict[str, int]:
     return {check_id(key, f"{name} key"): check_count(count, f"{name}[{key!r}]") for key, count in value.items()}
 
 
+def check_providers(value: object, name: str) -> dict[str, tuple[str, ...]]:
+    """Model sha256 to a list of execution provider names (``providers``)."""
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise TypeError(msg)
+    providers: dict[str, tuple[str, ...]] = {}
+    for sha, names in value.items():
+        where = f"{name}[{sha!r}]"
+        if not isinstance(names, list | tuple):
+            msg = f"{where} must be an array, not {type_name(names)}"
+            raise TypeError(msg)
+        providers[check_sha256(sha, f"{name} key")] = tuple(
+            check_id(provider, f"{where}[{i}]") for i, provider in enumerate(names)
+        )
+    return providers
+
+
 def check_role(value: object, name: str) -> NodeRole:
     return _one_of(_ROLES, value, name)
 

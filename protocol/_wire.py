@@ -33,7 +33,7 @@ from protocol._messages import (
     ReplyError,
 )
 from protocol._msgpack import pack
-from protocol._status_checks import check_counts, check_profile, check_role, check_state
+from protocol._status_checks import check_counts, check_profile, check_providers, check_role, check_state
 from protocol._tensors import TensorPayload, encode_tensor, get_codec
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class _StatusProfileWire(_StatusWire, total=False):
     profile: dict[str, dict[str, float]]
     loading: dict[str, dict[str, float]]
     refused: dict[str, int]
+    providers: dict[str, list[str]]
 
 
 class _PingWire(TypedDict):
@@ -208,6 +209,9 @@ def encode_status(status: NodeStatus) -> bytes:
         wire["loading"] = check_profile(status.loading_s, "loading_s")
     if status.refused:
         wire["refused"] = check_counts(status.refused, "refused")
+    if status.providers:
+        checked = check_providers(status.providers, "providers")
+        wire["providers"] = {sha: list(names) for sha, names in checked.items()}
     return pack(wire)
 
 

@@ -8,6 +8,7 @@
     ├── ModelError       a model, cut or split is missing, invalid or does not match
     │   └── ShapesNotStatedError   a model's input sizes are open and nobody stated them
     └── ConfigError      a setting (URL, path, option) is invalid
+        └── ProviderUnavailableError   an execution provider asked for is not in this onnxruntime
 
 API misuse (calling things in the wrong order, wrong argument types) raises the
 built-in ``ValueError``/``TypeError``/``RuntimeError`` instead.
@@ -56,3 +57,23 @@ class ShapesNotStatedError(ModelError):
 
 class ConfigError(EdgecutError):
     """A configuration value (broker URL, path, option) is invalid."""
+
+
+class ProviderUnavailableError(ConfigError):
+    """An ONNX Runtime execution provider asked for (``--providers cuda``) is not in the installed onnxruntime.
+
+    Attributes:
+        requested: The providers asked for that are missing (short names such as ``cuda``).
+        available: The providers the installed onnxruntime has.
+    """
+
+    def __init__(self, *, requested: list[str], available: list[str]) -> None:
+        hint = ""
+        if {"cuda", "tensorrt"}.intersection(requested):
+            hint = " (CUDA and TensorRT come with onnxruntime-gpu in place of onnxruntime: see docs/deploy.md)"
+        super().__init__(
+            f"execution provider {', '.join(requested)} not available in this onnxruntime,"
+            f" which has {', '.join(available)}{hint}"
+        )
+        self.requested = requested
+        self.available = available

@@ -357,6 +357,8 @@ def test_sizes_take_binary_units(text: str, size: int) -> None:
         (["--no-zoo"], "nothing to serve"),
         (["--models", "/no/such/dir"], "does not exist"),
         (["--http", "8000"], "HOST:PORT"),
+        (["--max-message-bytes", "0"], "max_message_bytes must be at least 1"),
+        (["--providers", "gpu"], "no execution provider is called 'gpu'"),
     ],
 )
 def test_hub_bad_settings_exit_config(capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str) -> None:

@@ -232,6 +232,18 @@ def test_a_hub_status_may_report_what_it_is_loading() -> None:
         encode_status(NodeStatus("hub-a", "hub", "online", 2.0, loading_s={sha: {"c": -1.0}}))
 
 
+def test_a_hub_status_may_report_the_providers_its_models_run_on() -> None:
+    sha = "ef" * 32
+    providers = {sha: ("CUDAExecutionProvider", "CPUExecutionProvider")}
+    decoded = decode_status(encode_status(NodeStatus("hub-a", "hub", "online", 2.0, providers=providers)))
+    assert decoded.providers == providers
+    assert b"providers" not in encode_status(NodeStatus("hub-a", "hub", "online", 2.0))  # left out when empty
+    with pytest.raises(ValueError, match="providers key"):
+        encode_status(NodeStatus("hub-a", "hub", "online", 2.0, providers={"not-a-sha": ("CPUExecutionProvider",)}))
+    with pytest.raises(TypeError, match="must be an array"):
+        encode_status(NodeStatus("hub-a", "hub", "online", 2.0, providers={sha: "CPUExecutionProvider"}))  # type: ignore[dict-item]
+
+
 def test_a_ping_round_trips_through_decode_incoming() -> None:
     ping = Ping(request_id="p-1", sent_at=3.25, padding=b"\x00" * 1000)
     assert decode_incoming(encode_ping(ping)) == ping
