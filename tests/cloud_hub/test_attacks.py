@@ -10,6 +10,7 @@ measures what each attack costs valid requests and the hub's memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 import uuid
@@ -297,6 +298,35 @@ async def test_a_load_never_holds_up_the_requests_of_loaded_models(
         replies = [decode_reply((await watcher.next(60)).payload) for _ in range(2)]
     assert [reply.request_id for reply in replies] == ["warm", "cold"]
     assert all(reply.ok for reply in replies)
+
+
+async def test_pings_are_answered_while_a_model_loads(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
+) -> None:
+    """Pings sent while the hub loads a model are answered while it still loads, not once it is done.
+
+    How fast is ``bench/pings_during_load.py``'s to say (a timing claim); a
+    hub whose loop the load held up would answer none of them before the load
+    ended.
+    """
+    hub = await start_hub(pings_per_agent_s=1000)
+    topics = Topics(prefix)
+    resnet18 = ModelHalves.open("resnet18", threads=1)  # a model the hub loads for a second or more
+    cold = msgpack.unpackb(encode_request(tiny_request(deadline_ms=60_000.0)))
+    cold.update(id="cold", model="resnet18", model_sha256=resnet18.model_sha256)
+    cold["tensors"] = {"image": {"dtype": "uint8", "shape": [1, 224, 224, 3], "data": bytes(224 * 224 * 3)}}
+    sent, answered_while_loading, answered = 0, 0, []
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.publish(topics.request("raw"), msgpack.packb(cold), correlation=b"cold")
+        while "cold" not in answered:
+            ping = Ping(f"during-{sent}", time.time())
+            await watcher.publish(topics.ping("raw"), encode_ping(ping), correlation=ping.request_id.encode())
+            sent += 1
+            with contextlib.suppress(TimeoutError):
+                while True:  # what has come back so far
+                    answered.append(decode_reply((await watcher.next(0.02)).payload).request_id)
+                    answered_while_loading += hub.store.is_loading(resnet18.model_sha256, CLOUD_ONLY)
+    assert answered_while_loading >= 3, f"{answered_while_loading} of {sent} pings answered during the load"
 
 
 async def test_a_request_that_does_not_fit_a_loaded_tail_is_refused_on_receipt_not_queued(
