@@ -40,6 +40,8 @@ from protocol.mqtt import BrokerURL
 WIDTH = 2048
 PREFIX = "bench"
 AGENT = "pinger"
+LOAD_WAIT_S = 300
+"""The longest the bench waits for the load: requests answered ``loading`` are sent again until then."""
 
 
 def large_model(megabytes: int) -> onnx.ModelProto:
@@ -182,7 +184,7 @@ async def main(megabytes: int, every_ms: float, broker: str | None) -> dict[str,
 
         started = time.perf_counter()
         outcomes = [await ask(url, request(), 30)]
-        while outcomes[-1] == "loading" and time.perf_counter() - started < 300:
+        while outcomes[-1] == "loading" and time.perf_counter() - started < LOAD_WAIT_S:
             outcomes.append(await ask(url, request(), 30))
         loaded = time.perf_counter()
         await asyncio.sleep(1.0)
