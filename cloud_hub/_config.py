@@ -13,6 +13,7 @@ from cloud_hub._catalog import parse_preload
 from models import check_providers
 from protocol import DEFAULT_MAX_MESSAGE_BYTES, Topics
 from protocol.errors import ConfigError
+from protocol.http import parse_address
 from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ _COUNTS = (
     "max_message_bytes",
 )
 _DURATIONS = ("status_interval", "grace", "connect_timeout", "repeat_window")
-_MAX_PORT = 65535
 _RATES = ("loads_per_agent_minute", "loads_per_minute", "pings_per_agent_s", "pings_per_s")
 
 
@@ -180,11 +180,4 @@ class HubConfig:
         Raises:
             ConfigError: ``http`` is not ``HOST:PORT`` with a port from 0 to 65535.
         """
-        if self.http is None:
-            return None
-        host, _, port = self.http.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not host or not port.isdigit() or int(port) > _MAX_PORT:
-            msg = f"http must be HOST:PORT (such as 0.0.0.0:8000, or port 0 for a free one), not {self.http!r}"
-            raise ConfigError(msg)
-        return host, int(port)
+        return None if self.http is None else parse_address(self.http)

@@ -55,6 +55,7 @@ from protocol import (
     encode_reply,
 )
 from protocol.errors import ProtocolError, TransportError
+from protocol.http import Endpoint
 from protocol.mqtt import Connection, Incoming, Will
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from cloud_hub._config import HubConfig
-    from cloud_hub._http import HubEndpoint
     from cloud_hub._metrics import HubMetrics, HubState
     from cloud_hub._store import Tail
     from protocol import EncodedRequest, InferenceRequest
@@ -170,15 +170,16 @@ class Hub:
         self.ready = asyncio.Event()
         """Set once the hub is connected and subscribed."""
         self._metrics: HubMetrics | None = None
-        self.http: HubEndpoint | None = None
+        self.http: Endpoint | None = None
         """Metrics and health over HTTP (``config.http``): its ``address`` once :meth:`serve` has started it."""
         address = config.http_address()
         if address is not None:
-            from cloud_hub._http import HubEndpoint  # noqa: PLC0415 - prometheus-client is an optional extra
-            from cloud_hub._metrics import HubMetrics  # noqa: PLC0415
+            from cloud_hub._metrics import CONTENT_TYPE, HubMetrics  # noqa: PLC0415 - prometheus-client is optional
 
             self._metrics = HubMetrics(self._state)
-            self.http = HubEndpoint(*address, metrics=self._metrics, not_ready=self._not_ready)
+            self.http = Endpoint(
+                *address, exposition=self._metrics.exposition, content_type=CONTENT_TYPE, not_ready=self._not_ready
+            )
 
     @property
     def queue_depth(self) -> int:

@@ -198,3 +198,40 @@ def signalled_output(process: subprocess.Popen[bytes], signum: int, timeout_s: f
         process.communicate()
         raise
     return err
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+"""Metric samples by name and labels."""
+
+
+async def http_exchange(address: tuple[str, int], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` to an HTTP endpoint: the status, headers and body of what comes back.
+
+    Asyncio, not urllib: the hub or agent serving it runs on this same event loop.
+    """
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the endpoint closes after one answer
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("ascii").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split(" ")[1]), headers, body
+
+
+async def scrape(address: tuple[str, int]) -> Samples:
+    """Every sample of ``/metrics`` at ``address``, read with Prometheus's own parser, by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 - an optional extra
+
+    status, headers, body = await http_exchange(address, b"GET /metrics HTTP/1.1\r\n\r\n")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 PACKAGES = [
     "protocol",
+    "protocol.http",
     "protocol.mqtt",
     "models",
     "models.partition",
@@ -151,6 +152,7 @@ def test_importing_the_runtime_packages_does_not_import_onnx() -> None:
         ("edge_agent", ("cloud_hub", "edgecut", "onnx")),
         ("protocol", ("aiomqtt", "asyncio", "onnxruntime", "onnx", "edge_agent", "cloud_hub", "models")),
         ("protocol.mqtt", ("edge_agent", "cloud_hub", "models", "onnxruntime")),
+        ("protocol.http", ("edge_agent", "cloud_hub", "models", "onnxruntime", "aiomqtt", "prometheus_client")),
         ("models", ("onnx", "edge_agent", "cloud_hub", "aiomqtt")),
     ],
 )

@@ -15,11 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_hub import Hub, HubConfig, HubProcess, LocalBroker, free_port, wait_online
-from cloud_hub._http import MAX_CONNECTIONS
 from edge_agent import CLOUD_ONLY
 from protocol import ErrorCode, Ping, Topics, decode_reply, encode_ping
 from protocol.errors import ConfigError
-from tests._support import TINY_TAIL, tiny_request, watching
+from protocol.http import MAX_CONNECTIONS
+from tests._support import TINY_TAIL, Samples, http_exchange, scrape, tiny_request, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,28 +30,13 @@ pytestmark = pytest.mark.broker
 
 HTTP = "127.0.0.1:0"
 RUNTIME_MD = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 async def _http(hub: Hub, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``raw`` to the hub's HTTP endpoint: the status, headers and body of what comes back.
-
-    Asyncio, not urllib: the hub runs on this same event loop.
-    """
+    """Send ``raw`` to the hub's HTTP endpoint: the status, headers and body of what comes back."""
     assert hub.http is not None
     assert hub.http.address is not None
-    reader, writer = await asyncio.open_connection(*hub.http.address)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the hub closes after one answer
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("ascii").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split(" ")[1]), headers, body
+    return await http_exchange(hub.http.address, raw)
 
 
 async def _get(hub: Hub, path: str) -> tuple[int, bytes]:
@@ -60,15 +45,10 @@ async def _get(hub: Hub, path: str) -> tuple[int, bytes]:
 
 
 async def _scrape(hub: Hub) -> Samples:
-    """Every sample of ``/metrics``, read with Prometheus's own parser, by name and labels."""
-    status, headers, body = await _http(hub, b"GET /metrics HTTP/1.1\r\n\r\n")
-    assert status == 200
-    assert headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
+    """Every sample of the hub's ``/metrics``, read with Prometheus's own parser, by name and labels."""
+    assert hub.http is not None
+    assert hub.http.address is not None
+    return await scrape(hub.http.address)
 
 
 def _labels(**labels: str) -> frozenset[tuple[str, str]]:

@@ -1,12 +1,13 @@
-"""A hub's HTTP endpoint: ``/metrics``, ``/health/live`` and ``/health/ready``.
+"""The HTTP endpoint of a hub or an agent: ``/metrics``, ``/health/live`` and ``/health/ready``.
 
-A small asyncio server on the hub's own event loop, rather than
+A small asyncio server on the node's own event loop, rather than
 prometheus-client's ``start_http_server`` (a thread of its own), because:
 
-- what it reports (queue, tails, connections, readiness) is the event loop's
-  state; read on the loop it needs no locks and is never caught changing (a
-  thread iterating a dict that the loop resizes fails, or sees half an update);
-- ``/health/live`` then answers only while the loop does: a hub whose loop is
+- what it reports (a hub's queue and tails, an agent's requests and link
+  estimates, connections, readiness) is the event loop's state; read on the
+  loop it needs no locks and is never caught changing (a thread iterating a
+  dict that the loop resizes fails, or sees half an update);
+- ``/health/live`` then answers only while the loop does: a node whose loop is
   stuck is not alive, and says so by not answering;
 - what it costs the loop is bounded: reading one request head of at most
   :data:`MAX_HEAD_BYTES` (no body is read) and rendering the metrics (well
@@ -16,7 +17,9 @@ prometheus-client's ``start_http_server`` (a thread of its own), because:
 Only ``GET`` and ``HEAD`` of the three paths are served, one request per
 connection (``Connection: close``). Anything else gets its status (400, 404,
 405, 431) or, for a connection that sends too little too slowly or arrives
-past :data:`MAX_CONNECTIONS`, is closed: bad input never reaches the hub.
+past :data:`MAX_CONNECTIONS`, is closed: bad input never reaches the node.
+What ``/metrics`` renders is the caller's (prometheus-client's text format
+for hubs and agents); this module imports no metrics library.
 """
 
 from __future__ import annotations
@@ -28,15 +31,12 @@ import http
 import logging
 from typing import TYPE_CHECKING
 
-from cloud_hub._metrics import CONTENT_TYPE
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cloud_hub._metrics import HubMetrics
-
-logger = logging.getLogger("edgecut.hub")
+logger = logging.getLogger("edgecut.http")
 
 MAX_HEAD_BYTES = 8192
 """The most a request line and its headers may take; more is answered 431."""
@@ -46,6 +46,7 @@ MAX_CONNECTIONS = 32
 """Connections served at once; more are closed unanswered."""
 
 _TEXT = "text/plain; charset=utf-8"
+_MAX_PORT = 65535
 _METHODS = frozenset({b"GET", b"HEAD"})
 
 
@@ -72,20 +73,45 @@ def _plain(status: http.HTTPStatus, text: str) -> _Response:
     return _Response(status, (text + "\n").encode())
 
 
-class HubEndpoint:
-    """Serves a hub's metrics and health over HTTP while started.
+def parse_address(address: str, setting: str = "http") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8000`` for IPv6) as ``(host, port)``.
+
+    Raises:
+        ConfigError: Not ``HOST:PORT`` with a port from 0 to 65535; the
+            message names ``setting``.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > _MAX_PORT:
+        msg = f"{setting} must be HOST:PORT (such as 0.0.0.0:8000, or port 0 for a free one), not {address!r}"
+        raise ConfigError(msg)
+    return host, int(port)
+
+
+class Endpoint:
+    """Serves a node's metrics and health over HTTP while started.
 
     Args:
         host: Address to listen on.
         port: TCP port; 0 picks a free one (see :attr:`address`).
-        metrics: The hub's metrics.
-        not_ready: Why the hub cannot serve requests now, or ``None`` when it can.
+        exposition: Renders the metrics (called on the event loop at each scrape).
+        content_type: The content type of what ``exposition`` renders.
+        not_ready: Why the node cannot serve now, or ``None`` when it can.
     """
 
-    def __init__(self, host: str, port: int, *, metrics: HubMetrics, not_ready: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        exposition: Callable[[], bytes],
+        content_type: str,
+        not_ready: Callable[[], str | None],
+    ) -> None:
         self._host = host
         self._port = port
-        self._metrics = metrics
+        self._exposition = exposition
+        self._content_type = content_type
         self._not_ready = not_ready
         self._server: asyncio.Server | None = None
         self._exchanges: set[asyncio.Task[object]] = set()
@@ -169,11 +195,11 @@ class HubEndpoint:
             return _plain(http.HTTPStatus.OK, "ready")
         if path == b"/metrics":
             try:
-                body = self._metrics.exposition()
-            except Exception:  # a scrape must never take the hub down
+                body = self._exposition()
+            except Exception:  # a scrape must never take the node down
                 logger.exception("rendering the metrics failed")
                 return _plain(http.HTTPStatus.INTERNAL_SERVER_ERROR, "rendering the metrics failed")
-            return _Response(http.HTTPStatus.OK, body, CONTENT_TYPE)
+            return _Response(http.HTTPStatus.OK, body, self._content_type)
         return _plain(http.HTTPStatus.NOT_FOUND, "not found: try /metrics, /health/live or /health/ready")
 
 
