@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import importlib.util
 import logging
 import time
 import uuid
@@ -62,7 +63,8 @@ from protocol import (
     encode_request,
     get_codec,
 )
-from protocol.errors import EdgecutError, ProtocolError, ShapesNotStatedError
+from protocol.errors import ConfigError, EdgecutError, ProtocolError, ShapesNotStatedError
+from protocol.http import Endpoint, parse_address
 from protocol.mqtt import BrokerURL, Connection
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge_agent._halves import SessionFactory
+    from edge_agent._metrics import AgentMetrics, AgentState
     from edge_agent._planner import Objective
     from models import InputShapes, TensorSpec
     from protocol import InferenceReply, NodeStatus
@@ -142,9 +145,15 @@ class EdgeAgent:
             every request gets the state the last answer returned (zeros
             before the first; :meth:`reset_state` starts over), so callers
             pass only the other inputs. Meant for requests one at a time.
+        http: ``HOST:PORT`` to serve ``/metrics`` (Prometheus text format),
+            ``/health/live`` and ``/health/ready`` on while the agent is
+            entered (port 0 picks a free one, see :attr:`http`); ``None``
+            (the default): no HTTP. Needs prometheus-client (``pip install
+            'edgecut[metrics]'``).
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
+        ConfigError: ``http`` is not ``HOST:PORT``, or prometheus-client is missing.
     """
 
     def __init__(
@@ -166,6 +175,7 @@ class EdgeAgent:
         codec: str | Sequence[str] = RAW_CODEC,
         input_shapes: InputShapes | None = None,
         carry_state: Mapping[str, str] | None = None,
+        http: str | None = None,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         self.codecs: tuple[str, ...] = (codec,) if isinstance(codec, str) else tuple(dict.fromkeys(codec))
@@ -217,6 +227,11 @@ class EdgeAgent:
         self._open_inputs: tuple[TensorSpec, ...] | None = None  # set while the model waits for a request's sizes
         self._opening = asyncio.Lock()
         self._ignored_status_topics: set[str] = set()
+        self._metrics: AgentMetrics | None = None
+        self.http: Endpoint | None = None
+        """Metrics and health over HTTP (``http``): its ``address`` once the agent is entered."""
+        if http is not None:
+            self._metrics, self.http = self._endpoint(http)
 
     def _on_message(self, incoming: Incoming) -> None:
         if incoming.topic.startswith(self._status_prefix):
@@ -249,6 +264,40 @@ class EdgeAgent:
         if incoming.topic not in self._ignored_status_topics and len(self._ignored_status_topics) < _MAX_LOGGED_TOPICS:
             self._ignored_status_topics.add(incoming.topic)
             logger.warning("ignored a status on %s: %s", incoming.topic, why)
+        return None
+
+    def _endpoint(self, address: str) -> tuple[AgentMetrics, Endpoint]:
+        """The agent's metrics and the HTTP endpoint serving them on ``address``."""
+        host, port = parse_address(address)
+        if importlib.util.find_spec("prometheus_client") is None:
+            msg = "http needs prometheus-client: pip install 'edgecut[metrics]'"
+            raise ConfigError(msg)
+        from edge_agent._metrics import CONTENT_TYPE, AgentMetrics  # noqa: PLC0415 - an optional extra
+
+        metrics = AgentMetrics(self._metrics_state)
+        endpoint = Endpoint(
+            host, port, exposition=metrics.exposition, content_type=CONTENT_TYPE, not_ready=self._not_ready
+        )
+        return metrics, endpoint
+
+    def _metrics_state(self) -> AgentState:
+        from edge_agent._metrics import AgentState  # noqa: PLC0415 - an optional extra
+
+        planner = self._core.planner if self._core is not None else None
+        rtt_ms, bandwidth = planner.link.estimate(_clock()) if planner is not None else (None, None)
+        return AgentState(
+            model=self._halves.model_id if self._halves is not None else str(self._model),
+            connected=self._connection.is_connected,
+            rtt_s=None if rtt_ms is None else rtt_ms / 1000,
+            bandwidth_bit_s=bandwidth,
+        )
+
+    def _not_ready(self) -> str | None:
+        """Why the agent cannot take requests now (``/health/ready``), or ``None`` when it can."""
+        if not self._connection.is_connected:
+            return f"not connected to the broker at {self.url}"
+        if self._halves is None and self._open_inputs is None:
+            return f"{self._model} is not open yet"
         return None
 
     @property
@@ -291,6 +340,8 @@ class EdgeAgent:
         self._entered = True
         loop = asyncio.get_running_loop()
         try:
+            if self.http is not None:  # first: live while the model opens, and not ready
+                await self.http.start()
             try:
                 self._halves = await loop.run_in_executor(self._executor, self._open_model, self._input_shapes)
             except ShapesNotStatedError as exc:
@@ -308,6 +359,8 @@ class EdgeAgent:
                 await self._pings(self._core.start(_clock()))  # the link known before the first request
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
+            if self.http is not None:
+                await self.http.close()
             raise
         return self
 
@@ -318,6 +371,8 @@ class EdgeAgent:
             await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
         await self._connection.__aexit__(exc_type, exc, tb)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.http is not None:
+            await self.http.close()
         if self._head_times is not None and self._sizes is not None:
             self._head_times.save(self._sizes.first)  # the size the saved times were restored at
 
@@ -371,6 +426,18 @@ class EdgeAgent:
             InvalidReplyError: The reply could not be used and no fallback applied.
             RequestTimeoutError: No reply in time and no fallback possible.
         """
+        if self._metrics is None:
+            return await self._infer(inputs, cut)
+        model = self._halves.model_id if self._halves is not None else str(self._model)
+        try:
+            result = await self._infer(inputs, cut)
+        except EdgecutError as exc:
+            self._metrics.failed(model, cut or self._default_cut, self.codec, type(exc).__name__)
+            raise
+        self._metrics.finished(model, result)
+        return result
+
+    async def _infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], cut: str | None) -> InferenceResult:
         started = _clock()
         loop = asyncio.get_running_loop()
         if self._halves is None:

@@ -344,6 +344,13 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start (default 10)"
     )
     parser.add_argument("--no-fallback", action="store_true", help="fail instead of running the tail here")
+    parser.add_argument(
+        "--http",
+        default=_env("HTTP"),
+        metavar="HOST:PORT",
+        help="while it runs, serve /metrics (Prometheus), /health/live and /health/ready on HOST:PORT"
+        " (off by default; port 0 picks a free one, logged with -v; needs edgecut[metrics]); env EDGECUT_HTTP",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections and fallbacks")
     parser.set_defaults(handler=_agent)
@@ -374,6 +381,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         state_dir=None if args.no_state else args.state_dir,
         codec=args.codec or ["raw"],
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape) or None,
+        http=args.http,
     ) as agent:
         spec = agent.inputs[0]
         for path in args.inputs:

@@ -289,6 +289,7 @@ ENV_SAMPLES = {
         "EDGECUT_STATE_DIR": "/srv/state",
         "EDGECUT_AGENT_ID": "agent-x",
         "EDGECUT_PREFIX": "px",
+        "EDGECUT_HTTP": "0.0.0.0:9100",
     },
 }
 
