@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from models import EDGE_ONLY, Chain, SegmentsManifest, Session
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable
+    from collections.abc import Callable, Collection, Iterable, Mapping
     from pathlib import Path
 
     from cloud_hub._splitter import Grown
@@ -37,12 +37,12 @@ class HubChains:
     """The chains a hub holds, at most ``max_models`` of them, least recently used dropped first.
 
     Args:
-        session: Makes a session of one segment's bytes.
+        session: Makes a session of one segment's bytes or file.
         max_models: Chains kept.
         max_extra_cuts: Cuts besides its candidates one chain may pass through.
     """
 
-    def __init__(self, *, session: Callable[[bytes], Runnable], max_models: int, max_extra_cuts: int) -> None:
+    def __init__(self, *, session: Callable[[bytes | Path], Runnable], max_models: int, max_extra_cuts: int) -> None:
         self._session = session
         self._max_models = max_models
         self._max_extra_cuts = max_extra_cuts
@@ -107,7 +107,7 @@ class HubChains:
     def adopt(self, model_sha256: str, grown: Grown) -> Chain:
         """Hold the chain ``grown`` (split elsewhere), with sessions for the segments not held yet."""
         with self._lock:
-            chain = self._keep(model_sha256, grown.manifest, grown.blobs)
+            chain = self._keep(model_sha256, grown.manifest, grown.files)
             self._candidates[model_sha256] = grown.candidates
             return chain
 
@@ -126,10 +126,13 @@ class HubChains:
             blobs = {file.sha256: blob for file, blob in zip(manifest.segments, data, strict=True)}
             return self._keep(manifest.model_sha256, manifest, blobs)
 
-    def _keep(self, model_sha256: str, manifest: SegmentsManifest, blobs: dict[str, bytes]) -> Chain:
-        """A chain of ``manifest``, reusing the sessions of segments it shares with the one it replaces."""
+    def _keep(self, model_sha256: str, manifest: SegmentsManifest, segments: Mapping[str, bytes | Path]) -> Chain:
+        """A chain of ``manifest``, reusing the sessions of segments it shares with the one it replaces.
+
+        ``segments`` holds each segment's bytes, or its file, by sha256.
+        """
         before = self._sessions.get(model_sha256, {})
-        sessions = {sha: before.get(sha) or self._session(blob) for sha, blob in blobs.items()}
+        sessions = {sha: before.get(sha) or self._session(segment) for sha, segment in segments.items()}
         chain = Chain(manifest, [sessions[file.sha256] for file in manifest.segments])
         self._chains[model_sha256] = chain
         self._chains.move_to_end(model_sha256)

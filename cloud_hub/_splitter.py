@@ -6,9 +6,16 @@ GIL for tens of milliseconds (shape inference, serialisation). Run on a
 thread of the hub, it stalled the event loop and the workers of every other
 request (from outside: valid requests 10-25x slower while an agent cycled
 through cuts). Here it runs in a child process (``python -m
-cloud_hub._split_worker``), one call at a time; the hub gets the segments' bytes
-back and only makes sessions of the ones it does not hold yet (ONNX Runtime
-releases the GIL for that).
+cloud_hub._split_worker``), one call at a time. The child writes the segments
+into a directory of the hub's, each as a small graph file with its weights in
+a file of external data beside it, and answers with their paths; the hub makes
+sessions of the ones it does not hold yet and deletes the files. Handing the
+segments over as bytes held the hub's GIL for as long as the weights took to
+copy and parse (``pickle.loads``, then ONNX Runtime's ``InferenceSession``
+constructor, which parses model bytes without releasing it): about 0.6 s for
+320 MB on a busy 2-core machine, when the hub answers nothing. From a file,
+ONNX Runtime parses only the graph with the GIL held and reads the weights
+itself (``bench/pings_during_load.py``).
 
 The child is a plain subprocess, not a ``multiprocessing`` one: it does not
 import the hub's ``__main__`` again (a script that runs a hub needs no
@@ -26,10 +33,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from models import EDGE_ONLY, sha256_hex
@@ -38,7 +48,6 @@ from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
-    from pathlib import Path
 
     import onnx
 
@@ -63,12 +72,15 @@ class Grown:
 
     Attributes:
         manifest: The chain's segments manifest.
-        blobs: Each segment's model bytes, by its sha256.
+        files: Each segment's model file, by its sha256 (the sha256 of the
+            segment serialised whole, as the manifest states it); its weights
+            are in a file of external data beside it. The hub's to delete
+            (:meth:`Splitter.discard`) once it has made its sessions.
         candidates: The model's candidate cuts (``partition.candidate_cuts``).
     """
 
     manifest: SegmentsManifest
-    blobs: dict[str, bytes]
+    files: dict[str, Path]
     candidates: frozenset[str]
 
 
@@ -87,6 +99,7 @@ class Splitter:
     def __init__(self) -> None:
         self._child: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._workdir: Path | None = None  # where the child writes segments; made on the first grow
 
     def grow(
         self, source: ModelSource, model_sha256: str, model_id: str, cut_id: str, *, also: Sequence[str] | None
@@ -99,10 +112,19 @@ class Splitter:
         Raises:
             ModelError: The child failed (it died, or the model could not be read).
         """
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="edgecut-segments-"))
         result: Outcome = self._call(
-            "grow", source, model_sha256, model_id, cut_id, None if also is None else tuple(also)
+            "grow", source, model_sha256, model_id, cut_id, None if also is None else tuple(also), self._workdir
         )
         return result
+
+    def discard(self, grown: Grown) -> None:
+        """Delete the files of ``grown``: sessions made of them no longer need them."""
+        for path in grown.files.values():
+            for file in (path, _data_file(path)):
+                with contextlib.suppress(OSError):  # gone already, or held open where that forbids deleting
+                    file.unlink()
 
     def fused_tail_sha256(self, source: ModelSource, model_sha256: str, model_id: str, cut_id: str) -> str | None:
         """The sha256 of the tail ``edgecut models split`` writes at ``cut_id`` (``None``: the model changed).
@@ -132,7 +154,10 @@ class Splitter:
         return result
 
     def close(self) -> None:
-        """Stop the child (a call under way fails)."""
+        """Stop the child (a call under way fails) and delete the directory it wrote segments into."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         child, self._child = self._child, None
         if child is None:
             return
@@ -201,8 +226,12 @@ def _model(source: ModelSource) -> onnx.ModelProto:
     return zoo.build(source.name) if source.path is None else partition.load_model_file(source.path)
 
 
-def _grow(source: ModelSource, model_sha256: str, model_id: str, cut_id: str, also: tuple[str, ...] | None) -> Outcome:
-    from models import partition  # noqa: PLC0415 - the child's tooling
+def _grow(  # noqa: PLR0917 - called with a call's arguments as they were pickled
+    source: ModelSource, model_sha256: str, model_id: str, cut_id: str, also: tuple[str, ...] | None, workdir: Path
+) -> Outcome:
+    import onnx  # noqa: PLC0415 - the child's tooling
+
+    from models import partition  # noqa: PLC0415
 
     model = _model(source)
     if sha256_hex(model.SerializeToString()) != model_sha256:  # the file changed since it was hashed
@@ -217,11 +246,19 @@ def _grow(source: ModelSource, model_sha256: str, model_id: str, cut_id: str, al
     candidates = _candidates(model)
     wanted = sorted({*(candidates if also is None else also), *candidates, cut_id})
     segments = partition.split_segments(model, wanted, model_id=model_id, check=False)
-    blobs = {
-        file.sha256: part.SerializeToString()
-        for file, part in zip(segments.manifest.segments, segments.models, strict=True)
-    }
-    return Outcome(Grown(segments.manifest, blobs, candidates), cut_ids)
+    files = {}
+    for file, part in zip(segments.manifest.segments, segments.models, strict=True):
+        path = workdir / f"{file.sha256}.onnx"
+        onnx.save_model(
+            part, path, save_as_external_data=True, all_tensors_to_one_file=True, location=_data_file(path).name
+        )
+        files[file.sha256] = path
+    return Outcome(Grown(segments.manifest, files, candidates), cut_ids)
+
+
+def _data_file(path: Path) -> Path:
+    """The file of external data beside the segment file ``path``."""
+    return path.with_suffix(".data")
 
 
 def _candidates(model: onnx.ModelProto) -> frozenset[str]:

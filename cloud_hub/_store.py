@@ -130,9 +130,9 @@ class TailStore:
     def __len__(self) -> int:
         return len(self._tails)
 
-    def _session(self, data: bytes) -> Session:
-        """A session of a tail or segment on the hub's providers (blocking); a fallback to another is logged."""
-        session = Session(data, threads=self._threads, release_memory=True, providers=self.providers)
+    def _session(self, model: bytes | Path) -> Session:
+        """A session of a tail or segment (bytes or a file) on the hub's providers (blocking); a fallback is logged."""
+        session = Session(model, threads=self._threads, release_memory=True, providers=self.providers)
         if session.providers[:1] != self.providers[:1]:
             logger.warning(
                 "a session asked for %s got %s: ONNX Runtime could not start %s (see its messages above)",
@@ -391,7 +391,10 @@ class TailStore:
         if outcome.grown is None:
             code, message = outcome.error or (ErrorCode.INTERNAL, "the split failed")
             raise TailUnavailableError(message, code=ErrorCode(code))
-        chain = self.chains.adopt(model_sha256, outcome.grown)
+        try:
+            chain = self.chains.adopt(model_sha256, outcome.grown)
+        finally:
+            self._splitter.discard(outcome.grown)  # the sessions hold what they need
         logger.info("%s's chain passes through %s", model_id, ", ".join(chain.manifest.cut_ids))
         return chain
 

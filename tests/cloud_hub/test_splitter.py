@@ -32,7 +32,18 @@ def test_the_child_hashes_and_splits_what_the_hub_asks(splitter: Splitter) -> No
     assert outcome.grown is not None
     assert "input" in outcome.grown.manifest.cut_ids
     assert outcome.grown.candidates <= set(outcome.grown.manifest.cut_ids)
-    assert set(outcome.grown.blobs) == {segment.sha256 for segment in outcome.grown.manifest.segments}
+    assert set(outcome.grown.files) == {segment.sha256 for segment in outcome.grown.manifest.segments}
+    assert all(path.is_file() and path.with_suffix(".data").is_file() for path in outcome.grown.files.values())
+    splitter.discard(outcome.grown)  # once the hub made its sessions
+    assert not any(path.exists() or path.with_suffix(".data").exists() for path in outcome.grown.files.values())
+
+
+def test_closing_deletes_what_the_child_wrote(splitter: Splitter) -> None:
+    outcome = splitter.grow(ModelSource("tiny"), tiny_model().model_sha256, "tiny", "input", also=None)
+    assert outcome.grown is not None
+    directory = next(iter(outcome.grown.files.values())).parent
+    splitter.close()
+    assert not directory.exists()
 
 
 def test_an_unknown_cut_is_an_outcome_with_the_models_cuts(splitter: Splitter) -> None:
