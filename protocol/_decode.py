@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Final
 
 from protocol._checks import (
     Fields,
-    check_bin,
     check_batch_size,
+    check_bin,
     check_bool,
     check_count,
     check_id,
