@@ -46,6 +46,7 @@ class FairQueue(Generic[_T]):
         self._virtual = 0
         self._arrivals = itertools.count()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._watchers: list[asyncio.Future[None]] = []  # wait_put
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -55,6 +56,11 @@ class FairQueue(Generic[_T]):
         tag = max(self._virtual, self._next_tag.get(sender, 0))
         self._next_tag[sender] = tag + 1
         heapq.heappush(self._heap, (tag, next(self._arrivals), item))
+        # Watchers first: a worker filling a batch looks at the item before an idle worker takes it alone.
+        for watcher in self._watchers:
+            if not watcher.done():
+                watcher.set_result(None)
+        self._watchers.clear()
         self._wake_next()
 
     async def get(self) -> _T:
@@ -83,6 +89,40 @@ class FairQueue(Generic[_T]):
         if len(self._next_tag) > _MAX_AGENTS_REMEMBERED:  # senders at or behind the virtual time add nothing
             self._next_tag = {sender: t for sender, t in self._next_tag.items() if t > self._virtual}
         return item
+
+    def queued(self, limit: int) -> list[tuple[int, _T]]:
+        """Up to ``limit`` queued items with their start tags (their rounds), in the order they would be taken."""
+        if len(self._heap) <= limit:
+            return [(tag, item) for tag, _, item in sorted(self._heap)]
+        return [(tag, item) for tag, _, item in heapq.nsmallest(limit, self._heap)]
+
+    def take(self, items: list[_T]) -> None:
+        """Take queued ``items`` out of turn: they run together with the item just taken (a batch).
+
+        The virtual time moves on to the latest of their tags, as if they had
+        been taken one by one; items passed over keep their tags.
+        """
+        taken = {id(item) for item in items}
+        kept = [entry for entry in self._heap if id(entry[2]) not in taken]
+        tags = [entry[0] for entry in self._heap if id(entry[2]) in taken]
+        if tags:
+            self._heap = kept
+            heapq.heapify(self._heap)
+            self._virtual = max(self._virtual, *tags)
+
+    async def wait_put(self, timeout_s: float) -> bool:
+        """Wait until an item is put, for at most ``timeout_s``: whether one was."""
+        watcher = asyncio.get_running_loop().create_future()
+        self._watchers.append(watcher)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await watcher
+        except TimeoutError:
+            return False
+        finally:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+        return True
 
     def _wake_next(self) -> None:
         while self._waiters:
