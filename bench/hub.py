@@ -1,35 +1,40 @@
 """Hub throughput: requests/s and p50/p99 of cloud-only agents against plain ONNX Runtime's batched ceiling.
 
-Two measurements on one model (resnet18 from the zoo; the hub runs the whole
-model, cut ``input``) and one number of ONNX Runtime threads:
+One model (resnet18 from the zoo; the hub runs the whole model, cut
+``input``), one number of ONNX Runtime threads (``--threads``, default all
+CPUs), three things measured:
 
 1. **Plain ONNX Runtime**, in a child process of its own, with the hub's
    session settings (``models.Session``, the same threads, spinning off):
-   images/s at batches 1, 2, 4, 8 and 16, each run back to back for a while.
-   The best of them is the ceiling.
-2. **A hub** (``edgecut hub --preload resnet18:input`` as a child process, on
-   a local mosquitto with TCP_NODELAY), with dynamic batching off
-   (``--max-batch-size 1``) and on (the default, ``--max-batch-size 8``,
-   ``--max-batch-delay-ms 0``). Closed-loop cloud-only agents, each its own
-   MQTT 5 connection in this process, send one image, wait for the reply and
-   send the next. The rate is taken over a window in which every agent is
-   already running (after a warm-up); p50/p99 are of the requests answered in
-   it.
+   images/s at batches 1, 2, 4, 8 and 16, each run back to back; the best
+   batch is the ceiling.
+2. **Two hubs** (``edgecut hub --preload resnet18:input`` child processes on
+   a local mosquitto with TCP_NODELAY): dynamic batching off
+   (``--max-batch-size 1``) and on (the defaults, ``--max-batch-size 8``,
+   ``--max-batch-delay-ms 0``). Closed-loop cloud-only agents (1, 4, 8, 16),
+   each its own MQTT 5 connection in this process, send one image, wait for
+   the reply and send the next. The rate is taken over a window in which
+   every agent is already running (after a 1 s warm-up); p50/p99 are of the
+   requests answered in it.
+3. For each agent count, plain ONNX Runtime at its best batch, measured **in
+   turn** with the two hubs' windows (the order rotating each round), so that
+   the machine's busier and quieter moments fall on all three alike; the
+   ratio is the hub's rate over that.
 
-Besides the rate, its ratio to the ceiling and the latencies, each hub row
-says where the time went, from the replies' own timings: the mean batch size
-requests ran in, ``busy`` (the fraction of the window the hub's tail was
-running: the sum of its runs' compute times over the window), its tail
-milliseconds per request (against ONNX Runtime's best per image), and the
-CPU the hub, the broker and the agents took (in cores, from /proc).
-``rate / ceiling = busy x (ceiling's ms per image / hub's ms per request)``:
-the first factor is what the hub's serial work between runs costs, the second
-what sharing the machine with broker and agents (and smaller batches) costs.
+Each hub row also says where the time went, from the replies' own timings:
+the mean batch size requests ran in; ``busy``, the fraction of the window the
+hub's tail ran (its runs' compute times over the window); the tail
+milliseconds per request (a run's time shared by its requests; compare plain
+ONNX Runtime's ms per image); and the CPU the hub, the broker, the agents
+and the machine's other processes used (in cores, from /proc). Roughly
+``ratio = busy x (ORT's ms per image / the hub's tail ms per request)``: the
+first factor is what the hub's work between runs costs, the second what
+sharing the machine costs its tail.
 
-    python bench/hub.py [--quick] [--threads 2] [--agents 1,4,8,16] [--seconds 8] [--json]
+    python bench/hub.py [--quick] [--threads N] [--agents 1,4,8,16] [--seconds 4] [--rounds 2] [--json]
 
-``--quick`` takes about a minute (shorter windows, 1, 8 and 16 agents); the
-default about four.
+The default takes about three minutes; ``--quick`` (1, 8 and 16 agents, one
+round of 2 s windows) about one.
 """
 
 from __future__ import annotations
