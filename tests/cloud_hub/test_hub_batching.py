@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent import CLOUD_ONLY
-from models import sha256_hex
+from models import partition, sha256_hex
 from protocol import ErrorCode, InferenceReply, InferenceRequest, Topics, decode_reply
 from tests._support import parked, random_images, tiny_logits, tiny_model, tiny_request, until, watching
 
@@ -247,4 +247,30 @@ async def test_with_a_delay_batches_wait_for_requests_and_workers_run_them_in_pa
         "inner-d": 2,
     }
     for name, image in zip(("input-a", "input-b", "inner-c", "inner-d"), images, strict=True):
+        np.testing.assert_allclose(replies[name].outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
+
+
+async def test_a_request_pinning_the_tail_the_hub_runs_joins_a_batch(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    hub = await start_hub(workers=1)
+    topics = Topics(prefix)
+    images = _images(3, seed=15)
+    _, model = partition.load_model("tiny")
+    pin = partition.split(model, INNER_CUT, model_id="tiny").manifest.tail_sha256
+    head = tiny_model().halves(INNER_CUT).head
+    assert head is not None
+
+    def request(agent: str, name: str, image: np.ndarray, **changes: object) -> InferenceRequest:
+        crossing = head.run({"image": image[None]})
+        return tiny_request(INNER_CUT, agent_id=agent, request_id=name, tensors=crossing, **changes)
+
+    requests = [request("cam-a", "a", images[0]), request("cam-b", "pinned", images[1], tail_sha256=pin)]
+    requests.append(request("cam-c", "c", images[2]))
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        warm = [request("blocker", "warm", images[0]), request("blocker", "warm-pinned", images[0], tail_sha256=pin)]
+        assert all(reply.ok for reply in (await _send_all(watcher, topics, warm)).values())  # the pin is known
+        replies = await _queued_together(hub, watcher, topics, requests)
+    assert [replies[name].batch_size for name in ("a", "pinned", "c")] == [3, 3, 3]
+    for name, image in zip(("a", "pinned", "c"), images, strict=True):
         np.testing.assert_allclose(replies[name].outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
