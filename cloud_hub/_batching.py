@@ -32,6 +32,8 @@ waits for at most one request of every other agent, as without batching.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -204,17 +206,29 @@ class Batcher:
     async def fill(self, batch: Batch) -> None:
         """Wait up to the batch delay for more requests to join ``batch``, while rows are left and nothing else waits.
 
-        A request that cannot join (another tail's, say) ends the wait: the
-        delay is spent only while the hub has nothing else to do.
+        Requests that can join are taken the moment they arrive
+        (:meth:`FairQueue.claim_arrivals`), before an idle worker could take
+        them alone. A request that cannot join (another tail's, say) ends the
+        wait: the delay is spent only while the hub has nothing else to do.
         """
-        if not batch.open or self.delay_s <= 0:
+        if not batch.open or self.delay_s <= 0 or self._queue or batch.rows >= self._max_rows:
             return
-        deadline = time.monotonic() + self.delay_s
-        while batch.rows < self._max_rows and not self._queue:
-            left = deadline - time.monotonic()
-            if left <= 0 or not await self._queue.wait_put(left):
-                return
-            self._join(batch)
+        first = batch.members[0].request
+        shapes = _rest_of_shapes(first)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def claim(job: Job) -> bool:
+            rows = self._rows_in(batch, first, shapes, job)
+            if rows is None or batch.rows + rows > self._max_rows:
+                return False
+            batch.members.append(Member(job, _request_of(job), rows))
+            if batch.rows >= self._max_rows and not done.done():
+                done.set_result(None)
+            return True
+
+        with self._queue.claim_arrivals(claim, done), contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.delay_s):
+                await done
 
     def _join(self, batch: Batch) -> None:
         first = batch.members[0].request

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import heapq
 import itertools
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 _T = TypeVar("_T")
 
@@ -46,7 +50,8 @@ class FairQueue(Generic[_T]):
         self._virtual = 0
         self._arrivals = itertools.count()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._watchers: list[asyncio.Future[None]] = []  # wait_put
+        self._claimers: list[Callable[[_T], bool]] = []  # claim_arrivals
+        self._watchers: list[asyncio.Future[None]] = []  # claim_arrivals
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -55,12 +60,14 @@ class FairQueue(Generic[_T]):
         """Queue ``item`` behind ``sender``'s earlier ones."""
         tag = max(self._virtual, self._next_tag.get(sender, 0))
         self._next_tag[sender] = tag + 1
+        for claimer in self._claimers:  # a batch being filled takes it at once, as if queued and taken
+            if claimer(item):
+                self._virtual = max(self._virtual, tag)
+                return
         heapq.heappush(self._heap, (tag, next(self._arrivals), item))
-        # Watchers first: a worker filling a batch looks at the item before an idle worker takes it alone.
         for watcher in self._watchers:
             if not watcher.done():
                 watcher.set_result(None)
-        self._watchers.clear()
         self._wake_next()
 
     async def get(self) -> _T:
@@ -110,19 +117,22 @@ class FairQueue(Generic[_T]):
             heapq.heapify(self._heap)
             self._virtual = max(self._virtual, *tags)
 
-    async def wait_put(self, timeout_s: float) -> bool:
-        """Wait until an item is put, for at most ``timeout_s``: whether one was."""
-        watcher = asyncio.get_running_loop().create_future()
-        self._watchers.append(watcher)
+    @contextlib.contextmanager
+    def claim_arrivals(self, claimer: Callable[[_T], bool], queued: asyncio.Future[None]) -> Iterator[None]:
+        """Within the block, offer every item put to ``claimer`` first, and resolve ``queued`` once one is queued.
+
+        An item ``claimer`` takes (it returns ``True``) is never queued: it is
+        taken the moment it is put, before any idle getter could take it. Only
+        while nothing is queued is that fair, so a batch being filled claims
+        arrivals only until something is queued (``queued``).
+        """
+        self._claimers.append(claimer)
+        self._watchers.append(queued)
         try:
-            async with asyncio.timeout(timeout_s):
-                await watcher
-        except TimeoutError:
-            return False
+            yield
         finally:
-            if watcher in self._watchers:
-                self._watchers.remove(watcher)
-        return True
+            self._claimers.remove(claimer)
+            self._watchers.remove(queued)
 
     def _wake_next(self) -> None:
         while self._waiters:

@@ -109,14 +109,23 @@ async def test_items_taken_into_a_batch_leave_the_others_their_turns() -> None:
     assert [queue.get_nowait() for _ in range(len(queue))] == ["b0", "c0"]
 
 
-async def test_wait_put_wakes_on_a_put_and_times_out_without_one() -> None:
+async def test_an_arrival_a_batch_claims_is_never_queued_and_others_wake_the_watcher() -> None:
     queue: FairQueue[str] = FairQueue()
-    assert not await queue.wait_put(0.001)
-    waiting = asyncio.create_task(queue.wait_put(30))
-    await asyncio.sleep(0)
     queue.put("a", "a0")
-    assert await waiting
-    assert queue._watchers == []
+    assert queue.get_nowait() == "a0"  # in service, filling a batch
+    queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    getter = asyncio.create_task(queue.get())  # an idle worker
+    await asyncio.sleep(0)
+    with queue.claim_arrivals(lambda item: item.startswith("same"), queued):
+        queue.put("b", "same-b0")  # taken at once: the idle worker never sees it
+        assert len(queue) == 0
+        assert not queued.done()
+        queue.put("c", "other-c0")
+        assert queued.done()
+    assert await getter == "other-c0"
+    queue.put("b", "same-b1")  # the block is over: queued as usual, behind b's claimed turn
+    queue.put("d", "d0")
+    assert [queue.get_nowait() for _ in range(len(queue))] == ["d0", "same-b1"]
 
 
 # --- run_batch: a real tail -----------------------------------------------------
