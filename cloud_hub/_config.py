@@ -29,11 +29,13 @@ _COUNTS = (
     "max_queue_bytes",
     "max_queue_per_agent",
     "max_batch",
+    "max_batch_size",
     "max_sessions",
     "max_extra_cuts",
     "max_message_bytes",
 )
 _DURATIONS = ("status_interval", "grace", "connect_timeout", "repeat_window")
+_MAX_BATCH_DELAY_MS = 10_000.0
 _RATES = ("loads_per_agent_minute", "loads_per_minute", "pings_per_agent_s", "pings_per_s")
 
 
@@ -55,7 +57,9 @@ class HubConfig:
         group: Shared-subscription group; hubs in one group split the requests.
         hub_id: This hub's id in replies and status; unique per broker.
         prefix: Topic prefix (see ``protocol.Topics``).
-        workers: Requests computed at the same time.
+        workers: Tail runs at the same time (each a request, or a batch of
+            requests of one tail): batches of different models run in
+            parallel with more than one.
         threads: ONNX Runtime intra-op threads per run (``None``: all cores).
         max_queue: Requests accepted but not finished before new ones are
             answered ``overloaded`` straight away.
@@ -71,7 +75,16 @@ class HubConfig:
             does not delay the others more.
         max_batch: Largest batch (the size of the model's batch axis: a symbolic first axis of its inputs) one
             request may carry; larger ones are refused ``bad_request``. The
-            tail's working memory grows with it.
+            tail's working memory grows with it. Not to be confused with
+            ``max_batch_size``, the bound of a batch the hub makes.
+        max_batch_size: Dynamic batching: the largest batch (the size of the
+            batch axis, all requests' rows together) the hub makes of queued
+            requests for one tail, as Triton's ``max_batch_size``; 1 turns
+            batching off. A request of more rows on its own (up to
+            ``max_batch``) still runs, alone.
+        max_batch_delay_ms: How long a worker waits for more requests to join
+            a batch that has room; 0 (the default): it takes what is queued
+            and never waits, so a lone request is not delayed.
         repeat_window: Seconds a request id is remembered after its reply, so
             that a request sent again is answered again, not run again.
         max_sessions: Tail sessions kept loaded (least recently used go first).
@@ -113,6 +126,8 @@ class HubConfig:
     max_queue_bytes: int = 128 * 1024 * 1024
     max_queue_per_agent: int = 16
     max_batch: int = 32
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 0.0
     max_sessions: int = 8
     max_extra_cuts: int = 8
     load_on_demand: bool = True
@@ -161,6 +176,9 @@ class HubConfig:
                 raise ConfigError(msg)
         if len(self.preload) > self.max_sessions:
             msg = f"{len(self.preload)} tails to preload, more than max_sessions ({self.max_sessions}) keeps loaded"
+            raise ConfigError(msg)
+        if not 0 <= self.max_batch_delay_ms <= _MAX_BATCH_DELAY_MS:
+            msg = f"max_batch_delay_ms must be from 0 to {_MAX_BATCH_DELAY_MS:g}, not {self.max_batch_delay_ms}"
             raise ConfigError(msg)
         if not self.miss_ttl >= 0:
             msg = "miss_ttl must be 0 seconds or more"

@@ -75,12 +75,15 @@ class Ran:
     """Tail times this run measured, by cut: its own, and for a chain's tail those of every later cut."""
 
 
-def run_tail(tail: Tail, encoded: EncodedRequest, *, hub_id: str, received: float, queue_depth: int) -> Ran:
+def run_tail(
+    tail: Tail, encoded: EncodedRequest, *, hub_id: str, received: float, queue_depth: int, batch_size: int = 1
+) -> Ran:
     """Decode the request, run the tail and encode the reply, in one worker-thread hop.
 
     ``queue_ms`` in the reply is all the hub's time before the tail runs:
     waiting in the queue, loading the tail on first use, the thread hop,
-    decoding the tensors.
+    decoding the tensors. ``batch_size`` is the request's own batch, as the
+    reply states it (:mod:`cloud_hub._batching` runs larger batches).
 
     Raises:
         ProtocolError: A tensor's data does not decode to what it declared.
@@ -96,13 +99,14 @@ def run_tail(tail: Tail, encoded: EncodedRequest, *, hub_id: str, received: floa
         queue_ms=(started - received) * 1000,
         compute_ms=compute_ms,
         queue_depth=queue_depth,
+        batch_size=batch_size,
     )
     return Ran(
-        reply=encode_reply(reply), queue_ms=reply.queue_ms, compute_ms=compute_ms, tail_ms=_tail_times(tail, segment_ms)
+        reply=encode_reply(reply), queue_ms=reply.queue_ms, compute_ms=compute_ms, tail_ms=tail_times(tail, segment_ms)
     )
 
 
-def _tail_times(tail: Tail, segment_ms: list[float]) -> dict[str, float]:
+def tail_times(tail: Tail, segment_ms: list[float]) -> dict[str, float]:
     """The tail time from each cut a chain's run passed, from its segments' times (empty for a plain session)."""
     if not isinstance(tail.session, ChainPart):
         return {}

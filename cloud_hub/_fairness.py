@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import heapq
 import itertools
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 _T = TypeVar("_T")
 
@@ -46,6 +50,8 @@ class FairQueue(Generic[_T]):
         self._virtual = 0
         self._arrivals = itertools.count()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._claimers: list[Callable[[_T], bool]] = []  # claim_arrivals
+        self._watchers: list[asyncio.Future[None]] = []  # claim_arrivals
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -54,7 +60,14 @@ class FairQueue(Generic[_T]):
         """Queue ``item`` behind ``sender``'s earlier ones."""
         tag = max(self._virtual, self._next_tag.get(sender, 0))
         self._next_tag[sender] = tag + 1
+        for claimer in self._claimers:  # a batch being filled takes it at once, as if queued and taken
+            if claimer(item):
+                self._virtual = max(self._virtual, tag)
+                return
         heapq.heappush(self._heap, (tag, next(self._arrivals), item))
+        for watcher in self._watchers:
+            if not watcher.done():
+                watcher.set_result(None)
         self._wake_next()
 
     async def get(self) -> _T:
@@ -83,6 +96,43 @@ class FairQueue(Generic[_T]):
         if len(self._next_tag) > _MAX_AGENTS_REMEMBERED:  # senders at or behind the virtual time add nothing
             self._next_tag = {sender: t for sender, t in self._next_tag.items() if t > self._virtual}
         return item
+
+    def queued(self, limit: int) -> list[tuple[int, _T]]:
+        """Up to ``limit`` queued items with their start tags (their rounds), in the order they would be taken."""
+        if len(self._heap) <= limit:
+            return [(tag, item) for tag, _, item in sorted(self._heap)]
+        return [(tag, item) for tag, _, item in heapq.nsmallest(limit, self._heap)]
+
+    def take(self, items: list[_T]) -> None:
+        """Take queued ``items`` out of turn: they run together with the item just taken (a batch).
+
+        The virtual time moves on to the latest of their tags, as if they had
+        been taken one by one; items passed over keep their tags.
+        """
+        taken = {id(item) for item in items}
+        kept = [entry for entry in self._heap if id(entry[2]) not in taken]
+        tags = [entry[0] for entry in self._heap if id(entry[2]) in taken]
+        if tags:
+            self._heap = kept
+            heapq.heapify(self._heap)
+            self._virtual = max(self._virtual, *tags)
+
+    @contextlib.contextmanager
+    def claim_arrivals(self, claimer: Callable[[_T], bool], queued: asyncio.Future[None]) -> Iterator[None]:
+        """Within the block, offer every item put to ``claimer`` first, and resolve ``queued`` once one is queued.
+
+        An item ``claimer`` takes (it returns ``True``) is never queued: it is
+        taken the moment it is put, before any idle getter could take it. Only
+        while nothing is queued is that fair, so a batch being filled claims
+        arrivals only until something is queued (``queued``).
+        """
+        self._claimers.append(claimer)
+        self._watchers.append(queued)
+        try:
+            yield
+        finally:
+            self._claimers.remove(claimer)
+            self._watchers.remove(queued)
 
     def _wake_next(self) -> None:
         while self._waiters:

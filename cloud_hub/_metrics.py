@@ -7,9 +7,10 @@ hub holds now. Labels name only what the hub itself serves, never a value a
 sender chooses (see :meth:`HubMetrics.failed`), so no client can make new
 series.
 
-The request path records two things, each an increment and at most two
-histogram observations: a tail that ran (:meth:`HubMetrics.ran`) and an
-error reply (:meth:`HubMetrics.failed`). Everything else the hub already
+The request path records three things, each an increment and at most two
+histogram observations: a request whose tail ran (:meth:`HubMetrics.ran`), a
+tail run and the batch it took (:meth:`HubMetrics.batch`), and an error reply
+(:meth:`HubMetrics.failed`). Everything else the hub already
 counts or holds (replies published, pings, repeats, its queue, tails and
 connections) is read from it when scraped, through a :class:`HubState`
 snapshot, and costs nothing between scrapes.
@@ -38,6 +39,8 @@ SUCCESS = "success"
 """The ``outcome`` of a request whose tail ran; any other outcome is an error code."""
 DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Histogram buckets in seconds: a small tail's fraction of a millisecond to a queue's seconds."""
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+"""Histogram buckets of batch sizes (rows, or requests, per tail run)."""
 
 _PREFIX = "edgecut_hub_"
 
@@ -138,6 +141,20 @@ class HubMetrics:
             buckets=DURATION_BUCKETS_S,
             registry=self.registry,
         )
+        self._batch_rows = Histogram(
+            _PREFIX + "batch_size",
+            "Size of the batch axis in each tail run: the rows of every request it ran together (dynamic batching).",
+            ["model", "cut"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self._batch_requests = Histogram(
+            _PREFIX + "batch_requests",
+            "Requests each tail run answered (1 for a request that ran alone).",
+            ["model", "cut"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(state))
 
     def ran(self, model: str, cut: str, *, queue_s: float, compute_s: float) -> None:
@@ -145,6 +162,11 @@ class HubMetrics:
         self._requests.labels(model, cut, SUCCESS).inc()
         self._queue.labels(model).observe(queue_s)
         self._compute.labels(model, cut).observe(compute_s)
+
+    def batch(self, model: str, cut: str, *, rows: int, requests: int) -> None:
+        """A tail ran once, for ``requests`` requests with ``rows`` rows together."""
+        self._batch_rows.labels(model, cut).observe(rows)
+        self._batch_requests.labels(model, cut).observe(requests)
 
     def failed(self, model: str, cut: str, code: str) -> None:
         """A request was answered with error ``code``.

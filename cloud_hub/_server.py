@@ -18,6 +18,8 @@ its configuration. Nothing a client sends can stop the hub:
   worker thread that runs the tail;
 - queued requests run one agent at a time in turn
   (:class:`~cloud_hub._fairness.FairQueue`), each agent within its own bound;
+  those for one tail that are queued together run as one batch
+  (:mod:`~cloud_hub._batching`), taken in the same turns;
 - loads run on a thread of their own, within per-agent and overall budgets;
 - pings are answered at once within per-agent and overall budgets, and
   dropped past them;
@@ -30,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from cloud_hub._admission import Admission
+from cloud_hub._batching import Batcher, run_batch
 from cloud_hub._execution import Ran, refusal, run_tail
 from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Coroutine
 
+    from cloud_hub._batching import Batch, Outcome
     from cloud_hub._config import HubConfig
     from cloud_hub._metrics import HubMetrics, HubState
     from cloud_hub._store import Tail
@@ -144,6 +149,15 @@ class Hub:
         )
         self._clocks = AgentClocks()
         self._admission = Admission(config, self._jobs, self._clocks)
+        self._limits = {"max_batch": config.max_batch, "max_reply_bytes": config.max_message_bytes}
+        self._batcher = Batcher(
+            queue=self._queue,
+            store=self.store,
+            admission=self._admission,
+            max_batch_size=config.max_batch_size,
+            max_batch_delay_s=config.max_batch_delay_ms / 1000,
+            limits=self._limits,
+        )
         self.profile = LoadProfile()
         """Recent queue waits and tail times, announced in the hub's status."""
         self._background: set[asyncio.Task[object]] = set()  # refusals, repeated replies, memory trims
@@ -291,7 +305,7 @@ class Hub:
         tail = self.store.ready_now(header.model_sha256, header.cut_id, pinned=header.tail_sha256 is not None)
         if tail is None:
             return None  # checked once its tail is loaded
-        return refusal(request, tail, max_batch=self.config.max_batch, max_reply_bytes=self.config.max_message_bytes)
+        return refusal(request, tail, **self._limits)
 
     def _is_repeat(self, job: Job) -> bool:
         """Handle a request id seen lately: dropped while the first runs, else answered again as before."""
@@ -346,10 +360,21 @@ class Hub:
         if tail is None:
             self._spawn(self._load_for(job))
             return
-        limits = {"max_batch": self.config.max_batch, "max_reply_bytes": self.config.max_message_bytes}
-        _refuse_if(refusal(request, tail, **limits))
+        _refuse_if(refusal(request, tail, **self._limits))
+        batch = self._batcher.take(job, request, tail)
+        if self._batcher.delay_s:
+            await self._batcher.fill(batch)
+        if len(batch.members) > 1:
+            await self._run_batch(batch)
+            return
         self.tails_run += 1
-        ran = await self._run_tail(job, tail, request)
+        ran = await self._run_tail(job, tail, request, batch.rows)
+        self._note_ran(job, tail, request, ran)
+        if self._metrics is not None:
+            self._metrics.batch(tail.manifest.model_id, request.header.cut_id, rows=batch.rows, requests=1)
+
+    def _note_ran(self, job: Job, tail: Tail, request: EncodedRequest, ran: Ran) -> None:
+        """Count a request whose tail ran, in the load profile and the metrics."""
         queue_ms = max(0.0, ran.queue_ms - job.load_ms)
         self.profile.note_wait(queue_ms, time.monotonic())
         for cut_id, ms in (ran.tail_ms or {request.header.cut_id: ran.compute_ms}).items():
@@ -358,7 +383,27 @@ class Hub:
             model, cut = tail.manifest.model_id, request.header.cut_id
             self._metrics.ran(model, cut, queue_s=queue_ms / 1000, compute_s=ran.compute_ms / 1000)
 
-    def _run_tail(self, job: Job, tail: Tail, request: EncodedRequest) -> asyncio.Future[Ran]:
+    async def _run_batch(self, batch: Batch) -> None:
+        """Run ``batch`` in a worker thread in one tail run, then send every member's reply (each its own error)."""
+        self.tails_run += len(batch.members)
+        run = functools.partial(run_batch, batch, hub_id=self.config.hub_id, queue_depth=len(self._jobs))
+        try:
+            outcomes: list[Outcome] = await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except Exception as exc:  # run_batch answers each member itself: never, but no member may go unanswered
+            logger.exception("a batch of %d requests failed", len(batch.members))
+            error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
+            outcomes = [error] * len(batch.members)
+        for member, outcome in zip(batch.members, outcomes, strict=True):
+            if isinstance(outcome, ReplyError):
+                self._spawn(self._reply(member.job, self._failure(member.job, outcome)))
+            else:
+                self._spawn(self._reply(member.job, outcome.reply))
+                self._note_ran(member.job, batch.tail, member.request, outcome)
+        if self._metrics is not None:
+            model, cut = batch.tail.manifest.model_id, batch.members[0].request.header.cut_id
+            self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
+
+    def _run_tail(self, job: Job, tail: Tail, request: EncodedRequest, batch_size: int) -> asyncio.Future[Ran]:
         """Run the tail in a worker thread; its reply starts out the moment the thread is done.
 
         The thread's completion schedules the reply's publish itself, rather
@@ -386,7 +431,13 @@ class Hub:
             loop.call_soon_threadsafe(done, run)
 
         run = self._executor.submit(
-            run_tail, tail, request, hub_id=self.config.hub_id, received=job.received, queue_depth=len(self._jobs)
+            run_tail,
+            tail,
+            request,
+            hub_id=self.config.hub_id,
+            received=job.received,
+            queue_depth=len(self._jobs),
+            batch_size=batch_size,
         )
         run.add_done_callback(finished)
         return ran

@@ -176,7 +176,26 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         default=16,
         help="queued requests of one agent before its requests get 'overloaded' (default 16)",
     )
-    parser.add_argument("--max-batch", type=int, default=32, help="largest batch one request may carry (default 32)")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="largest batch one request may carry (default 32); not --max-batch-size",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=_env("MAX_BATCH_SIZE", "8"),
+        help="dynamic batching: most rows (batch axis) the hub runs at once of queued requests for one tail"
+        " (default 8; 1: no batching); env EDGECUT_MAX_BATCH_SIZE",
+    )
+    parser.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=_env("MAX_BATCH_DELAY_MS", "0"),
+        help="how long a batch with room waits for more requests (default 0: take what is queued, never wait);"
+        " env EDGECUT_MAX_BATCH_DELAY_MS",
+    )
     parser.add_argument(
         "--max-message-bytes",
         type=_size,
@@ -255,6 +274,8 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         max_queue_per_agent=args.max_queue_per_agent,
         max_batch=args.max_batch,
         max_message_bytes=args.max_message_bytes,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
         load_on_demand=not args.preload_only,
         loads_per_agent_minute=args.loads_per_agent_minute,
         loads_per_minute=args.loads_per_minute,

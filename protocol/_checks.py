@@ -136,6 +136,15 @@ def check_count(value: object, name: str) -> int:
     return result
 
 
+def check_batch_size(value: object, name: str) -> int:
+    """A count ``>= 1``: the size of a batch that ran."""
+    result = check_count(value, name)
+    if result < 1:
+        msg = f"{name} must be at least 1, not {result}"
+        raise ValueError(msg)
+    return result
+
+
 def nullable(check: Callable[[object, str], _T]) -> Callable[[object, str], _T | None]:
     """``check``, but letting ``None`` (nil) through."""
 

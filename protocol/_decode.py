@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Final
 
 from protocol._checks import (
     Fields,
+    check_batch_size,
     check_bin,
     check_bool,
     check_count,
@@ -131,6 +132,7 @@ def decode_reply(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
         msg = "reply: 'ok' must be true iff 'error' is nil; 'outputs' empty on error"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
     timing = fields.get("timing", Fields)
+    load = fields.get("load", Fields)
     return InferenceReply(
         request_id=fields.get("id", check_id),
         hub_id=fields.get("hub", check_topic_id),
@@ -138,8 +140,9 @@ def decode_reply(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
         error=error,
         queue_ms=timing.get("queue_ms", check_non_negative),
         compute_ms=timing.get("compute_ms", check_non_negative),
-        queue_depth=fields.get("load", Fields).get("queue_depth", check_count),
+        queue_depth=load.get("queue_depth", check_count),
         codec=codec,
+        batch_size=load.get_optional("batch_size", check_batch_size),
     )
 
 

@@ -120,6 +120,11 @@ class InferenceReply:
         compute_ms: Time spent running the tail.
         queue_depth: Requests waiting at the hub when the reply was sent.
         codec: How the outputs are encoded.
+        batch_size: The size of the batch axis in the tail run that answered:
+            the request's own batch when it ran alone, more when the hub ran it
+            in one batch with other requests (dynamic batching; 1 when the
+            model has no batch axis). ``None`` when no tail ran (an error, a
+            ping's answer) or the hub does not say.
     """
 
     request_id: str
@@ -130,6 +135,7 @@ class InferenceReply:
     compute_ms: float
     queue_depth: int
     codec: str = RAW_CODEC
+    batch_size: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from protocol._checks import (
+    check_batch_size,
     check_count,
     check_id,
     check_non_negative,
@@ -54,6 +55,10 @@ class _LoadWire(TypedDict):
     queue_depth: int
 
 
+class _ReplyLoadWire(_LoadWire, total=False):
+    batch_size: int
+
+
 class _StatusLoadWire(_LoadWire, total=False):
     wait_ms: float
 
@@ -82,7 +87,7 @@ class _ReplyWire(TypedDict):
     codec: str
     error: _ErrorWire | None
     timing: _TimingWire
-    load: _LoadWire
+    load: _ReplyLoadWire
     outputs: dict[str, TensorPayload]
 
 
@@ -165,6 +170,9 @@ def encode_reply(reply: InferenceReply, *, max_bytes: int = DEFAULT_MAX_MESSAGE_
     if reply.error is not None and reply.outputs:
         msg = "a failed reply (error set) must have no outputs"
         raise ValueError(msg)
+    load: _ReplyLoadWire = {"queue_depth": check_count(reply.queue_depth, "queue_depth")}
+    if reply.batch_size is not None:
+        load["batch_size"] = check_batch_size(reply.batch_size, "batch_size")
     wire: _ReplyWire = {
         "v": PROTOCOL_VERSION,
         "t": "resp",
@@ -177,7 +185,7 @@ def encode_reply(reply: InferenceReply, *, max_bytes: int = DEFAULT_MAX_MESSAGE_
             "queue_ms": check_non_negative(reply.queue_ms, "queue_ms"),
             "compute_ms": check_non_negative(reply.compute_ms, "compute_ms"),
         },
-        "load": {"queue_depth": check_count(reply.queue_depth, "queue_depth")},
+        "load": load,
         "outputs": _encode_tensors(reply.outputs, "outputs", reply.codec, allow_empty=True),
     }
     return _pack_within(wire, max_bytes)

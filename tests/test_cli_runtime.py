@@ -351,6 +351,8 @@ def test_sizes_take_binary_units(text: str, size: int) -> None:
         (["--max-queue", "0"], "max_queue must be at least 1"),
         (["--connect-timeout", "0"], "connect_timeout must be more than 0 seconds"),
         (["--max-batch", "0"], "max_batch must be at least 1"),
+        (["--max-batch-size", "0"], "max_batch_size must be at least 1"),
+        (["--max-batch-delay-ms", "-1"], "max_batch_delay_ms must be from 0 to 10000"),
         (["--max-queue-bytes", "0"], "max_queue_bytes must be at least 1"),
         (["--hub-id", "a/b"], "'a/b'"),
         (["--group", "g+"], "'g+'"),
@@ -365,6 +367,22 @@ def test_hub_bad_settings_exit_config(capsys: pytest.CaptureFixture[str], extra:
     code, _, err = _run(capsys, "hub", *extra)
     assert code == ExitCode.CONFIG
     assert err.startswith("edgecut: error:")
+    assert fragment in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("EDGECUT_MAX_BATCH_SIZE", "0", "max_batch_size must be at least 1"),
+        ("EDGECUT_MAX_BATCH_DELAY_MS", "2e4", "10000"),
+    ],
+)
+def test_hub_batching_options_read_their_env_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, _, err = _run(capsys, "hub")
+    assert code == ExitCode.CONFIG
     assert fragment in err
 
 

@@ -282,6 +282,8 @@ ENV_SAMPLES = {
         "EDGECUT_HTTP": "0.0.0.0:9000",
         "EDGECUT_PROVIDERS": "cpu",
         "EDGECUT_MAX_MESSAGE_BYTES": "1M",
+        "EDGECUT_MAX_BATCH_SIZE": "4",
+        "EDGECUT_MAX_BATCH_DELAY_MS": "2",
     },
     "agent": {
         "EDGECUT_BROKER": "mqtt://elsewhere:1884",

@@ -72,6 +72,7 @@ def golden_messages() -> dict[str, Message]:
             queue_ms=1.5,
             compute_ms=3.25,
             queue_depth=2,
+            batch_size=1,
         ),
         "reply_error": InferenceReply.failure(
             "req-0002",

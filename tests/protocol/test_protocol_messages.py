@@ -283,6 +283,14 @@ def test_numpy_scalars_are_accepted_when_encoding() -> None:
     assert type(decoded.queue_depth) is int
 
 
+@pytest.mark.parametrize("batch_size", [None, 1, 8])
+def test_the_batch_size_round_trips_and_is_left_out_when_unsaid(batch_size: int | None) -> None:
+    original = reply({"y": np.zeros((1, 2), np.float32)}, batch_size=batch_size)
+    data = encode_reply(original)
+    assert decode_reply(data).batch_size == batch_size
+    assert ("batch_size" in msgpack.unpackb(data)["load"]) == (batch_size is not None)
+
+
 def test_all_messages_accept_memoryview_and_bytearray() -> None:
     data = encode_request(request({"x": np.zeros(3, np.float32)}))
     assert decode_request(memoryview(data)) == decode_request(bytearray(data))

@@ -329,6 +329,9 @@ def test_decode_tensor_unknown_codec() -> None:
         ("load.queue_depth", 1.5),
         ("load.queue_depth", True),
         ("load.queue_depth", 2**63),
+        ("load.batch_size", 0),
+        ("load.batch_size", 2.0),
+        ("load.batch_size", None),
         ("outputs", None),
         ("outputs", MISSING),
         ("outputs", {"logits": tensor(dtype="complex128")}),
@@ -337,6 +340,11 @@ def test_decode_tensor_unknown_codec() -> None:
 )
 def test_bad_reply_fields(path: str, value: object) -> None:
     expect(BAD, decode_reply, changed(REPLY, path, value))
+
+
+def test_a_reply_without_a_batch_size_is_read_as_not_saying() -> None:
+    assert decode_reply(REPLY).batch_size == 1
+    assert decode_reply(changed(REPLY, "load.batch_size", MISSING)).batch_size is None
 
 
 def failed_reply_wire() -> dict[str, Any]:
