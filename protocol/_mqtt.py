@@ -41,6 +41,10 @@ logger = logging.getLogger("edgecut.mqtt")
 # request/reply round trips take 44-88 ms instead of ~1 ms (see docs/broker.md).
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 _CANCEL_AGAIN_AFTER_S = 0.1
+_PENDING_CALLS_WARNING = 1024
+"""aiomqtt logs a warning past this many publishes awaiting the broker's acknowledgement. Its default, 10, fires
+on every burst of a hub's batched replies; what is in flight is bounded by edgecut's own settings (a hub's
+``max_queue``), so only a far larger number says something is wrong."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -365,6 +369,7 @@ class Connection:
             properties=self._connect_properties(),
             clean_start=self._session_expiry_s == 0,
         )
+        client.pending_calls_threshold = _PENDING_CALLS_WARNING
         return _Session(client, self._dispatch, self._on_connack)
 
     def _on_connack(self, connack: Connack) -> None:
