@@ -602,6 +602,7 @@ class EdgeAgent:
             codec=sent.request.codec,
             tensor_codecs=sent.tensor_codecs,
             hub_id=reply.hub_id,
+            hub_batch_size=reply.batch_size,
         )
 
     async def _fall_back(

@@ -105,6 +105,10 @@ class InferenceResult:
             ``tensor_codecs``); ``raw`` when nothing was sent.
         tensor_codecs: What each crossing tensor was sent as, by name
             (``protocol.effective_codec``); empty when nothing was sent.
+        hub_batch_size: The batch the hub's tail ran the request in (its own
+            batch, or more when the hub joined it with other requests: see
+            dynamic batching in docs/runtime.md); ``None`` when no hub ran it
+            or the hub did not say.
     """
 
     outputs: dict[str, np.ndarray]
@@ -118,3 +122,4 @@ class InferenceResult:
     reason: str = ""
     codec: str = "raw"
     tensor_codecs: dict[str, str] = dataclasses.field(default_factory=dict)
+    hub_batch_size: int | None = None

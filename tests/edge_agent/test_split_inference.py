@@ -51,10 +51,12 @@ async def test_results_match_local_inference_at_every_kind_of_cut(
                 if cut == EDGE_ONLY:
                     assert result.hub_id is None
                     assert result.bytes_sent == 0
+                    assert result.hub_batch_size is None
                 else:
                     assert result.hub_id == "hub0"
                     assert result.bytes_sent > 0
                     assert result.timings.hub_compute_ms > 0
+                    assert result.hub_batch_size == 1  # one request at a time: each ran alone
 
 
 @pytest.mark.parametrize(
