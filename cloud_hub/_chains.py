@@ -37,12 +37,12 @@ class HubChains:
     """The chains a hub holds, at most ``max_models`` of them, least recently used dropped first.
 
     Args:
-        session: Makes a session of one segment's bytes or file.
+        session: Makes a session of one segment's file.
         max_models: Chains kept.
         max_extra_cuts: Cuts besides its candidates one chain may pass through.
     """
 
-    def __init__(self, *, session: Callable[[bytes | Path], Runnable], max_models: int, max_extra_cuts: int) -> None:
+    def __init__(self, *, session: Callable[[Path], Runnable], max_models: int, max_extra_cuts: int) -> None:
         self._session = session
         self._max_models = max_models
         self._max_extra_cuts = max_extra_cuts
@@ -122,14 +122,15 @@ class HubChains:
             chain = self._chains.get(manifest.model_sha256)
             if chain is not None and chain.manifest == manifest:
                 return chain
-            data = manifest.read_segments(directory)
-            blobs = {file.sha256: blob for file, blob in zip(manifest.segments, data, strict=True)}
-            return self._keep(manifest.model_sha256, manifest, blobs)
+            paths = manifest.checked_files(directory)
+            files = {file.sha256: path for file, path in zip(manifest.segments, paths, strict=True)}
+            return self._keep(manifest.model_sha256, manifest, files)
 
-    def _keep(self, model_sha256: str, manifest: SegmentsManifest, segments: Mapping[str, bytes | Path]) -> Chain:
-        """A chain of ``manifest``, reusing the sessions of segments it shares with the one it replaces.
+    def _keep(self, model_sha256: str, manifest: SegmentsManifest, segments: Mapping[str, Path]) -> Chain:
+        """A chain of ``manifest`` (``segments``: each one's file by sha256), reusing the sessions it shares.
 
-        ``segments`` holds each segment's bytes, or its file, by sha256.
+        Sessions are made of files, never of bytes: from bytes ONNX Runtime
+        parses a model with the GIL held, which stops the hub's event loop.
         """
         before = self._sessions.get(model_sha256, {})
         sessions = {sha: before.get(sha) or self._session(segment) for sha, segment in segments.items()}

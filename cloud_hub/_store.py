@@ -32,7 +32,17 @@ from typing import TYPE_CHECKING
 from cloud_hub._catalog import ModelCatalog, preload_key
 from cloud_hub._chains import HubChains, runs_on
 from cloud_hub._splitter import Splitter
-from models import EDGE_ONLY, TAIL_FILE, Chain, ChainPart, Manifest, Session, resolve_providers, sha256_hex, short_names
+from models import (
+    EDGE_ONLY,
+    TAIL_FILE,
+    Chain,
+    ChainPart,
+    Manifest,
+    Session,
+    file_sha256_hex,
+    resolve_providers,
+    short_names,
+)
 from protocol import ErrorCode
 from protocol.errors import ModelError
 
@@ -130,8 +140,12 @@ class TailStore:
     def __len__(self) -> int:
         return len(self._tails)
 
-    def _session(self, model: bytes | Path) -> Session:
-        """A session of a tail or segment (bytes or a file) on the hub's providers (blocking); a fallback is logged."""
+    def _session(self, model: Path) -> Session:
+        """A session of a tail or segment file on the hub's providers (blocking); a fallback is logged.
+
+        Of a file, never of bytes: from bytes ONNX Runtime parses a model
+        with the GIL held, and the hub's event loop stops meanwhile.
+        """
         session = Session(model, threads=self._threads, release_memory=True, providers=self.providers)
         if session.providers[:1] != self.providers[:1]:
             logger.warning(
@@ -365,9 +379,9 @@ class TailStore:
     def _load(self, model_id: str, model_sha256: str, cut_id: str, recent: list[str]) -> Tail:
         split_dir = self.catalog.split_dir(model_sha256, cut_id)
         if split_dir is not None:
-            manifest, tail_bytes = _read_split(split_dir)
+            manifest, tail_file = _read_split(split_dir)
             logger.info("loaded tail of %s at cut %s", manifest.model_id, cut_id)
-            return Tail(manifest=manifest, session=self._session(tail_bytes))
+            return Tail(manifest=manifest, session=self._session(tail_file))
         chain = self.chains.held(model_sha256, cut_id)
         if chain is None:
             segments_dir = self.catalog.segments_dir(model_sha256, cut_id)
@@ -423,10 +437,11 @@ def _unknown_cut(model_id: str, cut_id: str) -> TailUnavailableError:
     return TailUnavailableError(msg, code=ErrorCode.UNKNOWN_CUT)
 
 
-def _read_split(split_dir: Path) -> tuple[Manifest, bytes]:
+def _read_split(split_dir: Path) -> tuple[Manifest, Path]:
+    """A split directory's manifest and its tail file, checked against the manifest's sha256."""
     manifest = Manifest.load(split_dir)
-    tail_bytes = (split_dir / TAIL_FILE).read_bytes()
-    if sha256_hex(tail_bytes) != manifest.tail_sha256:
-        msg = f"{split_dir / TAIL_FILE} does not match the sha256 in its manifest"
+    tail = split_dir / TAIL_FILE
+    if file_sha256_hex(tail) != manifest.tail_sha256:
+        msg = f"{tail} does not match the sha256 in its manifest"
         raise TailUnavailableError(msg, code=ErrorCode.MODEL_MISMATCH)
-    return manifest, tail_bytes
+    return manifest, tail

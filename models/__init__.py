@@ -17,6 +17,7 @@ from models._manifest import (
     Manifest,
     Shaped,
     TensorSpec,
+    file_sha256_hex,
     sha256_hex,
     tensors_mismatch,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "batch_symbols",
     "bound_symbols",
     "check_providers",
+    "file_sha256_hex",
     "parse_input_shape",
     "parse_providers",
     "provider_name",

@@ -76,6 +76,16 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256_hex(path: Path) -> str:
+    """The hex sha256 of the file at ``path``'s bytes, read in pieces (the GIL released while it reads and hashes).
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 class Shaped(Protocol):
     """What a tensor check reads: a numpy array, or a received tensor before decoding."""
 

@@ -25,6 +25,7 @@ from models._manifest import (
     EDGE_ONLY,
     Manifest,
     TensorSpec,
+    file_sha256_hex,
     read_json_object,
     sha256_hex,
     shapes_from_json,
@@ -201,6 +202,29 @@ class SegmentsManifest:
             ModelError: The file is missing or not a valid manifest.
         """
         return cls.from_json(read_json_object(directory / SEGMENTS_FILE))
+
+    def checked_files(self, directory: Path) -> list[Path]:
+        """The segment files, each checked against its sha256 (read in pieces, not held in memory).
+
+        Making sessions of the files rather than of their bytes keeps the
+        GIL free while ONNX Runtime parses them (from bytes it holds it).
+
+        Raises:
+            ModelError: A file is missing or does not match the manifest.
+        """
+        found = []
+        for segment in self.segments:
+            path = directory / segment.file
+            try:
+                sha256 = file_sha256_hex(path)
+            except OSError as exc:
+                msg = f"cannot read segment {path}: {exc}"
+                raise ModelError(msg) from exc
+            if sha256 != segment.sha256:
+                msg = f"{path} does not match the sha256 in {SEGMENTS_FILE}: the files are from different splits"
+                raise ModelError(msg)
+            found.append(path)
+        return found
 
     def read_segments(self, directory: Path) -> list[bytes]:
         """The segment files' bytes, each checked against its sha256.
