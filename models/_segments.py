@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from models._manifest import (
     CLOUD_ONLY,
@@ -36,7 +37,6 @@ from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from pathlib import Path
 
     import numpy as np
 
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 SEGMENTS_FILE = "segments.json"
 SEGMENTS_FORMAT = 1
+
+_L = TypeVar("_L")
+"""What :func:`_checked` loads: a file's bytes, or only its path."""
 
 
 class Runnable(Protocol):
@@ -212,19 +215,10 @@ class SegmentsManifest:
         Raises:
             ModelError: A file is missing or does not match the manifest.
         """
-        found = []
-        for segment in self.segments:
-            path = directory / segment.file
-            try:
-                sha256 = file_sha256_hex(path)
-            except OSError as exc:
-                msg = f"cannot read segment {path}: {exc}"
-                raise ModelError(msg) from exc
-            if sha256 != segment.sha256:
-                msg = f"{path} does not match the sha256 in {SEGMENTS_FILE}: the files are from different splits"
-                raise ModelError(msg)
-            found.append(path)
-        return found
+        return [
+            _checked(directory / segment.file, segment.sha256, lambda path: path, file_sha256_hex)
+            for segment in self.segments
+        ]
 
     def read_segments(self, directory: Path) -> list[bytes]:
         """The segment files' bytes, each checked against its sha256.
@@ -232,19 +226,27 @@ class SegmentsManifest:
         Raises:
             ModelError: A file is missing or does not match the manifest.
         """
-        found = []
-        for segment in self.segments:
-            path = directory / segment.file
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                msg = f"cannot read segment {path}: {exc}"
-                raise ModelError(msg) from exc
-            if sha256_hex(data) != segment.sha256:
-                msg = f"{path} does not match the sha256 in {SEGMENTS_FILE}: the files are from different splits"
-                raise ModelError(msg)
-            found.append(data)
-        return found
+        return [
+            _checked(directory / segment.file, segment.sha256, Path.read_bytes, sha256_hex) for segment in self.segments
+        ]
+
+
+def _checked(path: Path, sha256: str, load: Callable[[Path], _L], digest: Callable[[_L], str]) -> _L:
+    """``load(path)``, once ``digest`` of it matches the manifest's ``sha256``.
+
+    Raises:
+        ModelError: The file cannot be read, or does not match.
+    """
+    try:
+        loaded = load(path)
+        matches = digest(loaded) == sha256
+    except OSError as exc:
+        msg = f"cannot read segment {path}: {exc}"
+        raise ModelError(msg) from exc
+    if not matches:
+        msg = f"{path} does not match the sha256 in {SEGMENTS_FILE}: the files are from different splits"
+        raise ModelError(msg)
+    return loaded
 
 
 class Chain:
