@@ -15,12 +15,21 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent import CLOUD_ONLY
 from models import partition, sha256_hex
 from protocol import ErrorCode, InferenceReply, InferenceRequest, Topics, decode_reply
-from tests._support import TINY_TAIL, parked, random_images, tiny_logits, tiny_model, tiny_request, until, watching
+from tests._support import (
+    TINY_TAIL,
+    parked,
+    random_images,
+    scrape,
+    tiny_logits,
+    tiny_model,
+    tiny_request,
+    until,
+    watching,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -101,7 +110,9 @@ async def test_queued_requests_run_as_one_batch_and_get_what_they_get_one_by_one
     assert hub.tails_run == 1 + 1 + len(requests) * 2
 
     await asyncio.wait_for(hub._jobs.idle.wait(), 10)
-    samples = await _scrape(hub)
+    assert hub.http is not None
+    assert hub.http.address is not None
+    samples = await scrape(hub.http.address)
     labels = {"cut": CLOUD_ONLY, "model": "tiny"}
     runs = 1 + 1 + 1 + len(requests)  # the load, the blocker, the batch, then one by one
     assert samples[_key("edgecut_hub_batch_requests_count", **labels)] == runs
@@ -111,25 +122,8 @@ async def test_queued_requests_run_as_one_batch_and_get_what_they_get_one_by_one
     assert samples[_key("edgecut_hub_requests_total", **labels, outcome="success")] == 2 + 2 * len(requests)
 
 
-def _key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    return name, tuple(sorted(labels.items()))
-
-
-async def _scrape(hub: Hub) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    assert hub.http is not None
-    assert hub.http.address is not None
-    reader, writer = await asyncio.open_connection(*hub.http.address)
-    writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    await writer.wait_closed()
-    body = answer.partition(b"\r\n\r\n")[2].decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-    }
+def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
 
 
 async def test_only_what_is_truly_compatible_runs_together(broker_url: str, prefix: str, start_hub: StartHub) -> None:
