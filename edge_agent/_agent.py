@@ -286,11 +286,16 @@ class EdgeAgent:
         planner = self._core.planner if self._core is not None else None
         rtt_ms, bandwidth = planner.link.estimate(_clock()) if planner is not None else (None, None)
         return AgentState(
-            model=self._halves.model_id if self._halves is not None else str(self._model),
+            model=self._model_name,
             connected=self._connection.is_connected,
             rtt_s=None if rtt_ms is None else rtt_ms / 1000,
             bandwidth_bit_s=bandwidth,
         )
+
+    @property
+    def _model_name(self) -> str:
+        """The model's name as metrics label it: its id once open, what was asked for before."""
+        return self._halves.model_id if self._halves is not None else str(self._model)
 
     def _not_ready(self) -> str | None:
         """Why the agent cannot take requests now (``/health/ready``), or ``None`` when it can."""
@@ -428,7 +433,7 @@ class EdgeAgent:
         """
         if self._metrics is None:
             return await self._infer(inputs, cut)
-        model = self._halves.model_id if self._halves is not None else str(self._model)
+        model = self._model_name
         try:
             result = await self._infer(inputs, cut)
         except EdgecutError as exc:
