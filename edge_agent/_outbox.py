@@ -146,10 +146,10 @@ class Outbox:
         the reply wakes the request on the next loop iteration, where
         :func:`asyncio.wait` would take two.
         """
-        loop = asyncio.get_running_loop()
-        pending.wake = wake = loop.create_future()
         if pending.reply.done():
             return
+        loop = asyncio.get_running_loop()
+        pending.wake = wake = loop.create_future()
         timer = loop.call_later(timeout, pending.wake_up)
         try:
             await wake
