@@ -14,6 +14,7 @@ imports neither ``cloud_hub`` nor ``onnx``.
 from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
+from edge_agent._energy import RADIOS, EnergyModel, Radio
 from edge_agent._files import load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
@@ -32,11 +33,13 @@ __all__ = [
     "AUTO",
     "CLOUD_ONLY",
     "EDGE_ONLY",
+    "RADIOS",
     "AgentCore",
     "Candidate",
     "CutInfo",
     "Decision",
     "EdgeAgent",
+    "EnergyModel",
     "FallBack",
     "GiveUp",
     "Halves",
@@ -47,6 +50,7 @@ __all__ = [
     "Objective",
     "Observation",
     "Planner",
+    "Radio",
     "Request",
     "RequestTimeoutError",
     "SendAgain",

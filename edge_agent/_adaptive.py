@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from edge_agent._energy import EnergyModel
     from edge_agent._halves import ModelHalves
     from edge_agent._results import Timeouts
     from models import Chain
@@ -81,6 +82,7 @@ def auto_core(
     *,
     objective: Objective = "latency",
     budget_ms: float | None = None,
+    energy: EnergyModel | None = None,
     codecs: Sequence[str] = (RAW_CODEC,),
     timeouts: Timeouts | None = None,
     saved: HeadTimes | None = None,
@@ -111,7 +113,7 @@ def auto_core(
         for candidate in _candidates(boundary.id, crossing[boundary.id], codecs)
     ]
     core = AgentCore(
-        planner=Planner(candidates, objective=objective, budget_ms=budget_ms),
+        planner=Planner(candidates, objective=objective, budget_ms=budget_ms, energy=energy),
         codec=codecs[0],
         chain=chain.manifest.cut_ids,
         model_sha256=halves.model_sha256,

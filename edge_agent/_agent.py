@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from edge_agent._energy import EnergyModel
     from edge_agent._halves import SessionFactory
     from edge_agent._metrics import AgentMetrics, AgentState
     from edge_agent._planner import Objective
@@ -118,8 +119,13 @@ class EdgeAgent:
             device computes, e.g. an emulated slower device.
         objective: With ``cut="auto"``: ``"latency"`` (default), or
             ``"bytes"`` / ``"edge"`` (fewest bytes sent, least device compute)
-            among the cuts predicted to fit ``budget_ms``.
-        budget_ms: The latency budget of the ``"bytes"`` and ``"edge"`` objectives.
+            among the cuts predicted to fit ``budget_ms``, or ``"energy"`` /
+            ``"latency+energy"`` (least device energy, within ``budget_ms``
+            if given; or milliseconds plus joules at ``energy``'s price).
+        budget_ms: The latency budget of the ``"bytes"``, ``"edge"`` and ``"energy"`` objectives.
+        energy: With ``cut="auto"``: the device's compute power and radio
+            (:class:`EnergyModel`), needed by the energy objectives; results
+            then carry the predicted joules whatever the objective.
         state_dir: With ``cut="auto"``: where to keep this device's head times
             across restarts (one file per model); ``None`` keeps nothing.
         codec: How requests encode their tensors (``docs/protocol.md``
@@ -171,6 +177,7 @@ class EdgeAgent:
         session_factory: SessionFactory | None = None,
         objective: Objective = "latency",
         budget_ms: float | None = None,
+        energy: EnergyModel | None = None,
         state_dir: Path | None = None,
         codec: str | Sequence[str] = RAW_CODEC,
         input_shapes: InputShapes | None = None,
@@ -220,6 +227,7 @@ class EdgeAgent:
         self._head_times: HeadTimes | None = None
         self._objective: Objective = objective
         self._budget_ms = budget_ms
+        self._energy = energy
         self._state_dir = state_dir
         self._probing: asyncio.Task[None] | None = None
         self._entered = False
@@ -410,6 +418,7 @@ class EdgeAgent:
             _clock(),
             objective=self._objective,
             budget_ms=self._budget_ms,
+            energy=self._energy,
             codecs=self.codecs,
             timeouts=self.timeouts,
             saved=saved,
@@ -470,7 +479,9 @@ class EdgeAgent:
                 sent = await loop.run_in_executor(self._executor, self._head_and_encode, *args)
             result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
-        result = dataclasses.replace(result, predicted_ms=decision.predicted_ms, reason=decision.reason)
+        result = dataclasses.replace(
+            result, predicted_ms=decision.predicted_ms, predicted_j=decision.predicted_j, reason=decision.reason
+        )
         if self._state is not None:
             self._state.keep(result.outputs)
         ping = core.finished(request, result, _clock(), segment_ms=segment_ms)

@@ -5,8 +5,10 @@ For every candidate cut the planner predicts the request's end-to-end time,
     head (on this device) + round trip + bytes / bandwidth + hub queue + tail (on the hub) + decode
 
 (edge-only is the whole model on the device and nothing else), and picks the
-cut with the lowest prediction, or under another objective the fewest bytes or
-the least device compute among the cuts that fit a latency budget. Every
+cut with the lowest prediction, or under another objective the fewest bytes,
+the least device compute or the least device energy (:mod:`edge_agent._energy`)
+among the cuts that fit a latency budget, or the lowest latency plus energy
+at a price in ms per joule. Every
 estimate comes from what requests already measure (:class:`Observation`),
 from cheap probes (:meth:`Planner.probe`), and from the hubs' reported
 profiles; nothing is assumed about the device, the link or the hub.
@@ -43,8 +45,13 @@ from edge_agent._estimators import LinkEstimator, Recent
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-Objective = Literal["latency", "bytes", "edge"]
-"""What the planner minimises: predicted latency, bytes sent, or device compute (the last two under a budget)."""
+    from edge_agent._energy import EnergyModel
+
+Objective = Literal["latency", "bytes", "edge", "energy", "latency+energy"]
+"""What the planner minimises: predicted latency; bytes sent or device compute (under a budget);
+device energy (under a budget if one is given); or latency plus energy at the device's price of a joule."""
+_NEEDS_BUDGET: frozenset[Objective] = frozenset({"bytes", "edge"})
+_NEEDS_ENERGY: frozenset[Objective] = frozenset({"energy", "latency+energy"})
 
 _PLAUSIBLE = 1.5
 """A cut is worth exploring when predicted within this factor of the best."""
@@ -115,6 +122,8 @@ class Decision:
         reason: Why this cut, in a few words.
         explored: The cut was tried to refresh its estimate, not for being best.
         codec: How to encode the request.
+        predicted_j: The device energy predicted for the request, with an
+            energy model (``nan`` without one, or while it cannot be predicted).
     """
 
     cut_id: str
@@ -122,6 +131,7 @@ class Decision:
     reason: str
     explored: bool = False
     codec: str = "raw"
+    predicted_j: float = math.nan
 
 
 class Planner:
@@ -129,9 +139,14 @@ class Planner:
 
     Args:
         candidates: The cuts to choose from, edge-only and cloud-only included.
-        objective: ``"latency"`` (default), or ``"bytes"`` / ``"edge"`` under ``budget_ms``.
-        budget_ms: With ``"bytes"`` or ``"edge"``: the latency a cut must be
-            predicted to stay within (with the hub's queue at its 90th percentile).
+        objective: ``"latency"`` (default); ``"bytes"`` / ``"edge"`` under
+            ``budget_ms``; ``"energy"`` (under ``budget_ms`` if given) or
+            ``"latency+energy"``, both with ``energy``.
+        budget_ms: The latency a cut must be predicted to stay within (with
+            the hub's queue at its 90th percentile) under ``"bytes"``,
+            ``"edge"`` and ``"energy"``.
+        energy: The device's compute power and radio: decisions then predict
+            joules (:attr:`Decision.predicted_j`) whatever the objective.
         hysteresis: Keep the current cut while it is predicted within this
             fraction of the best.
         explore: Largest fraction of requests spent refreshing other cuts' estimates.
@@ -146,6 +161,7 @@ class Planner:
         *,
         objective: Objective = "latency",
         budget_ms: float | None = None,
+        energy: EnergyModel | None = None,
         hysteresis: float = 0.05,
         explore: float = 0.02,
         stale_s: float = 30.0,
@@ -155,8 +171,11 @@ class Planner:
         if not candidates:
             msg = "a planner needs at least one candidate cut"
             raise ValueError(msg)
-        if objective != "latency" and budget_ms is None:
+        if objective in _NEEDS_BUDGET and budget_ms is None:
             msg = f"objective {objective!r} needs a latency budget (budget_ms)"
+            raise ValueError(msg)
+        if objective in _NEEDS_ENERGY and energy is None:
+            msg = f"objective {objective!r} needs the device's energy model (energy)"
             raise ValueError(msg)
         if len({candidate.label for candidate in candidates}) != len(candidates):
             msg = "candidates must be unique by cut and codec"
@@ -179,6 +198,9 @@ class Planner:
         self._full_edge = next((i for i, candidate in enumerate(self.candidates) if candidate.edge_only), None)
         self._objective = objective
         self._budget_ms = budget_ms
+        self._energy = energy
+        self._intervals = Recent()  # between decisions: how long the radio idles after a transfer
+        self._last_decision_s = -math.inf
         self._hysteresis = hysteresis
         self._explore = explore
         self._stale_s = stale_s
@@ -328,6 +350,21 @@ class Planner:
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
         return np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
 
+    def energy_mj(self, now_s: float) -> np.ndarray:
+        """Predicted device energy (mJ) of a request at each candidate (``nan`` where unknown, or without a model).
+
+        The head's compute at the model's power, and for a cut that sends,
+        the radio's cost of the bytes at the estimated bandwidth and its tail
+        until the next request (the median time between decisions).
+        """
+        if self._energy is None:
+            return np.full(len(self._bytes), np.nan)
+        _, bandwidth = self.link.estimate(now_s)
+        transfer_ms = self._bytes * (8000.0 / bandwidth) if bandwidth else np.full(len(self._bytes), np.nan)
+        sending = self._energy.radio.transfer_mj(self._bytes, transfer_ms, self._intervals.value)
+        compute = self._energy.compute_w * self._head
+        return np.where(self._edge_only, compute, compute + sending)
+
     def predict_ms(self, cut_id: str, now_s: float, *, codec: str = "raw") -> float | None:
         """Predicted total time of a request at ``cut_id`` with ``codec``, or ``None`` while something is unknown."""
         value = float(self.predictions(now_s)[self._index[_label(cut_id, codec)]])
@@ -349,6 +386,9 @@ class Planner:
     def choose(self, now_s: float) -> Decision:
         """The cut for the next request."""
         self._decisions += 1
+        if now_s > self._last_decision_s:
+            self._intervals.add((now_s - self._last_decision_s) * 1000.0, now_s)
+        self._last_decision_s = now_s
         decision = self._decide(now_s)
         if self._unanswered and self._trial_s is None:
             chosen = self.candidates[self._index[_label(decision.cut_id, decision.codec)]]
@@ -362,25 +402,26 @@ class Planner:
         unknown_remote = ~known & self._remote
         backing_off = self._backing_off(now_s)
         if backing_off is not None and self._full_edge is not None:
-            return self._settle(self._full_edge, float(predicted[self._full_edge]), backing_off)
+            return self._settle(self._full_edge, predicted, backing_off, now_s)
         if unknown_remote.any() and not self._answered:  # no hub has answered: learn the link and the hub
             index = _argmin_where(self._bytes, unknown_remote)
             why = f"learning the link and the hub with {self.candidates[index].label}"
-            return self._settle(index, math.nan, why, explored=True)
+            return self._settle(index, predicted, why, now_s, explored=True)
         if not known.any():
-            return self._settle(0, math.nan, "nothing measured yet", explored=True)
-        best = self._best(predicted, known, now_s)
+            return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
+        cost = self._cost(predicted, now_s)
+        best = self._best(predicted, cost, known, now_s)
         explored = self._exploration(predicted, known, best, now_s)
         if explored is not None:
             index, why = explored
-            return self._settle(index, float(predicted[index]), why, explored=True)
+            return self._settle(index, predicted, why, now_s, explored=True)
         current = self._current
         if current is not None and current != best and known[current]:
-            within = predicted[current] <= predicted[best] * (1 + self._hysteresis)
+            within = cost[current] <= cost[best] * (1 + self._hysteresis)
             if within and self._fits(current, now_s):
                 why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
-                return self._settle(current, float(predicted[current]), why)
-        return self._settle(best, float(predicted[best]), self._why(best, predicted, known))
+                return self._settle(current, predicted, why, now_s)
+        return self._settle(best, predicted, self._why(best, predicted, cost, known), now_s)
 
     def _backing_off(self, now_s: float) -> str | None:
         """Why requests stay on the device after unanswered ones, or ``None`` when they need not."""
@@ -393,17 +434,31 @@ class Planner:
             return "no hub answered lately: on the device until the request trying one is answered"
         return None
 
-    def _best(self, predicted: np.ndarray, known: np.ndarray, now_s: float) -> int:
+    def _cost(self, predicted: np.ndarray, now_s: float) -> np.ndarray:
+        """What the objective minimises, per candidate (``nan`` where unknown)."""
+        if self._objective == "bytes":
+            return np.where(self._remote, self._bytes, 0.0)
+        if self._objective == "edge":
+            return self._head
+        if self._objective in _NEEDS_ENERGY:
+            joules = self.energy_mj(now_s) / 1000.0
+            if self._objective == "energy":
+                return joules
+            assert self._energy is not None  # noqa: S101 - checked at construction
+            return predicted + self._energy.ms_per_joule * joules
+        return predicted
+
+    def _best(self, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, now_s: float) -> int:
         fastest = _argmin_where(predicted, known)
-        if self._objective == "latency" or self._budget_ms is None:
+        if self._objective == "latency":
             return fastest
-        pessimistic = self.predictions(now_s, queue_quantile=0.9)
-        fitting = known & (pessimistic <= self._budget_ms)
-        if not fitting.any():
+        usable = known & ~np.isnan(cost)
+        if self._budget_ms is not None:
+            usable &= self.predictions(now_s, queue_quantile=0.9) <= self._budget_ms
+        if not usable.any():
             return fastest
-        cost = self._bytes * self._remote if self._objective == "bytes" else self._head
-        lowest = np.where(fitting, cost, np.inf)
-        ties = fitting & (lowest == lowest.min())
+        lowest = np.where(usable, cost, np.inf)
+        ties = usable & (lowest == lowest.min())
         return _argmin_where(predicted, ties)
 
     def _fits(self, index: int, now_s: float) -> bool:
@@ -411,10 +466,16 @@ class Planner:
             return True
         return bool(self.predictions(now_s, queue_quantile=0.9)[index] <= self._budget_ms)
 
-    def _why(self, best: int, predicted: np.ndarray, known: np.ndarray) -> str:
-        if self._objective != "latency" and self._budget_ms is not None:
+    def _why(self, best: int, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray) -> str:
+        within = "" if self._budget_ms is None else f" within {self._budget_ms:.0f} ms"
+        if self._objective == "energy":
+            return f"least predicted device energy ({cost[best]:.3g} J){within}"
+        if self._objective == "latency+energy":
+            assert self._energy is not None  # noqa: S101 - checked at construction
+            return f"lowest ms + {self._energy.ms_per_joule:g} ms/J x energy ({cost[best]:.1f})"
+        if self._objective != "latency":
             what = "bytes" if self._objective == "bytes" else "device ms"
-            return f"fewest {what} within {self._budget_ms:.0f} ms"
+            return f"fewest {what}{within}"
         others = known.copy()
         others[best] = False
         runner_up = f", next {self.candidates[_argmin_where(predicted, others)].label}" if others.any() else ""
@@ -436,14 +497,22 @@ class Planner:
             f"exploring {self.candidates[index].label}: its estimate is {'a guess' if guessed[index] else 'stale'}",
         )
 
-    def _settle(self, index: int, predicted_ms: float, reason: str, *, explored: bool = False) -> Decision:
+    def _settle(
+        self, index: int, predicted: np.ndarray, reason: str, now_s: float, *, explored: bool = False
+    ) -> Decision:
         if explored:
             self._explorations += 1
         else:
             self._current = index
         candidate = self.candidates[index]
+        joules = math.nan if self._energy is None else float(self.energy_mj(now_s)[index]) / 1000.0
         return Decision(
-            cut_id=candidate.id, predicted_ms=predicted_ms, reason=reason, explored=explored, codec=candidate.codec
+            cut_id=candidate.id,
+            predicted_ms=float(predicted[index]),
+            reason=reason,
+            explored=explored,
+            codec=candidate.codec,
+            predicted_j=joules,
         )
 
     # --- persistence ----------------------------------------------------------------------------

@@ -96,6 +96,9 @@ class InferenceResult:
         fallback: Why the tail ran on the device instead, or ``None``.
         predicted_ms: What the planner predicted ``timings.total_ms`` would
             be (``nan`` for a fixed cut, or before it can predict).
+        predicted_j: The device energy the planner predicted for the
+            request, given an energy model (``nan`` otherwise, for a fixed
+            cut, or before it can predict; docs/planner.md says what it counts).
         reason: Why this cut, in a few words (the planner's reason with
             ``cut="auto"``).
         codec: The codec the request named: what its tensors were sent as
@@ -119,6 +122,7 @@ class InferenceResult:
     hub_id: str | None = None
     fallback: str | None = None
     predicted_ms: float = math.nan
+    predicted_j: float = math.nan
     reason: str = ""
     codec: str = "raw"
     tensor_codecs: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -323,12 +323,29 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument(
         "--objective",
-        choices=["latency", "bytes", "edge"],
+        choices=["latency", "bytes", "edge", "energy", "latency+energy"],
         default="latency",
-        help="with --cut auto: lowest latency (default), or fewest bytes sent / least device compute "
-        "within --budget-ms",
+        help="with --cut auto: lowest latency (default); fewest bytes sent / least device compute within "
+        "--budget-ms; least device energy (within --budget-ms if given); or ms + --ms-per-joule x joules. "
+        "The energy objectives need --device-watts",
     )
-    parser.add_argument("--budget-ms", type=float, help="the latency budget of --objective bytes or edge")
+    parser.add_argument("--budget-ms", type=float, help="the latency budget of --objective bytes or edge (or energy)")
+    parser.add_argument(
+        "--device-watts",
+        type=float,
+        metavar="W",
+        help="power this device draws above idle while running the model (measure it); with it, results "
+        "carry the predicted joules (docs/planner.md)",
+    )
+    parser.add_argument(
+        "--radio", choices=["wifi", "lte", "3g"], default="wifi", help="the radio's power model (default wifi)"
+    )
+    parser.add_argument(
+        "--ms-per-joule",
+        type=float,
+        default=100.0,
+        help="what a joule is worth in ms, for --objective latency+energy (default 100)",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -378,12 +395,15 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _agent(args: argparse.Namespace) -> ExitCode:
-    from edge_agent import SyncEdgeAgent, Timeouts, load_input  # noqa: PLC0415
+    from edge_agent import RADIOS, EnergyModel, SyncEdgeAgent, Timeouts, load_input  # noqa: PLC0415
     from models import parse_input_shape  # noqa: PLC0415
 
     _setup_logging(args.verbose)
-    if args.objective != "latency" and args.budget_ms is None:
+    if args.objective in {"bytes", "edge"} and args.budget_ms is None:
         msg = f"--objective {args.objective} needs --budget-ms"
+        raise ConfigError(msg)
+    if args.objective in {"energy", "latency+energy"} and args.device_watts is None:
+        msg = f"--objective {args.objective} needs --device-watts"
         raise ConfigError(msg)
     if args.repeat < 1:
         msg = f"--repeat must be at least 1, not {args.repeat}"
@@ -399,6 +419,9 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         fallback=not args.no_fallback,
         objective=args.objective,
         budget_ms=args.budget_ms,
+        energy=None
+        if args.device_watts is None
+        else EnergyModel(args.device_watts, RADIOS[args.radio], ms_per_joule=args.ms_per_joule),
         state_dir=None if args.no_state else args.state_dir,
         codec=args.codec or ["raw"],
         input_shapes=dict(parse_input_shape(text) for text in args.input_shape) or None,
@@ -435,6 +458,7 @@ def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
         "request_id": result.request_id,
         "fallback": result.fallback,
         "predicted_ms": None if math.isnan(result.predicted_ms) else result.predicted_ms,
+        "predicted_j": None if math.isnan(result.predicted_j) else result.predicted_j,
         "reason": result.reason,
     }
 
@@ -452,6 +476,8 @@ def _format_result(path: Path, result: InferenceResult) -> str:
     else:
         where = f"hub {result.hub_id}"
     predicted = "" if math.isnan(result.predicted_ms) else f", predicted {result.predicted_ms:.1f} ms"
+    if not math.isnan(result.predicted_j):
+        predicted += f" and {result.predicted_j:.3g} J"
     return (
         f"{path}: cut {result.cut_id} ({result.reason}{predicted}), {result.bytes_sent:,} bytes sent"
         f"{'' if result.codec == 'raw' else ' as ' + result.codec}, {where}\n"

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from cloud_hub import free_port, resolve_kind
+from edge_agent import RADIOS
 from edge_agent._files import top_k
 from edgecut._cli import main
 from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report, pick_cuts
@@ -219,9 +220,40 @@ async def test_agent_with_auto_says_why_and_keeps_its_head_times(
     assert "predicted" in out
 
 
+@pytest.mark.broker
+async def test_agent_with_the_energy_objective_reports_predicted_joules(
+    broker_url: str,
+    prefix: str,
+    start_hub: Callable[..., Awaitable[Hub]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    await start_hub()
+    npy, *_ = _write_inputs(tmp_path)
+    argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--repeat", "4"]
+    energy = ["--objective", "energy", "--device-watts", "3", "--radio", "lte", "--no-state", "--json"]
+    code, out, _ = await _run_in_thread(capsys, *argv, *energy)
+    assert code == ExitCode.OK
+    reports = json.loads(out)
+    assert reports[0]["predicted_j"] is None  # nothing known yet
+    assert all(report["predicted_j"] > 0 for report in reports[1:])
+    assert any("least predicted device energy" in report["reason"] for report in reports[1:])
+
+
+def test_the_radio_choices_are_the_bundled_radios(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["agent", "--help"])
+    assert "{wifi,lte,3g}" in capsys.readouterr().out
+    assert set(RADIOS) == {"wifi", "lte", "3g"}
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
-    [(["--objective", "bytes"], "--objective bytes needs --budget-ms"), (["--repeat", "0"], "at least 1")],
+    [
+        (["--objective", "bytes"], "--objective bytes needs --budget-ms"),
+        (["--objective", "energy"], "--objective energy needs --device-watts"),
+        (["--repeat", "0"], "at least 1"),
+    ],
 )
 def test_agent_options_are_checked_before_anything_runs(
     capsys: pytest.CaptureFixture[str], options: list[str], message: str

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import random
 import statistics
 
 import pytest
 
+from edge_agent._energy import RADIOS, EnergyModel, RadioName
 from edge_agent._estimators import LinkEstimator, Recent
 from edge_agent._planner import Candidate, Observation, Planner
 
@@ -377,3 +379,63 @@ def test_the_planner_chooses_the_codec_too_when_bytes_matter() -> None:
     )
     assert planner.predict_ms("input", 0.5, codec="jpeg") < planner.predict_ms("input", 0.5)  # type: ignore[operator]
     assert "input@jpeg" in planner.export()
+
+
+# --- energy ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("radio", "expected"),
+    [
+        # 40 ms at 2 W plus 10 KB on WiFi (~35 mJ with its short tail) beats 100 ms at 2 W...
+        ("wifi", "bottleneck"),
+        # ...but LTE's tail (1.06 W until the next request, 100 ms on) makes the bytes cost more than the compute.
+        ("lte", "output"),
+    ],
+)
+def test_the_energy_objective_picks_the_cut_that_costs_the_device_least(radio: RadioName, expected: str) -> None:
+    world = World()
+    assert world.oracle() == "bottleneck"  # for latency
+    energy = EnergyModel(compute_w=2.0, radio=RADIOS[radio])
+    planner = _planner(world, objective="energy", energy=energy)
+    settled = _drive(planner, world, 60)[20:]
+    assert settled.count(expected) / len(settled) >= 0.95
+
+
+def test_predicted_joules_are_the_energy_models_arithmetic() -> None:
+    world = World()
+    energy = EnergyModel(compute_w=2.0, radio=RADIOS["lte"])
+    planner = _planner(world, objective="energy", energy=energy)
+    _drive(planner, world, 40)
+    decision = planner.choose(4.0)  # 100 ms after the last request
+    assert decision.cut_id == "output"
+    assert decision.predicted_j == pytest.approx(energy.request_mj(world.head_ms("output")) / 1000, rel=0.01)
+    at_cut = planner.energy_mj(4.0)[[c.id for c in CANDIDATES].index("bottleneck")]
+    transfer_ms = CUTS["bottleneck"][1] * 8 / world.bandwidth_bit_s * 1000
+    expected = energy.request_mj(world.head_ms("bottleneck"), CUTS["bottleneck"][1], transfer_ms, idle_after_ms=100.0)
+    assert at_cut == pytest.approx(expected, rel=0.05)  # the bandwidth is an estimate
+
+
+@pytest.mark.parametrize(("ms_per_joule", "expected"), [(100.0, "bottleneck"), (5000.0, "output")])
+def test_latency_plus_energy_weighs_a_joule_at_the_devices_price(ms_per_joule: float, expected: str) -> None:
+    # bottleneck: 74 ms and ~0.23 J on LTE; edge-only: 100 ms and 0.2 J. They cost the same at ~1000 ms/J.
+    world = World()
+    energy = EnergyModel(compute_w=2.0, radio=RADIOS["lte"], ms_per_joule=ms_per_joule)
+    planner = _planner(world, objective="latency+energy", energy=energy)
+    settled = _drive(planner, world, 60)[20:]
+    assert settled.count(expected) / len(settled) >= 0.95
+
+
+def test_the_energy_objectives_need_an_energy_model() -> None:
+    with pytest.raises(ValueError, match="energy model"):
+        Planner(CANDIDATES, objective="energy")
+    assert math.isnan(Planner(CANDIDATES).choose(0.0).predicted_j)
+
+
+def test_a_radio_charges_its_bits_its_time_and_its_tail_until_the_next_transfer() -> None:
+    wifi = RADIOS["wifi"]  # 283.17 mW per Mbit/s, 132.86 mW while sending, 119.3 mW for 0.238 s after
+    assert wifi.transfer_mj(125_000, 100.0, idle_after_ms=50.0) == pytest.approx(283.17 + 13.286 + 5.965)
+    assert wifi.transfer_mj(125_000, 100.0) == pytest.approx(283.17 + 13.286 + 119.3 * 0.238)
+    assert EnergyModel(compute_w=3.0).request_mj(head_ms=10.0, nbytes=125_000, transfer_ms=100.0) > 30.0
+    with pytest.raises(ValueError, match="compute_w"):
+        EnergyModel(compute_w=-1.0)
