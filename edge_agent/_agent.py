@@ -51,7 +51,7 @@ from edge_agent._results import (
 )
 from edge_agent._sizes import CoresBySize, size_key
 from edge_agent._state import CarriedState
-from models import EDGE_ONLY, run_timed
+from models import CLOUD_ONLY, EDGE_ONLY, run_timed
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RAW_CODEC,
@@ -462,6 +462,8 @@ class EdgeAgent:
         if self._sizes is not None and cut is None:
             await self._size_of({name: array.shape for name, array in feeds.items()})
         core = self.core  # the request's, whatever another request's size makes current meanwhile
+        if cut is None and (codecs := core.codecs_to_size()):
+            await loop.run_in_executor(self._executor, self._size_inputs, core, feeds, codecs)
         request = core.request(started, cut=cut)
         decision = request.decision
         halves = self.model.loaded(decision.cut_id)
@@ -527,6 +529,12 @@ class EdgeAgent:
             message = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(ping.nbytes))
             ms = await self._outbox.probe(message.request_id, encode_ping(message), ping.timeout_s)
             ping = self.core.ping_lost(_clock()) if ms is None else self.core.ping_answered(ms, _clock())
+
+    def _size_inputs(self, core: AgentCore, feeds: dict[str, np.ndarray], codecs: Sequence[str]) -> None:
+        """Tell ``core`` what requests sending ``feeds`` with each of ``codecs`` would take (a worker thread)."""
+        halves = self.model.halves(CLOUD_ONLY)
+        for codec in codecs:
+            core.sized(codec, len(self._head_and_encode(halves, feeds, "sizing", codec).payload))
 
     def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str, codec: str) -> _Sent:
         """Head compute and request encoding, in one worker-thread hop."""

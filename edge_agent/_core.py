@@ -254,6 +254,22 @@ class AgentCore:
         if self._planner is not None and other.planner is not None:
             self._planner.link = other.planner.link
 
+    def codecs_to_size(self) -> list[str]:
+        """The codecs (raw aside) whose bytes at the first cut the planner wants measured on a real input.
+
+        The first cut runs nothing on the device, so its bytes are the
+        request's inputs encoded: the caller encodes them (:meth:`sized`)
+        before the request that would otherwise choose on an estimate.
+        """
+        if self._planner is None:
+            return []
+        return [codec for codec in self._planner.unmeasured_codecs(self._chain[0]) if codec != RAW_CODEC]
+
+    def sized(self, codec: str, nbytes: int) -> None:
+        """A request at the first cut with ``codec`` would send ``nbytes`` (see :meth:`codecs_to_size`)."""
+        if self._planner is not None:
+            self._planner.seed_bytes(self._chain[0], codec, nbytes)
+
     def head_times(self) -> dict[str, list[float]]:
         """The device's head times by candidate, to keep for the next run (JSON-ready)."""
         return {} if self._planner is None else self._planner.export()

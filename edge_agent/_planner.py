@@ -189,6 +189,7 @@ class Planner:
         self._edge_only = np.array([candidate.edge_only for candidate in self.candidates])
         self._remote = ~self._edge_only
         self._bytes = np.array([candidate.bytes for candidate in self.candidates], dtype=np.float64)
+        self._bytes_known = np.zeros(count, dtype=bool)  # sent by a request, or measured before first use
         self._heads = [Recent() for _ in range(count)]
         self._tails = [Recent() for _ in range(count)]
         self._head = np.full(count, np.nan)  # the medians of _heads, kept in step
@@ -260,6 +261,7 @@ class Planner:
             return
         self._refreshed_s[index] = now_s
         self._bytes[index] = observation.bytes_sent  # what goes on the wire, headers included
+        self._bytes_known[index] = True
         self._tails[index].add(observation.hub_compute_ms, now_s)
         self._tail[index] = self._tails[index].value
         self._queue.add(observation.hub_queue_ms, now_s)
@@ -269,6 +271,21 @@ class Planner:
         self._answered = True
         self._unanswered = 0
         self._trial_s = None
+
+    def unmeasured_codecs(self, cut_id: str) -> list[str]:
+        """The codecs at ``cut_id`` whose bytes are still the estimate made before any was encoded."""
+        return [self.candidates[index].codec for index in self._by_cut.get(cut_id, ()) if not self._bytes_known[index]]
+
+    def seed_bytes(self, cut_id: str, codec: str, nbytes: int) -> None:
+        """What a request at ``cut_id`` with ``codec`` sends, measured by encoding a real input before first use.
+
+        An image codec's size depends on the image (a camera's frame: a
+        tenth of its pixels' bytes; noise: all of them), so no estimate made
+        before one is seen can stand in for it.
+        """
+        index = self._index[_label(cut_id, codec)]
+        self._bytes[index] = nbytes
+        self._bytes_known[index] = True
 
     def observe_unanswered(self, now_s: float, sent_s: float | None = None) -> None:
         """A request no hub answered in time (or answered it was overloaded): back off to the device.

@@ -498,7 +498,8 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         description=(
             "Start a local broker (unless --broker) and a hub process, run requests at edge-only, cloud-only "
             "and three cuts between, then the same cuts as a Raspberry-Pi-class device over emulated Wi-Fi "
-            "and 3G links; print the tables, and exit 1 if any result differs from the full model."
+            "and 3G links, with cloud-only also sending a JPEG and cut=auto choosing among them all; print the "
+            "tables, and exit 1 if any result sent raw differs from the full model."
         ),
     )
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
@@ -506,7 +507,10 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--requests", type=int, default=8, help="measured requests per cut (default 8)")
     parser.add_argument("--cut", action="append", dest="cuts", help="a cut to run (repeatable)")
     parser.add_argument(
-        "--emulated-requests", type=int, default=3, help="requests per cut per emulated condition (0: none; default 3)"
+        "--emulated-requests",
+        type=int,
+        default=3,
+        help="measured requests per cut, and auto's, per emulated condition (0: none; default 3)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_demo)

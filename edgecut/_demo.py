@@ -3,14 +3,18 @@
 It shows the mission end to end: at every cut the agent runs the head, the hub
 (its own process, so that the two do not share an interpreter) runs the tail
 over MQTT, and the result must equal the full model run locally. Then the same
-cuts run again as a slow device would, over emulated links: which cut is
-fastest depends on the device and the link, which is why agents choose it.
+cuts run again as a slow device would, over emulated links, with cloud-only
+also sending the image as a camera would (a JPEG), and beside them
+``cut="auto"``: which choice is fastest depends on the device and the link,
+which is why agents make it, and the demo shows the planner making it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
 import statistics
 import sys
 import uuid
@@ -20,11 +24,12 @@ import numpy as np
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
-from edgecut._demo_report import TOLERANCE, DemoReport, DemoRow, EmulatedRow, format_report
+from edgecut._demo_report import TOLERANCE, AutoRun, DemoReport, DemoRow, EmulatedRow, format_report
+from protocol import RAW_CODEC
 from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from edge_agent import ModelHalves
 
@@ -34,6 +39,10 @@ PREFIX = "edgecut-demo"
 _ONLINE_TIMEOUT_S = 120.0
 CONDITIONS = (("rpi4", "wifi"), ("rpi4", "3g-bus"))
 """The emulated conditions, (device profile, link preset): see ``edgecut sim link --list``."""
+JPEG = "jpeg"
+"""How a camera sends its image: cloud-only's honest baseline under emulated conditions."""
+AUTO_LEARNING_REQUESTS = 12
+"""Requests ``cut="auto"`` makes under each condition before the measured ones: it learns the link and the hub."""
 
 
 def sample_images(count: int, shape: tuple[int, ...], seed: int = 0) -> Iterator[np.ndarray]:
@@ -112,39 +121,68 @@ async def _measure_cut(agent: EdgeAgent, cut: str, requests: int) -> DemoRow:
     images, reference = await _references(agent, requests + 1)
     await agent.infer(images[0], cut=cut)  # warm-up: the hub loads this tail on first use
     results = [await agent.infer(image, cut=cut) for image in images[1:]]
-    diff = _max_diff(results, reference[1:])
+    diff = _max_diff([results], reference[1:])
     _progress(f"cut {cut}: {requests} requests, max |diff| {diff:.2e}")
     return _row(cut, results, diff)
 
 
 async def _emulate(broker: str, model: str, cuts: list[str], *, device: str, link: str, requests: int) -> EmulatedRow:
+    """The cuts, cloud-only as a JPEG, then ``cut="auto"`` choosing among them, as ``device`` over ``link``."""
     from simulations import PROFILES, LinkProxy, preset, stretched_sessions  # noqa: PLC0415 - the demo's own use
 
     url = BrokerURL.parse(broker)
     profile = PROFILES[device]
+    runs: dict[str, list[InferenceResult]] = {}
     async with LinkProxy(preset(link), upstream=(url.host, url.port)) as proxy:
-        through = f"mqtt://127.0.0.1:{proxy.port}?qos={url.qos}"
-        async with EdgeAgent(
-            through,
-            model=model,
-            cut=CLOUD_ONLY,
-            agent_id=f"demo-{device}-{link}",
-            prefix=PREFIX,
-            threads=1,
-            timeouts=Timeouts(request=60.0),
-            session_factory=stretched_sessions(profile.factor),
-        ) as agent:
+
+        def agent(role: str, **options: object) -> EdgeAgent:
+            return EdgeAgent(
+                f"mqtt://127.0.0.1:{proxy.port}?qos={url.qos}",
+                model=model,
+                agent_id=f"demo-{device}-{link}{role}",
+                prefix=PREFIX,
+                threads=1,
+                timeouts=Timeouts(request=60.0),
+                session_factory=stretched_sessions(profile.factor),
+                **options,  # type: ignore[arg-type]
+            )
+
+        async with agent("", cut=CLOUD_ONLY) as fixed:
             for cut in cuts:  # load every head now: loading is not what the table compares
-                await asyncio.to_thread(agent.model.halves, cut)
-            images, reference = await _references(agent, requests)
-            totals, diff = {}, 0.0
+                await asyncio.to_thread(fixed.model.halves, cut)
+            images, reference = await _references(fixed, requests)
             for cut in cuts:
-                results = [await agent.infer(image, cut=cut) for image in images]
-                totals[cut] = statistics.median(r.timings.total_ms for r in results)
-                diff = max(diff, _max_diff(results, reference))
-    best = min(totals, key=totals.__getitem__)
-    _progress(f"{device} (x{profile.factor:g}) on {link}: fastest cut {best} ({totals[best]:.0f} ms)")
-    return EmulatedRow(device=device, factor=profile.factor, link=link, total_ms=totals, max_abs_diff=diff)
+                runs[cut] = [await fixed.infer(image, cut=cut) for image in images]
+        async with agent("-jpeg", cut=CLOUD_ONLY, codec=JPEG) as camera:
+            runs[f"{CLOUD_ONLY}@{JPEG}"] = [await camera.infer(image) for image in images]
+        async with agent("-auto", codec=[RAW_CODEC, JPEG]) as auto:
+            for image in itertools.islice(itertools.cycle(images), AUTO_LEARNING_REQUESTS):
+                await auto.infer(image)
+            chosen = [await auto.infer(image) for image in images]
+    auto_run = AutoRun(label=_most_used(chosen), total_ms=_median_total(chosen), learning=AUTO_LEARNING_REQUESTS)
+    row = EmulatedRow(
+        device=device,
+        factor=profile.factor,
+        link=link,
+        total_ms={label: _median_total(results) for label, results in runs.items()},
+        max_abs_diff=_max_diff([*runs.values(), chosen], reference, lossless=True),
+        auto=auto_run,
+    )
+    _progress(
+        f"{device} (x{profile.factor:g}) on {link}: fastest fixed choice {row.fastest} "
+        f"({row.total_ms[row.fastest]:.0f} ms); auto used {auto_run.label} ({auto_run.total_ms:.0f} ms)"
+    )
+    return row
+
+
+def _median_total(results: list[InferenceResult]) -> float:
+    return statistics.median(result.timings.total_ms for result in results)
+
+
+def _most_used(results: list[InferenceResult]) -> str:
+    """The cut (``cut@codec`` for a codec other than raw) most of ``results`` ran at."""
+    labels = (r.cut_id if r.codec == RAW_CODEC else f"{r.cut_id}@{r.codec}" for r in results)
+    return collections.Counter(labels).most_common(1)[0][0]
 
 
 async def _references(agent: EdgeAgent, count: int) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
@@ -161,11 +199,19 @@ def _reference_outputs(agent: EdgeAgent, images: list[np.ndarray]) -> list[dict[
     return [full.run({agent.model.inputs[0].name: image[np.newaxis]}) for image in images]
 
 
-def _max_diff(results: list[InferenceResult], reference: list[dict[str, np.ndarray]]) -> float:
+def _max_diff(
+    runs: Sequence[list[InferenceResult]], reference: list[dict[str, np.ndarray]], *, lossless: bool = False
+) -> float:
+    """Largest |result - full model| in ``runs`` (each aligned with ``reference``); ``lossless``: raw results only."""
     return max(
-        float(np.abs(result.outputs[name] - expected[name]).max())
-        for result, expected in zip(results, reference, strict=True)
-        for name in expected
+        (
+            float(np.abs(result.outputs[name] - expected[name]).max())
+            for results in runs
+            for result, expected in zip(results, reference, strict=True)
+            if not lossless or all(codec == RAW_CODEC for codec in result.tensor_codecs.values())
+            for name in expected
+        ),
+        default=0.0,
     )
 
 

@@ -28,23 +28,49 @@ class DemoRow:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AutoRun:
+    """What ``cut="auto"`` did under one condition once it had learned.
+
+    Attributes:
+        label: The choice most of its measured requests made (``cut`` or ``cut@codec``).
+        total_ms: Their median total time.
+        learning: Requests it made before the measured ones.
+    """
+
+    label: str
+    total_ms: float
+    learning: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EmulatedRow:
-    """The same cuts as a slower device over an emulated link: median total ms per cut."""
+    """The same cuts as a slower device over an emulated link: median total ms per fixed choice, and auto's.
+
+    ``total_ms`` holds each cut sent raw and cloud-only sent as a JPEG
+    (``input@jpeg``); ``max_abs_diff`` is over the results sent raw (a JPEG
+    is lossy: docs/codecs.md measures what it costs a trained model).
+    """
 
     device: str
     factor: float
     link: str
     total_ms: dict[str, float]
     max_abs_diff: float
+    auto: AutoRun | None = None
 
     @property
     def fastest(self) -> str:
-        """The cut that answered soonest under this condition."""
+        """The fixed choice that answered soonest under this condition."""
         return min(self.total_ms, key=self.total_ms.__getitem__)
 
     @property
+    def auto_ratio(self) -> float | None:
+        """Auto's median time over the fastest fixed choice's (``None`` without an auto run)."""
+        return None if self.auto is None else self.auto.total_ms / self.total_ms[self.fastest]
+
+    @property
     def ok(self) -> bool:
-        """True when every result matched the full model."""
+        """True when every result sent raw matched the full model."""
         return self.max_abs_diff <= TOLERANCE
 
 
@@ -65,7 +91,9 @@ class DemoReport:
 
     def to_json(self) -> dict[str, object]:
         """The report as a JSON-ready dict."""
-        emulated = [dataclasses.asdict(row) | {"fastest": row.fastest} for row in self.emulated]
+        emulated = [
+            dataclasses.asdict(row) | {"fastest": row.fastest, "auto_ratio": row.auto_ratio} for row in self.emulated
+        ]
         return {
             "model": self.model,
             "broker": self.broker,
@@ -93,7 +121,8 @@ def format_report(report: DemoReport) -> str:
     if report.emulated:
         lines += ["", *_emulated_table(report)]
     verdict = "all cuts match the full model" if report.ok else "SOME CUTS DO NOT MATCH"
-    lines.append(f"{verdict} (tolerance {TOLERANCE:g})")
+    lossy = "; the JPEG is lossy and not compared" if report.emulated else ""
+    lines.append(f"{verdict} (tolerance {TOLERANCE:g}){lossy}")
     return "\n".join(lines)
 
 
@@ -101,15 +130,22 @@ def _emulated_table(report: DemoReport) -> list[str]:
     names = [f"{row.device} on {row.link}" for row in report.emulated]
     width = max(16, *(len(name) for name in names))
     lines = [
-        "the same cuts as a slower device over an emulated link (total ms, median; * the fastest cut):",
+        "the same cuts as a slower device over an emulated link (total ms, median; * the fastest fixed choice):",
         f"{'cut':<28} " + " ".join(f"{name:>{width}}" for name in names),
     ]
-    for row in report.rows:
+    for label in report.emulated[0].total_ms:
         cells = []
         for condition in report.emulated:
-            star = "*" if condition.fastest == row.cut else " "
-            cells.append(f"{condition.total_ms[row.cut]:>{width - 1}.0f}{star}")
-        lines.append(f"{row.cut:<28} " + " ".join(cells))
+            star = "*" if condition.fastest == label else " "
+            cells.append(f"{condition.total_ms[label]:>{width - 1}.0f}{star}")
+        lines.append(f"{label:<28} " + " ".join(cells))
+    autos = [
+        (name, row.auto, row.auto_ratio or 0.0) for name, row in zip(names, report.emulated, strict=True) if row.auto
+    ]
+    if autos:
+        lines.append(f"{'auto':<28} " + " ".join(f"{auto.total_ms:>{width - 1}.0f} " for _, auto, _ in autos))
+        chose = "; ".join(f"{name}: {auto.label}, {ratio:.2f}x the fastest" for name, auto, ratio in autos)
+        lines.append(f"auto, after {autos[0][1].learning} requests to learn, chose: {chose}")
     devices = sorted({(row.device, row.factor) for row in report.emulated})
     lines.append(
         "devices: "

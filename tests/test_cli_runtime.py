@@ -24,7 +24,7 @@ from edge_agent import RADIOS
 from edge_agent._files import top_k
 from edgecut._cli import main
 from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report, pick_cuts
-from edgecut._demo_report import EmulatedRow
+from edgecut._demo_report import AutoRun, EmulatedRow
 from edgecut._exit import ExitCode
 from tests._support import tiny_logits, tiny_model
 
@@ -533,9 +533,14 @@ def test_demo_against_a_given_broker(broker_url: str, capsys: pytest.CaptureFixt
     conditions = [(row["device"], row["link"]) for row in report["emulated"]]
     assert conditions == [("rpi4", "wifi"), ("rpi4", "3g-bus")]
     for condition in report["emulated"]:
-        assert sorted(condition["total_ms"]) == sorted(cuts)
-        assert condition["fastest"] in cuts
+        assert list(condition["total_ms"]) == [*cuts, "input@jpeg"]  # cloud-only also as a camera sends it
+        assert condition["fastest"] in condition["total_ms"]
         assert condition["max_abs_diff"] <= 1e-4
+        assert condition["auto"]["learning"] > 0
+        assert condition["auto"]["label"].split("@")[0] in [cut.id for cut in tiny_model().cuts]
+        assert condition["auto_ratio"] == pytest.approx(
+            condition["auto"]["total_ms"] / condition["total_ms"][condition["fastest"]]
+        )
 
 
 @pytest.mark.broker
@@ -594,6 +599,20 @@ def test_demo_report_marks_the_fastest_cut_of_each_condition() -> None:
     assert report.to_json()["emulated"][1]["fastest"] == "b"  # type: ignore[index]
     far = EmulatedRow(device="d", factor=2, link="l", total_ms={"a": 1.0, "b": 2.0}, max_abs_diff=1.0)
     assert not DemoReport(model="m", broker="b", requests=1, rows=[_row("a", 0.0)], emulated=[far]).ok
+
+
+def test_demo_report_shows_what_auto_chose_against_the_fastest_fixed_choice() -> None:
+    auto = AutoRun(label="input@jpeg", total_ms=55.0, learning=12)
+    wifi = EmulatedRow(
+        device="rpi4", factor=5.4, link="wifi", total_ms={"a": 90.0, "input@jpeg": 50.0}, max_abs_diff=0.0, auto=auto
+    )
+    report = DemoReport(model="m", broker="mqtt://b:1", requests=1, rows=[_row("a", 0.0)], emulated=[wifi])
+    text = format_report(report).splitlines()
+    assert next(line for line in text if line.startswith("input@jpeg")).split() == ["input@jpeg", "50*"]
+    assert next(line for line in text if line.startswith("auto ")).split() == ["auto", "55"]
+    assert "rpi4 on wifi: input@jpeg, 1.10x the fastest" in format_report(report)
+    assert text[-1].endswith("the JPEG is lossy and not compared")
+    assert report.to_json()["emulated"][0]["auto_ratio"] == pytest.approx(1.1)  # type: ignore[index]
 
 
 def test_demo_report_all_good() -> None:

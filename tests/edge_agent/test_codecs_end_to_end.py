@@ -104,3 +104,15 @@ async def test_a_request_with_a_uint8_and_a_float_tensor_crosses_under_a_compoun
     narrowed = encode_tensor(features, inner)
     expected = decode_tensor({**narrowed, "data": bytes(narrowed["data"])}, name="features", codec=inner)
     assert np.array_equal(result.outputs["features_seen"], expected)  # decoded exactly as X decodes
+
+
+async def test_auto_sizes_the_jpeg_of_the_first_image_before_choosing_on_it(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    await start_hub()
+    y, x = np.mgrid[0:32, 0:32]
+    smooth = np.repeat((4 * (x + y))[..., None], 3, axis=2).astype(np.uint8)  # a camera's frame compresses
+    async with EdgeAgent(broker_url, model="tiny", prefix=prefix, threads=1, codec=["raw", "jpeg"]) as agent:
+        assert agent.core.codecs_to_size() == ["jpeg"]
+        await agent.infer(smooth)
+        assert agent.core.codecs_to_size() == []  # sized on the image itself, before the first choice

@@ -236,3 +236,26 @@ def test_a_hubs_tail_times_for_this_model_are_what_it_predicts_with() -> None:
     predicted = planner.predict_ms("pool", 0.1)
     assert predicted is not None
     assert predicted < 500.0
+
+
+def test_an_image_codec_is_sized_on_a_real_input_before_the_planner_chooses_on_it() -> None:
+    candidates = [
+        Candidate(id="input", bytes=150_000),
+        Candidate(id="input", bytes=150_000, codec="jpeg"),  # the estimate before an image is seen: its raw size
+        Candidate(id="pool", bytes=2_000),
+        Candidate(id="output", bytes=0, edge_only=True),
+    ]
+    core = AgentCore(planner=Planner(candidates), chain=CHAIN, model_sha256=SHA, timeouts=TIMEOUTS)
+    core.warmed_up([[10.0, 90.0]], 0.0)
+    _settle_the_link(core)
+    assert core.codecs_to_size() == ["jpeg"]
+    assert core.planner is not None
+    core.planner.observe_hub(0.0, tail_ms={"input": 50.0})  # a hub's status: what its tail takes
+    before = core.planner.predict_ms("input", 0.1, codec="jpeg")
+    core.sized("jpeg", 15_000)
+    assert core.codecs_to_size() == []
+    after = core.planner.predict_ms("input", 0.1, codec="jpeg")
+    assert before is not None
+    assert after is not None
+    assert before - after == pytest.approx(135_000 * 8 / 100e6 * 1000, rel=0.2)  # 135 KB less on a 100 Mbit/s link
+    assert AgentCore(cut="input", timeouts=TIMEOUTS).codecs_to_size() == []
