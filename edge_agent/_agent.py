@@ -391,7 +391,11 @@ class EdgeAgent:
 
     def _open_model(self, shapes: InputShapes | None) -> ModelHalves:
         halves = ModelHalves.open(
-            self._model, threads=self._threads, session_factory=self._session_factory, input_shapes=shapes
+            self._model,
+            threads=self._threads,
+            session_factory=self._session_factory,
+            input_shapes=shapes,
+            codecs=self.codecs,
         )
         if self._carry_state:
             self._state = CarriedState(self._carry_state, halves.inputs, halves.outputs)

@@ -45,6 +45,7 @@ from models import (
     resolve_input_shapes,
     sha256_hex,
 )
+from protocol import RAW_CODEC
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ class ModelHalves:
         threads: int | None = None,
         session_factory: SessionFactory | None = None,
         input_shapes: InputShapes | None = None,
+        codecs: Sequence[str] = (RAW_CODEC,),
     ) -> ModelHalves:
         """Open a split directory, an ``.onnx`` model file or a zoo model by name.
 
@@ -160,6 +162,8 @@ class ModelHalves:
             input_shapes: The shape of each input with dynamic sizes, for a
                 model that does not fix them: what cut bytes are counted
                 and the warm-up runs at (a batch axis may be left out).
+            codecs: The codecs requests may use: with a full model, which
+                cuts are candidates (:func:`models.partition.candidate_cuts`).
 
         Raises:
             ModelError: Nothing usable at ``model``, ``onnx`` missing for a
@@ -171,7 +175,7 @@ class ModelHalves:
             return cls._from_segments_dir(path, threads, session_factory, input_shapes)
         if (path / MANIFEST_FILE).is_file():
             return cls._from_split_dir(path, threads, session_factory, input_shapes)
-        return cls._from_full_model(str(model), threads, session_factory, input_shapes)
+        return cls._from_full_model(str(model), threads, session_factory, input_shapes, codecs)
 
     def feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``inputs`` as the model's feeds by name, checked: one array for a single-input model, a batch axis added.
@@ -324,7 +328,12 @@ class ModelHalves:
 
     @classmethod
     def _from_full_model(
-        cls, name_or_path: str, threads: int | None, session_factory: SessionFactory | None, shapes: InputShapes | None
+        cls,
+        name_or_path: str,
+        threads: int | None,
+        session_factory: SessionFactory | None,
+        shapes: InputShapes | None,
+        codecs: Sequence[str],
     ) -> ModelHalves:
         try:
             from models import partition  # noqa: PLC0415 - optional on the agent's path
@@ -334,7 +343,7 @@ class ModelHalves:
         model_id, model = partition.load_model(name_or_path)
         all_cuts = partition.enumerate_cuts(model, shapes)
         cuts = tuple(_chain_cut(cut.id, cut.bytes, cut.tensors) for cut in all_cuts)
-        candidates = {cut.id for cut in partition.candidate_cuts(all_cuts)}
+        candidates = {cut.id for cut in partition.candidate_cuts(all_cuts, codecs)}
         inputs = next(cut.tensors for cut in all_cuts if cut.id == CLOUD_ONLY)  # what crosses there: the inputs
         return cls(
             model_id=model_id,

@@ -53,6 +53,18 @@ def test_the_candidates_of_the_zoo_models_chain_back_to_the_full_model(name: str
     _every_stretch_matches(model, partition.split_segments(model, candidates, model_id=model_id))
 
 
+@pytest.mark.parametrize(
+    ("name", "gained"), [("vit_tiny", {"patches"}), ("resnet18", {"layer2.0.add", "layer3.0.add"})]
+)
+def test_int8_makes_float_cuts_smaller_than_the_image_candidates(name: str, gained: set[str]) -> None:
+    cuts = partition.enumerate_cuts(partition.load_model(name)[1])
+    raw = {cut.id for cut in partition.candidate_cuts(cuts)}
+    with_int8 = {cut.id for cut in partition.candidate_cuts(cuts, ["raw", "int8"])}
+    assert with_int8 - raw == gained  # a quarter of their float bytes: less than the uint8 image
+    assert raw <= with_int8
+    assert {cut.id for cut in partition.candidate_cuts(cuts, ["jpeg"])} == raw  # the image's JPEG size is not known
+
+
 def test_every_cut_of_a_random_dag_can_be_in_one_chain() -> None:
     model = random_dag(np.random.default_rng(3), 30, window=4)
     cuts = _computing(partition.enumerate_cuts(model))
