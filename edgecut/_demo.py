@@ -25,15 +25,16 @@ import numpy as np
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
 from edgecut._demo_report import TOLERANCE, AutoRun, DemoReport, DemoRow, EmulatedRow, format_report
+from models import camera_images
 from protocol import RAW_CODEC
 from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
     from edge_agent import ModelHalves
 
-__all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "pick_cuts", "run_demo", "sample_images"]
+__all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "pick_cuts", "run_demo"]
 
 PREFIX = "edgecut-demo"
 _ONLINE_TIMEOUT_S = 120.0
@@ -43,20 +44,6 @@ JPEG = "jpeg"
 """How a camera sends its image: cloud-only's honest baseline under emulated conditions."""
 AUTO_LEARNING_REQUESTS = 12
 """Requests ``cut="auto"`` makes under each condition before the measured ones: it learns the link and the hub."""
-
-
-def sample_images(count: int, shape: tuple[int, ...], seed: int = 0) -> Iterator[np.ndarray]:
-    """Deterministic camera-like uint8 images: smooth gradients plus noise."""
-    rng = np.random.default_rng(seed)
-    height, width, channels = shape
-    y, x = np.mgrid[0:height, 0:width]
-    for _ in range(count):
-        fx, fy = rng.uniform(0.005, 0.05, 2).tolist()
-        phase = rng.uniform(0, 6.3)
-        base = 127 + 100 * np.sin(fx * x + fy * y + phase)
-        tint = rng.uniform(0.6, 1.0, channels)
-        noise = rng.normal(0, 12, (height, width, channels))
-        yield np.clip(base[..., None] * tint + noise, 0, 255).astype(np.uint8)
 
 
 def pick_cuts(model: ModelHalves, intermediate: int = 3) -> list[str]:
@@ -187,7 +174,7 @@ def _most_used(results: list[InferenceResult]) -> str:
 
 async def _references(agent: EdgeAgent, count: int) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
     spec = agent.model.inputs[0]
-    images = list(sample_images(count, tuple(int(d) for d in spec.shape[1:])))
+    images = list(camera_images(count, tuple(int(d) for d in spec.shape[1:])))
     return images, await asyncio.to_thread(_reference_outputs, agent, images)
 
 

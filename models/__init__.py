@@ -6,7 +6,7 @@ submodules :mod:`models.zoo` (builds the model zoo) and :mod:`models.partition`
 (enumerates cuts and splits any ONNX model); import them explicitly.
 """
 
-from models._feeds import random_feeds
+from models._feeds import camera_images, random_feeds
 from models._input_shapes import InputShapes, batch_symbols, bound_symbols, parse_input_shape, resolve_input_shapes
 from models._manifest import (
     CLOUD_ONLY,
@@ -66,6 +66,7 @@ __all__ = [
     "available_providers",
     "batch_symbols",
     "bound_symbols",
+    "camera_images",
     "check_providers",
     "file_sha256_hex",
     "parse_input_shape",

@@ -1,4 +1,4 @@
-"""Random valid inputs for a model: what warm-ups, checks and measurements run on."""
+"""Random valid inputs for a model, and camera-like images: what warm-ups, checks and measurements run on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from models._manifest import TensorSpec
 
@@ -38,3 +38,22 @@ def random_feeds(
         else:
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
+
+
+def camera_images(count: int, shape: tuple[int, ...], seed: int = 0) -> Iterator[np.ndarray]:
+    """Deterministic camera-like uint8 images of ``shape`` (height, width, channels): smooth gradients plus noise.
+
+    Unlike :func:`random_feeds`' uniform noise they compress as a camera's
+    frames do (a 224x224 JPEG at quality 90: about 20 KB), so what an image
+    codec sends is measured on them.
+    """
+    rng = np.random.default_rng(seed)
+    height, width, channels = shape
+    y, x = np.mgrid[0:height, 0:width]
+    for _ in range(count):
+        fx, fy = rng.uniform(0.005, 0.05, 2).tolist()
+        phase = rng.uniform(0, 6.3)
+        base = 127 + 100 * np.sin(fx * x + fy * y + phase)
+        tint = rng.uniform(0.6, 1.0, channels)
+        noise = rng.normal(0, 12, (height, width, channels))
+        yield np.clip(base[..., None] * tint + noise, 0, 255).astype(np.uint8)
