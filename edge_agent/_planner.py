@@ -185,6 +185,8 @@ class Planner:
         self._by_cut: dict[str, list[int]] = {}
         for index, candidate in enumerate(self.candidates):
             self._by_cut.setdefault(candidate.id, []).append(index)
+        cut_ids = list(self._by_cut)
+        self._cut_of = np.array([cut_ids.index(candidate.id) for candidate in self.candidates])
         count = len(self.candidates)
         self._edge_only = np.array([candidate.edge_only for candidate in self.candidates])
         self._remote = ~self._edge_only
@@ -391,7 +393,11 @@ class Planner:
         tail = np.where(np.isnan(self._tail), self._reported_tail, self._tail)
         if self._full_edge is None or not np.isnan(tail).any():
             return tail
-        rest = self._head[self._full_edge] - self._head  # what the device would spend after each cut
+        # What the device would spend after each cut: its compute alone, the head of the cut's cheapest
+        # codec (an int8+zstd head's encoding can outlast the little compute left after a late cut).
+        least = np.full(len(self._by_cut), np.inf)
+        np.fmin.at(least, self._cut_of, self._head)
+        rest = self._head[self._full_edge] - least[self._cut_of]
         measured = ~np.isnan(self._tail) & (self._tail > 0) & (rest > 0)
         if not measured.any():
             return tail

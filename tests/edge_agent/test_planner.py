@@ -439,3 +439,29 @@ def test_a_radio_charges_its_bits_its_time_and_its_tail_until_the_next_transfer(
     assert EnergyModel(compute_w=3.0).request_mj(head_ms=10.0, nbytes=125_000, transfer_ms=100.0) > 30.0
     with pytest.raises(ValueError, match="compute_w"):
         EnergyModel(compute_w=-1.0)
+
+
+def test_a_late_cut_whose_encoding_outlasts_the_rest_of_the_model_still_tells_the_hubs_speed() -> None:
+    # A detector: nearly all its compute before its last cut, where int8+zstd's encoding (2 ms) costs more than
+    # the 0.5 ms of model left. Learning the hub there must still price cloud-only, as the cut's raw head shows.
+    candidates = [
+        Candidate(id="input", bytes=20_000),
+        Candidate(id="late", bytes=900),
+        Candidate(id="late", bytes=500, codec="int8+zstd"),
+        Candidate(id="output", bytes=0, edge_only=True),
+    ]
+    planner = Planner(candidates)
+    for cut, ms in {"input": 0.0, "late": 100.0, "output": 100.5}.items():
+        planner.seed_head(cut, ms, 0.0)
+    planner.restore({"late@int8+zstd": [102.0, 102.0]}, 0.0)  # its encoding included, as earlier requests saw it
+    for at in (0.0, 0.1):
+        planner.observe_probe(0, 20.0, at)
+        planner.observe_probe(100_000, 20.0 + 100_000 * 8 / 20e6 * 1000, at)
+    first = planner.choose(1.0)
+    assert (first.cut_id, first.codec) == ("late", "int8+zstd")  # the fewest bytes: learn the hub cheaply
+    answer = Observation(
+        cut_id="late", codec="int8+zstd", bytes_sent=500, edge_ms=100.0, encode_ms=2.0, network_ms=20.2,
+        hub_compute_ms=0.1, total_ms=122.3,
+    )  # fmt: skip
+    planner.observe(answer, 1.2)
+    assert planner.choose(2.0).cut_id == "input"  # the hub is 5x faster: 20 ms for the model, 8 ms for the bytes
