@@ -67,7 +67,7 @@ class AgentConfig:
         group: Its group's name.
         policy: ``edge``, ``cloud``, ``auto`` or a cut id.
         model: A zoo model name.
-        device: A device profile's name (:data:`simulations.PROFILES`).
+        device_factor: How many times this host's time it takes to compute (its sessions are stretched so).
         url: The broker URL it connects to (its link's proxy).
         prefix: The topic prefix of the run.
         seed: The scenario's seed.
@@ -85,7 +85,7 @@ class AgentConfig:
     group: str
     policy: str
     model: str
-    device: str
+    device_factor: float
     url: str
     prefix: str
     seed: int
@@ -219,9 +219,9 @@ async def _child() -> None:
 
 def _agent(config: AgentConfig) -> EdgeAgent:
     from edge_agent import AUTO, EdgeAgent, Timeouts  # noqa: PLC0415 - the child's own imports
-    from simulations._devices import PROFILES, stretched_sessions  # noqa: PLC0415
+    from simulations._devices import stretched_sessions  # noqa: PLC0415
 
-    factor = PROFILES[config.device].factor
+    factor = config.device_factor
     return EdgeAgent(
         config.url,
         model=config.model,

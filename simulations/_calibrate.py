@@ -162,15 +162,13 @@ def observed_profiles(
     becomes the profile's ``head_spread`` (20 equally likely multiples) when
     there are at least 20 of them.
     """
-    from simulations._devices import PROFILES  # noqa: PLC0415 - not needed to measure
-
     groups = {group.name: group for group in scenario.groups}
     heads: dict[tuple[str, str], list[float]] = {}
     tails: dict[tuple[str, str], list[float]] = {}
     for record in records:
         group = groups[record.group]
         key = (group.model, record.cut)
-        heads.setdefault(key, []).append(record.edge_ms / PROFILES[group.device].factor)
+        heads.setdefault(key, []).append(record.edge_ms / group.factor)
         if record.hub:
             tails.setdefault(key, []).append(record.hub_compute_ms)
     observed = {}

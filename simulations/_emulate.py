@@ -164,7 +164,7 @@ def _config(
         group=group.name,
         policy=policy or group.policy,
         model=group.model,
-        device=group.device,
+        device_factor=group.factor,
         url=url,
         prefix=prefix,
         seed=scenario.seed,

@@ -111,7 +111,8 @@ class Fleet:
         """Start every agent, hub status and fault (then :meth:`advance` the clock)."""
         for agent in self.agents:
             self.env.process(self._agent(agent))
-        tails = {agent.profile.model_sha256: {c.id: c.tail_ms for c in agent.profile.cuts} for agent in self.agents}
+        speedup = self.scenario.hub.speedup
+        tails = {a.profile.model_sha256: {c.id: c.tail_ms / speedup for c in a.profile.cuts} for a in self.agents}
         planned = [agent for agent in self.agents if agent.core.planner is not None]  # fixed cuts learn nothing
         for hub in self.hubs.replicas:
             self.env.process(self._status(hub, tails, planned))
@@ -199,7 +200,8 @@ class Fleet:
         """The request's way to a hub and the answer's way back; a request lost on the way never returns."""
         yield agent.transfer(agent.up, cut.request_bytes)
         hub = self.hubs.route()
-        answer = None if hub is None else (yield self.env.process(hub.serve(cut.tail_ms)))
+        tail_ms = cut.tail_ms / self.scenario.hub.speedup
+        answer = None if hub is None else (yield self.env.process(hub.serve(tail_ms)))
         if isinstance(answer, Served):
             yield agent.transfer(agent.down, agent.profile.reply_bytes)
             return answer

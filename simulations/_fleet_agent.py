@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import simpy
 
 from edge_agent import EDGE_ONLY, AgentCore, Candidate, Planner, Timeouts
-from simulations._devices import PROFILES
 from simulations._link import Direction
 from simulations._scenario import policy_cut
 
@@ -46,7 +45,7 @@ class SimulatedAgent:
         self.name = f"{group.name}-{index}"
         self.profile = profile
         self.policy = policy
-        self.factor = PROFILES[group.device].factor
+        self.factor = group.factor
         self.device = simpy.Resource(env, capacity=1)
         self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
         self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311

@@ -157,7 +157,8 @@ def run_scenario(
             (each is a process of its own, holding its own model).
 
     Raises:
-        ConfigError: A policy names no candidate cut, or an emulated scenario has more than ``max_agents``.
+        ConfigError: A policy names no candidate cut, or an emulated scenario has more than ``max_agents``
+            or hubs faster than this host (``[hub] speedup``).
         EmulationError: In emulate mode, an agent process did not start or died.
     """
     if mode == "emulate" and scenario.agents > max_agents:
@@ -165,6 +166,12 @@ def run_scenario(
             f"scenario {scenario.name!r} has {scenario.agents} agents; emulate mode runs a process per agent and "
             f"takes at most {max_agents} (--max-agents): run it in fleet mode, or raise the bound if this machine "
             "has the memory"
+        )
+        raise ConfigError(msg)
+    if mode == "emulate" and scenario.hub.speedup != 1:
+        msg = (
+            f"emulate mode runs real hubs on this host: [hub] speedup must be 1, not {scenario.hub.speedup:g} "
+            "(fleet mode models faster hubs)"
         )
         raise ConfigError(msg)
     runner = _RUNNERS[mode]

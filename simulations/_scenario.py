@@ -238,12 +238,16 @@ class HubSpec:
         workers: Requests each hub runs at once.
         max_queue: Requests a hub holds waiting before it answers ``overloaded``.
         status_interval_s: How often a hub reports its queue wait.
+        speedup: How many times faster than this host the hubs run a tail
+            (a GPU hub: 4 and more): fleet mode divides the profile's tail
+            times by it. Emulate mode runs real hubs on this host: 1 only.
     """
 
     replicas: int = dataclasses.field(default=1, metadata=setting(positive=True))
     workers: int = dataclasses.field(default=1, metadata=setting(positive=True))
     max_queue: int = dataclasses.field(default=64, metadata=setting(positive=True))
     status_interval_s: float = dataclasses.field(default=2.0, metadata=setting(positive=True))
+    speedup: float = dataclasses.field(default=1.0, metadata=setting(positive=True))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +306,9 @@ class GroupSpec:
         count: How many agents.
         model: A zoo model name.
         device: A device profile (``edgecut sim link --list``: host, rpi4, rpi3, ...).
+        device_factor: How many times this host's time the device takes to
+            compute, instead of the device profile's figure (a board 8x
+            slower: ``8.0``); see :attr:`factor`.
         link: The link each agent has to the broker (one per agent).
         arrival: ``poisson`` (requests at ``rate_hz`` whatever came back) or
             ``closed`` (the next request ``think_s`` after the last answer).
@@ -320,6 +327,7 @@ class GroupSpec:
     count: int = dataclasses.field(default=1, metadata=setting(positive=True))
     model: str = dataclasses.field(default=_MODEL, metadata=setting(check=_model))
     device: str = dataclasses.field(default="rpi4", metadata=setting(check=_device))
+    device_factor: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
     link: LinkSpec = dataclasses.field(metadata=setting(read=_link))
     arrival: Arrival = "poisson"
     rate_hz: RateCurve = dataclasses.field(default=RateCurve.constant(1.0), metadata=setting(read=_rate_curve))
@@ -328,6 +336,11 @@ class GroupSpec:
     stop_s: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
     policy: str = dataclasses.field(default="auto", metadata=setting(read=_policy))
     deadline_s: float = dataclasses.field(default=5.0, metadata=setting(positive=True))
+
+    @property
+    def factor(self) -> float:
+        """How many times this host's time the group's devices take to compute."""
+        return PROFILES[self.device].factor if self.device_factor is None else self.device_factor
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ from simulations._report import LOST, RequestRecord, summarise
 from tests._support import until
 
 CONFIG = AgentConfig(
-    run="cloud", name="cams-0", group="cams", policy="cloud", model="tiny", device="rpi4", url="mqtt://127.0.0.1:1",
+    run="cloud", name="cams-0", group="cams", policy="cloud", model="tiny", device_factor=5.4, url="mqtt://127.0.0.1:1",
     prefix="p", seed=1, arrival="poisson", rate_hz=((0.0, 50.0),), think_s=0.0, start_s=0.0, stop_s=60.0,
     deadline_s=1.0,
 )  # fmt: skip

@@ -377,6 +377,29 @@ def test_emulate_mode_refuses_more_agents_than_its_bound_before_starting_anythin
     assert not (tmp_path / "out").exists()
 
 
+def test_a_faster_hub_divides_the_tail_times_and_a_device_factor_replaces_the_devices() -> None:
+    hub = _scenario(hub={"replicas": 1, "workers": 1, "speedup": 4.0})
+    assert {round(r.hub_compute_ms, 3) for r in _records(hub, policy="cloud") if r.hub} == {round(17.7 / 4, 3)}
+    assert {round(r.hub_compute_ms, 3) for r in _records(_scenario(), policy="cloud") if r.hub} == {17.7}
+
+    def median_edge(device_factor: float | None) -> float:
+        group = {"name": "cams", "count": 3, "device": "rpi3", "link": {"rate": "20mbit", "delay": "20ms"}}
+        if device_factor is not None:
+            group["device_factor"] = device_factor
+        records = _records(_scenario(groups=[group]), policy="edge")
+        return percentile([r.edge_ms for r in records], 50)
+
+    assert median_edge(8.0) == pytest.approx(8.0 * 17.7, rel=0.05)  # the profile's whole model, 8x this host
+    assert median_edge(None) == pytest.approx(parse_scenario(_scenario()).groups[0].factor * 17.7, rel=0.05)
+
+
+def test_emulate_mode_refuses_a_hub_faster_than_this_host(tmp_path: Path) -> None:
+    scenario = parse_scenario(_scenario(hub={"replicas": 1, "speedup": 4.0}))
+    with pytest.raises(ConfigError, match=r"\[hub\] speedup must be 1, not 4"):
+        run_scenario(scenario, tmp_path / "out", mode="emulate")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_steady_table_in_the_docs_is_what_fleet_mode_gives_on_the_shipped_profile(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     docs = (root / "docs" / "simulation.md").read_text(encoding="utf-8")
