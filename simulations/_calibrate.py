@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import statistics
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 PROFILE_FORMAT = 1
 _RUNS = 5
+_BUSY_SPREAD = 0.25
+"""Whole-model runs spreading more than this around their median: the host was busy while measured."""
+
+logger = logging.getLogger("edgecut.sim")
 _MIN_OBSERVED = 3
 """Samples a cut needs before its observed time replaces the measured one."""
 _SPREAD_POINTS = 20
@@ -128,6 +133,7 @@ def measure_profile(model: str, input_shapes: InputShapes | None = None) -> Mode
     runs = [chain.run(feeds, ids[0], EDGE_ONLY)[1] for _ in range(_RUNS)]
     segment_ms = [statistics.median(run[index] for run in runs) for index in range(len(ids) - 1)]
     total = sum(segment_ms)
+    _warn_if_busy(halves.model_id, [sum(run) for run in runs])
     cuts = []
     for index, cut_id in enumerate(ids):
         head = sum(segment_ms[:index], 0.0)
@@ -148,6 +154,23 @@ def measure_profile(model: str, input_shapes: InputShapes | None = None) -> Mode
         cuts=tuple(cuts),
         reply_bytes=len(encode_reply(reply)),
     )
+
+
+def _warn_if_busy(model: str, totals: list[float]) -> None:
+    """Warn when the runs spread as on a busy host: a profile measured so moves every figure of a run."""
+    median = statistics.median(totals)
+    spread = (max(totals) - min(totals)) / median if median > 0 else 0.0
+    if spread > _BUSY_SPREAD:
+        logger.warning(
+            "%s: its %d runs on this host spread %.0f%% around %.1f ms (more than %.0f%%): the host is busy, and a "
+            "simulation on this profile moves with its load; measure on a quiet host, or pass a profile that was "
+            "(--profiles, docs/profiles/)",
+            model,
+            len(totals),
+            spread * 100,
+            median,
+            _BUSY_SPREAD * 100,
+        )
 
 
 def observed_profiles(

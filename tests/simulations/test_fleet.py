@@ -441,3 +441,14 @@ def test_ctrl_c_stops_a_fleet_run_started_in_the_background_and_it_writes_every_
     assert json.loads((out / "summary.json").read_text())[0]["count"] > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert json.loads((out / "run.json").read_text())["run_s"]["cloud"] < 1000000
+
+
+def test_a_profile_measured_on_a_busy_host_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from simulations._calibrate import _warn_if_busy  # noqa: PLC0415 - the rule itself, without a busy host
+
+    _warn_if_busy("resnet18", [17.0, 17.5, 18.0, 17.2, 17.9])
+    assert not caplog.records
+    _warn_if_busy("resnet18", [17.0, 17.5, 29.0, 17.2, 17.9])
+    (warning,) = caplog.records
+    assert "spread 69% around 17.5 ms" in warning.getMessage()  # (29 - 17) / 17.5
+    assert "--profiles" in warning.getMessage()
