@@ -48,6 +48,7 @@ REPORT_KEYS = {
     "request_id",
     "fallback",
     "predicted_ms",
+    "predicted_j",
     "reason",
 }
 TIMING_KEYS = {"edge_ms", "encode_ms", "network_ms", "hub_queue_ms", "hub_compute_ms", "decode_ms", "fallback_ms"}
