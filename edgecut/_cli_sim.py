@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
         runs = f"{length} per run, seed {scenario.seed}, {args.mode} mode"
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
-        pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
+        pictures = "" if args.no_report else ", report.html and its pictures"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
 
@@ -262,7 +262,7 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
             print(line, file=sys.stderr, flush=True)  # noqa: T201
 
     results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
-    report = write_capacity(out, results, args.p95_ms, picture=not args.no_report)
+    report = write_capacity(out, scenario, results, args.p95_ms, report=not args.no_report)
     save_profiles(profiles, out / "profiles.json")
     if args.json:
         print_json(report)
@@ -270,7 +270,7 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
         for r in results:
             answer = f"{r.replicas} replicas" if r.replicas else f"more than {args.max_hubs} replicas"
             print(f"{r.policy}: {answer} keep the p95 within {args.p95_ms:g} ms")  # noqa: T201
-        print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png"))  # noqa: T201
+        print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png, capacity.html"))  # noqa: T201
     return ExitCode.OK if all(r.replicas for r in results) else ExitCode.FAILED
 
 

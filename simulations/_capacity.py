@@ -76,13 +76,15 @@ def find_hubs(
 
 
 def write_capacity(
-    out: Path, results: Sequence[CapacityResult], p95_ms: float, *, picture: bool = True
+    out: Path, scenario: Scenario, results: Sequence[CapacityResult], p95_ms: float, *, report: bool = True
 ) -> list[dict[str, Any]]:
-    """Write ``capacity.json`` (every point tried, per policy) and ``capacity.png`` to ``out``; return the JSON.
+    """Write ``capacity.json`` (every point tried, per policy) to ``out``; return the JSON.
 
-    The picture needs matplotlib; ``picture=False`` skips it.
+    With ``report`` (it needs matplotlib), also ``capacity.png`` and
+    ``capacity.html``: the answer, the curve with each policy's answer
+    ringed, every point and the scenario.
     """
-    report = [
+    data = [
         {
             "policy": result.policy,
             "replicas": result.replicas,
@@ -92,12 +94,12 @@ def write_capacity(
         for result in results
     ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if picture:
-        from simulations._plots import capacity_png  # noqa: PLC0415 - matplotlib loads slowly
+    (out / "capacity.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if report:
+        from simulations._report_page import write_capacity_report  # noqa: PLC0415 - matplotlib loads slowly
 
-        (out / "capacity.png").write_bytes(capacity_png(list(results), p95_ms))
-    return report
+        write_capacity_report(out, scenario, results, p95_ms)
+    return data
 
 
 def _search(meets: Callable[[int], bool], limit: int) -> int | None:

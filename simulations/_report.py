@@ -227,6 +227,28 @@ def _summary(run: str, group: str, records: list[RequestRecord], duration_s: flo
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reason:
+    """How many of a run's requests fell back, failed or were lost for one reason."""
+
+    run: str
+    kind: str  # "fallback", "error" or "lost"
+    reason: str  # the text before its first ": " (the rest names the instance)
+    count: int
+    example: str  # the first one's whole text
+
+
+def reasons(records: Iterable[RequestRecord]) -> list[Reason]:
+    """Fallbacks, errors and lost requests by run, kind and reason, in order of first appearance."""
+    counts: dict[tuple[str, str, str], list[str]] = {}
+    for record in records:
+        text = record.error or record.fallback
+        if text:
+            kind = "fallback" if not record.error else LOST if record.error.startswith(LOST) else "error"
+            counts.setdefault((record.run, kind, text.split(": ", 1)[0]), []).append(text)
+    return [Reason(run, kind, reason, len(texts), texts[0]) for (run, kind, reason), texts in counts.items()]
+
+
 def table(summaries: Sequence[Summary]) -> str:
     """The summaries as a fixed-width text table."""
     header = (

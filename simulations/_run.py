@@ -12,8 +12,9 @@ The directory gets:
   to calibrate a fleet run on;
 - ``requests.csv``: one row per finished request (:mod:`simulations._report`);
 - ``summary.json``: the summary per run and group, computed from the records;
-- ``latency.png``, ``cdf.png``, ``queue.png`` and ``report.html``, drawn
-  from ``requests.csv`` (:mod:`simulations._plots`; needs matplotlib).
+- ``load.png``, ``latency.png``, ``breakdown.png``, ``cdf.png``,
+  ``queue.png`` and ``report.html``, drawn from the files above
+  (:mod:`simulations._report_page`; needs matplotlib).
 
 With ``policies`` in the scenario the whole scenario runs once per policy,
 on the same seed: the same arrivals and link draws meet each policy.
@@ -242,9 +243,9 @@ class _Outputs:
         if self.mode == "emulate":
             save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
         if report and records:
-            from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
+            from simulations._report_page import write_report  # noqa: PLC0415 - matplotlib loads slowly
 
-            write_report(out, scenario, lengths)
+            write_report(out, scenario)
         return summaries
 
 

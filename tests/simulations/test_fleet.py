@@ -283,7 +283,7 @@ def test_the_report_shows_the_summary_and_escapes_what_the_scenario_says(tmp_pat
     page = (tmp_path / "report.html").read_text()
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 5
     assert "http" not in page  # nothing to fetch
     for summary in summaries:
         assert f"<td>{summary.count}</td>" in page

@@ -1,0 +1,262 @@
+"""The report a run writes: its answer first, every picture, the scenario, right labels and stable colours."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from simulations import CapacityPoint, CapacityResult, Summary, load_profiles, write_capacity
+from simulations._answer import capacity_answer, run_answer
+from simulations._plot_style import POLICY_COLOURS, TimeAxis, cut_colours, log_axis, policy_colour
+from simulations._report import RequestRecord, reasons
+from simulations._report_page import _summary_table, write_report
+from simulations._run import run_scenario
+from simulations._scenario import parse_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILES_FILE = ROOT / "docs" / "profiles" / "resnet18.json"  # fixed figures: no ONNX Runtime needed
+PICTURES = ("load.png", "latency.png", "breakdown.png", "cdf.png", "queue.png")
+
+
+def _scenario_data() -> dict[str, object]:
+    link = {"rate": "20mbit", "delay": "20ms"}
+    return {
+        "name": "drop <b>",
+        "description": "Does auto follow the drop?",
+        "seed": 3,
+        "duration_s": 12,
+        "policies": ["edge", "cloud", "auto"],
+        "hub": {"replicas": 2, "workers": 1},
+        "groups": [
+            {"name": "cams", "count": 2, "device": "rpi3", "link": link, "rate_hz": 2.0},
+            {"name": "far", "count": 1, "device": "rpi3", "link": {"rate": "2mbit", "delay": "40ms"}, "rate_hz": 1.0},
+        ],
+        "faults": [
+            {"at_s": 3, "kind": "bandwidth", "group": "cams", "rate": "2mbit", "for_s": 4},
+            {"at_s": 8, "kind": "hub-down", "replica": 0, "for_s": 2},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_scenario(parse_scenario(_scenario_data()), out, profiles_file=PROFILES_FILE)
+    return out
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_the_report_opens_with_the_answer_and_shows_every_part(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text()
+    body = page.split("<body>", 1)[1]
+    assert body.startswith('<h1 id="answer">auto: p95 ')  # the first line answers
+    answer = _text(body.split("</h1>", 1)[0])
+    assert re.search(r"auto: p95 \d+\.\d\dx the best fixed policy's \((edge|cloud): ", answer), answer
+    assert "drop &lt;b&gt;: Does auto follow the drop? 3 agents, 12 simulated s per run, seed 3, fleet mode." in page
+    assert page.count('<img alt="') == len(PICTURES)
+    for picture in PICTURES:
+        assert f"({picture})</figcaption>" in page  # a caption in words, then the file
+        assert (run_dir / picture).read_bytes().startswith(b"\x89PNG")
+    text = _text(page)
+    for heading in ("Over time", "Where the time went", "Fallbacks and errors by reason", "The scenario"):
+        assert heading in text
+    for fact in ("2 hub replicas of 1 worker", "cams", "far", "20mbit, 20 ms", "2mbit both ways", "hub-down"):
+        assert fact in text
+    assert "0.0" not in page.split("mean bytes up", 1)[1].split("</tr>", 2)[1]  # edge's row: whole bytes
+
+
+def test_an_emulated_runs_report_says_so_and_counts_wall_clock_time(run_dir: Path, tmp_path: Path) -> None:
+    for name in ("requests.csv", "profiles.json", "run.json"):
+        shutil.copy(run_dir / name, tmp_path / name)
+    run = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps(run | {"mode": "emulate"}))
+    write_report(tmp_path, parse_scenario(_scenario_data()))
+    page = (tmp_path / "report.html").read_text()
+    assert "12 s of wall-clock time per run, seed 3, emulate mode." in page
+    assert "fleet mode" not in page
+    assert "simulated" not in page
+    assert TimeAxis.of(parse_scenario(_scenario_data()), "emulate").label == "s from the start (wall clock)"
+
+
+def test_every_policy_and_every_cut_has_one_colour_in_every_run() -> None:
+    assert [policy_colour(p) for p in ("edge", "cloud", "auto")] == [
+        POLICY_COLOURS[p] for p in ("edge", "cloud", "auto")
+    ]
+    assert len(set(POLICY_COLOURS.values())) == len(POLICY_COLOURS)
+    assert policy_colour("pool") == policy_colour("pool")
+    profiles = load_profiles(PROFILES_FILE)
+    every = cut_colours(profiles, {"output", "pool", "input", "layer4.0.add"})
+    assert list(every) == ["input", "layer4.0.add", "pool", "output"]  # from the input's end to the output's
+    assert len(set(every.values())) == len(every)
+    alone = cut_colours(profiles, {"output"})  # a run of edge-only: the same colour
+    assert alone["output"] == every["output"]
+
+
+def test_log_axes_read_in_plain_numbers_and_no_two_labels_overlap() -> None:
+    figure = Figure(figsize=(10, 2.2))
+    axis = figure.subplots()
+    axis.plot([0, 1], [90, 6000])
+    log_axis(axis)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    low, high = axis.get_ylim()
+    labels = [t for t in axis.get_yticklabels(which="both") if t.get_text() and low <= t.get_position()[1] <= high]
+    assert [t.get_text() for t in labels] == ["100", "200", "500", "1,000", "2,000", "5,000"]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda box: box.y0)
+    assert all(below.y1 <= above.y0 for below, above in itertools.pairwise(boxes))
+
+
+def test_every_fault_is_shaded_on_a_time_axis() -> None:
+    scenario = parse_scenario(_scenario_data())
+    figure = Figure()
+    axis = figure.subplots()
+    TimeAxis.of(scenario, "fleet").draw(axis)
+    spans = [patch.get_x() for patch in axis.patches]  # type: ignore[attr-defined]
+    assert spans == [3, 8]
+    assert axis.get_xlim() == (0, 12)
+    assert axis.get_legend_handles_labels()[1] == ["fault: bandwidth", "fault: hub-down"]
+
+
+def _summary(run: str, p95_ms: float, mean_ms: float, **counts: int) -> Summary:
+    figures = {"fallbacks": 0, "errors": 0, "lost": 0} | counts
+    return Summary(
+        run=run,
+        group="all",
+        count=100,
+        mean_ms=mean_ms,
+        p50_ms=mean_ms,
+        p95_ms=p95_ms,
+        p99_ms=p95_ms,
+        throughput_hz=1.0,
+        bytes_up_mean=0.0,
+        cut_switches=0,
+        cuts={},
+        **figures,
+    )
+
+
+def test_the_answer_compares_auto_with_the_best_fixed_policy_or_ranks_the_policies() -> None:
+    edge, cloud = _summary("edge", 400.0, 200.0), _summary("cloud", 5000.0, 1500.0, fallbacks=70)
+    auto = _summary("auto", 248.0, 150.0, lost=2)
+    assert run_answer([edge, cloud, auto]) == (
+        "auto: p95 0.62x the best fixed policy's (edge: 248 ms against 400 ms), mean 0.75x (150 ms against 200 ms);"
+        " fallbacks: cloud 70; lost: auto 2"
+    )
+    assert run_answer([cloud, edge]) == "p95 from best to worst: edge 400 ms, cloud 5,000 ms; fallbacks: cloud 70"
+    assert (
+        run_answer([_summary("scenario", 62.5, 40.0)])
+        == "scenario: p95 62.5 ms, p50 40.0 ms over 100 requests answered"
+    )
+    assert run_answer([]) == "no request finished"
+
+
+def test_the_capacity_answer_names_each_policys_replicas() -> None:
+    def point(policy: str, replicas: int, p95_ms: float, remote: int = 10) -> CapacityPoint:
+        return CapacityPoint(policy, replicas, p95_ms, p95_ms, 0, remote)
+
+    results = [
+        CapacityResult("auto", 3, (point("auto", 2, 90.0), point("auto", 3, 55.0))),
+        CapacityResult("cloud", None, (point("cloud", 4, 80.0),)),
+        CapacityResult("edge", None, (point("edge", 1, 120.0, remote=0),)),
+    ]
+    assert capacity_answer(results, 60.0, 1000) == (
+        "p95 within 60 ms for 1,000 agents: auto 3 hub replicas; cloud more than 4 replicas;"
+        " edge sends nothing to a hub (no replica count changes it)"
+    )
+
+
+def test_the_capacity_page_answers_and_rings_the_answer(tmp_path: Path) -> None:
+    scenario = parse_scenario(_scenario_data())
+    results = [
+        CapacityResult(
+            "cloud", 2, (CapacityPoint("cloud", 1, 90.0, 50.0, 3, 20), CapacityPoint("cloud", 2, 40.0, 30.0, 0, 20))
+        )
+    ]
+    write_capacity(tmp_path, scenario, results, 60.0)
+    page = (tmp_path / "capacity.html").read_text()
+    assert '<h1 id="answer">p95 within 60 ms for 3 agents: cloud 2 hub replicas</h1>' in page
+    assert page.count('<img alt="') == 1
+    assert (tmp_path / "capacity.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((tmp_path / "capacity.json").read_text())[0]["replicas"] == 2
+
+
+def test_fallbacks_errors_and_lost_requests_count_by_reason() -> None:
+    def record(run: str, *, fallback: str = "", error: str = "") -> RequestRecord:
+        return RequestRecord(
+            run=run,
+            group="g",
+            agent="a",
+            policy=run,
+            start_s=0.0,
+            cut="input",
+            total_ms=1.0,
+            fallback=fallback,
+            error=error,
+        )
+
+    rows = [
+        record("cloud", fallback="hub overloaded: queue of 64 full"),
+        record("cloud", fallback="hub overloaded: queue of 65 full"),
+        record("cloud", error="lost: neither an answer nor a fallback 12.1 s after it began"),
+        record("auto", error="TransportError: the broker went away"),
+        record("auto"),
+    ]
+    found = [(r.run, r.kind, r.reason, r.count, r.example) for r in reasons(rows)]
+    assert found == [
+        ("cloud", "fallback", "hub overloaded", 2, "hub overloaded: queue of 64 full"),
+        ("cloud", "lost", "lost", 1, "lost: neither an answer nor a fallback 12.1 s after it began"),
+        ("auto", "error", "TransportError", 1, "TransportError: the broker went away"),
+    ]
+
+
+def test_the_summary_table_writes_bytes_as_whole_numbers() -> None:
+    row = _summary("edge", 400.0, 200.0)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", _summary_table([row]))
+    assert cells[8] == "0"
+    assert not math.isnan(row.p95_ms)
+
+
+@pytest.mark.slow
+def test_the_report_loads_in_a_browser_with_every_picture_decoded(run_dir: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium) to render report.html in")
+    page = (run_dir / "report.html").read_text()
+    probe = (  # writes each picture's decoded width into the page once it has loaded
+        "<script>addEventListener('load',()=>{document.body.dataset.widths="
+        "[...document.images].map(i=>i.complete?i.naturalWidth:0).join(' ')})</script>"
+    )
+    (tmp_path / "report.html").write_text(page.replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--window-size=1150,1400"]
+    url = (tmp_path / "report.html").as_uri()
+    dom = subprocess.run(  # noqa: S603 - the browser found on PATH, on a local file
+        [browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    widths = re.search(r'data-widths="([^"]*)"', dom)
+    assert widths is not None, dom[:500]
+    assert [int(w) > 0 for w in widths.group(1).split()] == [True] * len(PICTURES)
+    assert '<h1 id="answer">auto: p95' in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(  # noqa: S603
+        [browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
+    from PIL import Image  # noqa: PLC0415 - matplotlib's own dependency
+
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None
+    assert len(colours) > 50  # text and pictures, not a blank page
