@@ -247,7 +247,13 @@ def _progress_bars(mode: str, *, shown: bool) -> Iterator[Callable[[Progress], N
 def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitCode:
     import sys  # noqa: PLC0415
 
-    from simulations import find_hubs, save_profiles, scenario_profiles, write_capacity  # noqa: PLC0415
+    from simulations import (  # noqa: PLC0415
+        capacity_answer,
+        find_hubs,
+        save_profiles,
+        scenario_profiles,
+        write_capacity,
+    )
 
     if args.p95_ms is None or args.p95_ms <= 0:
         msg = "--find-hubs needs a positive --p95-ms target"
@@ -267,9 +273,7 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
     if args.json:
         print_json(report)
     else:
-        for r in results:
-            answer = f"{r.replicas} replicas" if r.replicas else f"more than {args.max_hubs} replicas"
-            print(f"{r.policy}: {answer} keep the p95 within {args.p95_ms:g} ms")  # noqa: T201
+        print(capacity_answer(results, args.p95_ms, scenario.agents))  # noqa: T201
         print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png, capacity.html"))  # noqa: T201
     return ExitCode.OK if all(r.replicas for r in results) else ExitCode.FAILED
 

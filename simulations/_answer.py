@@ -41,9 +41,9 @@ def run_answer(summaries: Sequence[Summary]) -> str:
     if auto is not None and fixed and not math.isnan(auto.p95_ms):
         best = min(fixed, key=lambda row: row.p95_ms)
         line = (
-            f"auto: p95 {_ratio(auto.p95_ms, best.p95_ms)} the best fixed policy's ({best.run}:"
-            f" {_ms(auto.p95_ms)} against {_ms(best.p95_ms)}), mean {_ratio(auto.mean_ms, best.mean_ms)}"
-            f" ({_ms(auto.mean_ms)} against {_ms(best.mean_ms)})"
+            f"auto: p95 {_ms(auto.p95_ms)}, {_ratio(auto.p95_ms, best.p95_ms)} the best fixed policy ({best.run},"
+            f" {_ms(best.p95_ms)}); mean {_ms(auto.mean_ms)}, {_ratio(auto.mean_ms, best.mean_ms)} {best.run}'s"
+            f" {_ms(best.mean_ms)}"
         )
     elif len(rows) > 1:
         ranked = sorted(rows.values(), key=lambda row: (math.isnan(row.p95_ms), row.p95_ms))

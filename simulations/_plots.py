@@ -91,7 +91,7 @@ def capacity_png(results: Sequence[CapacityResult], p95_ms: float) -> bytes:
     """The p95 each policy measured per number of replicas, the target, and each policy's answer ringed."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axis = figure.subplots()
-    for result in results:
+    for index, result in enumerate(results):
         colour = policy_colour(result.policy)
         replicas = [p.replicas for p in result.points]
         axis.plot(replicas, [p.p95_ms for p in result.points], marker="o", color=colour, label=result.policy)
@@ -102,7 +102,7 @@ def capacity_png(results: Sequence[CapacityResult], p95_ms: float) -> bytes:
                 f"{found.replicas}",
                 (found.replicas, found.p95_ms),
                 textcoords="offset points",
-                xytext=(9, 9),
+                xytext=(9, 9 + 12 * index),  # policies that meet at one point stacked, not overprinted
                 color=colour,
                 fontweight="bold",
             )

@@ -128,7 +128,7 @@ def write_capacity_report(out: Path, scenario: Scenario, results: Sequence[Capac
             f"Fleet p95 per number of hub replicas; ringed: the fewest that meet {p95_ms:g} ms.",
         ),
         _table(["policy", "replicas", "p95 ms", "mean ms", "fallbacks", "sent to a hub"], points),
-        _scenario_section(scenario, "fleet"),
+        _scenario_section(scenario, "fleet", searched=True),
     ]
     answer = capacity_answer(results, p95_ms, scenario.agents)
     about = f"{_about(scenario, 'fleet')} Each point is one run of the scenario with that many hub replicas."
@@ -185,11 +185,11 @@ def _reasons_table(records: Sequence[RequestRecord]) -> str:
     return _table(["run", "kind", "reason", "the first one", "requests"], rows, text_columns=4)
 
 
-def _scenario_section(scenario: Scenario, mode: str) -> str:
+def _scenario_section(scenario: Scenario, mode: str, *, searched: bool = False) -> str:
     faults = fault_rows(scenario)
     policies = f" Each run: every group on one of {', '.join(scenario.policies)}." if scenario.policies else ""
     return (
-        f"<h2>The scenario</h2><p>{html.escape(hub_line(scenario, mode) + '.' + policies)}</p>"
+        f"<h2>The scenario</h2><p>{html.escape(hub_line(scenario, mode, searched=searched) + '.' + policies)}</p>"
         + _table(list(GROUP_COLUMNS), group_rows(scenario), text_columns=len(GROUP_COLUMNS))
         + (_table(list(FAULT_COLUMNS), faults, text_columns=len(FAULT_COLUMNS)) if faults else "<p>No faults.</p>")
     )

@@ -52,11 +52,12 @@ def fault_rows(scenario: Scenario) -> list[tuple[str, ...]]:
     ]
 
 
-def hub_line(scenario: Scenario, mode: str) -> str:
-    """The hub replicas, their workers and queues (and the broker, in emulate mode)."""
+def hub_line(scenario: Scenario, mode: str, *, searched: bool = False) -> str:
+    """The hub replicas (``searched``: as many as each point), their workers and queues (and emulate mode's broker)."""
     hub = scenario.hub
+    replicas = "Hub replicas (as many as each point says)" if searched else f"{hub.replicas} hub replica"
     line = (
-        f"{hub.replicas} hub replica{'s' if hub.replicas > 1 else ''} of {hub.workers} worker"
+        f"{replicas}{'s' if hub.replicas > 1 and not searched else ''} of {hub.workers} worker"
         f"{'s' if hub.workers > 1 else ''}, queue {hub.max_queue}, status every {hub.status_interval_s:g} s"
     )
     if mode == "emulate":

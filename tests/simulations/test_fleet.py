@@ -343,6 +343,7 @@ def test_the_capacity_search_finds_the_fewest_replicas(tmp_path: Path, profiles_
     )
     assert main([*argv, "--profiles", str(profiles_file), "--out", str(tmp_path / "cap"), "--json"]) == ExitCode.OK
     assert (tmp_path / "cap" / "capacity.png").exists()
+    assert '<h1 id="answer">p95 within 60 ms for 16 agents: cloud ' in (tmp_path / "cap" / "capacity.html").read_text()
     assert main(["sim", "run", str(tmp_path / "none.toml"), "--find-hubs"]) == ExitCode.CONFIG
 
 
