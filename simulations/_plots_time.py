@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 _STEPS = 400
 _INTERVALS = 60
 """About how many intervals the load picture cuts a run into."""
+_PER_INTERVAL = 10
+"""The requests an interval of the load picture should hold on average."""
 _NICE_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _GROUP_STYLES = ("-", "--", ":", "-.")
 
@@ -81,14 +83,18 @@ def link_rate(scenario: Scenario, group: GroupSpec) -> tuple[list[float], list[f
     return times, rates
 
 
-def interval_s(duration_s: float) -> float:
-    """The load picture's interval: the shortest round figure that cuts ``duration_s`` into at most 60."""
-    return next((step for step in _NICE_S if duration_s / step <= _INTERVALS), _NICE_S[-1])
+def interval_s(duration_s: float, requests: int) -> float:
+    """The load picture's interval: the shortest round figure that cuts ``duration_s`` into at most 60.
+
+    And long enough for 10 of ``requests`` (a run's) on average: a p95 of fewer says little.
+    """
+    shortest = max(duration_s / _INTERVALS, _PER_INTERVAL * duration_s / max(1, requests))
+    return next((step for step in _NICE_S if step >= shortest), _NICE_S[-1])
 
 
 def load_png(records: Sequence[RequestRecord], runs: Sequence[str], time: TimeAxis) -> bytes:
     """Requests answered per second, and p50 (dashed) and p95 (solid) per interval, one colour per run."""
-    step = interval_s(time.duration_s)
+    step = interval_s(time.duration_s, max(sum(r.run == run for r in records) for run in runs))
     count = math.ceil(time.duration_s / step)
     figure = Figure(figsize=(10, 5.5), layout="constrained")
     rate_axis, latency_axis = figure.subplots(2, 1, sharex=True)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from simulations import CapacityPoint, CapacityResult, Summary, load_profiles, write_capacity
 from simulations._answer import capacity_answer, run_answer
 from simulations._plot_style import POLICY_COLOURS, TimeAxis, cut_colours, log_axis, policy_colour
+from simulations._plots_time import interval_s
 from simulations._report import RequestRecord, reasons
 from simulations._report_page import _summary_table, write_report
 from simulations._run import run_scenario
@@ -260,3 +261,10 @@ def test_the_report_loads_in_a_browser_with_every_picture_decoded(run_dir: Path,
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None
     assert len(colours) > 50  # text and pictures, not a blank page
+
+
+def test_the_load_pictures_intervals_are_round_and_hold_enough_requests() -> None:
+    assert interval_s(60, 480) == 2.0  # 8 requests/s: 10 in 1.25 s
+    assert interval_s(60, 100_000) == 1.0  # at most 60 intervals
+    assert interval_s(6, 57) == 2.0
+    assert interval_s(120, 0) == 600.0  # nothing answered: the longest
