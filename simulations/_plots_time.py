@@ -46,7 +46,7 @@ def latency_png(
             points = [(r.start_s, r.total_ms) for r in records if r.run == run and r.cut == cut]
             if points:
                 xs, ys = zip(*points, strict=True)
-                axis.scatter(xs, ys, s=4, color=colour, label=f"cut {cut}")
+                axis.plot(xs, ys, ".", markersize=3, color=colour, label=f"cut {cut}")  # plot: scatter is 10x slower
         log_axis(axis)
         axis.set_ylabel("total ms")
         axis.set_title(f"policy: {run}", loc="left", fontsize=10, color=policy_colour(run))
@@ -136,7 +136,7 @@ def queue_png(records: Sequence[RequestRecord], runs: Sequence[str], time: TimeA
         points = [(r.start_s, r.hub_queue_ms) for r in records if r.run == run and r.hub]
         if points:
             xs, ys = zip(*points, strict=True)
-            axis.scatter(xs, ys, s=4, color=policy_colour(run), label=run)
+            axis.plot(xs, ys, ".", markersize=3, color=policy_colour(run), label=run)
             plotted = True
     axis.set_xlabel(time.label)
     axis.set_ylabel("hub queue wait, ms")
