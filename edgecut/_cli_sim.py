@@ -248,6 +248,7 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
     import sys  # noqa: PLC0415
 
     from simulations import (  # noqa: PLC0415
+        SearchInterrupted,
         capacity_answer,
         find_hubs,
         save_profiles,
@@ -267,7 +268,11 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
             )
             print(line, file=sys.stderr, flush=True)  # noqa: T201
 
-    results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
+    try:
+        with _signals_interrupt():
+            results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
+    except SearchInterrupted as stop:  # what was found so far is written all the same
+        results = stop.results
     report = write_capacity(out, scenario, results, args.p95_ms, report=not args.no_report)
     save_profiles(profiles, out / "profiles.json")
     if args.json:
@@ -275,6 +280,9 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
     else:
         print(capacity_answer(results, args.p95_ms, scenario.agents))  # noqa: T201
         print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png, capacity.html"))  # noqa: T201
+    if not all(r.complete for r in results):
+        sys.stderr.write(f"interrupted: what was found so far is in {out}\n")
+        return ExitCode.INTERRUPTED
     return ExitCode.OK if all(r.replicas for r in results) else ExitCode.FAILED
 
 

@@ -33,7 +33,7 @@ from simulations._calibrate import (
     save_profiles,
     scenario_profiles,
 )
-from simulations._capacity import CapacityPoint, CapacityResult, find_hubs, write_capacity
+from simulations._capacity import CapacityPoint, CapacityResult, SearchInterrupted, find_hubs, write_capacity
 from simulations._devices import (
     PROFILES,
     DeviceProfile,
@@ -84,6 +84,7 @@ __all__ = [
     "RateTrace",
     "RequestRecord",
     "Scenario",
+    "SearchInterrupted",
     "StretchedSession",
     "Summary",
     "capacity_answer",

@@ -58,7 +58,10 @@ def capacity_answer(results: Sequence[CapacityResult], p95_ms: float, agents: in
     """The answer to ``--find-hubs``: the fewest hub replicas each policy needs to meet ``p95_ms``."""
     parts = []
     for result in results:
-        if result.replicas is not None:
+        if not result.complete:
+            tried = ", ".join(f"{p.replicas}: {_ms(p.p95_ms)}" for p in result.points) or "nothing measured"
+            parts.append(f"{result.policy} not found, interrupted ({tried})")
+        elif result.replicas is not None:
             parts.append(f"{result.policy} {result.replicas} hub replica{'s' if result.replicas > 1 else ''}")
         elif all(point.remote == 0 for point in result.points):
             parts.append(f"{result.policy} sends nothing to a hub (no replica count changes it)")

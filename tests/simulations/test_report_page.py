@@ -15,7 +15,18 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from simulations import CapacityPoint, CapacityResult, Summary, load_profiles, write_capacity
+import simulations
+from edgecut._cli import main
+from edgecut._exit import ExitCode
+from simulations import (
+    CapacityPoint,
+    CapacityResult,
+    SearchInterrupted,
+    Summary,
+    find_hubs,
+    load_profiles,
+    write_capacity,
+)
 from simulations._answer import capacity_answer, run_answer
 from simulations._plot_style import POLICY_COLOURS, TimeAxis, cut_colours, log_axis, policy_colour
 from simulations._plots_time import interval_s
@@ -268,3 +279,36 @@ def test_the_load_pictures_intervals_are_round_and_hold_enough_requests() -> Non
     assert interval_s(60, 100_000) == 1.0  # at most 60 intervals
     assert interval_s(6, 57) == 2.0
     assert interval_s(120, 0) == 600.0  # nothing answered: the longest
+
+
+def test_an_interrupted_capacity_search_keeps_what_it_found_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = parse_scenario(_scenario_data() | {"policies": ["edge", "cloud"], "faults": []})
+    profiles = load_profiles(PROFILES_FILE)
+
+    def stop_at_cloud(point: CapacityPoint) -> None:
+        if point.policy == "cloud":
+            raise KeyboardInterrupt
+
+    with pytest.raises(SearchInterrupted) as stopped:
+        find_hubs(scenario, profiles, 60.0, progress=stop_at_cloud)
+    edge, cloud = stopped.value.results
+    assert (edge.complete, edge.replicas, len(edge.points)) == (True, None, 1)
+    assert (cloud.complete, [p.replicas for p in cloud.points]) == (False, [1])
+    answer = capacity_answer(stopped.value.results, 60.0, scenario.agents)
+    assert answer.startswith("p95 within 60 ms for 3 agents: edge sends nothing to a hub")
+    assert "; cloud not found, interrupted (1: " in answer
+
+    def interrupted(*_: object, **__: object) -> list[CapacityResult]:
+        raise stopped.value
+
+    monkeypatch.setattr(simulations, "find_hubs", interrupted)
+    scenario_file = tmp_path / "s.toml"
+    scenario_file.write_text('name = "s"\npolicies = ["cloud"]\n[[groups]]\nname = "g"\nlink = { rate = "10mbit" }\n')
+    out = tmp_path / "out"
+    argv = ["sim", "run", str(scenario_file), "--find-hubs", "--p95-ms", "60", "--profiles", str(PROFILES_FILE)]
+    assert main([*argv, "--out", str(out)]) == ExitCode.INTERRUPTED
+    assert f"interrupted: what was found so far is in {out}" in capsys.readouterr().err
+    assert [r["complete"] for r in json.loads((out / "capacity.json").read_text())] == [True, False]
+    assert "cloud not found, interrupted" in (out / "capacity.html").read_text()
