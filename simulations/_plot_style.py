@@ -76,10 +76,14 @@ class TimeAxis:
     faults: tuple[FaultSpec, ...]
 
     @classmethod
-    def of(cls, scenario: Scenario, mode: str) -> TimeAxis:
-        """The time axis of ``scenario`` run in ``mode`` (``fleet``: simulated; ``emulate``: wall-clock)."""
+    def of(cls, scenario: Scenario, mode: str, ran_s: float | None = None) -> TimeAxis:
+        """The time axis of ``scenario`` run in ``mode`` (``fleet``: simulated; ``emulate``: wall-clock).
+
+        It is ``ran_s`` long (default: the scenario's ``duration_s``): a
+        run stopped early or by its request count is drawn as long as it ran.
+        """
         label = "simulated s" if mode == "fleet" else "s from the start (wall clock)"
-        return cls(label, scenario.duration_s, scenario.faults)
+        return cls(label, scenario.duration_s if ran_s is None else ran_s, scenario.faults)
 
     def draw(self, axis: Axes, *, labelled: bool = True) -> None:
         """Limit ``axis`` to the run and shade every fault on it; name the faults in a legend when ``labelled``."""

@@ -58,7 +58,7 @@ def latency_png(
 def _links(axis: Axes, scenario: Scenario, time: TimeAxis) -> None:
     time.draw(axis)
     for index, group in enumerate(scenario.groups):
-        times, rates = link_rate(scenario, group)
+        times, rates = link_rate(scenario, group, time.duration_s)
         style = _GROUP_STYLES[index % len(_GROUP_STYLES)]
         axis.step(times, [r / 1e6 for r in rates], where="post", color="black", linestyle=style, label=group.name)
     axis.set_ylabel("uplink Mbit/s")
@@ -68,10 +68,10 @@ def _links(axis: Axes, scenario: Scenario, time: TimeAxis) -> None:
     axis.legend(loc="upper right", fontsize=8)
 
 
-def link_rate(scenario: Scenario, group: GroupSpec) -> tuple[list[float], list[float]]:
-    """``group``'s uplink rate over time (bit/s; ``nan`` when unlimited): its link, with its link faults."""
+def link_rate(scenario: Scenario, group: GroupSpec, duration_s: float) -> tuple[list[float], list[float]]:
+    """``group``'s uplink rate (bit/s; ``nan`` when unlimited) over ``duration_s``: its link, with its link faults."""
     faults = [f for f in scenario.faults if f.kind in {"bandwidth", "outage"} and f.group == group.name]
-    times = [scenario.duration_s * step / _STEPS for step in range(_STEPS + 1)]
+    times = [duration_s * step / _STEPS for step in range(_STEPS + 1)]
     rates = []
     for t in times:
         rate = group.link.up.rate_at(t)

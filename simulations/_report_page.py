@@ -82,7 +82,7 @@ def write_report(out: Path, scenario: Scenario) -> list[Path]:
     mode: str = run["mode"]
     runs = list(dict.fromkeys(record.run for record in records))
     answered = [record for record in records if not record.error]  # a failed request has no latency to draw
-    time = TimeAxis.of(scenario, mode)
+    time = TimeAxis.of(scenario, mode, max(run["run_s"].values(), default=scenario.duration_s))
     cuts = cut_colours(load_profiles(out / "profiles.json"), {r.cut for r in answered})
     breakdowns = [breakdown(answered, name) for name in runs]
     pictures = {
@@ -110,6 +110,9 @@ def write_report(out: Path, scenario: Scenario) -> list[Path]:
         _scenario_section(scenario, mode),
     ]
     answer, about = run_answer(summaries), _about(scenario, mode)
+    if run.get("interrupted") and run["run_s"]:
+        stopped, ran_s = list(run["run_s"].items())[-1]  # the run in progress comes last
+        answer = f"interrupted ({stopped} stopped at {ran_s:,.1f} {time.label}): {answer}"
     return _write(out, "report.html", title=scenario.name, answer=answer, about=about, body=body, pictures=pictures)
 
 

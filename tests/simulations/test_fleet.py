@@ -417,5 +417,9 @@ def test_ctrl_c_stops_a_fleet_run_started_in_the_background_and_it_writes_every_
     assert run.returncode == ExitCode.INTERRUPTED, err
     assert b"interrupted: what has run so far is in" in err
     assert json.loads((out / "summary.json").read_text())[0]["count"] > 0
-    assert "data:image/png;base64," in (out / "report.html").read_text()
-    assert json.loads((out / "run.json").read_text())["run_s"]["cloud"] < 1000000
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page
+    assert '<h1 id="answer">interrupted (cloud stopped at ' in page
+    made = json.loads((out / "run.json").read_text())
+    assert made["run_s"]["cloud"] < 1000000
+    assert made["interrupted"] is True

@@ -79,6 +79,7 @@ def test_the_report_opens_with_the_answer_and_shows_every_part(run_dir: Path) ->
     assert re.search(r"auto: p95 [\d.,]+ ms, \d+\.\d\dx the best fixed policy \((edge|cloud), ", answer), answer
     assert "drop &lt;b&gt;: Does auto follow the drop? 3 agents, 12 simulated s per run, seed 3, fleet mode." in page
     assert page.count('<img alt="') == len(PICTURES)
+    assert json.loads((run_dir / "run.json").read_text())["interrupted"] is False
     for picture in PICTURES:
         assert f"({picture})</figcaption>" in page  # a caption in words, then the file
         assert (run_dir / picture).read_bytes().startswith(b"\x89PNG")
