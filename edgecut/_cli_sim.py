@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
         _needs("simpy", "fleet mode needs simpy")
     if not args.no_report:
         _needs("matplotlib", "the plots and report.html need matplotlib", hint=", or pass --no-report")
-    from simulations import MAX_EMULATED_AGENTS, load_scenario, run_scenario, table  # noqa: PLC0415
+    from simulations import MAX_EMULATED_AGENTS, load_scenario, run_answer, run_scenario, table  # noqa: PLC0415
 
     path = find(args.scenario)
     scenario = load_scenario(path)
@@ -175,6 +175,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
         runs = f"{length} per run, seed {scenario.seed}, {args.mode} mode"
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
+        print(run_answer(summaries))  # noqa: T201 - the report's first line
         pictures = "" if args.no_report else ", report.html and its pictures"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK

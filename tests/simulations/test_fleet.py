@@ -384,7 +384,7 @@ def test_the_steady_table_in_the_docs_is_what_fleet_mode_gives_on_the_shipped_pr
     block = docs.split("$ edgecut sim run steady --profiles docs/profiles/resnet18.json\n\n```\n", 1)[1].split("\n```")[
         0
     ]
-    expected = "\n".join(block.splitlines()[1:-1])  # the table, without the title and the files written
+    expected = "\n".join(block.splitlines()[1:-2])  # the table, without the title, the answer and the files written
     scenario = load_scenario(find("steady"))
     summaries = run_scenario(
         scenario, tmp_path, profiles_file=root / "docs" / "profiles" / "resnet18.json", report=False
