@@ -72,12 +72,11 @@ def capacity_answer(results: Sequence[CapacityResult], p95_ms: float, agents: in
 
 
 def _troubles(rows: Sequence[Summary]) -> str:
-    kinds = (("fallbacks", "fallbacks"), ("errors", "errors"), ("lost", "lost"))
     said = []
-    for field, name in kinds:
+    for field in ("fallbacks", "errors", "lost"):
         counts = [f"{row.run} {getattr(row, field):,}" for row in rows if getattr(row, field)]
         if counts:
-            said.append(f"{name}: {', '.join(counts)}")
+            said.append(f"{field}: {', '.join(counts)}")
     return "; " + "; ".join(said) if said else ""
 
 

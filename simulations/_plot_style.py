@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import matplotlib as mpl
 
@@ -96,7 +96,7 @@ class TimeAxis:
         axis.set_xlim(0, self.duration_s)
 
 
-def log_axis(axis: Axes, which: str = "y") -> None:
+def log_axis(axis: Axes, which: Literal["x", "y"] = "y") -> None:
     """A log scale labelled 1, 2, 5 per decade in plain numbers (``1,000``, not ``10^3``), minor ticks unlabelled."""
     target = axis.yaxis if which == "y" else axis.xaxis
     if which == "y":

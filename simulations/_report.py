@@ -10,6 +10,7 @@ sent, cut switches, fallbacks over the requests answered (by a hub or the
 device), and the requests that failed (errors) or were lost. The same :func:`summarise` serves the printed
 table, ``summary.json`` and the tests, which recompute it from the CSV.
 Percentiles are nearest-rank over every request (no binning).
+:func:`reasons` counts the fallbacks, errors and lost requests by reason.
 """
 
 from __future__ import annotations
@@ -229,13 +230,21 @@ def _summary(run: str, group: str, records: list[RequestRecord], duration_s: flo
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reason:
-    """How many of a run's requests fell back, failed or were lost for one reason."""
+    """How many of a run's requests fell back, failed or were lost for one reason.
+
+    Attributes:
+        run: The run.
+        kind: ``fallback``, ``error`` or ``lost``.
+        reason: The text before its first ``": "`` (the rest names the instance).
+        count: How many.
+        example: The first one's whole text.
+    """
 
     run: str
-    kind: str  # "fallback", "error" or "lost"
-    reason: str  # the text before its first ": " (the rest names the instance)
+    kind: str
+    reason: str
     count: int
-    example: str  # the first one's whole text
+    example: str
 
 
 def reasons(records: Iterable[RequestRecord]) -> list[Reason]:
