@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -92,23 +93,52 @@ def interval_s(duration_s: float, requests: int) -> float:
     return next((step for step in _NICE_S if step >= shortest), _NICE_S[-1])
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Load:
+    """One run's load over intervals of ``step_s``.
+
+    Attributes:
+        step_s: The intervals' length.
+        per_s: Requests answered in each interval (by when the answer came), per second.
+        p50_ms: The p50 of the requests made in each interval (``nan``: none were).
+        p95_ms: Their p95.
+    """
+
+    step_s: float
+    per_s: list[float]
+    p50_ms: list[float]
+    p95_ms: list[float]
+
+
+def load(records: Sequence[RequestRecord], run: str, step_s: float, duration_s: float) -> Load:
+    """``run``'s :class:`Load` over ``duration_s`` (an answer after it counts in the last interval)."""
+    count = max(1, math.ceil(duration_s / step_s))
+    made: list[list[float]] = [[] for _ in range(count)]
+    answered = [0] * count
+    for record in records:
+        if record.run == run:
+            made[min(count - 1, int(record.start_s // step_s))].append(record.total_ms)
+            answered[min(count - 1, int((record.start_s + record.total_ms / 1000) // step_s))] += 1
+    return Load(
+        step_s,
+        [n / step_s for n in answered],
+        [percentile(ms, 50) for ms in made],
+        [percentile(ms, 95) for ms in made],
+    )
+
+
 def load_png(records: Sequence[RequestRecord], runs: Sequence[str], time: TimeAxis) -> bytes:
     """Requests answered per second, and p50 (dashed) and p95 (solid) per interval, one colour per run."""
     step = interval_s(time.duration_s, max(sum(r.run == run for r in records) for run in runs))
-    count = math.ceil(time.duration_s / step)
     figure = Figure(figsize=(10, 5.5), layout="constrained")
     rate_axis, latency_axis = figure.subplots(2, 1, sharex=True)
     for run in runs:
-        bins: list[list[float]] = [[] for _ in range(count)]
-        for record in records:
-            if record.run == run:
-                bins[min(count - 1, int(record.start_s // step))].append(record.total_ms)
-        mids = [(index + 0.5) * step for index in range(count)]
+        series = load(records, run, step, time.duration_s)
+        mids = [(index + 0.5) * step for index in range(len(series.per_s))]
         colour = policy_colour(run)
-        rate_axis.plot(mids, [len(b) / step for b in bins], color=colour, label=run)
-        for q, style in ((50, "--"), (95, "-")):
-            values = [percentile(b, q) for b in bins]
-            latency_axis.plot(mids, values, color=colour, linestyle=style, label=f"{run} p{q}")
+        rate_axis.plot(mids, series.per_s, color=colour, label=run)
+        latency_axis.plot(mids, series.p50_ms, color=colour, linestyle="--", label=f"{run} p50")
+        latency_axis.plot(mids, series.p95_ms, color=colour, linestyle="-", label=f"{run} p95")
     for axis in (rate_axis, latency_axis):
         time.draw(axis, labelled=axis is rate_axis)
         axis.grid(visible=True, alpha=0.3)

@@ -29,7 +29,7 @@ from simulations import (
 )
 from simulations._answer import capacity_answer, run_answer
 from simulations._plot_style import POLICY_COLOURS, TimeAxis, cut_colours, log_axis, policy_colour
-from simulations._plots_time import interval_s
+from simulations._plots_time import interval_s, load
 from simulations._report import RequestRecord, reasons
 from simulations._report_page import _summary_table, write_report
 from simulations._run import run_scenario
@@ -313,3 +313,16 @@ def test_an_interrupted_capacity_search_keeps_what_it_found_and_says_so(
     assert f"interrupted: what was found so far is in {out}" in capsys.readouterr().err
     assert [r["complete"] for r in json.loads((out / "capacity.json").read_text())] == [True, False]
     assert "cloud not found, interrupted" in (out / "capacity.html").read_text()
+
+
+def test_the_load_counts_answers_when_they_came_and_latencies_when_requests_were_made() -> None:
+    def record(start_s: float, total_ms: float, run: str = "cloud") -> RequestRecord:
+        return RequestRecord(run=run, group="g", agent="a", policy=run, start_s=start_s, cut="input", total_ms=total_ms)
+
+    rows = [record(0.1, 50.0), record(0.5, 100.0), record(0.9, 2500.0), record(2.2, 30.0), record(0.2, 1.0, "edge")]
+    series = load(rows, "cloud", 1.0, 3.0)
+    assert series.per_s == [2.0, 0.0, 2.0]  # the slow one answered at 3.4 s: counted in the last interval
+    assert series.p50_ms[0] == 100.0
+    assert series.p95_ms[0] == 2500.0
+    assert math.isnan(series.p50_ms[1])  # nothing made then: a gap, not a zero
+    assert series.p95_ms[2] == 30.0
