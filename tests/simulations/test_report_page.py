@@ -243,29 +243,55 @@ def test_the_summary_table_writes_bytes_as_whole_numbers() -> None:
     assert not math.isnan(row.p95_ms)
 
 
-@pytest.mark.slow
-def test_the_report_loads_in_a_browser_with_every_picture_decoded(run_dir: Path, tmp_path: Path) -> None:
+_BROWSER_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--virtual-time-budget=5000",
+    "--window-size=1150,1400",
+)
+_PROBE = (  # writes each picture's decoded width into the page once it has loaded
+    "<script>addEventListener('load',()=>{document.body.dataset.widths="
+    "[...document.images].map(i=>i.complete?i.naturalWidth:0).join(' ')})</script>"
+)
+
+
+def _browser() -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium) to render report.html in")
-    page = (run_dir / "report.html").read_text()
-    probe = (  # writes each picture's decoded width into the page once it has loaded
-        "<script>addEventListener('load',()=>{document.body.dataset.widths="
-        "[...document.images].map(i=>i.complete?i.naturalWidth:0).join(' ')})</script>"
-    )
-    (tmp_path / "report.html").write_text(page.replace("</body>", probe + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--window-size=1150,1400"]
-    url = (tmp_path / "report.html").as_uri()
+        pytest.skip("no chromium on PATH (apt-get install chromium) to render the pages in")
+    return browser
+
+
+def _in_browser(browser: str, page: Path, tmp_path: Path) -> tuple[str, list[int]]:
+    """The page's DOM once loaded in the browser, and each picture's decoded width (0: not decoded)."""
+    probed = tmp_path / f"probed-{page.name}"
+    probed.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
     dom = subprocess.run(  # noqa: S603 - the browser found on PATH, on a local file
-        [browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+        [browser, *_BROWSER_FLAGS, "--dump-dom", probed.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     widths = re.search(r'data-widths="([^"]*)"', dom)
     assert widths is not None, dom[:500]
-    assert [int(w) > 0 for w in widths.group(1).split()] == [True] * len(PICTURES)
+    return dom, [int(width) for width in widths.group(1).split()]
+
+
+@pytest.mark.slow
+def test_the_report_loads_in_a_browser_with_every_picture_decoded(run_dir: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    dom, widths = _in_browser(browser, run_dir / "report.html", tmp_path)
+    assert len(widths) == len(PICTURES)
+    assert all(width > 0 for width in widths)
     assert '<h1 id="answer">auto: p95' in dom
     shot = tmp_path / "shot.png"
     subprocess.run(  # noqa: S603
-        [browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+        [browser, *_BROWSER_FLAGS, f"--screenshot={shot}", (run_dir / "report.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     from PIL import Image  # noqa: PLC0415 - matplotlib's own dependency
 
@@ -273,6 +299,17 @@ def test_the_report_loads_in_a_browser_with_every_picture_decoded(run_dir: Path,
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None
     assert len(colours) > 50  # text and pictures, not a blank page
+
+
+@pytest.mark.slow
+def test_the_capacity_page_loads_in_a_browser_with_its_curve(tmp_path: Path) -> None:
+    browser = _browser()
+    points = (CapacityPoint("cloud", 1, 90.0, 50.0, 3, 20), CapacityPoint("cloud", 2, 40.0, 30.0, 0, 20))
+    write_capacity(tmp_path, parse_scenario(_scenario_data()), [CapacityResult("cloud", 2, points)], 60.0)
+    dom, widths = _in_browser(browser, tmp_path / "capacity.html", tmp_path)
+    assert len(widths) == 1
+    assert widths[0] > 0
+    assert '<h1 id="answer">p95 within 60 ms for 3 agents: cloud 2 hub replicas</h1>' in dom
 
 
 def test_the_load_pictures_intervals_are_round_and_hold_enough_requests() -> None:
