@@ -51,6 +51,8 @@ def run_answer(summaries: Sequence[Summary]) -> str:
     else:
         (row,) = rows.values()
         line = f"{row.run}: p95 {_ms(row.p95_ms)}, p50 {_ms(row.p50_ms)} over {row.count:,} requests answered"
+        if not row.count:
+            line = f"{row.run}: no request answered"
     return line + _troubles(list(rows.values()))
 
 

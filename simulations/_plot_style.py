@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import zlib
 from typing import TYPE_CHECKING, Literal
 
@@ -97,7 +98,13 @@ class TimeAxis:
 
 
 def log_axis(axis: Axes, which: Literal["x", "y"] = "y") -> None:
-    """A log scale labelled 1, 2, 5 per decade in plain numbers (``1,000``, not ``10^3``), minor ticks unlabelled."""
+    """A log scale labelled 1, 2, 5 per decade in plain numbers (``1,000``, not ``10^3``), minor ticks unlabelled.
+
+    An axis with no positive data drawn yet (every request failed) stays linear.
+    """
+    limits = axis.dataLim.intervaly if which == "y" else axis.dataLim.intervalx
+    if not all(math.isfinite(limit) and limit > 0 for limit in limits):
+        return
     target = axis.yaxis if which == "y" else axis.xaxis
     if which == "y":
         axis.set_yscale("log")

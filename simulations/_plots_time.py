@@ -51,7 +51,8 @@ def latency_png(
         log_axis(axis)
         axis.set_ylabel("total ms")
         axis.set_title(f"policy: {run}", loc="left", fontsize=10, color=policy_colour(run))
-        axis.legend(loc="upper right", fontsize=8, markerscale=3)
+        if axis.get_legend_handles_labels()[0]:  # a run with no answer has no cut to name
+            axis.legend(loc="upper right", fontsize=8, markerscale=3)
     _links(axes[-1], scenario, time)
     return png(figure)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import itertools
 import json
@@ -30,7 +31,7 @@ from simulations import (
 from simulations._answer import capacity_answer, run_answer
 from simulations._plot_style import POLICY_COLOURS, TimeAxis, cut_colours, log_axis, policy_colour
 from simulations._plots_time import interval_s, load
-from simulations._report import RequestRecord, reasons
+from simulations._report import RequestRecord, reasons, write_header, write_record
 from simulations._report_page import _summary_table, write_report
 from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
@@ -363,3 +364,21 @@ def test_the_load_counts_answers_when_they_came_and_latencies_when_requests_were
     assert series.p95_ms[0] == 2500.0
     assert math.isnan(series.p50_ms[1])  # nothing made then: a gap, not a zero
     assert series.p95_ms[2] == 30.0
+
+
+def test_a_run_whose_every_request_failed_still_gets_its_report(run_dir: Path, tmp_path: Path) -> None:
+    for name in ("profiles.json", "run.json"):
+        shutil.copy(run_dir / name, tmp_path / name)
+    with (tmp_path / "requests.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        write_header(writer)
+        for start_s in range(5):
+            failed = RequestRecord(
+                run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=start_s, cut="", total_ms=math.nan,
+                error="TransportError: the broker went away",
+            )  # fmt: skip
+            write_record(writer, failed)
+    write_report(tmp_path, parse_scenario(_scenario_data()))
+    page = (tmp_path / "report.html").read_text()
+    assert '<h1 id="answer">cloud: no request answered; errors: cloud 5</h1>' in page
+    assert page.count('<img alt="') == len(PICTURES)
