@@ -41,6 +41,12 @@ _FAULT_COLOURS = {
     "hub-stall": "#bcbddc",
     "broker-restart": "#9e9ac8",
 }
+_INCHES_PER_DECADE = {"y": 0.6, "x": 1.6}
+"""The room a decade needs for 1, 2 and 5 to be labelled apart: 0.3 decade (1 to 2, 5 to 10) holds a 10 pt label.
+
+Its height on a y axis, its width (``5,000``) on an x axis. Measured on the
+axis before layout, which gives it less room than it gets.
+"""
 _CUT_MAP = "viridis"
 _CUT_RANGE = (0.05, 0.9)  # viridis' ends: near-black and a yellow that vanishes on white
 
@@ -98,19 +104,26 @@ class TimeAxis:
 
 
 def log_axis(axis: Axes, which: Literal["x", "y"] = "y") -> None:
-    """A log scale labelled 1, 2, 5 per decade in plain numbers (``1,000``, not ``10^3``), minor ticks unlabelled.
+    """A log scale in plain numbers (``1,000``, not ``10^3``): 1, 2 and 5 per decade where they fit, else 1.
 
-    An axis with no positive data drawn yet (every request failed) stays linear.
+    Minor ticks are unlabelled. An axis with no positive data drawn yet
+    (every request failed) stays linear.
     """
     limits = axis.dataLim.intervaly if which == "y" else axis.dataLim.intervalx
     if not all(math.isfinite(limit) and limit > 0 for limit in limits):
         return
-    target = axis.yaxis if which == "y" else axis.xaxis
     if which == "y":
         axis.set_yscale("log")
+        low, high = axis.get_ylim()
+        inches = axis.bbox.height / axis.figure.dpi
     else:
         axis.set_xscale("log")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        low, high = axis.get_xlim()
+        inches = axis.bbox.width / axis.figure.dpi
+    decades = max(math.log10(high / low), 1e-9)
+    subs = (1.0, 2.0, 5.0) if inches / decades >= _INCHES_PER_DECADE[which] else (1.0,)
+    target = axis.yaxis if which == "y" else axis.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
     target.set_minor_formatter(NullFormatter())
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -119,19 +120,54 @@ def test_every_policy_and_every_cut_has_one_colour_in_every_run() -> None:
     assert alone["output"] == every["output"]
 
 
-def test_log_axes_read_in_plain_numbers_and_no_two_labels_overlap() -> None:
-    figure = Figure(figsize=(10, 2.2))
-    axis = figure.subplots()
-    axis.plot([0, 1], [90, 6000])
-    log_axis(axis)
+def _log_labels(
+    low: float, high: float, size_in: float, panels: int, which: Literal["x", "y"] = "y"
+) -> list[tuple[str, float, float]]:
+    """The labels a log axis of ``low``-``high`` shows in the first of ``panels``: text, start and end in pixels."""
+    figure = Figure(figsize=(10, size_in) if which == "y" else (size_in, 4), layout="constrained")
+    axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
+    for axis in axes:
+        axis.plot([low, high], [low, high])
+        axis.set_title("a panel")
+        log_axis(axis, which)
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
-    renderer = canvas.get_renderer()
-    low, high = axis.get_ylim()
-    labels = [t for t in axis.get_yticklabels(which="both") if t.get_text() and low <= t.get_position()[1] <= high]
-    assert [t.get_text() for t in labels] == ["100", "200", "500", "1,000", "2,000", "5,000"]
-    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda box: box.y0)
-    assert all(below.y1 <= above.y0 for below, above in itertools.pairwise(boxes))
+    first = axes[0]
+    start, end = first.get_ylim() if which == "y" else first.get_xlim()
+    ticks = first.get_yticklabels(which="both") if which == "y" else first.get_xticklabels(which="both")
+    at = 1 if which == "y" else 0
+    shown = [t for t in ticks if t.get_text() and start <= t.get_position()[at] <= end]
+    labels = []
+    for tick in shown:
+        box = tick.get_window_extent(canvas.get_renderer())
+        labels.append((tick.get_text(), *((box.y0, box.y1) if which == "y" else (box.x0, box.x1))))
+    return sorted(labels, key=lambda label: label[1])
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "size_in", "panels", "which"),
+    [
+        (90, 6000, 2.2, 1, "y"),
+        (1, 60000, 2.2, 1, "y"),
+        (0.5, 6000, 2.2, 1, "y"),
+        (3, 60000, 11, 5, "y"),
+        (100, 6000, 11, 5, "y"),
+        (100, 6000, 7, 1, "x"),
+        (1, 60000, 7, 1, "x"),
+    ],
+)
+def test_log_axes_read_in_plain_numbers_and_no_two_labels_overlap(
+    low: float, high: float, size_in: float, panels: int, which: Literal["x", "y"]
+) -> None:
+    labels = _log_labels(low, high, size_in, panels, which)
+    assert len(labels) >= 2
+    assert all(re.fullmatch(r"[\d,.]+", text) for text, _, _ in labels)  # 1,000, not 10^3
+    assert all(before[2] <= after[1] for before, after in itertools.pairwise(labels))
+
+
+def test_log_axes_label_1_2_and_5_where_they_fit() -> None:
+    assert [text for text, _, _ in _log_labels(90, 6000, 2.2, 1)] == ["100", "200", "500", "1,000", "2,000", "5,000"]
+    assert [text for text, _, _ in _log_labels(1, 60000, 2.2, 1)] == ["1", "10", "100", "1,000", "10,000", "100,000"]
 
 
 def test_every_fault_is_shaded_on_a_time_axis() -> None:
