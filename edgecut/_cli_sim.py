@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
         _needs("simpy", "fleet mode needs simpy")
     if not args.no_report:
         _needs("matplotlib", "the plots and report.html need matplotlib", hint=", or pass --no-report")
-    from simulations import MAX_EMULATED_AGENTS, load_scenario, run_scenario, table  # noqa: PLC0415
+    from simulations import MAX_EMULATED_AGENTS, load_scenario, run_answer, run_scenario, table  # noqa: PLC0415
 
     path = find(args.scenario)
     scenario = load_scenario(path)
@@ -175,7 +175,8 @@ def _run(args: argparse.Namespace) -> ExitCode:
         runs = f"{length} per run, seed {scenario.seed}, {args.mode} mode"
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
-        pictures = "" if args.no_report else ", latency.png, cdf.png, queue.png, report.html"
+        print(run_answer(summaries))  # noqa: T201 - the report's first line
+        pictures = "" if args.no_report else ", report.html and its pictures"
         print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
 
@@ -247,7 +248,14 @@ def _progress_bars(mode: str, *, shown: bool) -> Iterator[Callable[[Progress], N
 def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitCode:
     import sys  # noqa: PLC0415
 
-    from simulations import find_hubs, save_profiles, scenario_profiles, write_capacity  # noqa: PLC0415
+    from simulations import (  # noqa: PLC0415
+        SearchInterrupted,
+        capacity_answer,
+        find_hubs,
+        save_profiles,
+        scenario_profiles,
+        write_capacity,
+    )
 
     if args.p95_ms is None or args.p95_ms <= 0:
         msg = "--find-hubs needs a positive --p95-ms target"
@@ -261,16 +269,21 @@ def _find_hubs(args: argparse.Namespace, scenario: Scenario, out: Path) -> ExitC
             )
             print(line, file=sys.stderr, flush=True)  # noqa: T201
 
-    results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
-    report = write_capacity(out, results, args.p95_ms, picture=not args.no_report)
+    try:
+        with _signals_interrupt():
+            results = find_hubs(scenario, profiles, args.p95_ms, max_replicas=args.max_hubs, progress=progress)
+    except SearchInterrupted as stop:  # what was found so far is written all the same
+        results = stop.results
+    report = write_capacity(out, scenario, results, args.p95_ms, report=not args.no_report)
     save_profiles(profiles, out / "profiles.json")
     if args.json:
         print_json(report)
     else:
-        for r in results:
-            answer = f"{r.replicas} replicas" if r.replicas else f"more than {args.max_hubs} replicas"
-            print(f"{r.policy}: {answer} keep the p95 within {args.p95_ms:g} ms")  # noqa: T201
-        print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png"))  # noqa: T201
+        print(capacity_answer(results, args.p95_ms, scenario.agents))  # noqa: T201
+        print(f"wrote {out}/capacity.json" + ("" if args.no_report else ", capacity.png, capacity.html"))  # noqa: T201
+    if not all(r.complete for r in results):
+        sys.stderr.write(f"interrupted: what was found so far is in {out}\n")
+        return ExitCode.INTERRUPTED
     return ExitCode.OK if all(r.replicas for r in results) else ExitCode.FAILED
 
 

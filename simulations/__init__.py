@@ -15,7 +15,8 @@
   every agent; :func:`run_fleet` alone writes nothing) or emulate mode (real
   processes), writing a :class:`RequestRecord` per request and the
   :class:`Summary`; :func:`find_hubs` searches the fewest hub replicas for
-  a p95 target. Model profiles (:class:`ModelProfile`) give their compute
+  a p95 target; :func:`run_answer` and :func:`capacity_answer` put what
+  either found in one line, the first of its report. Model profiles (:class:`ModelProfile`) give their compute
   times. Fleet mode needs SimPy and the pictures matplotlib
   (``edgecut[sim]``), imported only when used.
 
@@ -23,6 +24,7 @@ The runtime (``edge_agent``, ``cloud_hub``) imports nothing from here.
 """
 
 from simulations._agent_process import EmulationError
+from simulations._answer import capacity_answer, run_answer
 from simulations._calibrate import (
     CutCost,
     ModelProfile,
@@ -31,7 +33,7 @@ from simulations._calibrate import (
     save_profiles,
     scenario_profiles,
 )
-from simulations._capacity import CapacityPoint, CapacityResult, find_hubs, write_capacity
+from simulations._capacity import CapacityPoint, CapacityResult, SearchInterrupted, find_hubs, write_capacity
 from simulations._devices import (
     PROFILES,
     DeviceProfile,
@@ -82,8 +84,10 @@ __all__ = [
     "RateTrace",
     "RequestRecord",
     "Scenario",
+    "SearchInterrupted",
     "StretchedSession",
     "Summary",
+    "capacity_answer",
     "cpu_quota",
     "cpu_quota_available",
     "find_hubs",
@@ -102,6 +106,7 @@ __all__ = [
     "read_mahimahi",
     "read_records",
     "read_rtts_ms",
+    "run_answer",
     "run_fleet",
     "run_scenario",
     "save_profiles",

@@ -40,11 +40,28 @@ class CapacityPoint:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CapacityResult:
-    """What the search found for one policy: the fewest replicas (``None``: not within the limit) and every point."""
+    """What the search found for one policy: the fewest replicas (``None``: not within the limit) and every point.
+
+    ``complete`` is false for the policy a search was interrupted in: its
+    ``replicas`` is then ``None`` whatever its points say.
+    """
 
     policy: str
     replicas: int | None
     points: tuple[CapacityPoint, ...]
+    complete: bool = True
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A capacity search stopped by Ctrl+C (or SIGTERM): what it had found so far, the policy in progress last.
+
+    Attributes:
+        results: One result per policy searched or begun.
+    """
+
+    def __init__(self, results: list[CapacityResult]) -> None:
+        super().__init__()
+        self.results = results
 
 
 def find_hubs(
@@ -55,49 +72,83 @@ def find_hubs(
     max_replicas: int = 64,
     progress: Callable[[CapacityPoint], None] | None = None,
 ) -> list[CapacityResult]:
-    """Search, per policy, the fewest replicas whose fleet p95 is at most ``p95_ms``."""
-    results = []
+    """Search, per policy, the fewest replicas whose fleet p95 is at most ``p95_ms``.
+
+    Raises:
+        SearchInterrupted: A ``KeyboardInterrupt`` stopped it; it carries what was found.
+    """
+    results: list[CapacityResult] = []
     for policy in scenario.policies or (None,):
         points: dict[int, CapacityPoint] = {}
-
-        def measure(replicas: int, policy: str | None = policy, points: dict[int, CapacityPoint] = points) -> bool:
-            if replicas not in points:
-                points[replicas] = _point(scenario, profiles, policy, replicas)
-                if progress is not None:
-                    progress(points[replicas])
-            return points[replicas].p95_ms <= p95_ms
-
-        if not measure(1) and points[1].remote == 0:  # nothing reaches a hub: replicas change nothing
-            results.append(CapacityResult(policy or "scenario", None, (points[1],)))
-            continue
-        found = _search(measure, max_replicas)
-        results.append(CapacityResult(policy or "scenario", found, tuple(points[n] for n in sorted(points))))
+        try:
+            results.append(
+                _policy(
+                    scenario,
+                    profiles,
+                    policy,
+                    p95_ms=p95_ms,
+                    max_replicas=max_replicas,
+                    progress=progress,
+                    points=points,
+                )
+            )
+        except KeyboardInterrupt:
+            begun = CapacityResult(policy or "scenario", None, tuple(points[n] for n in sorted(points)), complete=False)
+            raise SearchInterrupted([*results, begun]) from None
     return results
 
 
-def write_capacity(
-    out: Path, results: Sequence[CapacityResult], p95_ms: float, *, picture: bool = True
-) -> list[dict[str, Any]]:
-    """Write ``capacity.json`` (every point tried, per policy) and ``capacity.png`` to ``out``; return the JSON.
+def _policy(
+    scenario: Scenario,
+    profiles: Mapping[str, ModelProfile],
+    policy: str | None,
+    *,
+    p95_ms: float,
+    max_replicas: int,
+    progress: Callable[[CapacityPoint], None] | None,
+    points: dict[int, CapacityPoint],
+) -> CapacityResult:
+    """One policy's search, each point kept in ``points`` as it is measured."""
 
-    The picture needs matplotlib; ``picture=False`` skips it.
+    def measure(replicas: int) -> bool:
+        if replicas not in points:
+            points[replicas] = _point(scenario, profiles, policy, replicas)
+            if progress is not None:
+                progress(points[replicas])
+        return points[replicas].p95_ms <= p95_ms
+
+    if not measure(1) and points[1].remote == 0:  # nothing reaches a hub: replicas change nothing
+        return CapacityResult(policy or "scenario", None, (points[1],))
+    found = _search(measure, max_replicas)
+    return CapacityResult(policy or "scenario", found, tuple(points[n] for n in sorted(points)))
+
+
+def write_capacity(
+    out: Path, scenario: Scenario, results: Sequence[CapacityResult], p95_ms: float, *, report: bool = True
+) -> list[dict[str, Any]]:
+    """Write ``capacity.json`` (every point tried, per policy) to ``out``; return the JSON.
+
+    With ``report`` (it needs matplotlib), also ``capacity.png`` and
+    ``capacity.html``: the answer, the curve with each policy's answer
+    ringed, every point and the scenario.
     """
-    report = [
+    data = [
         {
             "policy": result.policy,
             "replicas": result.replicas,
+            "complete": result.complete,
             "p95_ms_target": p95_ms,
             "points": [dataclasses.asdict(point) for point in result.points],
         }
         for result in results
     ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "capacity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if picture:
-        from simulations._plots import capacity_png  # noqa: PLC0415 - matplotlib loads slowly
+    (out / "capacity.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if report:
+        from simulations._report_page import write_capacity_report  # noqa: PLC0415 - matplotlib loads slowly
 
-        (out / "capacity.png").write_bytes(capacity_png(list(results), p95_ms))
-    return report
+        write_capacity_report(out, scenario, results, p95_ms)
+    return data
 
 
 def _search(meets: Callable[[int], bool], limit: int) -> int | None:

@@ -1,206 +1,117 @@
-"""A run's pictures and its one-file report, built from the run directory's CSV alone.
-
-- ``latency.png``: every request's total time over simulated time, one panel
-  per run, coloured by the cut it used, with the first group's link rate
-  under it;
-- ``cdf.png``: the distribution of total times, one line per run;
-- ``queue.png``: the hub queue waits requests met, over time, per run;
-- ``report.html``: the summary table and the three pictures, inlined (no
-  network needed to view it).
+"""A run's pictures that are not over time: the distribution, where the time went, and the capacity curve.
 
 Drawn with ``matplotlib.figure.Figure`` (not pyplot, which keeps every figure
-alive). Everything taken from the scenario is HTML-escaped.
+alive), in the colours of :mod:`simulations._plot_style`. The pictures over
+time are in :mod:`simulations._plots_time`; the page that shows them all in
+:mod:`simulations._report_page`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import dataclasses
 from typing import TYPE_CHECKING
 
-import matplotlib as mpl
-
-mpl.use("Agg")
 from matplotlib.figure import Figure
 
-from simulations._report import read_records, summarise
+from simulations._plot_style import log_axis, png, policy_colour
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from pathlib import Path
+    from collections.abc import Sequence
 
     from simulations._capacity import CapacityResult
-    from simulations._report import RequestRecord, Summary
-    from simulations._scenario import Scenario
+    from simulations._report import RequestRecord
 
-_STEPS = 400
-_COLUMNS = (
-    ("run", "run"),
-    ("group", "group"),
-    ("count", "requests"),
-    ("mean_ms", "mean ms"),
-    ("p50_ms", "p50 ms"),
-    ("p95_ms", "p95 ms"),
-    ("p99_ms", "p99 ms"),
-    ("throughput_hz", "req/s"),
-    ("bytes_up_mean", "bytes up"),
-    ("cut_switches", "switches"),
-    ("fallbacks", "fallbacks"),
-    ("errors", "errors"),
-    ("lost", "lost"),
+PARTS = (
+    ("edge_ms", "device: head", "#4c72b0"),
+    ("network_ms", "network", "#dd8452"),
+    ("hub_queue_ms", "hub queue", "#c44e52"),
+    ("hub_compute_ms", "hub: tail", "#8172b3"),
+    ("fallback_ms", "device: tail after no answer", "#937860"),
 )
+"""The parts of a request's time each record measures: its field, its name, its colour."""
+WAITING = ("waiting, not itemised", "#cccccc")
+"""What the parts leave of the total: the device busy, a deadline before a fallback, decoding."""
 
 
-def write_report(out: Path, scenario: Scenario, lengths: Mapping[str, float] | None = None) -> list[Path]:
-    """Draw the pictures and write ``report.html`` from ``out/requests.csv``; return the files written.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Breakdown:
+    """Where one run's mean request time went, in ms: each of :data:`PARTS`, then what they leave."""
 
-    ``lengths`` are the runs' seconds by name (default: each ``duration_s``).
-    """
-    records = read_records(out / "requests.csv")
-    runs = list(dict.fromkeys(record.run for record in records))
-    answered = [record for record in records if not record.error]  # a failed request has no latency to draw
-    pictures = {
-        "latency.png": _latency(answered, runs, scenario),
-        "cdf.png": _cdf(answered, runs),
-        "queue.png": _queue(answered, runs),
-    }
-    written = []
-    for name, png in pictures.items():
-        (out / name).write_bytes(png)
-        written.append(out / name)
-    page = _html(scenario, summarise(records, lengths or scenario.duration_s), pictures)
-    (out / "report.html").write_text(page, encoding="utf-8")
-    return [*written, out / "report.html"]
+    run: str
+    parts: tuple[float, ...]
+    waiting_ms: float
+    total_ms: float
 
 
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+def breakdown(records: Sequence[RequestRecord], run: str) -> Breakdown:
+    """The mean of each part of ``run``'s answered ``records``, and of what the parts leave of the total."""
+    rows = [record for record in records if record.run == run]
+    count = max(1, len(rows))
+    parts = tuple(sum(getattr(row, field) for row in rows) / count for field, _, _ in PARTS)
+    total = sum(row.total_ms for row in rows) / count
+    return Breakdown(run, parts, max(0.0, total - sum(parts)), total)
 
 
-def _latency(records: list[RequestRecord], runs: list[str], scenario: Scenario) -> bytes:
-    figure = Figure(figsize=(10, 2.4 * len(runs) + 1.6), layout="constrained")
-    axes = figure.subplots(len(runs) + 1, 1, sharex=True, squeeze=False)[:, 0]
-    cuts = sorted({record.cut for record in records})
-    colours = {cut: f"C{index}" for index, cut in enumerate(cuts)}
-    for axis, run in zip(axes, runs, strict=False):
-        for cut in cuts:
-            points = [(r.start_s, r.total_ms) for r in records if r.run == run and r.cut == cut]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                axis.scatter(xs, ys, s=4, color=colours[cut], label=cut)
-        axis.set_yscale("log")
-        axis.set_ylabel("total ms")
-        axis.set_title(f"policy: {run}", loc="left", fontsize=10)
-        axis.legend(loc="upper right", fontsize=8, markerscale=3)
-    rate = axes[-1]
-    times, rates = _link_rate(scenario)
-    rate.step(times, [r / 1e6 for r in rates], where="post", color="black")
-    rate.set_ylabel("Mbit/s")
-    rate.set_xlabel("simulated s")
-    rate.set_title(f"link rate of {scenario.groups[0].name} (uplink)", loc="left", fontsize=10)
-    return _png(figure)
+def breakdown_png(breakdowns: Sequence[Breakdown]) -> bytes:
+    """One stacked bar per run: where its mean request time went."""
+    figure = Figure(figsize=(10, 0.6 * len(breakdowns) + 1.6), layout="constrained")
+    axis = figure.subplots()
+    names = [b.run for b in breakdowns]
+    left = [0.0] * len(breakdowns)
+    for index, (_, label, colour) in enumerate(PARTS):
+        widths = [b.parts[index] for b in breakdowns]
+        axis.barh(names, widths, left=left, color=colour, label=label)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    axis.barh(names, [b.waiting_ms for b in breakdowns], left=left, color=WAITING[1], label=WAITING[0])
+    for tick in axis.get_yticklabels():
+        tick.set_color(policy_colour(tick.get_text()))
+    axis.invert_yaxis()  # the first run on top, as in the table
+    axis.set_xlabel("mean ms per answered request")
+    axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=8, frameon=False)
+    return png(figure)
 
 
-def _link_rate(scenario: Scenario) -> tuple[list[float], list[float]]:
-    """The first group's uplink rate over time: its link, with its bandwidth faults."""
-    group = scenario.groups[0]
-    faults = [f for f in scenario.faults if f.kind in {"bandwidth", "outage"} and f.group == group.name]
-    times = [scenario.duration_s * step / _STEPS for step in range(_STEPS + 1)]
-    rates = []
-    for t in times:
-        rate = group.link.up.rate_at(t)
-        for fault in faults:
-            end = fault.at_s + fault.for_s if fault.for_s is not None else float("inf")
-            if fault.at_s <= t < end:
-                rate = 0.0 if fault.kind == "outage" else (fault.rate_bit_s or rate)
-        rates.append(rate if rate != float("inf") else float("nan"))
-    return times, rates
-
-
-def _cdf(records: list[RequestRecord], runs: list[str]) -> bytes:
+def cdf_png(records: Sequence[RequestRecord], runs: Sequence[str]) -> bytes:
+    """The distribution of answered requests' total times, one line per run."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axis = figure.subplots()
     for run in runs:
         values = sorted(r.total_ms for r in records if r.run == run)
-        axis.plot(values, [(index + 1) / len(values) for index in range(len(values))], label=run)
-    axis.set_xscale("log")
+        fractions = [(index + 1) / len(values) for index in range(len(values))]
+        axis.plot(values, fractions, label=run, color=policy_colour(run))
+    log_axis(axis, "x")
     axis.set_xlabel("total ms")
     axis.set_ylabel("fraction of requests")
     axis.grid(visible=True, alpha=0.3)
     axis.legend()
-    return _png(figure)
+    return png(figure)
 
 
-def _queue(records: list[RequestRecord], runs: list[str]) -> bytes:
-    figure = Figure(figsize=(10, 3.5), layout="constrained")
-    axis = figure.subplots()
-    plotted = False
-    for run in runs:
-        points = [(r.start_s, r.hub_queue_ms) for r in records if r.run == run and r.hub]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            axis.scatter(xs, ys, s=4, label=run)
-            plotted = True
-    axis.set_xlabel("simulated s")
-    axis.set_ylabel("hub queue wait, ms")
-    if plotted:
-        axis.legend(markerscale=3)
-    else:
-        axis.text(0.5, 0.5, "no request reached a hub", ha="center", transform=axis.transAxes)
-    return _png(figure)
-
-
-def capacity_png(results: list[CapacityResult], p95_ms: float) -> bytes:
-    """The p95 each policy measured per number of replicas, and the target."""
+def capacity_png(results: Sequence[CapacityResult], p95_ms: float) -> bytes:
+    """The p95 each policy measured per number of replicas, the target, and each policy's answer ringed."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axis = figure.subplots()
-    for result in results:
-        axis.plot(
-            [p.replicas for p in result.points], [p.p95_ms for p in result.points], marker="o", label=result.policy
-        )
+    for index, result in enumerate(results):
+        colour = policy_colour(result.policy)
+        replicas = [p.replicas for p in result.points]
+        axis.plot(replicas, [p.p95_ms for p in result.points], marker="o", color=colour, label=result.policy)
+        found = next((p for p in result.points if p.replicas == result.replicas), None)
+        if found is not None:
+            axis.scatter([found.replicas], [found.p95_ms], s=220, facecolors="none", edgecolors=colour, linewidths=2)
+            axis.annotate(
+                f"{found.replicas}",
+                (found.replicas, found.p95_ms),
+                textcoords="offset points",
+                xytext=(9, 9 + 12 * index),  # policies that meet at one point stacked, not overprinted
+                color=colour,
+                fontweight="bold",
+            )
     axis.axhline(p95_ms, color="black", linestyle="--", label=f"target {p95_ms:g} ms")
     axis.set_xscale("log", base=2)
-    axis.set_yscale("log")
+    axis.xaxis.set_major_formatter("{x:.0f}")
+    log_axis(axis)
     axis.set_xlabel("hub replicas")
     axis.set_ylabel("fleet p95, ms")
     axis.grid(visible=True, alpha=0.3)
     axis.legend()
-    return _png(figure)
-
-
-def _html(scenario: Scenario, summaries: list[Summary], pictures: dict[str, bytes]) -> str:
-    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in _COLUMNS)
-    rows = []
-    for summary in summaries:
-        data = summary.to_json()
-        cells = "".join(f"<td>{html.escape(_cell(data[key]))}</td>" for key, _ in _COLUMNS)
-        rows.append(f"<tr>{cells}</tr>")
-    images = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(name)}</figcaption></figure>"
-        for name, png in pictures.items()
-    )
-    title = html.escape(scenario.name)
-    about = html.escape(
-        f"{scenario.description} {scenario.agents} agents, {scenario.duration_s:g} simulated s per run,"
-        f" seed {scenario.seed}, fleet mode."
-    )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{title}</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}"
-        "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}img{max-width:100%}"
-        f"</style></head><body><h1>{title}</h1><p>{about}</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{images}"
-        "<p>Made by <code>edgecut sim run</code> from requests.csv in this directory.</p></body></html>\n"
-    )
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return str(value)
+    return png(figure)

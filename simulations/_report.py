@@ -10,6 +10,7 @@ sent, cut switches, fallbacks over the requests answered (by a hub or the
 device), and the requests that failed (errors) or were lost. The same :func:`summarise` serves the printed
 table, ``summary.json`` and the tests, which recompute it from the CSV.
 Percentiles are nearest-rank over every request (no binning).
+:func:`reasons` counts the fallbacks, errors and lost requests by reason.
 """
 
 from __future__ import annotations
@@ -225,6 +226,36 @@ def _summary(run: str, group: str, records: list[RequestRecord], duration_s: flo
         lost=lost,
         cuts=dict(sorted(cuts.items())),
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reason:
+    """How many of a run's requests fell back, failed or were lost for one reason.
+
+    Attributes:
+        run: The run.
+        kind: ``fallback``, ``error`` or ``lost``.
+        reason: The text before its first ``": "`` (the rest names the instance).
+        count: How many.
+        example: The first one's whole text.
+    """
+
+    run: str
+    kind: str
+    reason: str
+    count: int
+    example: str
+
+
+def reasons(records: Iterable[RequestRecord]) -> list[Reason]:
+    """Fallbacks, errors and lost requests by run, kind and reason, in order of first appearance."""
+    counts: dict[tuple[str, str, str], list[str]] = {}
+    for record in records:
+        text = record.error or record.fallback
+        if text:
+            kind = "fallback" if not record.error else LOST if record.error.startswith(LOST) else "error"
+            counts.setdefault((record.run, kind, text.split(": ", 1)[0]), []).append(text)
+    return [Reason(run, kind, reason, len(texts), texts[0]) for (run, kind, reason), texts in counts.items()]
 
 
 def table(summaries: Sequence[Summary]) -> str:

@@ -4,7 +4,7 @@ The directory gets:
 
 - ``run.json``: how the run was made (scenario file and its sha256, seed,
   mode, edgecut version, start time, each run's seconds, in all and of wall
-  time);
+  time, and whether Ctrl+C or SIGTERM stopped it);
 - ``profiles.json``: the measured model profiles the run used (pass it back
   with ``profiles=`` to rerun on the same figures);
 - ``observed-profiles.json`` (emulate mode): the same profiles as the run's
@@ -12,8 +12,9 @@ The directory gets:
   to calibrate a fleet run on;
 - ``requests.csv``: one row per finished request (:mod:`simulations._report`);
 - ``summary.json``: the summary per run and group, computed from the records;
-- ``latency.png``, ``cdf.png``, ``queue.png`` and ``report.html``, drawn
-  from ``requests.csv`` (:mod:`simulations._plots`; needs matplotlib).
+- ``load.png``, ``latency.png``, ``breakdown.png``, ``cdf.png``,
+  ``queue.png`` and ``report.html``, drawn from the files above
+  (:mod:`simulations._report_page`; needs matplotlib).
 
 With ``policies`` in the scenario the whole scenario runs once per policy,
 on the same seed: the same arrivals and link draws meet each policy.
@@ -207,7 +208,8 @@ def run_scenario(
                 )
                 show(name, index + 1, scenario.duration_s)  # a run ended by its request count shows as done
     except BaseException as exc:  # written, then raised again
-        outputs.write(records, lengths, profiles, report=report and isinstance(exc, KeyboardInterrupt))
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        outputs.write(records, lengths, profiles, report=report and interrupted, interrupted=interrupted)
         raise
     return outputs.write(records, lengths, profiles, report=report)
 
@@ -230,6 +232,7 @@ class _Outputs:
         profiles: dict[str, ModelProfile],
         *,
         report: bool,
+        interrupted: bool = False,
     ) -> list[Summary]:
         """``summary.json``, ``run.json``, the observed profiles (emulate mode), and the report when ``report``."""
         out, scenario = self.out, self.scenario
@@ -244,14 +247,15 @@ class _Outputs:
             wall_s=time.perf_counter() - self.wall,
             mode=self.mode,
             lengths=lengths,
+            interrupted=interrupted,
         )
         (out / "run.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         if self.mode == "emulate":
             save_profiles(observed_profiles(scenario, records, profiles), out / "observed-profiles.json")
         if report and records:
-            from simulations._plots import write_report  # noqa: PLC0415 - matplotlib loads slowly
+            from simulations._report_page import write_report  # noqa: PLC0415 - matplotlib loads slowly
 
-            write_report(out, scenario, lengths)
+            write_report(out, scenario)
         return summaries
 
 
@@ -266,7 +270,14 @@ def _ran_s(records: list[RequestRecord], lengths: dict[str, float]) -> dict[str,
 
 
 def _provenance(
-    scenario: Scenario, source: Path | None, *, started: float, wall_s: float, mode: str, lengths: dict[str, float]
+    scenario: Scenario,
+    source: Path | None,
+    *,
+    started: float,
+    wall_s: float,
+    mode: str,
+    lengths: dict[str, float],
+    interrupted: bool,
 ) -> dict[str, object]:
     return {
         "scenario": scenario.name,
@@ -281,4 +292,5 @@ def _provenance(
         "run_s": {run: round(seconds, 3) for run, seconds in lengths.items()},
         "simulated_s": round(sum(lengths.values()), 3),
         "wall_s": round(wall_s, 3),
+        "interrupted": interrupted,
     }

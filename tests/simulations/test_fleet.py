@@ -283,7 +283,7 @@ def test_the_report_shows_the_summary_and_escapes_what_the_scenario_says(tmp_pat
     page = (tmp_path / "report.html").read_text()
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 5
     assert "http" not in page  # nothing to fetch
     for summary in summaries:
         assert f"<td>{summary.count}</td>" in page
@@ -343,6 +343,7 @@ def test_the_capacity_search_finds_the_fewest_replicas(tmp_path: Path, profiles_
     )
     assert main([*argv, "--profiles", str(profiles_file), "--out", str(tmp_path / "cap"), "--json"]) == ExitCode.OK
     assert (tmp_path / "cap" / "capacity.png").exists()
+    assert '<h1 id="answer">p95 within 60 ms for 16 agents: cloud ' in (tmp_path / "cap" / "capacity.html").read_text()
     assert main(["sim", "run", str(tmp_path / "none.toml"), "--find-hubs"]) == ExitCode.CONFIG
 
 
@@ -406,7 +407,7 @@ def test_the_steady_table_in_the_docs_is_what_fleet_mode_gives_on_the_shipped_pr
     block = docs.split("$ edgecut sim run steady --profiles docs/profiles/resnet18.json\n\n```\n", 1)[1].split("\n```")[
         0
     ]
-    expected = "\n".join(block.splitlines()[1:-1])  # the table, without the title and the files written
+    expected = "\n".join(block.splitlines()[1:-2])  # the table, without the title, the answer and the files written
     scenario = load_scenario(find("steady"))
     summaries = run_scenario(
         scenario, tmp_path, profiles_file=root / "docs" / "profiles" / "resnet18.json", report=False
@@ -439,8 +440,12 @@ def test_ctrl_c_stops_a_fleet_run_started_in_the_background_and_it_writes_every_
     assert run.returncode == ExitCode.INTERRUPTED, err
     assert b"interrupted: what has run so far is in" in err
     assert json.loads((out / "summary.json").read_text())[0]["count"] > 0
-    assert "data:image/png;base64," in (out / "report.html").read_text()
-    assert json.loads((out / "run.json").read_text())["run_s"]["cloud"] < 1000000
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page
+    assert '<h1 id="answer">interrupted (cloud stopped at ' in page
+    made = json.loads((out / "run.json").read_text())
+    assert made["run_s"]["cloud"] < 1000000
+    assert made["interrupted"] is True
 
 
 def test_a_profile_measured_on_a_busy_host_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
