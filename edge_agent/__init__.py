@@ -15,7 +15,7 @@ from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
 from edge_agent._energy import RADIOS, EnergyModel, Radio
-from edge_agent._files import load_input, top_k
+from edge_agent._files import decode_image, load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from edge_agent._results import (
@@ -26,6 +26,8 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
+from edge_agent._service import AgentService, resolve_model, run_service
+from edge_agent._service_config import ModelConfig, ServiceConfig, load_service_config
 from edge_agent._sync import SyncEdgeAgent
 from models import CLOUD_ONLY, EDGE_ONLY
 
@@ -35,6 +37,7 @@ __all__ = [
     "EDGE_ONLY",
     "RADIOS",
     "AgentCore",
+    "AgentService",
     "Candidate",
     "CutInfo",
     "Decision",
@@ -46,6 +49,7 @@ __all__ = [
     "HubError",
     "InferenceResult",
     "InvalidReplyError",
+    "ModelConfig",
     "ModelHalves",
     "Objective",
     "Observation",
@@ -56,12 +60,17 @@ __all__ = [
     "SendAgain",
     "SendNew",
     "SendPing",
+    "ServiceConfig",
     "SessionFactory",
     "Step",
     "SyncEdgeAgent",
     "Timeouts",
     "Timings",
     "codec_at",
+    "decode_image",
     "load_input",
+    "load_service_config",
+    "resolve_model",
+    "run_service",
     "top_k",
 ]

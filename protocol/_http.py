@@ -20,7 +20,7 @@ take ``POST`` with a body of at most the ``max_body_bytes`` the caller
 configures, stated by ``Content-Length`` (a larger one is answered 413
 before a byte of it is read; chunked bodies are answered 411). One request
 per connection (``Connection: close``). Anything else gets its status (400,
-404, 405, 411, 413, 431) or, for a connection that sends too little too
+404, 405, 411, 413, 431; with an app, as ``{"error": "..."}``) or, for a connection that sends too little too
 slowly or arrives past :data:`MAX_CONNECTIONS`, is closed: bad input never
 reaches the node. Reading a request and writing its answer each end within
 :data:`EXCHANGE_TIMEOUT_S`; what the app takes in between is the app's to
@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import http
+import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -219,7 +220,7 @@ class Endpoint:
         except asyncio.IncompleteReadError:
             return None
         except asyncio.LimitOverrunError:
-            return _plain(http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
+            return self._refusal(http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
         request = self._parse(head)
         if isinstance(request, Response) or request.method != "POST":
             return request
@@ -228,13 +229,13 @@ class Endpoint:
     async def _read_body(self, reader: asyncio.StreamReader, request: Request) -> Request | Response | None:
         """``request`` with its body, the error answer to it, or ``None`` if it closed before the whole body."""
         if "chunked" in request.headers.get("transfer-encoding", ""):
-            return _plain(http.HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
+            return self._refusal(http.HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
         length = request.headers.get("content-length", "0")
         if not length.isdigit():
-            return _plain(http.HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
+            return self._refusal(http.HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
         if int(length) > self._max_body_bytes:
             why = f"a {length} byte body is over this endpoint's limit of {self._max_body_bytes} bytes"
-            return _plain(http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE, why)
+            return self._refusal(http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE, why)
         try:
             body = await reader.readexactly(int(length))
         except asyncio.IncompleteReadError:
@@ -245,16 +246,16 @@ class Endpoint:
         line, *fields = head.removesuffix(b"\r\n\r\n").split(b"\r\n")
         parts = line.split(b" ")
         if len(parts) != 3 or not parts[1].startswith(b"/") or not parts[2].startswith(b"HTTP/1."):  # noqa: PLR2004 - method, target, version
-            return _plain(http.HTTPStatus.BAD_REQUEST, "bad request line")
+            return self._refusal(http.HTTPStatus.BAD_REQUEST, "bad request line")
         method = parts[0].decode("ascii", "replace")
         if method not in self._methods:
-            response = _plain(http.HTTPStatus.METHOD_NOT_ALLOWED, f"only {', '.join(sorted(self._methods))}")
+            response = self._refusal(http.HTTPStatus.METHOD_NOT_ALLOWED, f"only {', '.join(sorted(self._methods))}")
             return dataclasses.replace(response, allow=", ".join(sorted(self._methods)))
         headers = {}
         for field in fields:
             name, colon, value = field.partition(b":")
             if not colon or not name.strip():
-                return _plain(http.HTTPStatus.BAD_REQUEST, "bad header line")
+                return self._refusal(http.HTTPStatus.BAD_REQUEST, "bad header line")
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         path = parts[1].split(b"?", 1)[0].decode("utf-8", "replace")
         return Request(method, path, headers)
@@ -268,10 +269,16 @@ class Endpoint:
             answer = await self._app(request) if self._app is not None else None
         except Exception:  # a bad request must never take the node down
             logger.exception("answering %s %s failed", request.method, request.path)
-            return _plain(http.HTTPStatus.INTERNAL_SERVER_ERROR, "answering the request failed")
+            return self._refusal(http.HTTPStatus.INTERNAL_SERVER_ERROR, "answering the request failed")
         if answer is None:
-            return _plain(http.HTTPStatus.NOT_FOUND, "not found: try /metrics, /health/live or /health/ready")
+            return self._refusal(http.HTTPStatus.NOT_FOUND, "not found: try /metrics, /health/live or /health/ready")
         return answer
+
+    def _refusal(self, status: http.HTTPStatus, text: str) -> Response:
+        """An error answer: plain text, or ``{"error": text}`` where an app's callers expect JSON (KServe's form)."""
+        if self._app is None:
+            return _plain(status, text)
+        return Response(status, json.dumps({"error": text}).encode(), "application/json")
 
     def _route(self, path: str) -> Response | None:
         if path == "/health/live":
