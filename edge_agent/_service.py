@@ -54,11 +54,12 @@ OFFLINE_REASON = "no broker connection: ran on the device"
 
 
 def resolve_model(entry: ModelConfig) -> str | Path:
-    """What a configured model opens: a local ``.onnx`` file or split directory, else a zoo name.
+    """What a configured model opens: a local ``.onnx`` file, split or segments directory, else a zoo name.
 
-    The one place a model entry becomes something to open (model delivery will resolve here).
+    The one place a model entry becomes something to open (model delivery will
+    resolve here). Loading the config made every path absolute.
     """
-    return entry.model if "/" not in entry.model and not entry.model.endswith(".onnx") else Path(entry.model)
+    return Path(entry.model) if Path(entry.model).is_absolute() else entry.model
 
 
 class AgentService:

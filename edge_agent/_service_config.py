@@ -74,11 +74,14 @@ def _path(reader: Reader, raw: object, path: str) -> Path | Any:  # noqa: ANN401
 
 
 def _model(reader: Reader, raw: object, path: str) -> str | Any:  # noqa: ANN401 - NOT_READ
-    """A zoo name as it is; a file or directory (a name with a ``/`` or ending ``.onnx``) from the file's directory."""
-    if isinstance(raw, str) and raw and "/" not in raw and not raw.endswith(".onnx"):
-        return raw
+    """A file or directory as an absolute path (relative ones from the config file's directory); a zoo name as it is.
+
+    A path is what has a ``/``, ends ``.onnx`` or exists; anything else is a zoo name.
+    """
     found = _path(reader, raw, path)
-    return found if found is NOT_READ else str(found)
+    if found is NOT_READ or "/" in str(raw) or str(raw).endswith(".onnx") or found.exists():
+        return found if found is NOT_READ else str(found.absolute())
+    return raw
 
 
 def _default_name(table: Mapping[str, Any]) -> str:
