@@ -8,7 +8,10 @@ result, a ping's answer, a hub's status, each told the time), commands out
 :class:`Planner` behind ``cut="auto"`` inside; ``EdgeAgent`` carries its
 commands out on asyncio and MQTT, the simulation harness on simulated time.
 The MQTT connection is :mod:`protocol.mqtt`'s, shared with hubs; this package
-imports neither ``cloud_hub`` nor ``onnx``.
+imports neither ``cloud_hub`` nor ``onnx``. :class:`AgentService` (and
+:func:`run_service`) runs agents as a device service: several models behind a
+local KServe v2 HTTP API and a watched directory, configured by a
+:class:`ServiceConfig` (:func:`load_service_config` reads its TOML file).
 """
 
 from edge_agent._agent import AUTO, EdgeAgent

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -270,3 +272,36 @@ async def test_a_full_watch_queue_skips_files_and_says_so(prefix: str, tmp_path:
     assert skipped, "five files at once into a queue of one: some must be skipped"
     assert all("skipped" in answer["error"] for answer in skipped)
     assert len(skipped) < len(images)
+
+
+# A device's install (edgecut[agent]): no onnx, a segments directory made elsewhere, no broker yet.
+_DEVICE_SCRIPT = """
+import asyncio, json, sys
+sys.modules["onnx"] = None  # any import of onnx now raises ImportError
+import numpy as np
+from edge_agent import AgentService, load_service_config
+
+async def main():
+    service = AgentService(load_service_config(None, models=[sys.argv[1]], flags={"listen": "127.0.0.1:0",
+        "broker": "mqtt://127.0.0.1:9"}))
+    serving = asyncio.create_task(service.serve())
+    await service.ready.wait()
+    result = await service.infer("segments", np.zeros((32, 32, 3), np.uint8))
+    service.request_shutdown()
+    await serving
+    print(json.dumps({"cut": result.cut_id, "onnx_loaded": sys.modules.get("onnx") is not None}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_service_serves_a_segments_directory_with_onnx_unavailable(tmp_path: Path) -> None:
+    from edgecut._cli import main  # noqa: PLC0415 - this machine has onnx: split here, serve "there"
+
+    segments = tmp_path / "segments"
+    assert main(["models", "split", TINY, "--cuts", "auto", "--out", str(segments)]) == 0
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _DEVICE_SCRIPT, str(segments)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.splitlines()[-1]) == {"cut": EDGE_ONLY, "onnx_loaded": False}
