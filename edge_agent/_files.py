@@ -45,7 +45,7 @@ def load_input(path: Path, spec: TensorSpec) -> np.ndarray:
 def _load_image(path: Path, spec: TensorSpec) -> np.ndarray:
     try:
         with path.open("rb") as file:
-            return _decoded(file, spec, str(path))
+            return _decoded(file, spec, f"image {path}")
     except OSError as exc:
         msg = f"cannot read image {path}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
@@ -76,7 +76,7 @@ def _decoded(file: BinaryIO, spec: TensorSpec, what: str) -> np.ndarray:
             rgb = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, Image.DecompressionBombError) as exc:
-        msg = f"cannot read {what} as an image: {exc}"
+        msg = f"cannot read {what}: {exc}"
         raise ConfigError(msg) from exc
 
 

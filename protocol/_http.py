@@ -51,6 +51,10 @@ EXCHANGE_TIMEOUT_S = 5.0
 """Seconds one connection may take to send its request and take the answer, before it is closed."""
 MAX_CONNECTIONS = 32
 """Connections served at once; more are closed unanswered."""
+LINGER_S = 1.0
+"""How long, after its answer, a connection's unread bytes are taken before it is closed."""
+LINGER_BYTES = 16 * 1024 * 1024
+"""The most unread bytes taken after an answer."""
 
 _TEXT = "text/plain; charset=utf-8"
 _MAX_PORT = 65535
@@ -200,20 +204,21 @@ class Endpoint:
         self._exchanges.add(task)
         try:
             async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
-                request = await self._read(reader)
+                request = await self._read(reader, writer)
             if request is None:
                 return
             answer = request if isinstance(request, Response) else await self._respond(request)
             async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
                 writer.write(answer.encode(head_only=isinstance(request, Request) and request.method == "HEAD"))
                 await writer.drain()
+            await _linger(reader, writer)
         except (ConnectionError, TimeoutError):
             pass  # the client went away, or was too slow: nothing to answer
         finally:
             self._exchanges.discard(task)
             await _close(writer)
 
-    async def _read(self, reader: asyncio.StreamReader) -> Request | Response | None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | Response | None:
         """The request ``reader`` brings, the error answer to it, or ``None`` if it closed before a whole one."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -224,10 +229,17 @@ class Endpoint:
         request = self._parse(head)
         if isinstance(request, Response) or request.method != "POST":
             return request
-        return await self._read_body(reader, request)
+        return await self._read_body(reader, writer, request)
 
-    async def _read_body(self, reader: asyncio.StreamReader, request: Request) -> Request | Response | None:
-        """``request`` with its body, the error answer to it, or ``None`` if it closed before the whole body."""
+    async def _read_body(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request
+    ) -> Request | Response | None:
+        """``request`` with its body, the error answer to it, or ``None`` if it closed before the whole body.
+
+        A client that asks ``Expect: 100-continue`` (curl, for bodies over
+        1 MiB) is told to send the body once its size is known to be taken;
+        one refused gets its 413 without having sent it.
+        """
         if "chunked" in request.headers.get("transfer-encoding", ""):
             return self._refusal(http.HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
         length = request.headers.get("content-length", "0")
@@ -236,6 +248,9 @@ class Endpoint:
         if int(length) > self._max_body_bytes:
             why = f"a {length} byte body is over this endpoint's limit of {self._max_body_bytes} bytes"
             return self._refusal(http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE, why)
+        if request.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
         try:
             body = await reader.readexactly(int(length))
         except asyncio.IncompleteReadError:
@@ -296,6 +311,23 @@ class Endpoint:
                 return _plain(http.HTTPStatus.INTERNAL_SERVER_ERROR, "rendering the metrics failed")
             return Response(http.HTTPStatus.OK, body, self._content_type)
         return None
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then take what the client still sends (a refused body), for a moment and a bounded amount.
+
+    Closing a socket with unread bytes resets the connection, and a client
+    still sending a body the endpoint refused could lose the answer (a 413)
+    to the reset. A client that read its answer closes, which ends this at once.
+    """
+    if not writer.can_write_eof():
+        return
+    writer.write_eof()
+    left = LINGER_BYTES
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        async with asyncio.timeout(LINGER_S):
+            while left > 0 and (chunk := await reader.read(min(left, 65536))):
+                left -= len(chunk)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
