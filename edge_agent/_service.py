@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("edgecut.agent")
 
+_ANSWER_GRACE_S = 2.0
+"""How long a shutdown waits, once the requests are done, for their answers to be encoded and written."""
 OFFLINE_REASON = "no broker connection: ran on the device"
 """The ``reason`` of a result computed edge-only because the broker was away."""
 
@@ -159,6 +161,7 @@ class AgentService:
                     self._notifier.notify("STOPPING=1")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._idle.wait(), self._grace_s)
+                    await self.http.close(grace_s=_ANSWER_GRACE_S)  # the answers of the requests just finished
                 finally:
                     for task in loops:
                         task.cancel()

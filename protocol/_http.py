@@ -184,12 +184,14 @@ class Endpoint:
         self.listening.set()
         logger.info("HTTP on http://%s:%d", host, port)
 
-    async def close(self) -> None:
-        """Stop listening and end the exchanges under way. Safe to call twice."""
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Stop listening; end the exchanges under way, after up to ``grace_s`` to finish. Safe to call twice."""
         server, self._server = self._server, None
         if server is None:
             return
         server.close()
+        if self._exchanges and grace_s > 0:
+            await asyncio.wait(self._exchanges, timeout=grace_s)
         for task in self._exchanges:
             task.cancel()
         await asyncio.gather(*self._exchanges, return_exceptions=True)

@@ -17,7 +17,7 @@ from PIL import Image
 from cloud_hub import Hub, HubConfig, LocalBroker, free_port
 from edge_agent import EDGE_ONLY, AgentService, EdgeAgent, ModelConfig, ServiceConfig, decode_image
 from edge_agent._service import OFFLINE_REASON
-from tests._support import TINY, http_exchange, random_images, tiny_logits, until
+from tests._support import TINY, http_exchange, parked, random_images, scrape, tiny_logits, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -144,6 +144,28 @@ async def test_requests_run_concurrently_and_each_gets_its_own_answer(
         np.testing.assert_allclose(_logits(answer), tiny_logits(images[i]), atol=1e-4, rtol=0)
 
 
+@pytest.mark.broker
+async def test_a_shutdown_answers_the_requests_under_way_and_refuses_new_ones(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    hub = await start_hub(preload=(f"{TINY}:{INNER_CUT}",))
+    image = random_images(1, seed=17)[0]
+    service = AgentService(_config(broker_url, prefix))
+    serving = asyncio.create_task(service.serve())
+    await asyncio.wait_for(service.ready.wait(), 30)
+    await until(lambda: service.agents[TINY].connected, "the service's agent to reach the broker")
+    async with parked(hub) as gate:
+        under_way = asyncio.create_task(_post(service, f"/v2/models/{TINY}/infer", _infer_json(image)))
+        await until(lambda: hub.queue_depth == 1, "the request to wait in the parked hub")
+        service.request_shutdown()
+        refused = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image))
+        gate.set()
+        status, answer = await under_way
+    await asyncio.wait_for(serving, 30)
+    assert refused == (503, {"error": "shutting down"})
+    assert (status, answer["parameters"]["hub"], answer["parameters"]["fallback"]) == (200, "hub0", None)
+
+
 async def test_bad_requests_get_kserve_errors_and_the_service_keeps_serving(prefix: str) -> None:
     image = random_images(1, seed=13)[0]
     good = _infer_json(image)
@@ -182,6 +204,23 @@ async def test_bad_requests_get_kserve_errors_and_the_service_keeps_serving(pref
     assert "takes UINT8, not 'FP32'" in cases["datatype"][1]["error"]
     assert status == 200
     assert answer["parameters"]["reason"] == OFFLINE_REASON
+
+
+async def test_one_process_serves_several_models_with_one_metrics_registry(prefix: str) -> None:
+    models = (ModelConfig(name="front", model=TINY, threads=1), ModelConfig(name="back", model=TINY, threads=1))
+    image = random_images(1, seed=18)[0]
+    async with serving(_config("mqtt://127.0.0.1:9", prefix, models=models, agent_id="cam")) as service:
+        answers = [await _post(service, f"/v2/models/{name}/infer", _infer_json(image)) for name in ("front", "back")]
+        await _post(service, "/v2/models/back/infer", _infer_json(image))
+        assert service.http.address is not None
+        samples = await scrape(service.http.address)
+    assert [agent.agent_id for agent in service.agents.values()] == ["cam-front", "cam-back"]
+    assert [(status, answer["model_name"]) for status, answer in answers] == [(200, "front"), (200, "back")]
+    requests = "edgecut_agent_requests_total"
+    for model, count in (("front", 1), ("back", 2)):
+        labels = frozenset({"model": model, "cut": EDGE_ONLY, "codec": "raw", "outcome": "success"}.items())
+        assert samples[requests, labels] == count
+    assert samples["edgecut_agent_broker_connected", frozenset()] == 0
 
 
 async def test_health_and_model_readiness_paths(prefix: str) -> None:
