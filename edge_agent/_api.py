@@ -85,7 +85,10 @@ class KServeApi:
                 return self._readiness()
             case ["models", name]:
                 self._check(name, ready=True)
-                return json_response(_OK, self._service.describe(name))
+                try:
+                    return json_response(_OK, self._service.describe(name))
+                except RuntimeError as exc:  # a model whose sizes open at its first request
+                    raise KServeError(_UNAVAILABLE, str(exc)) from exc
             case ["models", name, "ready"]:
                 self._check(name, ready=False)
                 return self._readiness()

@@ -146,6 +146,10 @@ class AgentService:
             ConfigError: The API's address cannot be listened on, or the watched directory is missing.
             ModelError: A model or cut is unknown.
         """
+        watched = self.config.watch_dir
+        if watched is not None and not await asyncio.to_thread(watched.is_dir):
+            msg = f"watch_dir: {watched} is not a directory"
+            raise ConfigError(msg)
         self._notifier.notify("STATUS=opening the models")
         await self.http.start()  # first: live while the models open, and not ready
         try:

@@ -235,7 +235,11 @@ def load_service_config(
 
 def _typed(hint: object, text: str) -> object:
     """A variable's or flag's ``text`` as the TOML value of a field of type ``hint`` (as it is when it is not one)."""
-    converters: dict[object, typing.Callable[[str], object]] = {int: int, float: float}
+    converters: dict[object, typing.Callable[[str], object]] = {
+        int: int,
+        float: float,
+        Path: lambda path: str(Path(path).expanduser().absolute()) if path else path,  # from the working directory
+    }
     if hint is bool:
         return {"true": True, "1": True, "false": False, "0": False}.get(text.lower(), text)
     try:

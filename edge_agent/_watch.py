@@ -56,13 +56,7 @@ async def watch_directory(
     ``infer`` returns the result to write as JSON; an error it raises from
     the :class:`EdgecutError` tree, or a ``ValueError``, is written as
     ``{"error": "..."}`` instead.
-
-    Raises:
-        ConfigError: ``directory`` is not a directory.
     """
-    if not await asyncio.to_thread(directory.is_dir):
-        msg = f"watch_dir: {directory} is not a directory"
-        raise ConfigError(msg)
     waiting: asyncio.Queue[Path] = asyncio.Queue(queue)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(_take(waiting, spec, infer, 1 / rate_hz), name="edgecut[service].watch.take")

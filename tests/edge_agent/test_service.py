@@ -17,6 +17,7 @@ from PIL import Image
 from cloud_hub import Hub, HubConfig, LocalBroker, free_port
 from edge_agent import EDGE_ONLY, AgentService, EdgeAgent, ModelConfig, ServiceConfig, decode_image
 from edge_agent._service import OFFLINE_REASON
+from protocol.errors import ConfigError
 from tests._support import TINY, http_exchange, parked, random_images, scrape, tiny_logits, until
 
 if TYPE_CHECKING:
@@ -344,3 +345,10 @@ def test_the_service_serves_a_segments_directory_with_onnx_unavailable(tmp_path:
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout.splitlines()[-1]) == {"cut": EDGE_ONLY, "onnx_loaded": False}
+
+
+async def test_a_missing_watched_directory_stops_the_start_before_readiness(prefix: str, tmp_path: Path) -> None:
+    service = AgentService(_config("mqtt://127.0.0.1:9", prefix, watch_dir=tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"watch_dir: .*nowhere is not a directory"):
+        await service.serve()
+    assert not service.ready.is_set()

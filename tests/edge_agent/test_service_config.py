@@ -108,6 +108,17 @@ def test_a_bad_variable_or_flag_is_named_as_such(tmp_path: Path) -> None:
     ]
 
 
+def test_a_relative_path_in_a_variable_or_flag_starts_at_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = _write(etc, '[[models]]\nmodel = "tiny"\n')  # in the file, they would start at etc/
+    config = load_service_config(path, environ={"EDGECUT_STATE_DIR": "state"}, flags={"watch_dir": "inbox"})
+    assert (config.state_dir, config.watch_dir) == (tmp_path / "state", tmp_path / "inbox")
+
+
 def test_models_given_as_flags_take_default_settings_and_their_names(tmp_path: Path) -> None:
     segments = tmp_path / "tiny-segments"
     segments.mkdir()
