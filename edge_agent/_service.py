@@ -39,7 +39,7 @@ from protocol.errors import ConfigError
 from protocol.http import Endpoint, parse_address
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     import numpy as np
 
@@ -156,44 +156,38 @@ class AgentService:
             async with contextlib.AsyncExitStack() as agents:
                 for agent in self.agents.values():
                     await agents.enter_async_context(agent)
-                loops = self._loops()
+                watchdog = self._start(self._watchdog(), "watchdog") if self._notifier.watchdog_s else None
+                watching = self._start(self._watch(watched), "watch") if watched is not None else None
                 try:
                     self.ready.set()
                     self._notifier.notify("READY=1", f"STATUS=serving {', '.join(self.agents)}")
                     logger.info("serving %s on http://%s:%d", ", ".join(self.agents), *(self.http.address or ("", 0)))
-                    await self._until_shutdown(loops)
+                    await self._until_shutdown(watching)
                     self._notifier.notify("STOPPING=1")
+                    await _stopped(watching)  # a file under way gets its result at the next start
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._idle.wait(), self._grace_s)
                     await self.http.close(grace_s=_ANSWER_GRACE_S)  # the answers of the requests just finished
                 finally:
-                    for task in loops:
-                        task.cancel()
-                    await asyncio.gather(*loops, return_exceptions=True)
+                    await _stopped(watching)
+                    await _stopped(watchdog)  # the last: the drain is watched too
         finally:
             self.ready.clear()
             await self.http.close()
 
-    def _loops(self) -> list[asyncio.Task[None]]:
-        """The service's background loops: the watchdog's pings and the watched directory."""
-        loops = []
-        if self._notifier.watchdog_s is not None:
-            watchdog = self._watchdog(self._notifier.watchdog_s)
-            loops.append(asyncio.create_task(watchdog, name="edgecut[service].watchdog"))
-        if self.config.watch_dir is not None:
-            loops.append(asyncio.create_task(self._watch(self.config.watch_dir), name="edgecut[service].watch"))
-        return loops
+    @staticmethod
+    def _start(loop: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(loop, name=f"edgecut[service].{name}")
 
-    async def _until_shutdown(self, loops: list[asyncio.Task[None]]) -> None:
-        """Wait for a shutdown request; a loop that fails (the watched directory gone) ends the service."""
+    async def _until_shutdown(self, watching: asyncio.Task[None] | None) -> None:
+        """Wait for a shutdown request; the watched directory's loop failing (the directory gone) ends the service."""
         shutdown = asyncio.create_task(self._shutdown.wait(), name="edgecut[service].shutdown")
         try:
-            done, _ = await asyncio.wait([shutdown, *loops], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([shutdown] + ([watching] if watching else []), return_when=asyncio.FIRST_COMPLETED)
         finally:
             shutdown.cancel()
-        for task in done:
-            if task is not shutdown:
-                task.result()  # a loop ends only by failing: raise its error
+        if watching is not None and watching.done() and not self.is_shutting_down:
+            watching.result()  # it ends only by failing: raise its error
 
     async def infer(self, name: str, inputs: np.ndarray | Mapping[str, np.ndarray]) -> InferenceResult:
         """Run one request on model ``name``: split as configured, or edge-only while the broker is away.
@@ -258,10 +252,10 @@ class AgentService:
             states.append(AgentState(model=name, connected=agent.connected, rtt_s=rtt_s, bandwidth_bit_s=bandwidth))
         return states
 
-    async def _watchdog(self, interval_s: float) -> None:
-        while True:
+    async def _watchdog(self) -> None:
+        while self._notifier.watchdog_s is not None:
             self._notifier.notify("WATCHDOG=1")
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(self._notifier.watchdog_s)
 
     def version(self, name: str) -> str:
         """Model ``name``'s version: the start of its ONNX file's SHA-256."""
@@ -276,6 +270,13 @@ class AgentService:
 
         spec = self.agents[name].inputs[0]
         await watch_directory(directory, spec, infer, rate_hz=self.config.watch_rate_hz, queue=self.config.watch_queue)
+
+
+async def _stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def run_service(config: ServiceConfig) -> None:

@@ -1,7 +1,8 @@
 """A watched directory as a device's input: new image files in, a JSON result written beside each.
 
 The directory is listed every ``poll_s`` (no inotify: it works on every
-filesystem and needs nothing installed). An image file (PNG, JPEG, ...)
+filesystem and needs nothing installed); while it cannot be listed (removed,
+unmounted), it is listed again until it can. An image file (PNG, JPEG, ...)
 without a result beside it is new, at start-up too, so nothing is lost across
 a restart; a file is taken once. Files are taken at most ``rate_hz`` a
 second, one at a time; at most ``queue`` wait, and a new file that finds the
@@ -55,7 +56,8 @@ async def watch_directory(
 
     ``infer`` returns the result to write as JSON; an error it raises from
     the :class:`EdgecutError` tree, or a ``ValueError``, is written as
-    ``{"error": "..."}`` instead.
+    ``{"error": "..."}`` instead. Anything else ends the loop: a file then
+    has no result, and is taken again at the next start.
     """
     waiting: asyncio.Queue[Path] = asyncio.Queue(queue)
     async with asyncio.TaskGroup() as tasks:
@@ -65,8 +67,17 @@ async def watch_directory(
 
 async def _list(directory: Path, waiting: asyncio.Queue[Path], poll_s: float) -> None:
     taken: set[str] = set()
+    unlistable = False
     while True:
-        for path in await asyncio.to_thread(_new_images, directory, taken):
+        try:
+            new = await asyncio.to_thread(_new_images, directory, taken)
+        except OSError as exc:  # gone or unmounted: said once, and listed again until it is back
+            if not unlistable:
+                logger.warning("cannot list the watched directory %s: %s", directory, exc.strerror or exc)
+            unlistable, new = True, []
+        else:
+            unlistable = False
+        for path in new:
             taken.add(path.name)
             try:
                 waiting.put_nowait(path)
@@ -110,7 +121,7 @@ async def _take(
         try:
             array = await asyncio.to_thread(_read, path, spec)
             answer = await infer(array)
-        except (EdgecutError, ValueError, RuntimeError) as exc:
+        except (EdgecutError, ValueError) as exc:
             logger.warning("%s: %s", path, exc)
             answer = {"error": str(exc)}
         await asyncio.to_thread(_write, path, answer)

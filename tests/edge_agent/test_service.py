@@ -352,3 +352,20 @@ async def test_a_missing_watched_directory_stops_the_start_before_readiness(pref
     with pytest.raises(ConfigError, match=r"watch_dir: .*nowhere is not a directory"):
         await service.serve()
     assert not service.ready.is_set()
+
+
+async def test_a_watched_directory_that_goes_away_is_watched_again_when_it_is_back(
+    prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    image = random_images(1, seed=19)[0]
+    async with serving(_config("mqtt://127.0.0.1:9", prefix, watch_dir=inbox, watch_rate_hz=50.0)):
+        inbox.rmdir()
+        await until(lambda: "cannot list the watched directory" in caplog.text, "the loss to be noticed")
+        inbox.mkdir()
+        _drop_in(inbox, "back.png", image)
+        await until((inbox / "back.png.json").exists, "a result once the directory is back")
+    np.testing.assert_allclose(
+        _logits(json.loads((inbox / "back.png.json").read_text())), tiny_logits(image), atol=1e-4
+    )
