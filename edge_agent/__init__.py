@@ -8,14 +8,17 @@ result, a ping's answer, a hub's status, each told the time), commands out
 :class:`Planner` behind ``cut="auto"`` inside; ``EdgeAgent`` carries its
 commands out on asyncio and MQTT, the simulation harness on simulated time.
 The MQTT connection is :mod:`protocol.mqtt`'s, shared with hubs; this package
-imports neither ``cloud_hub`` nor ``onnx``.
+imports neither ``cloud_hub`` nor ``onnx``. :class:`AgentService` (and
+:func:`run_service`) runs agents as a device service: several models behind a
+local KServe v2 HTTP API and a watched directory, configured by a
+:class:`ServiceConfig` (:func:`load_service_config` reads its TOML file).
 """
 
 from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
 from edge_agent._energy import RADIOS, EnergyModel, Radio
-from edge_agent._files import load_input, top_k
+from edge_agent._files import decode_image, load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from edge_agent._results import (
@@ -26,6 +29,8 @@ from edge_agent._results import (
     Timeouts,
     Timings,
 )
+from edge_agent._service import AgentService, resolve_model, run_service
+from edge_agent._service_config import ModelConfig, ServiceConfig, load_service_config
 from edge_agent._sync import SyncEdgeAgent
 from models import CLOUD_ONLY, EDGE_ONLY
 
@@ -35,6 +40,7 @@ __all__ = [
     "EDGE_ONLY",
     "RADIOS",
     "AgentCore",
+    "AgentService",
     "Candidate",
     "CutInfo",
     "Decision",
@@ -46,6 +52,7 @@ __all__ = [
     "HubError",
     "InferenceResult",
     "InvalidReplyError",
+    "ModelConfig",
     "ModelHalves",
     "Objective",
     "Observation",
@@ -56,12 +63,17 @@ __all__ = [
     "SendAgain",
     "SendNew",
     "SendPing",
+    "ServiceConfig",
     "SessionFactory",
     "Step",
     "SyncEdgeAgent",
     "Timeouts",
     "Timings",
     "codec_at",
+    "decode_image",
     "load_input",
+    "load_service_config",
+    "resolve_model",
+    "run_service",
     "top_k",
 ]

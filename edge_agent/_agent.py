@@ -156,6 +156,11 @@ class EdgeAgent:
             entered (port 0 picks a free one, see :attr:`http`); ``None``
             (the default): no HTTP. Needs prometheus-client (``pip install
             'edgecut[metrics]'``).
+        wait_for_broker: Entering waits up to ``timeouts.connect`` for the
+            broker and fails without it (the default). ``False``: entering
+            does not wait, the connection is made whenever the broker
+            appears, and :attr:`connected` says whether it is up (a service
+            that must start offline runs its requests edge-only meanwhile).
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
@@ -183,6 +188,7 @@ class EdgeAgent:
         input_shapes: InputShapes | None = None,
         carry_state: Mapping[str, str] | None = None,
         http: str | None = None,
+        wait_for_broker: bool = True,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         self.codecs: tuple[str, ...] = (codec,) if isinstance(codec, str) else tuple(dict.fromkeys(codec))
@@ -200,6 +206,7 @@ class EdgeAgent:
         self._default_cut = cut
         self.timeouts = timeouts or Timeouts()
         self._fallback = fallback
+        self._wait_for_broker = wait_for_broker
         self._threads = threads
         self._session_factory = session_factory
         self._input_shapes = input_shapes
@@ -282,7 +289,7 @@ class EdgeAgent:
             raise ConfigError(msg)
         from edge_agent._metrics import CONTENT_TYPE, AgentMetrics  # noqa: PLC0415 - an optional extra
 
-        metrics = AgentMetrics(self._metrics_state)
+        metrics = AgentMetrics(lambda: (self._metrics_state(),))
         endpoint = Endpoint(
             host, port, exposition=metrics.exposition, content_type=CONTENT_TYPE, not_ready=self._not_ready
         )
@@ -291,14 +298,26 @@ class EdgeAgent:
     def _metrics_state(self) -> AgentState:
         from edge_agent._metrics import AgentState  # noqa: PLC0415 - an optional extra
 
-        planner = self._core.planner if self._core is not None else None
-        rtt_ms, bandwidth = planner.link.estimate(_clock()) if planner is not None else (None, None)
+        rtt_ms, bandwidth = self.link_estimate()
         return AgentState(
             model=self._model_name,
-            connected=self._connection.is_connected,
+            connected=self.connected,
             rtt_s=None if rtt_ms is None else rtt_ms / 1000,
             bandwidth_bit_s=bandwidth,
         )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now."""
+        return self._connection.is_connected
+
+    def link_estimate(self) -> tuple[float | None, float | None]:
+        """The link's estimated round trip in ms and bandwidth in bit/s, each ``None`` until measured.
+
+        Only ``cut="auto"`` measures the link (with its requests and pings).
+        """
+        planner = self._core.planner if self._core is not None else None
+        return planner.link.estimate(_clock()) if planner is not None else (None, None)
 
     @property
     def _model_name(self) -> str:
@@ -364,12 +383,17 @@ class EdgeAgent:
                 logger.info("%s leaves input sizes open: opening it at the first request's", self._model)
             await self._connection.__aenter__()
             try:
-                await self._connection.wait_connected(self.timeouts.connect)
+                if self._wait_for_broker:
+                    await self._connection.wait_connected(self.timeouts.connect)
             except BaseException:
                 await self._connection.__aexit__(None, None, None)
                 raise
-            if self._core is not None:
+            if self._core is not None and self.connected:
                 await self._pings(self._core.start(_clock()))  # the link known before the first request
+            elif self._core is not None:
+                self._probing = asyncio.create_task(
+                    self._pings_once_connected(), name=f"edgecut[{self.agent_id}].probe"
+                )
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             if self.http is not None:
@@ -381,7 +405,9 @@ class EdgeAgent:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._probing is not None:
-            await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
+            if self.connected:
+                await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
+            self._probing.cancel()  # else it waits for a broker that has not come
         await self._connection.__aexit__(exc_type, exc, tb)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
@@ -446,14 +472,9 @@ class EdgeAgent:
         """
         if self._metrics is None:
             return await self._infer(inputs, cut)
-        model = self._model_name
-        try:
-            result = await self._infer(inputs, cut)
-        except EdgecutError as exc:
-            self._metrics.failed(model, cut or self._default_cut, self.codec, type(exc).__name__)
-            raise
-        self._metrics.finished(model, result)
-        return result
+        return await self._metrics.record(
+            self._model_name, cut or self._default_cut, self.codec, self._infer(inputs, cut)
+        )
 
     async def _infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], cut: str | None) -> InferenceResult:
         started = _clock()
@@ -526,6 +547,11 @@ class EdgeAgent:
         """Start the carried state over (``carry_state``): the next request gets zeros."""
         if self._state is not None:
             self._state.reset()
+
+    async def _pings_once_connected(self) -> None:
+        """The start's pings, sent once the broker appears (an agent entered without it)."""
+        await self._connection.wait_connected()
+        await self._pings(self.core.start(_clock()))
 
     async def _pings(self, ping: SendPing | None) -> None:
         """Send the core's ping, then each next one it asks for, reporting every answer or loss."""

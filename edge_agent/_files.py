@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import io
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from models import TensorSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+MAX_IMAGE_PIXELS = 50_000_000
+"""The largest image read (width times height): a larger header is refused before decoding."""
 
 
 def load_input(path: Path, spec: TensorSpec) -> np.ndarray:
@@ -40,6 +43,25 @@ def load_input(path: Path, spec: TensorSpec) -> np.ndarray:
 
 
 def _load_image(path: Path, spec: TensorSpec) -> np.ndarray:
+    try:
+        with path.open("rb") as file:
+            return _decoded(file, spec, f"image {path}")
+    except OSError as exc:
+        msg = f"cannot read image {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+
+
+def decode_image(data: bytes, spec: TensorSpec) -> np.ndarray:
+    """An encoded image (PNG, JPEG, ...) as one sample of the model input ``spec``, as :func:`load_input` reads files.
+
+    Raises:
+        ConfigError: It is no image Pillow reads, is over :data:`MAX_IMAGE_PIXELS`,
+            or the input is no NHWC uint8 image.
+    """
+    return _decoded(io.BytesIO(data), spec, "the image")
+
+
+def _decoded(file: BinaryIO, spec: TensorSpec, what: str) -> np.ndarray:
     size = _image_size(spec)
     try:
         from PIL import Image  # noqa: PLC0415 - optional: edgecut[images]
@@ -47,11 +69,14 @@ def _load_image(path: Path, spec: TensorSpec) -> np.ndarray:
         msg = "reading images needs Pillow: pip install 'edgecut[images]'"
         raise ConfigError(msg) from exc
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # the header's size, before decoding a pixel
+                msg = f"{what} is {image.width}x{image.height}, over the {MAX_IMAGE_PIXELS:,} pixels taken"
+                raise ConfigError(msg)
             rgb = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
-    except OSError as exc:
-        msg = f"cannot read image {path}: {exc}"
+    except (OSError, Image.DecompressionBombError) as exc:
+        msg = f"cannot read {what}: {exc}"
         raise ConfigError(msg) from exc
 
 

@@ -23,8 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from protocol.errors import EdgecutError
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
 
     from prometheus_client.metrics_core import Metric
 
@@ -60,39 +62,45 @@ class AgentState:
 
 
 class _StateCollector:
-    """Gauges read from the agent at each scrape."""
+    """Gauges read from the agents at each scrape."""
 
-    def __init__(self, state: Callable[[], AgentState]) -> None:
-        self._state = state
+    def __init__(self, states: Callable[[], Iterable[AgentState]]) -> None:
+        self._states = states
 
     def collect(self) -> Iterator[Metric]:
-        state = self._state()
-        connected = GaugeMetricFamily(_PREFIX + "broker_connected", "1 while the broker connection is up.")
-        connected.add_metric([], 1.0 if state.connected else 0.0)
-        yield connected
-        estimates = (
-            ("link_rtt_seconds", "The link's estimated round trip (auto cut only).", state.rtt_s),
-            (
-                "link_bandwidth_bits_per_second",
-                "The link's estimated bandwidth (auto cut only).",
-                state.bandwidth_bit_s,
-            ),
+        states = tuple(self._states())
+        connected = GaugeMetricFamily(
+            _PREFIX + "broker_connected", "1 while the broker connection is up (every model's, in a service)."
         )
-        for name, text, value in estimates:
-            gauge = GaugeMetricFamily(_PREFIX + name, text, labels=["model"])
-            if value is not None:
-                gauge.add_metric([state.model], value)
-            yield gauge
+        connected.add_metric([], 1.0 if all(state.connected for state in states) else 0.0)
+        yield connected
+        rtt = GaugeMetricFamily(
+            _PREFIX + "link_rtt_seconds", "The link's estimated round trip (auto cut only).", labels=["model"]
+        )
+        bandwidth = GaugeMetricFamily(
+            _PREFIX + "link_bandwidth_bits_per_second",
+            "The link's estimated bandwidth (auto cut only).",
+            labels=["model"],
+        )
+        for state in states:
+            if state.rtt_s is not None:
+                rtt.add_metric([state.model], state.rtt_s)
+            if state.bandwidth_bit_s is not None:
+                bandwidth.add_metric([state.model], state.bandwidth_bit_s)
+        yield rtt
+        yield bandwidth
 
 
 class AgentMetrics:
     """An agent's metrics: what it records per request, and what it reads from the agent when scraped.
 
     Args:
-        state: Reads the agent's :class:`AgentState`; called at each scrape, on the agent's event loop.
+        states: Reads the :class:`AgentState` of each agent it counts for
+            (one, or a service's several); called at each scrape, on the
+            agents' event loop.
     """
 
-    def __init__(self, state: Callable[[], AgentState]) -> None:
+    def __init__(self, states: Callable[[], Iterable[AgentState]]) -> None:
         self.registry = CollectorRegistry()
         """The agent's own registry."""
         self._requests = Counter(
@@ -121,7 +129,17 @@ class AgentMetrics:
             ["model", "cut", "codec"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(state))
+        self.registry.register(_StateCollector(states))
+
+    async def record(self, model: str, cut: str, codec: str, request: Awaitable[InferenceResult]) -> InferenceResult:
+        """Await ``request`` and count what it ended in: :meth:`finished`, or :meth:`failed` and re-raised."""
+        try:
+            result = await request
+        except EdgecutError as exc:
+            self.failed(model, cut, codec, type(exc).__name__)
+            raise
+        self.finished(model, result)
+        return result
 
     def finished(self, model: str, result: InferenceResult) -> None:
         """A request finished with ``result``: its outcome, times and bytes."""

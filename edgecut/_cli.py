@@ -29,7 +29,7 @@ _ERROR_EXITS: tuple[tuple[type[EdgecutError], ExitCode], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subcommand registered."""
-    from edgecut import _cli_broker, _cli_models, _cli_runtime, _cli_sim  # noqa: PLC0415 - keeps `import edgecut` light
+    from edgecut import _cli_broker, _cli_models, _cli_runtime, _cli_service, _cli_sim  # noqa: PLC0415 - keeps `import edgecut` light
 
     parser = argparse.ArgumentParser(
         prog="edgecut",
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _cli_models.register(commands)
     _cli_runtime.register(commands)
+    _cli_service.register(commands)
     _cli_broker.register(commands)
     _cli_sim.register(commands)
     return parser
@@ -46,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
+    from edgecut._cli_service import argv_with_serve  # noqa: PLC0415 - keeps `import edgecut` light
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv_with_serve(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -307,8 +307,10 @@ def _hub(args: argparse.Namespace) -> ExitCode:
 def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "agent",
-        help="run split inference on image or .npy files",
-        description="Run the model's head here, its tail on a hub; print top-5 and the timing breakdown.",
+        help="run split inference on image or .npy files (edgecut agent serve: as a device service)",
+        description="Run the model's head here, its tail on a hub; print top-5 and the timing breakdown."
+        " To run the agent as a long-running device service instead, see `edgecut agent serve --help`"
+        " (an input file named serve: give it as ./serve).",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG image or .npy array")
     parser.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)

@@ -314,8 +314,11 @@ class Connection:
             try:
                 await self._serve_one_connection()
             except (aiomqtt.MqttError, TransportError) as exc:
+                # The first failure since the last connection is a warning; the retries after it (every 2 s
+                # for as long as a device is offline) are debug, so that hours offline do not flood the journal.
+                level = logging.WARNING if self._last_error is None else logging.DEBUG
                 self._last_error = exc
-                logger.warning("%s: broker connection to %s lost or refused: %s", self.client_id, self.url, exc)
+                logger.log(level, "%s: broker connection to %s lost or refused: %s", self.client_id, self.url, exc)
             except Exception as exc:  # e.g. a failing on_connect: reconnect rather than die
                 self._last_error = exc
                 logger.exception("%s: connection to %s failed", self.client_id, self.url)

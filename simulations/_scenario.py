@@ -7,7 +7,7 @@ path (``groups[1].link: no link preset named 'lte'``); unknown keys are
 refused, so a misspelt key never falls back to a default silently; a
 problem names the file's line too when the key is written there as
 ``key = value`` under its table's header. The dataclass fields are the
-schema: their types, defaults and metadata (:mod:`simulations._schema`)
+schema: their types, defaults and metadata (:mod:`edge_agent.schema`)
 say how each value is read, and one walker reads them all; what spans
 tables (group names, replica indices, the broker) is checked after it.
 Example::
@@ -47,10 +47,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edge_agent.schema import NOT_READ, Reader, Setting, build, read_toml, setting, with_lines
 from models import CLOUD_ONLY, EDGE_ONLY
 from protocol.errors import ConfigError, EdgecutError
 from protocol.mqtt import BrokerURL
@@ -58,7 +58,6 @@ from simulations._arrivals import RateCurve
 from simulations._devices import PROFILES
 from simulations._link import LinkSpec  # noqa: TC001 - the schema reads the annotations at run time
 from simulations._presets import PRESET_NAMES, fixed_link, preset, trace_link
-from simulations._schema import NOT_READ, Reader, Setting, build, setting, syntax_error, with_lines
 from simulations._tc import parse_duration_ms, parse_rate
 
 if TYPE_CHECKING:
@@ -444,15 +443,7 @@ def load_scenario(path: Path) -> Scenario:
     Raises:
         ConfigError: The file cannot be read, is not TOML, or is not a valid scenario.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except OSError as exc:
-        msg = f"cannot read scenario {path}: {exc.strerror or exc}"
-        raise ConfigError(msg) from exc
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{path}: not TOML: {syntax_error(text, exc)}"
-        raise ConfigError(msg) from exc
+    data, text = read_toml(path, "scenario")
     return parse_scenario(data, source=str(path), text=text, directory=path.parent)
 
 

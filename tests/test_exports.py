@@ -26,6 +26,7 @@ PACKAGES = [
     "models.zoo",
     "simulations",
     "edge_agent",
+    "edge_agent.schema",
     "cloud_hub",
     "edgecut",
 ]

@@ -348,3 +348,20 @@ async def test_closing_gets_through_a_swallowed_cancel(monkeypatch: pytest.Monke
     await asyncio.sleep(0.01)  # the supervisor is inside the session now
     await asyncio.wait_for(connection.__aexit__(None, None, None), 5)
     assert cancels == [1]
+
+
+async def test_an_unreachable_broker_is_one_warning_however_long_it_stays_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edgecut.mqtt")
+    url = f"mqtt://127.0.0.1:{free_port('127.0.0.1')}"  # nothing listens there
+    connection = Connection(
+        url, client_id=f"offline-{uuid.uuid4().hex[:6]}", backoff=Backoff(initial=0.01, maximum=0.02)
+    )
+
+    def attempts() -> list[logging.LogRecord]:
+        return [record for record in caplog.records if "lost or refused" in record.getMessage()]
+
+    async with connection:
+        await until(lambda: len(attempts()) >= 5, "five failed attempts")
+    assert [record.levelno for record in attempts()][:5] == [logging.WARNING] + [logging.DEBUG] * 4

@@ -21,9 +21,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tomllib
 import types
 import typing
 from typing import TYPE_CHECKING, Any, Literal
+
+from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -159,12 +162,12 @@ class Reader:
         return [self.value(hint, item, f"{path}[{index}]", items) for index, item in enumerate(raw)]  # NOT_READ kept
 
 
-_NAMES = {str: "a non-empty string", int: "an integer", float: "a number"}
+_NAMES = {str: "a non-empty string", int: "an integer", float: "a number", bool: "true or false"}
 
 
 def _is(raw: object, hint: Any) -> bool:  # noqa: ANN401 - a type
-    if isinstance(raw, bool):
-        return False  # TOML's true is no number
+    if hint is bool or isinstance(raw, bool):
+        return hint is bool and isinstance(raw, bool)  # TOML's true is no number
     if hint is str:
         return isinstance(raw, str) and bool(raw)
     if hint is int:
@@ -277,3 +280,21 @@ def syntax_error(text: str, error: ValueError) -> str:
     before = [(line, path) for line, path in _statements(text) if line <= number]
     field = f"{before[-1][1]}: " if before else ""
     return f"line {number}: {field}{message}"
+
+
+def read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    """The TOML file at ``path`` as the dict ``tomllib`` gives, and its text (for :func:`with_lines`).
+
+    Raises:
+        ConfigError: The file cannot be read or is not TOML (naming ``what``
+            it should be, and the line of a syntax error).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text), text
+    except OSError as exc:
+        msg = f"cannot read {what} {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: not TOML: {syntax_error(text, exc)}"
+        raise ConfigError(msg) from exc

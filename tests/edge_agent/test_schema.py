@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from simulations._schema import Reader, Setting, build, setting, with_lines
+from edge_agent._schema import Reader, Setting, build, setting, with_lines
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,323 @@
+"""The agent as a device service (``edgecut agent serve``): several models, a local API, a watched directory.
+
+One process serves every configured model, each with an
+:class:`~edge_agent.EdgeAgent` of its own (its own MQTT connection, as
+``AGENT_ID-NAME``), all on one event loop. Its lifecycle:
+
+1. the local HTTP API listens (live, not ready);
+2. the models open (ONNX Runtime sessions, off the loop); the agents enter
+   without waiting for the broker: **offline first**, a request made while the
+   broker is away runs edge-only on the device, and each agent joins the
+   broker whenever it appears;
+3. ready: the watched directory is read, systemd hears ``READY=1`` and, with a
+   watchdog, ``WATCHDOG=1`` at half its interval;
+4. on :meth:`AgentService.request_shutdown` (the first SIGINT/SIGTERM):
+   ``STOPPING=1``, new requests are answered 503, those under way get up to
+   ``grace_s`` to finish, then everything stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import signal
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent._agent import EdgeAgent
+from edge_agent._api import KServeApi
+from edge_agent._kserve import InferRequest, infer_response, tensor_metadata
+from edge_agent._notify import Notifier
+from edge_agent._results import Timeouts
+from edge_agent._watch import watch_directory
+from models import EDGE_ONLY
+from protocol.errors import ConfigError
+from protocol.http import Endpoint, parse_address
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine, Mapping
+
+    import numpy as np
+
+    from edge_agent._metrics import AgentState
+    from edge_agent._results import InferenceResult
+    from edge_agent._service_config import ModelConfig, ServiceConfig
+
+logger = logging.getLogger("edgecut.agent")
+
+_ANSWER_GRACE_S = 2.0
+"""How long a shutdown waits, once the requests are done, for their answers to be encoded and written."""
+OFFLINE_REASON = "no broker connection: ran on the device"
+"""The ``reason`` of a result computed edge-only because the broker was away."""
+
+
+def resolve_model(entry: ModelConfig) -> str | Path:
+    """What a configured model opens: a local ``.onnx`` file, split or segments directory, else a zoo name.
+
+    The one place a model entry becomes something to open (model delivery will
+    resolve here). Loading the config made every path absolute.
+    """
+    return Path(entry.model) if Path(entry.model).is_absolute() else entry.model
+
+
+class AgentService:
+    """The configured models served locally over HTTP (KServe v2), and from a watched directory.
+
+    Use :meth:`serve` (or :func:`run_service`, which adds signal handling).
+
+    Args:
+        config: What to serve (see :func:`load_service_config`).
+        notifier: Tells systemd about readiness and liveness (default: from the environment).
+        grace_s: How long a shutdown waits for requests under way.
+    """
+
+    def __init__(self, config: ServiceConfig, *, notifier: Notifier | None = None, grace_s: float = 10.0) -> None:
+        self.config = config
+        agent_id = config.agent_id or f"agent-{uuid.uuid4().hex[:8]}"
+        self.agents: dict[str, EdgeAgent] = {
+            entry.name: EdgeAgent(
+                config.broker,
+                model=resolve_model(entry),
+                cut=entry.cut,
+                agent_id=f"{agent_id}-{entry.name}",
+                prefix=config.prefix,
+                timeouts=Timeouts(request=entry.timeout_s),
+                fallback=entry.fallback,
+                threads=entry.threads,
+                objective=entry.objective,
+                budget_ms=entry.budget_ms,
+                state_dir=config.state_dir,
+                codec=entry.codecs,
+                wait_for_broker=False,
+            )
+            for entry in config.models
+        }
+        """The agent serving each model, by its name."""
+        self._notifier = notifier or Notifier()
+        self._grace_s = grace_s
+        if importlib.util.find_spec("prometheus_client") is None:
+            msg = "the agent service needs prometheus-client for /metrics: pip install 'edgecut[agent]'"
+            raise ConfigError(msg)
+        from edge_agent._metrics import CONTENT_TYPE, AgentMetrics  # noqa: PLC0415 - an optional extra
+
+        self._metrics = AgentMetrics(self._states)
+        self._last_cut: dict[str, str] = {}
+        self._under_way = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._shutdown = asyncio.Event()
+        host, port = parse_address(config.listen, "listen")
+        self.http = Endpoint(
+            host,
+            port,
+            exposition=self._metrics.exposition,
+            content_type=CONTENT_TYPE,
+            not_ready=self.not_ready,
+            app=KServeApi(self),
+            max_body_bytes=config.max_body_bytes,
+        )
+        """The local API; its ``address`` once serving (the port that port 0 picked)."""
+        self.ready = asyncio.Event()
+        """Set once every model is open and requests are taken."""
+
+    def request_shutdown(self) -> None:
+        """Ask :meth:`serve` to finish the requests under way and stop."""
+        self._shutdown.set()
+
+    @property
+    def is_shutting_down(self) -> bool:
+        """True once a shutdown was requested."""
+        return self._shutdown.is_set()
+
+    def not_ready(self) -> str | None:
+        """Why requests cannot be taken now, or ``None`` when they can."""
+        if self.is_shutting_down:
+            return "shutting down"
+        return None if self.ready.is_set() else "the models are opening"
+
+    async def serve(self) -> None:
+        """Serve until :meth:`request_shutdown`, then drain and stop.
+
+        Raises:
+            ConfigError: The API's address cannot be listened on, or the watched directory is missing.
+            ModelError: A model or cut is unknown.
+        """
+        watched = self.config.watch_dir
+        if watched is not None and not await asyncio.to_thread(watched.is_dir):
+            msg = f"watch_dir: {watched} is not a directory"
+            raise ConfigError(msg)
+        self._notifier.notify("STATUS=opening the models")
+        await self.http.start()  # first: live while the models open, and not ready
+        try:
+            async with contextlib.AsyncExitStack() as agents:
+                for agent in self.agents.values():
+                    await agents.enter_async_context(agent)
+                watchdog = self._start(self._watchdog(), "watchdog") if self._notifier.watchdog_s else None
+                watching = self._start(self._watch(watched), "watch") if watched is not None else None
+                try:
+                    self.ready.set()
+                    self._notifier.notify("READY=1", f"STATUS=serving {', '.join(self.agents)}")
+                    logger.info("serving %s on http://%s:%d", ", ".join(self.agents), *(self.http.address or ("", 0)))
+                    await self._until_shutdown(watching)
+                    self._notifier.notify("STOPPING=1")
+                    await _stopped(watching)  # a file under way gets its result at the next start
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._idle.wait(), self._grace_s)
+                    await self.http.close(grace_s=_ANSWER_GRACE_S)  # the answers of the requests just finished
+                finally:
+                    await _stopped(watching)
+                    await _stopped(watchdog)  # the last: the drain is watched too
+        finally:
+            self.ready.clear()
+            await self.http.close()
+
+    @staticmethod
+    def _start(loop: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(loop, name=f"edgecut[service].{name}")
+
+    async def _until_shutdown(self, watching: asyncio.Task[None] | None) -> None:
+        """Wait for a shutdown request; the watched directory's loop failing (the directory gone) ends the service."""
+        shutdown = asyncio.create_task(self._shutdown.wait(), name="edgecut[service].shutdown")
+        try:
+            await asyncio.wait([shutdown] + ([watching] if watching else []), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            shutdown.cancel()
+        if watching is not None and watching.done() and not self.is_shutting_down:
+            watching.result()  # it ends only by failing: raise its error
+
+    async def infer(self, name: str, inputs: np.ndarray | Mapping[str, np.ndarray]) -> InferenceResult:
+        """Run one request on model ``name``: split as configured, or edge-only while the broker is away.
+
+        Raises:
+            KeyError: No model is served as ``name``.
+            RuntimeError: The service is not ready, or is shutting down.
+            ValueError: The inputs do not fit the model.
+            EdgecutError: As :meth:`EdgeAgent.infer` raises.
+        """
+        why = self.not_ready()
+        if why is not None:
+            raise RuntimeError(why)
+        agent = self.agents[name]
+        offline = not agent.connected
+        cut = EDGE_ONLY if offline else None
+        self._under_way += 1
+        self._idle.clear()
+        try:
+            result = await self._metrics.record(name, cut or agent.cut, agent.codec, agent.infer(inputs, cut=cut))
+        finally:
+            self._under_way -= 1
+            if self._under_way == 0:
+                self._idle.set()
+        if offline:
+            result = dataclasses.replace(result, reason=OFFLINE_REASON)
+        self._last_cut[name] = result.cut_id
+        return result
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Model ``name``'s metadata: its tensors, and its cuts, current cut and link estimate (KServe ``parameters``).
+
+        Raises:
+            KeyError: No model is served as ``name``.
+        """
+        agent = self.agents[name]
+        rtt_ms, bandwidth = agent.link_estimate()
+        halves = agent.model
+        return {
+            "name": name,
+            "versions": [self.version(name)],
+            "platform": "onnxruntime_onnx",
+            "inputs": [tensor_metadata(spec) for spec in agent.inputs],
+            "outputs": [tensor_metadata(spec) for spec in halves.outputs],
+            "parameters": {
+                "model": halves.model_id,
+                "cuts": [cut.id for cut in halves.cuts],
+                "cut": agent.cut,
+                "last_cut": self._last_cut.get(name),
+                "connected": agent.connected,
+                "link": {"rtt_ms": rtt_ms, "bandwidth_bit_s": bandwidth},
+            },
+        }
+
+    def _states(self) -> list[AgentState]:
+        from edge_agent._metrics import AgentState  # noqa: PLC0415 - an optional extra
+
+        states = []
+        for name, agent in self.agents.items():
+            rtt_ms, bandwidth = agent.link_estimate()
+            rtt_s = None if rtt_ms is None else rtt_ms / 1000
+            states.append(AgentState(model=name, connected=agent.connected, rtt_s=rtt_s, bandwidth_bit_s=bandwidth))
+        return states
+
+    async def _watchdog(self) -> None:
+        while self._notifier.watchdog_s is not None:
+            self._notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(self._notifier.watchdog_s)
+
+    def version(self, name: str) -> str:
+        """Model ``name``'s version: the start of its ONNX file's SHA-256."""
+        return self.agents[name].model.model_sha256[:12]
+
+    async def _watch(self, directory: Path) -> None:
+        name = self.config.watch_model or self.config.models[0].name
+
+        async def infer(array: np.ndarray) -> dict[str, Any]:
+            result = await self.infer(name, array)
+            return infer_response(name, self.version(name), InferRequest({}), result)
+
+        spec = self.agents[name].inputs[0]
+        await watch_directory(directory, spec, infer, rate_hz=self.config.watch_rate_hz, queue=self.config.watch_queue)
+
+
+async def _stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def run_service(config: ServiceConfig) -> None:
+    """Serve ``config`` until SIGINT/SIGTERM: the first finishes requests under way, a second stops at once.
+
+    After a forced stop the signal is raised again with the default handlers
+    back: a second SIGINT ends in ``KeyboardInterrupt``, a second SIGTERM
+    terminates the process.
+
+    Raises:
+        ConfigError: The API's address cannot be listened on, or the watched directory is missing.
+        ModelError: A model or cut is unknown.
+    """
+    forced = asyncio.run(_serve_until_signalled(AgentService(config)))
+    if forced is not None:
+        signal.raise_signal(forced)
+
+
+async def _serve_until_signalled(service: AgentService) -> signal.Signals | None:
+    loop = asyncio.get_running_loop()
+    serving = asyncio.create_task(service.serve(), name="edgecut[service].serve")
+    forced: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        if service.is_shutting_down:
+            logger.warning("second %s: stopping now", signum.name)
+            forced.append(signum)
+            serving.cancel()
+            return
+        logger.info("%s: finishing requests under way (again to force)", signum.name)
+        service.request_shutdown()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await serving
+    except asyncio.CancelledError:
+        if not forced:
+            raise
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    return forced[0] if forced else None
