@@ -14,8 +14,10 @@ imports neither ``cloud_hub`` nor ``onnx``.
 from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
+from edge_agent._fetch import FetchProgress, FetchSettings, fetch_model
 from edge_agent._files import load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
+from edge_agent._model_cache import ModelCache
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from edge_agent._results import (
     HubError,
@@ -38,11 +40,14 @@ __all__ = [
     "Decision",
     "EdgeAgent",
     "FallBack",
+    "FetchProgress",
+    "FetchSettings",
     "GiveUp",
     "Halves",
     "HubError",
     "InferenceResult",
     "InvalidReplyError",
+    "ModelCache",
     "ModelHalves",
     "Objective",
     "Observation",
@@ -58,6 +63,7 @@ __all__ = [
     "Timeouts",
     "Timings",
     "codec_at",
+    "fetch_model",
     "load_input",
     "top_k",
 ]

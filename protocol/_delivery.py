@@ -26,7 +26,7 @@ BLOCK_ENVELOPE_BYTES: Final = 1024
 MAX_FETCH_BLOCKS: Final = 64
 """Most block indices one fetch may list."""
 
-MAX_VERSIONS: Final = 16
+MAX_OFFERED_VERSIONS: Final = 16
 """Most versions one offer may list."""
 
 MAX_FILES: Final = 256

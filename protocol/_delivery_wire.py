@@ -21,7 +21,7 @@ from protocol._delivery import (
     MAX_FILE_BYTES,
     MAX_FILE_NAME_LENGTH,
     MAX_FILES,
-    MAX_VERSIONS,
+    MAX_OFFERED_VERSIONS,
     MIN_BLOCK_BYTES,
     Block,
     FetchRequest,
@@ -141,7 +141,7 @@ def encode_offer(offer: ModelOffer) -> bytes:
         TypeError: A field has the wrong type.
         ValueError: A field is invalid.
     """
-    versions = _check_list(offer.versions, "versions", 1, MAX_VERSIONS)
+    versions = _check_list(offer.versions, "versions", 1, MAX_OFFERED_VERSIONS)
     wire: _OfferWire = {
         "v": PROTOCOL_VERSION,
         "t": "offer",
@@ -238,7 +238,7 @@ def decode_offer(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
     return ModelOffer(
         node_id=fields.get("node", check_topic_id),
         model=fields.get("model", check_topic_id),
-        versions=tuple(fields.get("versions", _items(_read_version, MAX_VERSIONS))),
+        versions=tuple(fields.get("versions", _items(_read_version, MAX_OFFERED_VERSIONS))),
     )
 
 
