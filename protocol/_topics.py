@@ -85,6 +85,14 @@ class Topics:
         """Filter matching every agent's fetches to node ``node_id``."""
         return f"{self._root}/fetch/{check_topic_id(node_id, 'node_id')}/+"
 
+    def fetches_from(self, agent_id: str) -> str:
+        """Filter matching agent ``agent_id``'s fetches to every node."""
+        return f"{self._root}/fetch/+/{check_topic_id(agent_id, 'agent_id')}"
+
+    def every_offer(self) -> str:
+        """Filter matching every node's offer of every model."""
+        return f"{self._root}/models/+/+"
+
     def blocks(self, agent_id: str) -> str:
         """Where nodes publish the blocks (and refused fetches) for agent ``agent_id``."""
         return f"{self._root}/blocks/{check_topic_id(agent_id, 'agent_id')}"
