@@ -37,6 +37,8 @@ pattern read {all_status}
 pattern write {fetch}
 pattern read {blocks}
 pattern read {all_offers}
+# Its own status (the versions it runs), retained, and its last will.
+pattern write {agent_status}
 """
 
 _HUB_RULES = """
@@ -75,6 +77,7 @@ def mosquitto_acl(prefix: str, hubs: Sequence[str]) -> str:
         fetch=topics.fetches_from(user),
         blocks=topics.blocks(user),
         all_offers=topics.every_offer(),
+        agent_status=topics.agent_status(user),
     )
     for hub in hubs:
         text += _HUB_RULES.format(

@@ -15,16 +15,22 @@ import logging
 from typing import TYPE_CHECKING
 
 from models import HEAD_FILE, MANIFEST_FILE, SEGMENTS_FILE, TAIL_FILE, Manifest, SegmentsManifest, file_sha256_hex
-from protocol import MAX_ID_LENGTH, MAX_OFFERED_VERSIONS, ModelKind, ModelOffer, OfferedFile, OfferedVersion, Topics
+from protocol import (
+    MAX_ID_LENGTH,
+    MAX_OFFERED_VERSIONS,
+    ModelKind,
+    ModelOffer,
+    OfferedFile,
+    OfferedVersion,
+    Topics,
+    version_of,
+)
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 logger = logging.getLogger("edgecut.hub")
-
-VERSION_DIGITS = 12
-"""A version is named by this many leading hex digits of its model's sha256."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,7 +105,5 @@ def _held(manifest_path: Path, kind: ModelKind, block_size: int) -> tuple[str, H
     files = tuple(
         OfferedFile(name, (directory / name).stat().st_size, file_sha256_hex(directory / name)) for name in names
     )
-    offered = OfferedVersion(
-        version=sha[:VERSION_DIGITS], model_sha256=sha, kind=kind, block_size=block_size, files=files
-    )
+    offered = OfferedVersion(version=version_of(sha), model_sha256=sha, kind=kind, block_size=block_size, files=files)
     return model, Held(directory, offered)

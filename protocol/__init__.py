@@ -35,6 +35,7 @@ from protocol._delivery import (
     OfferedFile,
     OfferedVersion,
     block_count,
+    version_of,
 )
 from protocol._delivery_wire import decode_block, decode_fetch, decode_offer, encode_block, encode_fetch, encode_offer
 from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
@@ -61,6 +62,7 @@ from protocol._messages import (
     Ping,
     ReplyError,
 )
+from protocol._software import SOFTWARE_VERSION
 from protocol._tensors import (
     RAW_CODEC,
     Codec,
@@ -113,6 +115,7 @@ __all__ = [
     "PACKET_OVERHEAD_BYTES",
     "PROTOCOL_VERSION",
     "RAW_CODEC",
+    "SOFTWARE_VERSION",
     "Block",
     "Codec",
     "CompressedCodec",
@@ -171,4 +174,5 @@ __all__ = [
     "read_tensor",
     "register_codec",
     "tensors_equal",
+    "version_of",
 ]

@@ -25,7 +25,14 @@ from protocol._codes import ErrorCode
 from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_TENSOR_NAME_LENGTH, MAX_TENSORS, PROTOCOL_VERSION
 from protocol._messages import EncodedRequest, InferenceReply, InferenceRequest, NodeStatus, Ping, ReplyError
 from protocol._msgpack import unpack
-from protocol._status_checks import check_counts, check_profile, check_providers, check_role, check_state
+from protocol._status_checks import (
+    check_counts,
+    check_models,
+    check_profile,
+    check_providers,
+    check_role,
+    check_state,
+)
 from protocol._tensors import EncodedTensor, get_codec, read_tensor
 from protocol.errors import ProtocolError
 
@@ -174,6 +181,7 @@ def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFA
         loading_s=fields.get_optional("loading", check_profile) or {},
         refused=fields.get_optional("refused", check_counts) or {},
         providers=fields.get_optional("providers", check_providers) or {},
+        models=fields.get_optional("models", check_models) or {},
     )
 
 

@@ -42,6 +42,19 @@ ModelKind = Literal["segments", "split"]
 """What a delivered directory is: a chain of segments, or one split (``docs/protocol.md``, section 8)."""
 
 
+VERSION_DIGITS: Final = 12
+"""The Python implementation names a model's version by this many leading hex digits of its sha256."""
+
+
+def version_of(model_sha256: str) -> str:
+    """The version the Python implementation names a model by: the first 12 hex digits of its sha256.
+
+    Every node holding the same bytes offers them under the same version, and
+    an agent names the version it runs without asking anyone.
+    """
+    return model_sha256[:VERSION_DIGITS]
+
+
 def block_count(size: int, block_size: int) -> int:
     """How many blocks a file of ``size`` bytes has: ``ceil(size / block_size)``, none when empty."""
     return -(-size // block_size)

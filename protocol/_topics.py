@@ -105,6 +105,14 @@ class Topics:
         """Filter matching every offer of node ``node_id``."""
         return f"{self._root}/models/{check_topic_id(node_id, 'node_id')}/+"
 
+    def agent_status(self, agent_id: str) -> str:
+        """Where agent ``agent_id`` publishes its retained status (never on a hub's status topic)."""
+        return f"{self._root}/agents/{check_topic_id(agent_id, 'agent_id')}"
+
+    def all_agent_status(self) -> str:
+        """Filter matching every agent's status topic."""
+        return f"{self._root}/agents/+"
+
     def all_requests(self) -> str:
         """Filter matching every agent's request topic."""
         return f"{self._root}/req/+"

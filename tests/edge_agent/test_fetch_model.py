@@ -11,8 +11,9 @@ import pytest
 from cloud_hub import Hub, HubConfig
 from edge_agent import EdgeAgent, FetchProgress, FetchSettings, fetch_model
 from models import SegmentsManifest, file_sha256_hex, partition
+from protocol import Topics, decode_status
 from protocol.errors import ModelError
-from tests._support import TINY, assert_matches_full_model, random_images
+from tests._support import TINY, assert_matches_full_model, random_images, watching
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -73,8 +74,14 @@ async def test_an_agent_with_an_empty_cache_fetches_checks_and_runs_the_model(
         assert seen[-1].resumed_bytes == 0
         assert path.name == chain.model_sha256[:12]  # the version
         image = random_images(1)[0]
-        async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1) as agent:
-            assert_matches_full_model(await agent.infer(image), image)
+        topics = Topics(prefix)
+        async with watching(broker_url, topics.agent_status("cam-01")) as watcher:
+            async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1, agent_id="cam-01") as agent:
+                assert_matches_full_model(await agent.infer(image), image)
+                online = decode_status((await watcher.next()).payload)
+            offline = decode_status((await watcher.next()).payload)
+        assert (online.role, online.state, dict(online.models)) == ("agent", "online", {TINY: path.name})
+        assert (offline.state, dict(offline.models)) == ("offline", {TINY: path.name})
         again = await fetch_model(broker_url, TINY, cache=tmp_path / "cache", prefix=prefix, settings=SETTINGS)
         assert again == path
         assert hub.delivery.blocks_sent == blocks_of(models_dir / "tiny-segments")  # the cache had it
@@ -178,6 +185,7 @@ async def test_a_broker_restart_mid_transfer_costs_only_the_blocks_in_flight(
         )
         assert restarted
         await restarted[0]
-        assert total <= hub.delivery.blocks_sent <= total + WINDOW
+        # A block whose acknowledgement the restart lost counts as unsent, though it may have arrived.
+        assert hub.delivery.blocks_sent <= total + WINDOW
     chain = SegmentsManifest.load(path)
     assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)

@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 GOLDEN_DIR = HERE / "golden"
 CODEC_DIR = GOLDEN_DIR / "codecs"
 DOCS = HERE.parents[1] / "docs" / "protocol.md"
-DOC_EXAMPLES = ("request", "reply_ok", "reply_error", "status", "offer", "fetch", "block")
+DOC_EXAMPLES = ("request", "reply_ok", "reply_error", "status", "agent_status", "offer", "fetch", "block")
 
 MODEL_SHA256 = hashlib.sha256(b"edgecut example model").hexdigest()
 
@@ -99,6 +99,14 @@ def golden_messages() -> dict[str, Message]:
             sent_at=1700000000.0,
             queue_depth=0,
             version="0.1.0",
+        ),
+        "agent_status": NodeStatus(
+            node_id="cam-01",
+            role="agent",
+            state="online",
+            sent_at=1700000000.0,
+            version="0.1.0",
+            models={"tiny-cnn": MODEL_SHA256[:12]},
         ),
         "offer": ModelOffer(
             node_id="hub-a",
