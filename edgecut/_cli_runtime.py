@@ -252,6 +252,14 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         " directml, coreml, openvino, cpu); 'auto' (default): the best the installed onnxruntime has, TensorRT"
         " and CoreML only when named; one it lacks stops the hub (exit 8); env EDGECUT_PROVIDERS",
     )
+    parser.add_argument(
+        "--no-delivery",
+        action="store_true",
+        help="do not offer the segments and split directories under --models to agents (edgecut models fetch)",
+    )
+    parser.add_argument(
+        "--block-size", type=_size, default="128K", metavar="SIZE", help="bytes per delivered block (default 128K)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
 
@@ -285,6 +293,8 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         grace=args.grace,
         preload=tuple(args.preload),
         http=args.http,
+        deliver_models=not args.no_delivery,
+        block_size=args.block_size,
         providers=tuple(part for part in args.providers.split(",") if part.strip()),
         **options,
     )
