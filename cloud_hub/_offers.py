@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 from models import HEAD_FILE, MANIFEST_FILE, SEGMENTS_FILE, TAIL_FILE, Manifest, SegmentsManifest, file_sha256_hex
 from protocol import (
-    MAX_ID_LENGTH,
     MAX_OFFERED_VERSIONS,
     ModelKind,
     ModelOffer,
     OfferedFile,
     OfferedVersion,
-    Topics,
+    check_delivery_name,
     version_of,
 )
 from protocol.errors import ModelError
@@ -58,8 +57,11 @@ def scan_offers(models_dir: Path, node_id: str, block_size: int) -> Catalog:
 
     Blocks (reads and hashes every file): call it off the event loop. A
     directory that cannot be read, or whose model's name cannot be a topic
-    level, is skipped with a warning. The newest directories (by their
-    manifest's modification time) come first, at most 16 versions per model.
+    level, is skipped with a warning. A version is one directory: of a
+    segments directory and split directories of the same model, the segments
+    directory is offered (it holds every cut); of several of one kind, the
+    first in path order. The newest versions (by their manifest's
+    modification time) come first, at most 16 per model.
     """
     found: list[tuple[int, str, Held]] = []
     seen: set[tuple[str, str]] = set()
@@ -98,10 +100,7 @@ def _held(manifest_path: Path, kind: ModelKind, block_size: int) -> tuple[str, H
         manifest = Manifest.load(directory)
         model, sha = manifest.model_id, manifest.model_sha256
         names = [MANIFEST_FILE, *(name for name in (HEAD_FILE, TAIL_FILE) if (directory / name).is_file())]
-    if len(model) > MAX_ID_LENGTH:
-        msg = f"model name {model!r} is too long for a topic level"
-        raise ValueError(msg)
-    Topics().offer("node", model)  # the name must be a topic level
+    check_delivery_name(model, "model")  # a topic level and a directory name at the agent
     files = tuple(
         OfferedFile(name, (directory / name).stat().st_size, file_sha256_hex(directory / name)) for name in names
     )

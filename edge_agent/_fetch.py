@@ -25,6 +25,7 @@ from protocol import (
     Block,
     ErrorCode,
     Topics,
+    check_delivery_name,
     decode_block,
     decode_offer,
     encode_fetch,
@@ -123,7 +124,9 @@ async def fetch_model(
         ModelError: No node offers the model (or version) in time, or the node refused it.
         TransportError: No broker connection in time, or the node stopped answering.
         ConfigError: The version does not fit in the cache.
+        ValueError: ``model`` or ``version`` is not a name a node could offer.
     """
+    check_delivery_name(model, "model")
     cache = cache if isinstance(cache, ModelCache) else ModelCache(cache)
     if version is not None and (held := cache.path(model, version)) is not None:
         await asyncio.to_thread(cache.use, model, version)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent._transfer import Bitmap
 from models import file_sha256_hex
-from protocol import ModelOffer, block_count, decode_offer, encode_offer
+from protocol import ModelOffer, block_count, check_delivery_name, decode_offer, encode_offer
 from protocol.errors import ConfigError, ProtocolError
 
 if TYPE_CHECKING:
@@ -124,8 +124,12 @@ class ModelCache:
         self._pinned: set[tuple[str, str]] = set()
 
     def path(self, model: str, version: str) -> Path | None:
-        """The directory of ``model`` at ``version`` if the cache holds it complete."""
-        directory = self.root / model / version
+        """The directory of ``model`` at ``version`` if the cache holds it complete.
+
+        Raises:
+            ValueError: ``model`` or ``version`` is not a name a node could offer (``..``, ``a/b``, ...).
+        """
+        directory = self.root / check_delivery_name(model, "model") / check_delivery_name(version, "version")
         return directory if (directory / _OFFER_FILE).is_file() else None
 
     def offered(self, model: str, version: str) -> OfferedVersion | None:
@@ -159,7 +163,7 @@ class ModelCache:
             ConfigError: The version is larger than the cache, or what is
                 pinned leaves no room for it.
         """
-        self._make_room(offered.size, keep=(model, offered.version))
+        self._make_room(offered.size, keep=(check_delivery_name(model, "model"), offered.version))
         return PartialVersion(self.root / model / (offered.version + _PARTIAL), model, offered)
 
     def complete(self, partial: PartialVersion) -> Path:

@@ -37,7 +37,15 @@ from protocol._delivery import (
     block_count,
     version_of,
 )
-from protocol._delivery_wire import decode_block, decode_fetch, decode_offer, encode_block, encode_fetch, encode_offer
+from protocol._delivery_wire import (
+    check_delivery_name,
+    decode_block,
+    decode_fetch,
+    decode_offer,
+    encode_block,
+    encode_fetch,
+    encode_offer,
+)
 from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
 from protocol._images import ImageCodec
 from protocol._limits import (
@@ -148,6 +156,7 @@ __all__ = [
     "Topics",
     "TransportError",
     "block_count",
+    "check_delivery_name",
     "codec_applies",
     "codec_names",
     "data_bytes_estimate",

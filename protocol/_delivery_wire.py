@@ -97,6 +97,17 @@ def check_file_name(value: object, name: str) -> str:
     return text
 
 
+def check_delivery_name(value: object, name: str) -> str:
+    """A delivered model's name or version: one topic level that is also a plain file name (a cache directory).
+
+    Raises:
+        TypeError: Not a string.
+        ValueError: Empty, too long, ``.`` or ``..``, starting with ``$``, or holding a slash, a backslash,
+            ``+``, ``#`` or NUL.
+    """
+    return check_file_name(check_topic_id(value, name), name)
+
+
 def check_block_size(value: object, name: str) -> int:
     """A block size from 1 KiB to 1 MiB."""
     size = check_count(value, name)
@@ -146,7 +157,7 @@ def encode_offer(offer: ModelOffer) -> bytes:
         "v": PROTOCOL_VERSION,
         "t": "offer",
         "node": check_topic_id(offer.node_id, "node_id"),
-        "model": check_topic_id(offer.model, "model"),
+        "model": check_delivery_name(offer.model, "model"),
         "versions": [_version_wire(version, f"versions[{i}]") for i, version in enumerate(versions)],
     }
     return pack(wire)
@@ -158,7 +169,7 @@ def _version_wire(version: object, name: str) -> _VersionWire:
         raise TypeError(msg)
     files = _check_list(version.files, f"{name}.files", 1, MAX_FILES)
     return {
-        "version": check_topic_id(version.version, f"{name}.version"),
+        "version": check_delivery_name(version.version, f"{name}.version"),
         "model_sha256": check_sha256(version.model_sha256, f"{name}.model_sha256"),
         "kind": _check_kind(version.kind, f"{name}.kind"),
         "block_size": check_block_size(version.block_size, f"{name}.block_size"),
@@ -188,8 +199,8 @@ def encode_fetch(fetch: FetchRequest) -> bytes:
         "v": PROTOCOL_VERSION,
         "t": "fetch",
         "id": check_id(fetch.request_id, "request_id"),
-        "model": check_topic_id(fetch.model, "model"),
-        "version": check_topic_id(fetch.version, "version"),
+        "model": check_delivery_name(fetch.model, "model"),
+        "version": check_delivery_name(fetch.version, "version"),
         "file": check_file_name(fetch.file, "file"),
         "blocks": _check_blocks(fetch.blocks, "blocks"),
     }
@@ -213,8 +224,8 @@ def encode_block(block: Block, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         "t": "block",
         "id": check_id(block.request_id, "request_id"),
         "node": check_topic_id(block.node_id, "node_id"),
-        "model": check_topic_id(block.model, "model"),
-        "version": check_topic_id(block.version, "version"),
+        "model": check_delivery_name(block.model, "model"),
+        "version": check_delivery_name(block.version, "version"),
         "file": check_file_name(block.file, "file"),
         "index": check_count(block.index, "index"),
         "offset": check_count(block.offset, "offset"),
@@ -237,7 +248,7 @@ def decode_offer(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
     fields, _ = open_message(data, ("offer",), max_bytes)
     return ModelOffer(
         node_id=fields.get("node", check_topic_id),
-        model=fields.get("model", check_topic_id),
+        model=fields.get("model", check_delivery_name),
         versions=tuple(fields.get("versions", _items(_read_version, MAX_OFFERED_VERSIONS))),
     )
 
@@ -251,7 +262,7 @@ def _items(read: Callable[[Fields], Any], most: int) -> Callable[[object, str], 
 
 def _read_version(fields: Fields) -> OfferedVersion:
     return OfferedVersion(
-        version=fields.get("version", check_topic_id),
+        version=fields.get("version", check_delivery_name),
         model_sha256=fields.get("model_sha256", check_sha256),
         kind=fields.get("kind", _check_kind),
         block_size=fields.get("block_size", check_block_size),
@@ -276,8 +287,8 @@ def decode_fetch(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
     fields, _ = open_message(data, ("fetch",), max_bytes)
     return FetchRequest(
         request_id=fields.get("id", check_id),
-        model=fields.get("model", check_topic_id),
-        version=fields.get("version", check_topic_id),
+        model=fields.get("model", check_delivery_name),
+        version=fields.get("version", check_delivery_name),
         file=fields.get("file", check_file_name),
         blocks=tuple(fields.get("blocks", _check_blocks)),
     )
@@ -300,8 +311,8 @@ def decode_block(
     return Block(
         request_id=fields.get("id", check_id),
         node_id=fields.get("node", check_topic_id),
-        model=fields.get("model", check_topic_id),
-        version=fields.get("version", check_topic_id),
+        model=fields.get("model", check_delivery_name),
+        version=fields.get("version", check_delivery_name),
         file=fields.get("file", check_file_name),
         index=fields.get("index", check_count),
         offset=fields.get("offset", check_count),
