@@ -348,6 +348,11 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--no-state", action="store_true", help="keep no head times across runs")
     parser.add_argument(
+        "--fetch",
+        action="store_true",
+        help="get --model from a hub that offers it (edgecut models fetch) into STATE_DIR/models, unless there",
+    )
+    parser.add_argument(
         "--codec",
         action="append",
         choices=codec_names(),
@@ -399,9 +404,18 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         msg = f"--repeat must be at least 1, not {args.repeat}"
         raise ConfigError(msg)
     reports = []
+    model = args.model
+    if args.fetch:
+        from edge_agent import fetch_model  # noqa: PLC0415
+
+        model = asyncio.run(
+            fetch_model(
+                args.broker, args.model, cache=args.state_dir / "models", prefix=args.prefix, agent_id=args.agent_id
+            )
+        )
     with SyncEdgeAgent(
         args.broker,
-        model=args.model,
+        model=model,
         cut=args.cut,
         agent_id=args.agent_id,
         prefix=args.prefix,

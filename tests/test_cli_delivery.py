@@ -11,10 +11,12 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
+from PIL import Image
 
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from models import SegmentsManifest, file_sha256_hex, partition
+from tests._support import random_images
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,3 +65,18 @@ def test_fetch_gets_the_model_a_registry_serves(
     assert json.loads(capsys.readouterr().out)["fetched_bytes"] == 0
     missing = ["models", "fetch", "nothing-here", *options, "--offer-timeout", "0.5"]
     assert main(missing) == ExitCode.MODEL
+
+
+def test_agent_fetch_runs_the_model_it_fetched(
+    registry: dict[str, object], broker_url: str, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "image.png"
+    Image.fromarray(random_images(1)[0]).save(image)
+    options = ["--broker", broker_url, "--prefix", prefix, "--state-dir", str(tmp_path / "state")]
+    argv = ["agent", *options, "--model", "tiny", "--fetch", "--cut", "output", str(image), "--json"]
+    assert main(argv) == ExitCode.OK
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["cut"] == "output"
+    offers = registry["offers"]
+    assert isinstance(offers, dict)
+    assert (tmp_path / "state" / "models" / "tiny" / offers["tiny"][0]).is_dir()
