@@ -15,7 +15,7 @@ import hashlib
 import itertools
 from typing import TYPE_CHECKING
 
-from protocol import Block, FetchRequest, OfferedFile, OfferedVersion, block_count
+from protocol import MAX_FETCH_BLOCKS, Block, FetchRequest, OfferedFile, OfferedVersion, block_count
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -99,8 +99,8 @@ class Transfer:
         fetches_in_flight: int = 2,
         id_prefix: str = "fetch",
     ) -> None:
-        if blocks_per_fetch < 1 or fetches_in_flight < 1:
-            msg = "blocks_per_fetch and fetches_in_flight must be at least 1"
+        if not 1 <= blocks_per_fetch <= MAX_FETCH_BLOCKS or fetches_in_flight < 1:
+            msg = f"blocks_per_fetch must be from 1 to {MAX_FETCH_BLOCKS}, fetches_in_flight at least 1"
             raise ValueError(msg)
         self.offered = offered
         self.model = model

@@ -122,3 +122,8 @@ def test_a_corrupt_file_is_fetched_again_whole_and_a_refused_fetch_is_asked_agai
     transfer.corrupt("f0")
     assert not transfer.done
     assert [f.blocks for f in transfer.next_fetches()] == [(0, 1)]
+
+
+def test_a_window_past_what_a_fetch_may_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="blocks_per_fetch"):
+        Transfer(offered(BLOCK), "m", blocks_per_fetch=65)
