@@ -9,7 +9,8 @@ import pytest
 
 from cloud_hub import ModelDelivery
 from cloud_hub._offers import scan_offers
-from models import file_sha256_hex, partition
+from edge_agent import FetchSettings, fetch_model
+from models import SegmentsManifest, file_sha256_hex, partition
 from protocol import (
     Block,
     ErrorCode,
@@ -119,3 +120,17 @@ def test_a_split_directory_is_offered_whole(tmp_path: Path) -> None:
     assert offered.kind == "split"
     assert [file.name for file in offered.files] == ["manifest.json", "head.onnx", "tail.onnx"]
     assert all(file.sha256 == file_sha256_hex(tmp_path / "split" / file.name) for file in offered.files)
+
+
+async def test_fetches_past_the_per_agent_bound_are_refused_and_asked_again(
+    broker_url: str, prefix: str, models_dir: Path, tmp_path: Path
+) -> None:
+    async with ModelDelivery(
+        broker_url, node_id="node", models_dir=models_dir, prefix=prefix, block_size=1024, max_fetches_per_agent=1
+    ) as node:
+        # Two fetches at once: the first is served through 16 acknowledged publishes, the second arrives meanwhile.
+        settings = FetchSettings(blocks_per_fetch=16, fetches_in_flight=2)
+        path = await fetch_model(broker_url, "tiny", cache=tmp_path, prefix=prefix, settings=settings)
+        assert node.refused[ErrorCode.OVERLOADED] >= 1
+    chain = SegmentsManifest.load(path)
+    assert all(file_sha256_hex(path / segment.file) == segment.sha256 for segment in chain.segments)
