@@ -13,7 +13,7 @@ from edge_agent import EdgeAgent, FetchProgress, FetchSettings, fetch_model
 from models import SegmentsManifest, file_sha256_hex, partition
 from protocol import Topics, decode_status
 from protocol.errors import ModelError
-from tests._support import TINY, assert_matches_full_model, random_images, watching
+from tests._support import TINY, assert_matches_full_model, parked, random_images, tiny_request, until, watching
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -187,5 +187,20 @@ async def test_a_broker_restart_mid_transfer_costs_only_the_blocks_in_flight(
         await restarted[0]
         # A block whose acknowledgement the restart lost counts as unsent, though it may have arrived.
         assert hub.delivery.blocks_sent <= total + WINDOW
+    chain = SegmentsManifest.load(path)
+    assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)
+
+
+async def test_a_fetch_never_waits_behind_inference(
+    broker_url: str, prefix: str, models_dir: Path, tmp_path: Path
+) -> None:
+    async with delivering_hub(broker_url, prefix, models_dir) as hub, parked(hub):
+        async with watching(broker_url) as watcher:  # requests queued behind the parked worker
+            for n in range(4):
+                request = tiny_request(request_id=f"r{n}", agent_id="busy")
+                await watcher.send(Topics(prefix).request("busy"), request)
+            await until(lambda: hub.queue_depth == 4, "the requests to queue")
+        path = await fetch_model(broker_url, TINY, cache=tmp_path, prefix=prefix, settings=SETTINGS)
+        assert hub.queue_depth == 4  # nothing ran: the worker is still parked
     chain = SegmentsManifest.load(path)
     assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)
