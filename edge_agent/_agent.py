@@ -21,6 +21,10 @@ device when the agent holds it (the result says so), else raises
 unusable reply (:class:`InvalidReplyError`). A publish that fails before the
 deadline is tried again once reconnected, and requests published before a
 connection loss are published again, with the same id.
+
+The agent announces itself, retained, on ``<p>/v1/agents/<agent-id>``: online
+with the version of the model it runs (docs/protocol.md, section 9.1), and
+offline as its last will and when it stops.
 """
 
 from __future__ import annotations
