@@ -60,8 +60,16 @@ def add_delivery(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _fetch(args: argparse.Namespace) -> ExitCode:
     from edge_agent import FetchSettings, ModelCache, fetch_model  # noqa: PLC0415 - keeps `edgecut --help` light
+    from protocol import check_delivery_name  # noqa: PLC0415
+    from protocol.errors import ConfigError  # noqa: PLC0415
 
     _setup_logging(args.verbose)
+    try:
+        for value, what in ((args.name, "NAME"), (args.version, "--version")):
+            if value is not None:
+                check_delivery_name(value, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     started = time.perf_counter()
     shown = _Progress()
     cache = ModelCache(args.cache, args.cache_size)

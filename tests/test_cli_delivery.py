@@ -65,6 +65,7 @@ def test_fetch_gets_the_model_a_registry_serves(
     assert json.loads(capsys.readouterr().out)["fetched_bytes"] == 0
     missing = ["models", "fetch", "nothing-here", *options, "--offer-timeout", "0.5"]
     assert main(missing) == ExitCode.MODEL
+    assert main(["models", "fetch", "..", *options]) == ExitCode.CONFIG
 
 
 def test_agent_fetch_runs_the_model_it_fetched(
