@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import cloud_hub._delivery
 from cloud_hub import Hub, HubConfig
 from edge_agent import EdgeAgent, FetchProgress, FetchSettings, fetch_model
 from models import SegmentsManifest, file_sha256_hex, partition
@@ -202,5 +203,29 @@ async def test_a_fetch_never_waits_behind_inference(
             await until(lambda: hub.queue_depth == 4, "the requests to queue")
         path = await fetch_model(broker_url, TINY, cache=tmp_path, prefix=prefix, settings=SETTINGS)
         assert hub.queue_depth == 4  # nothing ran: the worker is still parked
+    chain = SegmentsManifest.load(path)
+    assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)
+
+
+async def test_a_block_damaged_on_the_way_is_refused_and_fetched_again(
+    broker_url: str, prefix: str, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node sends every block damaged the first time (its sha256 that of the good bytes), good the second."""
+    total = blocks_of(models_dir / "tiny-segments")
+    served: set[tuple[str, int]] = set()
+    read_block = cloud_hub._delivery._read_block
+
+    def damaged_once(path: Path, offset: int, length: int) -> tuple[bytes, str]:
+        data, sha256 = read_block(path, offset, length)
+        if (path.name, offset) in served:
+            return data, sha256
+        served.add((path.name, offset))
+        return bytes([data[0] ^ 0xFF]) + data[1:], sha256
+
+    monkeypatch.setattr(cloud_hub._delivery, "_read_block", damaged_once)
+    async with delivering_hub(broker_url, prefix, models_dir) as hub:
+        path = await fetch_model(broker_url, TINY, cache=tmp_path, prefix=prefix, settings=SETTINGS)
+        assert hub.delivery is not None
+        assert hub.delivery.blocks_sent == 2 * total  # each block twice: damaged, then good
     chain = SegmentsManifest.load(path)
     assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)
