@@ -5,7 +5,8 @@ SIGINT/SIGTERM. :class:`LocalBroker` starts mosquitto (or the embedded iotcore
 broker) on loopback for demos, tests and the zero-setup default;
 :func:`check_broker` verifies what edgecut needs of any broker;
 :class:`HubProcess` runs a hub in its own process for the demo, benchmarks
-and emulations, and :func:`wait_online` waits for hubs to say they are up.
+and emulations, and :func:`wait_online` waits for hubs to say they are up. :class:`ModelDelivery` offers model
+directories to agents and sends them in blocks (a hub runs one; so does ``edgecut models serve``).
 """
 
 from cloud_hub._acl import mosquitto_acl
@@ -13,6 +14,7 @@ from cloud_hub._broker import BrokerKind, LocalBroker, free_port, resolve_kind
 from cloud_hub._broker_check import BrokerReport, check_broker
 from cloud_hub._broker_probes import BrokerCheck
 from cloud_hub._config import DEFAULT_BROKER, DEFAULT_GROUP, HubConfig, default_hub_id
+from cloud_hub._delivery import ModelDelivery
 from cloud_hub._process import HubProcess, wait_online
 from cloud_hub._server import Hub
 from cloud_hub._signals import run_hub, serve_until_signalled
@@ -28,6 +30,7 @@ __all__ = [
     "HubConfig",
     "HubProcess",
     "LocalBroker",
+    "ModelDelivery",
     "Tail",
     "TailStore",
     "TailUnavailableError",

@@ -32,16 +32,27 @@ pattern write {request}
 pattern write {ping}
 pattern read {response}
 pattern read {all_status}
+# Model delivery: fetch from any node in its own name, read only its own blocks, read the
+# nodes' offers. Only hubs (and registries, users like hubs) publish offers and blocks.
+pattern write {fetch}
+pattern read {blocks}
+pattern read {all_offers}
+# Its own status (the versions it runs), retained, and its last will.
+pattern write {agent_status}
 """
 
 _HUB_RULES = """
 # Hub {hub!r}: takes every agent's requests and pings (through shared subscriptions),
-# answers on their reply topics, and publishes its own status (and last will).
+# answers on their reply topics, and publishes its own status (and last will); delivers
+# models: its own offers, the fetches sent to it, blocks to any agent.
 user {hub}
 topic read {all_requests}
 topic read {all_pings}
 topic write {all_responses}
 topic write {status}
+topic write {offers}
+topic read {fetches}
+topic write {all_blocks}
 """
 
 
@@ -50,7 +61,8 @@ def mosquitto_acl(prefix: str, hubs: Sequence[str]) -> str:
 
     Args:
         prefix: The deployment's topic prefix.
-        hubs: The user names of the hubs (their hub ids).
+        hubs: The user names of the hubs (their hub ids), and of model registries (``edgecut models serve
+            --node-id``), which need the same delivery rules.
 
     Raises:
         ValueError: The prefix or a hub name is not a valid topic level.
@@ -62,6 +74,10 @@ def mosquitto_acl(prefix: str, hubs: Sequence[str]) -> str:
         ping=topics.ping(user),
         response=topics.response(user),
         all_status=topics.all_status(),
+        fetch=topics.fetches_from(user),
+        blocks=topics.blocks(user),
+        all_offers=topics.every_offer(),
+        agent_status=topics.agent_status(user),
     )
     for hub in hubs:
         text += _HUB_RULES.format(
@@ -70,5 +86,8 @@ def mosquitto_acl(prefix: str, hubs: Sequence[str]) -> str:
             all_pings=topics.all_pings(),
             all_responses=topics.all_responses(),
             status=topics.status(hub),  # checks the name as a hub id
+            offers=topics.offers_of(hub),
+            fetches=topics.all_fetches(hub),
+            all_blocks=topics.all_blocks(),
         )
     return text

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from cloud_hub._catalog import parse_preload
 from models import check_providers
-from protocol import DEFAULT_MAX_MESSAGE_BYTES, Topics
+from protocol import (
+    BLOCK_ENVELOPE_BYTES,
+    DEFAULT_BLOCK_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_BLOCK_BYTES,
+    MIN_BLOCK_BYTES,
+    Topics,
+)
 from protocol.errors import ConfigError
 from protocol.http import parse_address
 from protocol.mqtt import BrokerURL
@@ -103,6 +110,11 @@ class HubConfig:
             ``/health/ready`` on (``[::1]:8000`` for IPv6; port 0 picks a
             free one, see :attr:`Hub.http`); ``None`` (the default): no HTTP.
             Needs prometheus-client (``pip install 'edgecut[metrics]'``).
+        deliver_models: Offer the segments and split directories under
+            ``models_dir`` to agents, which fetch them in blocks
+            (docs/protocol.md, section 9), on a broker connection of its own.
+        block_size: Bytes per block of a delivered file (1 KiB to 1 MiB),
+            below the broker's packet limit.
         providers: ONNX Runtime execution providers the tails run on, in
             order of preference: short names (``cuda``, ``tensorrt``,
             ``openvino``, ``coreml``, ``directml``, ``migraphx``, ``cpu``;
@@ -143,6 +155,8 @@ class HubConfig:
     miss_ttl: float = 10.0
     repeat_window: float = 60.0
     http: str | None = None
+    deliver_models: bool = True
+    block_size: int = DEFAULT_BLOCK_BYTES
     providers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -182,6 +196,13 @@ class HubConfig:
             raise ConfigError(msg)
         if not self.miss_ttl >= 0:
             msg = "miss_ttl must be 0 seconds or more"
+            raise ConfigError(msg)
+        if (
+            not MIN_BLOCK_BYTES
+            <= self.block_size
+            <= min(MAX_BLOCK_BYTES, self.max_message_bytes - BLOCK_ENVELOPE_BYTES)
+        ):
+            msg = f"block_size must be from {MIN_BLOCK_BYTES} to {MAX_BLOCK_BYTES} bytes and fit max_message_bytes"
             raise ConfigError(msg)
         for spec in self.preload:
             parse_preload(spec)

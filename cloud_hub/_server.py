@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloud_hub._admission import Admission
 from cloud_hub._batching import Batcher, run_batch
+from cloud_hub._delivery import ModelDelivery
 from cloud_hub._execution import Ran, refusal, run_tail
 from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
@@ -177,6 +178,18 @@ class Hub:
         """Replies published so far (successes and errors, repeats of earlier replies included)."""
         self.pings = Pings(config, self.topics, self._admission, self._jobs, self.refused)
         """Pings: read on a connection of their own, answered or dropped."""
+        self.delivery: ModelDelivery | None = None
+        """Model delivery (``config.deliver_models``, with a models directory): offers and blocks, on a connection
+        of its own."""
+        if config.deliver_models and config.models_dir is not None:
+            self.delivery = ModelDelivery(
+                config.broker,
+                node_id=config.hub_id,
+                models_dir=config.models_dir,
+                prefix=config.prefix,
+                block_size=config.block_size,
+                max_message_bytes=config.max_message_bytes,
+            )
         self.tails_run = 0
         """Requests whose tail ran here."""
         self.repeats = 0
@@ -223,7 +236,7 @@ class Hub:
             for spec in self.config.preload:  # before going online: no request waits for these
                 tail = await self.store.preload(spec)
                 logger.info("preloaded %s at cut %s", tail.manifest.model_id, tail.manifest.cut_id)
-            async with self._connection, self.pings.connection:
+            async with self._connection, self.pings.connection, self.delivery or contextlib.nullcontext():
                 await self._connection.wait_connected(self.config.connect_timeout)
                 await self.pings.connection.wait_connected(self.config.connect_timeout)
                 self.ready.set()

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from typing import TYPE_CHECKING
 
-from protocol import NodeStatus, encode_status
+from protocol import SOFTWARE_VERSION, NodeStatus, encode_status
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from cloud_hub._profile import LoadProfile
     from cloud_hub._store import TailStore
-
-
-def _installed_version() -> str:
-    try:
-        return importlib.metadata.version("edgecut")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return ""
-
-
-VERSION = _installed_version()
-"""The version a hub announces: the installed edgecut's."""
 
 
 def status_payload(
@@ -52,7 +40,7 @@ def status_payload(
         state="online" if online else "offline",
         sent_at=time.time(),
         queue_depth=held if online else 0,
-        version=VERSION,
+        version=SOFTWARE_VERSION,
         queue_wait_ms=profile.queue_wait_ms(now, queued=held) if online else None,
         tail_ms=profile.tail_ms() if online else {},
         loading_s=store.loading(now) if online else {},

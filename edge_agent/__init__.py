@@ -18,8 +18,10 @@ from edge_agent._agent import AUTO, EdgeAgent
 from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing, Step
 from edge_agent._energy import RADIOS, EnergyModel, Radio
+from edge_agent._fetch import FetchProgress, FetchSettings, fetch_model
 from edge_agent._files import decode_image, load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
+from edge_agent._model_cache import ModelCache
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from edge_agent._results import (
     HubError,
@@ -47,11 +49,14 @@ __all__ = [
     "EdgeAgent",
     "EnergyModel",
     "FallBack",
+    "FetchProgress",
+    "FetchSettings",
     "GiveUp",
     "Halves",
     "HubError",
     "InferenceResult",
     "InvalidReplyError",
+    "ModelCache",
     "ModelConfig",
     "ModelHalves",
     "Objective",
@@ -71,6 +76,7 @@ __all__ = [
     "Timings",
     "codec_at",
     "decode_image",
+    "fetch_model",
     "load_input",
     "load_service_config",
     "resolve_model",

@@ -21,11 +21,16 @@ device when the agent holds it (the result says so), else raises
 unusable reply (:class:`InvalidReplyError`). A publish that fails before the
 deadline is tried again once reconnected, and requests published before a
 connection loss are published again, with the same id.
+
+The agent announces itself, retained, on ``<p>/v1/agents/<agent-id>``: online
+with the version of the model it runs (docs/protocol.md, section 9.1), and
+offline as its last will and when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -36,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
 from edge_agent._adaptive import HeadTimes, auto_core
+from edge_agent._announce import agent_status_payload, model_versions
 from edge_agent._codecs import check_codec, request_codec, tensor_codecs
 from edge_agent._core import PING_TIMEOUT_S, AgentCore, FallBack, GiveUp, Request, SendAgain, SendNew, SendPing
 from edge_agent._halves import Halves, ModelHalves, shapes_of
@@ -63,9 +69,9 @@ from protocol import (
     encode_request,
     get_codec,
 )
-from protocol.errors import ConfigError, EdgecutError, ProtocolError, ShapesNotStatedError
+from protocol.errors import ConfigError, EdgecutError, ProtocolError, ShapesNotStatedError, TransportError
 from protocol.http import Endpoint, parse_address
-from protocol.mqtt import BrokerURL, Connection
+from protocol.mqtt import BrokerURL, Connection, Will
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -218,7 +224,7 @@ class EdgeAgent:
             client_id=self.agent_id,
             subscriptions=[(self.topics.response(self.agent_id), 1), (self.topics.all_status(), 1)],
             on_message=self._on_message,
-            on_connect=lambda: self._outbox.on_reconnect(),  # noqa: PLW0108 - the outbox is built on this connection
+            on_connect=self._on_connect,
             max_message_bytes=max_message_bytes,
         )
         self._outbox = Outbox(
@@ -381,6 +387,7 @@ class EdgeAgent:
                     raise
                 self._open_inputs = exc.inputs
                 logger.info("%s leaves input sizes open: opening it at the first request's", self._model)
+            self._connection.set_will(Will(self.topics.agent_status(self.agent_id), self._status_payload(online=False)))
             await self._connection.__aenter__()
             try:
                 if self._wait_for_broker:
@@ -408,12 +415,30 @@ class EdgeAgent:
             if self.connected:
                 await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
             self._probing.cancel()  # else it waits for a broker that has not come
+        if self._connection.is_connected:  # a goodbye: a clean disconnect sends no last will
+            with contextlib.suppress(TransportError):
+                await self._publish_status(online=False)
         await self._connection.__aexit__(exc_type, exc, tb)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
             await self.http.close()
         if self._head_times is not None and self._sizes is not None:
             self._head_times.save(self._sizes.first)  # the size the saved times were restored at
+
+    async def _on_connect(self) -> None:
+        await self._outbox.on_reconnect()
+        with contextlib.suppress(TransportError):  # only an announcement: the requests go on without it
+            await self._publish_status(online=True)
+
+    async def _publish_status(self, *, online: bool) -> None:
+        """Announce, retained, whether the agent is online and the version of the model it runs."""
+        topic = self.topics.agent_status(self.agent_id)
+        await self._connection.publish(topic, self._status_payload(online=online), qos=1, retain=True, timeout=1.0)
+
+    def _status_payload(self, *, online: bool) -> bytes:
+        halves = self._halves
+        models = model_versions(halves.model_id, halves.model_sha256) if halves is not None else {}
+        return agent_status_payload(self.agent_id, online=online, models=models)
 
     def _open_model(self, shapes: InputShapes | None) -> ModelHalves:
         halves = ModelHalves.open(

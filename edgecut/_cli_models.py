@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._cli_accuracy import add_accuracy
+from edgecut._cli_delivery import add_delivery
 from edgecut._cli_prelude import add_prelude
 from edgecut._cli_text import human, leaf, out, print_table, require_onnx, spec_text, tensors_text
 from edgecut._exit import ExitCode
@@ -34,7 +35,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     models = commands.add_parser(
         "models",
         help="list, build, cut and split ONNX models",
-        description="Work with ONNX models: the zoo, their cuts, and head/tail splits.",
+        description="Work with ONNX models: the zoo, their cuts, head/tail splits, and their delivery over MQTT.",
     )
     actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add_list(actions)
@@ -45,6 +46,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_info(actions)
     _add_profile(actions)
     add_prelude(actions)
+    add_delivery(actions)
 
 
 def _add_list(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

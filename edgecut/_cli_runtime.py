@@ -252,6 +252,14 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         " directml, coreml, openvino, cpu); 'auto' (default): the best the installed onnxruntime has, TensorRT"
         " and CoreML only when named; one it lacks stops the hub (exit 8); env EDGECUT_PROVIDERS",
     )
+    parser.add_argument(
+        "--no-delivery",
+        action="store_true",
+        help="do not offer the segments and split directories under --models to agents (edgecut models fetch)",
+    )
+    parser.add_argument(
+        "--block-size", type=_size, default="128K", metavar="SIZE", help="bytes per delivered block (default 128K)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)
 
@@ -285,6 +293,8 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         grace=args.grace,
         preload=tuple(args.preload),
         http=args.http,
+        deliver_models=not args.no_delivery,
+        block_size=args.block_size,
         providers=tuple(part for part in args.providers.split(",") if part.strip()),
         **options,
     )
@@ -357,6 +367,11 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--no-state", action="store_true", help="keep no head times across runs")
     parser.add_argument(
+        "--fetch",
+        action="store_true",
+        help="get --model from a hub that offers it (edgecut models fetch) into STATE_DIR/models, unless there",
+    )
+    parser.add_argument(
         "--codec",
         action="append",
         choices=codec_names(),
@@ -411,9 +426,18 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         msg = f"--repeat must be at least 1, not {args.repeat}"
         raise ConfigError(msg)
     reports = []
+    model = args.model
+    if args.fetch:
+        from edge_agent import fetch_model  # noqa: PLC0415
+
+        model = asyncio.run(
+            fetch_model(
+                args.broker, args.model, cache=args.state_dir / "models", prefix=args.prefix, agent_id=args.agent_id
+            )
+        )
     with SyncEdgeAgent(
         args.broker,
-        model=args.model,
+        model=model,
         cut=args.cut,
         agent_id=args.agent_id,
         prefix=args.prefix,

@@ -2,7 +2,8 @@
 
 Messages are msgpack maps carried over MQTT 5: an agent's
 :class:`InferenceRequest` (or :class:`Ping`, to measure the link), a hub's
-:class:`InferenceReply`, and every node's retained :class:`NodeStatus`. ``encode_*`` functions raise ``TypeError`` or
+:class:`InferenceReply`, and every node's retained :class:`NodeStatus`; model delivery's
+:class:`ModelOffer`, :class:`FetchRequest` and :class:`Block` (section 9). ``encode_*`` functions raise ``TypeError`` or
 ``ValueError`` on invalid messages (API misuse); ``decode_*`` functions raise
 only :class:`ProtocolError`, whose ``code`` is the :class:`ErrorCode` a hub
 replies with. :class:`Topics` names the MQTT topics.
@@ -19,6 +20,31 @@ from protocol._decode import (
     decode_request,
     decode_status,
     peek_request_id,
+)
+from protocol._delivery import (
+    BLOCK_ENVELOPE_BYTES,
+    DEFAULT_BLOCK_BYTES,
+    MAX_BLOCK_BYTES,
+    MAX_FETCH_BLOCKS,
+    MAX_OFFERED_VERSIONS,
+    MIN_BLOCK_BYTES,
+    Block,
+    FetchRequest,
+    ModelKind,
+    ModelOffer,
+    OfferedFile,
+    OfferedVersion,
+    block_count,
+    version_of,
+)
+from protocol._delivery_wire import (
+    check_delivery_name,
+    decode_block,
+    decode_fetch,
+    decode_offer,
+    encode_block,
+    encode_fetch,
+    encode_offer,
 )
 from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
 from protocol._images import ImageCodec
@@ -44,6 +70,7 @@ from protocol._messages import (
     Ping,
     ReplyError,
 )
+from protocol._software import SOFTWARE_VERSION
 from protocol._tensors import (
     RAW_CODEC,
     Codec,
@@ -75,21 +102,29 @@ from protocol.errors import (
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "BLOCK_ENVELOPE_BYTES",
+    "DEFAULT_BLOCK_BYTES",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PREFIX",
     "DEFAULT_SHARE_GROUP",
+    "MAX_BLOCK_BYTES",
     "MAX_CONTAINERS",
     "MAX_ELEMENTS",
+    "MAX_FETCH_BLOCKS",
     "MAX_ID_LENGTH",
+    "MAX_OFFERED_VERSIONS",
     "MAX_PING_PADDING",
     "MAX_RANK",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_LENGTH",
+    "MIN_BLOCK_BYTES",
     "ONNX_ELEMENT_TYPES",
     "ONNX_TYPE_NAMES",
     "PACKET_OVERHEAD_BYTES",
     "PROTOCOL_VERSION",
     "RAW_CODEC",
+    "SOFTWARE_VERSION",
+    "Block",
     "Codec",
     "CompressedCodec",
     "ConfigError",
@@ -97,15 +132,20 @@ __all__ = [
     "EncodedRequest",
     "EncodedTensor",
     "ErrorCode",
+    "FetchRequest",
     "Fp16Codec",
     "ImageCodec",
     "InferenceReply",
     "InferenceRequest",
     "Int8Codec",
     "ModelError",
+    "ModelKind",
+    "ModelOffer",
     "NodeRole",
     "NodeState",
     "NodeStatus",
+    "OfferedFile",
+    "OfferedVersion",
     "Ping",
     "ProtocolError",
     "ProviderUnavailableError",
@@ -115,16 +155,24 @@ __all__ = [
     "TensorPayload",
     "Topics",
     "TransportError",
+    "block_count",
+    "check_delivery_name",
     "codec_applies",
     "codec_names",
     "data_bytes_estimate",
+    "decode_block",
+    "decode_fetch",
     "decode_incoming",
+    "decode_offer",
     "decode_ping",
     "decode_reply",
     "decode_request",
     "decode_status",
     "decode_tensor",
     "effective_codec",
+    "encode_block",
+    "encode_fetch",
+    "encode_offer",
     "encode_ping",
     "encode_reply",
     "encode_request",
@@ -135,4 +183,5 @@ __all__ = [
     "read_tensor",
     "register_codec",
     "tensors_equal",
+    "version_of",
 ]

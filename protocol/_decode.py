@@ -25,7 +25,14 @@ from protocol._codes import ErrorCode
 from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_TENSOR_NAME_LENGTH, MAX_TENSORS, PROTOCOL_VERSION
 from protocol._messages import EncodedRequest, InferenceReply, InferenceRequest, NodeStatus, Ping, ReplyError
 from protocol._msgpack import unpack
-from protocol._status_checks import check_counts, check_profile, check_providers, check_role, check_state
+from protocol._status_checks import (
+    check_counts,
+    check_models,
+    check_profile,
+    check_providers,
+    check_role,
+    check_state,
+)
 from protocol._tensors import EncodedTensor, get_codec, read_tensor
 from protocol.errors import ProtocolError
 
@@ -86,7 +93,7 @@ def decode_incoming(
     Raises:
         ProtocolError: Anything is wrong; ``code`` says what to reply.
     """
-    fields, kind = _open_any(data, ("req", "ping"), max_bytes)
+    fields, kind = open_message(data, ("req", "ping"), max_bytes)
     if kind == "req":
         return _encoded_request(fields)
     return _ping(fields)
@@ -122,7 +129,15 @@ def decode_reply(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
     Raises:
         ProtocolError: Anything is wrong.
     """
-    fields = _open(data, "resp", max_bytes)
+    return reply_of(_open(data, "resp", max_bytes))
+
+
+def reply_of(fields: Fields) -> InferenceReply:
+    """The reply in ``fields``, a message of type ``"resp"``, every field checked.
+
+    Raises:
+        ProtocolError: Anything is wrong.
+    """
     codec = fields.get("codec", _check_codec)
     ok = fields.get("ok", check_bool)
     error = fields.get("error", nullable(_check_error))
@@ -166,6 +181,7 @@ def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFA
         loading_s=fields.get_optional("loading", check_profile) or {},
         refused=fields.get_optional("refused", check_counts) or {},
         providers=fields.get_optional("providers", check_providers) or {},
+        models=fields.get_optional("models", check_models) or {},
     )
 
 
@@ -191,14 +207,27 @@ def peek_request_id(data: bytes | bytearray | memoryview, *, max_bytes: int = DE
         return None
 
 
-_WHERE: Final = {"req": "request", "resp": "reply", "status": "status", "ping": "ping"}
+_WHERE: Final = {
+    "req": "request",
+    "resp": "reply",
+    "status": "status",
+    "ping": "ping",
+    "offer": "offer",
+    "fetch": "fetch",
+    "block": "block",
+}
 
 
 def _open(data: bytes | bytearray | memoryview, kind: str, max_bytes: int) -> Fields:
-    return _open_any(data, (kind,), max_bytes)[0]
+    return open_message(data, (kind,), max_bytes)[0]
 
 
-def _open_any(data: bytes | bytearray | memoryview, kinds: tuple[str, ...], max_bytes: int) -> tuple[Fields, str]:
+def open_message(data: bytes | bytearray | memoryview, kinds: tuple[str, ...], max_bytes: int) -> tuple[Fields, str]:
+    """Unpack a message whose ``"t"`` is one of ``kinds``: its fields, and its type; ``"v"`` checked.
+
+    Raises:
+        ProtocolError: Not a message of one of ``kinds`` (code ``bad_request``), or of another version.
+    """
     unpacked = unpack(data, max_bytes=max_bytes)
     kind = unpacked.get("t") if isinstance(unpacked, dict) else None
     fields = Fields(unpacked, _WHERE[kind] if isinstance(kind, str) and kind in kinds else _WHERE[kinds[0]])

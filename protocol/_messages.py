@@ -209,6 +209,9 @@ class NodeStatus:
             models run on: model sha256 to provider names
             (``CUDAExecutionProvider``, ...), one per provider its sessions
             run on; empty when none are reported.
+        models: The models a node runs, by name: the version of each (an
+            agent's status, docs/protocol.md section 9.1); empty when none
+            are reported.
     """
 
     node_id: str
@@ -222,6 +225,7 @@ class NodeStatus:
     loading_s: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict, hash=False)
     refused: Mapping[str, int] = dataclasses.field(default_factory=dict, hash=False)
     providers: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, hash=False)
+    models: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -204,6 +204,10 @@ class Connection:
         """True while a broker connection is up."""
         return self._connected.is_set()
 
+    def set_will(self, will: Will | None) -> None:
+        """Register ``will`` as the last will from the next connect on (a broker keeps the one it got then)."""
+        self._will = will
+
     async def __aenter__(self) -> Self:
         if self._supervisor is not None:
             msg = "a Connection is not re-entrant"

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from protocol._checks import check_count, check_id, check_non_negative, check_sha256, check_str, type_name
+from protocol._checks import (
+    check_count,
+    check_id,
+    check_non_negative,
+    check_sha256,
+    check_str,
+    check_topic_id,
+    type_name,
+)
 
 if TYPE_CHECKING:
     from protocol._messages import NodeRole, NodeState
@@ -55,6 +63,14 @@ def check_providers(value: object, name: str) -> dict[str, tuple[str, ...]]:
             check_id(provider, f"{where}[{i}]") for i, provider in enumerate(names)
         )
     return providers
+
+
+def check_models(value: object, name: str) -> dict[str, str]:
+    """Model name to version (``models``): both valid topic levels."""
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a map, not {type_name(value)}"
+        raise TypeError(msg)
+    return {check_topic_id(model, f"{name} key"): check_topic_id(v, f"{name}[{model!r}]") for model, v in value.items()}
 
 
 def check_role(value: object, name: str) -> NodeRole:

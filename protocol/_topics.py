@@ -69,6 +69,50 @@ class Topics:
         """Where node ``node_id`` publishes its retained status."""
         return f"{self._root}/status/{check_topic_id(node_id, 'node_id')}"
 
+    def offer(self, node_id: str, model: str) -> str:
+        """Where node ``node_id`` publishes its retained offer of model ``model``."""
+        return f"{self._root}/models/{check_topic_id(node_id, 'node_id')}/{check_topic_id(model, 'model')}"
+
+    def all_offers(self, model: str) -> str:
+        """Filter matching every node's offer of model ``model``."""
+        return f"{self._root}/models/+/{check_topic_id(model, 'model')}"
+
+    def fetch(self, node_id: str, agent_id: str) -> str:
+        """Where agent ``agent_id`` asks node ``node_id`` for blocks."""
+        return f"{self._root}/fetch/{check_topic_id(node_id, 'node_id')}/{check_topic_id(agent_id, 'agent_id')}"
+
+    def all_fetches(self, node_id: str) -> str:
+        """Filter matching every agent's fetches to node ``node_id``."""
+        return f"{self._root}/fetch/{check_topic_id(node_id, 'node_id')}/+"
+
+    def fetches_from(self, agent_id: str) -> str:
+        """Filter matching agent ``agent_id``'s fetches to every node."""
+        return f"{self._root}/fetch/+/{check_topic_id(agent_id, 'agent_id')}"
+
+    def every_offer(self) -> str:
+        """Filter matching every node's offer of every model."""
+        return f"{self._root}/models/+/+"
+
+    def blocks(self, agent_id: str) -> str:
+        """Where nodes publish the blocks (and refused fetches) for agent ``agent_id``."""
+        return f"{self._root}/blocks/{check_topic_id(agent_id, 'agent_id')}"
+
+    def all_blocks(self) -> str:
+        """Filter matching every agent's blocks topic."""
+        return f"{self._root}/blocks/+"
+
+    def offers_of(self, node_id: str) -> str:
+        """Filter matching every offer of node ``node_id``."""
+        return f"{self._root}/models/{check_topic_id(node_id, 'node_id')}/+"
+
+    def agent_status(self, agent_id: str) -> str:
+        """Where agent ``agent_id`` publishes its retained status (never on a hub's status topic)."""
+        return f"{self._root}/agents/{check_topic_id(agent_id, 'agent_id')}"
+
+    def all_agent_status(self) -> str:
+        """Filter matching every agent's status topic."""
+        return f"{self._root}/agents/+"
+
     def all_requests(self) -> str:
         """Filter matching every agent's request topic."""
         return f"{self._root}/req/+"
@@ -122,6 +166,27 @@ class Topics:
             ValueError: ``topic`` is not a response topic of this prefix.
         """
         return self._last_level(topic, "resp", "agent_id")
+
+    def agent_of_fetch(self, node_id: str, topic: str) -> str:
+        """The agent id in fetch topic ``topic`` to node ``node_id``.
+
+        Raises:
+            ValueError: ``topic`` is not a fetch topic of this prefix to that node.
+        """
+        return self._last_level(topic, f"fetch/{check_topic_id(node_id, 'node_id')}", "agent_id")
+
+    def node_of_offer(self, model: str, topic: str) -> str:
+        """The node id in offer topic ``topic`` of model ``model``.
+
+        Raises:
+            ValueError: ``topic`` is not an offer topic of this prefix for that model.
+        """
+        head = f"{self._root}/models/"
+        tail = f"/{check_topic_id(model, 'model')}"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            msg = f"{topic!r} is not an offer topic of {model!r} under {head!r}"
+            raise ValueError(msg)
+        return check_topic_id(topic.removeprefix(head).removesuffix(tail), "node_id")
 
     def node_of_status(self, topic: str) -> str:
         """The node id in status topic ``topic``.

@@ -34,7 +34,14 @@ from protocol._messages import (
     ReplyError,
 )
 from protocol._msgpack import pack
-from protocol._status_checks import check_counts, check_profile, check_providers, check_role, check_state
+from protocol._status_checks import (
+    check_counts,
+    check_models,
+    check_profile,
+    check_providers,
+    check_role,
+    check_state,
+)
 from protocol._tensors import TensorPayload, encode_tensor, get_codec
 
 if TYPE_CHECKING:
@@ -107,6 +114,7 @@ class _StatusProfileWire(_StatusWire, total=False):
     loading: dict[str, dict[str, float]]
     refused: dict[str, int]
     providers: dict[str, list[str]]
+    models: dict[str, str]
 
 
 class _PingWire(TypedDict):
@@ -220,6 +228,8 @@ def encode_status(status: NodeStatus) -> bytes:
     if status.providers:
         checked = check_providers(status.providers, "providers")
         wire["providers"] = {sha: list(names) for sha, names in checked.items()}
+    if status.models:
+        wire["models"] = check_models(status.models, "models")
     return pack(wire)
 
 

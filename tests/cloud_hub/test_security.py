@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 
 from cloud_hub import Hub, HubConfig, LocalBroker, free_port, mosquitto_acl
-from edge_agent import EdgeAgent, Timeouts
+from edge_agent import EdgeAgent, FetchSettings, Timeouts, fetch_model
 from edge_agent._outbox import Outbox
 from edgecut._cli import main
 from edgecut._exit import ExitCode
+from models import SegmentsManifest, file_sha256_hex, partition
 from protocol import (
     InferenceReply,
     NodeStatus,
@@ -335,6 +336,45 @@ async def test_under_the_acl_an_agent_pings_as_itself_only(secured: Deployment) 
         await outbox.probe("after", encode_ping(Ping("after", time.time())), 10)
     assert own is not None  # the hub read the agent's ping and answered on its reply topic
     assert answers.qsize() == 2  # its own two; the forged one on its ping topic was refused by the broker
+
+
+@needs_mosquitto
+async def test_under_the_acl_an_agent_fetches_a_model_and_only_it_sees_its_blocks(
+    secured: Deployment, tmp_path: Path
+) -> None:
+    model_id, model = partition.load_model("tiny")
+    cuts = partition.candidate_cuts(partition.enumerate_cuts(model))
+    partition.save_segments(partition.split_segments(model, cuts, model_id=model_id), tmp_path / "models" / "tiny")
+    topics = Topics(secured.prefix)
+    seen_by_attacker: list[str] = []
+    attacker = Connection(
+        secured.urls["attacker"],
+        client_id="attacker",
+        subscriptions=[(topics.all_blocks(), 1), (topics.all_fetches("hub0"), 1)],  # the ACL lets none through
+        on_message=lambda incoming: seen_by_attacker.append(incoming.topic),
+    )
+    hub = Hub(
+        HubConfig(broker=secured.urls["hub0"], prefix=secured.prefix, hub_id="hub0", models_dir=tmp_path / "models")
+    )
+    serving = asyncio.create_task(hub.serve())
+    try:
+        await asyncio.wait_for(hub.ready.wait(), 30)
+        async with attacker:
+            await attacker.wait_connected(10)
+            path = await fetch_model(
+                secured.urls["victim"],
+                "tiny",
+                cache=tmp_path / "cache",
+                prefix=secured.prefix,
+                agent_id="victim",
+                settings=FetchSettings(blocks_per_fetch=1, fetches_in_flight=1),
+            )
+    finally:
+        hub.request_shutdown()
+        await serving
+    chain = SegmentsManifest.load(path)
+    assert all(file_sha256_hex(path / segment.file) == segment.sha256 for segment in chain.segments)
+    assert seen_by_attacker == []
 
 
 async def test_a_status_that_does_not_name_its_topics_hub_is_ignored(

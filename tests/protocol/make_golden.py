@@ -29,11 +29,19 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol import (
+    Block,
     ErrorCode,
+    FetchRequest,
     InferenceReply,
     InferenceRequest,
+    ModelOffer,
     NodeStatus,
+    OfferedFile,
+    OfferedVersion,
     decode_tensor,
+    encode_block,
+    encode_fetch,
+    encode_offer,
     encode_reply,
     encode_request,
     encode_status,
@@ -44,11 +52,13 @@ HERE = Path(__file__).resolve().parent
 GOLDEN_DIR = HERE / "golden"
 CODEC_DIR = GOLDEN_DIR / "codecs"
 DOCS = HERE.parents[1] / "docs" / "protocol.md"
-DOC_EXAMPLES = ("request", "reply_ok", "reply_error", "status")
+DOC_EXAMPLES = ("request", "reply_ok", "reply_error", "status", "agent_status", "offer", "fetch", "block")
 
 MODEL_SHA256 = hashlib.sha256(b"edgecut example model").hexdigest()
 
-Message = InferenceRequest | InferenceReply | NodeStatus
+Message = InferenceRequest | InferenceReply | NodeStatus | ModelOffer | FetchRequest | Block
+BLOCK_DATA = bytes(range(16))
+"""The last block of the file in the delivery vectors: 16 bytes, after a first block of 1024."""
 
 
 def golden_messages() -> dict[str, Message]:
@@ -90,15 +100,63 @@ def golden_messages() -> dict[str, Message]:
             queue_depth=0,
             version="0.1.0",
         ),
+        "agent_status": NodeStatus(
+            node_id="cam-01",
+            role="agent",
+            state="online",
+            sent_at=1700000000.0,
+            version="0.1.0",
+            models={"tiny-cnn": MODEL_SHA256[:12]},
+        ),
+        "offer": ModelOffer(
+            node_id="hub-a",
+            model="tiny-cnn",
+            versions=(
+                OfferedVersion(
+                    version=MODEL_SHA256[:12],
+                    model_sha256=MODEL_SHA256,
+                    kind="segments",
+                    block_size=1024,
+                    files=(
+                        OfferedFile("segments.json", 300, hashlib.sha256(b"segments.json").hexdigest()),
+                        OfferedFile("segment-01.onnx", 1040, hashlib.sha256(b"segment-01.onnx").hexdigest()),
+                    ),
+                ),
+            ),
+        ),
+        "fetch": FetchRequest(
+            request_id="fetch-0001",
+            model="tiny-cnn",
+            version=MODEL_SHA256[:12],
+            file="segment-01.onnx",
+            blocks=(0, 1),
+        ),
+        "block": Block(
+            request_id="fetch-0001",
+            node_id="hub-a",
+            model="tiny-cnn",
+            version=MODEL_SHA256[:12],
+            file="segment-01.onnx",
+            index=1,
+            offset=1024,
+            sha256=hashlib.sha256(BLOCK_DATA).hexdigest(),
+            data=BLOCK_DATA,
+        ),
     }
 
 
 def encode(message: Message) -> bytes:
-    """Encode any of the three message types."""
+    """Encode a message of any type."""
     if isinstance(message, InferenceRequest):
         return encode_request(message)
     if isinstance(message, InferenceReply):
         return encode_reply(message)
+    if isinstance(message, ModelOffer):
+        return encode_offer(message)
+    if isinstance(message, FetchRequest):
+        return encode_fetch(message)
+    if isinstance(message, Block):
+        return encode_block(message)
     return encode_status(message)
 
 

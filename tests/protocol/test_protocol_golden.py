@@ -14,7 +14,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from protocol import InferenceReply, InferenceRequest, NodeStatus, decode_reply, decode_request, decode_status
+from protocol import (
+    Block,
+    FetchRequest,
+    InferenceReply,
+    InferenceRequest,
+    ModelOffer,
+    NodeStatus,
+    decode_block,
+    decode_fetch,
+    decode_offer,
+    decode_reply,
+    decode_request,
+    decode_status,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -35,17 +48,24 @@ golden_path = make_golden.golden_path
 MESSAGES = make_golden.golden_messages()
 
 
-def decode(name: str, data: bytes) -> InferenceRequest | InferenceReply | NodeStatus:
+def decode(name: str, data: bytes) -> object:
     expected = MESSAGES[name]
     if isinstance(expected, InferenceRequest):
         return decode_request(data)
     if isinstance(expected, InferenceReply):
         return decode_reply(data)
+    if isinstance(expected, ModelOffer):
+        return decode_offer(data)
+    if isinstance(expected, FetchRequest):
+        return decode_fetch(data)
+    if isinstance(expected, Block):
+        return decode_block(data)
+    assert isinstance(expected, NodeStatus)
     return decode_status(data)
 
 
 def test_there_is_a_golden_file_per_message_type() -> None:
-    assert set(MESSAGES) == {"request", "reply_ok", "reply_error", "status"}
+    assert set(MESSAGES) == {"request", "reply_ok", "reply_error", "status", "agent_status", "offer", "fetch", "block"}
     assert sorted(path.stem for path in golden_path("x").parent.glob("*.msgpack")) == sorted(MESSAGES)
 
 

@@ -1,0 +1,83 @@
+"""``edgecut models serve`` and ``edgecut models fetch`` through the real entry point, against a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+from PIL import Image
+
+from edgecut._cli import main
+from edgecut._exit import ExitCode
+from models import SegmentsManifest, file_sha256_hex, partition
+from tests._support import random_images
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def registry(broker_url: str, prefix: str, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """``edgecut models serve`` on a directory holding the tiny model's segments; what it announced."""
+    model_id, model = partition.load_model("tiny")
+    cuts = partition.candidate_cuts(partition.enumerate_cuts(model))
+    partition.save_segments(partition.split_segments(model, cuts, model_id=model_id), tmp_path / "models" / "tiny")
+    command = [sys.executable, "-m", "edgecut", "models", "serve", "--models", str(tmp_path / "models")]
+    command += ["--broker", broker_url, "--prefix", prefix, "--node-id", "registry", "--block-size", "16K", "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:  # noqa: S603 - our own CLI
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "edgecut models serve announced nothing within 30 s"
+        yield json.loads(os.read(process.stdout.fileno(), 65536))
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
+        assert process.returncode == ExitCode.INTERRUPTED
+
+
+def test_fetch_gets_the_model_a_registry_serves(
+    registry: dict[str, object], broker_url: str, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert registry["node"] == "registry"
+    offers = registry["offers"]
+    assert isinstance(offers, dict)
+    (version,) = offers["tiny"]
+    options = ["--broker", broker_url, "--prefix", prefix, "--cache", str(tmp_path / "cache")]
+    assert main(["models", "fetch", "tiny", *options, "--json"]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    fetched = json.loads(out)
+    assert fetched["version"] == version
+    assert fetched["fetched_bytes"] == fetched["bytes"]
+    assert "tiny" in err  # progress
+    path = tmp_path / "cache" / "tiny" / version
+    assert fetched["path"] == str(path)
+    chain = SegmentsManifest.load(path)
+    assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)
+    assert main(["models", "fetch", "tiny", *options, "--json"]) == ExitCode.OK  # from the cache
+    assert json.loads(capsys.readouterr().out)["fetched_bytes"] == 0
+    missing = ["models", "fetch", "nothing-here", *options, "--offer-timeout", "0.5"]
+    assert main(missing) == ExitCode.MODEL
+    assert main(["models", "fetch", "..", *options]) == ExitCode.CONFIG
+
+
+def test_agent_fetch_runs_the_model_it_fetched(
+    registry: dict[str, object], broker_url: str, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "image.png"
+    Image.fromarray(random_images(1)[0]).save(image)
+    options = ["--broker", broker_url, "--prefix", prefix, "--state-dir", str(tmp_path / "state")]
+    argv = ["agent", *options, "--model", "tiny", "--fetch", "--cut", "output", str(image), "--json"]
+    assert main(argv) == ExitCode.OK
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["cut"] == "output"
+    offers = registry["offers"]
+    assert isinstance(offers, dict)
+    assert (tmp_path / "state" / "models" / "tiny" / offers["tiny"][0]).is_dir()
