@@ -101,10 +101,10 @@ class KServeApi:
         return json_response(_OK, {"ready": True}) if why is None else _error(_UNAVAILABLE, why)
 
     def _check(self, name: str, *, ready: bool) -> None:
-        if name not in self._service.agents:
-            msg = f"no model named {name!r}; served: {', '.join(self._service.agents)}"
-            raise KServeError(http.HTTPStatus.NOT_FOUND, msg)
-        why = self._service.not_ready() if ready else None
+        if self._service.config.model(name) is None:
+            served = ", ".join(model.name for model in self._service.config.models)
+            raise KServeError(http.HTTPStatus.NOT_FOUND, f"no model named {name!r}; served: {served}")
+        why = self._service.not_ready() if ready or name not in self._service.agents else None
         if why is not None:
             raise KServeError(_UNAVAILABLE, why)
 

@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent._agent import EdgeAgent
 from edge_agent._api import KServeApi
+from edge_agent._fetch import fetch_model
 from edge_agent._kserve import InferRequest, infer_response, tensor_metadata
+from edge_agent._model_cache import ModelCache
 from edge_agent._notify import Notifier
 from edge_agent._results import Timeouts
 from edge_agent._watch import watch_directory
 from models import EDGE_ONLY
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, ModelError, TransportError
 from protocol.http import Endpoint, parse_address
 
 if TYPE_CHECKING:
@@ -56,12 +58,48 @@ OFFLINE_REASON = "no broker connection: ran on the device"
 
 
 def resolve_model(entry: ModelConfig) -> str | Path:
-    """What a configured model opens: a local ``.onnx`` file, split or segments directory, else a zoo name.
+    """What a configured local model opens: an ``.onnx`` file, split or segments directory, else a zoo name.
 
-    The one place a model entry becomes something to open (model delivery will
-    resolve here). Loading the config made every path absolute.
+    Loading the config made every path absolute. A fetched model
+    (``fetch = true``) is resolved by :func:`fetch_configured` instead.
     """
     return Path(entry.model) if Path(entry.model).is_absolute() else entry.model
+
+
+async def fetch_configured(entry: ModelConfig, config: ServiceConfig, *, agent_id: str | None = None) -> Path:
+    """The directory of a fetched model (``fetch = true``): in ``state_dir``'s cache, from a hub unless held.
+
+    With no broker or no hub offering it, the version held (the one asked
+    for, else the most recently used), so a device starts offline on what
+    it has.
+
+    Args:
+        entry: The model's table.
+        config: The service's settings (broker, prefix, state directory).
+        agent_id: Who fetches, in topics (under an ACL, its user name).
+
+    Raises:
+        ModelError: No hub offers the model (or version) and the cache does not hold it.
+        TransportError: The same, for want of a broker.
+    """
+    assert config.state_dir is not None  # noqa: S101 - the config's check
+    cache = ModelCache(config.state_dir / "models")
+    try:
+        return await fetch_model(
+            config.broker, entry.model, cache=cache, version=entry.version, prefix=config.prefix, agent_id=agent_id
+        )
+    except (ModelError, TransportError) as exc:
+        held = await asyncio.to_thread(_held, cache, entry)
+        if held is None:
+            raise
+        logger.warning("%s: serving version %s held here: %s", entry.name, held.name, exc)
+        return held
+
+
+def _held(cache: ModelCache, entry: ModelConfig) -> Path | None:
+    """The version of a fetched model the cache holds: the one asked for, else the most recently used."""
+    versions = [entry.version] if entry.version is not None else cache.versions(entry.model)
+    return next((path for version in versions if (path := cache.path(entry.model, version)) is not None), None)
 
 
 class AgentService:
@@ -77,26 +115,9 @@ class AgentService:
 
     def __init__(self, config: ServiceConfig, *, notifier: Notifier | None = None, grace_s: float = 10.0) -> None:
         self.config = config
-        agent_id = config.agent_id or f"agent-{uuid.uuid4().hex[:8]}"
-        self.agents: dict[str, EdgeAgent] = {
-            entry.name: EdgeAgent(
-                config.broker,
-                model=resolve_model(entry),
-                cut=entry.cut,
-                agent_id=f"{agent_id}-{entry.name}",
-                prefix=config.prefix,
-                timeouts=Timeouts(request=entry.timeout_s),
-                fallback=entry.fallback,
-                threads=entry.threads,
-                objective=entry.objective,
-                budget_ms=entry.budget_ms,
-                state_dir=config.state_dir,
-                codec=entry.codecs,
-                wait_for_broker=False,
-            )
-            for entry in config.models
-        }
-        """The agent serving each model, by its name."""
+        self._agent_id = config.agent_id or f"agent-{uuid.uuid4().hex[:8]}"
+        self.agents: dict[str, EdgeAgent] = {}
+        """The agent serving each model, by its name (once :meth:`serve` has opened them)."""
         self._notifier = notifier or Notifier()
         self._grace_s = grace_s
         if importlib.util.find_spec("prometheus_client") is None:
@@ -154,8 +175,14 @@ class AgentService:
         await self.http.start()  # first: live while the models open, and not ready
         try:
             async with contextlib.AsyncExitStack() as agents:
-                for agent in self.agents.values():
-                    await agents.enter_async_context(agent)
+                for entry in self.config.models:
+                    agent_id = f"{self._agent_id}-{entry.name}"
+                    model = (
+                        await fetch_configured(entry, self.config, agent_id=agent_id)
+                        if entry.fetch
+                        else resolve_model(entry)
+                    )
+                    self.agents[entry.name] = await agents.enter_async_context(self._agent(entry, model, agent_id))
                 watchdog = self._start(self._watchdog(), "watchdog") if self._notifier.watchdog_s else None
                 watching = self._start(self._watch(watched), "watch") if watched is not None else None
                 try:
@@ -174,6 +201,23 @@ class AgentService:
         finally:
             self.ready.clear()
             await self.http.close()
+
+    def _agent(self, entry: ModelConfig, model: str | Path, agent_id: str) -> EdgeAgent:
+        return EdgeAgent(
+            self.config.broker,
+            model=model,
+            cut=entry.cut,
+            agent_id=agent_id,
+            prefix=self.config.prefix,
+            timeouts=Timeouts(request=entry.timeout_s),
+            fallback=entry.fallback,
+            threads=entry.threads,
+            objective=entry.objective,
+            budget_ms=entry.budget_ms,
+            state_dir=self.config.state_dir,
+            codec=entry.codecs,
+            wait_for_broker=False,
+        )
 
     @staticmethod
     def _start(loop: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent._schema import NOT_READ, Reader, Setting, _optional, build, read_toml, setting, with_lines
-from protocol import codec_names
+from protocol import check_delivery_name, codec_names
 from protocol.errors import ConfigError, EdgecutError
 from protocol.http import parse_address
 from protocol.mqtt import BrokerURL
@@ -84,6 +84,14 @@ def _model(reader: Reader, raw: object, path: str) -> str | Any:  # noqa: ANN401
     return raw
 
 
+def _delivery_name_problem(version: str) -> str | None:
+    try:
+        check_delivery_name(version, "version")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _default_name(table: Mapping[str, Any]) -> str:
     model = table.get("model")
     return Path(model.rstrip("/")).stem if isinstance(model, str) and model.strip("/") else "model"
@@ -105,6 +113,11 @@ class ModelConfig:
         timeout_s: How long a request waits for the hub before its fallback.
         fallback: Run the tail on the device when the hub does not answer.
         threads: ONNX Runtime threads for this model (default: all cores).
+        fetch: ``model`` names a model a hub offers (``edgecut models
+            fetch``): the service gets it into ``state_dir``'s ``models``
+            cache unless it is held there, and serves the newest version it
+            holds when no hub answers.
+        version: With ``fetch``: the version wanted (default: the newest offered).
     """
 
     name: str = dataclasses.field(metadata=setting(default_from=_default_name, check=_name_problem))
@@ -121,6 +134,8 @@ class ModelConfig:
     timeout_s: float = dataclasses.field(default=5.0, metadata=setting(positive=True))
     fallback: bool = True
     threads: int | None = dataclasses.field(default=None, metadata=setting(positive=True))
+    fetch: bool = False
+    version: str | None = dataclasses.field(default=None, metadata=setting(check=_delivery_name_problem))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,6 +272,11 @@ def _check_across(reader: Reader, values: Mapping[str, Any]) -> None:
             reader.problem(f"models[{index}].name", f"{name!r} is used twice: give each model a name of its own")
     if not names and "models" in values and not reader.has_problem("models"):
         reader.problem("models", "name at least one [[models]]")
+    for index, model in enumerate(tables):
+        if model.get("fetch") is True and values.get("state_dir") is None:
+            reader.problem(f"models[{index}].fetch", "needs state_dir: fetched models are kept in STATE_DIR/models")
+        if model.get("version") is not None and model.get("fetch") is not True:
+            reader.problem(f"models[{index}].version", "only a fetched model has versions: set fetch = true")
     watched = values.get("watch_model")
     if watched is not None and names and watched not in names:
         reader.problem("watch_model", f"no model named {watched!r}; served: {', '.join(names)}")

@@ -36,6 +36,17 @@ def tiny_model() -> ModelHalves:
     return ModelHalves.open(TINY, threads=1)
 
 
+def save_tiny_segments(root: Path) -> Path:
+    """The tiny model as a segments directory under ``root`` (~180 KB): what a hub delivers, offered as ``tiny``."""
+    from models import partition  # noqa: PLC0415 - onnx, for the tests that split
+
+    model_id, model = partition.load_model(TINY)
+    cuts = partition.candidate_cuts(partition.enumerate_cuts(model))
+    directory = root / "tiny-segments"
+    partition.save_segments(partition.split_segments(model, cuts, model_id=model_id), directory)
+    return directory
+
+
 def tiny_logits(image: np.ndarray) -> np.ndarray:
     """Logits of the full tiny model run locally on one image (no batch axis)."""
     full = tiny_model().halves(EDGE_ONLY).head

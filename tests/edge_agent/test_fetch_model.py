@@ -11,10 +11,19 @@ import pytest
 import cloud_hub._delivery
 from cloud_hub import Hub, HubConfig
 from edge_agent import EdgeAgent, FetchProgress, FetchSettings, fetch_model
-from models import SegmentsManifest, file_sha256_hex, partition
+from models import SegmentsManifest, file_sha256_hex
 from protocol import Topics, decode_status
 from protocol.errors import ModelError
-from tests._support import TINY, assert_matches_full_model, parked, random_images, tiny_request, until, watching
+from tests._support import (
+    TINY,
+    assert_matches_full_model,
+    parked,
+    random_images,
+    save_tiny_segments,
+    tiny_request,
+    until,
+    watching,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -33,9 +42,7 @@ WINDOW = 4 * 2
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models directory holding the tiny model as a segments directory (~180 KB: ~45 blocks of 4 KiB)."""
     root = tmp_path_factory.mktemp("models")
-    model_id, model = partition.load_model(TINY)
-    cuts = partition.candidate_cuts(partition.enumerate_cuts(model))
-    partition.save_segments(partition.split_segments(model, cuts, model_id=model_id), root / "tiny-segments")
+    save_tiny_segments(root)
     return root
 
 

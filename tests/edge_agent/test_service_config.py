@@ -139,3 +139,22 @@ def test_sources_name_every_top_level_key_but_models() -> None:
     assert sources["watch_dir"] == ("--watch-dir", "EDGECUT_WATCH_DIR")
     assert "models" not in sources
     assert ModelConfig(name="a", model="tiny").codecs == ("raw",)
+
+
+def test_a_fetched_model_needs_a_state_dir_and_only_a_fetched_model_has_a_version(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """[[models]]
+model = "resnet18"
+fetch = true
+
+[[models]]
+name = "local"
+model = "tiny"
+version = "0123456789ab"
+""",
+    )
+    assert [line.strip() for line in _problems(path)] == [
+        "line 3: models[0].fetch: needs state_dir: fetched models are kept in STATE_DIR/models",
+        "line 8: models[1].version: only a fetched model has versions: set fetch = true",
+    ]
