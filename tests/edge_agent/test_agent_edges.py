@@ -451,7 +451,7 @@ async def test_a_head_only_split_without_a_hub_cannot_fall_back(broker_url: str,
 
 async def test_a_request_sent_before_a_broker_restart_is_sent_again(own_broker: LocalBroker, prefix: str) -> None:
     image = _image(6)
-    agent = _agent(own_broker.url, prefix, timeouts=Timeouts(request=20), fallback=False)
+    agent = _agent(own_broker.url, prefix, timeouts=Timeouts(request=20, retry=None), fallback=False)
     # The agent reconnects quickly, after the broker but before the hub, in two steps (the flush after
     # reconnecting, then the hub's online status); no timer can cover for it.
     agent._connection._backoff = Backoff(initial=0.01, maximum=0.05)
