@@ -172,10 +172,16 @@ def infer_response(model: str, version: str, request: InferRequest, result: Infe
 
 
 def result_parameters(result: InferenceResult) -> dict[str, Any]:
-    """What the split did for one result: cut, reason, codec, timings in ms, bytes sent, hub, fallback."""
+    """What the split did for one result: cut, reason, prediction, codec, timings in ms, bytes sent, hub, fallback.
+
+    The planner's predicted ms and joules are ``null`` where it made none (a
+    fixed cut, no energy model): JSON has no NaN.
+    """
     return {
         "cut": result.cut_id,
         "reason": result.reason,
+        "predicted_ms": None if math.isnan(result.predicted_ms) else result.predicted_ms,
+        "predicted_j": None if math.isnan(result.predicted_j) else result.predicted_j,
         "codec": result.codec,
         "timings_ms": dataclasses.asdict(result.timings),
         "bytes_sent": result.bytes_sent,

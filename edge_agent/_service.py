@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent._agent import EdgeAgent
 from edge_agent._api import KServeApi
+from edge_agent._energy import RADIOS, EnergyModel
 from edge_agent._fetch import fetch_model
 from edge_agent._kserve import InferRequest, infer_response, tensor_metadata
 from edge_agent._model_cache import ModelCache
@@ -214,6 +215,9 @@ class AgentService:
             threads=entry.threads,
             objective=entry.objective,
             budget_ms=entry.budget_ms,
+            energy=None
+            if entry.device_watts is None
+            else EnergyModel(entry.device_watts, RADIOS[entry.radio], ms_per_joule=entry.ms_per_joule),
             state_dir=self.config.state_dir,
             codec=entry.codecs,
             wait_for_broker=False,

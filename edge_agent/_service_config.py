@@ -26,8 +26,10 @@ import dataclasses
 import re
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from edge_agent._energy import RadioName  # noqa: TC001 - the reader resolves field types at run time
+from edge_agent._planner import Objective  # noqa: TC001 - as RadioName
 from edge_agent._schema import NOT_READ, Reader, Setting, _optional, build, read_toml, setting, with_lines
 from protocol import check_delivery_name, codec_names
 from protocol.errors import ConfigError, EdgecutError
@@ -108,8 +110,13 @@ class ModelConfig:
             paths start at the config file's directory).
         cut: ``"auto"`` (the planner chooses each request's cut) or a cut id.
         codecs: How requests encode tensors; with ``cut = "auto"``, those the planner chooses among.
-        objective: With ``cut = "auto"``: ``latency``, ``bytes`` or ``edge``.
-        budget_ms: The latency budget of the ``bytes`` and ``edge`` objectives.
+        objective: With ``cut = "auto"``: ``latency``, ``bytes`` or ``edge``,
+            ``energy`` or ``latency+energy`` (docs/planner.md).
+        budget_ms: The latency budget of the ``bytes`` and ``edge`` objectives (and ``energy``'s, if given).
+        device_watts: The device's power above idle while it computes: the
+            energy objectives need it; with it, answers carry predicted joules.
+        radio: The radio's power model: ``wifi``, ``lte`` or ``3g``.
+        ms_per_joule: What a joule is worth in ms, for ``latency+energy``.
         timeout_s: How long a request waits for the hub before its fallback.
         fallback: Run the tail on the device when the hub does not answer.
         threads: ONNX Runtime threads for this model (default: all cores).
@@ -129,8 +136,11 @@ class ModelConfig:
             items=Setting(check=_codec_problem), check=lambda v: None if v else "must name at least one codec"
         ),
     )
-    objective: Literal["latency", "bytes", "edge"] = "latency"
+    objective: Objective = "latency"
     budget_ms: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
+    device_watts: float | None = dataclasses.field(default=None, metadata=setting(positive=True))
+    radio: RadioName = "wifi"
+    ms_per_joule: float = dataclasses.field(default=100.0, metadata=setting(positive=True))
     timeout_s: float = dataclasses.field(default=5.0, metadata=setting(positive=True))
     fallback: bool = True
     threads: int | None = dataclasses.field(default=None, metadata=setting(positive=True))
@@ -273,6 +283,11 @@ def _check_across(reader: Reader, values: Mapping[str, Any]) -> None:
     if not names and "models" in values and not reader.has_problem("models"):
         reader.problem("models", "name at least one [[models]]")
     for index, model in enumerate(tables):
+        if model.get("objective") in {"energy", "latency+energy"} and model.get("device_watts") is None:
+            problem = f"{model['objective']} needs device_watts (the device's power)"
+            reader.problem(f"models[{index}].objective", problem)
+        if model.get("objective") in {"bytes", "edge"} and model.get("budget_ms") is None:
+            reader.problem(f"models[{index}].objective", f"{model['objective']} needs budget_ms")
         if model.get("fetch") is True and values.get("state_dir") is None:
             reader.problem(f"models[{index}].fetch", "needs state_dir: fetched models are kept in STATE_DIR/models")
         if model.get("version") is not None and model.get("fetch") is not True:

@@ -67,7 +67,7 @@ objective = "fastest"
         "line 9: models[0].fallback: must be true or false, not 'yes'",
         "line 12: models[1].name: 'tiny' is used twice: give each model a name of its own",
         "line 14: models[1].timeout_s: must be positive, not -1",
-        "line 15: models[1].objective: must be one of latency, bytes, edge, not 'fastest'",
+        "line 15: models[1].objective: must be one of latency, bytes, edge, energy, latency+energy, not 'fastest'",
     ]
 
 
@@ -157,4 +157,39 @@ version = "0123456789ab"
     assert [line.strip() for line in _problems(path)] == [
         "line 3: models[0].fetch: needs state_dir: fetched models are kept in STATE_DIR/models",
         "line 8: models[1].version: only a fetched model has versions: set fetch = true",
+    ]
+
+
+def test_the_energy_objectives_need_the_devices_power_and_bytes_a_budget(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """[[models]]
+name = "a"
+model = "tiny"
+objective = "energy"
+
+[[models]]
+name = "b"
+model = "tiny"
+objective = "bytes"
+
+[[models]]
+name = "c"
+model = "tiny"
+objective = "latency+energy"
+device_watts = 3.5
+radio = "lte"
+""",
+    )
+    assert [line.strip() for line in _problems(path)] == [
+        "line 4: models[0].objective: energy needs device_watts (the device's power)",
+        "line 9: models[1].objective: bytes needs budget_ms",
+    ]
+    path.write_text(path.read_text().replace('objective = "energy"', 'objective = "energy"\ndevice_watts = 2.0'))
+    path.write_text(path.read_text().replace('objective = "bytes"', 'objective = "bytes"\nbudget_ms = 80'))
+    config = load_service_config(path)
+    assert [(m.objective, m.device_watts, m.radio) for m in config.models] == [
+        ("energy", 2.0, "wifi"),
+        ("bytes", None, "wifi"),
+        ("latency+energy", 3.5, "lte"),
     ]
