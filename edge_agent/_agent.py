@@ -329,6 +329,14 @@ class EdgeAgent:
         """Whether the broker connection is up now."""
         return self._connection.is_connected
 
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        """Wait until the broker connection is up (for an agent entered with ``wait_for_broker=False``).
+
+        Raises:
+            TransportError: Not connected within ``timeout_s`` seconds (default: ``timeouts.connect``).
+        """
+        await self._connection.wait_connected(self.timeouts.connect if timeout_s is None else timeout_s)
+
     def link_estimate(self) -> tuple[float | None, float | None]:
         """The link's estimated round trip in ms and bandwidth in bit/s, each ``None`` until measured.
 

@@ -3,8 +3,8 @@
 :class:`ServedModel` holds the agent that serves a configured model and
 switches it between requests: a request takes the agent current when it
 starts and finishes on it, so no request is dropped or runs on two versions.
-A version switched to is **on trial** for its first requests, with the one it
-replaced still open: a trial request that fails (an error, or outputs holding
+A version switched to is **on trial** for its first requests made online, with
+the one it replaced still open: a trial request that fails (an error, or outputs holding
 NaN or infinity) rolls the model back at once and is run again on the
 previous version, and the failed version is remembered as bad. Once the
 trial passes, the previous version's agent closes when its last request is
@@ -84,7 +84,7 @@ class ServedModel:
     Args:
         name: The model's name in the API.
         agent: The agent serving it now (entered).
-        trial_requests: How many first requests a new version must answer before it is kept.
+        trial_requests: How many first requests made online a new version must answer before it is kept.
         on_closed: Called with each version whose agent closed (to unpin it in the cache).
     """
 
@@ -132,6 +132,7 @@ class ServedModel:
         """
         agent = self.agent
         on_trial = self._previous is not None
+        online = agent.connected  # a trial counts the requests that met the hub, not those run offline
         self._in_flight[agent] = self._in_flight.get(agent, 0) + 1
         self._idle.setdefault(agent, asyncio.Event()).clear()
         problem: str | None = None
@@ -144,7 +145,7 @@ class ServedModel:
         else:
             problem = unusable(result) if on_trial else None
             if problem is None:
-                if on_trial and agent is self.agent:
+                if on_trial and online and agent is self.agent:
                     await self._passed()
                 return result
         finally:
@@ -251,7 +252,8 @@ async def follow_versions(
 ) -> None:
     """Switch ``served`` to each newer version its offers name, until cancelled.
 
-    The version wanted is the newest that the first node (by id) offers. It
+    The version wanted is the newest that the first node (by id) offers, of
+    those whose canary (a staged roll-out) takes this agent's id. It
     is fetched (checked file by file), opened by ``open_agent`` beside the
     one serving (silent: it announces once switched to), checked, and
     switched to; a version that fails any of this is refused, and not tried
@@ -303,6 +305,8 @@ async def _bring_in(
         source.cache.unpin(source.model, version)
         raise
     try:
+        if served.agent.connected:  # not switched to offline while the serving one is online
+            await agent.wait_connected()
         await check_version(agent, served.agent)
     except BaseException:
         await agent.__aexit__(None, None, None)

@@ -127,9 +127,9 @@ class ModelConfig:
         version: With ``fetch``: the version wanted (default: the newest offered).
         update: With ``fetch`` and no ``version``: switch to each newer
             version a hub offers while serving (docs/device.md, "Update flow").
-        trial_requests: How many first requests a version switched to must
-            answer (no error, every float finite) before the one it replaced
-            closes; a failure before that rolls back. 0: no trial.
+        trial_requests: How many first requests made online a version
+            switched to must answer (no error, every float finite) before the
+            one it replaced closes; a failure before that rolls back. 0: no trial.
     """
 
     name: str = dataclasses.field(metadata=setting(default_from=_default_name, check=_name_problem))
