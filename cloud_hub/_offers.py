@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from cloud_hub._publish import read_canary
 from models import HEAD_FILE, MANIFEST_FILE, SEGMENTS_FILE, TAIL_FILE, Manifest, SegmentsManifest, file_sha256_hex
 from protocol import (
     MAX_OFFERED_VERSIONS,
@@ -131,5 +132,12 @@ def _held(manifest_path: Path, kind: ModelKind, block_size: int, hashes: FileHas
     files = tuple(
         OfferedFile(name, (directory / name).stat().st_size, hashes.sha256(directory / name)) for name in names
     )
-    offered = OfferedVersion(version=version_of(sha), model_sha256=sha, kind=kind, block_size=block_size, files=files)
+    offered = OfferedVersion(
+        version=version_of(sha),
+        model_sha256=sha,
+        kind=kind,
+        block_size=block_size,
+        files=files,
+        canary=read_canary(directory),
+    )
     return model, Held(directory, offered)

@@ -115,7 +115,8 @@ async def fetch_model(
         broker: Broker URL.
         model: The model's name, as offered.
         cache: The cache (or its directory, bounded at its default size).
-        version: The version wanted; ``None``: the newest offered.
+        version: The version wanted; ``None``: the newest offered (of those
+            whose staged roll-out, if any, takes ``agent_id``).
         prefix: Topic prefix.
         agent_id: This agent's id in topics (under an ACL, its user name); ``None``: the URL's user name, else random.
         settings: Waits and window.
@@ -149,20 +150,22 @@ class Offers:
     Args:
         model: The model.
         topics: The topics its offers come on.
+        agent_id: Who asks: the newest version it takes is the newest whose canary it is in (if any).
     """
 
-    def __init__(self, model: str, topics: Topics) -> None:
+    def __init__(self, model: str, topics: Topics, agent_id: str) -> None:
         self.model = model
         self._topics = topics
+        self._agent_id = agent_id
         self.by_node: dict[str, ModelOffer] = {}
         """The latest offer of each node offering the model."""
         self.changed = asyncio.Event()
         """Set whenever an offer arrives or is cleared; clear it to wait for the next."""
 
     def find(self, version: str | None = None) -> tuple[str, OfferedVersion] | None:
-        """The first node (by id) offering ``version`` (``None``: the first node's newest), and that version."""
+        """The first node (by id) offering ``version`` (``None``: its newest this agent takes), and that version."""
         for node_id, offer in sorted(self.by_node.items()):
-            offered = offer.version(version)
+            offered = offer.version(version, agent_id=self._agent_id)
             if offered is not None:
                 return node_id, offered
         return None
@@ -192,7 +195,7 @@ class _Fetcher:
         self._topics = topics
         self._agent_id = agent_id
         self._blocks_topic = topics.blocks(agent_id)
-        self._offers = Offers(model, topics)
+        self._offers = Offers(model, topics, agent_id)
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._mismatches: collections.Counter[str] = collections.Counter()
         self._max_mismatches = max_mismatches

@@ -259,7 +259,7 @@ async def follow_versions(
     switched to; a version that fails any of this is refused, and not tried
     again. A fetch that lost the broker is tried again after ``retry_s``.
     """
-    offers = Offers(source.model, Topics(source.prefix))
+    offers = Offers(source.model, Topics(source.prefix), source.agent_id)
     url = BrokerURL.parse(source.broker)
     connection = Connection(
         url,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from cloud_hub import ModelDelivery
+from cloud_hub import ModelDelivery, publish_version
 from edge_agent import EDGE_ONLY, ModelConfig, ServiceConfig
 from edge_agent._halves import ModelHalves
-from protocol import Topics, decode_status
+from protocol import Topics, canary_position, decode_status
 from tests._support import TINY, parked, random_images, save_tiny_version, until, watching
 from tests.edge_agent.test_service import _get, _infer_json, _logits, _post, serving
 
@@ -246,3 +247,32 @@ def _damage(path: Path) -> None:
 
 async def _get_model(service: AgentService) -> Any:  # noqa: ANN401
     return await _get(service, f"/v2/models/{TINY}")
+
+
+async def test_a_canary_goes_to_the_agents_it_draws_first_then_to_every_agent_once_promoted(
+    broker_url: str, prefix: str, start_hub: StartHub, tmp_path: Path
+) -> None:
+    models = tmp_path / "hub-models"
+    v1, _ = save_tiny_version(models, "v1", scale=1.0)
+    v2, built = save_tiny_version(tmp_path / "built", "v2", scale=0.5)
+    devices = [f"cam{n}" for n in range(40)]  # a model's agent is DEVICE-NAME: its position decides
+    inside = next(device for device in devices if canary_position(f"{device}-{TINY}", v2) < 0.5)
+    outside = next(device for device in devices if canary_position(f"{device}-{TINY}", v2) >= 0.5)
+    hub = await start_hub(models_dir=models, use_zoo=False)
+    assert hub.delivery is not None
+    configs = [
+        dataclasses.replace(_config(broker_url, prefix, tmp_path / device, trial_requests=0), agent_id=device)
+        for device in (inside, outside)
+    ]
+    async with serving(configs[0]) as first, serving(configs[1]) as second:
+        publish_version(built, models, canary=0.5)
+        assert await hub.delivery.rescan() == [TINY]
+        await until(lambda: first.version(TINY) == v2, "the canary's agent to switch", 60)
+        assert second.version(TINY) == v1
+        answers = [
+            await _post(service, f"/v2/models/{TINY}/infer", _infer_json(IMAGES[0])) for service in (first, second)
+        ]
+        assert [answer["model_version"] for _, answer in answers] == [v2, v1]
+        publish_version(built, models)  # promoted: every agent
+        assert await hub.delivery.rescan() == [TINY]
+        await until(lambda: second.version(TINY) == v2, "the other agent to switch", 60)
