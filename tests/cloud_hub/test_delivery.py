@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cloud_hub import ModelDelivery
+from cloud_hub import HubConfig, ModelDelivery
 from cloud_hub._offers import scan_offers
 from edge_agent import FetchSettings, fetch_model
 from models import SegmentsManifest, file_sha256_hex, partition
 from protocol import (
+    BLOCK_ENVELOPE_BYTES,
     Block,
     ErrorCode,
     FetchRequest,
@@ -134,3 +135,12 @@ async def test_fetches_past_the_per_agent_bound_are_refused_and_asked_again(
         assert node.refused[ErrorCode.OVERLOADED] >= 1
     chain = SegmentsManifest.load(path)
     assert all(file_sha256_hex(path / segment.file) == segment.sha256 for segment in chain.segments)
+
+
+def test_the_default_block_fits_a_small_message_limit_and_a_block_given_must() -> None:
+    assert HubConfig().delivery_block_size == 128 * 1024
+    small = HubConfig(max_message_bytes=64 * 1024)  # no block_size said: the blocks shrink to fit
+    assert small.delivery_block_size == 64 * 1024 - BLOCK_ENVELOPE_BYTES
+    with pytest.raises(ConfigError, match=r"fit max_message_bytes \(65536\)"):
+        HubConfig(max_message_bytes=64 * 1024, block_size=64 * 1024)
+    assert HubConfig(max_message_bytes=64 * 1024, block_size=64 * 1024, deliver_models=False).block_size == 65536
