@@ -269,7 +269,7 @@ def print_map(title: str, cells: dict[tuple[float, float], Outcome]) -> None:
     print(f"{'':>6}" + "".join(f"{rate:>26g}" for rate in RATES_MBIT_S))
     for slowdown in SLOWDOWNS:
         row = [cells[(slowdown, rate)] for rate in RATES_MBIT_S]
-        text = "".join(f"{(o.best + ('+' if o.split_wins else ''))[:18]:>19} {o.auto_ratio:5.2f}" for o in row)
+        text = "".join(f"{'+' if o.split_wins else ' '}{o.best[:18]:>18} {o.auto_ratio:5.2f}" for o in row)
         print(f"{'x' + format(slowdown, 'g'):>6}" + text)
     ratios = [o.auto_ratio for o in cells.values()]
     within = sum(r <= 1.05 for r in ratios) / len(ratios)  # noqa: PLR2004
@@ -307,7 +307,11 @@ def draw(path: Path, model: str, title: str, cells: dict[tuple[float, float], Ou
     axes.set_yticks(range(len(SLOWDOWNS)), [f"x{s:g}" for s in SLOWDOWNS])
     axes.set_xlabel("uplink (Mbit/s)")
     axes.set_ylabel("device: this host slowed by")
-    axes.set_title(f"{model}, {title}: best fixed choice (colour), auto / best (text); boxed: a split wins")
+    axes.set_title(
+        f"{Path(model).stem}, {title}: the best fixed choice (colour), auto / best (text), a split winning (boxed)",
+        fontsize=9,
+        loc="left",
+    )
     handles = [mpl.patches.Patch(color=colour[label], label=_legend(label)) for label in labels]
     axes.legend(handles=handles, bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     figure.tight_layout()

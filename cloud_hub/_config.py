@@ -115,7 +115,8 @@ class HubConfig:
             ``models_dir`` to agents, which fetch them in blocks
             (docs/protocol.md, section 9), on a broker connection of its own.
         block_size: Bytes per block of a delivered file (1 KiB to 1 MiB),
-            below the broker's packet limit.
+            below the broker's packet limit; ``None`` (the default): 128 KiB,
+            or less to fit ``max_message_bytes`` (see :attr:`delivery_block_size`).
         providers: ONNX Runtime execution providers the tails run on, in
             order of preference: short names (``cuda``, ``tensorrt``,
             ``openvino``, ``coreml``, ``directml``, ``migraphx``, ``cpu``;
@@ -157,8 +158,15 @@ class HubConfig:
     repeat_window: float = 60.0
     http: str | None = None
     deliver_models: bool = True
-    block_size: int = DEFAULT_BLOCK_BYTES
+    block_size: int | None = None
     providers: tuple[str, ...] = ()
+
+    @property
+    def delivery_block_size(self) -> int:
+        """Bytes per delivered block: ``block_size``, else 128 KiB or what fits ``max_message_bytes``."""
+        if self.block_size is not None:
+            return self.block_size
+        return min(DEFAULT_BLOCK_BYTES, self.max_message_bytes - BLOCK_ENVELOPE_BYTES)
 
     def __post_init__(self) -> None:
         BrokerURL.parse(self.broker)
@@ -198,12 +206,15 @@ class HubConfig:
         if not self.miss_ttl >= 0:
             msg = "miss_ttl must be 0 seconds or more"
             raise ConfigError(msg)
-        if (
-            not MIN_BLOCK_BYTES
-            <= self.block_size
+        if self.deliver_models and not (
+            MIN_BLOCK_BYTES
+            <= self.delivery_block_size
             <= min(MAX_BLOCK_BYTES, self.max_message_bytes - BLOCK_ENVELOPE_BYTES)
         ):
-            msg = f"block_size must be from {MIN_BLOCK_BYTES} to {MAX_BLOCK_BYTES} bytes and fit max_message_bytes"
+            msg = (
+                f"block_size must be from {MIN_BLOCK_BYTES} to {MAX_BLOCK_BYTES} bytes and fit max_message_bytes "
+                f"({self.max_message_bytes}) with its {BLOCK_ENVELOPE_BYTES}-byte envelope; or turn delivery off"
+            )
             raise ConfigError(msg)
         for spec in self.preload:
             parse_preload(spec)

@@ -187,7 +187,7 @@ class Hub:
                 node_id=config.hub_id,
                 models_dir=config.models_dir,
                 prefix=config.prefix,
-                block_size=config.block_size,
+                block_size=config.delivery_block_size,
                 max_message_bytes=config.max_message_bytes,
                 rescan_s=config.miss_ttl or None,
                 on_change=lambda _models: self.store.models_changed(),

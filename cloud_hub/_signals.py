@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import TYPE_CHECKING
 
 from cloud_hub._server import Hub
+from protocol import lifecycle
+from protocol.lifecycle import raise_forcing
 
 if TYPE_CHECKING:
+    import signal
+
     from cloud_hub._config import HubConfig
 
 logger = logging.getLogger("edgecut.hub")
@@ -27,42 +30,15 @@ def run_hub(config: HubConfig) -> None:
         ProviderUnavailableError: An execution provider asked for is not in the installed onnxruntime.
         TransportError: The broker could not be reached at start-up.
     """
-    forced = asyncio.run(serve_until_signalled(Hub(config)))
-    if forced is not None:
-        signal.raise_signal(forced)
+    raise_forcing(asyncio.run(serve_until_signalled(Hub(config))))
 
 
 async def serve_until_signalled(hub: Hub) -> signal.Signals | None:
-    """Run ``hub.serve()`` with SIGINT/SIGTERM handlers installed for its duration.
-
-    The first signal asks for a graceful shutdown; a second one stops the hub
-    at once. The previous handlers are restored on return.
+    """Run ``hub.serve()`` with SIGINT/SIGTERM handlers installed for its duration (:mod:`protocol.lifecycle`).
 
     Returns:
         The signal that forced the stop, or ``None`` after a graceful one.
     """
-    loop = asyncio.get_running_loop()
-    serving = asyncio.create_task(hub.serve(), name=f"edgecut[{hub.config.hub_id}].serve")
-    forced: list[signal.Signals] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def on_signal(signum: signal.Signals) -> None:
-        if hub.is_shutting_down:
-            logger.warning("second %s: stopping now", signum.name)
-            forced.append(signum)
-            serving.cancel()
-            return
-        logger.info("%s: finishing accepted requests (again to force)", signum.name)
-        hub.request_shutdown()
-
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await serving
-    except asyncio.CancelledError:
-        if not forced:  # cancelled from outside, not by a signal
-            raise
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-    return forced[0] if forced else None
+    return await lifecycle.serve_until_signalled(
+        hub, name=f"edgecut[{hub.config.hub_id}].serve", draining="accepted requests", logger=logger
+    )

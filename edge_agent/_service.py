@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import logging
-import signal
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from edge_agent._watch import watch_directory
 from models import EDGE_ONLY
 from protocol.errors import ConfigError, ModelError, TransportError
 from protocol.http import Endpoint, parse_address
+from protocol.lifecycle import raise_forcing, serve_until_signalled
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
@@ -400,34 +400,9 @@ def run_service(config: ServiceConfig) -> None:
         ConfigError: The API's address cannot be listened on, or the watched directory is missing.
         ModelError: A model or cut is unknown.
     """
-    forced = asyncio.run(_serve_until_signalled(AgentService(config)))
-    if forced is not None:
-        signal.raise_signal(forced)
-
-
-async def _serve_until_signalled(service: AgentService) -> signal.Signals | None:
-    loop = asyncio.get_running_loop()
-    serving = asyncio.create_task(service.serve(), name="edgecut[service].serve")
-    forced: list[signal.Signals] = []
-
-    def on_signal(signum: signal.Signals) -> None:
-        if service.is_shutting_down:
-            logger.warning("second %s: stopping now", signum.name)
-            forced.append(signum)
-            serving.cancel()
-            return
-        logger.info("%s: finishing requests under way (again to force)", signum.name)
-        service.request_shutdown()
-
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await serving
-    except asyncio.CancelledError:
-        if not forced:
-            raise
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-    return forced[0] if forced else None
+    service = AgentService(config)
+    raise_forcing(
+        asyncio.run(
+            serve_until_signalled(service, name="edgecut[service].serve", draining="requests under way", logger=logger)
+        )
+    )

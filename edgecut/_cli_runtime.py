@@ -258,7 +258,11 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="do not offer the segments and split directories under --models to agents (edgecut models fetch)",
     )
     parser.add_argument(
-        "--block-size", type=_size, default="128K", metavar="SIZE", help="bytes per delivered block (default 128K)"
+        "--block-size",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="bytes per delivered block (default 128K, or less to fit --max-message-bytes)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each connection and model load")
     parser.set_defaults(handler=_hub)

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cloud_hub import ModelDelivery
+from cloud_hub import HubConfig, ModelDelivery
 from cloud_hub._offers import FileHashes, scan_offers
 from edge_agent import FetchSettings, fetch_model
 from models import SegmentsManifest, file_sha256_hex, partition
 from protocol import (
+    BLOCK_ENVELOPE_BYTES,
     Block,
     ErrorCode,
     FetchRequest,
@@ -171,3 +172,12 @@ def test_a_rescan_hashes_only_the_files_it_has_not_seen(models_dir: Path, monkey
     monkeypatch.setattr("cloud_hub._offers.file_sha256_hex", lambda path: hashed.append(path) or "0" * 64)
     assert scan_offers(models_dir, "node", BLOCK, hashes) == first
     assert hashed == []
+
+
+def test_the_default_block_fits_a_small_message_limit_and_a_block_given_must() -> None:
+    assert HubConfig().delivery_block_size == 128 * 1024
+    small = HubConfig(max_message_bytes=64 * 1024)  # no block_size said: the blocks shrink to fit
+    assert small.delivery_block_size == 64 * 1024 - BLOCK_ENVELOPE_BYTES
+    with pytest.raises(ConfigError, match=r"fit max_message_bytes \(65536\)"):
+        HubConfig(max_message_bytes=64 * 1024, block_size=64 * 1024)
+    assert HubConfig(max_message_bytes=64 * 1024, block_size=64 * 1024, deliver_models=False).block_size == 65536
