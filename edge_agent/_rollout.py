@@ -33,7 +33,7 @@ from protocol.errors import EdgecutError, ModelError, TransportError
 from protocol.mqtt import BrokerURL, Connection
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
     from pathlib import Path
 
     from edge_agent._agent import EdgeAgent
@@ -86,10 +86,19 @@ class ServedModel:
         agent: The agent serving it now (entered).
         trial_requests: How many first requests made online a new version must answer before it is kept.
         on_closed: Called with each version whose agent closed (to unpin it in the cache).
+        bad: Versions known bad already (refused or rolled back before a restart), with why.
+        on_bad: Called with each version found bad, and why (to remember it across restarts).
     """
 
     def __init__(
-        self, name: str, agent: EdgeAgent, *, trial_requests: int, on_closed: Callable[[str], None] | None = None
+        self,
+        name: str,
+        agent: EdgeAgent,
+        *,
+        trial_requests: int,
+        on_closed: Callable[[str], None] | None = None,
+        bad: Mapping[str, str] | None = None,
+        on_bad: Callable[[str, str], None] | None = None,
     ) -> None:
         self.name = name
         self.agent = agent
@@ -103,8 +112,9 @@ class ServedModel:
         self._closing: set[asyncio.Task[None]] = set()
         self._why = "opened at start"
         self._previous_version: str | None = None
-        self.bad: dict[str, str] = {}
+        self.bad: dict[str, str] = dict(bad or {})
         """Versions refused or rolled back, with why: not tried again."""
+        self._on_bad = on_bad
         self.settled = asyncio.Event()
         """Set while no version is on trial (a newer one may be switched to)."""
         self.settled.set()
@@ -179,7 +189,7 @@ class ServedModel:
         if agent is not self.agent or previous is None:
             return
         bad = version_of_agent(agent)
-        self.bad[bad] = why
+        self._remember_bad(bad, why)
         self.agent, self._previous = previous, None
         self._previous_version = bad
         self._why = f"rolled back from {bad}: {why}"
@@ -192,7 +202,12 @@ class ServedModel:
     def refuse(self, version: str, why: str) -> None:
         """Remember ``version`` as bad without having run it (its fetch or its check failed)."""
         logger.warning("%s: version %s refused: %s", self.name, version, why)
+        self._remember_bad(version, why)
+
+    def _remember_bad(self, version: str, why: str) -> None:
         self.bad[version] = why
+        if self._on_bad is not None:
+            self._on_bad(version, why)
 
     async def aclose(self) -> None:
         """Close every agent: the current one, one kept for a rollback, those finishing their requests."""

@@ -45,7 +45,7 @@ from protocol.http import Endpoint, parse_address
 from protocol.lifecycle import raise_forcing, serve_until_signalled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Mapping
+    from collections.abc import Callable, Collection, Coroutine, Mapping
 
     import numpy as np
 
@@ -77,7 +77,9 @@ async def fetch_configured(
 
     With no broker or no hub offering it, the version held (the one asked
     for, else the most recently used), so a device starts offline on what
-    it has.
+    it has. Without a version asked for, a version this device found bad
+    (refused or rolled back) is passed over for the most recently used good
+    one held.
 
     Args:
         entry: The model's table.
@@ -92,7 +94,7 @@ async def fetch_configured(
     assert config.state_dir is not None  # noqa: S101 - the config's check
     cache = cache or ModelCache(config.state_dir / "models")
     try:
-        return await fetch_model(
+        fetched = await fetch_model(
             config.broker, entry.model, cache=cache, version=entry.version, prefix=config.prefix, agent_id=agent_id
         )
     except (ModelError, TransportError) as exc:
@@ -101,12 +103,20 @@ async def fetch_configured(
             raise
         logger.warning("%s: serving version %s held here: %s", entry.name, held.name, exc)
         return held
+    bad = await asyncio.to_thread(cache.bad, entry.model)
+    if entry.version is None and fetched.name in bad:
+        held = await asyncio.to_thread(_held, cache, entry, skip=bad.keys())
+        if held is not None:
+            logger.warning("%s: serving version %s, not %s: %s", entry.name, held.name, fetched.name, bad[fetched.name])
+            return held
+    return fetched
 
 
-def _held(cache: ModelCache, entry: ModelConfig) -> Path | None:
-    """The version of a fetched model the cache holds: the one asked for, else the most recently used."""
+def _held(cache: ModelCache, entry: ModelConfig, skip: Collection[str] = ()) -> Path | None:
+    """The version of a fetched model the cache holds: the one asked for, else the most recently used not skipped."""
     versions = [entry.version] if entry.version is not None else cache.versions(entry.model)
-    return next((path for version in versions if (path := cache.path(entry.model, version)) is not None), None)
+    held = (cache.path(entry.model, version) for version in versions if version not in skip)
+    return next((path for path in held if path is not None), None)
 
 
 class AgentService:
@@ -222,9 +232,17 @@ class AgentService:
         else:
             model = resolve_model(entry)
         agent = await self._agent(entry, model, agent_id).__aenter__()
-        served = ServedModel(entry.name, agent, trial_requests=entry.trial_requests, on_closed=self._unpin(entry))
-        if entry.fetch and self._cache is not None:
-            self._cache.pin(entry.model, served.version)
+        cache = self._cache if entry.fetch else None
+        served = ServedModel(
+            entry.name,
+            agent,
+            trial_requests=entry.trial_requests,
+            on_closed=self._unpin(entry),
+            bad=await asyncio.to_thread(cache.bad, entry.model) if cache is not None else None,
+            on_bad=(lambda version, why: cache.mark_bad(entry.model, version, why)) if cache is not None else None,
+        )
+        if cache is not None:
+            cache.pin(entry.model, served.version)
         return served
 
     def _unpin(self, entry: ModelConfig) -> Callable[[str], None] | None:

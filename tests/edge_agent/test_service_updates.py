@@ -228,6 +228,9 @@ async def test_a_version_failing_its_first_requests_is_rolled_back_and_they_are_
             stream.marked = True
             await until(lambda: sum(after for _, after, _, _ in stream.answers) >= 4, "answers after the rollback")
         _, described = await _get_model(service)
+        async with serving(config) as restarted:  # v2 still the newest offered: the device remembers it is bad
+            assert restarted.version(TINY) == v1
+            assert restarted.served[TINY].bad == served.bad
     stream.check({v1: full_logits(v1_dir)})  # the failed requests too: run again on v1
     assert "unknown_model" in served.bad[v2]
     update = described["parameters"]["update"]
