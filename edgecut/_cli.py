@@ -29,7 +29,7 @@ _ERROR_EXITS: tuple[tuple[type[EdgecutError], ExitCode], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subcommand registered."""
-    from edgecut import _cli_broker, _cli_models, _cli_runtime, _cli_service, _cli_sim  # noqa: PLC0415 - keeps `import edgecut` light
+    from edgecut import _cli_agent, _cli_broker, _cli_models, _cli_runtime, _cli_service, _cli_sim  # noqa: PLC0415 - keeps `import edgecut` light
 
     parser = argparse.ArgumentParser(
         prog="edgecut",
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _cli_models.register(commands)
     _cli_runtime.register(commands)
+    _cli_agent.register(commands)
     _cli_service.register(commands)
     _cli_broker.register(commands)
     _cli_sim.register(commands)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from edgecut._cli_runtime import _BROKER_HELP, _env, _setup_logging, _size
+from edgecut._cli_runtime import BROKER_HELP, env, parse_size, setup_logging
 from edgecut._cli_text import out, print_table
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
@@ -45,14 +45,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=_DESCRIPTION,
     )
     parser.add_argument(
-        "url", nargs="?", default=_env("BROKER", "mqtt://127.0.0.1:1883"), metavar="URL", help=_BROKER_HELP
+        "url", nargs="?", default=env("BROKER", "mqtt://127.0.0.1:1883"), metavar="URL", help=BROKER_HELP
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with every check")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds any one step waits (default 5)")
     parser.add_argument("--requests", type=int, default=20, help="requests spread across the two hubs (default 20)")
     parser.add_argument(
         "--min-message",
-        type=_size,
+        type=parse_size,
         default="64K",
         metavar="SIZE",
         help="the largest message you send: the size check fails below it (default 64K;"
@@ -60,7 +60,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--max-message",
-        type=_size,
+        type=parse_size,
         default="16M",
         metavar="SIZE",
         help="the largest message the size search tries (default 16M, edgecut's limit)",
@@ -72,7 +72,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _broker_check(args: argparse.Namespace) -> ExitCode:
     from cloud_hub import check_broker  # noqa: PLC0415 - keeps `edgecut --help` light
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     with contextlib.nullcontext() if args.verbose else _quiet(_CLIENT_LOGGERS):
         report = asyncio.run(
             check_broker(

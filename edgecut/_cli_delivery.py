@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecut._cli_runtime import _BROKER_HELP, _default_state_dir, _env, _setup_logging, _size
+from edgecut._cli_runtime import BROKER_HELP, default_state_dir, env, parse_size, setup_logging
 from edgecut._cli_text import human, leaf
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
@@ -30,19 +30,19 @@ def add_delivery(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
     """Add ``fetch`` and ``serve`` to the ``models`` subcommands."""
     fetch = leaf(actions, "fetch", _fetch, "fetch a model from a hub or registry that offers it, into the cache")
     fetch.add_argument("name", metavar="NAME", help="the model's name, as offered")
-    fetch.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
+    fetch.add_argument("--broker", default=env("BROKER", "mqtt://127.0.0.1:1883"), help=BROKER_HELP)
     fetch.add_argument("--version", help="the version wanted (default: the newest offered)")
     fetch.add_argument(
         "--cache",
         type=Path,
-        default=Path(_env("STATE_DIR") or _default_state_dir()) / "models",
+        default=Path(env("STATE_DIR") or default_state_dir()) / "models",
         help="the cache directory (default $EDGECUT_STATE_DIR/models, else ~/.local/state/edgecut/models)",
     )
-    fetch.add_argument("--cache-size", type=_size, default="2G", help="the cache's bound, e.g. 500M (default 2G)")
+    fetch.add_argument("--cache-size", type=parse_size, default="2G", help="the cache's bound, e.g. 500M (default 2G)")
     fetch.add_argument(
-        "--agent-id", default=_env("AGENT_ID"), help="this agent's id (default random); env EDGECUT_AGENT_ID"
+        "--agent-id", default=env("AGENT_ID"), help="this agent's id (default random); env EDGECUT_AGENT_ID"
     )
-    fetch.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
+    fetch.add_argument("--prefix", default=env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
     fetch.add_argument("--offer-timeout", type=float, default=10.0, help="seconds to wait for an offer (default 10)")
     fetch.add_argument(
         "--json", action="store_true", help="print a JSON object: the directory, version, bytes, seconds"
@@ -51,10 +51,10 @@ def add_delivery(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     serve = leaf(actions, "serve", _serve, "offer the segments and split directories under a directory to agents")
     serve.add_argument("--models", type=Path, required=True, metavar="DIR", help="searched recursively")
-    serve.add_argument("--broker", default=_env("BROKER", "mqtt://127.0.0.1:1883"), help=_BROKER_HELP)
+    serve.add_argument("--broker", default=env("BROKER", "mqtt://127.0.0.1:1883"), help=BROKER_HELP)
     serve.add_argument("--node-id", help="this registry's id (default models-<host>-<pid>)")
-    serve.add_argument("--prefix", default=_env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
-    serve.add_argument("--block-size", type=_size, default="128K", help="bytes per block (1K to 1M; default 128K)")
+    serve.add_argument("--prefix", default=env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
+    serve.add_argument("--block-size", type=parse_size, default="128K", help="bytes per block (1K to 1M; default 128K)")
     serve.add_argument("--json", action="store_true", help="print one JSON line with the offers once online")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every model offered")
 
@@ -77,7 +77,7 @@ def _fetch(args: argparse.Namespace) -> ExitCode:
     from protocol import check_delivery_name  # noqa: PLC0415
     from protocol.errors import ConfigError  # noqa: PLC0415
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         for value, what in ((args.name, "NAME"), (args.version, "--version")):
             if value is not None:
@@ -167,7 +167,7 @@ class _Progress:
 def _serve(args: argparse.Namespace) -> ExitCode:
     from cloud_hub import ModelDelivery, default_hub_id  # noqa: PLC0415 - keeps `edgecut --help` light
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     delivery = ModelDelivery(
         args.broker,
         node_id=args.node_id or default_hub_id().replace("hub-", "models-", 1),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecut._cli_runtime import _setup_logging
+from edgecut._cli_runtime import setup_logging
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 
@@ -88,7 +88,7 @@ def _serve(args: argparse.Namespace) -> ExitCode:
     if args.check:
         print_json(dataclasses.asdict(config))
         return ExitCode.OK
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     names = ", ".join(model.name for model in config.models)
     print(  # noqa: T201
         f"agent serving {names} on http://{config.listen}, broker {config.broker} (Ctrl+C to stop)",

@@ -371,9 +371,9 @@ def test_agent_unreadable_input_file_exits_config_after_connecting(
     ("text", "size"), [("128M", 128 * 1024**2), ("1G", 1024**3), ("500K", 500 * 1024), ("1.5MiB", 1572864), ("77", 77)]
 )
 def test_sizes_take_binary_units(text: str, size: int) -> None:
-    from edgecut._cli_runtime import _size  # noqa: PLC0415
+    from edgecut._cli_runtime import parse_size  # noqa: PLC0415
 
-    assert _size(text) == size
+    assert parse_size(text) == size
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ import yaml
 import models
 from cloud_hub._metrics import HubMetrics, HubState
 from edgecut._cli import build_parser, main
-from edgecut._cli_runtime import _size
+from edgecut._cli_runtime import parse_size
 from edgecut._exit import ExitCode
 
 if TYPE_CHECKING:
@@ -418,7 +418,7 @@ def test_the_broker_packet_limit_has_room_for_the_hubs_largest_message() -> None
     }
     for run in compose_invocations(compose, _cmd()):
         if run.argv[0] == "hub":
-            largest = _size(run.argv[run.argv.index("--max-message-bytes") + 1])
+            largest = parse_size(run.argv[run.argv.index("--max-message-bytes") + 1])
             assert min(limits) >= largest + PACKET_ENVELOPE, run.where
 
 
