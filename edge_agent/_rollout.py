@@ -174,13 +174,13 @@ class ServedModel:
         self._previous_version = version_of_agent(old)
         self._why = f"switched from {self._previous_version}"
         logger.info("%s: switched from %s to %s", self.name, self._previous_version, self.version)
-        await agent.announce()
-        await old.announce(announcing=False)
-        if self._trial_requests:
+        if self._trial_requests:  # before the first await: every request from now on sees the trial
             self._previous = old
             self._trials_left = self._trial_requests
             self.settled.clear()
-        else:
+        await agent.announce()
+        await old.announce(announcing=False)
+        if not self._trial_requests:
             self._retire(old)
 
     async def roll_back(self, agent: EdgeAgent, why: str) -> None:
