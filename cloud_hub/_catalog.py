@@ -70,6 +70,14 @@ class ModelCatalog:
         self._zoo: dict[str, ModelSource] = {}
         self._zoo_indexed = False
 
+    def mark_stale(self) -> None:
+        """Scan the models directory again at the next look-up, however recent the last scan (a version was added).
+
+        Takes no lock: a scan under way either began before (and this forces
+        another) or after the change (and sees it).
+        """
+        self._scanned_at = None
+
     def split_dir(self, model_sha256: str, cut_id: str) -> Path | None:
         """The split directory holding the tail of ``model_sha256`` at ``cut_id``, if any."""
         with self._lock:

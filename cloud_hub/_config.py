@@ -104,8 +104,9 @@ class HubConfig:
             (a zoo name, a manifest's model id or an ``.onnx`` file's stem),
             so that no request pays for loading them; they stay loaded.
         miss_ttl: Seconds a request for an unknown model or cut is remembered
-            (repeats are refused at once), and the least time between two
-            scans of ``models_dir`` for new files.
+            (repeats are refused at once), the least time between two
+            scans of ``models_dir`` for new files, and (above 0) the time
+            between two scans for versions to offer (``deliver_models``).
         http: ``HOST:PORT`` to serve ``/metrics``, ``/health/live`` and
             ``/health/ready`` on (``[::1]:8000`` for IPv6; port 0 picks a
             free one, see :attr:`Hub.http`); ``None`` (the default): no HTTP.

@@ -6,6 +6,13 @@ front of a hub's requests or replies, nor behind them; file reads and hashes
 run off the event loop. What it serves is bounded: ``max_fetches`` fetches at
 a time, ``max_fetches_per_agent`` per agent, each of at most 64 blocks of
 ``block_size`` bytes; a fetch past a bound is answered ``overloaded``.
+
+A version is published by putting its directory under the models directory
+(whole: copy it beside, then rename it in): the node scans the directory
+again every ``rescan_s`` (hashing only files it has not hashed before) and
+publishes the offers that changed, so agents that follow a model's newest
+version fetch it while the old one is still served. A model whose last
+directory went has its retained offer cleared.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Self
 
-from cloud_hub._offers import Catalog, scan_offers
+from cloud_hub._offers import Catalog, FileHashes, scan_offers
 from protocol import (
     BLOCK_ENVELOPE_BYTES,
     DEFAULT_BLOCK_BYTES,
@@ -34,7 +41,7 @@ from protocol.errors import ConfigError, EdgecutError, ProtocolError
 from protocol.mqtt import Connection
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
     from pathlib import Path
 
     from cloud_hub._offers import Held
@@ -70,9 +77,13 @@ class ModelDelivery:
         max_fetches: Fetches served at a time, all agents together.
         max_fetches_per_agent: Fetches served at a time for one agent.
         max_message_bytes: The largest message the broker takes from this node.
+        rescan_s: Seconds between two scans of ``models_dir`` for versions
+            added or removed (:meth:`rescan`); ``None``: only at start.
+        on_change: Called with the models whose offers a scan changed, before
+            the new offers are published (a hub rescans its tails then).
 
     Raises:
-        ConfigError: A bound is below 1, or a block would not fit a message.
+        ConfigError: A bound is below 1, ``rescan_s`` is not positive, or a block would not fit a message.
     """
 
     def __init__(
@@ -86,9 +97,14 @@ class ModelDelivery:
         max_fetches: int = 16,
         max_fetches_per_agent: int = 4,
         max_message_bytes: int = 16 * 1024 * 1024,
+        rescan_s: float | None = 10.0,
+        on_change: Callable[[list[str]], None] | None = None,
     ) -> None:
         if min(max_fetches, max_fetches_per_agent) < 1:
             msg = "max_fetches and max_fetches_per_agent must be at least 1"
+            raise ConfigError(msg)
+        if rescan_s is not None and not rescan_s > 0:
+            msg = f"rescan_s must be above 0 seconds, not {rescan_s}"
             raise ConfigError(msg)
         if block_size + BLOCK_ENVELOPE_BYTES > max_message_bytes:
             msg = f"block_size {block_size} does not fit in a message of {max_message_bytes} bytes"
@@ -100,6 +116,10 @@ class ModelDelivery:
         self._max_fetches = max_fetches
         self._max_fetches_per_agent = max_fetches_per_agent
         self._catalog = Catalog(offers={}, held={})
+        self._hashes = FileHashes()
+        self._rescan_s = rescan_s
+        self._on_change = on_change
+        self._scanning = asyncio.Lock()
         self._serving: collections.Counter[str] = collections.Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self.blocks_sent = 0
@@ -121,11 +141,49 @@ class ModelDelivery:
         return self._catalog
 
     async def __aenter__(self) -> Self:
-        self._catalog = await asyncio.to_thread(scan_offers, self._models_dir, self.node_id, self._block_size)
+        self._catalog = await self._scan()
         for model, offer in self._catalog.offers.items():
             logger.info("delivering %s: versions %s", model, ", ".join(v.version for v in offer.versions))
         await self.connection.__aenter__()
+        if self._rescan_s is not None:
+            self._spawn(self._rescan_every(self._rescan_s))
         return self
+
+    async def rescan(self) -> list[str]:
+        """Scan the models directory again and publish the offers that changed.
+
+        Returns:
+            The models whose offer changed (a version added or removed), or that are no longer offered.
+        """
+        async with self._scanning:
+            old = self._catalog.offers
+            self._catalog = await self._scan()
+            new = self._catalog.offers
+            changed = sorted(model for model in old.keys() | new.keys() if old.get(model) != new.get(model))
+            if changed and self._on_change is not None:
+                self._on_change(changed)
+            for model in changed:
+                offer = new.get(model)
+                versions = ", ".join(v.version for v in offer.versions) if offer is not None else "none"
+                logger.info("delivering %s: versions %s", model, versions)
+                payload = encode_offer(offer) if offer is not None else b""  # empty: the retained offer cleared
+                topic = self._topics.offer(self.node_id, model)
+                try:
+                    await self.connection.publish(topic, payload, qos=1, retain=True, timeout=_PUBLISH_TIMEOUT_S)
+                except EdgecutError as exc:  # offline: every offer is published again on reconnecting
+                    logger.info("offer of %s not published yet: %s", model, exc)
+            return changed
+
+    async def _scan(self) -> Catalog:
+        return await asyncio.to_thread(scan_offers, self._models_dir, self.node_id, self._block_size, self._hashes)
+
+    async def _rescan_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.rescan()
+            except OSError as exc:  # the directory gone for a moment: the offers stand
+                logger.warning("could not scan %s: %s", self._models_dir, exc)
 
     async def __aexit__(self, *exc_info: object) -> None:
         for task in list(self._tasks):

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from cloud_hub._publish import read_canary
 from models import HEAD_FILE, MANIFEST_FILE, SEGMENTS_FILE, TAIL_FILE, Manifest, SegmentsManifest, file_sha256_hex
 from protocol import (
     MAX_OFFERED_VERSIONS,
@@ -40,6 +41,31 @@ class Held:
     offered: OfferedVersion
 
 
+class FileHashes:
+    """The sha256 of files, each hashed again only when its size or modification time changes.
+
+    A node scanning its directory again (a version published while it runs)
+    pays for the new files only. Blocks (hashing): use it off the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[tuple[int, int], str]] = {}
+
+    def sha256(self, path: Path) -> str:
+        """The hex sha256 of ``path``'s bytes.
+
+        Raises:
+            OSError: The file cannot be read.
+        """
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        known = self._known.get(path)
+        if known is None or known[0] != stamp:
+            known = (stamp, file_sha256_hex(path))
+            self._known[path] = known
+        return known[1]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Catalog:
     """The offers of a node, by model name, and the directories behind their versions."""
@@ -52,7 +78,7 @@ class Catalog:
         return self.held.get((model, version))
 
 
-def scan_offers(models_dir: Path, node_id: str, block_size: int) -> Catalog:
+def scan_offers(models_dir: Path, node_id: str, block_size: int, hashes: FileHashes | None = None) -> Catalog:
     """Every segments and split directory under ``models_dir``, hashed, as offers of ``node_id``.
 
     Blocks (reads and hashes every file): call it off the event loop. A
@@ -61,15 +87,17 @@ def scan_offers(models_dir: Path, node_id: str, block_size: int) -> Catalog:
     segments directory and split directories of the same model, the segments
     directory is offered (it holds every cut); of several of one kind, the
     first in path order. The newest versions (by their manifest's
-    modification time) come first, at most 16 per model.
+    modification time) come first, at most 16 per model. ``hashes`` spares
+    hashing again the files an earlier scan hashed.
     """
+    hashes = hashes or FileHashes()
     found: list[tuple[int, str, Held]] = []
     seen: set[tuple[str, str]] = set()
     candidates = [(path, "segments") for path in sorted(models_dir.rglob(SEGMENTS_FILE))]
     candidates += [(path, "split") for path in sorted(models_dir.rglob(MANIFEST_FILE))]
     for manifest_path, kind in candidates:
         try:
-            model, held = _held(manifest_path, kind, block_size)  # type: ignore[arg-type]
+            model, held = _held(manifest_path, kind, block_size, hashes)  # type: ignore[arg-type]
         except (ModelError, OSError, ValueError) as exc:
             logger.warning("not delivering %s: %s", manifest_path.parent, exc)
             continue
@@ -90,7 +118,7 @@ def scan_offers(models_dir: Path, node_id: str, block_size: int) -> Catalog:
     )
 
 
-def _held(manifest_path: Path, kind: ModelKind, block_size: int) -> tuple[str, Held]:
+def _held(manifest_path: Path, kind: ModelKind, block_size: int, hashes: FileHashes) -> tuple[str, Held]:
     directory = manifest_path.parent
     if kind == "segments":
         chain = SegmentsManifest.load(directory)
@@ -102,7 +130,14 @@ def _held(manifest_path: Path, kind: ModelKind, block_size: int) -> tuple[str, H
         names = [MANIFEST_FILE, *(name for name in (HEAD_FILE, TAIL_FILE) if (directory / name).is_file())]
     check_delivery_name(model, "model")  # a topic level and a directory name at the agent
     files = tuple(
-        OfferedFile(name, (directory / name).stat().st_size, file_sha256_hex(directory / name)) for name in names
+        OfferedFile(name, (directory / name).stat().st_size, hashes.sha256(directory / name)) for name in names
     )
-    offered = OfferedVersion(version=version_of(sha), model_sha256=sha, kind=kind, block_size=block_size, files=files)
+    offered = OfferedVersion(
+        version=version_of(sha),
+        model_sha256=sha,
+        kind=kind,
+        block_size=block_size,
+        files=files,
+        canary=read_canary(directory),
+    )
     return model, Held(directory, offered)

@@ -189,6 +189,8 @@ class Hub:
                 prefix=config.prefix,
                 block_size=config.delivery_block_size,
                 max_message_bytes=config.max_message_bytes,
+                rescan_s=config.miss_ttl or None,
+                on_change=lambda _models: self.store.models_changed(),
             )
         self.tails_run = 0
         """Requests whose tail ran here."""

@@ -249,6 +249,11 @@ class TailStore:
         """Whether this tail is being loaded now (a request for it waits for that load, starting none)."""
         return (model_sha256, cut_id) in self._loading
 
+    def models_changed(self) -> None:
+        """The models directory changed (a version published): forget the misses, and scan it at the next look-up."""
+        self._misses.clear()
+        self.catalog.mark_stale()
+
     def is_missed(self, model_id: str, model_sha256: str, cut_id: str) -> bool:
         """Whether this tail is a remembered miss (a request for it is refused at once, loading nothing)."""
         missed = self._misses.get((model_id, model_sha256, cut_id))

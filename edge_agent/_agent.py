@@ -68,6 +68,7 @@ from protocol import (
     encode_ping,
     encode_request,
     get_codec,
+    version_of,
 )
 from protocol.errors import ConfigError, EdgecutError, ProtocolError, ShapesNotStatedError, TransportError
 from protocol.http import Endpoint, parse_address
@@ -167,6 +168,14 @@ class EdgeAgent:
             does not wait, the connection is made whenever the broker
             appears, and :attr:`connected` says whether it is up (a service
             that must start offline runs its requests edge-only meanwhile).
+        client_id: The MQTT client id (default: ``agent_id``): two agents
+            of one id at once (a new version opened beside the one serving)
+            need ids of their own.
+        announce: Publish the agent's status, retained (online with the
+            version it runs on connecting, offline on leaving). ``False``:
+            silent, for a version checked beside another agent of the same
+            id that announces; :meth:`announce` hands the status over. Both
+            leave the same last will.
 
     Raises:
         ValueError: A codec is not a registered one, or the list is empty.
@@ -195,6 +204,8 @@ class EdgeAgent:
         carry_state: Mapping[str, str] | None = None,
         http: str | None = None,
         wait_for_broker: bool = True,
+        client_id: str | None = None,
+        announce: bool = True,
     ) -> None:
         self.url = BrokerURL.parse(broker)
         self.codecs: tuple[str, ...] = (codec,) if isinstance(codec, str) else tuple(dict.fromkeys(codec))
@@ -221,7 +232,7 @@ class EdgeAgent:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"edgecut[{self.agent_id}].ort")
         self._connection = Connection(
             self.url,
-            client_id=self.agent_id,
+            client_id=client_id or self.agent_id,
             subscriptions=[(self.topics.response(self.agent_id), 1), (self.topics.all_status(), 1)],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -235,6 +246,7 @@ class EdgeAgent:
             qos=self.url.qos,
             retry_s=self.timeouts.retry,
         )
+        self._announcing = announce
         self._halves: ModelHalves | None = None
         self._core: AgentCore | None = None
         self._head_times: HeadTimes | None = None
@@ -316,6 +328,14 @@ class EdgeAgent:
     def connected(self) -> bool:
         """Whether the broker connection is up now."""
         return self._connection.is_connected
+
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        """Wait until the broker connection is up (for an agent entered with ``wait_for_broker=False``).
+
+        Raises:
+            TransportError: Not connected within ``timeout_s`` seconds (default: ``timeouts.connect``).
+        """
+        await self._connection.wait_connected(self.timeouts.connect if timeout_s is None else timeout_s)
 
     def link_estimate(self) -> tuple[float | None, float | None]:
         """The link's estimated round trip in ms and bandwidth in bit/s, each ``None`` until measured.
@@ -415,7 +435,7 @@ class EdgeAgent:
             if self.connected:
                 await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
             self._probing.cancel()  # else it waits for a broker that has not come
-        if self._connection.is_connected:  # a goodbye: a clean disconnect sends no last will
+        if self._announcing and self._connection.is_connected:  # a goodbye: a clean disconnect sends no last will
             with contextlib.suppress(TransportError):
                 await self._publish_status(online=False)
         await self._connection.__aexit__(exc_type, exc, tb)
@@ -427,8 +447,20 @@ class EdgeAgent:
 
     async def _on_connect(self) -> None:
         await self._outbox.on_reconnect()
-        with contextlib.suppress(TransportError):  # only an announcement: the requests go on without it
-            await self._publish_status(online=True)
+        if self._announcing:
+            with contextlib.suppress(TransportError):  # only an announcement: the requests go on without it
+                await self._publish_status(online=True)
+
+    async def announce(self, *, announcing: bool = True) -> None:
+        """Start announcing this agent's status (published now when connected), or stop (``announcing=False``).
+
+        An agent that stops announcing leaves without a goodbye, so the
+        status of another agent of its id (a newer version) stands.
+        """
+        self._announcing = announcing
+        if announcing and self.connected:
+            with contextlib.suppress(TransportError):
+                await self._publish_status(online=True)
 
     async def _publish_status(self, *, online: bool) -> None:
         """Announce, retained, whether the agent is online and the version of the model it runs."""
@@ -532,7 +564,11 @@ class EdgeAgent:
             result = await self._exchange(request, halves, sent, started)
             segment_ms = sent.segment_ms
         result = dataclasses.replace(
-            result, predicted_ms=decision.predicted_ms, predicted_j=decision.predicted_j, reason=decision.reason
+            result,
+            predicted_ms=decision.predicted_ms,
+            predicted_j=decision.predicted_j,
+            reason=decision.reason,
+            model_version=version_of(self.model.model_sha256),
         )
         if self._state is not None:
             self._state.keep(result.outputs)

@@ -119,7 +119,7 @@ class KServeApi:
             raise KServeError(http.HTTPStatus.BAD_REQUEST, str(exc)) from exc
         except (EdgecutError, RuntimeError) as exc:  # no answer and no fallback, or shutting down
             raise KServeError(_UNAVAILABLE, str(exc)) from exc
-        answer = infer_response(name, self._service.version(name), parsed, result)
+        answer = infer_response(name, result.model_version, parsed, result)  # the version that answered
         return Response(_OK, await asyncio.to_thread(_encode, answer), JSON)
 
     def _decode(self, name: str, request: Request) -> InferRequest:

@@ -11,6 +11,7 @@ on disk.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -80,6 +81,8 @@ class FetchSettings:
         max_stalls: Give up after this many stalls in a row.
         blocks_per_fetch: Most blocks one fetch asks for.
         fetches_in_flight: Most fetches asked and not fully answered.
+        max_mismatches: Give the version up once one file has had every block
+            and not its sha256 this many times (the node's copy is damaged).
     """
 
     connect_s: float = 10.0
@@ -88,6 +91,7 @@ class FetchSettings:
     max_stalls: int = 6
     blocks_per_fetch: int = 16
     fetches_in_flight: int = 2
+    max_mismatches: int = 3
 
 
 async def fetch_model(
@@ -111,7 +115,8 @@ async def fetch_model(
         broker: Broker URL.
         model: The model's name, as offered.
         cache: The cache (or its directory, bounded at its default size).
-        version: The version wanted; ``None``: the newest offered.
+        version: The version wanted; ``None``: the newest offered (of those
+            whose staged roll-out, if any, takes ``agent_id``).
         prefix: Topic prefix.
         agent_id: This agent's id in topics (under an ACL, its user name); ``None``: the URL's user name, else random.
         settings: Waits and window.
@@ -121,7 +126,8 @@ async def fetch_model(
         The version's directory, to open as the agent's model.
 
     Raises:
-        ModelError: No node offers the model (or version) in time, or the node refused it.
+        ModelError: No node offers the model (or version) in time, the node
+            refused it, or a file of it kept failing its sha256.
         TransportError: No broker connection in time, or the node stopped answering.
         ConfigError: The version does not fit in the cache.
         ValueError: ``model`` or ``version`` is not a name a node could offer.
@@ -132,19 +138,67 @@ async def fetch_model(
         await asyncio.to_thread(cache.use, model, version)
         return held
     url = BrokerURL.parse(broker)
-    fetcher = _Fetcher(url, model, Topics(prefix), agent_id or url.username or f"agent-{uuid.uuid4().hex[:12]}")
-    return await fetcher.run(cache, version, settings or FetchSettings(), on_progress)
+    settings = settings or FetchSettings()
+    agent_id = agent_id or url.username or f"agent-{uuid.uuid4().hex[:12]}"
+    fetcher = _Fetcher(url, model, Topics(prefix), agent_id, max_mismatches=settings.max_mismatches)
+    return await fetcher.run(cache, version, settings, on_progress)
+
+
+class Offers:
+    """The offers of one model, by node, kept as they arrive (retained, and cleared with an empty message).
+
+    Args:
+        model: The model.
+        topics: The topics its offers come on.
+        agent_id: Who asks: the newest version it takes is the newest whose canary it is in (if any).
+    """
+
+    def __init__(self, model: str, topics: Topics, agent_id: str) -> None:
+        self.model = model
+        self._topics = topics
+        self._agent_id = agent_id
+        self.by_node: dict[str, ModelOffer] = {}
+        """The latest offer of each node offering the model."""
+        self.changed = asyncio.Event()
+        """Set whenever an offer arrives or is cleared; clear it to wait for the next."""
+
+    def find(self, version: str | None = None) -> tuple[str, OfferedVersion] | None:
+        """The first node (by id) offering ``version`` (``None``: its newest this agent takes), and that version."""
+        for node_id, offer in sorted(self.by_node.items()):
+            offered = offer.version(version, agent_id=self._agent_id)
+            if offered is not None:
+                return node_id, offered
+        return None
+
+    def take(self, incoming: Incoming) -> None:
+        """Keep the offer that ``incoming`` carries, if it is one of this model by the node of its topic."""
+        try:
+            node_id = self._topics.node_of_offer(self.model, incoming.topic)
+            if not incoming.payload:  # a retained offer cleared
+                self.by_node.pop(node_id, None)
+                self.changed.set()
+                return
+            offer = decode_offer(incoming.payload)
+        except (ValueError, ProtocolError) as exc:
+            logger.warning("ignored an offer on %s: %s", incoming.topic, exc)
+            return
+        if (offer.node_id, offer.model) != (node_id, self.model):
+            logger.warning("ignored an offer on %s naming %s of %s", incoming.topic, offer.model, offer.node_id)
+            return
+        self.by_node[node_id] = offer
+        self.changed.set()
 
 
 class _Fetcher:
-    def __init__(self, url: BrokerURL, model: str, topics: Topics, agent_id: str) -> None:
+    def __init__(self, url: BrokerURL, model: str, topics: Topics, agent_id: str, *, max_mismatches: int) -> None:
         self._model = model
         self._topics = topics
         self._agent_id = agent_id
         self._blocks_topic = topics.blocks(agent_id)
-        self._offers: dict[str, ModelOffer] = {}
-        self._offered = asyncio.Event()
+        self._offers = Offers(model, topics, agent_id)
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._mismatches: collections.Counter[str] = collections.Counter()
+        self._max_mismatches = max_mismatches
         self._connection = Connection(
             url,
             client_id=f"{agent_id}.fetch-{uuid.uuid4().hex[:6]}",
@@ -192,19 +246,18 @@ class _Fetcher:
     async def _offer(self, version: str | None, timeout_s: float) -> tuple[str, OfferedVersion]:
         deadline = time.monotonic() + timeout_s
         while True:
-            for node_id, offer in sorted(self._offers.items()):
-                offered = offer.version(version)
-                if offered is not None:
-                    return node_id, offered
-            self._offered.clear()
+            found = self._offers.find(version)
+            if found is not None:
+                return found
+            self._offers.changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:
                 what = self._model if version is None else f"{self._model} version {version}"
-                nodes = ", ".join(sorted(self._offers)) or "none"
+                nodes = ", ".join(sorted(self._offers.by_node)) or "none"
                 msg = f"no node offers {what} within {timeout_s:.1f} s (nodes offering {self._model}: {nodes})"
                 raise ModelError(msg)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._offered.wait(), left)
+                await asyncio.wait_for(self._offers.changed.wait(), left)
 
     async def _verify_finished(self, transfer: Transfer, partial: PartialVersion) -> None:
         """Check the files an interrupted fetch had every block of but had not checked yet."""
@@ -271,28 +324,24 @@ class _Fetcher:
         if file_done:
             offered = transfer.offered.file(block.file)
             if offered is not None and not await asyncio.to_thread(partial.verify, offered):
-                logger.warning("%s of %s did not match its sha256: fetching it again", block.file, self._model)
-                transfer.corrupt(block.file)
+                self._mismatch(transfer, block.file)
         return True
+
+    def _mismatch(self, transfer: Transfer, file: str) -> None:
+        """File ``file`` had every block and not its sha256: fetch it again, or give the version up."""
+        self._mismatches[file] += 1
+        what = f"{file} of {self._model} {transfer.offered.version}"
+        if self._mismatches[file] >= self._max_mismatches:
+            msg = f"{what} did not match its sha256 {self._mismatches[file]} times: the node's copy is damaged"
+            raise ModelError(msg)
+        logger.warning("%s did not match its sha256: fetching it again", what)
+        transfer.corrupt(file)
 
     def _on_message(self, incoming: Incoming) -> None:
         if incoming.topic == self._blocks_topic:
             self._inbox.put_nowait(incoming.payload)
-            return
-        try:
-            node_id = self._topics.node_of_offer(self._model, incoming.topic)
-            if not incoming.payload:  # a retained offer cleared
-                self._offers.pop(node_id, None)
-                return
-            offer = decode_offer(incoming.payload)
-        except (ValueError, ProtocolError) as exc:
-            logger.warning("ignored an offer on %s: %s", incoming.topic, exc)
-            return
-        if (offer.node_id, offer.model) != (node_id, self._model):
-            logger.warning("ignored an offer on %s naming %s of %s", incoming.topic, offer.model, offer.node_id)
-            return
-        self._offers[node_id] = offer
-        self._offered.set()
+        else:
+            self._offers.take(incoming)
 
     async def _on_connect(self) -> None:
         if self._connection.connects > 1:

@@ -6,6 +6,7 @@ Layout under the cache's root::
     NAME/VERSION/.offer        the offer it was fetched by (msgpack, one version)
     NAME/VERSION.part/         a version being fetched: FILE.part (blocks at their offsets),
                                FILE.blocks (the bitmap of those on disk), FILE once checked
+    NAME/.bad.json             versions refused or rolled back here, with why: {VERSION: WHY}
 
 A version directory appears under its own name only once every file matched
 its sha256 (one rename), so a complete-looking version is always whole.
@@ -16,9 +17,11 @@ time, which :meth:`ModelCache.use` sets.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +38,7 @@ logger = logging.getLogger("edgecut.agent")
 DEFAULT_CACHE_BYTES = 2 * 1024**3
 """A cache's bound unless given: 2 GiB."""
 _OFFER_FILE = ".offer"
+_BAD_FILE = ".bad.json"
 _PARTIAL = ".part"
 _BITMAP = ".blocks"
 
@@ -147,6 +151,23 @@ class ModelCache:
         directory = self.path(model, version)
         if directory is not None:
             os.utime(directory)
+
+    def bad(self, model: str) -> dict[str, str]:
+        """The versions of ``model`` refused or rolled back on this device, each with why (kept across restarts)."""
+        path = self.root / check_delivery_name(model, "model") / _BAD_FILE
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(version): str(why) for version, why in found.items()} if isinstance(found, dict) else {}
+
+    def mark_bad(self, model: str, version: str, why: str) -> None:
+        """Remember ``version`` of ``model`` as bad, and why (written whole: a crash leaves the old list)."""
+        directory = self.root / check_delivery_name(model, "model")
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f"{_BAD_FILE}.{uuid.uuid4().hex[:8]}"
+        partial.write_text(json.dumps(self.bad(model) | {check_delivery_name(version, "version"): why}))
+        partial.replace(directory / _BAD_FILE)
 
     def pin(self, model: str, version: str) -> None:
         """Never evict this version (it is in use) until :meth:`unpin`."""

@@ -112,6 +112,9 @@ class InferenceResult:
             batch, or more when the hub joined it with other requests: see
             dynamic batching in docs/runtime.md); ``None`` when no hub ran it
             or the hub did not say.
+
+        model_version: The version of the model that computed it (the start
+            of its sha256, ``protocol.version_of``); empty when unknown.
     """
 
     outputs: dict[str, np.ndarray]
@@ -127,3 +130,4 @@ class InferenceResult:
     codec: str = "raw"
     tensor_codecs: dict[str, str] = dataclasses.field(default_factory=dict)
     hub_batch_size: int | None = None
+    model_version: str = ""

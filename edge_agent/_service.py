@@ -10,7 +10,9 @@ One process serves every configured model, each with an
    broker is away runs edge-only on the device, and each agent joins the
    broker whenever it appears;
 3. ready: the watched directory is read, systemd hears ``READY=1`` and, with a
-   watchdog, ``WATCHDOG=1`` at half its interval;
+   watchdog, ``WATCHDOG=1`` at half its interval; a fetched model that
+   follows new versions (``update``) switches to each one a hub publishes,
+   between requests (:mod:`edge_agent._rollout`);
 4. on :meth:`AgentService.request_shutdown` (the first SIGINT/SIGTERM):
    ``STOPPING=1``, new requests are answered 503, those under way get up to
    ``grace_s`` to finish, then everything stops.
@@ -35,6 +37,7 @@ from edge_agent._kserve import InferRequest, infer_response, tensor_metadata
 from edge_agent._model_cache import ModelCache
 from edge_agent._notify import Notifier
 from edge_agent._results import Timeouts
+from edge_agent._rollout import ServedModel, Source, follow_versions
 from edge_agent._watch import watch_directory
 from models import EDGE_ONLY
 from protocol.errors import ConfigError, ModelError, TransportError
@@ -42,7 +45,7 @@ from protocol.http import Endpoint, parse_address
 from protocol.lifecycle import raise_forcing, serve_until_signalled
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Mapping
+    from collections.abc import Callable, Collection, Coroutine, Mapping
 
     import numpy as np
 
@@ -67,26 +70,31 @@ def resolve_model(entry: ModelConfig) -> str | Path:
     return Path(entry.model) if Path(entry.model).is_absolute() else entry.model
 
 
-async def fetch_configured(entry: ModelConfig, config: ServiceConfig, *, agent_id: str | None = None) -> Path:
+async def fetch_configured(
+    entry: ModelConfig, config: ServiceConfig, *, agent_id: str | None = None, cache: ModelCache | None = None
+) -> Path:
     """The directory of a fetched model (``fetch = true``): in ``state_dir``'s cache, from a hub unless held.
 
     With no broker or no hub offering it, the version held (the one asked
     for, else the most recently used), so a device starts offline on what
-    it has.
+    it has. Without a version asked for, a version this device found bad
+    (refused or rolled back) is passed over for the most recently used good
+    one held.
 
     Args:
         entry: The model's table.
         config: The service's settings (broker, prefix, state directory).
         agent_id: Who fetches, in topics (under an ACL, its user name).
+        cache: The cache (default: ``state_dir``'s ``models``).
 
     Raises:
         ModelError: No hub offers the model (or version) and the cache does not hold it.
         TransportError: The same, for want of a broker.
     """
     assert config.state_dir is not None  # noqa: S101 - the config's check
-    cache = ModelCache(config.state_dir / "models")
+    cache = cache or ModelCache(config.state_dir / "models")
     try:
-        return await fetch_model(
+        fetched = await fetch_model(
             config.broker, entry.model, cache=cache, version=entry.version, prefix=config.prefix, agent_id=agent_id
         )
     except (ModelError, TransportError) as exc:
@@ -95,12 +103,20 @@ async def fetch_configured(entry: ModelConfig, config: ServiceConfig, *, agent_i
             raise
         logger.warning("%s: serving version %s held here: %s", entry.name, held.name, exc)
         return held
+    bad = await asyncio.to_thread(cache.bad, entry.model)
+    if entry.version is None and fetched.name in bad:
+        held = await asyncio.to_thread(_held, cache, entry, skip=bad.keys())
+        if held is not None:
+            logger.warning("%s: serving version %s, not %s: %s", entry.name, held.name, fetched.name, bad[fetched.name])
+            return held
+    return fetched
 
 
-def _held(cache: ModelCache, entry: ModelConfig) -> Path | None:
-    """The version of a fetched model the cache holds: the one asked for, else the most recently used."""
+def _held(cache: ModelCache, entry: ModelConfig, skip: Collection[str] = ()) -> Path | None:
+    """The version of a fetched model the cache holds: the one asked for, else the most recently used not skipped."""
     versions = [entry.version] if entry.version is not None else cache.versions(entry.model)
-    return next((path for version in versions if (path := cache.path(entry.model, version)) is not None), None)
+    held = (cache.path(entry.model, version) for version in versions if version not in skip)
+    return next((path for path in held if path is not None), None)
 
 
 class AgentService:
@@ -117,8 +133,9 @@ class AgentService:
     def __init__(self, config: ServiceConfig, *, notifier: Notifier | None = None, grace_s: float = 10.0) -> None:
         self.config = config
         self._agent_id = config.agent_id or f"agent-{uuid.uuid4().hex[:8]}"
-        self.agents: dict[str, EdgeAgent] = {}
-        """The agent serving each model, by its name (once :meth:`serve` has opened them)."""
+        self.served: dict[str, ServedModel] = {}
+        """Each model by its name, with the agent serving it (once :meth:`serve` has opened them)."""
+        self._cache = ModelCache(config.state_dir / "models") if config.state_dir is not None else None
         self._notifier = notifier or Notifier()
         self._grace_s = grace_s
         if importlib.util.find_spec("prometheus_client") is None:
@@ -145,6 +162,11 @@ class AgentService:
         """The local API; its ``address`` once serving (the port that port 0 picked)."""
         self.ready = asyncio.Event()
         """Set once every model is open and requests are taken."""
+
+    @property
+    def agents(self) -> dict[str, EdgeAgent]:
+        """The agent serving each model's new requests now, by the model's name."""
+        return {name: served.agent for name, served in self.served.items()}
 
     def request_shutdown(self) -> None:
         """Ask :meth:`serve` to finish the requests under way and stop."""
@@ -177,13 +199,12 @@ class AgentService:
         try:
             async with contextlib.AsyncExitStack() as agents:
                 for entry in self.config.models:
-                    agent_id = f"{self._agent_id}-{entry.name}"
-                    model = (
-                        await fetch_configured(entry, self.config, agent_id=agent_id)
-                        if entry.fetch
-                        else resolve_model(entry)
-                    )
-                    self.agents[entry.name] = await agents.enter_async_context(self._agent(entry, model, agent_id))
+                    served = await self._open(entry)
+                    agents.push_async_callback(served.aclose)
+                    self.served[entry.name] = served
+                    if entry.fetch and entry.update and entry.version is None:
+                        following = self._start(self._follow(entry, served), f"{entry.name}.versions")
+                        agents.push_async_callback(_stopped, following)
                 watchdog = self._start(self._watchdog(), "watchdog") if self._notifier.watchdog_s else None
                 watching = self._start(self._watch(watched), "watch") if watched is not None else None
                 try:
@@ -203,7 +224,60 @@ class AgentService:
             self.ready.clear()
             await self.http.close()
 
-    def _agent(self, entry: ModelConfig, model: str | Path, agent_id: str) -> EdgeAgent:
+    async def _open(self, entry: ModelConfig) -> ServedModel:
+        """Model ``entry`` opened (fetched first, if it is a fetched one): its agent entered."""
+        agent_id = f"{self._agent_id}-{entry.name}"
+        if entry.fetch:
+            model: str | Path = await fetch_configured(entry, self.config, agent_id=agent_id, cache=self._cache)
+        else:
+            model = resolve_model(entry)
+        agent = await self._agent(entry, model, agent_id).__aenter__()
+        cache = self._cache if entry.fetch else None
+        served = ServedModel(
+            entry.name,
+            agent,
+            trial_requests=entry.trial_requests,
+            on_closed=self._unpin(entry),
+            bad=await asyncio.to_thread(cache.bad, entry.model) if cache is not None else None,
+            on_bad=(lambda version, why: cache.mark_bad(entry.model, version, why)) if cache is not None else None,
+        )
+        if cache is not None:
+            cache.pin(entry.model, served.version)
+        return served
+
+    def _unpin(self, entry: ModelConfig) -> Callable[[str], None] | None:
+        cache = self._cache
+        if not entry.fetch or cache is None:
+            return None
+        return lambda version: cache.unpin(entry.model, version)
+
+    async def _follow(self, entry: ModelConfig, served: ServedModel) -> None:
+        assert self._cache is not None  # noqa: S101 - fetch needs state_dir: the config's check
+        agent_id = f"{self._agent_id}-{entry.name}"
+        source = Source(
+            broker=self.config.broker,
+            model=entry.model,
+            cache=self._cache,
+            prefix=self.config.prefix,
+            agent_id=agent_id,
+        )
+
+        def open_version(
+            directory: Path,
+        ) -> EdgeAgent:  # its own client id beside the running one, silent till switched
+            return self._agent(entry, directory, agent_id, client_id=f"{agent_id}.{directory.name}", announce=False)
+
+        await follow_versions(served, source, open_version)
+
+    def _agent(
+        self,
+        entry: ModelConfig,
+        model: str | Path,
+        agent_id: str,
+        *,
+        client_id: str | None = None,
+        announce: bool = True,
+    ) -> EdgeAgent:
         return EdgeAgent(
             self.config.broker,
             model=model,
@@ -221,6 +295,8 @@ class AgentService:
             state_dir=self.config.state_dir,
             codec=entry.codecs,
             wait_for_broker=False,
+            client_id=client_id,
+            announce=announce,
         )
 
     @staticmethod
@@ -249,19 +325,22 @@ class AgentService:
         why = self.not_ready()
         if why is not None:
             raise RuntimeError(why)
-        agent = self.agents[name]
-        offline = not agent.connected
-        cut = EDGE_ONLY if offline else None
+        served = self.served[name]
+
+        async def run(agent: EdgeAgent) -> InferenceResult:
+            offline = not agent.connected
+            cut = EDGE_ONLY if offline else None
+            result = await self._metrics.record(name, cut or agent.cut, agent.codec, agent.infer(inputs, cut=cut))
+            return dataclasses.replace(result, reason=OFFLINE_REASON) if offline else result
+
         self._under_way += 1
         self._idle.clear()
         try:
-            result = await self._metrics.record(name, cut or agent.cut, agent.codec, agent.infer(inputs, cut=cut))
+            result = await served.infer(run)
         finally:
             self._under_way -= 1
             if self._under_way == 0:
                 self._idle.set()
-        if offline:
-            result = dataclasses.replace(result, reason=OFFLINE_REASON)
         self._last_cut[name] = result.cut_id
         return result
 
@@ -287,6 +366,7 @@ class AgentService:
                 "last_cut": self._last_cut.get(name),
                 "connected": agent.connected,
                 "link": {"rtt_ms": rtt_ms, "bandwidth_bit_s": bandwidth},
+                "update": dataclasses.asdict(self.served[name].state()),
             },
         }
 
@@ -306,15 +386,15 @@ class AgentService:
             await asyncio.sleep(self._notifier.watchdog_s)
 
     def version(self, name: str) -> str:
-        """Model ``name``'s version: the start of its ONNX file's SHA-256."""
-        return self.agents[name].model.model_sha256[:12]
+        """The version of model ``name`` that new requests run on: the start of its SHA-256."""
+        return self.served[name].version
 
     async def _watch(self, directory: Path) -> None:
         name = self.config.watch_model or self.config.models[0].name
 
         async def infer(array: np.ndarray) -> dict[str, Any]:
             result = await self.infer(name, array)
-            return infer_response(name, self.version(name), InferRequest({}), result)
+            return infer_response(name, result.model_version, InferRequest({}), result)
 
         spec = self.agents[name].inputs[0]
         await watch_directory(directory, spec, infer, rate_hz=self.config.watch_rate_hz, queue=self.config.watch_queue)

@@ -125,6 +125,11 @@ class ModelConfig:
             cache unless it is held there, and serves the newest version it
             holds when no hub answers.
         version: With ``fetch``: the version wanted (default: the newest offered).
+        update: With ``fetch`` and no ``version``: switch to each newer
+            version a hub offers while serving (docs/device.md, "Update flow").
+        trial_requests: How many first requests made online a version
+            switched to must answer (no error, every float finite) before the
+            one it replaced closes; a failure before that rolls back. 0: no trial.
     """
 
     name: str = dataclasses.field(metadata=setting(default_from=_default_name, check=_name_problem))
@@ -146,6 +151,10 @@ class ModelConfig:
     threads: int | None = dataclasses.field(default=None, metadata=setting(positive=True))
     fetch: bool = False
     version: str | None = dataclasses.field(default=None, metadata=setting(check=_delivery_name_problem))
+    update: bool = True
+    trial_requests: int = dataclasses.field(
+        default=5, metadata=setting(check=lambda value: None if value >= 0 else "must be 0 or more")
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

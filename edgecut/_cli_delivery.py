@@ -1,8 +1,9 @@
-"""``edgecut models fetch`` and ``edgecut models serve``: model delivery over MQTT (docs/protocol.md, section 9).
+"""``edgecut models fetch``, ``serve`` and ``publish``: model delivery over MQTT (docs/protocol.md, section 9).
 
 ``fetch`` gets a model's segments or split directory from a node that
 offers it into the agent's cache, showing progress on stderr; ``serve`` is
-such a node on its own, without a hub.
+such a node on its own, without a hub; ``publish`` puts a version under a
+node's models directory (to a share of the agents first, with ``--canary``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ def add_delivery(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
     serve.add_argument("--json", action="store_true", help="print one JSON line with the offers once online")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every model offered")
 
+    publish = leaf(
+        actions, "publish", _publish, "put a version under a node's models directory: the agents that follow it switch"
+    )
+    publish.add_argument("source", type=Path, metavar="DIR", help="a segments or split directory (models split)")
+    publish.add_argument("--models", type=Path, required=True, metavar="DIR", help="the node's models directory")
+    publish.add_argument(
+        "--canary",
+        type=_share,
+        metavar="SHARE",
+        help="a staged roll-out: the share of agents that take it, e.g. 10%% or 0.1; 100%% (the default) for all",
+    )
+    publish.add_argument("--json", action="store_true", help="print a JSON object: model, version, path, canary")
+
 
 def _fetch(args: argparse.Namespace) -> ExitCode:
     from edge_agent import FetchSettings, ModelCache, fetch_model  # noqa: PLC0415 - keeps `edgecut --help` light
@@ -100,6 +114,24 @@ def _fetch(args: argparse.Namespace) -> ExitCode:
         )
     else:
         print(path)  # noqa: T201 - the command's output
+    return ExitCode.OK
+
+
+def _share(text: str) -> float | None:
+    """``10%`` or ``0.1`` as a share of agents; ``100%`` (or 1) is every agent: ``None``."""
+    share = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    return None if share == 1 else share
+
+
+def _publish(args: argparse.Namespace) -> ExitCode:
+    from cloud_hub import publish_version  # noqa: PLC0415 - keeps `edgecut --help` light
+
+    model, version, path = publish_version(args.source, args.models, canary=args.canary)
+    if args.json:
+        print_json({"model": model, "version": version, "path": str(path), "canary": args.canary})
+    else:
+        share = f"{args.canary:.0%} of the agents" if args.canary is not None else "every agent"
+        print(f"published {model} {version} to {share}: {path}")  # noqa: T201 - the command's output
     return ExitCode.OK
 
 

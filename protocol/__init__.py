@@ -35,9 +35,11 @@ from protocol._delivery import (
     OfferedFile,
     OfferedVersion,
     block_count,
+    canary_position,
     version_of,
 )
 from protocol._delivery_wire import (
+    check_canary,
     check_delivery_name,
     decode_block,
     decode_fetch,
@@ -156,6 +158,8 @@ __all__ = [
     "Topics",
     "TransportError",
     "block_count",
+    "canary_position",
+    "check_canary",
     "check_delivery_name",
     "codec_applies",
     "codec_names",

@@ -9,6 +9,7 @@ block and every file against the sha256 the messages carry
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Final, Literal
 
 MAX_BLOCK_BYTES: Final = 1024 * 1024
@@ -55,6 +56,18 @@ def version_of(model_sha256: str) -> str:
     return model_sha256[:VERSION_DIGITS]
 
 
+def canary_position(agent_id: str, version: str) -> float:
+    """Where an agent stands in a version's staged roll-out, in [0, 1): it takes a canary of share ``c`` below ``c``.
+
+    The first 8 bytes of the sha256 of ``agent_id``, a newline and
+    ``version``, as a fraction of 2^64: the same for every run and every
+    agent's view, so no one coordinates who is in the canary, a share that
+    grows keeps the agents it had, and each version picks its own agents.
+    """
+    digest = hashlib.sha256(f"{agent_id}\n{version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def block_count(size: int, block_size: int) -> int:
     """How many blocks a file of ``size`` bytes has: ``ceil(size / block_size)``, none when empty."""
     return -(-size // block_size)
@@ -85,6 +98,9 @@ class OfferedVersion:
         kind: ``"segments"`` or ``"split"``.
         block_size: Bytes per block of every file.
         files: The directory's files.
+        canary: A staged roll-out: the share of agents (above 0, below 1)
+            that take this version, those whose :func:`canary_position` is
+            below it; ``None``: every agent.
     """
 
     version: str
@@ -92,6 +108,11 @@ class OfferedVersion:
     kind: ModelKind
     block_size: int
     files: tuple[OfferedFile, ...]
+    canary: float | None = None
+
+    def admits(self, agent_id: str) -> bool:
+        """Whether agent ``agent_id`` takes this version (it is in the canary, or there is none)."""
+        return self.canary is None or canary_position(agent_id, self.version) < self.canary
 
     @property
     def size(self) -> int:
@@ -129,10 +150,16 @@ class ModelOffer:
     model: str
     versions: tuple[OfferedVersion, ...]
 
-    def version(self, version: str | None) -> OfferedVersion | None:
-        """Version ``version``, or the newest for ``None``; ``None`` when not offered."""
+    def version(self, version: str | None, *, agent_id: str | None = None) -> OfferedVersion | None:
+        """Version ``version``, or for ``None`` the newest (that admits ``agent_id``, if given); ``None`` if none.
+
+        Args:
+            version: The version wanted; ``None``: the newest.
+            agent_id: Who asks: the newest version skips those in a canary it is not in.
+        """
         if version is None:
-            return self.versions[0] if self.versions else None
+            admitted = (v for v in self.versions if agent_id is None or v.admits(agent_id))
+            return next(admitted, None)
         return next((offered for offered in self.versions if offered.version == version), None)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict
 
 from protocol._checks import (
     Fields,
@@ -54,6 +54,7 @@ class _VersionWire(TypedDict):
     kind: str
     block_size: int
     files: list[_FileWire]
+    canary: NotRequired[float]
 
 
 class _OfferWire(TypedDict):
@@ -117,6 +118,18 @@ def check_block_size(value: object, name: str) -> int:
     return size
 
 
+def check_canary(value: object, name: str) -> float:
+    """A canary's share of agents: a number above 0 and below 1.
+
+    Raises:
+        ValueError: It is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        msg = f"{name} must be a number above 0 and below 1, not {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
 def _check_kind(value: object, name: str) -> ModelKind:
     text = check_str(value, name)
     if text == "segments":
@@ -168,13 +181,16 @@ def _version_wire(version: object, name: str) -> _VersionWire:
         msg = f"{name} must be an OfferedVersion, not {type_name(version)}"
         raise TypeError(msg)
     files = _check_list(version.files, f"{name}.files", 1, MAX_FILES)
-    return {
+    wire: _VersionWire = {
         "version": check_delivery_name(version.version, f"{name}.version"),
         "model_sha256": check_sha256(version.model_sha256, f"{name}.model_sha256"),
         "kind": _check_kind(version.kind, f"{name}.kind"),
         "block_size": check_block_size(version.block_size, f"{name}.block_size"),
         "files": [_file_wire(file, f"{name}.files[{i}]") for i, file in enumerate(files)],
     }
+    if version.canary is not None:  # absent for every agent: older receivers read the same offer
+        wire["canary"] = check_canary(version.canary, f"{name}.canary")
+    return wire
 
 
 def _file_wire(file: object, name: str) -> _FileWire:
@@ -267,6 +283,7 @@ def _read_version(fields: Fields) -> OfferedVersion:
         kind=fields.get("kind", _check_kind),
         block_size=fields.get("block_size", check_block_size),
         files=tuple(fields.get("files", _items(_read_file, MAX_FILES))),
+        canary=fields.get_optional("canary", check_canary),
     )
 
 

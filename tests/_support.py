@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, ModelHalves
-from protocol import InferenceRequest, decode_status, encode_request
+from protocol import InferenceRequest, decode_status, encode_request, version_of
 from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
@@ -45,6 +45,30 @@ def save_tiny_segments(root: Path) -> Path:
     directory = root / "tiny-segments"
     partition.save_segments(partition.split_segments(model, cuts, model_id=model_id), directory)
     return directory
+
+
+def save_tiny_version(root: Path, name: str, *, scale: float) -> tuple[str, Path]:
+    """The tiny model with its first convolution's weights times ``scale``, as segments directory ``root/name``.
+
+    Another version of model ``tiny`` (its version returned with its
+    directory). Written beside ``root`` and renamed in, as a version is published.
+    """
+    from onnx import numpy_helper  # noqa: PLC0415 - onnx, for the tests that build models
+
+    from models import partition  # noqa: PLC0415
+
+    model_id, model = partition.load_model(TINY)
+    for index, initializer in enumerate(model.graph.initializer):
+        if initializer.name == "stem.conv.weight":
+            weights = numpy_helper.to_array(initializer) * np.float32(scale)
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, initializer.name))
+    cuts = partition.candidate_cuts(partition.enumerate_cuts(model))
+    chain = partition.split_segments(model, cuts, model_id=model_id)
+    staging = root.parent / f"{root.name}-staging" / name
+    partition.save_segments(chain, staging)
+    root.mkdir(exist_ok=True)
+    staging.rename(root / name)
+    return version_of(chain.manifest.model_sha256), root / name
 
 
 def tiny_logits(image: np.ndarray) -> np.ndarray:

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import pytest
 from PIL import Image
 
+from cloud_hub._offers import scan_offers
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from models import SegmentsManifest, file_sha256_hex, partition
-from tests._support import random_images
+from tests._support import random_images, save_tiny_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,3 +82,25 @@ def test_agent_fetch_runs_the_model_it_fetched(
     offers = registry["offers"]
     assert isinstance(offers, dict)
     assert (tmp_path / "state" / "models" / "tiny" / offers["tiny"][0]).is_dir()
+
+
+def test_publish_puts_a_version_in_whole_as_a_canary_then_for_every_agent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version, built = save_tiny_version(tmp_path / "built", "v2", scale=0.5)
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["models", "publish", str(built), "--models", str(models), "--canary", "10%", "--json"]) == 0
+    published = json.loads(capsys.readouterr().out)
+    target = models / f"tiny-{version}"
+    assert published == {"model": "tiny", "version": version, "path": str(target), "canary": 0.1}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["built", "built-staging", "models"]  # no leftovers
+    (offered,) = scan_offers(models, "node", 4096).offers["tiny"].versions
+    assert (offered.version, offered.canary) == (version, 0.1)
+    assert main(["models", "publish", str(built), "--models", str(models), "--canary", "100%"]) == ExitCode.OK
+    assert f"published tiny {version} to every agent" in capsys.readouterr().out
+    (offered,) = scan_offers(models, "node", 4096).offers["tiny"].versions
+    assert offered.canary is None
+    assert main(["models", "publish", str(models), "--models", str(models)]) == ExitCode.MODEL  # no model directory
+    assert main(["models", "publish", str(built), "--models", str(tmp_path / "none")]) == ExitCode.CONFIG
+    assert main(["models", "publish", str(built), "--models", str(models), "--canary", "150%"]) == ExitCode.CONFIG

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
 
 from cloud_hub import HubConfig, ModelDelivery
-from cloud_hub._offers import scan_offers
+from cloud_hub._offers import FileHashes, scan_offers
 from edge_agent import FetchSettings, fetch_model
 from models import SegmentsManifest, file_sha256_hex, partition
 from protocol import (
@@ -24,7 +25,7 @@ from protocol import (
     version_of,
 )
 from protocol.errors import ConfigError
-from tests._support import watching
+from tests._support import save_tiny_version, watching
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -135,6 +136,42 @@ async def test_fetches_past_the_per_agent_bound_are_refused_and_asked_again(
         assert node.refused[ErrorCode.OVERLOADED] >= 1
     chain = SegmentsManifest.load(path)
     assert all(file_sha256_hex(path / segment.file) == segment.sha256 for segment in chain.segments)
+
+
+async def test_a_rescan_offers_a_version_added_while_running_and_clears_a_model_removed(
+    broker_url: str, prefix: str, models_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(models_dir / "chain", root / "chain")
+    topics = Topics(prefix)
+    async with (
+        ModelDelivery(broker_url, node_id="node", models_dir=root, prefix=prefix, rescan_s=None) as node,
+        watching(broker_url, topics.all_offers("tiny")) as watcher,
+    ):
+        (first,) = decode_offer((await watcher.next()).payload).versions
+        assert await node.rescan() == []  # nothing changed: nothing published
+        shutil.copytree(models_dir / "split", root / "split")  # the same model: no new version
+        assert await node.rescan() == []
+        version, _ = save_tiny_version(root, "v2", scale=0.5)
+        assert await node.rescan() == ["tiny"]
+        offer = decode_offer((await watcher.next()).payload)
+        assert [v.version for v in offer.versions] == [version, first.version]  # the newest first
+        assert offer.versions[1] == first
+        for directory in ("chain", "split", "v2"):
+            shutil.rmtree(root / directory)
+        assert await node.rescan() == ["tiny"]
+        cleared = await watcher.next()
+        assert (cleared.payload, node.catalog.offers) == (b"", {})
+
+
+def test_a_rescan_hashes_only_the_files_it_has_not_seen(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashes = FileHashes()
+    first = scan_offers(models_dir, "node", BLOCK, hashes)
+    hashed: list[Path] = []
+    monkeypatch.setattr("cloud_hub._offers.file_sha256_hex", lambda path: hashed.append(path) or "0" * 64)
+    assert scan_offers(models_dir, "node", BLOCK, hashes) == first
+    assert hashed == []
 
 
 def test_the_default_block_fits_a_small_message_limit_and_a_block_given_must() -> None:

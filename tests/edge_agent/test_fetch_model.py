@@ -236,3 +236,19 @@ async def test_a_block_damaged_on_the_way_is_refused_and_fetched_again(
         assert hub.delivery.blocks_sent == 2 * total  # each block twice: damaged, then good
     chain = SegmentsManifest.load(path)
     assert all(file_sha256_hex(path / s.file) == s.sha256 for s in chain.segments)
+
+
+async def test_a_file_the_node_holds_damaged_is_fetched_max_mismatches_times_then_refused(
+    broker_url: str, prefix: str, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    directory = save_tiny_segments(models)
+    damaged = max(directory.glob("*.onnx"), key=lambda path: path.stat().st_size)
+    async with delivering_hub(broker_url, prefix, models) as hub:  # offered as hashed: intact
+        assert hub.delivery is not None
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # then the node's disk changed one byte
+        damaged.write_bytes(bytes(data))
+        with pytest.raises(ModelError, match=f"{damaged.name} of {TINY} .* did not match its sha256 3 times"):
+            await fetch_model(broker_url, TINY, cache=tmp_path / "cache", prefix=prefix, settings=SETTINGS)
+        assert hub.delivery.blocks_sent >= 3 * -(-damaged.stat().st_size // BLOCK)

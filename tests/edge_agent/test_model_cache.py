@@ -88,3 +88,15 @@ def test_the_least_recently_used_version_is_evicted_and_a_pinned_one_never(tmp_p
 def test_a_version_larger_than_the_cache_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="more than the cache"):
         ModelCache(tmp_path, max_bytes=BLOCK).partial("m", version_of("v1", bytes(2 * BLOCK)))
+
+
+def test_bad_versions_are_kept_across_restarts_and_are_no_version(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    assert cache.bad("m") == {}
+    cache.mark_bad("m", "v2", "rolled back: unknown_model")
+    cache.mark_bad("m", "v3", "a file failed its sha256")
+    again = ModelCache(tmp_path)  # a restart
+    assert again.bad("m") == {"v2": "rolled back: unknown_model", "v3": "a file failed its sha256"}
+    assert again.versions("m") == []
+    (tmp_path / "m" / ".bad.json").write_text("not json")
+    assert again.bad("m") == {}  # unreadable: forgotten, not fatal

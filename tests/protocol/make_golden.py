@@ -52,9 +52,20 @@ HERE = Path(__file__).resolve().parent
 GOLDEN_DIR = HERE / "golden"
 CODEC_DIR = GOLDEN_DIR / "codecs"
 DOCS = HERE.parents[1] / "docs" / "protocol.md"
-DOC_EXAMPLES = ("request", "reply_ok", "reply_error", "status", "agent_status", "offer", "fetch", "block")
+DOC_EXAMPLES = (
+    "request",
+    "reply_ok",
+    "reply_error",
+    "status",
+    "agent_status",
+    "offer",
+    "offer_canary",
+    "fetch",
+    "block",
+)
 
 MODEL_SHA256 = hashlib.sha256(b"edgecut example model").hexdigest()
+NEW_MODEL_SHA256 = hashlib.sha256(b"edgecut example model, retrained").hexdigest()
 
 Message = InferenceRequest | InferenceReply | NodeStatus | ModelOffer | FetchRequest | Block
 BLOCK_DATA = bytes(range(16))
@@ -121,6 +132,27 @@ def golden_messages() -> dict[str, Message]:
                         OfferedFile("segments.json", 300, hashlib.sha256(b"segments.json").hexdigest()),
                         OfferedFile("segment-01.onnx", 1040, hashlib.sha256(b"segment-01.onnx").hexdigest()),
                     ),
+                ),
+            ),
+        ),
+        "offer_canary": ModelOffer(
+            node_id="hub-a",
+            model="tiny-cnn",
+            versions=(
+                OfferedVersion(
+                    version=NEW_MODEL_SHA256[:12],
+                    model_sha256=NEW_MODEL_SHA256,
+                    kind="segments",
+                    block_size=1024,
+                    files=(OfferedFile("segments.json", 300, hashlib.sha256(b"new segments.json").hexdigest()),),
+                    canary=0.125,
+                ),
+                OfferedVersion(
+                    version=MODEL_SHA256[:12],
+                    model_sha256=MODEL_SHA256,
+                    kind="segments",
+                    block_size=1024,
+                    files=(OfferedFile("segments.json", 300, hashlib.sha256(b"segments.json").hexdigest()),),
                 ),
             ),
         ),

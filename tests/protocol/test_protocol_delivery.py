@@ -18,6 +18,7 @@ from protocol import (
     OfferedVersion,
     Topics,
     block_count,
+    canary_position,
     decode_block,
     decode_fetch,
     decode_offer,
@@ -83,6 +84,9 @@ def test_a_model_or_version_that_is_no_directory_or_topic_level_is_refused(name:
         ({"block_size": 2 * 1024 * 1024}, "block_size"),
         ({"files": ()}, "files"),
         ({"model_sha256": "ABC"}, "model_sha256"),
+        ({"canary": 0.0}, "canary"),
+        ({"canary": 1.0}, "canary"),
+        ({"canary": True}, "canary"),
     ],
 )
 def test_an_offer_out_of_bounds_is_refused(change: dict[str, object], fragment: str) -> None:
@@ -130,3 +134,44 @@ def test_topics_name_the_node_and_the_agent() -> None:
         topics.node_of_offer("tiny", topics.offer("hub-a", "other"))
     assert topics.blocks("cam-01") == "p/v1/blocks/cam-01"
     assert topics.agent_status("cam-01") == "p/v1/agents/cam-01"
+
+
+AGENTS = [f"cam-{n:02d}" for n in range(20)]
+
+
+def test_a_canary_takes_the_agents_whose_position_is_below_its_share_the_same_for_everyone() -> None:
+    offer = ModelOffer("hub", "m", (version(version="v2", canary=0.5), version(version="v1")))
+    positions = {agent: canary_position(agent, "v2") for agent in AGENTS}
+    assert all(0 <= position < 1 for position in positions.values())
+    taken = {agent for agent in AGENTS if offer.version(None, agent_id=agent).version == "v2"}  # type: ignore[union-attr]
+    assert taken == {agent for agent, position in positions.items() if position < 0.5}
+    assert 5 <= len(taken) <= 15  # about half of 20: the hash spreads them
+    assert offer.version(None) == offer.versions[0]  # asked by no one: the newest
+
+
+def test_a_canary_that_grows_keeps_its_agents_and_each_version_draws_its_own() -> None:
+    def canary(share: float, name: str = "v2") -> set[str]:
+        return {agent for agent in AGENTS if version(version=name, canary=share).admits(agent)}
+
+    assert canary(0.1) <= canary(0.5) <= canary(0.9) <= set(AGENTS)
+    assert len(canary(0.1)) <= 5
+    assert canary(0.5) != canary(0.5, "v3")
+    share_of_1000 = sum(version(version="v2", canary=0.1).admits(f"cam-{n}") for n in range(1000)) / 1000
+    assert 0.07 <= share_of_1000 <= 0.13
+
+
+def test_an_agent_outside_every_canary_takes_the_newest_full_version_or_none() -> None:
+    outside = next(agent for agent in AGENTS if canary_position(agent, "v3") >= 0.2)
+    offer = ModelOffer("hub", "m", (version(version="v3", canary=0.2), version(version="v2")))
+    assert offer.version(None, agent_id=outside) == offer.versions[1]
+    only_canary = ModelOffer("hub", "m", (version(version="v3", canary=0.2),))
+    assert only_canary.version(None, agent_id=outside) is None
+    assert only_canary.version("v3", agent_id=outside) == only_canary.versions[0]  # asked by name: taken
+
+
+def test_a_canary_share_travels_and_an_offer_without_one_is_read_as_every_agent() -> None:
+    offer = ModelOffer("hub", "m", (version(version="v2", canary=0.25), version()))
+    assert decode_offer(encode_offer(offer)) == offer
+    wire = msgpack.unpackb(encode_offer(offer))
+    assert wire["versions"][0]["canary"] == 0.25
+    assert "canary" not in wire["versions"][1]  # absent: the offers of before read the same

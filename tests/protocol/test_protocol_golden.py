@@ -65,7 +65,17 @@ def decode(name: str, data: bytes) -> object:
 
 
 def test_there_is_a_golden_file_per_message_type() -> None:
-    assert set(MESSAGES) == {"request", "reply_ok", "reply_error", "status", "agent_status", "offer", "fetch", "block"}
+    assert set(MESSAGES) == {
+        "request",
+        "reply_ok",
+        "reply_error",
+        "status",
+        "agent_status",
+        "offer",
+        "offer_canary",
+        "fetch",
+        "block",
+    }
     assert sorted(path.stem for path in golden_path("x").parent.glob("*.msgpack")) == sorted(MESSAGES)
 
 
