@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent._agent import EdgeAgent
 from edge_agent._api import KServeApi
+from edge_agent._camera import open_camera, watch_camera
 from edge_agent._energy import RADIOS, EnergyModel
 from edge_agent._fetch import fetch_model
 from edge_agent._kserve import InferRequest, infer_response, tensor_metadata
@@ -45,7 +46,7 @@ from protocol.http import Endpoint, parse_address
 from protocol.lifecycle import raise_forcing, serve_until_signalled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 
     import numpy as np
 
@@ -194,6 +195,7 @@ class AgentService:
         if watched is not None and not await asyncio.to_thread(watched.is_dir):
             msg = f"watch_dir: {watched} is not a directory"
             raise ConfigError(msg)
+        camera = None if self.config.camera is None else await asyncio.to_thread(open_camera, self.config.camera)
         self._notifier.notify("STATUS=opening the models")
         await self.http.start()  # first: live while the models open, and not ready
         try:
@@ -207,6 +209,7 @@ class AgentService:
                         agents.push_async_callback(_stopped, following)
                 watchdog = self._start(self._watchdog(), "watchdog") if self._notifier.watchdog_s else None
                 watching = self._start(self._watch(watched), "watch") if watched is not None else None
+                filming = self._start(self._camera(camera), "camera") if camera is not None else None
                 try:
                     self.ready.set()
                     self._notifier.notify("READY=1", f"STATUS=serving {', '.join(self.agents)}")
@@ -219,6 +222,7 @@ class AgentService:
                     await self.http.close(grace_s=_ANSWER_GRACE_S)  # the answers of the requests just finished
                 finally:
                     await _stopped(watching)
+                    await _stopped(filming)
                     await _stopped(watchdog)  # the last: the drain is watched too
         finally:
             self.ready.clear()
@@ -391,13 +395,26 @@ class AgentService:
 
     async def _watch(self, directory: Path) -> None:
         name = self.config.watch_model or self.config.models[0].name
+        spec = self.agents[name].inputs[0]
+        await watch_directory(
+            directory, spec, self._answer(name), rate_hz=self.config.watch_rate_hz, queue=self.config.watch_queue
+        )
+
+    async def _camera(self, capture: Any) -> None:  # noqa: ANN401 - cv2.VideoCapture
+        name = self.config.camera_model or self.config.models[0].name
+        spec = self.agents[name].inputs[0]
+        live = (self.config.camera or "").isdigit()
+        rate_hz, results = self.config.camera_rate_hz, self.config.camera_results
+        await watch_camera(capture, spec, self._answer(name), rate_hz=rate_hz, results=results, live=live)
+
+    def _answer(self, name: str) -> Callable[[np.ndarray], Awaitable[dict[str, Any]]]:
+        """What a local input (a watched file, a camera frame) gets from model ``name``: its KServe answer."""
 
         async def infer(array: np.ndarray) -> dict[str, Any]:
             result = await self.infer(name, array)
             return infer_response(name, result.model_version, InferRequest({}), result)
 
-        spec = self.agents[name].inputs[0]
-        await watch_directory(directory, spec, infer, rate_hz=self.config.watch_rate_hz, queue=self.config.watch_queue)
+        return infer
 
 
 async def _stopped(task: asyncio.Task[None] | None) -> None:

@@ -177,6 +177,13 @@ class ServiceConfig:
         watch_model: The model that watched files go to (default: the first).
         watch_rate_hz: The most watched files taken per second.
         watch_queue: Watched files waiting at most; more are skipped until there is room.
+        camera: Frames from a camera (its index, ``"0"``), a video file or a
+            stream URL, through OpenCV (``edgecut[camera]``); default: none.
+        camera_model: The model frames go to (default: the first).
+        camera_rate_hz: The most frames taken per second (the newest each
+            time: a slower device drops frames, never queues them).
+        camera_results: A JSON Lines file each frame's result is appended to
+            (default: results are counted in ``/metrics`` only).
     """
 
     models: tuple[ModelConfig, ...] = dataclasses.field(
@@ -196,6 +203,10 @@ class ServiceConfig:
     watch_model: str | None = None
     watch_rate_hz: float = dataclasses.field(default=2.0, metadata=setting(positive=True))
     watch_queue: int = dataclasses.field(default=8, metadata=setting(positive=True))
+    camera: str | None = None
+    camera_model: str | None = None
+    camera_rate_hz: float = dataclasses.field(default=2.0, metadata=setting(positive=True))
+    camera_results: Path | None = dataclasses.field(default=None, metadata=setting(read=_path))
 
     @staticmethod
     def sources() -> dict[str, tuple[str, str]]:
@@ -301,9 +312,10 @@ def _check_across(reader: Reader, values: Mapping[str, Any]) -> None:
             reader.problem(f"models[{index}].fetch", "needs state_dir: fetched models are kept in STATE_DIR/models")
         if model.get("version") is not None and model.get("fetch") is not True:
             reader.problem(f"models[{index}].version", "only a fetched model has versions: set fetch = true")
-    watched = values.get("watch_model")
-    if watched is not None and names and watched not in names:
-        reader.problem("watch_model", f"no model named {watched!r}; served: {', '.join(names)}")
+    for key in ("watch_model", "camera_model"):
+        chosen = values.get(key)
+        if chosen is not None and names and chosen not in names:
+            reader.problem(key, f"no model named {chosen!r}; served: {', '.join(names)}")
 
 
 def _named(problems: Sequence[str], sources: Mapping[str, str], text: str) -> list[str]:

@@ -29,6 +29,10 @@ KEYS = {
     "watch_model": "the model watched files go to (default: the first)",
     "watch_rate_hz": "most watched files taken per second (default 2)",
     "watch_queue": "watched files waiting at most; more are skipped, their result says so (default 8)",
+    "camera": "frames from a camera (0), a video file or a stream URL, through OpenCV (edgecut[camera])",
+    "camera_model": "the model camera frames go to (default: the first)",
+    "camera_rate_hz": "most camera frames taken per second, the newest each time (default 2)",
+    "camera_results": "a JSON Lines file each frame's answer is appended to (default: none)",
 }
 """Each top-level config key's flag help (its variable and file key are named beside it)."""
 
@@ -47,7 +51,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Serve the models of a TOML config file (docs/device.md) until SIGINT/SIGTERM: over a local HTTP API"
             " (KServe v2: POST /v2/models/NAME/infer with JSON tensors or an image body), and from a watched"
-            " directory. Starts without a broker (requests run on the device) and joins it when it appears."
+            " directory or a camera. Starts without a broker (requests run on the device) and joins it when it appears."
             " Every top-level key of the file is also a flag and an EDGECUT_* variable: a flag beats a variable,"
             " which beats the file. Under systemd (Type=notify) it reports READY=1, WATCHDOG=1 and STOPPING=1."
             " Exit 4 for a bad config (every problem named with its line and field, or its variable or flag),"
