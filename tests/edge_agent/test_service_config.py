@@ -60,8 +60,9 @@ objective = "fastest"
         ),
         "line 3: watch_model: no model named 'nope'; served: tiny, tiny",
         (
-            "line 4: colour: unknown key; known: agent_id, broker, camera, camera_model, camera_rate_hz, camera_results,"
-            " listen, max_body_bytes, models, prefix, state_dir, watch_dir, watch_model, watch_queue, watch_rate_hz"
+            "line 4: colour: unknown key; known: agent_id, broker, camera, camera_model, camera_rate_hz,"
+            " camera_results, listen, max_body_bytes, models, prefix, state_dir, watch_dir, watch_model, watch_queue,"
+            " watch_rate_hz"
         ),
         "line 8: models[0].codecs[1]: no codec named 'gzip'; known: " + _codecs(),
         "line 9: models[0].fallback: must be true or false, not 'yes'",
