@@ -30,7 +30,7 @@ from protocol._url import BrokerURL
 from protocol.errors import ProtocolError, TransportError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
     from types import TracebackType
 
     from paho.mqtt.client import MQTTMessage
@@ -41,6 +41,7 @@ logger = logging.getLogger("edgecut.mqtt")
 # request/reply round trips take 44-88 ms instead of ~1 ms (see docs/broker.md).
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 _CANCEL_AGAIN_AFTER_S = 0.1
+_CONNECT_TIMEOUT_S = 10
 _PENDING_CALLS_WARNING = 1024
 """aiomqtt logs a warning past this many publishes awaiting the broker's acknowledgement. Its default, 10, fires
 on every burst of a hub's batched replies; what is in flight is bounded by edgecut's own settings (a hub's
@@ -193,6 +194,7 @@ class Connection:
         self._session: _Session | None = None
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        self._connecting: _Session | None = None
         self._last_error: BaseException | None = None
         self.connects = 0
         """How many times a connection was made (1 + reconnects)."""
@@ -232,6 +234,8 @@ class Connection:
             raise
         if not supervisor.cancelled() and supervisor.exception() is not None:
             logger.warning("%s: connection supervisor ended with %r", self.client_id, supervisor.exception())
+        if self._connecting is not None:
+            await self._connecting.close_abandoned()
 
     async def abort(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - like wait_connected
         """Drop the connection without a DISCONNECT, as a crash or a lost link does, and stop.
@@ -335,7 +339,8 @@ class Connection:
 
     async def _serve_one_connection(self) -> None:
         session = self._new_session()
-        async with session.client as client:
+        self._connecting = session
+        async with session.connected() as client:
             for topic, qos in self._subscriptions:
                 await client.subscribe(topic, qos=qos)
             self._session = session
@@ -369,7 +374,7 @@ class Connection:
             protocol=aiomqtt.ProtocolVersion.V5,
             will=will,
             keepalive=self._keepalive,
-            timeout=10,
+            timeout=_CONNECT_TIMEOUT_S,
             tls_context=self._tls,
             tls_insecure=self.url.insecure if self._tls is not None else None,
             socket_options=(_TCP_NODELAY,),
@@ -430,6 +435,8 @@ class _Session:
         self.client = client
         self.lost = False
         self.closed = asyncio.Event()
+        self._attempt: asyncio.Future[aiomqtt.Client] | None = None
+        self._entered = False
         paho = client._client  # noqa: SLF001
         self._handler = paho.on_disconnect
         self._connect_handler = paho.on_connect
@@ -441,6 +448,50 @@ class _Session:
         self._loop_thread = threading.get_ident()
         self._writing = False
         paho.on_socket_register_write = self._write_now
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[aiomqtt.Client]:
+        """Connect, and disconnect on the way out, like ``async with client``, but safe to cancel.
+
+        aiomqtt connects in an executor thread, which a cancel does not stop:
+        the socket the thread goes on to open would be left to the garbage
+        collector. Here the attempt runs on when cancelled, for
+        :meth:`close_abandoned` to close.
+        """
+        self._attempt = asyncio.ensure_future(self.client.__aenter__())
+        try:
+            await asyncio.shield(self._attempt)
+        except aiomqtt.MqttError:
+            self._close_socket()  # aiomqtt leaves it open when the CONNACK does not come in time
+            raise
+        self._entered = True
+        try:
+            yield self.client
+        except BaseException as exc:  # aiomqtt's exit never suppresses
+            await self.client.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            await self.client.__aexit__(None, None, None)
+
+    async def close_abandoned(self) -> None:
+        """Let an attempt that :meth:`connected` gave up on when cancelled end, then close its connection.
+
+        A connected one says goodbye (DISCONNECT, no last will); the socket of
+        one that failed or is stuck is closed.
+        """
+        attempt = self._attempt
+        if attempt is None or self._entered:
+            return
+        await asyncio.wait([attempt], timeout=_CONNECT_TIMEOUT_S + _CANCEL_AGAIN_AFTER_S)
+        if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.client.__aexit__(None, None, None)
+            return
+        attempt.cancel()
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        self.client._client._sock_close()  # noqa: SLF001 - paho's, which also unregisters it from aiomqtt's loop
 
     def drop(self) -> None:
         """Close the socket without a DISCONNECT: to the broker, the client died."""

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 FAST = Backoff(initial=0.01, maximum=0.05)
+CONNACK_ACCEPTED = bytes([0x20, 3, 0, 0, 0])  # MQTT 5: no session present, success, no properties
+MQTT_DISCONNECT = bytes([0xE0])
 
 
 def _id(role: str) -> str:
@@ -329,6 +331,26 @@ async def test_a_publish_waiting_for_its_acknowledgement_fails_at_once_when_the_
         # nothing could acknowledge it on a dead connection.
         with pytest.raises(TransportError, match="lost before the broker confirmed it"):
             await asyncio.wait_for(publishing, 60)
+
+
+async def test_a_connection_closed_while_it_connects_says_goodbye_on_the_socket_it_opened() -> None:
+    after_connack: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # the CONNECT
+        writer.write(CONNACK_ACCEPTED)
+        after_connack.set_result(await reader.read())  # up to the client's close
+        writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        connection = Connection(f"mqtt://127.0.0.1:{port}", client_id=_id("brief"))
+        async with connection:
+            await asyncio.sleep(0)  # the attempt is under way in aiomqtt's executor thread
+        # Still referenced, so nothing is left to the garbage collector: the client closed its socket itself.
+        sent = await asyncio.wait_for(after_connack, 15)
+    assert sent[:1] == MQTT_DISCONNECT
 
 
 async def test_closing_gets_through_a_swallowed_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
