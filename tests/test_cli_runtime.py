@@ -236,7 +236,8 @@ async def test_agent_with_the_energy_objective_reports_predicted_joules(
     code, out, _ = await _run_in_thread(capsys, *argv, *energy)
     assert code == ExitCode.OK
     reports = json.loads(out)
-    assert reports[0]["predicted_j"] is None  # nothing known yet
+    # The first request is predicted only if the hub's retained status arrived before it.
+    assert reports[0]["predicted_j"] is None or reports[0]["predicted_j"] > 0
     assert all(report["predicted_j"] > 0 for report in reports[1:])
     assert any("least predicted device energy" in report["reason"] for report in reports[1:])
 
