@@ -512,28 +512,40 @@ class EdgeAgent:
             shapes=shapes,
         )
 
-    async def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None) -> InferenceResult:
+    async def infer(
+        self, inputs: np.ndarray | Mapping[str, np.ndarray], *, cut: str | None = None, codec: str | None = None
+    ) -> InferenceResult:
         """Run one inference across the cut.
 
         Args:
             inputs: One array for a single-input model (a missing batch axis
                 is added), or arrays by input name.
             cut: Use this cut instead of the agent's own.
+            codec: With ``cut``, send with this codec (default: the
+                agent's first), as the planner's choices do (``cut@codec``).
 
         Raises:
-            ValueError: The inputs do not fit the model.
+            ValueError: The inputs do not fit the model, or ``codec`` is
+                unknown or comes without a ``cut``.
             ModelError: The cut is unknown.
             HubError: The hub answered with an error and no fallback applied.
             InvalidReplyError: The reply could not be used and no fallback applied.
             RequestTimeoutError: No reply in time and no fallback possible.
         """
+        if codec is not None:
+            if cut is None:
+                msg = f"codec {codec!r}: give it with a cut (the agent's own choice comes with its codec)"
+                raise ValueError(msg)
+            get_codec(codec)
         if self._metrics is None:
-            return await self._infer(inputs, cut)
+            return await self._infer(inputs, cut, codec)
         return await self._metrics.record(
-            self._model_name, cut or self._default_cut, self.codec, self._infer(inputs, cut)
+            self._model_name, cut or self._default_cut, codec or self.codec, self._infer(inputs, cut, codec)
         )
 
-    async def _infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], cut: str | None) -> InferenceResult:
+    async def _infer(
+        self, inputs: np.ndarray | Mapping[str, np.ndarray], cut: str | None, codec: str | None
+    ) -> InferenceResult:
         started = _clock()
         loop = asyncio.get_running_loop()
         if self._halves is None:
@@ -546,7 +558,7 @@ class EdgeAgent:
         core = self.core  # the request's, whatever another request's size makes current meanwhile
         if cut is None and (codecs := core.codecs_to_size()):
             await loop.run_in_executor(self._executor, self._size_inputs, core, feeds, codecs)
-        request = core.request(started, cut=cut)
+        request = core.request(started, cut=cut, codec=codec)
         decision = request.decision
         halves = self.model.loaded(decision.cut_id)
         if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop

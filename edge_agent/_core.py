@@ -302,10 +302,13 @@ class AgentCore:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def request(self, now_s: float, *, cut: str | None = None) -> Request:
-        """A request is to be made now: where it runs (``cut``: where the caller asks, not the planner)."""
+    def request(self, now_s: float, *, cut: str | None = None, codec: str | None = None) -> Request:
+        """A request is to be made now: where it runs (``cut``, and ``codec``: where the caller asks, not the planner).
+
+        A ``codec`` without a ``cut`` is ignored: the planner's choice comes with its own.
+        """
         if cut is not None:
-            decision = Decision(cut, math.nan, "asked for by the caller", codec=self._codec)
+            decision = Decision(cut, math.nan, "asked for by the caller", codec=codec or self._codec)
         elif self._fixed is not None:
             decision = self._fixed
         else:

@@ -116,3 +116,19 @@ async def test_auto_sizes_the_jpeg_of_the_first_image_before_choosing_on_it(
         assert agent.core.codecs_to_size() == ["jpeg"]
         await agent.infer(smooth)
         assert agent.core.codecs_to_size() == []  # sized on the image itself, before the first choice
+
+
+async def test_a_caller_chooses_the_codec_with_the_cut(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    await start_hub()
+    image = digits.test_set()[0][0]
+    async with EdgeAgent(broker_url, model="digits", prefix=prefix, threads=1, codec=["raw", "int8+zstd"]) as agent:
+        raw = await agent.infer(image, cut="conv2.relu")
+        small = await agent.infer(image, cut="conv2.relu", codec="int8+zstd")
+        with pytest.raises(ValueError, match="unknown codec 'brotli'"):
+            await agent.infer(image, cut="conv2.relu", codec="brotli")
+        with pytest.raises(ValueError, match="give it with a cut"):
+            await agent.infer(image, codec="raw")
+    assert (raw.codec, raw.cut_id, small.codec, small.cut_id) == ("raw", "conv2.relu", "int8+zstd", "conv2.relu")
+    assert small.bytes_sent < raw.bytes_sent / 3
