@@ -23,7 +23,10 @@ not counted: they show the cold start (the first request goes to the remote
 cut that sends least, to learn the hub), which a restarted agent skips by
 keeping its head times. Hub loads: ``idle``, and ``busy``: a load generator in its own
 process sends the hub resnet18 cloud-only requests at 85% of what it can
-serve. Cloud-only sends the uint8 image, as a camera gives it (no codec yet).
+serve. The agent may use the codecs a user would allow (``--codecs``, by default
+raw, jpeg and int8+zstd): cloud-only sends a camera-like image as a JPEG, and a
+cut's policy is run only with the codec that sends least there (the map,
+bench/split_map.py, shows the larger encodings of a cut losing).
 
 Printed per cell: mean and p95 of edge-only, cloud-only, the best fixed cut
 (the oracle) and auto; auto/oracle; auto/better extreme; auto's mean against
@@ -57,6 +60,7 @@ import numpy as np
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, Candidate, EdgeAgent, InferenceResult, Observation, Planner, Timeouts
+from models import camera_images
 from protocol import InferenceRequest, Topics, encode_request
 from protocol.mqtt import Connection
 from simulations import PROFILES, LinkProxy, fixed_link, preset, stretched_sessions
@@ -70,11 +74,16 @@ PREFIX = "bench-planner"
 AUTO = "auto"
 DEVICES = {"rpi4": PROFILES["rpi4"].factor, "rpi3": PROFILES["rpi3"].factor}
 LOADS = ("idle", "busy")
+DEFAULT_CODECS = ["raw", "jpeg", "int8+zstd"]
+IMAGE_SHAPE = (224, 224, 3)
 LINKS = ("step", "wifi-congested", "lte-drive", "3g-bus")
 STEP_FAST = fixed_link(rate_bit_s=20e6, delay_s=0.020)
 STEP_SLOW = fixed_link(rate_bit_s=2e6, delay_s=0.020)
 BUSY = 0.85
 WITHIN = 0.10  # a step is recovered once auto is within this of the new oracle
+WORSE = 1.05  # a cell where auto's mean is over this times the oracle's is listed with the reason
+EXPLORING_A_LOT = 0.2
+SWITCHING_A_LOT = 3.0
 
 
 @dataclasses.dataclass
@@ -104,6 +113,11 @@ class Cell:
     @property
     def fixed(self) -> list[str]:
         return [name for name in self.slots[0] if name != AUTO] if self.slots else []
+
+    @property
+    def cloud(self) -> str:
+        """The cloud-only policy: the image as the codecs allow sending it (a JPEG where allowed)."""
+        return next(name for name in self.fixed if name.partition("@")[0] == CLOUD_ONLY)
 
 
 # --- running -------------------------------------------------------------------------
@@ -166,10 +180,15 @@ def link_spec(name: str) -> LinkSpec:
     return STEP_FAST if name == "step" else preset(name)
 
 
-async def run_cell(broker: str, cell: Cell, slots: int, period: float, warm_up: int) -> Cell:
-    """Run every policy of ``cell`` on one paced stream of ``warm_up`` + ``slots`` slots (the first not kept)."""
+async def run_cell(broker: str, cell: Cell, args: argparse.Namespace) -> Cell:
+    """Run every policy of ``cell`` on one paced stream of ``args.warm_up`` + ``args.slots`` slots (the first not kept).
+
+    The agent may use ``args.codecs``; the fixed policies are those of
+    :func:`fixed_policies` with ``args.inner`` splits.
+    """
+    slots, period, warm_up = args.slots, args.period, args.warm_up
     upstream = urlsplit(broker)
-    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    image = next(camera_images(1, IMAGE_SHAPE, seed=0))
     async with LinkProxy(link_spec(cell.link), upstream=(upstream.hostname or "", upstream.port or 0)) as proxy:
         url = broker.replace(f":{upstream.port}", f":{proxy.port}")
         agent = EdgeAgent(
@@ -179,9 +198,11 @@ async def run_cell(broker: str, cell: Cell, slots: int, period: float, warm_up: 
             threads=1,
             session_factory=stretched_sessions(DEVICES[cell.device]) if DEVICES[cell.device] > 1 else None,
             timeouts=Timeouts(request=30.0, retry=None),
+            codec=args.codecs,
         )
         async with agent:
-            policies = [candidate.id for candidate in agent.model.candidates] + [AUTO]
+            await agent.infer(image)  # sizes the image codecs on this image, for fixed_policies to compare
+            policies = [*fixed_policies(agent, args.inner), AUTO]
             started = time.perf_counter()
             for index in range(-warm_up, slots):
                 if cell.link == "step":
@@ -194,11 +215,40 @@ async def run_cell(broker: str, cell: Cell, slots: int, period: float, warm_up: 
     return cell
 
 
+def fixed_policies(agent: EdgeAgent, inner: int) -> list[str]:
+    """Edge-only, cloud-only and the ``inner`` cuts that send least, each with its codec that sends least there.
+
+    Left out, to keep a slot short: a cut's larger encodings, and the cuts
+    sending more than cloud-only, which run part of the model on the
+    device and still send more (neither wins on the maps of
+    bench/split_map.py but for a hub slower than the device).
+    """
+    planner = agent.core.planner
+    assert planner is not None  # noqa: S101 - the agent is made with cut="auto"
+    smallest: dict[str, tuple[int, str]] = {}
+    for candidate in planner.candidates:
+        sent = (planner.bytes_of(candidate.label), candidate.label)
+        smallest[candidate.id] = min(smallest.get(candidate.id, sent), sent)
+    edge = next(candidate.label for candidate in planner.candidates if candidate.edge_only)
+    cloud_bytes, cloud = smallest.pop(CLOUD_ONLY)
+    smallest.pop(edge)
+    splits = sorted(sent for sent in smallest.values() if sent[0] < cloud_bytes)[:inner]
+    return [edge, cloud, *(label for _, label in splits)]
+
+
+def _cut_and_codec(policy: str) -> tuple[str | None, str | None]:
+    if policy == AUTO:
+        return None, None
+    cut, _, codec = policy.partition("@")
+    return cut, codec or None
+
+
 async def _one(agent: EdgeAgent, image: np.ndarray, policy: str) -> Request:
-    result: InferenceResult = await agent.infer(image, cut=None if policy == AUTO else policy)
+    cut, codec = _cut_and_codec(policy)
+    result: InferenceResult = await agent.infer(image, cut=cut, codec=codec)
     return Request(
         ms=result.timings.total_ms,
-        cut=result.cut_id,
+        cut=result.cut_id if result.codec == "raw" else f"{result.cut_id}@{result.codec}",
         predicted_ms=result.predicted_ms,
         reason=result.reason,
         fallback=result.fallback is not None,
@@ -208,8 +258,8 @@ async def _one(agent: EdgeAgent, image: np.ndarray, policy: str) -> Request:
 # --- the fleet: several agents on one hub ------------------------------------------------
 
 
-async def run_fleet(broker: str, agents: int, requests: int, period: float) -> dict[str, list[float]]:
-    """``agents`` resnet18 agents (Pi 4s) at once, under each policy in turn: all latencies but the first quarter.
+async def run_fleet(broker: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    """``args.fleet_agents`` resnet18 agents (Pi 4s) at once, each policy in turn: latencies but the first quarter.
 
     Paced so that all of them cloud-only would need about the hub's whole
     capacity: its queue grows, and the best is to keep some work on the devices.
@@ -224,14 +274,17 @@ async def run_fleet(broker: str, agents: int, requests: int, period: float) -> d
             agent_id=f"fleet-{index}",
             session_factory=stretched_sessions(DEVICES["rpi4"]),
             timeouts=Timeouts(request=30.0, retry=None),
+            codec=args.codecs,
         )
-        for index in range(agents)
+        for index in range(args.fleet_agents)
     ]
     async with contextlib.AsyncExitStack() as stack:
         for agent in fleet:
             await stack.enter_async_context(agent)
-        policies = [candidate.id for candidate in fleet[0].model.candidates] + [AUTO]
-        image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+        image = next(camera_images(1, IMAGE_SHAPE, seed=2))
+        await fleet[0].infer(image)  # sizes the image codecs, for fixed_policies to compare
+        policies = [*fixed_policies(fleet[0], args.inner), AUTO]
+        requests, period = args.fleet_requests, args.fleet_period
         for policy in policies:
             results = await asyncio.gather(*(_paced(agent, image, policy, requests, period) for agent in fleet))
             latencies[policy] = [ms for per_agent in results for ms in per_agent[requests // 4 :]]
@@ -296,7 +349,7 @@ def summarise(cell: Cell) -> dict[str, Any]:
     """The cell's figures: per policy, the oracle, auto against both, and auto's own behaviour."""
     per = {name: [r.ms for r in cell.policy(name)] for name in [*cell.fixed, AUTO]}
     oracle = min(cell.fixed, key=lambda name: _mean(per[name]))
-    better_extreme = min((EDGE_ONLY, CLOUD_ONLY), key=lambda name: _mean(per[name]))
+    better_extreme = min((EDGE_ONLY, cell.cloud), key=lambda name: _mean(per[name]))
     per_slot_best = [min(slot[name].ms for name in cell.fixed) for slot in cell.slots]
     auto = cell.policy(AUTO)
     cuts = [r.cut for r in auto]
@@ -304,7 +357,7 @@ def summarise(cell: Cell) -> dict[str, Any]:
     errors = [abs(r.predicted_ms - r.ms) / r.ms for r in auto if not math.isnan(r.predicted_ms) and r.ms > 0]
     exploring = sum(r.reason.startswith(("exploring", "learning")) for r in auto)
     switches = sum(a != b for a, b in itertools.pairwise(cuts))
-    inner = [name for name in cell.fixed if name not in {EDGE_ONLY, CLOUD_ONLY}]
+    inner = [name for name in cell.fixed if name not in {EDGE_ONLY, cell.cloud}]
     best_inner = min(inner, key=lambda name: _mean(per[name])) if inner else None
     summary: dict[str, Any] = {
         "model": cell.model,
@@ -315,6 +368,7 @@ def summarise(cell: Cell) -> dict[str, Any]:
         "mean": {name: _mean(values) for name, values in per.items()},
         "p95": {name: _p95(values) for name, values in per.items()},
         "oracle": oracle,
+        "cloud": cell.cloud,
         "auto_vs_oracle_mean": _mean(per[AUTO]) / _mean(per[oracle]),
         "auto_vs_oracle_p95": _p95(per[AUTO]) / _p95(per[oracle]),
         "auto_vs_better_extreme": _mean(per[AUTO]) / _mean(per[better_extreme]),
@@ -328,12 +382,36 @@ def summarise(cell: Cell) -> dict[str, Any]:
         "split_wins": None,
     }
     if best_inner is not None:
-        margin = min(_mean(per[EDGE_ONLY]), _mean(per[CLOUD_ONLY])) / _mean(per[best_inner])
+        margin = min(_mean(per[EDGE_ONLY]), _mean(per[cell.cloud])) / _mean(per[best_inner])
         if margin > 1.0:
             summary["split_wins"] = {"cut": best_inner, "by": margin}
     if cell.link == "step":
         summary["step_recovery"] = _step_recovery(cell)
+    if summary["auto_vs_oracle_mean"] > WORSE:
+        summary["why_worse"] = _why_worse(cell, summary)
     return summary
+
+
+def _why_worse(cell: Cell, summary: dict[str, Any]) -> str:
+    """Why auto's mean was over 1.05x the oracle's, read from its requests: the first cause that applies."""
+    auto = cell.policy(AUTO)
+    if summary["fallbacks"]:
+        return f"{summary['fallbacks']} of {len(auto)} requests fell back to the device"
+    if summary["explored"] > EXPLORING_A_LOT:
+        return f"exploring: {summary['explored']:.0%} of its requests tried other choices"
+    if summary["switches_per_20"] >= SWITCHING_A_LOT:
+        return f"switching {summary['switches_per_20']:.1f} times in 20 requests between close choices"
+    settled, oracle = summary["settled"], summary["oracle"]
+    if settled != oracle:
+        at_settled = [r for r in auto if r.cut == settled]
+        predicted = statistics.median(r.predicted_ms for r in at_settled)
+        return (
+            f"mispredicted: {settled} predicted at {predicted:.0f} ms, measured"
+            f" {summary['mean'].get(settled, math.nan):.0f} ms as a fixed policy; {oracle} measured"
+            f" {summary['mean'][oracle]:.0f} ms"
+        )
+    spread = summary["p95"][oracle] / summary["mean"][oracle]
+    return f"the oracle's own choice, so noise: its p95 is {spread:.2f}x its mean over {len(auto)} requests"
 
 
 def _step_recovery(cell: Cell) -> list[int | None]:
@@ -365,7 +443,7 @@ def print_cell(summary: dict[str, Any]) -> None:
 
     where = f"{summary['model']:<12} {summary['device']:<4} {summary['load']:<4} {summary['link']:<14}"
     print(
-        f"{where} edge {figures(EDGE_ONLY)} cloud {figures(CLOUD_ONLY)} "
+        f"{where} edge {figures(EDGE_ONLY)} {summary['cloud']} {figures(summary['cloud'])} "
         f"oracle {oracle:<15} {figures(oracle)} auto {figures(AUTO)}"
     )
     extra = f"  step recovery {summary['step_recovery']}" if "step_recovery" in summary else ""
@@ -380,6 +458,17 @@ def print_cell(summary: dict[str, Any]) -> None:
         f"/{summary['prediction_error_p95']:.0%}{extra}",
         flush=True,
     )
+
+
+def print_worse(summaries: list[dict[str, Any]]) -> None:
+    """The cells where auto's mean was over 1.05x the oracle's, each with the reason read from its requests."""
+    worse = [summary for summary in summaries if "why_worse" in summary]
+    print(
+        f"auto within {WORSE:.2f}x of the oracle in {len(summaries) - len(worse)} of {len(summaries)} cells", flush=True
+    )
+    for summary in worse:
+        where = f"{summary['model']} {summary['device']} {summary['load']} {summary['link']}"
+        print(f"  {where}: {summary['auto_vs_oracle_mean']:.2f}x, {summary['why_worse']}", flush=True)
 
 
 def print_trace(cell: Cell) -> None:
@@ -407,16 +496,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 for model, device, link in itertools.product(args.models, args.devices, args.links):
                     cell = Cell(model, device, load, link)
                     cell_started = time.perf_counter()
-                    await run_cell(broker.url, cell, args.slots, args.period, args.warm_up)
+                    await run_cell(broker.url, cell, args)
                     summary = summarise(cell)
                     summary["seconds"] = time.perf_counter() - cell_started
                     report["cells"].append(summary)
                     print_cell(summary)
                     if args.trace:
                         print_trace(cell)
+        print_worse(report["cells"])
         if not args.fleet:
             return report
-        fleet = await run_fleet(broker.url, args.fleet_agents, args.fleet_requests, args.fleet_period)
+        fleet = await run_fleet(broker.url, args)
         report["fleet"] = {name: {"mean": _mean(v), "p95": _p95(v)} for name, v in fleet.items()}
         every = f"a request every {args.fleet_period} s each"
         print(f"fleet: {args.fleet_agents} resnet18 agents (Pi 4s) on one hub, {every}:")
@@ -434,8 +524,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "googlenet"])
+    parser.add_argument(
+        "--codecs",
+        type=lambda text: [codec.strip() for codec in text.split(",") if codec.strip()],
+        default=DEFAULT_CODECS,
+        help=f"codecs allowed, comma-separated (default {','.join(DEFAULT_CODECS)}: JPEG at the input, int8 inside)",
+    )
+    parser.add_argument("--inner", type=int, default=2, help="split points run as fixed policies (default 2)")
     parser.add_argument("--slots", type=int, default=12, help="counted slots per cell (default 12)")
-    parser.add_argument("--warm-up", type=int, default=3, help="slots per cell before counting (default 3)")
+    parser.add_argument("--warm-up", type=int, default=2, help="slots per cell before counting (default 2)")
     parser.add_argument("--period", type=float, default=0.25, help="seconds between slots (default 0.25)")
     parser.add_argument("--devices", nargs="+", choices=list(DEVICES), default=list(DEVICES))
     parser.add_argument("--links", nargs="+", choices=LINKS, default=list(LINKS))

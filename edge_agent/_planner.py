@@ -274,6 +274,10 @@ class Planner:
         self._unanswered = 0
         self._trial_s = None
 
+    def bytes_of(self, label: str) -> int:
+        """What a request at the candidate ``label`` (``cut`` or ``cut@codec``) sends: measured, else estimated."""
+        return int(self._bytes[self._index[label]])
+
     def unmeasured_codecs(self, cut_id: str) -> list[str]:
         """The codecs at ``cut_id`` whose bytes are still the estimate made before any was encoded."""
         return [self.candidates[index].codec for index in self._by_cut.get(cut_id, ()) if not self._bytes_known[index]]

@@ -252,8 +252,10 @@ def test_an_image_codec_is_sized_on_a_real_input_before_the_planner_chooses_on_i
     assert core.planner is not None
     core.planner.observe_hub(0.0, tail_ms={"input": 50.0})  # a hub's status: what its tail takes
     before = core.planner.predict_ms("input", 0.1, codec="jpeg")
+    assert core.planner.bytes_of("input@jpeg") == core.planner.bytes_of("input")  # guessed as raw until sized
     core.sized("jpeg", 15_000)
     assert core.codecs_to_size() == []
+    assert core.planner.bytes_of("input@jpeg") == 15_000
     after = core.planner.predict_ms("input", 0.1, codec="jpeg")
     assert before is not None
     assert after is not None
