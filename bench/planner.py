@@ -410,8 +410,9 @@ def _why_worse(cell: Cell, summary: dict[str, Any]) -> str:
             f" {summary['mean'].get(settled, math.nan):.0f} ms as a fixed policy; {oracle} measured"
             f" {summary['mean'][oracle]:.0f} ms"
         )
+    more = summary["mean"][AUTO] - summary["mean"][oracle]
     spread = summary["p95"][oracle] / summary["mean"][oracle]
-    return f"the oracle's own choice, so noise: its p95 is {spread:.2f}x its mean over {len(auto)} requests"
+    return f"the oracle's choice too, {more:.0f} ms a request more (the oracle's p95 is {spread:.2f}x its mean)"
 
 
 def _step_recovery(cell: Cell) -> list[int | None]:
@@ -469,6 +470,58 @@ def print_worse(summaries: list[dict[str, Any]]) -> None:
     for summary in worse:
         where = f"{summary['model']} {summary['device']} {summary['load']} {summary['link']}"
         print(f"  {where}: {summary['auto_vs_oracle_mean']:.2f}x, {summary['why_worse']}", flush=True)
+
+
+HEADER = (
+    "| model | device | hub | link | edge-only | cloud-only | oracle (best fixed) | auto | auto/oracle mean, p95"
+    " | auto/better extreme | auto/per-request oracle | settled | switches/20 | prediction error median, p95"
+    " | step recovery (requests) |"
+)
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    """The run as docs/planner.md shows it: the command, the cells' table, the cells over 1.05x, the fleet."""
+
+    def ratio(value: float) -> str:
+        return f"{value:.2f}"
+
+    lines = [
+        f"    $ {command}      # {report['seconds']:.0f} s",
+        "",
+        HEADER,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        mean, p95, oracle, cloud = cell["mean"], cell["p95"], cell["oracle"], cell["cloud"]
+
+        def ms(name: str, mean: dict[str, float] = mean, p95: dict[str, float] = p95) -> str:
+            return f"{mean[name]:.0f} / {p95[name]:.0f}"
+
+        recovery = ", ".join(str(count) for count in cell.get("step_recovery", []))
+        lines.append(
+            f"| {cell['model']} | {cell['device']} | {cell['load']} | {cell['link']} | {ms(EDGE_ONLY)}"
+            f" | {cloud}: {ms(cloud)} | {oracle}: {ms(oracle)} | {ms(AUTO)}"
+            f" | {ratio(cell['auto_vs_oracle_mean'])}, {ratio(cell['auto_vs_oracle_p95'])}"
+            f" | {ratio(cell['auto_vs_better_extreme'])} | {ratio(cell['auto_vs_per_request_oracle'])}"
+            f" | {cell['settled']} | {cell['switches_per_20']:.1f}"
+            f" | {cell['prediction_error_median']:.0%}, {cell['prediction_error_p95']:.0%} | {recovery} |"
+        )
+    worse = [cell for cell in report["cells"] if "why_worse" in cell]
+    lines += [
+        "",
+        f"auto within {WORSE:.2f}x of the oracle in {len(report['cells']) - len(worse)} of {len(report['cells'])}:",
+        "",
+    ]
+    lines += [
+        f"- {c['model']} {c['device']} {c['load']} {c['link']}: {ratio(c['auto_vs_oracle_mean'])}x, {c['why_worse']}"
+        for c in worse
+    ]
+    if report["fleet"]:
+        lines += ["", "| policy | mean ms | p95 ms |", "|---|---|---|"]
+        lines += [f"| {name} | {f['mean']:.1f} | {f['p95']:.1f} |" for name, f in report["fleet"].items()]
+    times = ", ".join(f"{n} candidates {d['median']:.0f} / {d['p99']:.0f} µs" for n, d in report["decision_us"].items())
+    lines += ["", f"Decision time (median / p99): {times}.", ""]
+    return "\n".join(lines)
 
 
 def print_trace(cell: Cell) -> None:
@@ -543,16 +596,20 @@ def main() -> None:
     parser.add_argument("--fleet-requests", type=int, default=40)
     parser.add_argument("--fleet-period", type=float, default=0.1)
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the figures as JSON here")
+    parser.add_argument("--markdown", type=argparse.FileType("w"), help="also write the tables as Markdown here")
     parser.add_argument("--load-child", nargs=2, metavar=("BROKER", "RATE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_child:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(load_child(args.load_child[0], float(args.load_child[1])))
         return
-    print(f"$ python bench/planner.py {' '.join(sys.argv[1:])}".rstrip(), flush=True)
+    command = f"python bench/planner.py {' '.join(sys.argv[1:])}".rstrip()
+    print(f"$ {command}", flush=True)
     report = asyncio.run(main_async(args))
     if args.json:
         json.dump(report, args.json, indent=2, default=str)
+    if args.markdown:
+        args.markdown.write(markdown(report, command))
 
 
 if __name__ == "__main__":
