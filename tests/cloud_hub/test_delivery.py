@@ -90,6 +90,7 @@ async def test_a_fetch_the_node_cannot_serve_gets_one_refusal(
         ModelDelivery(broker_url, node_id="node", models_dir=models_dir, prefix=prefix, block_size=BLOCK) as node,
         watching(broker_url, topics.blocks("cam-01")) as watcher,
     ):
+        await node.connection.wait_connected(10)  # subscribed: its async with does not wait for the broker
         chain = next(v for v in node.catalog.offers["tiny"].versions if v.kind == "segments")
         fields: dict[str, object] = {"version": chain.version, "file": chain.files[0].name, "blocks": (0,)} | change
         fetch = FetchRequest("f1", "tiny", **fields)  # type: ignore[arg-type]
