@@ -26,7 +26,10 @@ process sends the hub resnet18 cloud-only requests at 85% of what it can
 serve. The agent may use the codecs a user would allow (``--codecs``, by default
 raw, jpeg and int8+zstd): cloud-only sends a camera-like image as a JPEG, and a
 cut's policy is run only with the codec that sends least there (the map,
-bench/split_map.py, shows the larger encodings of a cut losing).
+bench/split_map.py, shows the larger encodings of a cut losing). Edge-only
+sends nothing, so the link does not change its times: it runs in the first
+link's cell of each model, device and hub load, and its requests stand in for
+it in the other links' cells.
 
 Printed per cell: mean and p95 of edge-only, cloud-only, the best fixed cut
 (the oracle) and auto; auto/oracle; auto/better extreme; auto's mean against
@@ -180,11 +183,16 @@ def link_spec(name: str) -> LinkSpec:
     return STEP_FAST if name == "step" else preset(name)
 
 
-async def run_cell(broker: str, cell: Cell, args: argparse.Namespace) -> Cell:
+async def run_cell(
+    broker: str, cell: Cell, args: argparse.Namespace, edge_only: list[Request] | None = None
+) -> list[Request]:
     """Run every policy of ``cell`` on one paced stream of ``args.warm_up`` + ``args.slots`` slots (the first not kept).
 
     The agent may use ``args.codecs``; the fixed policies are those of
-    :func:`fixed_policies` with ``args.inner`` splits.
+    :func:`fixed_policies` with ``args.inner`` splits. Edge-only sends
+    nothing, so the link does not change its times: given ``edge_only``
+    (another link's, same model, device and hub), those stand in for it and
+    the slots are shorter. Returns the edge-only requests the cell used.
     """
     slots, period, warm_up = args.slots, args.period, args.warm_up
     upstream = urlsplit(broker)
@@ -202,7 +210,8 @@ async def run_cell(broker: str, cell: Cell, args: argparse.Namespace) -> Cell:
         )
         async with agent:
             await agent.infer(image)  # sizes the image codecs on this image, for fixed_policies to compare
-            policies = [*fixed_policies(agent, args.inner), AUTO]
+            edge, *others = fixed_policies(agent, args.inner)
+            policies = [*others, AUTO] if edge_only else [edge, *others, AUTO]
             started = time.perf_counter()
             for index in range(-warm_up, slots):
                 if cell.link == "step":
@@ -211,8 +220,8 @@ async def run_cell(broker: str, cell: Cell, args: argparse.Namespace) -> Cell:
                 order = policies[index % len(policies) :] + policies[: index % len(policies)]
                 slot = {policy: await _one(agent, image, policy) for policy in order}
                 if index >= 0:
-                    cell.slots.append(slot)
-    return cell
+                    cell.slots.append({edge: edge_only[index]} | slot if edge_only else slot)
+    return [slot[edge] for slot in cell.slots]
 
 
 def fixed_policies(agent: EdgeAgent, inner: int) -> list[str]:
@@ -546,10 +555,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print("cells: mean/p95 ms", flush=True)
         for load in args.loads:
             with load_process(broker.url, rate) if load == "busy" else contextlib.nullcontext():
+                edge_only: dict[tuple[str, str], list[Request]] = {}
                 for model, device, link in itertools.product(args.models, args.devices, args.links):
                     cell = Cell(model, device, load, link)
                     cell_started = time.perf_counter()
-                    await run_cell(broker.url, cell, args)
+                    measured = await run_cell(broker.url, cell, args, edge_only.get((model, device)))
+                    edge_only.setdefault((model, device), measured)
                     summary = summarise(cell)
                     summary["seconds"] = time.perf_counter() - cell_started
                     report["cells"].append(summary)

@@ -118,9 +118,7 @@ async def test_auto_sizes_the_jpeg_of_the_first_image_before_choosing_on_it(
         assert agent.core.codecs_to_size() == []  # sized on the image itself, before the first choice
 
 
-async def test_a_caller_chooses_the_codec_with_the_cut(
-    broker_url: str, prefix: str, start_hub: StartHub
-) -> None:
+async def test_a_caller_chooses_the_codec_with_the_cut(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     await start_hub()
     image = digits.test_set()[0][0]
     async with EdgeAgent(broker_url, model="digits", prefix=prefix, threads=1, codec=["raw", "int8+zstd"]) as agent:
