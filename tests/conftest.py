@@ -53,12 +53,12 @@ def _broker_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _local_broker() -> LocalBroker:
+def _local_broker(port: int = 0) -> LocalBroker:
     kind = os.environ.get("EDGECUT_TEST_BROKER_KIND", "auto")
     if kind not in {"auto", "mosquitto", "iotcore"}:
         pytest.fail(f"EDGECUT_TEST_BROKER_KIND must be auto, mosquitto or iotcore, not {kind!r}")
     try:
-        return LocalBroker(kind=cast("BrokerKind", kind))
+        return LocalBroker(kind=cast("BrokerKind", kind), port=port)
     except ConfigError as exc:
         _broker_unavailable(str(exc))
 
@@ -79,6 +79,12 @@ def own_broker() -> Iterator[LocalBroker]:
     """A local broker of this test's own, which the test may stop and restart."""
     with _local_broker() as broker:
         yield broker
+
+
+@pytest.fixture
+def broker_at() -> Callable[[int], LocalBroker]:
+    """Makes a local broker of the tests' kind on a given port: one that appears after its clients started."""
+    return _local_broker
 
 
 @pytest.fixture

@@ -244,7 +244,7 @@ async def test_health_and_model_readiness_paths(prefix: str) -> None:
 
 
 async def test_an_agent_started_without_a_broker_serves_edge_only_and_joins_when_it_appears(
-    prefix: str, tmp_path: Path
+    prefix: str, tmp_path: Path, broker_at: Callable[[int], LocalBroker]
 ) -> None:
     port = free_port("127.0.0.1")
     url = f"mqtt://127.0.0.1:{port}"
@@ -252,7 +252,7 @@ async def test_an_agent_started_without_a_broker_serves_edge_only_and_joins_when
     async with serving(_config(url, prefix, state_dir=tmp_path)) as service:
         offline_status, offline = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image))
         _, before = await _get(service, f"/v2/models/{TINY}")
-        with LocalBroker(kind="mosquitto", port=port) as broker:
+        with broker_at(port) as broker:
             hub = Hub(
                 HubConfig(
                     broker=broker.url, prefix=prefix, threads=1, hub_id="late-hub", preload=(f"{TINY}:{INNER_CUT}",)
