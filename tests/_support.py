@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
+import os
 import signal
 import subprocess
 import threading
@@ -20,7 +22,7 @@ from protocol import InferenceRequest, decode_status, encode_request, version_of
 from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
     from pathlib import Path
 
     from cloud_hub import Hub
@@ -259,6 +261,34 @@ async def http_exchange(address: tuple[str, int], raw: bytes) -> tuple[int, dict
     return int(status_line.split(" ")[1]), headers, body
 
 
+async def post_json(address: tuple[str, int], path: str, body: bytes, content_type: str = "application/json") -> Any:  # noqa: ANN401
+    """POST ``body`` as raw HTTP/1.1 bytes, as curl sends it: the status and the decoded JSON answer."""
+    head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}"
+    status, headers, answer = await http_exchange(address, head.encode() + b"\r\n\r\n" + body)
+    assert headers["content-type"] == "application/json"
+    return status, json.loads(answer)
+
+
+async def get_json(address: tuple[str, int], path: str) -> Any:  # noqa: ANN401
+    """GET ``path``: the status and the decoded JSON answer."""
+    status, _, answer = await http_exchange(address, f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    return status, json.loads(answer)
+
+
+def infer_json(image: np.ndarray, **extra: Any) -> bytes:  # noqa: ANN401 - more request fields
+    """A KServe v2 JSON inference request carrying one uint8 image (batch axis added) as ``image``."""
+    tensor = {"name": "image", "shape": [1, *image.shape], "datatype": "UINT8", "data": image.reshape(-1).tolist()}
+    return json.dumps({"inputs": [tensor], **extra}).encode()
+
+
+def output_logits(answer: dict[str, Any]) -> np.ndarray:
+    """The one output, ``logits``, of a KServe v2 JSON answer, as an array."""
+    (output,) = answer["outputs"]
+    assert output["name"] == "logits"
+    assert output["datatype"] == "FP32"
+    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+
+
 async def scrape(address: tuple[str, int]) -> Samples:
     """Every sample of ``/metrics`` at ``address``, read with Prometheus's own parser, by name and labels."""
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 - an optional extra
@@ -271,3 +301,81 @@ async def scrape(address: tuple[str, int]) -> Samples:
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
+
+
+def version_logits(directory: Path, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The logits of each of ``images`` from a tiny model version's full model (a segments directory), run locally."""
+    head = ModelHalves.open(directory, threads=1).halves(EDGE_ONLY).head
+    assert head is not None
+    return [head.run({"image": image[None]})["logits"] for image in images]
+
+
+def damage_file(path: Path) -> None:
+    """Change bytes in the middle of ``path``, its size and modification time kept: a disk that changed it."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(255 - byte for byte in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+class RequestStream:
+    """Inference requests for the tiny model over HTTP, two clients each one after another, until stopped.
+
+    Each answer is kept as (image index, sent after :attr:`marked` was set,
+    status, decoded answer), in the order they came back. Bounded by
+    ``limit`` requests and ``seconds``, whatever happens.
+    """
+
+    def __init__(
+        self, address: tuple[str, int], images: Sequence[np.ndarray], *, limit: int = 600, seconds: float = 180.0
+    ) -> None:
+        self.address = address
+        self.images = images
+        self.answers: list[tuple[int, bool, int, dict[str, Any]]] = []
+        self.marked = False
+        self._limit = limit
+        self._seconds = seconds
+        self._stop = asyncio.Event()
+        self._sent = 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[RequestStream]:
+        """The stream, sending until the block ends."""
+        clients = [asyncio.create_task(self._client()) for _ in range(2)]
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            await asyncio.gather(*clients)
+
+    async def _client(self) -> None:
+        deadline = time.monotonic() + self._seconds
+        while not self._stop.is_set() and self._sent < self._limit and time.monotonic() < deadline:
+            index = self._sent % len(self.images)
+            self._sent += 1
+            after = self.marked
+            status, answer = await post_json(self.address, f"/v2/models/{TINY}/infer", infer_json(self.images[index]))
+            self.answers.append((index, after, status, answer))
+
+    def count(self, version: str) -> int:
+        """Answers given by ``version``."""
+        return sum(1 for _, _, status, answer in self.answers if status == 200 and answer["model_version"] == version)
+
+    def after_mark(self) -> list[dict[str, Any]]:
+        """The answers to the requests sent after :attr:`marked` was set."""
+        return [answer for _, after, _, answer in self.answers if after]
+
+    def check(self, expected: dict[str, list[np.ndarray]], *, hub_ran: bool = True) -> None:
+        """Every request answered 200 by one of ``expected``'s versions, its outputs that version's full model's.
+
+        With ``hub_ran``, the hub ran every tail (none fell back to the edge).
+        """
+        assert self.answers
+        for index, _, status, answer in self.answers:
+            assert status == 200, answer
+            assert answer["model_version"] in expected
+            assert answer["parameters"]["fallback"] is None or not hub_ran
+            logits = output_logits(answer)
+            np.testing.assert_allclose(logits, expected[answer["model_version"]][index], atol=1e-4, rtol=0)

@@ -18,7 +18,19 @@ from cloud_hub import Hub, HubConfig, LocalBroker, free_port
 from edge_agent import EDGE_ONLY, AgentService, EdgeAgent, ModelConfig, ServiceConfig, decode_image
 from edge_agent._service import OFFLINE_REASON
 from protocol.errors import ConfigError
-from tests._support import TINY, http_exchange, parked, random_images, scrape, tiny_logits, until
+from tests._support import (
+    TINY,
+    get_json,
+    http_exchange,
+    infer_json,
+    output_logits,
+    parked,
+    post_json,
+    random_images,
+    scrape,
+    tiny_logits,
+    until,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,37 +65,20 @@ async def serving(config: ServiceConfig, **options: Any) -> AsyncIterator[AgentS
         await asyncio.wait_for(task, 30)
 
 
-def _infer_json(image: np.ndarray, **extra: Any) -> bytes:  # noqa: ANN401 - more request fields
-    tensor = {"name": "image", "shape": [1, *image.shape], "datatype": "UINT8", "data": image.reshape(-1).tolist()}
-    return json.dumps({"inputs": [tensor], **extra}).encode()
-
-
 async def _post(service: AgentService, path: str, body: bytes, content_type: str = "application/json") -> Any:  # noqa: ANN401
-    """POST ``body`` as raw HTTP/1.1 bytes, as curl sends it: the status and the decoded JSON answer."""
     assert service.http.address is not None
-    head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}"
-    status, headers, answer = await http_exchange(service.http.address, head.encode() + b"\r\n\r\n" + body)
-    assert headers["content-type"] == "application/json"
-    return status, json.loads(answer)
+    return await post_json(service.http.address, path, body, content_type)
 
 
 async def _get(service: AgentService, path: str) -> Any:  # noqa: ANN401
     assert service.http.address is not None
-    status, _, answer = await http_exchange(service.http.address, f"GET {path} HTTP/1.1\r\n\r\n".encode())
-    return status, json.loads(answer)
+    return await get_json(service.http.address, path)
 
 
 def _png(image: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")
     return out.getvalue()
-
-
-def _logits(answer: dict[str, Any]) -> np.ndarray:
-    (output,) = answer["outputs"]
-    assert output["name"] == "logits"
-    assert output["datatype"] == "FP32"
-    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
 @pytest.mark.broker
@@ -95,14 +90,14 @@ async def test_json_and_image_infer_over_raw_http_answer_as_the_edge_agent_does(
     png = _png(image)
     async with serving(_config(broker_url, prefix)) as service:
         await until(lambda: service.agents[TINY].connected, "the service's agent to reach the broker")
-        status, answer = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image, id="req-1"))
+        status, answer = await _post(service, f"/v2/models/{TINY}/infer", infer_json(image, id="req-1"))
         image_status, image_answer = await _post(service, f"/v2/models/{TINY}/infer", png, "image/png")
         _, metadata = await _get(service, f"/v2/models/{TINY}")
     async with EdgeAgent(broker_url, model=TINY, cut=INNER_CUT, prefix=prefix, threads=1) as agent:
         expected = await agent.infer(image)
     assert status == 200
     assert (answer["model_name"], answer["id"]) == (TINY, "req-1")
-    np.testing.assert_allclose(_logits(answer), expected.outputs["logits"], atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(output_logits(answer), expected.outputs["logits"], atol=TOLERANCE, rtol=0)
     parameters = answer["parameters"]
     assert (parameters["cut"], parameters["hub"], parameters["fallback"]) == (INNER_CUT, "hub0", None)
     assert parameters["reason"] == expected.reason
@@ -118,7 +113,7 @@ async def test_json_and_image_infer_over_raw_http_answer_as_the_edge_agent_does(
     }
     assert image_status == 200
     decoded = decode_image(png, service.agents[TINY].inputs[0])
-    np.testing.assert_allclose(_logits(image_answer), tiny_logits(decoded), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(output_logits(image_answer), tiny_logits(decoded), atol=1e-4, rtol=0)
     assert metadata["parameters"]["cut"] == INNER_CUT
     assert metadata["parameters"]["last_cut"] == INNER_CUT
     assert metadata["parameters"]["connected"] is True
@@ -136,13 +131,13 @@ async def test_requests_run_concurrently_and_each_gets_its_own_answer(
         await until(lambda: service.agents[TINY].connected, "the service's agent to reach the broker")
         answers = await asyncio.gather(
             *(
-                _post(service, f"/v2/models/{TINY}/infer", _infer_json(image, id=str(i)))
+                _post(service, f"/v2/models/{TINY}/infer", infer_json(image, id=str(i)))
                 for i, image in enumerate(images)
             )
         )
     for i, (status, answer) in enumerate(answers):
         assert (status, answer["id"]) == (200, str(i))
-        np.testing.assert_allclose(_logits(answer), tiny_logits(images[i]), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(output_logits(answer), tiny_logits(images[i]), atol=1e-4, rtol=0)
 
 
 @pytest.mark.broker
@@ -156,10 +151,10 @@ async def test_a_shutdown_answers_the_requests_under_way_and_refuses_new_ones(
     await asyncio.wait_for(service.ready.wait(), 30)
     await until(lambda: service.agents[TINY].connected, "the service's agent to reach the broker")
     async with parked(hub) as gate:
-        under_way = asyncio.create_task(_post(service, f"/v2/models/{TINY}/infer", _infer_json(image)))
+        under_way = asyncio.create_task(_post(service, f"/v2/models/{TINY}/infer", infer_json(image)))
         await until(lambda: hub.queue_depth == 1, "the request to wait in the parked hub")
         service.request_shutdown()
-        refused = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image))
+        refused = await _post(service, f"/v2/models/{TINY}/infer", infer_json(image))
         gate.set()
         status, answer = await under_way
     await asyncio.wait_for(serving, 30)
@@ -169,7 +164,7 @@ async def test_a_shutdown_answers_the_requests_under_way_and_refuses_new_ones(
 
 async def test_bad_requests_get_kserve_errors_and_the_service_keeps_serving(prefix: str) -> None:
     image = random_images(1, seed=13)[0]
-    good = _infer_json(image)
+    good = infer_json(image)
     wrong_datatype = good.replace(b'"UINT8"', b'"FP32"')
     wrong_shape = json.dumps(
         {"inputs": [{"name": "image", "shape": [1, 2, 2, 3], "datatype": "UINT8", "data": [0] * 12}]}
@@ -211,8 +206,8 @@ async def test_one_process_serves_several_models_with_one_metrics_registry(prefi
     models = (ModelConfig(name="front", model=TINY, threads=1), ModelConfig(name="back", model=TINY, threads=1))
     image = random_images(1, seed=18)[0]
     async with serving(_config("mqtt://127.0.0.1:9", prefix, models=models, agent_id="cam")) as service:
-        answers = [await _post(service, f"/v2/models/{name}/infer", _infer_json(image)) for name in ("front", "back")]
-        await _post(service, "/v2/models/back/infer", _infer_json(image))
+        answers = [await _post(service, f"/v2/models/{name}/infer", infer_json(image)) for name in ("front", "back")]
+        await _post(service, "/v2/models/back/infer", infer_json(image))
         assert service.http.address is not None
         samples = await scrape(service.http.address)
     assert [agent.agent_id for agent in service.agents.values()] == ["cam-front", "cam-back"]
@@ -250,7 +245,7 @@ async def test_an_agent_started_without_a_broker_serves_edge_only_and_joins_when
     url = f"mqtt://127.0.0.1:{port}"
     image = random_images(1, seed=14)[0]
     async with serving(_config(url, prefix, state_dir=tmp_path)) as service:
-        offline_status, offline = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image))
+        offline_status, offline = await _post(service, f"/v2/models/{TINY}/infer", infer_json(image))
         _, before = await _get(service, f"/v2/models/{TINY}")
         with broker_at(port) as broker:
             hub = Hub(
@@ -262,7 +257,7 @@ async def test_an_agent_started_without_a_broker_serves_edge_only_and_joins_when
             try:
                 await asyncio.wait_for(hub.ready.wait(), 30)
                 await until(lambda: service.agents[TINY].connected, "the agent to join the broker that appeared")
-                online_status, online = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image))
+                online_status, online = await _post(service, f"/v2/models/{TINY}/infer", infer_json(image))
             finally:
                 hub.request_shutdown()
                 await hub_task
@@ -272,7 +267,7 @@ async def test_an_agent_started_without_a_broker_serves_edge_only_and_joins_when
     assert online_status == 200
     assert (online["parameters"]["cut"], online["parameters"]["hub"]) == (INNER_CUT, "late-hub")
     assert online["parameters"]["fallback"] is None
-    np.testing.assert_allclose(_logits(online), _logits(offline), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(output_logits(online), output_logits(offline), atol=1e-4, rtol=0)
 
 
 def _drop_in(directory: Path, name: str, image: np.ndarray) -> None:
@@ -294,7 +289,7 @@ async def test_the_watched_directory_gets_a_json_result_beside_each_image(prefix
     for i, image in enumerate(images):
         answer = json.loads((tmp_path / f"frame{i}.png.json").read_text())
         assert answer["parameters"]["reason"] == OFFLINE_REASON
-        np.testing.assert_allclose(_logits(answer), tiny_logits(image), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(output_logits(answer), tiny_logits(image), atol=1e-4, rtol=0)
     assert "cannot read the image" in json.loads((tmp_path / "broken.png.json").read_text())["error"]
     assert not (tmp_path / "notes.txt.json").exists()
     assert not list(tmp_path.glob(".*"))  # noqa: ASYNC240 - no partial results left
@@ -367,5 +362,5 @@ async def test_a_watched_directory_that_goes_away_is_watched_again_when_it_is_ba
         _drop_in(inbox, "back.png", image)
         await until((inbox / "back.png.json").exists, "a result once the directory is back")
     np.testing.assert_allclose(
-        _logits(json.loads((inbox / "back.png.json").read_text())), tiny_logits(image), atol=1e-4
+        output_logits(json.loads((inbox / "back.png.json").read_text())), tiny_logits(image), atol=1e-4
     )

@@ -11,8 +11,8 @@ import pytest
 from cloud_hub import free_port
 from edge_agent import EDGE_ONLY, ModelConfig, ServiceConfig
 from protocol.errors import ConfigError
-from tests._support import TINY, tiny_logits, until
-from tests.edge_agent.test_service import _logits, serving
+from tests._support import TINY, output_logits, tiny_logits, until
+from tests.edge_agent.test_service import serving
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,7 +63,7 @@ async def test_a_video_files_newest_frames_are_answered_and_the_rest_dropped(tmp
     assert len(frames) < FRAMES // 2  # 4 a second from a 40 fps source: most are dropped, none queued
     for line in lines:
         assert line["parameters"]["cut"] == EDGE_ONLY
-        np.testing.assert_allclose(_logits(line), tiny_logits(decoded[line["frame"] - 1]), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(output_logits(line), tiny_logits(decoded[line["frame"] - 1]), atol=1e-5, rtol=0)
 
 
 async def test_a_camera_that_cannot_be_opened_stops_the_service_before_it_is_ready(tmp_path: Path) -> None:

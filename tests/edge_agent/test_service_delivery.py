@@ -12,8 +12,8 @@ from edge_agent import EDGE_ONLY, ModelConfig, ServiceConfig
 from edge_agent._service import OFFLINE_REASON
 from models import SegmentsManifest, file_sha256_hex
 from protocol.errors import ModelError
-from tests._support import TINY, random_images, save_tiny_segments, tiny_logits, until
-from tests.edge_agent.test_service import _get, _infer_json, _logits, _post, serving
+from tests._support import TINY, infer_json, output_logits, random_images, save_tiny_segments, tiny_logits, until
+from tests.edge_agent.test_service import _get, _post, serving
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -44,7 +44,7 @@ async def test_a_service_with_an_empty_cache_fetches_its_model_and_serves_it_off
     state = tmp_path / "state"
     async with serving(_fetching(broker_url, prefix, state)) as service:
         await until(lambda: service.agents[TINY].connected, "the agent to connect")
-        status, answer = await _post(service, f"/v2/models/{TINY}/infer", _infer_json(image))
+        status, answer = await _post(service, f"/v2/models/{TINY}/infer", infer_json(image))
         _, described = await _get(service, f"/v2/models/{TINY}")
     assert hub.delivery is not None
     assert hub.delivery.blocks_sent > 0
@@ -54,15 +54,15 @@ async def test_a_service_with_an_empty_cache_fetches_its_model_and_serves_it_off
     assert status == 200
     assert (answer["parameters"]["cut"], answer["parameters"]["hub"]) == (CUT, "delivering-hub")
     assert answer["model_version"] == described["versions"][0] == held.name
-    np.testing.assert_allclose(_logits(answer), tiny_logits(image), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(output_logits(answer), tiny_logits(image), atol=1e-5, rtol=0)
 
     nowhere = f"mqtt://127.0.0.1:{free_port('127.0.0.1')}"  # a device restarted without its broker
     async with serving(_fetching(nowhere, prefix, state)) as offline:
-        status, answer = await _post(offline, f"/v2/models/{TINY}/infer", _infer_json(image))
+        status, answer = await _post(offline, f"/v2/models/{TINY}/infer", infer_json(image))
     assert status == 200
     assert (answer["parameters"]["cut"], answer["parameters"]["reason"]) == (EDGE_ONLY, OFFLINE_REASON)
     assert answer["model_version"] == held.name
-    np.testing.assert_allclose(_logits(answer), tiny_logits(image), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(output_logits(answer), tiny_logits(image), atol=1e-5, rtol=0)
 
 
 async def test_a_fetched_model_neither_offered_nor_held_stops_the_service_with_a_model_error(
