@@ -136,6 +136,8 @@ class Request:
         self._timeouts = timeouts
         self._loading_until_s = math.nan
         self._can_fall_back = True
+        self.overloaded = False
+        """The hub answered ``overloaded`` (the hub is there, and full)."""
 
     def sent(self, now_s: float, *, can_fall_back: bool) -> None:
         """The request (or its renewal after :class:`SendNew`) is ready to publish: its deadline starts now.
@@ -155,6 +157,7 @@ class Request:
         if code == ErrorCode.LOADING and not self._can_fall_back and now_s < self._loading_until_s:
             return SendNew(now_s + _LOADING_RETRY_S)  # the old deadline has passed at the hub: a new id
         if code in _FALLBACK_CODES:
+            self.overloaded = code == ErrorCode.OVERLOADED
             return FallBack(f"hub {code}: {message}")
         return GiveUp(message)
 
@@ -322,7 +325,8 @@ class AgentCore:
         """What a finished request measured (``segment_ms``: its head's segments, when a chain ran it).
 
         A fallback tells the planner no hub answered: it backs off to the
-        device. Then the ping the planner wants, if any and none is out (a
+        device; one after an ``overloaded`` answer, how often the hub
+        refuses. Then the ping the planner wants, if any and none is out (a
         ping never delays a request).
         """
         planner = self._planner
@@ -330,7 +334,9 @@ class AgentCore:
             return None
         self._note_segments(segment_ms[:-1], now_s)  # the last segment ends at the cut: the observation has it
         timings = result.timings
-        if result.fallback is not None:
+        if request.overloaded:
+            planner.observe_refused(now_s)
+        elif result.fallback is not None:
             planner.observe_unanswered(now_s, sent_s=request.started_s)
         planner.observe(
             Observation(

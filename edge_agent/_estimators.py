@@ -97,6 +97,30 @@ class _Surprise:
         return self.ms > self.predicted
 
 
+class RecentShare:
+    """The share of the last ``window`` outcomes that were true (a refusal rate, say).
+
+    Args:
+        window: How many outcomes count.
+        max_age_s: Outcomes older than this no longer count.
+    """
+
+    __slots__ = ("_max_age_s", "_outcomes")
+
+    def __init__(self, window: int, *, max_age_s: float) -> None:
+        self._outcomes: collections.deque[tuple[float, bool]] = collections.deque(maxlen=window)
+        self._max_age_s = max_age_s
+
+    def add(self, now_s: float, *, outcome: bool) -> None:
+        """One more outcome, at ``now_s``."""
+        self._outcomes.append((now_s, outcome))
+
+    def share(self, now_s: float) -> float:
+        """The share of true outcomes among those young enough (0 with none)."""
+        young = [outcome for at_s, outcome in self._outcomes if now_s - at_s <= self._max_age_s]
+        return sum(young) / len(young) if young else 0.0
+
+
 class LinkEstimator:
     """A link's round trip, per-request overhead and uplink bandwidth, from probes and requests.
 

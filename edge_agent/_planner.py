@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from edge_agent._estimators import LinkEstimator, Recent
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -62,6 +62,8 @@ _PROBE_BYTES = (2_048, 1024 * 1024)  # the second is the estimator's largest pin
 """Smallest and largest bandwidth probe."""
 _QUEUE_MAX_AGE_S = 10.0
 """A queue wait older than this says nothing of the queue now (hubs report theirs every few seconds)."""
+_REFUSALS_WINDOW = 16
+"""The hub's last answers that tell how often it refuses ``overloaded``."""
 _BACKOFF_S = (1.0, 30.0)
 """After a request no hub answered, the device runs everything itself for the first figure,
 doubled after each further one, up to the second."""
@@ -212,6 +214,7 @@ class Planner:
         self._decode = Recent()
         self._overhead = Recent()  # the request's total beyond its measured parts
         self._queue = Recent(8, max_age_s=_QUEUE_MAX_AGE_S)  # the hub's queue is the hub's, whatever the cut
+        self._refusals = RecentShare(_REFUSALS_WINDOW, max_age_s=_QUEUE_MAX_AGE_S)  # of requests a hub answered
         self.link = LinkEstimator()
         self._last_transfer_s = -math.inf
         self._last_probe_s = -math.inf
@@ -267,6 +270,7 @@ class Planner:
         self._tails[index].add(observation.hub_compute_ms, now_s)
         self._tail[index] = self._tails[index].value
         self._queue.add(observation.hub_queue_ms, now_s)
+        self._refusals.add(now_s, outcome=False)
         self._decode.add(observation.decode_ms, now_s)
         self.link.observe(observation.bytes_sent, observation.network_ms, now_s)
         self._last_transfer_s = now_s
@@ -294,7 +298,7 @@ class Planner:
         self._bytes_known[index] = True
 
     def observe_unanswered(self, now_s: float, sent_s: float | None = None) -> None:
-        """A request no hub answered in time (or answered it was overloaded): back off to the device.
+        """A request no hub answered in time, or answered with a failure: back off to the device.
 
         With an edge-only candidate, the next requests run on the device for
         1 s; then one request tries a hub while the others stay on the device
@@ -311,6 +315,19 @@ class Planner:
         backoff = min(_BACKOFF_S[0] * 2 ** (self._unanswered - 1), _BACKOFF_S[1])
         self._remote_after_s = now_s + backoff
         self._backoff_began_s = now_s
+
+    def observe_refused(self, now_s: float) -> None:
+        """A hub answered at once that it was ``overloaded`` (the device ran the tail).
+
+        Not a back-off: the hub is there and answers, and the next request may
+        find room. What it teaches is how often a request sent now is
+        refused; a remote candidate's prediction weighs that share of its
+        requests as a round trip and the rest of the model on the device
+        (:meth:`predictions`). An answer, even this one, ends a back-off.
+        """
+        self._refusals.add(now_s, outcome=True)
+        self._unanswered = 0
+        self._trial_s = None
 
     def probe(self, now_s: float) -> int | None:
         """The padding bytes of a ping to send now, or ``None`` when none is needed.
@@ -371,6 +388,10 @@ class Planner:
             network = rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth)
         queue = self._queue.quantile(queue_quantile, now_s) or 0.0  # none lately: no queue seen
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
+        refused = self._refusals.share(now_s)
+        if refused and self._full_edge is not None and rtt is not None:  # a refusal: a round trip, then the device
+            on_device = self._head + rtt + np.maximum(self._head[self._full_edge] - self._head, 0.0)
+            remote = (1.0 - refused) * remote + refused * on_device
         return np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
 
     def energy_mj(self, now_s: float) -> np.ndarray:

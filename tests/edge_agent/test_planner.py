@@ -313,6 +313,35 @@ def test_after_a_back_off_one_request_tries_the_hub_and_stragglers_do_not_length
     assert planner.choose(10.5).cut_id == "input"
 
 
+def test_an_overloaded_answer_is_no_back_off_but_a_share_of_requests_the_device_finishes() -> None:
+    world = World(device=8.0, bandwidth_bit_s=100e6, rtt_ms=100)  # a refusal costs a round trip
+    planner = _planner(world)
+    assert _drive(planner, world, 10)[-1] == "input"
+    answered = planner.predict_ms("input", 5.0)
+    planner.observe_refused(5.0)  # the hub is there and full: the next request may find room
+    decision = planner.choose(5.1)
+    assert decision.cut_id == "input"
+    assert "no hub answered" not in decision.reason
+    refused_once = planner.predict_ms("input", 5.1)
+    assert answered is not None
+    assert refused_once is not None
+    assert refused_once > answered  # a share of the requests now pays a round trip and the whole model on the device
+    for index in range(16):  # refused every time: the device alone is the faster
+        planner.observe_refused(5.2 + index / 100)
+    assert planner.choose(5.8).cut_id == "output"
+    assert planner.choose(16.0).cut_id == "input"  # refusals 10 s old say nothing of the hub now
+
+
+def test_an_overloaded_answer_to_the_trial_ends_a_back_off() -> None:
+    world = World(device=8.0, bandwidth_bit_s=100e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 10)[-1] == "input"
+    planner.observe_unanswered(5.0)
+    assert planner.choose(6.1).cut_id == "input"  # the trial
+    planner.observe_refused(6.2)  # answered, if only to say it is full: the hub is back
+    assert "no hub answered" not in planner.choose(6.3).reason
+
+
 def test_a_queue_wait_no_longer_reported_no_longer_counts() -> None:
     world = World(device=4.0, bandwidth_bit_s=100e6)
     planner = _planner(world)
