@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from edge_agent._energy import RADIOS, EnergyModel, RadioName
-from edge_agent._estimators import LinkEstimator, Recent
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare
 from edge_agent._planner import Candidate, Observation, Planner
 
 # A resnet18-like profile with a bottleneck: head ms on the device per cut, bytes per cut (the hub runs the rest).
@@ -222,6 +222,18 @@ def test_recent_is_the_median_of_the_last_samples() -> None:
     assert (recent.quantile(0.0), recent.quantile(1.0)) == (11.0, 1000.0)
     recent.clear()
     assert (recent.count, recent.samples(), recent.quantile(0.5)) == (0, [], None)
+
+
+def test_recent_share_counts_the_window_and_forgets_old_outcomes() -> None:
+    share = RecentShare(4, max_age_s=10.0)
+    assert share.share(0.0) == 0.0
+    for at, outcome in enumerate([True, False, True, False, False]):
+        share.add(float(at), outcome=outcome)
+    assert share.share(4.0) == 0.25  # the first outcome left the window of 4
+    assert share.share(12.5) == 0.0  # the one true outcome left is 10.5 s old
+    for at in range(5, 9):
+        share.add(float(at), outcome=False)
+    assert share.share(9.0) == 0.0
 
 
 def test_the_link_estimator_separates_round_trip_and_bandwidth() -> None:
