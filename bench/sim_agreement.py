@@ -1,6 +1,6 @@
-"""Does fleet mode tell the truth? One scenario in fleet mode and in emulate mode, p50 and p95 per policy.
+"""Does fleet mode tell the truth? Scenarios in fleet mode and in emulate mode, p50 and p95 per policy.
 
-Runs the scenario (a file or a bundled name) in emulate mode, then in fleet
+Runs each scenario (a file or a bundled name) in emulate mode, then in fleet
 mode twice with the same seed: on the profile measured on this host before
 the run (``profiles.json``) and on the profile emulate mode observed
 (``observed-profiles.json``: the devices' and hubs' compute times as the run
@@ -9,7 +9,13 @@ is set to ``--agents``. Prints per policy the p50 and p95 of each and the
 ratios fleet / emulate; the target is within 10%. Emulate mode takes the
 scenario's ``duration_s`` of wall-clock time per policy.
 
-    python bench/sim_agreement.py [bandwidth-drop] [--agents 8] [--json]
+    python bench/sim_agreement.py [bandwidth-drop ...] [--agents 8] [--json]
+
+The faults table of docs/simulation.md runs the situations in
+bench/situations/ (the only hub down, a broker restart, a link outage, an
+overloaded hub)::
+
+    python bench/sim_agreement.py bench/situations/*.toml
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations import load_scenario, percentile, read_records, run_scenario
+from simulations import RequestRecord, Scenario, load_scenario, percentile, read_records, run_scenario
 from simulations.scenarios import find
 
 WITHIN = 0.10
@@ -37,43 +44,90 @@ def _by_policy(out: Path) -> dict[str, dict[str, float]]:
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", nargs="?", default="bandwidth-drop")
-    parser.add_argument("--agents", type=int, help="set every group's agent count")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    scenario = load_scenario(find(args.scenario))
-    if args.agents is not None:
-        groups = tuple(dataclasses.replace(group, count=args.agents) for group in scenario.groups)
+def _hub_start_s(scenario: Scenario, records: list[RequestRecord]) -> float | None:
+    """How long emulate mode's hubs took to answer again after a ``hub-down`` restart (median), if there was one.
+
+    Read from the requests: the first answer a hub gave after each restart.
+    """
+    starts = []
+    for fault in scenario.faults:
+        if fault.kind != "hub-down" or fault.for_s is None:
+            continue
+        back_s = fault.at_s + fault.for_s
+        answered = [
+            r.start_s + r.total_ms / 1000 for r in records if r.hub and not r.fallback and r.start_s > fault.at_s
+        ]
+        later = [at_s - back_s for at_s in answered if at_s > back_s]
+        if later:
+            starts.append(min(later))
+    return round(statistics.median(starts), 2) if starts else None
+
+
+def agreement(name: str, agents: int | None) -> dict[str, Any]:
+    """One scenario in emulate mode, then in fleet mode on each calibration: p50, p95 and the ratios per policy."""
+    scenario = load_scenario(find(name))
+    if agents is not None:
+        groups = tuple(dataclasses.replace(group, count=agents) for group in scenario.groups)
         scenario = dataclasses.replace(scenario, groups=groups)
     report: dict[str, Any] = {"scenario": scenario.name, "agents": scenario.agents, "policies": {}}
     with tempfile.TemporaryDirectory() as directory:
         emulate = Path(directory) / "emulate"
         run_scenario(scenario, emulate, mode="emulate", report=False)
         truth = _by_policy(emulate)
+        start_s = _hub_start_s(scenario, read_records(emulate / "requests.csv"))
+        if start_s is not None:  # fleet mode's replicas take as long to come back as emulate mode's did
+            scenario = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, start_s=start_s))
+            report["hub_start_s"] = start_s
         fleets = {}
         for calibration, profiles in (("measured", "profiles.json"), ("observed", "observed-profiles.json")):
             out = Path(directory) / calibration
             run_scenario(scenario, out, profiles_file=emulate / profiles, report=False)
             fleets[calibration] = _by_policy(out)
-    print(f"$ python bench/sim_agreement.py {args.scenario}" + (f" --agents {args.agents}" if args.agents else ""))
-    print(f"{scenario.name}: {scenario.agents} agents; p50 / p95 ms (target: fleet / emulate within {WITHIN:.0%})")
-    columns = f"{'emulate':>15}   {'fleet, measured':>15} {'ratio':>11}   {'fleet, observed':>15} {'ratio':>11}"
-    print(f"  {'policy':<8} {columns}")
     for policy, real in truth.items():
-        row = f"  {policy:<8} {real['p50']:7.1f} /{real['p95']:7.1f}"
         report["policies"][policy] = {"emulate": real}
         for calibration, figures in fleets.items():
             ours = figures[policy]
             ratios = {q: ours[q] / real[q] for q in ("p50", "p95")}
             report["policies"][policy][calibration] = {**ours, "ratio": ratios}
+    return report
+
+
+def print_agreement(report: dict[str, Any]) -> None:
+    """One scenario's table: per policy, emulate's p50 / p95 and each fleet calibration's with its ratios."""
+    print(
+        f"{report['scenario']}: {report['agents']} agents; p50 / p95 ms (target: fleet / emulate within {WITHIN:.0%})"
+    )
+    if "hub_start_s" in report:
+        print(f"  (emulate's hub answered {report['hub_start_s']:.2f} s after its restart: fleet mode's start_s)")
+    columns = f"{'emulate':>15}   {'fleet, measured':>15} {'ratio':>11}   {'fleet, observed':>15} {'ratio':>11}"
+    print(f"  {'policy':<8} {columns}")
+    for policy, figures in report["policies"].items():
+        real = figures["emulate"]
+        row = f"  {policy:<8} {real['p50']:7.1f} /{real['p95']:7.1f}"
+        for calibration in ("measured", "observed"):
+            ours, ratios = figures[calibration], figures[calibration]["ratio"]
             marks = "".join("" if abs(ratio - 1) <= WITHIN else "!" for ratio in ratios.values())
             row += f"   {ours['p50']:7.1f} /{ours['p95']:7.1f} {ratios['p50']:5.2f}/{ratios['p95']:.2f}{marks:<2}"
         print(row)
     print("  (! marks a ratio beyond the target)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", default=["bandwidth-drop"], help="scenario files or bundled names")
+    parser.add_argument("--agents", type=int, help="set every group's agent count")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"$ python bench/sim_agreement.py {' '.join(args.scenarios)}"
+        + (f" --agents {args.agents}" if args.agents else "")
+    )
+    reports = []
+    for name in args.scenarios:
+        reports.append(agreement(name, args.agents))
+        print_agreement(reports[-1])
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(reports, indent=2))
 
 
 if __name__ == "__main__":

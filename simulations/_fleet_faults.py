@@ -3,7 +3,7 @@
 - ``bandwidth``: the group's links change rate both ways (trace or fixed),
   and change back after ``for_s``.
 - ``outage``: the group's links hold every byte until it ends.
-- ``hub-down``: the replica stops, losing what it holds, and comes back.
+- ``hub-down``: the replica stops, losing what it holds, and comes back (after its ``start_s``).
 - ``hub-stall``: the replica hangs, holding what it has; the broker keeps
   routing to it until it drops it for silence (losing what it held).
 - ``broker-restart``: every client loses the broker and reconnects on the
@@ -45,7 +45,7 @@ def fault_process(
         hub = hubs.replicas[fault.replica or 0]
         hub.stop()
         if fault.for_s is not None:
-            yield env.timeout(fault.for_s)
+            yield env.timeout(fault.for_s + hubs.start_s)  # restarted, then starting up
             hub.up = True
     elif fault.kind == "broker-restart":
         _broker_restart(env.now, ends, agents, hubs, seed)

@@ -112,6 +112,8 @@ class Hubs:
 
     def __init__(self, env: simpy.Environment, spec: HubSpec) -> None:
         self.replicas = [Hub(env, f"hub-{index}", spec.workers, spec.max_queue) for index in range(spec.replicas)]
+        self.start_s = spec.start_s
+        """How long a replica back from ``hub-down`` takes before it answers."""
         self._turn = itertools.count()
 
     def route(self) -> Hub | None:

@@ -240,6 +240,10 @@ class HubSpec:
         speedup: How many times faster than this host the hubs run a tail
             (a GPU hub: 4 and more): fleet mode divides the profile's tail
             times by it. Emulate mode runs real hubs on this host: 1 only.
+        start_s: Fleet mode: how long a replica back from ``hub-down`` takes
+            before it answers (a process starting, loading its tails,
+            connecting). Emulate mode's hubs take what they take: on the
+            development machine about 5 s (bench/sim_agreement.py prints it).
     """
 
     replicas: int = dataclasses.field(default=1, metadata=setting(positive=True))
@@ -247,6 +251,7 @@ class HubSpec:
     max_queue: int = dataclasses.field(default=64, metadata=setting(positive=True))
     status_interval_s: float = dataclasses.field(default=2.0, metadata=setting(positive=True))
     speedup: float = dataclasses.field(default=1.0, metadata=setting(positive=True))
+    start_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

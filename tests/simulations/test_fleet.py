@@ -132,6 +132,16 @@ def test_a_hub_that_goes_down_loses_what_it_holds_and_the_agents_fall_back() -> 
     assert all(r.hub == "hub-0" for r in records if r.start_s > 11)
 
 
+def test_a_hub_back_from_down_answers_once_it_has_started() -> None:
+    # Emulate mode's restarted hub process answered 3.2 s after it was started (bench/sim_agreement.py):
+    # fleet mode answered at once, and its p50 over a 10 s hub-down came out 0.78x emulate's.
+    faults = [{"at_s": 5, "kind": "hub-down", "replica": 0, "for_s": 5}]
+    records = _records(_scenario(faults=faults, hub={"replicas": 1, "workers": 1, "start_s": 3.0}), "cloud")
+    assert all(r.fallback for r in records if 5 <= r.start_s < 12.5)  # down 5 s, then 3 s starting (deadline 5 s)
+    answered = [r.start_s for r in records if r.hub == "hub-0" and r.start_s > 5]
+    assert 12.5 < min(answered) < 13.5
+
+
 def test_with_the_only_hub_down_requests_fall_back_at_their_deadline_not_before() -> None:
     groups = [
         {"name": "cams", "count": 3, "device": "rpi3", "link": {"rate": "20mbit", "delay": "20ms"}, "deadline_s": 2.0}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -10,9 +10,7 @@ from protocol.errors import ConfigError
 from simulations._scenario import load_scenario, parse_scenario
 from simulations.scenarios import bundled, find
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "name": "ok",
     "groups": [{"name": "a", "link": {"rate": "5mbit", "delay": "20ms"}}],
@@ -27,6 +25,19 @@ def test_every_bundled_scenario_loads() -> None:
         scenario = load_scenario(find(name))
         assert scenario.groups
         assert description
+
+
+def test_every_situation_of_the_faults_table_loads() -> None:
+    situations = sorted((ROOT / "bench" / "situations").glob("*.toml"))
+    assert {path.stem for path in situations} == {"hub-down", "broker-restart", "outage", "overloaded"}
+    for path in situations:
+        scenario = load_scenario(path)
+        assert scenario.policies == ("cloud", "auto")
+
+
+def test_a_negative_hub_start_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"hub.start_s: must not be negative"):
+        parse_scenario(GOOD | {"hub": {"start_s": -1.0}})
 
 
 def test_defaults_live_on_the_dataclasses() -> None:
