@@ -1,9 +1,9 @@
 """Fleet mode's hub replicas: workers, a bounded queue, hangs and restarts, and the statuses they publish.
 
 Replicas share the requests round-robin among those up (MQTT shared
-subscriptions). Each has ``workers`` slots and refuses a request when
-``max_queue`` are waiting, with an ``overloaded`` answer as a real hub gives
-one; a replica that goes down loses what it holds, and a hung one holds
+subscriptions). Each has ``workers`` slots and refuses a request when it
+holds ``max_queue`` (waiting or running, as a real hub counts them), with an
+``overloaded`` answer as a real hub gives one; a replica that goes down loses what it holds, and a hung one holds
 what it has until it wakes. Its status carries its recent queue wait and its
 tail times per model, as a hub's retained status does.
 """
@@ -52,7 +52,7 @@ class Hub:
         env: The simulation.
         name: The replica's id (``hub-<index>``).
         workers: Requests it runs at once.
-        max_queue: Requests waiting beyond which it refuses more.
+        max_queue: Requests held (waiting or running) beyond which it refuses more.
     """
 
     def __init__(self, env: simpy.Environment, name: str, workers: int, max_queue: int) -> None:
@@ -69,9 +69,9 @@ class Hub:
         """Queue for a worker and run the tail; :class:`Refused` when the queue is full, ``None`` when lost."""
         if not self.up:
             return None
-        waiting = len(self.workers.queue)
-        if waiting >= self.max_queue:
-            return Refused(f"hub {self.name} has {waiting} requests queued (max_queue {self.max_queue})")
+        held = len(self.workers.queue) + self.workers.count  # a real hub counts those it runs too
+        if held >= self.max_queue:
+            return Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})")
         generation, arrived = self.generation, self.env.now
         with self.workers.request() as slot:
             yield slot

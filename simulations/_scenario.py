@@ -235,7 +235,7 @@ class HubSpec:
     Attributes:
         replicas: How many hubs share the requests.
         workers: Requests each hub runs at once.
-        max_queue: Requests a hub holds waiting before it answers ``overloaded``.
+        max_queue: Requests a hub holds (waiting or running) before it answers ``overloaded``.
         status_interval_s: How often a hub reports its queue wait.
         speedup: How many times faster than this host the hubs run a tail
             (a GPU hub: 4 and more): fleet mode divides the profile's tail
