@@ -25,7 +25,9 @@ profiles; nothing is assumed about the device, the link or the hub.
 - **Link**: :class:`~edge_agent._estimators.LinkEstimator`.
 
 Against flapping, the planner keeps its current cut while that is predicted
-within ``hysteresis`` of the best. Now and then (at most ``explore`` of the
+within ``hysteresis`` of the best, the overhead every candidate shares left
+out of the comparison (a device whose requests queue behind each other has
+a large one, and within 5% of it every cut would be kept). Now and then (at most ``explore`` of the
 requests) it tries a cut whose estimate rests on a guess or has gone stale,
 if that cut could plausibly win. The arithmetic is vectorised over the
 candidates, so a decision takes microseconds even for hundreds of cuts.
@@ -52,6 +54,8 @@ Objective = Literal["latency", "bytes", "edge", "energy", "latency+energy"]
 device energy (under a budget if one is given); or latency plus energy at the device's price of a joule."""
 _NEEDS_BUDGET: frozenset[Objective] = frozenset({"bytes", "edge"})
 _NEEDS_ENERGY: frozenset[Objective] = frozenset({"energy", "latency+energy"})
+_COSTS_IN_MS: frozenset[Objective] = frozenset({"latency", "latency+energy"})
+"""Objectives whose cost holds the predicted ms, and so the overhead every candidate shares."""
 
 _PLAUSIBLE = 1.5
 """A cut is worth exploring when predicted within this factor of the best."""
@@ -150,7 +154,7 @@ class Planner:
         energy: The device's compute power and radio: decisions then predict
             joules (:attr:`Decision.predicted_j`) whatever the objective.
         hysteresis: Keep the current cut while it is predicted within this
-            fraction of the best.
+            fraction of the best (the overhead every cut shares left out).
         explore: Largest fraction of requests spent refreshing other cuts' estimates.
         stale_s: A cut's estimate older than this may be refreshed by exploring.
         probe_every_s: Seconds between probes while no request measures the link.
@@ -465,7 +469,8 @@ class Planner:
             return self._settle(index, predicted, why, now_s, explored=True)
         current = self._current
         if current is not None and current != best and known[current]:
-            within = cost[current] <= cost[best] * (1 + self._hysteresis)
+            common = (self._overhead.value or 0.0) if self._objective in _COSTS_IN_MS else 0.0
+            within = cost[current] - common <= (cost[best] - common) * (1 + self._hysteresis)
             if within and self._fits(current, now_s):
                 why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
                 return self._settle(current, predicted, why, now_s)

@@ -354,6 +354,24 @@ def test_an_overloaded_answer_to_the_trial_ends_a_back_off() -> None:
     assert "no hub answered" not in planner.choose(6.3).reason
 
 
+def test_a_large_overhead_every_cut_shares_does_not_hold_the_current_cut() -> None:
+    # Emulate mode found it: a device whose requests queued behind each other measured seconds of
+    # overhead, every cut came within 5% of the best, and the agent kept edge-only for 30 s.
+    world = World(device=1.0, bandwidth_bit_s=2e6)
+    planner = _planner(world)
+    assert _drive(planner, world, 50)[-1] == "output"
+    for index in range(5):  # each waited 3 s for the device before it ran
+        ran = world.run("output")
+        planner.observe(dataclasses.replace(ran, total_ms=ran.edge_ms + 3000.0), 5.0 + index / 10)
+    world.bandwidth_bit_s = 100e6  # the link is fast now: sending the image takes half the device's time
+    for index in range(6):
+        now = 6.0 + index / 10
+        planner.observe_probe(250_000, world.probe_ms(250_000), now)  # 20 ms of the new link each
+    decision = planner.choose(7.0)
+    assert world.oracle() == "input"
+    assert (decision.cut_id, decision.reason.startswith("kept")) == ("input", False)
+
+
 def test_a_queue_wait_no_longer_reported_no_longer_counts() -> None:
     world = World(device=4.0, bandwidth_bit_s=100e6)
     planner = _planner(world)
