@@ -10,7 +10,8 @@ commands out on simulated time, as the asyncio agent carries them out on
 sockets: no measuring or planning happens here.
 
 An agent runs on its own device (a ``simpy.Resource`` of one: the agent's
-ORT thread) and its own link (two :class:`simulations.Direction` models, the
+ORT thread, which a cloud-only request, running nothing, does not wait for)
+and its own link (two :class:`simulations.Direction` models, the
 same ones the emulating proxy uses). Hub replicas
 (:mod:`simulations._hubs`) share the requests round-robin and report their
 queue wait every ``status_interval_s`` to every planner, as a hub's retained
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import simpy
 
-from edge_agent import EDGE_ONLY, FallBack, InferenceResult, SendPing, Timings
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, InferenceResult, SendPing, Timings
 from protocol import ErrorCode
 from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
@@ -149,11 +150,13 @@ class Fleet:
         env = self.env
         request = agent.core.request(env.now)
         cut = agent.profile.cut(request.decision.cut_id)
-        with agent.device.request() as slot:
-            yield slot
-            head_started = env.now
-            yield env.timeout(agent.run_s(cut.head_ms))
-            edge_ms = (env.now - head_started) * 1000
+        edge_ms = 0.0
+        if cut.id != CLOUD_ONLY:  # cloud-only (raw) runs nothing: the agent sends it without waiting for its device
+            with agent.device.request() as slot:
+                yield slot
+                head_started = env.now
+                yield env.timeout(agent.run_s(cut.head_ms))
+                edge_ms = (env.now - head_started) * 1000
         if cut.id == EDGE_ONLY:
             timings = Timings(edge_ms=edge_ms, total_ms=(env.now - request.started_s) * 1000)
             result = InferenceResult(outputs={}, cut_id=cut.id, timings=timings)
