@@ -27,9 +27,9 @@ profiles; nothing is assumed about the device, the link or the hub.
 Against flapping, the planner keeps its current cut while that is predicted
 within ``hysteresis`` of the best, the overhead every candidate shares left
 out of the comparison (a device whose requests queue behind each other has
-a large one, and within 5% of it every cut would be kept). Now and then (at most ``explore`` of the
-requests) it tries a cut whose estimate rests on a guess or has gone stale,
-if that cut could plausibly win. The arithmetic is vectorised over the
+a large one, and within 5% of it every cut would be kept). Now and then
+(at most ``explore`` of the requests) it tries a cut whose estimate rests on
+a guess or has gone stale, if that cut could plausibly win. The arithmetic is vectorised over the
 candidates, so a decision takes microseconds even for hundreds of cuts.
 """
 

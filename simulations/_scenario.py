@@ -243,7 +243,7 @@ class HubSpec:
         start_s: Fleet mode: how long a replica back from ``hub-down`` takes
             before it answers (a process starting, loading its tails,
             connecting). Emulate mode's hubs take what they take: on the
-            development machine about 5 s (bench/sim_agreement.py prints it).
+            development machine 3.1-3.5 s (bench/sim_agreement.py prints it).
     """
 
     replicas: int = dataclasses.field(default=1, metadata=setting(positive=True))
