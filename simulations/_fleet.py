@@ -34,7 +34,6 @@ an agent changes no other agent's draws.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, NoReturn
 
 import simpy
@@ -51,7 +50,7 @@ from simulations._scenario import check_policy
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Mapping
 
-    from edge_agent import Request
+    from edge_agent import Request, Step
     from simulations._calibrate import CutCost, ModelProfile
     from simulations._scenario import Scenario
 
@@ -152,59 +151,89 @@ class Fleet:
         cut = agent.profile.cut(request.decision.cut_id)
         edge_ms = 0.0
         if cut.id != CLOUD_ONLY:  # cloud-only (raw) runs nothing: the agent sends it without waiting for its device
-            with agent.device.request() as slot:
-                yield slot
-                head_started = env.now
-                yield env.timeout(agent.run_s(cut.head_ms))
-                edge_ms = (env.now - head_started) * 1000
+            head_started, head_done = agent.run(cut.head_ms)
+            yield env.timeout(head_done - env.now)
+            edge_ms = (head_done - head_started) * 1000
         if cut.id == EDGE_ONLY:
             timings = Timings(edge_ms=edge_ms, total_ms=(env.now - request.started_s) * 1000)
-            result = InferenceResult(outputs={}, cut_id=cut.id, timings=timings)
+            self._finish(
+                agent, request, InferenceResult({}, cut.id, timings, predicted_ms=request.decision.predicted_ms)
+            )
         else:
-            result = yield from self._remote(agent, request, cut, edge_ms)
-        decision = request.decision
-        self._finish(agent, request, dataclasses.replace(result, predicted_ms=decision.predicted_ms))
+            yield from self._remote(agent, request, cut, edge_ms)
 
     def _remote(
         self, agent: SimulatedAgent, request: Request, cut: CutCost, edge_ms: float
-    ) -> Generator[simpy.Event, object, InferenceResult]:
-        """Send the request, wait for its answer until the deadline, fall back as the core says."""
+    ) -> Generator[simpy.Event, object, None]:
+        """Send the request and wait for its answer; at the deadline with none yet, fall back as the core says.
+
+        The deadline is a timer beside the exchange, not a race of two
+        processes: the exchange goes on after it (the hub still runs what it
+        was sent, and the reply still crosses the link) but no longer counts.
+        """
         env = self.env
         request.sent(env.now, can_fall_back=True)
-        exchange = env.process(self._exchange(agent, cut))
-        yield exchange | env.timeout(request.deadline_s - env.now)
-        answer = exchange.value if exchange.triggered else None
-        if isinstance(answer, Served):
-            network_ms = (env.now - request.sent_s) * 1000 - answer.queue_ms - answer.compute_ms
-            timings = Timings(
-                edge_ms=edge_ms,
-                network_ms=network_ms,
-                hub_queue_ms=answer.queue_ms,
-                hub_compute_ms=answer.compute_ms,
-                total_ms=(env.now - request.started_s) * 1000,
-            )
-            return InferenceResult({}, cut.id, timings, bytes_sent=cut.request_bytes, hub_id=answer.hub)
+        deadline = env.timeout(request.deadline_s - env.now)
+        deadline.callbacks.append(
+            lambda _: env.process(self._fall_back(agent, request, cut, edge_ms, request.timed_out(env.now)))
+        )
+        answer = yield from self._exchange(agent, cut)
+        if deadline.processed:
+            return  # the agent fell back at the deadline
+        deadline.callbacks.clear()
         if isinstance(answer, Refused):
             step = request.refused(ErrorCode.OVERLOADED, answer.message, env.now)
-        else:
-            step = request.timed_out(env.now)
+            yield from self._fall_back(agent, request, cut, edge_ms, step)
+            return
+        network_ms = (env.now - request.sent_s) * 1000 - answer.queue_ms - answer.compute_ms
+        timings = Timings(
+            edge_ms=edge_ms,
+            network_ms=network_ms,
+            hub_queue_ms=answer.queue_ms,
+            hub_compute_ms=answer.compute_ms,
+            total_ms=(env.now - request.started_s) * 1000,
+        )
+        result = InferenceResult(
+            {},
+            cut.id,
+            timings,
+            bytes_sent=cut.request_bytes,
+            hub_id=answer.hub,
+            predicted_ms=request.decision.predicted_ms,
+        )
+        self._finish(agent, request, result)
+
+    def _fall_back(
+        self, agent: SimulatedAgent, request: Request, cut: CutCost, edge_ms: float, step: Step
+    ) -> Generator[simpy.Event, object, None]:
+        """Carry out the core's ``step`` after the hub's refusal or silence: the tail on the device."""
+        env = self.env
         if not isinstance(step, FallBack):  # fleet hubs neither load models nor shut down
             msg = f"fleet mode cannot carry out {step} for request at cut {cut.id!r}"
             raise TypeError(msg)
-        with agent.device.request() as slot:  # the local fallback
-            yield slot
-            tail_started = env.now
-            yield env.timeout(agent.run_s(cut.tail_ms))
-            fallback_ms = (env.now - tail_started) * 1000
-        timings = Timings(edge_ms=edge_ms, fallback_ms=fallback_ms, total_ms=(env.now - request.started_s) * 1000)
-        return InferenceResult({}, cut.id, timings, bytes_sent=cut.request_bytes, fallback=step.reason)
+        tail_started, tail_done = agent.run(cut.tail_ms)
+        yield env.timeout(tail_done - env.now)
+        timings = Timings(
+            edge_ms=edge_ms,
+            fallback_ms=(tail_done - tail_started) * 1000,
+            total_ms=(env.now - request.started_s) * 1000,
+        )
+        result = InferenceResult(
+            {},
+            cut.id,
+            timings,
+            bytes_sent=cut.request_bytes,
+            fallback=step.reason,
+            predicted_ms=request.decision.predicted_ms,
+        )
+        self._finish(agent, request, result)
 
     def _exchange(self, agent: SimulatedAgent, cut: CutCost) -> Generator[simpy.Event, object, Served | Refused]:
         """The request's way to a hub and the answer's way back; a request lost on the way never returns."""
         yield agent.transfer(agent.up, cut.request_bytes)
         hub = self.hubs.route()
         tail_ms = cut.tail_ms / self.scenario.hub.speedup
-        answer = None if hub is None else (yield self.env.process(hub.serve(tail_ms)))
+        answer = None if hub is None else (yield from hub.serve(tail_ms))
         if isinstance(answer, Served):
             yield agent.transfer(agent.down, agent.profile.reply_bytes)
             return answer

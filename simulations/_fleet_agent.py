@@ -14,13 +14,13 @@ import random
 import zlib
 from typing import TYPE_CHECKING
 
-import simpy
-
 from edge_agent import EDGE_ONLY, AgentCore, Candidate, Planner, Timeouts
 from simulations._link import Direction
 from simulations._scenario import policy_cut
 
 if TYPE_CHECKING:
+    import simpy
+
     from simulations._calibrate import ModelProfile
     from simulations._scenario import GroupSpec
 
@@ -46,7 +46,7 @@ class SimulatedAgent:
         self.profile = profile
         self.policy = policy
         self.factor = group.factor
-        self.device = simpy.Resource(env, capacity=1)
+        self._device_free_s = 0.0  # when the device's ORT thread is done with what it was given
         self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
         self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
         self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
@@ -70,11 +70,18 @@ class SimulatedAgent:
         core.warmed_up([segment_ms], self.env.now)  # the agent's warm-up, as its device runs the profile
         return core
 
-    def run_s(self, host_ms: float) -> float:
-        """Seconds this device takes for what this host computes in ``host_ms`` (its spread drawn, if any)."""
+    def run(self, host_ms: float) -> tuple[float, float]:
+        """Queue on the device what this host computes in ``host_ms``: when it starts and when it ends (s).
+
+        The device is one ORT thread taking runs first come, first served, so
+        a run's times are known when it is queued (its spread drawn then, if
+        the profile has one): no queue of events is needed to find them.
+        """
         spread = self.profile.head_spread
         multiple = self.compute.choice(spread) if spread else 1.0
-        return host_ms * self.factor * multiple / 1000
+        start_s = max(self.env.now, self._device_free_s)
+        self._device_free_s = start_s + host_ms * self.factor * multiple / 1000
+        return start_s, self._device_free_s
 
     def transfer(self, direction: Direction, nbytes: int) -> simpy.Timeout:
         """Wait until ``nbytes`` entering ``direction`` now have come out (after any outage)."""
