@@ -21,6 +21,7 @@ from edge_agent._energy import RADIOS, EnergyModel, Radio
 from edge_agent._fetch import FetchProgress, FetchSettings, fetch_model
 from edge_agent._files import decode_image, load_input, top_k
 from edge_agent._halves import CutInfo, Halves, ModelHalves, SessionFactory
+from edge_agent._hub_reports import HubReports
 from edge_agent._model_cache import ModelCache
 from edge_agent._planner import Candidate, Decision, Objective, Observation, Planner
 from edge_agent._results import (
@@ -54,6 +55,7 @@ __all__ = [
     "GiveUp",
     "Halves",
     "HubError",
+    "HubReports",
     "InferenceResult",
     "InvalidReplyError",
     "ModelCache",

@@ -398,10 +398,8 @@ class AgentCore:
 
     def hub_status(self, status: NodeStatus, now_s: float) -> None:
         """A hub's status: its tail times for this model, and its queue wait (online hubs only)."""
-        if self._planner is None or status.role != "hub" or status.state != "online":
-            return
-        tails = status.tail_ms.get(self._model_sha256)
-        self._planner.observe_hub(now_s, tail_ms=tails, queue_ms=status.queue_wait_ms)
+        if self._planner is not None:
+            self._planner.hubs.hear(status, self._model_sha256, now_s)
 
     def _note_segments(self, segment_ms: Sequence[float], now_s: float) -> None:
         """Segment times of a run from the start of the chain: the head time of each cut they reach."""

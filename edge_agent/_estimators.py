@@ -6,8 +6,10 @@ itself, so that the agent and a simulation on virtual time feed them alike.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
+import itertools
 import math
 import statistics
 from typing import TYPE_CHECKING
@@ -26,43 +28,52 @@ _NOISE_MS = 2.0
 class Recent:
     """The median (or another quantile) of the last ``window`` samples: smooth, and robust to outliers.
 
+    The samples are also kept sorted, so that the median, read after every
+    sample on a planner's path, costs a look-up rather than a sort.
+
     Args:
         window: How many samples count.
         max_age_s: Samples older than this no longer count (``None``: they always do).
     """
 
-    __slots__ = ("_max_age_s", "_median", "_samples")
+    __slots__ = ("_max_age_s", "_samples", "_sorted")
 
     def __init__(self, window: int = 5, *, max_age_s: float | None = None) -> None:
         self._samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
+        self._sorted: list[float] = []  # the samples' values, in order
         self._max_age_s = max_age_s
-        self._median: float | None = None
 
     def add(self, value: float, now_s: float) -> None:
-        """One more sample, taken at ``now_s``."""
+        """One more sample, taken at ``now_s`` (a NaN says nothing and is not kept)."""
+        if math.isnan(value):
+            return
+        if len(self._samples) == self._samples.maxlen:
+            _, oldest = self._samples[0]
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         self._samples.append((now_s, value))
-        self._median = self.quantile(0.5)
+        bisect.insort(self._sorted, value)
 
     def clear(self) -> None:
         """Forget every sample (after a change the past no longer holds)."""
         self._samples.clear()
-        self._median = None
+        self._sorted.clear()
 
     @property
     def value(self) -> float | None:
         """The median of the samples (whatever their age), or ``None`` before the first."""
-        return self._median
+        return _nearest_rank(self._sorted, 0.5)
 
     def quantile(self, q: float, now_s: float | None = None) -> float | None:
         """The ``q`` quantile (nearest rank) of the samples young enough at ``now_s``; ``None`` if there are none."""
-        if now_s is None or self._max_age_s is None:
-            values = [value for _, value in self._samples]
-        else:
-            values = [value for at, value in self._samples if now_s - at <= self._max_age_s]
-        if not values:
-            return None
-        values.sort()
-        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+        return _nearest_rank(self.young(now_s), q)
+
+    def young(self, now_s: float | None) -> list[float]:
+        """The values of the samples young enough at ``now_s`` (all of them with ``None``), sorted."""
+        if now_s is None or self._max_age_s is None or not self._samples:
+            return self._sorted
+        if now_s - self._samples[0][0] <= self._max_age_s:  # the oldest is young: all are
+            return self._sorted
+        return sorted(value for at, value in self._samples if now_s - at <= self._max_age_s)
 
     @property
     def count(self) -> int:
@@ -76,6 +87,21 @@ class Recent:
     def samples(self) -> list[float]:
         """The samples held, oldest first."""
         return [value for _, value in self._samples]
+
+
+def quantile_of(q: float, now_s: float, *recents: Recent) -> float | None:
+    """The ``q`` quantile (nearest rank) of the young samples of several :class:`Recent` together."""
+    values = [recent.young(now_s) for recent in recents if recent.count]
+    if len(values) > 1:
+        return _nearest_rank(sorted(itertools.chain.from_iterable(values)), q)
+    return _nearest_rank(values[0], q) if values else None
+
+
+def _nearest_rank(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted ``values`` by nearest rank, ``None`` of none."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,6 +151,18 @@ class RecentShare:
             return 0.0
         young = [outcome for at_s, outcome in self._outcomes if now_s - at_s <= self._max_age_s]
         return sum(young) / len(young) if young else 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Estimate:
+    """A link's estimates as of the samples' ``version``, good from ``from_s`` to ``until_s``."""
+
+    version: int
+    from_s: float
+    until_s: float
+    rtt: float | None  # the median (low) of the round trips counted, the provisional one with them
+    bandwidth: float | None
+    jitter: float  # the largest round trip counted less the smallest (the provisional one left out)
 
 
 class LinkEstimator:
@@ -180,9 +218,8 @@ class LinkEstimator:
         self._probed_s = -math.inf
         self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
-        self._cache_key: tuple[float, int] | None = None
-        self._cache: tuple[float | None, float | None] = (None, None)
-        self._version = 0
+        self._version = 0  # bumped by every change to the samples
+        self._cache = _Estimate(version=-1, from_s=math.inf, until_s=-math.inf, rtt=None, bandwidth=None, jitter=0.0)
 
     def wants_probe(self, now_s: float) -> bool:
         """True when a round-trip ping would help: none lately, or the link just changed."""
@@ -208,12 +245,34 @@ class LinkEstimator:
 
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
-        key = (now_s, self._version)
-        if key != self._cache_key:
-            rtt = self._rtt(now_s)
-            rates = [] if rtt is None else sorted(self._rates(rtt))
-            self._cache = (rtt, rates[len(rates) // 2] if rates else None)
-            self._cache_key = key
+        cache = self._current(now_s)
+        return cache.rtt, cache.bandwidth
+
+    def _current(self, now_s: float) -> _Estimate:
+        """The estimates at ``now_s``, worked out again only when a sample came or a round trip aged out.
+
+        Between samples the estimates change only when a round trip sample
+        turns older than ``rtt_forget_s``: they hold until the oldest counted
+        one does.
+        """
+        cache = self._cache
+        if cache.version == self._version and cache.from_s <= now_s <= cache.until_s:
+            return cache
+        young = [(at, ms) for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
+        recent = [ms for _, ms in young] or [ms for _, ms in list(self._rtts)[-1:]]  # stale beats none
+        jitter = max(recent) - min(recent) if recent else 0.0
+        if self._provisional_rtt is not None:
+            recent.append(self._provisional_rtt)
+        rtt = statistics.median_low(recent) if recent else None
+        rates = [] if rtt is None else sorted(self._rates(rtt))
+        self._cache = _Estimate(
+            version=self._version,
+            from_s=now_s,
+            until_s=min(at for at, _ in young) + self._rtt_forget_s if young else math.inf,
+            rtt=rtt,
+            bandwidth=rates[len(rates) // 2] if rates else None,
+            jitter=jitter,
+        )
         return self._cache
 
     def _rates(self, rtt: float) -> Iterator[float]:
@@ -329,18 +388,9 @@ class LinkEstimator:
         for surprise in surprises:  # they belong to the new link
             self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request)
 
-    def _recent_rtts(self, now_s: float) -> list[float]:
-        """The round trips of the last ``rtt_forget_s``; the last one alone if all are older (stale beats none)."""
-        recent = [ms for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
-        return recent or [ms for _, ms in list(self._rtts)[-1:]]
-
     def _jitter_ms(self, now_s: float) -> float:
         """How much recent round trips spread: the largest less the smallest (0 before two)."""
-        recent = self._recent_rtts(now_s)
-        return max(recent) - min(recent) if recent else 0.0
+        return self._current(now_s).jitter
 
     def _rtt(self, now_s: float) -> float | None:
-        recent = self._recent_rtts(now_s)
-        if self._provisional_rtt is not None:
-            recent.append(self._provisional_rtt)
-        return statistics.median_low(recent) if recent else None
+        return self._current(now_s).rtt

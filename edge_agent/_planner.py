@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, quantile_of
+from edge_agent._hub_reports import QUEUE_MAX_AGE_S, HubReports
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -64,8 +65,6 @@ _PROBE_TRANSFER_MS = (10.0, 25.0)
 long enough to show a change, at most 5% of the link at one probe per 0.5 s."""
 _PROBE_BYTES = (2_048, 1024 * 1024)  # the second is the estimator's largest ping too
 """Smallest and largest bandwidth probe."""
-_QUEUE_MAX_AGE_S = 10.0
-"""A queue wait older than this says nothing of the queue now (hubs report theirs every few seconds)."""
 _REFUSALS_WINDOW = 16
 """The hub's last answers that tell how often it refuses ``overloaded``."""
 _BACKOFF_S = (1.0, 30.0)
@@ -93,7 +92,7 @@ class Candidate:
     @property
     def label(self) -> str:
         """``id``, or ``id@codec`` for a codec other than raw: unique among a planner's candidates."""
-        return self.id if self.codec == "raw" else f"{self.id}@{self.codec}"
+        return _label(self.id, self.codec)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,6 +158,8 @@ class Planner:
         stale_s: A cut's estimate older than this may be refreshed by exploring.
         probe_every_s: Seconds between probes while no request measures the link.
         seed: Seed of the exploration draws.
+        hubs: What the hubs' statuses report (:attr:`hubs`): a view of its
+            own by default; planners of one model hearing the same hubs may share one.
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class Planner:
         stale_s: float = 30.0,
         probe_every_s: float = 0.5,
         seed: int = 0,
+        hubs: HubReports | None = None,
     ) -> None:
         if not candidates:
             msg = "a planner needs at least one candidate cut"
@@ -202,7 +204,10 @@ class Planner:
         self._tails = [Recent() for _ in range(count)]
         self._head = np.full(count, np.nan)  # the medians of _heads, kept in step
         self._tail = np.full(count, np.nan)  # the medians of _tails
-        self._reported_tail = np.full(count, np.nan)
+        self.hubs = HubReports() if hubs is None else hubs
+        """What the hubs' statuses report: their tail times by cut and their queue waits."""
+        self._reported_tail = np.full(count, np.nan)  # self.hubs' tail times by candidate, as of _reports_seen
+        self._reports_seen = -1
         self._refreshed_s = np.full(count, -np.inf)  # when a request last measured the cut
         self._full_edge = next((i for i, candidate in enumerate(self.candidates) if candidate.edge_only), None)
         self._objective = objective
@@ -217,8 +222,10 @@ class Planner:
         self._rng = random.Random(seed)  # noqa: S311 - exploration, not crypto
         self._decode = Recent()
         self._overhead = Recent()  # the request's total beyond its measured parts
-        self._queue = Recent(8, max_age_s=_QUEUE_MAX_AGE_S)  # the hub's queue is the hub's, whatever the cut
-        self._refusals = RecentShare(_REFUSALS_WINDOW, max_age_s=_QUEUE_MAX_AGE_S)  # of requests a hub answered
+        self._queue = Recent(
+            8, max_age_s=QUEUE_MAX_AGE_S
+        )  # replies' waits: the hub's queue is the hub's, whatever the cut
+        self._refusals = RecentShare(_REFUSALS_WINDOW, max_age_s=QUEUE_MAX_AGE_S)  # of requests a hub answered
         self.link = LinkEstimator()
         self._last_transfer_s = -math.inf
         self._last_probe_s = -math.inf
@@ -374,12 +381,11 @@ class Planner:
     def observe_hub(
         self, now_s: float, *, tail_ms: Mapping[str, float] | None = None, queue_ms: float | None = None
     ) -> None:
-        """What a hub reports of itself (its status): tail times by cut, and its recent queue wait."""
-        for cut_id, ms in (tail_ms or {}).items():
-            for index in self._by_cut.get(cut_id, ()):
-                self._reported_tail[index] = ms
-        if queue_ms is not None:
-            self._queue.add(queue_ms, now_s)
+        """What a hub reports of itself (its status): tail times by cut, and its recent queue wait.
+
+        Told to :attr:`hubs`, so every planner sharing the view learns it.
+        """
+        self.hubs.report(now_s, tail_ms=tail_ms, queue_ms=queue_ms)
 
     # --- predictions -------------------------------------------------------------------------
 
@@ -390,7 +396,7 @@ class Planner:
             network = np.full(len(self._bytes), np.nan)
         else:
             network = rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth)
-        queue = self._queue.quantile(queue_quantile, now_s) or 0.0  # none lately: no queue seen
+        queue = quantile_of(queue_quantile, now_s, self._queue, self.hubs.queue) or 0.0  # none lately: no queue seen
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
         refused = self._refusals.share(now_s)
         if refused and self._full_edge is not None and rtt is not None:  # a refusal: a round trip, then the device
@@ -419,6 +425,11 @@ class Planner:
         return None if math.isnan(value) else value
 
     def _tail_estimates(self) -> np.ndarray:
+        if self._reports_seen != self.hubs.version:
+            for cut_id, ms in self.hubs.tail_ms.items():
+                for index in self._by_cut.get(cut_id, ()):
+                    self._reported_tail[index] = ms
+            self._reports_seen = self.hubs.version
         tail = np.where(np.isnan(self._tail), self._reported_tail, self._tail)
         if self._full_edge is None or not np.isnan(tail).any():
             return tail
@@ -529,9 +540,8 @@ class Planner:
         if self._objective != "latency":
             what = "bytes" if self._objective == "bytes" else "device ms"
             return f"fewest {what}{within}"
-        others = known.copy()
-        others[best] = False
-        runner_up = f", next {self.candidates[_argmin_where(predicted, others)].label}" if others.any() else ""
+        others = [(ms, index) for index, ms in enumerate(predicted.tolist()) if index != best and known[index]]
+        runner_up = f", next {self.candidates[min(others)[1]].label}" if others else ""
         return f"lowest predicted latency{runner_up}"
 
     def _exploration(self, predicted: np.ndarray, known: np.ndarray, best: int, now_s: float) -> tuple[int, str] | None:
@@ -589,7 +599,7 @@ class Planner:
 
 
 def _label(cut_id: str, codec: str) -> str:
-    return Candidate(id=cut_id, bytes=0, codec=codec).label
+    return cut_id if codec == "raw" else f"{cut_id}@{codec}"
 
 
 def _argmin_where(values: np.ndarray, mask: np.ndarray) -> int:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import simpy
 
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, InferenceResult, SendPing, Timings
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, HubReports, InferenceResult, SendPing, Timings
 from protocol import ErrorCode
 from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
@@ -88,12 +88,19 @@ class Fleet:
         self._ended = self.env.event()  # the scenario's request count reached
         check_policy(scenario, profiles, policy)
         self.hubs = Hubs(self.env, scenario.hub)
+        self._reports = {profile.model_sha256: HubReports() for profile in profiles.values()}  # heard once, shared
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
-            chosen = policy or group.policy
+            chosen, profile = policy or group.policy, profiles[group.model]
             for index in range(group.count):
                 agent = SimulatedAgent(
-                    self.env, scenario.seed, group, index, profile=profiles[group.model], policy=chosen
+                    self.env,
+                    scenario.seed,
+                    group,
+                    index,
+                    profile=profile,
+                    policy=chosen,
+                    hubs=self._reports[profile.model_sha256],
                 )
                 self.agents.append(agent)
 
@@ -113,9 +120,8 @@ class Fleet:
             self.env.process(self._agent(agent))
         speedup = self.scenario.hub.speedup
         tails = {a.profile.model_sha256: {c.id: c.tail_ms / speedup for c in a.profile.cuts} for a in self.agents}
-        planned = [agent for agent in self.agents if agent.core.planner is not None]  # fixed cuts learn nothing
         for hub in self.hubs.replicas:
-            self.env.process(self._status(hub, tails, planned))
+            self.env.process(self._status(hub, tails))
         for fault in self.scenario.faults:
             self.env.process(fault_process(self.env, fault, self.agents, self.hubs, self.scenario.seed))
 
@@ -174,9 +180,11 @@ class Fleet:
         env = self.env
         request.sent(env.now, can_fall_back=True)
         deadline = env.timeout(request.deadline_s - env.now)
-        deadline.callbacks.append(
-            lambda _: env.process(self._fall_back(agent, request, cut, edge_ms, request.timed_out(env.now)))
-        )
+
+        def give_up(_: simpy.Event) -> None:
+            env.process(self._fall_back(agent, request, cut, edge_ms, request.timed_out(env.now)))
+
+        deadline.callbacks.append(give_up)
         answer = yield from self._exchange(agent, cut)
         if deadline.processed:
             return  # the agent fell back at the deadline
@@ -282,14 +290,13 @@ class Fleet:
 
     # --- the hubs -----------------------------------------------------------------------
 
-    def _status(
-        self, hub: Hub, tails: Mapping[str, Mapping[str, float]], planned: list[SimulatedAgent]
-    ) -> Generator[simpy.Event, object, None]:
+    def _status(self, hub: Hub, tails: Mapping[str, Mapping[str, float]]) -> Generator[simpy.Event, object, None]:
+        """The replica's retained status, every interval: heard once per model, by the view its planners share."""
         while True:
             status = hub.status(tails)
             if status is not None:
-                for agent in planned:
-                    agent.core.hub_status(status, self.env.now)
+                for model_sha256, reports in self._reports.items():
+                    reports.hear(status, model_sha256, self.env.now)
             yield self.env.timeout(self.scenario.hub.status_interval_s)
 
 

@@ -14,7 +14,7 @@ import random
 import zlib
 from typing import TYPE_CHECKING
 
-from edge_agent import EDGE_ONLY, AgentCore, Candidate, Planner, Timeouts
+from edge_agent import EDGE_ONLY, AgentCore, Candidate, HubReports, Planner, Timeouts
 from simulations._link import Direction
 from simulations._scenario import policy_cut
 
@@ -35,10 +35,20 @@ class SimulatedAgent:
         index: Its index in the group (its name is ``<group>-<index>``).
         profile: Its model's measured profile.
         policy: ``edge``, ``cloud``, ``auto`` or a cut id.
+        hubs: What the hubs' statuses report for its model, shared by every
+            planner of that model (each status is heard once, not once per agent).
     """
 
     def __init__(
-        self, env: simpy.Environment, seed: int, group: GroupSpec, index: int, *, profile: ModelProfile, policy: str
+        self,
+        env: simpy.Environment,
+        seed: int,
+        group: GroupSpec,
+        index: int,
+        *,
+        profile: ModelProfile,
+        policy: str,
+        hubs: HubReports,
     ) -> None:
         self.env = env
         self.group = group
@@ -51,9 +61,9 @@ class SimulatedAgent:
         self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
         self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
         self.outage_until_s = 0.0
-        self.core = self._core(seed)
+        self.core = self._core(seed, hubs)
 
-    def _core(self, seed: int) -> AgentCore:
+    def _core(self, seed: int, hubs: HubReports) -> AgentCore:
         timeouts = Timeouts(request=self.group.deadline_s, retry=None)  # fleet mode models no retries
         cut = policy_cut(self.policy)
         if cut is not None:
@@ -61,7 +71,7 @@ class SimulatedAgent:
         cuts = self.profile.cuts
         candidates = [Candidate(id=cut.id, bytes=cut.request_bytes, edge_only=cut.id == EDGE_ONLY) for cut in cuts]
         core = AgentCore(
-            planner=Planner(candidates, seed=zlib.crc32(f"{seed}/{self.name}/planner".encode())),
+            planner=Planner(candidates, seed=zlib.crc32(f"{seed}/{self.name}/planner".encode()), hubs=hubs),
             chain=[cut.id for cut in cuts],
             model_sha256=self.profile.model_sha256,
             timeouts=timeouts,

@@ -11,8 +11,10 @@ import statistics
 import pytest
 
 from edge_agent._energy import RADIOS, EnergyModel, RadioName
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, quantile_of
+from edge_agent._hub_reports import HubReports
 from edge_agent._planner import Candidate, Observation, Planner
+from protocol import NodeStatus
 
 # A resnet18-like profile with a bottleneck: head ms on the device per cut, bytes per cut (the hub runs the rest).
 CUTS = {  # cut: (device head ms, bytes)
@@ -222,6 +224,60 @@ def test_recent_is_the_median_of_the_last_samples() -> None:
     assert (recent.quantile(0.0), recent.quantile(1.0)) == (11.0, 1000.0)
     recent.clear()
     assert (recent.count, recent.samples(), recent.quantile(0.5)) == (0, [], None)
+
+
+def test_recent_keeps_its_quantiles_as_a_sort_of_the_window_would() -> None:
+    rng = random.Random(3)
+    recent = Recent(window=7, max_age_s=5.0)
+    kept: list[tuple[float, float]] = []
+    for step in range(300):
+        value = float(rng.choice([1, 2, 2, 3, 5, 8, 13]))  # ties, so that removal must find the right one
+        recent.add(value, step * 0.5)
+        kept = [*kept, (step * 0.5, value)][-7:]
+        for q in (0.0, 0.5, 0.9, 1.0):
+            young = sorted(v for at, v in kept if step * 0.5 + 3.0 - at <= 5.0)
+            expected = young[min(len(young) - 1, max(0, math.ceil(q * len(young)) - 1))] if young else None
+            assert recent.quantile(q, step * 0.5 + 3.0) == expected
+    recent.add(math.nan, 200.0)  # says nothing
+    assert recent.count == 7
+
+
+def test_a_quantile_of_several_windows_counts_their_young_samples_together() -> None:
+    replies, statuses = Recent(8, max_age_s=10.0), Recent(8, max_age_s=10.0)
+    assert quantile_of(0.5, 0.0, replies, statuses) is None
+    for at, ms in enumerate([1.0, 2.0, 3.0]):
+        replies.add(ms, float(at))
+    statuses.add(100.0, 5.0)
+    statuses.add(200.0, 6.0)
+    assert quantile_of(0.5, 6.0, replies, statuses) == 3.0  # 1, 2, 3, 100, 200
+    assert quantile_of(1.0, 6.0, replies) == 3.0
+    assert quantile_of(0.5, 12.5, replies, statuses) == 100.0  # the replies' first three are 10.5 s old or more
+
+
+def test_one_view_of_the_hubs_serves_every_planner_that_shares_it() -> None:
+    view, world = HubReports(), World()
+    first, second = _planner(world, hubs=view), _planner(world, hubs=view)
+    for planner in (first, second):
+        planner.observe(world.run("input"), 0.0)
+    tails = {cut: world.tail_ms(cut) for cut in CUTS if cut != "output"}
+    view.hear(NodeStatus("hub-0", "hub", "online", 0.0, queue_wait_ms=0.0, tail_ms={"sha": tails}), "sha", 0.0)
+    for planner in (first, second):  # one status heard, by the view: both predict the cut neither used
+        assert planner.predict_ms("bottleneck", 0.1) == pytest.approx(world.total_ms("bottleneck"), rel=0.01)
+    version = view.version
+    view.hear(NodeStatus("hub-0", "hub", "online", 1.0, queue_wait_ms=9.0, tail_ms={"other": {"input": 1.0}}), "sha", 1)
+    view.hear(NodeStatus("hub-1", "hub", "loading", 1.0, queue_wait_ms=5e3, tail_ms={"sha": {"input": 1.0}}), "sha", 1)
+    view.hear(NodeStatus("cam-1", "edge", "online", 1.0, queue_wait_ms=5e3, tail_ms={"sha": {"input": 1.0}}), "sha", 1)
+    assert (view.version, view.tail_ms["input"], view.queue.samples()) == (version, tails["input"], [0.0, 9.0])
+
+
+def test_the_link_estimate_follows_a_round_trip_ageing_out_between_samples() -> None:
+    link = LinkEstimator(rtt_forget_s=30.0)
+    link.observe_rtt(10.0, 0.0)
+    link.observe_rtt(30.0, 20.0)
+    assert link.rtt_ms(25.0) == 10.0  # median (low) of 10 and 30
+    assert link.rtt_ms(29.0) == 10.0
+    assert link.rtt_ms(31.0) == 30.0  # the first is older than 30 s now: no new sample told the estimator so
+    assert link.rtt_ms(100.0) == 30.0  # all old: the last one stands
 
 
 def test_recent_share_counts_the_window_and_forgets_old_outcomes() -> None:
