@@ -13,7 +13,7 @@ scenario's ``duration_s`` of wall-clock time per policy.
 
 The faults table of docs/simulation.md runs the situations in
 bench/situations/ (the only hub down, a broker restart, a link outage, an
-overloaded hub)::
+overloaded hub, a hub loading its tails on first use)::
 
     python bench/sim_agreement.py bench/situations/*.toml
 """
@@ -63,6 +63,22 @@ def _hub_start_s(scenario: Scenario, records: list[RequestRecord]) -> float | No
     return round(statistics.median(starts), 2) if starts else None
 
 
+def _hub_load_s(scenario: Scenario, records: list[RequestRecord]) -> float | None:
+    """How long emulate mode's hub took to load the cloud-only cut's tail, without preloading (else ``None``).
+
+    Read from cloud-only's requests (one cut, one load): the first one waited
+    for the load in the hub's queue, or was answered ``loading``; then the
+    load ended when the first one served left the queue.
+    """
+    cloud = sorted((r for r in records if r.policy == "cloud"), key=lambda r: r.start_s)
+    if scenario.hub.preload or not cloud:
+        return None
+    served = next((r for r in cloud if r.hub and not r.fallback), None)
+    if served is None:
+        return None
+    return round(served.start_s - cloud[0].start_s + served.hub_queue_ms / 1000, 2)
+
+
 def agreement(name: str, agents: int | None) -> dict[str, Any]:
     """One scenario in emulate mode, then in fleet mode on each calibration: p50, p95 and the ratios per policy."""
     scenario = load_scenario(find(name))
@@ -74,10 +90,14 @@ def agreement(name: str, agents: int | None) -> dict[str, Any]:
         emulate = Path(directory) / "emulate"
         run_scenario(scenario, emulate, mode="emulate", report=False)
         truth = _by_policy(emulate)
-        start_s = _hub_start_s(scenario, read_records(emulate / "requests.csv"))
+        records = read_records(emulate / "requests.csv")
+        start_s, load_s = _hub_start_s(scenario, records), _hub_load_s(scenario, records)
         if start_s is not None:  # fleet mode's replicas take as long to come back as emulate mode's did
             scenario = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, start_s=start_s))
             report["hub_start_s"] = start_s
+        if load_s is not None:  # and as long to load a tail
+            scenario = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, load_s=load_s))
+            report["hub_load_s"] = load_s
         fleets = {}
         for calibration, profiles in (("measured", "profiles.json"), ("observed", "observed-profiles.json")):
             out = Path(directory) / calibration
@@ -99,6 +119,8 @@ def print_agreement(report: dict[str, Any]) -> None:
     )
     if "hub_start_s" in report:
         print(f"  (emulate's hub answered {report['hub_start_s']:.2f} s after its restart: fleet mode's start_s)")
+    if "hub_load_s" in report:
+        print(f"  (emulate's hub loaded cloud-only's tail in {report['hub_load_s']:.2f} s: fleet mode's load_s)")
     columns = f"{'emulate':>15}   {'fleet, measured':>15} {'ratio':>11}   {'fleet, observed':>15} {'ratio':>11}"
     print(f"  {'policy':<8} {columns}")
     for policy, figures in report["policies"].items():

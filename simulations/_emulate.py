@@ -2,7 +2,8 @@
 
 The scenario's broker (``[broker]``: the embedded one, mosquitto, or an
 external URL), hub replicas as ``edgecut hub`` processes (one ORT thread per
-worker, every candidate cut of every model preloaded), and the scenario's
+worker, every candidate cut of every model preloaded unless ``[hub] preload``
+is false), and the scenario's
 agents: real :class:`edge_agent.EdgeAgent` objects, each in a process of its
 own (:mod:`simulations._agent_process`) behind its own emulated link
 (:class:`simulations.LinkProxy`, in this process) and running as a device of
@@ -103,7 +104,8 @@ async def _run(
             finished += 1
             record(item)
 
-    preload = [f"{p.model}:{cut.id}" for p in profiles.values() for cut in p.cuts if cut.id != EDGE_ONLY]
+    tails = [f"{p.model}:{cut.id}" for p in profiles.values() for cut in p.cuts if cut.id != EDGE_ONLY]
+    preload = tails if scenario.hub.preload else []  # without: a hub loads each tail on its first use
     with contextlib.ExitStack() as resources:
         work = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="edgecut-emulate-")))
         logs = work / "logs"

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, NoReturn
 import simpy
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, HubReports, InferenceResult, SendPing, Timings
-from protocol import ErrorCode
 from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
 from simulations._fleet_faults import fault_process
@@ -190,7 +189,7 @@ class Fleet:
             return  # the agent fell back at the deadline
         deadline.callbacks.clear()
         if isinstance(answer, Refused):
-            step = request.refused(ErrorCode.OVERLOADED, answer.message, env.now)
+            step = request.refused(answer.code, answer.message, env.now)
             yield from self._fall_back(agent, request, cut, edge_ms, step)
             return
         network_ms = (env.now - request.sent_s) * 1000 - answer.queue_ms - answer.compute_ms
@@ -241,7 +240,8 @@ class Fleet:
         yield agent.transfer(agent.up, cut.request_bytes)
         hub = self.hubs.route()
         tail_ms = cut.tail_ms / self.scenario.hub.speedup
-        answer = None if hub is None else (yield from hub.serve(tail_ms))
+        tail = (agent.profile.model_sha256, cut.id)
+        answer = None if hub is None else (yield from hub.serve(tail_ms, tail, agent.group.deadline_s))
         if isinstance(answer, Served):
             yield agent.transfer(agent.down, agent.profile.reply_bytes)
             return answer

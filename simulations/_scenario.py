@@ -244,6 +244,13 @@ class HubSpec:
             before it answers (a process starting, loading its tails,
             connecting). Emulate mode's hubs take what they take: on the
             development machine 3.1-3.5 s (bench/sim_agreement.py prints it).
+        preload: Every hub holds every candidate tail from its start (emulate
+            mode preloads them); ``false``: a hub loads a tail on its first
+            use, and requests wait for it until 250 ms before their deadline,
+            then are answered ``loading``.
+        load_s: Fleet mode, without ``preload``: how long a hub takes to load
+            a tail. Emulate mode's hubs take what they take
+            (bench/sim_agreement.py prints it).
     """
 
     replicas: int = dataclasses.field(default=1, metadata=setting(positive=True))
@@ -252,6 +259,8 @@ class HubSpec:
     status_interval_s: float = dataclasses.field(default=2.0, metadata=setting(positive=True))
     speedup: float = dataclasses.field(default=1.0, metadata=setting(positive=True))
     start_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    preload: bool = True
+    load_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -182,6 +182,37 @@ def test_auto_under_an_overloaded_hub_keeps_sending_and_stays_near_cloud_only() 
     assert p95["auto"] < 1.25 * p95["cloud"]
 
 
+def test_a_hub_without_preloaded_tails_loads_each_on_first_use_and_after_a_restart() -> None:
+    # As a hub given no --preload: requests wait for the load until 250 ms before their 2 s deadline, then
+    # get "loading" and the device answers; the load goes on, and a restarted hub has loaded nothing.
+    groups = [
+        {
+            "name": "cams",
+            "count": 3,
+            "device": "rpi4",
+            "link": {"rate": "100mbit", "delay": "2ms"},
+            "rate_hz": 4.0,
+            "deadline_s": 2.0,
+        }
+    ]
+    hub = {"replicas": 1, "workers": 1, "preload": False, "load_s": 3.0}
+    faults = [{"at_s": 10, "kind": "hub-down", "replica": 0, "for_s": 2}]
+    records = _records(_scenario(groups=groups, hub=hub, faults=faults), "cloud")
+    first = [r for r in records if r.start_s < 1.0]
+    assert first
+    assert all(r.fallback and r.fallback.startswith("hub loading: its tail is loading on hub") for r in first)
+    assert all(1750 <= r.total_ms < 2000 for r in first)  # the hub's answer, before the agent's own deadline
+    served = [r.start_s for r in records if not r.fallback]
+    assert 1.0 < min(served) < 3.0  # sent before the load is done at 3 s, and served once it is
+    again = sorted(r.start_s for r in records if not r.fallback and r.start_s > 10)
+    assert again
+    assert again[0] > 12 + 3.0 - 1.75  # back at 12 s, with its tails to load again
+    quick = _records(_scenario(groups=groups, hub=hub | {"load_s": 0.5}), "cloud")
+    assert not [r for r in quick if r.fallback]
+    assert min(r.start_s for r in quick if r.hub_queue_ms >= 400) < 0.5  # the first ones waited for the load
+    assert all(r.hub_queue_ms < 100 for r in quick if r.start_s > 1.0)  # loaded once, for everyone after
+
+
 def test_a_hung_hub_holds_what_it_has_until_it_wakes_or_the_broker_drops_it() -> None:
     two = {"replicas": 2, "workers": 1}
     short = _records(_scenario(hub=two, faults=[{"at_s": 5, "kind": "hub-stall", "replica": 0, "for_s": 8}]), "cloud")

@@ -29,7 +29,7 @@ def test_every_bundled_scenario_loads() -> None:
 
 def test_every_situation_of_the_faults_table_loads() -> None:
     situations = sorted((ROOT / "bench" / "situations").glob("*.toml"))
-    assert {path.stem for path in situations} == {"hub-down", "broker-restart", "outage", "overloaded"}
+    assert {path.stem for path in situations} == {"hub-down", "broker-restart", "outage", "overloaded", "loading"}
     for path in situations:
         scenario = load_scenario(path)
         assert scenario.policies == ("cloud", "auto")
