@@ -1,25 +1,29 @@
 """How fast fleet mode runs: wall time per request and times real time, per policy, and the planner's share.
 
 Runs a scenario (default: the bundled ``capacity-1000``, 1,000 agents at 500
-requests/s in all) once per policy in fleet mode, on one measured profile,
-and prints for each the wall seconds, microseconds per request and how many
-times faster than real time it ran; for ``auto``, the time spent in each
-:class:`edge_agent.Planner` method (timed by wrapping them, which adds about
-a microsecond a call).
+requests/s in all) once per policy in fleet mode, on one profile (measured
+now, or the file given), and prints for each the wall seconds, microseconds
+per request and how many times faster than real time it ran; for ``auto``,
+the time spent in each :class:`edge_agent.Planner` method (timed by wrapping
+them, which adds about a microsecond a call). ``--agents`` sets the agent
+count at the same requests per second in all (each agent's rate divided).
 
-    python bench/fleet_speed.py [capacity-1000] [--policies cloud,auto,edge]
+    python bench/fleet_speed.py [capacity-1000] [--policies cloud,auto,edge] [--agents 10000]
+        [--profile docs/profiles/resnet18.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import functools
 import time
+from pathlib import Path
 from typing import Any
 
 from edge_agent import Planner
-from simulations import load_scenario, run_fleet, scenario_profiles
+from simulations import RateCurve, load_scenario, run_fleet, scenario_profiles
 from simulations.scenarios import find
 
 _TIMED = ("choose", "observe", "observe_hub", "probe", "observe_probe", "observe_unanswered")
@@ -44,14 +48,31 @@ def _time_planner() -> dict[str, list[float]]:
     return spent
 
 
+def _divided(curve: RateCurve, by: float) -> RateCurve:
+    """``curve`` with every rate divided by ``by``."""
+    return RateCurve(tuple((t_s, rate / by) for t_s, rate in curve.points))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", nargs="?", default="capacity-1000")
     parser.add_argument("--policies", default="cloud,edge,auto")
+    parser.add_argument("--agents", type=int, help="agents in all, at the scenario's requests/s in all")
+    parser.add_argument("--profile", type=Path, help="a profiles file (default: measure the models now)")
     args = parser.parse_args()
     scenario = load_scenario(find(args.scenario))
-    profiles = scenario_profiles(scenario)
-    print(f"$ python bench/fleet_speed.py {args.scenario} --policies {args.policies}")
+    if args.agents is not None:
+        scale = args.agents / scenario.agents
+        groups = [
+            dataclasses.replace(g, count=round(g.count * scale), rate_hz=_divided(g.rate_hz, scale))
+            for g in scenario.groups
+        ]
+        scenario = dataclasses.replace(scenario, groups=tuple(groups))
+    profiles = scenario_profiles(scenario, args.profile)
+    options = "".join(
+        f" --{name} {value}" for name, value in (("agents", args.agents), ("profile", args.profile)) if value
+    )
+    print(f"$ python bench/fleet_speed.py {args.scenario} --policies {args.policies}{options}")
     print(f"{scenario.name}: {scenario.agents} agents, {scenario.duration_s:g} simulated s per policy")
     for policy in args.policies.split(","):
         spent = _time_planner() if policy == "auto" else None

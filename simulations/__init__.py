@@ -25,6 +25,7 @@ The runtime (``edge_agent``, ``cloud_hub``) imports nothing from here.
 
 from simulations._agent_process import EmulationError
 from simulations._answer import capacity_answer, run_answer
+from simulations._arrivals import RateCurve
 from simulations._calibrate import (
     CutCost,
     ModelProfile,
@@ -81,6 +82,7 @@ __all__ = [
     "LinkSpec",
     "ModelProfile",
     "Progress",
+    "RateCurve",
     "RateTrace",
     "RequestRecord",
     "Scenario",

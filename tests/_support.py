@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from edge_agent import InferenceResult
     from protocol import NodeStatus
 
+    """The ``start_hub`` fixture: starts an in-process hub on the test's broker and prefix."""
+
 TINY = "tiny"
 
 

@@ -40,11 +40,10 @@ from tests._support import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
 
-    from cloud_hub import Hub, LocalBroker
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from cloud_hub import LocalBroker
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -18,11 +18,8 @@ from protocol import ErrorCode, Topics, decode_reply, decode_status, encode_requ
 from tests._support import Watcher, tiny_request, watching
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from protocol.mqtt import Incoming
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

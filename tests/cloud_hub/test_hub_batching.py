@@ -32,13 +32,10 @@ from tests._support import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from cloud_hub import Hub
-    from tests._support import Watcher
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub, Watcher
 
 pytestmark = pytest.mark.broker
 

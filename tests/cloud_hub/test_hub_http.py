@@ -22,9 +22,7 @@ from protocol.http import MAX_CONNECTIONS
 from tests._support import TINY_TAIL, Samples, http_exchange, scrape, tiny_request, watching
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -31,9 +31,7 @@ from protocol.errors import ConfigError, ProviderUnavailableError
 from tests._support import tiny_model, tiny_request, watching
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 CUDA = "CUDAExecutionProvider"
 TRT = "TensorrtExecutionProvider"

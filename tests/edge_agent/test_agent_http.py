@@ -15,12 +15,8 @@ from protocol.errors import ConfigError
 from tests._support import TINY, TINY_TAIL, http_exchange, random_images, scrape
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from cloud_hub import Hub
     from protocol.http import Endpoint
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

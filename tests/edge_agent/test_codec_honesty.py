@@ -16,12 +16,9 @@ from protocol.errors import ConfigError
 from tests.corpus import detector, float_input_model, realistic_inputs
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from cloud_hub import Hub
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 NO_BROKER = "mqtt://127.0.0.1:1"  # a refused codec fails before the agent connects
 

@@ -14,12 +14,9 @@ from models import digits
 from protocol import decode_tensor, encode_tensor
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from cloud_hub import Hub
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -14,12 +14,9 @@ from protocol import Topics, decode_status
 from tests._support import watching
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from cloud_hub import Hub
     from cloud_hub._splitter import Outcome
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -13,12 +13,9 @@ from models import prelude
 from tests.models._prelude_reference import convnet, reference, run
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from cloud_hub import Hub
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

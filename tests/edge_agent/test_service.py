@@ -33,10 +33,10 @@ from tests._support import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 INNER_CUT = "stem.out"
 TOLERANCE = 1e-5

@@ -16,12 +16,9 @@ from tests._support import TINY, infer_json, output_logits, random_images, save_
 from tests.edge_agent.test_service import _get, _post, serving
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from cloud_hub import Hub
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -31,13 +31,11 @@ from tests._support import (
 from tests.edge_agent.test_service import _get, _post, serving
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from cloud_hub import Hub, LocalBroker
+    from cloud_hub import LocalBroker
     from edge_agent import AgentService
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -10,11 +10,7 @@ import pytest
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from cloud_hub import Hub
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 

@@ -17,12 +17,9 @@ from protocol.errors import ConfigError, ModelError
 from tests.corpus import CORPUS, realistic_inputs
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from cloud_hub import Hub
-
-    StartHub = Callable[..., Awaitable[Hub]]
+    from tests._support import StartHub
 
 pytestmark = pytest.mark.broker
 
