@@ -9,7 +9,7 @@ is set to ``--agents``. Prints per policy the p50 and p95 of each and the
 ratios fleet / emulate; the target is within 10%. Emulate mode takes the
 scenario's ``duration_s`` of wall-clock time per policy.
 
-    python bench/sim_agreement.py [bandwidth-drop ...] [--agents 8] [--json]
+    python bench/sim_agreement.py [bandwidth-drop ...] [--agents 8] [--json] [--keep DIR]
 
 The faults table of docs/simulation.md runs the situations in
 bench/situations/ (the only hub down, a broker restart, a link outage, an
@@ -21,6 +21,7 @@ overloaded hub, a hub loading its tails on first use)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import statistics
@@ -79,14 +80,15 @@ def _hub_load_s(scenario: Scenario, records: list[RequestRecord]) -> float | Non
     return round(served.start_s - cloud[0].start_s + served.hub_queue_ms / 1000, 2)
 
 
-def agreement(name: str, agents: int | None) -> dict[str, Any]:
+def agreement(name: str, agents: int | None, keep: Path | None = None) -> dict[str, Any]:
     """One scenario in emulate mode, then in fleet mode on each calibration: p50, p95 and the ratios per policy."""
     scenario = load_scenario(find(name))
     if agents is not None:
         groups = tuple(dataclasses.replace(group, count=agents) for group in scenario.groups)
         scenario = dataclasses.replace(scenario, groups=groups)
     report: dict[str, Any] = {"scenario": scenario.name, "agents": scenario.agents, "policies": {}}
-    with tempfile.TemporaryDirectory() as directory:
+    with contextlib.ExitStack() as stack:
+        directory = keep / Path(name).stem if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         emulate = Path(directory) / "emulate"
         run_scenario(scenario, emulate, mode="emulate", report=False)
         truth = _by_policy(emulate)
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("scenarios", nargs="*", default=["bandwidth-drop"], help="scenario files or bundled names")
     parser.add_argument("--agents", type=int, help="set every group's agent count")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep each scenario's run directories under DIR/<scenario>")
     args = parser.parse_args()
     print(
         f"$ python bench/sim_agreement.py {' '.join(args.scenarios)}"
@@ -146,7 +149,7 @@ def main() -> None:
     )
     reports = []
     for name in args.scenarios:
-        reports.append(agreement(name, args.agents))
+        reports.append(agreement(name, args.agents, args.keep))
         print_agreement(reports[-1])
     if args.json:
         print(json.dumps(reports, indent=2))
