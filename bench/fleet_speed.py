@@ -2,14 +2,14 @@
 
 Runs a scenario (default: the bundled ``capacity-1000``, 1,000 agents at 500
 requests/s in all) once per policy in fleet mode, on one profile (measured
-now, or the file given), and prints for each the wall seconds, microseconds
+now, or the profiles file given), and prints for each the wall seconds, microseconds
 per request and how many times faster than real time it ran; for ``auto``,
 the time spent in each :class:`edge_agent.Planner` method (timed by wrapping
 them, which adds about a microsecond a call). ``--agents`` sets the agent
 count at the same requests per second in all (each agent's rate divided).
 
     python bench/fleet_speed.py [capacity-1000] [--policies cloud,auto,edge] [--agents 10000]
-        [--profile docs/profiles/resnet18.json]
+        [--profiles docs/profiles/resnet18.json]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("scenario", nargs="?", default="capacity-1000")
     parser.add_argument("--policies", default="cloud,edge,auto")
     parser.add_argument("--agents", type=int, help="agents in all, at the scenario's requests/s in all")
-    parser.add_argument("--profile", type=Path, help="a profiles file (default: measure the models now)")
+    parser.add_argument("--profiles", type=Path, help="a profiles file (default: measure the models now)")
     args = parser.parse_args()
     scenario = load_scenario(find(args.scenario))
     if args.agents is not None:
@@ -68,9 +68,9 @@ def main() -> None:
             for g in scenario.groups
         ]
         scenario = dataclasses.replace(scenario, groups=tuple(groups))
-    profiles = scenario_profiles(scenario, args.profile)
+    profiles = scenario_profiles(scenario, args.profiles)
     options = "".join(
-        f" --{name} {value}" for name, value in (("agents", args.agents), ("profile", args.profile)) if value
+        f" --{name} {value}" for name, value in (("agents", args.agents), ("profiles", args.profiles)) if value
     )
     print(f"$ python bench/fleet_speed.py {args.scenario} --policies {args.policies}{options}")
     print(f"{scenario.name}: {scenario.agents} agents, {scenario.duration_s:g} simulated s per policy")
