@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from edge_agent import HubReports
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.errors import ConfigError
@@ -27,6 +29,9 @@ from simulations._run import run_scenario
 from simulations._scenario import parse_scenario
 from simulations.scenarios import find
 from tests._support import ignoring_sigint, signalled_output
+
+if TYPE_CHECKING:
+    from protocol import NodeStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -211,6 +216,25 @@ def test_a_hub_without_preloaded_tails_loads_each_on_first_use_and_after_a_resta
     assert not [r for r in quick if r.fallback]
     assert min(r.start_s for r in quick if r.hub_queue_ms >= 400) < 0.5  # the first ones waited for the load
     assert all(r.hub_queue_ms < 100 for r in quick if r.start_s > 1.0)  # loaded once, for everyone after
+
+
+def test_a_hubs_status_is_heard_once_by_the_view_every_planner_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    heard: list[str] = []
+    hear = HubReports.hear
+
+    def counted(self: HubReports, status: NodeStatus, *args: object) -> None:
+        heard.append(status.node_id)
+        hear(self, status, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HubReports, "hear", counted)
+    group = {"name": "cams", "count": 50, "device": "rpi4", "link": "wifi", "rate_hz": 1.0}
+    scenario = parse_scenario(_scenario(groups=[group]))
+    fleet = Fleet(scenario, PROFILES, lambda _: None, policy="auto")
+    fleet.run()
+    assert len(heard) == 11  # one replica's status at 0, 2, ..., 20 s: heard once each, not by 50 planners
+    views = {id(agent.core.planner.hubs) for agent in fleet.agents if agent.core.planner is not None}
+    assert len(views) == 1
+    assert fleet.agents[0].core.planner.hubs.queue.count  # and it was told
 
 
 def test_a_hung_hub_holds_what_it_has_until_it_wakes_or_the_broker_drops_it() -> None:
