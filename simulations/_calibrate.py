@@ -77,6 +77,7 @@ class ModelProfile:
         head_spread: How a device's compute varies around a cut's time: equally
             likely multiples of it, drawn per run (observed in emulate mode;
             empty: every run takes the cut's time).
+        tail_spread: The same of a hub's tail runs.
     """
 
     model: str
@@ -84,6 +85,7 @@ class ModelProfile:
     cuts: tuple[CutCost, ...]
     reply_bytes: int
     head_spread: tuple[float, ...] = ()
+    tail_spread: tuple[float, ...] = ()
 
     def cut(self, cut_id: str) -> CutCost:
         """The cut called ``cut_id``.
@@ -109,6 +111,7 @@ class ModelProfile:
             cuts=tuple(CutCost(**cut) for cut in data["cuts"]),
             reply_bytes=int(data["reply_bytes"]),
             head_spread=tuple(float(multiple) for multiple in data.get("head_spread", ())),
+            tail_spread=tuple(float(multiple) for multiple in data.get("tail_spread", ())),
         )
 
 
@@ -183,7 +186,7 @@ def observed_profiles(
     A cut with fewer than 3 samples of either keeps its measured figure. The
     head times' spread around their cut's median, pooled over the cuts,
     becomes the profile's ``head_spread`` (20 equally likely multiples) when
-    there are at least 20 of them.
+    there are at least 20 of them; the tail times' spread its ``tail_spread``.
     """
     groups = {group.name: group for group in scenario.groups}
     heads: dict[tuple[str, str], list[float]] = {}
@@ -196,17 +199,23 @@ def observed_profiles(
             tails.setdefault(key, []).append(record.hub_compute_ms)
     observed = {}
     for name, profile in measured.items():
-        cuts, multiples = [], []
+        cuts, head_multiples, tail_multiples = [], [], []
         for cut in profile.cuts:
             head = heads.get((name, cut.id), [])
             tail = tails.get((name, cut.id), [])
             head_ms = statistics.median(head) if len(head) >= _MIN_OBSERVED else cut.head_ms
             if len(head) >= _MIN_OBSERVED and cut.head_ms > 0:  # a cut with a head (not the input's encoding)
-                multiples += [ms / head_ms for ms in head]
+                head_multiples += [ms / head_ms for ms in head]
             tail_ms = statistics.median(tail) if len(tail) >= _MIN_OBSERVED else cut.tail_ms
+            if len(tail) >= _MIN_OBSERVED and tail_ms > 0:
+                tail_multiples += [ms / tail_ms for ms in tail]
             cuts.append(dataclasses.replace(cut, head_ms=head_ms, tail_ms=tail_ms))
-        spread = _spread(multiples) if len(multiples) >= _SPREAD_POINTS else profile.head_spread
-        observed[name] = dataclasses.replace(profile, cuts=tuple(cuts), head_spread=spread)
+        observed[name] = dataclasses.replace(
+            profile,
+            cuts=tuple(cuts),
+            head_spread=_spread(head_multiples) if len(head_multiples) >= _SPREAD_POINTS else profile.head_spread,
+            tail_spread=_spread(tail_multiples) if len(tail_multiples) >= _SPREAD_POINTS else profile.tail_spread,
+        )
     return observed
 
 

@@ -18,7 +18,8 @@ queue wait every ``status_interval_s`` to every planner, as a hub's retained
 status does. Compute times come from a measured
 :class:`~simulations.ModelProfile`: a device takes its profile's factor times
 this host's head time (times a multiple drawn from the profile's
-``head_spread``, when it has one); a hub takes this host's tail time.
+``head_spread``, when it has one); a hub takes this host's tail time (times
+one drawn from its ``tail_spread``).
 
 A request the hubs lose (a replica down or hung, an outage, a broker
 restart) gets no answer: its agent falls back at its deadline, counted from
@@ -86,7 +87,7 @@ class Fleet:
         """Requests recorded so far."""
         self._ended = self.env.event()  # the scenario's request count reached
         check_policy(scenario, profiles, policy)
-        self.hubs = Hubs(self.env, scenario.hub)
+        self.hubs = Hubs(self.env, scenario.hub, scenario.seed)
         self._reports = {profile.model_sha256: HubReports() for profile in profiles.values()}  # heard once, shared
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
@@ -241,7 +242,8 @@ class Fleet:
         hub = self.hubs.route()
         tail_ms = cut.tail_ms / self.scenario.hub.speedup
         tail = (agent.profile.model_sha256, cut.id)
-        answer = None if hub is None else (yield from hub.serve(tail_ms, tail, agent.group.deadline_s))
+        spread = agent.profile.tail_spread
+        answer = None if hub is None else (yield from hub.serve(tail_ms, tail, agent.group.deadline_s, spread))
         if isinstance(answer, Served):
             yield agent.transfer(agent.down, agent.profile.reply_bytes)
             return answer

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import random
 import statistics
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ import simpy
 from protocol import ErrorCode, NodeStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Hashable, Mapping
+    from collections.abc import Generator, Hashable, Mapping, Sequence
 
     from simulations._scenario import HubSpec
 
@@ -65,13 +66,22 @@ class Hub:
         workers: Requests it runs at once.
         max_queue: Requests held (waiting or running) beyond which it refuses more.
         load_s: How long it takes to load a tail on first use; ``None``: every tail is preloaded.
+        seed: The scenario's seed: its compute's draws are ``"<seed>/<name>/compute"``.
     """
 
     def __init__(
-        self, env: simpy.Environment, name: str, workers: int, max_queue: int, *, load_s: float | None = None
+        self,
+        env: simpy.Environment,
+        name: str,
+        workers: int,
+        max_queue: int,
+        *,
+        load_s: float | None = None,
+        seed: int = 0,
     ) -> None:
         self.env = env
         self.name = name
+        self._compute = random.Random(f"{seed}/{name}/compute")  # noqa: S311 - a simulation's stream
         self.workers = simpy.Resource(env, capacity=workers)
         self.max_queue = max_queue
         self.load_s = load_s
@@ -83,11 +93,12 @@ class Hub:
         self.waits: collections.deque[tuple[float, float]] = collections.deque()  # (when, ms)
 
     def serve(
-        self, tail_ms: float, tail: Hashable = None, deadline_s: float = 0.0
+        self, tail_ms: float, tail: Hashable = None, deadline_s: float = 0.0, spread: Sequence[float] = ()
     ) -> Generator[simpy.Event, object, Served | Refused | None]:
         """Run ``tail`` (loading it first if need be) for a request of ``deadline_s``; ``None`` when lost.
 
-        :class:`Refused` when the queue is full, or when the tail's load
+        The run takes ``tail_ms`` times a multiple drawn from ``spread``
+        (the profile's ``tail_spread``), if given. :class:`Refused` when the queue is full, or when the tail's load
         outlasts the request's deadline less 250 ms. A reply's queue time
         counts the wait for a load, as a hub's does; the wait its status
         reports does not.
@@ -100,25 +111,29 @@ class Hub:
         generation, arrived = self.generation, self.env.now
         loaded = yield from self._ready(tail, max(deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
         ready = self.env.now
-        started = (yield from self._run(tail_ms, generation)) if loaded else None
+        ran = (yield from self._run(tail_ms, spread, generation)) if loaded else None
         if generation != self.generation:
             return None  # the replica stopped meanwhile
-        if started is None:
+        if ran is None:
             return Refused(f"its tail is loading on hub {self.name}; send a new request soon", ErrorCode.LOADING)
+        started, compute_ms = ran
         self.waits.append((self.env.now, (started - ready) * 1000))
-        return Served(self.name, (started - arrived) * 1000, tail_ms)
+        return Served(self.name, (started - arrived) * 1000, compute_ms)
 
-    def _run(self, tail_ms: float, generation: int) -> Generator[simpy.Event, object, float | None]:
-        """Queue for a worker and run the tail: when it started (``None`` if the replica stopped first)."""
+    def _run(
+        self, tail_ms: float, spread: Sequence[float], generation: int
+    ) -> Generator[simpy.Event, object, tuple[float, float] | None]:
+        """Queue for a worker and run the tail: when it started and its ms (``None`` if the replica stopped first)."""
         with self.workers.request() as slot:
             yield slot
             yield from self._while_stalled()
             if generation != self.generation:
                 return None
             started = self.env.now
-            yield self.env.timeout(tail_ms / 1000)
+            compute_ms = tail_ms * self._compute.choice(spread) if spread else tail_ms
+            yield self.env.timeout(compute_ms / 1000)
             yield from self._while_stalled()  # a hang that began during the run holds its reply
-        return started
+        return started, compute_ms
 
     def stop(self) -> None:
         """The replica stops (killed, or dropped by the broker): what it holds and what it loaded are lost."""
@@ -163,10 +178,11 @@ class Hub:
 class Hubs:
     """The replicas behind one shared subscription: round-robin over those up."""
 
-    def __init__(self, env: simpy.Environment, spec: HubSpec) -> None:
+    def __init__(self, env: simpy.Environment, spec: HubSpec, seed: int = 0) -> None:
         load_s = None if spec.preload else spec.load_s
         self.replicas = [
-            Hub(env, f"hub-{index}", spec.workers, spec.max_queue, load_s=load_s) for index in range(spec.replicas)
+            Hub(env, f"hub-{index}", spec.workers, spec.max_queue, load_s=load_s, seed=seed)
+            for index in range(spec.replicas)
         ]
         self.start_s = spec.start_s
         """How long a replica back from ``hub-down`` takes before it answers."""

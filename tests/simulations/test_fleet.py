@@ -333,6 +333,25 @@ def test_observed_head_times_give_the_spread_of_a_devices_runs() -> None:
     assert ModelProfile.from_json(json.loads(json.dumps(observed.to_json()))) == observed
 
 
+def test_observed_tail_times_give_the_spread_of_a_hubs_runs_and_fleet_hubs_draw_from_it() -> None:
+    scenario = parse_scenario(_scenario())
+    record = RequestRecord(
+        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="input", bytes_up=150_816,
+        edge_ms=0.0, network_ms=1.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
+        predicted_ms=math.nan, fallback="", hub="hub-0",
+    )  # fmt: skip
+    tails = [10.0] * 30 + [20.0] * 10  # a quarter of the hub's runs twice as long
+    observed = observed_profiles(scenario, [dataclasses.replace(record, hub_compute_ms=ms) for ms in tails], PROFILES)
+    profile = observed["resnet18"]
+    assert profile.tail_spread == pytest.approx((1.0,) * 15 + (2.0,) * 5)
+    assert ModelProfile.from_json(json.loads(json.dumps(profile.to_json()))) == profile
+    records: list[RequestRecord] = []
+    Fleet(scenario, observed, records.append, policy="cloud").run()
+    computes = [r.hub_compute_ms for r in records if r.hub]
+    assert sorted({round(ms, 6) for ms in computes}) == [10.0, 20.0]
+    assert 0.1 < sum(ms == 20.0 for ms in computes) / len(computes) < 0.4
+
+
 def test_a_request_count_ends_each_run_and_the_throughput_is_over_its_own_length(tmp_path: Path) -> None:
     scenario = parse_scenario(_scenario(requests=50, duration_s=60))
     summaries = run_scenario(scenario, tmp_path, profiles_file=_profiles_file(tmp_path), report=False)
