@@ -9,7 +9,7 @@ is set to ``--agents``. Prints per policy the p50 and p95 of each and the
 ratios fleet / emulate; the target is within 10%. Emulate mode takes the
 scenario's ``duration_s`` of wall-clock time per policy.
 
-    python bench/sim_agreement.py [bandwidth-drop ...] [--agents 8] [--json] [--keep DIR]
+    python bench/sim_agreement.py [bandwidth-drop ...] [--agents 8] [--json] [--keep DIR [--reuse]]
 
 The faults table of docs/simulation.md runs the situations in
 bench/situations/ (the only hub down, a broker restart, a link outage, an
@@ -80,7 +80,7 @@ def _hub_load_s(scenario: Scenario, records: list[RequestRecord]) -> float | Non
     return round(served.start_s - cloud[0].start_s + served.hub_queue_ms / 1000, 2)
 
 
-def agreement(name: str, agents: int | None, keep: Path | None = None) -> dict[str, Any]:
+def agreement(name: str, agents: int | None, keep: Path | None = None, *, reuse: bool = False) -> dict[str, Any]:
     """One scenario in emulate mode, then in fleet mode on each calibration: p50, p95 and the ratios per policy."""
     scenario = load_scenario(find(name))
     if agents is not None:
@@ -90,7 +90,8 @@ def agreement(name: str, agents: int | None, keep: Path | None = None) -> dict[s
     with contextlib.ExitStack() as stack:
         directory = keep / Path(name).stem if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         emulate = Path(directory) / "emulate"
-        run_scenario(scenario, emulate, mode="emulate", report=False)
+        if not (reuse and (emulate / "requests.csv").exists()):
+            run_scenario(scenario, emulate, mode="emulate", report=False)
         truth = _by_policy(emulate)
         records = read_records(emulate / "requests.csv")
         start_s, load_s = _hub_start_s(scenario, records), _hub_load_s(scenario, records)
@@ -142,14 +143,19 @@ def main() -> None:
     parser.add_argument("--agents", type=int, help="set every group's agent count")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep each scenario's run directories under DIR/<scenario>")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --keep: rerun only fleet mode where DIR has an emulated run"
+    )
     args = parser.parse_args()
+    if args.reuse and args.keep is None:
+        parser.error("--reuse needs --keep DIR (where the emulated runs are)")
     print(
         f"$ python bench/sim_agreement.py {' '.join(args.scenarios)}"
         + (f" --agents {args.agents}" if args.agents else "")
     )
     reports = []
     for name in args.scenarios:
-        reports.append(agreement(name, args.agents, args.keep))
+        reports.append(agreement(name, args.agents, args.keep, reuse=args.reuse))
         print_agreement(reports[-1])
     if args.json:
         print(json.dumps(reports, indent=2))

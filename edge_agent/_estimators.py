@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-import itertools
+import heapq
 import math
 import statistics
 from typing import TYPE_CHECKING
@@ -75,6 +75,12 @@ class Recent:
             return self._sorted
         return sorted(value for at, value in self._samples if now_s - at <= self._max_age_s)
 
+    def timed(self, now_s: float) -> list[tuple[float, float]]:
+        """The samples young enough at ``now_s`` as ``(when, value)``, oldest first."""
+        if self._max_age_s is None:
+            return list(self._samples)
+        return [(at, value) for at, value in self._samples if now_s - at <= self._max_age_s]
+
     @property
     def count(self) -> int:
         """Samples held."""
@@ -89,12 +95,15 @@ class Recent:
         return [value for _, value in self._samples]
 
 
-def quantile_of(q: float, now_s: float, *recents: Recent) -> float | None:
-    """The ``q`` quantile (nearest rank) of the young samples of several :class:`Recent` together."""
-    values = [recent.young(now_s) for recent in recents if recent.count]
-    if len(values) > 1:
-        return _nearest_rank(sorted(itertools.chain.from_iterable(values)), q)
-    return _nearest_rank(values[0], q) if values else None
+def merged_quantile(q: float, now_s: float, window: int, *recents: Recent) -> float | None:
+    """The ``q`` quantile (nearest rank) of the last ``window`` samples of several :class:`Recent` taken together.
+
+    As one window fed by them all would hold them: the ``window`` latest
+    samples by time, those young enough at ``now_s`` (by each one's own
+    ``max_age_s``). Samples must have come in time order within each.
+    """
+    timed = heapq.merge(*(recent.timed(now_s) for recent in recents))
+    return _nearest_rank(sorted(value for _, value in collections.deque(timed, maxlen=window)), q)
 
 
 def _nearest_rank(values: list[float], q: float) -> float | None:

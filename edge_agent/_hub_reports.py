@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 QUEUE_MAX_AGE_S = 10.0
 """A queue wait older than this says nothing of the queue now (hubs report theirs every few seconds)."""
-_QUEUE_WINDOW = 8
-"""The last statuses' queue waits that count."""
+QUEUE_WINDOW = 8
+"""The latest queue waits that count, of replies and statuses together (a planner keeps its replies')."""
 
 
 class HubReports:
@@ -38,7 +38,7 @@ class HubReports:
     def __init__(self) -> None:
         self.tail_ms: dict[str, float] = {}
         """The latest tail time each cut was reported with."""
-        self.queue = Recent(_QUEUE_WINDOW, max_age_s=QUEUE_MAX_AGE_S)
+        self.queue = Recent(QUEUE_WINDOW, max_age_s=QUEUE_MAX_AGE_S)
         self.version = 0
 
     def hear(self, status: NodeStatus, model_sha256: str, now_s: float) -> None:

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare, quantile_of
-from edge_agent._hub_reports import QUEUE_MAX_AGE_S, HubReports
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_quantile
+from edge_agent._hub_reports import QUEUE_MAX_AGE_S, QUEUE_WINDOW, HubReports
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -222,9 +222,7 @@ class Planner:
         self._rng = random.Random(seed)  # noqa: S311 - exploration, not crypto
         self._decode = Recent()
         self._overhead = Recent()  # the request's total beyond its measured parts
-        self._queue = Recent(
-            8, max_age_s=QUEUE_MAX_AGE_S
-        )  # replies' waits: the hub's queue is the hub's, whatever the cut
+        self._queue = Recent(QUEUE_WINDOW, max_age_s=QUEUE_MAX_AGE_S)  # replies' waits (the hub's, whatever the cut)
         self._refusals = RecentShare(_REFUSALS_WINDOW, max_age_s=QUEUE_MAX_AGE_S)  # of requests a hub answered
         self.link = LinkEstimator()
         self._last_transfer_s = -math.inf
@@ -396,7 +394,7 @@ class Planner:
             network = np.full(len(self._bytes), np.nan)
         else:
             network = rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth)
-        queue = quantile_of(queue_quantile, now_s, self._queue, self.hubs.queue) or 0.0  # none lately: no queue seen
+        queue = merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue) or 0.0
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
         refused = self._refusals.share(now_s)
         if refused and self._full_edge is not None and rtt is not None:  # a refusal: a round trip, then the device

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from models import random_feeds
+from models import EDGE_ONLY, random_feeds
 from protocol import InferenceReply, InferenceRequest, encode_reply, encode_request
 
 if TYPE_CHECKING:
@@ -77,7 +77,6 @@ class ModelProfile:
         head_spread: How a device's compute varies around a cut's time: equally
             likely multiples of it, drawn per run (observed in emulate mode;
             empty: every run takes the cut's time).
-        tail_spread: The same of a hub's tail runs.
     """
 
     model: str
@@ -85,7 +84,6 @@ class ModelProfile:
     cuts: tuple[CutCost, ...]
     reply_bytes: int
     head_spread: tuple[float, ...] = ()
-    tail_spread: tuple[float, ...] = ()
 
     def cut(self, cut_id: str) -> CutCost:
         """The cut called ``cut_id``.
@@ -97,6 +95,17 @@ class ModelProfile:
             if cut.id == cut_id:
                 return cut
         raise KeyError(cut_id)
+
+    def rest_ms(self, cut_id: str) -> float:
+        """What finishing the model after ``cut_id`` takes on a device, on this host's time (a fallback's run).
+
+        The device's own figures: the whole model's head less the cut's (an
+        observed profile's tail times are a hub's, cold runs and all); the
+        cut's tail time for a profile without an edge-only cut.
+        """
+        cut = self.cut(cut_id)
+        whole = next((other for other in self.cuts if other.id == EDGE_ONLY), None)
+        return cut.tail_ms if whole is None else max(0.0, whole.head_ms - cut.head_ms)
 
     def to_json(self) -> dict[str, Any]:
         """The profile as JSON."""
@@ -111,7 +120,6 @@ class ModelProfile:
             cuts=tuple(CutCost(**cut) for cut in data["cuts"]),
             reply_bytes=int(data["reply_bytes"]),
             head_spread=tuple(float(multiple) for multiple in data.get("head_spread", ())),
-            tail_spread=tuple(float(multiple) for multiple in data.get("tail_spread", ())),
         )
 
 
@@ -126,7 +134,7 @@ def measure_profile(model: str, input_shapes: InputShapes | None = None) -> Mode
     Raises:
         ModelError: As :meth:`edge_agent.ModelHalves.open`.
     """
-    from edge_agent import EDGE_ONLY, ModelHalves  # noqa: PLC0415 - the measuring side only
+    from edge_agent import ModelHalves  # noqa: PLC0415 - the measuring side only
 
     halves = ModelHalves.open(model, threads=1, input_shapes=input_shapes)
     chain = halves.chain()
@@ -186,7 +194,7 @@ def observed_profiles(
     A cut with fewer than 3 samples of either keeps its measured figure. The
     head times' spread around their cut's median, pooled over the cuts,
     becomes the profile's ``head_spread`` (20 equally likely multiples) when
-    there are at least 20 of them; the tail times' spread its ``tail_spread``.
+    there are at least 20 of them.
     """
     groups = {group.name: group for group in scenario.groups}
     heads: dict[tuple[str, str], list[float]] = {}
@@ -199,23 +207,17 @@ def observed_profiles(
             tails.setdefault(key, []).append(record.hub_compute_ms)
     observed = {}
     for name, profile in measured.items():
-        cuts, head_multiples, tail_multiples = [], [], []
+        cuts, multiples = [], []
         for cut in profile.cuts:
             head = heads.get((name, cut.id), [])
             tail = tails.get((name, cut.id), [])
             head_ms = statistics.median(head) if len(head) >= _MIN_OBSERVED else cut.head_ms
             if len(head) >= _MIN_OBSERVED and cut.head_ms > 0:  # a cut with a head (not the input's encoding)
-                head_multiples += [ms / head_ms for ms in head]
+                multiples += [ms / head_ms for ms in head]
             tail_ms = statistics.median(tail) if len(tail) >= _MIN_OBSERVED else cut.tail_ms
-            if len(tail) >= _MIN_OBSERVED and tail_ms > 0:
-                tail_multiples += [ms / tail_ms for ms in tail]
             cuts.append(dataclasses.replace(cut, head_ms=head_ms, tail_ms=tail_ms))
-        observed[name] = dataclasses.replace(
-            profile,
-            cuts=tuple(cuts),
-            head_spread=_spread(head_multiples) if len(head_multiples) >= _SPREAD_POINTS else profile.head_spread,
-            tail_spread=_spread(tail_multiples) if len(tail_multiples) >= _SPREAD_POINTS else profile.tail_spread,
-        )
+        spread = _spread(multiples) if len(multiples) >= _SPREAD_POINTS else profile.head_spread
+        observed[name] = dataclasses.replace(profile, cuts=tuple(cuts), head_spread=spread)
     return observed
 
 

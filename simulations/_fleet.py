@@ -18,8 +18,7 @@ queue wait every ``status_interval_s`` to every planner, as a hub's retained
 status does. Compute times come from a measured
 :class:`~simulations.ModelProfile`: a device takes its profile's factor times
 this host's head time (times a multiple drawn from the profile's
-``head_spread``, when it has one); a hub takes this host's tail time (times
-one drawn from its ``tail_spread``).
+``head_spread``, when it has one); a hub takes this host's tail time.
 
 A request the hubs lose (a replica down or hung, an outage, a broker
 restart) gets no answer: its agent falls back at its deadline, counted from
@@ -43,7 +42,7 @@ from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, HubReports, InferenceRes
 from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
 from simulations._fleet_faults import fault_process
-from simulations._hubs import Hub, Hubs, Refused, Served
+from simulations._hubs import Hub, Hubs, Refused, Served, Work
 from simulations._report import RequestRecord
 from simulations._scenario import check_policy
 
@@ -87,7 +86,7 @@ class Fleet:
         """Requests recorded so far."""
         self._ended = self.env.event()  # the scenario's request count reached
         check_policy(scenario, profiles, policy)
-        self.hubs = Hubs(self.env, scenario.hub, scenario.seed)
+        self.hubs = Hubs(self.env, scenario.hub)
         self._reports = {profile.model_sha256: HubReports() for profile in profiles.values()}  # heard once, shared
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
@@ -185,7 +184,7 @@ class Fleet:
             env.process(self._fall_back(agent, request, cut, edge_ms, request.timed_out(env.now)))
 
         deadline.callbacks.append(give_up)
-        answer = yield from self._exchange(agent, cut)
+        answer = yield from self._exchange(agent, request, cut)
         if deadline.processed:
             return  # the agent fell back at the deadline
         deadline.callbacks.clear()
@@ -219,7 +218,7 @@ class Fleet:
         if not isinstance(step, FallBack):  # fleet hubs neither load models nor shut down
             msg = f"fleet mode cannot carry out {step} for request at cut {cut.id!r}"
             raise TypeError(msg)
-        tail_started, tail_done = agent.run(cut.tail_ms)
+        tail_started, tail_done = agent.run(agent.profile.rest_ms(cut.id))
         yield env.timeout(tail_done - env.now)
         timings = Timings(
             edge_ms=edge_ms,
@@ -236,14 +235,19 @@ class Fleet:
         )
         self._finish(agent, request, result)
 
-    def _exchange(self, agent: SimulatedAgent, cut: CutCost) -> Generator[simpy.Event, object, Served | Refused]:
+    def _exchange(
+        self, agent: SimulatedAgent, request: Request, cut: CutCost
+    ) -> Generator[simpy.Event, object, Served | Refused]:
         """The request's way to a hub and the answer's way back; a request lost on the way never returns."""
         yield agent.transfer(agent.up, cut.request_bytes)
         hub = self.hubs.route()
-        tail_ms = cut.tail_ms / self.scenario.hub.speedup
-        tail = (agent.profile.model_sha256, cut.id)
-        spread = agent.profile.tail_spread
-        answer = None if hub is None else (yield from hub.serve(tail_ms, tail, agent.group.deadline_s, spread))
+        work = Work(
+            tail=(agent.profile.model_sha256, cut.id),
+            tail_ms=cut.tail_ms / self.scenario.hub.speedup,
+            sent_s=request.sent_s,
+            deadline_s=agent.group.deadline_s,
+        )
+        answer = None if hub is None else (yield from hub.serve(work))
         if isinstance(answer, Served):
             yield agent.transfer(agent.down, agent.profile.reply_bytes)
             return answer

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-import random
 import statistics
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ import simpy
 from protocol import ErrorCode, NodeStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Hashable, Mapping, Sequence
+    from collections.abc import Generator, Hashable, Mapping
 
     from simulations._scenario import HubSpec
 
@@ -57,6 +56,24 @@ class Refused:
     code: str = ErrorCode.OVERLOADED
 
 
+@dataclasses.dataclass(slots=True)
+class Work:
+    """A request as a replica sees it.
+
+    Attributes:
+        tail: Which tail it runs (the model's sha256 and the cut).
+        tail_ms: What the tail takes on this replica.
+        sent_s: When the agent sent it: its age, by the agent's clock (a
+            hub judges staleness by it).
+        deadline_s: How long the agent waits for it (its ``deadline_ms``).
+    """
+
+    tail: Hashable
+    tail_ms: float
+    sent_s: float
+    deadline_s: float
+
+
 class Hub:
     """One replica: workers, a bounded queue, and the waits it reports.
 
@@ -66,7 +83,6 @@ class Hub:
         workers: Requests it runs at once.
         max_queue: Requests held (waiting or running) beyond which it refuses more.
         load_s: How long it takes to load a tail on first use; ``None``: every tail is preloaded.
-        seed: The scenario's seed: its compute's draws are ``"<seed>/<name>/compute"``.
     """
 
     def __init__(
@@ -77,11 +93,9 @@ class Hub:
         max_queue: int,
         *,
         load_s: float | None = None,
-        seed: int = 0,
     ) -> None:
         self.env = env
         self.name = name
-        self._compute = random.Random(f"{seed}/{name}/compute")  # noqa: S311 - a simulation's stream
         self.workers = simpy.Resource(env, capacity=workers)
         self.max_queue = max_queue
         self.load_s = load_s
@@ -92,14 +106,13 @@ class Hub:
         self.stalled_until = 0.0  # hung (SIGSTOP) until then: holds what it has, runs nothing
         self.waits: collections.deque[tuple[float, float]] = collections.deque()  # (when, ms)
 
-    def serve(
-        self, tail_ms: float, tail: Hashable = None, deadline_s: float = 0.0, spread: Sequence[float] = ()
-    ) -> Generator[simpy.Event, object, Served | Refused | None]:
-        """Run ``tail`` (loading it first if need be) for a request of ``deadline_s``; ``None`` when lost.
+    def serve(self, work: Work) -> Generator[simpy.Event, object, Served | Refused | None]:
+        """Run ``work``'s tail (loading it first if need be); ``None`` when lost.
 
-        The run takes ``tail_ms`` times a multiple drawn from ``spread``
-        (the profile's ``tail_spread``), if given. :class:`Refused` when the queue is full, or when the tail's load
-        outlasts the request's deadline less 250 ms. A reply's queue time
+        :class:`Refused` when the queue is full, when the tail's load
+        outlasts the request's deadline less 250 ms (``loading``), or when a
+        worker takes the request up past its deadline (``deadline_exceeded``,
+        nothing run: nobody waits for it any more). A reply's queue time
         counts the wait for a load, as a hub's does; the wait its status
         reports does not.
         """
@@ -109,31 +122,29 @@ class Hub:
         if held >= self.max_queue:
             return Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})")
         generation, arrived = self.generation, self.env.now
-        loaded = yield from self._ready(tail, max(deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
+        loaded = yield from self._ready(work.tail, max(work.deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
         ready = self.env.now
-        ran = (yield from self._run(tail_ms, spread, generation)) if loaded else None
+        ran = (yield from self._run(work, generation)) if loaded else None
         if generation != self.generation:
             return None  # the replica stopped meanwhile
-        if ran is None:
+        if not loaded:
             return Refused(f"its tail is loading on hub {self.name}; send a new request soon", ErrorCode.LOADING)
-        started, compute_ms = ran
-        self.waits.append((self.env.now, (started - ready) * 1000))
-        return Served(self.name, (started - arrived) * 1000, compute_ms)
+        if ran is None:
+            return Refused(f"past its {work.deadline_s:g} s deadline on hub {self.name}", ErrorCode.DEADLINE_EXCEEDED)
+        self.waits.append((self.env.now, (ran - ready) * 1000))
+        return Served(self.name, (ran - arrived) * 1000, work.tail_ms)
 
-    def _run(
-        self, tail_ms: float, spread: Sequence[float], generation: int
-    ) -> Generator[simpy.Event, object, tuple[float, float] | None]:
-        """Queue for a worker and run the tail: when it started and its ms (``None`` if the replica stopped first)."""
+    def _run(self, work: Work, generation: int) -> Generator[simpy.Event, object, float | None]:
+        """Queue for a worker and run the tail: when it started (``None``: stopped first, or taken up too late)."""
         with self.workers.request() as slot:
             yield slot
             yield from self._while_stalled()
-            if generation != self.generation:
+            if generation != self.generation or self.env.now - work.sent_s > work.deadline_s:
                 return None
             started = self.env.now
-            compute_ms = tail_ms * self._compute.choice(spread) if spread else tail_ms
-            yield self.env.timeout(compute_ms / 1000)
+            yield self.env.timeout(work.tail_ms / 1000)
             yield from self._while_stalled()  # a hang that began during the run holds its reply
-        return started, compute_ms
+        return started
 
     def stop(self) -> None:
         """The replica stops (killed, or dropped by the broker): what it holds and what it loaded are lost."""
@@ -178,11 +189,10 @@ class Hub:
 class Hubs:
     """The replicas behind one shared subscription: round-robin over those up."""
 
-    def __init__(self, env: simpy.Environment, spec: HubSpec, seed: int = 0) -> None:
+    def __init__(self, env: simpy.Environment, spec: HubSpec) -> None:
         load_s = None if spec.preload else spec.load_s
         self.replicas = [
-            Hub(env, f"hub-{index}", spec.workers, spec.max_queue, load_s=load_s, seed=seed)
-            for index in range(spec.replicas)
+            Hub(env, f"hub-{index}", spec.workers, spec.max_queue, load_s=load_s) for index in range(spec.replicas)
         ]
         self.start_s = spec.start_s
         """How long a replica back from ``hub-down`` takes before it answers."""

@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from edge_agent._energy import RADIOS, EnergyModel, RadioName
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare, quantile_of
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_quantile
 from edge_agent._hub_reports import HubReports
 from edge_agent._planner import Candidate, Observation, Planner
 from protocol import NodeStatus
@@ -242,16 +242,17 @@ def test_recent_keeps_its_quantiles_as_a_sort_of_the_window_would() -> None:
     assert recent.count == 7
 
 
-def test_a_quantile_of_several_windows_counts_their_young_samples_together() -> None:
+def test_a_quantile_of_several_windows_is_one_window_fed_by_them_all() -> None:
     replies, statuses = Recent(8, max_age_s=10.0), Recent(8, max_age_s=10.0)
-    assert quantile_of(0.5, 0.0, replies, statuses) is None
+    assert merged_quantile(0.5, 0.0, 4, replies, statuses) is None
     for at, ms in enumerate([1.0, 2.0, 3.0]):
         replies.add(ms, float(at))
-    statuses.add(100.0, 5.0)
+    statuses.add(100.0, 1.5)
     statuses.add(200.0, 6.0)
-    assert quantile_of(0.5, 6.0, replies, statuses) == 3.0  # 1, 2, 3, 100, 200
-    assert quantile_of(1.0, 6.0, replies) == 3.0
-    assert quantile_of(0.5, 12.5, replies, statuses) == 100.0  # the replies' first three are 10.5 s old or more
+    assert merged_quantile(1.0, 6.0, 8, replies, statuses) == 200.0
+    assert merged_quantile(0.0, 6.0, 4, replies, statuses) == 2.0  # the latest four: 2, 100, 3, 200
+    assert merged_quantile(0.5, 6.0, 8, replies) == 2.0
+    assert merged_quantile(0.5, 12.5, 8, replies, statuses) == 200.0  # all but the last are over 10 s old
 
 
 def test_one_view_of_the_hubs_serves_every_planner_that_shares_it() -> None:

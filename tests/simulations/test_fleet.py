@@ -237,6 +237,29 @@ def test_a_hubs_status_is_heard_once_by_the_view_every_planner_shares(monkeypatc
     assert fleet.agents[0].core.planner.hubs.queue.count  # and it was told
 
 
+def test_a_hub_runs_nothing_for_requests_past_their_deadline_when_a_worker_takes_them_up() -> None:
+    # A hub hung for 8 s wakes holding 48 requests whose agents (2 s deadline) have fallen back: a real hub
+    # answers those deadline_exceeded without running them, so the next requests find no backlog.
+    groups = [
+        {
+            "name": "cams",
+            "count": 3,
+            "device": "rpi4",
+            "link": {"rate": "100mbit", "delay": "2ms"},
+            "rate_hz": 2.0,
+            "deadline_s": 2.0,
+        }
+    ]
+    faults = [{"at_s": 5, "kind": "hub-stall", "replica": 0, "for_s": 8}]
+    records = _records(_scenario(groups=groups, hub={"replicas": 1, "workers": 1}, faults=faults), "cloud")
+    held = [r for r in records if 5.1 < r.start_s < 11]
+    assert held
+    assert all(r.fallback == "no reply within the deadline" for r in held)
+    after = [r for r in records if 13.2 < r.start_s < 14]
+    assert after
+    assert all(r.hub_queue_ms < 50 for r in after)  # 48 stale runs of 17.7 ms would be 850 ms of queue
+
+
 def test_a_hung_hub_holds_what_it_has_until_it_wakes_or_the_broker_drops_it() -> None:
     two = {"replicas": 2, "workers": 1}
     short = _records(_scenario(hub=two, faults=[{"at_s": 5, "kind": "hub-stall", "replica": 0, "for_s": 8}]), "cloud")
@@ -307,6 +330,23 @@ def test_observed_profiles_take_each_cuts_median_times_over_the_devices_factor()
     assert observed.head_spread == ()  # too few runs to say how they spread
 
 
+def test_a_fallback_runs_the_rest_of_the_model_as_the_device_runs_it() -> None:
+    # An observed profile's tail times are a hub's (its cold runs after a load, its share of a busy host);
+    # a device finishing the model itself takes what its own figures say: the whole model less the head.
+    observed = dataclasses.replace(
+        PROFILE, cuts=(dataclasses.replace(PROFILE.cuts[0], tail_ms=106.0), *PROFILE.cuts[1:])
+    )
+    assert observed.rest_ms("input") == pytest.approx(17.7)
+    assert observed.rest_ms("layer4.0.add") == pytest.approx(17.7 - 14.8)
+    assert observed.rest_ms("output") == 0.0
+    without_edge = dataclasses.replace(PROFILE, cuts=PROFILE.cuts[:3])
+    assert without_edge.rest_ms("pool") == 0.1  # no whole-model figure: the cut's tail time
+    faults = [{"at_s": 0, "kind": "hub-down", "replica": 0}]
+    records: list[RequestRecord] = []
+    Fleet(parse_scenario(_scenario(faults=faults)), {"resnet18": observed}, records.append, policy="cloud").run()
+    assert {round(r.fallback_ms, 6) for r in records} == {round(17.7 * 10.7, 6)}  # rpi3: x10.7
+
+
 def test_a_profile_with_a_spread_draws_each_devices_runs_from_it() -> None:
     spread = (1.0,) * 19 + (3.0,)  # one run in 20 takes three times as long
     profiles = {"resnet18": dataclasses.replace(PROFILE, head_spread=spread)}
@@ -331,25 +371,6 @@ def test_observed_head_times_give_the_spread_of_a_devices_runs() -> None:
     assert observed.cut("output").head_ms == pytest.approx(20.0)
     assert observed.head_spread == pytest.approx((1.0,) * 15 + (1.5,) * 5)
     assert ModelProfile.from_json(json.loads(json.dumps(observed.to_json()))) == observed
-
-
-def test_observed_tail_times_give_the_spread_of_a_hubs_runs_and_fleet_hubs_draw_from_it() -> None:
-    scenario = parse_scenario(_scenario())
-    record = RequestRecord(
-        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="input", bytes_up=150_816,
-        edge_ms=0.0, network_ms=1.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
-        predicted_ms=math.nan, fallback="", hub="hub-0",
-    )  # fmt: skip
-    tails = [10.0] * 30 + [20.0] * 10  # a quarter of the hub's runs twice as long
-    observed = observed_profiles(scenario, [dataclasses.replace(record, hub_compute_ms=ms) for ms in tails], PROFILES)
-    profile = observed["resnet18"]
-    assert profile.tail_spread == pytest.approx((1.0,) * 15 + (2.0,) * 5)
-    assert ModelProfile.from_json(json.loads(json.dumps(profile.to_json()))) == profile
-    records: list[RequestRecord] = []
-    Fleet(scenario, observed, records.append, policy="cloud").run()
-    computes = [r.hub_compute_ms for r in records if r.hub]
-    assert sorted({round(ms, 6) for ms in computes}) == [10.0, 20.0]
-    assert 0.1 < sum(ms == 20.0 for ms in computes) / len(computes) < 0.4
 
 
 def test_a_request_count_ends_each_run_and_the_throughput_is_over_its_own_length(tmp_path: Path) -> None:
