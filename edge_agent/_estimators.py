@@ -9,13 +9,13 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-import heapq
+import itertools
 import math
 import statistics
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 _CHANGE_AFTER = 2
 """Surprises in a row, the same way (slower or faster), that mean the link changed."""
@@ -61,7 +61,8 @@ class Recent:
     @property
     def value(self) -> float | None:
         """The median of the samples (whatever their age), or ``None`` before the first."""
-        return _nearest_rank(self._sorted, 0.5)
+        values = self._sorted
+        return values[(len(values) - 1) // 2] if values else None  # the nearest rank of 0.5
 
     def quantile(self, q: float, now_s: float | None = None) -> float | None:
         """The ``q`` quantile (nearest rank) of the samples young enough at ``now_s``; ``None`` if there are none."""
@@ -75,11 +76,12 @@ class Recent:
             return self._sorted
         return sorted(value for at, value in self._samples if now_s - at <= self._max_age_s)
 
-    def timed(self, now_s: float) -> list[tuple[float, float]]:
-        """The samples young enough at ``now_s`` as ``(when, value)``, oldest first."""
-        if self._max_age_s is None:
-            return list(self._samples)
-        return [(at, value) for at, value in self._samples if now_s - at <= self._max_age_s]
+    def timed(self, now_s: float) -> Sequence[tuple[float, float]]:
+        """The samples young enough at ``now_s`` as ``(when, value)``, oldest first (not to be changed)."""
+        samples = self._samples
+        if self._max_age_s is None or not samples or now_s - samples[0][0] <= self._max_age_s:
+            return samples  # all young: no copy
+        return [(at, value) for at, value in samples if now_s - at <= self._max_age_s]
 
     @property
     def count(self) -> int:
@@ -102,8 +104,11 @@ def merged_quantile(q: float, now_s: float, window: int, *recents: Recent) -> fl
     samples by time, those young enough at ``now_s`` (by each one's own
     ``max_age_s``). Samples must have come in time order within each.
     """
-    timed = heapq.merge(*(recent.timed(now_s) for recent in recents))
-    return _nearest_rank(sorted(value for _, value in collections.deque(timed, maxlen=window)), q)
+    held = [recent for recent in recents if recent.count]
+    if len(held) == 1:
+        return held[0].quantile(q, now_s)  # the others empty: its own window, its sorted values
+    latest = sorted(itertools.chain.from_iterable(recent.timed(now_s) for recent in held))[-window:]
+    return _nearest_rank(sorted(value for _, value in latest), q)
 
 
 def _nearest_rank(values: list[float], q: float) -> float | None:
