@@ -73,7 +73,8 @@ def main() -> None:
         f" --{name} {value}" for name, value in (("agents", args.agents), ("profiles", args.profiles)) if value
     )
     print(f"$ python bench/fleet_speed.py {args.scenario} --policies {args.policies}{options}")
-    print(f"{scenario.name}: {scenario.agents} agents, {scenario.duration_s:g} simulated s per policy")
+    scaled = f" scaled to {scenario.agents:,} agents" if args.agents else f": {scenario.agents:,} agents"
+    print(f"{scenario.name}{scaled}, {scenario.duration_s:g} simulated s per policy")
     for policy in args.policies.split(","):
         spent = _time_planner() if policy == "auto" else None
         records: list[object] = []
