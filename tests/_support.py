@@ -326,7 +326,8 @@ class RequestStream:
     """Inference requests for the tiny model over HTTP, two clients each one after another, until stopped.
 
     Each answer is kept as (image index, sent after :attr:`marked` was set,
-    status, decoded answer), in the order they came back. Bounded by
+    status, decoded answer), in the order they came back, and its request's
+    place in the order they were sent in :attr:`sent_numbers`. Bounded by
     ``limit`` requests and ``seconds``, whatever happens.
     """
 
@@ -336,6 +337,8 @@ class RequestStream:
         self.address = address
         self.images = images
         self.answers: list[tuple[int, bool, int, dict[str, Any]]] = []
+        self.sent_numbers: list[int] = []
+        """Each answer's request's place in the sending order (0 first), as :attr:`answers` holds them."""
         self.marked = False
         self._limit = limit
         self._seconds = seconds
@@ -355,15 +358,25 @@ class RequestStream:
     async def _client(self) -> None:
         deadline = time.monotonic() + self._seconds
         while not self._stop.is_set() and self._sent < self._limit and time.monotonic() < deadline:
-            index = self._sent % len(self.images)
+            number = self._sent
+            index = number % len(self.images)
             self._sent += 1
             after = self.marked
             status, answer = await post_json(self.address, f"/v2/models/{TINY}/infer", infer_json(self.images[index]))
             self.answers.append((index, after, status, answer))
+            self.sent_numbers.append(number)
 
     def count(self, version: str) -> int:
         """Answers given by ``version``."""
         return sum(1 for _, _, status, answer in self.answers if status == 200 and answer["model_version"] == version)
+
+    def sent(self, version: str) -> list[int]:
+        """The places in the sending order of the requests ``version`` answered."""
+        return [
+            number
+            for number, (_, _, status, answer) in zip(self.sent_numbers, self.answers, strict=True)
+            if status == 200 and answer["model_version"] == version
+        ]
 
     def after_mark(self) -> list[dict[str, Any]]:
         """The answers to the requests sent after :attr:`marked` was set."""

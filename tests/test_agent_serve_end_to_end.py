@@ -173,9 +173,10 @@ async def test_agent_serve_fetches_serves_survives_a_restart_updates_and_refuses
             await until(lambda: len(stream.after_mark()) >= 4, "answers after the refusal", 60)
 
     stream.check(expected, hub_ran=False)  # every request answered, by v1 or by v2, as its full model does
-    versions = [answer["model_version"] for _, _, _, answer in stream.answers]
-    assert versions.index(v2) > versions.index(v1)
-    assert v1 not in versions[versions.index(v2) + 2 :]  # only the two under way at the switch may finish on v1
+    # Switched between requests: none sent after the switch ran on v1. Judged by the order the requests went
+    # out, not the order answers came back (a v1 request under way at the switch may finish after several
+    # quick v2 ones); one more may be v1, the other client's, handled first though sent just after.
+    assert max(stream.sent(v1)) < min(stream.sent(v2)) + 2
     assert "sha256" in described["parameters"]["update"]["bad"][v3]
     assert (described["versions"], described["parameters"]["update"]["version"]) == ([v2], v2)
     after_refusal = stream.after_mark()
