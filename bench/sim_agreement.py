@@ -89,7 +89,7 @@ def agreement(name: str, agents: int | None, keep: Path | None = None, *, reuse:
     report: dict[str, Any] = {"scenario": scenario.name, "agents": scenario.agents, "policies": {}}
     with contextlib.ExitStack() as stack:
         directory = keep / Path(name).stem if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        emulate = Path(directory) / "emulate"
+        emulate = directory / "emulate"
         if not (reuse and (emulate / "requests.csv").exists()):
             run_scenario(scenario, emulate, mode="emulate", report=False)
         truth = _by_policy(emulate)
@@ -103,7 +103,7 @@ def agreement(name: str, agents: int | None, keep: Path | None = None, *, reuse:
             report["hub_load_s"] = load_s
         fleets = {}
         for calibration, profiles in (("measured", "profiles.json"), ("observed", "observed-profiles.json")):
-            out = Path(directory) / calibration
+            out = directory / calibration
             run_scenario(scenario, out, profiles_file=emulate / profiles, report=False)
             fleets[calibration] = _by_policy(out)
     for policy, real in truth.items():

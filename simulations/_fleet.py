@@ -160,10 +160,7 @@ class Fleet:
             yield env.timeout(head_done - env.now)
             edge_ms = (head_done - head_started) * 1000
         if cut.id == EDGE_ONLY:
-            timings = Timings(edge_ms=edge_ms, total_ms=(env.now - request.started_s) * 1000)
-            self._finish(
-                agent, request, InferenceResult({}, cut.id, timings, predicted_ms=request.decision.predicted_ms)
-            )
+            self._finish(agent, request, cut, Timings(edge_ms=edge_ms, total_ms=self._total_ms(request)))
         else:
             yield from self._remote(agent, request, cut, edge_ms)
 
@@ -198,17 +195,9 @@ class Fleet:
             network_ms=network_ms,
             hub_queue_ms=answer.queue_ms,
             hub_compute_ms=answer.compute_ms,
-            total_ms=(env.now - request.started_s) * 1000,
+            total_ms=self._total_ms(request),
         )
-        result = InferenceResult(
-            {},
-            cut.id,
-            timings,
-            bytes_sent=cut.request_bytes,
-            hub_id=answer.hub,
-            predicted_ms=request.decision.predicted_ms,
-        )
-        self._finish(agent, request, result)
+        self._finish(agent, request, cut, timings, hub_id=answer.hub)
 
     def _fall_back(
         self, agent: SimulatedAgent, request: Request, cut: CutCost, edge_ms: float, step: Step
@@ -220,20 +209,9 @@ class Fleet:
             raise TypeError(msg)
         tail_started, tail_done = agent.run(agent.profile.rest_ms(cut.id))
         yield env.timeout(tail_done - env.now)
-        timings = Timings(
-            edge_ms=edge_ms,
-            fallback_ms=(tail_done - tail_started) * 1000,
-            total_ms=(env.now - request.started_s) * 1000,
-        )
-        result = InferenceResult(
-            {},
-            cut.id,
-            timings,
-            bytes_sent=cut.request_bytes,
-            fallback=step.reason,
-            predicted_ms=request.decision.predicted_ms,
-        )
-        self._finish(agent, request, result)
+        fallback_ms = (tail_done - tail_started) * 1000
+        timings = Timings(edge_ms=edge_ms, fallback_ms=fallback_ms, total_ms=self._total_ms(request))
+        self._finish(agent, request, cut, timings, fallback=step.reason)
 
     def _exchange(
         self, agent: SimulatedAgent, request: Request, cut: CutCost
@@ -274,9 +252,33 @@ class Fleet:
             yield from _lost(self.env)
         yield agent.transfer(agent.down, _SMALL_MESSAGE_BYTES)
 
-    def _finish(self, agent: SimulatedAgent, request: Request, result: InferenceResult) -> None:
+    def _total_ms(self, request: Request) -> float:
+        """The request's time from its start until now."""
+        return (self.env.now - request.started_s) * 1000
+
+    def _finish(
+        self,
+        agent: SimulatedAgent,
+        request: Request,
+        cut: CutCost,
+        timings: Timings,
+        *,
+        hub_id: str | None = None,
+        fallback: str | None = None,
+    ) -> None:
+        """Record the request as the runtime's result would say it (what it sent, who answered); tell the core."""
         if self.ended:
             return  # past the scenario's request count: the run is over
+        sent = 0 if cut.id == EDGE_ONLY else cut.request_bytes
+        result = InferenceResult(
+            {},
+            cut.id,
+            timings,
+            bytes_sent=sent,
+            hub_id=hub_id,
+            fallback=fallback,
+            predicted_ms=request.decision.predicted_ms,
+        )
         self.record(
             RequestRecord.of(
                 result,

@@ -64,6 +64,12 @@ def _scenario(**changes: object) -> dict[str, object]:
     return base | changes
 
 
+def _fast_pi4s(*, rate_hz: float) -> list[dict[str, object]]:
+    """Three Pi 4 cameras on a fast link with a 2 s deadline, each making ``rate_hz`` requests a second."""
+    link = {"rate": "100mbit", "delay": "2ms"}
+    return [{"name": "cams", "count": 3, "device": "rpi4", "link": link, "rate_hz": rate_hz, "deadline_s": 2.0}]
+
+
 def _records(data: dict[str, object], policy: str | None = None) -> list[RequestRecord]:
     records: list[RequestRecord] = []
     Fleet(parse_scenario(data), PROFILES, records.append, policy=policy).run()
@@ -190,16 +196,7 @@ def test_auto_under_an_overloaded_hub_keeps_sending_and_stays_near_cloud_only() 
 def test_a_hub_without_preloaded_tails_loads_each_on_first_use_and_after_a_restart() -> None:
     # As a hub given no --preload: requests wait for the load until 250 ms before their 2 s deadline, then
     # get "loading" and the device answers; the load goes on, and a restarted hub has loaded nothing.
-    groups = [
-        {
-            "name": "cams",
-            "count": 3,
-            "device": "rpi4",
-            "link": {"rate": "100mbit", "delay": "2ms"},
-            "rate_hz": 4.0,
-            "deadline_s": 2.0,
-        }
-    ]
+    groups = _fast_pi4s(rate_hz=4.0)
     hub = {"replicas": 1, "workers": 1, "preload": False, "load_s": 3.0}
     faults = [{"at_s": 10, "kind": "hub-down", "replica": 0, "for_s": 2}]
     records = _records(_scenario(groups=groups, hub=hub, faults=faults), "cloud")
@@ -240,16 +237,7 @@ def test_a_hubs_status_is_heard_once_by_the_view_every_planner_shares(monkeypatc
 def test_a_hub_runs_nothing_for_requests_past_their_deadline_when_a_worker_takes_them_up() -> None:
     # A hub hung for 8 s wakes holding 48 requests whose agents (2 s deadline) have fallen back: a real hub
     # answers those deadline_exceeded without running them, so the next requests find no backlog.
-    groups = [
-        {
-            "name": "cams",
-            "count": 3,
-            "device": "rpi4",
-            "link": {"rate": "100mbit", "delay": "2ms"},
-            "rate_hz": 2.0,
-            "deadline_s": 2.0,
-        }
-    ]
+    groups = _fast_pi4s(rate_hz=2.0)
     faults = [{"at_s": 5, "kind": "hub-stall", "replica": 0, "for_s": 8}]
     records = _records(_scenario(groups=groups, hub={"replicas": 1, "workers": 1}, faults=faults), "cloud")
     held = [r for r in records if 5.1 < r.start_s < 11]
