@@ -29,7 +29,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simulations import RequestRecord, Scenario, load_scenario, percentile, read_records, run_scenario
+from simulations import (
+    RequestRecord,
+    Scenario,
+    load_profiles,
+    load_scenario,
+    observed_profiles,
+    percentile,
+    read_records,
+    run_scenario,
+    save_profiles,
+)
 from simulations.scenarios import find
 
 WITHIN = 0.10
@@ -90,10 +100,15 @@ def agreement(name: str, agents: int | None, keep: Path | None = None, *, reuse:
     with contextlib.ExitStack() as stack:
         directory = keep / Path(name).stem if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         emulate = directory / "emulate"
-        if not (reuse and (emulate / "requests.csv").exists()):
+        records_file = emulate / "requests.csv"
+        if reuse and records_file.exists():  # the observed calibration as this code makes it from the kept records
+            records = read_records(records_file)
+            measured = load_profiles(emulate / "profiles.json")
+            save_profiles(observed_profiles(scenario, records, measured), emulate / "observed-profiles.json")
+        else:
             run_scenario(scenario, emulate, mode="emulate", report=False)
+            records = read_records(records_file)
         truth = _by_policy(emulate)
-        records = read_records(emulate / "requests.csv")
         start_s, load_s = _hub_start_s(scenario, records), _hub_load_s(scenario, records)
         if start_s is not None:  # fleet mode's replicas take as long to come back as emulate mode's did
             scenario = dataclasses.replace(scenario, hub=dataclasses.replace(scenario.hub, start_s=start_s))
@@ -144,7 +159,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep each scenario's run directories under DIR/<scenario>")
     parser.add_argument(
-        "--reuse", action="store_true", help="with --keep: rerun only fleet mode where DIR has an emulated run"
+        "--reuse",
+        action="store_true",
+        help="with --keep: rerun only fleet mode (and its observed calibration) where DIR has an emulated run",
     )
     args = parser.parse_args()
     if args.reuse and args.keep is None:

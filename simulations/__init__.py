@@ -31,6 +31,7 @@ from simulations._calibrate import (
     ModelProfile,
     load_profiles,
     measure_profile,
+    observed_profiles,
     save_profiles,
     scenario_profiles,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "load_profiles",
     "load_scenario",
     "measure_profile",
+    "observed_profiles",
     "parse_duration_ms",
     "parse_rate",
     "parse_scenario",

@@ -9,10 +9,11 @@ with the agent's own chain, on a random image, median of a few runs.
 
 :func:`observed_profiles` gives the same profiles as an emulated run
 measured them instead: what the agents' heads took on their devices (divided
-by the device's factor) and the hubs' tails took, per cut, from the run's
-records. Emulate mode writes them as ``observed-profiles.json``; a fleet run
-given them (``--profiles``) is calibrated on what emulate mode measured,
-host contention included.
+by the device's factor), what its fallbacks took on the device, what the
+hubs' tails took, per cut, and what the network legs took beyond the link
+model, from the run's records. Emulate mode writes them as
+``observed-profiles.json``; a fleet run given them (``--profiles``) is
+calibrated on what emulate mode measured, host contention included.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from models import InputShapes
+    from simulations._link import LinkSpec
     from simulations._report import RequestRecord
     from simulations._scenario import Scenario
 
@@ -57,12 +59,16 @@ class CutCost:
         request_bytes: A request message at this cut (``0`` for edge-only).
         head_ms: The head on this host (the whole model for edge-only).
         tail_ms: The tail on this host (``0`` for edge-only).
+        rest_ms: The rest of the model after this cut on a device, on this
+            host's time, as fallbacks in an emulated run took it (``None``:
+            not observed; :meth:`ModelProfile.rest_ms` works it out).
     """
 
     id: str
     request_bytes: int
     head_ms: float
     tail_ms: float
+    rest_ms: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +83,10 @@ class ModelProfile:
         head_spread: How a device's compute varies around a cut's time: equally
             likely multiples of it, drawn per run (observed in emulate mode;
             empty: every run takes the cut's time).
+        network_excess_ms: What an answered request's two network legs took
+            beyond the link model's time for its bytes on an idle link (the
+            broker, the link's proxy, both ends' I/O), observed in emulate
+            mode; fleet mode adds half of it to every message each way.
     """
 
     model: str
@@ -84,6 +94,7 @@ class ModelProfile:
     cuts: tuple[CutCost, ...]
     reply_bytes: int
     head_spread: tuple[float, ...] = ()
+    network_excess_ms: float = 0.0
 
     def cut(self, cut_id: str) -> CutCost:
         """The cut called ``cut_id``.
@@ -99,11 +110,14 @@ class ModelProfile:
     def rest_ms(self, cut_id: str) -> float:
         """What finishing the model after ``cut_id`` takes on a device, on this host's time (a fallback's run).
 
-        The device's own figures: the whole model's head less the cut's (an
+        What fallbacks took in an emulated run, where observed; else the
+        device's own figures: the whole model's head less the cut's (an
         observed profile's tail times are a hub's, cold runs and all); the
         cut's tail time for a profile without an edge-only cut.
         """
         cut = self.cut(cut_id)
+        if cut.rest_ms is not None:
+            return cut.rest_ms
         whole = next((other for other in self.cuts if other.id == EDGE_ONLY), None)
         return cut.tail_ms if whole is None else max(0.0, whole.head_ms - cut.head_ms)
 
@@ -120,6 +134,7 @@ class ModelProfile:
             cuts=tuple(CutCost(**cut) for cut in data["cuts"]),
             reply_bytes=int(data["reply_bytes"]),
             head_spread=tuple(float(multiple) for multiple in data.get("head_spread", ())),
+            network_excess_ms=float(data.get("network_excess_ms", 0.0)),
         )
 
 
@@ -190,21 +205,33 @@ def observed_profiles(
     """``measured`` with each cut's head and tail times as ``records`` of an emulated run show them.
 
     A head time is the median of the requests' device times at that cut over
-    their device's factor; a tail time the median of the hubs' compute times.
-    A cut with fewer than 3 samples of either keeps its measured figure. The
-    head times' spread around their cut's median, pooled over the cuts,
-    becomes the profile's ``head_spread`` (20 equally likely multiples) when
-    there are at least 20 of them.
+    their device's factor; a tail time the median of the hubs' compute times
+    (a request that ran in a batch of ``n`` counts ``1/n`` of the run);
+    a rest time (:attr:`CutCost.rest_ms`) the median of the fallbacks' device
+    times over the factor. A cut with fewer than 3 samples of one keeps its
+    measured figure (no rest time). The device times' spread around their
+    cut's median, heads and fallbacks pooled over the cuts, becomes the
+    profile's ``head_spread`` (20 equally likely multiples) when there are at
+    least 20 of them. The network excess is the median, over answered
+    requests on links of a fixed rate (no trace, jitter or loss), of their
+    network time less the link model's for their bytes.
     """
     groups = {group.name: group for group in scenario.groups}
     heads: dict[tuple[str, str], list[float]] = {}
     tails: dict[tuple[str, str], list[float]] = {}
+    rests: dict[tuple[str, str], list[float]] = {}
+    excess: dict[str, list[float]] = {}
     for record in records:
         group = groups[record.group]
         key = (group.model, record.cut)
         heads.setdefault(key, []).append(record.edge_ms / group.factor)
         if record.hub:
-            tails.setdefault(key, []).append(record.hub_compute_ms)
+            tails.setdefault(key, []).append(record.hub_compute_ms / max(1, record.hub_batch))  # its share of a batch
+            legs = _idle_link_ms(group.link, record.bytes_up, measured[group.model].reply_bytes)
+            if legs is not None:
+                excess.setdefault(group.model, []).append(record.network_ms - legs)
+        if record.fallback_ms > 0:
+            rests.setdefault(key, []).append(record.fallback_ms / group.factor)
     observed = {}
     for name, profile in measured.items():
         cuts, multiples = [], []
@@ -215,10 +242,29 @@ def observed_profiles(
             if len(head) >= _MIN_OBSERVED and cut.head_ms > 0:  # a cut with a head (not the input's encoding)
                 multiples += [ms / head_ms for ms in head]
             tail_ms = statistics.median(tail) if len(tail) >= _MIN_OBSERVED else cut.tail_ms
-            cuts.append(dataclasses.replace(cut, head_ms=head_ms, tail_ms=tail_ms))
+            rest = rests.get((name, cut.id), [])
+            rest_ms = statistics.median(rest) if len(rest) >= _MIN_OBSERVED else None
+            if rest_ms:
+                multiples += [ms / rest_ms for ms in rest]
+            cuts.append(dataclasses.replace(cut, head_ms=head_ms, tail_ms=tail_ms, rest_ms=rest_ms))
         spread = _spread(multiples) if len(multiples) >= _SPREAD_POINTS else profile.head_spread
-        observed[name] = dataclasses.replace(profile, cuts=tuple(cuts), head_spread=spread)
+        extra = excess.get(name, [])
+        network_excess_ms = max(0.0, statistics.median(extra)) if len(extra) >= _MIN_OBSERVED else 0.0
+        observed[name] = dataclasses.replace(
+            profile, cuts=tuple(cuts), head_spread=spread, network_excess_ms=network_excess_ms
+        )
     return observed
+
+
+def _idle_link_ms(link: LinkSpec, up_bytes: int, down_bytes: int) -> float | None:
+    """Both legs of an exchange on ``link`` when idle, in ms; ``None`` for a link that varies (trace, jitter, loss)."""
+    total = 0.0
+    for direction, nbytes in ((link.up, up_bytes), (link.down, down_bytes)):
+        if direction.trace is not None or direction.jitter_s or direction.jitter_samples_s or direction.loss:
+            return None
+        rate = direction.rate_bit_s
+        total += direction.delay_s + (0.0 if rate is None else nbytes * 8 / rate)
+    return total * 1000
 
 
 def _spread(multiples: list[float]) -> tuple[float, ...]:

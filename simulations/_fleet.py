@@ -276,6 +276,7 @@ class Fleet:
             timings,
             bytes_sent=sent,
             hub_id=hub_id,
+            hub_batch_size=None if hub_id is None else 1,  # a fleet hub runs each request alone
             fallback=fallback,
             predicted_ms=request.decision.predicted_ms,
         )

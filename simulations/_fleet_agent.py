@@ -60,6 +60,7 @@ class SimulatedAgent:
         self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
         self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
         self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
+        self._leg_excess_s = profile.network_excess_ms / 2000  # half of an exchange's, each way
         self.outage_until_s = 0.0
         self.core = self._core(seed, hubs)
 
@@ -94,6 +95,10 @@ class SimulatedAgent:
         return start_s, self._device_free_s
 
     def transfer(self, direction: Direction, nbytes: int) -> simpy.Timeout:
-        """Wait until ``nbytes`` entering ``direction`` now have come out (after any outage)."""
+        """Wait until ``nbytes`` entering ``direction`` now have come out (after any outage).
+
+        Plus half the profile's ``network_excess_ms``: what emulate mode's
+        messages took beyond the link model (zero in a measured profile).
+        """
         start = max(self.env.now, self.outage_until_s)
-        return self.env.timeout(direction.departure(start, nbytes) - self.env.now)
+        return self.env.timeout(direction.departure(start, nbytes) - self.env.now + self._leg_excess_s)

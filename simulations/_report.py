@@ -53,6 +53,10 @@ class RequestRecord:
             it raised, or ``lost: ...`` when, long past its deadline, it still
             had neither an answer nor a fallback as the run ended.
         hub: The replica that answered (empty when none did).
+        hub_batch: The batch axis of the tail run that answered, as the hub
+            said (more than the request's own rows when dynamic batching ran
+            it with others; ``hub_compute_ms`` is then that whole run's); 0:
+            no run answered, or the hub did not say.
     """
 
     run: str
@@ -72,6 +76,7 @@ class RequestRecord:
     fallback: str = ""
     error: str = ""
     hub: str = ""
+    hub_batch: int = 0
 
     @classmethod
     def of(
@@ -96,6 +101,7 @@ class RequestRecord:
             predicted_ms=result.predicted_ms,
             fallback=result.fallback or "",
             hub=result.hub_id or "",
+            hub_batch=result.hub_batch_size or 0,
         )
 
 
@@ -137,7 +143,9 @@ def read_records(path: Path) -> list[RequestRecord]:
 def _record(row: dict[str, str]) -> RequestRecord:
     values: dict[str, Any] = {}
     for column in COLUMNS:
-        text = row[column]
+        text = row.get(column)
+        if text is None:  # a column newer than the file: its default
+            continue
         values[column] = float(text) if column in _FLOATS else int(text) if column in _INTS else text
     return RequestRecord(**values)
 

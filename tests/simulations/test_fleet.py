@@ -20,7 +20,7 @@ from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.errors import ConfigError
 from protocol.mqtt import Backoff
-from simulations import load_scenario, table
+from simulations import COLUMNS, load_scenario, table
 from simulations._calibrate import CutCost, ModelProfile, load_profiles, observed_profiles, save_profiles
 from simulations._fleet import Fleet
 from simulations._fleet_faults import reconnected as _reconnected
@@ -316,6 +316,55 @@ def test_observed_profiles_take_each_cuts_median_times_over_the_devices_factor()
     assert observed.cut("layer4.0.add") == PROFILE.cut("layer4.0.add")  # one sample is not enough
     assert observed.cut("input") == PROFILE.cut("input")
     assert observed.head_spread == ()  # too few runs to say how they spread
+
+
+def test_observed_fallbacks_and_batches_count_as_the_run_took_them() -> None:
+    scenario = parse_scenario(_scenario())  # rpi3: factor 10.7
+    record = RequestRecord(
+        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="input", bytes_up=150_816,
+        edge_ms=0.0, network_ms=0.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
+        predicted_ms=math.nan, fallback="", hub="",
+    )  # fmt: skip
+    fallbacks = [dataclasses.replace(record, fallback_ms=10.7 * ms, fallback="overloaded") for ms in (30, 31, 50)]
+    answered = [  # a request run in a batch of 4 counts a quarter of the run
+        dataclasses.replace(record, hub="hub-0", hub_compute_ms=ms, hub_batch=batch)
+        for ms, batch in ((20.0, 1), (88.0, 4), (23.0, 0))
+    ]
+    observed = observed_profiles(scenario, fallbacks + answered, PROFILES)["resnet18"]
+    assert observed.rest_ms("input") == pytest.approx(31.0)  # as the device took it, not the profile's 17.7
+    assert observed.cut("input").tail_ms == pytest.approx(22.0)
+    assert observed.rest_ms("pool") == pytest.approx(17.7 - 17.5)  # no fallback there: the device's figures
+    assert ModelProfile.from_json(json.loads(json.dumps(observed.to_json()))) == observed
+
+
+def test_the_network_beyond_the_link_model_is_observed_and_added_to_every_exchange() -> None:
+    scenario = parse_scenario(_scenario())  # 20 Mbit/s, 20 ms each way
+    idle_ms = 40.0 + (150_816 + 4_194) * 8 / 20e6 * 1000
+    record = RequestRecord(
+        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="input", bytes_up=150_816,
+        edge_ms=0.0, network_ms=0.0, hub_queue_ms=0.0, hub_compute_ms=17.7, fallback_ms=0.0, total_ms=1.0,
+        predicted_ms=math.nan, fallback="", hub="hub-0",
+    )  # fmt: skip
+    records = [dataclasses.replace(record, network_ms=idle_ms + extra) for extra in (5.0, 6.0, 9.0)]
+    observed = observed_profiles(scenario, records, PROFILES)["resnet18"]
+    assert observed.network_excess_ms == pytest.approx(6.0)
+    plain = [r for r in _records(_scenario(), "cloud") if r.hub]
+    calibrated: list[RequestRecord] = []
+    Fleet(scenario, {"resnet18": observed}, calibrated.append, policy="cloud").run()
+    least = min(r.network_ms for r in calibrated if r.hub)
+    assert least == pytest.approx(min(r.network_ms for r in plain) + 6.0)
+    assert min(r.network_ms for r in plain) == pytest.approx(idle_ms, abs=0.01)
+
+
+def test_records_written_before_a_column_existed_read_with_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "requests.csv"
+    header = [column for column in COLUMNS if column != "hub_batch"]
+    row = dict.fromkeys(header, "0") | {"run": "cloud", "group": "cams", "agent": "cams-0", "policy": "cloud"}
+    row |= {"cut": "input", "predicted_ms": "nan", "fallback": "", "error": "", "hub": "hub-0"}
+    path.write_text(",".join(header) + "\n" + ",".join(row[column] for column in header) + "\n")
+    (record,) = read_records(path)
+    assert record.hub_batch == 0
+    assert record.hub == "hub-0"
 
 
 def test_a_fallback_runs_the_rest_of_the_model_as_the_device_runs_it() -> None:
