@@ -232,6 +232,7 @@ def _hub_processes(
     """The replicas, started; stopped on the way out."""
     spec = scenario.hub
     options = ["--workers", str(spec.workers), "--threads", "1", "--max-queue", str(spec.max_queue)]
+    options += ["--max-batch-size", str(spec.max_batch_size)]
     options += ["--status-interval", str(spec.status_interval_s)]
     if models is not None:
         options += ["--models", str(models)]

@@ -197,7 +197,7 @@ class Fleet:
             hub_compute_ms=answer.compute_ms,
             total_ms=self._total_ms(request),
         )
-        self._finish(agent, request, cut, timings, hub_id=answer.hub)
+        self._finish(agent, request, cut, timings, hub_id=answer.hub, hub_batch=answer.batch)
 
     def _fall_back(
         self, agent: SimulatedAgent, request: Request, cut: CutCost, edge_ms: float, step: Step
@@ -264,6 +264,7 @@ class Fleet:
         timings: Timings,
         *,
         hub_id: str | None = None,
+        hub_batch: int | None = None,
         fallback: str | None = None,
     ) -> None:
         """Record the request as the runtime's result would say it (what it sent, who answered); tell the core."""
@@ -276,7 +277,7 @@ class Fleet:
             timings,
             bytes_sent=sent,
             hub_id=hub_id,
-            hub_batch_size=None if hub_id is None else 1,  # a fleet hub runs each request alone
+            hub_batch_size=hub_batch,
             fallback=fallback,
             predicted_ms=request.decision.predicted_ms,
         )

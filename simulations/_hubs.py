@@ -8,6 +8,14 @@ loses what it holds, and a hung one holds what it has until it wakes. Its
 status carries its recent queue wait and its tail times per model, as a
 hub's retained status does.
 
+A worker that comes free takes the request that waited longest and, as a
+hub's dynamic batching does (``max_batch_size``, no batch delay), the other
+waiting requests for the same tail, up to ``max_batch`` in all, leaving
+those past their deadline to be refused alone. A batch takes as long as its
+requests one after another (ONNX Runtime on a CPU gains little from a
+batch: the profile measures one request), and every member's reply says the
+whole run's time and size, as a hub's does.
+
 A replica without preloaded tails loads one on its first use, as a hub
 given no ``--preload`` does (docs/protocol.md): requests for it wait for the
 load until 250 ms before their deadline, then are answered ``loading``; the
@@ -22,12 +30,12 @@ import itertools
 import statistics
 from typing import TYPE_CHECKING
 
-import simpy
-
 from protocol import ErrorCode, NodeStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Hashable, Mapping
+    from collections.abc import Callable, Generator, Hashable, Mapping
+
+    import simpy
 
     from simulations._scenario import HubSpec
 
@@ -41,11 +49,12 @@ _LOADING_MIN_WAIT_S = 0.01
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Served:
-    """A request a replica ran: which one, and its wait and compute."""
+    """A request a replica ran: which one, its wait, and the compute and size of the run (its batch) it was in."""
 
     hub: str
     queue_ms: float
     compute_ms: float
+    batch: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,15 +83,27 @@ class Work:
     deadline_s: float
 
 
+@dataclasses.dataclass(slots=True)
+class _Queued:
+    """A request waiting for a worker: once ``done``, its run's start (``None``: not run), size and compute."""
+
+    work: Work
+    done: simpy.Event
+    started: float | None = None
+    batch: int = 0
+    compute_ms: float = 0.0
+
+
 class Hub:
     """One replica: workers, a bounded queue, and the waits it reports.
 
     Args:
         env: The simulation.
         name: The replica's id (``hub-<index>``).
-        workers: Requests it runs at once.
+        workers: Runs (a request, or a batch) it makes at once.
         max_queue: Requests held (waiting or running) beyond which it refuses more.
         load_s: How long it takes to load a tail on first use; ``None``: every tail is preloaded.
+        max_batch: Most requests one run takes (1: no batching).
     """
 
     def __init__(
@@ -93,11 +114,16 @@ class Hub:
         max_queue: int,
         *,
         load_s: float | None = None,
+        max_batch: int = 1,
     ) -> None:
         self.env = env
         self.name = name
-        self.workers = simpy.Resource(env, capacity=workers)
+        self.workers = workers
         self.max_queue = max_queue
+        self.max_batch = max_batch
+        self._idle = workers
+        self._waiting: collections.deque[_Queued] = collections.deque()
+        self._running = 0  # requests in the runs under way
         self.load_s = load_s
         self._loaded: set[Hashable] = set()
         self._loads: dict[Hashable, simpy.Process] = {}  # under way
@@ -118,39 +144,106 @@ class Hub:
         """
         if not self.up:
             return None
-        held = len(self.workers.queue) + self.workers.count  # a real hub counts those it runs too
+        held = len(self._waiting) + self._running  # a real hub counts those it runs too
         if held >= self.max_queue:
             return Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})")
         generation, arrived = self.generation, self.env.now
         loaded = yield from self._ready(work.tail, max(work.deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
         ready = self.env.now
-        ran = (yield from self._run(work, generation)) if loaded else None
+        queued = None
+        if loaded and generation == self.generation:
+            queued = _Queued(work, self.env.event())
+            self._waiting.append(queued)
+            self._dispatch()
+            yield queued.done
         if generation != self.generation:
             return None  # the replica stopped meanwhile
-        if not loaded:
+        if queued is None:
             return Refused(f"its tail is loading on hub {self.name}; send a new request soon", ErrorCode.LOADING)
-        if ran is None:
+        if queued.started is None:
             return Refused(f"past its {work.deadline_s:g} s deadline on hub {self.name}", ErrorCode.DEADLINE_EXCEEDED)
-        self.waits.append((self.env.now, (ran - ready) * 1000))
-        return Served(self.name, (ran - arrived) * 1000, work.tail_ms)
+        self.waits.append((self.env.now, (queued.started - ready) * 1000))
+        return Served(self.name, (queued.started - arrived) * 1000, queued.compute_ms, queued.batch)
 
-    def _run(self, work: Work, generation: int) -> Generator[simpy.Event, object, float | None]:
-        """Queue for a worker and run the tail: when it started (``None``: stopped first, or taken up too late)."""
-        with self.workers.request() as slot:
-            yield slot
-            yield from self._while_stalled()
-            if generation != self.generation or self.env.now - work.sent_s > work.deadline_s:
-                return None
-            started = self.env.now
-            yield self.env.timeout(work.tail_ms / 1000)
-            yield from self._while_stalled()  # a hang that began during the run holds its reply
-        return started
+    def _dispatch(self) -> None:
+        """Give every idle worker the request that waited longest, with those that join it in a batch."""
+        while self._idle and self._waiting:
+            first = self._waiting.popleft()
+            members = [first]
+            if self.max_batch > 1 and self._waiting:
+                members += self._joining(first.work.tail)
+            self._idle -= 1
+            self._running += len(members)
+            self._start(members, self.generation)
+
+    def _joining(self, tail: Hashable) -> list[_Queued]:
+        """Waiting requests for ``tail`` within their deadline, in turn, up to a batch: taken out of the queue."""
+        now = self.env.now
+        chosen: list[_Queued] = []
+        left: list[_Queued] = []
+        for queued in self._waiting:
+            work = queued.work
+            if len(chosen) < self.max_batch - 1 and work.tail == tail and now - work.sent_s <= work.deadline_s:
+                chosen.append(queued)
+            else:
+                left.append(queued)
+        if chosen:
+            self._waiting = collections.deque(left)
+        return chosen
+
+    def _start(self, members: list[_Queued], generation: int) -> None:
+        """Run ``members`` once the replica is not hung; those past their deadline by then are refused, not run."""
+        if generation != self.generation:
+            return  # stopped: stop() has answered them
+        now = self.env.now
+        if now < self.stalled_until:
+            self._after(self.stalled_until - now, lambda: self._start(members, generation))
+            return
+        live = []
+        for queued in members:
+            if now - queued.work.sent_s > queued.work.deadline_s:
+                self._running -= 1
+                queued.done.succeed()  # started None: deadline_exceeded
+            else:
+                live.append(queued)
+        if not live:
+            self._free()
+            return
+        compute_ms = sum(queued.work.tail_ms for queued in live)
+        for queued in live:
+            queued.started, queued.batch, queued.compute_ms = now, len(live), compute_ms
+        self._after(compute_ms / 1000, lambda: self._finish(live, generation))
+
+    def _finish(self, live: list[_Queued], generation: int) -> None:
+        """The run is over: its replies go out (once a hang that began during it ends), and its worker is free."""
+        if generation != self.generation:
+            return
+        now = self.env.now
+        if now < self.stalled_until:  # a hang that began during the run holds its reply
+            self._after(self.stalled_until - now, lambda: self._finish(live, generation))
+            return
+        self._running -= len(live)
+        for queued in live:
+            queued.done.succeed()
+        self._free()
+
+    def _free(self) -> None:
+        self._idle += 1
+        self._dispatch()
+
+    def _after(self, delay_s: float, then: Callable[[], None]) -> None:
+        """Call ``then`` ``delay_s`` from now (a timer, not a process: fleets run millions of these)."""
+        self.env.timeout(delay_s).callbacks.append(lambda _: then())
 
     def stop(self) -> None:
         """The replica stops (killed, or dropped by the broker): what it holds and what it loaded are lost."""
         self.up, self.generation = False, self.generation + 1
         self._loaded.clear()
         self._loads.clear()
+        waiting, self._waiting = self._waiting, collections.deque()
+        for queued in waiting:
+            queued.done.succeed()  # lost: serve() sees the generation change
+        self._idle, self._running = self.workers, 0  # runs under way end unanswered (their generation is gone)
 
     def _ready(self, tail: Hashable, wait_s: float) -> Generator[simpy.Event, object, bool]:
         """Whether ``tail`` is loaded, waiting at most ``wait_s`` for its load (started now if none is under way)."""
@@ -168,10 +261,6 @@ class Hub:
         if generation == self.generation:  # else the replica restarted meanwhile: it loaded nothing
             self._loaded.add(tail)
             del self._loads[tail]
-
-    def _while_stalled(self) -> Generator[simpy.Event, object, None]:
-        while self.env.now < self.stalled_until:
-            yield self.env.timeout(self.stalled_until - self.env.now)
 
     def status(self, tails: Mapping[str, Mapping[str, float]]) -> NodeStatus | None:
         """The status it publishes now (``None`` while down or hung): its wait, and ``tails`` by model sha256."""
@@ -192,7 +281,8 @@ class Hubs:
     def __init__(self, env: simpy.Environment, spec: HubSpec) -> None:
         load_s = None if spec.preload else spec.load_s
         self.replicas = [
-            Hub(env, f"hub-{index}", spec.workers, spec.max_queue, load_s=load_s) for index in range(spec.replicas)
+            Hub(env, f"hub-{index}", spec.workers, spec.max_queue, load_s=load_s, max_batch=spec.max_batch_size)
+            for index in range(spec.replicas)
         ]
         self.start_s = spec.start_s
         """How long a replica back from ``hub-down`` takes before it answers."""

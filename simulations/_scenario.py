@@ -251,6 +251,9 @@ class HubSpec:
         load_s: Fleet mode, without ``preload``: how long a hub takes to load
             a tail. Emulate mode's hubs take what they take
             (bench/sim_agreement.py prints it).
+        max_batch_size: Dynamic batching, as the hub's ``max_batch_size``: a
+            worker runs up to this many queued requests for one tail at once
+            (1: none). The hub's default.
     """
 
     replicas: int = dataclasses.field(default=1, metadata=setting(positive=True))
@@ -261,6 +264,7 @@ class HubSpec:
     start_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
     preload: bool = True
     load_s: float = dataclasses.field(default=0.0, metadata=setting(check=_not_negative))
+    max_batch_size: int = dataclasses.field(default=8, metadata=setting(positive=True))  # HubConfig's default
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,108 @@
+"""Fleet mode's hub replicas, driven alone on a SimPy clock: workers, dynamic batching, deadlines, stops."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+simpy = pytest.importorskip("simpy")
+
+from protocol import ErrorCode  # noqa: E402 - after the skip
+from simulations._hubs import Hub, Refused, Served, Work  # noqa: E402
+from simulations._scenario import HubSpec  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+TAIL = ("sha", "input")
+
+
+def _send(
+    env: simpy.Environment, hub: Hub, at_s: float, answers: dict[str, tuple[float, object]], name: str, **work: object
+) -> None:
+    """Hand ``hub`` a request at ``at_s``; note when and what it answered, under ``name``."""
+
+    def request() -> Generator[simpy.Event, object, None]:
+        yield env.timeout(at_s)
+        fields: dict[str, object] = {"tail": TAIL, "tail_ms": 100.0, "sent_s": at_s, "deadline_s": 2.0} | work
+        answer = yield from hub.serve(Work(**fields))  # type: ignore[arg-type]
+        answers[name] = (env.now, answer)
+
+    env.process(request())
+
+
+def test_a_free_worker_takes_the_waiting_requests_for_its_tail_as_one_batch() -> None:
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64, max_batch=8)
+    answers: dict[str, tuple[float, object]] = {}
+    _send(env, hub, 0.0, answers, "first")
+    for index in range(3):  # arrive while the first runs
+        _send(env, hub, 0.01 * (index + 1), answers, f"waiting-{index}")
+    _send(env, hub, 0.05, answers, "other tail", tail=("sha", "pool"))
+    env.run()
+    assert answers["first"] == (pytest.approx(0.1), Served("hub-0", 0.0, 100.0, 1))
+    for index in range(3):  # one run of three after it, every reply with the run's time and size
+        done_s, served = answers[f"waiting-{index}"]
+        assert done_s == pytest.approx(0.4)
+        assert isinstance(served, Served)
+        assert (served.batch, served.compute_ms) == (3, pytest.approx(300.0))
+        assert served.queue_ms == pytest.approx(100.0 - 10.0 * (index + 1))
+    assert answers["other tail"][0] == pytest.approx(0.5)  # another tail's request waits its turn, alone
+    assert answers["other tail"][1].batch == 1  # type: ignore[union-attr]
+
+
+def test_without_batching_each_request_runs_alone_in_turn() -> None:
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64)
+    answers: dict[str, tuple[float, object]] = {}
+    for index in range(3):
+        _send(env, hub, 0.01 * index, answers, f"r{index}")
+    env.run()
+    assert [answers[f"r{index}"][0] for index in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert {answer.batch for _, answer in answers.values()} == {1}  # type: ignore[attr-defined]
+
+
+def test_a_batch_leaves_out_requests_past_their_deadline_and_they_are_refused_alone() -> None:
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64, max_batch=8)
+    answers: dict[str, tuple[float, object]] = {}
+    _send(env, hub, 0.0, answers, "long", tail_ms=3000.0)
+    _send(env, hub, 0.1, answers, "first", deadline_s=10.0)
+    _send(env, hub, 0.2, answers, "stale", deadline_s=1.0)  # its deadline passes while the long one runs
+    _send(env, hub, 2.9, answers, "fresh")
+    env.run()
+    for name in ("first", "fresh"):  # one batch of the two
+        assert answers[name][0] == pytest.approx(3.2)
+        assert answers[name][1].batch == 2  # type: ignore[union-attr]
+    done_s, refused = answers["stale"]
+    assert done_s == pytest.approx(3.2)  # its turn came after the batch it was left out of, and nothing ran
+    assert isinstance(refused, Refused)
+    assert refused.code == ErrorCode.DEADLINE_EXCEEDED
+
+
+def test_a_replica_that_stops_loses_what_waits_and_what_runs_and_comes_back_with_every_worker_free() -> None:
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64, max_batch=8)
+    answers: dict[str, tuple[float, object]] = {}
+    _send(env, hub, 0.0, answers, "running")
+    _send(env, hub, 0.01, answers, "waiting")
+
+    def crash() -> Generator[simpy.Event, object, None]:
+        yield env.timeout(0.05)
+        hub.stop()
+        yield env.timeout(0.01)
+        hub.up = True
+
+    env.process(crash())
+    _send(env, hub, 0.07, answers, "after")
+    env.run()
+    assert answers["waiting"] == (pytest.approx(0.05), None)
+    assert answers["after"] == (pytest.approx(0.17), Served("hub-0", 0.0, 100.0, 1))  # not behind the lost run
+    assert "running" not in answers or answers["running"][1] is None
+
+
+def test_scenarios_batch_as_the_hub_does_by_default() -> None:
+    from cloud_hub import HubConfig  # noqa: PLC0415 - only this test needs the hub
+
+    assert HubSpec().max_batch_size == HubConfig(broker="mqtt://127.0.0.1:1883").max_batch_size
