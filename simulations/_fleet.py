@@ -88,6 +88,14 @@ class Fleet:
         check_policy(scenario, profiles, policy)
         self.hubs = Hubs(self.env, scenario.hub)
         self._reports = {profile.model_sha256: HubReports() for profile in profiles.values()}  # heard once, shared
+        speedup = scenario.hub.speedup
+        self._timed = {  # what a hub's run from each cut times: that cut's tail and every later one's
+            (profile.model_sha256, cut.id): {
+                later.id: later.tail_ms / speedup for later in profile.cuts[index:] if later.id != EDGE_ONLY
+            }
+            for profile in profiles.values()
+            for index, cut in enumerate(profile.cuts)
+        }
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
             chosen, profile = policy or group.policy, profiles[group.model]
@@ -117,10 +125,8 @@ class Fleet:
         """Start every agent, hub status and fault (then :meth:`advance` the clock)."""
         for agent in self.agents:
             self.env.process(self._agent(agent))
-        speedup = self.scenario.hub.speedup
-        tails = {a.profile.model_sha256: {c.id: c.tail_ms / speedup for c in a.profile.cuts} for a in self.agents}
         for hub in self.hubs.replicas:
-            self.env.process(self._status(hub, tails))
+            self.env.process(self._status(hub))
         for fault in self.scenario.faults:
             self.env.process(fault_process(self.env, fault, self.agents, self.hubs, self.scenario.seed))
 
@@ -224,6 +230,7 @@ class Fleet:
             tail_ms=cut.tail_ms / self.scenario.hub.speedup,
             sent_s=request.sent_s,
             deadline_s=agent.group.deadline_s,
+            timed=self._timed[agent.profile.model_sha256, cut.id],
         )
         answer = None if hub is None else (yield from hub.serve(work))
         if isinstance(answer, Served):
@@ -300,10 +307,10 @@ class Fleet:
 
     # --- the hubs -----------------------------------------------------------------------
 
-    def _status(self, hub: Hub, tails: Mapping[str, Mapping[str, float]]) -> Generator[simpy.Event, object, None]:
+    def _status(self, hub: Hub) -> Generator[simpy.Event, object, None]:
         """The replica's retained status, every interval: heard once per model, by the view its planners share."""
         while True:
-            status = hub.status(tails)
+            status = hub.status()
             if status is not None:
                 for model_sha256, reports in self._reports.items():
                     reports.hear(status, model_sha256, self.env.now)

@@ -6,7 +6,9 @@ holds ``max_queue`` (waiting or running, as a real hub counts them), with an
 ``overloaded`` answer as a real hub gives one; a replica that goes down
 loses what it holds, and a hung one holds what it has until it wakes. Its
 status carries its recent queue wait and its tail times per model, as a
-hub's retained status does.
+hub's retained status does: the median of its last 16 runs per model and
+cut, of the tails it has run since it started (a run from a cut also times
+every later cut, as a run through a hub's chain of segments does).
 
 A worker that comes free takes the request that waited longest and, as a
 hub's dynamic batching does (``max_batch_size``, no batch delay), the other
@@ -43,6 +45,8 @@ _WAIT_WINDOW_S = 10.0
 """A status reports the median queue wait of this many seconds, as a hub's does."""
 _LOADING_MARGIN_S = 0.25
 """A request waits for its tail's load until this long before its deadline (docs/protocol.md), as a hub's does."""
+_TAIL_WINDOW = 16
+"""A status's tail time is the median of this many runs, as a hub's (``cloud_hub.LoadProfile``) is."""
 _LOADING_MIN_WAIT_S = 0.01
 """What a request waits for a load at least, whatever its deadline."""
 
@@ -75,12 +79,16 @@ class Work:
         sent_s: When the agent sent it: its age, by the agent's clock (a
             hub judges staleness by it).
         deadline_s: How long the agent waits for it (its ``deadline_ms``).
+        timed: What its run tells the replica's status, by cut: the tail
+            time from its own cut and from every later one (``tail``'s first
+            item is the model's sha256).
     """
 
-    tail: Hashable
+    tail: tuple[str, str]
     tail_ms: float
     sent_s: float
     deadline_s: float
+    timed: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True)
@@ -131,6 +139,7 @@ class Hub:
         self.generation = 0  # bumped when the replica stops: what it held is lost
         self.stalled_until = 0.0  # hung (SIGSTOP) until then: holds what it has, runs nothing
         self.waits: collections.deque[tuple[float, float]] = collections.deque()  # (when, ms)
+        self._timed: dict[str, dict[str, collections.deque[float]]] = {}  # by model sha256 and cut
 
     def serve(self, work: Work) -> Generator[simpy.Event, object, Served | Refused | None]:
         """Run ``work``'s tail (loading it first if need be); ``None`` when lost.
@@ -224,8 +233,15 @@ class Hub:
             return
         self._running -= len(live)
         for queued in live:
+            self._note(queued.work, len(live))
             queued.done.succeed()
         self._free()
+
+    def _note(self, work: Work, batch: int) -> None:
+        """What ``work``'s run timed, for the status (a batch's run times the whole batch, as a hub's reply says)."""
+        cuts = self._timed.setdefault(work.tail[0], {})
+        for cut_id, ms in work.timed.items():
+            cuts.setdefault(cut_id, collections.deque(maxlen=_TAIL_WINDOW)).append(ms * batch)
 
     def _free(self) -> None:
         self._idle += 1
@@ -244,6 +260,7 @@ class Hub:
         for queued in waiting:
             queued.done.succeed()  # lost: serve() sees the generation change
         self._idle, self._running = self.workers, 0  # runs under way end unanswered (their generation is gone)
+        self._timed.clear()  # a new process: it has run nothing
 
     def _ready(self, tail: Hashable, wait_s: float) -> Generator[simpy.Event, object, bool]:
         """Whether ``tail`` is loaded, waiting at most ``wait_s`` for its load (started now if none is under way)."""
@@ -262,10 +279,14 @@ class Hub:
             self._loaded.add(tail)
             del self._loads[tail]
 
-    def status(self, tails: Mapping[str, Mapping[str, float]]) -> NodeStatus | None:
-        """The status it publishes now (``None`` while down or hung): its wait, and ``tails`` by model sha256."""
+    def status(self) -> NodeStatus | None:
+        """The status it publishes now (``None`` while down or hung): its wait, and its runs' tail times."""
         if not self.up or self.env.now < self.stalled_until:
             return None
+        tails = {
+            sha: {cut_id: statistics.median(samples) for cut_id, samples in cuts.items()}
+            for sha, cuts in self._timed.items()
+        }
         return NodeStatus(self.name, "hub", "online", self.env.now, queue_wait_ms=self._wait_ms(), tail_ms=tails)
 
     def _wait_ms(self) -> float:

@@ -106,3 +106,25 @@ def test_scenarios_batch_as_the_hub_does_by_default() -> None:
     from cloud_hub import HubConfig  # noqa: PLC0415 - only this test needs the hub
 
     assert HubSpec().max_batch_size == HubConfig(broker="mqtt://127.0.0.1:1883").max_batch_size
+
+
+def test_a_status_lists_the_tails_a_replica_has_run_since_it_started() -> None:
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64, max_batch=8)
+    answers: dict[str, tuple[float, object]] = {}
+    status = hub.status()
+    assert status is not None
+    assert status.tail_ms == {}  # a real hub reports only what it ran (docs/protocol.md, profile)
+    timed = {"layer4.0.add": 2.9, "pool": 0.1}  # a run from a cut times every later cut too, as a chain's does
+    _send(env, hub, 0.0, answers, "alone", tail=("sha", "layer4.0.add"), tail_ms=2.9, timed=timed)
+    for index in range(2):  # a batch of two: the reply, and the status, say the whole run's time
+        _send(env, hub, 0.001, answers, f"batched-{index}", tail=("sha", "pool"), tail_ms=0.1, timed={"pool": 0.1})
+    env.run()
+    status = hub.status()
+    assert status is not None
+    assert status.tail_ms == {"sha": {"layer4.0.add": 2.9, "pool": pytest.approx(0.2)}}  # median of 0.1, 0.2, 0.2
+    hub.stop()
+    hub.up = True
+    restarted = hub.status()
+    assert restarted is not None
+    assert restarted.tail_ms == {}
