@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import statistics
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -433,13 +434,19 @@ class Planner:
             return tail
         # What the device would spend after each cut: its compute alone, the head of the cut's cheapest
         # codec (an int8+zstd head's encoding can outlast the little compute left after a late cut).
-        least = np.full(len(self._by_cut), np.inf)
-        np.fmin.at(least, self._cut_of, self._head)
+        # A few candidates: plain floats beat numpy's per-call costs (a fleet decides millions of times).
+        heads = self._head.tolist()
+        least = np.array(
+            [
+                min((h for i in group if not math.isnan(h := heads[i])), default=math.inf)
+                for group in self._by_cut.values()
+            ]
+        )
         rest = self._head[self._full_edge] - least[self._cut_of]
         measured = ~np.isnan(self._tail) & (self._tail > 0) & (rest > 0)
         if not measured.any():
             return tail
-        speedup = float(np.median(rest[measured] / self._tail[measured]))  # how much faster the hub runs
+        speedup = statistics.median((rest[measured] / self._tail[measured]).tolist())  # how much faster the hub runs
         return np.where(np.isnan(tail), np.maximum(rest, 0.0) / speedup, tail)
 
     # --- the decision ----------------------------------------------------------------------------
