@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
 from models import EDGE_ONLY, random_feeds
 from protocol import InferenceReply, InferenceRequest, encode_reply, encode_request
+from simulations._link import Direction
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -257,14 +259,15 @@ def observed_profiles(
 
 
 def _idle_link_ms(link: LinkSpec, up_bytes: int, down_bytes: int) -> float | None:
-    """Both legs of an exchange on ``link`` when idle, in ms; ``None`` for a link that varies (trace, jitter, loss)."""
-    total = 0.0
-    for direction, nbytes in ((link.up, up_bytes), (link.down, down_bytes)):
-        if direction.trace is not None or direction.jitter_s or direction.jitter_samples_s or direction.loss:
-            return None
-        rate = direction.rate_bit_s
-        total += direction.delay_s + (0.0 if rate is None else nbytes * 8 / rate)
-    return total * 1000
+    """Both legs of an exchange on ``link`` when idle, as the link model has them, in ms.
+
+    ``None`` for a link that varies (trace, jitter, loss): what it would have
+    done depends on when the request went, which the records do not place.
+    """
+    legs = ((link.up, up_bytes), (link.down, down_bytes))
+    if any(spec.trace is not None or spec.jitter_s or spec.jitter_samples_s or spec.loss for spec, _ in legs):
+        return None
+    return sum(Direction(spec, random.Random(0)).departure(0.0, nbytes) for spec, nbytes in legs) * 1000  # noqa: S311
 
 
 def _spread(multiples: list[float]) -> tuple[float, ...]:
