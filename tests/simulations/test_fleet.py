@@ -76,6 +76,15 @@ def _records(data: dict[str, object], policy: str | None = None) -> list[Request
     return records
 
 
+def _record(**changes: object) -> RequestRecord:
+    """A cloud-only request of agent cams-0 at the input cut, 1 ms in all, with ``changes`` (the rest as defaulted)."""
+    base: dict[str, object] = {
+        "run": "cloud", "group": "cams", "agent": "cams-0", "policy": "cloud", "start_s": 0.0, "cut": "input",
+        "total_ms": 1.0,
+    }  # fmt: skip
+    return RequestRecord(**(base | changes))  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def profiles_file(tmp_path: Path) -> Path:
     path = tmp_path / "profiles.json"
@@ -300,11 +309,7 @@ def test_reconnects_follow_the_backoff_schedule() -> None:
 
 def test_observed_profiles_take_each_cuts_median_times_over_the_devices_factor() -> None:
     scenario = parse_scenario(_scenario())  # rpi3: factor 10.7
-    record = RequestRecord(
-        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="pool", bytes_up=2_334,
-        edge_ms=0.0, network_ms=1.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
-        predicted_ms=math.nan, fallback="", hub="hub-0",
-    )  # fmt: skip
+    record = _record(cut="pool", bytes_up=2_334, network_ms=1.0, hub="hub-0")
     records = [
         dataclasses.replace(record, edge_ms=10.7 * head, hub_compute_ms=tail)
         for head, tail in ((20.0, 0.2), (21.0, 0.3), (40.0, 0.1))
@@ -320,11 +325,7 @@ def test_observed_profiles_take_each_cuts_median_times_over_the_devices_factor()
 
 def test_observed_fallbacks_and_batches_count_as_the_run_took_them() -> None:
     scenario = parse_scenario(_scenario())  # rpi3: factor 10.7
-    record = RequestRecord(
-        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="input", bytes_up=150_816,
-        edge_ms=0.0, network_ms=0.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
-        predicted_ms=math.nan, fallback="", hub="",
-    )  # fmt: skip
+    record = _record(bytes_up=150_816)
     fallbacks = [dataclasses.replace(record, fallback_ms=10.7 * ms, fallback="overloaded") for ms in (30, 31, 50)]
     answered = [  # a request run in a batch of 4 counts a quarter of the run
         dataclasses.replace(record, hub="hub-0", hub_compute_ms=ms, hub_batch=batch)
@@ -340,11 +341,7 @@ def test_observed_fallbacks_and_batches_count_as_the_run_took_them() -> None:
 def test_the_network_beyond_the_link_model_is_observed_and_added_to_every_exchange() -> None:
     scenario = parse_scenario(_scenario())  # 20 Mbit/s, 20 ms each way
     idle_ms = 40.0 + (150_816 + 4_194) * 8 / 20e6 * 1000
-    record = RequestRecord(
-        run="cloud", group="cams", agent="cams-0", policy="cloud", start_s=0.0, cut="input", bytes_up=150_816,
-        edge_ms=0.0, network_ms=0.0, hub_queue_ms=0.0, hub_compute_ms=17.7, fallback_ms=0.0, total_ms=1.0,
-        predicted_ms=math.nan, fallback="", hub="hub-0",
-    )  # fmt: skip
+    record = _record(bytes_up=150_816, hub_compute_ms=17.7, hub="hub-0")
     records = [dataclasses.replace(record, network_ms=idle_ms + extra) for extra in (5.0, 6.0, 9.0)]
     observed = observed_profiles(scenario, records, PROFILES)["resnet18"]
     assert observed.network_excess_ms == pytest.approx(6.0)
@@ -397,11 +394,7 @@ def test_a_profile_with_a_spread_draws_each_devices_runs_from_it() -> None:
 
 def test_observed_head_times_give_the_spread_of_a_devices_runs() -> None:
     scenario = parse_scenario(_scenario())
-    record = RequestRecord(
-        run="edge", group="cams", agent="cams-0", policy="edge", start_s=0.0, cut="output", bytes_up=0,
-        edge_ms=0.0, network_ms=0.0, hub_queue_ms=0.0, hub_compute_ms=0.0, fallback_ms=0.0, total_ms=1.0,
-        predicted_ms=math.nan, fallback="", hub="",
-    )  # fmt: skip
+    record = _record(run="edge", policy="edge", cut="output")
     heads = [20.0] * 30 + [30.0] * 10  # a quarter of the runs 1.5 times as long
     records = [dataclasses.replace(record, edge_ms=10.7 * ms) for ms in heads]
     observed = observed_profiles(scenario, records, PROFILES)["resnet18"]
