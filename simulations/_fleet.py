@@ -287,6 +287,7 @@ class Fleet:
             hub_batch_size=hub_batch,
             fallback=fallback,
             predicted_ms=request.decision.predicted_ms,
+            reason=request.decision.reason,
         )
         self.record(
             RequestRecord.of(

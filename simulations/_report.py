@@ -57,6 +57,10 @@ class RequestRecord:
             said (more than the request's own rows when dynamic batching ran
             it with others; ``hub_compute_ms`` is then that whole run's); 0:
             no run answered, or the hub did not say.
+        reason: Why the cut was chosen, as the agent's result says: the
+            planner's reason under ``auto`` (``exploring ...`` when the cut
+            was tried to refresh its estimate), ``fixed cut`` otherwise;
+            empty for a failed request and in files older than the column.
     """
 
     run: str
@@ -77,6 +81,7 @@ class RequestRecord:
     error: str = ""
     hub: str = ""
     hub_batch: int = 0
+    reason: str = ""
 
     @classmethod
     def of(
@@ -102,6 +107,7 @@ class RequestRecord:
             fallback=result.fallback or "",
             hub=result.hub_id or "",
             hub_batch=result.hub_batch_size or 0,
+            reason=result.reason,
         )
 
 

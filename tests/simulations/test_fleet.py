@@ -140,6 +140,12 @@ def test_auto_leaves_the_network_while_the_bandwidth_drops_and_comes_back() -> N
     assert before.count("input") > 0.9 * len(before)  # a Pi 3 on 20 Mbit/s: send the image
     assert during.count("output") > 0.9 * len(during)  # 1 Mbit/s: stay on the device
     assert after.count("input") > 0.9 * len(after)
+    assert all(r.reason for r in records)  # why each cut was chosen, as the agent's result says
+    assert any(r.reason.startswith("lowest predicted latency") for r in records if 25 <= r.start_s < 40)
+
+
+def test_a_fixed_cut_says_so_as_the_agent_does() -> None:
+    assert {r.reason for r in _records(_scenario(), "cloud")} == {"fixed cut"}
 
 
 def test_a_hub_that_goes_down_loses_what_it_holds_and_the_agents_fall_back() -> None:
@@ -355,12 +361,12 @@ def test_the_network_beyond_the_link_model_is_observed_and_added_to_every_exchan
 
 def test_records_written_before_a_column_existed_read_with_its_default(tmp_path: Path) -> None:
     path = tmp_path / "requests.csv"
-    header = [column for column in COLUMNS if column != "hub_batch"]
+    header = [column for column in COLUMNS if column not in {"hub_batch", "reason"}]
     row = dict.fromkeys(header, "0") | {"run": "cloud", "group": "cams", "agent": "cams-0", "policy": "cloud"}
     row |= {"cut": "input", "predicted_ms": "nan", "fallback": "", "error": "", "hub": "hub-0"}
     path.write_text(",".join(header) + "\n" + ",".join(row[column] for column in header) + "\n")
     (record,) = read_records(path)
-    assert record.hub_batch == 0
+    assert (record.hub_batch, record.reason) == (0, "")
     assert record.hub == "hub-0"
 
 
