@@ -31,13 +31,13 @@ import onnx
 from models._manifest import TensorSpec
 from models._zoo_builder import BATCH, INPUT_NAME, OUTPUT_NAME, GraphBuilder
 from models._zoo_nets import digits, googlenet, mobilenet_v2, resnet18, tiny
-from models._zoo_transformers import bert_tiny, vit_tiny
+from models._zoo_transformers import bert_tiny, vit_s16, vit_tiny
 from protocol.errors import ModelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MODEL_NAMES", "ZooEntry", "build", "describe", "entry", "trained_weights"]
+__all__ = ["MODEL_NAMES", "ZooEntry", "build", "describe", "entry", "trained_weights", "vit_s16"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

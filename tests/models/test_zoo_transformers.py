@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from models import Session, zoo
+from models._zoo_transformers import Encoder, vit
 from models.partition import enumerate_cuts, split, verify_split
 
 
@@ -46,3 +47,23 @@ def test_every_fifth_cut_splits_exactly(name: str) -> None:
     cuts = enumerate_cuts(model)
     for cut in cuts[1:-1:5]:
         assert verify_split(model, split(model, cut.id, model_id=name)) <= 1e-5, cut.id
+
+
+def test_a_vit_of_other_dimensions_has_them_and_splits_exactly() -> None:
+    model = vit(0, size=48, patch=16, classes=5, encoder=Encoder(width=48, heads=3, layers=3, mlp=96), name="vit_x")
+    session = Session(model.SerializeToString(), threads=1)
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+    assert session.run({"image": images})["logits"].shape == (2, 5)
+    cuts = {cut.id: cut for cut in enumerate_cuts(model)}
+    assert [spec.shape for spec in cuts["block2.out"].tensors] == [("N", 9, 48)]  # 3x3 patches, 48 wide
+    assert "block3.out" not in cuts
+    assert verify_split(model, split(model, "block1.out", model_id="vit_x")) <= 1e-5
+
+
+def test_vit_s16_has_the_size_users_deploy() -> None:
+    model = zoo.vit_s16()
+    parameters = sum(int(np.prod(weight.dims)) for weight in model.graph.initializer)
+    assert 21e6 < parameters < 23e6  # DeiT-S / ViT-S/16: 22M
+    (image,) = model.graph.input
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["N", 224, 224, 3]
+    assert {p.key: p.value for p in model.metadata_props}["edgecut.zoo.name"] == "vit_s16"
