@@ -1,4 +1,4 @@
-"""Every cut of every zoo model reproduces the full model (slow: real model sizes)."""
+"""Cuts of every zoo model reproduce the full model (slow: real model sizes)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import onnx
 
 TOLERANCE = 1e-4
+SAMPLE_EVERY = 3
 
 
 @pytest.fixture(scope="module", params=["googlenet", "mobilenet_v2", "resnet18", "tiny"])
@@ -20,10 +21,15 @@ def zoo_model(request: pytest.FixtureRequest) -> tuple[str, onnx.ModelProto]:
 
 
 @pytest.mark.slow
-def test_every_cut_of_every_zoo_model_reproduces_the_full_model(zoo_model: tuple[str, onnx.ModelProto]) -> None:
+def test_cuts_of_every_zoo_model_reproduce_the_full_model(zoo_model: tuple[str, onnx.ModelProto]) -> None:
+    # Every cut of tiny; of the big models every third one, the widest and edge-only (a split of resnet18 takes
+    # about a second, and its 54 cuts were the suite's slowest test; the DAG tests cover every kind of cut).
     # ORT optimisations off: results are then bit-exact, and sessions are created faster.
     model_id, model = zoo_model
     cuts = partition.enumerate_cuts(model)
+    if model_id != "tiny":
+        widest = max(cuts, key=lambda cut: len(cut.tensors))
+        cuts = list(dict.fromkeys([*cuts[::SAMPLE_EVERY], widest, cuts[-1]]))
     feeds = partition.random_feeds(cuts[0].tensors, seed=3)  # the input cut's tensors are the model's inputs
     full = partition.run_model(model, feeds, optimize=False)
     worst: dict[str, float] = {}
