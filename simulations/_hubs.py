@@ -18,10 +18,13 @@ requests one after another (ONNX Runtime on a CPU gains little from a
 batch: the profile measures one request), and every member's reply says the
 whole run's time and size, as a hub's does.
 
-A replica without preloaded tails loads one on its first use, as a hub
-given no ``--preload`` does (docs/protocol.md): requests for it wait for the
-load until 250 ms before their deadline, then are answered ``loading``; the
-load goes on, and a restarted replica has loaded nothing.
+A replica without preloaded tails loads a model on the first use of any of
+its tails, as a hub given no ``--preload`` does (docs/protocol.md): a hub
+holds a model as one chain of segments through every candidate cut
+(docs/runtime.md), so one load serves every cut an agent may choose.
+Requests wait for the load until 250 ms before their deadline, then are
+answered ``loading``; the load goes on, and a restarted replica has loaded
+nothing.
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ class Hub:
         name: The replica's id (``hub-<index>``).
         workers: Runs (a request, or a batch) it makes at once.
         max_queue: Requests held (waiting or running) beyond which it refuses more.
-        load_s: How long it takes to load a tail on first use; ``None``: every tail is preloaded.
+        load_s: How long it takes to load a model (every candidate cut's tail) on first use;
+            ``None``: every model is preloaded.
         max_batch: Most requests one run takes (1: no batching).
     """
 
@@ -133,8 +137,8 @@ class Hub:
         self._waiting: collections.deque[_Queued] = collections.deque()
         self._running = 0  # requests in the runs under way
         self.load_s = load_s
-        self._loaded: set[Hashable] = set()
-        self._loads: dict[Hashable, simpy.Process] = {}  # under way
+        self._loaded: set[str] = set()  # models, by sha256
+        self._loads: dict[str, simpy.Process] = {}  # under way
         self.up = True
         self.generation = 0  # bumped when the replica stops: what it held is lost
         self.stalled_until = 0.0  # hung (SIGSTOP) until then: holds what it has, runs nothing
@@ -157,7 +161,8 @@ class Hub:
         if held >= self.max_queue:
             return Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})")
         generation, arrived = self.generation, self.env.now
-        loaded = yield from self._ready(work.tail, max(work.deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
+        model_sha256, _ = work.tail
+        loaded = yield from self._ready(model_sha256, max(work.deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
         ready = self.env.now
         queued = None
         if loaded and generation == self.generation:
@@ -262,22 +267,22 @@ class Hub:
         self._idle, self._running = self.workers, 0  # runs under way end unanswered (their generation is gone)
         self._timed.clear()  # a new process: it has run nothing
 
-    def _ready(self, tail: Hashable, wait_s: float) -> Generator[simpy.Event, object, bool]:
-        """Whether ``tail`` is loaded, waiting at most ``wait_s`` for its load (started now if none is under way)."""
-        if self.load_s is None or tail in self._loaded:
+    def _ready(self, model_sha256: str, wait_s: float) -> Generator[simpy.Event, object, bool]:
+        """Whether the model is loaded, waiting at most ``wait_s`` for its load (started now if none is under way)."""
+        if self.load_s is None or model_sha256 in self._loaded:
             return True
-        load = self._loads.get(tail)
+        load = self._loads.get(model_sha256)
         if load is None:
-            load = self._loads[tail] = self.env.process(self._load(tail, self.generation))
+            load = self._loads[model_sha256] = self.env.process(self._load(model_sha256, self.generation))
         yield load | self.env.timeout(wait_s)
-        return tail in self._loaded
+        return model_sha256 in self._loaded
 
-    def _load(self, tail: Hashable, generation: int) -> Generator[simpy.Event, object, None]:
+    def _load(self, model_sha256: str, generation: int) -> Generator[simpy.Event, object, None]:
         assert self.load_s is not None  # noqa: S101 - only started without preloading
         yield self.env.timeout(self.load_s)
         if generation == self.generation:  # else the replica restarted meanwhile: it loaded nothing
-            self._loaded.add(tail)
-            del self._loads[tail]
+            self._loaded.add(model_sha256)
+            del self._loads[model_sha256]
 
     def status(self) -> NodeStatus | None:
         """The status it publishes now (``None`` while down or hung): its wait, and its runs' tail times."""

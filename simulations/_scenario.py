@@ -245,11 +245,12 @@ class HubSpec:
             connecting). Emulate mode's hubs take what they take: on the
             development machine 3.1-3.5 s (bench/sim_agreement.py prints it).
         preload: Every hub holds every candidate tail from its start (emulate
-            mode preloads them); ``false``: a hub loads a tail on its first
-            use, and requests wait for it until 250 ms before their deadline,
-            then are answered ``loading``.
+            mode preloads them); ``false``: a hub loads a model (its chain
+            through every candidate cut) on the first use of any of its
+            tails, and requests wait for it until 250 ms before their
+            deadline, then are answered ``loading``.
         load_s: Fleet mode, without ``preload``: how long a hub takes to load
-            a tail. Emulate mode's hubs take what they take
+            a model. Emulate mode's hubs take what they take
             (bench/sim_agreement.py prints it).
         max_batch_size: Dynamic batching, as the hub's ``max_batch_size``: a
             worker runs up to this many queued requests for one tail at once

@@ -128,3 +128,19 @@ def test_a_status_lists_the_tails_a_replica_has_run_since_it_started() -> None:
     restarted = hub.status()
     assert restarted is not None
     assert restarted.tail_ms == {}
+
+
+def test_one_load_holds_every_cut_of_a_model_as_a_hubs_chain_does() -> None:
+    # A hub loads a model as one chain through every candidate cut (docs/runtime.md): an agent that learned
+    # the hub at pool and then sends the image finds its tail there. Fleet replicas had loaded per cut, and
+    # a request at a second cut waited for a second load (the loading situation's 4x p50).
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64, load_s=3.0)
+    answers: dict[str, tuple[float, object]] = {}
+    _send(env, hub, 0.0, answers, "pool", tail=("sha", "pool"), deadline_s=10.0)
+    _send(env, hub, 5.0, answers, "input", tail=("sha", "input"))
+    _send(env, hub, 5.0, answers, "another model", tail=("other", "input"), deadline_s=10.0)
+    env.run()
+    assert answers["pool"][0] == pytest.approx(3.1)  # loaded, then run
+    assert answers["input"][0] == pytest.approx(5.1)  # no load: the model is held
+    assert answers["another model"][0] == pytest.approx(8.1)  # a model of its own: a load of its own
