@@ -479,7 +479,7 @@ class Planner:
             return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
         cost = self._cost(predicted, now_s)
         best = self._best(predicted, cost, known, now_s)
-        explored = self._exploration(predicted, known, best, now_s)
+        explored = self._exploration(predicted, cost, known, best, now_s)
         if explored is not None:
             index, why = explored
             return self._settle(index, predicted, why, now_s, explored=True)
@@ -549,17 +549,25 @@ class Planner:
         runner_up = f", next {self.candidates[min(others)[1]].label}" if others else ""
         return f"lowest predicted latency{runner_up}"
 
-    def _exploration(self, predicted: np.ndarray, known: np.ndarray, best: int, now_s: float) -> tuple[int, str] | None:
-        """A cut worth refreshing: its estimate is a guess or stale, and it could plausibly beat the best."""
+    def _exploration(
+        self, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, best: int, now_s: float
+    ) -> tuple[int, str] | None:
+        """A cut worth refreshing: its estimate is a guess or stale, and it could plausibly beat the best.
+
+        Plausibly: within half again the best's milliseconds, or with an
+        energy objective, its joules (a cut faster than the best that costs
+        three times its energy is not worth a request).
+        """
         if self._explorations + 1 > self._explore * self._decisions:  # never over budget, not even early
             return None
+        basis = cost if self._objective in _NEEDS_ENERGY else predicted
         guessed = self._remote & np.isnan(self._tail)
         stale = now_s - self._refreshed_s > self._stale_s
-        worth = known & (guessed | stale) & (predicted <= predicted[best] * _PLAUSIBLE)
+        worth = known & (guessed | stale) & (basis <= basis[best] * _PLAUSIBLE)
         worth[best] = False
         if not worth.any() or self._rng.random() >= max(self._explore, 0.25):
             return None
-        index = _argmin_where(predicted, worth)
+        index = _argmin_where(basis, worth)
         return (
             index,
             f"exploring {self.candidates[index].label}: its estimate is {'a guess' if guessed[index] else 'stale'}",
