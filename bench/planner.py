@@ -26,7 +26,10 @@ process sends the hub resnet18 cloud-only requests at 85% of what it can
 serve. The agent may use the codecs a user would allow (``--codecs``, by default
 raw, jpeg and int8+zstd): cloud-only sends a camera-like image as a JPEG, and a
 cut's policy is run only with the codec that sends least there (the map,
-bench/split_map.py, shows the larger encodings of a cut losing). Edge-only
+bench/split_map.py, shows the larger encodings of a cut losing). With a JPEG
+allowed no split runs as a fixed policy unless ``--inner`` asks for some: on
+those maps none beats both extremes, and each costs nearly a whole model on
+the device a slot (the splits sending least are the last ones). Edge-only
 sends nothing, so the link does not change its times: it runs in the first
 link's cell of each model, device and hub load, and its requests stand in for
 it in the other links' cells.
@@ -597,8 +600,7 @@ def main() -> None:
     parser.add_argument(
         "--inner",
         type=int,
-        default=1,
-        help="split points run as fixed policies, those sending least (default 1: with a JPEG none wins on the maps)",
+        help="split points run as fixed policies, those sending least (default: none with a JPEG allowed, else 2)",
     )
     parser.add_argument("--slots", type=int, default=12, help="counted slots per cell (default 12)")
     parser.add_argument("--warm-up", type=int, default=2, help="slots per cell before counting (default 2)")
@@ -615,6 +617,8 @@ def main() -> None:
     parser.add_argument("--markdown", type=argparse.FileType("w"), help="also write the tables as Markdown here")
     parser.add_argument("--load-child", nargs=2, metavar=("BROKER", "RATE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inner is None:  # with a JPEG no split beats both extremes on bench/split_map.py's maps
+        args.inner = 0 if "jpeg" in args.codecs else 2
     if args.load_child:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(load_child(args.load_child[0], float(args.load_child[1])))
