@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from protocol import ErrorCode, NodeStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Hashable, Mapping
+    from collections.abc import Callable, Generator, Mapping
 
     import simpy
 
@@ -190,7 +190,7 @@ class Hub:
             self._running += len(members)
             self._start(members, self.generation)
 
-    def _joining(self, tail: Hashable) -> list[_Queued]:
+    def _joining(self, tail: tuple[str, str]) -> list[_Queued]:
         """Waiting requests for ``tail`` within their deadline, in turn, up to a batch: taken out of the queue."""
         now = self.env.now
         chosen: list[_Queued] = []
