@@ -38,6 +38,7 @@ from protocol import (
     peek_request_id,
 )
 from protocol.errors import ConfigError, EdgecutError, ProtocolError
+from protocol.lifecycle import cancel_and_wait
 from protocol.mqtt import Connection
 
 if TYPE_CHECKING:
@@ -186,9 +187,7 @@ class ModelDelivery:
                 logger.warning("could not scan %s: %s", self._models_dir, exc)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks)))
         await self.connection.__aexit__(None, None, None)
 
     async def _publish_offers(self) -> None:

@@ -43,7 +43,7 @@ from edge_agent._watch import watch_directory
 from models import EDGE_ONLY
 from protocol.errors import ConfigError, ModelError, TransportError
 from protocol.http import Endpoint, parse_address
-from protocol.lifecycle import raise_forcing, serve_until_signalled
+from protocol.lifecycle import cancel_and_wait, raise_forcing, serve_until_signalled
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
@@ -418,10 +418,9 @@ class AgentService:
 
 
 async def _stopped(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` (if any) and wait until it has ended."""
+    """Cancel ``task`` (if any) until it has ended: one cancel may not do (see :func:`cancel_and_wait`)."""
     if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 def run_service(config: ServiceConfig) -> None:

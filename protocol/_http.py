@@ -38,6 +38,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+from protocol._lifecycle import cancel_and_wait
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -192,9 +193,7 @@ class Endpoint:
         server.close()
         if self._exchanges and grace_s > 0:
             await asyncio.wait(self._exchanges, timeout=grace_s)
-        for task in self._exchanges:
-            task.cancel()
-        await asyncio.gather(*self._exchanges, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._exchanges)))
         await server.wait_closed()
         self.listening.clear()
 

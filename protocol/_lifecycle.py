@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import logging
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_CANCEL_AGAIN_AFTER_S = 0.1
 
 
 class Server(Protocol):
@@ -81,3 +82,24 @@ def raise_forcing(forced: signal.Signals | None) -> None:
     """
     if forced is not None:
         signal.raise_signal(forced)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, again_after: float = _CANCEL_AGAIN_AFTER_S) -> None:
+    """Cancel ``task`` until it has ended, and wait for that.
+
+    One cancel may not do on Python 3.11: a cancel that lands inside aiomqtt's
+    publish (``asyncio.wait_for``) can be swallowed (CPython gh-86296), and the
+    task then runs on, into its loop's next wait. So the cancel is sent again
+    every ``again_after`` seconds while the task runs. What the task ended with
+    is retrieved, not raised. If the caller is cancelled meanwhile, ``task`` is
+    cancelled once more and the caller's cancellation propagates.
+    """
+    try:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=again_after)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not task.cancelled():
+        task.exception()  # retrieved: not logged as never retrieved

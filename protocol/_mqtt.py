@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from protocol._codes import ErrorCode
+from protocol._lifecycle import cancel_and_wait
 from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES, PACKET_OVERHEAD_BYTES
 from protocol._url import BrokerURL
 from protocol.errors import ProtocolError, TransportError
@@ -223,15 +224,7 @@ class Connection:
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is None:
             return
-        try:
-            # Cancel until it stops: on Python 3.11 a cancel that lands inside aiomqtt's publish
-            # (asyncio.wait_for) can be swallowed (CPython gh-86296), so one cancel may not do.
-            while not supervisor.done():
-                supervisor.cancel()
-                await asyncio.wait([supervisor], timeout=_CANCEL_AGAIN_AFTER_S)
-        except asyncio.CancelledError:  # we are cancelled ourselves: still take the supervisor down
-            supervisor.cancel()
-            raise
+        await cancel_and_wait(supervisor, again_after=_CANCEL_AGAIN_AFTER_S)  # one cancel may not do (gh-86296)
         if not supervisor.cancelled() and supervisor.exception() is not None:
             logger.warning("%s: connection supervisor ended with %r", self.client_id, supervisor.exception())
         if self._connecting is not None:

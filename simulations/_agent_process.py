@@ -35,6 +35,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from protocol.errors import EdgecutError
+from protocol.lifecycle import cancel_and_wait
 from simulations._arrivals import RateCurve, arrivals
 from simulations._report import LOST, RequestRecord
 from simulations._scenario import policy_cut
@@ -270,9 +271,7 @@ async def _requests(agent: EdgeAgent, config: AgentConfig, started: float) -> No
         await asyncio.gather(*pending)  # the group has left: its last requests finish
     finally:
         _report_lost(config, started, pending.values())
-        for task in list(pending):
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(pending)))
 
 
 def _report_lost(config: AgentConfig, started: float, began: Iterable[float]) -> None:
