@@ -1,4 +1,4 @@
-"""``edgecut sim``: an emulated network link (``link``) and scenarios of whole fleets (``run``)."""
+"""``edgecut sim``: an emulated network link (``link``), device profiles (``devices``), fleet scenarios (``run``)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     link.add_argument("--json", action="store_true", help="print JSON")
     link.set_defaults(handler=_link)
+    devices = actions.add_parser(
+        "devices",
+        help="list the device profiles a scenario's group can name",
+        description=(
+            "List the device profiles a scenario's group (device = ...) and the demo's conditions name: how many"
+            " times slower than this host each device computes, and where that factor comes from."
+        ),
+    )
+    devices.add_argument("--json", action="store_true", help="print JSON")
+    devices.set_defaults(handler=_devices)
     _register_run(actions)
 
 
@@ -368,3 +378,15 @@ def _list_presets(*, as_json: bool) -> None:
         return
     for row in rows:
         print(f"{row['name']:<16} {row['source']}")  # noqa: T201
+
+
+def _devices(args: argparse.Namespace) -> ExitCode:
+    from simulations import PROFILES  # noqa: PLC0415
+
+    rows = [{"name": p.name, "factor": p.factor, "source": p.source} for p in PROFILES.values()]
+    if args.json:
+        print_json(rows)
+        return ExitCode.OK
+    for row in rows:
+        print(f"{row['name']:<16} {row['factor']:>5.1f}x  {row['source']}")  # noqa: T201
+    return ExitCode.OK

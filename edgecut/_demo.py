@@ -39,7 +39,7 @@ __all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "pick_cuts", "
 PREFIX = "edgecut-demo"
 _ONLINE_TIMEOUT_S = 120.0
 CONDITIONS = (("rpi4", "wifi"), ("rpi4", "3g-bus"))
-"""The emulated conditions, (device profile, link preset): see ``edgecut sim link --list``."""
+"""The emulated conditions, (device profile, link preset): ``edgecut sim devices``, ``edgecut sim link --list``."""
 JPEG = "jpeg"
 """How a camera sends its image: cloud-only's honest baseline under emulated conditions."""
 AUTO_LEARNING_REQUESTS = 12

@@ -150,6 +150,6 @@ def _emulated_table(report: DemoReport) -> list[str]:
     lines.append(
         "devices: "
         + ", ".join(f"{device} = this host x{factor:g}" for device, factor in devices)
-        + " (edgecut sim link --list, docs/emulation.md)"
+        + " (edgecut sim devices, docs/emulation.md)"
     )
     return lines

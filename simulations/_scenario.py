@@ -323,7 +323,7 @@ class GroupSpec:
         name: The group's name (agents are ``<name>-<index>``).
         count: How many agents.
         model: A zoo model name.
-        device: A device profile (``edgecut sim link --list``: host, rpi4, rpi3, ...).
+        device: A device profile (``edgecut sim devices``: host, rpi4, rpi3, ...).
         device_factor: How many times this host's time the device takes to
             compute, instead of the device profile's figure (a board 8x
             slower: ``8.0``); see :attr:`factor`.

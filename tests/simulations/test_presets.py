@@ -16,7 +16,7 @@ import pytest
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from protocol.errors import ConfigError
-from simulations import PRESET_NAMES, TRACES, fixed_link, preset, scale_up, trace_link
+from simulations import PRESET_NAMES, PROFILES, TRACES, fixed_link, preset, scale_up, trace_link
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,6 +74,14 @@ def test_sim_link_lists_its_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "link", "--list", "--json"]) == ExitCode.OK
     rows = json.loads(capsys.readouterr().out)
     assert [row["name"] for row in rows] == list(PRESET_NAMES)
+
+
+def test_sim_devices_lists_the_device_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "devices", "--json"]) == ExitCode.OK
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["name"], row["factor"]) for row in rows] == [(p.name, p.factor) for p in PROFILES.values()]
+    assert main(["sim", "devices"]) == ExitCode.OK
+    assert "rpi4" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
