@@ -41,7 +41,16 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 REQUEST = (GOLDEN_DIR / "request.msgpack").read_bytes()
 REPLY = (GOLDEN_DIR / "reply_ok.msgpack").read_bytes()
 STATUS = (GOLDEN_DIR / "status.msgpack").read_bytes()
-MISSING = object()
+
+
+class _Missing:
+    """A field left out; its repr is stable, so test ids match across processes (pytest-xdist)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
 Decoder = Callable[..., object]
 
 
