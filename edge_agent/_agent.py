@@ -57,7 +57,7 @@ from edge_agent._results import (
 )
 from edge_agent._sizes import CoresBySize, size_key
 from edge_agent._state import CarriedState
-from models import CLOUD_ONLY, EDGE_ONLY, run_timed
+from models import EDGE_ONLY, run_timed
 from protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RAW_CODEC,
@@ -556,8 +556,8 @@ class EdgeAgent:
         if self._sizes is not None and cut is None:
             await self._size_of({name: array.shape for name, array in feeds.items()})
         core = self.core  # the request's, whatever another request's size makes current meanwhile
-        if cut is None and (codecs := core.codecs_to_size()):
-            await loop.run_in_executor(self._executor, self._size_inputs, core, feeds, codecs)
+        if cut is None and (wanted := core.to_size()):
+            await loop.run_in_executor(self._executor, self._size_inputs, core, feeds, wanted)
         request = core.request(started, cut=cut, codec=codec)
         decision = request.decision
         halves = self.model.loaded(decision.cut_id)
@@ -633,17 +633,40 @@ class EdgeAgent:
             ms = await self._outbox.probe(message.request_id, encode_ping(message), ping.timeout_s)
             ping = self.core.ping_lost(_clock()) if ms is None else self.core.ping_answered(ms, _clock())
 
-    def _size_inputs(self, core: AgentCore, feeds: dict[str, np.ndarray], codecs: Sequence[str]) -> None:
-        """Tell ``core`` what requests sending ``feeds`` with each of ``codecs`` would take (a worker thread)."""
-        halves = self.model.halves(CLOUD_ONLY)
-        for codec in codecs:
-            core.sized(codec, len(self._head_and_encode(halves, feeds, "sizing", codec).payload))
+    def _size_inputs(self, core: AgentCore, feeds: dict[str, np.ndarray], wanted: Mapping[str, Sequence[str]]) -> None:
+        """Tell ``core`` what requests sending ``feeds`` would take at each cut with each codec (a worker thread).
+
+        One run of the chain, as far as the last cut ``wanted`` (in chain
+        order), encoding what crosses each cut on the way: sizes from the
+        request's own input, never from random feeds.
+        """
+        chain = self.model.chain()
+        at, tensors = chain.manifest.cut_ids[0], feeds
+        for cut_id, codecs in wanted.items():
+            tensors, at = chain.run(tensors, at, cut_id)[0], cut_id
+            halves = self.model.halves(cut_id)
+            for codec in codecs:
+                core.sized(cut_id, codec, len(self._encode(halves, tensors, uuid.uuid4().hex, codec)[2]))
 
     def _head_and_encode(self, halves: Halves, feeds: dict[str, np.ndarray], request_id: str, codec: str) -> _Sent:
         """Head compute and request encoding, in one worker-thread hop."""
         started = time.perf_counter()
         activations, _, segment_ms = run_timed(halves.head, feeds) if halves.head is not None else (feeds, 0.0, [])
         edge_done = time.perf_counter()
+        request, sent_as, payload = self._encode(halves, activations, request_id, codec)
+        return _Sent(
+            request=request,
+            tensor_codecs=sent_as,
+            payload=payload,
+            edge_ms=(edge_done - started) * 1000,
+            encode_ms=_ms_since(edge_done),
+            segment_ms=segment_ms,
+        )
+
+    def _encode(
+        self, halves: Halves, activations: Mapping[str, np.ndarray], request_id: str, codec: str
+    ) -> tuple[InferenceRequest, dict[str, str], bytes]:
+        """The request sending what crosses ``halves``' cut: the request, what each tensor goes as, its bytes."""
         tensors = {spec.name: activations[spec.name] for spec in halves.manifest.crossing}
         sent_as = tensor_codecs(codec, tensors)
         request = InferenceRequest(
@@ -658,15 +681,7 @@ class EdgeAgent:
             tail_sha256=halves.manifest.tail_sha256,
             codec=request_codec(codec, sent_as.values()),
         )
-        payload = encode_request(request)
-        return _Sent(
-            request=request,
-            tensor_codecs=sent_as,
-            payload=payload,
-            edge_ms=(edge_done - started) * 1000,
-            encode_ms=_ms_since(edge_done),
-            segment_ms=segment_ms,
-        )
+        return request, sent_as, encode_request(request)
 
     async def _exchange(self, request: Request, halves: Halves, sent: _Sent, started: float) -> InferenceResult:
         """Publish the request and wait for its answer, doing what the core says after an error or silence."""

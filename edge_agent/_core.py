@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent._planner import Decision, Observation
 from edge_agent._results import Timeouts
-from protocol import RAW_CODEC, ErrorCode
+from protocol import RAW_CODEC, ErrorCode, data_bytes_exact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -257,21 +257,32 @@ class AgentCore:
         if self._planner is not None and other.planner is not None:
             self._planner.link = other.planner.link
 
-    def codecs_to_size(self) -> list[str]:
-        """The codecs (raw aside) whose bytes at the first cut the planner wants measured on a real input.
+    def to_size(self) -> dict[str, list[str]]:
+        """The cuts, in chain order, and codecs at each whose bytes the planner wants measured on a real input.
 
-        The first cut runs nothing on the device, so its bytes are the
-        request's inputs encoded: the caller encodes them (:meth:`sized`)
-        before the request that would otherwise choose on an estimate.
+        What a compressor or an image codec sends depends on the values
+        (a camera's frame takes a tenth of its pixels' bytes as a JPEG,
+        noise all of them; a trained network's activations compress
+        otherwise than a random input's), so no estimate made before a real
+        input is seen can stand in for it. Before the first request that
+        would choose on such estimates, the caller runs the chain once on
+        that request's inputs, encodes what crosses each cut listed here
+        with each of its codecs, and reports every size (:meth:`sized`).
+        Empty for a fixed cut and once every such size is known.
         """
         if self._planner is None:
-            return []
-        return [codec for codec in self._planner.unmeasured_codecs(self._chain[0]) if codec != RAW_CODEC]
+            return {}
+        wanted: dict[str, list[str]] = {}
+        for cut_id in self._chain:
+            codecs = [codec for codec in self._planner.unmeasured_codecs(cut_id) if not data_bytes_exact(codec)]
+            if codecs:
+                wanted[cut_id] = codecs
+        return wanted
 
-    def sized(self, codec: str, nbytes: int) -> None:
-        """A request at the first cut with ``codec`` would send ``nbytes`` (see :meth:`codecs_to_size`)."""
+    def sized(self, cut_id: str, codec: str, nbytes: int) -> None:
+        """A request at ``cut_id`` with ``codec`` would send ``nbytes`` (see :meth:`to_size`)."""
         if self._planner is not None:
-            self._planner.seed_bytes(self._chain[0], codec, nbytes)
+            self._planner.seed_bytes(cut_id, codec, nbytes)
 
     def head_times(self) -> dict[str, list[float]]:
         """The device's head times by candidate, to keep for the next run (JSON-ready)."""

@@ -74,6 +74,7 @@ class Fp16Codec:
     """Float tensors as little-endian half floats (saturating at +-65504); other tensors raw."""
 
     name = "fp16"
+    exact_size = True
 
     applies = staticmethod(_applies_to_floats)
 
@@ -126,6 +127,7 @@ class Int8Codec:
         self._per_channel = per_channel
         self.name = "int8-channel" if per_channel else "int8"
 
+    exact_size = True
     applies = staticmethod(_applies_to_floats)
 
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:

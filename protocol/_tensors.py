@@ -86,6 +86,8 @@ class RawCodec:
     """
 
     name = RAW_CODEC
+    exact_size = True
+    """What it sends is known from dtype and shape alone (:func:`data_bytes_exact`)."""
 
     def encode(self, array: npt.NDArray[Any]) -> tuple[bytes | memoryview, dict[str, object]]:
         """Return ``array``'s bytes: a view, or a copy unless C-ordered little-endian."""
@@ -142,8 +144,8 @@ def data_bytes_estimate(codec: str, dtype: str, shape: Sequence[int]) -> int:
 
     Exact for ``raw``, ``fp16`` and ``int8``; the raw size (an upper bound)
     for images; for compressed codecs, the size before compression, since
-    what compression saves depends on the data (a planner learns it from the
-    requests it sends).
+    what compression saves depends on the data (an agent measures it on a
+    real input; :func:`data_bytes_exact` tells which codecs need that).
 
     Raises:
         ValueError: Unknown codec or dtype.
@@ -152,6 +154,19 @@ def data_bytes_estimate(codec: str, dtype: str, shape: Sequence[int]) -> int:
     wire_dtype, dims = _WIRE_DTYPES[_check_dtype_name(dtype, "dtype")], tuple(shape)
     estimate = getattr(impl, "max_data_bytes", None)
     return int(estimate(wire_dtype, dims)) if estimate is not None else math.prod(dims) * wire_dtype.itemsize
+
+
+def data_bytes_exact(codec: str) -> bool:
+    """Whether :func:`data_bytes_estimate` is exactly what ``codec`` sends, whatever the values.
+
+    True for ``raw``, ``fp16`` and the ``int8`` codecs (a codec class says so
+    with ``exact_size = True``); false for the compressors and the image
+    codecs, whose size the data decides, and for codecs that do not say.
+
+    Raises:
+        ValueError: Unknown codec.
+    """
+    return bool(getattr(get_codec(codec), "exact_size", False))
 
 
 def codec_applies(codec: str, dtype: str, shape: Sequence[int]) -> bool:

@@ -110,9 +110,29 @@ async def test_auto_sizes_the_jpeg_of_the_first_image_before_choosing_on_it(
     y, x = np.mgrid[0:32, 0:32]
     smooth = np.repeat((4 * (x + y))[..., None], 3, axis=2).astype(np.uint8)  # a camera's frame compresses
     async with EdgeAgent(broker_url, model="tiny", prefix=prefix, threads=1, codec=["raw", "jpeg"]) as agent:
-        assert agent.core.codecs_to_size() == ["jpeg"]
+        assert agent.core.to_size() == {CLOUD_ONLY: ["jpeg"]}
         await agent.infer(smooth)
-        assert agent.core.codecs_to_size() == []  # sized on the image itself, before the first choice
+        assert agent.core.to_size() == {}  # sized on the image itself, before the first choice
+
+
+async def test_auto_sizes_compressed_activations_at_every_cut_on_the_first_real_input(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    await start_hub()
+    image = digits.test_set()[0][0]
+    async with EdgeAgent(broker_url, model="digits", prefix=prefix, threads=1, codec=["raw", "int8+zstd"]) as agent:
+        planner = agent.core.planner
+        assert planner is not None
+        wanted = agent.core.to_size()
+        inner = [cut for cut in wanted if cut not in (CLOUD_ONLY, EDGE_ONLY)]
+        assert inner, wanted  # the compressor's bytes past the input are estimates until a real input is seen
+        await agent.infer(image)
+        assert agent.core.to_size() == {}
+        sized = {cut: planner.bytes_of(f"{cut}@int8+zstd") for cut in inner}  # before any request went there
+        for cut in inner:
+            sent = await agent.infer(image, cut=cut, codec="int8+zstd")
+            assert sent.codec == "int8+zstd"
+            assert sized[cut] == sent.bytes_sent  # what a request sends, to the byte
 
 
 async def test_a_caller_chooses_the_codec_with_the_cut(broker_url: str, prefix: str, start_hub: StartHub) -> None:

@@ -248,16 +248,32 @@ def test_an_image_codec_is_sized_on_a_real_input_before_the_planner_chooses_on_i
     core = AgentCore(planner=Planner(candidates), chain=CHAIN, model_sha256=SHA, timeouts=TIMEOUTS)
     core.warmed_up([[10.0, 90.0]], 0.0)
     _settle_the_link(core)
-    assert core.codecs_to_size() == ["jpeg"]
+    assert core.to_size() == {"input": ["jpeg"]}
     assert core.planner is not None
     core.planner.observe_hub(0.0, tail_ms={"input": 50.0})  # a hub's status: what its tail takes
     before = core.planner.predict_ms("input", 0.1, codec="jpeg")
     assert core.planner.bytes_of("input@jpeg") == core.planner.bytes_of("input")  # guessed as raw until sized
-    core.sized("jpeg", 15_000)
-    assert core.codecs_to_size() == []
+    core.sized("input", "jpeg", 15_000)
+    assert core.to_size() == {}
     assert core.planner.bytes_of("input@jpeg") == 15_000
     after = core.planner.predict_ms("input", 0.1, codec="jpeg")
     assert before is not None
     assert after is not None
     assert before - after == pytest.approx(135_000 * 8 / 100e6 * 1000, rel=0.2)  # 135 KB less on a 100 Mbit/s link
-    assert AgentCore(cut="input", timeouts=TIMEOUTS).codecs_to_size() == []
+    assert AgentCore(cut="input", timeouts=TIMEOUTS).to_size() == {}
+
+
+def test_compressed_bytes_are_wanted_at_every_cut_and_exact_ones_nowhere() -> None:
+    candidates = [
+        Candidate(id="input", bytes=150_000, codec="jpeg"),
+        Candidate(id="pool", bytes=8_000),
+        Candidate(id="pool", bytes=2_000, codec="int8"),  # exact before anything is encoded
+        Candidate(id="pool", bytes=2_000, codec="int8+zstd"),  # the compressor's saving is the data's
+        Candidate(id="output", bytes=0, edge_only=True),
+    ]
+    core = AgentCore(planner=Planner(candidates), chain=CHAIN, model_sha256=SHA, timeouts=TIMEOUTS)
+    assert core.to_size() == {"input": ["jpeg"], "pool": ["int8+zstd"]}
+    core.sized("pool", "int8+zstd", 700)
+    assert core.to_size() == {"input": ["jpeg"]}
+    assert core.planner is not None
+    assert core.planner.bytes_of("pool@int8+zstd") == 700
