@@ -434,14 +434,8 @@ class Planner:
             return tail
         # What the device would spend after each cut: its compute alone, the head of the cut's cheapest
         # codec (an int8+zstd head's encoding can outlast the little compute left after a late cut).
-        # A few candidates: plain floats beat numpy's per-call costs (a fleet decides millions of times).
-        heads = self._head.tolist()
-        least = np.array(
-            [
-                min((h for i in group if not math.isnan(h := heads[i])), default=math.inf)
-                for group in self._by_cut.values()
-            ]
-        )
+        least = np.full(len(self._by_cut), np.inf)
+        np.fmin.at(least, self._cut_of, self._head)  # fmin skips nan: a cut with no head measured stays inf
         rest = self._head[self._full_edge] - least[self._cut_of]
         measured = ~np.isnan(self._tail) & (self._tail > 0) & (rest > 0)
         if not measured.any():
@@ -545,8 +539,9 @@ class Planner:
         if self._objective != "latency":
             what = "bytes" if self._objective == "bytes" else "device ms"
             return f"fewest {what}{within}"
-        others = [(ms, index) for index, ms in enumerate(predicted.tolist()) if index != best and known[index]]
-        runner_up = f", next {self.candidates[min(others)[1]].label}" if others else ""
+        others = known.copy()
+        others[best] = False
+        runner_up = f", next {self.candidates[_argmin_where(predicted, others)].label}" if others.any() else ""
         return f"lowest predicted latency{runner_up}"
 
     def _exploration(
