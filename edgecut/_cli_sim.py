@@ -186,8 +186,9 @@ def _run(args: argparse.Namespace) -> ExitCode:
         print(f"{scenario.name}: {scenario.agents} agents, {runs}")  # noqa: T201
         print(table(summaries))  # noqa: T201
         print(run_answer(summaries))  # noqa: T201 - the report's first line
+        emulated = ", observed-profiles.json, logs/" if args.mode == "emulate" else ""
         pictures = "" if args.no_report else ", report.html and its pictures"
-        print(f"wrote {out}/requests.csv, summary.json, profiles.json, run.json{pictures}")  # noqa: T201
+        print(f"wrote {out}/requests.csv, summary.json, profiles.json{emulated}, run.json{pictures}")  # noqa: T201
     return ExitCode.OK
 
 

@@ -66,12 +66,15 @@ async def run_emulated(
     *,
     policy: str | None = None,
     tick: Callable[[float], None] | None = None,
+    logs: Path | None = None,
 ) -> float:
     """Run ``scenario`` once, every group using ``policy`` (or its own); return the seconds it ran.
 
     It runs for ``duration_s`` of wall-clock time, or until ``requests``
     requests have finished (later ones are not recorded). ``tick`` is called
-    about once a second with the seconds run so far.
+    about once a second with the seconds run so far. Each hub and agent
+    process writes its output to ``<name>.log`` in ``logs`` (created; by
+    default a temporary directory removed at the end).
 
     Raises:
         EmulationError: An agent process did not start or died.
@@ -81,7 +84,7 @@ async def run_emulated(
     level = links.level
     links.setLevel(logging.ERROR)  # a proxy refused by a restarting broker is the fault at work, not news
     try:
-        return await _run(scenario, profiles, record, policy=policy, tick=tick)
+        return await _run(scenario, profiles, record, policy=policy, tick=tick, logs=logs)
     finally:
         links.setLevel(level)
 
@@ -93,6 +96,7 @@ async def _run(
     *,
     policy: str | None,
     tick: Callable[[float], None] | None,
+    logs: Path | None,
 ) -> float:
     prefix = f"emulate-{uuid.uuid4().hex[:8]}"
     limit = scenario.requests
@@ -108,8 +112,8 @@ async def _run(
     preload = tails if scenario.hub.preload else []  # without: a hub loads each tail on its first use
     with contextlib.ExitStack() as resources:
         work = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="edgecut-emulate-")))
-        logs = work / "logs"
-        logs.mkdir()
+        logs = logs or work / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         url, broker = resources.enter_context(_broker(scenario.broker))
         models = _models_dir(scenario, work / "models")
         hubs = resources.enter_context(_hub_processes(url, prefix, scenario, preload, models=models, logs=logs))

@@ -11,6 +11,7 @@ The directory gets:
   devices and hubs took them (:func:`~simulations._calibrate.observed_profiles`),
   to calibrate a fleet run on;
 - ``requests.csv``: one row per finished request (:mod:`simulations._report`);
+- ``logs/<run>/`` (emulate mode): each hub's and agent's output, ``hub-0.log``, ``<agent>.log``;
 - ``summary.json``: the summary per run and group, computed from the records;
 - ``load.png``, ``latency.png``, ``breakdown.png``, ``cdf.png``,
   ``queue.png`` and ``report.html``, drawn from the files above
@@ -119,12 +120,19 @@ def _run_emulated(
     *,
     policy: str | None = None,
     tick: Callable[[float], None] | None = None,
+    logs: Path | None = None,
 ) -> float:
-    """Run ``scenario`` once in emulate mode (:mod:`simulations._emulate`); its wall-clock seconds."""
-    return asyncio.run(run_emulated(scenario, profiles, record, policy=policy, tick=tick))
+    """Run ``scenario`` once in emulate mode (:mod:`simulations._emulate`); its wall-clock seconds.
+
+    The processes' logs go to ``logs/<policy>`` (``scenario`` for the groups' own policies).
+    """
+    where = None if logs is None else logs / (policy or "scenario")
+    return asyncio.run(run_emulated(scenario, profiles, record, policy=policy, tick=tick, logs=where))
 
 
-_RUNNERS: dict[str, Runner] = {"fleet": run_fleet, "emulate": _run_emulated}
+def _runner(mode: str, out: Path) -> Runner:
+    """The runner of ``mode``: fleet mode's, or emulate mode's keeping its processes' logs in ``out/logs``."""
+    return run_fleet if mode == "fleet" else functools.partial(_run_emulated, logs=out / "logs")
 
 
 def run_scenario(
@@ -175,7 +183,7 @@ def run_scenario(
             "(fleet mode models faster hubs)"
         )
         raise ConfigError(msg)
-    runner = _RUNNERS[mode]
+    runner = _runner(mode, out)
     started, wall = time.time(), time.perf_counter()
     profiles = scenario_profiles(scenario, profiles_file)
     runs: list[str | None] = list(scenario.policies) or [None]

@@ -65,6 +65,12 @@ def test_every_policy_runs_on_real_processes_and_the_summary_is_the_csvs(tmp_pat
     observed = load_profiles(tmp_path / "observed-profiles.json")["tiny"]
     measured = load_profiles(tmp_path / "profiles.json")["tiny"]
     assert observed.cut("input").tail_ms != measured.cut("input").tail_ms  # the hubs' own times, as they ran
+    for run in ("edge", "cloud", "auto"):  # each process's output, kept per run
+        assert "serving on" in (tmp_path / "logs" / run / "hub-0.log").read_text()
+        assert sorted(path.name for path in (tmp_path / "logs" / run).glob("cams-*.log")) == [
+            "cams-0.log",
+            "cams-1.log",
+        ]
 
 
 def test_a_killed_hub_replica_leaves_the_other_to_answer(tmp_path: Path) -> None:
