@@ -22,9 +22,12 @@ a hub in its own process) and prints measured against predicted.
 
     python bench/split_map.py resnet18 [--rtt-ms 40] [--codecs raw,jpeg,int8,int8+zstd] [--check 3] [--out DIR]
 
-The arithmetic leaves out the hub's queue (an idle hub), the agent's and the
-broker's own overhead (1-2 ms a request) and the reply's transfer; ``--check``
-shows what that costs.
+A remote choice's time is its head on the device, the round trip, the
+request's transfer up, the reply's transfer down (at the same rate, as
+``--check`` emulates the link) and the tail on the hub. The arithmetic leaves
+out the hub's queue (an idle hub) and the agent's, the broker's and the
+link proxy's own cost (a few ms an exchange); ``--check`` shows what that
+costs.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from edge_agent import (
     codec_at,
 )
 from models import camera_images, random_feeds
-from protocol import RAW_CODEC, InferenceRequest, encode_request
+from protocol import RAW_CODEC, InferenceReply, InferenceRequest, encode_reply, encode_request
 
 SLOWDOWNS = (1, 2, 5, 10, 20, 40)
 RATES_MBIT_S = (0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -74,6 +77,7 @@ class Choice:
     head_ms: float  # on the device at x1, encoding included
     bytes: int  # what a request sends (0 for edge-only)
     tail_ms: float  # on the hub
+    reply_bytes: int = 0  # what the hub's answer sends back (0 for edge-only)
 
     @property
     def label(self) -> str:
@@ -95,15 +99,19 @@ class Cell:
     rtt_ms: float
 
     def transfer_ms(self, nbytes: float) -> float:
-        """How long ``nbytes`` take on the uplink."""
+        """How long ``nbytes`` take on the link (the same rate both ways, as ``--check`` emulates it)."""
         return nbytes * 8 / (self.rate_mbit_s * 1e6) * 1000
+
+    def network_ms(self, choice: Choice) -> float:
+        """A remote choice's round trip: the request up and the reply down."""
+        return self.rtt_ms + self.transfer_ms(choice.bytes) + self.transfer_ms(choice.reply_bytes)
 
     def latency_ms(self, choice: Choice) -> float:
         """A request's end-to-end time at ``choice``, by the arithmetic of its parts."""
         device = self.slowdown * choice.head_ms
         if choice.edge_only:
             return device
-        return device + self.rtt_ms + self.transfer_ms(choice.bytes) + choice.tail_ms
+        return device + self.network_ms(choice) + choice.tail_ms
 
     def energy_mj(self, choice: Choice, energy: EnergyModel, every_ms: float) -> float:
         """The device's energy for a request at ``choice``, requests ``every_ms`` apart."""
@@ -121,6 +129,7 @@ def measure_choices(model: str, codecs: list[str], hub_speedup: float) -> list[C
     ids = chain.manifest.cut_ids
     feeds = _sample_feeds(halves)
     runs = [chain.run(feeds, ids[0], EDGE_ONLY)[1] for _ in range(RUNS + 1)][1:]  # the first run is slow
+    reply = _reply_bytes(chain.run(feeds, ids[0], EDGE_ONLY)[0])
     segment_ms = [statistics.median(run[i] for run in runs) for i in range(len(runs[0]))]
     head = dict(zip(ids, np.concatenate([[0.0], np.cumsum(segment_ms)]).tolist(), strict=True))
     full = head[EDGE_ONLY]
@@ -134,8 +143,22 @@ def measure_choices(model: str, codecs: list[str], hub_speedup: float) -> list[C
         for codec in dict.fromkeys(codec_at(codec, specs) for codec in codecs):
             nbytes, encode_ms = _encoded(halves, cut, crossing, codec)
             tail = (full - head[cut]) / hub_speedup
-            choices.append(Choice(cut, codec, head[cut] + encode_ms, nbytes, tail))
+            choices.append(Choice(cut, codec, head[cut] + encode_ms, nbytes, tail, reply))
     return choices
+
+
+def _reply_bytes(outputs: dict[str, np.ndarray]) -> int:
+    """What a hub's answer carrying ``outputs`` takes on the wire (raw, as a hub sends them)."""
+    reply = InferenceReply(
+        request_id="0" * 32,
+        hub_id="map-hub",
+        outputs=outputs,
+        error=None,
+        queue_ms=0.0,
+        compute_ms=0.0,
+        queue_depth=0,
+    )
+    return len(encode_reply(reply, max_bytes=1 << 30))
 
 
 def _sample_feeds(halves: ModelHalves) -> dict[str, np.ndarray]:
@@ -216,7 +239,7 @@ def _result(cell: Cell, choice: Choice, rng: random.Random) -> InferenceResult:
     edge = jitter(cell.slowdown * choice.head_ms)
     if choice.edge_only:
         return InferenceResult(outputs={}, cut_id=choice.cut, timings=Timings(edge_ms=edge, total_ms=edge))
-    network = jitter(cell.rtt_ms + cell.transfer_ms(choice.bytes))
+    network = jitter(cell.network_ms(choice))
     tail = jitter(choice.tail_ms)
     timings = Timings(edge_ms=edge, network_ms=network, hub_compute_ms=tail, total_ms=edge + network + tail)
     return InferenceResult(
