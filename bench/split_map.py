@@ -243,7 +243,13 @@ def _result(cell: Cell, choice: Choice, rng: random.Random) -> InferenceResult:
     tail = jitter(choice.tail_ms)
     timings = Timings(edge_ms=edge, network_ms=network, hub_compute_ms=tail, total_ms=edge + network + tail)
     return InferenceResult(
-        outputs={}, cut_id=choice.cut, timings=timings, bytes_sent=choice.bytes, hub_id="hub", codec=choice.codec
+        outputs={},
+        cut_id=choice.cut,
+        timings=timings,
+        bytes_sent=choice.bytes,
+        bytes_received=choice.reply_bytes,
+        hub_id="hub",
+        codec=choice.codec,
     )
 
 

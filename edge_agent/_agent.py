@@ -700,7 +700,9 @@ class EdgeAgent:
                 if reply is None:
                     step, error = request.unusable(why), InvalidReplyError
                 elif reply.error is None:
-                    return self._result(reply, sent, started, round_trip_ms, _ms_since(decode_started))
+                    return self._result(
+                        reply, sent, started, round_trip_ms, _ms_since(decode_started), received=len(raw)
+                    )
                 else:
                     step = request.refused(reply.error.code, reply.error.message, _clock())
                     error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
@@ -724,7 +726,14 @@ class EdgeAgent:
         return dataclasses.replace(sent, request=request, payload=encode_request(request))
 
     def _result(
-        self, reply: InferenceReply, sent: _Sent, started: float, round_trip_ms: float, decode_ms: float
+        self,
+        reply: InferenceReply,
+        sent: _Sent,
+        started: float,
+        round_trip_ms: float,
+        decode_ms: float,
+        *,
+        received: int,
     ) -> InferenceResult:
         timings = Timings(
             edge_ms=sent.edge_ms,
@@ -740,6 +749,7 @@ class EdgeAgent:
             cut_id=sent.request.cut_id,
             timings=timings,
             bytes_sent=len(sent.payload),
+            bytes_received=received,
             request_id=sent.request.request_id,
             codec=sent.request.codec,
             tensor_codecs=sent.tensor_codecs,

@@ -354,6 +354,7 @@ class AgentCore:
                 cut_id=result.cut_id,
                 codec=request.decision.codec,  # the candidate's: its label is what the planner learns under
                 bytes_sent=result.bytes_sent,
+                bytes_received=result.bytes_received,
                 edge_ms=timings.edge_ms,
                 encode_ms=timings.encode_ms,
                 network_ms=timings.network_ms,

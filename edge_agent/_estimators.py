@@ -23,6 +23,8 @@ _MAX_PROBE_BYTES = 1024 * 1024
 """The largest bandwidth ping; one still too short to measure shows at least its bits per ``min_transfer_ms``."""
 _NOISE_MS = 2.0
 """What scheduling alone may add to or take from a round trip, besides the link's jitter."""
+_REPLY_SHARE = 4
+"""A request shows the uplink's bandwidth only if its reply is at most a quarter of what it sent."""
 
 
 class Recent:
@@ -131,6 +133,7 @@ class _Surprise:
     ms: float
     request: bool
     predicted: float
+    shows_uplink: bool = True
 
     @property
     def slower(self) -> bool:
@@ -333,12 +336,20 @@ class LinkEstimator:
         """A bandwidth ping: ``nbytes`` of padding there, a small answer back, in ``ms``."""
         self._observe(nbytes * 8, ms, now_s, request=False)
 
-    def observe(self, nbytes: int, network_ms: float, now_s: float) -> None:
-        """A request of ``nbytes`` whose network time (round trip, transfers, hub I/O) was ``network_ms``."""
-        self._observe(nbytes * 8, network_ms, now_s, request=True)
+    def observe(self, nbytes: int, network_ms: float, now_s: float, *, reply_bytes: int = 0) -> None:
+        """A request of ``nbytes`` whose network time (round trip, transfers, hub I/O) was ``network_ms``.
 
-    def _observe(self, bits: float, ms: float, now_s: float, *, request: bool) -> None:
-        surprise = self._surprise(bits, ms, now_s, request=request)
+        ``reply_bytes``: what the answer brought back. A request whose reply
+        is large next to what it sent (more than a quarter) does not show the
+        uplink: the reply's time down is in ``network_ms`` too (a detector's
+        raw outputs, 110 KB). It shows the overhead every request pays
+        instead, as a request too short to time does.
+        """
+        self._observe(nbytes * 8, network_ms, now_s, request=True, reply_bits=reply_bytes * 8)
+
+    def _observe(self, bits: float, ms: float, now_s: float, *, request: bool, reply_bits: float = 0.0) -> None:
+        shows_uplink = reply_bits * _REPLY_SHARE <= bits
+        surprise = self._surprise(bits, ms, now_s, request=request, shows_uplink=shows_uplink)
         if surprise and self._surprises and self._surprises[-1].slower != surprise.slower:
             self._surprises.clear()  # one slower, one faster: noise, not a change
         if surprise:
@@ -348,9 +359,11 @@ class LinkEstimator:
                 return
         else:
             self._surprises.clear()
-        self._learn(bits, ms, now_s, request=request)
+        self._learn(bits, ms, now_s, request=request, shows_uplink=shows_uplink)
 
-    def _surprise(self, bits: float, ms: float, now_s: float, *, request: bool) -> _Surprise | None:
+    def _surprise(
+        self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool = True
+    ) -> _Surprise | None:
         """The transfer, if it missed its prediction by more than the link's noise allows.
 
         Allowed: ``change`` of the predicted time beyond the round trip (the
@@ -366,9 +379,9 @@ class LinkEstimator:
         allowed = self._change * (predicted - rtt) + self._jitter_ms(now_s) + _NOISE_MS
         if abs(ms - predicted) <= allowed:
             return None
-        return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted)
+        return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
 
-    def _learn(self, bits: float, ms: float, now_s: float, *, request: bool) -> None:
+    def _learn(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool = True) -> None:
         rtt, bandwidth = self.estimate(now_s)
         if rtt is None:
             return
@@ -386,9 +399,9 @@ class LinkEstimator:
             if not long_enough and bits // 8 >= _MAX_PROBE_BYTES:  # the largest ping is too short: a lower bound
                 self._short_probe_bytes = 0
                 self._transfers.append(_Transfer(bits=bits, ms=rtt + self._min_transfer_ms, request=False))
-        if bits > 0 and long_enough:
+        if bits > 0 and long_enough and shows_uplink:
             self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
-        elif request and bandwidth is not None:  # too short to show the bandwidth: it shows the overhead
+        elif request and bandwidth is not None:  # too short, or its reply too large, to show the bandwidth
             self._overheads.append(max(0.0, ms - rtt - bits / bandwidth * 1000))
         self._version += 1
 
@@ -400,7 +413,7 @@ class LinkEstimator:
         self._probed_s = -math.inf
         self._version += 1
         for surprise in surprises:  # they belong to the new link
-            self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request)
+            self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request, shows_uplink=surprise.shows_uplink)
 
     def _jitter_ms(self, now_s: float) -> float:
         """How much recent round trips spread: the largest less the smallest (0 before two)."""

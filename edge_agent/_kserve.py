@@ -185,6 +185,7 @@ def result_parameters(result: InferenceResult) -> dict[str, Any]:
         "codec": result.codec,
         "timings_ms": dataclasses.asdict(result.timings),
         "bytes_sent": result.bytes_sent,
+        "bytes_received": result.bytes_received,
         "hub": result.hub_id,
         "fallback": result.fallback,
     }

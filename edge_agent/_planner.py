@@ -109,6 +109,7 @@ class Observation:
     bytes_sent: int
     edge_ms: float
     codec: str = "raw"
+    bytes_received: int = 0
     encode_ms: float = 0.0
     network_ms: float = 0.0
     hub_queue_ms: float = 0.0
@@ -282,7 +283,7 @@ class Planner:
         self._queue.add(observation.hub_queue_ms, now_s)
         self._refusals.add(now_s, outcome=False)
         self._decode.add(observation.decode_ms, now_s)
-        self.link.observe(observation.bytes_sent, observation.network_ms, now_s)
+        self.link.observe(observation.bytes_sent, observation.network_ms, now_s, reply_bytes=observation.bytes_received)
         self._last_transfer_s = now_s
         self._answered = True
         self._unanswered = 0

@@ -91,6 +91,7 @@ class InferenceResult:
         cut_id: The cut used.
         timings: Where the time went.
         bytes_sent: Request payload bytes (0 when nothing was sent).
+        bytes_received: The hub's reply payload bytes (0 when no hub answered).
         request_id: The request's id (``None`` for edge-only runs).
         hub_id: The hub that answered (``None`` if none did).
         fallback: Why the tail ran on the device instead, or ``None``.
@@ -121,6 +122,7 @@ class InferenceResult:
     cut_id: str
     timings: Timings
     bytes_sent: int = 0
+    bytes_received: int = 0
     request_id: str | None = None
     hub_id: str | None = None
     fallback: str | None = None

@@ -190,6 +190,7 @@ def _result_json(path: Path, result: InferenceResult) -> dict[str, object]:
         "top5": [{"class": c, "probability": p} for c, p in top_k(logits)],
         "timings_ms": asdict(result.timings),
         "bytes_sent": result.bytes_sent,
+        "bytes_received": result.bytes_received,
         "hub": result.hub_id,
         "request_id": result.request_id,
         "fallback": result.fallback,

@@ -283,6 +283,7 @@ class Fleet:
             cut.id,
             timings,
             bytes_sent=sent,
+            bytes_received=agent.profile.reply_bytes if hub_id is not None and fallback is None else 0,
             hub_id=hub_id,
             hub_batch_size=hub_batch,
             fallback=fallback,

@@ -44,6 +44,7 @@ REPORT_KEYS = {
     "top5",
     "timings_ms",
     "bytes_sent",
+    "bytes_received",
     "hub",
     "request_id",
     "fallback",

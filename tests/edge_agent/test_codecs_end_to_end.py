@@ -133,6 +133,7 @@ async def test_auto_sizes_compressed_activations_at_every_cut_on_the_first_real_
             sent = await agent.infer(image, cut=cut, codec="int8+zstd")
             assert sent.codec == "int8+zstd"
             assert sized[cut] == sent.bytes_sent  # what a request sends, to the byte
+            assert sent.bytes_received > 0  # the reply, which the planner counts in the overhead
 
 
 async def test_a_caller_chooses_the_codec_with_the_cut(broker_url: str, prefix: str, start_hub: StartHub) -> None:

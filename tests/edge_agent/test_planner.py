@@ -318,6 +318,23 @@ def test_the_link_estimator_follows_a_change_in_two_requests() -> None:
     assert link.predict_ms(125_000, 13.0) == pytest.approx(1020.0, rel=0.15)
 
 
+def test_a_large_reply_teaches_the_overhead_not_a_slower_uplink() -> None:
+    # A detector's 110 KB of raw outputs come back down a 20 Mbit/s link in 44 ms: counted as the
+    # uplink's, every JPEG request looked like a slower link, twice in a row a link change, and the
+    # planner never learned what a request costs (bench/split_map.py: auto at 1.28x edge-only).
+    link = LinkEstimator()
+    link.observe_rtt(40.0, 0.0)
+    for index in range(3):
+        link.observe_probe(50_000, 40.0 + 20.0, 0.1 * index)  # 400 kbit in 20 ms: 20 Mbit/s up
+    sent, reply = 117_000, 110_000
+    took = 40.0 + sent * 8 / 20e6 * 1000 + reply * 8 / 20e6 * 1000  # the round trip, both transfers
+    for index in range(4):
+        link.observe(sent, took, 1.0 + index, reply_bytes=reply)
+    assert link.bandwidth_bit_s(5.0) == pytest.approx(20e6, rel=0.05)  # the uplink as the pings showed it
+    assert link.predict_ms(sent, 5.0) == pytest.approx(took, rel=0.05)  # the reply's time in the overhead
+    assert not link.unsettled
+
+
 def test_a_ping_back_far_too_fast_shows_a_faster_link_though_too_short_to_measure_it() -> None:
     link = LinkEstimator()
     link.observe_rtt(40.0, 0.0)
