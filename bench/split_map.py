@@ -128,8 +128,9 @@ def measure_choices(model: str, codecs: list[str], hub_speedup: float) -> list[C
     chain = halves.chain()
     ids = chain.manifest.cut_ids
     feeds = _sample_feeds(halves)
-    runs = [chain.run(feeds, ids[0], EDGE_ONLY)[1] for _ in range(RUNS + 1)][1:]  # the first run is slow
-    reply = _reply_bytes(chain.run(feeds, ids[0], EDGE_ONLY)[0])
+    outputs, _ = chain.run(feeds, ids[0], EDGE_ONLY)  # the first run is slow: its outputs only, not its time
+    runs = [chain.run(feeds, ids[0], EDGE_ONLY)[1] for _ in range(RUNS)]
+    reply = _reply_bytes(outputs)
     segment_ms = [statistics.median(run[i] for run in runs) for i in range(len(runs[0]))]
     head = dict(zip(ids, np.concatenate([[0.0], np.cumsum(segment_ms)]).tolist(), strict=True))
     full = head[EDGE_ONLY]

@@ -133,7 +133,7 @@ class _Surprise:
     ms: float
     request: bool
     predicted: float
-    shows_uplink: bool = True
+    shows_uplink: bool
 
     @property
     def slower(self) -> bool:
@@ -361,9 +361,7 @@ class LinkEstimator:
             self._surprises.clear()
         self._learn(bits, ms, now_s, request=request, shows_uplink=shows_uplink)
 
-    def _surprise(
-        self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool = True
-    ) -> _Surprise | None:
+    def _surprise(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool) -> _Surprise | None:
         """The transfer, if it missed its prediction by more than the link's noise allows.
 
         Allowed: ``change`` of the predicted time beyond the round trip (the
@@ -381,7 +379,7 @@ class LinkEstimator:
             return None
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
 
-    def _learn(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool = True) -> None:
+    def _learn(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool) -> None:
         rtt, bandwidth = self.estimate(now_s)
         if rtt is None:
             return
