@@ -446,7 +446,7 @@ class EdgeAgent:
             self._head_times.save(self._sizes.first)  # the size the saved times were restored at
 
     async def _on_connect(self) -> None:
-        await self._outbox.on_reconnect()
+        await self._outbox.on_connect()
         if self._announcing:
             with contextlib.suppress(TransportError):  # only an announcement: the requests go on without it
                 await self._publish_status(online=True)

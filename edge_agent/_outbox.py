@@ -80,7 +80,7 @@ class Outbox:
     Args:
         connection: The agent's broker connection; its ``on_message`` must
             call :meth:`on_reply` for replies and :meth:`on_status` for hub
-            statuses, and its ``on_connect`` :meth:`on_reconnect`.
+            statuses, and its ``on_connect`` :meth:`on_connect`.
         request_topic: Where requests go.
         ping_topic: Where pings go.
         response_topic: Where this agent reads replies (its ResponseTopic).
@@ -109,6 +109,7 @@ class Outbox:
         """Requests waiting for a reply, by id."""
         self.publishes = 0
         """Requests published, first sends and repeats alike."""
+        self._connects = 0
         self._awaiting_hub = False
         self._probes: dict[str, asyncio.Future[bytes]] = {}
 
@@ -221,8 +222,18 @@ class Outbox:
         pending.reply.set_result(incoming.payload)
         pending.wake_up()
 
-    async def on_reconnect(self) -> None:
-        """After a reconnect, publish again what was sent but not answered (same ids)."""
+    async def on_connect(self) -> None:
+        """After every connect: after a reconnect, publish again what was sent but not answered (same ids).
+
+        A hub may have lost those too (it reconnects with us when the broker
+        restarts), so they go once more when the next hub says it is online.
+        The first connect lost nothing: a hub's status heard then (retained
+        statuses come in while the agent still subscribes, before this runs)
+        must not publish the first requests twice.
+        """
+        self._connects += 1
+        if self._connects == 1:
+            return
         self._awaiting_hub = True
         self._publish_unanswered_again("the agent reconnected")
 

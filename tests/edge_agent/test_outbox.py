@@ -28,11 +28,29 @@ async def test_a_reason_to_publish_again_during_a_publish_publishes_once_more() 
     connection = _Gated()
     outbox = Outbox(connection, request_topic="r", ping_topic="p", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
     waiting = asyncio.create_task(outbox.send_and_wait("id-1", b"request", time.perf_counter() + 30))
+    await outbox.on_connect()  # the first connect
     await until(lambda: "id-1" in outbox.pending, "the request to be pending")
-    await outbox.on_reconnect()
+    await outbox.on_connect()  # a reconnect
     outbox.on_status(NodeStatus(node_id="hub", role="hub", state="online", sent_at=0.0))
     connection.gate.set()  # the first publish completes only now, after both reasons to publish again
     await until(lambda: len(connection.published) == 2, "the request to be published again")
     outbox.on_reply(Incoming(topic="s", payload=b"reply", qos=1, correlation=b"id-1"))
     assert await waiting == b"reply"
     assert outbox.publishes == 2
+
+
+async def test_a_hub_status_after_the_first_connect_publishes_nothing_again() -> None:
+    """Retained hub statuses can come in before the first connect's callback: they lost nothing of ours."""
+    connection = _Gated()
+    connection.gate.set()
+    outbox = Outbox(connection, request_topic="r", ping_topic="p", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
+    online = NodeStatus(node_id="hub", role="hub", state="online", sent_at=0.0)
+    outbox.on_status(online)  # retained, heard while still subscribing
+    await outbox.on_connect()
+    waiting = asyncio.create_task(outbox.send_and_wait("id-1", b"request", time.perf_counter() + 30))
+    await until(lambda: outbox.publishes == 1, "the request to be published")
+    outbox.on_status(online)  # the hub's next status (a load report)
+    await asyncio.sleep(0)
+    outbox.on_reply(Incoming(topic="s", payload=b"reply", qos=1, correlation=b"id-1"))
+    assert await waiting == b"reply"
+    assert outbox.publishes == 1
