@@ -5,10 +5,11 @@ agent (resnet18, mobilenet_v2 or googlenet: a DAG) runs behind an emulated
 link (``simulations.LinkProxy``) as a device of the given speed (stretched
 sessions), against a hub in its own process. The request stream is paced: a
 slot every ``--period`` seconds, and in every slot each policy sends one
-request back to back, in an order that rotates from slot to slot: edge-only,
-cloud-only, every other candidate cut fixed, and auto (the planner). So every
-policy meets the link at the same moments, and for each slot the best fixed
-cut is known (the per-request oracle). The agent's chain holds every
+request back to back: edge-only, cloud-only, every other candidate cut
+fixed, and auto (the planner), in orders that put each policy first, and
+right after each other one, equally often (:func:`balanced_orders`). So
+every policy meets the link at the same moments and the same neighbours,
+and for each slot the best fixed cut is known (the per-request oracle). The agent's chain holds every
 candidate, so switching between policies loads nothing; only auto's requests
 teach the planner.
 
@@ -218,16 +219,38 @@ async def run_cell(
             await agent.infer(image)  # sizes the image codecs on this image, for fixed_policies to compare
             edge, *others = fixed_policies(agent, args.inner)
             policies = [*others, AUTO] if edge_only else [edge, *others, AUTO]
+            orders = balanced_orders(len(policies))
             started = time.perf_counter()
             for index in range(-warm_up, slots):
                 if cell.link == "step":
                     proxy.set_spec(STEP_SLOW if slots // 3 <= index < 2 * slots // 3 else STEP_FAST)
                 await asyncio.sleep(max(0.0, started + (index + warm_up) * period - time.perf_counter()))
-                order = policies[index % len(policies) :] + policies[: index % len(policies)]
-                slot = {policy: await _one(agent, image, policy) for policy in order}
+                order = orders[index % len(orders)]
+                slot = {policies[at]: await _one(agent, image, policies[at]) for at in order}
                 if index >= 0:
                     cell.slots.append({edge: edge_only[index]} | slot if edge_only else slot)
     return [slot[edge] for slot in cell.slots]
+
+
+def balanced_orders(count: int) -> list[list[int]]:
+    """Orders of ``count`` policies in which each comes first, and right after each other one, equally often.
+
+    A Williams design: ``count`` orders for an even count, twice that for an
+    odd one. A request is slower right after some others on this host (right
+    after cloud-only's JPEG, an emulated device's run takes about 5% longer:
+    ``bench/neighbours.py``), so an order that merely rotates, which puts
+    auto after cloud-only in two slots of three and edge-only never, charges
+    auto for its neighbour.
+    """
+    first, low, high = [0], 1, count - 1
+    while low <= high:
+        first.append(low)
+        low += 1
+        if low <= high:
+            first.append(high)
+            high -= 1
+    rows = [[(at + shift) % count for at in first] for shift in range(count)]
+    return rows if count % 2 == 0 else rows + [row[::-1] for row in rows]
 
 
 def fixed_policies(agent: EdgeAgent, inner: int) -> list[str]:
