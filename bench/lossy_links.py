@@ -1,0 +1,121 @@
+"""Auto on lossy links, in fleet mode: what it predicts for the cut it uses, what that cut takes, and the best fixed.
+
+The planner's link model predicts a typical transfer (median round trip and
+bandwidth); a lossy link makes some transfers wait a retransmission
+timeout (200 ms), so a stream of requests pays the mean, not the median.
+Each case is a fleet-mode scenario (four resnet18 agents on one device
+kind, a request every 0.5 s each, 300 simulated s, the profile given)
+on a link with jitter and loss as the link model has them (a lost segment
+stalls the stream for the RTO), run once per policy: edge-only, cloud-only
+(raw), the cut before the classifier (``pool``) and auto. Fleet mode runs the
+runtime's own planner on simulated time, so the figures repeat exactly.
+Printed per case: each policy's mean, auto's against the best fixed, and
+for the remote cut auto used most, its predicted and measured mean and
+median: where auto is worse than the best fixed, it is the gap between
+those.
+
+    python bench/lossy_links.py [--profiles docs/profiles/resnet18.json] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from simulations import RequestRecord, parse_scenario, run_fleet, scenario_profiles
+
+CASES = (  # (rate, jitter, loss, device)
+    ("50mbit", "0ms", 0.01, "rpi3"),
+    ("50mbit", "5ms", 0.003, "rpi3"),
+    ("50mbit", "20ms", 0.0, "rpi3"),
+    ("20mbit", "20ms", 0.002, "rpi3"),
+    ("100mbit", "0ms", 0.005, "rpi4"),
+    ("20mbit", "0ms", 0.0, "rpi4"),
+)
+POLICIES = ("edge", "cloud", "pool", "auto")
+
+
+def scenario(rate: str, jitter: str, loss: float, device: str) -> dict[str, Any]:
+    """The case as a scenario table (what a TOML file would hold)."""
+    return {
+        "name": f"lossy {rate} {jitter} {loss:g} {device}",
+        "seed": 1,
+        "duration_s": 300,
+        "hub": {"replicas": 1, "workers": 4},
+        "groups": [
+            {
+                "name": "cams",
+                "count": 4,
+                "model": "resnet18",
+                "device": device,
+                "link": {"rate": rate, "delay": "10ms", "jitter": jitter, "loss": loss},
+                "rate_hz": 2.0,
+            }
+        ],
+    }
+
+
+def run_case(case: tuple[str, str, float, str], profiles_file: Path) -> dict[str, Any]:
+    """Every policy on the case: means, and auto's prediction against what its main remote cut took."""
+    parsed = parse_scenario(scenario(*case))
+    profiles = scenario_profiles(parsed, profiles_file)
+    means: dict[str, float] = {}
+    auto: list[RequestRecord] = []
+    for policy in POLICIES:
+        records: list[RequestRecord] = []
+        run_fleet(parsed, profiles, records.append, policy=policy)
+        means[policy] = statistics.mean(record.total_ms for record in records)
+        if policy == "auto":
+            auto = records
+    cuts = Counter(record.cut for record in auto)
+    remote = [cut for cut, _ in cuts.most_common() if cut != "output"]
+    report: dict[str, Any] = {
+        "case": dict(zip(("rate", "jitter", "loss", "device"), case, strict=True)),
+        "mean_ms": means,
+        "auto_vs_best": means["auto"] / min(ms for policy, ms in means.items() if policy != "auto"),
+        "auto_cuts": dict(cuts),
+    }
+    if remote:
+        at = [record for record in auto if record.cut == remote[0]]
+        report["auto_remote"] = {
+            "cut": remote[0],
+            "predicted_mean_ms": statistics.mean(record.predicted_ms for record in at),
+            "measured_mean_ms": statistics.mean(record.total_ms for record in at),
+            "measured_median_ms": statistics.median(record.total_ms for record in at),
+        }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profiles", type=Path, default=Path("docs/profiles/resnet18.json"))
+    parser.add_argument("--json", type=argparse.FileType("w"), help="also write the figures as JSON here")
+    args = parser.parse_args()
+    print(f"$ python bench/lossy_links.py --profiles {args.profiles}")
+    print("link (rate, jitter, loss), device: mean ms of edge / cloud / pool / auto; auto/best fixed;")
+    print("    auto's main remote cut: predicted mean, measured mean and median; auto's cuts")
+    reports = []
+    for case in CASES:
+        report = run_case(case, args.profiles)
+        reports.append(report)
+        rate, jitter, loss, device = case
+        means = " / ".join(f"{report['mean_ms'][policy]:.0f}" for policy in POLICIES)
+        line = f"{rate:>7} {jitter:>4} {loss:<5g} {device}: {means}; {report['auto_vs_best']:.2f}x"
+        remote = report.get("auto_remote")
+        if remote:
+            line += (
+                f"; {remote['cut']} predicted {remote['predicted_mean_ms']:.0f}, measured"
+                f" {remote['measured_mean_ms']:.0f} (median {remote['measured_median_ms']:.0f})"
+            )
+        cuts = ", ".join(f"{cut} {count}" for cut, count in report["auto_cuts"].items())
+        print(f"{line}; {cuts}")
+    if args.json:
+        json.dump(reports, args.json, indent=2)
+
+
+if __name__ == "__main__":
+    main()
