@@ -17,14 +17,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-_CHANGE_AFTER = 2
-"""Surprises in a row, the same way (slower or faster), that mean the link changed."""
+_FASTER_AFTER, _SLOWER_AFTER = 2, 3
+"""Surprises in a row, faster or slower, that mean the link changed."""
 _MAX_PROBE_BYTES = 1024 * 1024
 """The largest bandwidth ping; one still too short to measure shows at least its bits per ``min_transfer_ms``."""
 _NOISE_MS = 2.0
 """What scheduling alone may add to or take from a round trip, besides the link's jitter."""
 _REPLY_SHARE = 4
 """A request shows the uplink's bandwidth only if its reply is at most a quarter of what it sent."""
+_TAIL_WINDOW = 32
+"""Transfers whose time beyond their prediction makes the link's tail: a few stalls' worth on a lossy link."""
+_TAIL_MAX_AGE_S = 60.0
+"""A transfer older than this no longer counts in the tail."""
+_USUAL_AFTER = 8
+"""Transfers it takes to say how much slower than predicted one in four of them is."""
 
 
 class Recent:
@@ -189,25 +195,39 @@ class LinkEstimator:
 
     - ``rtt``: the median round trip of recent pings (no payload to speak
       of): what a request meets on a jittery link, not its luckiest case;
-    - ``bandwidth``: the median of recent ``bits / (time - rtt)`` of padded
-      pings, and of requests whose transfer took long enough to measure
-      (at least ``min_transfer_ms``); pings are sized to take that long;
+    - ``bandwidth``: the upper quartile (the fourth of the last five) of
+      recent ``bits / (time - rtt)`` of padded pings, and of requests whose
+      transfer took long enough to measure (at least ``min_transfer_ms``);
+      pings are sized to take that long. Loss and jitter only ever slow a
+      transfer down, so the faster ones show the link; what the others
+      lose is the tail, below;
     - ``overhead``: what a request's round trip costs beyond a ping's of its
       size (the hub decoding it, queueing it to a worker thread, encoding the
       reply): the median residual of recent requests.
 
-    When two transfers in a row (requests or pings) miss their prediction the
-    same way, slower or faster, by more than the link's noise allows
-    (``change`` of the predicted time beyond the round trip, plus the spread
-    of recent pings), the link has changed: bandwidth samples are forgotten
-    (the surprising transfers seed the new bandwidth if they were long
-    enough), the old round trip holds only until the next ping, and
-    :meth:`wants_probe` says so.
+    That predicts a transfer that meets no loss. A lossy link's
+    retransmissions make some transfers far slower (a lost packet waits for
+    a timeout of 200 ms or more), and a stream of requests pays the mean:
+    :meth:`tail_ms_per_byte` is what the last transfers took beyond their
+    prediction, on average, per byte sent (each packet is a chance of loss),
+    for the planner to add.
+
+    When transfers in a row (requests or pings) miss their prediction the
+    same way by more than the link's noise allows (``change`` of the
+    predicted time beyond the round trip, plus the spread of recent pings,
+    plus, for a slower one, what one transfer in four lately took beyond its
+    prediction: a lossy link's usual stall), the link has changed: two
+    faster, or three slower (two stalls in a row are common on a lossy
+    link). Bandwidth samples are then forgotten (the surprising transfers
+    seed the new bandwidth if they were long enough), the old round trip
+    holds only until the next ping, and :meth:`wants_probe` says so; the
+    tail is kept after a slower change (it may have been stalls after all),
+    forgotten after a faster one.
 
     Args:
         window: Samples kept for the bandwidth and the overhead.
-        change: Relative error of the transfer (and overhead) that, twice in
-            a row the same way, means the link changed.
+        change: Relative error of the transfer (and overhead) that, two
+            (faster) or three (slower) times in a row, means the link changed.
         rtt_forget_s: Seconds after which a round trip sample no longer
             counts (unless it is the last one: a stale round trip beats none).
         probe_every_s: Seconds after which a new round-trip ping is wanted.
@@ -227,6 +247,8 @@ class LinkEstimator:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
         self._overheads: collections.deque[float] = collections.deque(maxlen=window)
+        self._beyond: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=_TAIL_WINDOW)
+        """(when, ms beyond the prediction, bits) of recent transfers: the tail, and the usual stall."""
         self._provisional_rtt: float | None = None  # the old link's, until a ping measures the new one
         self._change = change
         self._rtt_forget_s = rtt_forget_s
@@ -260,6 +282,18 @@ class LinkEstimator:
         """What a request's round trip costs beyond a ping's of its size (0 until measured)."""
         return statistics.median(self._overheads) if self._overheads else 0.0
 
+    def tail_ms_per_byte(self, now_s: float) -> float:
+        """What a transfer takes on average beyond :meth:`predict_ms`, per byte it sends (0 with no excess seen).
+
+        The recent transfers' (requests' and bandwidth pings') time beyond
+        their prediction, summed, per byte they sent: times a transfer's
+        size, their mean excess where they were all of that size. At least
+        0: a link whose transfers are as often faster as slower has no tail.
+        """
+        young = [(ms, bits) for at, ms, bits in self._beyond if now_s - at <= _TAIL_MAX_AGE_S]
+        bits = sum(bits for _, bits in young)
+        return max(0.0, sum(ms for ms, _ in young) / bits * 8) if bits else 0.0
+
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
         cache = self._current(now_s)
@@ -287,7 +321,7 @@ class LinkEstimator:
             from_s=now_s,
             until_s=min(at for at, _ in young) + self._rtt_forget_s if young else math.inf,
             rtt=rtt,
-            bandwidth=rates[len(rates) // 2] if rates else None,
+            bandwidth=rates[len(rates) * 3 // 4] if rates else None,
             jitter=jitter,
         )
         return self._cache
@@ -349,32 +383,39 @@ class LinkEstimator:
 
     def _observe(self, bits: float, ms: float, now_s: float, *, request: bool, reply_bits: float = 0.0) -> None:
         shows_uplink = reply_bits * _REPLY_SHARE <= bits
-        surprise = self._surprise(bits, ms, now_s, request=request, shows_uplink=shows_uplink)
+        predicted = self.predict_ms(int(bits // 8), now_s, request=request)
+        surprise = None
+        if predicted is not None:
+            surprise = self._surprise(bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
+            if bits > 0:
+                self._beyond.append((now_s, ms - predicted, bits))
         if surprise and self._surprises and self._surprises[-1].slower != surprise.slower:
             self._surprises.clear()  # one slower, one faster: noise, not a change
         if surprise:
             self._surprises.append(surprise)
-            if len(self._surprises) >= _CHANGE_AFTER:  # the link changed: its past no longer holds
+            if len(self._surprises) >= (_SLOWER_AFTER if surprise.slower else _FASTER_AFTER):  # the link changed
                 self._forget_link(now_s)
                 return
         else:
             self._surprises.clear()
         self._learn(bits, ms, now_s, request=request, shows_uplink=shows_uplink)
 
-    def _surprise(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool) -> _Surprise | None:
-        """The transfer, if it missed its prediction by more than the link's noise allows.
+    def _surprise(
+        self, bits: float, ms: float, predicted: float, now_s: float, *, request: bool, shows_uplink: bool
+    ) -> _Surprise | None:
+        """The transfer, if it missed its ``predicted`` time by more than the link's noise allows.
 
         Allowed: ``change`` of the predicted time beyond the round trip (the
         transfer, and a request's overhead), plus the round trip's own jitter
-        (the spread of recent pings), plus 2 ms of scheduling noise. A small
-        ping that comes back far too fast shows a faster link, though too
-        short to measure it.
+        (the spread of recent pings), plus 2 ms of scheduling noise, plus, if
+        slower, the usual stall (:meth:`_usual_excess_ms`). A small ping that
+        comes back far too fast shows a faster link, though too short to
+        measure it.
         """
-        predicted = self.predict_ms(int(bits // 8), now_s, request=request)
-        rtt = self.rtt_ms(now_s)
-        if predicted is None or rtt is None:
-            return None
+        rtt = self.rtt_ms(now_s) or 0.0  # known: there is a prediction
         allowed = self._change * (predicted - rtt) + self._jitter_ms(now_s) + _NOISE_MS
+        if ms > predicted:
+            allowed += self._usual_excess_ms(now_s)
         if abs(ms - predicted) <= allowed:
             return None
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
@@ -408,10 +449,24 @@ class LinkEstimator:
         self._provisional_rtt = self._rtt(now_s)
         self._rtts.clear()
         self._transfers.clear()
+        if surprises[-1].slower:  # a loss's stall may pass for a slower link: the tail seen so far still holds
+            for _ in surprises:  # but not what showed the change
+                self._beyond.pop()
+        else:  # a faster link: the slowness seen so far was the old link's
+            self._beyond.clear()
         self._probed_s = -math.inf
         self._version += 1
         for surprise in surprises:  # they belong to the new link
             self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request, shows_uplink=surprise.shows_uplink)
+
+    def _usual_excess_ms(self, now_s: float) -> float:
+        """The usual stall: how much slower than predicted one in four recent transfers was, or more (0 with few).
+
+        On a lossy link whose transfers stall often, a retransmission's wait;
+        on a clean one, 0: its transfers are as often faster as slower.
+        """
+        young = sorted(ms for at, ms, _ in self._beyond if now_s - at <= _TAIL_MAX_AGE_S)
+        return max(0.0, young[len(young) * 3 // 4]) if len(young) >= _USUAL_AFTER else 0.0
 
     def _jitter_ms(self, now_s: float) -> float:
         """How much recent round trips spread: the largest less the smallest (0 before two)."""

@@ -2,7 +2,7 @@
 
 For every candidate cut the planner predicts the request's end-to-end time,
 
-    head (on this device) + round trip + bytes / bandwidth + hub queue + tail (on the hub) + decode
+    head (on this device) + round trip + bytes x (1 / bandwidth + stalls) + hub queue + tail (on the hub) + decode
 
 (edge-only is the whole model on the device and nothing else), and picks the
 cut with the lowest prediction, or under another objective the fewest bytes,
@@ -22,7 +22,10 @@ profiles; nothing is assumed about the device, the link or the hub.
   queue is the hub's whatever the cut: the median of the waits replies and
   statuses reported in the last 10 s, none if there are none (a high
   quantile where a budget must be met).
-- **Link**: :class:`~edge_agent._estimators.LinkEstimator`.
+- **Link**: :class:`~edge_agent._estimators.LinkEstimator`: a transfer that
+  meets no loss, and ``stalls``, the mean time per byte that lossy
+  transfers lately took beyond that: the planner predicts the mean a stream
+  of requests pays, not the typical request.
 
 Against flapping, the planner keeps its current cut while that is predicted
 within ``hysteresis`` of the best, the overhead every candidate shares left
@@ -395,7 +398,9 @@ class Planner:
         if rtt is None or bandwidth is None:
             network = np.full(len(self._bytes), np.nan)
         else:
-            network = rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth)
+            network = (
+                rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s))
+            )
         queue = merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue) or 0.0
         remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
         refused = self._refusals.share(now_s)

@@ -38,6 +38,8 @@ class World:
     hub_speedup: float = 6.0  # the hub runs the model this many times faster than the device at x1
     queue_ms: float = 0.0
     noise: float = 0.0
+    stalls_per_byte: float = 0.0  # a lossy link: a transfer waits out a retransmission with this chance a byte
+    stall_ms: float = 200.0
     rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))
 
     def head_ms(self, cut: str) -> float:
@@ -47,7 +49,15 @@ class World:
         return (CUTS["output"][0] - CUTS[cut][0]) / self.hub_speedup
 
     def network_ms(self, cut: str) -> float:
-        return self.rtt_ms + CUTS[cut][1] * 8 / self.bandwidth_bit_s * 1000
+        """The mean: a lossy link's stalls included."""
+        nbytes = CUTS[cut][1]
+        return self.rtt_ms + nbytes * 8 / self.bandwidth_bit_s * 1000 + self._stall_chance(nbytes) * self.stall_ms
+
+    def _stall_chance(self, nbytes: int) -> float:
+        return min(1.0, nbytes * self.stalls_per_byte)
+
+    def _stall(self, nbytes: int) -> float:
+        return self.stall_ms if self.rng.random() < self._stall_chance(nbytes) else 0.0
 
     def total_ms(self, cut: str) -> float:
         if cut == "output":
@@ -58,7 +68,7 @@ class World:
         return min(CUTS, key=self.total_ms)
 
     def probe_ms(self, nbytes: int) -> float:
-        return self.rtt_ms + nbytes * 8 / self.bandwidth_bit_s * 1000
+        return self.rtt_ms + nbytes * 8 / self.bandwidth_bit_s * 1000 + self._stall(nbytes)
 
     def run(self, cut: str) -> Observation:
         jitter = 1 + self.rng.uniform(-self.noise, self.noise)
@@ -68,7 +78,8 @@ class World:
             cut_id=cut,
             bytes_sent=CUTS[cut][1],
             edge_ms=self.head_ms(cut) * jitter,
-            network_ms=self.network_ms(cut) * jitter,
+            network_ms=(self.rtt_ms + CUTS[cut][1] * 8 / self.bandwidth_bit_s * 1000) * jitter
+            + self._stall(CUTS[cut][1]),
             hub_queue_ms=self.queue_ms,
             hub_compute_ms=self.tail_ms(cut) * jitter,
         )
@@ -134,6 +145,21 @@ def test_a_bandwidth_drop_moves_the_planner_within_a_few_requests() -> None:
     assert world.oracle() == "bottleneck"
     assert after.index("bottleneck") <= 5
     assert after[-10:] == ["bottleneck"] * 10
+
+
+def test_on_a_lossy_link_the_planner_weighs_the_stalls_a_cut_risks() -> None:
+    # Four image requests in ten wait out a 200 ms retransmission: sending the image takes 49 ms
+    # most of the time and 129 ms on average; the bottleneck's 10 KB rarely stall (76 ms on average).
+    # Predicting the typical request, the planner sent the image (bench/lossy_links.py: 1.10-1.21x).
+    world = World(device=1.0, bandwidth_bit_s=100e6, stalls_per_byte=0.4 / CUTS["input"][1])
+    assert world.oracle() == "bottleneck"
+    assert world.total_ms("input") > world.total_ms("output")
+    planner = _planner(world)
+    settled = _drive(planner, world, 300)[100:]
+    assert settled.count("bottleneck") / len(settled) >= 0.85
+    mean_ms = statistics.mean(world.total_ms(cut) for cut in settled)
+    assert mean_ms <= 1.1 * world.total_ms("bottleneck")  # what the requests cost on average, tries included
+    assert planner.link.bandwidth_bit_s(30.0) == pytest.approx(100e6, rel=0.25)  # the stalls are not the link
 
 
 def test_probes_see_a_faster_link_while_the_device_runs_everything() -> None:
@@ -305,15 +331,16 @@ def test_the_link_estimator_separates_round_trip_and_bandwidth() -> None:
     assert link.predict_ms(250_000, 5.0) == pytest.approx(220.0)
 
 
-def test_the_link_estimator_follows_a_change_in_two_requests() -> None:
+def test_the_link_estimator_follows_a_slower_link_in_three_requests() -> None:
+    """Three slower in a row, not two: on a lossy link two stalled transfers in a row are common."""
     link = LinkEstimator()
     link.observe_rtt(20.0, 0.0)
     for index in range(5):
         link.observe(125_000, 120.0, float(index))
-    for index in range(2):  # now 1 Mbit/s
+    for index in range(3):  # now 1 Mbit/s
         link.observe(125_000, 1020.0, 10.0 + index)
-    assert link.wants_probe(12.0)  # a new link: its round trip is measured afresh
-    link.observe_rtt(20.0, 12.0)
+        assert link.wants_rtt == (index == 2)  # a new link: its round trip is to be measured afresh
+    link.observe_rtt(20.0, 12.5)
     link.observe(125_000, 1020.0, 13.0)
     assert link.predict_ms(125_000, 13.0) == pytest.approx(1020.0, rel=0.15)
 
