@@ -188,6 +188,67 @@ class _Estimate:
     jitter: float  # the largest round trip counted less the smallest (the provisional one left out)
 
 
+class _Excesses:
+    """Recent transfers' time beyond their prediction: their mean per byte (kept as running sums) and quantiles.
+
+    Transfers come in time order; the last ``window`` count, those within
+    ``max_age_s`` of the time asked about.
+    """
+
+    __slots__ = ("_bits", "_max_age_s", "_ms", "_samples", "_window")
+
+    def __init__(self, window: int, max_age_s: float) -> None:
+        self._samples: collections.deque[tuple[float, float, float]] = collections.deque()  # (when, ms, bits)
+        self._window = window
+        self._max_age_s = max_age_s
+        self._ms = 0.0
+        self._bits = 0.0
+
+    def add(self, now_s: float, ms: float, bits: float) -> None:
+        """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less)."""
+        if len(self._samples) == self._window:
+            self._drop_oldest()
+        self._samples.append((now_s, ms, bits))
+        self._ms += ms
+        self._bits += bits
+
+    def drop_latest(self, count: int) -> None:
+        """Forget the ``count`` latest transfers."""
+        for _ in range(min(count, len(self._samples))):
+            _, ms, bits = self._samples.pop()
+            self._ms -= ms
+            self._bits -= bits
+
+    def clear(self) -> None:
+        """Forget every transfer."""
+        self._samples.clear()
+        self._ms = self._bits = 0.0
+
+    def per_byte(self, now_s: float) -> float:
+        """The young transfers' excess, summed, per byte they sent (at least 0; 0 with none)."""
+        self._age(now_s)
+        return max(0.0, self._ms / self._bits * 8) if self._bits > 0 else 0.0
+
+    def quantile(self, q: float, now_s: float, *, at_least: int) -> float:
+        """The ``q`` quantile of the young transfers' excess (0 with fewer than ``at_least``)."""
+        self._age(now_s)
+        if len(self._samples) < at_least:
+            return 0.0
+        ordered = sorted(ms for _, ms, _ in self._samples)
+        return ordered[int(len(ordered) * q)]
+
+    def _age(self, now_s: float) -> None:
+        while self._samples and now_s - self._samples[0][0] > self._max_age_s:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, ms, bits = self._samples.popleft()
+        self._ms -= ms
+        self._bits -= bits
+        if not self._samples:
+            self._ms = self._bits = 0.0  # no drift left behind
+
+
 class LinkEstimator:
     """A link's round trip, per-request overhead and uplink bandwidth, from probes and requests.
 
@@ -247,8 +308,7 @@ class LinkEstimator:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
         self._overheads: collections.deque[float] = collections.deque(maxlen=window)
-        self._beyond: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=_TAIL_WINDOW)
-        """(when, ms beyond the prediction, bits) of recent transfers: the tail, and the usual stall."""
+        self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
         self._provisional_rtt: float | None = None  # the old link's, until a ping measures the new one
         self._change = change
         self._rtt_forget_s = rtt_forget_s
@@ -290,9 +350,13 @@ class LinkEstimator:
         size, their mean excess where they were all of that size. At least
         0: a link whose transfers are as often faster as slower has no tail.
         """
-        young = [(ms, bits) for at, ms, bits in self._beyond if now_s - at <= _TAIL_MAX_AGE_S]
-        bits = sum(bits for _, bits in young)
-        return max(0.0, sum(ms for ms, _ in young) / bits * 8) if bits else 0.0
+        return self._beyond.per_byte(now_s)
+        young = [(at, ms, bits) for at, ms, bits in self._beyond if now_s - at <= _TAIL_MAX_AGE_S]
+        bits = sum(bits for _, _, bits in young)
+        value = max(0.0, sum(ms for _, ms, _ in young) / bits * 8) if bits else 0.0
+        until_s = young[0][0] + _TAIL_MAX_AGE_S if young else math.inf  # the oldest counted ages out then
+        self._tail = (self._version, now_s, until_s, value)
+        return value
 
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
@@ -388,7 +452,7 @@ class LinkEstimator:
         if predicted is not None:
             surprise = self._surprise(bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
-                self._beyond.append((now_s, ms - predicted, bits))
+                self._beyond.add(now_s, ms - predicted, bits)
         if surprise and self._surprises and self._surprises[-1].slower != surprise.slower:
             self._surprises.clear()  # one slower, one faster: noise, not a change
         if surprise:
@@ -414,9 +478,10 @@ class LinkEstimator:
         """
         rtt = self.rtt_ms(now_s) or 0.0  # known: there is a prediction
         allowed = self._change * (predicted - rtt) + self._jitter_ms(now_s) + _NOISE_MS
-        if ms > predicted:
-            allowed += self._usual_excess_ms(now_s)
-        if abs(ms - predicted) <= allowed:
+        missed_by = ms - predicted
+        if abs(missed_by) <= allowed:
+            return None
+        if 0 < missed_by <= allowed + self._usual_excess_ms(now_s):  # slower, as the link's stalls often make it
             return None
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
 
@@ -450,8 +515,7 @@ class LinkEstimator:
         self._rtts.clear()
         self._transfers.clear()
         if surprises[-1].slower:  # a loss's stall may pass for a slower link: the tail seen so far still holds
-            for _ in surprises:  # but not what showed the change
-                self._beyond.pop()
+            self._beyond.drop_latest(len(surprises))  # but not what showed the change
         else:  # a faster link: the slowness seen so far was the old link's
             self._beyond.clear()
         self._probed_s = -math.inf
@@ -465,8 +529,7 @@ class LinkEstimator:
         On a lossy link whose transfers stall often, a retransmission's wait;
         on a clean one, 0: its transfers are as often faster as slower.
         """
-        young = sorted(ms for at, ms, _ in self._beyond if now_s - at <= _TAIL_MAX_AGE_S)
-        return max(0.0, young[len(young) * 3 // 4]) if len(young) >= _USUAL_AFTER else 0.0
+        return max(0.0, self._beyond.quantile(0.75, now_s, at_least=_USUAL_AFTER))
 
     def _jitter_ms(self, now_s: float) -> float:
         """How much recent round trips spread: the largest less the smallest (0 before two)."""

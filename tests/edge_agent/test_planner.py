@@ -345,6 +345,17 @@ def test_the_link_estimator_follows_a_slower_link_in_three_requests() -> None:
     assert link.predict_ms(125_000, 13.0) == pytest.approx(1020.0, rel=0.15)
 
 
+def test_the_stalls_per_byte_are_the_recent_transfers_mean_excess_and_age_out() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for index in range(40):  # 10 Mbit/s, 125 KB in 100 ms; one transfer in four stalls for 200 ms
+        link.observe(125_000, 120.0 + (200.0 if index % 4 == 3 else 0.0), 0.5 * index)
+    assert link.bandwidth_bit_s(20.0) == pytest.approx(10e6)  # the stalls are not the link
+    assert link.tail_ms_per_byte(20.0) * 125_000 == pytest.approx(50.0, rel=0.05)  # 200 ms in four transfers
+    assert link.predict_ms(125_000, 20.0) == pytest.approx(120.0)  # a transfer that meets no loss
+    assert link.tail_ms_per_byte(20.0 + 61.0) == 0.0  # a minute later nothing recent shows a stall
+
+
 def test_a_large_reply_teaches_the_overhead_not_a_slower_uplink() -> None:
     # A detector's 110 KB of raw outputs come back down a 20 Mbit/s link in 44 ms: counted as the
     # uplink's, every JPEG request looked like a slower link, twice in a row a link change, and the
