@@ -9,9 +9,9 @@ request back to back: edge-only, cloud-only, every other candidate cut
 fixed, and auto (the planner), in orders that put each policy first, and
 right after each other one, equally often (:func:`balanced_orders`). So
 every policy meets the link at the same moments and the same neighbours,
-and for each slot the best fixed cut is known (the per-request oracle). The agent's chain holds every
-candidate, so switching between policies loads nothing; only auto's requests
-teach the planner.
+and for each slot the best fixed cut is known (the per-request oracle).
+The agent's chain holds every candidate, so switching between policies
+loads nothing; only auto's requests teach the planner.
 
 Links: ``step`` (20 Mbit/s, 2 Mbit/s from a third of the slots, 20 again from
 two thirds; 20 ms one way), ``wifi-congested`` (5 Mbit/s, jitter, 1% loss),

@@ -351,12 +351,6 @@ class LinkEstimator:
         0: a link whose transfers are as often faster as slower has no tail.
         """
         return self._beyond.per_byte(now_s)
-        young = [(at, ms, bits) for at, ms, bits in self._beyond if now_s - at <= _TAIL_MAX_AGE_S]
-        bits = sum(bits for _, _, bits in young)
-        value = max(0.0, sum(ms for _, ms, _ in young) / bits * 8) if bits else 0.0
-        until_s = young[0][0] + _TAIL_MAX_AGE_S if young else math.inf  # the oldest counted ages out then
-        self._tail = (self._version, now_s, until_s, value)
-        return value
 
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
