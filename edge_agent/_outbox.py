@@ -109,7 +109,6 @@ class Outbox:
         """Requests waiting for a reply, by id."""
         self.publishes = 0
         """Requests published, first sends and repeats alike."""
-        self._connects = 0
         self._awaiting_hub = False
         self._probes: dict[str, asyncio.Future[bytes]] = {}
 
@@ -223,7 +222,7 @@ class Outbox:
         pending.wake_up()
 
     async def on_connect(self) -> None:
-        """After every connect: after a reconnect, publish again what was sent but not answered (same ids).
+        """After each connect its connection counted: after a reconnect, publish again what is unanswered (same ids).
 
         A hub may have lost those too (it reconnects with us when the broker
         restarts), so they go once more when the next hub says it is online.
@@ -231,8 +230,7 @@ class Outbox:
         statuses come in while the agent still subscribes, before this runs)
         must not publish the first requests twice.
         """
-        self._connects += 1
-        if self._connects == 1:
+        if self._connection.connects <= 1:
             return
         self._awaiting_hub = True
         self._publish_unanswered_again("the agent reconnected")

@@ -17,6 +17,12 @@ class _Gated:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.published: list[bytes] = []
+        self.connects = 0
+
+    async def connected(self, outbox: Outbox) -> None:
+        """A (re)connect, as the connection reports it to its ``on_connect``."""
+        self.connects += 1
+        await outbox.on_connect()
 
     async def publish(self, _topic: str, payload: bytes, **_options: object) -> None:
         await self.gate.wait()
@@ -28,9 +34,9 @@ async def test_a_reason_to_publish_again_during_a_publish_publishes_once_more() 
     connection = _Gated()
     outbox = Outbox(connection, request_topic="r", ping_topic="p", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
     waiting = asyncio.create_task(outbox.send_and_wait("id-1", b"request", time.perf_counter() + 30))
-    await outbox.on_connect()  # the first connect
+    await connection.connected(outbox)  # the first connect
     await until(lambda: "id-1" in outbox.pending, "the request to be pending")
-    await outbox.on_connect()  # a reconnect
+    await connection.connected(outbox)  # a reconnect
     outbox.on_status(NodeStatus(node_id="hub", role="hub", state="online", sent_at=0.0))
     connection.gate.set()  # the first publish completes only now, after both reasons to publish again
     await until(lambda: len(connection.published) == 2, "the request to be published again")
@@ -46,7 +52,7 @@ async def test_a_hub_status_after_the_first_connect_publishes_nothing_again() ->
     outbox = Outbox(connection, request_topic="r", ping_topic="p", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
     online = NodeStatus(node_id="hub", role="hub", state="online", sent_at=0.0)
     outbox.on_status(online)  # retained, heard while still subscribing
-    await outbox.on_connect()
+    await connection.connected(outbox)
     waiting = asyncio.create_task(outbox.send_and_wait("id-1", b"request", time.perf_counter() + 30))
     await until(lambda: outbox.publishes == 1, "the request to be published")
     outbox.on_status(online)  # the hub's next status (a load report)
