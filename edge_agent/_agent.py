@@ -559,22 +559,12 @@ class EdgeAgent:
         if cut is None and (wanted := core.to_size()):
             await loop.run_in_executor(self._executor, self._size_inputs, core, feeds, wanted)
         request = core.request(started, cut=cut, codec=codec)
+        try:
+            result, segment_ms = await self._run(request, feeds, started)
+        except BaseException:
+            core.abandoned(request)
+            raise
         decision = request.decision
-        halves = self.model.loaded(decision.cut_id)
-        if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
-            halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
-        if decision.cut_id == EDGE_ONLY:
-            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, run_timed, halves.head, feeds)
-            timings = Timings(edge_ms=edge_ms, total_ms=_ms_since(started))
-            result = InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings)
-        else:
-            args = (halves, feeds, uuid.uuid4().hex, decision.codec)
-            if halves.head is None and decision.codec == RAW_CODEC:  # nothing to run, one copy: a hop costs more
-                sent = self._head_and_encode(*args)
-            else:
-                sent = await loop.run_in_executor(self._executor, self._head_and_encode, *args)
-            result = await self._exchange(request, halves, sent, started)
-            segment_ms = sent.segment_ms
         result = dataclasses.replace(
             result,
             predicted_ms=decision.predicted_ms,
@@ -588,6 +578,27 @@ class EdgeAgent:
         if ping is not None:
             self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
         return result
+
+    async def _run(
+        self, request: Request, feeds: dict[str, np.ndarray], started: float
+    ) -> tuple[InferenceResult, list[float]]:
+        """Carry ``request`` out where its decision says: its result, and its head's segment times."""
+        loop = asyncio.get_running_loop()
+        decision = request.decision
+        halves = self.model.loaded(decision.cut_id)
+        if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
+            halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
+        if decision.cut_id == EDGE_ONLY:
+            outputs, edge_ms, segment_ms = await loop.run_in_executor(self._executor, run_timed, halves.head, feeds)
+            total_ms = _ms_since(started)
+            timings = Timings(edge_ms=edge_ms, total_ms=total_ms, device_queue_ms=max(0.0, total_ms - edge_ms))
+            return InferenceResult(outputs=outputs, cut_id=decision.cut_id, timings=timings), segment_ms
+        args = (halves, feeds, uuid.uuid4().hex, decision.codec)
+        if halves.head is None and decision.codec == RAW_CODEC:  # nothing to run, one copy: a hop costs more
+            sent = self._head_and_encode(*args)
+        else:
+            sent = await loop.run_in_executor(self._executor, self._head_and_encode, *args)
+        return await self._exchange(request, halves, sent, started), sent.segment_ms
 
     async def _open_at(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> None:
         """Open a model whose sizes were left open at the shapes of the first request's ``inputs``."""
@@ -658,6 +669,7 @@ class EdgeAgent:
             request=request,
             tensor_codecs=sent_as,
             payload=payload,
+            head_started=started,
             edge_ms=(edge_done - started) * 1000,
             encode_ms=_ms_since(edge_done),
             segment_ms=segment_ms,
@@ -743,6 +755,7 @@ class EdgeAgent:
             hub_compute_ms=reply.compute_ms,
             decode_ms=decode_ms,
             total_ms=_ms_since(started),
+            device_queue_ms=sent.queue_ms(started),
         )
         return InferenceResult(
             outputs=dict(reply.outputs),
@@ -769,7 +782,11 @@ class EdgeAgent:
         loop = asyncio.get_running_loop()
         outputs, tail_ms, _ = await loop.run_in_executor(self._executor, run_timed, halves.tail, sent.request.tensors)
         timings = Timings(
-            edge_ms=sent.edge_ms, encode_ms=sent.encode_ms, fallback_ms=tail_ms, total_ms=_ms_since(started)
+            edge_ms=sent.edge_ms,
+            encode_ms=sent.encode_ms,
+            fallback_ms=tail_ms,
+            total_ms=_ms_since(started),
+            device_queue_ms=sent.queue_ms(started),
         )
         return InferenceResult(
             outputs=outputs,
@@ -788,9 +805,14 @@ class _Sent:
     request: InferenceRequest
     tensor_codecs: dict[str, str]
     payload: bytes
+    head_started: float  # the clock when the head began: what the request waited before is the device's queue
     edge_ms: float
     encode_ms: float
     segment_ms: list[float]
+
+    def queue_ms(self, started: float) -> float:
+        """What the request, made at ``started``, waited before its head ran."""
+        return max(0.0, (self.head_started - started) * 1000)
 
 
 def _ms_since(started: float) -> float:

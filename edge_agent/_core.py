@@ -23,6 +23,8 @@ Events, and the commands they return:
   :meth:`Request.timed_out`) return what to do next: :class:`SendAgain`,
   :class:`SendNew`, :class:`FallBack` or :class:`GiveUp`.
 - :meth:`AgentCore.finished`: the request's result; a :class:`SendPing` or ``None``.
+  :meth:`AgentCore.abandoned` instead when it ended without one (a
+  :class:`GiveUp`, an error, its caller cancelled).
 - :meth:`AgentCore.ping_answered`, :meth:`AgentCore.ping_lost`: what became
   of the last ping; the next :class:`SendPing` of its chain, or ``None``.
 - :meth:`AgentCore.hub_status`: a hub's status.
@@ -363,6 +365,7 @@ class AgentCore:
                 decode_ms=timings.decode_ms,
                 total_ms=timings.total_ms,
                 answered_by_hub=result.hub_id is not None and result.fallback is None,
+                device_queue_ms=timings.device_queue_ms,
             ),
             now_s,
         )
@@ -370,6 +373,11 @@ class AgentCore:
             return None
         nbytes = planner.probe(now_s)
         return None if nbytes is None else self._send_ping(nbytes, follow_ups=_PING_FOLLOW_UPS)
+
+    def abandoned(self, request: Request) -> None:
+        """The request ended without a result to learn from (the hub refused it for good, or its caller gave up)."""
+        if self._planner is not None and request.planned:
+            self._planner.observe_abandoned()
 
     # --- pings ------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 For every candidate cut the planner predicts the request's end-to-end time,
 
-    head (on this device) + round trip + bytes x (1 / bandwidth + stalls) + hub queue + tail (on the hub) + decode
+    device queue + head (on this device) + round trip + bytes x (1 / bandwidth + stalls) + hub queue + tail + decode
 
 (edge-only is the whole model on the device and nothing else), and picks the
 cut with the lowest prediction, or under another objective the fewest bytes,
@@ -26,6 +26,10 @@ profiles; nothing is assumed about the device, the link or the hub.
   meets no loss, and ``stalls``, the mean time per byte that lossy
   transfers lately took beyond that: the planner predicts the mean a stream
   of requests pays, not the typical request.
+- **Device queue**: :class:`~edge_agent._device_queue.DeviceQueue`: the
+  mean wait before the head runs that a stream of requests at the cut would
+  meet on a device running one request at a time, once requests overlap
+  (none while each comes after the last has ended).
 
 Against flapping, the planner keeps its current cut while that is predicted
 within ``hysteresis`` of the best, the overhead every candidate shares left
@@ -46,6 +50,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from edge_agent._device_queue import DeviceQueue
 from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_quantile
 from edge_agent._hub_reports import QUEUE_MAX_AGE_S, QUEUE_WINDOW, HubReports
 
@@ -106,6 +111,9 @@ class Observation:
     ``answered_by_hub`` is false for edge-only runs and local fallbacks: those
     say nothing about the link or the hub. ``total_ms`` (if known) teaches the
     planner what the parts leave out: the agent's own overhead around them.
+    ``device_queue_ms`` is the time the request waited for the device before
+    its head ran (other requests' runs): the planner predicts that wait
+    itself, per cut, so it is not overhead.
     """
 
     cut_id: str
@@ -120,6 +128,7 @@ class Observation:
     decode_ms: float = 0.0
     total_ms: float = math.nan
     answered_by_hub: bool = True
+    device_queue_ms: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -219,6 +228,7 @@ class Planner:
         self._budget_ms = budget_ms
         self._energy = energy
         self._intervals = Recent()  # between decisions: how long the radio idles after a transfer
+        self._device_queue = DeviceQueue()
         self._last_decision_s = -math.inf
         self._hysteresis = hysteresis
         self._explore = explore
@@ -257,13 +267,14 @@ class Planner:
 
     def observe(self, observation: Observation, now_s: float) -> None:
         """Learn from one finished request (unknown cuts and codecs are ignored)."""
+        self._device_queue.ended()
         index = self._index.get(_label(observation.cut_id, observation.codec))
         if index is None:
             return
         self._heads[index].add(observation.edge_ms + observation.encode_ms, now_s)  # its encoding included
         self._head[index] = self._heads[index].value
         if not math.isnan(observation.total_ms) and (observation.answered_by_hub or self._edge_only[index]):
-            parts = observation.edge_ms + observation.encode_ms
+            parts = observation.device_queue_ms + observation.edge_ms + observation.encode_ms
             if not self._edge_only[index]:
                 parts += sum(
                     (
@@ -291,6 +302,10 @@ class Planner:
         self._answered = True
         self._unanswered = 0
         self._trial_s = None
+
+    def observe_abandoned(self) -> None:
+        """A request :meth:`choose` chose ended with nothing to observe (refused for good, or its caller gave up)."""
+        self._device_queue.ended()
 
     def bytes_of(self, label: str) -> int:
         """What a request at the candidate ``label`` (``cut`` or ``cut@codec``) sends: measured, else estimated."""
@@ -407,7 +422,9 @@ class Planner:
         if refused and self._full_edge is not None and rtt is not None:  # a refusal: a round trip, then the device
             on_device = self._head + rtt + np.maximum(self._head[self._full_edge] - self._head, 0.0)
             remote = (1.0 - refused) * remote + refused * on_device
-        return np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
+        predicted = np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
+        waits = self._device_queue.wait_ms(self._head, now_s)
+        return predicted if waits is None else predicted + waits
 
     def energy_mj(self, now_s: float) -> np.ndarray:
         """Predicted device energy (mJ) of a request at each candidate (``nan`` where unknown, or without a model).
@@ -457,6 +474,7 @@ class Planner:
         if now_s > self._last_decision_s:
             self._intervals.add((now_s - self._last_decision_s) * 1000.0, now_s)
         self._last_decision_s = now_s
+        self._device_queue.started(now_s)
         decision = self._decide(now_s)
         if self._unanswered and self._trial_s is None:
             chosen = self.candidates[self._index[_label(decision.cut_id, decision.codec)]]

@@ -69,7 +69,9 @@ class Timings:
 
     ``network_ms`` is the round trip seen by the agent minus the hub's own
     queue and compute time: both transfers, the broker, and the hub's message
-    decoding and encoding.
+    decoding and encoding. ``device_queue_ms`` is what the request waited
+    before its head ran: the device busy with earlier requests (it runs one
+    at a time), or loading the cut's halves on their first use.
     """
 
     edge_ms: float = 0.0
@@ -80,6 +82,7 @@ class Timings:
     decode_ms: float = 0.0
     fallback_ms: float = 0.0
     total_ms: float = 0.0
+    device_queue_ms: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ an agent changes no other agent's draws.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import simpy
 
@@ -160,18 +160,19 @@ class Fleet:
         env = self.env
         request = agent.core.request(env.now)
         cut = agent.profile.cut(request.decision.cut_id)
-        edge_ms = 0.0
+        head = _NO_HEAD
         if cut.id != CLOUD_ONLY:  # cloud-only (raw) runs nothing: the agent sends it without waiting for its device
             head_started, head_done = agent.run(cut.head_ms)
             yield env.timeout(head_done - env.now)
-            edge_ms = (head_done - head_started) * 1000
+            head = _Head(edge_ms=(head_done - head_started) * 1000, queue_ms=(head_started - request.started_s) * 1000)
         if cut.id == EDGE_ONLY:
-            self._finish(agent, request, cut, Timings(edge_ms=edge_ms, total_ms=self._total_ms(request)))
+            timings = Timings(edge_ms=head.edge_ms, device_queue_ms=head.queue_ms, total_ms=self._total_ms(request))
+            self._finish(agent, request, cut, timings)
         else:
-            yield from self._remote(agent, request, cut, edge_ms)
+            yield from self._remote(agent, request, cut, head)
 
     def _remote(
-        self, agent: SimulatedAgent, request: Request, cut: CutCost, edge_ms: float
+        self, agent: SimulatedAgent, request: Request, cut: CutCost, head: _Head
     ) -> Generator[simpy.Event, object, None]:
         """Send the request and wait for its answer; at the deadline with none yet, fall back as the core says.
 
@@ -184,7 +185,7 @@ class Fleet:
         deadline = env.timeout(request.deadline_s - env.now)
 
         def give_up(_: simpy.Event) -> None:
-            env.process(self._fall_back(agent, request, cut, edge_ms, request.timed_out(env.now)))
+            env.process(self._fall_back(agent, request, cut, head, request.timed_out(env.now)))
 
         deadline.callbacks.append(give_up)
         answer = yield from self._exchange(agent, request, cut)
@@ -193,11 +194,12 @@ class Fleet:
         deadline.callbacks.clear()
         if isinstance(answer, Refused):
             step = request.refused(answer.code, answer.message, env.now)
-            yield from self._fall_back(agent, request, cut, edge_ms, step)
+            yield from self._fall_back(agent, request, cut, head, step)
             return
         network_ms = (env.now - request.sent_s) * 1000 - answer.queue_ms - answer.compute_ms
         timings = Timings(
-            edge_ms=edge_ms,
+            edge_ms=head.edge_ms,
+            device_queue_ms=head.queue_ms,
             network_ms=network_ms,
             hub_queue_ms=answer.queue_ms,
             hub_compute_ms=answer.compute_ms,
@@ -206,7 +208,7 @@ class Fleet:
         self._finish(agent, request, cut, timings, hub_id=answer.hub, hub_batch=answer.batch)
 
     def _fall_back(
-        self, agent: SimulatedAgent, request: Request, cut: CutCost, edge_ms: float, step: Step
+        self, agent: SimulatedAgent, request: Request, cut: CutCost, head: _Head, step: Step
     ) -> Generator[simpy.Event, object, None]:
         """Carry out the core's ``step`` after the hub's refusal or silence: the tail on the device."""
         env = self.env
@@ -216,7 +218,12 @@ class Fleet:
         tail_started, tail_done = agent.run(agent.profile.rest_ms(cut.id))
         yield env.timeout(tail_done - env.now)
         fallback_ms = (tail_done - tail_started) * 1000
-        timings = Timings(edge_ms=edge_ms, fallback_ms=fallback_ms, total_ms=self._total_ms(request))
+        timings = Timings(
+            edge_ms=head.edge_ms,
+            device_queue_ms=head.queue_ms,
+            fallback_ms=fallback_ms,
+            total_ms=self._total_ms(request),
+        )
         self._finish(agent, request, cut, timings, fallback=step.reason)
 
     def _exchange(
@@ -317,6 +324,17 @@ class Fleet:
                 for model_sha256, reports in self._reports.items():
                     reports.hear(status, model_sha256, self.env.now)
             yield self.env.timeout(self.scenario.hub.status_interval_s)
+
+
+class _Head(NamedTuple):
+    """A request's head on its device: how long it ran, and how long it waited for the device first (ms)."""
+
+    edge_ms: float
+    queue_ms: float
+
+
+_NO_HEAD = _Head(0.0, 0.0)
+"""Cloud-only (raw): nothing runs on the device."""
 
 
 def _lost(env: simpy.Environment) -> Generator[simpy.Event, object, NoReturn]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from simulations._report import RequestRecord
 
 PARTS = (
+    ("device_queue_ms", "device: queue", "#64b5cd"),
     ("edge_ms", "device: head", "#4c72b0"),
     ("network_ms", "network", "#dd8452"),
     ("hub_queue_ms", "hub queue", "#c44e52"),
@@ -30,7 +31,7 @@ PARTS = (
 )
 """The parts of a request's time each record measures: its field, its name, its colour."""
 WAITING = ("waiting, not itemised", "#cccccc")
-"""What the parts leave of the total: the device busy, a deadline before a fallback, decoding."""
+"""What the parts leave of the total: a deadline before a fallback, decoding, the agent's own overhead."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ class RequestRecord:
         start_s: When the request was made.
         cut: The cut it used.
         bytes_up: Bytes sent (0 on the device alone).
+        device_queue_ms: Waiting for the device (busy with earlier requests) before the head ran.
         edge_ms: Head compute on the device.
         network_ms: Transfers both ways.
         hub_queue_ms: Waiting at the hub.
@@ -70,6 +71,7 @@ class RequestRecord:
     start_s: float
     cut: str
     bytes_up: int = 0
+    device_queue_ms: float = 0.0
     edge_ms: float = 0.0
     network_ms: float = 0.0
     hub_queue_ms: float = 0.0
@@ -97,6 +99,7 @@ class RequestRecord:
             start_s=start_s,
             cut=result.cut_id,
             bytes_up=result.bytes_sent,
+            device_queue_ms=timings.device_queue_ms,
             edge_ms=timings.edge_ms + timings.encode_ms,
             network_ms=timings.network_ms,
             hub_queue_ms=timings.hub_queue_ms,

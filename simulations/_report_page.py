@@ -63,8 +63,8 @@ _LATENCY = (
     " uplink rate"
 )
 _WAITING = (
-    "Waiting, not itemised: the total less the measured parts (the device busy with an earlier request,"
-    " the deadline a fallback waited for, decoding)."
+    "Waiting, not itemised: the total less the measured parts (the deadline a fallback waited for,"
+    " decoding, the agent's own overhead)."
 )
 _STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}"

@@ -514,3 +514,18 @@ async def test_a_failed_start_leaves_no_worker_thread(prefix: str) -> None:
         await agent.__aenter__()
     name = f"edgecut[{agent.agent_id}].ort"
     await until(lambda: not any(t.name.startswith(name) for t in threading.enumerate()), "the thread to end", 1)
+
+
+async def test_a_request_that_waited_for_the_busy_device_says_how_long(broker_url: str, prefix: str) -> None:
+    busy = threading.Event()
+    async with _agent(broker_url, prefix, cut=EDGE_ONLY) as agent:
+        loop = asyncio.get_running_loop()
+        occupied = loop.run_in_executor(agent._executor, busy.wait, 30)  # the device's one thread, held
+        request = asyncio.create_task(agent.infer(_image()))
+        await asyncio.sleep(0.1)  # the request is made and queued behind the held thread
+        busy.set()
+        result = await request
+        await occupied
+    timings = result.timings
+    assert timings.device_queue_ms >= 50  # at least the 0.1 s it was held after the request was made, less its start
+    assert timings.total_ms >= timings.device_queue_ms + timings.edge_ms

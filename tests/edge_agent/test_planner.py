@@ -450,6 +450,7 @@ def test_an_overloaded_answer_is_no_back_off_but_a_share_of_requests_the_device_
     assert answered is not None
     assert refused_once is not None
     assert refused_once > answered  # a share of the requests now pays a round trip and the whole model on the device
+    planner.observe_abandoned()  # the request at 5.1 ended: its refusal is among those below
     for index in range(16):  # refused every time: the device alone is the faster
         planner.observe_refused(5.2 + index / 100)
     assert planner.choose(5.8).cut_id == "output"
