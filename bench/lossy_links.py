@@ -14,8 +14,8 @@ for each seed): each policy's mean, auto's against the best fixed, and
 for the remote cut auto used most, its predicted and measured mean and
 median: where auto is worse than the best fixed, it is the gap between
 those. ``--rate`` sets each agent's requests a second: at 2, a Pi 3's runs
-of the whole model (250 ms) queue behind each other half the time, which
-the planner does not model (docs/planner.md).
+of the whole model (250 ms) queue behind each other half the time (the
+planner's device queue term, docs/planner.md).
 
     python bench/lossy_links.py [--profiles docs/profiles/resnet18.json] [--rate 1] [--seeds 1] [--json FILE]
 """

@@ -146,6 +146,11 @@ class _Surprise:
         return self.ms > self.predicted
 
 
+_STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplink=False)
+"""A transfer slower than the link's noise allows, by no more than its usual stall: a stall, not a change.
+It counts in the tail and nowhere else (a stalled transfer's rate would read as a slower link)."""
+
+
 class RecentShare:
     """The share of the last ``window`` outcomes that were true (a refusal rate, say).
 
@@ -261,7 +266,9 @@ class LinkEstimator:
       transfer took long enough to measure (at least ``min_transfer_ms``);
       pings are sized to take that long. Loss and jitter only ever slow a
       transfer down, so the faster ones show the link; what the others
-      lose is the tail, below;
+      lose is the tail, below (a transfer slower by the link's usual stall
+      is no bandwidth sample at all: where most large transfers stall,
+      their rate would be the upper quartile);
     - ``overhead``: what a request's round trip costs beyond a ping's of its
       size (the hub decoding it, queueing it to a worker thread, encoding the
       reply): the median residual of recent requests.
@@ -447,6 +454,9 @@ class LinkEstimator:
             surprise = self._surprise(bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
                 self._beyond.add(now_s, ms - predicted, bits)
+            if surprise is _STALLED:  # in the tail now; its rate is the stall's, not the link's
+                self._surprises.clear()
+                return
         if surprise and self._surprises and self._surprises[-1].slower != surprise.slower:
             self._surprises.clear()  # one slower, one faster: noise, not a change
         if surprise:
@@ -466,9 +476,10 @@ class LinkEstimator:
         Allowed: ``change`` of the predicted time beyond the round trip (the
         transfer, and a request's overhead), plus the round trip's own jitter
         (the spread of recent pings), plus 2 ms of scheduling noise, plus, if
-        slower, the usual stall (:meth:`_usual_excess_ms`). A small ping that
-        comes back far too fast shows a faster link, though too short to
-        measure it.
+        slower, the usual stall (:meth:`_usual_excess_ms`): a transfer slower
+        than the noise allows but within the usual stall is :data:`_STALLED`,
+        no surprise. A small ping that comes back far too fast shows a faster
+        link, though too short to measure it.
         """
         rtt = self.rtt_ms(now_s) or 0.0  # known: there is a prediction
         allowed = self._change * (predicted - rtt) + self._jitter_ms(now_s) + _NOISE_MS
@@ -476,7 +487,7 @@ class LinkEstimator:
         if abs(missed_by) <= allowed:
             return None
         if 0 < missed_by <= allowed + self._usual_excess_ms(now_s):  # slower, as the link's stalls often make it
-            return None
+            return _STALLED
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
 
     def _learn(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool) -> None:

@@ -356,6 +356,21 @@ def test_the_stalls_per_byte_are_the_recent_transfers_mean_excess_and_age_out() 
     assert link.tail_ms_per_byte(20.0 + 61.0) == 0.0  # a minute later nothing recent shows a stall
 
 
+def test_stalled_transfers_are_not_bandwidth_samples() -> None:
+    # 100 Mbit/s, and a 250 KB ping stalls more often than not (0.5% loss a segment): when four of the
+    # last five stalled, their rate (9 Mbit/s) was the bandwidth's upper quartile; the next small ping
+    # then came back "far too fast", a faster link, which cleared the stalls the planner weighs.
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for index in range(16):  # 20 ms of transfer; every other one stalls for 200 ms
+        link.observe_probe(250_000, 40.0 + (200.0 if index % 2 else 0.0), 0.5 * index)
+    for index in range(4):
+        link.observe_probe(250_000, 240.0, 8.0 + 0.5 * index)
+    assert link.bandwidth_bit_s(10.0) == pytest.approx(100e6)
+    assert not link.unsettled
+    assert link.tail_ms_per_byte(10.0) * 250_000 == pytest.approx(200.0 * 12 / 20, rel=0.1)  # 12 stalls in 20
+
+
 def test_a_large_reply_teaches_the_overhead_not_a_slower_uplink() -> None:
     # A detector's 110 KB of raw outputs come back down a 20 Mbit/s link in 44 ms: counted as the
     # uplink's, every JPEG request looked like a slower link, twice in a row a link change, and the
