@@ -110,6 +110,7 @@ async def test_json_and_image_infer_over_raw_http_answer_as_the_edge_agent_does(
         "decode_ms",
         "fallback_ms",
         "total_ms",
+        "device_queue_ms",
     }
     assert image_status == 200
     decoded = decode_image(png, service.agents[TINY].inputs[0])
