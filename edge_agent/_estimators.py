@@ -315,6 +315,7 @@ class LinkEstimator:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
         self._overheads: collections.deque[float] = collections.deque(maxlen=window)
+        self._overhead_ms = 0.0  # the median of _overheads, kept in step
         self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
         self._provisional_rtt: float | None = None  # the old link's, until a ping measures the new one
         self._change = change
@@ -347,7 +348,7 @@ class LinkEstimator:
     @property
     def overhead_ms(self) -> float:
         """What a request's round trip costs beyond a ping's of its size (0 until measured)."""
-        return statistics.median(self._overheads) if self._overheads else 0.0
+        return self._overhead_ms
 
     def tail_ms_per_byte(self, now_s: float) -> float:
         """What a transfer takes on average beyond :meth:`predict_ms`, per byte it sends (0 with no excess seen).
@@ -512,6 +513,7 @@ class LinkEstimator:
             self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
         elif request and bandwidth is not None:  # too short, or its reply too large, to show the bandwidth
             self._overheads.append(max(0.0, ms - rtt - bits / bandwidth * 1000))
+            self._overhead_ms = statistics.median(self._overheads)
         self._version += 1
 
     def _forget_link(self, now_s: float) -> None:

@@ -222,6 +222,9 @@ class Planner:
         """What the hubs' statuses report: their tail times by cut and their queue waits."""
         self._reported_tail = np.full(count, np.nan)  # self.hubs' tail times by candidate, as of _reports_seen
         self._reports_seen = -1
+        self._parts_version = 0  # bumped whenever a value of _head or _tail changes
+        self._tails_cache: tuple[int, int, np.ndarray] | None = None  # (_parts_version, hubs.version, estimates)
+        self._one_codec_per_cut = len(self._by_cut) == count
         self._refreshed_s = np.full(count, -np.inf)  # when a request last measured the cut
         self._full_edge = next((i for i, candidate in enumerate(self.candidates) if candidate.edge_only), None)
         self._objective = objective
@@ -263,7 +266,14 @@ class Planner:
         indices = self._by_cut[cut_id] if codec is None else [self._index[_label(cut_id, codec)]]
         for index in indices:
             self._heads[index].add(ms, now_s)
-            self._head[index] = self._heads[index].value
+            self._refresh_head(index)
+
+    def _refresh_head(self, index: int) -> None:
+        """Keep ``_head[index]`` the median of its window (and say so when it changed)."""
+        value = self._heads[index].value
+        if value != self._head[index]:  # nan != nan: a first sample counts as a change
+            self._head[index] = value
+            self._parts_version += 1
 
     def observe(self, observation: Observation, now_s: float) -> None:
         """Learn from one finished request (unknown cuts and codecs are ignored)."""
@@ -272,7 +282,7 @@ class Planner:
         if index is None:
             return
         self._heads[index].add(observation.edge_ms + observation.encode_ms, now_s)  # its encoding included
-        self._head[index] = self._heads[index].value
+        self._refresh_head(index)
         if not math.isnan(observation.total_ms) and (observation.answered_by_hub or self._edge_only[index]):
             parts = observation.device_queue_ms + observation.edge_ms + observation.encode_ms
             if not self._edge_only[index]:
@@ -293,7 +303,10 @@ class Planner:
         self._bytes[index] = observation.bytes_sent  # what goes on the wire, headers included
         self._bytes_known[index] = True
         self._tails[index].add(observation.hub_compute_ms, now_s)
-        self._tail[index] = self._tails[index].value
+        value = self._tails[index].value
+        if value != self._tail[index]:
+            self._tail[index] = value
+            self._parts_version += 1
         self._queue.add(observation.hub_queue_ms, now_s)
         self._refusals.add(now_s, outcome=False)
         self._decode.add(observation.decode_ms, now_s)
@@ -447,19 +460,32 @@ class Planner:
         return None if math.isnan(value) else value
 
     def _tail_estimates(self) -> np.ndarray:
+        """Each candidate's hub tail time: measured, else reported, else worked out (kept till a part changes)."""
+        cache = self._tails_cache
+        if cache is not None and cache[0] == self._parts_version and cache[1] == self.hubs.version:
+            return cache[2]
         if self._reports_seen != self.hubs.version:
             for cut_id, ms in self.hubs.tail_ms.items():
                 for index in self._by_cut.get(cut_id, ()):
                     self._reported_tail[index] = ms
             self._reports_seen = self.hubs.version
-        tail = np.where(np.isnan(self._tail), self._reported_tail, self._tail)
+        tail = self._worked_out_tails(np.where(np.isnan(self._tail), self._reported_tail, self._tail))
+        self._tails_cache = (self._parts_version, self.hubs.version, tail)
+        return tail
+
+    def _worked_out_tails(self, tail: np.ndarray) -> np.ndarray:
+        """``tail`` with the unknown ones as the rest of the model on this device, over how much faster the hub is."""
         if self._full_edge is None or not np.isnan(tail).any():
             return tail
         # What the device would spend after each cut: its compute alone, the head of the cut's cheapest
         # codec (an int8+zstd head's encoding can outlast the little compute left after a late cut).
-        least = np.full(len(self._by_cut), np.inf)
-        np.fmin.at(least, self._cut_of, self._head)  # fmin skips nan: a cut with no head measured stays inf
-        rest = self._head[self._full_edge] - least[self._cut_of]
+        if self._one_codec_per_cut:
+            least = np.where(np.isnan(self._head), np.inf, self._head)
+        else:
+            least = np.full(len(self._by_cut), np.inf)
+            np.fmin.at(least, self._cut_of, self._head)  # fmin skips nan: a cut with no head measured stays inf
+            least = least[self._cut_of]
+        rest = self._head[self._full_edge] - least
         measured = ~np.isnan(self._tail) & (self._tail > 0) & (rest > 0)
         if not measured.any():
             return tail
@@ -627,7 +653,7 @@ class Planner:
             if index is not None:
                 for ms in samples:
                     self._heads[index].add(float(ms), now_s)
-                self._head[index] = self._heads[index].value
+                self._refresh_head(index)
 
 
 def _label(cut_id: str, codec: str) -> str:
