@@ -277,3 +277,29 @@ def test_compressed_bytes_are_wanted_at_every_cut_and_exact_ones_nowhere() -> No
     assert core.to_size() == {"input": ["jpeg"]}
     assert core.planner is not None
     assert core.planner.bytes_of("pool@int8+zstd") == 700
+
+
+@pytest.mark.parametrize("abandoned", [True, False])
+def test_a_request_that_gave_up_no_longer_counts_as_in_flight(abandoned: bool) -> None:  # noqa: FBT001
+    core = _core()
+    planner = core.planner
+    assert planner is not None
+    _settle_the_link(core)
+    gave_up = core.request(1.0)
+    if abandoned:
+        core.abandoned(gave_up)
+    now = 1.0
+    for index in range(20):  # then one request at a time, each answered before the next is made
+        now += 0.5 + 0.3 * (index % 3)
+        request = _sent(core, now)
+        cut = request.decision.cut_id
+        if cut == "output":
+            result = InferenceResult(outputs={}, cut_id=cut, timings=Timings(edge_ms=100.0, total_ms=100.0))
+        else:
+            result = _answered(cut)
+        core.finished(request, result, now + 0.1)
+    predicted = planner.predict_ms("output", now + 0.2)
+    assert predicted is not None
+    # Abandoned: nothing ever overlapped, the device is predicted at its 100 ms. Left in flight, every later
+    # request seems to start beside it, and a wait for the device is predicted that cannot form.
+    assert (predicted == pytest.approx(100.0)) == abandoned
