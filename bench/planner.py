@@ -9,7 +9,11 @@ request back to back: edge-only, cloud-only, every other candidate cut
 fixed, and auto (the planner), in orders that put each policy first, and
 right after each other one, equally often (:func:`balanced_orders`). So
 every policy meets the link at the same moments and the same neighbours,
-and for each slot the best fixed cut is known (the per-request oracle).
+and with the same luck: before each policy's request of a slot, the link's
+jitter and loss draws start again from the slot's seed (common random
+numbers; ``--no-common-draws`` turns it off), so that on a lossy link a
+policy is not judged by whether it met the retransmission. For each slot the
+best fixed cut is known (the per-request oracle).
 The agent's chain holds every candidate, so switching between policies
 loads nothing; only auto's requests teach the planner.
 
@@ -226,7 +230,11 @@ async def run_cell(
                     proxy.set_spec(STEP_SLOW if slots // 3 <= index < 2 * slots // 3 else STEP_FAST)
                 await asyncio.sleep(max(0.0, started + (index + warm_up) * period - time.perf_counter()))
                 order = orders[index % len(orders)]
-                slot = {policies[at]: await _one(agent, image, policies[at]) for at in order}
+                slot = {}
+                for at in order:
+                    if args.common_draws:  # the same luck for every policy of the slot
+                        proxy.reseed(f"{cell.model}/{cell.device}/{cell.load}/{cell.link}/{index}")
+                    slot[policies[at]] = await _one(agent, image, policies[at])
                 if index >= 0:
                     cell.slots.append({edge: edge_only[index]} | slot if edge_only else slot)
     return [slot[edge] for slot in cell.slots]
@@ -641,6 +649,12 @@ def main() -> None:
         help="run edge-only in the first link's cell of each model, device and load only (quicker, less fair)",
     )
     parser.add_argument("--trace", action="store_true", help="print auto's every request too")
+    parser.add_argument(
+        "--no-common-draws",
+        dest="common_draws",
+        action="store_false",
+        help="let each policy's request draw the link's jitter and loss on (not from the slot's seed)",
+    )
     parser.add_argument("--no-fleet", dest="fleet", action="store_false", help="skip the fleet")
     parser.add_argument("--fleet-agents", type=int, default=6)
     parser.add_argument("--fleet-requests", type=int, default=40)

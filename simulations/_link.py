@@ -117,13 +117,14 @@ class Direction:
     Args:
         spec: What the direction does.
         rng: Where jitter and loss draw from (one stream per direction, derived
-            from the scenario's seed by the caller).
+            from the scenario's seed by the caller); :attr:`rng` may be
+            swapped between chunks too.
         start_s: The time the connection opened: a trace plays from here.
     """
 
     def __init__(self, spec: DirectionSpec, rng: random.Random, *, start_s: float = 0.0) -> None:
         self.spec = spec
-        self._rng = rng
+        self.rng = rng
         self._start_s = start_s
         self._free_at_s = start_s
         self._last_out_s = start_s
@@ -156,9 +157,9 @@ class Direction:
 
     def _jitter(self) -> float:
         if self.spec.jitter_samples_s:
-            return self._rng.choice(self.spec.jitter_samples_s)
+            return self.rng.choice(self.spec.jitter_samples_s)
         if self.spec.jitter_s:
-            return max(0.0, self._rng.gauss(0.0, self.spec.jitter_s))
+            return max(0.0, self.rng.gauss(0.0, self.spec.jitter_s))
         return 0.0
 
     def _loss_penalty(self, nbytes: int) -> float:
@@ -166,4 +167,4 @@ class Direction:
             return 0.0
         segments = max(1, math.ceil(nbytes / SEGMENT_BYTES))
         survived = (1 - self.spec.loss) ** segments
-        return self.spec.rto_s if self._rng.random() >= survived else 0.0
+        return self.spec.rto_s if self.rng.random() >= survived else 0.0

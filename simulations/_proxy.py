@@ -57,9 +57,9 @@ class LinkProxy:
         self._upstream = upstream
         self._host = host
         self._port = port
-        self._seed = seed
+        self._seed: int | str = seed
         self._server: asyncio.Server | None = None
-        self._relays: set[tuple[Direction, Direction]] = set()
+        self._relays: dict[int, tuple[Direction, Direction]] = {}  # by connection number
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._passing = asyncio.Event()
@@ -85,8 +85,19 @@ class LinkProxy:
     def set_spec(self, spec: LinkSpec) -> None:
         """Shape every connection, open ones included, with ``spec`` from their next chunk on."""
         self.spec = spec
-        for up, down in self._relays:
+        for up, down in self._relays.values():
             up.spec, down.spec = spec.up, spec.down
+
+    def reseed(self, seed: int | str) -> None:
+        """Draw every connection's jitter and loss afresh from ``seed``, from its next chunk on.
+
+        Policies compared one after another, each after the same ``seed``,
+        meet the same luck on the link (common random numbers): what differs
+        between their times is theirs, not the draws'.
+        """
+        self._seed = seed
+        for number, (up, down) in self._relays.items():
+            up.rng, down.rng = _draws(seed, number)
 
     def cut_off(self) -> None:
         """Start an outage: every connection holds what it reads until :meth:`restore`."""
@@ -127,11 +138,12 @@ class LinkProxy:
                 self._tasks.discard(task)
             return
         now = asyncio.get_running_loop().time()
+        up_draws, down_draws = _draws(self._seed, number)
         relay = (
-            Direction(self.spec.up, random.Random(f"{self._seed}/{number}/up"), start_s=now),  # noqa: S311
-            Direction(self.spec.down, random.Random(f"{self._seed}/{number}/down"), start_s=now),  # noqa: S311
+            Direction(self.spec.up, up_draws, start_s=now),
+            Direction(self.spec.down, down_draws, start_s=now),
         )
-        self._relays.add(relay)
+        self._relays[number] = relay
         writers = (client_writer, upstream_writer)
         self._open.update(writers)
         for writer in writers:
@@ -142,7 +154,7 @@ class LinkProxy:
                 _pump(upstream_reader, client_writer, relay[1], self._passing),
             )
         finally:
-            self._relays.discard(relay)
+            del self._relays[number]
             self._open.difference_update(writers)
             for writer in writers:
                 writer.close()
@@ -151,6 +163,13 @@ class LinkProxy:
                     await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
+
+
+def _draws(seed: int | str, number: int) -> tuple[random.Random, random.Random]:
+    """Connection ``number``'s jitter and loss streams, up and down, derived from ``seed`` by name."""
+    up = random.Random(f"{seed}/{number}/up")  # noqa: S311 - emulation, not crypto
+    down = random.Random(f"{seed}/{number}/down")  # noqa: S311
+    return up, down
 
 
 async def _pump(

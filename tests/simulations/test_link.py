@@ -202,6 +202,33 @@ async def test_a_new_spec_applies_to_open_connections() -> None:
         await writer.wait_closed()
 
 
+async def test_after_the_same_seed_an_open_connection_meets_the_same_luck() -> None:
+    """Common random numbers: every reseed with 2 replays its draws (three long ones, then a short one).
+
+    The proxy's own seed (10) draws only short delays for the first messages,
+    and so do seed 2's other streams (another connection's, the way down),
+    and its fourth draw is short: only draws that start again from seed 2's
+    stream of this connection's way up make both rounds of three slow.
+    """
+    server = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    upstream = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    spec = LinkSpec(name="coin", up=DirectionSpec(jitter_samples_s=(0.0, 0.25)), down=DirectionSpec())
+    async with server, LinkProxy(spec, upstream=upstream, seed=10) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            for _ in range(2):
+                proxy.reseed(2)
+                started = time.perf_counter()
+                for _ in range(3):
+                    writer.write((1).to_bytes(8, "big") + b"x")
+                    await writer.drain()
+                    await reader.readexactly(9)
+                assert time.perf_counter() - started >= 0.75  # seed 2's first three draws: 0.25 s each
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
 @pytest.mark.broker
 async def test_an_agent_reaches_its_hub_through_an_emulated_link(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
