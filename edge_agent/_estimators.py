@@ -190,7 +190,8 @@ class _Estimate:
     until_s: float
     rtt: float | None  # the median (low) of the round trips counted, the provisional one with them
     bandwidth: float | None
-    jitter: float  # the largest round trip counted less the smallest (the provisional one left out)
+    below: float  # how far the fastest round trip counted is below rtt (the provisional one left out)
+    above: float  # how far the slowest is above it
 
 
 class _Excesses:
@@ -282,13 +283,15 @@ class LinkEstimator:
 
     When transfers in a row (requests or pings) miss their prediction the
     same way by more than the link's noise allows (``change`` of the
-    predicted time beyond the round trip, plus the spread of recent pings,
-    plus, for a slower one, what one transfer in four lately took beyond its
-    prediction: a lossy link's usual stall), the link has changed: two
+    predicted time beyond the round trip, plus how far recent pings spread
+    on that side of it, plus, for a slower one, what one transfer in four
+    lately took beyond its prediction: a lossy link's usual stall), the
+    link has changed: two
     faster, or three slower (two stalls in a row are common on a lossy
     link). Bandwidth samples are then forgotten (the surprising transfers
     seed the new bandwidth if they were long enough), the old round trip
-    holds only until the next ping, and :meth:`wants_probe` says so; the
+    holds until the next ping, or two if the first is far longer (on a
+    lossy link one ping may stall), and :meth:`wants_probe` says so; the
     tail is kept after a slower change (it may have been stalls after all),
     forgotten after a faster one.
 
@@ -317,7 +320,8 @@ class LinkEstimator:
         self._overheads: collections.deque[float] = collections.deque(maxlen=window)
         self._overhead_ms = 0.0  # the median of _overheads, kept in step
         self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
-        self._provisional_rtt: float | None = None  # the old link's, until a ping measures the new one
+        self._provisional_rtt: float | None = None  # the old link's, until pings measure the new one
+        self._rtt_in_doubt = False  # the new link's first ping was far longer: a loss's wait, or the link?
         self._change = change
         self._rtt_forget_s = rtt_forget_s
         self._probe_every_s = probe_every_s
@@ -326,7 +330,9 @@ class LinkEstimator:
         self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._version = 0  # bumped by every change to the samples
-        self._cache = _Estimate(version=-1, from_s=math.inf, until_s=-math.inf, rtt=None, bandwidth=None, jitter=0.0)
+        self._cache = _Estimate(
+            version=-1, from_s=math.inf, until_s=-math.inf, rtt=None, bandwidth=None, below=0.0, above=0.0
+        )
 
     def wants_probe(self, now_s: float) -> bool:
         """True when a round-trip ping would help: none lately, or the link just changed."""
@@ -335,7 +341,8 @@ class LinkEstimator:
     @property
     def wants_rtt(self) -> bool:
         """True when the round trip is in doubt (the link changed, or a transfer beat it): ping it first."""
-        return self._probed_s == -math.inf and bool(self._rtts or self._provisional_rtt is not None)
+        in_doubt = self._probed_s == -math.inf and bool(self._rtts or self._provisional_rtt is not None)
+        return in_doubt or self._rtt_in_doubt
 
     def rtt_ms(self, now_s: float) -> float | None:
         """Estimated round trip, or ``None`` before a ping was answered."""
@@ -377,7 +384,7 @@ class LinkEstimator:
             return cache
         young = [(at, ms) for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
         recent = [ms for _, ms in young] or [ms for _, ms in list(self._rtts)[-1:]]  # stale beats none
-        jitter = max(recent) - min(recent) if recent else 0.0
+        least, most = (min(recent), max(recent)) if recent else (0.0, 0.0)
         if self._provisional_rtt is not None:
             recent.append(self._provisional_rtt)
         rtt = statistics.median_low(recent) if recent else None
@@ -388,7 +395,8 @@ class LinkEstimator:
             until_s=min(at for at, _ in young) + self._rtt_forget_s if young else math.inf,
             rtt=rtt,
             bandwidth=rates[len(rates) * 3 // 4] if rates else None,
-            jitter=jitter,
+            below=max(0.0, rtt - least) if rtt is not None else 0.0,
+            above=max(0.0, most - rtt) if rtt is not None else 0.0,
         )
         return self._cache
 
@@ -421,9 +429,18 @@ class LinkEstimator:
         return int(bandwidth * max(target_ms, self._min_transfer_ms * 2) / 8000)
 
     def observe_rtt(self, ms: float, now_s: float) -> None:
-        """A round-trip ping (no payload)."""
+        """A round-trip ping (no payload).
+
+        The first ping after a change replaces the old round trip, unless it
+        is far longer (by ``change``, and 2 ms): that one may have waited out
+        a loss, so the old round trip holds until a second ping.
+        """
         self._rtts.append((now_s, ms))
-        self._provisional_rtt = None
+        provisional = self._provisional_rtt
+        if provisional is not None and not self._rtt_in_doubt and ms > provisional * (1 + self._change) + _NOISE_MS:
+            self._rtt_in_doubt = True  # the median of it and the old one is the old one, till the next ping
+        else:
+            self._provisional_rtt, self._rtt_in_doubt = None, False
         self._probed_s = now_s
         self._version += 1
 
@@ -475,19 +492,21 @@ class LinkEstimator:
         """The transfer, if it missed its ``predicted`` time by more than the link's noise allows.
 
         Allowed: ``change`` of the predicted time beyond the round trip (the
-        transfer, and a request's overhead), plus the round trip's own jitter
-        (the spread of recent pings), plus 2 ms of scheduling noise, plus, if
-        slower, the usual stall (:meth:`_usual_excess_ms`): a transfer slower
-        than the noise allows but within the usual stall is :data:`_STALLED`,
-        no surprise. A small ping that comes back far too fast shows a faster
-        link, though too short to measure it.
+        transfer, and a request's overhead), plus 2 ms of scheduling noise,
+        plus how far recent pings spread on the side it missed by: faster,
+        the fastest ping's lead on the round trip; slower, the slowest ping's
+        lag (one ping that waited out a loss must not make a faster link
+        pass for noise), and the usual stall (:meth:`_usual_excess_ms`): a
+        transfer slower than the noise allows but within the usual stall is
+        :data:`_STALLED`, no surprise. A small ping that comes back far too
+        fast shows a faster link, though too short to measure it.
         """
-        rtt = self.rtt_ms(now_s) or 0.0  # known: there is a prediction
-        allowed = self._change * (predicted - rtt) + self._jitter_ms(now_s) + _NOISE_MS
+        estimate = self._current(now_s)
+        allowed = self._change * (predicted - (estimate.rtt or 0.0)) + _NOISE_MS  # known: there is a prediction
         missed_by = ms - predicted
-        if abs(missed_by) <= allowed:
+        if -(allowed + estimate.below) <= missed_by <= allowed + estimate.above:
             return None
-        if 0 < missed_by <= allowed + self._usual_excess_ms(now_s):  # slower, as the link's stalls often make it
+        if 0 < missed_by <= allowed + estimate.above + self._usual_excess_ms(now_s):  # as stalls often make it
             return _STALLED
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
 
@@ -495,10 +514,10 @@ class LinkEstimator:
         rtt, bandwidth = self.estimate(now_s)
         if rtt is None:
             return
-        if ms < rtt - self._jitter_ms(now_s) - _NOISE_MS:  # faster than any round trip: those queued behind bytes
+        if ms < rtt - self._current(now_s).below - _NOISE_MS:  # faster than any round trip: those queued behind bytes
             self._rtts.clear()
             self._rtts.append((now_s, ms))  # an upper bound, until a ping measures it afresh
-            self._provisional_rtt = None
+            self._provisional_rtt, self._rtt_in_doubt = None, False
             self._probed_s = -math.inf
             self._version += 1
             rtt, bandwidth = self.estimate(now_s)
@@ -519,6 +538,7 @@ class LinkEstimator:
     def _forget_link(self, now_s: float) -> None:
         surprises, self._surprises = self._surprises, []
         self._provisional_rtt = self._rtt(now_s)
+        self._rtt_in_doubt = False
         self._rtts.clear()
         self._transfers.clear()
         if surprises[-1].slower:  # a loss's stall may pass for a slower link: the tail seen so far still holds
@@ -537,10 +557,6 @@ class LinkEstimator:
         on a clean one, 0: its transfers are as often faster as slower.
         """
         return max(0.0, self._beyond.quantile(0.75, now_s, at_least=_USUAL_AFTER))
-
-    def _jitter_ms(self, now_s: float) -> float:
-        """How much recent round trips spread: the largest less the smallest (0 before two)."""
-        return self._current(now_s).jitter
 
     def _rtt(self, now_s: float) -> float | None:
         return self._current(now_s).rtt

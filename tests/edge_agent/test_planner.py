@@ -673,3 +673,56 @@ def test_a_late_cut_whose_encoding_outlasts_the_rest_of_the_model_still_tells_th
     )  # fmt: skip
     planner.observe(answer, 1.2)
     assert planner.choose(2.0).cut_id == "input"  # the hub is 5x faster: 20 ms for the model, 8 ms for the bytes
+
+
+def test_after_a_change_one_stalled_ping_is_not_taken_for_the_round_trip() -> None:
+    """A first ping far longer than the old round trip may have waited out a loss: a second one decides."""
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for index in range(5):
+        link.observe(125_000, 120.0, float(index))
+    for index in range(3):  # now 1 Mbit/s
+        link.observe(125_000, 1020.0, 10.0 + index)
+    assert link.wants_rtt
+    link.observe_rtt(220.0, 12.5)  # met a retransmission's 200 ms
+    assert link.rtt_ms(12.5) == 20.0
+    assert link.wants_rtt  # one more, to tell a stall from a longer round trip
+    link.observe_rtt(21.0, 12.6)
+    assert link.rtt_ms(12.6) == 21.0
+    assert not link.wants_rtt
+
+
+def test_after_a_change_a_first_ping_like_the_old_round_trip_settles_it() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for index in range(5):
+        link.observe(125_000, 120.0, float(index))
+    for index in range(3):  # now 1 Mbit/s
+        link.observe(125_000, 1020.0, 10.0 + index)
+    link.observe_rtt(24.0, 12.5)
+    assert link.rtt_ms(12.5) == 24.0
+    assert not link.wants_rtt
+
+
+def test_after_a_change_two_pings_show_a_longer_round_trip() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for index in range(5):
+        link.observe(125_000, 120.0, float(index))
+    for index in range(3):  # now 1 Mbit/s, and 100 ms each way more
+        link.observe(125_000, 1220.0, 10.0 + index)
+    link.observe_rtt(220.0, 12.5)
+    link.observe_rtt(225.0, 12.6)
+    assert link.rtt_ms(12.6) == 220.0
+
+
+def test_a_stalled_ping_does_not_hide_a_faster_link() -> None:
+    """Faster transfers are judged by how far pings fall below the round trip, not by the one that stalled."""
+    link = LinkEstimator()
+    link.observe_rtt(38.0, 0.0)
+    link.observe_rtt(259.0, 0.1)  # waited out a retransmission: 221 ms above the round trip
+    for index in range(5):
+        link.observe_probe(125_000, 38.0 + 1000.0, 1.0 + index)  # 1 Mbit/s, as stalls made it look
+    for index in range(2):  # really 10 Mbit/s: 100 ms predicted beyond the round trip, 10 taken
+        link.observe_probe(12_500, 48.0, 7.0 + index)
+    assert link.bandwidth_bit_s(9.0) == pytest.approx(10e6, rel=0.05)
