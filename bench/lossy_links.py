@@ -15,20 +15,28 @@ for the remote cut auto used most, its predicted and measured mean and
 median: where auto is worse than the best fixed, it is the gap between
 those. ``--rate`` sets each agent's requests a second: at 2, a Pi 3's runs
 of the whole model (250 ms) queue behind each other half the time (the
-planner's device queue term, docs/planner.md).
+planner's device queue term, docs/planner.md). ``--cases wifi`` runs the
+jittery, lossy links of bench/planner.py's ``wifi-congested`` (5-10 Mbit/s,
+20 ms of jitter, 1% loss a segment) instead, with cloud-only sending the
+frame as a JPEG (``--cloud-bytes``, 14,000 by default there) as that bench's
+agents do: there the JPEG is the best policy on a Pi 3 by a factor of two,
+and where a request stalls, a planner that over-reads it leaves for the device.
 
-    python bench/lossy_links.py [--profiles docs/profiles/resnet18.json] [--rate 1] [--seeds 1] [--json FILE]
+    python bench/lossy_links.py [--profiles docs/profiles/resnet18.json] [--rate 1] [--seeds 1]
+        [--cases lossy|wifi] [--cloud-bytes N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edge_agent import CLOUD_ONLY
 from simulations import RequestRecord, parse_scenario, run_fleet, scenario_profiles
 
 CASES = (  # (rate, jitter, loss, device)
@@ -39,6 +47,13 @@ CASES = (  # (rate, jitter, loss, device)
     ("100mbit", "0ms", 0.005, "rpi4"),
     ("20mbit", "0ms", 0.0, "rpi4"),
 )
+WIFI_CASES = (
+    ("5mbit", "20ms", 0.01, "rpi3"),
+    ("5mbit", "20ms", 0.01, "rpi4"),
+    ("10mbit", "5ms", 0.01, "rpi3"),
+)
+JPEG_BYTES = 14_000
+"""A 224x224 camera frame as a JPEG, as bench/planner.py's cloud-only sends it (12-18 KB)."""
 POLICIES = ("edge", "cloud", "pool", "auto")
 
 
@@ -62,10 +77,23 @@ def scenario(rate: str, jitter: str, loss: float, device: str, *, rate_hz: float
     }
 
 
-def run_case(case: tuple[str, str, float, str], profiles_file: Path, *, rate_hz: float, seed: int) -> dict[str, Any]:
+def run_case(
+    case: tuple[str, str, float, str], profiles_file: Path, *, rate_hz: float, seed: int, cloud_bytes: int | None
+) -> dict[str, Any]:
     """Every policy on the case: means, and auto's prediction against what its main remote cut took."""
     parsed = parse_scenario(scenario(*case, rate_hz=rate_hz, seed=seed))
     profiles = scenario_profiles(parsed, profiles_file)
+    if cloud_bytes is not None:  # the image as a JPEG: only its size changes, its tail is the whole model's
+        profiles = {
+            name: dataclasses.replace(
+                profile,
+                cuts=tuple(
+                    dataclasses.replace(cut, request_bytes=cloud_bytes) if cut.id == CLOUD_ONLY else cut
+                    for cut in profile.cuts
+                ),
+            )
+            for name, profile in profiles.items()
+        }
     means: dict[str, float] = {}
     auto: list[RequestRecord] = []
     for policy in POLICIES:
@@ -98,15 +126,27 @@ def main() -> None:
     parser.add_argument("--profiles", type=Path, default=Path("docs/profiles/resnet18.json"))
     parser.add_argument("--rate", type=float, default=1.0, help="requests a second per agent (default 1)")
     parser.add_argument("--seeds", type=int, default=1, help="runs of each case, seeds 1 to N (default 1)")
+    parser.add_argument("--cases", choices=("lossy", "wifi"), default="lossy", help="which links (default lossy)")
+    parser.add_argument(
+        "--cloud-bytes", type=int, help="cloud-only sends this many bytes (default: the raw image; 14000 with wifi)"
+    )
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the figures as JSON here")
     args = parser.parse_args()
-    print(f"$ python bench/lossy_links.py --profiles {args.profiles} --rate {args.rate:g} --seeds {args.seeds}")
+    cases = WIFI_CASES if args.cases == "wifi" else CASES
+    cloud_bytes = JPEG_BYTES if args.cloud_bytes is None and args.cases == "wifi" else args.cloud_bytes
+    options = f" --cases {args.cases}" + (f" --cloud-bytes {cloud_bytes}" if cloud_bytes is not None else "")
+    print(
+        f"$ python bench/lossy_links.py --profiles {args.profiles} --rate {args.rate:g} --seeds {args.seeds}{options}"
+    )
     print("link (rate, jitter, loss), device: mean ms of edge / cloud / pool / auto; auto/best fixed;")
     print("    auto's main remote cut: predicted mean, measured mean and median; auto's cuts")
     reports = []
     ratios: list[float] = []
-    for case in CASES:
-        runs = [run_case(case, args.profiles, rate_hz=args.rate, seed=seed) for seed in range(1, args.seeds + 1)]
+    for case in cases:
+        runs = [
+            run_case(case, args.profiles, rate_hz=args.rate, seed=seed, cloud_bytes=cloud_bytes)
+            for seed in range(1, args.seeds + 1)
+        ]
         reports += runs
         ratios.append(statistics.mean(run["auto_vs_best"] for run in runs))
         report = runs[0]

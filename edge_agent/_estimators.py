@@ -151,6 +151,19 @@ _STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplin
 It counts in the tail and nowhere else (a stalled transfer's rate would read as a slower link)."""
 
 
+def _overhead_ms(residuals: Sequence[float]) -> float:
+    """The overhead requests' ``residuals`` show: their lower quartile, from the second on (0 before).
+
+    Jitter and a loss's wait only ever add to a residual (they are the
+    tail's); and one request that waited out a loss, taken alone, would be
+    every request's overhead until more came, which none do once the device
+    runs everything.
+    """
+    if len(residuals) < 2:  # noqa: PLR2004 - a second one confirms it
+        return 0.0
+    return sorted(residuals)[(len(residuals) - 1) // 4]
+
+
 class RecentShare:
     """The share of the last ``window`` outcomes that were true (a refusal rate, say).
 
@@ -272,7 +285,9 @@ class LinkEstimator:
       their rate would be the upper quartile);
     - ``overhead``: what a request's round trip costs beyond a ping's of its
       size (the hub decoding it, queueing it to a worker thread, encoding the
-      reply): the median residual of recent requests.
+      reply): the lower quartile of recent requests' residuals, from the
+      second (jitter and a loss's wait only ever add to one: those are the
+      tail's).
 
     That predicts a transfer that meets no loss. A lossy link's
     retransmissions make some transfers far slower (a lost packet waits for
@@ -318,7 +333,7 @@ class LinkEstimator:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
         self._overheads: collections.deque[float] = collections.deque(maxlen=window)
-        self._overhead_ms = 0.0  # the median of _overheads, kept in step
+        self._overhead_ms = 0.0  # _overhead_ms(_overheads), kept in step
         self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
         self._provisional_rtt: float | None = None  # the old link's, until pings measure the new one
         self._rtt_in_doubt = False  # the new link's first ping was far longer: a loss's wait, or the link?
@@ -530,9 +545,9 @@ class LinkEstimator:
                 self._transfers.append(_Transfer(bits=bits, ms=rtt + self._min_transfer_ms, request=False))
         if bits > 0 and long_enough and shows_uplink:
             self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
-        elif request and bandwidth is not None:  # too short, or its reply too large, to show the bandwidth
+        elif request and bandwidth is not None:  # too short, or its reply too large
             self._overheads.append(max(0.0, ms - rtt - bits / bandwidth * 1000))
-            self._overhead_ms = statistics.median(self._overheads)
+            self._overhead_ms = _overhead_ms(self._overheads)
         self._version += 1
 
     def _forget_link(self, now_s: float) -> None:

@@ -726,3 +726,27 @@ def test_a_stalled_ping_does_not_hide_a_faster_link() -> None:
     for index in range(2):  # really 10 Mbit/s: 100 ms predicted beyond the round trip, 10 taken
         link.observe_probe(12_500, 48.0, 7.0 + index)
     assert link.bandwidth_bit_s(9.0) == pytest.approx(10e6, rel=0.05)
+
+
+def _link_at_10_mbit_s(*pings_ms: float) -> LinkEstimator:
+    link = LinkEstimator()
+    for index, ms in enumerate(pings_ms):
+        link.observe_rtt(ms, index * 0.1)
+    for index in range(5):
+        link.observe_probe(125_000, 20.0 + 100.0, 1.0 + index)  # 1 Mbit in 100 ms
+    return link
+
+
+def test_a_request_that_waited_out_a_loss_is_no_overhead_sample() -> None:
+    """Else it is every request's overhead until more come, and none come once the device runs everything."""
+    link = _link_at_10_mbit_s(20.0)
+    link.observe(2_334, 20.0 + 1.9 + 200.0, 7.0, reply_bytes=4_194)  # its reply too large to show the uplink
+    assert link.overhead_ms == 0.0
+    assert link.tail_ms_per_byte(7.0) > 0.0  # the stall is the tail's
+
+
+def test_the_overhead_is_what_requests_take_beyond_a_ping_at_the_least_noise() -> None:
+    link = _link_at_10_mbit_s(20.0, 220.0)  # one ping waited out a loss: 200 ms of the link's noise
+    for index, residual_ms in enumerate((2.0, 150.0, 160.0, 3.0, 170.0)):  # jitter and stalls only add
+        link.observe(2_334, 20.0 + 1.9 + residual_ms, 7.0 + index, reply_bytes=4_194)
+    assert link.overhead_ms == pytest.approx(3.0, abs=0.1)
