@@ -29,6 +29,8 @@ _TAIL_WINDOW = 32
 """Transfers whose time beyond their prediction makes the link's tail: a few stalls' worth on a lossy link."""
 _TAIL_MAX_AGE_S = 60.0
 """A transfer older than this no longer counts in the tail."""
+_OVERHEAD_WINDOW = 16
+"""Requests whose residuals make the overhead: it seldom changes (the hub's I/O), a lossy link's stalls often come."""
 _USUAL_AFTER = 8
 """Transfers it takes to say how much slower than predicted one in four of them is."""
 
@@ -311,7 +313,7 @@ class LinkEstimator:
     forgotten after a faster one.
 
     Args:
-        window: Samples kept for the bandwidth and the overhead.
+        window: Samples kept for the bandwidth.
         change: Relative error of the transfer (and overhead) that, two
             (faster) or three (slower) times in a row, means the link changed.
         rtt_forget_s: Seconds after which a round trip sample no longer
@@ -332,7 +334,7 @@ class LinkEstimator:
     ) -> None:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
-        self._overheads: collections.deque[float] = collections.deque(maxlen=window)
+        self._overheads: collections.deque[float] = collections.deque(maxlen=_OVERHEAD_WINDOW)
         self._overhead_ms = 0.0  # _overhead_ms(_overheads), kept in step
         self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
         self._provisional_rtt: float | None = None  # the old link's, until pings measure the new one
