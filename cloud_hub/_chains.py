@@ -42,12 +42,12 @@ class HubChains:
         max_extra_cuts: Cuts besides its candidates one chain may pass through.
     """
 
-    def __init__(self, *, session: Callable[[Path], Runnable], max_models: int, max_extra_cuts: int) -> None:
+    def __init__(self, *, session: Callable[[Path], Session], max_models: int, max_extra_cuts: int) -> None:
         self._session = session
         self._max_models = max_models
         self._max_extra_cuts = max_extra_cuts
         self._chains: OrderedDict[str, Chain] = OrderedDict()
-        self._sessions: dict[str, dict[str, Runnable]] = {}  # model sha256 -> segment sha256 -> session
+        self._sessions: dict[str, dict[str, Session]] = {}  # model sha256 -> segment sha256 -> session
         self._candidates: dict[str, frozenset[str]] = {}  # model sha256 -> its candidate cuts
         self._lock = threading.Lock()
 

@@ -108,3 +108,24 @@ class Session:
         large = self._shrinking is not None and sum(np.asarray(v).nbytes for v in feeds.values()) > SHRINK_ABOVE_BYTES
         results = self._session.run(names, dict(feeds), self._shrinking if large else None)
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+    def run_values(self, feeds: Mapping[str, np.ndarray | ort.OrtValue]) -> dict[str, ort.OrtValue]:
+        """Like :meth:`run`, with ONNX Runtime's own values out (and in, where given), not numpy arrays.
+
+        A chain of segments hands each segment's outputs to the next this
+        way: :meth:`run` copies every output into a numpy array, which at
+        each boundary costs a copy of what crosses it (resnet18's chain from
+        its input: 0.5 of the 0.65 ms it took over one session).
+        """
+        names = [spec.name for spec in self.outputs]
+        values = {name: _ort_value(value) for name, value in feeds.items()}
+        large = (
+            self._shrinking is not None and sum(v.tensor_size_in_bytes() for v in values.values()) > SHRINK_ABOVE_BYTES
+        )
+        results = self._session.run_with_ort_values(names, values, self._shrinking if large else None)
+        return dict(zip(names, results, strict=True))
+
+
+def _ort_value(value: np.ndarray | ort.OrtValue) -> ort.OrtValue:
+    """``value`` as ONNX Runtime's value: an array wrapped where it lies (copied only if not contiguous; 0-d kept)."""
+    return value if isinstance(value, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(np.asarray(value, order="C"))

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import onnxruntime as ort
+
 from models._manifest import (
     CLOUD_ONLY,
     EDGE_ONLY,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from models._manifest import InputShapesRecord
+    from models._runtime import Session
 
 SEGMENTS_FILE = "segments.json"
 SEGMENTS_FORMAT = 1
@@ -252,12 +255,16 @@ def _checked(path: Path, sha256: str, load: Callable[[Path], _L], digest: Callab
 class Chain:
     """Runs any stretch of a segmented model.
 
+    Each segment's outputs go to the next as ONNX Runtime's own values
+    (:meth:`models.Session.run_values`), never copied into numpy arrays
+    between segments.
+
     Args:
         manifest: The chain's cuts and segments.
-        segments: One runnable per segment, in order (sessions made from the segment files).
+        segments: One session per segment, in order (made from the segment files).
     """
 
-    def __init__(self, manifest: SegmentsManifest, segments: Sequence[Runnable]) -> None:
+    def __init__(self, manifest: SegmentsManifest, segments: Sequence[Session]) -> None:
         if len(segments) != len(manifest.segments):
             msg = f"{len(manifest.segments)} segments expected, {len(segments)} given"
             raise ValueError(msg)
@@ -265,7 +272,7 @@ class Chain:
         self._segments = tuple(segments)
 
     @classmethod
-    def load(cls, directory: Path, session: Callable[[bytes], Runnable]) -> Chain:
+    def load(cls, directory: Path, session: Callable[[bytes], Session]) -> Chain:
         """The chain in a segments directory, each segment made into a session by ``session(bytes)``.
 
         Raises:
@@ -290,13 +297,13 @@ class Chain:
         if last < first:
             msg = f"cut {end!r} comes before {start!r}"
             raise ValueError(msg)
-        tensors = dict(feeds)
+        tensors: dict[str, np.ndarray | ort.OrtValue] = dict(feeds)
         timings = []
         for segment in self._segments[first:last]:
             started = time.perf_counter()
-            tensors.update(segment.run({spec.name: tensors[spec.name] for spec in segment.inputs}))
+            tensors.update(segment.run_values({spec.name: tensors[spec.name] for spec in segment.inputs}))
             timings.append((time.perf_counter() - started) * 1000)
-        return {spec.name: tensors[spec.name] for spec in self.manifest.cuts[last].crossing}, timings
+        return {spec.name: _array(tensors[spec.name]) for spec in self.manifest.cuts[last].crossing}, timings
 
     def part(self, start: str, end: str) -> ChainPart:
         """The stretch from ``start`` to ``end`` as one :class:`Runnable`."""
@@ -327,6 +334,11 @@ class ChainPart:
     def run_timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[float]]:
         """Like :meth:`run`, with the milliseconds of each segment."""
         return self.chain.run(feeds, self.start, self.end)
+
+
+def _array(value: np.ndarray | ort.OrtValue) -> np.ndarray:
+    """``value`` as a numpy array (a segment's output is copied out of ONNX Runtime's memory once, here)."""
+    return value.numpy() if isinstance(value, ort.OrtValue) else value
 
 
 def _plain_name(value: object) -> str:

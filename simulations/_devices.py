@@ -58,7 +58,7 @@ import threading
 import time
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from models import Session
 from protocol.errors import ConfigError
@@ -67,8 +67,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     import numpy as np
+    import onnxruntime as ort
 
     from edge_agent import SessionFactory
+
+_Feeds = TypeVar("_Feeds")
+_Outputs = TypeVar("_Outputs")
+"""What a stretched run takes and gives: numpy arrays, or ONNX Runtime's values."""
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 """Where the cgroup v1 cpu controller is mounted."""
@@ -195,8 +200,15 @@ class StretchedSession(Session):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model, then sleep so the call lasts ``factor`` times the run's compute."""
+        return self._stretched(super().run, feeds)
+
+    def run_values(self, feeds: Mapping[str, np.ndarray | ort.OrtValue]) -> dict[str, ort.OrtValue]:
+        """:meth:`models.Session.run_values`, then sleep so the call lasts ``factor`` times the run's compute."""
+        return self._stretched(super().run_values, feeds)
+
+    def _stretched(self, run: Callable[[_Feeds], _Outputs], feeds: _Feeds) -> _Outputs:
         started, computed = self._clock(), self._cpu_clock()
-        outputs = super().run(feeds)
+        outputs = run(feeds)
         compute_s = self._cpu_clock() - computed
         wait_s = max(0.0, self.factor * compute_s - (self._clock() - started))
         with self._lock:
