@@ -153,7 +153,7 @@ _STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplin
 It counts in the tail and nowhere else (a stalled transfer's rate would read as a slower link)."""
 
 
-def _overhead_ms(residuals: Sequence[float]) -> float:
+def _typical_overhead_ms(residuals: Sequence[float]) -> float:
     """The overhead requests' ``residuals`` show: their lower quartile, from the second on (0 before).
 
     Jitter and a loss's wait only ever add to a residual (they are the
@@ -303,9 +303,8 @@ class LinkEstimator:
     predicted time beyond the round trip, plus how far recent pings spread
     on that side of it, plus, for a slower one, what one transfer in four
     lately took beyond its prediction: a lossy link's usual stall), the
-    link has changed: two
-    faster, or three slower (two stalls in a row are common on a lossy
-    link). Bandwidth samples are then forgotten (the surprising transfers
+    link has changed: two faster, or three slower (two stalls in a row are
+    common on a lossy link). Bandwidth samples are then forgotten (the surprising transfers
     seed the new bandwidth if they were long enough), the old round trip
     holds until the next ping, or two if the first is far longer (on a
     lossy link one ping may stall), and :meth:`wants_probe` says so; the
@@ -335,7 +334,7 @@ class LinkEstimator:
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
         self._overheads: collections.deque[float] = collections.deque(maxlen=_OVERHEAD_WINDOW)
-        self._overhead_ms = 0.0  # _overhead_ms(_overheads), kept in step
+        self._overhead_ms = 0.0  # _typical_overhead_ms(_overheads), kept in step
         self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
         self._provisional_rtt: float | None = None  # the old link's, until pings measure the new one
         self._rtt_in_doubt = False  # the new link's first ping was far longer: a loss's wait, or the link?
@@ -549,7 +548,7 @@ class LinkEstimator:
             self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
         elif request and bandwidth is not None:  # too short, or its reply too large
             self._overheads.append(max(0.0, ms - rtt - bits / bandwidth * 1000))
-            self._overhead_ms = _overhead_ms(self._overheads)
+            self._overhead_ms = _typical_overhead_ms(self._overheads)
         self._version += 1
 
     def _forget_link(self, now_s: float) -> None:
