@@ -230,10 +230,11 @@ async def run_cell(
                     proxy.set_spec(STEP_SLOW if slots // 3 <= index < 2 * slots // 3 else STEP_FAST)
                 await asyncio.sleep(max(0.0, started + (index + warm_up) * period - time.perf_counter()))
                 order = orders[index % len(orders)]
+                luck = f"{cell.model}/{cell.device}/{cell.load}/{cell.link}/{index}"  # the slot's seed
                 slot = {}
                 for at in order:
                     if args.common_draws:  # the same luck for every policy of the slot
-                        proxy.reseed(f"{cell.model}/{cell.device}/{cell.load}/{cell.link}/{index}")
+                        proxy.reseed(luck)
                     slot[policies[at]] = await _one(agent, image, policies[at])
                 if index >= 0:
                     cell.slots.append({edge: edge_only[index]} | slot if edge_only else slot)

@@ -675,14 +675,20 @@ def test_a_late_cut_whose_encoding_outlasts_the_rest_of_the_model_still_tells_th
     assert planner.choose(2.0).cut_id == "input"  # the hub is 5x faster: 20 ms for the model, 8 ms for the bytes
 
 
-def test_after_a_change_one_stalled_ping_is_not_taken_for_the_round_trip() -> None:
-    """A first ping far longer than the old round trip may have waited out a loss: a second one decides."""
+def _link_that_slowed_down(*, extra_rtt_ms: float = 0.0) -> LinkEstimator:
+    """A 10 Mbit/s link, 20 ms round trip, then three requests in a row at 1 Mbit/s: a slower link (at 12 s)."""
     link = LinkEstimator()
     link.observe_rtt(20.0, 0.0)
     for index in range(5):
         link.observe(125_000, 120.0, float(index))
-    for index in range(3):  # now 1 Mbit/s
-        link.observe(125_000, 1020.0, 10.0 + index)
+    for index in range(3):
+        link.observe(125_000, 1020.0 + extra_rtt_ms, 10.0 + index)
+    return link
+
+
+def test_after_a_change_one_stalled_ping_is_not_taken_for_the_round_trip() -> None:
+    """A first ping far longer than the old round trip may have waited out a loss: a second one decides."""
+    link = _link_that_slowed_down()
     assert link.wants_rtt
     link.observe_rtt(220.0, 12.5)  # met a retransmission's 200 ms
     assert link.rtt_ms(12.5) == 20.0
@@ -693,24 +699,14 @@ def test_after_a_change_one_stalled_ping_is_not_taken_for_the_round_trip() -> No
 
 
 def test_after_a_change_a_first_ping_like_the_old_round_trip_settles_it() -> None:
-    link = LinkEstimator()
-    link.observe_rtt(20.0, 0.0)
-    for index in range(5):
-        link.observe(125_000, 120.0, float(index))
-    for index in range(3):  # now 1 Mbit/s
-        link.observe(125_000, 1020.0, 10.0 + index)
+    link = _link_that_slowed_down()
     link.observe_rtt(24.0, 12.5)
     assert link.rtt_ms(12.5) == 24.0
     assert not link.wants_rtt
 
 
 def test_after_a_change_two_pings_show_a_longer_round_trip() -> None:
-    link = LinkEstimator()
-    link.observe_rtt(20.0, 0.0)
-    for index in range(5):
-        link.observe(125_000, 120.0, float(index))
-    for index in range(3):  # now 1 Mbit/s, and 100 ms each way more
-        link.observe(125_000, 1220.0, 10.0 + index)
+    link = _link_that_slowed_down(extra_rtt_ms=200.0)  # and 100 ms each way more
     link.observe_rtt(220.0, 12.5)
     link.observe_rtt(225.0, 12.6)
     assert link.rtt_ms(12.6) == 220.0
