@@ -19,7 +19,7 @@ floor has none of (encoding, the hub's queue, decoding). A codec is
 measured only at the cuts where it sends what it names: elsewhere its row
 would repeat raw's (``jpeg`` on float activations) or another codec's.
 
-    python bench/transport.py [--model resnet18] [--requests 30] [--broker URL] [--codec int8+zstd ...]
+    python bench/transport.py [--model resnet18] [--requests 30] [--broker URL] [--codec int8+zstd ...] [--hub-chain]
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import contextlib
 import json
 import socket
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import aiomqtt
@@ -41,12 +43,12 @@ from paho.mqtt.properties import Properties
 from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts, Timings, codec_at
 from edgecut._demo import pick_cuts
-from models import camera_images
+from models import camera_images, partition, zoo
 from protocol import RAW_CODEC, decode_tensor, encode_tensor
 from protocol.mqtt import BrokerURL
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -186,6 +188,15 @@ async def bench_cut(agent: EdgeAgent, url: BrokerURL, cut: str, images: list[np.
     }
 
 
+@contextlib.contextmanager
+def split_directory(model: str, cut: str) -> Iterator[Path]:
+    """A directory holding zoo ``model`` split at ``cut``, for the block's duration."""
+    with tempfile.TemporaryDirectory(prefix="edgecut-bench-") as directory:
+        halves = partition.split(zoo.build(model), cut, model_id=model)
+        partition.save_split(halves, Path(directory) / cut)
+        yield Path(directory)
+
+
 def over_the_floor(timings: list[Timings], ms: dict[str, float]) -> dict[str, float]:
     """Where the agent's time beyond the floor went: medians of its timings against the floor's parts, in ms.
 
@@ -209,9 +220,9 @@ def over_the_floor(timings: list[Timings], ms: dict[str, float]) -> dict[str, fl
 
 
 @contextlib.asynccontextmanager
-async def serving_hub(broker: str) -> AsyncIterator[Hub]:
-    """A hub on ``broker`` for the block's duration."""
-    hub = Hub(HubConfig(broker=broker, prefix="bench", hub_id="bench-hub", threads=1))
+async def serving_hub(broker: str, models_dir: Path | None = None) -> AsyncIterator[Hub]:
+    """A hub on ``broker`` for the block's duration, serving what ``models_dir`` holds and the zoo."""
+    hub = Hub(HubConfig(broker=broker, prefix="bench", hub_id="bench-hub", threads=1, models_dir=models_dir))
     serving = asyncio.create_task(hub.serve())
     await hub.ready.wait()
     try:
@@ -229,13 +240,16 @@ async def main(
     codecs: list[str] | None = None,
     *,
     shared_hub: bool = False,
+    hub_chain: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the benchmark over every demo cut but edge-only, with each codec.
 
-    Each cut gets a hub of its own, as a fleet at one fixed cut has; with
-    ``shared_hub``, one hub serves every cut, and its chain of the model
-    passes through all of them (each tail then runs through the later cuts'
-    boundaries too).
+    Each cut gets a hub of its own holding that cut's split directory, as a
+    fleet at one fixed cut is deployed (``edgecut models split --cut``). With
+    ``hub_chain``, the hub holds the zoo model instead, as a chain of
+    segments through the model's candidate cuts (the tail then runs through
+    the later cuts' boundaries); with ``shared_hub``, one such hub serves
+    every cut.
     """
     async with contextlib.AsyncExitStack() as stack:
         if broker is None:
@@ -262,7 +276,8 @@ async def main(
                         continue
                     async with contextlib.AsyncExitStack() as own:
                         if not shared_hub:
-                            await own.enter_async_context(serving_hub(broker))
+                            models_dir = None if hub_chain else own.enter_context(split_directory(model, cut))
+                            await own.enter_async_context(serving_hub(broker, models_dir))
                         rows.append(await bench_cut(agent, url, cut, images))
         return rows
 
@@ -275,11 +290,28 @@ if __name__ == "__main__":
     parser.add_argument("--cut", action="append", dest="cuts", help="measure this cut only (repeatable)")
     parser.add_argument("--codec", action="append", dest="codecs", help="measure with this codec (repeatable)")
     parser.add_argument(
-        "--shared-hub", action="store_true", help="one hub for every cut (default: a hub of its own per cut)"
+        "--shared-hub",
+        action="store_true",
+        help="one hub for every cut, holding the model's chain (implies --hub-chain)",
+    )
+    parser.add_argument(
+        "--hub-chain",
+        action="store_true",
+        help="each cut's hub holds the zoo model as a chain of segments (default: the cut's split directory)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = asyncio.run(main(args.model, args.requests, args.broker, args.cuts, args.codecs, shared_hub=args.shared_hub))
+    rows = asyncio.run(
+        main(
+            args.model,
+            args.requests,
+            args.broker,
+            args.cuts,
+            args.codecs,
+            shared_hub=args.shared_hub,
+            hub_chain=args.hub_chain,
+        )
+    )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
