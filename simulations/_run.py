@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from protocol.errors import ConfigError
 from simulations._calibrate import observed_profiles, save_profiles, scenario_profiles
+from simulations._collector import few_collections
 from simulations._emulate import run_emulated
 from simulations._report import summarise, write_header, write_record
 from simulations._scenario import check_policy
@@ -102,15 +103,17 @@ def run_fleet(
     """
     from simulations._fleet import Fleet  # noqa: PLC0415 - SimPy comes with the sim extra, used here only
 
-    fleet = Fleet(scenario, profiles, record, policy=policy)
-    fleet.start()
-    for step in range(1, _PROGRESS_STEPS + 1):
-        fleet.advance(scenario.duration_s * step / _PROGRESS_STEPS)
-        if fleet.ended:
-            break
-        if tick is not None:
-            tick(float(fleet.env.now))
-    return float(fleet.env.now)
+    with few_collections() as built:
+        fleet = Fleet(scenario, profiles, record, policy=policy)
+        fleet.start()
+        built()
+        for step in range(1, _PROGRESS_STEPS + 1):
+            fleet.advance(scenario.duration_s * step / _PROGRESS_STEPS)
+            if fleet.ended:
+                break
+            if tick is not None:
+                tick(float(fleet.env.now))
+        return float(fleet.env.now)
 
 
 def _run_emulated(
