@@ -34,6 +34,7 @@ an agent changes no other agent's draws.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import simpy
@@ -249,22 +250,40 @@ class Fleet:
         return (yield from _lost(self.env))
 
     def _pings(self, agent: SimulatedAgent, ping: SendPing | None) -> Generator[simpy.Event, object, None]:
-        """Send the core's ping, then each next one it asks for, reporting every answer or loss."""
+        """Send the core's ping, then each next one it asks for, reporting every answer or loss.
+
+        Once a ping reaches a hub its answer's arrival is known (or that none
+        comes: no hub up), so one process waits for the answer or the
+        timeout, whichever is first, without racing two. A ping that reaches
+        the hub only after its timeout is still answered there, on the
+        agent's down link, as a real hub does.
+        """
         env = self.env
+
+        def answer_late(_: simpy.Event) -> None:
+            self._pong(agent)
+
         while ping is not None:
-            sent = env.now
-            pong = env.process(self._pong(agent, ping.nbytes))
-            yield pong | env.timeout(ping.timeout_s)
-            if pong.triggered:
-                ping = agent.core.ping_answered((env.now - sent) * 1000, env.now)
+            sent_s = env.now
+            lost_s = sent_s + ping.timeout_s
+            at_hub_s = agent.arrival(agent.up, ping.nbytes + _SMALL_MESSAGE_BYTES)
+            answered_s = math.inf
+            if at_hub_s < lost_s:
+                yield env.timeout(at_hub_s - env.now)
+                answered_s = self._pong(agent)
+            else:
+                env.timeout(at_hub_s - env.now).callbacks.append(answer_late)
+            yield env.timeout(min(answered_s, lost_s) - env.now)
+            if answered_s <= lost_s:
+                ping = agent.core.ping_answered((env.now - sent_s) * 1000, env.now)
             else:
                 ping = agent.core.ping_lost(env.now)
 
-    def _pong(self, agent: SimulatedAgent, nbytes: int) -> Generator[simpy.Event, object, None]:
-        yield agent.transfer(agent.up, nbytes + _SMALL_MESSAGE_BYTES)
+    def _pong(self, agent: SimulatedAgent) -> float:
+        """A hub answers a ping that reached it now: when the answer reaches the agent (never with no hub up)."""
         if self.hubs.route() is None:
-            yield from _lost(self.env)
-        yield agent.transfer(agent.down, _SMALL_MESSAGE_BYTES)
+            return math.inf
+        return agent.arrival(agent.down, _SMALL_MESSAGE_BYTES)
 
     def _total_ms(self, request: Request) -> float:
         """The request's time from its start until now."""

@@ -95,10 +95,14 @@ class SimulatedAgent:
         return start_s, self._device_free_s
 
     def transfer(self, direction: Direction, nbytes: int) -> simpy.Timeout:
-        """Wait until ``nbytes`` entering ``direction`` now have come out (after any outage).
+        """Wait until ``nbytes`` entering ``direction`` now have come out (:meth:`arrival`)."""
+        return self.env.timeout(self.arrival(direction, nbytes) - self.env.now)
+
+    def arrival(self, direction: Direction, nbytes: int) -> float:
+        """When ``nbytes`` entering ``direction`` now come out at the far end (after any outage), in s.
 
         Plus half the profile's ``network_excess_ms``: what emulate mode's
         messages took beyond the link model (zero in a measured profile).
         """
         start = max(self.env.now, self.outage_until_s)
-        return self.env.timeout(direction.departure(start, nbytes) - self.env.now + self._leg_excess_s)
+        return direction.departure(start, nbytes) + self._leg_excess_s
