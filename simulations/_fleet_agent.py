@@ -9,6 +9,7 @@ carries its commands out on simulated time (:mod:`simulations._fleet`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import zlib
@@ -57,9 +58,9 @@ class SimulatedAgent:
         self.policy = policy
         self.factor = group.factor
         self._device_free_s = 0.0  # when the device's ORT thread is done with what it was given
-        self.up = Direction(group.link.up, random.Random(f"{seed}/{self.name}/up"))  # noqa: S311 - not crypto
-        self.down = Direction(group.link.down, random.Random(f"{seed}/{self.name}/down"))  # noqa: S311
-        self.compute = random.Random(f"{seed}/{self.name}/device")  # noqa: S311
+        self.up = Direction(group.link.up, f"{seed}/{self.name}/up")
+        self.down = Direction(group.link.down, f"{seed}/{self.name}/down")
+        self._seed = seed
         self._leg_excess_s = profile.network_excess_ms / 2000  # half of an exchange's, each way
         self.outage_until_s = 0.0
         self.core = self._core(seed, hubs)
@@ -80,6 +81,11 @@ class SimulatedAgent:
         segment_ms = [(later.head_ms - cut.head_ms) * self.factor for cut, later in itertools.pairwise(cuts)]
         core.warmed_up([segment_ms], self.env.now)  # the agent's warm-up, as its device runs the profile
         return core
+
+    @functools.cached_property
+    def compute(self) -> random.Random:
+        """Where the device's spread draws from, made on the first draw (a device without one never makes it)."""
+        return random.Random(f"{self._seed}/{self.name}/device")  # noqa: S311 - not crypto
 
     def run(self, host_ms: float) -> tuple[float, float]:
         """Queue on the device what this host computes in ``host_ms``: when it starts and when it ends (s).

@@ -24,12 +24,12 @@ A direction (``up``: agent to broker, ``down``: broker to agent) is, in order:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import random
-
     from simulations._traces import RateTrace
 
 SEGMENT_BYTES = 1448
@@ -117,17 +117,27 @@ class Direction:
     Args:
         spec: What the direction does.
         rng: Where jitter and loss draw from (one stream per direction, derived
-            from the scenario's seed by the caller); :attr:`rng` may be
-            swapped between chunks too.
+            from the scenario's seed by the caller), or the seed of that
+            stream, to be made on the first draw (a direction without
+            jitter or loss never pays for one); :attr:`rng` may be swapped
+            between chunks too.
         start_s: The time the connection opened: a trace plays from here.
     """
 
-    def __init__(self, spec: DirectionSpec, rng: random.Random, *, start_s: float = 0.0) -> None:
+    def __init__(self, spec: DirectionSpec, rng: random.Random | str, *, start_s: float = 0.0) -> None:
         self.spec = spec
-        self.rng = rng
+        if isinstance(rng, str):
+            self._seed = rng
+        else:
+            self.rng = rng
         self._start_s = start_s
         self._free_at_s = start_s
         self._last_out_s = start_s
+
+    @functools.cached_property
+    def rng(self) -> random.Random:
+        """Where jitter and loss draw from: the stream of the seed given, made on the first draw."""
+        return random.Random(self._seed)  # noqa: S311 - link draws, not crypto
 
     def slices(self, now_s: float, data: bytes) -> list[bytes]:
         """``data`` cut into pieces of at most :data:`SLICE_S` at the current rate (at least a segment)."""

@@ -79,6 +79,15 @@ def test_a_lost_segment_costs_the_retransmission_timeout() -> None:
     assert np.mean(hits) > 0.8  # 1 - 0.9**20 of larger chunks lose a segment
 
 
+def test_a_named_stream_is_made_on_the_first_draw_and_draws_as_one_made_at_once() -> None:
+    quiet = Direction(DirectionSpec(delay_s=0.01), "1/cams-0/up")
+    quiet.departure(0.0, 1000)
+    assert "rng" not in vars(quiet)  # no jitter nor loss: no stream was made
+    spec = DirectionSpec(delay_s=0.01, jitter_s=0.05, loss=0.1)
+    named, made = Direction(spec, "1/cams-0/up"), Direction(spec, random.Random("1/cams-0/up"))
+    assert [named.departure(i, 5000) for i in range(50)] == [made.departure(i, 5000) for i in range(50)]
+
+
 def test_slices_are_10_ms_of_the_rate_and_at_least_a_segment() -> None:
     link = _direction(rate_bit_s=8_000_000)  # 10 ms = 10,000 bytes
     pieces = link.slices(0.0, b"x" * 25_000)
