@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import threading
 import time
 import uuid
 import zlib
@@ -234,21 +235,39 @@ async def test_a_ping_over_the_padding_limit_or_on_a_request_topic_is_dropped(
     assert hub.refused["ping_dropped"] in {1, 2}
 
 
+async def _one_run_at_a_time(hub: Hub, gate: threading.Event, watcher: Watcher, runs: int) -> list[str]:
+    """Let the parked hub run ``runs`` requests one at a time: their ids, in the order it ran them.
+
+    Each reply is read before the next run may start, so that the order is
+    the hub's: a broker keeps the order of messages on one topic only, and
+    rumqttd delivers two agents' replies in either order.
+    """
+    ran = []
+    for _ in range(runs):
+        next_gate = threading.Event()
+        hub._executor.submit(next_gate.wait)  # the thread parks again after the run the gate lets through
+        gate.set()
+        ran.append(decode_reply((await watcher.next()).payload).request_id)
+        gate = next_gate
+    gate.set()
+    return ran
+
+
 async def test_an_agents_backlog_delays_another_agents_request_by_one_request_at_most(
     broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]]
 ) -> None:
-    hub = await start_hub(workers=1, max_queue_per_agent=6)
+    hub = await start_hub(workers=1, max_queue_per_agent=6, max_batch_size=1)  # one request a run
     topics = Topics(prefix)
     async with watching(broker_url, topics.response("raw"), topics.response("quiet")) as watcher:
         await _answer(watcher, topics, encode_request(tiny_request()))  # the tail is loaded
-        async with parked(hub):
+        async with parked(hub) as gate:
             for index in range(8):  # one over the agent's bound, and one more
                 await watcher.send(topics.request("raw"), tiny_request(request_id=f"greedy-{index}"))
             await until(lambda: hub.queue_depth == 6, "the greedy agent's bound to be reached")
             await watcher.send(topics.request("quiet"), tiny_request(agent_id="quiet", request_id="quiet-0"))
             await until(lambda: hub.queue_depth == 7, "the quiet agent's request to be queued")
             overloaded = [decode_reply((await watcher.next()).payload) for _ in range(2)]
-        served = [decode_reply((await watcher.next()).payload).request_id for _ in range(7)]
+            served = await _one_run_at_a_time(hub, gate, watcher, 7)
     assert {reply.request_id for reply in overloaded} == {"greedy-6", "greedy-7"}
     assert all(reply.error is not None and reply.error.code == ErrorCode.OVERLOADED for reply in overloaded)
     assert "requests of agent raw queued (max_queue_per_agent 6)" in str(overloaded[0].error)
