@@ -3,7 +3,8 @@
 For each cut, sample by sample in turn (so the machine's slower and faster
 moments fall on every measurement alike): an agent inference through a real
 hub and broker (the hub holds the cut's split directory, as a fleet at one
-fixed cut is deployed; ``--hub-chain``: the zoo model as a chain of segments); a bare aiomqtt request/response echo carrying the same request
+fixed cut is deployed; ``--hub-chain``: the zoo model as a chain of
+segments); a bare aiomqtt request/response echo carrying the same request
 and reply byte counts (MQTT 5, TCP_NODELAY, same broker and QoS); and the
 compute: the head and then the tail, one after the other as the pipeline runs
 them (a half run alone in a loop keeps its weights in the CPU's caches, which a
