@@ -13,7 +13,8 @@ So while a fleet is built the collector is off, its objects are then frozen
 the run collects the youngest generation every
 :data:`_YOUNGEST_THRESHOLD` allocations instead of every 2,000: cycles a
 scenario does make are still freed, within a bounded amount of memory.
-Everything is as it was once the block ends.
+Everything is as it was once the block ends. The collector is the
+process's: other threads meanwhile see the same settings.
 """
 
 from __future__ import annotations
