@@ -32,6 +32,7 @@ import contextlib
 import json
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -317,6 +318,7 @@ if __name__ == "__main__":
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
+        print(" ".join(["$ python bench/transport.py", *sys.argv[1:]]))
         print(
             f"{'cut':<24} {'codec':<18} {'req bytes':>10} {'agent ms':>9} {'echo ms':>8} {'head ms':>8} "
             f"{'tail ms':>8} {'in turn':>8} {'codec ms':>8} {'ratio':>6}"
