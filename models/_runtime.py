@@ -105,8 +105,8 @@ class Session:
         Blocking and CPU-bound: async callers run it in a worker thread.
         """
         names = [spec.name for spec in self.outputs]
-        large = self._shrinking is not None and sum(np.asarray(v).nbytes for v in feeds.values()) > SHRINK_ABOVE_BYTES
-        results = self._session.run(names, dict(feeds), self._shrinking if large else None)
+        options = self._run_options(sum(np.asarray(v).nbytes for v in feeds.values()))
+        results = self._session.run(names, dict(feeds), options)
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
 
     def run_values(self, feeds: Mapping[str, np.ndarray | ort.OrtValue]) -> dict[str, ort.OrtValue]:
@@ -119,11 +119,13 @@ class Session:
         """
         names = [spec.name for spec in self.outputs]
         values = {name: _ort_value(value) for name, value in feeds.items()}
-        large = (
-            self._shrinking is not None and sum(v.tensor_size_in_bytes() for v in values.values()) > SHRINK_ABOVE_BYTES
-        )
-        results = self._session.run_with_ort_values(names, values, self._shrinking if large else None)
+        options = self._run_options(sum(v.tensor_size_in_bytes() for v in values.values()))
+        results = self._session.run_with_ort_values(names, values, options)
         return dict(zip(names, results, strict=True))
+
+    def _run_options(self, input_bytes: int) -> ort.RunOptions | None:
+        """The options of a run whose inputs take ``input_bytes``: shrinking the arena after a large one, if asked."""
+        return self._shrinking if self._shrinking is not None and input_bytes > SHRINK_ABOVE_BYTES else None
 
 
 def _ort_value(value: np.ndarray | ort.OrtValue) -> ort.OrtValue:
