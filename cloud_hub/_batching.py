@@ -278,8 +278,11 @@ def run_batch(batch: Batch, *, hub_id: str, queue_depth: int) -> list[Outcome]:
 
     A member whose tensors do not decode is answered with its error and the
     others run without it. Should the joined run fail, each member runs alone,
-    so that one request never fails another.
+    so that one request never fails another. A batch of one runs as it is,
+    without joining.
     """
+    if len(batch.members) == 1:
+        return [_run_alone(batch.tail, batch.members[0], hub_id=hub_id, queue_depth=queue_depth)]
     outcomes: list[Outcome | None] = [None] * len(batch.members)
     decoded: list[tuple[Member, InferenceRequest]] = []
     for index, member in enumerate(batch.members):

@@ -13,8 +13,6 @@ is bounded: the agents remembered, and the requests queued by the hub's ledger.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 import dataclasses
 import heapq
@@ -23,6 +21,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable, Iterator
 
 _T = TypeVar("_T")
@@ -49,7 +48,6 @@ class FairQueue(Generic[_T]):
         self._next_tag: dict[str, int] = {}  # sender -> the start tag of its next item, at the least
         self._virtual = 0
         self._arrivals = itertools.count()
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._claimers: list[Callable[[_T], bool]] = []  # claim_arrivals
         self._watchers: list[asyncio.Future[None]] = []  # claim_arrivals
 
@@ -68,29 +66,16 @@ class FairQueue(Generic[_T]):
         for watcher in self._watchers:
             if not watcher.done():
                 watcher.set_result(None)
-        self._wake_next()
 
-    async def get(self) -> _T:
-        """The item whose turn it is, waiting for one if none is queued."""
-        while not self._heap:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and self._heap:
-                    self._wake_next()  # pass on a wake-up this cancelled getter took
-                raise
-        return self.get_nowait()
-
-    def get_nowait(self) -> _T:
-        """Like :meth:`get`, without waiting.
+    def pop(self) -> _T:
+        """Take the item whose turn it is.
 
         Raises:
-            asyncio.QueueEmpty: Nothing is queued.
+            IndexError: Nothing is queued.
         """
         if not self._heap:
-            raise asyncio.QueueEmpty
+            msg = "pop from an empty fair queue"
+            raise IndexError(msg)
         tag, _, item = heapq.heappop(self._heap)
         self._virtual = tag
         if len(self._next_tag) > _MAX_AGENTS_REMEMBERED:  # senders at or behind the virtual time add nothing
@@ -122,7 +107,7 @@ class FairQueue(Generic[_T]):
         """Within the block, offer every item put to ``claimer`` first, and resolve ``queued`` once one is queued.
 
         An item ``claimer`` takes (it returns ``True``) is never queued: it is
-        taken the moment it is put, before any idle getter could take it. Only
+        taken the moment it is put, before it could start alone. Only
         while nothing is queued is that fair, so a batch being filled claims
         arrivals only until something is queued (``queued``).
         """
@@ -133,13 +118,6 @@ class FairQueue(Generic[_T]):
         finally:
             self._claimers.remove(claimer)
             self._watchers.remove(queued)
-
-    def _wake_next(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
 
 @dataclasses.dataclass(slots=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from cloud_hub._admission import Admission
 from cloud_hub._batching import Batcher, run_batch
 from cloud_hub._delivery import ModelDelivery
-from cloud_hub._execution import Ran, refusal, run_tail
+from cloud_hub._execution import refusal
 from cloud_hub._fairness import FairQueue
 from cloud_hub._jobs import AgentClocks, Job, Ledger, RecentRequests
 from cloud_hub._malloc import release_freed_memory
@@ -69,6 +68,7 @@ if TYPE_CHECKING:
 
     from cloud_hub._batching import Batch, Outcome
     from cloud_hub._config import HubConfig
+    from cloud_hub._execution import Ran
     from cloud_hub._metrics import HubMetrics, HubState
     from cloud_hub._store import Tail
     from protocol import EncodedRequest, InferenceRequest
@@ -140,6 +140,7 @@ class Hub:
             providers=config.providers,
         )
         self._queue: FairQueue[Job] = FairQueue()
+        self._free_workers = config.workers
         self._jobs = Ledger(
             max_jobs=config.max_queue, max_bytes=config.max_queue_bytes, max_jobs_per_agent=config.max_queue_per_agent
         )
@@ -255,20 +256,14 @@ class Hub:
 
     async def _serve_until_shutdown(self) -> None:
         async with asyncio.TaskGroup() as tasks:
-            workers = [
-                tasks.create_task(self._work(), name=f"edgecut[{self.config.hub_id}].worker{i}")
-                for i in range(self.config.workers)
-            ]
             tasks.create_task(self._report_load(), name=f"edgecut[{self.config.hub_id}].status")
             try:
                 await self._shutdown.wait()
                 await self._drain()
-            finally:  # a forced stop (cancelled) too
+            finally:  # a forced stop (cancelled) too: no run starts after this
                 # Loops also watch this event: on Python 3.11 a cancel landing inside aiomqtt's
                 # publish (asyncio.wait_for) can be swallowed (CPython gh-86296).
                 self._stopped.set()
-                for task in workers:
-                    task.cancel()
 
     async def _drain(self) -> None:
         self._accepting = False
@@ -313,6 +308,7 @@ class Hub:
         self._jobs.hold(job)
         self._recent.start((agent_id, job.request_id))
         self._queue.put(agent_id, job)
+        self._dispatch()
 
     def _misfit(self, request: EncodedRequest) -> ReplyError | None:
         """Why ``request`` cannot run on its tail, if that is loaded: refused on receipt, never queued."""
@@ -346,47 +342,88 @@ class Hub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _work(self) -> None:
-        while not self._stopped.is_set():
-            job = await self._queue.get()
-            payload = await self._answer(job)
-            if payload is not None:  # None: the reply is out already, or the job waits for its tail's load
-                # The reply goes out from the loop: a worker never waits on the network.
-                self._spawn(self._reply(job, payload))
+    def _dispatch(self) -> None:
+        """Start queued requests in turn while a worker is free: called when one is queued and when a run ends.
 
-    async def _answer(self, job: Job) -> bytes | None:
-        """Run the request, or return the encoded error reply; ``None`` once answered or while it loads."""
+        Called from the message callback itself, a request reaches its worker
+        thread without waiting for a task of the loop to wake.
+        """
+        while self._free_workers and self._queue and not self._stopped.is_set():
+            if self._start(self._queue.pop()):
+                self._free_workers -= 1
+
+    def _start(self, job: Job) -> bool:
+        """Start running ``job`` and what batches with it; ``True`` when that takes a worker until :meth:`_ran`.
+
+        A request refused now is answered at once, one whose tail must load
+        waits for it off the workers: neither takes a worker.
+        """
         try:
-            await self._run(job)
+            batch = self._batch_for(job)
         except _Refused as exc:
             job.repeatable = exc.error.code not in _RUN_AGAIN_CODES
-            return self._failure(job, exc.error)
+            self._spawn(self._reply(job, self._failure(job, exc.error)))
+            return False
         except (TailUnavailableError, ProtocolError) as exc:
-            return self._failure(job, ReplyError(code=exc.code, message=str(exc)))
-        except Exception as exc:  # a worker must outlive any one request
+            self._spawn(self._reply(job, self._failure(job, ReplyError(code=exc.code, message=str(exc)))))
+            return False
+        except Exception as exc:  # the hub must outlive any one request
             logger.exception("request %s failed", job.request_id)
-            return self._failure(job, ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"))
-        return None
+            error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
+            self._spawn(self._reply(job, self._failure(job, error)))
+            return False
+        if batch is None:
+            return False
+        if self._batcher.delay_s:
+            self._spawn(self._fill_then_run(batch))
+        else:
+            self._run(batch)
+        return True
 
-    async def _run(self, job: Job) -> None:
+    def _batch_for(self, job: Job) -> Batch | None:
+        """The batch ``job`` runs in, its tail ready; ``None`` while the tail loads (``job`` waits for it)."""
         request = _read(job)
         _refuse_if(self._admission.staleness(job, request.header))
         tail = self._ready_tail(job, request.header)
         if tail is None:
             self._spawn(self._load_for(job))
-            return
+            return None
         _refuse_if(refusal(request, tail, **self._limits))
-        batch = self._batcher.take(job, request, tail)
-        if self._batcher.delay_s:
-            await self._batcher.fill(batch)
-        if len(batch.members) > 1:
-            await self._run_batch(batch)
+        return self._batcher.take(job, request, tail)
+
+    async def _fill_then_run(self, batch: Batch) -> None:
+        await self._batcher.fill(batch)
+        self._run(batch)
+
+    def _run(self, batch: Batch) -> None:
+        """Run ``batch`` in a worker thread; :meth:`_ran` sends the replies the moment the thread is done."""
+        loop = asyncio.get_running_loop()
+        self.tails_run += len(batch.members)
+        run = self._executor.submit(run_batch, batch, hub_id=self.config.hub_id, queue_depth=len(self._jobs))
+        run.add_done_callback(lambda done: loop.call_soon_threadsafe(self._ran, batch, done))
+
+    def _ran(self, batch: Batch, run: concurrent.futures.Future[list[Outcome]]) -> None:
+        """On the loop: send every member's reply (each its own error), count the run, free its worker."""
+        if run.cancelled():  # the hub is stopping: its drain answers what never ran
             return
-        self.tails_run += 1
-        ran = await self._run_tail(job, tail, request, batch.rows)
-        self._note_ran(job, tail, request, ran)
+        try:
+            outcomes: list[Outcome] = run.result()
+        except Exception as exc:  # run_batch answers each member itself: never, but no member may go unanswered
+            logger.exception("a batch of %d requests failed", len(batch.members))
+            outcomes = [ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")] * len(
+                batch.members
+            )
+        for member, outcome in zip(batch.members, outcomes, strict=True):
+            if isinstance(outcome, ReplyError):
+                self._spawn(self._reply(member.job, self._failure(member.job, outcome)))
+            else:
+                self._spawn(self._reply(member.job, outcome.reply))
+                self._note_ran(member.job, batch.tail, member.request, outcome)
         if self._metrics is not None:
-            self._metrics.batch(tail.manifest.model_id, request.header.cut_id, rows=batch.rows, requests=1)
+            model, cut = batch.tail.manifest.model_id, batch.members[0].request.header.cut_id
+            self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
+        self._free_workers += 1
+        self._dispatch()
 
     def _note_ran(self, job: Job, tail: Tail, request: EncodedRequest, ran: Ran) -> None:
         """Count a request whose tail ran, in the load profile and the metrics."""
@@ -397,65 +434,6 @@ class Hub:
         if self._metrics is not None:
             model, cut = tail.manifest.model_id, request.header.cut_id
             self._metrics.ran(model, cut, queue_s=queue_ms / 1000, compute_s=ran.compute_ms / 1000)
-
-    async def _run_batch(self, batch: Batch) -> None:
-        """Run ``batch`` in a worker thread in one tail run, then send every member's reply (each its own error)."""
-        self.tails_run += len(batch.members)
-        run = functools.partial(run_batch, batch, hub_id=self.config.hub_id, queue_depth=len(self._jobs))
-        try:
-            outcomes: list[Outcome] = await asyncio.get_running_loop().run_in_executor(self._executor, run)
-        except Exception as exc:  # run_batch answers each member itself: never, but no member may go unanswered
-            logger.exception("a batch of %d requests failed", len(batch.members))
-            error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-            outcomes = [error] * len(batch.members)
-        for member, outcome in zip(batch.members, outcomes, strict=True):
-            if isinstance(outcome, ReplyError):
-                self._spawn(self._reply(member.job, self._failure(member.job, outcome)))
-            else:
-                self._spawn(self._reply(member.job, outcome.reply))
-                self._note_ran(member.job, batch.tail, member.request, outcome)
-        if self._metrics is not None:
-            model, cut = batch.tail.manifest.model_id, batch.members[0].request.header.cut_id
-            self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
-
-    def _run_tail(self, job: Job, tail: Tail, request: EncodedRequest, batch_size: int) -> asyncio.Future[Ran]:
-        """Run the tail in a worker thread; its reply starts out the moment the thread is done.
-
-        The thread's completion schedules the reply's publish itself, rather
-        than waking the worker's task first: a loop iteration or two fewer
-        between the tail's end and the reply on the wire.
-        """
-        loop = asyncio.get_running_loop()
-        ran: asyncio.Future[Ran] = loop.create_future()
-
-        def done(run: concurrent.futures.Future[Ran]) -> None:  # on the loop
-            if run.cancelled():  # the hub is stopping
-                ran.cancel()
-                return
-            error = run.exception()
-            if error is None:
-                self._spawn(self._reply(job, run.result().reply))
-            if ran.done():  # the worker's task was cancelled meanwhile
-                return
-            if error is None:
-                ran.set_result(run.result())
-            else:
-                ran.set_exception(error)
-
-        def finished(run: concurrent.futures.Future[Ran]) -> None:  # in the worker thread
-            loop.call_soon_threadsafe(done, run)
-
-        run = self._executor.submit(
-            run_tail,
-            tail,
-            request,
-            hub_id=self.config.hub_id,
-            received=job.received,
-            queue_depth=len(self._jobs),
-            batch_size=batch_size,
-        )
-        run.add_done_callback(finished)
-        return ran
 
     def _ready_tail(self, job: Job, request: InferenceRequest) -> Tail | None:
         """The request's tail if it is ready now; ``None`` if it must be loaded (within the load budgets).
@@ -502,6 +480,7 @@ class Hub:
                 return
             job.load_ms += (time.perf_counter() - started) * 1000  # a tail's first use, not the queue
             self._queue.put(job.agent_id, job)  # its tail is ready now
+            self._dispatch()
             return
         self._background.add(getting)  # the load goes on; its outcome (a tail, or a miss) is the store's
         getting.add_done_callback(self._background.discard)

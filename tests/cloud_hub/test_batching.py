@@ -97,35 +97,33 @@ def test_the_tiny_models_tails_have_a_batch_axis() -> None:
 # --- the fair queue's part ----------------------------------------------------
 
 
-async def test_items_taken_into_a_batch_leave_the_others_their_turns() -> None:
+def test_items_taken_into_a_batch_leave_the_others_their_turns() -> None:
     queue: FairQueue[str] = FairQueue()
     for sender, item in [("a", "a0"), ("a", "a1"), ("a", "a2"), ("b", "b0")]:
         queue.put(sender, item)
-    assert queue.get_nowait() == "a0"
+    assert queue.pop() == "a0"
     assert queue.queued(10) == [(0, "b0"), (1, "a1"), (2, "a2")]
     assert queue.queued(2) == [(0, "b0"), (1, "a1")]
     queue.take(["a1", "a2"])  # ran with a0
     queue.put("c", "c0")  # arrives after the batch: behind what was already queued
-    assert [queue.get_nowait() for _ in range(len(queue))] == ["b0", "c0"]
+    assert [queue.pop() for _ in range(len(queue))] == ["b0", "c0"]
 
 
 async def test_an_arrival_a_batch_claims_is_never_queued_and_others_wake_the_watcher() -> None:
     queue: FairQueue[str] = FairQueue()
     queue.put("a", "a0")
-    assert queue.get_nowait() == "a0"  # in service, filling a batch
+    assert queue.pop() == "a0"  # in service, filling a batch
     queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    getter = asyncio.create_task(queue.get())  # an idle worker
-    await asyncio.sleep(0)
     with queue.claim_arrivals(lambda item: item.startswith("same"), queued):
-        queue.put("b", "same-b0")  # taken at once: the idle worker never sees it
+        queue.put("b", "same-b0")  # taken at once: never queued for a worker to start alone
         assert len(queue) == 0
         assert not queued.done()
         queue.put("c", "other-c0")
         assert queued.done()
-    assert await getter == "other-c0"
+    assert queue.pop() == "other-c0"
     queue.put("b", "same-b1")  # the block is over: queued as usual, behind b's claimed turn
     queue.put("d", "d0")
-    assert [queue.get_nowait() for _ in range(len(queue))] == ["d0", "same-b1"]
+    assert [queue.pop() for _ in range(len(queue))] == ["d0", "same-b1"]
 
 
 # --- run_batch: a real tail -----------------------------------------------------

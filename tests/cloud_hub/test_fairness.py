@@ -2,56 +2,52 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from cloud_hub._fairness import FairQueue, RateBudget
 
 
-async def test_the_fair_queue_takes_senders_in_turn_whatever_they_queued() -> None:
+def test_the_fair_queue_takes_senders_in_turn_whatever_they_queued() -> None:
     queue: FairQueue[str] = FairQueue()
     for index in range(5):
         queue.put("greedy", f"g{index}")
     queue.put("quiet", "q0")
     queue.put("other", "o0")
     queue.put("quiet", "q1")
-    taken = [await queue.get() for _ in range(len(queue))]
+    taken = [queue.pop() for _ in range(len(queue))]
     # The greedy sender's first request came first; then each sender's next one in turn.
     assert taken == ["g0", "q0", "o0", "g1", "q1", "g2", "g3", "g4"]
     assert len(queue) == 0
 
 
-async def test_a_sender_arriving_later_waits_for_at_most_one_item_of_each_other_sender() -> None:
+def test_a_sender_arriving_later_waits_for_at_most_one_item_of_each_other_sender() -> None:
     queue: FairQueue[str] = FairQueue()
     for index in range(50):
         queue.put("greedy", f"g{index}")
-    assert queue.get_nowait() == "g0"  # running
+    assert queue.pop() == "g0"  # running
     queue.put("late", "l0")
-    assert [queue.get_nowait(), queue.get_nowait()] == ["l0", "g1"]  # next after the one in service
+    assert [queue.pop(), queue.pop()] == ["l0", "g1"]  # next after the one in service
 
 
-async def test_a_sender_gains_no_turns_by_having_been_idle_nor_loses_its_turn() -> None:
+def test_a_sender_gains_no_turns_by_having_been_idle_nor_loses_its_turn() -> None:
     queue: FairQueue[str] = FairQueue()
     for index in range(4):
         queue.put("busy", f"b{index}")
-    assert [queue.get_nowait(), queue.get_nowait()] == ["b0", "b1"]
+    assert [queue.pop(), queue.pop()] == ["b0", "b1"]
     queue.put("idle", "i0")  # idle so far: no credit for the turns it did not take
     queue.put("idle", "i1")
-    assert [queue.get_nowait() for _ in range(4)] == ["i0", "b2", "i1", "b3"]
+    assert [queue.pop() for _ in range(4)] == ["i0", "b2", "i1", "b3"]
 
 
-async def test_a_waiting_getter_wakes_on_put_and_a_cancelled_one_passes_its_turn_on() -> None:
+def test_an_empty_fair_queue_has_nothing_to_pop() -> None:
     queue: FairQueue[str] = FairQueue()
-    first = asyncio.create_task(queue.get())
-    second = asyncio.create_task(queue.get())
-    await asyncio.sleep(0)
+    assert not queue
+    with pytest.raises(IndexError):
+        queue.pop()
     queue.put("a", "x")
-    first.cancel()  # woken, then cancelled before it ran: the item must reach the other getter
-    assert await asyncio.wait_for(second, 5) == "x"
-    assert first.cancelled()
-    with pytest.raises(asyncio.QueueEmpty):
-        queue.get_nowait()
+    assert queue
+    assert queue.pop() == "x"
+    assert not queue
 
 
 def test_a_rate_budget_allows_a_burst_then_the_rate_per_agent() -> None:
