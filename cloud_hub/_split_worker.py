@@ -1,6 +1,7 @@
 """The child process that splits models for a hub (:mod:`cloud_hub._splitter`): ``python -m cloud_hub._split_worker``.
 
-A module of its own, so that what the child pickles names ``cloud_hub._splitter``'s classes, as the hub does.
+A module of its own: run as ``python -m cloud_hub._splitter``, that module would be imported twice (once by
+the package, once as ``__main__``), and Python warns of it.
 """
 
 import sys

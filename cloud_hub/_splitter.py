@@ -11,7 +11,7 @@ into a directory of the hub's, each as a small graph file with its weights in
 a file of external data beside it, and answers with their paths; the hub makes
 sessions of the ones it does not hold yet and deletes the files. Handing the
 segments over as bytes held the hub's GIL for as long as the weights took to
-copy and parse (``pickle.loads``, then ONNX Runtime's ``InferenceSession``
+copy and parse (reading them off the pipe, then ONNX Runtime's ``InferenceSession``
 constructor, which parses model bytes without releasing it): about 0.6 s for
 320 MB on a busy 2-core machine, when the hub answers nothing. From a file,
 ONNX Runtime parses only the graph with the GIL held and reads the weights
@@ -24,15 +24,15 @@ only the hub holds, so it exits as soon as the hub is gone, however it went
 (a SIGKILL included). It is started on first use, which adds about 0.7 s
 (mostly importing ``onnx``) to a hub's first load, and kept for later ones;
 if it dies (a model that crashes ``onnx``), the call fails and the next one
-starts a new child. Calls and answers are pickled: the child is the hub's
-own code, on the same machine; nothing from the network is unpickled.
+starts a new child. Calls and answers are JSON, framed by their length:
+nothing that crosses the pipe can run code on either side.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pickle
+import json
 import shutil
 import struct
 import subprocess
@@ -42,7 +42,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from models import EDGE_ONLY, sha256_hex
+from models import EDGE_ONLY, SegmentsManifest, sha256_hex
 from protocol import ErrorCode
 from protocol.errors import ModelError
 
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
 
     import onnx
-
-    from models import SegmentsManifest
 
 
 _LENGTH = struct.Struct(">Q")
@@ -64,6 +62,15 @@ class ModelSource:
 
     name: str
     path: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The source as the child reads it."""
+        return {"name": self.name, "path": None if self.path is None else str(self.path)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSource:
+        """A source from :meth:`to_json` output."""
+        return cls(data["name"], None if data["path"] is None else Path(data["path"]))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,6 +90,20 @@ class Grown:
     files: dict[str, Path]
     candidates: frozenset[str]
 
+    def to_json(self) -> dict[str, Any]:
+        """The chain as the child sends it."""
+        return {
+            "manifest": self.manifest.to_json(),
+            "files": {sha: str(path) for sha, path in self.files.items()},
+            "candidates": sorted(self.candidates),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grown:
+        """A chain from :meth:`to_json` output."""
+        files = {sha: Path(path) for sha, path in data["files"].items()}
+        return cls(SegmentsManifest.from_json(data["manifest"]), files, frozenset(data["candidates"]))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
@@ -91,6 +112,21 @@ class Outcome:
     grown: Grown | None
     cut_ids: frozenset[str]
     error: tuple[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The outcome as the child sends it."""
+        return {
+            "grown": None if self.grown is None else self.grown.to_json(),
+            "cut_ids": sorted(self.cut_ids),
+            "error": None if self.error is None else list(self.error),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outcome:
+        """An outcome from :meth:`to_json` output."""
+        grown = None if data["grown"] is None else Grown.from_json(data["grown"])
+        error = None if data["error"] is None else (str(data["error"][0]), str(data["error"][1]))
+        return cls(grown, frozenset(data["cut_ids"]), error)
 
 
 class Splitter:
@@ -114,10 +150,16 @@ class Splitter:
         """
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="edgecut-segments-"))
-        result: Outcome = self._call(
-            "grow", source, model_sha256, model_id, cut_id, None if also is None else tuple(also), self._workdir
+        answer = self._call(
+            "grow",
+            source=source.to_json(),
+            model_sha256=model_sha256,
+            model_id=model_id,
+            cut_id=cut_id,
+            also=None if also is None else list(also),
+            workdir=str(self._workdir),
         )
-        return result
+        return Outcome.from_json(answer)
 
     def discard(self, grown: Grown) -> None:
         """Delete the files of ``grown``: sessions made of them no longer need them."""
@@ -132,7 +174,9 @@ class Splitter:
         Raises:
             ModelError: The child failed.
         """
-        result: str | None = self._call("fused_tail_sha256", source, model_sha256, model_id, cut_id)
+        result: str | None = self._call(
+            "fused_tail_sha256", source=source.to_json(), model_sha256=model_sha256, model_id=model_id, cut_id=cut_id
+        )
         return result
 
     def zoo_sha256s(self, names: Sequence[str] | None, *, skip: Collection[str] = ()) -> dict[str, str]:
@@ -141,7 +185,9 @@ class Splitter:
         Raises:
             ModelError: The child failed.
         """
-        result: dict[str, str] = self._call("zoo_sha256s", None if names is None else tuple(names), frozenset(skip))
+        result: dict[str, str] = self._call(
+            "zoo_sha256s", names=None if names is None else list(names), skip=sorted(skip)
+        )
         return result
 
     def file_sha256(self, path: Path) -> str:
@@ -150,7 +196,7 @@ class Splitter:
         Raises:
             ModelError: The file is not a model, or the child failed.
         """
-        result: str = self._call("file_sha256", path)
+        result: str = self._call("file_sha256", path=str(path))
         return result
 
     def close(self) -> None:
@@ -172,19 +218,19 @@ class Splitter:
         if child.stdout is not None:
             child.stdout.close()
 
-    def _call(self, name: str, *args: object) -> Any:  # noqa: ANN401 - each public method types its own result
+    def _call(self, name: str, **args: object) -> Any:  # noqa: ANN401 - each public method types its own result
         with self._lock:
             child = self._started()
             try:
-                _send(child.stdin, (name, args))
-                ok, value = _receive(child.stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                _send(child.stdin, {"call": name, "args": args})
+                answer = _receive(child.stdout)
+            except (OSError, EOFError, ValueError) as exc:  # ValueError: not JSON, the child broke its output
                 self.close()
                 msg = f"the process that splits models ended during {name} (exit code {child.poll()}): {exc}"
                 raise ModelError(msg) from exc
-        if not ok:
-            raise ModelError(value)
-        return value
+        if "error" in answer:
+            raise ModelError(answer["error"])
+        return answer["value"]
 
     def _started(self) -> subprocess.Popen[bytes]:
         if self._child is not None and self._child.poll() is not None:
@@ -196,15 +242,15 @@ class Splitter:
         return self._child
 
 
-def _send(stream: IO[bytes] | None, message: object) -> None:
+def _send(stream: IO[bytes] | None, message: dict[str, Any]) -> None:
     if stream is None:
         raise EOFError
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = json.dumps(message).encode()
     stream.write(_LENGTH.pack(len(data)) + data)
     stream.flush()
 
 
-def _receive(stream: IO[bytes] | None) -> Any:  # noqa: ANN401 - what the other side sent
+def _receive(stream: IO[bytes] | None) -> dict[str, Any]:
     if stream is None:
         raise EOFError
     header = stream.read(_LENGTH.size)
@@ -214,7 +260,8 @@ def _receive(stream: IO[bytes] | None) -> Any:  # noqa: ANN401 - what the other 
     data = stream.read(length)
     if len(data) < length:
         raise EOFError
-    return pickle.loads(data)  # noqa: S301 - from the hub's own child process, never from the network
+    message: dict[str, Any] = json.loads(data)
+    return message
 
 
 # --- in the child ----------------------------------------------------------------------------
@@ -226,8 +273,15 @@ def _model(source: ModelSource) -> onnx.ModelProto:
     return zoo.build(source.name) if source.path is None else partition.load_model_file(source.path)
 
 
-def _grow(  # noqa: PLR0917 - called with a call's arguments as they were pickled
-    source: ModelSource, model_sha256: str, model_id: str, cut_id: str, also: tuple[str, ...] | None, workdir: Path
+def _grow_call(
+    *, source: dict[str, Any], model_sha256: str, model_id: str, cut_id: str, also: list[str] | None, workdir: str
+) -> dict[str, Any]:
+    outcome = _grow(ModelSource.from_json(source), model_sha256, model_id, cut_id, also, Path(workdir))
+    return outcome.to_json()
+
+
+def _grow(  # noqa: PLR0917 - a call's arguments, read
+    source: ModelSource, model_sha256: str, model_id: str, cut_id: str, also: list[str] | None, workdir: Path
 ) -> Outcome:
     import onnx  # noqa: PLC0415 - the child's tooling
 
@@ -271,14 +325,14 @@ def _candidates(model: onnx.ModelProto) -> frozenset[str]:
         return frozenset()
 
 
-def _zoo_sha256s(names: tuple[str, ...] | None, skip: frozenset[str]) -> dict[str, str]:
+def _zoo_sha256s(*, names: list[str] | None, skip: list[str]) -> dict[str, str]:
     from models import zoo  # noqa: PLC0415 - the child's tooling
 
     wanted = [name for name in zoo.MODEL_NAMES if (names is None or name in names) and name not in skip]
     return {name: sha256_hex(zoo.build(name).SerializeToString()) for name in wanted}
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(*, path: str) -> str:
     """A model file's identity: its bytes, or with weights in side files, the model with them inline.
 
     Without ``onnx`` the hub cannot split a full model anyway: its bytes are all that matter then.
@@ -286,21 +340,21 @@ def _file_sha256(path: Path) -> str:
     try:
         from models.partition import model_file_sha256  # noqa: PLC0415 - needs onnx
     except ImportError:
-        return sha256_hex(path.read_bytes())
-    return model_file_sha256(path)
+        return sha256_hex(Path(path).read_bytes())
+    return model_file_sha256(Path(path))
 
 
-def _fused_tail_sha256(source: ModelSource, model_sha256: str, model_id: str, cut_id: str) -> str | None:
+def _fused_tail_sha256(*, source: dict[str, Any], model_sha256: str, model_id: str, cut_id: str) -> str | None:
     from models import partition  # noqa: PLC0415 - the child's tooling
 
-    model = _model(source)
+    model = _model(ModelSource.from_json(source))
     if sha256_hex(model.SerializeToString()) != model_sha256:
         return None
     return partition.split(model, cut_id, model_id=model_id).manifest.tail_sha256
 
 
 _CALLS: dict[str, Callable[..., object]] = {
-    "grow": _grow,
+    "grow": _grow_call,
     "zoo_sha256s": _zoo_sha256s,
     "file_sha256": _file_sha256,
     "fused_tail_sha256": _fused_tail_sha256,
@@ -311,11 +365,11 @@ def serve(calls: IO[bytes], answers: IO[bytes]) -> None:
     """Answer calls until the hub closes the pipe (or is gone)."""
     while True:
         try:
-            name, args = _receive(calls)
+            call = _receive(calls)
         except EOFError:
             return
         try:
-            answer = (True, _CALLS[name](*args))
+            answer = {"value": _CALLS[call["call"]](**call["args"])}
         except Exception as exc:  # noqa: BLE001 - every failure is the hub's to report
-            answer = (False, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModelError) else str(exc))
+            answer = {"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModelError) else str(exc)}
         _send(answers, answer)

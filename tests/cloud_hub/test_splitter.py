@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import pickle
+import struct
 from typing import TYPE_CHECKING
 
+import onnx
 import pytest
 
-from cloud_hub._splitter import ModelSource, Splitter
+from cloud_hub._splitter import ModelSource, Outcome, Splitter, serve
 from models import zoo
+from models.partition import model_file_sha256
 from protocol import ErrorCode
 from protocol.errors import ModelError
 from tests._support import tiny_model
@@ -71,3 +77,39 @@ def test_a_child_that_died_is_replaced_on_the_next_call(splitter: Splitter) -> N
     assert splitter.zoo_sha256s(["tiny"]) == {"tiny": tiny_model().model_sha256}
     assert splitter._child is not child
     assert zoo.MODEL_NAMES  # the zoo the child builds is the hub's
+
+
+def _framed(message: dict[str, object]) -> bytes:
+    data = json.dumps(message).encode()
+    return struct.pack(">Q", len(data)) + data
+
+
+def _answers(stream: io.BytesIO) -> list[dict[str, object]]:
+    stream.seek(0)
+    answers = []
+    while header := stream.read(8):
+        (length,) = struct.unpack(">Q", header)
+        answers.append(json.loads(stream.read(length)))
+    return answers
+
+
+def test_calls_and_answers_are_json_and_the_child_reads_no_pickle(tmp_path: Path) -> None:
+    grown = Splitter()
+    try:
+        outcome = grown.grow(ModelSource("tiny"), tiny_model().model_sha256, "tiny", "input", also=None)
+    finally:
+        grown.close()
+    assert Outcome.from_json(json.loads(json.dumps(outcome.to_json()))) == outcome  # what the child sends, read back
+    model = tmp_path / "tiny.onnx"
+    onnx.save(zoo.build("tiny"), model)
+    calls = io.BytesIO(
+        _framed({"call": "file_sha256", "args": {"path": str(model)}})
+        + _framed({"call": "zoo_sha256s", "args": {"names": ["tiny"], "skip": []}})
+    )
+    answers = io.BytesIO()
+    serve(calls, answers)
+    sha = tiny_model().model_sha256
+    assert _answers(answers) == [{"value": model_file_sha256(model)}, {"value": {"tiny": sha}}]
+    pickled = pickle.dumps(("file_sha256", (model,)))  # what the child once read
+    with pytest.raises(UnicodeDecodeError):  # not JSON: the child stops, the hub's next call starts another
+        serve(io.BytesIO(struct.pack(">Q", len(pickled)) + pickled), io.BytesIO())
