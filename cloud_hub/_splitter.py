@@ -134,6 +134,7 @@ class Splitter:
 
     def __init__(self) -> None:
         self._child: subprocess.Popen[bytes] | None = None
+        self._closed = False  # by close(): no child starts after it, not even for a call under way
         self._lock = threading.Lock()
         self._workdir: Path | None = None  # where the child writes segments; made on the first grow
 
@@ -200,10 +201,17 @@ class Splitter:
         return result
 
     def close(self) -> None:
-        """Stop the child (a call under way fails) and delete the directory it wrote segments into."""
+        """Stop the child (a call under way fails) and delete the directory it wrote segments into.
+
+        Calls made after it fail with :class:`ModelError`.
+        """
+        self._closed = True
+        self._stop_child()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    def _stop_child(self) -> None:
         child, self._child = self._child, None
         if child is None:
             return
@@ -225,7 +233,7 @@ class Splitter:
                 _send(child.stdin, {"call": name, "args": args})
                 answer = _receive(child.stdout)
             except (OSError, EOFError, ValueError) as exc:  # ValueError: not JSON, the child broke its output
-                self.close()
+                self._stop_child()
                 msg = f"the process that splits models ended during {name} (exit code {child.poll()}): {exc}"
                 raise ModelError(msg) from exc
         if "error" in answer:
@@ -234,11 +242,15 @@ class Splitter:
 
     def _started(self) -> subprocess.Popen[bytes]:
         if self._child is not None and self._child.poll() is not None:
-            self.close()  # it died since the last call: its pipes go with it
+            self._stop_child()  # it died since the last call: its pipes go with it
         if self._child is None:
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "cloud_hub._split_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             )
+        if self._closed:  # before it started (a load's thread outliving its hub), or while: either way, no child
+            self._stop_child()
+            msg = "the hub is stopping: it splits no more models"
+            raise ModelError(msg)
         return self._child
 
 

@@ -535,7 +535,7 @@ async def _unstick(hub_id: str, serving: asyncio.Task[None]) -> None:
     """Cancel the hub's own tasks until serve() returns: a repeated cancel gets through."""
     for _ in range(100):
         for task in asyncio.all_tasks():
-            if task.get_name().startswith((f"edgecut[{hub_id}].status", f"edgecut[{hub_id}].worker")):
+            if task.get_name().startswith(f"edgecut[{hub_id}].status"):
                 task.cancel()
         done, _ = await asyncio.wait([serving], timeout=0.1)
         if done:

@@ -79,6 +79,25 @@ def test_a_child_that_died_is_replaced_on_the_next_call(splitter: Splitter) -> N
     assert zoo.MODEL_NAMES  # the zoo the child builds is the hub's
 
 
+def test_a_child_that_died_leaves_the_segments_directory_to_the_next(splitter: Splitter) -> None:
+    first = splitter.grow(ModelSource("tiny"), tiny_model().model_sha256, "tiny", "input", also=None)
+    assert splitter._child is not None
+    splitter._child.kill()
+    splitter._child.wait(10)
+    again = splitter.grow(ModelSource("tiny"), tiny_model().model_sha256, "tiny", "input", also=None)
+    assert first.grown is not None
+    assert again.grown is not None
+    assert all(path.is_file() for path in again.grown.files.values())
+
+
+def test_a_closed_splitter_starts_no_child_for_a_call_that_comes_late() -> None:
+    splitter = Splitter()
+    splitter.close()  # the hub stopped while one of its loads' threads was still on its way here
+    with pytest.raises(ModelError, match="stopping"):
+        splitter.zoo_sha256s(["tiny"])
+    assert splitter._child is None
+
+
 def _framed(message: dict[str, object]) -> bytes:
     data = json.dumps(message).encode()
     return struct.pack(">Q", len(data)) + data
