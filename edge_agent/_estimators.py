@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import copy
 import dataclasses
 import itertools
 import math
@@ -33,6 +34,8 @@ _OVERHEAD_WINDOW = 16
 """Requests whose residuals make the overhead: it seldom changes (the hub's I/O), a lossy link's stalls often come."""
 _USUAL_AFTER = 8
 """Transfers it takes to say how much slower than predicted one in four of them is."""
+_UNDO_AFTER, _UNDO_WITHIN = 2, 4
+"""Transfers that, among the first few after a slower change, fit the link as it was before: the change is undone."""
 
 
 class Recent:
@@ -146,6 +149,28 @@ class _Surprise:
     @property
     def slower(self) -> bool:
         return self.ms > self.predicted
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sent:
+    """A transfer (a request, or a bandwidth ping) as :meth:`LinkEstimator._observe` took it."""
+
+    bits: float
+    ms: float
+    now_s: float
+    request: bool
+    reply_bits: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ping:
+    """A round-trip ping as :meth:`LinkEstimator.observe_rtt` took it."""
+
+    ms: float
+    now_s: float
+
+
+_Event = _Sent | _Ping
 
 
 _STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplink=False)
@@ -309,7 +334,13 @@ class LinkEstimator:
     holds until the next ping, or two if the first is far longer (on a
     lossy link one ping may stall), and :meth:`wants_probe` says so; the
     tail is kept after a slower change (it may have been stalls after all),
-    forgotten after a faster one.
+    forgotten after a faster one. And if the first transfers after a slower
+    change fit the link as it was before (within its noise, two in a row),
+    the change is undone: the estimates go back to what they were, the
+    surprising transfers stay in the tail as the stalls they were, and what
+    came since is learnt again. Without that, the clean transfers after
+    three stalls in a row (now and then, on a lossy link) made a faster
+    change, which forgot every stall seen.
 
     Args:
         window: Samples kept for the bandwidth.
@@ -346,6 +377,9 @@ class LinkEstimator:
         self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._version = 0  # bumped by every change to the samples
+        self._before_change: LinkEstimator | None = None  # the link before a slower change, while it may be undone
+        self._since_change: list[_Event] = []  # what came since that change, to learn again should it be undone
+        self._fits_before = 0  # transfers since that change that fit the link before it
         self._cache = _Estimate(
             version=-1, from_s=math.inf, until_s=-math.inf, rtt=None, bandwidth=None, below=0.0, above=0.0
         )
@@ -451,6 +485,8 @@ class LinkEstimator:
         is far longer (by ``change``, and 2 ms): that one may have waited out
         a loss, so the old round trip holds until a second ping.
         """
+        if self._before_change is not None:
+            self._since_change.append(_Ping(ms, now_s))
         self._rtts.append((now_s, ms))
         provisional = self._provisional_rtt
         if provisional is not None and not self._rtt_in_doubt and ms > provisional * (1 + self._change) + _NOISE_MS:
@@ -481,6 +517,8 @@ class LinkEstimator:
         self._observe(nbytes * 8, network_ms, now_s, request=True, reply_bits=reply_bytes * 8)
 
     def _observe(self, bits: float, ms: float, now_s: float, *, request: bool, reply_bits: float = 0.0) -> None:
+        if self._before_change is not None and self._undoes_change(_Sent(bits, ms, now_s, request, reply_bits)):
+            return
         shows_uplink = reply_bits * _REPLY_SHARE <= bits
         predicted = self.predict_ms(int(bits // 8), now_s, request=request)
         surprise = None
@@ -551,8 +589,47 @@ class LinkEstimator:
             self._overhead_ms = _typical_overhead_ms(self._overheads)
         self._version += 1
 
+    def _undoes_change(self, sent: _Sent) -> bool:
+        """Weigh ``sent`` against the link before the last slower change; ``True`` once it undid the change.
+
+        A transfer that fits the old link within its noise counts for it; a
+        slower one counts for neither (a stall, or the slower link); a faster
+        one confirms that the link changed, as does the change's fifth
+        transfer: the old link is let go.
+        """
+        before = self._before_change
+        assert before is not None  # noqa: S101 - the caller checks
+        self._since_change.append(sent)
+        predicted = before.predict_ms(int(sent.bits // 8), sent.now_s, request=sent.request)
+        shows_uplink = sent.reply_bits * _REPLY_SHARE <= sent.bits
+        surprise: _Surprise | None = _STALLED  # no prediction: neutral
+        if predicted is not None:
+            surprise = before._surprise(  # noqa: SLF001 - another estimator of this class
+                sent.bits, sent.ms, predicted, sent.now_s, request=sent.request, shows_uplink=shows_uplink
+            )
+        sent_since = [event for event in self._since_change if isinstance(event, _Sent)]
+        faster = surprise is not None and surprise is not _STALLED and not surprise.slower
+        if faster or len(sent_since) > _UNDO_WITHIN:
+            self._before_change, self._since_change = None, []
+            return False
+        self._fits_before += surprise is None
+        if self._fits_before < _UNDO_AFTER:
+            return False
+        since, version = self._since_change, self._version
+        vars(self).update(vars(before))  # the link as it was, its tail with the surprising transfers as stalls
+        self._version = max(version, self._version) + 1  # no estimate cached before the change holds
+        for event in since:  # learnt again, on the old link
+            if isinstance(event, _Ping):
+                self.observe_rtt(event.ms, event.now_s)
+            else:
+                self._observe(event.bits, event.ms, event.now_s, request=event.request, reply_bits=event.reply_bits)
+        return True
+
     def _forget_link(self, now_s: float) -> None:
         surprises, self._surprises = self._surprises, []
+        self._before_change, self._since_change, self._fits_before = None, [], 0
+        if surprises[-1].slower:  # kept, should the next transfers show the old link again
+            self._before_change = copy.deepcopy(self)
         self._provisional_rtt = self._rtt(now_s)
         self._rtt_in_doubt = False
         self._rtts.clear()

@@ -746,3 +746,41 @@ def test_the_overhead_is_what_requests_take_beyond_a_ping_at_the_least_noise() -
     for index, residual_ms in enumerate((2.0, 150.0, 160.0, 3.0, 170.0)):  # jitter and stalls only add
         link.observe(2_334, 20.0 + 1.9 + residual_ms, 7.0 + index, reply_bytes=4_194)
     assert link.overhead_ms == pytest.approx(3.0, abs=0.1)
+
+
+def _lossy_wifi(link: LinkEstimator, stalls: list[bool], start_s: float) -> float:
+    """70 KB requests on a 5 Mbit/s link with a 20 ms round trip, each stalled 165 ms where ``stalls`` says."""
+    for index, stalled in enumerate(stalls):
+        link.observe(70_000, 20.0 + 112.0 + (165.0 if stalled else 0.0), start_s + 0.5 * index)
+    return start_s + 0.5 * len(stalls)
+
+
+def test_three_stalls_in_a_row_taken_for_a_slower_link_are_undone_when_the_old_link_shows_again() -> None:
+    # On wifi-congested (bench/planner.py) three stalls in a row now and then passed for a slower link,
+    # the next clean transfers for a faster one, and that change forgot every stall seen: the next
+    # single stall then weighed on a handful of transfers and priced the JPEG far too high.
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    now = _lossy_wifi(link, [index % 8 == 3 for index in range(32)], 0.5)
+    tail_before = link.tail_ms_per_byte(now)
+    assert tail_before > 0
+    now = _lossy_wifi(link, [True, True, True], now)
+    assert link.wants_rtt  # taken for a change: the round trip is to be measured afresh
+    link.observe_rtt(20.0, now)
+    now = _lossy_wifi(link, [True, False, False], now + 0.1)  # one more stall, then the old link's times
+    assert link.bandwidth_bit_s(now) == pytest.approx(5e6, rel=0.05)
+    assert link.tail_ms_per_byte(now) >= tail_before  # the stalls kept, the three as well
+    assert not link.unsettled
+    assert link.predict_ms(70_000, now) == pytest.approx(132.0, rel=0.05)
+
+
+def test_a_slower_link_that_stays_slower_is_not_undone() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    now = _lossy_wifi(link, [index % 8 == 7 for index in range(32)], 0.5)
+    for index in range(6):  # now 2 Mbit/s: 70 KB in 280 ms
+        link.observe(70_000, 20.0 + 280.0, now + 0.5 * index)
+    link.observe_rtt(20.0, now + 3.0)
+    link.observe(70_000, 300.0, now + 3.5)
+    assert link.bandwidth_bit_s(now + 3.5) == pytest.approx(2e6, rel=0.1)
+    assert link.predict_ms(70_000, now + 3.5) == pytest.approx(300.0, rel=0.1)
