@@ -392,8 +392,11 @@ class Hub:
         return self._batcher.take(job, request, tail)
 
     async def _fill_then_run(self, batch: Batch) -> None:
-        await self._batcher.fill(batch)
-        self._run(batch)
+        try:
+            await self._batcher.fill(batch)
+        finally:  # the batch runs with what joined it, even if the wait broke off
+            if not self._stopped.is_set():
+                self._run(batch)
 
     def _run(self, batch: Batch) -> None:
         """Run ``batch`` in a worker thread; :meth:`_ran` sends the replies the moment the thread is done."""
@@ -406,6 +409,13 @@ class Hub:
         """On the loop: send every member's reply (each its own error), count the run, free its worker."""
         if run.cancelled():  # the hub is stopping: its drain answers what never ran
             return
+        try:
+            self._answer_members(batch, run)
+        finally:  # whatever went wrong, the worker is free again
+            self._free_workers += 1
+            self._dispatch()
+
+    def _answer_members(self, batch: Batch, run: concurrent.futures.Future[list[Outcome]]) -> None:
         try:
             outcomes: list[Outcome] = run.result()
         except Exception as exc:  # run_batch answers each member itself: never, but no member may go unanswered
@@ -422,8 +432,6 @@ class Hub:
         if self._metrics is not None:
             model, cut = batch.tail.manifest.model_id, batch.members[0].request.header.cut_id
             self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
-        self._free_workers += 1
-        self._dispatch()
 
     def _note_ran(self, job: Job, tail: Tail, request: EncodedRequest, ran: Ran) -> None:
         """Count a request whose tail ran, in the load profile and the metrics."""
