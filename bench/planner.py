@@ -607,14 +607,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     if args.trace:
                         print_trace(cell)
         print_worse(report["cells"])
-        if not args.fleet:
-            return report
-        fleet = await run_fleet(broker.url, args)
-        report["fleet"] = {name: {"mean": _mean(v), "p95": _p95(v)} for name, v in fleet.items()}
-        every = f"a request every {args.fleet_period} s each"
-        print(f"fleet: {args.fleet_agents} resnet18 agents (Pi 4s) on one hub, {every}:")
-        for name, figures in report["fleet"].items():
-            print(f"  {name:<15} mean {figures['mean']:7.1f} ms  p95 {figures['p95']:7.1f} ms")
+        if args.fleet:
+            fleet = await run_fleet(broker.url, args)
+            report["fleet"] = {name: {"mean": _mean(v), "p95": _p95(v)} for name, v in fleet.items()}
+            every = f"a request every {args.fleet_period} s each"
+            print(f"fleet: {args.fleet_agents} resnet18 agents (Pi 4s) on one hub, {every}:")
+            for name, figures in report["fleet"].items():
+                print(f"  {name:<15} mean {figures['mean']:7.1f} ms  p95 {figures['p95']:7.1f} ms")
     for count in (4, 16, 64, 256):
         median, p99 = decision_times_us(count)
         report["decision_us"][count] = {"median": median, "p99": p99}
