@@ -487,6 +487,8 @@ class LinkEstimator:
         """
         if self._before_change is not None:
             self._since_change.append(_Ping(ms, now_s))
+            if len(self._since_change) > 2 * _UNDO_WITHIN:  # pings alone, while the device runs everything
+                self._before_change, self._since_change = None, []
         self._rtts.append((now_s, ms))
         provisional = self._provisional_rtt
         if provisional is not None and not self._rtt_in_doubt and ms > provisional * (1 + self._change) + _NOISE_MS:

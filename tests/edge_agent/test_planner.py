@@ -784,3 +784,15 @@ def test_a_slower_link_that_stays_slower_is_not_undone() -> None:
     link.observe(70_000, 300.0, now + 3.5)
     assert link.bandwidth_bit_s(now + 3.5) == pytest.approx(2e6, rel=0.1)
     assert link.predict_ms(70_000, now + 3.5) == pytest.approx(300.0, rel=0.1)
+
+
+def test_what_a_slower_change_keeps_to_undo_it_is_bounded_while_only_pings_come() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    now = _lossy_wifi(link, [index % 8 == 3 for index in range(32)], 0.5)
+    now = _lossy_wifi(link, [True, True, True], now)
+    assert link._before_change is not None  # the device runs everything now: only pings come
+    for index in range(100):
+        link.observe_rtt(20.0, now + 10.0 * index)
+    assert link._before_change is None
+    assert not link._since_change
