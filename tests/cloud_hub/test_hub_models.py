@@ -10,6 +10,8 @@ import asyncio
 import shutil
 from typing import TYPE_CHECKING
 
+import numpy as np
+import onnx
 import pytest
 
 from edge_agent import CLOUD_ONLY, EdgeAgent, HubError
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cloud_hub import Hub
-    from protocol import InferenceReply
+    from protocol import InferenceReply, InferenceRequest
 
 pytestmark = pytest.mark.broker
 
@@ -290,3 +292,37 @@ async def test_a_model_file_added_while_the_hub_runs_is_found(
     assert before.error.code == ErrorCode.UNKNOWN_MODEL
     (tmp_path / "later.onnx").write_bytes(model.SerializeToString())
     assert (await _ask(broker_url, prefix, model_sha256=sha)).ok
+
+
+def _reshaping_model(path: Path) -> str:
+    """A model whose input's width is open but which reshapes it to four wide: other widths fail at run time."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, "width"])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    shape = onnx.numpy_helper.from_array(np.array([1, 4], np.int64), "shape")
+    nodes = [onnx.helper.make_node("Reshape", ["x", "shape"], ["r"]), onnx.helper.make_node("Relu", ["r"], ["y"])]
+    graph = onnx.helper.make_graph(nodes, "reshaping", [x], [y], [shape])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return partition.model_file_sha256(path)
+
+
+async def test_a_tail_that_fails_at_run_time_is_answered_internal_and_its_worker_serves_on(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    sha = _reshaping_model(tmp_path / "reshaping.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False, workers=1)
+    topics = Topics(prefix)
+
+    def request(width: int) -> InferenceRequest:
+        x = np.arange(width, dtype=np.float32)[np.newaxis] - 1
+        return tiny_request(model_id="reshaping", model_sha256=sha, tensors={"x": x})
+
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.send(topics.request("raw"), request(3))  # fits the cut as declared; ORT cannot run it
+        failed = decode_reply((await watcher.next(30)).payload)
+        await watcher.send(topics.request("raw"), request(4))  # the one worker is free again
+        ran = decode_reply((await watcher.next(30)).payload)
+    assert failed.error is not None
+    assert failed.error.code == ErrorCode.INTERNAL
+    assert "Reshape" in failed.error.message or "reshape" in failed.error.message
+    assert ran.ok
+    np.testing.assert_array_equal(ran.outputs["y"], [[0.0, 0.0, 1.0, 2.0]])
