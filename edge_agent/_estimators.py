@@ -161,6 +161,11 @@ class _Sent:
     request: bool
     reply_bits: float
 
+    @property
+    def shows_uplink(self) -> bool:
+        """Whether it shows the uplink: its reply is small next to what it sent."""
+        return self.reply_bits * _REPLY_SHARE <= self.bits
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Ping:
@@ -171,6 +176,16 @@ class _Ping:
 
 
 _Event = _Sent | _Ping
+
+
+@dataclasses.dataclass(slots=True)
+class _Undo:
+    """A slower change that may yet be undone: the link as it was before it, and what came since."""
+
+    before: LinkEstimator
+    since: list[_Event] = dataclasses.field(default_factory=list)  # to be learnt again, should it be undone
+    transfers: int = 0  # transfers since the change
+    fits: int = 0  # of those, the ones that fit the link before it
 
 
 _STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplink=False)
@@ -377,9 +392,7 @@ class LinkEstimator:
         self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._version = 0  # bumped by every change to the samples
-        self._before_change: LinkEstimator | None = None  # the link before a slower change, while it may be undone
-        self._since_change: list[_Event] = []  # what came since that change, to learn again should it be undone
-        self._fits_before = 0  # transfers since that change that fit the link before it
+        self._undo: _Undo | None = None  # the last slower change, while it may be undone
         self._cache = _Estimate(
             version=-1, from_s=math.inf, until_s=-math.inf, rtt=None, bandwidth=None, below=0.0, above=0.0
         )
@@ -485,10 +498,10 @@ class LinkEstimator:
         is far longer (by ``change``, and 2 ms): that one may have waited out
         a loss, so the old round trip holds until a second ping.
         """
-        if self._before_change is not None:
-            self._since_change.append(_Ping(ms, now_s))
-            if len(self._since_change) > 2 * _UNDO_WITHIN:  # pings alone, while the device runs everything
-                self._before_change, self._since_change = None, []
+        if self._undo is not None:
+            self._undo.since.append(_Ping(ms, now_s))
+            if len(self._undo.since) > 2 * _UNDO_WITHIN:  # pings alone, while the device runs everything
+                self._undo = None
         self._rtts.append((now_s, ms))
         provisional = self._provisional_rtt
         if provisional is not None and not self._rtt_in_doubt and ms > provisional * (1 + self._change) + _NOISE_MS:
@@ -519,7 +532,7 @@ class LinkEstimator:
         self._observe(nbytes * 8, network_ms, now_s, request=True, reply_bits=reply_bytes * 8)
 
     def _observe(self, bits: float, ms: float, now_s: float, *, request: bool, reply_bits: float = 0.0) -> None:
-        if self._before_change is not None and self._undoes_change(_Sent(bits, ms, now_s, request, reply_bits)):
+        if self._undo is not None and self._undoes_change(self._undo, _Sent(bits, ms, now_s, request, reply_bits)):
             return
         shows_uplink = reply_bits * _REPLY_SHARE <= bits
         predicted = self.predict_ms(int(bits // 8), now_s, request=request)
@@ -591,7 +604,7 @@ class LinkEstimator:
             self._overhead_ms = _typical_overhead_ms(self._overheads)
         self._version += 1
 
-    def _undoes_change(self, sent: _Sent) -> bool:
+    def _undoes_change(self, undo: _Undo, sent: _Sent) -> bool:
         """Weigh ``sent`` against the link before the last slower change; ``True`` once it undid the change.
 
         A transfer that fits the old link within its noise counts for it; a
@@ -599,28 +612,26 @@ class LinkEstimator:
         one confirms that the link changed, as does the change's fifth
         transfer: the old link is let go.
         """
-        before = self._before_change
-        assert before is not None  # noqa: S101 - the caller checks
-        self._since_change.append(sent)
+        undo.since.append(sent)
+        undo.transfers += 1
+        before = undo.before
         predicted = before.predict_ms(int(sent.bits // 8), sent.now_s, request=sent.request)
-        shows_uplink = sent.reply_bits * _REPLY_SHARE <= sent.bits
         surprise: _Surprise | None = _STALLED  # no prediction: neutral
         if predicted is not None:
             surprise = before._surprise(  # noqa: SLF001 - another estimator of this class
-                sent.bits, sent.ms, predicted, sent.now_s, request=sent.request, shows_uplink=shows_uplink
+                sent.bits, sent.ms, predicted, sent.now_s, request=sent.request, shows_uplink=sent.shows_uplink
             )
-        sent_since = [event for event in self._since_change if isinstance(event, _Sent)]
         faster = surprise is not None and surprise is not _STALLED and not surprise.slower
-        if faster or len(sent_since) > _UNDO_WITHIN:
-            self._before_change, self._since_change = None, []
+        if faster or undo.transfers > _UNDO_WITHIN:
+            self._undo = None
             return False
-        self._fits_before += surprise is None
-        if self._fits_before < _UNDO_AFTER:
+        undo.fits += surprise is None
+        if undo.fits < _UNDO_AFTER:
             return False
-        since, version = self._since_change, self._version
-        vars(self).update(vars(before))  # the link as it was, its tail with the surprising transfers as stalls
+        version = self._version
+        vars(self).update(vars(before))  # the link as it was (no undo pending), its tail with the stalls
         self._version = max(version, self._version) + 1  # no estimate cached before the change holds
-        for event in since:  # learnt again, on the old link
+        for event in undo.since:  # learnt again, on the old link
             if isinstance(event, _Ping):
                 self.observe_rtt(event.ms, event.now_s)
             else:
@@ -629,9 +640,9 @@ class LinkEstimator:
 
     def _forget_link(self, now_s: float) -> None:
         surprises, self._surprises = self._surprises, []
-        self._before_change, self._since_change, self._fits_before = None, [], 0
+        self._undo = None
         if surprises[-1].slower:  # kept, should the next transfers show the old link again
-            self._before_change = copy.deepcopy(self)
+            self._undo = _Undo(copy.deepcopy(self))
         self._provisional_rtt = self._rtt(now_s)
         self._rtt_in_doubt = False
         self._rtts.clear()

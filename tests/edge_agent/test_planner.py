@@ -791,8 +791,7 @@ def test_what_a_slower_change_keeps_to_undo_it_is_bounded_while_only_pings_come(
     link.observe_rtt(20.0, 0.0)
     now = _lossy_wifi(link, [index % 8 == 3 for index in range(32)], 0.5)
     now = _lossy_wifi(link, [True, True, True], now)
-    assert link._before_change is not None  # the device runs everything now: only pings come
+    assert link._undo is not None  # the device runs everything now: only pings come
     for index in range(100):
         link.observe_rtt(20.0, now + 10.0 * index)
-    assert link._before_change is None
-    assert not link._since_change
+    assert link._undo is None  # let go, with the events it kept
