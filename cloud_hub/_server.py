@@ -362,23 +362,22 @@ class Hub:
             batch = self._batch_for(job)
         except _Refused as exc:
             job.repeatable = exc.error.code not in _RUN_AGAIN_CODES
-            self._spawn(self._reply(job, self._failure(job, exc.error)))
-            return False
+            error = exc.error
         except (TailUnavailableError, ProtocolError) as exc:
-            self._spawn(self._reply(job, self._failure(job, ReplyError(code=exc.code, message=str(exc)))))
-            return False
+            error = ReplyError(code=exc.code, message=str(exc))
         except Exception as exc:  # the hub must outlive any one request
             logger.exception("request %s failed", job.request_id)
             error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-            self._spawn(self._reply(job, self._failure(job, error)))
-            return False
-        if batch is None:
-            return False
-        if self._batcher.delay_s:
-            self._spawn(self._fill_then_run(batch))
         else:
-            self._run(batch)
-        return True
+            if batch is None:
+                return False
+            if self._batcher.delay_s:
+                self._spawn(self._fill_then_run(batch))
+            else:
+                self._run(batch)
+            return True
+        self._spawn(self._reply(job, self._failure(job, error)))
+        return False
 
     def _batch_for(self, job: Job) -> Batch | None:
         """The batch ``job`` runs in, its tail ready; ``None`` while the tail loads (``job`` waits for it)."""
