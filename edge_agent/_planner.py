@@ -220,7 +220,8 @@ class Planner:
         self._tail = np.full(count, np.nan)  # the medians of _tails
         self.hubs = HubReports() if hubs is None else hubs
         """What the hubs' statuses report: their tail times by cut and their queue waits."""
-        self._reported_tail = np.full(count, np.nan)  # self.hubs' tail times by candidate, as of _reports_seen
+        # self.hubs' tail times by candidate, as of _reports_seen; edge-only's is none: no tail is left for a hub
+        self._reported_tail = np.where(self._edge_only, 0.0, np.nan)
         self._reports_seen = -1
         self._parts_version = 0  # bumped whenever a value of _head or _tail changes
         self._tails_cache: tuple[int, int, np.ndarray] | None = None  # (_parts_version, hubs.version, estimates)
@@ -424,13 +425,12 @@ class Planner:
         """Predicted total ms of a request at each candidate (``nan`` where something is unknown)."""
         rtt, bandwidth = self.link.estimate(now_s)
         if rtt is None or bandwidth is None:
-            network = np.full(len(self._bytes), np.nan)
+            remote = np.full(len(self._bytes), np.nan)
         else:
-            network = (
-                rtt + self.link.overhead_ms + self._bytes * (8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s))
-            )
-        queue = merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue) or 0.0
-        remote = self._head + network + queue + self._tail_estimates() + (self._decode.value or 0.0)
+            queue = merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue) or 0.0
+            shared = rtt + self.link.overhead_ms + queue + (self._decode.value or 0.0)  # the same for every cut
+            per_byte = 8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s)
+            remote = self._head + self._tail_estimates() + self._bytes * per_byte + shared
         refused = self._refusals.share(now_s)
         if refused and self._full_edge is not None and rtt is not None:  # a refusal: a round trip, then the device
             on_device = self._head + rtt + np.maximum(self._head[self._full_edge] - self._head, 0.0)
@@ -497,7 +497,7 @@ class Planner:
     def choose(self, now_s: float) -> Decision:
         """The cut for the next request."""
         self._decisions += 1
-        if now_s > self._last_decision_s:
+        if self._energy is not None and now_s > self._last_decision_s:  # the radio's idle time: energy's alone
             self._intervals.add((now_s - self._last_decision_s) * 1000.0, now_s)
         self._last_decision_s = now_s
         self._device_queue.started(now_s)
@@ -522,7 +522,8 @@ class Planner:
         if not known.any():
             return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
         cost = self._cost(predicted, now_s)
-        best = self._best(predicted, cost, known, now_s)
+        ranked = np.argsort(np.where(known, predicted, np.inf), kind="stable")  # fastest first, the first on ties
+        best = self._best(int(ranked[0]), predicted, cost, known, now_s)
         explored = self._exploration(predicted, cost, known, best, now_s)
         if explored is not None:
             index, why = explored
@@ -534,7 +535,7 @@ class Planner:
             if within and self._fits(current, now_s):
                 why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
                 return self._settle(current, predicted, why, now_s)
-        return self._settle(best, predicted, self._why(best, predicted, cost, known), now_s)
+        return self._settle(best, predicted, self._why(best, ranked, cost, known), now_s)
 
     def _backing_off(self, now_s: float) -> str | None:
         """Why requests stay on the device after unanswered ones, or ``None`` when they need not."""
@@ -561,8 +562,8 @@ class Planner:
             return predicted + self._energy.ms_per_joule * joules
         return predicted
 
-    def _best(self, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, now_s: float) -> int:
-        fastest = _argmin_where(predicted, known)
+    def _best(self, fastest: int, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, now_s: float) -> int:
+        """The candidate the objective picks; ``fastest`` is the one predicted fastest."""
         if self._objective == "latency":
             return fastest
         usable = known & ~np.isnan(cost)
@@ -579,7 +580,8 @@ class Planner:
             return True
         return bool(self.predictions(now_s, queue_quantile=0.9)[index] <= self._budget_ms)
 
-    def _why(self, best: int, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray) -> str:
+    def _why(self, best: int, ranked: np.ndarray, cost: np.ndarray, known: np.ndarray) -> str:
+        """Why ``best``, in a few words; ``ranked`` holds the candidates fastest first, the unknown last."""
         within = "" if self._budget_ms is None else f" within {self._budget_ms:.0f} ms"
         if self._objective == "energy":
             return f"least predicted device energy ({cost[best]:.3g} J){within}"
@@ -589,10 +591,9 @@ class Planner:
         if self._objective != "latency":
             what = "bytes" if self._objective == "bytes" else "device ms"
             return f"fewest {what}{within}"
-        others = known.copy()
-        others[best] = False
-        runner_up = f", next {self.candidates[_argmin_where(predicted, others)].label}" if others.any() else ""
-        return f"lowest predicted latency{runner_up}"
+        runner_up = next((int(index) for index in ranked[:2] if index != best and known[index]), None)
+        next_one = "" if runner_up is None else f", next {self.candidates[runner_up].label}"
+        return f"lowest predicted latency{next_one}"
 
     def _exploration(
         self, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, best: int, now_s: float
