@@ -45,7 +45,6 @@ from paho.mqtt.properties import Properties
 
 from cloud_hub import Hub, HubConfig, LocalBroker
 from edge_agent import EDGE_ONLY, EdgeAgent, Timeouts, Timings, codec_at
-from edgecut._demo import pick_cuts
 from models import camera_images, partition, zoo
 from protocol import RAW_CODEC, decode_tensor, encode_tensor
 from protocol.mqtt import BrokerURL
@@ -273,7 +272,7 @@ async def main(
             ) as agent:
                 shape = tuple(int(d) for d in agent.model.inputs[0].shape[1:])
                 images = list(camera_images(requests, shape))
-                cuts = only or [c for c in pick_cuts(agent.model) if c != "output"]
+                cuts = only or [c for c in agent.model.spread_cuts() if c != "output"]
                 for cut in cuts:
                     if codec_at(codec, agent.model.halves(cut).manifest.crossing) != codec:
                         continue

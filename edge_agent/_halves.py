@@ -223,6 +223,18 @@ class ModelHalves:
         msg = f"{self.model_id} has no cut {cut_id!r} here (some that exist: {sample})"
         raise ModelError(msg)
 
+    def spread_cuts(self, between: int = 3) -> list[str]:
+        """Cut ids to compare, among those this model has: edge-only, ``between`` cuts spread evenly, cloud-only.
+
+        The cuts between are single-tensor ones, fewer where the model has
+        fewer; a split directory has only its one cut.
+        """
+        inner = [cut.id for cut in self.cuts if cut.single_tensor and cut.id not in {CLOUD_ONLY, EDGE_ONLY}]
+        step = len(inner) / (between + 1)
+        chosen = dict.fromkeys(inner[int(step * (i + 1))] for i in range(between)) if inner else {}
+        held = {cut.id for cut in self.cuts}
+        return [cut_id for cut_id in (EDGE_ONLY, *chosen, CLOUD_ONLY) if cut_id in held]
+
     def chain(self) -> Chain:
         """The chain through :attr:`candidates`, loaded or built on first use (blocking).
 

@@ -32,9 +32,7 @@ from protocol.mqtt import BrokerURL
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from edge_agent import ModelHalves
-
-__all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "pick_cuts", "run_demo"]
+__all__ = ["TOLERANCE", "DemoReport", "DemoRow", "format_report", "run_demo"]
 
 PREFIX = "edgecut-demo"
 _ONLINE_TIMEOUT_S = 120.0
@@ -44,14 +42,6 @@ JPEG = "jpeg"
 """How a camera sends its image: cloud-only's honest baseline under emulated conditions."""
 AUTO_LEARNING_REQUESTS = 12
 """Requests ``cut="auto"`` makes under each condition before the measured ones: it learns the link and the hub."""
-
-
-def pick_cuts(model: ModelHalves, intermediate: int = 3) -> list[str]:
-    """Edge-only, cloud-only and ``intermediate`` single-tensor cuts spread over the model."""
-    inner = [cut.id for cut in model.cuts if cut.single_tensor and cut.id not in {CLOUD_ONLY, EDGE_ONLY}]
-    step = len(inner) / (intermediate + 1)
-    chosen = [inner[int(step * (i + 1))] for i in range(intermediate)] if inner else []
-    return [EDGE_ONLY, *dict.fromkeys(chosen), CLOUD_ONLY]
 
 
 async def run_demo(
@@ -96,7 +86,7 @@ async def _run_against(
         broker, model=model, cut=CLOUD_ONLY, agent_id="demo-agent", prefix=PREFIX, threads=1, timeouts=timeouts
     ) as agent:
         _progress(f"agent connected; {agent.model.model_id} has {len(agent.model.cuts)} cuts")
-        chosen = cuts or pick_cuts(agent.model)
+        chosen = cuts or agent.model.spread_cuts()
         rows = [await _measure_cut(agent, cut, requests) for cut in chosen]
     emulated = []
     for device, link in CONDITIONS if emulated_requests else ():

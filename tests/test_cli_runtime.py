@@ -23,7 +23,7 @@ from cloud_hub import free_port, resolve_kind
 from edge_agent import RADIOS
 from edge_agent._files import top_k
 from edgecut._cli import main
-from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report, pick_cuts
+from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report
 from edgecut._demo_report import AutoRun, EmulatedRow
 from edgecut._exit import ExitCode
 from tests._support import tiny_logits, tiny_model
@@ -522,7 +522,7 @@ def test_demo_against_a_given_broker(broker_url: str, capsys: pytest.CaptureFixt
     assert (report["model"], report["broker"], report["requests"]) == (MODEL, broker_url, 2)
     assert report["tolerance"] == TOLERANCE
     cuts = [row["cut"] for row in report["rows"]]
-    assert cuts == pick_cuts(tiny_model())
+    assert cuts == tiny_model().spread_cuts()
     assert len(cuts) == 5
     assert (cuts[0], cuts[-1]) == ("output", "input")
     for row in report["rows"]:

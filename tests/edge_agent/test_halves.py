@@ -36,6 +36,7 @@ def test_a_split_directory_offers_its_one_cut(tmp_path: Path) -> None:
     assert not halves.holds_full_model
     assert [cut.id for cut in halves.cuts] == [CUT]
     assert halves.candidates == ()  # one cut: nothing to choose between
+    assert halves.spread_cuts() == [CUT]
     with pytest.raises(ModelError, match="split at one cut only"):
         halves.chain()
     assert halves.inputs[0].name == "image"
@@ -171,3 +172,14 @@ async def test_the_agent_opens_its_model_with_the_factory(broker_url: str, prefi
         result = await agent.infer(_image(), cut=EDGE_ONLY)
     assert result.cut_id == EDGE_ONLY
     assert len(factory.made) == 2 + len(agent.model.candidates) - 1  # and the chain's segments
+
+
+def test_cuts_to_compare_run_from_the_device_to_the_hub_spread_over_the_model() -> None:
+    halves = ModelHalves.open(MODEL, threads=1)
+    single = [cut.id for cut in halves.cuts if cut.single_tensor and cut.id not in {EDGE_ONLY, CLOUD_ONLY}]
+    assert len(single) >= 4  # enough for three between
+    cuts = halves.spread_cuts()
+    assert (cuts[0], cuts[-1], len(cuts)) == (EDGE_ONLY, CLOUD_ONLY, 5)
+    assert [single.index(cut_id) for cut_id in cuts[1:-1]] == sorted({single.index(cut_id) for cut_id in cuts[1:-1]})
+    assert halves.spread_cuts(between=len(single) * 2)[1:-1] == single  # no cut twice
+    assert halves.spread_cuts(between=0) == [EDGE_ONLY, CLOUD_ONLY]
