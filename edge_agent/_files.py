@@ -35,6 +35,10 @@ def load_input(path: Path, spec: TensorSpec) -> np.ndarray:
         except (OSError, ValueError) as exc:
             msg = f"cannot read {path} as a numpy array: {exc}"
             raise ConfigError(msg) from exc
+        why = spec.mismatch(array[np.newaxis] if array.ndim == len(spec.shape) - 1 else array)
+        if why is not None:
+            msg = f"{path} does not fit input {spec.name!r}: it {why}"
+            raise ConfigError(msg)
         return array
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _load_image(path, spec)

@@ -6,11 +6,13 @@ so building the parser stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecut._cli_text import leaf, out, print_table, require_onnx
+from edgecut._cli_values import at_least_one
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 from protocol.errors import ModelError
@@ -55,7 +57,7 @@ def add_accuracy(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="images or .npy arrays to measure on (default: the digits test set for 'digits', else "
         "scikit-learn's sample photos)",
     )
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N images")
+    parser.add_argument("--limit", type=at_least_one, metavar="N", help="use only the first N images")
     parser.add_argument("--json", action="store_true", help="print a JSON array of rows")
 
 
@@ -112,13 +114,17 @@ def _accuracy_images(args: argparse.Namespace, model_id: str, model: onnx.ModelP
     graph_input = model.graph.input[0]
     tensor_type = graph_input.type.tensor_type
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tensor_type.shape.dim)
-    spec = TensorSpec(graph_input.name, ONNX_ELEMENT_TYPES.get(tensor_type.elem_type, "float32"), dims[1:])
+    spec = TensorSpec(graph_input.name, ONNX_ELEMENT_TYPES.get(tensor_type.elem_type, "float32"), dims)
     if args.images:
         return np.stack([load_input(path, spec) for path in args.images]), None, f"{len(args.images)} files"
     if model_id == "digits":
         images, labels = digits.test_set()
         return images, labels, "the digits test set, labelled"
-    return _sample_photos(spec), None, "crops of scikit-learn's two sample photos, unlabelled"
+    return (
+        _sample_photos(dataclasses.replace(spec, shape=dims[1:])),
+        None,
+        "crops of scikit-learn's two sample photos, unlabelled",
+    )
 
 
 def _sample_photos(spec: TensorSpec) -> Any:  # noqa: ANN401 - a numpy array

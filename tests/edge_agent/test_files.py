@@ -33,12 +33,23 @@ def test_npy_is_returned_as_saved(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded, array)
 
 
-def test_npy_suffix_is_case_insensitive_and_not_checked_against_the_spec(tmp_path: Path) -> None:
-    array = np.ones((2, 5), dtype=np.float32)  # the agent checks shapes, not the loader
+def test_npy_suffix_is_case_insensitive_and_a_batch_axis_may_come_with_it(tmp_path: Path) -> None:
+    array = np.ones((2, 32, 32, 3), dtype=np.uint8)  # a batch of two: N is the model's to bind
     path = tmp_path / "SAMPLE.NPY"
     with path.open("wb") as file:  # np.save(path) would append ".npy"
         np.save(file, array)
     np.testing.assert_array_equal(load_input(path, SPEC), array)
+
+
+@pytest.mark.parametrize("array", [np.ones((2, 5), np.uint8), np.ones((32, 32, 3), np.float32)])
+def test_an_npy_that_does_not_fit_the_input_is_a_config_error_naming_the_file(
+    tmp_path: Path, array: np.ndarray
+) -> None:
+    path = tmp_path / "wrong.npy"
+    np.save(path, array)
+    expected = rf"wrong\.npy does not fit input 'image': it is {array.dtype}\[.*expected uint8\['N', 32, 32, 3\]"
+    with pytest.raises(ConfigError, match=expected):
+        load_input(path, SPEC)
 
 
 def test_object_npy_is_refused_not_unpickled(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from edgecut._cli import main
@@ -188,6 +189,29 @@ def test_accuracy_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "digits: 5 images (the digits test set, labelled)" in out
     assert "vs jpeg" in out
     assert "1.000" in out
+
+
+def test_accuracy_on_image_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from PIL import Image  # noqa: PLC0415 - only this test reads images
+
+    paths = []
+    for index in range(2):
+        path = tmp_path / f"photo-{index}.png"
+        Image.fromarray(np.full((48, 40, 3), index * 100, dtype=np.uint8)).save(path)  # resized to 32x32
+        paths.append(str(path))
+    code, out, err = _run(capsys, "accuracy", "tiny", "--cut", "input", "--codec", "jpeg", "--images", *paths)
+    assert (code, err) == (ExitCode.OK, "")
+    assert "tiny: 2 images (2 files)" in out
+
+
+def test_accuracy_on_an_array_that_does_not_fit_exits_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "wrong.npy"
+    np.save(path, np.zeros((2, 2), np.float32))
+    code, _, err = _run(capsys, "accuracy", "tiny", "--cut", "input", "--images", str(path))
+    assert code == ExitCode.CONFIG
+    assert "wrong.npy does not fit input 'image'" in err
 
 
 def test_accuracy_of_an_unknown_cut_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
