@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgecut",
         description="Edge-cloud split inference over MQTT.",
+        epilog="exit codes:\n" + "\n".join(f"  {code.value:<5}{code.meaning}" for code in ExitCode),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgecut {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgecutError as exc:
         print(f"edgecut: error: {exc}", file=sys.stderr)  # noqa: T201
         return _exit_code(exc)
+    except OSError as exc:  # what no layer below turned into an EdgecutError: a path, a host, a port in use
+        print(f"edgecut: error: {exc}", file=sys.stderr)  # noqa: T201
+        return ExitCode.TRANSPORT if isinstance(exc, ConnectionError) else ExitCode.CONFIG
 
 
 def _exit_code(exc: EdgecutError) -> ExitCode:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._cli_runtime import BROKER_HELP, default_state_dir, env, setup_logging
+from edgecut._cli_values import at_least_one, non_negative, positive
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 from protocol import codec_names
@@ -51,10 +52,12 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--budget-ms; least device energy (within --budget-ms if given); or ms + --ms-per-joule x joules. "
         "The energy objectives need --device-watts",
     )
-    parser.add_argument("--budget-ms", type=float, help="the latency budget of --objective bytes or edge (or energy)")
+    parser.add_argument(
+        "--budget-ms", type=positive, help="the latency budget of --objective bytes or edge (or energy)"
+    )
     parser.add_argument(
         "--device-watts",
-        type=float,
+        type=non_negative,
         metavar="W",
         help="power this device draws above idle while running the model (measure it); with it, results "
         "carry the predicted joules (docs/planner.md)",
@@ -64,7 +67,7 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument(
         "--ms-per-joule",
-        type=float,
+        type=non_negative,
         default=100.0,
         help="what a joule is worth in ms, for --objective latency+energy (default 100)",
     )
@@ -98,15 +101,15 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "images=1x3x640x640 (repeatable; what cut bytes are counted and the warm-up runs at)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, metavar="N", help="run each input N times (watch the planner learn)"
+        "--repeat", type=at_least_one, default=1, metavar="N", help="run each input N times (watch the planner learn)"
     )
     parser.add_argument(
         "--agent-id", default=env("AGENT_ID"), help="this agent's id (default random); env EDGECUT_AGENT_ID"
     )
     parser.add_argument("--prefix", default=env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
+    parser.add_argument("--timeout", type=positive, default=5.0, help="seconds to wait for a reply (default 5)")
     parser.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker at start (default 10)"
+        "--connect-timeout", type=positive, default=10.0, help="seconds to reach the broker at start (default 10)"
     )
     parser.add_argument("--no-fallback", action="store_true", help="fail instead of running the tail here")
     parser.add_argument(
@@ -131,9 +134,6 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         raise ConfigError(msg)
     if args.objective in {"energy", "latency+energy"} and args.device_watts is None:
         msg = f"--objective {args.objective} needs --device-watts"
-        raise ConfigError(msg)
-    if args.repeat < 1:
-        msg = f"--repeat must be at least 1, not {args.repeat}"
         raise ConfigError(msg)
     reports = []
     model = args.model

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from edgecut._cli_runtime import BROKER_HELP, env, parse_size, setup_logging
 from edgecut._cli_text import out, print_table
+from edgecut._cli_values import at_least_one, positive
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 
@@ -48,8 +49,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "url", nargs="?", default=env("BROKER", "mqtt://127.0.0.1:1883"), metavar="URL", help=BROKER_HELP
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with every check")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds any one step waits (default 5)")
-    parser.add_argument("--requests", type=int, default=20, help="requests spread across the two hubs (default 20)")
+    parser.add_argument("--timeout", type=positive, default=5.0, help="seconds any one step waits (default 5)")
+    parser.add_argument(
+        "--requests", type=at_least_one, default=20, help="requests spread across the two hubs (default 20)"
+    )
     parser.add_argument(
         "--min-message",
         type=parse_size,

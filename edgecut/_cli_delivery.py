@@ -8,7 +8,9 @@ node's models directory (to a share of the agents first, with ``--canary``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,12 +18,12 @@ from typing import TYPE_CHECKING
 
 from edgecut._cli_runtime import BROKER_HELP, default_state_dir, env, parse_size, setup_logging
 from edgecut._cli_text import human, leaf
+from edgecut._cli_values import positive
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
+from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
-    import argparse
-
     from cloud_hub import ModelDelivery
     from edge_agent import FetchProgress
 
@@ -43,7 +45,7 @@ def add_delivery(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--agent-id", default=env("AGENT_ID"), help="this agent's id (default random); env EDGECUT_AGENT_ID"
     )
     fetch.add_argument("--prefix", default=env("PREFIX", "edgecut"), help="topic prefix; env EDGECUT_PREFIX")
-    fetch.add_argument("--offer-timeout", type=float, default=10.0, help="seconds to wait for an offer (default 10)")
+    fetch.add_argument("--offer-timeout", type=positive, default=10.0, help="seconds to wait for an offer (default 10)")
     fetch.add_argument(
         "--json", action="store_true", help="print a JSON object: the directory, version, bytes, seconds"
     )
@@ -75,7 +77,6 @@ def add_delivery(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _fetch(args: argparse.Namespace) -> ExitCode:
     from edge_agent import FetchSettings, ModelCache, fetch_model  # noqa: PLC0415 - keeps `edgecut --help` light
     from protocol import check_delivery_name  # noqa: PLC0415
-    from protocol.errors import ConfigError  # noqa: PLC0415
 
     setup_logging(args.verbose)
     try:
@@ -119,7 +120,13 @@ def _fetch(args: argparse.Namespace) -> ExitCode:
 
 def _share(text: str) -> float | None:
     """``10%`` or ``0.1`` as a share of agents; ``100%`` (or 1) is every agent: ``None``."""
-    share = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    try:
+        share = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        share = math.nan
+    if not 0 < share <= 1:  # NaN fails it too
+        msg = f"{text!r} is not a share of agents: above 0, at most 100% (or 1), such as 10% or 0.1"
+        raise argparse.ArgumentTypeError(msg)
     return None if share == 1 else share
 
 
@@ -168,6 +175,9 @@ def _serve(args: argparse.Namespace) -> ExitCode:
     from cloud_hub import ModelDelivery, default_hub_id  # noqa: PLC0415 - keeps `edgecut --help` light
 
     setup_logging(args.verbose)
+    if not args.models.is_dir():
+        msg = f"models directory {args.models} does not exist (or is no directory)"
+        raise ConfigError(msg)
     delivery = ModelDelivery(
         args.broker,
         node_id=args.node_id or default_hub_id().replace("hub-", "models-", 1),

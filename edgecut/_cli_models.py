@@ -15,6 +15,7 @@ from edgecut._cli_accuracy import add_accuracy
 from edgecut._cli_delivery import add_delivery
 from edgecut._cli_prelude import add_prelude
 from edgecut._cli_text import human, leaf, out, print_table, require_onnx, spec_text, tensors_text
+from edgecut._cli_values import count
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 
@@ -58,7 +59,7 @@ def _add_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser = leaf(actions, "build", _build, "build a zoo model and write NAME.onnx")
     parser.add_argument("name", metavar="NAME", help="zoo model name (see `models list`)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write into")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    parser.add_argument("--seed", type=count, default=0, help="seed of the random weights (default: 0)")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
 
 

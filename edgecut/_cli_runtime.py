@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecut._cli_values import at_least_one, count, port
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 from edgecut._wait import signalled
@@ -73,7 +74,7 @@ def _register_broker(commands: argparse._SubParsersAction[argparse.ArgumentParse
             " The broker process never outlives this command."
         ),
     )
-    parser.add_argument("--port", type=int, default=1883, help="TCP port (default 1883; 0 picks a free one)")
+    parser.add_argument("--port", type=port, default=1883, help="TCP port (default 1883; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--kind", choices=["auto", "mosquitto", "iotcore"], default="auto", help="which broker")
     parser.add_argument("--json", action="store_true", help="print the URL as JSON")
@@ -159,6 +160,12 @@ def _register_hub(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--workers", type=int, default=1, help="requests computed at once")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests before 'overloaded' replies")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=8,
+        help="tails kept loaded, the least recently used unloaded first (default 8); at least the --preload count",
+    )
     parser.add_argument(
         "--max-queue-bytes",
         type=parse_size,
@@ -278,6 +285,7 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         workers=args.workers,
         threads=args.threads,
         max_queue=args.max_queue,
+        max_sessions=args.max_sessions,
         max_queue_bytes=args.max_queue_bytes,
         max_queue_per_agent=args.max_queue_per_agent,
         max_batch=args.max_batch,
@@ -327,11 +335,11 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument("--model", default="resnet18", help="zoo name or .onnx file (default resnet18)")
-    parser.add_argument("--requests", type=int, default=8, help="measured requests per cut (default 8)")
+    parser.add_argument("--requests", type=at_least_one, default=8, help="measured requests per cut (default 8)")
     parser.add_argument("--cut", action="append", dest="cuts", help="a cut to run (repeatable)")
     parser.add_argument(
         "--emulated-requests",
-        type=int,
+        type=count,
         default=3,
         help="measured requests per cut, and auto's, per emulated condition (0: none; default 3)",
     )

@@ -78,7 +78,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " [[models]] (repeatable)",
     )
     parser.add_argument(
-        "--check", action="store_true", help="check the config, print it as JSON with defaults filled in, and exit"
+        "--check",
+        action="store_true",
+        help="check the config (it reads no model), print it as JSON with defaults filled in, and exit",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections, requests' fallbacks, files")
     parser.set_defaults(handler=_serve)

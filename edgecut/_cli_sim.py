@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecut._cli_values import at_least_one, port, positive, probability
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 from edgecut._wait import signalled
@@ -52,10 +53,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     link.add_argument("--column", help="throughput column of a 5Gophers CSV (default throughput_mbps)")
     link.add_argument("--delay", default="0ms", help="one-way delay, e.g. 40ms (with --rate or --trace)")
     link.add_argument("--jitter", default="0ms", help="jitter (standard deviation), e.g. 5ms")
-    link.add_argument("--loss", type=float, default=0.0, help="segment loss probability, costing a 200 ms RTO each")
+    link.add_argument(
+        "--loss", type=probability, default=0.0, help="segment loss probability, costing a 200 ms RTO each"
+    )
     link.add_argument("--rtt", action="store_true", help="--delay is a round trip: each way gets half")
-    link.add_argument("--up-scale", type=float, default=1.0, help="scale the uplink (agent to broker) rate")
-    link.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    link.add_argument("--up-scale", type=positive, default=1.0, help="scale the uplink (agent to broker) rate")
+    link.add_argument("--port", type=port, default=0, help="port to listen on (default: a free one)")
     link.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws")
     link.add_argument("--list", action="store_true", help="list the presets and where their figures come from")
     link.add_argument(
@@ -103,7 +106,7 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--out", type=Path, help="output directory (default sim-out/<scenario>)")
     run.add_argument(
         "--max-agents",
-        type=int,
+        type=at_least_one,
         help="emulate mode: the most agents a scenario may have, each a process of its own (default 32)",
     )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -119,8 +122,10 @@ def _register_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="instead of one run: the fewest hub replicas that keep the fleet's p95 within --p95-ms, per policy",
     )
-    run.add_argument("--p95-ms", type=float, help="the p95 target of --find-hubs")
-    run.add_argument("--max-hubs", type=int, default=64, help="the most replicas --find-hubs tries (default 64)")
+    run.add_argument("--p95-ms", type=positive, help="the p95 target of --find-hubs")
+    run.add_argument(
+        "--max-hubs", type=at_least_one, default=64, help="the most replicas --find-hubs tries (default 64)"
+    )
     run.add_argument("--list", action="store_true", help="list the bundled scenarios")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(handler=_run)

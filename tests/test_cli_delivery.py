@@ -103,4 +103,16 @@ def test_publish_puts_a_version_in_whole_as_a_canary_then_for_every_agent(
     assert offered.canary is None
     assert main(["models", "publish", str(models), "--models", str(models)]) == ExitCode.MODEL  # no model directory
     assert main(["models", "publish", str(built), "--models", str(tmp_path / "none")]) == ExitCode.CONFIG
-    assert main(["models", "publish", str(built), "--models", str(models), "--canary", "150%"]) == ExitCode.CONFIG
+    with pytest.raises(SystemExit) as caught:  # a share of agents over all of them: a usage error
+        main(["models", "publish", str(built), "--models", str(models), "--canary", "150%"])
+    assert caught.value.code == ExitCode.USAGE
+
+
+def test_serve_refuses_a_models_directory_that_does_not_exist(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert (
+        main(["models", "serve", "--models", str(tmp_path / "none"), "--broker", "mqtt://127.0.0.1:1"])
+        == ExitCode.CONFIG
+    )
+    assert f"models directory {tmp_path / 'none'} does not exist" in capsys.readouterr().err

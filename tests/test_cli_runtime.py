@@ -137,6 +137,47 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert "usage: edgecut" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["broker", "--port", "99999"], "argument --port: '99999' is not a port: 0 to 65535"),
+        (["sim", "link", "--rate", "5mbit", "--port", "-1"], "argument --port: '-1' is not a port"),
+        (["sim", "link", "--rate", "5mbit", "--loss", "2"], "argument --loss: '2' is not a probability"),
+        (["agent", "--model", "tiny", "--timeout", "-1", "x.png"], "argument --timeout: '-1' is not above 0"),
+        (["agent", "--model", "tiny", "--timeout", "nan", "x.png"], "argument --timeout: 'nan' is not a number"),
+        (["agent", "--model", "tiny", "--device-watts", "-3", "x.png"], "argument --device-watts: '-3' is negative"),
+        (["agent", "--model", "tiny", "--repeat", "0", "x.png"], "argument --repeat: '0' is less than 1"),
+        (["models", "build", "tiny", "--out", "o", "--seed", "-1"], "argument --seed: '-1' is negative"),
+        (["demo", "--requests", "0"], "argument --requests: '0' is less than 1"),
+        (["broker-check", "--requests", "-3"], "argument --requests: '-3' is less than 1"),
+        (["broker-check", "--timeout", "0"], "argument --timeout: '0' is not above 0"),
+        (["models", "fetch", "m", "--offer-timeout", "-1"], "argument --offer-timeout: '-1' is not above 0"),
+        (["models", "publish", "d", "--models", "m", "--canary", "abc"], "argument --canary: 'abc' is not a share"),
+        (["models", "publish", "d", "--models", "m", "--canary", "150%"], "argument --canary: '150%' is not a share"),
+        (["sim", "run", "steady", "--max-hubs", "0"], "argument --max-hubs: '0' is less than 1"),
+    ],
+)
+def test_values_out_of_range_are_usage_errors_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], complaint: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == ExitCode.USAGE
+    assert complaint in capsys.readouterr().err
+
+
+def test_a_path_no_layer_turned_into_an_error_exits_config_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    existing = tmp_path / "a-file"
+    existing.write_text("")
+    code, _, err = _run(capsys, "models", "build", "tiny", "--out", str(existing))
+    assert code == ExitCode.CONFIG
+    assert err.startswith("edgecut: error: ")
+    assert str(existing) in err
+    assert "Traceback" not in err
+
+
 # --- agent ------------------------------------------------------------------
 
 
@@ -255,7 +296,6 @@ def test_the_radio_choices_are_the_bundled_radios(capsys: pytest.CaptureFixture[
     [
         (["--objective", "bytes"], "--objective bytes needs --budget-ms"),
         (["--objective", "energy"], "--objective energy needs --device-watts"),
-        (["--repeat", "0"], "at least 1"),
     ],
 )
 def test_agent_options_are_checked_before_anything_runs(
@@ -389,6 +429,8 @@ def test_sizes_take_binary_units(text: str, size: int) -> None:
         (["--max-batch-size", "0"], "max_batch_size must be at least 1"),
         (["--max-batch-delay-ms", "-1"], "max_batch_delay_ms must be from 0 to 10000"),
         (["--max-queue-bytes", "0"], "max_queue_bytes must be at least 1"),
+        (["--max-sessions", "0"], "max_sessions must be at least 1"),
+        (["--max-sessions", "1", "--preload", "tiny:input", "--preload", "tiny:output"], "more than max_sessions (1)"),
         (["--hub-id", "a/b"], "'a/b'"),
         (["--group", "g+"], "'g+'"),
         (["--no-zoo"], "nothing to serve"),

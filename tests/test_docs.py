@@ -23,6 +23,15 @@ def test_every_error_code_is_in_the_spec_table() -> None:
     assert sorted(listed) == sorted(code.value for code in ErrorCode)
 
 
+def test_the_readme_lists_every_exit_code_and_help_does_too(capsys: pytest.CaptureFixture[str]) -> None:
+    table = (ROOT / "README.md").read_text(encoding="utf-8").split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert [int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)] == list(ExitCode)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out.split("exit codes:\n", 1)[1]
+    assert [int(line.split()[0]) for line in shown.splitlines() if line.strip()] == list(ExitCode)
+
+
 def test_the_manifest_example_is_what_the_partitioner_writes() -> None:
     text = PROTOCOL_MD.read_text(encoding="utf-8").split("## 8. Split manifests", 1)[1]
     example = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])

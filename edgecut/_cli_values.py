@@ -1,0 +1,84 @@
+"""Argument types for numbers with a range: a bad value is a usage error (exit 2) naming the flag and the value.
+
+argparse reports what a type raises as ``argument --port: <message>``, so
+the library below never sees a port of 99999 or a negative timeout, which it
+would refuse with a traceback or, worse, take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free one)."""
+    value = _whole(text)
+    if not 0 <= value <= 65535:  # noqa: PLR2004 - the largest TCP port
+        msg = f"{text!r} is not a port: 0 to 65535"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number, 0 or more."""
+    value = _whole(text)
+    if value < 0:
+        msg = f"{text!r} is negative: 0 or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def at_least_one(text: str) -> int:
+    """A whole number, 1 or more."""
+    value = _whole(text)
+    if value < 1:
+        msg = f"{text!r} is less than 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number above 0 (seconds, milliseconds)."""
+    value = _real(text)
+    if not 0 < value < math.inf:
+        msg = f"{text!r} is not above 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number, 0 or more (watts)."""
+    value = _real(text)
+    if not 0 <= value < math.inf:
+        msg = f"{text!r} is negative"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability: 0 to 1 (a loss rate)."""
+    value = _real(text)
+    if not 0 <= value <= 1:
+        msg = f"{text!r} is not a probability: 0 to 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        msg = f"{text!r} is not a whole number"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
+        msg = f"{text!r} is not a number"
+        raise argparse.ArgumentTypeError(msg)
+    return value
