@@ -208,10 +208,16 @@ class Batcher:
 
         Requests that can join are taken the moment they arrive
         (:meth:`FairQueue.claim_arrivals`), before an idle worker could take
-        them alone. A request that cannot join (another tail's, say) ends the
+        them alone, and so are those queued since :meth:`take` (the same
+        socket read may hand the hub several requests before the wait
+        begins). A request that cannot join (another tail's, say) ends the
         wait: the delay is spent only while the hub has nothing else to do.
         """
-        if not batch.open or self.delay_s <= 0 or self._queue or batch.rows >= self._max_rows:
+        if not batch.open or self.delay_s <= 0:
+            return
+        if self._queue and batch.rows < self._max_rows:
+            self._join(batch)
+        if self._queue or batch.rows >= self._max_rows:
             return
         first = batch.members[0].request
         shapes = _rest_of_shapes(first)

@@ -18,7 +18,8 @@ from onnx import TensorProto, helper
 
 from edge_agent import CLOUD_ONLY
 from models import partition, sha256_hex
-from protocol import ErrorCode, InferenceReply, InferenceRequest, Topics, decode_reply
+from protocol import ErrorCode, InferenceReply, InferenceRequest, Topics, decode_reply, encode_request
+from protocol.mqtt import Incoming
 from tests._support import (
     TINY_TAIL,
     parked,
@@ -237,6 +238,31 @@ async def test_with_a_delay_batches_wait_for_requests_and_workers_run_them_in_pa
         "inner-d": 2,
     }
     for name, image in zip(("input-a", "input-b", "inner-c", "inner-d"), images, strict=True):
+        np.testing.assert_allclose(replies[name].outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
+
+
+async def test_with_a_delay_requests_read_together_join_the_batch_the_first_starts(
+    broker_url: str, prefix: str, start_hub: StartHub
+) -> None:
+    # One socket read can hand the hub several requests in one callback: the first starts a batch on the
+    # free worker, and the second, queued before that batch's wait began, must join it, not end the wait.
+    hub = await start_hub(workers=1, max_batch_size=2, max_batch_delay_ms=10_000.0, preload=(TINY_TAIL,))
+    topics = Topics(prefix)
+    images = _images(2, seed=16)
+    requests = [_request(name, name, images[index : index + 1]) for index, name in enumerate(("cam-a", "cam-b"))]
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        for request in requests:
+            hub._accept(
+                Incoming(
+                    topic=topics.request(request.agent_id),
+                    payload=encode_request(request),
+                    qos=1,
+                    correlation=request.request_id.encode(),
+                )
+            )
+        replies = {reply.request_id: reply for reply in [decode_reply((await watcher.next()).payload) for _ in "ab"]}
+    assert {name: reply.batch_size for name, reply in replies.items()} == {"cam-a": 2, "cam-b": 2}
+    for name, image in zip(("cam-a", "cam-b"), images, strict=True):
         np.testing.assert_allclose(replies[name].outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
 
 
