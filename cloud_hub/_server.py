@@ -88,7 +88,7 @@ _RUN_AGAIN_CODES = frozenset({ErrorCode.LOADING, ErrorCode.LOAD_REFUSED})
 """Answers a repeat of the request does not get again: it may run by then."""
 
 
-class _Refused(Exception):  # noqa: N818 - control flow inside _answer, never escapes
+class _Refused(Exception):  # noqa: N818 - control flow inside _start, never escapes
     def __init__(self, error: ReplyError) -> None:
         super().__init__(error.message)
         self.error = error
@@ -423,14 +423,27 @@ class Hub:
                 batch.members
             )
         for member, outcome in zip(batch.members, outcomes, strict=True):
-            if isinstance(outcome, ReplyError):
-                self._spawn(self._reply(member.job, self._failure(member.job, outcome)))
+            answer = outcome if isinstance(outcome, ReplyError) else self._too_large(outcome) or outcome
+            if isinstance(answer, ReplyError):
+                self._spawn(self._reply(member.job, self._failure(member.job, answer)))
             else:
-                self._spawn(self._reply(member.job, outcome.reply))
-                self._note_ran(member.job, batch.tail, member.request, outcome)
+                self._spawn(self._reply(member.job, answer.reply))
+                self._note_ran(member.job, batch.tail, member.request, answer)
         if self._metrics is not None:
             model, cut = batch.tail.manifest.model_id, batch.members[0].request.header.cut_id
             self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
+
+    def _too_large(self, ran: Ran) -> ReplyError | None:
+        """``too_large`` when the run's reply is over the message limit, which no publish would carry.
+
+        Outputs whose size the data decides (a detector's boxes) are what
+        :func:`~cloud_hub._execution.refusal` could not bound before the run.
+        """
+        limit = self.config.max_message_bytes
+        if len(ran.reply) <= limit:
+            return None
+        msg = f"the reply takes {len(ran.reply):,} bytes, more than the {limit:,} byte limit (max_message_bytes)"
+        return ReplyError(code=ErrorCode.TOO_LARGE, message=msg)
 
     def _note_ran(self, job: Job, tail: Tail, request: EncodedRequest, ran: Ran) -> None:
         """Count a request whose tail ran, in the load profile and the metrics."""

@@ -326,3 +326,41 @@ async def test_a_tail_that_fails_at_run_time_is_answered_internal_and_its_worker
     assert "Reshape" in failed.error.message or "reshape" in failed.error.message
     assert ran.ok
     np.testing.assert_array_equal(ran.outputs["y"], [[0.0, 0.0, 1.0, 2.0]])
+
+
+def _nonzero_model(path: Path) -> str:
+    """The int64 indices of a float input's positive entries: an output whose size only the data decides."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, "width"])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, [2, "count"])
+    zero = onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero")
+    nodes = [
+        onnx.helper.make_node("Greater", ["x", "zero"], ["positive"]),
+        onnx.helper.make_node("NonZero", ["positive"], ["y"]),
+    ]
+    graph = onnx.helper.make_graph(nodes, "nonzero", [x], [y], [zero])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return partition.model_file_sha256(path)
+
+
+async def test_a_reply_the_data_makes_too_large_is_answered_too_large(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    sha = _nonzero_model(tmp_path / "nonzero.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False, deliver_models=False, max_message_bytes=64 * 1024, workers=1)
+    topics = Topics(prefix)
+
+    def request(request_id: str, positive: int) -> InferenceRequest:
+        x = np.zeros((1, 8000), np.float32)
+        x[0, :positive] = 1.0  # 16 bytes of indices out for each: 8,000 of them make 128 KB, 10 make 160 bytes
+        return tiny_request(model_id="nonzero", model_sha256=sha, request_id=request_id, tensors={"x": x})
+
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.send(topics.request("raw"), request("all", 8000))
+        too_large = decode_reply((await watcher.next(30)).payload)
+        await watcher.send(topics.request("raw"), request("few", 10))
+        ran = decode_reply((await watcher.next(30)).payload)
+    assert too_large.error is not None
+    assert too_large.error.code == ErrorCode.TOO_LARGE
+    assert "more than the 65,536 byte limit" in too_large.error.message
+    assert ran.ok
+    np.testing.assert_array_equal(ran.outputs["y"], [[0] * 10, list(range(10))])
