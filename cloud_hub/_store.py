@@ -206,7 +206,9 @@ class TailStore:
             cut_id: Which cut.
 
         Raises:
-            TailUnavailableError: Unknown model or cut, or halves that do not match.
+            TailUnavailableError: Unknown model or cut, halves that do not match,
+                or (``internal``) a load that failed otherwise: each is
+                remembered for ``miss_ttl_s``, whoever waited for it.
         """
         key = (model_sha256, cut_id)
         tail = self._tails.get(key)
@@ -228,6 +230,13 @@ class TailStore:
         except TailUnavailableError as exc:
             self._remember_miss(miss_key, exc)
             raise
+        except Exception as exc:  # not the model's fault as far as anyone knows: out of memory, a provider
+            message = f"loading {model_id} at cut {cut_id!r} failed: {type(exc).__name__}: {exc}"
+            if miss_key not in self._misses:  # once, whoever else waited for the same load
+                logger.exception("%s", message)
+            error = TailUnavailableError(message, code=ErrorCode.INTERNAL)
+            self._remember_miss(miss_key, error)  # no new load per request while it would fail again
+            raise error from exc
 
     def model_name(self, model_sha256: str, cut_id: str) -> str | None:
         """The model's name if its tail at ``cut_id`` is loaded or a chain held passes through it; else ``None``.

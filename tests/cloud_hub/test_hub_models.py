@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +22,7 @@ from edgecut._exit import ExitCode
 from models import partition, sha256_hex
 from protocol import ErrorCode, Topics, decode_reply
 from protocol.errors import ModelError
-from tests._support import assert_matches_full_model, random_images, tiny_model, tiny_request, watching
+from tests._support import assert_matches_full_model, random_images, tiny_model, tiny_request, until, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -250,6 +252,39 @@ async def test_a_repeated_miss_is_answered_from_memory(
         assert reply.error is not None
         assert reply.error.code == ErrorCode.UNKNOWN_CUT
     assert loads == [tiny_model().model_sha256]
+
+
+async def test_a_load_failing_after_its_request_was_answered_loading_is_logged_and_remembered(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = await start_hub(workers=1)  # tiny loads on first use
+    loads: list[float] = []
+    ended = threading.Event()
+
+    def failing(*_: object) -> object:  # as a session that runs out of memory: no TailUnavailableError
+        loads.append(time.monotonic())
+        time.sleep(0.5)  # past the first request's wait: it is answered loading, the load goes on
+        ended.set()
+        msg = "ORT could not create the session: out of memory"
+        raise RuntimeError(msg)
+
+    hub.store._load = failing  # type: ignore[method-assign]
+    topics = Topics(prefix)
+    async with watching(broker_url, topics.response("raw")) as watcher:
+        await watcher.send(topics.request("raw"), tiny_request(request_id="first", deadline_ms=300.0))
+        first = decode_reply((await watcher.next(30)).payload)
+        await asyncio.to_thread(ended.wait, 30)
+        await until(lambda: any("out of memory" in record.getMessage() for record in caplog.records), "the log")
+        await watcher.send(topics.request("raw"), tiny_request(request_id="second", deadline_ms=300.0))
+        second = decode_reply((await watcher.next(30)).payload)
+    assert first.error is not None
+    assert first.error.code == ErrorCode.LOADING
+    assert second.error is not None
+    assert second.error.code == ErrorCode.INTERNAL  # the failure remembered: no second load
+    assert "out of memory" in second.error.message
+    assert len(loads) == 1
+    logged = [record for record in caplog.records if "out of memory" in record.getMessage()]
+    assert [record.levelname for record in logged] == ["ERROR"]
 
 
 async def test_preloaded_tails_are_loaded_before_the_hub_goes_online(
