@@ -274,6 +274,7 @@ class Hub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._jobs.idle.wait(), self.config.grace)
             return
+        self._stopped.set()  # no run starts now: a run ending while these answers go out would start another
         left = list(self._jobs)
         logger.warning("%d requests unfinished after the %.1f s grace period: not run", len(left), self.config.grace)
         message = f"hub {self.config.hub_id} stopped before running the request; send it again"
@@ -423,6 +424,8 @@ class Hub:
                 batch.members
             )
         for member, outcome in zip(batch.members, outcomes, strict=True):
+            if member.job.answered:  # answered shutting_down while it ran: the grace period ran out
+                continue
             answer = outcome if isinstance(outcome, ReplyError) else self._too_large(outcome) or outcome
             if isinstance(answer, ReplyError):
                 self._spawn(self._reply(member.job, self._failure(member.job, answer)))
