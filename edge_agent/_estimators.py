@@ -238,11 +238,11 @@ class RecentShare:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Estimate:
-    """A link's estimates as of the samples' ``version``, good from ``from_s`` to ``until_s``."""
+    """A link's estimates as of the samples' ``version``, good from ``from_s`` while ``oldest_s`` is young."""
 
     version: int
     from_s: float
-    until_s: float
+    oldest_s: float  # the oldest round trip counted as young (inf with none): they count while it does
     rtt: float | None  # the median (low) of the round trips counted, the provisional one with them
     bandwidth: float | None
     below: float  # how far the fastest round trip counted is below rtt (the provisional one left out)
@@ -267,6 +267,8 @@ class _Excesses:
 
     def add(self, now_s: float, ms: float, bits: float) -> None:
         """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less)."""
+        while self._samples and now_s - self._samples[0][0] > self._max_age_s:
+            self._drop_oldest()
         if len(self._samples) == self._window:
             self._drop_oldest()
         self._samples.append((now_s, ms, bits))
@@ -286,21 +288,25 @@ class _Excesses:
         self._ms = self._bits = 0.0
 
     def per_byte(self, now_s: float) -> float:
-        """The young transfers' excess, summed, per byte they sent (at least 0; 0 with none)."""
-        self._age(now_s)
-        return max(0.0, self._ms / self._bits * 8) if self._bits > 0 else 0.0
+        """The young transfers' excess, summed, per byte they sent (at least 0; 0 with none).
+
+        A question changes nothing: asked at any time, later or earlier, it
+        counts the transfers young then.
+        """
+        samples = self._samples
+        if samples and now_s - samples[0][0] <= self._max_age_s:  # all young: the running sums
+            ms, bits = self._ms, self._bits
+        else:
+            young = [(ms, bits) for at, ms, bits in samples if now_s - at <= self._max_age_s]
+            ms, bits = sum(ms for ms, _ in young), sum(bits for _, bits in young)
+        return max(0.0, ms / bits * 8) if bits > 0 else 0.0
 
     def quantile(self, q: float, now_s: float, *, at_least: int) -> float:
         """The ``q`` quantile of the young transfers' excess (0 with fewer than ``at_least``)."""
-        self._age(now_s)
-        if len(self._samples) < at_least:
+        ordered = sorted(ms for at, ms, _ in self._samples if now_s - at <= self._max_age_s)
+        if len(ordered) < at_least:
             return 0.0
-        ordered = sorted(ms for _, ms, _ in self._samples)
         return ordered[int(len(ordered) * q)]
-
-    def _age(self, now_s: float) -> None:
-        while self._samples and now_s - self._samples[0][0] > self._max_age_s:
-            self._drop_oldest()
 
     def _drop_oldest(self) -> None:
         _, ms, bits = self._samples.popleft()
@@ -350,8 +356,8 @@ class LinkEstimator:
     lossy link one ping may stall), and :meth:`wants_probe` says so; the
     tail is kept after a slower change (it may have been stalls after all),
     forgotten after a faster one. And if the first transfers after a slower
-    change fit the link as it was before (within its noise, two in a row),
-    the change is undone: the estimates go back to what they were, the
+    change fit the link as it was before (within its noise, two of the first
+    four), the change is undone: the estimates go back to what they were, the
     surprising transfers stay in the tail as the stalls they were, and what
     came since is learnt again. Without that, the clean transfers after
     three stalls in a row (now and then, on a lossy link) made a faster
@@ -366,6 +372,9 @@ class LinkEstimator:
         probe_every_s: Seconds after which a new round-trip ping is wanted.
         min_transfer_ms: A transfer shorter than this shows the bandwidth too
             poorly (clock and scheduling noise) to count.
+
+    Raises:
+        ValueError: ``min_transfer_ms`` is not above 0.
     """
 
     def __init__(
@@ -377,6 +386,9 @@ class LinkEstimator:
         probe_every_s: float = 10.0,
         min_transfer_ms: float = 4.0,
     ) -> None:
+        if not min_transfer_ms > 0:  # a rate is bits over a transfer's time: never over none
+            msg = f"min_transfer_ms must be more than 0, not {min_transfer_ms}"
+            raise ValueError(msg)
         self._transfers: collections.deque[_Transfer] = collections.deque(maxlen=window)
         self._rtts: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)  # (when, ms) of pings
         self._overheads: collections.deque[float] = collections.deque(maxlen=_OVERHEAD_WINDOW)
@@ -394,7 +406,7 @@ class LinkEstimator:
         self._version = 0  # bumped by every change to the samples
         self._undo: _Undo | None = None  # the last slower change, while it may be undone
         self._cache = _Estimate(
-            version=-1, from_s=math.inf, until_s=-math.inf, rtt=None, bandwidth=None, below=0.0, above=0.0
+            version=-1, from_s=math.inf, oldest_s=math.inf, rtt=None, bandwidth=None, below=0.0, above=0.0
         )
 
     def wants_probe(self, now_s: float) -> bool:
@@ -443,23 +455,28 @@ class LinkEstimator:
         one does.
         """
         cache = self._cache
-        if cache.version == self._version and cache.from_s <= now_s <= cache.until_s:
+        if (
+            cache.version == self._version
+            and cache.from_s <= now_s
+            and (math.isinf(cache.oldest_s) or now_s - cache.oldest_s <= self._rtt_forget_s)  # young as counted
+        ):
             return cache
         young = [(at, ms) for at, ms in self._rtts if now_s - at <= self._rtt_forget_s]
-        recent = [ms for _, ms in young] or [ms for _, ms in list(self._rtts)[-1:]]  # stale beats none
-        least, most = (min(recent), max(recent)) if recent else (0.0, 0.0)
-        if self._provisional_rtt is not None:
-            recent.append(self._provisional_rtt)
-        rtt = statistics.median_low(recent) if recent else None
+        measured = [ms for _, ms in young] or [ms for _, ms in list(self._rtts)[-1:]]  # stale beats none
+        counted = measured + ([] if self._provisional_rtt is None else [self._provisional_rtt])
+        rtt = statistics.median_low(counted) if counted else None
         rates = [] if rtt is None else sorted(self._rates(rtt))
+        below = above = 0.0  # no ping since a change: the provisional round trip alone has no spread
+        if rtt is not None and measured:
+            below, above = max(0.0, rtt - min(measured)), max(0.0, max(measured) - rtt)
         self._cache = _Estimate(
             version=self._version,
             from_s=now_s,
-            until_s=min(at for at, _ in young) + self._rtt_forget_s if young else math.inf,
+            oldest_s=min(at for at, _ in young) if young else math.inf,
             rtt=rtt,
             bandwidth=rates[len(rates) * 3 // 4] if rates else None,
-            below=max(0.0, rtt - least) if rtt is not None else 0.0,
-            above=max(0.0, most - rtt) if rtt is not None else 0.0,
+            below=below,
+            above=above,
         )
         return self._cache
 
@@ -648,7 +665,7 @@ class LinkEstimator:
         self._rtts.clear()
         self._transfers.clear()
         if surprises[-1].slower:  # a loss's stall may pass for a slower link: the tail seen so far still holds
-            self._beyond.drop_latest(len(surprises))  # but not what showed the change
+            self._beyond.drop_latest(sum(surprise.bits > 0 for surprise in surprises))  # but not what showed it
         else:  # a faster link: the slowness seen so far was the old link's
             self._beyond.clear()
         self._probed_s = -math.inf

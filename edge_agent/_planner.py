@@ -432,8 +432,9 @@ class Planner:
             per_byte = 8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s)
             remote = self._head + self._tail_estimates() + self._bytes * per_byte + shared
         refused = self._refusals.share(now_s)
-        if refused and self._full_edge is not None and rtt is not None:  # a refusal: a round trip, then the device
-            on_device = self._head + rtt + np.maximum(self._head[self._full_edge] - self._head, 0.0)
+        whole = math.nan if self._full_edge is None else self._head[self._full_edge]  # the model on the device
+        if refused and rtt is not None and not math.isnan(whole):  # a refusal: a round trip, then the device
+            on_device = self._head + rtt + np.maximum(whole - self._head, 0.0)
             remote = (1.0 - refused) * remote + refused * on_device
         predicted = np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
         waits = self._device_queue.wait_ms(self._head, now_s)
@@ -523,7 +524,7 @@ class Planner:
             return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
         cost = self._cost(predicted, now_s)
         ranked = np.argsort(np.where(known, predicted, np.inf), kind="stable")  # fastest first, the first on ties
-        best = self._best(int(ranked[0]), predicted, cost, known, now_s)
+        best, allowed = self._best(int(ranked[0]), predicted, cost, known, now_s)
         explored = self._exploration(predicted, cost, known, best, now_s)
         if explored is not None:
             index, why = explored
@@ -535,7 +536,7 @@ class Planner:
             if within and self._fits(current, now_s):
                 why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
                 return self._settle(current, predicted, why, now_s)
-        return self._settle(best, predicted, self._why(best, ranked, cost, known), now_s)
+        return self._settle(best, predicted, self._why(best, ranked, cost, known, allowed=allowed), now_s)
 
     def _backing_off(self, now_s: float) -> str | None:
         """Why requests stay on the device after unanswered ones, or ``None`` when they need not."""
@@ -562,27 +563,38 @@ class Planner:
             return predicted + self._energy.ms_per_joule * joules
         return predicted
 
-    def _best(self, fastest: int, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, now_s: float) -> int:
-        """The candidate the objective picks; ``fastest`` is the one predicted fastest."""
+    def _best(
+        self, fastest: int, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, now_s: float
+    ) -> tuple[int, bool]:
+        """The candidate the objective picks, and whether the objective allows it (``fastest``: the fastest).
+
+        Where no candidate's cost is known within the budget, the fastest,
+        which the objective does not allow.
+        """
         if self._objective == "latency":
-            return fastest
+            return fastest, True
         usable = known & ~np.isnan(cost)
         if self._budget_ms is not None:
             usable &= self.predictions(now_s, queue_quantile=0.9) <= self._budget_ms
         if not usable.any():
-            return fastest
+            return fastest, False
         lowest = np.where(usable, cost, np.inf)
         ties = usable & (lowest == lowest.min())
-        return _argmin_where(predicted, ties)
+        return _argmin_where(predicted, ties), True
 
     def _fits(self, index: int, now_s: float) -> bool:
         if self._objective == "latency" or self._budget_ms is None:
             return True
         return bool(self.predictions(now_s, queue_quantile=0.9)[index] <= self._budget_ms)
 
-    def _why(self, best: int, ranked: np.ndarray, cost: np.ndarray, known: np.ndarray) -> str:
-        """Why ``best``, in a few words; ``ranked`` holds the candidates fastest first, the unknown last."""
+    def _why(self, best: int, ranked: np.ndarray, cost: np.ndarray, known: np.ndarray, *, allowed: bool) -> str:
+        """Why ``best``, in a few words; ``ranked`` holds the candidates fastest first, the unknown last.
+
+        ``allowed``: the objective allows ``best``; else it is the fastest, none being allowed.
+        """
         within = "" if self._budget_ms is None else f" within {self._budget_ms:.0f} ms"
+        if not allowed:
+            return f"none predicted{within}: the fastest" if within else "no cost predicted yet: the fastest"
         if self._objective == "energy":
             return f"least predicted device energy ({cost[best]:.3g} J){within}"
         if self._objective == "latency+energy":

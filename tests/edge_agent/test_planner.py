@@ -795,3 +795,96 @@ def test_what_a_slower_change_keeps_to_undo_it_is_bounded_while_only_pings_come(
     for index in range(100):
         link.observe_rtt(20.0, now + 10.0 * index)
     assert link._undo is None  # let go, with the events it kept
+
+
+# --- what a review found (2026-12-04) -------------------------------------------------------------
+
+
+def _slower_change(link: LinkEstimator) -> None:
+    """A 50 ms round trip and 10 Mbit/s, then three transfers at 1 Mbit/s: a slower change, no ping since."""
+    link.observe_rtt(50.0, 0.0)
+    for i in range(5):
+        link.observe(125_000, 150.0, 1.0 + i)
+    for i in range(3):
+        link.observe(125_000, 1050.0, 10.0 + i)
+
+
+def test_with_no_ping_since_a_change_a_faster_transfer_is_not_taken_for_noise() -> None:
+    link = LinkEstimator()
+    _slower_change(link)
+    predicted = link.predict_ms(125_000, 13.0)
+    assert predicted is not None
+    allowed = 0.4 * (predicted - 50.0) + 2.0  # change x the transfer, plus 2 ms: no pings' spread to add
+    assert not link.unsettled
+    link.observe(125_000, predicted - allowed - 30.0, 13.0)  # faster than the noise allows, by 30 ms
+    assert link.unsettled  # one surprise: the next would show a faster link (the provisional round trip's
+    # spread was its whole length, which took any transfer within a round trip of its prediction for noise)
+
+
+def test_the_round_trip_ages_out_at_the_same_moment_cached_or_not() -> None:
+    def pinged() -> LinkEstimator:
+        link = LinkEstimator()
+        link.observe_rtt(10.0, 488.392)
+        link.observe_rtt(50.0, 489.392)
+        return link
+
+    now = 488.392 + 30.0  # the first ping's last moment, give or take a rounding
+    asked_before = pinged()
+    asked_before.estimate(493.392)  # caches the estimate
+    assert asked_before.estimate(now) == pinged().estimate(now)
+
+
+def test_a_slower_change_keeps_the_stalls_before_it_whatever_the_surprises_sent() -> None:
+    def tail_after(first_surprise_bytes: int) -> float:
+        link = LinkEstimator()
+        link.observe_rtt(20.0, 0.0)
+        for i in range(16):  # 70 KB requests, three of them stalled 165 ms
+            link.observe(70_000, 132.0 + (165.0 if i in {3, 9, 14} else 0.0), 0.5 + 0.5 * i)
+        link.observe(first_surprise_bytes, 400.0, 9.0)  # slower than predicted, three times: a slower change
+        link.observe(70_000, 700.0, 9.5)
+        link.observe(70_000, 700.0, 10.0)
+        return link.tail_ms_per_byte(10.0)
+
+    # A surprise of no bytes never entered the tail: dropping the surprises must not drop a stall before them.
+    assert tail_after(0) == pytest.approx(tail_after(1), rel=0.01)
+    assert tail_after(0) > 0
+
+
+def test_asking_for_the_tail_at_another_time_changes_nothing() -> None:
+    link = LinkEstimator()
+    link.observe_rtt(20.0, 0.0)
+    for i in range(16):
+        link.observe(70_000, 132.0 + (165.0 if i % 4 == 1 else 0.0), 0.5 + 0.5 * i)
+    now = 8.5
+    tail = link.tail_ms_per_byte(now)
+    assert tail > 0
+    assert link.tail_ms_per_byte(now + 100.0) == 0.0  # all of it too old then
+    assert link.tail_ms_per_byte(now) == tail  # and still there now
+
+
+def test_a_link_estimator_needs_a_transfer_time_to_measure() -> None:
+    with pytest.raises(ValueError, match="min_transfer_ms must be more than 0"):
+        LinkEstimator(min_transfer_ms=0)
+
+
+def test_a_refusal_before_the_whole_model_was_timed_on_the_device_leaves_the_hub_predicted() -> None:
+    planner = Planner([Candidate("edge", 100, edge_only=True), Candidate("c0", 50_000)])
+    planner.seed_head("c0", 20.0, 0.0)  # edge-only's head never measured
+    planner.observe_probe(0, 20.0, 0.0)
+    planner.observe(Observation("c0", 50_000, 20.0, network_ms=60.0, hub_compute_ms=30.0, total_ms=111.0), 0.5)
+    planner.observe_refused(1.5)
+    assert planner.predict_ms("c0", 2.0) is not None  # the refusal's cost unknown: not every prediction lost
+    decision = planner.choose(2.0)
+    assert (decision.cut_id, decision.explored) == ("c0", False)
+
+
+def test_a_choice_outside_the_budget_says_so() -> None:
+    planner = Planner(
+        [Candidate("edge", 100, edge_only=True), Candidate("c0", 50_000)], objective="bytes", budget_ms=10.0
+    )
+    planner.seed_head("edge", 200.0, 0.0)
+    planner.seed_head("c0", 20.0, 0.0)
+    planner.observe_probe(0, 20.0, 0.0)
+    planner.observe(Observation("c0", 50_000, 20.0, network_ms=60.0, hub_compute_ms=30.0, total_ms=111.0), 0.5)
+    decision = planner.choose(1.0)  # c0 takes ~111 ms, the device 200: neither within 10 ms
+    assert (decision.cut_id, decision.reason) == ("c0", "none predicted within 10 ms: the fastest")
