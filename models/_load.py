@@ -86,7 +86,7 @@ def model_file_sha256(path: Path) -> str:
 
 def _parse(path: Path, data: bytes | None) -> onnx.ModelProto:
     if data is None:
-        msg = f"model file {path} does not exist"
+        msg = f"model file {path} {'is a directory' if path.is_dir() else 'does not exist'}"
         raise ModelError(msg)
     try:
         return onnx.load_model_from_string(data)

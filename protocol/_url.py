@@ -90,11 +90,17 @@ class BrokerURL:
             return None
         try:
             context = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
-                context.load_cert_chain(self.cert_file, self.key_file)
         except (OSError, ssl.SSLError) as exc:
-            msg = f"cannot set up TLS for {self}: {exc}"
+            ca = f"CA file {self.ca_file}: " if self.ca_file else ""
+            msg = f"cannot set up TLS for {self}: {ca}{exc}"
             raise ConfigError(msg) from exc
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                files = self.cert_file if self.key_file is None else f"{self.cert_file}, key {self.key_file}"
+                msg = f"cannot set up TLS for {self}: certificate {files}: {exc}"
+                raise ConfigError(msg) from exc
         if self.insecure:
             context.check_hostname = False
         return context

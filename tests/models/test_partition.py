@@ -480,6 +480,9 @@ def test_load_model_reads_files_and_refuses_what_it_cannot(tmp_path: Path) -> No
     assert (model_id, model) == ("mine", chain())
     with pytest.raises(ModelError, match="does not exist"):
         partition.load_model(tmp_path / "missing.onnx")
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(ModelError, match=r"model file .*folder\.onnx is a directory"):
+        partition.load_model(tmp_path / "folder.onnx")
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
         partition.load_model(tmp_path / "bad.onnx")

@@ -138,10 +138,11 @@ def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot set up TLS") as caught:
         url.tls_context()
     assert "secret" not in str(caught.value)
+    assert f"CA file {missing}" in str(caught.value)  # which of the files
 
 
 def test_unreadable_client_certificate_is_a_config_error(tmp_path: Path) -> None:
     cert = tmp_path / "me.crt"
     cert.write_text("not a certificate")
-    with pytest.raises(ConfigError, match="cannot set up TLS"):
+    with pytest.raises(ConfigError, match=f"cannot set up TLS .*: certificate {cert}"):
         BrokerURL.parse(f"mqtts://host?cert={cert}").tls_context()
