@@ -48,14 +48,14 @@ class LoadProfile:
             self._tails.popitem(last=False)
 
     def queue_wait_ms(self, now_s: float, *, queued: int) -> float | None:
-        """The median of the waits of the last ``wait_age_s``.
+        """The mean of the waits of the last ``wait_age_s`` (a busy hub's are skewed: the mean is what a request pays).
 
         With none: ``0.0`` while nothing is queued (an idle hub has no queue),
         else ``None`` (requests wait, and none has been measured yet).
         """
         recent = [ms for at, ms in self._waits if now_s - at <= self._wait_age_s]
         if recent:
-            return statistics.median(recent)
+            return statistics.fmean(recent)
         return 0.0 if queued == 0 else None
 
     def tail_ms(self) -> dict[str, dict[str, float]]:

@@ -120,8 +120,22 @@ def merged_quantile(q: float, now_s: float, window: int, *recents: Recent) -> fl
     held = [recent for recent in recents if recent.count]
     if len(held) == 1:
         return held[0].quantile(q, now_s)  # the others empty: its own window, its sorted values
-    latest = sorted(itertools.chain.from_iterable(recent.timed(now_s) for recent in held))[-window:]
-    return _nearest_rank(sorted(value for _, value in latest), q)
+    return _nearest_rank(sorted(_latest(now_s, window, held)), q)
+
+
+def merged_mean(now_s: float, window: int, *recents: Recent) -> float | None:
+    """The mean of the same samples as :func:`merged_quantile` takes; ``None`` with none."""
+    values = _latest(now_s, window, [recent for recent in recents if recent.count])
+    return statistics.fmean(values) if values else None
+
+
+def _latest(now_s: float, window: int, recents: Sequence[Recent]) -> list[float]:
+    """The values of the ``window`` latest samples of ``recents`` young enough at ``now_s``, by time."""
+    if len(recents) == 1:
+        return [value for _, value in recents[0].timed(now_s)][-window:]
+    return [
+        value for _, value in sorted(itertools.chain.from_iterable(recent.timed(now_s) for recent in recents))[-window:]
+    ]
 
 
 def _nearest_rank(values: list[float], q: float) -> float | None:

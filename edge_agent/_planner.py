@@ -19,7 +19,7 @@ profiles; nothing is assumed about the device, the link or the hub.
 - **Hub**: per cut, the median of the last tail times this agent saw, else
   the hub's reported profile, else the part of the model after the cut as
   this device runs it, divided by how much faster the hub has been. The
-  queue is the hub's whatever the cut: the median of the waits replies and
+  queue is the hub's whatever the cut: the mean of the waits replies and
   statuses reported in the last 10 s, none if there are none (a high
   quantile where a budget must be met).
 - **Link**: :class:`~edge_agent._estimators.LinkEstimator`: a transfer that
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from edge_agent._device_queue import DeviceQueue
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_quantile
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_mean, merged_quantile
 from edge_agent._hub_reports import QUEUE_MAX_AGE_S, QUEUE_WINDOW, HubReports
 
 if TYPE_CHECKING:
@@ -421,13 +421,22 @@ class Planner:
 
     # --- predictions -------------------------------------------------------------------------
 
-    def predictions(self, now_s: float, *, queue_quantile: float = 0.5) -> np.ndarray:
-        """Predicted total ms of a request at each candidate (``nan`` where something is unknown)."""
+    def predictions(self, now_s: float, *, queue_quantile: float | None = None) -> np.ndarray:
+        """Predicted total ms of a request at each candidate (``nan`` where something is unknown).
+
+        With the hub's mean queue wait, what a stream of requests pays on
+        average (a busy hub's waits are skewed: their median is well below
+        it), or with its ``queue_quantile`` where a budget must be met.
+        """
         rtt, bandwidth = self.link.estimate(now_s)
         if rtt is None or bandwidth is None:
             remote = np.full(len(self._bytes), np.nan)
         else:
-            queue = merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue) or 0.0
+            queue = (
+                merged_mean(now_s, QUEUE_WINDOW, self._queue, self.hubs.queue)
+                if queue_quantile is None
+                else merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue)
+            ) or 0.0
             shared = rtt + self.link.overhead_ms + queue + (self._decode.value or 0.0)  # the same for every cut
             per_byte = 8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s)
             remote = self._head + self._tail_estimates() + self._bytes * per_byte + shared

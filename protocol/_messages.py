@@ -197,7 +197,7 @@ class NodeStatus:
         sent_at: Unix time in seconds on the node's clock.
         queue_depth: Requests waiting at the node.
         version: The node's software version, free-form (may be empty).
-        queue_wait_ms: A hub's recent median queue wait, or ``None`` (none reported).
+        queue_wait_ms: A hub's recent mean queue wait, or ``None`` (none reported).
         tail_ms: A hub's recent tail times: model sha256 to cut id to ms
             (the median of its recent runs); empty when none are reported.
         loading_s: The tails a hub is loading: model sha256 to cut id to

@@ -5,7 +5,7 @@ subscriptions). Each has ``workers`` slots and refuses a request when it
 holds ``max_queue`` (waiting or running, as a real hub counts them), with an
 ``overloaded`` answer as a real hub gives one; a replica that goes down
 loses what it holds, and a hung one holds what it has until it wakes. Its
-status carries its recent queue wait and its tail times per model, as a
+status carries its recent mean queue wait and its tail times per model, as a
 hub's retained status does: the median of its last 16 runs per model and
 cut, of the tails it has run since it started (a run from a cut also times
 every later cut, as a run through a hub's chain of segments does).
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from simulations._scenario import HubSpec
 
 _WAIT_WINDOW_S = 10.0
-"""A status reports the median queue wait of this many seconds, as a hub's does."""
+"""A status reports the mean queue wait of this many seconds, as a hub's does."""
 _LOADING_MARGIN_S = 0.25
 """A request waits for its tail's load until this long before its deadline (docs/protocol.md), as a hub's does."""
 _TAIL_WINDOW = 16
@@ -295,10 +295,10 @@ class Hub:
         return NodeStatus(self.name, "hub", "online", self.env.now, queue_wait_ms=self._wait_ms(), tail_ms=tails)
 
     def _wait_ms(self) -> float:
-        """The median wait of the last 10 s (0 when idle)."""
+        """The mean wait of the last 10 s (0 when idle), as a hub's status reports it."""
         while self.waits and self.env.now - self.waits[0][0] > _WAIT_WINDOW_S:
             self.waits.popleft()
-        return statistics.median(ms for _, ms in self.waits) if self.waits else 0.0
+        return statistics.fmean(ms for _, ms in self.waits) if self.waits else 0.0
 
 
 class Hubs:

@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from edge_agent._energy import RADIOS, EnergyModel, RadioName
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_quantile
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_mean, merged_quantile
 from edge_agent._hub_reports import HubReports
 from edge_agent._planner import Candidate, Observation, Planner
 from protocol import NodeStatus
@@ -279,6 +279,26 @@ def test_a_quantile_of_several_windows_is_one_window_fed_by_them_all() -> None:
     assert merged_quantile(0.0, 6.0, 4, replies, statuses) == 2.0  # the latest four: 2, 100, 3, 200
     assert merged_quantile(0.5, 6.0, 8, replies) == 2.0
     assert merged_quantile(0.5, 12.5, 8, replies, statuses) == 200.0  # all but the last are over 10 s old
+    assert merged_mean(6.0, 4, replies, statuses) == pytest.approx((2 + 100 + 3 + 200) / 4)  # the same four
+    assert merged_mean(6.0, 8, replies) == pytest.approx(2.0)
+    assert merged_mean(12.5, 8, replies, statuses) == pytest.approx(200.0)
+    assert merged_mean(30.0, 8, replies, statuses) is None
+
+
+def test_a_busy_hubs_skewed_waits_are_predicted_at_their_mean() -> None:
+    # Most requests find the queue empty, one in four waits 120 ms: a stream of them pays 30 ms on average,
+    # which the median (0) would hide; a budget looks at the 90th percentile.
+    world = World()
+    planner = _planner(world)
+    _drive(planner, world, 6)
+    before = planner.predict_ms("input", 10.0)
+    assert before is not None
+    for index, wait in enumerate([0.0, 0.0, 0.0, 120.0] * 2):
+        planner.observe_hub(10.0 + index * 0.1, queue_ms=wait)
+    now = 10.8
+    assert planner.predict_ms("input", now) == pytest.approx(before + 30.0, abs=1e-6)
+    p90 = planner.predictions(now, queue_quantile=0.9)[planner._index["input"]]
+    assert p90 == pytest.approx(before + 120.0, abs=1e-6)
 
 
 def test_one_view_of_the_hubs_serves_every_planner_that_shares_it() -> None:
