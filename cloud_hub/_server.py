@@ -403,7 +403,12 @@ class Hub:
         loop = asyncio.get_running_loop()
         self.tails_run += len(batch.members)
         run = self._executor.submit(run_batch, batch, hub_id=self.config.hub_id, queue_depth=len(self._jobs))
-        run.add_done_callback(lambda done: loop.call_soon_threadsafe(self._ran, batch, done))
+
+        def ran(done: concurrent.futures.Future[list[Outcome]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while it ran: the hub is gone, none waits
+                loop.call_soon_threadsafe(self._ran, batch, done)
+
+        run.add_done_callback(ran)
 
     def _ran(self, batch: Batch, run: concurrent.futures.Future[list[Outcome]]) -> None:
         """On the loop: send every member's reply (each its own error), count the run, free its worker."""
