@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._cli_runtime import BROKER_HELP, default_state_dir, env, setup_logging
-from edgecut._cli_values import at_least_one, non_negative, positive
+from edgecut._cli_values import at_least_one, input_shape, non_negative, positive
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 from protocol import codec_names
@@ -95,6 +95,7 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--input-shape",
         action="append",
+        type=input_shape,
         default=[],
         metavar="NAME=D1xD2x...",
         help="for a model with dynamic sizes: the shape of an input as it will be sent, e.g. "
@@ -126,7 +127,6 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _agent(args: argparse.Namespace) -> ExitCode:
     from edge_agent import RADIOS, EnergyModel, SyncEdgeAgent, Timeouts, load_input  # noqa: PLC0415
-    from models import parse_input_shape  # noqa: PLC0415
 
     setup_logging(args.verbose)
     if args.objective in {"bytes", "edge"} and args.budget_ms is None:
@@ -160,7 +160,7 @@ def _agent(args: argparse.Namespace) -> ExitCode:
         else EnergyModel(args.device_watts, RADIOS[args.radio], ms_per_joule=args.ms_per_joule),
         state_dir=None if args.no_state else args.state_dir,
         codec=args.codec or ["raw"],
-        input_shapes=dict(parse_input_shape(text) for text in args.input_shape) or None,
+        input_shapes=dict(args.input_shape) or None,
         http=args.http,
     ) as agent:
         spec = agent.inputs[0]

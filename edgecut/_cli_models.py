@@ -15,7 +15,7 @@ from edgecut._cli_accuracy import add_accuracy
 from edgecut._cli_delivery import add_delivery
 from edgecut._cli_prelude import add_prelude
 from edgecut._cli_text import human, leaf, out, print_table, require_onnx, spec_text, tensors_text
-from edgecut._cli_values import count
+from edgecut._cli_values import count, input_shape
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 
@@ -132,6 +132,7 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-shape",
         action="append",
+        type=input_shape,
         default=[],
         metavar="NAME=D1xD2x...",
         help="the shape to count and run an input at, for a model with dynamic sizes (repeatable, one per "
@@ -140,9 +141,7 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
 
 
 def _input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
-    from models.partition import parse_input_shape  # noqa: PLC0415 - needs onnx: see module docstring
-
-    return dict(parse_input_shape(text) for text in args.input_shape)
+    return dict(args.input_shape)
 
 
 def _list(args: argparse.Namespace) -> ExitCode:

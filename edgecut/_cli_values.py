@@ -65,6 +65,17 @@ def probability(text: str) -> float:
     return value
 
 
+def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=D1xD2x...``: the shape of one of a model's inputs (``NAME=`` for a scalar)."""
+    from models import parse_input_shape  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
+    from protocol.errors import ModelError  # noqa: PLC0415
+
+    try:
+        return parse_input_shape(text)
+    except ModelError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)

@@ -155,6 +155,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
         (["models", "publish", "d", "--models", "m", "--canary", "abc"], "argument --canary: 'abc' is not a share"),
         (["models", "publish", "d", "--models", "m", "--canary", "150%"], "argument --canary: '150%' is not a share"),
         (["sim", "run", "steady", "--max-hubs", "0"], "argument --max-hubs: '0' is less than 1"),
+        (["models", "cuts", "tiny", "--input-shape", "bad"], "argument --input-shape: input shape 'bad' is not NAME="),
+        (["agent", "--model", "tiny", "--input-shape", "x=2y", "x.png"], "input shape 'x=2y' is not NAME="),
     ],
 )
 def test_values_out_of_range_are_usage_errors_naming_the_flag(
