@@ -125,12 +125,12 @@ class Outbox:
         self.pending[request_id] = pending
         try:
             while (left := deadline - time.perf_counter()) > 0:
+                if pending.reply.done():  # also one that came while a publish, failing since, was in flight
+                    return pending.reply.result()
                 if not pending.published:
                     await self._try_publish(request_id, pending, left)
                     continue
                 await self._wait(pending, left if self._retry_s is None else min(left, self._retry_s))
-                if pending.reply.done():
-                    return pending.reply.result()
                 if pending.published and self._retry_s is not None and deadline > time.perf_counter():
                     logger.info("request %s: no reply within %.1f s, publishing it again", request_id, self._retry_s)
                     pending.published = False

@@ -7,6 +7,7 @@ import time
 
 from edge_agent._outbox import Outbox
 from protocol import NodeStatus
+from protocol.errors import TransportError
 from protocol.mqtt import Incoming
 from tests._support import until
 
@@ -60,3 +61,32 @@ async def test_a_hub_status_after_the_first_connect_publishes_nothing_again() ->
     outbox.on_reply(Incoming(topic="s", payload=b"reply", qos=1, correlation=b"id-1"))
     assert await waiting == b"reply"
     assert outbox.publishes == 1
+
+
+class _LostAfterTheReply:
+    """The hub's reply is read in the same pass as the socket's end: the publish in flight then fails."""
+
+    connects = 1
+
+    def __init__(self) -> None:
+        self.outbox: Outbox | None = None
+        self.publishes = 0
+
+    async def publish(self, _topic: str, _payload: bytes, *, correlation: bytes, timeout: float, **_: object) -> None:  # noqa: ASYNC109 - the connection's own signature
+        self.publishes += 1
+        if self.publishes == 1:
+            assert self.outbox is not None
+            self.outbox.on_reply(Incoming(topic="s", payload=b"the reply", qos=1, correlation=correlation))
+            msg = "the connection was lost before the broker confirmed the publish"
+            raise TransportError(msg)
+        await asyncio.sleep(timeout)  # the broker stays away
+        msg = "no connection to the broker"
+        raise TransportError(msg)
+
+
+async def test_a_reply_that_came_while_a_failing_publish_was_in_flight_is_returned() -> None:
+    connection = _LostAfterTheReply()
+    outbox = Outbox(connection, request_topic="r", ping_topic="p", response_topic="s", qos=1, retry_s=None)  # type: ignore[arg-type]
+    connection.outbox = outbox
+    reply = await outbox.send_and_wait("id-1", b"request", time.perf_counter() + 5)
+    assert (reply, connection.publishes) == (b"the reply", 1)
