@@ -412,15 +412,15 @@ class EdgeAgent:
             try:
                 if self._wait_for_broker:
                     await self._connection.wait_connected(self.timeouts.connect)
-            except BaseException:
+                if self._core is not None and self.connected:
+                    await self._pings(self._core.start(_clock()))  # the link known before the first request
+                elif self._core is not None:
+                    self._probing = asyncio.create_task(
+                        self._pings_once_connected(), name=f"edgecut[{self.agent_id}].probe"
+                    )
+            except BaseException:  # cancelled or failed while starting: no connection left running
                 await self._connection.__aexit__(None, None, None)
                 raise
-            if self._core is not None and self.connected:
-                await self._pings(self._core.start(_clock()))  # the link known before the first request
-            elif self._core is not None:
-                self._probing = asyncio.create_task(
-                    self._pings_once_connected(), name=f"edgecut[{self.agent_id}].probe"
-                )
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)  # no thread left behind
             if self.http is not None:

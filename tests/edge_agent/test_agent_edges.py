@@ -516,6 +516,18 @@ async def test_a_failed_start_leaves_no_worker_thread(prefix: str) -> None:
     await until(lambda: not any(t.name.startswith(name) for t in threading.enumerate()), "the thread to end", 1)
 
 
+async def test_a_start_cancelled_during_its_pings_leaves_no_connection_running(broker_url: str, prefix: str) -> None:
+    agent = EdgeAgent(broker_url, model="tiny", cut="auto", prefix=prefix, threads=1, agent_id="cancelled-start")
+    entering = asyncio.create_task(agent.__aenter__())  # no hub: the start's first ping waits out its timeout
+    await until(lambda: agent.connected, "the agent to connect and ping")
+    entering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    supervisors = [task for task in asyncio.all_tasks() if task.get_name() == "edgecut[cancelled-start].mqtt"]
+    assert not agent.connected
+    assert all(task.done() for task in supervisors)
+
+
 async def test_a_request_that_waited_for_the_busy_device_says_how_long(broker_url: str, prefix: str) -> None:
     busy = threading.Event()
     async with _agent(broker_url, prefix, cut=EDGE_ONLY) as agent:
