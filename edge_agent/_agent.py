@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from edge_agent._core import Step
     from edge_agent._energy import EnergyModel
     from edge_agent._halves import SessionFactory
     from edge_agent._metrics import AgentMetrics, AgentState
@@ -701,24 +702,17 @@ class EdgeAgent:
         request.sent(_clock(), can_fall_back=can_fall_back)
         while True:
             request_id = sent.request.request_id
-            raw = await self._outbox.send_and_wait(request_id, sent.payload, request.deadline_s)
             error: Callable[[str], EdgecutError]
-            if raw is None:
-                step, error = request.timed_out(_clock()), RequestTimeoutError
+            try:
+                raw = await self._outbox.send_and_wait(request_id, sent.payload, request.deadline_s)
+            except ProtocolError as exc:  # over the connection's message limit: no hub will ever be sent it
+                why = f"the request cannot be sent: {exc}"
+                step, error = request.unusable(why), functools.partial(ProtocolError, code=exc.code)
             else:
-                round_trip_ms = (_clock() - request.sent_s) * 1000
-                decode_started = _clock()
-                reply, why = read_reply(raw, sent.request, halves.manifest)
-                if reply is None:
-                    step, error = request.unusable(why), InvalidReplyError
-                elif reply.error is None:
-                    return self._result(
-                        reply, sent, started, round_trip_ms, _ms_since(decode_started), received=len(raw)
-                    )
-                else:
-                    step = request.refused(reply.error.code, reply.error.message, _clock())
-                    error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
-                    why = f"hub {reply.hub_id} answered {reply.error.code}: {reply.error.message}"
+                answer = self._answer(raw, request, halves, sent, started)
+                if isinstance(answer, InferenceResult):
+                    return answer
+                step, error, why = answer
             match step:
                 case SendAgain():
                     logger.info("request %s: %s; sending it again", request_id, why)
@@ -731,6 +725,23 @@ class EdgeAgent:
                     return await self._fall_back(halves, sent, started, reason, error)
                 case GiveUp(reason=reason):
                     raise error(reason)
+
+    def _answer(
+        self, raw: bytes | None, request: Request, halves: Halves, sent: _Sent, started: float
+    ) -> InferenceResult | tuple[Step, Callable[[str], EdgecutError], str]:
+        """The result ``raw`` brings, or what the core says to do without one, the error to raise, and why."""
+        if raw is None:
+            return request.timed_out(_clock()), RequestTimeoutError, "no reply before the deadline"
+        round_trip_ms = (_clock() - request.sent_s) * 1000
+        decode_started = _clock()
+        reply, why = read_reply(raw, sent.request, halves.manifest)
+        if reply is None:
+            return request.unusable(why), InvalidReplyError, why
+        if reply.error is None:
+            return self._result(reply, sent, started, round_trip_ms, _ms_since(decode_started), received=len(raw))
+        step = request.refused(reply.error.code, reply.error.message, _clock())
+        error = functools.partial(HubError, reply.error.code, hub_id=reply.hub_id)
+        return step, error, f"hub {reply.hub_id} answered {reply.error.code}: {reply.error.message}"
 
     def _renewed(self, sent: _Sent) -> _Sent:
         """The same tensors as a new request: a new id, sent now."""

@@ -42,7 +42,7 @@ from protocol import (
     encode_reply,
     encode_status,
 )
-from protocol.errors import ModelError
+from protocol.errors import ModelError, ProtocolError
 from protocol.mqtt import Backoff, Connection, Incoming
 from tests._support import tiny_logits, tiny_model, until, watching
 
@@ -526,6 +526,22 @@ async def test_a_start_cancelled_during_its_pings_leaves_no_connection_running(b
     supervisors = [task for task in asyncio.all_tasks() if task.get_name() == "edgecut[cancelled-start].mqtt"]
     assert not agent.connected
     assert all(task.done() for task in supervisors)
+
+
+async def test_a_request_over_the_message_limit_falls_back_and_without_fallback_says_why(
+    broker_url: str, prefix: str
+) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)  # 3 KB to send as it is
+    options = {"model": MODEL, "cut": CLOUD_ONLY, "prefix": prefix, "threads": 1, "max_message_bytes": 2048}
+    async with EdgeAgent(broker_url, **options) as agent:  # type: ignore[arg-type]
+        result = await agent.infer(image)
+    assert result.fallback is not None
+    assert "exceeds the 2048 byte limit" in result.fallback
+    np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+    async with EdgeAgent(broker_url, fallback=False, **options) as agent:  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError, match="exceeds the 2048 byte limit") as caught:
+            await agent.infer(image)
+    assert caught.value.code == ErrorCode.TOO_LARGE
 
 
 async def test_a_request_that_waited_for_the_busy_device_says_how_long(broker_url: str, prefix: str) -> None:
