@@ -52,6 +52,7 @@ from protocol._dtypes import ALLOWED_DTYPES, ONNX_ELEMENT_TYPES, ONNX_TYPE_NAMES
 from protocol._images import ImageCodec
 from protocol._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_CONTAINER_ITEMS,
     MAX_CONTAINERS,
     MAX_ELEMENTS,
     MAX_ID_LENGTH,
@@ -112,6 +113,7 @@ __all__ = [
     "DEFAULT_SHARE_GROUP",
     "MAX_BLOCK_BYTES",
     "MAX_CONTAINERS",
+    "MAX_CONTAINER_ITEMS",
     "MAX_ELEMENTS",
     "MAX_FETCH_BLOCKS",
     "MAX_ID_LENGTH",

@@ -34,3 +34,8 @@ MAX_TENSOR_NAME_LENGTH: Final = 1024
 
 MAX_CONTAINERS: Final = 4096
 """Most maps and arrays, nested ones included, in one message."""
+
+MAX_CONTAINER_ITEMS: Final = 65536
+"""Most items (map entries and array elements), all maps and arrays together, in one message: the largest
+real one holds a few hundred (a registry's files, a hub's tail times); 16 MiB of 4-byte keys would hold
+millions, each an object to build on the receiver's event loop."""

@@ -9,13 +9,14 @@ make it allocate.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import TypeVar
 
 import msgpack
 
 from protocol._codes import ErrorCode
-from protocol._limits import MAX_CONTAINERS
+from protocol._limits import MAX_CONTAINER_ITEMS, MAX_CONTAINERS
 from protocol.errors import ProtocolError
 
 # Binary values at least this large are not copied into the packer's buffer
@@ -92,7 +93,8 @@ def unpack(data: bytes | bytearray | memoryview, *, max_bytes: int) -> object:
 
     Extension types (timestamps included) are refused, map keys must be
     ``str`` or ``bytes``, and a message may hold at most
-    :data:`~protocol.MAX_CONTAINERS` maps and arrays.
+    :data:`~protocol.MAX_CONTAINERS` maps and arrays, with at most
+    :data:`~protocol.MAX_CONTAINER_ITEMS` items in them all.
 
     Args:
         data: Exactly one msgpack value; trailing bytes are an error.
@@ -110,7 +112,8 @@ def unpack(data: bytes | bytearray | memoryview, *, max_bytes: int) -> object:
     if size > max_bytes:
         msg = f"message is {size} bytes, more than the limit of {max_bytes}"
         raise ProtocolError(msg, code=ErrorCode.TOO_LARGE)
-    budget = _ContainerBudget(MAX_CONTAINERS)
+    budget = _ContainerBudget(MAX_CONTAINERS, MAX_CONTAINER_ITEMS)
+    most_items = min(size, MAX_CONTAINER_ITEMS)  # refused before a container is built
     try:
         value: object = msgpack.unpackb(
             data,
@@ -122,14 +125,22 @@ def unpack(data: bytes | bytearray | memoryview, *, max_bytes: int) -> object:
             list_hook=budget.take,
             max_str_len=size,
             max_bin_len=size,
-            max_array_len=size,
-            max_map_len=size,
+            max_array_len=most_items,
+            max_map_len=most_items,
             max_ext_len=0,  # also refuses the timestamp type, which skips ext_hook
         )
     except _UNPACK_ERRORS as exc:
+        too_long = isinstance(exc, ValueError) and _TOO_LONG.search(str(exc))  # msgpack's words for over max
+        if too_long and most_items < size:  # else longer than its bytes could hold: malformed, not large
+            msg = f"message holds a map or array of more than {most_items} items"
+            raise ProtocolError(msg, code=ErrorCode.TOO_LARGE) from exc
         msg = f"not a valid msgpack message: {_describe(exc)}"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST) from exc
     return value
+
+
+_TOO_LONG = re.compile(r"exceeds max_(map|array)_len")
+"""How msgpack says a map or array is longer than the unpacker allows."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -151,19 +162,28 @@ def _reject_ext(code: int, _data: bytes) -> object:
 
 
 class _ContainerBudget:
-    """Counts maps and arrays as msgpack builds them.
+    """Counts maps and arrays, and the items in them, as msgpack builds them.
 
-    Without a bound, 16 MiB of empty maps would become a gigabyte of dicts.
+    Without a bound, 16 MiB of empty maps would become a gigabyte of dicts,
+    and one map of millions of short keys would take seconds to build. No
+    one container may hold more than :data:`MAX_CONTAINER_ITEMS` (msgpack
+    refuses it before building it), and once all of them together hold
+    more, the next one ends the decoding.
     """
 
-    __slots__ = ("_left",)
+    __slots__ = ("_items_left", "_left")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, items: int) -> None:
         self._left = limit
+        self._items_left = items
 
     def take(self, container: _T) -> _T:
         self._left -= 1
         if self._left < 0:
             msg = f"message holds more than {MAX_CONTAINERS} maps and arrays"
+            raise ProtocolError(msg, code=ErrorCode.TOO_LARGE)
+        self._items_left -= len(container)  # type: ignore[arg-type]
+        if self._items_left < 0:
+            msg = f"message holds more than {MAX_CONTAINER_ITEMS} items in its maps and arrays"
             raise ProtocolError(msg, code=ErrorCode.TOO_LARGE)
         return container

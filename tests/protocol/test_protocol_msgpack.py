@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import MAX_CONTAINERS, ErrorCode, ProtocolError
+from protocol import MAX_CONTAINER_ITEMS, MAX_CONTAINERS, ErrorCode, ProtocolError
 from protocol._msgpack import pack, unpack
 
 values = st.recursive(
@@ -72,6 +72,26 @@ def test_unpack_counts_containers(value: object) -> None:
 
 def test_unpack_allows_up_to_the_container_limit() -> None:
     value = [[]] * (MAX_CONTAINERS - 1)
+    assert unpack(msgpack.packb(value), max_bytes=1 << 24) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {f"{i:x}": 0 for i in range(MAX_CONTAINER_ITEMS + 1)},  # one map too long: refused before it is built
+        [[0] * 60_000, [0] * 6_000],  # the items of several together
+        {"unknown": {f"{i:x}": None for i in range(2_000_000)}},  # millions of keys: seconds on an event loop
+    ],
+    ids=["one map", "together", "a field nobody reads"],
+)
+def test_unpack_bounds_the_items_it_builds(value: object) -> None:
+    with pytest.raises(ProtocolError, match=f"more than {MAX_CONTAINER_ITEMS}") as info:
+        unpack(msgpack.packb(value), max_bytes=1 << 24)
+    assert info.value.code == ErrorCode.TOO_LARGE
+
+
+def test_unpack_allows_up_to_the_item_limit() -> None:
+    value = [[0] * 32_768, [0] * (MAX_CONTAINER_ITEMS - 32_768 - 2)]  # the outer list's two items count too
     assert unpack(msgpack.packb(value), max_bytes=1 << 24) == value
 
 
