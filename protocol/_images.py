@@ -21,6 +21,11 @@ _IMAGE_CHANNELS: Final = (1, 3)
 _IMAGE_RANKS: Final = (3, 4)
 _JPEG_QUALITY: Final = 90
 _PNG_BIT_DEPTH_AT: Final = 24  # after the signature (8 bytes), IHDR's length and type (8), width and height (8)
+# A JPEG's start-of-scan marker (entropy-coded data stuffs each 0xFF with 0x00, so only a marker or an
+# application segment's bytes can hold it), and the most scans a JPEG may have: a progressive one from libjpeg
+# has about ten, and each further scan costs a pass over the whole image for a few dozen bytes.
+_JPEG_START_OF_SCAN: Final = b"\xff\xda"
+_MAX_JPEG_SCANS: Final = 32
 _BIT_DEPTH: Final = 8
 
 
@@ -106,6 +111,9 @@ def _read_image(
             raise malformed(msg)
         if image_format == "PNG" and file[_PNG_BIT_DEPTH_AT] != _BIT_DEPTH:  # Pillow widens 2 and 4 bits to L
             msg = f"a PNG has {file[_PNG_BIT_DEPTH_AT]} bits per sample, not {_BIT_DEPTH}"
+            raise malformed(msg)
+        if image_format == "JPEG" and (scans := file.count(_JPEG_START_OF_SCAN)) > _MAX_JPEG_SCANS:
+            msg = f"a JPEG has {scans} scans, more than {_MAX_JPEG_SCANS}"
             raise malformed(msg)
         try:
             pixels = np.asarray(image)

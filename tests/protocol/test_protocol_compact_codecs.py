@@ -102,6 +102,22 @@ def test_a_png_must_have_8_bits_per_sample() -> None:
     assert "4 bits per sample, not 8" in bad_request("png", file, "uint8", [16, 16, 1], {"sizes": [len(file)]})
 
 
+def _with_scans_repeated(file: bytes, times: int) -> bytes:
+    """A progressive JPEG with its last scan (marker to end of its data) repeated ``times`` more before EOI."""
+    last = file.rindex(b"\xff\xda")
+    return file[:-2] + file[last:-2] * times + file[-2:]
+
+
+def test_a_jpeg_of_many_scans_is_refused_before_its_pixels_are_decoded() -> None:
+    out = io.BytesIO()  # each repeated scan costs a pass over the whole image for a few dozen bytes
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(out, "JPEG", progressive=True, quality=90)
+    file = out.getvalue()
+    assert 1 < file.count(b"\xff\xda") <= 32  # what libjpeg writes passes
+    assert decode("jpeg", file, "uint8", [64, 64, 3], {"sizes": [len(file)]}).shape == (64, 64, 3)
+    many = _with_scans_repeated(file, 40)
+    assert "scans, more than 32" in bad_request("jpeg", many, "uint8", [64, 64, 3], {"sizes": [len(many)]})
+
+
 def test_a_side_without_the_library_says_which_package_it_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = importlib.import_module
 
