@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from protocol._codec_errors import malformed, optional_module
+from protocol._codes import ErrorCode
+from protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -36,9 +38,15 @@ def decompress(frame: str, data: bytes, limit: int) -> bytes | None:
 
     Raises:
         ProtocolError: ``bad_request`` if ``data`` is not exactly one whole
-            frame; ``unsupported_codec`` if this side lacks the library.
+            frame; ``unsupported_codec`` if this side lacks the library;
+            ``too_large`` if this process cannot hold what the frame says
+            it holds (the libraries allocate that before reading a byte).
     """
-    return _DECOMPRESS[frame](data, limit)
+    try:
+        return _DECOMPRESS[frame](data, limit)
+    except MemoryError as exc:
+        msg = f"a {frame} frame's content, up to {limit:,} bytes, does not fit in this process's memory"
+        raise ProtocolError(msg, code=ErrorCode.TOO_LARGE) from exc
 
 
 def _zstd_compress(data: bytes | memoryview) -> bytes:

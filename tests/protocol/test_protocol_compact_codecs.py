@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import io
+import subprocess
+import sys
 from typing import Any
 
 import lz4.frame
@@ -116,6 +118,29 @@ def test_a_jpeg_of_many_scans_is_refused_before_its_pixels_are_decoded() -> None
     assert decode("jpeg", file, "uint8", [64, 64, 3], {"sizes": [len(file)]}).shape == (64, 64, 3)
     many = _with_scans_repeated(file, 40)
     assert "scans, more than 32" in bad_request("jpeg", many, "uint8", [64, 64, 3], {"sizes": [len(many)]})
+
+
+def test_a_frame_this_process_cannot_hold_is_too_large_not_a_memory_error() -> None:
+    # lz4 allocates what the declared shape says before it reads a byte: 16 GiB here, in a child
+    # process whose address space is bounded to 3 GiB.
+    code = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+import lz4.frame
+from protocol import ProtocolError
+from protocol._tensors import read_tensor
+frame = lz4.frame.compress(bytes(16))
+try:
+    read_tensor({"dtype": "float64", "shape": [2**31 - 1], "data": frame}, name="x", codec="lz4").decode()
+except ProtocolError as exc:
+    print(exc.code, exc)
+"""
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("too_large ")
+    assert "does not fit in this process's memory" in done.stdout
 
 
 def test_a_side_without_the_library_says_which_package_it_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
