@@ -102,6 +102,13 @@ _MAX_LOGGED_TOPICS = 64
 class EdgeAgent:
     """Split inference from the device's side.
 
+    Use it as ``async with EdgeAgent(...) as agent``. Leaving the block while
+    requests are under way ends them before the connection closes: those
+    waiting for a hub's reply stop waiting and run the tail on the device
+    (``TransportError`` without a fallback), those computing on the device
+    finish, within ``timeouts.request`` in all; a request after that raises
+    ``TransportError``.
+
     Args:
         broker: Broker URL, ``mqtt://[user:pass@]host:port[?qos=0|1]`` or ``mqtts://``.
         model: A zoo model name, an ``.onnx`` file (both split on the device,
@@ -257,6 +264,10 @@ class EdgeAgent:
         self._state_dir = state_dir
         self._probing: asyncio.Task[None] | None = None
         self._entered = False
+        self._closing = False
+        self._in_flight = 0  # infer() calls under way
+        self._idle = asyncio.Event()  # none is
+        self._idle.set()
         self._sizes: CoresBySize | None = None  # with cut="auto": a core per input size
         self._open_inputs: tuple[TensorSpec, ...] | None = None  # set while the model waits for a request's sizes
         self._opening = asyncio.Lock()
@@ -432,6 +443,10 @@ class EdgeAgent:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closing = True
+        self._outbox.close()  # requests waiting for a reply stop waiting: they fall back, or fail saying why
+        with contextlib.suppress(TimeoutError):  # what runs on the device finishes, bounded by a deadline
+            await asyncio.wait_for(self._idle.wait(), self.timeouts.request)
         if self._probing is not None:
             if self.connected:
                 await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
@@ -538,11 +553,21 @@ class EdgeAgent:
                 msg = f"codec {codec!r}: give it with a cut (the agent's own choice comes with its codec)"
                 raise ValueError(msg)
             get_codec(codec)
-        if self._metrics is None:
-            return await self._infer(inputs, cut, codec)
-        return await self._metrics.record(
-            self._model_name, cut or self._default_cut, codec or self.codec, self._infer(inputs, cut, codec)
-        )
+        if self._closing:
+            msg = f"agent {self.agent_id} is closing: it takes no new requests"
+            raise TransportError(msg)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            if self._metrics is None:
+                return await self._infer(inputs, cut, codec)
+            return await self._metrics.record(
+                self._model_name, cut or self._default_cut, codec or self.codec, self._infer(inputs, cut, codec)
+            )
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def _infer(
         self, inputs: np.ndarray | Mapping[str, np.ndarray], cut: str | None, codec: str | None
@@ -730,6 +755,9 @@ class EdgeAgent:
         self, raw: bytes | None, request: Request, halves: Halves, sent: _Sent, started: float
     ) -> InferenceResult | tuple[Step, Callable[[str], EdgecutError], str]:
         """The result ``raw`` brings, or what the core says to do without one, the error to raise, and why."""
+        if raw is None and self._closing:
+            why = "the agent closed before a reply came"
+            return request.unusable(why), TransportError, why
         if raw is None:
             return request.timed_out(_clock()), RequestTimeoutError, "no reply before the deadline"
         round_trip_ms = (_clock() - request.sent_s) * 1000

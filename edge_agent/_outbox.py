@@ -111,9 +111,12 @@ class Outbox:
         """Requests published, first sends and repeats alike."""
         self._awaiting_hub = False
         self._probes: dict[str, asyncio.Future[bytes]] = {}
+        self._closed = False
 
     async def send_and_wait(self, request_id: str, payload: bytes, deadline: float) -> bytes | None:
         """Publish the request (again when it may be lost) and return its first reply; ``None`` at ``deadline``.
+
+        ``None`` at once, too, once the outbox is closed (:meth:`close`).
 
         Args:
             request_id: The request's id, also its CorrelationData.
@@ -127,6 +130,8 @@ class Outbox:
             while (left := deadline - time.perf_counter()) > 0:
                 if pending.reply.done():  # also one that came while a publish, failing since, was in flight
                     return pending.reply.result()
+                if self._closed:
+                    return None
                 if not pending.published:
                     await self._try_publish(request_id, pending, left)
                     continue
@@ -220,6 +225,12 @@ class Outbox:
             return
         pending.reply.set_result(incoming.payload)
         pending.wake_up()
+
+    def close(self) -> None:
+        """Stop waiting: every request waiting for a reply, now or later, gets ``None`` at once."""
+        self._closed = True
+        for pending in self.pending.values():
+            pending.wake_up()
 
     async def on_connect(self) -> None:
         """After each connect its connection counted: after a reconnect, publish again what is unanswered (same ids).

@@ -42,7 +42,7 @@ from protocol import (
     encode_reply,
     encode_status,
 )
-from protocol.errors import ModelError, ProtocolError
+from protocol.errors import ModelError, ProtocolError, TransportError
 from protocol.mqtt import Backoff, Connection, Incoming
 from tests._support import tiny_logits, tiny_model, until, watching
 
@@ -542,6 +542,38 @@ async def test_a_request_over_the_message_limit_falls_back_and_without_fallback_
         with pytest.raises(ProtocolError, match="exceeds the 2048 byte limit") as caught:
             await agent.infer(image)
     assert caught.value.code == ErrorCode.TOO_LARGE
+
+
+async def test_closing_the_agent_ends_the_requests_under_way_with_results(broker_url: str, prefix: str) -> None:
+    images = [np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8) for seed in range(3)]
+    agent = EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, threads=1, timeouts=Timeouts(request=30))
+    await agent.__aenter__()
+    waiting = [asyncio.create_task(agent.infer(image)) for image in images]  # no hub: they wait for replies
+    await until(lambda: len(agent._outbox.pending) == len(images), "every request to wait for its reply")
+    started = time.perf_counter()
+    await agent.__aexit__(None, None, None)
+    assert time.perf_counter() - started < 10  # not their 30 s deadline
+    for image, task in zip(images, waiting, strict=True):
+        result = task.result()  # done: the close waited for them
+        assert result.fallback == "the agent closed before a reply came"
+        np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
+    with pytest.raises(TransportError, match="is closing"):
+        await agent.infer(images[0])
+
+
+async def test_closing_an_agent_without_fallback_fails_its_waiting_requests_saying_why(
+    broker_url: str, prefix: str
+) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    agent = EdgeAgent(
+        broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False, timeouts=Timeouts(request=30)
+    )
+    await agent.__aenter__()
+    waiting = asyncio.create_task(agent.infer(image))
+    await until(lambda: len(agent._outbox.pending) == 1, "the request to wait for its reply")
+    await agent.__aexit__(None, None, None)
+    with pytest.raises(TransportError, match="the agent closed before a reply came"):
+        waiting.result()
 
 
 async def test_a_request_that_waited_for_the_busy_device_says_how_long(broker_url: str, prefix: str) -> None:
