@@ -62,11 +62,15 @@ def test_what_someone_else_froze_stays_frozen() -> None:
     frozen = gc.get_freeze_count()
     before = gc.get_threshold()
     with few_collections() as built:
+        made = [[] for _ in range(1000)]  # tracked objects: a freeze now would count them
         built()
-        assert gc.get_freeze_count() == frozen  # the fleet's objects are not frozen with them
+        # The fleet's objects are not frozen with them. (Frozen objects that another test's threads free
+        # meanwhile lower the count: a freeze here would raise it by what was made since.)
+        assert gc.get_freeze_count() <= frozen
         assert gc.get_threshold()[0] == max(before[0], _YOUNGEST_THRESHOLD)
-    assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() <= frozen
     assert gc.get_threshold() == before
+    del made
 
 
 def test_a_cycle_made_in_the_run_is_still_freed() -> None:
