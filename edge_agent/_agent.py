@@ -38,7 +38,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from edge_agent._adaptive import HeadTimes, auto_core
 from edge_agent._announce import agent_status_payload, model_versions
@@ -72,10 +72,11 @@ from protocol import (
 )
 from protocol.errors import ConfigError, EdgecutError, ProtocolError, ShapesNotStatedError, TransportError
 from protocol.http import Endpoint, parse_address
+from protocol.lifecycle import cancel_and_wait
 from protocol.mqtt import BrokerURL, Connection, Will
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Mapping, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -262,7 +263,7 @@ class EdgeAgent:
         self._budget_ms = budget_ms
         self._energy = energy
         self._state_dir = state_dir
-        self._probing: asyncio.Task[None] | None = None
+        self._probing: set[asyncio.Task[None]] = set()  # ping chains under way
         self._entered = False
         self._closing = False
         self._in_flight = 0  # infer() calls under way
@@ -425,11 +426,9 @@ class EdgeAgent:
                 if self._wait_for_broker:
                     await self._connection.wait_connected(self.timeouts.connect)
                 if self._core is not None and self.connected:
-                    await self._pings(self._core.start(_clock()))  # the link known before the first request
+                    await self._pings(self._core, self._core.start(_clock()))  # the link known before any request
                 elif self._core is not None:
-                    self._probing = asyncio.create_task(
-                        self._pings_once_connected(), name=f"edgecut[{self.agent_id}].probe"
-                    )
+                    self._probe(self._pings_once_connected())
             except BaseException:  # cancelled or failed while starting: no connection left running
                 await self._connection.__aexit__(None, None, None)
                 raise
@@ -447,10 +446,10 @@ class EdgeAgent:
         self._outbox.close()  # requests waiting for a reply stop waiting: they fall back, or fail saying why
         with contextlib.suppress(TimeoutError):  # what runs on the device finishes, bounded by a deadline
             await asyncio.wait_for(self._idle.wait(), self.timeouts.request)
-        if self._probing is not None:
+        if self._probing:
             if self.connected:
-                await asyncio.wait([self._probing], timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
-            self._probing.cancel()  # else it waits for a broker that has not come
+                await asyncio.wait(self._probing, timeout=PING_TIMEOUT_S)  # bounded: a ping has a timeout
+            await asyncio.gather(*(cancel_and_wait(task) for task in list(self._probing)))  # else no broker came
         if self._announcing and self._connection.is_connected:  # a goodbye: a clean disconnect sends no last will
             with contextlib.suppress(TransportError):
                 await self._publish_status(online=False)
@@ -602,8 +601,14 @@ class EdgeAgent:
             self._state.keep(result.outputs)
         ping = core.finished(request, result, _clock(), segment_ms=segment_ms)
         if ping is not None:
-            self._probing = asyncio.create_task(self._pings(ping), name=f"edgecut[{self.agent_id}].probe")
+            self._probe(self._pings(core, ping))
         return result
+
+    def _probe(self, pings: Coroutine[Any, Any, None]) -> None:
+        """Run a chain of pings beside the requests; the close waits for it (or stops it)."""
+        task = asyncio.create_task(pings, name=f"edgecut[{self.agent_id}].probe")
+        self._probing.add(task)
+        task.add_done_callback(self._probing.discard)
 
     async def _run(
         self, request: Request, feeds: dict[str, np.ndarray], started: float
@@ -634,7 +639,7 @@ class EdgeAgent:
             shapes = shapes_of(inputs, self._open_inputs, carried=frozenset(self._carry_state or ()))
             loop = asyncio.get_running_loop()
             self._halves = await loop.run_in_executor(self._executor, self._open_model, shapes)
-            await self._pings(self.core.start(_clock()))
+            await self._pings(self.core, self.core.start(_clock()))
 
     async def _size_of(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Make the core of a request's input ``shapes`` the current one; a size not seen lately gets one warmed up."""
@@ -661,14 +666,22 @@ class EdgeAgent:
     async def _pings_once_connected(self) -> None:
         """The start's pings, sent once the broker appears (an agent entered without it)."""
         await self._connection.wait_connected()
-        await self._pings(self.core.start(_clock()))
+        await self._pings(self.core, self.core.start(_clock()))
 
-    async def _pings(self, ping: SendPing | None) -> None:
-        """Send the core's ping, then each next one it asks for, reporting every answer or loss."""
+    async def _pings(self, core: AgentCore, ping: SendPing | None) -> None:
+        """Send ``core``'s ping, then each next one it asks for, reporting every answer or loss to it.
+
+        To the core that asked, whichever input size's core is current by
+        then; stopped on the way (cancelled), the chain ends there.
+        """
         while ping is not None:
             message = Ping(request_id=f"probe-{uuid.uuid4().hex}", sent_at=time.time(), padding=bytes(ping.nbytes))
-            ms = await self._outbox.probe(message.request_id, encode_ping(message), ping.timeout_s)
-            ping = self.core.ping_lost(_clock()) if ms is None else self.core.ping_answered(ms, _clock())
+            try:
+                ms = await self._outbox.probe(message.request_id, encode_ping(message), ping.timeout_s)
+            except BaseException:
+                core.ping_abandoned()
+                raise
+            ping = core.ping_lost(_clock()) if ms is None else core.ping_answered(ms, _clock())
 
     def _size_inputs(self, core: AgentCore, feeds: dict[str, np.ndarray], wanted: Mapping[str, Sequence[str]]) -> None:
         """Tell ``core`` what requests sending ``feeds`` would take at each cut with each codec (a worker thread).

@@ -298,12 +298,15 @@ class AgentCore:
         return not math.isnan(self._start_until_s)
 
     def start(self, now_s: float) -> SendPing | None:
-        """Before the first request: the pings the planner wants (round trip, bandwidth), up to 4 within 2 s."""
+        """Before the first request: the pings the planner wants (round trip, bandwidth), up to 4 within 2 s.
+
+        With a ping out already, none now: the start's pings follow when its answer (or loss) is reported.
+        """
         if self._planner is None:
             return None
         self._start_until_s = now_s + _START_PINGS_S
         self._start_pings = _START_PINGS
-        return self._next_start_ping(now_s)
+        return None if self._pings is not None else self._next_start_ping(now_s)
 
     def _next_start_ping(self, now_s: float) -> SendPing | None:
         assert self._planner is not None  # noqa: S101 - only a planner starts
@@ -402,6 +405,11 @@ class AgentCore:
         """The last ping went unanswered for its ``timeout_s``: a measurement missed, and its chain ends."""
         self._ping_out()
         return self._next_start_ping(now_s) if self.starting else None
+
+    def ping_abandoned(self) -> None:
+        """The ping out will never be reported (its sender was stopped): its chain ends, and no other follows."""
+        if self._pings is not None:
+            self._ping_out()
 
     def _send_ping(self, nbytes: int, *, follow_ups: int) -> SendPing:
         self._pings = _Chain(nbytes, follow_ups)

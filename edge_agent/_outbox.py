@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING
 
 from protocol import peek_request_id
-from protocol.errors import TransportError
+from protocol.errors import ProtocolError, TransportError
 
 if TYPE_CHECKING:
     from protocol import NodeStatus
@@ -201,7 +201,7 @@ class Outbox:
                 timeout=timeout,
             )
             await asyncio.wait([future], timeout=max(0.0, timeout - (time.perf_counter() - started)))
-        except TransportError as exc:
+        except (TransportError, ProtocolError) as exc:  # no connection, or padding over the message limit
             logger.debug("probe %s not sent: %s", probe_id, exc)
             return None
         finally:

@@ -153,6 +153,27 @@ def test_a_ping_chain_follows_up_at_most_three_times() -> None:
     assert 1 <= pings <= 4
 
 
+def test_a_start_while_a_ping_is_out_waits_for_it_then_pings() -> None:
+    core = _core()
+    _settle_the_link(core)
+    request = core.request(1.0)
+    assert core.finished(request, _fell_back(request.decision.cut_id, 2_100.0), 3.1) is not None
+    assert core.start(3.2) is None  # one ping out: a second chain would lose track of it
+    assert core.starting
+    assert core.ping_answered(25.0, 3.3) is not None  # the start's pings follow it
+
+
+def test_an_abandoned_ping_ends_its_chain_and_the_next_request_may_ping() -> None:
+    core = _core()
+    _settle_the_link(core)
+    first = core.request(1.0)
+    assert core.finished(first, _fell_back(first.decision.cut_id, 2_100.0), 3.1) is not None
+    core.ping_abandoned()  # its sender was stopped: no answer or loss will come
+    core.ping_abandoned()  # and nothing is out now: nothing to end
+    second = core.request(3.2)
+    assert core.finished(second, _fell_back(second.decision.cut_id, 2_100.0), 5.3) is not None
+
+
 def test_a_ping_answer_without_a_ping_out_is_a_driver_bug() -> None:
     with pytest.raises(RuntimeError, match="no ping is out"):
         _core().ping_answered(20.0, 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, ModelHalves, Timeouts
 from edge_agent._sizes import CoresBySize, size_key
 from edge_agent._state import CarriedState
 from models import Session, TensorSpec
@@ -148,6 +149,29 @@ async def test_a_new_input_size_gets_a_planner_warmed_up_at_it(
     assert counted == [3 * 64 * 96 * 4, 3 * 128 * 160 * 4]  # each size's candidates counted at its size
     for image, result in zip((small, large, small), results, strict=True):
         np.testing.assert_allclose(result.outputs["detections"], full.run({"images": image})["detections"], atol=1e-5)
+
+
+async def test_a_ping_goes_back_to_the_input_size_that_asked_for_it(
+    broker_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # No hub: every ping waits out its timeout, so one size's ping is out when a request of another size
+    # makes that size's core the current one; each core must hear of its own ping, or never ping again.
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(CORPUS["dynamic_classifier"](), path)
+    small, large = (realistic_inputs("dynamic_classifier", height=h, width=w) for h, w in ((80, 112), (96, 128)))
+    timeouts = Timeouts(request=0.3, retry=None)
+    async with EdgeAgent(broker_url, model=path, prefix=prefix, threads=1, timeouts=timeouts) as agent:
+        await agent.infer(small)
+        first = agent.core
+        await agent.infer(large)
+        second = agent.core
+        assert second is not first
+        chains = set(agent._probing)
+        assert chains  # on the device now: nothing but pings measures the link
+        await asyncio.wait(chains, timeout=30)
+    assert all(chain.done() and chain.exception() is None for chain in chains)
+    assert first._pings is None  # each chain ended where it began
+    assert second._pings is None
 
 
 def test_cores_by_size_keep_the_last_few_and_the_first() -> None:
