@@ -142,10 +142,10 @@ def reply_of(fields: Fields) -> InferenceReply:
     ok = fields.get("ok", check_bool)
     error = fields.get("error", nullable(_check_error))
     encoded = fields.get("outputs", _tensors_check(codec, allow_empty=True))
-    outputs = {name: tensor.decode() for name, tensor in encoded.items()}
-    if ok != (error is None) or (error is not None and outputs):
+    if ok != (error is None) or (error is not None and encoded):  # before a byte of the outputs is decoded
         msg = "reply: 'ok' must be true iff 'error' is nil; 'outputs' empty on error"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
+    outputs = {name: tensor.decode() for name, tensor in encoded.items()}
     timing = fields.get("timing", Fields)
     load = fields.get("load", Fields)
     return InferenceReply(

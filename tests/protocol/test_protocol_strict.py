@@ -549,3 +549,10 @@ def test_encoding_an_invalid_status(changes: dict[str, Any], error: type[Excepti
     fields = {field: getattr(original, field) for field in original.__dataclass_fields__}
     with pytest.raises(error):
         encode_status(NodeStatus(**(fields | changes)))
+
+
+def test_a_failed_reply_carrying_outputs_is_refused_before_they_are_decoded() -> None:
+    wire = failed_reply_wire()
+    wire["outputs"] = {"y": tensor(data=b"not the 16 bytes declared")}  # decoding it would fail otherwise
+    error = expect(BAD, decode_reply, msgpack.packb(wire))
+    assert "'outputs' empty on error" in str(error)
