@@ -96,6 +96,8 @@ logger = logging.getLogger("edgecut.agent")
 AUTO = "auto"
 _clock = time.perf_counter
 """The core's clock: the outbox's deadlines are on it too."""
+_READ_OFF_LOOP_BYTES = 1024 * 1024
+"""A reply larger than this is decoded in a thread (a 16 MiB one takes about 8 ms to read)."""
 _MAX_LOGGED_TOPICS = 64
 """Status topics whose ignored statuses are logged (once each); past them, quietly ignored."""
 
@@ -747,7 +749,7 @@ class EdgeAgent:
                 why = f"the request cannot be sent: {exc}"
                 step, error = request.unusable(why), functools.partial(ProtocolError, code=exc.code)
             else:
-                answer = self._answer(raw, request, halves, sent, started)
+                answer = await self._answer(raw, request, halves, sent, started)
                 if isinstance(answer, InferenceResult):
                     return answer
                 step, error, why = answer
@@ -764,7 +766,7 @@ class EdgeAgent:
                 case GiveUp(reason=reason):
                     raise error(reason)
 
-    def _answer(
+    async def _answer(
         self, raw: bytes | None, request: Request, halves: Halves, sent: _Sent, started: float
     ) -> InferenceResult | tuple[Step, Callable[[str], EdgecutError], str]:
         """The result ``raw`` brings, or what the core says to do without one, the error to raise, and why."""
@@ -775,7 +777,10 @@ class EdgeAgent:
             return request.timed_out(_clock()), RequestTimeoutError, "no reply before the deadline"
         round_trip_ms = (_clock() - request.sent_s) * 1000
         decode_started = _clock()
-        reply, why = read_reply(raw, sent.request, halves.manifest)
+        if len(raw) > _READ_OFF_LOOP_BYTES:  # decoding a large reply would hold up pings and statuses
+            reply, why = await asyncio.to_thread(read_reply, raw, sent.request, halves.manifest)
+        else:  # a thread hop costs more than reading a few logits
+            reply, why = read_reply(raw, sent.request, halves.manifest)
         if reply is None:
             return request.unusable(why), InvalidReplyError, why
         if reply.error is None:

@@ -217,6 +217,25 @@ async def test_a_two_input_model_over_the_wire(
     np.testing.assert_allclose(unbatched.outputs["y"], np.maximum(a + b, 0))
 
 
+async def test_a_reply_of_megabytes_is_read_whole(
+    broker_url: str, prefix: str, start_hub: Callable[..., Awaitable[Hub]], tmp_path: Path
+) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 19])  # 2 MiB each way: read off the loop
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1 << 19])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "wide", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "wide.onnx")
+    await start_hub(models_dir=tmp_path, use_zoo=False)
+    values = np.random.default_rng(3).standard_normal((1, 1 << 19)).astype(np.float32)
+    async with EdgeAgent(
+        broker_url, model=tmp_path / "wide.onnx", cut=CLOUD_ONLY, prefix=prefix, fallback=False
+    ) as agent:
+        result = await agent.infer(values)
+    assert result.bytes_received > 2 << 20
+    np.testing.assert_array_equal(result.outputs["y"], np.maximum(values, 0))
+
+
 # --- odd replies --------------------------------------------------------------
 
 
