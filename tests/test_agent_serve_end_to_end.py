@@ -134,7 +134,9 @@ async def test_agent_serve_fetches_serves_survives_a_restart_updates_and_refuses
         for path in v1_dir.iterdir():  # byte for byte (the cache keeps the hub's offer beside them)
             assert (fetched / path.name).read_bytes() == path.read_bytes()
 
-        # Answered as the library answers, the hub running the tail.
+        # Answered as the library answers, the hub running the tail: once connected (ready is the models
+        # opened, offline first: a request before the connection runs on the device, as it should).
+        await _until_described(address, lambda d: d["parameters"]["connected"], "the agent to connect")
         status, answer = await post_json(address, f"/v2/models/{TINY}/infer", infer_json(IMAGES[0], id="first"))
         assert status == 200, answer
         async with EdgeAgent(own_broker.url, model=v1_dir, cut=CUT, prefix=prefix, threads=1) as library:
