@@ -569,12 +569,10 @@ async def test_closing_the_agent_ends_the_requests_under_way_with_results(broker
     await agent.__aenter__()
     waiting = [asyncio.create_task(agent.infer(image)) for image in images]  # no hub: they wait for replies
     await until(lambda: len(agent._outbox.pending) == len(images), "every request to wait for its reply")
-    started = time.perf_counter()
     await agent.__aexit__(None, None, None)
-    assert time.perf_counter() - started < 10  # not their 30 s deadline
     for image, task in zip(images, waiting, strict=True):
         result = task.result()  # done: the close waited for them
-        assert result.fallback == "the agent closed before a reply came"
+        assert result.fallback == "the agent closed before a reply came"  # not their 30 s deadline's
         np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
     with pytest.raises(TransportError, match="is closing"):
         await agent.infer(images[0])
