@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -24,6 +25,9 @@ _PNG_BIT_DEPTH_AT: Final = 24  # after the signature (8 bytes), IHDR's length an
 # A JPEG's start-of-scan marker (entropy-coded data stuffs each 0xFF with 0x00, so only a marker or an
 # application segment's bytes can hold it), and the most scans a JPEG may have: a progressive one from libjpeg
 # has about ten, and each further scan costs a pass over the whole image for a few dozen bytes.
+_PNG_INTERLACE_AT: Final = 28  # IHDR's bit depth, colour type, compression and filter methods come before it
+_ADAM7: Final = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""Adam7's passes: first column, first row, and the steps between columns and rows."""
 _JPEG_START_OF_SCAN: Final = b"\xff\xda"
 _MAX_JPEG_SCANS: Final = 32
 _BIT_DEPTH: Final = 8
@@ -112,6 +116,8 @@ def _read_image(
         if image_format == "PNG" and file[_PNG_BIT_DEPTH_AT] != _BIT_DEPTH:  # Pillow widens 2 and 4 bits to L
             msg = f"a PNG has {file[_PNG_BIT_DEPTH_AT]} bits per sample, not {_BIT_DEPTH}"
             raise malformed(msg)
+        if image_format == "PNG":
+            _check_png_rows(file, size, 1 if mode == "L" else 3)
         if image_format == "JPEG" and (scans := file.count(_JPEG_START_OF_SCAN)) > _MAX_JPEG_SCANS:
             msg = f"a JPEG has {scans} scans, more than {_MAX_JPEG_SCANS}"
             raise malformed(msg)
@@ -121,3 +127,43 @@ def _read_image(
             msg = f"an image does not decode as {image_format}: {exc}"
             raise malformed(msg) from exc
     return pixels.reshape(size[1], size[0], -1)
+
+
+def _check_png_rows(file: bytes, size: tuple[int, int], channels: int) -> None:
+    """Refuse a PNG whose one IHDR and pixel data do not hold every row it declares.
+
+    Pillow fills the rows a short (but well ended) zlib stream leaves out
+    with zeros, and reads the bit depth of a second IHDR: pixels the file
+    never sent would pass for the image.
+    """
+    headers, data, at = 0, [], 8  # after the signature: chunks of length, type, data, CRC
+    while at + 8 <= len(file):
+        length = int.from_bytes(file[at : at + 4], "big")
+        kind = file[at + 4 : at + 8]
+        headers += kind == b"IHDR"
+        if kind == b"IDAT":
+            data.append(file[at + 8 : at + 8 + length])
+        at += 12 + length
+    interlaced = len(file) > _PNG_INTERLACE_AT and file[_PNG_INTERLACE_AT] == 1
+    expected = _png_data_bytes(size, channels, interlaced=interlaced)
+    inflate = zlib.decompressobj()
+    try:
+        got = len(inflate.decompress(b"".join(data), expected + 1))
+    except zlib.error as exc:
+        msg = f"a PNG's pixel data does not inflate: {exc}"
+        raise malformed(msg) from exc
+    if headers != 1 or got != expected or not inflate.eof:
+        msg = f"a PNG holds {got} bytes of rows where its {size[0]}x{size[1]} image takes {expected} (IHDR x{headers})"
+        raise malformed(msg)
+
+
+def _png_data_bytes(size: tuple[int, int], channels: int, *, interlaced: bool) -> int:
+    """The inflated pixel data of an 8-bit PNG of ``size``: each row a filter byte and its samples, per pass."""
+    width, height = size
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            total += rows * (1 + columns * channels)
+    return total

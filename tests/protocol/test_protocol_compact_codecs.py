@@ -7,6 +7,7 @@ import importlib
 import io
 import subprocess
 import sys
+import zlib
 from typing import Any
 
 import lz4.frame
@@ -102,6 +103,26 @@ def test_a_png_must_have_8_bits_per_sample() -> None:
     Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16) // 17 * 17, "L").save(out, "PNG", bits=4)
     file = out.getvalue()
     assert "4 bits per sample, not 8" in bad_request("png", file, "uint8", [16, 16, 1], {"sizes": [len(file)]})
+
+
+def _png(width: int, height: int, rows: bytes, *, headers: int = 1) -> bytes:
+    """An 8-bit RGB PNG of ``width`` x ``height`` whose pixel data is ``rows`` (each a filter byte and samples)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0]))
+    return b"\x89PNG\r\n\x1a\n" + header * headers + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_png_must_hold_every_row_it_declares_under_one_header() -> None:
+    row = b"\x00" + b"\xc8" * 3 * 64
+    whole = _png(64, 48, row * 48)
+    assert (decode("png", whole, "uint8", [48, 64, 3], {"sizes": [len(whole)]}) == 200).all()
+    short = _png(64, 48, row)  # one row of 48: Pillow would fill the others with zeros
+    assert "holds 193 bytes of rows" in bad_request("png", short, "uint8", [48, 64, 3], {"sizes": [len(short)]})
+    twice = _png(64, 48, row * 48, headers=2)
+    assert "IHDR x2" in bad_request("png", twice, "uint8", [48, 64, 3], {"sizes": [len(twice)]})
 
 
 def _with_scans_repeated(file: bytes, times: int) -> bytes:
