@@ -9,60 +9,45 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
 def port(text: str) -> int:
     """A TCP port, 0 to 65535 (0: any free one)."""
     value = _whole(text)
-    if not 0 <= value <= 65535:  # noqa: PLR2004 - the largest TCP port
-        msg = f"{text!r} is not a port: 0 to 65535"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return _checked(value, text, "is not a port: 0 to 65535", fits=0 <= value <= 65535)  # noqa: PLR2004 - TCP's largest
 
 
 def count(text: str) -> int:
     """A whole number, 0 or more."""
     value = _whole(text)
-    if value < 0:
-        msg = f"{text!r} is negative: 0 or more"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return _checked(value, text, "is negative: 0 or more", fits=value >= 0)
 
 
 def at_least_one(text: str) -> int:
     """A whole number, 1 or more."""
     value = _whole(text)
-    if value < 1:
-        msg = f"{text!r} is less than 1"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return _checked(value, text, "is less than 1", fits=value >= 1)
 
 
 def positive(text: str) -> float:
     """A finite number above 0 (seconds, milliseconds)."""
     value = _real(text)
-    if not 0 < value < math.inf:
-        msg = f"{text!r} is not above 0"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return _checked(value, text, "is not above 0", fits=0 < value < math.inf)
 
 
 def non_negative(text: str) -> float:
     """A finite number, 0 or more (watts)."""
     value = _real(text)
-    if not 0 <= value < math.inf:
-        msg = f"{text!r} is negative"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return _checked(value, text, "is negative", fits=0 <= value < math.inf)
 
 
 def probability(text: str) -> float:
     """A probability: 0 to 1 (a loss rate)."""
     value = _real(text)
-    if not 0 <= value <= 1:
-        msg = f"{text!r} is not a probability: 0 to 1"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return _checked(value, text, "is not a probability: 0 to 1", fits=0 <= value <= 1)
 
 
 def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -74,6 +59,14 @@ def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         return parse_input_shape(text)
     except ModelError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _checked(value: _N, text: str, why: str, *, fits: bool) -> _N:
+    """``value``, if it ``fits``; else the usage error saying ``text`` ``why``."""
+    if not fits:
+        msg = f"{text!r} {why}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _whole(text: str) -> int:
