@@ -563,9 +563,10 @@ class LinkEstimator:
         self._observe(nbytes * 8, network_ms, now_s, request=True, reply_bits=reply_bytes * 8)
 
     def _observe(self, bits: float, ms: float, now_s: float, *, request: bool, reply_bits: float = 0.0) -> None:
-        if self._undo is not None and self._undoes_change(self._undo, _Sent(bits, ms, now_s, request, reply_bits)):
+        sent = _Sent(bits, ms, now_s, request, reply_bits)
+        if self._undo is not None and self._undoes_change(self._undo, sent):
             return
-        shows_uplink = reply_bits * _REPLY_SHARE <= bits
+        shows_uplink = sent.shows_uplink
         predicted = self.predict_ms(int(bits // 8), now_s, request=request)
         surprise = None
         if predicted is not None:
