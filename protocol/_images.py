@@ -22,12 +22,12 @@ _IMAGE_CHANNELS: Final = (1, 3)
 _IMAGE_RANKS: Final = (3, 4)
 _JPEG_QUALITY: Final = 90
 _PNG_BIT_DEPTH_AT: Final = 24  # after the signature (8 bytes), IHDR's length and type (8), width and height (8)
-# A JPEG's start-of-scan marker (entropy-coded data stuffs each 0xFF with 0x00, so only a marker or an
-# application segment's bytes can hold it), and the most scans a JPEG may have: a progressive one from libjpeg
-# has about ten, and each further scan costs a pass over the whole image for a few dozen bytes.
 _PNG_INTERLACE_AT: Final = 28  # IHDR's bit depth, colour type, compression and filter methods come before it
 _ADAM7: Final = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 """Adam7's passes: first column, first row, and the steps between columns and rows."""
+# A JPEG's start-of-scan marker (entropy-coded data stuffs each 0xFF with 0x00, so only a marker or an
+# application segment's bytes can hold it), and the most scans a JPEG may have: a progressive one from libjpeg
+# has about ten, and each further scan costs a pass over the whole image for a few dozen bytes.
 _JPEG_START_OF_SCAN: Final = b"\xff\xda"
 _MAX_JPEG_SCANS: Final = 32
 _BIT_DEPTH: Final = 8
@@ -113,11 +113,8 @@ def _read_image(
         if image.size != size or image.mode != mode:
             msg = f"an image is {image.mode} {image.size[0]}x{image.size[1]}, not {mode} {size[0]}x{size[1]}"
             raise malformed(msg)
-        if image_format == "PNG" and file[_PNG_BIT_DEPTH_AT] != _BIT_DEPTH:  # Pillow widens 2 and 4 bits to L
-            msg = f"a PNG has {file[_PNG_BIT_DEPTH_AT]} bits per sample, not {_BIT_DEPTH}"
-            raise malformed(msg)
         if image_format == "PNG":
-            _check_png_rows(file, size, 1 if mode == "L" else 3)
+            _check_png(file, size, 1 if mode == "L" else 3)
         if image_format == "JPEG" and (scans := file.count(_JPEG_START_OF_SCAN)) > _MAX_JPEG_SCANS:
             msg = f"a JPEG has {scans} scans, more than {_MAX_JPEG_SCANS}"
             raise malformed(msg)
@@ -129,13 +126,16 @@ def _read_image(
     return pixels.reshape(size[1], size[0], -1)
 
 
-def _check_png_rows(file: bytes, size: tuple[int, int], channels: int) -> None:
-    """Refuse a PNG whose one IHDR and pixel data do not hold every row it declares.
+def _check_png(file: bytes, size: tuple[int, int], channels: int) -> None:
+    """Refuse a PNG of other than 8 bits per sample, or whose one IHDR and pixel data do not hold every row.
 
-    Pillow fills the rows a short (but well ended) zlib stream leaves out
-    with zeros, and reads the bit depth of a second IHDR: pixels the file
-    never sent would pass for the image.
+    Pillow widens 2 and 4 bits to L, fills the rows a short (but well
+    ended) zlib stream leaves out with zeros, and reads the bit depth of a
+    second IHDR: pixels the file never sent would pass for the image.
     """
+    if file[_PNG_BIT_DEPTH_AT] != _BIT_DEPTH:
+        msg = f"a PNG has {file[_PNG_BIT_DEPTH_AT]} bits per sample, not {_BIT_DEPTH}"
+        raise malformed(msg)
     headers, data, at = 0, [], 8  # after the signature: chunks of length, type, data, CRC
     while at + 8 <= len(file):
         length = int.from_bytes(file[at : at + 4], "big")
