@@ -329,15 +329,19 @@ async def test_a_model_file_added_while_the_hub_runs_is_found(
     assert (await _ask(broker_url, prefix, model_sha256=sha)).ok
 
 
+def _saved(graph: onnx.GraphProto, path: Path) -> str:
+    """``graph`` as an opset-17 model file at ``path``; its sha256 as a hub names it."""
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return partition.model_file_sha256(path)
+
+
 def _reshaping_model(path: Path) -> str:
     """A model whose input's width is open but which reshapes it to four wide: other widths fail at run time."""
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, "width"])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
     shape = onnx.numpy_helper.from_array(np.array([1, 4], np.int64), "shape")
     nodes = [onnx.helper.make_node("Reshape", ["x", "shape"], ["r"]), onnx.helper.make_node("Relu", ["r"], ["y"])]
-    graph = onnx.helper.make_graph(nodes, "reshaping", [x], [y], [shape])
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
-    return partition.model_file_sha256(path)
+    return _saved(onnx.helper.make_graph(nodes, "reshaping", [x], [y], [shape]), path)
 
 
 async def test_a_tail_that_fails_at_run_time_is_answered_internal_and_its_worker_serves_on(
@@ -372,9 +376,7 @@ def _nonzero_model(path: Path) -> str:
         onnx.helper.make_node("Greater", ["x", "zero"], ["positive"]),
         onnx.helper.make_node("NonZero", ["positive"], ["y"]),
     ]
-    graph = onnx.helper.make_graph(nodes, "nonzero", [x], [y], [zero])
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
-    return partition.model_file_sha256(path)
+    return _saved(onnx.helper.make_graph(nodes, "nonzero", [x], [y], [zero]), path)
 
 
 async def test_a_reply_the_data_makes_too_large_is_answered_too_large(
