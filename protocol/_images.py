@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import zlib
 from typing import TYPE_CHECKING, Any, Final
 
@@ -16,6 +17,8 @@ from protocol._tensors import RawCodec
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import ModuleType
+
+    from PIL.ImageFile import ImageFile
 
 _RAW: Final = RawCodec()
 _IMAGE_CHANNELS: Final = (1, 3)
@@ -30,6 +33,11 @@ _ADAM7: Final = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 
 # has about ten, and each further scan costs a pass over the whole image for a few dozen bytes.
 _JPEG_START_OF_SCAN: Final = b"\xff\xda"
 _MAX_JPEG_SCANS: Final = 32
+# A JPEG's end-of-image and restart markers (RST0-7, in turn between a scan's restart intervals), and bytes
+# with no 0xFF (no marker) that are far from the zero bits libjpeg makes up for a scan that meets a marker early.
+_JPEG_END_OF_IMAGE: Final = b"\xff\xd9"
+_JPEG_RESTART: Final = re.compile(rb"\xff([\xd0-\xd7])")
+_JPEG_FILLER: Final = b"\x5a\xa5\x3c\xc3" * 4
 _BIT_DEPTH: Final = 8
 
 
@@ -104,11 +112,7 @@ class ImageCodec:
 def _read_image(
     image_module: ModuleType, file: bytes, image_format: str, size: tuple[int, int], mode: str
 ) -> npt.NDArray[np.uint8]:
-    try:
-        image = image_module.open(io.BytesIO(file), formats=[image_format])
-    except Exception as exc:
-        msg = f"an image does not decode as {image_format}: {exc}"
-        raise malformed(msg) from exc
+    image = _open(image_module, file, image_format)
     with image:
         if image.size != size or image.mode != mode:
             msg = f"an image is {image.mode} {image.size[0]}x{image.size[1]}, not {mode} {size[0]}x{size[1]}"
@@ -118,12 +122,58 @@ def _read_image(
         if image_format == "JPEG" and (scans := file.count(_JPEG_START_OF_SCAN)) > _MAX_JPEG_SCANS:
             msg = f"a JPEG has {scans} scans, more than {_MAX_JPEG_SCANS}"
             raise malformed(msg)
-        try:
-            pixels = np.asarray(image)
-        except Exception as exc:
-            msg = f"an image does not decode as {image_format}: {exc}"
-            raise malformed(msg) from exc
+        pixels = _pixels(image, image_format)
+    if image_format == "JPEG":
+        _check_jpeg_scan_is_whole(image_module, file, pixels)
     return pixels.reshape(size[1], size[0], -1)
+
+
+def _open(image_module: ModuleType, file: bytes, image_format: str) -> ImageFile:
+    """``file`` opened as an ``image_format`` image (its header read, no pixel yet)."""
+    try:
+        image: ImageFile = image_module.open(io.BytesIO(file), formats=[image_format])
+    except Exception as exc:
+        msg = f"an image does not decode as {image_format}: {exc}"
+        raise malformed(msg) from exc
+    return image
+
+
+def _pixels(image: ImageFile, image_format: str) -> npt.NDArray[np.uint8]:
+    """An opened image's pixels, decoded."""
+    try:
+        return np.asarray(image)
+    except Exception as exc:
+        msg = f"an image does not decode as {image_format}: {exc}"
+        raise malformed(msg) from exc
+
+
+def _check_jpeg_scan_is_whole(image_module: ModuleType, file: bytes, pixels: npt.NDArray[np.uint8]) -> None:
+    """Refuse a JPEG whose last scan's entropy-coded data stops before the image does.
+
+    libjpeg decodes the blocks such a scan lacks as zeros (mid-grey) once it
+    meets a marker, with no more than a warning that Pillow drops; Pillow
+    adds the marker (EOI) to a cut file itself wherever some code in the
+    process set ``ImageFile.LOAD_TRUNCATED_IMAGES``. Bytes and a restart
+    marker between a whole scan and EOI are skipped, so the file decodes to
+    the same pixels with them put there; a short scan reads the filler as
+    image data instead, and one cut where a restart interval ends starts the
+    next interval at the restart marker. Progressive scans left out whole are
+    not seen: the decoder shows their image coarser, not grey.
+    """
+    with _open(image_module, _with_filler_before_end(file), "JPEG") as probe:
+        filled = _pixels(probe, "JPEG")
+    if not np.array_equal(filled, pixels):
+        msg = "a JPEG's entropy-coded data stops short of its image (cut off): a decoder would fill the rest in grey"
+        raise malformed(msg)
+
+
+def _with_filler_before_end(file: bytes) -> bytes:
+    """``file`` with filler, the next restart marker and filler again before its EOI (added if it lacks one)."""
+    body = file.removesuffix(_JPEG_END_OF_IMAGE)
+    last_scan = body.rfind(_JPEG_START_OF_SCAN)
+    restarts = _JPEG_RESTART.findall(body, max(last_scan, 0))
+    following = 0xD0 + (restarts[-1][0] - 0xD0 + 1) % 8 if restarts else 0xD0
+    return body + _JPEG_FILLER + bytes((0xFF, following)) + _JPEG_FILLER + _JPEG_END_OF_IMAGE
 
 
 def _check_png(file: bytes, size: tuple[int, int], channels: int) -> None:

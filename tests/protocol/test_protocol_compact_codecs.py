@@ -8,7 +8,7 @@ import io
 import subprocess
 import sys
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lz4.frame
 import msgpack
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import zstandard
-from PIL import Image
+from PIL import Image, ImageFile
 
 from protocol import (
     ErrorCode,
@@ -31,6 +31,9 @@ from protocol import (
     encode_tensor,
 )
 from tests.protocol._support import bad_request, decode, round_trip
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LOSSLESS = ("raw", "zstd", "lz4", "png")
 COMPOUND = [f"{inner}+{frame}" for inner in ("fp16", "int8", "int8-channel") for frame in ("zstd", "lz4")]
@@ -139,6 +142,41 @@ def test_a_jpeg_of_many_scans_is_refused_before_its_pixels_are_decoded() -> None
     assert decode("jpeg", file, "uint8", [64, 64, 3], {"sizes": [len(file)]}).shape == (64, 64, 3)
     many = _with_scans_repeated(file, 40)
     assert "scans, more than 32" in bad_request("jpeg", many, "uint8", [64, 64, 3], {"sizes": [len(many)]})
+
+
+def _jpeg(**options: int | bool) -> bytes:
+    """A 64x96 RGB JPEG of a gradient, saved by Pillow with ``options``."""
+    rows, cols = np.mgrid[0:64, 0:96]
+    out = io.BytesIO()
+    Image.fromarray(np.stack([rows * 4, cols * 2, rows + cols], axis=-1).astype(np.uint8)).save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+def _mid_scan(file: bytes) -> int:
+    """Halfway through the data of a JPEG's last scan."""
+    return (file.rindex(b"\xff\xda") + len(file)) // 2
+
+
+@pytest.mark.parametrize(
+    ("options", "cut_at"),
+    [({}, _mid_scan), ({"restart_marker_blocks": 4}, lambda file: file.index(b"\xff\xd3"))],
+    ids=["mid-scan", "where-a-restart-interval-ends"],
+)
+def test_a_jpeg_cut_short_is_refused_not_filled_in_grey(
+    options: dict[str, int], cut_at: Callable[[bytes], int]
+) -> None:
+    file = _jpeg(**options)
+    assert decode("jpeg", file, "uint8", [64, 96, 3], {"sizes": [len(file)]}).std() > 10  # the whole file decodes
+    short = file[: cut_at(file)] + b"\xff\xd9"  # EOI again: libjpeg fills the blocks it lacks with grey
+    assert "stops short of its image" in bad_request("jpeg", short, "uint8", [64, 96, 3], {"sizes": [len(short)]})
+
+
+def test_a_cut_jpeg_is_refused_where_pillow_is_told_to_load_truncated_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # process-wide: any library may have set it
+    file = _jpeg()
+    short = file[: _mid_scan(file)]
+    assert "stops short of its image" in bad_request("jpeg", short, "uint8", [64, 96, 3], {"sizes": [len(short)]})
+    assert decode("jpeg", file, "uint8", [64, 96, 3], {"sizes": [len(file)]}).shape == (64, 96, 3)
 
 
 def test_a_frame_this_process_cannot_hold_is_too_large_not_a_memory_error() -> None:
