@@ -14,6 +14,7 @@ This package imports neither asyncio, MQTT nor ONNX code.
 from protocol._codecs import CompressedCodec, Fp16Codec, Int8Codec
 from protocol._codes import ErrorCode
 from protocol._decode import (
+    decode_encoded_reply,
     decode_incoming,
     decode_ping,
     decode_reply,
@@ -64,6 +65,7 @@ from protocol._limits import (
     PROTOCOL_VERSION,
 )
 from protocol._messages import (
+    EncodedReply,
     EncodedRequest,
     InferenceReply,
     InferenceRequest,
@@ -134,6 +136,7 @@ __all__ = [
     "CompressedCodec",
     "ConfigError",
     "EdgecutError",
+    "EncodedReply",
     "EncodedRequest",
     "EncodedTensor",
     "ErrorCode",
@@ -169,6 +172,7 @@ __all__ = [
     "data_bytes_estimate",
     "data_bytes_exact",
     "decode_block",
+    "decode_encoded_reply",
     "decode_fetch",
     "decode_incoming",
     "decode_offer",

@@ -23,7 +23,15 @@ from protocol._checks import (
 )
 from protocol._codes import ErrorCode
 from protocol._limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_TENSOR_NAME_LENGTH, MAX_TENSORS, PROTOCOL_VERSION
-from protocol._messages import EncodedRequest, InferenceReply, InferenceRequest, NodeStatus, Ping, ReplyError
+from protocol._messages import (
+    EncodedReply,
+    EncodedRequest,
+    InferenceReply,
+    InferenceRequest,
+    NodeStatus,
+    Ping,
+    ReplyError,
+)
 from protocol._msgpack import unpack
 from protocol._status_checks import (
     check_counts,
@@ -132,12 +140,31 @@ def decode_reply(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAU
     return reply_of(_open(data, "resp", max_bytes))
 
 
+def decode_encoded_reply(
+    data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> EncodedReply:
+    """Read a reply received from the wire without decoding its outputs.
+
+    Every field is checked, the outputs' declared dtypes and shapes included,
+    but no output is decoded: the receiver checks them against the outputs
+    it expects first, then calls :meth:`EncodedReply.decode`.
+
+    Raises:
+        ProtocolError: Anything is wrong.
+    """
+    return _encoded_reply(_open(data, "resp", max_bytes))
+
+
 def reply_of(fields: Fields) -> InferenceReply:
     """The reply in ``fields``, a message of type ``"resp"``, every field checked.
 
     Raises:
         ProtocolError: Anything is wrong.
     """
+    return _encoded_reply(fields).decode()
+
+
+def _encoded_reply(fields: Fields) -> EncodedReply:
     codec = fields.get("codec", _check_codec)
     ok = fields.get("ok", check_bool)
     error = fields.get("error", nullable(_check_error))
@@ -145,13 +172,12 @@ def reply_of(fields: Fields) -> InferenceReply:
     if ok != (error is None) or (error is not None and encoded):  # before a byte of the outputs is decoded
         msg = "reply: 'ok' must be true iff 'error' is nil; 'outputs' empty on error"
         raise ProtocolError(msg, code=ErrorCode.BAD_REQUEST)
-    outputs = {name: tensor.decode() for name, tensor in encoded.items()}
     timing = fields.get("timing", Fields)
     load = fields.get("load", Fields)
-    return InferenceReply(
+    header = InferenceReply(
         request_id=fields.get("id", check_id),
         hub_id=fields.get("hub", check_topic_id),
-        outputs=outputs,
+        outputs={},
         error=error,
         queue_ms=timing.get("queue_ms", check_non_negative),
         compute_ms=timing.get("compute_ms", check_non_negative),
@@ -159,6 +185,7 @@ def reply_of(fields: Fields) -> InferenceReply:
         codec=codec,
         batch_size=load.get_optional("batch_size", check_batch_size),
     )
+    return EncodedReply(header, encoded)
 
 
 def decode_status(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> NodeStatus:

@@ -187,6 +187,31 @@ class InferenceReply:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class EncodedReply:
+    """A reply as received: every field checked, its outputs not decoded yet.
+
+    An agent checks the declared names, dtypes and shapes against the
+    outputs its model has before it allocates anything for them
+    (:meth:`decode`).
+
+    Attributes:
+        header: The reply's fields; its ``outputs`` are empty.
+        outputs: The encoded outputs, in graph order (empty on error).
+    """
+
+    header: InferenceReply
+    outputs: Mapping[str, EncodedTensor]
+
+    def decode(self) -> InferenceReply:
+        """The reply with its outputs decoded.
+
+        Raises:
+            ProtocolError: An output's data does not decode to what it declares (code ``bad_request``).
+        """
+        return dataclasses.replace(self.header, outputs={name: t.decode() for name, t in self.outputs.items()})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NodeStatus:
     """A node announces itself (retained), or its last will says it is gone.
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+import msgpack
 import numpy as np
 import onnx
 import pytest
@@ -327,11 +328,21 @@ def _forged(request: InferenceRequest, *, request_id: str | None = None, **outpu
     return encode_reply(reply)
 
 
+def _declaring(reply: bytes, shape: list[int]) -> bytes:
+    """``reply`` with each output declaring ``shape`` over the data it has: decoding it would fail."""
+    fields = msgpack.unpackb(reply)
+    for output in fields["outputs"].values():
+        output["shape"] = shape
+    return msgpack.packb(fields)
+
+
 MISFITS: dict[str, Callable[[InferenceRequest], bytes]] = {
     "another request's id": lambda r: _forged(r, request_id="someone-else", logits=np.zeros((2, 10), np.float32)),
     "another batch size": lambda r: _forged(r, logits=np.zeros((1, 10), np.float32)),
     "another dtype": lambda r: _forged(r, logits=np.zeros((2, 10), np.float64)),
     "another output name": lambda r: _forged(r, scores=np.zeros((2, 10), np.float32)),
+    # checked before a byte is decoded: decoding would allocate 32 MiB and find 80 bytes of data
+    "a shape without its data": lambda r: _declaring(_forged(r, logits=np.zeros((2, 10), np.float32)), [2, 1 << 22]),
 }
 
 

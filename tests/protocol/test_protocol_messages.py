@@ -14,6 +14,7 @@ import protocol
 from protocol import (
     ALLOWED_DTYPES,
     MAX_TENSORS,
+    EncodedReply,
     EncodedRequest,
     ErrorCode,
     InferenceReply,
@@ -24,6 +25,7 @@ from protocol import (
     Ping,
     ProtocolError,
     ReplyError,
+    decode_encoded_reply,
     decode_incoming,
     decode_reply,
     decode_request,
@@ -274,6 +276,20 @@ def test_a_tensor_that_does_not_decode_to_what_it_declares_fails_on_decode_not_o
     with pytest.raises(ProtocolError, match=r"tensor 'x': has 12 bytes") as caught:
         read.decode()
     assert caught.value.code == ErrorCode.BAD_REQUEST
+
+
+def test_a_reply_is_read_without_decoding_its_outputs() -> None:
+    original = reply({"y": np.zeros((2, 5), np.float32)}, batch_size=2)
+    wire = msgpack.unpackb(encode_reply(original))
+    wire["outputs"]["y"]["shape"] = [2, 1 << 28]  # 40 bytes of data cannot be float32[2, 2**28]
+    read = decode_encoded_reply(msgpack.packb(wire))
+    assert isinstance(read, EncodedReply)
+    assert read.header.outputs == {}
+    assert (read.header.request_id, read.header.batch_size) == (original.request_id, 2)
+    assert (read.outputs["y"].shape, read.outputs["y"].nbytes) == ((2, 1 << 28), 2 << 30)  # declared, not allocated
+    with pytest.raises(ProtocolError, match=r"tensor 'y': has 40 bytes"):
+        read.decode()
+    assert decode_encoded_reply(encode_reply(original)).decode() == original
 
 
 def test_numpy_scalars_are_accepted_when_encoding() -> None:
