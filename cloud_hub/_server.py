@@ -64,9 +64,9 @@ from protocol.mqtt import Connection, Incoming, Will
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Iterator
 
-    from cloud_hub._batching import Batch, Outcome
+    from cloud_hub._batching import Batch, Member, Outcome
     from cloud_hub._config import HubConfig
     from cloud_hub._execution import Ran
     from cloud_hub._metrics import HubMetrics, HubState
@@ -103,6 +103,15 @@ def _collected(task: asyncio.Task[Any]) -> None:
     """Done with a background load: its outcome (a tail, or a miss the store remembers) needs no one else."""
     if not task.cancelled():
         task.exception()
+
+
+@contextlib.contextmanager
+def _counting(what: str, job: Job) -> Iterator[None]:
+    """Log what counting ``what`` of ``job`` raises, and go on: no request waits on its accounting for its answer."""
+    try:
+        yield
+    except Exception:
+        logger.exception("counting %s of request %s failed", what, job.request_id)
 
 
 def _read(job: Job) -> EncodedRequest:
@@ -431,15 +440,26 @@ class Hub:
         for member, outcome in zip(batch.members, outcomes, strict=True):
             if member.job.answered:  # answered shutting_down while it ran: the grace period ran out
                 continue
-            answer = outcome if isinstance(outcome, ReplyError) else self._too_large(outcome) or outcome
-            if isinstance(answer, ReplyError):
-                self._spawn(self._reply(member.job, self._failure(member.job, answer)))
-            else:
-                self._spawn(self._reply(member.job, answer.reply))
-                self._note_ran(member.job, batch.tail, member.request, answer)
+            try:
+                self._answer_member(batch.tail, member, outcome)
+            except Exception as exc:  # its reply could not be made: it gets an error, the others their replies
+                logger.exception("answering request %s failed", member.job.request_id)
+                error = ReplyError(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
+                self._spawn(self._reply(member.job, self._failure(member.job, error)))
         if self._metrics is not None:
             model, cut = batch.tail.manifest.model_id, batch.members[0].request.header.cut_id
-            self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
+            with _counting("the batch", batch.members[0].job):
+                self._metrics.batch(model, cut, rows=batch.rows, requests=len(batch.members))
+
+    def _answer_member(self, tail: Tail, member: Member, outcome: Outcome) -> None:
+        """Send one member of a batch its reply, then count its run (a count that fails is logged)."""
+        answer = outcome if isinstance(outcome, ReplyError) else self._too_large(outcome) or outcome
+        if isinstance(answer, ReplyError):
+            self._spawn(self._reply(member.job, self._failure(member.job, answer)))
+            return
+        self._spawn(self._reply(member.job, answer.reply))
+        with _counting("the run", member.job):
+            self._note_ran(member.job, tail, member.request, answer)
 
     def _too_large(self, ran: Ran) -> ReplyError | None:
         """``too_large`` when the run's reply is over the message limit, which no publish would carry.
@@ -520,9 +540,10 @@ class Hub:
         await self._reply(job, self._failure(job, ReplyError(code=ErrorCode.LOADING, message=msg)))
 
     def _failure(self, job: Job, error: ReplyError) -> bytes:
-        self.refused[error.code] += 1
-        if self._metrics is not None:
-            self._metrics.failed(*self._labels(job), error.code)
+        with _counting("the refusal", job):
+            self.refused[error.code] += 1
+            if self._metrics is not None:
+                self._metrics.failed(*self._labels(job), error.code)
         if error.code not in {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN}:
             logger.info("request %s refused: %s: %s", job.request_id, error.code, error.message)
         reply = InferenceReply.failure(

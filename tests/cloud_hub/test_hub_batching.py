@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cloud_hub import Hub
+    from cloud_hub._execution import Ran
+    from cloud_hub._jobs import Job
+    from cloud_hub._store import Tail
+    from protocol import EncodedRequest
     from tests._support import StartHub, Watcher
 
 pytestmark = pytest.mark.broker
@@ -118,6 +122,59 @@ async def test_queued_requests_run_as_one_batch_and_get_what_they_get_one_by_one
     assert samples[_key("edgecut_hub_batch_size_sum", **labels)] == 2 + 2 * 6
     assert samples[_key("edgecut_hub_batch_size_bucket", **labels, le="4.0")] == runs - 1  # all but the batch of 6
     assert samples[_key("edgecut_hub_requests_total", **labels, outcome="success")] == 2 + 2 * len(requests)
+
+
+async def test_a_member_whose_accounting_fails_strands_none_of_the_others(
+    broker_url: str, prefix: str, start_hub: StartHub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = await start_hub(workers=1, preload=(TINY_TAIL,))
+    topics = Topics(prefix)
+    images = _images(3, seed=14)
+    requests = [_request(f"cam-{name}", name, images[index : index + 1]) for index, name in enumerate("abc")]
+    note_ran = hub._note_ran
+
+    def failing_for_b(job: Job, tail: Tail, request: EncodedRequest, ran: Ran) -> None:
+        if job.request_id == "b":
+            msg = "the profile is broken"
+            raise RuntimeError(msg)
+        note_ran(job, tail, request, ran)
+
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        await _send_all(watcher, topics, [tiny_request(agent_id="blocker")])  # the tail's first run
+        monkeypatch.setattr(hub, "_note_ran", failing_for_b)
+        replies = await _queued_together(hub, watcher, topics, requests)
+    for name, image in zip("abc", images, strict=True):  # b's run was fine: its reply too, after it
+        assert replies[name].batch_size == 3
+        np.testing.assert_allclose(replies[name].outputs["logits"], tiny_logits(image), atol=1e-4, rtol=0)
+    assert "counting the run of request b failed" in caplog.text
+    await asyncio.wait_for(hub._jobs.idle.wait(), 10)  # every job released: none left waiting for an answer
+
+
+async def test_a_refusal_whose_count_fails_is_still_answered(
+    broker_url: str, prefix: str, start_hub: StartHub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = await start_hub(workers=1, http="127.0.0.1:0", preload=(TINY_TAIL,))
+    assert hub._metrics is not None
+    topics = Topics(prefix)
+    images = _images(2, seed=15)
+    requests = [
+        _request("cam-a", "a", images[:1]),
+        _request("cam-b", "wrong-tail", images[1:], tail_sha256="00" * 32),  # refused in its turn
+    ]
+
+    def broken(model: str, cut: str, code: str) -> None:
+        msg = f"the metrics are broken ({model}, {cut}, {code})"
+        raise RuntimeError(msg)
+
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        await _send_all(watcher, topics, [tiny_request(agent_id="blocker")])  # the tail's first run
+        monkeypatch.setattr(hub._metrics, "failed", broken)
+        replies = await _queued_together(hub, watcher, topics, requests)
+    wrong = replies["wrong-tail"].error
+    assert wrong is not None
+    assert wrong.code == ErrorCode.MODEL_MISMATCH
+    assert replies["a"].ok
+    assert "counting the refusal of request wrong-tail failed" in caplog.text
 
 
 def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
