@@ -155,12 +155,13 @@ class LocalBroker:
         """Start the broker and wait until it accepts connections.
 
         Raises:
+            ConfigError: Its port is taken (a local setting to change, not a broker to reach).
             TransportError: It did not come up within ``timeout`` seconds.
         """
         if self.is_running:
             return self
+        self._check_port_free()
         if self.kind == "mosquitto":
-            self._check_port_free()
             self._start_mosquitto()
         else:
             self._start_iotcore(timeout)
@@ -219,7 +220,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             try:
                 self._check_port_free()
-            except TransportError:
+            except ConfigError:
                 time.sleep(0.005)
             else:
                 return
@@ -232,7 +233,7 @@ class LocalBroker:
                 probe.bind((self.host, self.port))
             except OSError as exc:
                 msg = f"cannot start {self.kind} on {self.host}:{self.port}: {exc.strerror or exc}"
-                raise TransportError(msg) from exc
+                raise ConfigError(msg) from exc
 
     def _start_mosquitto(self) -> None:
         conf = self._workdir / "mosquitto.conf"

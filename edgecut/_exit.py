@@ -28,7 +28,7 @@ _MEANINGS = {
     ExitCode.FAILED: "ran, but a check failed (results beyond tolerance, --verify, a needed broker-check)",
     ExitCode.USAGE: "bad command-line arguments",
     ExitCode.MODEL: "unknown or invalid model, cut or split",
-    ExitCode.CONFIG: "bad setting (broker URL, path, TLS files)",
+    ExitCode.CONFIG: "bad setting (broker URL, path, TLS files, a local port already taken)",
     ExitCode.TRANSPORT: "broker unreachable or connection failed",
     ExitCode.TIMEOUT: "no reply before the deadline and no fallback",
     ExitCode.HUB: "the hub refused the request or sent an unusable reply, and no fallback applied",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -551,6 +553,32 @@ def test_broker_command_json_url_is_readable_while_it_runs() -> None:
         code, rest = _stop(process)
     assert json.loads(early) == _broker_json(port)
     assert (code, rest) == (ExitCode.OK, b"")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["broker", "--kind", "mosquitto"],
+        ["broker", "--kind", "iotcore"],
+        ["sim", "link", "--upstream", "mqtt://127.0.0.1:1"],
+    ],
+    ids=["broker-mosquitto", "broker-embedded", "sim-link"],
+)
+def test_a_taken_port_exits_config(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    if "mosquitto" in command and shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    if "iotcore" in command and importlib.util.find_spec("iotcore") is None:
+        pytest.skip("iotcore is not installed")
+    with socket.socket() as taken:  # a local port: a setting to change, not a broker that cannot be reached
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = _run(capsys, *command, "--port", str(port))
+    assert code == ExitCode.CONFIG
+    assert err.startswith("edgecut: error: ")
+    assert f"127.0.0.1:{port}" in err
+    assert "already in use" in err.lower()
+    assert out == ""
 
 
 # --- demo -------------------------------------------------------------------
