@@ -12,13 +12,14 @@ from protocol.lifecycle import raise_forcing
 
 if TYPE_CHECKING:
     import signal
+    from collections.abc import Callable
 
     from cloud_hub._config import HubConfig
 
 logger = logging.getLogger("edgecut.hub")
 
 
-def run_hub(config: HubConfig) -> None:
+def run_hub(config: HubConfig, *, on_ready: Callable[[Hub], None] | None = None) -> None:
     """Serve ``config`` until SIGINT/SIGTERM: the first drains gracefully, a second forces.
 
     After a forced stop the signal is raised again with the default handlers
@@ -26,11 +27,33 @@ def run_hub(config: HubConfig) -> None:
     ``KeyboardInterrupt`` (the CLI exits 130), a forcing SIGTERM terminates
     the process the way SIGTERM does.
 
+    Args:
+        config: The hub to run.
+        on_ready: Called on the event loop once the hub serves: its preloads
+            loaded, connected and subscribed (:attr:`Hub.ready`), so that a
+            request sent now runs at once; never called if it stops first.
+
     Raises:
         ProviderUnavailableError: An execution provider asked for is not in the installed onnxruntime.
         TransportError: The broker could not be reached at start-up.
     """
-    raise_forcing(asyncio.run(serve_until_signalled(Hub(config))))
+    raise_forcing(asyncio.run(_serve_and_tell(Hub(config), on_ready)))
+
+
+async def _serve_and_tell(hub: Hub, on_ready: Callable[[Hub], None] | None) -> signal.Signals | None:
+    """:func:`serve_until_signalled`, calling ``on_ready(hub)`` when the hub is ready."""
+    if on_ready is None:
+        return await serve_until_signalled(hub)
+
+    async def tell() -> None:
+        await hub.ready.wait()
+        on_ready(hub)
+
+    telling = asyncio.create_task(tell(), name=f"edgecut[{hub.config.hub_id}].ready")
+    try:
+        return await serve_until_signalled(hub)
+    finally:
+        telling.cancel()
 
 
 async def serve_until_signalled(hub: Hub) -> signal.Signals | None:

@@ -17,7 +17,7 @@ from edgecut._wait import signalled
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
-    from cloud_hub import LocalBroker
+    from cloud_hub import Hub, LocalBroker
 
 BROKER_HELP = "broker URL mqtt://[user:pass@]host:port[?qos=0|1] or mqtts://...; env EDGECUT_BROKER"
 
@@ -306,17 +306,32 @@ def _hub(args: argparse.Namespace) -> ExitCode:
         providers=tuple(part for part in args.providers.split(",") if part.strip()),
         **options,
     )
-    from models import resolve_providers, short_names  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
+    from models import resolve_providers  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
 
-    providers = ",".join(short_names(resolve_providers(config.providers)))  # a missing one stops it here, first
-    http = f", metrics and health on http://{config.http}" if config.http else ""
-    print(  # noqa: T201
-        f"hub {config.hub_id} serving on {config.broker} with providers {providers}{http} (Ctrl+C to stop)",
-        file=sys.stderr,
-        flush=True,
-    )
-    run_hub(config)
+    resolve_providers(config.providers)  # a missing one stops it here, first
+    if config.preload:
+        _say(f"hub {config.hub_id} loading {', '.join(config.preload)} before it serves")
+    run_hub(config, on_ready=_announce_serving)
     return ExitCode.OK
+
+
+def _announce_serving(hub: Hub) -> None:
+    """The line a script waits for: the hub takes requests now, its preloaded tails loaded.
+
+    It names the providers the preloaded tails' sessions got (ONNX Runtime
+    may have fallen back from one asked for), else those sessions will ask for.
+    """
+    from models import short_names  # noqa: PLC0415 - keeps onnxruntime out of `edgecut --help`
+
+    got = [name for _, providers in hub.store.loaded_providers().values() for name in providers]
+    providers = ",".join(short_names(dict.fromkeys(got) or hub.store.providers))
+    address = hub.http.address if hub.http is not None else None
+    http = f", metrics and health on http://{address[0]}:{address[1]}" if address is not None else ""
+    _say(f"hub {hub.config.hub_id} serving on {hub.config.broker} with providers {providers}{http} (Ctrl+C to stop)")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)  # noqa: T201
 
 
 # --- demo -------------------------------------------------------------------

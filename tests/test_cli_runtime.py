@@ -28,7 +28,8 @@ from edgecut._cli import main
 from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report
 from edgecut._demo_report import AutoRun, EmulatedRow
 from edgecut._exit import ExitCode
-from tests._support import tiny_logits, tiny_model
+from protocol import Topics, decode_reply
+from tests._support import TINY_TAIL, tiny_logits, tiny_model, tiny_request, watching
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -465,6 +466,47 @@ def test_hub_batching_options_read_their_env_variables(
     code, _, err = _run(capsys, "hub")
     assert code == ExitCode.CONFIG
     assert fragment in err
+
+
+async def _stderr_through(process: asyncio.subprocess.Process, fragment: str) -> list[str]:
+    """The lines ``process`` writes to stderr up to the first holding ``fragment`` (all of them if it exits)."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while line := (await process.stderr.readline()).decode():
+        lines.append(line.rstrip("\n"))
+        if fragment in line:
+            break
+    return lines
+
+
+@pytest.mark.broker
+async def test_hub_says_it_serves_once_its_preloads_are_loaded_and_a_request_then_runs_at_once(
+    broker_url: str, prefix: str
+) -> None:
+    topics = Topics(prefix)
+    command = ["-m", "edgecut", "hub", "--broker", broker_url, "--prefix", prefix, "--hub-id", "hub-cli"]
+    command += ["--preload", TINY_TAIL, "--http", "127.0.0.1:0", "-v"]
+    async with watching(broker_url, topics.all_responses()) as watcher:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+        )
+        try:
+            lines = await asyncio.wait_for(_stderr_through(process, "(Ctrl+C to stop)"), 60)
+            request = tiny_request(deadline_ms=1000.0)  # sent the moment the line is read: no time to load
+            await watcher.send(topics.request(request.agent_id), request)
+            reply = decode_reply((await watcher.next(30)).payload)
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+            await asyncio.wait_for(process.communicate(), 30)
+    assert any("preloaded tiny at cut" in line for line in lines[:-1])  # loaded before the line, not after
+    assert reply.ok, reply.error
+    assert reply.request_id == request.request_id
+    assert lines[0] == f"hub hub-cli loading {TINY_TAIL} before it serves"
+    serving = lines[-1]
+    assert serving.startswith(f"hub hub-cli serving on {broker_url} with providers ")
+    assert "metrics and health on http://127.0.0.1:" in serving
+    assert "http://127.0.0.1:0 " not in serving  # the port it picked, not the one asked for
 
 
 # --- broker -----------------------------------------------------------------

@@ -313,7 +313,7 @@ def test_every_variable_the_help_names_is_read(command: str) -> None:
 def test_each_hub_the_files_start_builds_its_whole_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the CLI up to the broker connection: run_hub gets a HubConfig that passed every check."""
     started: list[HubConfig] = []
-    monkeypatch.setattr("cloud_hub.run_hub", started.append)
+    monkeypatch.setattr("cloud_hub.run_hub", lambda config, **_: started.append(config))
     gpu_build = ("TensorrtExecutionProvider", "CUDAExecutionProvider", models.CPU_PROVIDER)
     resolve = functools.partial(models.resolve_providers, available=gpu_build)  # Dockerfile.cuda asks for cuda
     monkeypatch.setattr("models.resolve_providers", resolve)
