@@ -27,10 +27,12 @@ about a queue it can never form.
 from __future__ import annotations
 
 import collections
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from edge_agent._estimators import RecentShare
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _WINDOW = 32
 """Intervals between requests, and requests' overlaps, that count."""
@@ -84,8 +86,8 @@ class DeviceQueue:
         """Some request of the last minute started while another was in flight: requests come on their own clock."""
         return self._overlaps.share(now_s) > 0
 
-    def wait_ms(self, service_ms: np.ndarray, now_s: float) -> np.ndarray | None:
-        """The mean wait (ms) of a stream whose every request keeps the device ``service_ms`` busy.
+    def wait_ms(self, service_ms: Sequence[float], now_s: float) -> list[float] | None:
+        """The mean wait (ms) of a stream whose every request keeps the device ``service_ms`` busy (each of them).
 
         ``None`` while no wait can form or is known: no request overlapped
         another in the last minute, or fewer than 8 intervals are known.
@@ -98,8 +100,8 @@ class DeviceQueue:
             return None
         variance = max(0.0, self._sum_sq / count - mean_s * mean_s)
         burstiness = variance / (mean_s * mean_s)  # ca^2
-        rho = np.minimum(service_ms / (mean_s * 1000.0), _RHO_CAP)
-        return service_ms * rho / (1.0 - rho) * (burstiness / 2.0)
+        rhos = [min(ms / (mean_s * 1000.0), _RHO_CAP) for ms in service_ms]  # min keeps a nan, as np.minimum
+        return [ms * rho / (1.0 - rho) * (burstiness / 2.0) for ms, rho in zip(service_ms, rhos, strict=True)]
 
     def _add_interval(self, interval_s: float) -> None:
         intervals = self._intervals

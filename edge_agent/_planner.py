@@ -36,8 +36,9 @@ within ``hysteresis`` of the best, the overhead every candidate shares left
 out of the comparison (a device whose requests queue behind each other has
 a large one, and within 5% of it every cut would be kept). Now and then
 (at most ``explore`` of the requests) it tries a cut whose estimate rests on
-a guess or has gone stale, if that cut could plausibly win. The arithmetic is vectorised over the
-candidates, so a decision takes microseconds even for hundreds of cuts.
+a guess or has gone stale, if that cut could plausibly win. The arithmetic runs over the
+candidates as plain lists: a model has a handful of them (resnet18 four, with
+codecs a dozen), on which numpy's fixed cost a call outweighed the work.
 """
 
 from __future__ import annotations
@@ -208,25 +209,25 @@ class Planner:
         for index, candidate in enumerate(self.candidates):
             self._by_cut.setdefault(candidate.id, []).append(index)
         cut_ids = list(self._by_cut)
-        self._cut_of = np.array([cut_ids.index(candidate.id) for candidate in self.candidates])
+        self._cut_of = [cut_ids.index(candidate.id) for candidate in self.candidates]
         count = len(self.candidates)
-        self._edge_only = np.array([candidate.edge_only for candidate in self.candidates])
-        self._remote = ~self._edge_only
-        self._bytes = np.array([candidate.bytes for candidate in self.candidates], dtype=np.float64)
-        self._bytes_known = np.zeros(count, dtype=bool)  # sent by a request, or measured before first use
+        self._edge_only = tuple(candidate.edge_only for candidate in self.candidates)
+        self._remote = tuple(not edge_only for edge_only in self._edge_only)
+        self._bytes = [float(candidate.bytes) for candidate in self.candidates]
+        self._bytes_known = [False] * count  # sent by a request, or measured before first use
         self._heads = [Recent() for _ in range(count)]
         self._tails = [Recent() for _ in range(count)]
-        self._head = np.full(count, np.nan)  # the medians of _heads, kept in step
-        self._tail = np.full(count, np.nan)  # the medians of _tails
+        self._head = [math.nan] * count  # the medians of _heads, kept in step
+        self._tail = [math.nan] * count  # the medians of _tails
         self.hubs = HubReports() if hubs is None else hubs
         """What the hubs' statuses report: their tail times by cut and their queue waits."""
         # self.hubs' tail times by candidate, as of _reports_seen; edge-only's is none: no tail is left for a hub
-        self._reported_tail = np.where(self._edge_only, 0.0, np.nan)
+        self._reported_tail = [0.0 if edge_only else math.nan for edge_only in self._edge_only]
         self._reports_seen = -1
         self._parts_version = 0  # bumped whenever a value of _head or _tail changes
-        self._tails_cache: tuple[int, int, np.ndarray] | None = None  # (_parts_version, hubs.version, estimates)
+        self._tails_cache: tuple[int, int, list[float]] | None = None  # (_parts_version, hubs.version, estimates)
         self._one_codec_per_cut = len(self._by_cut) == count
-        self._refreshed_s = np.full(count, -np.inf)  # when a request last measured the cut
+        self._refreshed_s = [-math.inf] * count  # when a request last measured the cut
         self._full_edge = next((i for i, candidate in enumerate(self.candidates) if candidate.edge_only), None)
         self._objective = objective
         self._budget_ms = budget_ms
@@ -267,13 +268,15 @@ class Planner:
         indices = self._by_cut[cut_id] if codec is None else [self._index[_label(cut_id, codec)]]
         for index in indices:
             self._heads[index].add(ms, now_s)
-            self._refresh_head(index)
+            self._refresh(self._head, self._heads, index)
 
-    def _refresh_head(self, index: int) -> None:
-        """Keep ``_head[index]`` the median of its window (and say so when it changed)."""
-        value = self._heads[index].value
-        if value != self._head[index]:  # nan != nan: a first sample counts as a change
-            self._head[index] = value
+    def _refresh(self, medians: list[float], windows: list[Recent], index: int) -> None:
+        """Keep ``medians[index]`` (``_head`` or ``_tail``) the median of ``windows[index]``; say so when it changed."""
+        value = windows[index].value
+        if value is None:
+            value = math.nan
+        if value != medians[index]:  # nan != nan: a first sample counts as a change
+            medians[index] = value
             self._parts_version += 1
 
     def observe(self, observation: Observation, now_s: float) -> None:
@@ -283,7 +286,7 @@ class Planner:
         if index is None:
             return
         self._heads[index].add(observation.edge_ms + observation.encode_ms, now_s)  # its encoding included
-        self._refresh_head(index)
+        self._refresh(self._head, self._heads, index)
         if not math.isnan(observation.total_ms) and (observation.answered_by_hub or self._edge_only[index]):
             parts = observation.device_queue_ms + observation.edge_ms + observation.encode_ms
             if not self._edge_only[index]:
@@ -301,13 +304,10 @@ class Planner:
                 self._refreshed_s[index] = now_s
             return
         self._refreshed_s[index] = now_s
-        self._bytes[index] = observation.bytes_sent  # what goes on the wire, headers included
+        self._bytes[index] = float(observation.bytes_sent)  # what goes on the wire, headers included
         self._bytes_known[index] = True
         self._tails[index].add(observation.hub_compute_ms, now_s)
-        value = self._tails[index].value
-        if value != self._tail[index]:
-            self._tail[index] = value
-            self._parts_version += 1
+        self._refresh(self._tail, self._tails, index)
         self._queue.add(observation.hub_queue_ms, now_s)
         self._refusals.add(now_s, outcome=False)
         self._decode.add(observation.decode_ms, now_s)
@@ -337,7 +337,7 @@ class Planner:
         before one is seen can stand in for it.
         """
         index = self._index[_label(cut_id, codec)]
-        self._bytes[index] = nbytes
+        self._bytes[index] = float(nbytes)
         self._bytes_known[index] = True
 
     def observe_unanswered(self, now_s: float, sent_s: float | None = None) -> None:
@@ -428,9 +428,14 @@ class Planner:
         average (a busy hub's waits are skewed: their median is well below
         it), or with its ``queue_quantile`` where a budget must be met.
         """
+        return np.array(self._predicted(now_s, queue_quantile))
+
+    def _predicted(self, now_s: float, queue_quantile: float | None = None) -> list[float]:
+        """:meth:`predictions`, as a list."""
+        head = self._head
         rtt, bandwidth = self.link.estimate(now_s)
         if rtt is None or bandwidth is None:
-            remote = np.full(len(self._bytes), np.nan)
+            remote = [math.nan] * len(head)
         else:
             queue = (
                 merged_mean(now_s, QUEUE_WINDOW, self._queue, self.hubs.queue)
@@ -439,15 +444,22 @@ class Planner:
             ) or 0.0
             shared = rtt + self.link.overhead_ms + queue + (self._decode.value or 0.0)  # the same for every cut
             per_byte = 8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s)
-            remote = self._head + self._tail_estimates() + self._bytes * per_byte + shared
+            parts = zip(head, self._tail_estimates(), self._bytes, strict=True)
+            remote = [ms + tail + nbytes * per_byte + shared for ms, tail, nbytes in parts]
         refused = self._refusals.share(now_s)
-        whole = math.nan if self._full_edge is None else self._head[self._full_edge]  # the model on the device
+        whole = math.nan if self._full_edge is None else head[self._full_edge]  # the model on the device
         if refused and rtt is not None and not math.isnan(whole):  # a refusal: a round trip, then the device
-            on_device = self._head + rtt + np.maximum(whole - self._head, 0.0)
-            remote = (1.0 - refused) * remote + refused * on_device
-        predicted = np.where(self._edge_only, self._head, remote) + (self._overhead.value or 0.0)
-        waits = self._device_queue.wait_ms(self._head, now_s)
-        return predicted if waits is None else predicted + waits
+            remote = [
+                (1.0 - refused) * sent + refused * (ms + rtt + max(whole - ms, 0.0))  # max keeps a nan, as np.maximum
+                for sent, ms in zip(remote, head, strict=True)
+            ]
+        overhead = self._overhead.value or 0.0
+        predicted = [
+            (ms if edge_only else sent) + overhead
+            for ms, sent, edge_only in zip(head, remote, self._edge_only, strict=True)
+        ]
+        waits = self._device_queue.wait_ms(head, now_s)
+        return predicted if waits is None else [ms + wait for ms, wait in zip(predicted, waits, strict=True)]
 
     def energy_mj(self, now_s: float) -> np.ndarray:
         """Predicted device energy (mJ) of a request at each candidate (``nan`` where unknown, or without a model).
@@ -459,17 +471,18 @@ class Planner:
         if self._energy is None:
             return np.full(len(self._bytes), np.nan)
         _, bandwidth = self.link.estimate(now_s)
-        transfer_ms = self._bytes * (8000.0 / bandwidth) if bandwidth else np.full(len(self._bytes), np.nan)
-        sending = self._energy.radio.transfer_mj(self._bytes, transfer_ms, self._intervals.value)
-        compute = self._energy.compute_w * self._head
+        nbytes = np.array(self._bytes)
+        transfer_ms = nbytes * (8000.0 / bandwidth) if bandwidth else np.full(len(nbytes), np.nan)
+        sending = self._energy.radio.transfer_mj(nbytes, transfer_ms, self._intervals.value)
+        compute = self._energy.compute_w * np.array(self._head)
         return np.where(self._edge_only, compute, compute + sending)
 
     def predict_ms(self, cut_id: str, now_s: float, *, codec: str = "raw") -> float | None:
         """Predicted total time of a request at ``cut_id`` with ``codec``, or ``None`` while something is unknown."""
-        value = float(self.predictions(now_s)[self._index[_label(cut_id, codec)]])
+        value = self._predicted(now_s)[self._index[_label(cut_id, codec)]]
         return None if math.isnan(value) else value
 
-    def _tail_estimates(self) -> np.ndarray:
+    def _tail_estimates(self) -> list[float]:
         """Each candidate's hub tail time: measured, else reported, else worked out (kept till a part changes)."""
         cache = self._tails_cache
         if cache is not None and cache[0] == self._parts_version and cache[1] == self.hubs.version:
@@ -479,28 +492,32 @@ class Planner:
                 for index in self._by_cut.get(cut_id, ()):
                     self._reported_tail[index] = ms
             self._reports_seen = self.hubs.version
-        tail = self._worked_out_tails(np.where(np.isnan(self._tail), self._reported_tail, self._tail))
+        known = zip(self._tail, self._reported_tail, strict=True)
+        tail = self._worked_out_tails([reported if math.isnan(ms) else ms for ms, reported in known])
         self._tails_cache = (self._parts_version, self.hubs.version, tail)
         return tail
 
-    def _worked_out_tails(self, tail: np.ndarray) -> np.ndarray:
+    def _worked_out_tails(self, tail: list[float]) -> list[float]:
         """``tail`` with the unknown ones as the rest of the model on this device, over how much faster the hub is."""
-        if self._full_edge is None or not np.isnan(tail).any():
+        if self._full_edge is None or not any(map(math.isnan, tail)):
             return tail
         # What the device would spend after each cut: its compute alone, the head of the cut's cheapest
         # codec (an int8+zstd head's encoding can outlast the little compute left after a late cut).
         if self._one_codec_per_cut:
-            least = np.where(np.isnan(self._head), np.inf, self._head)
+            least = [math.inf if math.isnan(ms) else ms for ms in self._head]
         else:
-            least = np.full(len(self._by_cut), np.inf)
-            np.fmin.at(least, self._cut_of, self._head)  # fmin skips nan: a cut with no head measured stays inf
-            least = least[self._cut_of]
-        rest = self._head[self._full_edge] - least
-        measured = ~np.isnan(self._tail) & (self._tail > 0) & (rest > 0)
-        if not measured.any():
+            by_cut = [math.inf] * len(self._by_cut)
+            for cut, ms in zip(self._cut_of, self._head, strict=True):
+                by_cut[cut] = min(by_cut[cut], ms)  # a nan never wins: a cut with no head measured stays inf
+            least = [by_cut[cut] for cut in self._cut_of]
+        whole = self._head[self._full_edge]
+        rest = [whole - ms for ms in least]
+        # how much faster the hub runs, where a tail was measured (nan > 0 is false) and some model is left after it
+        speedups = [left / ms for left, ms in zip(rest, self._tail, strict=True) if ms > 0 and left > 0]
+        if not speedups:
             return tail
-        speedup = statistics.median((rest[measured] / self._tail[measured]).tolist())  # how much faster the hub runs
-        return np.where(np.isnan(tail), np.maximum(rest, 0.0) / speedup, tail)
+        speedup = statistics.median(speedups)
+        return [max(left, 0.0) / speedup if math.isnan(ms) else ms for left, ms in zip(rest, tail, strict=True)]
 
     # --- the decision ----------------------------------------------------------------------------
 
@@ -519,21 +536,23 @@ class Planner:
         return decision
 
     def _decide(self, now_s: float) -> Decision:
-        predicted = self.predictions(now_s)
-        known = ~np.isnan(predicted)
-        unknown_remote = ~known & self._remote
+        predicted = self._predicted(now_s)
+        known = [not math.isnan(ms) for ms in predicted]
         backing_off = self._backing_off(now_s)
         if backing_off is not None and self._full_edge is not None:
             return self._settle(self._full_edge, predicted, backing_off, now_s)
-        if unknown_remote.any() and not self._answered:  # no hub has answered: learn the link and the hub
-            index = _argmin_where(self._bytes, unknown_remote)
-            why = f"learning the link and the hub with {self.candidates[index].label}"
-            return self._settle(index, predicted, why, now_s, explored=True)
-        if not known.any():
+        if not self._answered:  # no hub has answered: learn the link and the hub
+            unknown_remote = [remote and not is_known for remote, is_known in zip(self._remote, known, strict=True)]
+            if any(unknown_remote):
+                index = _argmin_where(self._bytes, unknown_remote)
+                why = f"learning the link and the hub with {self.candidates[index].label}"
+                return self._settle(index, predicted, why, now_s, explored=True)
+        if not any(known):
             return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
         cost = self._cost(predicted, now_s)
-        ranked = np.argsort(np.where(known, predicted, np.inf), kind="stable")  # fastest first, the first on ties
-        best, allowed = self._best(int(ranked[0]), predicted, cost, known, now_s)
+        fastest_first = [math.inf if math.isnan(ms) else ms for ms in predicted]
+        ranked = sorted(range(len(predicted)), key=fastest_first.__getitem__)  # stable: the first on ties
+        best, allowed = self._best(ranked[0], predicted, cost, known, now_s)
         explored = self._exploration(predicted, cost, known, best, now_s)
         if explored is not None:
             index, why = explored
@@ -558,22 +577,25 @@ class Planner:
             return "no hub answered lately: on the device until the request trying one is answered"
         return None
 
-    def _cost(self, predicted: np.ndarray, now_s: float) -> np.ndarray:
+    def _cost(self, predicted: list[float], now_s: float) -> list[float]:
         """What the objective minimises, per candidate (``nan`` where unknown)."""
         if self._objective == "bytes":
-            return np.where(self._remote, self._bytes, 0.0)
+            return [
+                0.0 if edge_only else nbytes for nbytes, edge_only in zip(self._bytes, self._edge_only, strict=True)
+            ]
         if self._objective == "edge":
             return self._head
         if self._objective in _NEEDS_ENERGY:
-            joules = self.energy_mj(now_s) / 1000.0
+            joules: list[float] = (self.energy_mj(now_s) / 1000.0).tolist()
             if self._objective == "energy":
                 return joules
             assert self._energy is not None  # noqa: S101 - checked at construction
-            return predicted + self._energy.ms_per_joule * joules
+            price = self._energy.ms_per_joule
+            return [ms + price * j for ms, j in zip(predicted, joules, strict=True)]
         return predicted
 
     def _best(
-        self, fastest: int, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, now_s: float
+        self, fastest: int, predicted: list[float], cost: list[float], known: list[bool], now_s: float
     ) -> tuple[int, bool]:
         """The candidate the objective picks, and whether the objective allows it (``fastest``: the fastest).
 
@@ -582,21 +604,23 @@ class Planner:
         """
         if self._objective == "latency":
             return fastest, True
-        usable = known & ~np.isnan(cost)
+        usable = [is_known and not math.isnan(value) for is_known, value in zip(known, cost, strict=True)]
         if self._budget_ms is not None:
-            usable &= self.predictions(now_s, queue_quantile=0.9) <= self._budget_ms
-        if not usable.any():
+            budget = self._budget_ms
+            within = self._predicted(now_s, queue_quantile=0.9)
+            usable = [use and ms <= budget for use, ms in zip(usable, within, strict=True)]
+        if not any(usable):
             return fastest, False
-        lowest = np.where(usable, cost, np.inf)
-        ties = usable & (lowest == lowest.min())
+        lowest = min(value for value, use in zip(cost, usable, strict=True) if use)
+        ties = [use and value == lowest for use, value in zip(usable, cost, strict=True)]
         return _argmin_where(predicted, ties), True
 
     def _fits(self, index: int, now_s: float) -> bool:
         if self._objective == "latency" or self._budget_ms is None:
             return True
-        return bool(self.predictions(now_s, queue_quantile=0.9)[index] <= self._budget_ms)
+        return self._predicted(now_s, queue_quantile=0.9)[index] <= self._budget_ms
 
-    def _why(self, best: int, ranked: np.ndarray, cost: np.ndarray, known: np.ndarray, *, allowed: bool) -> str:
+    def _why(self, best: int, ranked: list[int], cost: list[float], known: list[bool], *, allowed: bool) -> str:
         """Why ``best``, in a few words; ``ranked`` holds the candidates fastest first, the unknown last.
 
         ``allowed``: the objective allows ``best``; else it is the fastest, none being allowed.
@@ -612,12 +636,12 @@ class Planner:
         if self._objective != "latency":
             what = "bytes" if self._objective == "bytes" else "device ms"
             return f"fewest {what}{within}"
-        runner_up = next((int(index) for index in ranked[:2] if index != best and known[index]), None)
+        runner_up = next((index for index in ranked[:2] if index != best and known[index]), None)
         next_one = "" if runner_up is None else f", next {self.candidates[runner_up].label}"
         return f"lowest predicted latency{next_one}"
 
     def _exploration(
-        self, predicted: np.ndarray, cost: np.ndarray, known: np.ndarray, best: int, now_s: float
+        self, predicted: list[float], cost: list[float], known: list[bool], best: int, now_s: float
     ) -> tuple[int, str] | None:
         """A cut worth refreshing: its estimate is a guess or stale, and it could plausibly beat the best.
 
@@ -628,11 +652,14 @@ class Planner:
         if self._explorations + 1 > self._explore * self._decisions:  # never over budget, not even early
             return None
         basis = cost if self._objective in _NEEDS_ENERGY else predicted
-        guessed = self._remote & np.isnan(self._tail)
-        stale = now_s - self._refreshed_s > self._stale_s
-        worth = known & (guessed | stale) & (basis <= basis[best] * _PLAUSIBLE)
-        worth[best] = False
-        if not worth.any() or self._rng.random() >= max(self._explore, 0.25):
+        plausible = basis[best] * _PLAUSIBLE
+        guessed = [remote and math.isnan(ms) for remote, ms in zip(self._remote, self._tail, strict=True)]
+        stale = [now_s - refreshed_s > self._stale_s for refreshed_s in self._refreshed_s]
+        worth = [
+            index != best and known[index] and (guessed[index] or stale[index]) and basis[index] <= plausible
+            for index in range(len(basis))
+        ]
+        if not any(worth) or self._rng.random() >= max(self._explore, 0.25):
             return None
         index = _argmin_where(basis, worth)
         return (
@@ -641,7 +668,7 @@ class Planner:
         )
 
     def _settle(
-        self, index: int, predicted: np.ndarray, reason: str, now_s: float, *, explored: bool = False
+        self, index: int, predicted: list[float], reason: str, now_s: float, *, explored: bool = False
     ) -> Decision:
         if explored:
             self._explorations += 1
@@ -651,7 +678,7 @@ class Planner:
         joules = math.nan if self._energy is None else float(self.energy_mj(now_s)[index]) / 1000.0
         return Decision(
             cut_id=candidate.id,
-            predicted_ms=float(predicted[index]),
+            predicted_ms=predicted[index],
             reason=reason,
             explored=explored,
             codec=candidate.codec,
@@ -675,13 +702,13 @@ class Planner:
             if index is not None:
                 for ms in samples:
                     self._heads[index].add(float(ms), now_s)
-                self._refresh_head(index)
+                self._refresh(self._head, self._heads, index)
 
 
 def _label(cut_id: str, codec: str) -> str:
     return cut_id if codec == "raw" else f"{cut_id}@{codec}"
 
 
-def _argmin_where(values: np.ndarray, mask: np.ndarray) -> int:
-    """Index of the smallest of ``values`` where ``mask`` holds (the first on ties)."""
-    return int(np.argmin(np.where(mask, values, np.inf)))
+def _argmin_where(values: Sequence[float], mask: Sequence[bool]) -> int:
+    """Index of the smallest of ``values`` where ``mask`` holds (the first on ties; none of them a nan)."""
+    return min(range(len(values)), key=lambda index: values[index] if mask[index] else math.inf)
