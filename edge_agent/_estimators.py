@@ -247,9 +247,13 @@ class RecentShare:
 
 
 class _Estimate(NamedTuple):
-    """A link's estimates as of the samples' ``version``, good from ``from_s`` while ``oldest_s`` is young."""
+    """A link's estimates as of the samples' ``version``, good from ``from_s`` while ``oldest_s`` is young.
+
+    Its round trip (and ``below``, ``above``) as of the round trips' ``rtt_version``.
+    """
 
     version: int
+    rtt_version: int
     from_s: float
     oldest_s: float  # the oldest round trip counted as young (inf with none): they count while it does
     rtt: float | None  # the median (low) of the round trips counted, the provisional one with them
@@ -413,9 +417,17 @@ class LinkEstimator:
         self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._version = 0  # bumped by every change to the samples
+        self._rtt_version = 0  # bumped by every change to the round trips (_rtts, _provisional_rtt) too
         self._undo: _Undo | None = None  # the last slower change, while it may be undone
         self._cache = _Estimate(
-            version=-1, from_s=math.inf, oldest_s=math.inf, rtt=None, bandwidth=None, below=0.0, above=0.0
+            version=-1,
+            rtt_version=-1,
+            from_s=math.inf,
+            oldest_s=math.inf,
+            rtt=None,
+            bandwidth=None,
+            below=0.0,
+            above=0.0,
         )
 
     def wants_probe(self, now_s: float) -> bool:
@@ -461,30 +473,47 @@ class LinkEstimator:
 
         Between samples the estimates change only when a round trip sample
         turns older than ``rtt_forget_s``: they hold until the oldest counted
-        one does.
+        one does. A request's sample changes the bandwidth alone (the round
+        trip comes from pings), so only that is worked out again then.
         """
         cache = self._cache
-        if (
-            cache.version == self._version
-            and cache.from_s <= now_s
-            and (math.isinf(cache.oldest_s) or now_s - cache.oldest_s <= self._rtt_forget_s)  # young as counted
-        ):
+        young_as_counted = cache.from_s <= now_s and (
+            math.isinf(cache.oldest_s) or now_s - cache.oldest_s <= self._rtt_forget_s
+        )
+        if young_as_counted and cache.version == self._version:
             return cache
+        if young_as_counted and cache.rtt_version == self._rtt_version:  # the same round trips, young alike
+            bandwidth = self._bandwidth(cache.rtt)
+            self._cache = _Estimate(
+                self._version,
+                cache.rtt_version,
+                cache.from_s,
+                cache.oldest_s,
+                cache.rtt,
+                bandwidth,
+                cache.below,
+                cache.above,
+            )
+            return self._cache
         forget_s = self._rtt_forget_s
         young = [(at, ms) for at, ms in self._rtts if now_s - at <= forget_s]
         measured = [ms for _, ms in young] or [ms for _, ms in self._rtts][-1:]  # stale beats none
         counted = measured if self._provisional_rtt is None else [*measured, self._provisional_rtt]
         counted.sort()
         rtt = counted[(len(counted) - 1) // 2] if counted else None  # the low median
-        rates = [] if rtt is None else self._rates(rtt)
-        rates.sort()
         below = above = 0.0  # no ping since a change: the provisional round trip alone has no spread
         if rtt is not None and measured:
             below, above = max(0.0, rtt - min(measured)), max(0.0, max(measured) - rtt)
         oldest_s = min([at for at, _ in young]) if young else math.inf
-        bandwidth = rates[len(rates) * 3 // 4] if rates else None
-        self._cache = _Estimate(self._version, now_s, oldest_s, rtt, bandwidth, below, above)  # by position: faster
+        bandwidth = self._bandwidth(rtt)
+        self._cache = _Estimate(self._version, self._rtt_version, now_s, oldest_s, rtt, bandwidth, below, above)
         return self._cache
+
+    def _bandwidth(self, rtt: float | None) -> float | None:
+        """The upper quartile of the transfers' rates with the round trip ``rtt`` (``None`` with none)."""
+        rates = [] if rtt is None else self._rates(rtt)
+        rates.sort()
+        return rates[len(rates) * 3 // 4] if rates else None
 
     def _rates(self, rtt: float) -> list[float]:
         """Bits per second of each transfer long enough to show it, with today's round trip and overhead."""
@@ -530,7 +559,7 @@ class LinkEstimator:
         else:
             self._provisional_rtt, self._rtt_in_doubt = None, False
         self._probed_s = now_s
-        self._version += 1
+        self._rtts_changed()
 
     @property
     def unsettled(self) -> bool:
@@ -610,7 +639,7 @@ class LinkEstimator:
             self._rtts.append((now_s, ms))  # an upper bound, until a ping measures it afresh
             self._provisional_rtt, self._rtt_in_doubt = None, False
             self._probed_s = -math.inf
-            self._version += 1
+            self._rtts_changed()
             rtt, bandwidth = self.estimate(now_s)
             assert rtt is not None  # noqa: S101 - just set
         long_enough = ms - rtt - (self.overhead_ms if request else 0.0) >= self._min_transfer_ms
@@ -650,9 +679,10 @@ class LinkEstimator:
         undo.fits += surprise is None
         if undo.fits < _UNDO_AFTER:
             return False
-        version = self._version
+        version, rtt_version = self._version, self._rtt_version
         vars(self).update(vars(before))  # the link as it was (no undo pending), its tail with the stalls
         self._version = max(version, self._version) + 1  # no estimate cached before the change holds
+        self._rtt_version = max(rtt_version, self._rtt_version) + 1
         for event in undo.since:  # learnt again, on the old link
             if isinstance(event, _Ping):
                 self.observe_rtt(event.ms, event.now_s)
@@ -674,9 +704,14 @@ class LinkEstimator:
         else:  # a faster link: the slowness seen so far was the old link's
             self._beyond.clear()
         self._probed_s = -math.inf
-        self._version += 1
+        self._rtts_changed()
         for surprise in surprises:  # they belong to the new link
             self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request, shows_uplink=surprise.shows_uplink)
+
+    def _rtts_changed(self) -> None:
+        """Say that the round trips changed (and so the samples): no estimate cached before holds."""
+        self._rtt_version += 1
+        self._version += 1
 
     def _usual_excess_ms(self, now_s: float) -> float:
         """The usual stall: how much slower than predicted one in four recent transfers was, or more (0 with few).
