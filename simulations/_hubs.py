@@ -246,7 +246,10 @@ class Hub:
         """What ``work``'s run timed, for the status (a batch's run times the whole batch, as a hub's reply says)."""
         cuts = self._timed.setdefault(work.tail[0], {})
         for cut_id, ms in work.timed.items():
-            cuts.setdefault(cut_id, collections.deque(maxlen=_TAIL_WINDOW)).append(ms * batch)
+            samples = cuts.get(cut_id)
+            if samples is None:  # not setdefault: that would make a deque every time, to throw it away
+                samples = cuts[cut_id] = collections.deque(maxlen=_TAIL_WINDOW)
+            samples.append(ms * batch)
 
     def _free(self) -> None:
         self._idle += 1
