@@ -84,7 +84,7 @@ class DeviceQueue:
 
     def overlapping(self, now_s: float) -> bool:
         """Some request of the last minute started while another was in flight: requests come on their own clock."""
-        return self._overlaps.share(now_s) > 0
+        return self._overlaps.any_young(now_s)
 
     def wait_ms(self, service_ms: Sequence[float], now_s: float) -> list[float] | None:
         """The mean wait (ms) of a stream whose every request keeps the device ``service_ms`` busy (each of them).

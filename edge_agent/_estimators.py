@@ -224,26 +224,33 @@ class RecentShare:
         max_age_s: Outcomes older than this no longer count.
     """
 
-    __slots__ = ("_max_age_s", "_outcomes", "_true")
+    __slots__ = ("_max_age_s", "_outcomes", "_true_at")
 
     def __init__(self, window: int, *, max_age_s: float) -> None:
         self._outcomes: collections.deque[tuple[float, bool]] = collections.deque(maxlen=window)
         self._max_age_s = max_age_s
-        self._true = 0  # true outcomes in the window: none, and the share is 0 without a look (the usual case)
+        # when the true outcomes in the window came, oldest first: none, and the share is 0 without a look (the
+        # usual case); a few, and whether one is young is a look at those alone
+        self._true_at: collections.deque[float] = collections.deque()
 
     def add(self, now_s: float, *, outcome: bool) -> None:
         """One more outcome, at ``now_s``."""
         if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0][1]:
-            self._true -= 1
+            self._true_at.popleft()  # the oldest outcome leaves the window: the oldest true one
         self._outcomes.append((now_s, outcome))
-        self._true += outcome
+        if outcome:
+            self._true_at.append(now_s)
 
     def share(self, now_s: float) -> float:
         """The share of true outcomes among those young enough (0 with none)."""
-        if not self._true:
+        if not self._true_at:
             return 0.0
         young = [outcome for at_s, outcome in self._outcomes if now_s - at_s <= self._max_age_s]
         return sum(young) / len(young) if young else 0.0
+
+    def any_young(self, now_s: float) -> bool:
+        """Whether a true outcome is young enough: ``share(now_s) > 0``, looking at the true outcomes only."""
+        return any(now_s - at_s <= self._max_age_s for at_s in self._true_at)
 
 
 class _Estimate(NamedTuple):

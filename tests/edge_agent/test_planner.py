@@ -333,10 +333,13 @@ def test_recent_share_counts_the_window_and_forgets_old_outcomes() -> None:
     for at, outcome in enumerate([True, False, True, False, False]):
         share.add(float(at), outcome=outcome)
     assert share.share(4.0) == 0.25  # the first outcome left the window of 4
+    assert share.any_young(4.0)
     assert share.share(12.5) == 0.0  # the one true outcome left is 10.5 s old
+    assert not share.any_young(12.5)
     for at in range(5, 9):
         share.add(float(at), outcome=False)
     assert share.share(9.0) == 0.0
+    assert not share.any_young(9.0)  # the true ones left the window
 
 
 def test_the_link_estimator_separates_round_trip_and_bandwidth() -> None:
