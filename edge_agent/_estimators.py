@@ -128,11 +128,12 @@ def merged_mean(now_s: float, window: int, *recents: Recent) -> float | None:
 
 
 def _latest(now_s: float, window: int, recents: Sequence[Recent]) -> list[float]:
-    """The values of the ``window`` latest samples of ``recents`` young enough at ``now_s``, by time."""
-    if len(recents) == 1:
-        return [value for _, value in recents[0].timed(now_s)][-window:]
-    merged = [sample for recent in recents for sample in recent.timed(now_s)]
-    merged.sort()
+    """The values of the ``window`` latest samples of ``recents`` young enough at ``now_s`` (in no set order)."""
+    merged: list[tuple[float, float]] = []
+    for recent in recents:
+        merged += recent.timed(now_s)
+    if len(recents) > 1 and len(merged) > window:  # which are the latest (one alone is in time order)
+        merged.sort()
     return [value for _, value in merged[-window:]]
 
 
