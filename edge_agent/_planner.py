@@ -589,7 +589,7 @@ class Planner:
 
     def _decide(self, now_s: float) -> Decision:
         predicted = self._predicted(now_s)
-        known = [not math.isnan(ms) for ms in predicted]
+        known = [not unknown for unknown in map(math.isnan, predicted)]
         backing_off = self._backing_off(now_s)
         if backing_off is not None and self._full_edge is not None:
             return self._settle(self._full_edge, predicted, backing_off, now_s)
@@ -602,9 +602,8 @@ class Planner:
         if not any(known):
             return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
         cost = self._cost(predicted, now_s)
-        fastest_first = [math.inf if math.isnan(ms) else ms for ms in predicted]
-        ranked = sorted(range(len(predicted)), key=fastest_first.__getitem__)  # stable: the first on ties
-        best, allowed = self._best(ranked[0], predicted, cost, known, now_s)
+        ranking = [ms if is_known else math.inf for ms, is_known in zip(predicted, known, strict=True)]  # unknown last
+        best, allowed = self._best(_argmin(ranking), predicted, cost, known, now_s)
         explored = self._exploration(predicted, cost, known, best, now_s)
         if explored is not None:
             index, why = explored
@@ -616,7 +615,7 @@ class Planner:
             if within and self._fits(current, now_s):
                 why = f"kept {self.candidates[current].label}: within {self._hysteresis:.0%} of the best"
                 return self._settle(current, predicted, why, now_s)
-        return self._settle(best, predicted, self._why(best, ranked, cost, known, allowed=allowed), now_s)
+        return self._settle(best, predicted, self._why(best, ranking, cost, known, allowed=allowed), now_s)
 
     def _backing_off(self, now_s: float) -> str | None:
         """Why requests stay on the device after unanswered ones, or ``None`` when they need not."""
@@ -672,8 +671,8 @@ class Planner:
             return True
         return self._predicted(now_s, queue_quantile=0.9)[index] <= self._budget_ms
 
-    def _why(self, best: int, ranked: list[int], cost: list[float], known: list[bool], *, allowed: bool) -> str:
-        """Why ``best``, in a few words; ``ranked`` holds the candidates fastest first, the unknown last.
+    def _why(self, best: int, ranking: list[float], cost: list[float], known: list[bool], *, allowed: bool) -> str:
+        """Why ``best``, in a few words; ``ranking``: the predicted ms, ``inf`` where unknown.
 
         ``allowed``: the objective allows ``best``; else it is the fastest, none being allowed.
         """
@@ -688,8 +687,8 @@ class Planner:
         if self._objective != "latency":
             what = "bytes" if self._objective == "bytes" else "device ms"
             return f"fewest {what}{within}"
-        runner_up = next((index for index in ranked[:2] if index != best and known[index]), None)
-        next_one = "" if runner_up is None else f", next {self.candidates[runner_up].label}"
+        runner_up = _argmin_but(ranking, best)  # best is the fastest: the objective is latency
+        next_one = "" if runner_up is None or not known[runner_up] else f", next {self.candidates[runner_up].label}"
         return f"lowest predicted latency{next_one}"
 
     def _exploration(
@@ -705,19 +704,22 @@ class Planner:
             return None
         basis = cost if self._objective in _NEEDS_ENERGY else predicted
         plausible = basis[best] * _PLAUSIBLE
-        guessed = [remote and math.isnan(ms) for remote, ms in zip(self._remote, self._tail, strict=True)]
-        stale = [now_s - refreshed_s > self._stale_s for refreshed_s in self._refreshed_s]
         worth = [
-            index != best and known[index] and (guessed[index] or stale[index]) and basis[index] <= plausible
+            index != best
+            and known[index]
+            and basis[index] <= plausible
+            and (self._guessed(index) or now_s - self._refreshed_s[index] > self._stale_s)
             for index in range(len(basis))
         ]
         if not any(worth) or self._rng.random() >= max(self._explore, 0.25):
             return None
         index = _argmin_where(basis, worth)
-        return (
-            index,
-            f"exploring {self.candidates[index].label}: its estimate is {'a guess' if guessed[index] else 'stale'}",
-        )
+        why = "a guess" if self._guessed(index) else "stale"
+        return index, f"exploring {self.candidates[index].label}: its estimate is {why}"
+
+    def _guessed(self, index: int) -> bool:
+        """The candidate's tail time is a guess: no request of its own measured it."""
+        return self._remote[index] and math.isnan(self._tail[index])
 
     def _settle(
         self, index: int, predicted: list[float], reason: str, now_s: float, *, explored: bool = False
@@ -761,6 +763,20 @@ def _label(cut_id: str, codec: str) -> str:
     return cut_id if codec == "raw" else f"{cut_id}@{codec}"
 
 
+def _argmin(values: list[float]) -> int:
+    """Index of the smallest of ``values`` (the first on ties; none of them a nan), as ``np.argmin``."""
+    return values.index(min(values))
+
+
 def _argmin_where(values: Sequence[float], mask: Sequence[bool]) -> int:
     """Index of the smallest of ``values`` where ``mask`` holds (the first on ties; none of them a nan)."""
-    return min(range(len(values)), key=lambda index: values[index] if mask[index] else math.inf)
+    return _argmin([value if use else math.inf for value, use in zip(values, mask, strict=True)])
+
+
+def _argmin_but(values: list[float], skipped: int) -> int | None:
+    """Index of the smallest of ``values`` but the one at ``skipped`` (the first on ties; ``None`` with no other)."""
+    rest = values[:skipped] + values[skipped + 1 :]
+    if not rest:
+        return None
+    index = _argmin(rest)
+    return index if index < skipped else index + 1
