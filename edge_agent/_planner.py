@@ -485,9 +485,12 @@ class Planner:
     def _predicted(self, now_s: float, queue_quantile: float | None = None) -> list[float]:
         """:meth:`predictions`, as a list."""
         head = self._head
+        overhead = self._overhead.value or 0.0
         rtt, bandwidth = self.link.estimate(now_s)
         if rtt is None or bandwidth is None:
-            remote = [math.nan] * len(head)
+            predicted = [
+                ms + overhead if edge_only else math.nan for ms, edge_only in zip(head, self._edge_only, strict=True)
+            ]
         else:
             queue = (
                 merged_mean(now_s, QUEUE_WINDOW, self._queue, self.hubs.queue)
@@ -496,20 +499,24 @@ class Planner:
             ) or 0.0
             shared = rtt + self.link.overhead_ms + queue + (self._decode.value or 0.0)  # the same for every cut
             per_byte = 8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s)
-            parts = zip(head, self._tail_estimates(), self._bytes, strict=True)
-            remote = [ms + tail + nbytes * per_byte + shared for ms, tail, nbytes in parts]
-        refused = self._refusals.share(now_s)
-        whole = math.nan if self._full_edge is None else head[self._full_edge]  # the model on the device
-        if refused and rtt is not None and not math.isnan(whole):  # a refusal: a round trip, then the device
-            remote = [
-                (1.0 - refused) * sent + refused * (ms + rtt + max(whole - ms, 0.0))  # max keeps a nan, as np.maximum
-                for sent, ms in zip(remote, head, strict=True)
-            ]
-        overhead = self._overhead.value or 0.0
-        predicted = [
-            (ms if edge_only else sent) + overhead
-            for ms, sent, edge_only in zip(head, remote, self._edge_only, strict=True)
-        ]
+            parts = zip(head, self._tail_estimates(), self._bytes, self._edge_only, strict=True)
+            refused = self._refusals.share(now_s)
+            whole = math.nan if self._full_edge is None else head[self._full_edge]  # the model on the device
+            if refused and not math.isnan(whole):  # a refusal: a round trip, then the device
+                predicted = [
+                    ms + overhead
+                    if edge_only
+                    # max keeps a nan, as np.maximum
+                    else (1.0 - refused) * (ms + tail + nbytes * per_byte + shared)
+                    + refused * (ms + rtt + max(whole - ms, 0.0))
+                    + overhead
+                    for ms, tail, nbytes, edge_only in parts
+                ]
+            else:
+                predicted = [
+                    ms + overhead if edge_only else ms + tail + nbytes * per_byte + shared + overhead
+                    for ms, tail, nbytes, edge_only in parts
+                ]
         waits = self._device_queue.wait_ms(head, now_s)
         return predicted if waits is None else [ms + wait for ms, wait in zip(predicted, waits, strict=True)]
 
@@ -589,7 +596,7 @@ class Planner:
 
     def _decide(self, now_s: float) -> Decision:
         predicted = self._predicted(now_s)
-        known = [not unknown for unknown in map(math.isnan, predicted)]
+        known = [ms == ms for ms in predicted]  # noqa: PLR0124 - false for a nan alone
         backing_off = self._backing_off(now_s)
         if backing_off is not None and self._full_edge is not None:
             return self._settle(self._full_edge, predicted, backing_off, now_s)
@@ -602,7 +609,7 @@ class Planner:
         if not any(known):
             return self._settle(0, predicted, "nothing measured yet", now_s, explored=True)
         cost = self._cost(predicted, now_s)
-        ranking = [ms if is_known else math.inf for ms, is_known in zip(predicted, known, strict=True)]  # unknown last
+        ranking = [ms if ms == ms else math.inf for ms in predicted]  # noqa: PLR0124 - unknown (nan) last
         best, allowed = self._best(_argmin(ranking), predicted, cost, known, now_s)
         explored = self._exploration(predicted, cost, known, best, now_s)
         if explored is not None:
@@ -704,10 +711,10 @@ class Planner:
             return None
         basis = cost if self._objective in _NEEDS_ENERGY else predicted
         plausible = basis[best] * _PLAUSIBLE
-        worth = [
-            index != best
+        worth = [  # the cheap tests first: most candidates fail the plausible one, which a nan fails too
+            basis[index] <= plausible
+            and index != best
             and known[index]
-            and basis[index] <= plausible
             and (self._guessed(index) or now_s - self._refreshed_s[index] > self._stale_s)
             for index in range(len(basis))
         ]
