@@ -491,17 +491,7 @@ class LinkEstimator:
         if young_as_counted and cache.version == self._version:
             return cache
         if young_as_counted and cache.rtt_version == self._rtt_version:  # the same round trips, young alike
-            bandwidth = self._bandwidth(cache.rtt)
-            self._cache = _Estimate(
-                self._version,
-                cache.rtt_version,
-                cache.from_s,
-                cache.oldest_s,
-                cache.rtt,
-                bandwidth,
-                cache.below,
-                cache.above,
-            )
+            self._cache = cache._replace(version=self._version, bandwidth=self._bandwidth(cache.rtt))
             return self._cache
         forget_s = self._rtt_forget_s
         young = [(at, ms) for at, ms in self._rtts if now_s - at <= forget_s]
