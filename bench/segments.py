@@ -1,8 +1,11 @@
 """What switching cuts costs: a chain of segments against fused heads, in compute and in memory.
 
-For each model, the chain through its candidate cuts (``cut="auto"``) runs
-the head at every candidate; the fused head (one session cut at that cut)
-runs the same input. Runs alternate between the two, N rounds after 3
+For each model (a zoo name or an ``.onnx`` file), the chain through its
+candidate cuts under ``--codecs`` (what ``cut="auto"`` holds with those
+codecs allowed) runs the head at every candidate; the fused head (one session
+cut at that cut) runs the same input. At ``output`` that is the whole model,
+which an auto agent runs as one fused session where the chain costs 1.05x or
+more (``edge_agent._adaptive.FUSED_EDGE_ONLY_GAIN``). Runs alternate between the two, N rounds after 3
 warm-up runs, one ORT thread; the ratio of medians is the chain's compute
 overhead (budget: 1.1x). Memory is measured in child processes, one per
 variant, as the RSS the sessions add: the chain (every candidate's head and
@@ -12,7 +15,7 @@ files in a fresh process. ONNX Runtime holds about 3x a model's weight bytes
 for the fused model alone (initializers, prepacked weights, arena), so the
 budget (the weights at most 1.5x) is read against the fused model's RSS.
 
-    python bench/segments.py [--models resnet18 mobilenet_v2 googlenet] [--runs 30]
+    python bench/segments.py [--models resnet18 mobilenet_v2 googlenet] [--runs 30] [--codecs raw,int8]
 """
 
 from __future__ import annotations
@@ -27,11 +30,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from models import Chain, Session, partition
+from models import Chain, Session, partition, random_feeds
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
     from models import Runnable
@@ -44,16 +46,14 @@ def _rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
-def _feeds() -> dict[str, np.ndarray]:
-    """A 224x224 uint8 image, as every zoo model but tiny takes."""
-    return {"image": np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)}
-
-
 def memory_child(paths: list[str]) -> None:
-    """In a child process: load the models at ``paths`` as sessions, run each once, print the RSS added (KiB)."""
+    """In a child process: load the models at ``paths`` as sessions, run each once, print the RSS added (KiB).
+
+    The first model's inputs are the model's (its symbolic sizes 1).
+    """
     before = _rss_kib()
     sessions = [Session(path, threads=1) for path in paths]
-    feeds = _feeds()
+    feeds = random_feeds(sessions[0].inputs)
     tensors: dict[str, np.ndarray] = dict(feeds)
     for session in sessions:  # one run each, so that arenas and prepacked weights exist
         tensors.update(session.run({spec.name: tensors[spec.name] for spec in session.inputs}))
@@ -67,9 +67,10 @@ def _memory_mib(paths: list[Path]) -> float:
     return json.loads(out)["added_kib"] / 1024
 
 
-def _variants(model: onnx.ModelProto, model_id: str, directory: Path) -> dict[str, list[Path]]:
+def _variants(
+    model: onnx.ModelProto, model_id: str, candidates: list[partition.Cut], directory: Path
+) -> dict[str, list[Path]]:
     """Model files for each variant: the chain, the fused full model, a fused head per candidate."""
-    candidates = partition.candidate_cuts(partition.enumerate_cuts(model))
     segments = partition.split_segments(model, candidates, model_id=model_id, check=False)
     files: dict[str, list[Path]] = {"chain": [], "fused": [directory / "full.onnx"], "heads": []}
     files["fused"][0].write_bytes(model.SerializeToString())
@@ -93,21 +94,21 @@ def _median_ms(runnable: Runnable, feeds: dict[str, np.ndarray], runs: int) -> f
     return statistics.median(times)
 
 
-def bench_model(name: str, runs: int) -> dict[str, object]:
-    """Compute ratio per candidate, and memory per variant, for one zoo model."""
+def bench_model(name: str, runs: int, codecs: list[str]) -> dict[str, object]:
+    """Compute ratio per candidate, and memory per variant, for one model (a zoo name or an ``.onnx`` file)."""
     model_id, model = partition.load_model(name)
     weights_mib = sum(len(t.raw_data) for t in model.graph.initializer) / 2**20
-    candidates = partition.candidate_cuts(partition.enumerate_cuts(model))
+    candidates = partition.candidate_cuts(partition.enumerate_cuts(model), codecs)
     segments = partition.split_segments(model, candidates, model_id=model_id)
     chain = Chain(segments.manifest, [Session(m.SerializeToString(), threads=1) for m in segments.models])
-    feeds = _feeds()
+    feeds = random_feeds(chain.manifest.inputs, shapes=partition.input_shapes(model))
     rows = []
     for cut in candidates[1:]:
         split = partition.split(model, cut, model_id=model_id, check=False)
         if split.head is None:
             continue
         fused = Session(split.head.SerializeToString(), threads=1)
-        part = chain.part("input", cut.id)
+        part = chain.part(candidates[0].id, cut.id)
         for runnable in (fused, part):
             for _ in range(WARM_UP):
                 runnable.run(feeds)
@@ -126,7 +127,7 @@ def bench_model(name: str, runs: int) -> dict[str, object]:
             }
         )
     with tempfile.TemporaryDirectory() as directory:
-        files = _variants(model, model_id, Path(directory))
+        files = _variants(model, model_id, candidates, Path(directory))
         memory = {variant: _memory_mib(paths) for variant, paths in files.items()}
     return {"model": name, "weights_mib": weights_mib, "cuts": rows, "memory_mib": memory}
 
@@ -136,16 +137,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "googlenet"])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--codecs", default="raw", help="codecs allowed (comma-separated): which cuts are candidates")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--memory-child", nargs="+", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    print(f"$ python bench/segments.py --models {' '.join(args.models)} --runs {args.runs}", flush=True)
+    codecs = [codec.strip() for codec in args.codecs.split(",") if codec.strip()]
+    print(
+        f"$ python bench/segments.py --models {' '.join(args.models)} --runs {args.runs} --codecs {','.join(codecs)}",
+        flush=True,
+    )
     results = []
     for name in args.models:
-        result = bench_model(name, args.runs)
+        result = bench_model(name, args.runs, codecs)
         results.append(result)
         if args.json:
             continue

@@ -5,21 +5,29 @@ The agent holds the model as a chain through its candidate cuts
 few times and hands each run's segment times to the agent's
 :class:`~edge_agent.AgentCore`, which gives every candidate its head time;
 head times saved by an earlier run on this device (``state_dir``) are
-restored first. This module is the I/O around the core: running the chain
-and reading and writing the state file. Everything else (what requests,
-pings and hub statuses teach the planner) is the core's.
+restored first. With a full model at hand, the warm-up also runs the whole
+model as one fused session, in turns with the chain: where the chain's
+boundaries cost more than :data:`FUSED_EDGE_ONLY_GAIN` (ONNX Runtime cannot
+fuse across them, and what crosses each is written out whole: a detector's
+early 640x640 activations), edge-only runs on the fused session from then
+on, and the chain times its segments on one edge-only request in
+:data:`~edge_agent._core.SEGMENT_TIMES_EVERY`; else the fused session is let
+go (it is a second copy of the weights). This module is the I/O around the
+core: running the chain and reading and writing the state file. Everything
+else (what requests, pings and hub statuses teach the planner) is the core's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 from typing import TYPE_CHECKING, Any
 
 from edge_agent._codecs import codec_at
 from edge_agent._core import AgentCore
 from edge_agent._planner import Candidate, Objective, Planner
-from models import EDGE_ONLY, TensorSpec, random_feeds
+from models import EDGE_ONLY, TensorSpec, random_feeds, run_timed
 from protocol import RAW_CODEC, data_bytes_estimate
 
 if TYPE_CHECKING:
@@ -37,6 +45,9 @@ logger = logging.getLogger("edgecut.agent")
 
 WARM_UP_RUNS = 3
 """Whole-chain runs at start, after one untimed run (ONNX Runtime's first run is slow)."""
+FUSED_EDGE_ONLY_GAIN = 1.05
+"""Edge-only runs on a fused session (a second copy of the weights) where the warm-up's chain took at least this
+many times as long: resnet18's 1.02-1.03x keeps one copy; mobilenet_v2 took 1.04-1.10x, a detector at 640 1.04-1.15x."""
 STATE_FORMAT = 1
 
 
@@ -121,9 +132,47 @@ def auto_core(
     )
     if saved is not None:
         core.restore(saved.load(), now_s)
-    first = chain.manifest.cut_ids[0]
-    core.warmed_up([chain.run(feeds, first, EDGE_ONLY)[1] for _ in range(WARM_UP_RUNS)], now_s)
+    runs, fused_ms = _warm_up(halves, chain, feeds)
+    core.warmed_up(runs, now_s, edge_only_ms=fused_ms)
     return core
+
+
+def _warm_up(
+    halves: ModelHalves, chain: Chain, feeds: Mapping[str, np.ndarray]
+) -> tuple[list[list[float]], list[float]]:
+    """The whole chain's runs (each as its segments' ms) and, where it pays, a fused session's (ms).
+
+    The fused session runs in turns with the chain, after one untimed run,
+    where it can be made (a full model) and the chain has a boundary inside
+    (more than the two extreme cuts); it is kept for edge-only where the
+    chain's median took :data:`FUSED_EDGE_ONLY_GAIN` times its median or
+    more, else let go and no fused times are returned.
+    """
+    first = chain.manifest.cut_ids[0]
+    fused = None
+    if halves.holds_full_model and len(chain.manifest.cuts) > 2:  # noqa: PLR2004 - input and output alone: no boundary
+        fused = halves.halves(EDGE_ONLY, fused=True).head
+        run_timed(fused, feeds)  # ORT's first run is slow
+    runs: list[list[float]] = []
+    fused_ms: list[float] = []
+    for _ in range(WARM_UP_RUNS):
+        runs.append(chain.run(feeds, first, EDGE_ONLY)[1])
+        if fused is not None:
+            fused_ms.append(run_timed(fused, feeds)[1])
+    if fused is None:
+        return runs, []
+    chained_ms = statistics.median(sum(run) for run in runs)
+    if chained_ms < FUSED_EDGE_ONLY_GAIN * statistics.median(fused_ms):
+        halves.release(EDGE_ONLY, fused=True)
+        return runs, []
+    logger.info(
+        "edge-only runs as one session: the chain's %d boundaries took it %.2fx as long (%.1f against %.1f ms)",
+        len(chain.manifest.cuts) - 2,
+        chained_ms / statistics.median(fused_ms),
+        chained_ms,
+        statistics.median(fused_ms),
+    )
+    return runs, fused_ms
 
 
 def _crossing_at_inputs(chain: Chain, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[TensorSpec, ...]]:

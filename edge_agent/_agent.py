@@ -509,7 +509,7 @@ class EdgeAgent:
         else:
             cut = halves.cuts[0].id if self._default_cut == AUTO else self._default_cut
             self._core = AgentCore(cut=cut, codec=self.codec, timeouts=self.timeouts)
-            fixed = halves.halves(cut)
+            fixed = halves.halves(cut, fused=True)  # no chain to switch along: no boundary inside either half
             if cut != EDGE_ONLY:  # edge-only sends nothing
                 check_codec(self.codec, cut, fixed.manifest.crossing)
         return halves
@@ -618,7 +618,10 @@ class EdgeAgent:
         """Carry ``request`` out where its decision says: its result, and its head's segment times."""
         loop = asyncio.get_running_loop()
         decision = request.decision
-        halves = self.model.loaded(decision.cut_id)
+        # fused halves where they are loaded (a fixed cut's; auto's edge-only where the warm-up kept them),
+        # unless the core wants the chain's segment times from this run
+        halves = None if request.time_segments else self.model.loaded(decision.cut_id, fused=True)
+        halves = halves or self.model.loaded(decision.cut_id)
         if halves is None:  # the first use of this cut: loading blocks, so it runs off the loop
             halves = await loop.run_in_executor(self._executor, self.model.halves, decision.cut_id)
         if decision.cut_id == EDGE_ONLY:

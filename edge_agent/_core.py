@@ -73,6 +73,10 @@ _LOADING_RETRY_S = 0.5
 _NO_REPLY = "no reply within the deadline"
 """The reason of a fallback after the hub's silence."""
 _CLOCK_SLACK_S = 1e-6
+SEGMENT_TIMES_EVERY = 8
+"""An agent that runs edge-only on a fused session times the chain's segments on every this many
+edge-only requests of its planner's: the heads of the cuts on the way stay fresh, for a fraction of
+what the chain's boundaries cost."""
 """A timer due at the deadline may fire this much before it (float rounding of ``now + (deadline - now)``)."""
 
 
@@ -124,14 +128,22 @@ class Request:
     Attributes:
         decision: Where to run it, with which codec, and why.
         planned: The planner chose the cut, so the result teaches it.
+        time_segments: The planner wants the head times of the cuts on the
+            way: run the head through the chain, timing each segment (a
+            split's head is a stretch of the chain anyway; an edge-only
+            request is, one in :data:`SEGMENT_TIMES_EVERY`, where the agent
+            otherwise runs edge-only on a fused session).
         started_s: When it was made.
         sent_s: When it was last sent (``nan`` before).
         deadline_s: When to stop waiting for the hub's answer (``nan`` before it is sent).
     """
 
-    def __init__(self, decision: Decision, started_s: float, timeouts: Timeouts, *, planned: bool) -> None:
+    def __init__(
+        self, decision: Decision, started_s: float, timeouts: Timeouts, *, planned: bool, time_segments: bool = False
+    ) -> None:
         self.decision = decision
         self.planned = planned
+        self.time_segments = time_segments
         self.started_s = started_s
         self.sent_s = math.nan
         self.deadline_s = math.nan
@@ -230,6 +242,7 @@ class AgentCore:
         self._pings: _Chain | None = None
         self._start_until_s = math.nan
         self._start_pings = 0
+        self._edge_only_requests = 0  # the planner's, to time the chain's segments on one in SEGMENT_TIMES_EVERY
 
     @property
     def planner(self) -> Planner | None:
@@ -238,16 +251,20 @@ class AgentCore:
 
     # --- head times measured outside requests -----------------------------------------------
 
-    def warmed_up(self, runs: Sequence[Sequence[float]], now_s: float) -> None:
+    def warmed_up(self, runs: Sequence[Sequence[float]], now_s: float, *, edge_only_ms: Sequence[float] = ()) -> None:
         """The warm-up's runs of the whole chain, each as its segments' ms: every candidate's head time.
 
-        The first cut (cloud-only) runs nothing on the device.
+        The first cut (cloud-only) runs nothing on the device. ``edge_only_ms``:
+        runs of the whole model on a fused session, where edge-only runs on
+        one: edge-only's head time then, not the chain's.
         """
         if self._planner is None:
             return
         self._planner.seed_head(self._chain[0], 0.0, now_s)
         for segment_ms in runs:
-            self._note_segments(segment_ms, now_s)
+            self._note_segments(segment_ms[:-1] if edge_only_ms else segment_ms, now_s)
+        for ms in edge_only_ms:
+            self._planner.seed_head(self._chain[-1], ms, now_s)
 
     def restore(self, heads: Mapping[str, Sequence[float]], now_s: float) -> None:
         """Head times saved by an earlier run on this device (:meth:`head_times`)."""
@@ -333,7 +350,17 @@ class AgentCore:
         else:
             assert self._planner is not None  # noqa: S101 - a planner or a fixed cut, checked at the start
             decision = self._planner.choose(now_s)
-        return Request(decision, now_s, self._timeouts, planned=cut is None and self._planner is not None)
+        planned = cut is None and self._planner is not None
+        return Request(
+            decision, now_s, self._timeouts, planned=planned, time_segments=planned and self._time_segments(decision)
+        )
+
+    def _time_segments(self, decision: Decision) -> bool:
+        """Whether the planner's request at ``decision`` times the chain's segments (``Request.time_segments``)."""
+        if decision.cut_id != self._chain[-1]:
+            return True  # a split's head: a stretch of the chain
+        self._edge_only_requests += 1
+        return self._edge_only_requests % SEGMENT_TIMES_EVERY == 0
 
     def finished(
         self, request: Request, result: InferenceResult, now_s: float, *, segment_ms: Sequence[float] = ()

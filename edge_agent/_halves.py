@@ -139,7 +139,7 @@ class ModelHalves:
         self._build_chain = build_chain
         self._chain: Chain | None = None
         self._session_factory = session_factory or _default_session
-        self._loaded: dict[str, Halves] = {}
+        self._loaded: dict[tuple[str, bool], Halves] = {}  # by cut, and whether fused
         self._lock = threading.Lock()
 
     @classmethod
@@ -253,20 +253,44 @@ class ModelHalves:
             self._chain = Chain(manifest, [self._session(data) for data in segments])
         return self._chain
 
-    def loaded(self, cut_id: str) -> Halves | None:
-        """The sessions for ``cut_id`` if they are loaded already, else ``None`` (never blocks)."""
-        return self._loaded.get(cut_id)
+    def loaded(self, cut_id: str, *, fused: bool = False) -> Halves | None:
+        """The sessions for ``cut_id`` (``fused`` as :meth:`halves`) if loaded already, else ``None`` (never blocks)."""
+        return self._loaded.get(self._key(cut_id, fused=fused))
 
-    def halves(self, cut_id: str) -> Halves:
-        """The sessions for ``cut_id``, created on first use (blocking)."""
+    def halves(self, cut_id: str, *, fused: bool = False) -> Halves:
+        """The sessions for ``cut_id``, created on first use (blocking).
+
+        At a candidate cut, the head and tail are stretches of the chain
+        (:meth:`chain`): every candidate's halves share one copy of the
+        weights. ``fused`` asks for one session per half instead, split at
+        the cut from the full model, with no boundary inside either for
+        ONNX Runtime to stop fusing at: what a fixed cut runs, and auto's
+        edge-only where the warm-up found the chain's boundaries cost
+        (``edge_agent._adaptive``); beside the chain, a second copy of the
+        weights. Only a full model is split anew: from a segments or split
+        directory ``fused`` changes nothing.
+        """
         self.cut(cut_id)
+        key = self._key(cut_id, fused=fused)
         with self._lock:
-            if cut_id not in self._loaded:
-                self._loaded[cut_id] = self._load(cut_id)
-            return self._loaded[cut_id]
+            if key not in self._loaded:
+                self._loaded[key] = self._load(cut_id, fused=key[1])
+            return self._loaded[key]
 
-    def _load(self, cut_id: str) -> Halves:
-        if any(info.id == cut_id for info in self.candidates):
+    def release(self, cut_id: str, *, fused: bool = False) -> None:
+        """Let go of ``cut_id``'s sessions (``fused`` as :meth:`halves`); the next use loads them again."""
+        with self._lock:
+            self._loaded.pop(self._key(cut_id, fused=fused), None)
+
+    def _key(self, cut_id: str, *, fused: bool) -> tuple[str, bool]:
+        """Where ``cut_id``'s halves are kept: fused only where they would otherwise be stretches of the chain."""
+        return cut_id, fused and self._split_at is not None and self._in_chain(cut_id)
+
+    def _in_chain(self, cut_id: str) -> bool:
+        return any(info.id == cut_id for info in self.candidates)
+
+    def _load(self, cut_id: str, *, fused: bool) -> Halves:
+        if not fused and self._in_chain(cut_id):
             chain = self._chain_locked()
             return Halves(
                 manifest=chain.manifest.manifest(cut_id),

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
-from edge_agent import EDGE_ONLY, AgentCore, InferenceResult, ModelHalves, Planner, Timings
+from edge_agent import EDGE_ONLY, AgentCore, EdgeAgent, InferenceResult, ModelHalves, Planner, Timings
 from edge_agent._adaptive import HeadTimes, auto_core
+from models import ChainPart, Session
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
+
+    import onnxruntime as ort
 
 MODEL = "tiny"
 
@@ -32,7 +38,47 @@ def test_the_warm_up_gives_every_candidate_a_head_time() -> None:
     heads = _core().head_times()
     assert list(heads) == ["input", "pool", "output"]
     assert heads["input"] == [0.0]  # cloud-only runs nothing here
-    assert 0 < heads["pool"][-1] <= heads["output"][-1]
+    assert heads["pool"][-1] > 0
+    assert heads["output"][-1] > 0  # the chain's, or a fused session's where that runs faster (below)
+
+
+class _BoundaryCost(Session):
+    """A session whose runs take ``delay_s`` longer: a segment of the chain, or with ``fused`` the whole model."""
+
+    def __init__(self, model: bytes, threads: int | None, *, delay_s: float, fused: bool) -> None:
+        super().__init__(model, threads=threads)
+        whole = [spec.name for spec in self.inputs] == ["image"] and [spec.name for spec in self.outputs] == ["logits"]
+        self._delay_s = delay_s if whole == fused else 0.0
+        self.runs = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.runs += 1
+        time.sleep(self._delay_s)
+        return super().run(feeds)
+
+    def run_values(self, feeds: Mapping[str, np.ndarray | ort.OrtValue]) -> dict[str, ort.OrtValue]:
+        self.runs += 1
+        time.sleep(self._delay_s)
+        return super().run_values(feeds)
+
+
+@pytest.mark.parametrize("fused_is_slow", [False, True])
+def test_edge_only_runs_as_one_session_only_where_the_chain_costs_more(*, fused_is_slow: bool) -> None:
+    delay_s = 0.01  # 10 ms: far beyond the tiny model's own fraction of a millisecond
+
+    def factory(model: bytes, threads: int | None) -> Session:
+        return _BoundaryCost(model, threads, delay_s=delay_s, fused=fused_is_slow)
+
+    halves = ModelHalves.open(MODEL, threads=1, session_factory=factory)
+    heads = auto_core(halves, 0.0).head_times()
+    fused = halves.loaded(EDGE_ONLY, fused=True)
+    if fused_is_slow:  # every chain segment fast, the whole model in one session slow: let go
+        assert fused is None
+        assert heads["output"][-1] > heads["pool"][-1]  # the chain's time, through pool
+    else:  # each of the chain's two segments slow: edge-only runs fused, and is timed so
+        assert fused is not None
+        assert not isinstance(fused.head, ChainPart)
+        assert heads["output"][-1] < heads["pool"][-1]  # one slow segment takes longer than the fused whole
 
 
 def test_head_times_are_kept_for_the_next_start(tmp_path: Path) -> None:
@@ -96,3 +142,22 @@ def test_an_allow_list_makes_a_candidate_of_each_codec_that_changes_what_a_cut_s
     labels = [candidate.label for candidate in planner.candidates]
     assert len(labels) == len(set(labels))
     assert "input@jpeg" in labels
+
+
+@pytest.mark.broker
+async def test_an_auto_agent_runs_edge_only_on_the_fused_session_it_kept(broker_url: str, prefix: str) -> None:
+    made: list[_BoundaryCost] = []
+
+    def factory(model: bytes, threads: int | None) -> Session:
+        made.append(_BoundaryCost(model, threads, delay_s=0.01, fused=False))
+        return made[-1]
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    async with EdgeAgent(broker_url, model=MODEL, cut="auto", prefix=prefix, session_factory=factory) as agent:
+        fused = agent.model.loaded(EDGE_ONLY, fused=True)
+        assert fused is not None
+        before = [session.runs for session in made]
+        result = await agent.infer(image, cut=EDGE_ONLY)
+    assert result.cut_id == EDGE_ONLY
+    ran = [session for session, runs in zip(made, before, strict=True) if session.runs > runs]
+    assert ran == [fused.head]  # the fused session, not the chain's segments

@@ -20,6 +20,7 @@ from edge_agent import (
     Timeouts,
     Timings,
 )
+from edge_agent._core import SEGMENT_TIMES_EVERY
 from protocol import ErrorCode, NodeStatus
 
 CHAIN = ("input", "pool", "output")
@@ -324,3 +325,21 @@ def test_a_request_that_gave_up_no_longer_counts_as_in_flight(abandoned: bool) -
     # Abandoned: nothing ever overlapped, the device is predicted at its 100 ms. Left in flight, every later
     # request seems to start beside it, and a wait for the device is predicted that cannot form.
     assert (predicted == pytest.approx(100.0)) == abandoned
+
+
+def test_edge_only_requests_time_the_chain_one_in_eight_and_a_split_every_time() -> None:
+    core = _core()  # no link known: the device runs everything, but for a look at pool now and then
+    edge_only = []
+    for index in range(64):
+        request = core.request(float(index))
+        cut = request.decision.cut_id
+        if cut == "output":
+            edge_only.append(request.time_segments)
+            result = InferenceResult(outputs={}, cut_id=cut, timings=Timings(edge_ms=100.0, total_ms=100.0))
+        else:
+            assert request.time_segments  # a split's head runs on the chain: its segments are timed
+            result = _answered(cut)
+        core.finished(request, result, index + 0.1)
+    assert edge_only[: 2 * SEGMENT_TIMES_EVERY] == ([False] * (SEGMENT_TIMES_EVERY - 1) + [True]) * 2
+    assert not core.request(99.0, cut="output").time_segments  # the caller's cut: the planner asks nothing
+    assert not AgentCore(cut="output").request(0.0).time_segments

@@ -137,6 +137,28 @@ def test_a_full_model_takes_every_session_from_the_factory() -> None:
     assert set(factory.threads) == {1}
 
 
+def test_fused_halves_are_one_session_each_from_a_full_model_and_the_chain_from_segments(tmp_path: Path) -> None:
+    model_id, model = partition.load_model(MODEL)
+    reference = partition.run_model(model, {"image": _image()})["logits"]
+    factory = CountingFactory()
+    full = ModelHalves.open(MODEL, threads=1, session_factory=factory)
+    fused = full.halves("pool", fused=True)  # a candidate, split at it: no chain loads
+    assert factory.made == [fused.head, fused.tail]
+    assert full.loaded("pool") is None
+    assert full.loaded("pool", fused=True) is fused
+    assert fused.head is not None
+    assert fused.tail is not None
+    np.testing.assert_allclose(fused.tail.run(fused.head.run({"image": _image()}))["logits"], reference, atol=1e-4)
+    chained = full.halves("pool")
+    assert isinstance(chained.head, ChainPart)
+    full.release("pool", fused=True)
+    assert full.loaded("pool", fused=True) is None
+    assert full.loaded("pool") is chained
+    partition.save_segments(partition.split_segments(model, ["pool"], model_id=model_id), tmp_path)
+    segments = ModelHalves.open(tmp_path, threads=1)
+    assert segments.halves("pool", fused=True) is segments.halves("pool")  # nothing to split anew: the chain
+
+
 def test_a_segments_directory_switches_between_its_cuts_without_onnx_tools(tmp_path: Path) -> None:
     model_id, model = partition.load_model(MODEL)
     partition.save_segments(partition.split_segments(model, [CUT, "pool"], model_id=model_id), tmp_path)
@@ -170,8 +192,21 @@ async def test_the_agent_opens_its_model_with_the_factory(broker_url: str, prefi
         assert halves is not None
         assert factory.made == [halves.head, halves.tail]
         result = await agent.infer(_image(), cut=EDGE_ONLY)
+        assert isinstance(agent.model.halves(EDGE_ONLY).head, ChainPart)  # a candidate the caller asked for: the chain
     assert result.cut_id == EDGE_ONLY
     assert len(factory.made) == 2 + len(agent.model.candidates) - 1  # and the chain's segments
+
+
+@pytest.mark.broker
+async def test_a_fixed_candidate_cut_runs_on_one_session_per_half(broker_url: str, prefix: str) -> None:
+    factory = CountingFactory()
+    async with EdgeAgent(broker_url, model=MODEL, cut=EDGE_ONLY, prefix=prefix, session_factory=factory) as agent:
+        result = await agent.infer(_image())
+        fused = agent.model.loaded(EDGE_ONLY, fused=True)
+        assert fused is not None
+        assert factory.made == [fused.head]  # the whole model, no chain of segments
+        assert agent.model.loaded(EDGE_ONLY) is None
+    assert result.cut_id == EDGE_ONLY
 
 
 def test_cuts_to_compare_run_from_the_device_to_the_hub_spread_over_the_model() -> None:
