@@ -1,7 +1,8 @@
 """Where a split pays: the best fixed choice over device speed x uplink rate, and auto against it.
 
 For one model, measured once on this host (one ONNX Runtime thread): each
-candidate cut's head time (the chain's segments, median of several runs),
+candidate cut's head time (median of several runs of the head as a fixed cut
+runs it: one fused session, split at the cut),
 what a request there sends under each allowed codec and how long encoding
 takes (on camera-like images, ``models.camera_images``), and the hub's tail
 time (the rest of the model at this host's speed, divided by
@@ -58,12 +59,12 @@ from edge_agent import (
     Timings,
     codec_at,
 )
-from models import camera_images, random_feeds
+from models import camera_images, random_feeds, run_timed
 from protocol import RAW_CODEC, InferenceReply, InferenceRequest, encode_reply, encode_request
 
 SLOWDOWNS = (1, 2, 5, 10, 20, 40)
 RATES_MBIT_S = (0.5, 1, 2, 5, 10, 20, 50, 100)
-RUNS = 7  # chain runs whose median gives each head time
+RUNS = 7  # runs whose median gives each head time
 REQUESTS, COUNTED = 80, 50  # auto's requests per cell, of which the last are counted
 NOISE = 0.05
 
@@ -128,11 +129,8 @@ def measure_choices(model: str, codecs: list[str], hub_speedup: float) -> list[C
     chain = halves.chain()
     ids = chain.manifest.cut_ids
     feeds = _sample_feeds(halves)
-    outputs, _ = chain.run(feeds, ids[0], EDGE_ONLY)  # the first run is slow: its outputs only, not its time
-    runs = [chain.run(feeds, ids[0], EDGE_ONLY)[1] for _ in range(RUNS)]
-    reply = _reply_bytes(outputs)
-    segment_ms = [statistics.median(run[i] for run in runs) for i in range(len(runs[0]))]
-    head = dict(zip(ids, np.concatenate([[0.0], np.cumsum(segment_ms)]).tolist(), strict=True))
+    reply = _reply_bytes(chain.run(feeds, ids[0], EDGE_ONLY)[0])
+    head = {ids[0]: 0.0} | {cut: _fused_head_ms(halves, cut, feeds) for cut in ids[1:]}
     full = head[EDGE_ONLY]
     choices = [Choice(EDGE_ONLY, RAW_CODEC, full, 0, 0.0)]
     tensors: dict[str, np.ndarray] = feeds
@@ -146,6 +144,15 @@ def measure_choices(model: str, codecs: list[str], hub_speedup: float) -> list[C
             tail = (full - head[cut]) / hub_speedup
             choices.append(Choice(cut, codec, head[cut] + encode_ms, nbytes, tail, reply))
     return choices
+
+
+def _fused_head_ms(halves: ModelHalves, cut: str, feeds: dict[str, np.ndarray]) -> float:
+    """The median ms of ``cut``'s head as a fixed cut runs it (one fused session, let go after)."""
+    head = halves.halves(cut, fused=True).head
+    run_timed(head, feeds)  # the first run is slow
+    took = [run_timed(head, feeds)[1] for _ in range(RUNS)]
+    halves.release(cut, fused=True)
+    return statistics.median(took)
 
 
 def _reply_bytes(outputs: dict[str, np.ndarray]) -> int:
