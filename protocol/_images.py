@@ -38,6 +38,9 @@ _MAX_JPEG_SCANS: Final = 32
 _JPEG_END_OF_IMAGE: Final = b"\xff\xd9"
 _JPEG_RESTART: Final = re.compile(rb"\xff([\xd0-\xd7])")
 _JPEG_FILLER: Final = b"\x5a\xa5\x3c\xc3" * 4
+_JPEG_BLOCK: Final = 8
+_UPSAMPLING_REACH: Final = 2
+"""Pixels from an MCU's top and left edges whose colour chroma upsampling may blend with the MCUs before it."""
 _BIT_DEPTH: Final = 8
 
 
@@ -123,7 +126,8 @@ def _read_image(
             msg = f"a JPEG has {scans} scans, more than {_MAX_JPEG_SCANS}"
             raise malformed(msg)
         pixels = _pixels(image, image_format)
-    if image_format == "JPEG":
+        mcu = _baseline_mcu(image, file) if image_format == "JPEG" else None
+    if image_format == "JPEG" and not _last_mcu_has_detail(pixels, mcu):
         _check_jpeg_scan_is_whole(image_module, file, pixels)
     return pixels.reshape(size[1], size[0], -1)
 
@@ -145,6 +149,40 @@ def _pixels(image: ImageFile, image_format: str) -> npt.NDArray[np.uint8]:
     except Exception as exc:
         msg = f"an image does not decode as {image_format}: {exc}"
         raise malformed(msg) from exc
+
+
+def _baseline_mcu(image: ImageFile, file: bytes) -> tuple[int, int] | None:
+    """The MCU's height and width in pixels of a sequential JPEG of one scan; ``None`` for any other."""
+    components = getattr(image, "layer", None)  # Pillow's (id, h, v, table) per component, from the frame header
+    if image.info.get("progressive") or file.count(_JPEG_START_OF_SCAN) != 1 or not components:
+        return None
+    if len(components) == 1:
+        return _JPEG_BLOCK, _JPEG_BLOCK  # one component: a block is an MCU, whatever its sampling
+    return _JPEG_BLOCK * max(v for _, _, v, _ in components), _JPEG_BLOCK * max(h for _, h, _, _ in components)
+
+
+def _last_mcu_has_detail(pixels: npt.NDArray[np.uint8], mcu: tuple[int, int] | None) -> bool:
+    """True where a one-scan sequential JPEG's last MCU is not one flat colour: its scan reached it.
+
+    libjpeg decodes the MCU whose data a cut scan runs out in from made-up
+    zero bits, and every MCU after it as zero coefficients: mid-grey, flat.
+    A last MCU (bottom right, in part beyond the image where its size is
+    not a multiple of the MCU's) with any detail, away from its top and
+    left edges, where chroma upsampling blends it with the MCUs before it,
+    was decoded from data: a camera frame's sensor noise makes that the
+    usual case, and the second decode of :func:`_check_jpeg_scan_is_whole`
+    is spared. A flat last MCU (a black letterbox corner, or a cut) gets
+    it. Not caught either way: a cut inside the last MCU's own data (at
+    most its pixels, 16x16 in the usual 4:2:0, the image's bottom-right
+    corner).
+    """
+    if mcu is None:
+        return False
+    height, width = pixels.shape[:2]
+    top = (height - 1) // mcu[0] * mcu[0] + _UPSAMPLING_REACH
+    left = (width - 1) // mcu[1] * mcu[1] + _UPSAMPLING_REACH
+    corner = pixels[top:, left:]
+    return corner.size > 0 and not (corner == corner[0, 0]).all()
 
 
 def _check_jpeg_scan_is_whole(image_module: ModuleType, file: bytes, pixels: npt.NDArray[np.uint8]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import io
+import re
 import subprocess
 import sys
 import zlib
@@ -30,6 +31,7 @@ from protocol import (
     encode_request,
     encode_tensor,
 )
+from protocol import _images as images
 from tests.protocol._support import bad_request, decode, round_trip
 
 if TYPE_CHECKING:
@@ -177,6 +179,44 @@ def test_a_cut_jpeg_is_refused_where_pillow_is_told_to_load_truncated_images(mon
     short = file[: _mid_scan(file)]
     assert "stops short of its image" in bad_request("jpeg", short, "uint8", [64, 96, 3], {"sizes": [len(short)]})
     assert decode("jpeg", file, "uint8", [64, 96, 3], {"sizes": [len(file)]}).shape == (64, 96, 3)
+
+
+def _noisy_jpeg(shape: tuple[int, ...], **options: int) -> bytes:
+    """A JPEG of ``shape`` (H, W, 3; or H, W: grayscale) of noise, as a camera's sensor adds to every frame."""
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)).save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+SAMPLINGS = [((64, 96, 3), {"subsampling": 2}), ((64, 96, 3), {"subsampling": 1}), ((64, 96, 3), {"subsampling": 0})]
+SAMPLINGS += [((64, 96), {}), ((61, 90, 3), {"subsampling": 2})]  # grayscale; a size no MCU divides
+SAMPLING_IDS = ["4:2:0", "4:2:2", "4:4:4", "grayscale", "odd-size"]
+
+
+@pytest.mark.parametrize(("shape", "options"), SAMPLINGS, ids=SAMPLING_IDS)
+def test_a_whole_jpeg_whose_last_block_has_detail_is_decoded_once(
+    shape: tuple[int, ...], options: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probes: list[bytes] = []
+    with_filler = images._with_filler_before_end
+    monkeypatch.setattr(images, "_with_filler_before_end", lambda file: probes.append(file) or with_filler(file))
+    file = _noisy_jpeg(shape, **options)
+    declared = [*shape[:2], 3 if len(shape) == 3 else 1]  # RGB, or grayscale
+    assert decode("jpeg", file, "uint8", declared, {"sizes": [len(file)]}).shape == tuple(declared)
+    assert probes == []  # its last MCU has detail: the scan reached it, no second decode
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(out, "JPEG")  # a flat last MCU: the second decode looks
+    assert decode("jpeg", out.getvalue(), "uint8", [64, 96, 3], {"sizes": [len(out.getvalue())]}).max() == 0
+    assert len(probes) == 1
+
+
+@pytest.mark.parametrize(("shape", "options"), SAMPLINGS, ids=SAMPLING_IDS)
+def test_a_jpeg_cut_before_its_last_mcu_is_refused(shape: tuple[int, ...], options: dict[str, int]) -> None:
+    file = _noisy_jpeg(shape, restart_marker_blocks=1, **options)  # a restart marker after every MCU
+    *_, last_but_one, _ = (match.start() for match in re.finditer(rb"\xff[\xd0-\xd7]", file))
+    short = file[:last_but_one] + b"\xff\xd9"  # every MCU but the last two: the last one grey
+    declared = [*shape[:2], 3 if len(shape) == 3 else 1]  # RGB, or grayscale
+    assert "stops short of its image" in bad_request("jpeg", short, "uint8", declared, {"sizes": [len(short)]})
 
 
 def test_a_frame_this_process_cannot_hold_is_too_large_not_a_memory_error() -> None:
