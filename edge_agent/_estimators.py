@@ -516,15 +516,22 @@ class LinkEstimator:
     def _rates(self, rtt: float) -> list[float]:
         """Bits per second of each transfer long enough to show it, with today's round trip and overhead."""
         overhead, at_least = self._overhead_ms, self._min_transfer_ms
-        spans = [(bits, ms - rtt - (overhead if request else 0.0)) for bits, ms, request in self._transfers]
-        return [bits / ms * 1000 for bits, ms in spans if ms >= at_least]
+        return [
+            bits / span * 1000
+            for bits, ms, request in self._transfers
+            if (span := ms - rtt - (overhead if request else 0.0)) >= at_least
+        ]
 
     def predict_ms(self, nbytes: int, now_s: float, *, request: bool = True) -> float | None:
         """Network time of a request (or a ping) of ``nbytes``: ``None`` while the link is unknown."""
-        rtt, bandwidth = self.estimate(now_s)
+        return self._predict_ms(self._current(now_s), nbytes, request=request)
+
+    def _predict_ms(self, estimate: _Estimate, nbytes: int, *, request: bool) -> float | None:
+        """:meth:`predict_ms` with the estimates at hand."""
+        rtt, bandwidth = estimate.rtt, estimate.bandwidth
         if rtt is None or bandwidth is None:
             return None
-        return rtt + (self.overhead_ms if request else 0.0) + nbytes * 8 / bandwidth * 1000
+        return rtt + (self._overhead_ms if request else 0.0) + nbytes * 8 / bandwidth * 1000
 
     def probe_bytes(self, target_ms: float, now_s: float) -> int:
         """The padding of a bandwidth ping: about ``target_ms`` of transfer (at least ``min_transfer_ms``).
@@ -584,10 +591,11 @@ class LinkEstimator:
         if self._undo is not None and self._undoes_change(self._undo, sent):
             return
         shows_uplink = sent.shows_uplink
-        predicted = self.predict_ms(int(bits // 8), now_s, request=request)
+        estimate = self._current(now_s)  # it holds till _learn: the tail and the surprises are no part of it
+        predicted = self._predict_ms(estimate, int(bits // 8), request=request)
         surprise = None
         if predicted is not None:
-            surprise = self._surprise(bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
+            surprise = self._surprise(estimate, bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
                 self._beyond.add(now_s, ms - predicted, bits)
             if surprise is _STALLED:  # in the tail now; its rate is the stall's, not the link's
@@ -602,10 +610,18 @@ class LinkEstimator:
                 return
         else:
             self._surprises.clear()
-        self._learn(bits, ms, now_s, request=request, shows_uplink=shows_uplink)
+        self._learn(estimate, bits, ms, now_s, request=request, shows_uplink=shows_uplink)
 
     def _surprise(
-        self, bits: float, ms: float, predicted: float, now_s: float, *, request: bool, shows_uplink: bool
+        self,
+        estimate: _Estimate,
+        bits: float,
+        ms: float,
+        predicted: float,
+        now_s: float,
+        *,
+        request: bool,
+        shows_uplink: bool,
     ) -> _Surprise | None:
         """The transfer, if it missed its ``predicted`` time by more than the link's noise allows.
 
@@ -619,7 +635,6 @@ class LinkEstimator:
         :data:`_STALLED`, no surprise. A small ping that comes back far too
         fast shows a faster link, though too short to measure it.
         """
-        estimate = self._current(now_s)
         allowed = self._change * (predicted - (estimate.rtt or 0.0)) + _NOISE_MS  # known: there is a prediction
         missed_by = ms - predicted
         if -(allowed + estimate.below) <= missed_by <= allowed + estimate.above:
@@ -628,11 +643,14 @@ class LinkEstimator:
             return _STALLED
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
 
-    def _learn(self, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool) -> None:
-        rtt, bandwidth = self.estimate(now_s)
+    def _learn(
+        self, estimate: _Estimate, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool
+    ) -> None:
+        """Learn from a transfer; ``estimate``: the estimates at ``now_s`` before it."""
+        rtt, bandwidth = estimate.rtt, estimate.bandwidth
         if rtt is None:
             return
-        if ms < rtt - self._current(now_s).below - _NOISE_MS:  # faster than any round trip: those queued behind bytes
+        if ms < rtt - estimate.below - _NOISE_MS:  # faster than any round trip: those queued behind bytes
             self._rtts.clear()
             self._rtts.append((now_s, ms))  # an upper bound, until a ping measures it afresh
             self._provisional_rtt, self._rtt_in_doubt = None, False
@@ -640,7 +658,7 @@ class LinkEstimator:
             self._rtts_changed()
             rtt, bandwidth = self.estimate(now_s)
             assert rtt is not None  # noqa: S101 - just set
-        long_enough = ms - rtt - (self.overhead_ms if request else 0.0) >= self._min_transfer_ms
+        long_enough = ms - rtt - (self._overhead_ms if request else 0.0) >= self._min_transfer_ms
         if not request:
             self._short_probe_bytes = 0 if long_enough else int(bits // 8)
             if not long_enough and bits // 8 >= _MAX_PROBE_BYTES:  # the largest ping is too short: a lower bound
@@ -664,11 +682,18 @@ class LinkEstimator:
         undo.since.append(sent)
         undo.transfers += 1
         before = undo.before
-        predicted = before.predict_ms(int(sent.bits // 8), sent.now_s, request=sent.request)
+        estimate = before._current(sent.now_s)  # noqa: SLF001 - another estimator of this class
+        predicted = before._predict_ms(estimate, int(sent.bits // 8), request=sent.request)  # noqa: SLF001
         surprise: _Surprise | None = _STALLED  # no prediction: neutral
         if predicted is not None:
-            surprise = before._surprise(  # noqa: SLF001 - another estimator of this class
-                sent.bits, sent.ms, predicted, sent.now_s, request=sent.request, shows_uplink=sent.shows_uplink
+            surprise = before._surprise(  # noqa: SLF001
+                estimate,
+                sent.bits,
+                sent.ms,
+                predicted,
+                sent.now_s,
+                request=sent.request,
+                shows_uplink=sent.shows_uplink,
             )
         faster = surprise is not None and surprise is not _STALLED and not surprise.slower
         if faster or undo.transfers > _UNDO_WITHIN:
@@ -704,7 +729,15 @@ class LinkEstimator:
         self._probed_s = -math.inf
         self._rtts_changed()
         for surprise in surprises:  # they belong to the new link
-            self._learn(surprise.bits, surprise.ms, now_s, request=surprise.request, shows_uplink=surprise.shows_uplink)
+            estimate = self._current(now_s)  # afresh: each one learnt changes it
+            self._learn(
+                estimate,
+                surprise.bits,
+                surprise.ms,
+                now_s,
+                request=surprise.request,
+                shows_uplink=surprise.shows_uplink,
+            )
 
     def _rtts_changed(self) -> None:
         """Say that the round trips changed (and so the samples): no estimate cached before holds."""
