@@ -10,6 +10,7 @@ import bisect
 import collections
 import copy
 import dataclasses
+import itertools
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -56,13 +57,13 @@ class Recent:
 
     def add(self, value: float, now_s: float) -> None:
         """One more sample, taken at ``now_s`` (a NaN says nothing and is not kept)."""
-        if math.isnan(value):
+        if value != value:  # noqa: PLR0124 - a NaN: math.isnan's test, without a call
             return
-        if len(self._samples) == self._samples.maxlen:
-            _, oldest = self._samples[0]
-            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
-        self._samples.append((now_s, value))
-        bisect.insort(self._sorted, value)
+        samples, ordered = self._samples, self._sorted
+        if len(samples) == samples.maxlen:
+            del ordered[bisect.bisect_left(ordered, samples[0][1])]
+        samples.append((now_s, value))
+        bisect.insort(ordered, value)
 
     def clear(self) -> None:
         """Forget every sample (after a change the past no longer holds)."""
@@ -92,7 +93,7 @@ class Recent:
         samples = self._samples
         if self._max_age_s is None or not samples or now_s - samples[0][0] <= self._max_age_s:
             return samples  # all young: no copy
-        return [(at, value) for at, value in samples if now_s - at <= self._max_age_s]
+        return [sample for sample in samples if now_s - sample[0] <= self._max_age_s]
 
     @property
     def count(self) -> int:
@@ -123,16 +124,19 @@ def merged_quantile(q: float, now_s: float, window: int, *recents: Recent) -> fl
 
 def merged_mean(now_s: float, window: int, *recents: Recent) -> float | None:
     """The mean of the same samples as :func:`merged_quantile` takes; ``None`` with none."""
-    values = _latest(now_s, window, [recent for recent in recents if recent.count])
+    values = _latest(now_s, window, recents)
     return math.fsum(values) / len(values) if values else None  # statistics.fmean's sum, without its checks
 
 
 def _latest(now_s: float, window: int, recents: Sequence[Recent]) -> list[float]:
     """The values of the ``window`` latest samples of ``recents`` young enough at ``now_s`` (in no set order)."""
     merged: list[tuple[float, float]] = []
+    held = 0  # recents with samples, young or not
     for recent in recents:
-        merged += recent.timed(now_s)
-    if len(recents) > 1 and len(merged) > window:  # which are the latest (one alone is in time order)
+        if recent.count:
+            held += 1
+            merged += recent.timed(now_s)
+    if held > 1 and len(merged) > window:  # which are the latest (one alone is in time order)
         merged.sort()
     return [value for _, value in merged[-window:]]
 
@@ -175,7 +179,12 @@ class _Sent(NamedTuple):
     @property
     def shows_uplink(self) -> bool:
         """Whether it shows the uplink: its reply is small next to what it sent."""
-        return self.reply_bits * _REPLY_SHARE <= self.bits
+        return _shows_uplink(self.bits, self.reply_bits)
+
+
+def _shows_uplink(bits: float, reply_bits: float) -> bool:
+    """Whether a transfer of ``bits`` shows the uplink: its reply is small next to what it sent."""
+    return reply_bits * _REPLY_SHARE <= bits
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -274,39 +283,48 @@ class _Excesses:
     """Recent transfers' time beyond their prediction: their mean per byte (kept as running sums) and quantiles.
 
     Transfers come in time order; the last ``window`` count, those within
-    ``max_age_s`` of the time asked about.
+    ``max_age_s`` of the time asked about: so the old ones, if any, come
+    first. Their times, excesses and sizes are kept in three deques side by
+    side, so that the young ones' sums are a C loop over a slice.
     """
 
-    __slots__ = ("_bits", "_max_age_s", "_ms", "_samples", "_window")
+    __slots__ = ("_at", "_bits", "_bits_sum", "_max_age_s", "_ms", "_ms_sum", "_window")
 
     def __init__(self, window: int, max_age_s: float) -> None:
-        self._samples: collections.deque[tuple[float, float, float]] = collections.deque()  # (when, ms, bits)
+        self._at: collections.deque[float] = collections.deque()  # when each transfer came
+        self._ms: collections.deque[float] = collections.deque()  # its excess
+        self._bits: collections.deque[float] = collections.deque()  # its size
         self._window = window
         self._max_age_s = max_age_s
-        self._ms = 0.0
-        self._bits = 0.0
+        self._ms_sum = 0.0
+        self._bits_sum = 0.0
 
     def add(self, now_s: float, ms: float, bits: float) -> None:
         """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less)."""
-        while self._samples and now_s - self._samples[0][0] > self._max_age_s:
+        at = self._at
+        while at and now_s - at[0] > self._max_age_s:
             self._drop_oldest()
-        if len(self._samples) == self._window:
+        if len(at) == self._window:
             self._drop_oldest()
-        self._samples.append((now_s, ms, bits))
-        self._ms += ms
-        self._bits += bits
+        at.append(now_s)
+        self._ms.append(ms)
+        self._bits.append(bits)
+        self._ms_sum += ms
+        self._bits_sum += bits
 
     def drop_latest(self, count: int) -> None:
         """Forget the ``count`` latest transfers."""
-        for _ in range(min(count, len(self._samples))):
-            _, ms, bits = self._samples.pop()
-            self._ms -= ms
-            self._bits -= bits
+        for _ in range(min(count, len(self._at))):
+            self._at.pop()
+            self._ms_sum -= self._ms.pop()
+            self._bits_sum -= self._bits.pop()
 
     def clear(self) -> None:
         """Forget every transfer."""
-        self._samples.clear()
-        self._ms = self._bits = 0.0
+        self._at.clear()
+        self._ms.clear()
+        self._bits.clear()
+        self._ms_sum = self._bits_sum = 0.0
 
     def per_byte(self, now_s: float) -> float:
         """The young transfers' excess, summed, per byte they sent (at least 0; 0 with none).
@@ -314,27 +332,34 @@ class _Excesses:
         A question changes nothing: asked at any time, later or earlier, it
         counts the transfers young then.
         """
-        samples = self._samples
-        if samples and now_s - samples[0][0] <= self._max_age_s:  # all young: the running sums
-            ms, bits = self._ms, self._bits
-        else:
-            young = [(ms, bits) for at, ms, bits in samples if now_s - at <= self._max_age_s]
-            ms, bits = sum(ms for ms, _ in young), sum(bits for _, bits in young)
+        first = self._first_young(now_s)
+        if first == 0 and self._at:  # all young: the running sums
+            ms, bits = self._ms_sum, self._bits_sum
+        else:  # summed afresh, oldest first, as the running sums are not
+            ms, bits = sum(itertools.islice(self._ms, first, None)), sum(itertools.islice(self._bits, first, None))
         return max(0.0, ms / bits * 8) if bits > 0 else 0.0
 
     def quantile(self, q: float, now_s: float, *, at_least: int) -> float:
         """The ``q`` quantile of the young transfers' excess (0 with fewer than ``at_least``)."""
-        ordered = sorted(ms for at, ms, _ in self._samples if now_s - at <= self._max_age_s)
+        ordered = sorted(itertools.islice(self._ms, self._first_young(now_s), None))
         if len(ordered) < at_least:
             return 0.0
         return ordered[int(len(ordered) * q)]
 
+    def _first_young(self, now_s: float) -> int:
+        """The index of the first transfer young at ``now_s`` (the count of them all if none is)."""
+        at, max_age_s = self._at, self._max_age_s
+        first = 0
+        while first < len(at) and now_s - at[first] > max_age_s:
+            first += 1
+        return first
+
     def _drop_oldest(self) -> None:
-        _, ms, bits = self._samples.popleft()
-        self._ms -= ms
-        self._bits -= bits
-        if not self._samples:
-            self._ms = self._bits = 0.0  # no drift left behind
+        self._at.popleft()
+        self._ms_sum -= self._ms.popleft()
+        self._bits_sum -= self._bits.popleft()
+        if not self._at:
+            self._ms_sum = self._bits_sum = 0.0  # no drift left behind
 
 
 class LinkEstimator:
@@ -491,7 +516,11 @@ class LinkEstimator:
         if young_as_counted and cache.version == self._version:
             return cache
         if young_as_counted and cache.rtt_version == self._rtt_version:  # the same round trips, young alike
-            self._cache = cache._replace(version=self._version, bandwidth=self._bandwidth(cache.rtt))
+            bandwidth = self._bandwidth(cache.rtt)  # built whole: NamedTuple._replace costs 2.5 times as much
+            rtt, below, above = cache.rtt, cache.below, cache.above
+            self._cache = _Estimate(
+                self._version, cache.rtt_version, cache.from_s, cache.oldest_s, rtt, bandwidth, below, above
+            )
             return self._cache
         forget_s = self._rtt_forget_s
         young = [(at, ms) for at, ms in self._rtts if now_s - at <= forget_s]
@@ -587,10 +616,9 @@ class LinkEstimator:
         self._observe(nbytes * 8, network_ms, now_s, request=True, reply_bits=reply_bytes * 8)
 
     def _observe(self, bits: float, ms: float, now_s: float, *, request: bool, reply_bits: float = 0.0) -> None:
-        sent = _Sent(bits, ms, now_s, request, reply_bits)
-        if self._undo is not None and self._undoes_change(self._undo, sent):
+        if self._undo is not None and self._undoes_change(self._undo, _Sent(bits, ms, now_s, request, reply_bits)):
             return
-        shows_uplink = sent.shows_uplink
+        shows_uplink = _shows_uplink(bits, reply_bits)
         estimate = self._current(now_s)  # it holds till _learn: the tail and the surprises are no part of it
         predicted = self._predict_ms(estimate, int(bits // 8), request=request)
         surprise = None
@@ -663,9 +691,9 @@ class LinkEstimator:
             self._short_probe_bytes = 0 if long_enough else int(bits // 8)
             if not long_enough and bits // 8 >= _MAX_PROBE_BYTES:  # the largest ping is too short: a lower bound
                 self._short_probe_bytes = 0
-                self._transfers.append(_Transfer(bits=bits, ms=rtt + self._min_transfer_ms, request=False))
+                self._transfers.append(_Transfer(bits, rtt + self._min_transfer_ms, request=False))
         if bits > 0 and long_enough and shows_uplink:
-            self._transfers.append(_Transfer(bits=bits, ms=ms, request=request))
+            self._transfers.append(_Transfer(bits, ms, request))  # by position: a third faster
         elif request and bandwidth is not None:  # too short, or its reply too large
             self._overheads.append(max(0.0, ms - rtt - bits / bandwidth * 1000))
             self._overhead_ms = _typical_overhead_ms(self._overheads)
