@@ -423,6 +423,28 @@ class LinkEstimator:
         ValueError: ``min_transfer_ms`` is not above 0.
     """
 
+    # Slots: read on every decision, request and ping; a fleet holds thousands of estimators, their memory cold.
+    __slots__ = (
+        "_beyond",
+        "_cache",
+        "_change",
+        "_min_transfer_ms",
+        "_overhead_ms",
+        "_overheads",
+        "_probe_every_s",
+        "_probed_s",
+        "_provisional_rtt",
+        "_rtt_forget_s",
+        "_rtt_in_doubt",
+        "_rtt_version",
+        "_rtts",
+        "_short_probe_bytes",
+        "_surprises",
+        "_transfers",
+        "_undo",
+        "_version",
+    )
+
     def __init__(
         self,
         *,
@@ -731,7 +753,8 @@ class LinkEstimator:
         if undo.fits < _UNDO_AFTER:
             return False
         version, rtt_version = self._version, self._rtt_version
-        vars(self).update(vars(before))  # the link as it was (no undo pending), its tail with the stalls
+        for name in self.__slots__:  # the link as it was (no undo pending), its tail with the stalls
+            setattr(self, name, getattr(before, name))
         self._version = max(version, self._version) + 1  # no estimate cached before the change holds
         self._rtt_version = max(rtt_version, self._rtt_version) + 1
         for event in undo.since:  # learnt again, on the old link

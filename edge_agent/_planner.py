@@ -339,20 +339,19 @@ class Planner:
             return
         self._heads[index].add(observation.edge_ms + observation.encode_ms, now_s)  # its encoding included
         self._refresh(self._head, self._heads, index)
-        if not math.isnan(observation.total_ms) and (observation.answered_by_hub or self._edge_only[index]):
+        edge_only, answered = self._edge_only[index], observation.answered_by_hub
+        if not math.isnan(observation.total_ms) and (answered or edge_only):
             parts = observation.device_queue_ms + observation.edge_ms + observation.encode_ms
-            if not self._edge_only[index]:
-                parts += sum(
-                    (
-                        observation.network_ms,
-                        observation.hub_queue_ms,
-                        observation.hub_compute_ms,
-                        observation.decode_ms,
-                    )
+            if not edge_only:  # as sum() adds them, but for the sign of a zero, which max(0.0, ...) takes off
+                parts += (
+                    observation.network_ms
+                    + observation.hub_queue_ms
+                    + observation.hub_compute_ms
+                    + observation.decode_ms
                 )
             self._overhead.add(max(0.0, observation.total_ms - parts), now_s)
-        if not observation.answered_by_hub or self._edge_only[index]:
-            if self._edge_only[index]:
+        if not answered or edge_only:
+            if edge_only:
                 self._refreshed_s[index] = now_s
             return
         self._refreshed_s[index] = now_s
