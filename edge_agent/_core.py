@@ -375,7 +375,8 @@ class AgentCore:
         planner = self._planner
         if planner is None or not request.planned:
             return None
-        self._note_segments(segment_ms[:-1], now_s)  # the last segment ends at the cut: the observation has it
+        if segment_ms:  # the last segment ends at the cut: the observation has it
+            self._note_segments(segment_ms[:-1], now_s)
         timings = result.timings
         if request.overloaded:
             planner.observe_refused(now_s)

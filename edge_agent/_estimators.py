@@ -89,11 +89,19 @@ class Recent:
         return sorted(value for at, value in self._samples if now_s - at <= self._max_age_s)
 
     def timed(self, now_s: float) -> Sequence[tuple[float, float]]:
-        """The samples young enough at ``now_s`` as ``(when, value)``, oldest first (not to be changed)."""
-        samples = self._samples
-        if self._max_age_s is None or not samples or now_s - samples[0][0] <= self._max_age_s:
+        """The samples young enough at ``now_s`` as ``(when, value)``, oldest first (not to be changed).
+
+        The samples must have come in time order: the young ones are then the
+        latest, counted from the end, so that old samples are never read
+        (a fleet's planners ask while their memory is cold).
+        """
+        samples, max_age_s = self._samples, self._max_age_s
+        if max_age_s is None or not samples or now_s - samples[0][0] <= max_age_s:
             return samples  # all young: no copy
-        return [sample for sample in samples if now_s - sample[0] <= self._max_age_s]
+        first = len(samples)
+        while first and now_s - samples[first - 1][0] <= max_age_s:
+            first -= 1
+        return list(itertools.islice(samples, first, None))
 
     @property
     def count(self) -> int:
@@ -347,11 +355,15 @@ class _Excesses:
         return ordered[int(len(ordered) * q)]
 
     def _first_young(self, now_s: float) -> int:
-        """The index of the first transfer young at ``now_s`` (the count of them all if none is)."""
+        """The index of the first transfer young at ``now_s`` (the count of them all if none is).
+
+        Counted from the latest, so that old transfers are never read (a
+        fleet's planners ask while their memory is cold).
+        """
         at, max_age_s = self._at, self._max_age_s
-        first = 0
-        while first < len(at) and now_s - at[first] > max_age_s:
-            first += 1
+        first = len(at)
+        while first and now_s - at[first - 1] <= max_age_s:
+            first -= 1
         return first
 
     def _drop_oldest(self) -> None:
