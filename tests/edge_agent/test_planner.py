@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from edge_agent._energy import RADIOS, EnergyModel, RadioName
-from edge_agent._estimators import LinkEstimator, Recent, RecentShare, merged_mean, merged_quantile
+from edge_agent._estimators import LinkEstimator, Recent, RecentShare, _Excesses, merged_mean, merged_quantile
 from edge_agent._hub_reports import HubReports
 from edge_agent._planner import Candidate, Observation, Planner
 from protocol import NodeStatus
@@ -883,6 +883,52 @@ def test_asking_for_the_tail_at_another_time_changes_nothing() -> None:
     assert tail > 0
     assert link.tail_ms_per_byte(now + 100.0) == 0.0  # all of it too old then
     assert link.tail_ms_per_byte(now) == tail  # and still there now
+
+
+def test_the_tails_young_transfers_are_the_ones_a_filter_of_them_all_keeps() -> None:
+    # The young transfers are counted from the latest (they come in time order): the same as filtering every one.
+    rng = random.Random(5)
+    excesses = _Excesses(8, 10.0)
+    kept: list[tuple[float, float, float]] = []
+    now = 0.0
+    for step in range(400):
+        now += rng.choice([0.1, 1.0, 3.0, 12.0])
+        if step % 37 == 36:
+            excesses.drop_latest(2)
+            kept = kept[:-2]
+        ms, bits = rng.uniform(-5.0, 50.0), rng.choice([8_000.0, 80_000.0])
+        excesses.add(now, ms, bits)
+        kept = [*[sample for sample in kept if now - sample[0] <= 10.0], (now, ms, bits)][-8:]
+        for later in (0.0, 4.0, 9.5, 30.0):
+            young = [(ms, bits) for at, ms, bits in kept if now + later - at <= 10.0]
+            if len(young) < len(kept):  # some aged out: summed afresh, exactly as a filter would
+                total_ms, total_bits = sum(ms for ms, _ in young), sum(bits for _, bits in young)
+                expected = max(0.0, total_ms / total_bits * 8) if total_bits > 0 else 0.0
+                assert excesses.per_byte(now + later) == expected
+            ordered = sorted(ms for ms, _ in young)
+            assert excesses.quantile(0.75, now + later, at_least=1) == (
+                ordered[int(len(ordered) * 0.75)] if ordered else 0.0
+            )
+
+
+def test_a_windows_young_samples_are_the_ones_a_filter_of_them_all_keeps() -> None:
+    rng = random.Random(6)
+    recent = Recent(8, max_age_s=10.0)
+    kept: list[tuple[float, float]] = []
+    now = 0.0
+    for _ in range(300):
+        now += rng.choice([0.0, 0.5, 4.0, 11.0])  # ties in time too
+        value = float(rng.randint(0, 9))
+        recent.add(value, now)
+        kept = [*kept, (now, value)][-8:]
+        for later in (0.0, 5.0, 9.9, 20.0):
+            assert list(recent.timed(now + later)) == [sample for sample in kept if now + later - sample[0] <= 10.0]
+
+
+def test_exploration_draws_as_a_generator_seeded_at_the_start_would() -> None:
+    planner = Planner([Candidate("input", 1000), Candidate("output", 10, edge_only=True)], seed=42)
+    seeded = random.Random(42)
+    assert [planner._draw() for _ in range(5)] == [seeded.random() for _ in range(5)]
 
 
 def test_a_link_estimator_needs_a_transfer_time_to_measure() -> None:
