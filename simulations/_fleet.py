@@ -9,16 +9,24 @@ when the hub refuses it or stays silent. This module only carries those
 commands out on simulated time, as the asyncio agent carries them out on
 sockets: no measuring or planning happens here.
 
-An agent runs on its own device (a ``simpy.Resource`` of one: the agent's
-ORT thread, which a cloud-only request, running nothing, does not wait for)
-and its own link (two :class:`simulations.Direction` models, the
-same ones the emulating proxy uses). Hub replicas
-(:mod:`simulations._hubs`) share the requests round-robin and report their
-queue wait every ``status_interval_s`` to every planner, as a hub's retained
-status does. Compute times come from a measured
+An agent runs on its own device (one ORT thread, first come first served,
+which a cloud-only request, running nothing, does not wait for) and its own
+link (two :class:`simulations.Direction` models, the same ones the emulating
+proxy uses). Hub replicas (:mod:`simulations._hubs`) share the requests
+round-robin and report their queue wait every ``status_interval_s`` to every
+planner, as a hub's retained status does. Compute times come from a measured
 :class:`~simulations.ModelProfile`: a device takes its profile's factor times
 this host's head time (times a multiple drawn from the profile's
 ``head_spread``, when it has one); a hub takes this host's tail time.
+
+SimPy processes are kept for what waits in between: an agent's arrivals
+(and its start pings), each chain of pings, each hub's status and each
+fault. A request waits on nothing but the clock between its steps, so it is
+a chain of timers (:class:`~simulations._fleet_request.Flight`), as a hub's
+workers are: a cloud-only request is five SimPy events with its arrival,
+where a process for it made eight (fleets make millions of requests). Where a link or a
+device's queue says when something happens, that is computed, not waited
+for event by event.
 
 A request the hubs lose (a replica down or hung, an outage, a broker
 restart) gets no answer: its agent falls back at its deadline, counted from
@@ -35,27 +43,25 @@ an agent changes no other agent's draws.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from typing import TYPE_CHECKING
 
 import simpy
 
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, HubReports, InferenceResult, SendPing, Timings
+from edge_agent import EDGE_ONLY, HubReports, InferenceResult, SendPing
 from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
 from simulations._fleet_faults import fault_process
-from simulations._hubs import Hub, Hubs, Refused, Served, Work
+from simulations._fleet_request import SMALL_MESSAGE_BYTES, Flight
+from simulations._hubs import Hub, Hubs, Tail
 from simulations._report import RequestRecord
 from simulations._scenario import check_policy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Mapping
 
-    from edge_agent import Request, Step
+    from edge_agent import Request, Timings
     from simulations._calibrate import CutCost, ModelProfile
     from simulations._scenario import Scenario
-
-_SMALL_MESSAGE_BYTES = 96
-"""A ping's message besides its padding, a pong, and an error reply."""
 
 
 class Fleet:
@@ -90,13 +96,17 @@ class Fleet:
         self.hubs = Hubs(self.env, scenario.hub)
         self._reports = {profile.model_sha256: HubReports() for profile in profiles.values()}  # heard once, shared
         speedup = scenario.hub.speedup
-        self._timed = {  # what a hub's run from each cut times: that cut's tail and every later one's
-            (profile.model_sha256, cut.id): {
-                later.id: later.tail_ms / speedup for later in profile.cuts[index:] if later.id != EDGE_ONLY
-            }
+        self.tails = {
+            (profile.model_sha256, cut.id): Tail(
+                profile.model_sha256,
+                cut.id,
+                cut.tail_ms / speedup,
+                {later.id: later.tail_ms / speedup for later in profile.cuts[index:] if later.id != EDGE_ONLY},
+            )
             for profile in profiles.values()
             for index, cut in enumerate(profile.cuts)
         }
+        """What a replica runs from each model's cut, by model sha256 and cut id."""
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
             chosen, profile = policy or group.policy, profiles[group.model]
@@ -150,104 +160,14 @@ class Fleet:
         yield from self._pings(agent, agent.core.start(env.now))  # the link known before the first request
         if group.arrival == "closed":
             while env.now < stop_s:
-                yield env.process(self._request(agent))
+                ended = env.event()
+                Flight(self, agent, ended=ended).start()
+                yield ended
                 yield env.timeout(group.think_s)
             return
         for at_s in arrivals(self.scenario.seed, agent.name, group.rate_hz, start_s=start_s, stop_s=stop_s):
             yield env.timeout(max(0.0, at_s - env.now))
-            env.process(self._request(agent))
-
-    def _request(self, agent: SimulatedAgent) -> Generator[simpy.Event, object, None]:
-        env = self.env
-        request = agent.core.request(env.now)
-        cut = agent.profile.cut(request.decision.cut_id)
-        head = _NO_HEAD
-        if cut.id != CLOUD_ONLY:  # cloud-only (raw) runs nothing: the agent sends it without waiting for its device
-            head_started, head_done = agent.run(cut.head_ms)
-            yield env.timeout(head_done - env.now)
-            head = _Head(edge_ms=(head_done - head_started) * 1000, queue_ms=(head_started - request.started_s) * 1000)
-        if cut.id == EDGE_ONLY:
-            timings = Timings(edge_ms=head.edge_ms, device_queue_ms=head.queue_ms, total_ms=self._total_ms(request))
-            self._finish(agent, request, cut, timings)
-        else:
-            yield from self._remote(agent, request, cut, head)
-
-    def _remote(
-        self, agent: SimulatedAgent, request: Request, cut: CutCost, head: _Head
-    ) -> Generator[simpy.Event, object, None]:
-        """Send the request and wait for its answer; at the deadline with none yet, fall back as the core says.
-
-        The deadline is a timer beside the exchange, not a race of two
-        processes: the exchange goes on after it (the hub still runs what it
-        was sent, and the reply still crosses the link) but no longer counts.
-        """
-        env = self.env
-        request.sent(env.now, can_fall_back=True)
-        deadline = env.timeout(request.deadline_s - env.now)
-
-        def give_up(_: simpy.Event) -> None:
-            env.process(self._fall_back(agent, request, cut, head, request.timed_out(env.now)))
-
-        deadline.callbacks.append(give_up)
-        answer = yield from self._exchange(agent, request, cut)
-        if deadline.processed:
-            return  # the agent fell back at the deadline
-        deadline.callbacks.clear()
-        if isinstance(answer, Refused):
-            step = request.refused(answer.code, answer.message, env.now)
-            yield from self._fall_back(agent, request, cut, head, step)
-            return
-        network_ms = (env.now - request.sent_s) * 1000 - answer.queue_ms - answer.compute_ms
-        timings = Timings(
-            edge_ms=head.edge_ms,
-            device_queue_ms=head.queue_ms,
-            network_ms=network_ms,
-            hub_queue_ms=answer.queue_ms,
-            hub_compute_ms=answer.compute_ms,
-            total_ms=self._total_ms(request),
-        )
-        self._finish(agent, request, cut, timings, hub_id=answer.hub, hub_batch=answer.batch)
-
-    def _fall_back(
-        self, agent: SimulatedAgent, request: Request, cut: CutCost, head: _Head, step: Step
-    ) -> Generator[simpy.Event, object, None]:
-        """Carry out the core's ``step`` after the hub's refusal or silence: the tail on the device."""
-        env = self.env
-        if not isinstance(step, FallBack):  # fleet hubs neither load models nor shut down
-            msg = f"fleet mode cannot carry out {step} for request at cut {cut.id!r}"
-            raise TypeError(msg)
-        tail_started, tail_done = agent.run(agent.profile.rest_ms(cut.id))
-        yield env.timeout(tail_done - env.now)
-        fallback_ms = (tail_done - tail_started) * 1000
-        timings = Timings(
-            edge_ms=head.edge_ms,
-            device_queue_ms=head.queue_ms,
-            fallback_ms=fallback_ms,
-            total_ms=self._total_ms(request),
-        )
-        self._finish(agent, request, cut, timings, fallback=step.reason)
-
-    def _exchange(
-        self, agent: SimulatedAgent, request: Request, cut: CutCost
-    ) -> Generator[simpy.Event, object, Served | Refused]:
-        """The request's way to a hub and the answer's way back; a request lost on the way never returns."""
-        yield agent.transfer(agent.up, cut.request_bytes)
-        hub = self.hubs.route()
-        work = Work(
-            tail=(agent.profile.model_sha256, cut.id),
-            tail_ms=cut.tail_ms / self.scenario.hub.speedup,
-            sent_s=request.sent_s,
-            deadline_s=agent.group.deadline_s,
-            timed=self._timed[agent.profile.model_sha256, cut.id],
-        )
-        answer = None if hub is None else (yield from hub.serve(work))
-        if isinstance(answer, Served):
-            yield agent.transfer(agent.down, agent.profile.reply_bytes)
-            return answer
-        if isinstance(answer, Refused):
-            yield agent.transfer(agent.down, _SMALL_MESSAGE_BYTES)
-            return answer
-        return (yield from _lost(self.env))
+            Flight(self, agent).start()
 
     def _pings(self, agent: SimulatedAgent, ping: SendPing | None) -> Generator[simpy.Event, object, None]:
         """Send the core's ping, then each next one it asks for, reporting every answer or loss.
@@ -266,7 +186,7 @@ class Fleet:
         while ping is not None:
             sent_s = env.now
             lost_s = sent_s + ping.timeout_s
-            at_hub_s = agent.arrival(agent.up, ping.nbytes + _SMALL_MESSAGE_BYTES)
+            at_hub_s = agent.arrival(agent.up, ping.nbytes + SMALL_MESSAGE_BYTES)
             answered_s = math.inf
             if at_hub_s < lost_s:
                 yield env.timeout(at_hub_s - env.now)
@@ -283,13 +203,9 @@ class Fleet:
         """A hub answers a ping that reached it now: when the answer reaches the agent (never with no hub up)."""
         if self.hubs.route() is None:
             return math.inf
-        return agent.arrival(agent.down, _SMALL_MESSAGE_BYTES)
+        return agent.arrival(agent.down, SMALL_MESSAGE_BYTES)
 
-    def _total_ms(self, request: Request) -> float:
-        """The request's time from its start until now."""
-        return (self.env.now - request.started_s) * 1000
-
-    def _finish(
+    def finish(
         self,
         agent: SimulatedAgent,
         request: Request,
@@ -343,21 +259,3 @@ class Fleet:
                 for model_sha256, reports in self._reports.items():
                     reports.hear(status, model_sha256, self.env.now)
             yield self.env.timeout(self.scenario.hub.status_interval_s)
-
-
-class _Head(NamedTuple):
-    """A request's head on its device: how long it ran, and how long it waited for the device first (ms)."""
-
-    edge_ms: float
-    queue_ms: float
-
-
-_NO_HEAD = _Head(0.0, 0.0)
-"""Cloud-only (raw): nothing runs on the device."""
-
-
-def _lost(env: simpy.Environment) -> Generator[simpy.Event, object, NoReturn]:
-    """A message lost on the way: nothing ever comes back (whoever waits for it gives up on their own)."""
-    yield env.event()  # triggered by nobody
-    msg = "an event nobody triggers was triggered"
-    raise AssertionError(msg)

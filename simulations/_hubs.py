@@ -25,15 +25,26 @@ holds a model as one chain of segments through every candidate cut
 Requests wait for the load until 250 ms before their deadline, then are
 answered ``loading``; the load goes on, and a restarted replica has loaded
 nothing.
+
+A replica answers by calling the request's :attr:`Work.answer` (a lost
+request is never answered) from the timers and callbacks it runs on, not
+from a process per request: fleets send millions of requests, and each
+process would cost SimPy three events more (its start, its wake-up when
+its run is over, its end). A request past its deadline when a worker takes
+it up, and every reply held by a hang, is answered through a zero-delay
+event instead, after whatever else happens at that instant: the order of
+events at one instant then stays what it was when each request was a
+process waiting for its run.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from protocol import ErrorCode, NodeStatus
 
@@ -72,37 +83,54 @@ class Refused:
     code: str = ErrorCode.OVERLOADED
 
 
-@dataclasses.dataclass(slots=True)
+Answer = Served | Refused
+"""What a replica answers a request."""
+
+
+class Tail(NamedTuple):
+    """What a replica runs for a request at one cut of a model (the same for every such request).
+
+    Attributes:
+        model_sha256: The model.
+        cut: The cut the request was made at.
+        ms: What the tail takes on the replica.
+        timed: What its run tells the replica's status, by cut: the tail
+            time from its own cut and from every later one (a run through a
+            hub's chain of segments times each).
+    """
+
+    model_sha256: str
+    cut: str
+    ms: float
+    timed: Mapping[str, float]
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
 class Work:
     """A request as a replica sees it.
 
     Attributes:
-        tail: Which tail it runs (the model's sha256 and the cut).
-        tail_ms: What the tail takes on this replica.
+        tail: What it runs.
         sent_s: When the agent sent it: its age, by the agent's clock (a
             hub judges staleness by it).
         deadline_s: How long the agent waits for it (its ``deadline_ms``).
-        timed: What its run tells the replica's status, by cut: the tail
-            time from its own cut and from every later one (``tail``'s first
-            item is the model's sha256).
+        answer: Called once with the replica's answer, when it leaves the
+            replica; never for a request lost there.
     """
 
-    tail: tuple[str, str]
-    tail_ms: float
+    tail: Tail
     sent_s: float
     deadline_s: float
-    timed: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    answer: Callable[[Answer], None]
 
 
 @dataclasses.dataclass(slots=True)
 class _Queued:
-    """A request waiting for a worker: once ``done``, its run's start (``None``: not run), size and compute."""
+    """A request waiting for a worker: when it reached the replica and when its tail was ready (loaded)."""
 
     work: Work
-    done: simpy.Event
-    started: float | None = None
-    batch: int = 0
-    compute_ms: float = 0.0
+    arrived: float
+    ready: float
 
 
 class Hub:
@@ -145,39 +173,31 @@ class Hub:
         self.waits: collections.deque[tuple[float, float]] = collections.deque()  # (when, ms)
         self._timed: dict[str, dict[str, collections.deque[float]]] = {}  # by model sha256 and cut
 
-    def serve(self, work: Work) -> Generator[simpy.Event, object, Served | Refused | None]:
-        """Run ``work``'s tail (loading it first if need be); ``None`` when lost.
+    def serve(self, work: Work) -> None:
+        """Take ``work`` in: run its tail (loading it first if need be) and answer it; a lost request never is.
 
         :class:`Refused` when the queue is full, when the tail's load
         outlasts the request's deadline less 250 ms (``loading``), or when a
         worker takes the request up past its deadline (``deadline_exceeded``,
         nothing run: nobody waits for it any more). A reply's queue time
         counts the wait for a load, as a hub's does; the wait its status
-        reports does not.
+        reports does not. A replica that is down, or that stops before it
+        answers, loses the request.
         """
         if not self.up:
-            return None
+            return
         held = len(self._waiting) + self._running  # a real hub counts those it runs too
         if held >= self.max_queue:
-            return Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})")
-        generation, arrived = self.generation, self.env.now
-        model_sha256, _ = work.tail
-        loaded = yield from self._ready(model_sha256, max(work.deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S))
-        ready = self.env.now
-        queued = None
-        if loaded and generation == self.generation:
-            queued = _Queued(work, self.env.event())
-            self._waiting.append(queued)
-            self._dispatch()
-            yield queued.done
-        if generation != self.generation:
-            return None  # the replica stopped meanwhile
-        if queued is None:
-            return Refused(f"its tail is loading on hub {self.name}; send a new request soon", ErrorCode.LOADING)
-        if queued.started is None:
-            return Refused(f"past its {work.deadline_s:g} s deadline on hub {self.name}", ErrorCode.DEADLINE_EXCEEDED)
-        self.waits.append((self.env.now, (queued.started - ready) * 1000))
-        return Served(self.name, (queued.started - arrived) * 1000, queued.compute_ms, queued.batch)
+            work.answer(Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})"))
+            return
+        if self.load_s is None or work.tail.model_sha256 in self._loaded:
+            self._queue(_Queued(work, self.env.now, self.env.now))
+        else:
+            self._await_load(work, work.tail.model_sha256)
+
+    def _queue(self, queued: _Queued) -> None:
+        self._waiting.append(queued)
+        self._dispatch()
 
     def _dispatch(self) -> None:
         """Give every idle worker the request that waited longest, with those that join it in a batch."""
@@ -190,7 +210,7 @@ class Hub:
             self._running += len(members)
             self._start(members, self.generation)
 
-    def _joining(self, tail: tuple[str, str]) -> list[_Queued]:
+    def _joining(self, tail: Tail) -> list[_Queued]:
         """Waiting requests for ``tail`` within their deadline, in turn, up to a batch: taken out of the queue."""
         now = self.env.now
         chosen: list[_Queued] = []
@@ -208,44 +228,79 @@ class Hub:
     def _start(self, members: list[_Queued], generation: int) -> None:
         """Run ``members`` once the replica is not hung; those past their deadline by then are refused, not run."""
         if generation != self.generation:
-            return  # stopped: stop() has answered them
+            return  # stopped: what it held is lost
         now = self.env.now
         if now < self.stalled_until:
             self._after(self.stalled_until - now, lambda: self._start(members, generation))
             return
         live = []
         for queued in members:
-            if now - queued.work.sent_s > queued.work.deadline_s:
+            work = queued.work
+            if now - work.sent_s > work.deadline_s:
                 self._running -= 1
-                queued.done.succeed()  # started None: deadline_exceeded
+                refused = Refused(
+                    f"past its {work.deadline_s:g} s deadline on hub {self.name}", ErrorCode.DEADLINE_EXCEEDED
+                )
+                self._soon(functools.partial(work.answer, refused), generation)
             else:
                 live.append(queued)
         if not live:
             self._free()
             return
-        compute_ms = sum(queued.work.tail_ms for queued in live)
-        for queued in live:
-            queued.started, queued.batch, queued.compute_ms = now, len(live), compute_ms
-        self._after(compute_ms / 1000, lambda: self._finish(live, generation))
+        compute_ms = sum(queued.work.tail.ms for queued in live)
+        self._after(compute_ms / 1000, lambda: self._finish(live, now, compute_ms, generation))
 
-    def _finish(self, live: list[_Queued], generation: int) -> None:
-        """The run is over: its replies go out (once a hang that began during it ends), and its worker is free."""
+    def _finish(
+        self, live: list[_Queued], started: float, compute_ms: float, generation: int, *, held: bool = False
+    ) -> None:
+        """The run is over: its replies go out (once a hang that began during it ends), and its worker is free.
+
+        ``held``: a hang held the replies until now; they then leave after
+        whatever else happens at this instant (:meth:`_soon`).
+        """
         if generation != self.generation:
             return
         now = self.env.now
         if now < self.stalled_until:  # a hang that began during the run holds its reply
-            self._after(self.stalled_until - now, lambda: self._finish(live, generation))
+            self._after(
+                self.stalled_until - now, lambda: self._finish(live, started, compute_ms, generation, held=True)
+            )
             return
         self._running -= len(live)
         for queued in live:
             self._note(queued.work, len(live))
-            queued.done.succeed()
+        for queued in live:
+            served = Served(self.name, (started - queued.arrived) * 1000, compute_ms, len(live))
+            wait_ms = (started - queued.ready) * 1000
+            if held:
+                self._soon(functools.partial(self._served, queued.work, served, wait_ms), generation)
+            else:
+                self._served(queued.work, served, wait_ms)
         self._free()
+
+    def _served(self, work: Work, served: Served, wait_ms: float) -> None:
+        """Answer ``work`` now, counting its wait for a worker (``wait_ms``) in the waits the status reports."""
+        self.waits.append((self.env.now, wait_ms))
+        work.answer(served)
+
+    def _soon(self, then: Callable[[], None], generation: int) -> None:
+        """Call ``then`` once everything else due at this instant has happened, unless the replica stops first.
+
+        As when each request was a process woken by its run's end (one
+        zero-delay event): a status or a fault due at the same instant comes
+        first.
+        """
+
+        def unless_stopped() -> None:
+            if generation == self.generation:
+                then()
+
+        self._after(0.0, unless_stopped)
 
     def _note(self, work: Work, batch: int) -> None:
         """What ``work``'s run timed, for the status (a batch's run times the whole batch, as a hub's reply says)."""
-        cuts = self._timed.setdefault(work.tail[0], {})
-        for cut_id, ms in work.timed.items():
+        cuts = self._timed.setdefault(work.tail.model_sha256, {})
+        for cut_id, ms in work.tail.timed.items():
             samples = cuts.get(cut_id)
             if samples is None:  # not setdefault: that would make a deque every time, to throw it away
                 samples = cuts[cut_id] = collections.deque(maxlen=_TAIL_WINDOW)
@@ -264,21 +319,33 @@ class Hub:
         self.up, self.generation = False, self.generation + 1
         self._loaded.clear()
         self._loads.clear()
-        waiting, self._waiting = self._waiting, collections.deque()
-        for queued in waiting:
-            queued.done.succeed()  # lost: serve() sees the generation change
+        self._waiting = collections.deque()  # lost: never answered
         self._idle, self._running = self.workers, 0  # runs under way end unanswered (their generation is gone)
         self._timed.clear()  # a new process: it has run nothing
 
-    def _ready(self, model_sha256: str, wait_s: float) -> Generator[simpy.Event, object, bool]:
-        """Whether the model is loaded, waiting at most ``wait_s`` for its load (started now if none is under way)."""
-        if self.load_s is None or model_sha256 in self._loaded:
-            return True
+    def _await_load(self, work: Work, model_sha256: str) -> None:
+        """Queue ``work`` once its model is loaded, waiting for the load (started now if none is under way).
+
+        It waits at most until 250 ms before its deadline, then is answered
+        ``loading``; a replica that stops meanwhile loses it.
+        """
+        env, generation, arrived = self.env, self.generation, self.env.now
         load = self._loads.get(model_sha256)
         if load is None:
-            load = self._loads[model_sha256] = self.env.process(self._load(model_sha256, self.generation))
-        yield load | self.env.timeout(wait_s)
-        return model_sha256 in self._loaded
+            load = self._loads[model_sha256] = env.process(self._load(model_sha256, generation))
+
+        def loaded_or_not(_: simpy.Event) -> None:
+            if generation != self.generation:
+                return  # the replica stopped meanwhile
+            if model_sha256 in self._loaded:
+                self._queue(_Queued(work, arrived, env.now))
+            else:
+                work.answer(
+                    Refused(f"its tail is loading on hub {self.name}; send a new request soon", ErrorCode.LOADING)
+                )
+
+        wait_s = max(work.deadline_s - _LOADING_MARGIN_S, _LOADING_MIN_WAIT_S)
+        (load | env.timeout(wait_s)).callbacks.append(loaded_or_not)
 
     def _load(self, model_sha256: str, generation: int) -> Generator[simpy.Event, object, None]:
         assert self.load_s is not None  # noqa: S101 - only started without preloading

@@ -1,0 +1,183 @@
+"""Fleet mode's requests: one request's life, from the core's decision to its record, as timers on simulated time.
+
+A :class:`Flight` carries out what an agent's :class:`edge_agent.Request`
+says, as :class:`~simulations._fleet.Fleet` carries out the rest of the
+core's commands: the head on the device, the request over the up link to a
+hub replica, the answer back over the down link, the deadline, and the
+fallback when the hub refuses or stays silent. Nothing in between waits on
+anything but the clock, so a request is a chain of timers and callbacks,
+not a SimPy process: a process costs three events more (its start, its end,
+and a wake-up per event it waits for), and fleets make millions of
+requests. Besides its agent's timer for its arrival, a cloud-only request
+is then four events (its deadline, its arrival at the hub, the end of the
+hub's run, the answer's arrival), an edge-only one a single event (its
+head's end).
+
+The deadline is a timer beside the exchange, not a race: the exchange goes
+on after it (the hub still runs what it was sent, and the reply still
+crosses the link) but no longer counts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple, cast
+
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, Timings
+from simulations._hubs import Refused, Served, Work
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import simpy
+
+    from edge_agent import Step
+    from simulations._fleet import Fleet
+    from simulations._fleet_agent import SimulatedAgent
+    from simulations._hubs import Answer
+
+SMALL_MESSAGE_BYTES = 96
+"""A ping's message besides its padding, a pong, and an error reply."""
+
+
+class Flight:
+    """One request of ``agent``, decided by its core now; :meth:`start` sets it going.
+
+    Args:
+        fleet: The fleet it runs in: its clock, its hubs, and where it is recorded.
+        agent: The agent that makes it.
+        ended: Succeeded when the request is over for its agent, for a
+            closed loop's next request: once it finished, or, after a
+            fallback at its deadline, once its exchange is over too (never,
+            for a request lost on the way).
+    """
+
+    __slots__ = ("agent", "cut", "deadline", "ended", "env", "fleet", "head", "late", "request")
+
+    def __init__(self, fleet: Fleet, agent: SimulatedAgent, *, ended: simpy.Event | None = None) -> None:
+        self.fleet = fleet
+        self.env = fleet.env
+        self.agent = agent
+        self.request = agent.core.request(self.env.now)
+        self.cut = agent.profile.cut(self.request.decision.cut_id)
+        self.head = _NO_HEAD
+        self.deadline: simpy.Timeout | None = None
+        self.late = False
+        """The deadline passed without an answer: the device ran the tail."""
+        self.ended = ended
+
+    def start(self) -> None:
+        """Run the head on the device, then send; cloud-only (raw) runs nothing, and is sent at once."""
+        if self.cut.id == CLOUD_ONLY:  # the agent sends it without waiting for its device
+            self._send()
+            return
+        head_started, head_done = self.agent.run(self.cut.head_ms)
+        self.head = _Head(
+            edge_ms=(head_done - head_started) * 1000, queue_ms=(head_started - self.request.started_s) * 1000
+        )
+        self._at(head_done, self._headed)
+
+    def _headed(self, _: simpy.Event) -> None:
+        if self.cut.id == EDGE_ONLY:
+            head = self.head
+            self._finish(Timings(edge_ms=head.edge_ms, device_queue_ms=head.queue_ms, total_ms=self._total_ms()))
+        else:
+            self._send()
+
+    def _send(self) -> None:
+        """The request leaves for the hubs, and its deadline starts."""
+        self.request.sent(self.env.now, can_fall_back=True)
+        self.deadline = self._at(self.request.deadline_s, self._deadline_passed)
+        self._at(self.agent.arrival(self.agent.up, self.cut.request_bytes), self._at_hub)
+
+    def _at_hub(self, _: simpy.Event) -> None:
+        """The request reaches the broker: the replica whose turn it is takes it (none up: it is lost)."""
+        hub = self.fleet.hubs.route()
+        if hub is not None:
+            tail = self.fleet.tails[self.agent.profile.model_sha256, self.cut.id]
+            hub.serve(
+                Work(tail=tail, sent_s=self.request.sent_s, deadline_s=self.agent.group.deadline_s, answer=self._answer)
+            )
+
+    def _answer(self, answer: Answer) -> None:
+        """The replica's answer leaves it, for the agent's down link."""
+        nbytes = self.agent.profile.reply_bytes if isinstance(answer, Served) else SMALL_MESSAGE_BYTES
+        self._at(self.agent.arrival(self.agent.down, nbytes), self._answered, answer)
+
+    def _answered(self, timer: simpy.Event) -> None:
+        """The answer reaches the agent: finish with it, or fall back if the hub refused (unless already late)."""
+        if self.late:
+            self._end()  # the device answered at the deadline; the exchange is over now
+            return
+        answer = cast("Answer", timer.value)
+        assert self.deadline is not None  # noqa: S101 - set when sent
+        self.deadline.callbacks.clear()
+        if isinstance(answer, Refused):
+            self._fall_back(self.request.refused(answer.code, answer.message, self.env.now))
+            return
+        head, request = self.head, self.request
+        network_ms = (self.env.now - request.sent_s) * 1000 - answer.queue_ms - answer.compute_ms
+        timings = Timings(
+            edge_ms=head.edge_ms,
+            device_queue_ms=head.queue_ms,
+            network_ms=network_ms,
+            hub_queue_ms=answer.queue_ms,
+            hub_compute_ms=answer.compute_ms,
+            total_ms=self._total_ms(),
+        )
+        self._finish(timings, hub_id=answer.hub, hub_batch=answer.batch)
+
+    def _deadline_passed(self, _: simpy.Event) -> None:
+        self.late = True
+        self._fall_back(self.request.timed_out(self.env.now))
+
+    def _fall_back(self, step: Step) -> None:
+        """Carry out the core's ``step`` after the hub's refusal or silence: the tail on the device."""
+        if not isinstance(step, FallBack):  # fleet hubs neither load models nor shut down
+            msg = f"fleet mode cannot carry out {step} for request at cut {self.cut.id!r}"
+            raise TypeError(msg)
+        tail_started, tail_done = self.agent.run(self.agent.profile.rest_ms(self.cut.id))
+
+        def done(_: simpy.Event) -> None:
+            timings = Timings(
+                edge_ms=self.head.edge_ms,
+                device_queue_ms=self.head.queue_ms,
+                fallback_ms=(tail_done - tail_started) * 1000,
+                total_ms=self._total_ms(),
+            )
+            self._finish(timings, fallback=step.reason)
+
+        self._at(tail_done, done)
+
+    def _finish(
+        self, timings: Timings, *, hub_id: str | None = None, hub_batch: int | None = None, fallback: str | None = None
+    ) -> None:
+        self.fleet.finish(
+            self.agent, self.request, self.cut, timings, hub_id=hub_id, hub_batch=hub_batch, fallback=fallback
+        )
+        if not self.late:
+            self._end()  # else its exchange is still out: it ends when that is over
+
+    def _end(self) -> None:
+        if self.ended is not None:
+            self.ended.succeed()
+
+    def _total_ms(self) -> float:
+        """The request's time from its start until now."""
+        return (self.env.now - self.request.started_s) * 1000
+
+    def _at(self, t_s: float, then: Callable[[simpy.Event], None], value: object = None) -> simpy.Timeout:
+        """Call ``then`` at ``t_s`` with a timer whose ``value`` is ``value`` (SimPy is told the delay from now)."""
+        timer = self.env.timeout(t_s - self.env.now, value)
+        timer.callbacks.append(then)
+        return timer
+
+
+class _Head(NamedTuple):
+    """A request's head on its device: how long it ran, and how long it waited for the device first (ms)."""
+
+    edge_ms: float
+    queue_ms: float
+
+
+_NO_HEAD = _Head(0.0, 0.0)
+"""Cloud-only (raw): nothing runs on the device."""
