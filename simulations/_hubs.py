@@ -170,7 +170,11 @@ class Hub:
         self.up = True
         self.generation = 0  # bumped when the replica stops: what it held is lost
         self.stalled_until = 0.0  # hung (SIGSTOP) until then: holds what it has, runs nothing
-        self.waits: collections.deque[tuple[float, float]] = collections.deque()  # (when, ms)
+        # The waits of the last 10 s, as two deques (when, and the wait in ms), so that a status averages
+        # the second in C (statistics.fmean on a deque is math.fsum over it): a generator over (when, ms)
+        # pairs took 4 times as long, 5% of a cloud-only fleet run at 1,000 agents.
+        self._wait_times: collections.deque[float] = collections.deque()
+        self._waits_ms: collections.deque[float] = collections.deque()
         self._timed: dict[str, dict[str, collections.deque[float]]] = {}  # by model sha256 and cut
 
     def serve(self, work: Work) -> None:
@@ -280,7 +284,8 @@ class Hub:
 
     def _served(self, work: Work, served: Served, wait_ms: float) -> None:
         """Answer ``work`` now, counting its wait for a worker (``wait_ms``) in the waits the status reports."""
-        self.waits.append((self.env.now, wait_ms))
+        self._wait_times.append(self.env.now)
+        self._waits_ms.append(wait_ms)
         work.answer(served)
 
     def _soon(self, then: Callable[[], None], generation: int) -> None:
@@ -366,9 +371,11 @@ class Hub:
 
     def _wait_ms(self) -> float:
         """The mean wait of the last 10 s (0 when idle), as a hub's status reports it."""
-        while self.waits and self.env.now - self.waits[0][0] > _WAIT_WINDOW_S:
-            self.waits.popleft()
-        return statistics.fmean(ms for _, ms in self.waits) if self.waits else 0.0
+        times, waits = self._wait_times, self._waits_ms
+        while times and self.env.now - times[0] > _WAIT_WINDOW_S:
+            times.popleft()
+            waits.popleft()
+        return statistics.fmean(waits) if waits else 0.0
 
 
 class Hubs:
