@@ -51,7 +51,7 @@ from edge_agent import EDGE_ONLY, HubReports, InferenceResult, SendPing
 from simulations._arrivals import arrivals
 from simulations._fleet_agent import SimulatedAgent
 from simulations._fleet_faults import fault_process
-from simulations._fleet_request import SMALL_MESSAGE_BYTES, Flight
+from simulations._fleet_request import SMALL_MESSAGE_BYTES, Deadlines, Flight
 from simulations._hubs import Hub, Hubs, Tail
 from simulations._report import RequestRecord
 from simulations._scenario import check_policy
@@ -107,6 +107,8 @@ class Fleet:
             for index, cut in enumerate(profile.cuts)
         }
         """What a replica runs from each model's cut, by model sha256 and cut id."""
+        self.deadlines = {group.deadline_s: Deadlines(self.env) for group in scenario.groups}
+        """The deadlines of the requests out, by deadline length."""
         self.agents: list[SimulatedAgent] = []
         for group in scenario.groups:
             chosen, profile = policy or group.policy, profiles[group.model]

@@ -13,13 +13,19 @@ is then four events (its deadline, its arrival at the hub, the end of the
 hub's run, the answer's arrival), an edge-only one a single event (its
 head's end).
 
-The deadline is a timer beside the exchange, not a race: the exchange goes
-on after it (the hub still runs what it was sent, and the reply still
-crosses the link) but no longer counts.
+The deadline is beside the exchange, not a race: the exchange goes on after
+it (the hub still runs what it was sent, and the reply still crosses the
+link) but no longer counts. Nor is it a timer per request: almost every
+request is answered long before its deadline, and a timer that fires for
+nothing costs as much as one that matters. Requests sent later with the
+same deadline length are due later, so :class:`Deadlines` keeps them in
+the order they were sent, behind one timer for the earliest unanswered one.
 """
 
 from __future__ import annotations
 
+import collections
+import math
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, FallBack, Timings
@@ -51,7 +57,7 @@ class Flight:
             for a request lost on the way).
     """
 
-    __slots__ = ("agent", "cut", "deadline", "ended", "env", "fleet", "head", "late", "request")
+    __slots__ = ("agent", "answered", "cut", "due_s", "ended", "env", "fleet", "head", "late", "request")
 
     def __init__(self, fleet: Fleet, agent: SimulatedAgent, *, ended: simpy.Event | None = None) -> None:
         self.fleet = fleet
@@ -60,7 +66,10 @@ class Flight:
         self.request = agent.core.request(self.env.now)
         self.cut = agent.profile.cut(self.request.decision.cut_id)
         self.head = _NO_HEAD
-        self.deadline: simpy.Timeout | None = None
+        self.due_s = math.inf
+        """When its deadline passes, once sent."""
+        self.answered = False
+        """An answer came before the deadline: the deadline no longer counts."""
         self.late = False
         """The deadline passed without an answer: the device ran the tail."""
         self.ended = ended
@@ -85,8 +94,10 @@ class Flight:
 
     def _send(self) -> None:
         """The request leaves for the hubs, and its deadline starts."""
-        self.request.sent(self.env.now, can_fall_back=True)
-        self.deadline = self._at(self.request.deadline_s, self._deadline_passed)
+        now = self.env.now
+        self.request.sent(now, can_fall_back=True)
+        self.due_s = now + (self.request.deadline_s - now)  # where a timer for the deadline falls (its rounding)
+        self.fleet.deadlines[self.agent.group.deadline_s].add(self)
         self._at(self.agent.arrival(self.agent.up, self.cut.request_bytes), self._at_hub)
 
     def _at_hub(self, _: simpy.Event) -> None:
@@ -109,8 +120,7 @@ class Flight:
             self._end()  # the device answered at the deadline; the exchange is over now
             return
         answer = cast("Answer", timer.value)
-        assert self.deadline is not None  # noqa: S101 - set when sent
-        self.deadline.callbacks.clear()
+        self.answered = True
         if isinstance(answer, Refused):
             self._fall_back(self.request.refused(answer.code, answer.message, self.env.now))
             return
@@ -126,7 +136,8 @@ class Flight:
         )
         self._finish(timings, hub_id=answer.hub, hub_batch=answer.batch)
 
-    def _deadline_passed(self, _: simpy.Event) -> None:
+    def deadline_passed(self) -> None:
+        """No answer by the deadline: fall back as the core says."""
         self.late = True
         self._fall_back(self.request.timed_out(self.env.now))
 
@@ -181,3 +192,48 @@ class _Head(NamedTuple):
 
 _NO_HEAD = _Head(0.0, 0.0)
 """Cloud-only (raw): nothing runs on the device."""
+
+
+class Deadlines:
+    """The deadlines of the requests sent with one deadline length: one timer at a time, not one per request.
+
+    Requests are added as they are sent, so in the order of their
+    deadlines. One timer stands for the earliest unanswered request, and
+    fires at its deadline to the float, as a timer of its own would have;
+    answered requests leave the queue as they reach its head. Requests due
+    at the same instant pass their deadlines in the order they were sent.
+
+    Args:
+        env: The simulation.
+    """
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._queue: collections.deque[Flight] = collections.deque()
+        self._armed = False  # a timer is set for the head's deadline
+
+    def add(self, flight: Flight) -> None:
+        """Watch the deadline of ``flight``, sent now (its ``due_s``)."""
+        self._queue.append(flight)
+        if not self._armed:  # the timer the request would have had: the same delay from the same time
+            self._arm(flight.request.deadline_s - self.env.now)
+
+    def _arm(self, delay_s: float) -> None:
+        self._armed = True
+        self.env.timeout(delay_s).callbacks.append(self._due)
+
+    def _due(self, _: simpy.Event) -> None:
+        """The head's deadline: every unanswered request due now passes its deadline, in turn."""
+        self._armed = False
+        queue, now = self._queue, self.env.now
+        while queue:
+            flight = queue[0]
+            if flight.due_s > now and not flight.answered:
+                # Lands on due_s exactly: now is a deadline, so at least one deadline length, and the head
+                # was sent by now, so due at most one deadline length later: due_s <= 2 * now, and then
+                # the subtraction is exact (Sterbenz), so SimPy's now + delay is due_s again.
+                self._arm(flight.due_s - now)
+                return
+            queue.popleft()
+            if not flight.answered:
+                flight.deadline_passed()
