@@ -47,7 +47,11 @@ class RateCurve:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Piece:
-    """The rate going linearly from ``start_rate`` at ``start_s`` to ``end_rate`` at ``end_s``."""
+    """The rate going linearly from ``start_rate`` at ``start_s`` to ``end_rate`` at ``end_s``.
+
+    The last piece never ends (``end_s`` infinite) and holds its rate:
+    :func:`_constant` takes it over.
+    """
 
     start_s: float
     end_s: float
@@ -55,22 +59,15 @@ class _Piece:
     end_rate: float
 
     def rate_at(self, t_s: float) -> float:
-        if math.isinf(self.end_s):
-            return self.start_rate
         return self.start_rate + (self.end_rate - self.start_rate) * (t_s - self.start_s) / (self.end_s - self.start_s)
 
     def requests_from(self, t_s: float) -> float:
         """The expected requests from ``t_s`` to this piece's end (the rate's integral)."""
-        rate = self.rate_at(t_s)
-        if math.isinf(self.end_s):
-            return math.inf if rate > 0 else 0.0
-        return (rate + self.end_rate) / 2 * (self.end_s - t_s)
+        return (self.rate_at(t_s) + self.end_rate) / 2 * (self.end_s - t_s)
 
     def time_for(self, t_s: float, requests: float) -> float:
         """How long after ``t_s`` the expected requests reach ``requests`` (no more than :meth:`requests_from`)."""
         rate = self.rate_at(t_s)
-        if math.isinf(self.end_s):
-            return requests / rate
         slope = (self.end_rate - self.start_rate) / (self.end_s - self.start_s)
         # rate * d + slope / 2 * d**2 = requests, in the form that loses nothing when slope is about 0
         return 2 * requests / (rate + math.sqrt(max(0.0, rate * rate + 2 * slope * requests)))
@@ -103,14 +100,32 @@ def arrivals(seed: int, agent: str, curve: RateCurve, *, start_s: float, stop_s:
     piece = next(pieces)  # the last piece never ends
     t_s, due = start_s, draws.expovariate(1.0)  # requests expected before the next one comes
     while t_s < stop_s:
+        if math.isinf(piece.end_s):
+            yield from _constant(piece.start_rate, t_s, due, draws, stop_s)
+            return
         left = piece.requests_from(t_s)
         if left > 0 and due <= left:
             t_s += piece.time_for(t_s, due)
             if t_s < stop_s:
                 yield t_s
             due = draws.expovariate(1.0)
-        elif math.isinf(piece.end_s):
-            return  # the rate is zero from here on
         else:
             due -= left
             t_s, piece = piece.end_s, next(pieces)
+
+
+def _constant(rate_hz: float, t_s: float, due: float, draws: random.Random, stop_s: float) -> Iterator[float]:
+    """The times from ``t_s`` on at a rate that stays ``rate_hz`` (the last piece): each gap is ``due / rate``.
+
+    What the general loop does there, without asking the piece twice a
+    request (the rate of most scenarios is one number: this is all their
+    arrivals).
+    """
+    if rate_hz <= 0:
+        return  # the rate is zero from here on
+    while True:
+        t_s += due / rate_hz
+        if t_s >= stop_s:
+            return
+        yield t_s
+        due = draws.expovariate(1.0)

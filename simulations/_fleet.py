@@ -57,7 +57,7 @@ from simulations._report import RequestRecord
 from simulations._scenario import check_policy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Mapping
+    from collections.abc import Callable, Generator, Iterator, Mapping
 
     from edge_agent import Request, Timings
     from simulations._calibrate import CutCost, ModelProfile
@@ -167,9 +167,24 @@ class Fleet:
                 yield ended
                 yield env.timeout(group.think_s)
             return
-        for at_s in arrivals(self.scenario.seed, agent.name, group.rate_hz, start_s=start_s, stop_s=stop_s):
-            yield env.timeout(max(0.0, at_s - env.now))
-            Flight(self, agent).start()
+        self._arrive_next(
+            agent, arrivals(self.scenario.seed, agent.name, group.rate_hz, start_s=start_s, stop_s=stop_s)
+        )
+
+    def _arrive_next(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
+        """Make the agent's next request at its time (now, if it is past): a timer, not a process woken.
+
+        An agent makes a request at each arrival and waits for nothing in
+        between, so its arrivals are a chain of timers, each setting the
+        next: resuming a process for each cost as much again.
+        """
+        at_s = next(times, None)
+        if at_s is not None:
+            self.env.timeout(max(0.0, at_s - self.env.now)).callbacks.append(lambda _: self._arrive(agent, times))
+
+    def _arrive(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
+        Flight(self, agent).start()
+        self._arrive_next(agent, times)
 
     def _pings(self, agent: SimulatedAgent, ping: SendPing | None) -> Generator[simpy.Event, object, None]:
         """Send the core's ping, then each next one it asks for, reporting every answer or loss.
@@ -219,7 +234,7 @@ class Fleet:
         fallback: str | None = None,
     ) -> None:
         """Record the request as the runtime's result would say it (what it sent, who answered); tell the core."""
-        if self.ended:
+        if self.finished == self.scenario.requests:
             return  # past the scenario's request count: the run is over
         sent = 0 if cut.id == EDGE_ONLY else cut.request_bytes
         result = InferenceResult(
