@@ -149,9 +149,14 @@ class Direction:
 
     def departure(self, now_s: float, nbytes: int) -> float:
         """When a chunk of ``nbytes`` that enters at ``now_s`` comes out at the far end."""
+        spec = self.spec
         sent_s = self._serialised(max(now_s, self._free_at_s), nbytes)
         self._free_at_s = sent_s
-        out_s = sent_s + self.spec.delay_s + self._jitter() + self._loss_penalty(nbytes)
+        out_s = sent_s + spec.delay_s
+        if spec.jitter_s or spec.jitter_samples_s:  # else no draw: adding 0.0 would change nothing
+            out_s += self._jitter()
+        if spec.loss:
+            out_s += self._loss_penalty(nbytes)
         self._last_out_s = max(out_s, self._last_out_s)  # bytes keep their order
         return self._last_out_s
 
@@ -168,13 +173,9 @@ class Direction:
     def _jitter(self) -> float:
         if self.spec.jitter_samples_s:
             return self.rng.choice(self.spec.jitter_samples_s)
-        if self.spec.jitter_s:
-            return max(0.0, self.rng.gauss(0.0, self.spec.jitter_s))
-        return 0.0
+        return max(0.0, self.rng.gauss(0.0, self.spec.jitter_s))
 
     def _loss_penalty(self, nbytes: int) -> float:
-        if not self.spec.loss:
-            return 0.0
         segments = max(1, math.ceil(nbytes / SEGMENT_BYTES))
         survived = (1 - self.spec.loss) ** segments
         return self.spec.rto_s if self.rng.random() >= survived else 0.0
