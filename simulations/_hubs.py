@@ -43,8 +43,9 @@ import collections
 import dataclasses
 import functools
 import itertools
+import math
 import statistics
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from protocol import ErrorCode, NodeStatus
 
@@ -65,9 +66,12 @@ _LOADING_MIN_WAIT_S = 0.01
 """What a request waits for a load at least, whatever its deadline."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Served:
-    """A request a replica ran: which one, its wait, and the compute and size of the run (its batch) it was in."""
+class Served(NamedTuple):
+    """A request a replica ran: which one, its wait, and the compute and size of the run (its batch) it was in.
+
+    A named tuple, not a frozen dataclass: a replica makes one per request,
+    in a third of the time.
+    """
 
     hub: str
     queue_ms: float
@@ -116,21 +120,25 @@ class Work:
         deadline_s: How long the agent waits for it (its ``deadline_ms``).
         answer: Called once with the replica's answer, when it leaves the
             replica; never for a request lost there.
+        arrived: When it reached the replica (set by the replica).
+        ready: When its tail was ready for it there, loaded (set by the replica).
     """
 
     tail: Tail
     sent_s: float
     deadline_s: float
     answer: Callable[[Answer], None]
+    arrived: float = math.nan
+    ready: float = math.nan
 
 
-@dataclasses.dataclass(slots=True)
-class _Queued:
-    """A request waiting for a worker: when it reached the replica and when its tail was ready (loaded)."""
+class _Run(NamedTuple):
+    """Requests a worker runs as one batch: from when, how long, and in which life of the replica."""
 
-    work: Work
-    arrived: float
-    ready: float
+    members: list[Work]
+    started: float
+    compute_ms: float
+    generation: int
 
 
 class Hub:
@@ -162,7 +170,7 @@ class Hub:
         self.max_queue = max_queue
         self.max_batch = max_batch
         self._idle = workers
-        self._waiting: collections.deque[_Queued] = collections.deque()
+        self._waiting: collections.deque[Work] = collections.deque()
         self._running = 0  # requests in the runs under way
         self.load_s = load_s
         self._loaded: set[str] = set()  # models, by sha256
@@ -194,13 +202,16 @@ class Hub:
         if held >= self.max_queue:
             work.answer(Refused(f"hub {self.name} has {held} requests queued (max_queue {self.max_queue})"))
             return
+        work.arrived = self.env.now
         if self.load_s is None or work.tail.model_sha256 in self._loaded:
-            self._queue(_Queued(work, self.env.now, self.env.now))
+            self._queue(work)
         else:
             self._await_load(work, work.tail.model_sha256)
 
-    def _queue(self, queued: _Queued) -> None:
-        self._waiting.append(queued)
+    def _queue(self, work: Work) -> None:
+        """Queue ``work``, its tail ready now."""
+        work.ready = self.env.now
+        self._waiting.append(work)
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -209,27 +220,26 @@ class Hub:
             first = self._waiting.popleft()
             members = [first]
             if self.max_batch > 1 and self._waiting:
-                members += self._joining(first.work.tail)
+                members += self._joining(first.tail)
             self._idle -= 1
             self._running += len(members)
             self._start(members, self.generation)
 
-    def _joining(self, tail: Tail) -> list[_Queued]:
+    def _joining(self, tail: Tail) -> list[Work]:
         """Waiting requests for ``tail`` within their deadline, in turn, up to a batch: taken out of the queue."""
         now = self.env.now
-        chosen: list[_Queued] = []
-        left: list[_Queued] = []
-        for queued in self._waiting:
-            work = queued.work
+        chosen: list[Work] = []
+        left: list[Work] = []
+        for work in self._waiting:
             if len(chosen) < self.max_batch - 1 and work.tail == tail and now - work.sent_s <= work.deadline_s:
-                chosen.append(queued)
+                chosen.append(work)
             else:
-                left.append(queued)
+                left.append(work)
         if chosen:
             self._waiting = collections.deque(left)
         return chosen
 
-    def _start(self, members: list[_Queued], generation: int) -> None:
+    def _start(self, members: list[Work], generation: int) -> None:
         """Run ``members`` once the replica is not hung; those past their deadline by then are refused, not run."""
         if generation != self.generation:
             return  # stopped: what it held is lost
@@ -238,8 +248,7 @@ class Hub:
             self._after(self.stalled_until - now, lambda: self._start(members, generation))
             return
         live = []
-        for queued in members:
-            work = queued.work
+        for work in members:
             if now - work.sent_s > work.deadline_s:
                 self._running -= 1
                 refused = Refused(
@@ -247,39 +256,39 @@ class Hub:
                 )
                 self._soon(functools.partial(work.answer, refused), generation)
             else:
-                live.append(queued)
+                live.append(work)
         if not live:
             self._free()
             return
-        compute_ms = sum(queued.work.tail.ms for queued in live)
-        self._after(compute_ms / 1000, lambda: self._finish(live, now, compute_ms, generation))
+        run = _Run(live, now, sum(work.tail.ms for work in live), generation)
+        self.env.timeout(run.compute_ms / 1000, run).callbacks.append(self._ran)
 
-    def _finish(
-        self, live: list[_Queued], started: float, compute_ms: float, generation: int, *, held: bool = False
-    ) -> None:
+    def _ran(self, timer: simpy.Event) -> None:
+        self._finish(cast("_Run", timer.value))
+
+    def _finish(self, run: _Run, *, held: bool = False) -> None:
         """The run is over: its replies go out (once a hang that began during it ends), and its worker is free.
 
         ``held``: a hang held the replies until now; they then leave after
         whatever else happens at this instant (:meth:`_soon`).
         """
-        if generation != self.generation:
+        if run.generation != self.generation:
             return
         now = self.env.now
         if now < self.stalled_until:  # a hang that began during the run holds its reply
-            self._after(
-                self.stalled_until - now, lambda: self._finish(live, started, compute_ms, generation, held=True)
-            )
+            self._after(self.stalled_until - now, lambda: self._finish(run, held=True))
             return
+        live = run.members
         self._running -= len(live)
-        for queued in live:
-            self._note(queued.work, len(live))
-        for queued in live:
-            served = Served(self.name, (started - queued.arrived) * 1000, compute_ms, len(live))
-            wait_ms = (started - queued.ready) * 1000
+        for work in live:
+            self._note(work, len(live))
+        for work in live:
+            served = Served(self.name, (run.started - work.arrived) * 1000, run.compute_ms, len(live))
+            wait_ms = (run.started - work.ready) * 1000
             if held:
-                self._soon(functools.partial(self._served, queued.work, served, wait_ms), generation)
+                self._soon(functools.partial(self._served, work, served, wait_ms), run.generation)
             else:
-                self._served(queued.work, served, wait_ms)
+                self._served(work, served, wait_ms)
         self._free()
 
     def _served(self, work: Work, served: Served, wait_ms: float) -> None:
@@ -334,7 +343,7 @@ class Hub:
         It waits at most until 250 ms before its deadline, then is answered
         ``loading``; a replica that stops meanwhile loses it.
         """
-        env, generation, arrived = self.env, self.generation, self.env.now
+        env, generation = self.env, self.generation
         load = self._loads.get(model_sha256)
         if load is None:
             load = self._loads[model_sha256] = env.process(self._load(model_sha256, generation))
@@ -343,7 +352,7 @@ class Hub:
             if generation != self.generation:
                 return  # the replica stopped meanwhile
             if model_sha256 in self._loaded:
-                self._queue(_Queued(work, arrived, env.now))
+                self._queue(work)
             else:
                 work.answer(
                     Refused(f"its tail is loading on hub {self.name}; send a new request soon", ErrorCode.LOADING)
