@@ -19,14 +19,16 @@ planner, as a hub's retained status does. Compute times come from a measured
 this host's head time (times a multiple drawn from the profile's
 ``head_spread``, when it has one); a hub takes this host's tail time.
 
-SimPy processes are kept for what waits in between: an agent's arrivals
-(and its start pings), each chain of pings, each hub's status and each
-fault. A request waits on nothing but the clock between its steps, so it is
-a chain of timers (:class:`~simulations._fleet_request.Flight`), as a hub's
-workers are: a cloud-only request is five SimPy events with its arrival,
-where a process for it made eight (fleets make millions of requests). Where a link or a
-device's queue says when something happens, that is computed, not waited
-for event by event.
+Nothing an agent does waits on anything but the clock: its arrivals, its
+pings and each of its requests (a
+:class:`~simulations._fleet_request.Flight`) are chains of timers and
+callbacks, as a hub's workers are, not SimPy processes, which cost an
+event to start, one to end and a wake-up for each event they wait for
+(fleets make millions of requests): a cloud-only request is four SimPy
+events with its arrival, where a process for it made eight. Each hub's
+status and each fault remain processes. Where a link or a device's queue
+says when something happens, that is computed, not waited for event by
+event.
 
 A request the hubs lose (a replica down or hung, an outage, a broker
 restart) gets no answer: its agent falls back at its deadline, counted from
@@ -42,6 +44,7 @@ an agent changes no other agent's draws.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -137,7 +140,7 @@ class Fleet:
     def start(self) -> None:
         """Start every agent, hub status and fault (then :meth:`advance` the clock)."""
         for agent in self.agents:
-            self.env.process(self._agent(agent))
+            self._at(agent.group.start_s, functools.partial(self._join, agent))
         for hub in self.hubs.replicas:
             self.env.process(self._status(hub))
         for fault in self.scenario.faults:
@@ -148,73 +151,79 @@ class Fleet:
         if until_s > self.env.now and not self.ended:
             self.env.run(until=self.env.timeout(until_s - self.env.now) | self._ended)
 
-    # --- an agent's processes -----------------------------------------------------------
+    # --- an agent's timers ---------------------------------------------------------------
 
-    def _agent(self, agent: SimulatedAgent) -> Generator[simpy.Event, object, None]:
-        """Join with the group, ping, make the group's requests until it leaves.
+    def _join(self, agent: SimulatedAgent) -> None:
+        """The agent's group joins: its start pings (the link known before the first request), then its requests.
 
         A request due while the start's pings are out waits for them, as an
         application's first call waits for ``async with EdgeAgent(...)``.
         """
-        env, group = self.env, agent.group
-        start_s, stop_s = group.start_s, self.scenario.stop_s(group)
-        yield env.timeout(start_s)
-        yield from self._pings(agent, agent.core.start(env.now))  # the link known before the first request
+        self._ping(agent, agent.core.start(self.env.now), then=lambda: self._requests(agent))
+
+    def _requests(self, agent: SimulatedAgent) -> None:
+        group = agent.group
         if group.arrival == "closed":
-            while env.now < stop_s:
-                ended = env.event()
-                Flight(self, agent, ended=ended).start()
-                yield ended
-                yield env.timeout(group.think_s)
+            self._closed_request(agent)
             return
+        stop_s = self.scenario.stop_s(group)
         self._arrive_next(
-            agent, arrivals(self.scenario.seed, agent.name, group.rate_hz, start_s=start_s, stop_s=stop_s)
+            agent, arrivals(self.scenario.seed, agent.name, group.rate_hz, start_s=group.start_s, stop_s=stop_s)
         )
 
-    def _arrive_next(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
-        """Make the agent's next request at its time (now, if it is past): a timer, not a process woken.
+    def _closed_request(self, agent: SimulatedAgent) -> None:
+        """A closed loop's next request, unless the group has left; the one after it ``think_s`` after it is over."""
+        if self.env.now < self.scenario.stop_s(agent.group):
+            Flight(
+                self, agent, on_end=lambda: self._at(agent.group.think_s, lambda: self._closed_request(agent))
+            ).start()
 
-        An agent makes a request at each arrival and waits for nothing in
-        between, so its arrivals are a chain of timers, each setting the
-        next: resuming a process for each cost as much again.
-        """
+    def _arrive_next(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
+        """Make the agent's next request at its time (now, if it is past)."""
         at_s = next(times, None)
         if at_s is not None:
-            self.env.timeout(max(0.0, at_s - self.env.now)).callbacks.append(lambda _: self._arrive(agent, times))
+            self._at(max(0.0, at_s - self.env.now), lambda: self._arrive(agent, times))
 
     def _arrive(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
         Flight(self, agent).start()
         self._arrive_next(agent, times)
 
-    def _pings(self, agent: SimulatedAgent, ping: SendPing | None) -> Generator[simpy.Event, object, None]:
-        """Send the core's ping, then each next one it asks for, reporting every answer or loss.
+    def _ping(self, agent: SimulatedAgent, ping: SendPing | None, then: Callable[[], None] | None = None) -> None:
+        """Send the core's ping, then each next one it asks for, reporting every answer or loss; ``then`` after.
 
         Once a ping reaches a hub its answer's arrival is known (or that none
-        comes: no hub up), so one process waits for the answer or the
-        timeout, whichever is first, without racing two. A ping that reaches
-        the hub only after its timeout is still answered there, on the
-        agent's down link, as a real hub does.
+        comes: no hub up), so one timer waits for the answer or the timeout,
+        whichever is first, without racing two. A ping that reaches the hub
+        only after its timeout is still answered there, on the agent's down
+        link, as a real hub does.
         """
-        env = self.env
+        if ping is None:
+            if then is not None:
+                then()
+            return
+        now = self.env.now
+        lost_s = now + ping.timeout_s
+        at_hub_s = agent.arrival(agent.up, ping.nbytes + SMALL_MESSAGE_BYTES)
 
-        def answer_late(_: simpy.Event) -> None:
+        def reported(answered_s: float) -> None:
+            if answered_s <= lost_s:
+                next_ping = agent.core.ping_answered((self.env.now - now) * 1000, self.env.now)
+            else:
+                next_ping = agent.core.ping_lost(self.env.now)
+            self._ping(agent, next_ping, then)
+
+        def at_hub() -> None:
+            answered_s = self._pong(agent)
+            self._at(min(answered_s, lost_s) - self.env.now, lambda: reported(answered_s))
+
+        def answered_late() -> None:
             self._pong(agent)
 
-        while ping is not None:
-            sent_s = env.now
-            lost_s = sent_s + ping.timeout_s
-            at_hub_s = agent.arrival(agent.up, ping.nbytes + SMALL_MESSAGE_BYTES)
-            answered_s = math.inf
-            if at_hub_s < lost_s:
-                yield env.timeout(at_hub_s - env.now)
-                answered_s = self._pong(agent)
-            else:
-                env.timeout(at_hub_s - env.now).callbacks.append(answer_late)
-            yield env.timeout(min(answered_s, lost_s) - env.now)
-            if answered_s <= lost_s:
-                ping = agent.core.ping_answered((env.now - sent_s) * 1000, env.now)
-            else:
-                ping = agent.core.ping_lost(env.now)
+        if at_hub_s < lost_s:
+            self._at(at_hub_s - now, at_hub)
+        else:
+            self._at(at_hub_s - now, answered_late)
+            self._at(lost_s - now, lambda: reported(math.inf))
 
     def _pong(self, agent: SimulatedAgent) -> float:
         """A hub answers a ping that reached it now: when the answer reaches the agent (never with no hub up)."""
@@ -264,7 +273,11 @@ class Fleet:
             self._ended.succeed()
         ping = agent.core.finished(request, result, self.env.now)
         if ping is not None:
-            self.env.process(self._pings(agent, ping))
+            self._ping(agent, ping)
+
+    def _at(self, delay_s: float, then: Callable[[], None]) -> None:
+        """Call ``then`` ``delay_s`` from now (a timer: an agent waits for nothing in between, so needs no process)."""
+        self.env.timeout(delay_s).callbacks.append(lambda _: then())
 
     # --- the hubs -----------------------------------------------------------------------
 

@@ -9,9 +9,8 @@ anything but the clock, so a request is a chain of timers and callbacks,
 not a SimPy process: a process costs three events more (its start, its end,
 and a wake-up per event it waits for), and fleets make millions of
 requests. Besides its agent's timer for its arrival, a cloud-only request
-is then four events (its deadline, its arrival at the hub, the end of the
-hub's run, the answer's arrival), an edge-only one a single event (its
-head's end).
+is then three events (its arrival at the hub, the end of the hub's run,
+the answer's arrival), an edge-only one a single event (its head's end).
 
 The deadline is beside the exchange, not a race: the exchange goes on after
 it (the hub still runs what it was sent, and the reply still crosses the
@@ -51,15 +50,15 @@ class Flight:
     Args:
         fleet: The fleet it runs in: its clock, its hubs, and where it is recorded.
         agent: The agent that makes it.
-        ended: Succeeded when the request is over for its agent, for a
-            closed loop's next request: once it finished, or, after a
-            fallback at its deadline, once its exchange is over too (never,
-            for a request lost on the way).
+        on_end: Called when the request is over for its agent, for a closed
+            loop's next request: once it finished, or, after a fallback at
+            its deadline, once its exchange is over too (never, for a
+            request lost on the way).
     """
 
-    __slots__ = ("agent", "answered", "cut", "due_s", "ended", "env", "fleet", "head", "late", "request")
+    __slots__ = ("agent", "answered", "cut", "due_s", "env", "fleet", "head", "late", "on_end", "request")
 
-    def __init__(self, fleet: Fleet, agent: SimulatedAgent, *, ended: simpy.Event | None = None) -> None:
+    def __init__(self, fleet: Fleet, agent: SimulatedAgent, *, on_end: Callable[[], None] | None = None) -> None:
         self.fleet = fleet
         self.env = fleet.env
         self.agent = agent
@@ -72,7 +71,7 @@ class Flight:
         """An answer came before the deadline: the deadline no longer counts."""
         self.late = False
         """The deadline passed without an answer: the device ran the tail."""
-        self.ended = ended
+        self.on_end = on_end
 
     def start(self) -> None:
         """Run the head on the device, then send; cloud-only (raw) runs nothing, and is sent at once."""
@@ -169,8 +168,8 @@ class Flight:
             self._end()  # else its exchange is still out: it ends when that is over
 
     def _end(self) -> None:
-        if self.ended is not None:
-            self.ended.succeed()
+        if self.on_end is not None:
+            self.on_end()
 
     def _total_ms(self) -> float:
         """The request's time from its start until now."""
