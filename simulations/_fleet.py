@@ -140,7 +140,7 @@ class Fleet:
     def start(self) -> None:
         """Start every agent, hub status and fault (then :meth:`advance` the clock)."""
         for agent in self.agents:
-            self._at(agent.group.start_s, functools.partial(self._join, agent))
+            self._after(agent.group.start_s, functools.partial(self._join, agent))
         for hub in self.hubs.replicas:
             self.env.process(self._status(hub))
         for fault in self.scenario.faults:
@@ -175,14 +175,14 @@ class Fleet:
         """A closed loop's next request, unless the group has left; the one after it ``think_s`` after it is over."""
         if self.env.now < self.scenario.stop_s(agent.group):
             Flight(
-                self, agent, on_end=lambda: self._at(agent.group.think_s, lambda: self._closed_request(agent))
+                self, agent, on_end=lambda: self._after(agent.group.think_s, lambda: self._closed_request(agent))
             ).start()
 
     def _arrive_next(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
         """Make the agent's next request at its time (now, if it is past)."""
         at_s = next(times, None)
         if at_s is not None:
-            self._at(max(0.0, at_s - self.env.now), lambda: self._arrive(agent, times))
+            self._after(max(0.0, at_s - self.env.now), lambda: self._arrive(agent, times))
 
     def _arrive(self, agent: SimulatedAgent, times: Iterator[float]) -> None:
         Flight(self, agent).start()
@@ -214,16 +214,16 @@ class Fleet:
 
         def at_hub() -> None:
             answered_s = self._pong(agent)
-            self._at(min(answered_s, lost_s) - self.env.now, lambda: reported(answered_s))
+            self._after(min(answered_s, lost_s) - self.env.now, lambda: reported(answered_s))
 
         def answered_late() -> None:
             self._pong(agent)
 
         if at_hub_s < lost_s:
-            self._at(at_hub_s - now, at_hub)
+            self._after(at_hub_s - now, at_hub)
         else:
-            self._at(at_hub_s - now, answered_late)
-            self._at(lost_s - now, lambda: reported(math.inf))
+            self._after(at_hub_s - now, answered_late)
+            self._after(lost_s - now, lambda: reported(math.inf))
 
     def _pong(self, agent: SimulatedAgent) -> float:
         """A hub answers a ping that reached it now: when the answer reaches the agent (never with no hub up)."""
@@ -275,7 +275,7 @@ class Fleet:
         if ping is not None:
             self._ping(agent, ping)
 
-    def _at(self, delay_s: float, then: Callable[[], None]) -> None:
+    def _after(self, delay_s: float, then: Callable[[], None]) -> None:
         """Call ``then`` ``delay_s`` from now (a timer: an agent waits for nothing in between, so needs no process)."""
         self.env.timeout(delay_s).callbacks.append(lambda _: then())
 

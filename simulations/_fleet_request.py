@@ -95,7 +95,7 @@ class Flight:
         """The request leaves for the hubs, and its deadline starts."""
         now = self.env.now
         self.request.sent(now, can_fall_back=True)
-        self.due_s = now + (self.request.deadline_s - now)  # where a timer for the deadline falls (its rounding)
+        self.due_s = now + (self.request.deadline_s - now)  # where a timer set now for the deadline falls, rounded
         self.fleet.deadlines[self.agent.group.deadline_s].add(self)
         self._at(self.agent.arrival(self.agent.up, self.cut.request_bytes), self._at_hub)
 
@@ -175,11 +175,9 @@ class Flight:
         """The request's time from its start until now."""
         return (self.env.now - self.request.started_s) * 1000
 
-    def _at(self, t_s: float, then: Callable[[simpy.Event], None], value: object = None) -> simpy.Timeout:
+    def _at(self, t_s: float, then: Callable[[simpy.Event], None], value: object = None) -> None:
         """Call ``then`` at ``t_s`` with a timer whose ``value`` is ``value`` (SimPy is told the delay from now)."""
-        timer = self.env.timeout(t_s - self.env.now, value)
-        timer.callbacks.append(then)
-        return timer
+        self.env.timeout(t_s - self.env.now, value).callbacks.append(then)
 
 
 class _Head(NamedTuple):
