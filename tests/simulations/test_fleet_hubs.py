@@ -157,3 +157,24 @@ def test_one_load_holds_every_cut_of_a_model_as_a_hubs_chain_does() -> None:
     assert answers["pool"][0] == pytest.approx(3.1)  # loaded, then run
     assert answers["input"][0] == pytest.approx(5.1)  # no load: the model is held
     assert answers["another model"][0] == pytest.approx(8.1)  # a model of its own: a load of its own
+
+
+def test_replies_a_hang_held_leave_after_what_else_happens_as_it_ends() -> None:
+    # As when each request was a process woken by its run's end: a status due at the instant a hang ends
+    # reports the waits of before, not those of the runs the hang held.
+    env = simpy.Environment()
+    hub = Hub(env, "hub-0", workers=1, max_queue=64)
+    answers: dict[str, tuple[float, Answer]] = {}
+    _send(env, hub, 0.0, answers, "first")  # runs 0-0.1: waited 0 ms
+    _send(env, hub, 0.01, answers, "second")  # runs 0.1-0.2, waited 90 ms: held by the hang until 1 s
+    env.timeout(0.15).callbacks.append(lambda _: setattr(hub, "stalled_until", 1.0))
+    reported: list[float] = []
+
+    def status_at_the_end(_: simpy.Event) -> None:  # set after the hang held the run, for the instant it ends
+        env.timeout(0.5).callbacks.append(lambda _: reported.append(hub.status().queue_wait_ms))  # type: ignore[union-attr]
+
+    env.timeout(0.5).callbacks.append(status_at_the_end)
+    env.run()
+    assert answers["second"] == (1.0, Served("hub-0", pytest.approx(90.0), 100.0, 1))
+    assert reported == [0.0]  # the held run's 90 ms come after
+    assert hub.status().queue_wait_ms == pytest.approx(45.0)  # type: ignore[union-attr]
