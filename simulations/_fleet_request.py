@@ -50,10 +50,11 @@ class Flight:
     Args:
         fleet: The fleet it runs in: its clock, its hubs, and where it is recorded.
         agent: The agent that makes it.
-        on_end: Called when the request is over for its agent, for a closed
-            loop's next request: once it finished, or, after a fallback at
-            its deadline, once its exchange is over too (never, for a
-            request lost on the way).
+        on_end: Called once the request has its result (the hub's answer,
+            or the device's fallback), as an application's ``await
+            agent.infer(...)`` returns: for a closed loop's next request. A
+            request the hub lost, or whose answer comes after its deadline,
+            ends at its fallback.
     """
 
     __slots__ = ("agent", "answered", "cut", "due_s", "env", "fleet", "head", "late", "on_end", "request")
@@ -116,8 +117,7 @@ class Flight:
     def _answered(self, timer: simpy.Event) -> None:
         """The answer reaches the agent: finish with it, or fall back if the hub refused (unless already late)."""
         if self.late:
-            self._end()  # the device answered at the deadline; the exchange is over now
-            return
+            return  # the device answered at the deadline; the exchange is over now
         answer = cast("Answer", timer.value)
         self.answered = True
         if isinstance(answer, Refused):
@@ -164,10 +164,6 @@ class Flight:
         self.fleet.finish(
             self.agent, self.request, self.cut, timings, hub_id=hub_id, hub_batch=hub_batch, fallback=fallback
         )
-        if not self.late:
-            self._end()  # else its exchange is still out: it ends when that is over
-
-    def _end(self) -> None:
         if self.on_end is not None:
             self.on_end()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -180,6 +181,23 @@ def test_with_the_only_hub_down_requests_fall_back_at_their_deadline_not_before(
     waited_ms = [r.total_ms - r.fallback_ms for r in fallbacks]  # cloud-only: no head, so until the tail began
     assert min(waited_ms) > 1999.999  # the device runs the tail once the deadline has passed ...
     assert max(waited_ms) < 2000.0 + 1000.0  # ... as soon as it is free
+
+
+def test_a_closed_loop_goes_on_after_a_fallback_as_an_application_awaiting_its_result_does() -> None:
+    groups = [
+        {
+            "name": "cams", "count": 2, "device": "rpi3", "link": {"rate": "20mbit", "delay": "20ms"},
+            "arrival": "closed", "think_s": 0.5, "deadline_s": 2.0,
+        }
+    ]  # fmt: skip
+    faults = [{"at_s": 0, "kind": "hub-down", "replica": 0}]  # the only hub, for the whole 20 s
+    records = _records(_scenario(groups=groups, faults=faults), "cloud")
+    for agent in ("cams-0", "cams-1"):  # each request: 2 s deadline, the tail on the device, 0.5 s to think
+        starts = [r.start_s for r in records if r.agent == agent]
+        assert len(starts) >= 7  # about 20 s / 2.7 s
+        assert all(r.fallback == "no reply within the deadline" for r in records)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert all(2.5 < gap < 3.0 for gap in gaps)  # deadline, fallback (0.19 s), think
 
 
 def test_an_overloaded_hub_is_answered_at_once_and_said_so() -> None:
