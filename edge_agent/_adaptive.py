@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 from typing import TYPE_CHECKING, Any
 
 from edge_agent._codecs import codec_at
@@ -145,8 +144,11 @@ def _warm_up(
     The fused session runs in turns with the chain, after one untimed run,
     where it can be made (a full model) and the chain has a boundary inside
     (more than the two extreme cuts); it is kept for edge-only where the
-    chain's median took :data:`FUSED_EDGE_ONLY_GAIN` times its median or
-    more, else let go and no fused times are returned.
+    chain's fastest run took :data:`FUSED_EDGE_ONLY_GAIN` times its fastest
+    or more, else let go and no fused times are returned. The fastest, not
+    the median: whatever else runs meanwhile (an agent starts beside
+    others, a hub loads) only adds time, and three runs of each leave a
+    median at the mercy of two.
     """
     first = chain.manifest.cut_ids[0]
     fused = None
@@ -161,16 +163,16 @@ def _warm_up(
             fused_ms.append(run_timed(fused, feeds)[1])
     if fused is None:
         return runs, []
-    chained_ms = statistics.median(sum(run) for run in runs)
-    if chained_ms < FUSED_EDGE_ONLY_GAIN * statistics.median(fused_ms):
+    chained_ms, whole_ms = min(sum(run) for run in runs), min(fused_ms)
+    if chained_ms < FUSED_EDGE_ONLY_GAIN * whole_ms:
         halves.release(EDGE_ONLY, fused=True)
         return runs, []
     logger.info(
         "edge-only runs as one session: the chain's %d boundaries took it %.2fx as long (%.1f against %.1f ms)",
         len(chain.manifest.cuts) - 2,
-        chained_ms / statistics.median(fused_ms),
+        chained_ms / whole_ms,
         chained_ms,
-        statistics.median(fused_ms),
+        whole_ms,
     )
     return runs, fused_ms
 
