@@ -359,9 +359,11 @@ class Planner:
         self._refreshed_s[index] = now_s
         self._bytes[index] = float(observation.bytes_sent)  # what goes on the wire, headers included
         self._bytes_known[index] = True
+        first = self._guessed(index)  # its first answer: a hub that loads tails on first use loaded this one
         self._tails[index].add(observation.hub_compute_ms, now_s)
         self._refresh(self._tail, self._tails, index)
-        self._queue.add(observation.hub_queue_ms, now_s)
+        if not first:  # a reply's queue time counts the wait for a load: not what the next request meets
+            self._queue.add(observation.hub_queue_ms, now_s)
         self._refusals.add(now_s, outcome=False)
         self._decode.add(observation.decode_ms, now_s)
         self.link.observe(observation.bytes_sent, observation.network_ms, now_s, reply_bytes=observation.bytes_received)

@@ -173,6 +173,19 @@ def test_probes_see_a_faster_link_while_the_device_runs_everything() -> None:
     assert after[-10:] == ["input"] * 10
 
 
+def test_the_first_answer_at_a_cut_teaches_no_queue_wait_as_its_tail_may_have_loaded_meanwhile() -> None:
+    # The map's check found it: a hub loading pool's tail on first use answered in 419 ms, the wait in the
+    # reply's queue time, and every remote cut looked slow until the sample aged out ten seconds later.
+    world = World(device=8.0, bandwidth_bit_s=100e6)  # a slow device on a fast link: send the image
+    planner = _planner(world)
+    input_index = planner._index["input"]
+    planner.observe(dataclasses.replace(world.run("input"), hub_queue_ms=400.0), 0.1)  # the tail loaded
+    assert planner.predictions(0.2)[input_index] < 100.0
+    assert planner.choose(0.2).cut_id == "input"
+    planner.observe(dataclasses.replace(world.run("input"), hub_queue_ms=400.0), 0.3)  # a queue, this time
+    assert planner.predictions(0.4)[input_index] > 400.0
+
+
 def test_a_growing_hub_queue_moves_work_to_the_device() -> None:
     world = World(device=4.0, bandwidth_bit_s=100e6)
     planner = _planner(world)
