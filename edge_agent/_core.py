@@ -73,11 +73,11 @@ _LOADING_RETRY_S = 0.5
 _NO_REPLY = "no reply within the deadline"
 """The reason of a fallback after the hub's silence."""
 _CLOCK_SLACK_S = 1e-6
+"""A timer due at the deadline may fire this much before it (float rounding of ``now + (deadline - now)``)."""
 SEGMENT_TIMES_EVERY = 8
 """An agent that runs edge-only on a fused session times the chain's segments on every this many
 edge-only requests of its planner's: the heads of the cuts on the way stay fresh, for a fraction of
 what the chain's boundaries cost."""
-"""A timer due at the deadline may fire this much before it (float rounding of ``now + (deadline - now)``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
