@@ -122,11 +122,12 @@ def _read_image(
             raise malformed(msg)
         if image_format == "PNG":
             _check_png(file, size, 1 if mode == "L" else 3)
-        if image_format == "JPEG" and (scans := file.count(_JPEG_START_OF_SCAN)) > _MAX_JPEG_SCANS:
+        scans = file.count(_JPEG_START_OF_SCAN) if image_format == "JPEG" else 0
+        if scans > _MAX_JPEG_SCANS:
             msg = f"a JPEG has {scans} scans, more than {_MAX_JPEG_SCANS}"
             raise malformed(msg)
         pixels = _pixels(image, image_format)
-        mcu = _baseline_mcu(image, file) if image_format == "JPEG" else None
+        mcu = _baseline_mcu(image, scans) if image_format == "JPEG" else None
     if image_format == "JPEG" and not _last_mcu_has_detail(pixels, mcu):
         _check_jpeg_scan_is_whole(image_module, file, pixels)
     return pixels.reshape(size[1], size[0], -1)
@@ -151,10 +152,10 @@ def _pixels(image: ImageFile, image_format: str) -> npt.NDArray[np.uint8]:
         raise malformed(msg) from exc
 
 
-def _baseline_mcu(image: ImageFile, file: bytes) -> tuple[int, int] | None:
-    """The MCU's height and width in pixels of a sequential JPEG of one scan; ``None`` for any other."""
+def _baseline_mcu(image: ImageFile, scans: int) -> tuple[int, int] | None:
+    """The MCU's height and width in pixels of a sequential JPEG of one scan (of ``scans``); ``None`` for any other."""
     components = getattr(image, "layer", None)  # Pillow's (id, h, v, table) per component, from the frame header
-    if image.info.get("progressive") or file.count(_JPEG_START_OF_SCAN) != 1 or not components:
+    if image.info.get("progressive") or scans != 1 or not components:
         return None
     if len(components) == 1:
         return _JPEG_BLOCK, _JPEG_BLOCK  # one component: a block is an MCU, whatever its sampling
