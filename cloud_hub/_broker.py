@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -73,9 +74,25 @@ next_connection_delay_ms = 1
 """
 
 
+_LISTEN_PORTS = range(20000, 32768)
+"""Where :func:`free_port` looks: below Linux's default ephemeral range (32768-60999)."""
+_PORT_TRIES = 100
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket() as sock:
+    """A TCP port on ``host`` that nothing listens on right now.
+
+    The port is drawn below the kernel's ephemeral range, not handed out by
+    binding to port 0: a client that keeps reconnecting to a port of that range
+    while its broker is down can be given the very same port as its own and
+    connect to itself (TCP simultaneous open), holding the port the broker
+    means to listen on again.
+    """
+    for port in random.sample(_LISTEN_PORTS, _PORT_TRIES):
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind((host, port))
+            return port
+    with socket.socket() as sock:  # a host with all of them taken: any free port
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

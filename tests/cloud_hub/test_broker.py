@@ -8,6 +8,7 @@ import shutil
 import socket
 import sys
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,8 +18,6 @@ from protocol.errors import ConfigError
 from protocol.mqtt import BrokerURL, Connection, Incoming
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from cloud_hub import BrokerKind
 
 pytestmark = pytest.mark.broker
@@ -175,3 +174,9 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_port_lies_below_the_ephemeral_range() -> None:
+    """A client reconnecting to a port of the ephemeral range can be given that port and connect to itself."""
+    low, _ = (int(bound) for bound in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert all(free_port() < low for _ in range(20))
