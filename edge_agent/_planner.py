@@ -80,6 +80,9 @@ _REFUSALS_WINDOW = 16
 _BACKOFF_S = (1.0, 30.0)
 """After a request no hub answered, the device runs everything itself for the first figure,
 doubled after each further one, up to the second."""
+_TELLING_REST = 0.2
+"""A tail tells how much faster the hub is when at least this share of the model (on the device) follows its cut:
+after a late cut that rest is the difference of two close head times, noise as often as not (negative, even)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -560,7 +563,15 @@ class Planner:
         return tail
 
     def _worked_out_tails(self, tail: list[float]) -> list[float]:
-        """``tail`` with the unknown ones as the rest of the model on this device, over how much faster the hub is."""
+        """``tail`` with the unknown ones as the rest of the model on this device, over how much faster the hub is.
+
+        How much faster: the median over the known tails (measured or reported)
+        whose cut leaves at least ``_TELLING_REST`` of the model. Where every
+        known tail is of a later cut, the hub's speed is not known, and an
+        unknown tail is taken as no time at all: a cut that would win on a fast
+        enough hub is then tried once (its tail measured from then on), where
+        a guess from a late cut's sliver of the model could price it out for good.
+        """
         if self._full_edge is None or not any(map(math.isnan, tail)):
             return tail
         # What the device would spend after each cut: its compute alone, the head of the cut's cheapest
@@ -574,10 +585,14 @@ class Planner:
             least = [by_cut[cut] for cut in self._cut_of]
         whole = self._head[self._full_edge]
         rest = [whole - ms for ms in least]
-        # how much faster the hub runs, where a tail was measured (nan > 0 is false) and some model is left after it
-        speedups = [left / ms for left, ms in zip(rest, self._tail, strict=True) if ms > 0 and left > 0]
+        telling = whole * _TELLING_REST  # nan where the whole model is not timed yet: no tail tells, none is guessed
+        # how much faster the hub runs, where a tail is known (nan > 0 is false) and enough model is left after it
+        speedups = [left / ms for left, ms in zip(rest, tail, strict=True) if ms > 0 and left >= telling]
         if not speedups:
-            return tail
+            answered = any(remote and ms == ms for remote, ms in zip(self._remote, tail, strict=True))  # noqa: PLR0124
+            if math.isnan(whole) or not answered:  # no tail known yet: learning the hub comes first
+                return tail
+            return [0.0 if math.isnan(ms) else ms for ms in tail]
         speedup = statistics.median(speedups)
         return [max(left, 0.0) / speedup if math.isnan(ms) else ms for left, ms in zip(rest, tail, strict=True)]
 

@@ -685,30 +685,45 @@ def test_a_radio_charges_its_bits_its_time_and_its_tail_until_the_next_transfer(
         EnergyModel(compute_w=-1.0)
 
 
-def test_a_late_cut_whose_encoding_outlasts_the_rest_of_the_model_still_tells_the_hubs_speed() -> None:
-    # A detector: nearly all its compute before its last cut, where int8+zstd's encoding (2 ms) costs more than
-    # the 0.5 ms of model left. Learning the hub there must still price cloud-only, as the cut's raw head shows.
+@pytest.mark.parametrize(
+    ("late_ms", "whole_ms"),
+    [
+        (100.0, 100.5),  # a detector: nearly all of it before its last cut, where little is left to time the hub by
+        (120.3, 115.0),  # a slowed device's noise: the late head timed above the whole model
+        (114.0, 115.0),  # the hub's 2.9 ms against 1 ms on the device: "3x slower" by a late cut's sliver
+    ],
+    ids=["a sliver left", "less than nothing left", "a sliver that makes the hub look slow"],
+)
+def test_a_hub_learned_at_a_late_cut_still_gets_the_image_tried(late_ms: float, whole_ms: float) -> None:
+    # The hub's first answer comes from the cut that sends least, a late one; what little of the model follows it
+    # tells nothing of the hub's speed. The image, which wins on any fast hub, must be tried, not priced out.
     candidates = [
-        Candidate(id="input", bytes=20_000),
-        Candidate(id="late", bytes=900),
-        Candidate(id="late", bytes=500, codec="int8+zstd"),
+        Candidate(id="input", bytes=150_000),
+        Candidate(id="late", bytes=7_000),
+        Candidate(id="late", bytes=1_000, codec="int8+zstd"),
         Candidate(id="output", bytes=0, edge_only=True),
     ]
     planner = Planner(candidates)
-    for cut, ms in {"input": 0.0, "late": 100.0, "output": 100.5}.items():
+    for cut, ms in {"input": 0.0, "late": late_ms, "output": whole_ms}.items():
         planner.seed_head(cut, ms, 0.0)
-    planner.restore({"late@int8+zstd": [102.0, 102.0]}, 0.0)  # its encoding included, as earlier requests saw it
+    planner.restore({"late@int8+zstd": [late_ms + 2.0] * 2}, 0.0)  # its encoding included
     for at in (0.0, 0.1):
-        planner.observe_probe(0, 20.0, at)
-        planner.observe_probe(100_000, 20.0 + 100_000 * 8 / 20e6 * 1000, at)
+        planner.observe_probe(0, 40.0, at)
+        planner.observe_probe(100_000, 40.0 + 100_000 * 8 / 50e6 * 1000, at)
     first = planner.choose(1.0)
     assert (first.cut_id, first.codec) == ("late", "int8+zstd")  # the fewest bytes: learn the hub cheaply
     answer = Observation(
-        cut_id="late", codec="int8+zstd", bytes_sent=500, edge_ms=100.0, encode_ms=2.0, network_ms=20.2,
-        hub_compute_ms=0.1, total_ms=122.3,
+        cut_id="late", codec="int8+zstd", bytes_sent=1_000, edge_ms=late_ms, encode_ms=2.0, network_ms=40.2,
+        hub_compute_ms=2.9, total_ms=late_ms + 45.1,
     )  # fmt: skip
     planner.observe(answer, 1.2)
-    assert planner.choose(2.0).cut_id == "input"  # the hub is 5x faster: 20 ms for the model, 8 ms for the bytes
+    assert planner.choose(2.0).cut_id == "input"  # 24 ms for the bytes, 40 the round trip: worth a try
+    tried = Observation(
+        cut_id="input", bytes_sent=150_000, edge_ms=0.0, network_ms=64.0, hub_compute_ms=12.0, total_ms=76.5
+    )
+    planner.observe(tried, 2.2)
+    assert planner.choose(3.0).cut_id == "input"  # measured: 76 ms against the device's 100-115
+    assert planner.predict_ms("late", 3.0) is not None  # the image's tail tells the hub's speed: the rest priced
 
 
 def _link_that_slowed_down(*, extra_rtt_ms: float = 0.0) -> LinkEstimator:
