@@ -123,9 +123,12 @@ class ModelHalves:
         build_chain: Callable[[], tuple[SegmentsManifest, list[bytes]]] | None = None,
         session_factory: SessionFactory | None = None,
         input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        model_bytes: int | None = None,
     ) -> None:
         self.model_id = model_id
         self.model_sha256 = model_sha256
+        self.model_bytes = model_bytes
+        """The full model's size serialized (its weights, mostly); ``None`` without a full model."""
         self.inputs = inputs
         self.outputs = outputs
         self.input_shapes = dict(input_shapes) if input_shapes is not None else resolve_input_shapes(inputs)
@@ -377,13 +380,15 @@ class ModelHalves:
             msg = f"splitting {name_or_path!r} on the device needs the onnx package; or give a split directory"
             raise ModelError(msg) from exc
         model_id, model = partition.load_model(name_or_path)
+        serialized = model.SerializeToString()
         all_cuts = partition.enumerate_cuts(model, shapes)
         cuts = tuple(_chain_cut(cut.id, cut.bytes, cut.tensors) for cut in all_cuts)
         candidates = {cut.id for cut in partition.candidate_cuts(all_cuts, codecs)}
         inputs = next(cut.tensors for cut in all_cuts if cut.id == CLOUD_ONLY)  # what crosses there: the inputs
         return cls(
             model_id=model_id,
-            model_sha256=sha256_hex(model.SerializeToString()),
+            model_sha256=sha256_hex(serialized),
+            model_bytes=len(serialized),
             inputs=inputs,
             outputs=all_cuts[-1].tensors,  # what crosses at output: the model's outputs
             cuts=cuts,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_agent import EDGE_ONLY, AgentCore, EdgeAgent, InferenceResult, ModelHalves, Planner, Timings
-from edge_agent._adaptive import HeadTimes, auto_core
+from edge_agent._adaptive import SMALL_MODEL_BYTES, HeadTimes, auto_core, keeps_fused
 from models import ChainPart, Session
 
 if TYPE_CHECKING:
@@ -79,6 +79,30 @@ def test_edge_only_runs_as_one_session_only_where_the_chain_costs_more(*, fused_
         assert fused is not None
         assert not isinstance(fused.head, ChainPart)
         assert heads["output"][-1] < heads["pool"][-1]  # one slow segment takes longer than the fused whole
+
+
+@pytest.mark.parametrize(
+    ("chained_ms", "whole_ms", "model_bytes", "kept"),
+    [
+        ([104, 130, 150], [100, 101, 140], SMALL_MODEL_BYTES + 1, False),  # large: 4% not worth a second copy
+        ([106, 130, 150], [100, 101, 140], SMALL_MODEL_BYTES + 1, True),
+        ([106, 130, 150], [100, 101, 140], None, True),  # of unknown size: as a large one
+        ([100, 100, 100], [100, 100, 100], None, False),
+        ([100, 100, 100], [100, 100, 100], SMALL_MODEL_BYTES, True),  # small: a copy is cheap, kept where no cost seen
+        ([190, 300, 280], [200, 290, 270], 57_000, True),  # ... and where runs spread more than the chain costs
+        ([0.3, 0.4, 0.3], [10.3, 10.4, 10.2], 57_000, False),  # ... not where every fused run was slower
+    ],
+)
+def test_a_fused_session_is_kept_where_the_chain_costs_or_a_copy_of_the_model_is_cheap(
+    chained_ms: list[float], whole_ms: list[float], model_bytes: int | None, *, kept: bool
+) -> None:
+    assert keeps_fused(chained_ms, whole_ms, model_bytes) is kept
+
+
+def test_a_full_model_knows_its_size() -> None:
+    halves = ModelHalves.open(MODEL, threads=1)
+    assert halves.model_bytes is not None
+    assert 0 < halves.model_bytes < SMALL_MODEL_BYTES
 
 
 def test_head_times_are_kept_for_the_next_start(tmp_path: Path) -> None:
