@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 PREFIX = "bench-split-map"
 MEASURED, AUTO_LEARNING, WARM_UP = 21, 12, 2
-MEASURED_S, MOST_MEASURED = 5.0, 500
+MEASURED_S, MOST_MEASURED = 10.0, 1000
 """Turns go on past ``MEASURED`` until this long (at most ``MOST_MEASURED`` each): a cell of 12 ms requests
 measured in 21 turns (half a second) moved 0.71-1.35x between runs on a shared host, auto on the device as the
 fixed agent."""
