@@ -151,11 +151,10 @@ def _warm_up(
     The fused session runs in turns with the chain, after one untimed run,
     where it can be made (a full model) and the chain has a boundary inside
     (more than the two extreme cuts); it is kept for edge-only as
-    :func:`keeps_fused` says from the fastest runs of each, else let go and
-    no fused times are returned. The fastest, not
-    the median: whatever else runs meanwhile (an agent starts beside
-    others, a hub loads) only adds time, and three runs of each leave a
-    median at the mercy of two.
+    :func:`keeps_fused` says from both sets of runs, else let go and no
+    fused times are returned. Never their medians: whatever else runs
+    meanwhile (an agent starts beside others, a hub loads) only adds time,
+    and three runs of each leave a median at the mercy of two.
     """
     first = chain.manifest.cut_ids[0]
     fused = None

@@ -589,8 +589,8 @@ class Planner:
         # how much faster the hub runs, where a tail is known (nan > 0 is false) and enough model is left after it
         speedups = [left / ms for left, ms in zip(rest, tail, strict=True) if ms > 0 and left >= telling]
         if not speedups:
-            answered = any(remote and ms == ms for remote, ms in zip(self._remote, tail, strict=True))  # noqa: PLR0124
-            if math.isnan(whole) or not answered:  # no tail known yet: learning the hub comes first
+            hub_timed = any(remote and ms == ms for remote, ms in zip(self._remote, tail, strict=True))  # noqa: PLR0124
+            if math.isnan(whole) or not hub_timed:  # no tail known yet: learning the hub comes first
                 return tail
             return [0.0 if math.isnan(ms) else ms for ms in tail]
         speedup = statistics.median(speedups)
