@@ -402,7 +402,7 @@ def summarise(cell: Cell) -> dict[str, Any]:
     cuts = [r.cut for r in auto]
     settled = Counter(cuts[len(cuts) // 2 :]).most_common(1)[0][0] if cuts else ""
     errors = [abs(r.predicted_ms - r.ms) / r.ms for r in auto if not math.isnan(r.predicted_ms) and r.ms > 0]
-    exploring = sum(r.reason.startswith(("exploring", "learning")) for r in auto)
+    exploring = sum(r.reason.startswith(("exploring", "re-checking", "learning")) for r in auto)
     switches = sum(a != b for a, b in itertools.pairwise(cuts))
     inner = [name for name in cell.fixed if name not in {EDGE_ONLY, cell.cloud}]
     best_inner = min(inner, key=lambda name: _mean(per[name])) if inner else None

@@ -80,6 +80,10 @@ _REFUSALS_WINDOW = 16
 _BACKOFF_S = (1.0, 30.0)
 """After a request no hub answered, the device runs everything itself for the first figure,
 doubled after each further one, up to the second."""
+_RECHECK_AFTER = (8, 128)
+"""A cut left because its own times rose is tried again after the first count of decisions, then after twice as
+many each time it is still not the best, up to the second: a slowdown that passed is noticed within a few
+requests, and a cut that stays slow costs at most one request in 8, then fewer."""
 _TELLING_REST = 0.2
 """A tail tells how much faster the hub is when at least this share of the model (on the device) follows its cut:
 after a late cut that rest is the difference of two close head times, noise as often as not (negative, even)."""
@@ -190,6 +194,7 @@ class Planner:
         "_by_cut",
         "_bytes",
         "_bytes_known",
+        "_chosen_own_ms",
         "_current",
         "_cut_of",
         "_decisions",
@@ -208,18 +213,22 @@ class Planner:
         "_last_decision_s",
         "_last_probe_s",
         "_last_transfer_s",
+        "_next_recheck",
         "_objective",
         "_one_codec_per_cut",
         "_overhead",
         "_parts_version",
         "_probe_every_s",
         "_queue",
+        "_recheck_after",
+        "_recheck_at",
         "_refreshed_s",
         "_refusals",
         "_remote",
         "_remote_after_s",
         "_reported_tail",
         "_reports_seen",
+        "_restart",
         "_rng",
         "_seed",
         "_stale_s",
@@ -284,6 +293,11 @@ class Planner:
         self._tails_cache: tuple[int, int, list[float]] | None = None  # (_parts_version, hubs.version, estimates)
         self._one_codec_per_cut = len(self._by_cut) == count
         self._refreshed_s = [-math.inf] * count  # when a request last measured the cut
+        self._restart = [False] * count  # the next measurement starts the cut's windows again (a stale estimate)
+        self._recheck_at = [math.inf] * count  # the decision at which a cut left as it slowed is tried again
+        self._recheck_after = [_RECHECK_AFTER[0]] * count
+        self._next_recheck = math.inf  # the least of _recheck_at
+        self._chosen_own_ms = math.nan  # the current cut's own times (head and tail) when it was chosen
         self._full_edge = next((i for i, candidate in enumerate(self.candidates) if candidate.edge_only), None)
         self._objective = objective
         self._budget_ms = budget_ms
@@ -342,9 +356,12 @@ class Planner:
         index = self._index.get(_label(observation.cut_id, observation.codec))
         if index is None:
             return
+        restart, edge_only, answered = self._restart[index], self._edge_only[index], observation.answered_by_hub
+        if restart:  # an estimate explored as stale: what it rested on no longer holds
+            self._restart[index] = False
+            self._heads[index].clear()
         self._heads[index].add(observation.edge_ms + observation.encode_ms, now_s)  # its encoding included
         self._refresh(self._head, self._heads, index)
-        edge_only, answered = self._edge_only[index], observation.answered_by_hub
         if not math.isnan(observation.total_ms) and (answered or edge_only):
             parts = observation.device_queue_ms + observation.edge_ms + observation.encode_ms
             if not edge_only:  # as sum() adds them, but for the sign of a zero, which max(0.0, ...) takes off
@@ -363,6 +380,8 @@ class Planner:
         self._bytes[index] = float(observation.bytes_sent)  # what goes on the wire, headers included
         self._bytes_known[index] = True
         first = self._guessed(index)  # its first answer: a hub that loads tails on first use loaded this one
+        if restart:
+            self._tails[index].clear()
         self._tails[index].add(observation.hub_compute_ms, now_s)
         self._refresh(self._tail, self._tails, index)
         if not first:  # a reply's queue time counts the wait for a load: not what the next request meets
@@ -725,10 +744,14 @@ class Planner:
         energy objective, its joules (a cut faster than the best that costs
         three times its energy is not worth a request).
         """
-        if self._explorations + 1 > self._explore * self._decisions:  # never over budget, not even early
-            return None
         basis = cost if self._objective in _NEEDS_ENERGY else predicted
         plausible = basis[best] * _PLAUSIBLE
+        if self._decisions >= self._next_recheck:
+            recheck = self._due_recheck(basis, plausible, known, best)
+            if recheck is not None:
+                return recheck, f"re-checking {self.candidates[recheck].label}: left as its own times rose"
+        if self._explorations + 1 > self._explore * self._decisions:  # never over budget, not even early
+            return None
         worth = [  # the cheap tests first: most candidates fail the plausible one, which a nan fails too
             basis[index] <= plausible
             and index != best
@@ -739,8 +762,30 @@ class Planner:
         if not any(worth) or self._draw() >= max(self._explore, 0.25):
             return None
         index = _argmin_where(basis, worth)
-        why = "a guess" if self._guessed(index) else "stale"
-        return index, f"exploring {self.candidates[index].label}: its estimate is {why}"
+        if self._guessed(index):
+            return index, f"exploring {self.candidates[index].label}: its estimate is a guess"
+        self._restart[index] = True
+        return index, f"exploring {self.candidates[index].label}: its estimate is stale"
+
+    def _due_recheck(self, basis: list[float], plausible: float, known: list[bool], best: int) -> int | None:
+        """The cut left as it slowed to try again now, if one is due and could plausibly win; the others wait longer.
+
+        Each due cut is put off by twice its last wait (up to ``_RECHECK_AFTER[1]``), tried or not.
+        """
+        due = [at <= self._decisions for at in self._recheck_at]
+        worth = [
+            is_due and index != best and known[index] and basis[index] <= plausible for index, is_due in enumerate(due)
+        ]
+        for index, is_due in enumerate(due):
+            if is_due:
+                self._recheck_after[index] = min(2 * self._recheck_after[index], _RECHECK_AFTER[1])
+                self._recheck_at[index] = self._decisions + self._recheck_after[index]
+        self._next_recheck = min(self._recheck_at)
+        if not any(worth):
+            return None
+        index = _argmin_where(basis, worth)
+        self._restart[index] = True
+        return index
 
     def _draw(self) -> float:
         """The next exploration draw, from a generator seeded at the first draw.
@@ -761,13 +806,28 @@ class Planner:
     ) -> Decision:
         if explored:
             self._explorations += 1
-        else:
-            self._current = index
+        elif index != self._current:
+            self._switch(index)
         candidate = self.candidates[index]
         joules = math.nan if self._energy is None else float(self.energy_mj(now_s)[index]) / 1000.0
         return Decision(
             candidate.id, predicted[index], reason, explored, candidate.codec, joules
         )  # by position: faster
+
+    def _switch(self, index: int) -> None:
+        """Make ``index`` the current cut; the cut it replaces is tried again later if it was left as it slowed."""
+        own = self._head[index] + self._tail_estimates()[index]
+        left = self._current
+        if left is not None:
+            left_own = self._head[left] + self._tail_estimates()[left]
+            if left_own > self._chosen_own_ms * (1 + self._hysteresis):
+                self._recheck_at[left] = self._decisions + self._recheck_after[left]
+                self._next_recheck = min(self._next_recheck, self._recheck_at[left])
+        self._recheck_at[index] = math.inf  # chosen again: its times hold, and the next slowdown starts afresh
+        self._recheck_after[index] = _RECHECK_AFTER[0]
+        self._next_recheck = min(self._recheck_at)
+        self._current = index
+        self._chosen_own_ms = own
 
     # --- persistence ----------------------------------------------------------------------------
 

@@ -985,3 +985,27 @@ def test_a_choice_outside_the_budget_says_so() -> None:
     planner.observe(Observation("c0", 50_000, 20.0, network_ms=60.0, hub_compute_ms=30.0, total_ms=111.0), 0.5)
     decision = planner.choose(1.0)  # c0 takes ~111 ms, the device 200: neither within 10 ms
     assert (decision.cut_id, decision.reason) == ("c0", "none predicted within 10 ms: the fastest")
+
+
+def test_a_cut_left_while_the_device_slowed_is_taken_again_soon_after_it_recovers() -> None:
+    world = World(device=1.0, bandwidth_bit_s=20e6)  # the bottleneck (74 ms) beats the image (97 ms)
+    assert world.oracle() == "bottleneck"
+    planner = _planner(world)
+    assert _drive(planner, world, 50)[-1] == "bottleneck"
+    world.device = 2.0  # a few seconds of a slower device: the bottleneck's head 80 ms, the image now best
+    assert world.oracle() == "input"
+    assert _drive(planner, world, 30, start_s=5.0)[-1] == "input"
+    world.device = 1.0  # the re-checks' waits doubled while it was slow: 8, 16, 32 requests
+    after = _drive(planner, world, 60, start_s=8.0)
+    assert after[-20:].count("bottleneck") >= 19  # within about as long as it was slow, not after 30 s stale
+
+
+def test_a_cut_that_stays_slow_is_tried_again_ever_less_often() -> None:
+    world = World(device=1.0, bandwidth_bit_s=20e6)
+    planner = _planner(world)
+    _drive(planner, world, 50)
+    world.device = 2.0  # for good
+    chosen = _drive(planner, world, 250, start_s=5.0)  # 25 s: nothing goes stale meanwhile
+    rechecks = [index for index, cut in enumerate(chosen) if cut == "bottleneck" and index > 10]
+    assert 2 <= len(rechecks) <= 5  # after 8, 16, 32, 64, 128 requests elsewhere: 8 + 16 + 32 + 64 = 120 < 250
+    assert chosen[-1] == "input"
