@@ -36,7 +36,9 @@ within ``hysteresis`` of the best, the overhead every candidate shares left
 out of the comparison (a device whose requests queue behind each other has
 a large one, and within 5% of it every cut would be kept). Now and then
 (at most ``explore`` of the requests) it tries a cut whose estimate rests on
-a guess or has gone stale, if that cut could plausibly win. The arithmetic runs over the
+a guess or has gone stale, if that cut could plausibly win; a cut it left because its own
+times rose is tried again after 8 requests, then ever less often, so that a slowdown that passed does
+not keep it away until its estimate goes stale. The arithmetic runs over the
 candidates as plain lists: a model has a handful of them (resnet18 four, with
 codecs a dozen), on which numpy's fixed cost a call outweighed the work.
 """
