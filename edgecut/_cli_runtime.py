@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecut._cli_values import at_least_one, count, port
+from edgecut._demo_report import EMULATED_REQUESTS
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
 from edgecut._wait import signalled
@@ -355,8 +356,8 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument(
         "--emulated-requests",
         type=count,
-        default=3,
-        help="measured requests per cut, and auto's, per emulated condition (0: none; default 3)",
+        default=EMULATED_REQUESTS,
+        help=f"measured requests per cut, and auto's, per emulated condition (0: none; default {EMULATED_REQUESTS})",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_demo)

@@ -24,7 +24,7 @@ import numpy as np
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, InferenceResult, Timeouts
-from edgecut._demo_report import TOLERANCE, AutoRun, DemoReport, DemoRow, EmulatedRow, format_report
+from edgecut._demo_report import EMULATED_REQUESTS, TOLERANCE, AutoRun, DemoReport, DemoRow, EmulatedRow, format_report
 from models import camera_images
 from protocol import RAW_CODEC
 from protocol.mqtt import BrokerURL
@@ -50,7 +50,7 @@ async def run_demo(
     model: str = "resnet18",
     requests: int = 8,
     cuts: list[str] | None = None,
-    emulated_requests: int = 3,
+    emulated_requests: int = EMULATED_REQUESTS,
 ) -> DemoReport:
     """Start what is missing (broker, hub), run ``requests`` inferences per cut, compare, then emulate.
 
@@ -91,7 +91,9 @@ async def _run_against(
     emulated = []
     for device, link in CONDITIONS if emulated_requests else ():
         emulated.append(await _emulate(broker, model, chosen, device=device, link=link, requests=emulated_requests))
-    return DemoReport(model=model, broker=broker, requests=requests, rows=rows, emulated=emulated)
+    return DemoReport(
+        model=model, broker=broker, requests=requests, rows=rows, emulated=emulated, emulated_requests=emulated_requests
+    )
 
 
 async def _measure_cut(agent: EdgeAgent, cut: str, requests: int) -> DemoRow:

@@ -634,6 +634,7 @@ def test_demo_against_a_given_broker(broker_url: str, capsys: pytest.CaptureFixt
     report: dict[str, Any] = json.loads(out)
     assert report["ok"] is True
     assert (report["model"], report["broker"], report["requests"]) == (MODEL, broker_url, 2)
+    assert report["emulated_requests"] == 1
     assert report["tolerance"] == TOLERANCE
     cuts = [row["cut"] for row in report["rows"]]
     assert cuts == tiny_model().spread_cuts()
@@ -708,8 +709,10 @@ def test_demo_report_marks_the_fastest_cut_of_each_condition() -> None:
         requests=1,
         rows=[_row("a", 0.0), _row("b", 0.0)],
         emulated=[slow_link, fast_link],
+        emulated_requests=5,
     )
     text = format_report(report).splitlines()
+    assert "(total ms, median of 5 taken in turns; * the fastest fixed choice)" in format_report(report)
     table = text[text.index(next(line for line in text if line.startswith("the same cuts"))) + 2 :]
     assert table[0].split() == ["a", "90*", "90"]
     assert table[1].split() == ["b", "400", "50*"]
