@@ -1009,3 +1009,21 @@ def test_a_cut_that_stays_slow_is_tried_again_ever_less_often() -> None:
     rechecks = [index for index, cut in enumerate(chosen) if cut == "bottleneck" and index > 10]
     assert 2 <= len(rechecks) <= 5  # after 8, 16, 32, 64, 128 requests elsewhere: 8 + 16 + 32 + 64 = 120 < 250
     assert chosen[-1] == "input"
+
+
+def test_a_stale_estimate_explored_starts_again_from_the_fresh_measurement() -> None:
+    world = World(device=1.0, bandwidth_bit_s=20e6)  # the bottleneck 74 ms; the device 100 ms
+    planner = _planner(world, explore=1.0)
+    for _ in range(5):  # the device measured slower long ago: within half again the best, so worth refreshing
+        planner.observe(Observation(cut_id="output", bytes_sent=0, edge_ms=105.0, answered_by_hub=False), 0.0)
+    assert planner.predict_ms("output", 0.0) == pytest.approx(105.0)
+    for index in range(40):
+        now = 31.0 + index * 0.1  # every estimate of t=0 has gone stale (30 s)
+        decision = planner.choose(now)
+        planner.observe(world.run(decision.cut_id), now)
+        if decision.cut_id == "output":
+            assert decision.reason == "exploring output: its estimate is stale"
+            break
+    else:
+        pytest.fail("the stale device estimate was never refreshed")
+    assert planner.predict_ms("output", now) == pytest.approx(100.0)  # not the median of the old 105s and it
