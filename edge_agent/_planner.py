@@ -818,18 +818,15 @@ class Planner:
 
     def _switch(self, index: int) -> None:
         """Make ``index`` the current cut; the cut it replaces is tried again later if it was left as it slowed."""
-        own = self._head[index] + self._tail_estimates()[index]
+        tail = self._tail_estimates()
         left = self._current
-        if left is not None:
-            left_own = self._head[left] + self._tail_estimates()[left]
-            if left_own > self._chosen_own_ms * (1 + self._hysteresis):
-                self._recheck_at[left] = self._decisions + self._recheck_after[left]
-                self._next_recheck = min(self._next_recheck, self._recheck_at[left])
+        if left is not None and self._head[left] + tail[left] > self._chosen_own_ms * (1 + self._hysteresis):
+            self._recheck_at[left] = self._decisions + self._recheck_after[left]
         self._recheck_at[index] = math.inf  # chosen again: its times hold, and the next slowdown starts afresh
         self._recheck_after[index] = _RECHECK_AFTER[0]
         self._next_recheck = min(self._recheck_at)
         self._current = index
-        self._chosen_own_ms = own
+        self._chosen_own_ms = self._head[index] + tail[index]
 
     # --- persistence ----------------------------------------------------------------------------
 
