@@ -4,8 +4,10 @@ The agent holds the model as a chain through its candidate cuts
 (:meth:`ModelHalves.chain`). At start a short warm-up runs the whole chain a
 few times and hands each run's segment times to the agent's
 :class:`~edge_agent.AgentCore`, which gives every candidate its head time;
-head times saved by an earlier run on this device (``state_dir``) are
-restored first. With a full model at hand, the warm-up also runs the whole
+head times saved by an earlier run on this device (``state_dir``) at the
+same input sizes are restored first, and where they cover every candidate,
+the warm-up's timed runs are skipped: a restart costs the device one run of
+the model, not seven (:func:`auto_core`). With a full model at hand, the warm-up also runs the whole
 model as one fused session, in turns with the chain: where the chain's
 boundaries cost more than :data:`FUSED_EDGE_ONLY_GAIN` (ONNX Runtime cannot
 fuse across them, and what crosses each is written out whole: a detector's
@@ -21,8 +23,10 @@ statuses teach the planner) is the core's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from edge_agent._codecs import codec_at
@@ -57,36 +61,66 @@ its runs of the same work took 187-462 ms)."""
 STATE_FORMAT = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class SavedHeads:
+    """What an earlier run on this device left in its state file."""
+
+    heads: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    """Head times by candidate label (``cut`` or ``cut@codec``)."""
+    edge_only_fused: bool | None = None
+    """Whether edge-only ran on a fused session (``None``: not recorded, as by a version before this field)."""
+
+
 class HeadTimes:
-    """A device's head times for one model, kept in ``state_dir`` across restarts.
+    """A device's head times for one model at one input size, kept in ``state_dir`` across restarts.
 
     Args:
         state_dir: The directory (created when saving).
         model_sha256: The model's identity: one file per model.
+        input_shapes: The input sizes the head times are of: a file saved
+            at other sizes is not restored.
     """
 
-    def __init__(self, state_dir: Path, model_sha256: str) -> None:
+    def __init__(self, state_dir: Path, model_sha256: str, input_shapes: Mapping[str, Sequence[int]]) -> None:
         self.path = state_dir / f"planner-{model_sha256[:16]}.json"
         self._model_sha256 = model_sha256
+        self._shapes = {name: [int(size) for size in dims] for name, dims in sorted(input_shapes.items())}
 
-    def load(self) -> dict[str, list[float]]:
-        """The saved head times by candidate label; none when there is no file or it cannot be used (warned)."""
+    def load(self) -> SavedHeads:
+        """The saved state; empty when there is no file, it was saved at other sizes, or it cannot be used (warned)."""
         if not self.path.is_file():
-            return {}
+            return SavedHeads()
         try:
             state: Any = json.loads(self.path.read_text(encoding="utf-8"))
-            heads = state["heads"] if state.get("format") == STATE_FORMAT else {}
-            return {str(label): [float(ms) for ms in samples] for label, samples in heads.items()}
+            if state.get("format") != STATE_FORMAT:
+                return SavedHeads()
+            shapes = state.get("input_shapes", self._shapes)  # a file of a version that did not record them: as now
+            if shapes != self._shapes:
+                logger.info("not restoring the head times in %s: saved at input sizes %s", self.path, shapes)
+                return SavedHeads()
+            heads = {str(label): [float(ms) for ms in samples] for label, samples in state["heads"].items()}
+            fused = state.get("edge_only_fused")
+            return SavedHeads(heads, fused if isinstance(fused, bool) else None)
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
             logger.warning("ignored the planner state in %s: %s", self.path, exc)
-            return {}
+            return SavedHeads()
 
-    def save(self, core: AgentCore) -> None:
-        """Keep ``core``'s head times for the next run on this device (errors are logged, not raised)."""
-        state = {"format": STATE_FORMAT, "model_sha256": self._model_sha256, "heads": core.head_times()}
+    def save(self, core: AgentCore, *, edge_only_fused: bool) -> None:
+        """Keep ``core``'s head times for the next run on this device (errors are logged, not raised).
+
+        ``edge_only_fused``: edge-only runs on a fused session, as a restart
+        that skips the warm-up should decide again without one.
+        """
+        state = {
+            "format": STATE_FORMAT,
+            "model_sha256": self._model_sha256,
+            "input_shapes": self._shapes,
+            "edge_only_fused": edge_only_fused,
+            "heads": core.head_times(),
+        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_suffix(".tmp")
+            temporary = self.path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # agents sharing the directory: no clash
             temporary.write_text(json.dumps(state), encoding="utf-8")
             temporary.replace(self.path)
         except OSError as exc:
@@ -106,6 +140,13 @@ def auto_core(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> AgentCore:
     """The core of an agent with ``cut="auto"``: load the chain, restore saved head times, warm up (blocking).
+
+    ``saved`` at ``shapes`` with a head time for every candidate and the
+    fused session's verdict stands in for the warm-up's timed runs: the
+    device runs the model once (to size what crosses each cut, which is also
+    ONNX Runtime's slow first run), and once more on the fused session where
+    edge-only ran on one. The restored times are refreshed as requests run,
+    and a cut whose times went stale is explored like any other.
 
     Every cut is a candidate with each of ``codecs`` under the name of what
     it really sends there (:func:`~edge_agent._codecs.codec_at`: fp16 and
@@ -137,7 +178,13 @@ def auto_core(
         timeouts=timeouts,
     )
     if saved is not None:
-        core.restore(saved.load(), now_s)
+        restored = saved.load()
+        core.restore(restored.heads, now_s)
+        if restored.edge_only_fused is not None and {c.label for c in candidates} <= restored.heads.keys():
+            logger.info("head times restored from %s: no warm-up runs", saved.path)
+            if restored.edge_only_fused and _fused_edge_only(halves, chain):
+                run_timed(halves.halves(EDGE_ONLY, fused=True).head, feeds)  # ORT's first run is slow
+            return core
     runs, fused_ms = _warm_up(halves, chain, feeds)
     core.warmed_up(runs, now_s, edge_only_ms=fused_ms)
     return core
@@ -158,7 +205,7 @@ def _warm_up(
     """
     first = chain.manifest.cut_ids[0]
     fused = None
-    if halves.holds_full_model and len(chain.manifest.cuts) > 2:  # noqa: PLR2004 - input and output alone: no boundary
+    if _fused_edge_only(halves, chain):
         fused = halves.halves(EDGE_ONLY, fused=True).head
         run_timed(fused, feeds)  # ORT's first run is slow
     runs: list[list[float]] = []
@@ -181,6 +228,11 @@ def _warm_up(
         min(fused_ms),
     )
     return runs, fused_ms
+
+
+def _fused_edge_only(halves: ModelHalves, chain: Chain) -> bool:
+    """Whether edge-only could run on a fused session: a full model, and a chain with a boundary inside."""
+    return halves.holds_full_model and len(chain.manifest.cuts) > 2  # noqa: PLR2004 - input and output: no boundary
 
 
 def keeps_fused(chained_ms: Sequence[float], whole_ms: Sequence[float], model_bytes: int | None) -> bool:

@@ -460,7 +460,9 @@ class EdgeAgent:
         if self.http is not None:
             await self.http.close()
         if self._head_times is not None and self._sizes is not None:
-            self._head_times.save(self._sizes.first)  # the size the saved times were restored at
+            halves = self.model
+            fused = halves.holds_full_model and halves.loaded(EDGE_ONLY, fused=True) is not None
+            self._head_times.save(self._sizes.first, edge_only_fused=fused)  # the size they were restored at
 
     async def _on_connect(self) -> None:
         await self._outbox.on_connect()
@@ -501,7 +503,7 @@ class EdgeAgent:
             self._state = CarriedState(self._carry_state, halves.inputs, halves.outputs)
         if self._default_cut == AUTO and halves.candidates:
             if self._state_dir is not None:
-                self._head_times = HeadTimes(self._state_dir, halves.model_sha256)
+                self._head_times = HeadTimes(self._state_dir, halves.model_sha256, halves.input_shapes)
             self._core = self._auto_core(halves, halves.input_shapes, self._head_times)
             self._sizes = CoresBySize(size_key(halves.input_shapes), self._core)
             for candidate in halves.candidates:  # load now: the first request should not pay for it

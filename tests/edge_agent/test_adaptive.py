@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -23,10 +23,21 @@ if TYPE_CHECKING:
 MODEL = "tiny"
 
 
-def _core(state_dir: Path | None = None) -> AgentCore:
+def _core(state_dir: Path | None = None, halves: ModelHalves | None = None, **options: Any) -> AgentCore:  # noqa: ANN401
+    halves = halves or ModelHalves.open(MODEL, threads=1)
+    return auto_core(halves, 0.0, saved=None if state_dir is None else _saved(state_dir, halves), **options)
+
+
+def _saved(state_dir: Path, halves: ModelHalves) -> HeadTimes:
+    return HeadTimes(state_dir, halves.model_sha256, halves.input_shapes)
+
+
+def _save(state_dir: Path, *, edge_only_fused: bool = False) -> Path:
+    """A state file as an agent's first run leaves it; its path."""
     halves = ModelHalves.open(MODEL, threads=1)
-    saved = None if state_dir is None else HeadTimes(state_dir, halves.model_sha256)
-    return auto_core(halves, 0.0, saved=saved)
+    saved = _saved(state_dir, halves)
+    saved.save(_core(), edge_only_fused=edge_only_fused)
+    return saved.path
 
 
 def _planner(core: AgentCore) -> Planner:
@@ -105,26 +116,72 @@ def test_a_full_model_knows_its_size() -> None:
     assert 0 < halves.model_bytes < SMALL_MODEL_BYTES
 
 
-def test_head_times_are_kept_for_the_next_start(tmp_path: Path) -> None:
-    sha = ModelHalves.open(MODEL).model_sha256
-    HeadTimes(tmp_path, sha).save(_core(tmp_path))
-    (saved,) = tmp_path.glob("planner-*.json")
-    state = json.loads(saved.read_text())
-    assert state["model_sha256"] == sha
+def test_head_times_kept_from_the_last_run_stand_in_for_the_warm_up(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    state = json.loads(path.read_text())
+    assert state["model_sha256"] == ModelHalves.open(MODEL).model_sha256
+    assert state["input_shapes"] == {"image": [1, 32, 32, 3]}
     state["heads"]["output"] = [1234.0, 1234.0]  # as if this device had been slow last time
-    saved.write_text(json.dumps(state))
-    restored = _core(tmp_path).head_times()["output"]
-    assert restored[:2] == [1234.0, 1234.0]  # then the warm-up's own
-    assert len(restored) == 5
+    path.write_text(json.dumps(state))
+    made: list[_BoundaryCost] = []
+
+    def factory(model: bytes, threads: int | None) -> Session:
+        made.append(_BoundaryCost(model, threads, delay_s=0.0, fused=False))
+        return made[-1]
+
+    core = _core(tmp_path, ModelHalves.open(MODEL, threads=1, session_factory=factory))
+    assert core.head_times()["output"] == [1234.0, 1234.0]  # no warm-up run added its own
+    assert [session.runs for session in made] == [1, 1]  # the chain's two segments, once: sizing what crosses
+
+
+def test_a_restart_runs_the_fused_session_it_kept_once_before_the_first_request(tmp_path: Path) -> None:
+    saved = json.loads(_save(tmp_path, edge_only_fused=True).read_text())["heads"]
+    made: list[_BoundaryCost] = []
+
+    def factory(model: bytes, threads: int | None) -> Session:
+        made.append(_BoundaryCost(model, threads, delay_s=0.0, fused=False))
+        return made[-1]
+
+    halves = ModelHalves.open(MODEL, threads=1, session_factory=factory)
+    assert _core(tmp_path, halves).head_times() == saved
+    fused = halves.loaded(EDGE_ONLY, fused=True)
+    assert fused is not None
+    assert [session.runs for session in made] == [1, 1, 1]  # the chain's segments and the fused session, once each
+    assert made[-1] is fused.head
+
+
+@pytest.mark.parametrize(
+    ("change", "restored"),
+    [
+        ({"edge_only_fused": None}, 2),  # saved by a version that kept no verdict: restored, then warmed up
+        ({"input_shapes": {"image": [1, 64, 64, 3]}}, 0),  # saved at other sizes: not restored, warmed up
+    ],
+)
+def test_head_times_the_restart_cannot_rely_on_alone_get_a_warm_up(
+    tmp_path: Path, change: dict[str, Any], restored: int
+) -> None:
+    path = _save(tmp_path)
+    state = json.loads(path.read_text())
+    state["heads"]["output"] = [1234.0, 1234.0]
+    path.write_text(json.dumps({key: value for key, value in (state | change).items() if value is not None}))
+    heads = _core(tmp_path).head_times()["output"]
+    assert heads[:restored] == [1234.0] * restored
+    assert len(heads) == restored + 3  # the warm-up's own
+
+
+def test_a_candidate_the_last_run_did_not_have_gets_a_warm_up(tmp_path: Path) -> None:
+    saved = json.loads(_save(tmp_path).read_text())["heads"]  # raw only
+    heads = _core(tmp_path, codecs=("raw", "int8")).head_times()
+    assert "pool@int8" not in saved
+    assert len(heads["pool@int8"]) == 3  # the warm-up measured the new codec's cut
+    assert len(heads["output"]) > len(saved["output"])  # and the others, after their saved times
 
 
 @pytest.mark.parametrize("content", ["{ not json", '{"format": 1, "heads": {"output": ["slow"]}}', "[]"])
 def test_an_unreadable_state_file_is_ignored_with_a_warning(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    saved = HeadTimes(tmp_path, ModelHalves.open(MODEL).model_sha256)
-    saved.save(_core(tmp_path))
-    saved.path.write_text(content)
+    _save(tmp_path).write_text(content)
     with caplog.at_level(logging.WARNING, logger="edgecut.agent"):
         core = _core(tmp_path)
     assert set(core.head_times()) == {"input", "pool", "output"}  # the warm-up still ran
