@@ -139,6 +139,10 @@ class Direction:
         """Where jitter and loss draw from: the stream of the seed given, made on the first draw."""
         return random.Random(self._seed)  # noqa: S311 - link draws, not crypto
 
+    def rewind(self, now_s: float, trace_s: float) -> None:
+        """From ``now_s`` on, play the trace as from ``trace_s`` seconds into it (chunks in hand keep their times)."""
+        self._start_s = now_s - trace_s
+
     def slices(self, now_s: float, data: bytes) -> list[bytes]:
         """``data`` cut into pieces of at most :data:`SLICE_S` at the current rate (at least a segment)."""
         rate = self.spec.rate_at(now_s - self._start_s)

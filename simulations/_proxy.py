@@ -99,6 +99,19 @@ class LinkProxy:
         for number, (up, down) in self._relays.items():
             up.rng, down.rng = _draws(seed, number)
 
+    def rewind(self, trace_s: float) -> None:
+        """Play every connection's trace from ``trace_s`` seconds into it, as of now.
+
+        Policies compared one after another, each after the same rewind,
+        meet the same rates, as :meth:`reseed` gives them the same jitter
+        and loss: on a trace that stalls for a second, no policy is judged by
+        whether its turn met the stall. Without a trace, nothing changes.
+        """
+        now = asyncio.get_running_loop().time()
+        for up, down in self._relays.values():
+            up.rewind(now, trace_s)
+            down.rewind(now, trace_s)
+
     def cut_off(self) -> None:
         """Start an outage: every connection holds what it reads until :meth:`restore`."""
         self._passing.clear()

@@ -20,6 +20,7 @@ from edge_agent import EdgeAgent
 from protocol.mqtt import BrokerURL
 from simulations._link import SEGMENT_BYTES, Direction, DirectionSpec, LinkSpec
 from simulations._proxy import LinkProxy
+from simulations._traces import RateTrace
 from tests._support import random_images, tiny_logits
 
 if TYPE_CHECKING:
@@ -86,6 +87,16 @@ def test_a_named_stream_is_made_on_the_first_draw_and_draws_as_one_made_at_once(
     spec = DirectionSpec(delay_s=0.01, jitter_s=0.05, loss=0.1)
     named, made = Direction(spec, "1/cams-0/up"), Direction(spec, random.Random("1/cams-0/up"))
     assert [named.departure(i, 5000) for i in range(50)] == [made.departure(i, 5000) for i in range(50)]
+
+
+def test_a_rewound_trace_plays_from_the_moment_asked_whenever_it_is() -> None:
+    stall = RateTrace(starts_s=(0.0, 1.0, 2.0), rates_bit_s=(8000.0, 0.0, 8000.0), duration_s=3.0, source="stall")
+    link = Direction(DirectionSpec(trace=stall), random.Random(0))
+    assert link.departure(1.5, 500) == pytest.approx(2.5)  # meets the stall: waits for its end, then 0.5 s
+    link.rewind(10.0, 0.0)  # from now on, as at the trace's start
+    assert link.departure(10.0, 500) == pytest.approx(10.5)
+    link.rewind(20.0, 1.5)
+    assert link.departure(20.0, 500) == pytest.approx(21.0)  # the stall's last half second, as at 1.5 s
 
 
 def test_slices_are_10_ms_of_the_rate_and_at_least_a_segment() -> None:
@@ -233,6 +244,29 @@ async def test_after_the_same_seed_an_open_connection_meets_the_same_luck() -> N
                     await writer.drain()
                     await reader.readexactly(9)
                 assert time.perf_counter() - started >= 0.75  # seed 2's first three draws: 0.25 s each
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_after_a_rewind_an_open_connection_meets_the_trace_where_it_was_rewound_to() -> None:
+    """Common trace moments: the trace stalls for half a second 5 s in, and a rewind to 5 s meets the stall at once."""
+    server = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    upstream = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    stall = RateTrace(starts_s=(0.0, 5.0, 5.5), rates_bit_s=(1e9, 0.0, 1e9), duration_s=60.0, source="stall")
+    spec = LinkSpec(name="stall", up=DirectionSpec(trace=stall), down=DirectionSpec())
+    async with server, LinkProxy(spec, upstream=upstream) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            writer.write((1).to_bytes(8, "big") + b"x")  # the connection is open at the proxy
+            await writer.drain()
+            await reader.readexactly(9)
+            proxy.rewind(5.0)
+            started = time.perf_counter()
+            writer.write((1).to_bytes(8, "big") + b"x")
+            await writer.drain()
+            await reader.readexactly(9)
+            assert time.perf_counter() - started >= 0.45  # held until the stall ends, 0.5 s after the rewind
         finally:
             writer.close()
             await writer.wait_closed()
