@@ -10,9 +10,11 @@ fixed, and auto (the planner), in orders that put each policy first, and
 right after each other one, equally often (:func:`balanced_orders`). So
 every policy meets the link at the same moments and the same neighbours,
 and with the same luck: before each policy's request of a slot, the link's
-jitter and loss draws start again from the slot's seed (common random
-numbers; ``--no-common-draws`` turns it off), so that on a lossy link a
-policy is not judged by whether it met the retransmission. For each slot the
+jitter and loss draws start again from the slot's seed and a trace plays
+again from the slot's moment (its time since the cell's first slot: common
+random numbers; ``--no-common-draws`` turns both off), so that no policy is
+judged by whether its turn met a retransmission or a trace's stall (the
+``lte-drive`` trace carries nothing for a second 12 s in). For each slot the
 best fixed cut is known (the per-request oracle).
 The agent's chain holds every candidate, so switching between policies
 loads nothing; only auto's requests teach the planner.
@@ -23,10 +25,14 @@ and two real traces, ``lte-drive`` and ``3g-bus`` (simulations/traces).
 Devices: a Raspberry Pi 4 (x5.4) and a Raspberry Pi 3 (x10.7), as the
 ``simulations`` device profiles rate them against one x86 core (this host's
 core runs resnet18 about 2x faster than that reference, so these are
-stretches of this host, not faithful Pis). The first ``--warm-up`` slots are
-not counted: they show the cold start (the first request goes to the remote
-cut that sends least, to learn the hub), which a restarted agent skips by
-keeping its head times. Hub loads: ``idle``, and ``busy``: a load generator in its own
+stretches of this host, not faithful Pis). Each cell starts its agent
+afresh, from the model's file, as a device restarted between cells: it keeps
+its head times in a state directory of the model and device, so that after
+each's first cell the warm-up's timed runs are skipped (``--cold-starts``:
+a state directory of its own for every cell, and the warm-up every time).
+The first ``--warm-up`` slots are not counted: they show the start (the
+first request goes to the remote cut that sends least, to learn the hub).
+Hub loads: ``idle``, and ``busy``: a load generator in its own
 process sends the hub resnet18 cloud-only requests at 85% of what it can
 serve. The agent may use the codecs a user would allow (``--codecs``, by default
 raw, jpeg and int8+zstd): cloud-only sends a camera-like image as a JPEG, and a
@@ -64,9 +70,11 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -74,7 +82,7 @@ import numpy as np
 
 from cloud_hub import HubProcess, LocalBroker, wait_online
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, Candidate, EdgeAgent, InferenceResult, Observation, Planner, Timeouts
-from models import camera_images
+from models import camera_images, zoo
 from protocol import InferenceRequest, Topics, encode_request
 from protocol.mqtt import Connection
 from simulations import PROFILES, LinkProxy, fixed_link, preset, stretched_sessions
@@ -194,8 +202,29 @@ def link_spec(name: str) -> LinkSpec:
     return STEP_FAST if name == "step" else preset(name)
 
 
+@dataclasses.dataclass
+class Devices:
+    """Where the bench's agents find their models (one file each) and keep their head times."""
+
+    directory: Path
+    cold_starts: bool = False
+
+    def model(self, name: str) -> Path:
+        """The zoo model ``name`` as a file, as a user's model comes (written once)."""
+        path = self.directory / "models" / f"{name}.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(zoo.build(name).SerializeToString())
+        return path
+
+    def state(self, model: str, device: str) -> Path:
+        """The state directory of ``model`` on ``device``: shared by their cells, or one per cell with cold starts."""
+        key = f"{model}-{device}" + (f"-{uuid.uuid4().hex[:8]}" if self.cold_starts else "")
+        return self.directory / "state" / key
+
+
 async def run_cell(
-    broker: str, cell: Cell, args: argparse.Namespace, edge_only: list[Request] | None = None
+    broker: str, cell: Cell, args: argparse.Namespace, devices: Devices, edge_only: list[Request] | None = None
 ) -> list[Request]:
     """Run every policy of ``cell`` on one paced stream of ``args.warm_up`` + ``args.slots`` slots (the first not kept).
 
@@ -212,12 +241,13 @@ async def run_cell(
         url = broker.replace(f":{upstream.port}", f":{proxy.port}")
         agent = EdgeAgent(
             url,
-            model=cell.model,
+            model=devices.model(cell.model),
             prefix=PREFIX,
             threads=1,
             session_factory=stretched_sessions(DEVICES[cell.device]) if DEVICES[cell.device] > 1 else None,
             timeouts=Timeouts(request=30.0, retry=None),
             codec=args.codecs,
+            state_dir=devices.state(cell.model, cell.device),
         )
         async with agent:
             await agent.infer(image)  # sizes the image codecs on this image, for fixed_policies to compare
@@ -231,10 +261,12 @@ async def run_cell(
                 await asyncio.sleep(max(0.0, started + (index + warm_up) * period - time.perf_counter()))
                 order = orders[index % len(orders)]
                 luck = f"{cell.model}/{cell.device}/{cell.load}/{cell.link}/{index}"  # the slot's seed
+                moment = time.perf_counter() - started  # the slot's time on a trace
                 slot = {}
                 for at in order:
-                    if args.common_draws:  # the same luck for every policy of the slot
+                    if args.common_draws:  # the same luck, and the same moment of a trace, for every policy of the slot
                         proxy.reseed(luck)
+                        proxy.rewind(moment)
                     slot[policies[at]] = await _one(agent, image, policies[at])
                 if index >= 0:
                     cell.slots.append({edge: edge_only[index]} | slot if edge_only else slot)
@@ -305,7 +337,7 @@ async def _one(agent: EdgeAgent, image: np.ndarray, policy: str) -> Request:
 # --- the fleet: several agents on one hub ------------------------------------------------
 
 
-async def run_fleet(broker: str, args: argparse.Namespace) -> dict[str, list[float]]:
+async def run_fleet(broker: str, args: argparse.Namespace, devices: Devices) -> dict[str, list[float]]:
     """``args.fleet_agents`` resnet18 agents (Pi 4s) at once, each policy in turn: latencies but the first quarter.
 
     Paced so that all of them cloud-only would need about the hub's whole
@@ -315,19 +347,21 @@ async def run_fleet(broker: str, args: argparse.Namespace) -> dict[str, list[flo
     fleet = [
         EdgeAgent(
             broker,
-            model="resnet18",
+            model=devices.model("resnet18"),
             prefix=PREFIX,
             threads=1,
             agent_id=f"fleet-{index}",
             session_factory=stretched_sessions(DEVICES["rpi4"]),
             timeouts=Timeouts(request=30.0, retry=None),
             codec=args.codecs,
+            state_dir=devices.state("resnet18", "rpi4"),
         )
         for index in range(args.fleet_agents)
     ]
     async with contextlib.AsyncExitStack() as stack:
-        for agent in fleet:
-            await stack.enter_async_context(agent)
+        async with asyncio.TaskGroup() as starting:  # at once: their starts mostly wait on the emulated device
+            for agent in fleet:
+                starting.create_task(stack.enter_async_context(agent))
         image = next(camera_images(1, IMAGE_SHAPE, seed=2))
         await fleet[0].infer(image)  # sizes the image codecs, for fixed_policies to compare
         policies = [*fixed_policies(fleet[0], args.inner), AUTO]
@@ -585,11 +619,17 @@ def print_trace(cell: Cell) -> None:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"cells": [], "fleet": {}, "decision_us": {}}
     started = time.perf_counter()
-    with LocalBroker() as broker, hub_process(broker.url, args.models) as hub:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-planner-") as directory,
+        LocalBroker() as broker,
+        hub_process(broker.url, args.models) as hub,
+    ):
+        devices = Devices(Path(directory), cold_starts=args.cold_starts)
         await wait_online(broker.url, PREFIX, [hub.hub_id], 300)
         cloud_ms = await hub_cloud_only_ms(broker.url)
         rate = BUSY * 1000 / cloud_ms
-        print(f"hub: resnet18 cloud-only tail {cloud_ms:.1f} ms; busy = {rate:.0f} requests/s", flush=True)
+        ready = f"{time.perf_counter() - started:.0f} s in"
+        print(f"hub: resnet18 cloud-only tail {cloud_ms:.1f} ms; busy = {rate:.0f} requests/s ({ready})", flush=True)
         print("cells: mean/p95 ms", flush=True)
         for load in args.loads:
             with load_process(broker.url, rate) if load == "busy" else contextlib.nullcontext():
@@ -598,7 +638,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     cell = Cell(model, device, load, link)
                     cell_started = time.perf_counter()
                     shared = edge_only.get((model, device)) if args.share_edge_only else None
-                    measured = await run_cell(broker.url, cell, args, shared)
+                    measured = await run_cell(broker.url, cell, args, devices, shared)
                     edge_only.setdefault((model, device), measured)
                     summary = summarise(cell)
                     summary["seconds"] = time.perf_counter() - cell_started
@@ -608,10 +648,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         print_trace(cell)
         print_worse(report["cells"])
         if args.fleet:
-            fleet = await run_fleet(broker.url, args)
+            fleet_started = time.perf_counter()
+            fleet = await run_fleet(broker.url, args, devices)
+            report["fleet_seconds"] = time.perf_counter() - fleet_started
             report["fleet"] = {name: {"mean": _mean(v), "p95": _p95(v)} for name, v in fleet.items()}
             every = f"a request every {args.fleet_period} s each"
-            print(f"fleet: {args.fleet_agents} resnet18 agents (Pi 4s) on one hub, {every}:")
+            took = f"{report['fleet_seconds']:.0f} s"
+            print(f"fleet: {args.fleet_agents} resnet18 agents (Pi 4s) on one hub, {every} ({took}):")
             for name, figures in report["fleet"].items():
                 print(f"  {name:<15} mean {figures['mean']:7.1f} ms  p95 {figures['p95']:7.1f} ms")
     for count in (4, 16, 64, 256):
@@ -648,12 +691,17 @@ def main() -> None:
         action="store_true",
         help="run edge-only in the first link's cell of each model, device and load only (quicker, less fair)",
     )
+    parser.add_argument(
+        "--cold-starts",
+        action="store_true",
+        help="give every cell's agent a state directory of its own: the warm-up in every cell, not each device's first",
+    )
     parser.add_argument("--trace", action="store_true", help="print auto's every request too")
     parser.add_argument(
         "--no-common-draws",
         dest="common_draws",
         action="store_false",
-        help="let each policy's request draw the link's jitter and loss on (not from the slot's seed)",
+        help="let each policy's request draw the link's jitter and loss on, and a trace play on (not from the slot's)",
     )
     parser.add_argument("--no-fleet", dest="fleet", action="store_false", help="skip the fleet")
     parser.add_argument("--fleet-agents", type=int, default=6)
