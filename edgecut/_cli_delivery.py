@@ -21,6 +21,7 @@ from edgecut._cli_text import human, leaf
 from edgecut._cli_values import positive
 from edgecut._exit import ExitCode
 from edgecut._output import print_json
+from edgecut._wait import signalled
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -190,11 +191,12 @@ def _serve(args: argparse.Namespace) -> ExitCode:
 
 
 async def _serve_forever(delivery: ModelDelivery, *, as_json: bool) -> None:
-    async with delivery:
+    """Offer the models until SIGINT or SIGTERM, also where the shell that started it ignores SIGINT (``cmd &``)."""
+    async with delivery, signalled() as stop:
         await delivery.connection.wait_connected(10.0)
         offers = {model: [v.version for v in offer.versions] for model, offer in delivery.catalog.offers.items()}
         if as_json:
             print_json({"node": delivery.node_id, "offers": offers}, indent=None)
         else:
             print(f"{delivery.node_id} offering {offers or 'nothing'} (Ctrl+C to stop)", file=sys.stderr)  # noqa: T201
-        await asyncio.Event().wait()  # until Ctrl+C
+        await stop.wait()

@@ -17,7 +17,7 @@ from cloud_hub._offers import scan_offers
 from edgecut._cli import main
 from edgecut._exit import ExitCode
 from models import SegmentsManifest, file_sha256_hex, partition
-from tests._support import random_images, save_tiny_version
+from tests._support import ignoring_sigint, random_images, save_tiny_version, signalled_output
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,14 +34,14 @@ def registry(broker_url: str, prefix: str, tmp_path: Path) -> Iterator[dict[str,
     partition.save_segments(partition.split_segments(model, cuts, model_id=model_id), tmp_path / "models" / "tiny")
     command = [sys.executable, "-m", "edgecut", "models", "serve", "--models", str(tmp_path / "models")]
     command += ["--broker", broker_url, "--prefix", prefix, "--node-id", "registry", "--block-size", "16K", "--json"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:  # noqa: S603 - our own CLI
+    # started as a script's `cmd &` is, SIGINT ignored: the command must stop on it all the same
+    with subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=ignoring_sigint) as process:  # noqa: S603, PLW1509
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], 30)
         assert ready, "edgecut models serve announced nothing within 30 s"
         yield json.loads(os.read(process.stdout.fileno(), 65536))
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=15)
-        assert process.returncode == ExitCode.INTERRUPTED
+        signalled_output(process, signal.SIGINT, 15)
+        assert process.returncode == ExitCode.OK  # stopped as asked
 
 
 def test_fetch_gets_the_model_a_registry_serves(
