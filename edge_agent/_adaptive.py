@@ -7,8 +7,8 @@ few times and hands each run's segment times to the agent's
 head times saved by an earlier run on this device (``state_dir``) at the
 same input sizes are restored first, and where they cover every candidate,
 the warm-up's timed runs are skipped: a restart costs the device one run of
-the model, not seven (:func:`auto_core`). With a full model at hand, the warm-up also runs the whole
-model as one fused session, in turns with the chain: where the chain's
+the model, not seven (:func:`auto_core`). With a full model at hand, the
+warm-up also runs the whole model as one fused session, in turns with the chain: where the chain's
 boundaries cost more than :data:`FUSED_EDGE_ONLY_GAIN` (ONNX Runtime cannot
 fuse across them, and what crosses each is written out whole: a detector's
 early 640x640 activations), edge-only runs on the fused session from then
@@ -108,8 +108,8 @@ class HeadTimes:
     def save(self, core: AgentCore, *, edge_only_fused: bool) -> None:
         """Keep ``core``'s head times for the next run on this device (errors are logged, not raised).
 
-        ``edge_only_fused``: edge-only runs on a fused session, as a restart
-        that skips the warm-up should decide again without one.
+        ``edge_only_fused``: edge-only runs on a fused session (the
+        warm-up's verdict, which a restart that skips the warm-up follows).
         """
         state = {
             "format": STATE_FORMAT,
@@ -141,12 +141,13 @@ def auto_core(
 ) -> AgentCore:
     """The core of an agent with ``cut="auto"``: load the chain, restore saved head times, warm up (blocking).
 
-    ``saved`` at ``shapes`` with a head time for every candidate and the
-    fused session's verdict stands in for the warm-up's timed runs: the
-    device runs the model once (to size what crosses each cut, which is also
-    ONNX Runtime's slow first run), and once more on the fused session where
-    edge-only ran on one. The restored times are refreshed as requests run,
-    and a cut whose times went stale is explored like any other.
+    Head times ``saved`` by an earlier run (at its input sizes: see
+    :class:`HeadTimes`) with one for every candidate and the fused session's
+    verdict stand in for the warm-up's timed runs: the device runs the model
+    once (to size what crosses each cut, which is also ONNX Runtime's slow
+    first run), and once more on the fused session where edge-only ran on
+    one. The restored times are refreshed as requests run, and a cut whose
+    times went stale is explored like any other.
 
     Every cut is a candidate with each of ``codecs`` under the name of what
     it really sends there (:func:`~edge_agent._codecs.codec_at`: fp16 and
