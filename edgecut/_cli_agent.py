@@ -75,10 +75,10 @@ def _register_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--state-dir",
         type=Path,
         default=Path(env("STATE_DIR") or default_state_dir()),
-        help="where --cut auto keeps this device's head times across runs (default $EDGECUT_STATE_DIR, "
-        "else $XDG_STATE_HOME/edgecut or ~/.local/state/edgecut)",
+        help="where --cut auto keeps this device's head times across runs, so that the next run skips the warm-up "
+        "(default $EDGECUT_STATE_DIR, else $XDG_STATE_HOME/edgecut or ~/.local/state/edgecut)",
     )
-    parser.add_argument("--no-state", action="store_true", help="keep no head times across runs")
+    parser.add_argument("--no-state", action="store_true", help="keep no head times across runs: warm up every run")
     parser.add_argument(
         "--fetch",
         action="store_true",
