@@ -15,7 +15,7 @@ from edge_agent._adaptive import SMALL_MODEL_BYTES, HeadTimes, auto_core, keeps_
 from models import ChainPart, Session
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     import onnxruntime as ort
@@ -73,6 +73,16 @@ class _BoundaryCost(Session):
         return super().run_values(feeds)
 
 
+def _recording(made: list[_BoundaryCost], *, delay_s: float) -> Callable[[bytes, int | None], Session]:
+    """A session factory that keeps every session it makes in ``made``, each segment ``delay_s`` slower."""
+
+    def factory(model: bytes, threads: int | None) -> Session:
+        made.append(_BoundaryCost(model, threads, delay_s=delay_s, fused=False))
+        return made[-1]
+
+    return factory
+
+
 @pytest.mark.parametrize("fused_is_slow", [False, True])
 def test_edge_only_runs_as_one_session_only_where_the_chain_costs_more(*, fused_is_slow: bool) -> None:
     delay_s = 0.01  # 10 ms: far beyond the tiny model's own fraction of a millisecond
@@ -124,12 +134,7 @@ def test_head_times_kept_from_the_last_run_stand_in_for_the_warm_up(tmp_path: Pa
     state["heads"]["output"] = [1234.0, 1234.0]  # as if this device had been slow last time
     path.write_text(json.dumps(state))
     made: list[_BoundaryCost] = []
-
-    def factory(model: bytes, threads: int | None) -> Session:
-        made.append(_BoundaryCost(model, threads, delay_s=0.0, fused=False))
-        return made[-1]
-
-    core = _core(tmp_path, ModelHalves.open(MODEL, threads=1, session_factory=factory))
+    core = _core(tmp_path, ModelHalves.open(MODEL, threads=1, session_factory=_recording(made, delay_s=0.0)))
     assert core.head_times()["output"] == [1234.0, 1234.0]  # no warm-up run added its own
     assert [session.runs for session in made] == [1, 1]  # the chain's two segments, once: sizing what crosses
 
@@ -137,12 +142,7 @@ def test_head_times_kept_from_the_last_run_stand_in_for_the_warm_up(tmp_path: Pa
 def test_a_restart_runs_the_fused_session_it_kept_once_before_the_first_request(tmp_path: Path) -> None:
     saved = json.loads(_save(tmp_path, edge_only_fused=True).read_text())["heads"]
     made: list[_BoundaryCost] = []
-
-    def factory(model: bytes, threads: int | None) -> Session:
-        made.append(_BoundaryCost(model, threads, delay_s=0.0, fused=False))
-        return made[-1]
-
-    halves = ModelHalves.open(MODEL, threads=1, session_factory=factory)
+    halves = ModelHalves.open(MODEL, threads=1, session_factory=_recording(made, delay_s=0.0))
     assert _core(tmp_path, halves).head_times() == saved
     fused = halves.loaded(EDGE_ONLY, fused=True)
     assert fused is not None
@@ -228,11 +228,7 @@ def test_an_allow_list_makes_a_candidate_of_each_codec_that_changes_what_a_cut_s
 @pytest.mark.broker
 async def test_an_auto_agent_runs_edge_only_on_the_fused_session_it_kept(broker_url: str, prefix: str) -> None:
     made: list[_BoundaryCost] = []
-
-    def factory(model: bytes, threads: int | None) -> Session:
-        made.append(_BoundaryCost(model, threads, delay_s=0.01, fused=False))
-        return made[-1]
-
+    factory = _recording(made, delay_s=0.01)
     image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
     async with EdgeAgent(broker_url, model=MODEL, cut="auto", prefix=prefix, session_factory=factory) as agent:
         fused = agent.model.loaded(EDGE_ONLY, fused=True)
