@@ -10,8 +10,9 @@ the warm-up's timed runs are skipped: a restart costs the device one run of
 the model, not seven (:func:`auto_core`). With a full model at hand, the
 warm-up also runs the whole model as one fused session, in turns with the
 chain: where the chain's boundaries cost more than
-:data:`FUSED_EDGE_ONLY_GAIN` (ONNX Runtime cannot fuse across them, and what crosses each is written out whole: a detector's
-early 640x640 activations), edge-only runs on the fused session from then
+:data:`FUSED_EDGE_ONLY_GAIN` (ONNX Runtime cannot fuse across them, and
+what crosses each is written out whole: a detector's early 640x640
+activations), edge-only runs on the fused session from then
 on, and the chain times its segments on one edge-only request in
 :data:`~edge_agent._core.SEGMENT_TIMES_EVERY`; else the fused session is let
 go (it is a second copy of the weights), unless the model is small
