@@ -7,7 +7,9 @@ behind an emulated link (``simulations.LinkProxy``, ``--link``, default
 and as a JPEG (about 20 KB), in turns, and print the medians of the total
 time and of its parts as the agent reports them (``InferenceResult.timings``).
 The demo's Wi-Fi table (``make demo``) found the JPEG slower than raw uint8
-on the embedded broker and faster on mosquitto; this shows which part moves.
+on the embedded broker and faster on mosquitto, until edgecut's connections
+acknowledged every read at once (docs/broker.md): this shows which part
+moves, and that both brokers now carry the JPEG alike.
 
     python bench/broker_link.py [--link wifi] [--requests 15] [--json]
 """

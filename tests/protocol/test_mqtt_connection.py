@@ -143,6 +143,26 @@ async def test_properties_travel_with_the_message(broker_url: str, prefix: str) 
     assert (third.response_topic, third.correlation) == (None, None)
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+async def test_what_a_connection_reads_it_acknowledges_at_once(broker_url: str, prefix: str) -> None:
+    """After each read the socket is in quick-ack mode, though sending the PUBACK had taken it out.
+
+    A broker with Nagle's algorithm on (the embedded rumqttd) otherwise holds the rest of a message until the
+    kernel's delayed acknowledgement, up to 40 ms (bench/broker_link.py measures it).
+    """
+    topic = f"{prefix}/acked"
+    received: asyncio.Queue[Incoming] = asyncio.Queue()
+    rx = Connection(broker_url, client_id=_id("rx"), subscriptions=[(topic, 1)], on_message=received.put_nowait)
+    async with _connected(rx), _connected(Connection(broker_url, client_id=_id("tx"))) as tx:
+        sock = rx._session.client._client.socket()  # type: ignore[union-attr]
+        modes = []
+        for _ in range(5):
+            await tx.publish(topic, bytes(20_000), qos=1, timeout=5)
+            await _next(received)  # read, and acknowledged with a PUBACK: a send right after a read
+            modes.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+    assert modes == [1] * 5
+
+
 async def test_a_failing_handler_does_not_take_the_connection_down(
     broker_url: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

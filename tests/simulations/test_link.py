@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -159,6 +160,29 @@ async def test_the_proxy_carries_every_byte_in_order_both_ways_and_no_faster_tha
     assert answers == [len(p).to_bytes(8, "big") + p[:16] for p in payloads]
     least = sum((len(p) + 8) * 8 / 8_000_000 + 0.02 for p in payloads)  # serialisation + both delays, each
     assert elapsed >= least  # a proxy can be late, never early
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+async def test_the_proxy_acknowledges_what_it_reads_from_upstream_at_once() -> None:
+    """As edgecut's own clients do: a broker with Nagle's algorithm on would otherwise wait for a delayed ACK."""
+    server = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    upstream = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    spec = LinkSpec(name="test", up=DirectionSpec(), down=DirectionSpec())
+    payload = bytes(20_000)
+    async with server, LinkProxy(spec, upstream=upstream) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        modes = []
+        for _ in range(5):  # each answer read right after the request was sent: without quick-acks, delayed ones
+            writer.write(len(payload).to_bytes(8, "big") + payload)
+            await writer.drain()
+            await reader.readexactly(8 + 16)
+            (to_upstream,) = [
+                w.get_extra_info("socket") for w in proxy._open if w.get_extra_info("peername") == upstream
+            ]
+            modes.append(to_upstream.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+        writer.close()
+        await writer.wait_closed()
+    assert modes == [1] * 5
 
 
 async def test_a_queue_limit_pushes_back_on_the_sender_and_loses_nothing() -> None:
