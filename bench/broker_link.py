@@ -11,7 +11,7 @@ on the embedded broker and faster on mosquitto, until edgecut's connections
 acknowledged every read at once (docs/broker.md): this shows which part
 moves, and that both brokers now carry the JPEG alike.
 
-    python bench/broker_link.py [--link wifi] [--requests 15] [--json]
+    python bench/broker_link.py [--link wifi] [--requests 15] [--qos 0|1] [--json]
 """
 
 from __future__ import annotations
@@ -44,21 +44,27 @@ def installed_kinds() -> list[Kind]:
     return (["mosquitto"] if shutil.which("mosquitto") else []) + ["iotcore"]
 
 
-async def measure(kind: Kind, link: str, requests: int) -> dict[str, dict[str, float]]:
-    """Median ms of each part, by codec, of ``requests`` cloud-only requests per codec taken in turns."""
+async def measure(kind: Kind, link: str, requests: int, qos: int | None = None) -> dict[str, dict[str, float]]:
+    """Median ms of each part, by codec, of ``requests`` cloud-only requests per codec taken in turns.
+
+    ``qos``: of requests and replies; by default the broker's own (``LocalBroker.url``).
+    """
     results: dict[str, list[InferenceResult]] = {codec: [] for codec in CODECS}
     hub_id = f"bench-hub-{uuid.uuid4().hex[:6]}"
-    with LocalBroker(kind=kind) as broker, HubProcess(broker.url, prefix=PREFIX, hub_id=hub_id):
-        await wait_online(broker.url, PREFIX, [hub_id], 120)
+    with LocalBroker(kind=kind) as broker:
         url = BrokerURL.parse(broker.url)
-        async with LinkProxy(preset(link), upstream=(url.host, url.port)) as proxy:
-            agents = {codec: _agent(f"mqtt://127.0.0.1:{proxy.port}?qos={url.qos}", codec) for codec in CODECS}
-            async with agents["raw"], agents["jpeg"]:
-                for index, image in enumerate(camera_images(WARM_UP + requests, (224, 224, 3), seed=0)):
-                    for codec, agent in agents.items():  # in turns: the host's drift falls on both alike
-                        result = await agent.infer(image)
-                        if index >= WARM_UP:
-                            results[codec].append(result)
+        qos = url.qos if qos is None else qos
+        direct = f"mqtt://{url.host}:{url.port}?qos={qos}"
+        with HubProcess(direct, prefix=PREFIX, hub_id=hub_id):
+            await wait_online(direct, PREFIX, [hub_id], 120)
+            async with LinkProxy(preset(link), upstream=(url.host, url.port)) as proxy:
+                agents = {codec: _agent(f"mqtt://127.0.0.1:{proxy.port}?qos={qos}", codec) for codec in CODECS}
+                async with agents["raw"], agents["jpeg"]:
+                    for index, image in enumerate(camera_images(WARM_UP + requests, (224, 224, 3), seed=0)):
+                        for codec, agent in agents.items():  # in turns: the host's drift falls on both alike
+                            result = await agent.infer(image)
+                            if index >= WARM_UP:
+                                results[codec].append(result)
     return {
         codec: {part: statistics.median(getattr(r.timings, part) for r in runs) for part in PARTS}
         | {"bytes_sent": statistics.median(r.bytes_sent for r in runs)}
@@ -84,15 +90,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--link", default="wifi", help="a link preset (edgecut sim link --list; default wifi)")
     parser.add_argument("--requests", type=int, default=15, help="measured requests per codec (default 15)")
+    parser.add_argument(
+        "--qos", type=int, choices=(0, 1), help="of requests and replies (default: each broker's own URL's)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     for kind in installed_kinds():
-        figures[kind] = asyncio.run(measure(kind, args.link, args.requests))
+        figures[kind] = asyncio.run(measure(kind, args.link, args.requests, args.qos))
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    print(f"$ python bench/broker_link.py --link {args.link} --requests {args.requests}")
+    qos = "" if args.qos is None else f" --qos {args.qos}"
+    print(f"$ python bench/broker_link.py --link {args.link} --requests {args.requests}{qos}")
     print(f"{MODEL} cloud-only as a Pi 4 over {args.link}: medians, ms")
     print(f"{'broker':<10} {'codec':<6} {'bytes':>8} " + " ".join(f"{part[:-3]:>12}" for part in PARTS))
     for kind, by_codec in figures.items():

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal, Self
 
 from protocol import DEFAULT_MAX_MESSAGE_BYTES, PACKET_OVERHEAD_BYTES
 from protocol.errors import ConfigError, TransportError
+from protocol.mqtt import ACKS_AT_ONCE
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -153,12 +154,15 @@ class LocalBroker:
 
     @property
     def url(self) -> str:
-        """The broker URL clients use. The embedded broker's carries ``?qos=0``.
+        """The broker URL clients use. The embedded broker's carries ``?qos=0`` where acks cannot be made quick.
 
-        rumqttd holds back small QoS 1 messages for ~44 ms (docs/broker.md), so
-        with it requests and replies go at QoS 0, guarded by request deadlines.
+        rumqttd leaves Nagle's algorithm on and so holds back a small QoS 1
+        message until the receiver's delayed acknowledgement, ~44 ms, unless
+        the receiver acknowledges at once (edgecut's connections do, on
+        Linux: ``protocol.mqtt.ACKS_AT_ONCE``; docs/broker.md). Elsewhere
+        requests and replies go at QoS 0, guarded by request deadlines.
         """
-        qos = "?qos=0" if self.kind == "iotcore" else ""
+        qos = "?qos=0" if self.kind == "iotcore" and not ACKS_AT_ONCE else ""
         return f"mqtt://{self.host}:{self.port}{qos}"
 
     @property

@@ -41,6 +41,9 @@ logger = logging.getLogger("edgecut.mqtt")
 # Neither paho nor aiomqtt disables Nagle's algorithm; with it on, small
 # request/reply round trips take 44-88 ms instead of ~1 ms (see docs/broker.md).
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ACKS_AT_ONCE = hasattr(socket, "TCP_QUICKACK")
+"""Whether this platform lets a connection acknowledge what it reads at once (Linux's TCP_QUICKACK), which a
+broker with Nagle's algorithm on needs for small messages at QoS 1 (docs/broker.md)."""
 _CANCEL_AGAIN_AFTER_S = 0.1
 _CONNECT_TIMEOUT_S = 10
 _PENDING_CALLS_WARNING = 1024
@@ -541,15 +544,16 @@ class _Session:
 
 
 def _acknowledge_reads_at_once(paho: Any) -> None:  # noqa: ANN401 - paho's client
-    """Have the kernel acknowledge what paho reads at once, not up to 40 ms later (Linux; elsewhere nothing).
+    """Have the kernel acknowledge what paho reads at once, not up to 40 ms later (where :data:`ACKS_AT_ONCE`).
 
     A broker that leaves Nagle's algorithm on (rumqttd, the embedded default,
     does) holds the rest of a message it forwards until its first segment is
     acknowledged, and Linux delays the acknowledgements of a connection that
     also sends: a 20 KB JPEG request reached the hub ~30 ms late behind an
-    emulated link (``bench/broker_link.py``). TCP_QUICKACK turns that delay
-    off, but the kernel turns it on again on its own, so it is set again
-    after every read: one system call a read.
+    emulated link, and a small QoS 1 message ~44 ms late on loopback
+    (``bench/broker_link.py``). TCP_QUICKACK turns that delay off, but the
+    kernel turns it on again on its own, so it is set again after every
+    read: one system call a read.
     """
     quickack = getattr(socket, "TCP_QUICKACK", None)
     if quickack is None:

@@ -7,10 +7,11 @@ and ``import protocol`` does not import it: the wire format stays usable
 without asyncio or an MQTT client.
 """
 
-from protocol._mqtt import Backoff, Connack, Connection, Incoming, Will
+from protocol._mqtt import ACKS_AT_ONCE, Backoff, Connack, Connection, Incoming, Will
 from protocol._url import DEFAULT_PORTS, BrokerURL, QoS
 
 __all__ = [
+    "ACKS_AT_ONCE",
     "DEFAULT_PORTS",
     "Backoff",
     "BrokerURL",

@@ -29,6 +29,7 @@ from edgecut._demo import TOLERANCE, DemoReport, DemoRow, format_report
 from edgecut._demo_report import AutoRun, EmulatedRow
 from edgecut._exit import ExitCode
 from protocol import Topics, decode_reply
+from protocol.mqtt import ACKS_AT_ONCE
 from tests._support import TINY_TAIL, tiny_logits, tiny_model, tiny_request, watching
 
 if TYPE_CHECKING:
@@ -527,7 +528,7 @@ def _broker_process(*extra: str) -> Iterator[subprocess.Popen[bytes]]:
 def _broker_json(port: int) -> dict[str, object]:
     """What ``edgecut broker --json`` prints for the broker this machine has (auto)."""
     kind = resolve_kind("auto")
-    url = f"mqtt://127.0.0.1:{port}" + ("?qos=0" if kind == "iotcore" else "")
+    url = f"mqtt://127.0.0.1:{port}" + ("?qos=0" if kind == "iotcore" and not ACKS_AT_ONCE else "")
     return {"url": url, "kind": kind, "port": port}
 
 
