@@ -444,7 +444,7 @@ class _Session:
         self._loop_thread = threading.get_ident()
         self._writing = False
         paho.on_socket_register_write = self._write_now
-        _acknowledge_reads_at_once(paho)
+        acknowledge_reads_at_once(paho)
 
     @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[aiomqtt.Client]:
@@ -543,8 +543,8 @@ class _Session:
             self._handler(*args)
 
 
-def _acknowledge_reads_at_once(paho: Any) -> None:  # noqa: ANN401 - paho's client
-    """Have the kernel acknowledge what paho reads at once, not up to 40 ms later (where :data:`ACKS_AT_ONCE`).
+def acknowledge_reads_at_once(paho: Any) -> None:  # noqa: ANN401 - paho's client
+    """Have the kernel acknowledge what a paho client reads at once, not up to 40 ms later (where :data:`ACKS_AT_ONCE`).
 
     A broker that leaves Nagle's algorithm on (rumqttd, the embedded default,
     does) holds the rest of a message it forwards until its first segment is
@@ -553,7 +553,8 @@ def _acknowledge_reads_at_once(paho: Any) -> None:  # noqa: ANN401 - paho's clie
     emulated link, and a small QoS 1 message ~44 ms late on loopback
     (``bench/broker_link.py``). TCP_QUICKACK turns that delay off, but the
     kernel turns it on again on its own, so it is set again after every
-    read: one system call a read.
+    read: one system call a read. Every :class:`Connection` does it; a
+    bare aiomqtt client (``aiomqtt.Client._client``) can be given it too.
     """
     quickack = getattr(socket, "TCP_QUICKACK", None)
     if quickack is None:
