@@ -14,7 +14,7 @@ Both sockets of a connection have TCP_NODELAY set, and acknowledge what the
 proxy reads at once (TCP_QUICKACK after every read, as edgecut's own clients
 do: a broker that leaves Nagle's algorithm on would otherwise wait up to
 40 ms for the proxy's acknowledgement): the proxy adds only the delays it
-models (docs/links.md measures its own overhead).
+models (docs/emulation.md, *Fidelity, measured*: `bench/links.py`).
 """
 
 from __future__ import annotations
