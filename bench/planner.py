@@ -56,6 +56,7 @@ took to come within 10% of the new oracle. Then a fleet of agents saturating
 one hub, and the planner's decision time.
 
     python bench/planner.py [--models resnet18 mobilenet_v2 googlenet] [--slots 16] [--json]
+    python bench/planner.py --map MODEL [bench/split_map.py's arguments]      # the split map instead
 """
 
 from __future__ import annotations
@@ -698,6 +699,12 @@ def main() -> None:
     )
     parser.add_argument("--trace", action="store_true", help="print auto's every request too")
     parser.add_argument(
+        "--map",
+        nargs=argparse.REMAINDER,
+        metavar="MODEL ...",
+        help="map where a split pays for MODEL instead: the rest goes to bench/split_map.py (see its --help)",
+    )
+    parser.add_argument(
         "--no-common-draws",
         dest="common_draws",
         action="store_false",
@@ -713,6 +720,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.inner is None:  # with a JPEG no split beats both extremes on bench/split_map.py's maps
         args.inner = 0 if "jpeg" in args.codecs else 2
+    if args.map is not None:
+        import split_map  # noqa: PLC0415 - bench/ is on the path of a script run from it; only --map needs it
+
+        split_map.main(args.map)
+        return
     if args.load_child:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(load_child(args.load_child[0], float(args.load_child[1])))

@@ -369,8 +369,8 @@ def _legend(label: str) -> str:
 # --- the command ------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    """Measure the parts, map both objectives, draw, and check cells for real if asked."""
+def main(argv: list[str] | None = None) -> None:
+    """Measure the parts, map both objectives, draw, and check cells for real if asked (``argv``: the arguments)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="zoo name or .onnx file")
     parser.add_argument("--rtt-ms", type=float, default=40.0, help="round trip of every cell (default 40)")
@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=0, metavar="N", help="run N cells for real")
     parser.add_argument("--out", type=Path, help="write the heatmaps (PNG) here")
     parser.add_argument("--json", action="store_true", help="print the maps as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     codecs = [codec.strip() for codec in args.codecs.split(",") if codec.strip()]
     print(f"$ python bench/split_map.py {' '.join(sys.argv[1:])}", file=sys.stderr)
     choices = measure_choices(args.model, codecs, args.hub_speedup)
