@@ -55,7 +55,7 @@ prediction error; for the step link, how many of auto's requests each step
 took to come within 10% of the new oracle. Then a fleet of agents saturating
 one hub, and the planner's decision time.
 
-    python bench/planner.py [--models resnet18 mobilenet_v2 googlenet] [--slots 16] [--json]
+    python bench/planner.py [--models resnet18 mobilenet_v2 googlenet] [--slots 12] [--json FILE] [--markdown FILE]
     python bench/planner.py --map MODEL [bench/split_map.py's arguments]      # the split map instead
 """
 
