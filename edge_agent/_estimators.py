@@ -30,6 +30,8 @@ _TAIL_WINDOW = 32
 """Transfers whose time beyond their prediction makes the link's tail: a few stalls' worth on a lossy link."""
 _TAIL_MAX_AGE_S = 60.0
 """A transfer older than this no longer counts in the tail."""
+_MIN_RTO_MS = 200.0
+"""TCP's least retransmission timeout (Linux's): what one lost segment makes a transfer wait at the least."""
 _OVERHEAD_WINDOW = 16
 """Requests whose residuals make the overhead: it seldom changes (the hub's I/O), a lossy link's stalls often come."""
 _USUAL_AFTER = 8
@@ -222,6 +224,22 @@ _STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplin
 It counts in the tail and nowhere else (a stalled transfer's rate would read as a slower link)."""
 
 
+def _stall_cap_ms(rtt_ms: float | None) -> float:
+    """The most a transfer's excess counts in the tail: a retransmission's wait, TCP's least or two round trips.
+
+    Loss makes a transfer wait out a retransmission timeout now and then,
+    which a stream of requests pays on average: the tail. A link that
+    carries nothing for a second (a mobile handover, a tunnel) is no rate
+    of loss: counted whole, one such outage priced the camera's image out
+    for a minute (the 1 s outage that stalled one request, a ping and the
+    next request of a 150 KB image made the image 1.2x the cost of a 10 KB
+    cut, and the planner sent the cut, whose few bytes left the outage ever
+    larger per byte, for 14 s). Counted as one retransmission's wait, it
+    costs what a loss would; outages that recur still count each time.
+    """
+    return max(_MIN_RTO_MS, 2 * (rtt_ms or 0.0))
+
+
 def _typical_overhead_ms(residuals: Sequence[float]) -> float:
     """The overhead requests' ``residuals`` show: their lower quartile, from the second on (0 before).
 
@@ -396,7 +414,8 @@ class LinkEstimator:
     a timeout of 200 ms or more), and a stream of requests pays the mean:
     :meth:`tail_ms_per_byte` is what the last transfers took beyond their
     prediction, on average, per byte sent (each packet is a chance of loss),
-    for the planner to add.
+    for the planner to add; each transfer's excess counted up to one
+    retransmission's wait (a one-off outage is no rate of loss).
 
     When transfers in a row (requests or pings) miss their prediction the
     same way by more than the link's noise allows (``change`` of the
@@ -655,7 +674,7 @@ class LinkEstimator:
         if predicted is not None:
             surprise = self._surprise(estimate, bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
-                self._beyond.add(now_s, ms - predicted, bits)
+                self._beyond.add(now_s, min(ms - predicted, _stall_cap_ms(estimate.rtt)), bits)
             if surprise is _STALLED:  # in the tail now; its rate is the stall's, not the link's
                 self._surprises.clear()
                 return
