@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the maps as JSON")
     args = parser.parse_args(argv)
     codecs = [codec.strip() for codec in args.codecs.split(",") if codec.strip()]
-    print(f"$ python bench/split_map.py {' '.join(sys.argv[1:])}", file=sys.stderr)
+    print(f"$ python bench/split_map.py {' '.join(sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
     choices = measure_choices(args.model, codecs, args.hub_speedup)
     energy = EnergyModel(args.device_watts, RADIOS[args.radio])
     maps = {

@@ -543,30 +543,37 @@ class _Session:
             self._handler(*args)
 
 
+def acknowledge_now(sock: socket.socket) -> None:
+    """Have the kernel acknowledge what ``sock`` has read at once, not up to 40 ms later (where :data:`ACKS_AT_ONCE`).
+
+    TCP_QUICKACK turns the delay off, but the kernel turns it on again on its
+    own: call this after every read (one system call).
+    """
+    if ACKS_AT_ONCE:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
 def acknowledge_reads_at_once(paho: Any) -> None:  # noqa: ANN401 - paho's client
-    """Have the kernel acknowledge what a paho client reads at once, not up to 40 ms later (where :data:`ACKS_AT_ONCE`).
+    """Have the kernel acknowledge what a paho client reads at once, after every read (:func:`acknowledge_now`).
 
     A broker that leaves Nagle's algorithm on (rumqttd, the embedded default,
     does) holds the rest of a message it forwards until its first segment is
     acknowledged, and Linux delays the acknowledgements of a connection that
     also sends: a 20 KB JPEG request reached the hub ~30 ms late behind an
     emulated link, and a small QoS 1 message ~44 ms late on loopback
-    (``bench/broker_link.py``). TCP_QUICKACK turns that delay off, but the
-    kernel turns it on again on its own, so it is set again after every
-    read: one system call a read. Every :class:`Connection` does it; a
-    bare aiomqtt client (``aiomqtt.Client._client``) can be given it too.
+    (``bench/broker_link.py``). Every :class:`Connection` does it; a bare
+    aiomqtt client (``aiomqtt.Client._client``) can be given it too.
     """
-    quickack = getattr(socket, "TCP_QUICKACK", None)
-    if quickack is None:
+    if not ACKS_AT_ONCE:
         return
     read = paho.loop_read
 
     def loop_read(*args: Any, **kwargs: Any) -> int:  # noqa: ANN401 - paho's arguments, passed on
         code: int = read(*args, **kwargs)
         sock = paho.socket()
-        if isinstance(sock, socket.socket):  # TLS sockets are ones too
-            with contextlib.suppress(OSError):  # closed by the read
-                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        if isinstance(sock, socket.socket):  # TLS sockets are ones too; None once the read closed it
+            acknowledge_now(sock)
         return code
 
     paho.loop_read = loop_read

@@ -7,7 +7,16 @@ and ``import protocol`` does not import it: the wire format stays usable
 without asyncio or an MQTT client.
 """
 
-from protocol._mqtt import ACKS_AT_ONCE, Backoff, Connack, Connection, Incoming, Will, acknowledge_reads_at_once
+from protocol._mqtt import (
+    ACKS_AT_ONCE,
+    Backoff,
+    Connack,
+    Connection,
+    Incoming,
+    Will,
+    acknowledge_now,
+    acknowledge_reads_at_once,
+)
 from protocol._url import DEFAULT_PORTS, BrokerURL, QoS
 
 __all__ = [
@@ -20,5 +29,6 @@ __all__ = [
     "Incoming",
     "QoS",
     "Will",
+    "acknowledge_now",
     "acknowledge_reads_at_once",
 ]

@@ -28,6 +28,7 @@ import socket
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit, urlunsplit
 
+from protocol.mqtt import acknowledge_now
 from simulations._link import Direction, DirectionSpec, LinkSpec
 
 if TYPE_CHECKING:
@@ -166,8 +167,10 @@ class LinkProxy:
             _nodelay(writer)
         try:
             await asyncio.gather(
-                _pump(client_reader, client_writer, upstream_writer, relay[0], self._passing),
-                _pump(upstream_reader, upstream_writer, client_writer, relay[1], self._passing),
+                _pump(client_reader, client_writer.get_extra_info("socket"), upstream_writer, relay[0], self._passing),
+                _pump(
+                    upstream_reader, upstream_writer.get_extra_info("socket"), client_writer, relay[1], self._passing
+                ),
             )
         finally:
             del self._relays[number]
@@ -190,17 +193,16 @@ def _draws(seed: int | str, number: int) -> tuple[random.Random, random.Random]:
 
 async def _pump(
     reader: asyncio.StreamReader,
-    readers_writer: asyncio.StreamWriter,
+    read_socket: socket.socket | None,
     writer: asyncio.StreamWriter,
     direction: Direction,
     passing: asyncio.Event,
 ) -> None:
     """Carry one direction: read, ask the model when each slice comes out, write it then (or after an outage).
 
-    ``readers_writer`` is the reading socket's writer, whose socket acknowledges each read at once.
+    ``read_socket``: the socket ``reader`` reads, which acknowledges each read at once.
     """
     loop = asyncio.get_running_loop()
-    read_socket = readers_writer.get_extra_info("socket")
     queue: collections.deque[tuple[float, bytes]] = collections.deque()
     held = _Held(direction.spec)
     arrived = asyncio.Event()
@@ -210,7 +212,8 @@ async def _pump(
         nonlocal done_reading
         try:
             while data := await reader.read(_READ_BYTES):
-                _quickack(read_socket)
+                if read_socket is not None:
+                    acknowledge_now(read_socket)
                 now = loop.time()
                 for piece in direction.slices(now, data):
                     queue.append((direction.departure(now, len(piece)), piece))
@@ -269,17 +272,6 @@ class _Held:
 
     async def room(self) -> None:
         await self._room.wait()
-
-
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
-"""Linux only: elsewhere the proxy acknowledges as the kernel does."""
-
-
-def _quickack(sock: socket.socket | None) -> None:
-    """Acknowledge what was read now: the kernel leaves quick-ack mode on its own, so this follows every read."""
-    if sock is not None and _TCP_QUICKACK is not None:
-        with contextlib.suppress(OSError):  # closed meanwhile
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
