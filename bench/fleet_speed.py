@@ -5,7 +5,9 @@ requests/s in all) once per policy in fleet mode, on one profile (measured
 now, or the profiles file given), and prints for each the wall seconds, microseconds
 per request and how many times faster than real time it ran; for ``auto``,
 the time spent in each :class:`edge_agent.Planner` method (timed by wrapping
-them, which adds about a microsecond a call). ``--agents`` sets the agent
+them, which adds about a microsecond a call) and the speed the planners
+alone allow: how many times real time the run would be were everything
+else free. ``--agents`` sets the agent
 count at the same requests per second in all (each agent's rate divided).
 
     python bench/fleet_speed.py [capacity-1000] [--policies cloud,auto,edge] [--agents 10000]
@@ -89,6 +91,12 @@ def main() -> None:
         for name, (calls, seconds) in sorted((spent or {}).items(), key=lambda item: -item[1][1]):
             each = seconds / calls * 1e6
             print(f"         planner.{name:<19} {int(calls):8,} calls {each:6.1f} µs each, {seconds:5.2f} s")
+        if spent:
+            planner_s = sum(seconds for _, seconds in spent.values())
+            print(
+                f"         the planners alone: {planner_s:.2f} s, {planner_s / len(records) * 1e6:.1f} µs a request: "
+                f"at most {scenario.duration_s / planner_s:.1f}x real time were the rest free"
+            )
 
 
 if __name__ == "__main__":
