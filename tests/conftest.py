@@ -1,7 +1,7 @@
 """Shared fixtures: a real broker, unique topic prefixes.
 
 The broker is mosquitto when it is installed, else the embedded broker that
-ships with edgecut (QoS 0, see docs/broker.md), so the suite runs on a machine
+ships with edgecut (QoS 1 on Linux, see docs/broker.md), so the suite runs on a machine
 with only Python. ``EDGECUT_TEST_BROKER_KIND=mosquitto|iotcore`` insists on one
 kind (CI insists on mosquitto); ``EDGECUT_TEST_BROKER=host:port`` uses a broker
 that is already running.
