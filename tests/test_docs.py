@@ -1,9 +1,12 @@
-"""The docs say what the code does: error codes, the manifest example, the cut listing, links between docs."""
+"""The docs say what the code does: error codes, the manifest example, the cut listing, links, commands shown."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,62 @@ def test_relative_links_point_at_files_that_exist(doc: Path) -> None:
     targets = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", text)
     missing = [target for target in targets if not ((ROOT / doc).parent / target).exists()]
     assert missing == []
+
+
+def _code_block_lines(doc: Path) -> list[str]:
+    """The lines of ``doc``'s fenced code blocks, a backslash-continued command as one line."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.DOTALL)
+    return [line.strip() for block in blocks for line in re.sub(r"\\\n\s*", " ", block).splitlines()]
+
+
+_DOCS = sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")])
+_PLACEHOLDERS = re.compile(r"[<\[{]|\.\.\.|…")  # MODEL <file>, [--optional], {a,b}: a synopsis, not a command
+
+
+def test_every_edgecut_command_the_docs_show_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ``edgecut ...`` line of a code block is a command the CLI takes: its subcommand and flags exist."""
+    from edgecut._cli import build_parser  # noqa: PLC0415
+    from edgecut._cli_service import argv_with_serve  # noqa: PLC0415
+
+    commands = [
+        (str(doc), _shell_command(line.removeprefix("$ ")))
+        for doc in _DOCS
+        for line in _code_block_lines(doc)
+        if line.removeprefix("$ ").startswith("edgecut ") and not _PLACEHOLDERS.search(line)
+    ]
+    assert len(commands) >= 40  # the docs show dozens: a pattern that found none would pass for nothing
+    refused = []
+    for doc, command in commands:
+        try:
+            build_parser().parse_args(argv_with_serve(command[1:]))
+        except SystemExit as exc:
+            if exc.code:
+                refused.append((doc, shlex.join(command), capsys.readouterr().err.strip().splitlines()[-1]))
+    assert refused == []
+
+
+def _shell_command(line: str) -> list[str]:
+    """The words of ``line``'s first command: up to a pipe, a redirection, ``&&`` or ``&`` (comments dropped)."""
+    words = shlex.split(line, comments=True)
+    ends = [index for index, word in enumerate(words) if word in {"|", "||", "&&", "&", ";", ">", ">>", "2>&1"}]
+    return words[: ends[0]] if ends else words
+
+
+def test_every_flag_the_docs_give_a_bench_is_in_its_help() -> None:
+    """``python bench/X.py --flag`` anywhere in the docs or the benches' own docstrings: X exists and takes --flag."""
+    sources = [*_DOCS, *sorted(p.relative_to(ROOT) for p in ROOT.glob("bench/*.py"))]
+    flags: dict[str, set[str]] = {}
+    for source in sources:
+        text = re.sub(r"\\\n\s*", " ", (ROOT / source).read_text(encoding="utf-8"))
+        for script, rest in re.findall(r"python (bench/[a-z_]+\.py)([^\n`]*)", text):
+            flags.setdefault(script, set()).update(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest))
+    assert len(flags) >= 10
+    unknown = []
+    for script, named in sorted(flags.items()):
+        assert (ROOT / script).is_file(), script
+        shown = subprocess.run(  # noqa: S603 - our own bench, --help only
+            [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+        unknown += [(script, flag) for flag in sorted(named) if not re.search(re.escape(flag) + r"\b", shown)]
+    assert unknown == []
