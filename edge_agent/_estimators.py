@@ -32,6 +32,11 @@ _TAIL_MAX_AGE_S = 60.0
 """A transfer older than this no longer counts in the tail."""
 _MIN_RTO_MS = 200.0
 """TCP's least retransmission timeout (Linux's): what one lost segment makes a transfer wait at the least."""
+_OUTAGE_AFTER = 2.0
+"""A transfer slower than predicted by more than this many retransmission waits met an outage, not a loss."""
+_OUTAGE_WITHIN_S = 10.0
+"""A link that seemed slower, then within this long faster again, was out: what showed it (and what came
+meanwhile) was an outage; else it was slower, and none of that was."""
 _OVERHEAD_WINDOW = 16
 """Requests whose residuals make the overhead: it seldom changes (the hub's I/O), a lossy link's stalls often come."""
 _USUAL_AFTER = 8
@@ -224,18 +229,19 @@ _STALLED = _Surprise(bits=0.0, ms=0.0, request=False, predicted=0.0, shows_uplin
 It counts in the tail and nowhere else (a stalled transfer's rate would read as a slower link)."""
 
 
-def _stall_cap_ms(rtt_ms: float | None) -> float:
-    """The most a transfer's excess counts in the tail: a retransmission's wait, TCP's least or two round trips.
+def _loss_wait_ms(rtt_ms: float | None) -> float:
+    """What a lost segment makes a transfer wait: TCP's least retransmission timeout, or two round trips.
 
-    Loss makes a transfer wait out a retransmission timeout now and then,
-    which a stream of requests pays on average: the tail. A link that
-    carries nothing for a second (a mobile handover, a tunnel) is no rate
-    of loss: counted whole, one such outage priced the camera's image out
-    for a minute (the 1 s outage that stalled one request, a ping and the
-    next request of a 150 KB image made the image 1.2x the cost of a 10 KB
+    Loss makes a transfer wait out a retransmission now and then, the more
+    often the more packets it has: a stall, counted per byte. A transfer
+    held beyond two such waits met an outage instead (the link carrying
+    nothing for a while: a handover, a tunnel), which holds a small transfer
+    as long as a large one. Counted per byte, one 1 s outage priced the
+    camera's image out for a minute (it stalled one request, a ping and the
+    next request of a 150 KB image, made the image 1.2x the cost of a 10 KB
     cut, and the planner sent the cut, whose few bytes left the outage ever
-    larger per byte, for 14 s). Counted as one retransmission's wait, it
-    costs what a loss would; outages that recur still count each time.
+    larger per byte, for 14 s): :class:`_Outages` counts outages by the time
+    the link was out.
     """
     return max(_MIN_RTO_MS, 2 * (rtt_ms or 0.0))
 
@@ -307,30 +313,54 @@ class _Estimate(NamedTuple):
 
 
 class _Excesses:
-    """Recent transfers' time beyond their prediction: their mean per byte (kept as running sums) and quantiles.
+    """Recent transfers' time beyond their prediction: their stalls' mean per byte (kept as running sums), quantiles.
+
+    A transfer's excess within two retransmission waits (:func:`_loss_wait_ms`:
+    a loss, or two) is a stall, which loss makes more likely the more packets
+    a transfer has: counted per byte (:meth:`per_byte`). A transfer held
+    longer met an outage, the link carrying nothing for a while, which holds
+    a small transfer as long as a large one: none of its excess is a stall,
+    nor that of any transfer that ended within one retransmission wait of
+    it, before or after (the outage released them together, those that began
+    late in it with less to wait). :meth:`add` says which it was, for
+    :class:`_Outages`; the quantiles count both kinds.
 
     Transfers come in time order; the last ``window`` count, those within
     ``max_age_s`` of the time asked about: so the old ones, if any, come
-    first. Their times, excesses and sizes are kept in three arrays of
+    first. Their times, excesses, held times and sizes are kept in arrays of
     doubles side by side, so that the young ones' sums are a C loop over a
     slice of contiguous memory (a fleet's planners ask while it is cold: as
     floats of their own, the 32 transfers' values were 64 objects to fetch).
     Sizes are whole bits, exact as doubles.
     """
 
-    __slots__ = ("_at", "_bits", "_bits_sum", "_max_age_s", "_ms", "_ms_sum", "_window")
+    __slots__ = ("_at", "_bits", "_bits_sum", "_held", "_max_age_s", "_ms", "_ms_sum", "_released_s", "_window")
 
     def __init__(self, window: int, max_age_s: float) -> None:
         self._at = array.array("d")  # when each transfer came
-        self._ms = array.array("d")  # its excess
+        self._ms = array.array("d")  # its excess, a stall's (0 if it met an outage)
+        self._held = array.array("d")  # its excess, an outage's (0 if it did not)
         self._bits = array.array("d")  # its size
         self._window = window
         self._max_age_s = max_age_s
         self._ms_sum = 0.0
         self._bits_sum = 0.0
+        self._released_s = -math.inf  # when the last transfer held beyond two stalls ended
 
-    def add(self, now_s: float, ms: float, bits: float) -> None:
-        """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less)."""
+    def add(self, now_s: float, ms: float, bits: float, stall_ms: float) -> bool:
+        """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less); ``stall_ms``: a loss's wait.
+
+        Returns:
+            Whether an outage held it.
+        """
+        stall_s = stall_ms / 1000.0
+        if ms > _OUTAGE_AFTER * stall_ms:  # an outage: those that just ended were held by it too
+            self._released_s = now_s
+            self._count_as_held(since_s=now_s - stall_s)
+        held_ms = 0.0
+        outage = now_s - self._released_s <= stall_s
+        if outage:
+            ms, held_ms = 0.0, max(ms, 0.0)
         at = self._at
         while at and now_s - at[0] > self._max_age_s:
             self._drop_oldest()
@@ -338,21 +368,35 @@ class _Excesses:
             self._drop_oldest()
         at.append(now_s)
         self._ms.append(ms)
+        self._held.append(held_ms)
         self._bits.append(bits)
         self._ms_sum += ms
         self._bits_sum += bits
+        return outage
 
     def drop_latest(self, count: int) -> None:
         """Forget the ``count`` latest transfers."""
         for _ in range(min(count, len(self._at))):
             self._at.pop()
             self._ms_sum -= self._ms.pop()
+            self._held.pop()
             self._bits_sum -= self._bits.pop()
 
     def clear(self) -> None:
         """Forget every transfer."""
-        del self._at[:], self._ms[:], self._bits[:]
+        del self._at[:], self._ms[:], self._held[:], self._bits[:]
         self._ms_sum = self._bits_sum = 0.0
+        self._released_s = -math.inf
+
+    def _count_as_held(self, since_s: float) -> None:
+        """The stalls of the transfers that ended at ``since_s`` or later were an outage's: no stalls."""
+        index = len(self._at) - 1
+        while index >= 0 and self._at[index] >= since_s:
+            ms = self._ms[index]
+            if ms > 0:
+                self._ms[index], self._held[index] = 0.0, self._held[index] + ms
+                self._ms_sum -= ms
+            index -= 1
 
     def per_byte(self, now_s: float) -> float:
         """The young transfers' excess, summed, per byte they sent (at least 0; 0 with none).
@@ -367,12 +411,22 @@ class _Excesses:
             ms, bits = sum(self._ms[first:]), sum(self._bits[first:])
         return max(0.0, ms / bits * 8) if bits > 0 else 0.0
 
-    def quantile(self, q: float, now_s: float, *, at_least: int) -> float:
-        """The ``q`` quantile of the young transfers' excess (0 with fewer than ``at_least``)."""
-        ordered = sorted(self._ms[self._first_young(now_s) :])
+    def quantile(self, q: float, now_s: float, *, at_least: int, most_ms: float) -> float:
+        """The ``q`` quantile of the young transfers' excess, each at most ``most_ms`` (0 with fewer than ``at_least``).
+
+        A stall's excess or an outage's alike (one of them is 0).
+        """
+        first = self._first_young(now_s)
+        ordered = sorted(min(ms + held, most_ms) for ms, held in zip(self._ms[first:], self._held[first:], strict=True))
         if len(ordered) < at_least:
             return 0.0
         return ordered[int(len(ordered) * q)]
+
+    def interval_s(self, now_s: float) -> float:
+        """The mean time between the young transfers (0 with fewer than two)."""
+        first = self._first_young(now_s)
+        count = len(self._at) - first
+        return (self._at[-1] - self._at[first]) / (count - 1) if count > 1 else 0.0
 
     def _first_young(self, now_s: float) -> int:
         """The index of the first transfer young at ``now_s`` (the count of them all if none is): a binary search."""
@@ -383,9 +437,84 @@ class _Excesses:
     def _drop_oldest(self) -> None:
         del self._at[0]
         self._ms_sum -= self._ms.pop(0)
+        del self._held[0]
         self._bits_sum -= self._bits.pop(0)
         if not self._at:
             self._ms_sum = self._bits_sum = 0.0  # no drift left behind
+
+
+class _Outages:
+    """The link's recent outages: how long each held what was in flight, and what that costs a transfer on average.
+
+    An outage is known from the transfers it released (:class:`_Excesses`
+    says which): those released within one retransmission wait of each
+    other are one outage, as long as the longest hold among them (the
+    transfer begun earliest in it) and half the mean interval between
+    transfers more (that one began, on average, so long after the outage
+    did: at a request a second, a 1 s outage held the first one 0.6 s on
+    average, which priced it at about a third of its cost). Over the last
+    ``max_age_s`` (``W``), outages of ``D_i`` ms cost a transfer begun at a
+    random time ``sum(D_i^2) / 2W`` on average (the chance of beginning in
+    one, times half of it), and one in flight for ``T`` ms
+    ``T x sum(D_i) / W`` more (the chance that one begins meanwhile, times
+    its length): the time the link was out, not how many transfers saw it,
+    so pings sent at once after a surprise, more often while the link
+    misbehaves, weigh nothing extra.
+    """
+
+    __slots__ = ("_max_age_s", "_releases")
+
+    def __init__(self, max_age_s: float) -> None:
+        self._releases: list[_Release] = []  # in time order
+        self._max_age_s = max_age_s
+
+    def add(self, release: _Release) -> None:
+        """An outage released a transfer (the latest so far)."""
+        self._releases.append(release)
+        if release.end_s - self._releases[0].end_s > self._max_age_s:
+            self._releases = self._young(self._releases, release.end_s)
+
+    def drop_since(self, since_s: float) -> list[_Release]:
+        """Forget the releases at ``since_s`` or later, and return them."""
+        kept = [release for release in self._releases if release.end_s < since_s]
+        dropped = self._releases[len(kept) :]
+        self._releases = kept
+        return dropped
+
+    def restore(self, releases: list[_Release]) -> None:
+        """Count again releases :meth:`drop_since` returned."""
+        self._releases = sorted([*self._releases, *releases])
+
+    def held_ms(self, now_s: float) -> float:
+        """What an outage holds a transfer begun now on average, in ms (0 with none lately)."""
+        return sum(ms * ms for ms in self._lengths_ms(now_s)) / (2000.0 * self._max_age_s) if self._releases else 0.0
+
+    def share(self, now_s: float) -> float:
+        """The share of the last ``max_age_s`` that the link was out (0 with none lately)."""
+        return sum(self._lengths_ms(now_s)) / (1000.0 * self._max_age_s) if self._releases else 0.0
+
+    def _lengths_ms(self, now_s: float) -> list[float]:
+        """Each young outage's length: its releases' longest hold."""
+        lengths: list[float] = []
+        last_s = -math.inf
+        for release in self._young(self._releases, now_s):
+            if lengths and release.end_s - last_s <= release.stall_s:  # released with the one before: the same
+                lengths[-1] = max(lengths[-1], release.held_ms)
+            else:
+                lengths.append(release.held_ms)
+            last_s = release.end_s
+        return lengths
+
+    def _young(self, releases: list[_Release], now_s: float) -> list[_Release]:
+        return [release for release in releases if now_s - release.end_s <= self._max_age_s]
+
+
+class _Release(NamedTuple):
+    """A transfer an outage held: when it ended, for how long beyond its prediction, and a loss's wait then."""
+
+    end_s: float
+    held_ms: float
+    stall_s: float
 
 
 class LinkEstimator:
@@ -414,8 +543,11 @@ class LinkEstimator:
     a timeout of 200 ms or more), and a stream of requests pays the mean:
     :meth:`tail_ms_per_byte` is what the last transfers took beyond their
     prediction, on average, per byte sent (each packet is a chance of loss),
-    for the planner to add; each transfer's excess counted up to one
-    retransmission's wait (a one-off outage is no rate of loss).
+    for the planner to add, of the transfers that waited no more than two
+    retransmission timeouts beyond it. Held longer, a transfer met an outage,
+    the link carrying nothing for a while: :meth:`held_ms` and
+    :meth:`out_share` are what the last minute's outages cost a transfer on
+    average (an outage holds a small transfer as long as a large one).
 
     When transfers in a row (requests or pings) miss their prediction the
     same way by more than the link's noise allows (``change`` of the
@@ -455,7 +587,9 @@ class LinkEstimator:
         "_beyond",
         "_cache",
         "_change",
+        "_doubted",
         "_min_transfer_ms",
+        "_outages",
         "_overhead_ms",
         "_overheads",
         "_probe_every_s",
@@ -466,6 +600,7 @@ class LinkEstimator:
         "_rtt_version",
         "_rtts",
         "_short_probe_bytes",
+        "_surprised_s",
         "_surprises",
         "_transfers",
         "_undo",
@@ -489,6 +624,8 @@ class LinkEstimator:
         self._overheads: collections.deque[float] = collections.deque(maxlen=_OVERHEAD_WINDOW)
         self._overhead_ms = 0.0  # _typical_overhead_ms(_overheads), kept in step
         self._beyond = _Excesses(_TAIL_WINDOW, _TAIL_MAX_AGE_S)  # the tail, and the usual stall
+        self._outages = _Outages(_TAIL_MAX_AGE_S)
+        self._doubted: tuple[float, list[_Release]] | None = None  # since a slower change: outages, or the link?
         self._provisional_rtt: float | None = None  # the old link's, until pings measure the new one
         self._rtt_in_doubt = False  # the new link's first ping was far longer: a loss's wait, or the link?
         self._change = change
@@ -497,6 +634,7 @@ class LinkEstimator:
         self._min_transfer_ms = min_transfer_ms
         self._probed_s = -math.inf
         self._surprises: list[_Surprise] = []  # transfers in a row off their prediction, the same way
+        self._surprised_s = -math.inf  # when the first of them came
         self._short_probe_bytes = 0  # the last bandwidth ping, if it was too short to count
         self._version = 0  # bumped by every change to the samples
         self._rtt_version = 0  # bumped by every change to the round trips (_rtts, _provisional_rtt) too
@@ -544,6 +682,20 @@ class LinkEstimator:
         0: a link whose transfers are as often faster as slower has no tail.
         """
         return self._beyond.per_byte(now_s)
+
+    def held_ms(self, now_s: float) -> float:
+        """What the link's outages hold a transfer begun now on average, whatever its size (0 with none lately).
+
+        A link that carries nothing for a while (a handover, a tunnel) holds
+        whatever is in flight until it carries again, a small transfer as
+        long as a large one (:class:`_Outages`); a transfer that takes time
+        pays :meth:`out_share` of it more.
+        """
+        return self._outages.held_ms(now_s)
+
+    def out_share(self, now_s: float) -> float:
+        """The share of the last minute that the link was out: what a transfer in flight loses to outages."""
+        return self._outages.share(now_s)
 
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
@@ -674,13 +826,19 @@ class LinkEstimator:
         if predicted is not None:
             surprise = self._surprise(estimate, bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
-                self._beyond.add(now_s, min(ms - predicted, _stall_cap_ms(estimate.rtt)), bits)
+                stall_ms = _loss_wait_ms(estimate.rtt)
+                if self._beyond.add(now_s, ms - predicted, bits, stall_ms):
+                    # it began, on average, half an interval between transfers after the outage did
+                    lead_ms = min(500.0 * self._beyond.interval_s(now_s), ms - predicted)
+                    self._outage_released(_Release(now_s, max(ms - predicted + lead_ms, 0.0), stall_ms / 1000.0))
             if surprise is _STALLED:  # in the tail now; its rate is the stall's, not the link's
                 self._surprises.clear()
                 return
         if surprise and self._surprises and self._surprises[-1].slower != surprise.slower:
             self._surprises.clear()  # one slower, one faster: noise, not a change
         if surprise:
+            if not self._surprises:
+                self._surprised_s = now_s
             self._surprises.append(surprise)
             if len(self._surprises) >= (_SLOWER_AFTER if surprise.slower else _FASTER_AFTER):  # the link changed
                 self._forget_link(now_s)
@@ -802,8 +960,17 @@ class LinkEstimator:
         self._transfers.clear()
         if surprises[-1].slower:  # a loss's stall may pass for a slower link: the tail seen so far still holds
             self._beyond.drop_latest(sum(surprise.bits > 0 for surprise in surprises))  # but not what showed it
+            # nor is what showed it an outage, nor what comes while the new link settles, unless the link is
+            # soon as fast as before
+            doubted = self._outages.drop_since(self._surprised_s)
+            if self._doubted is not None and now_s - self._doubted[0] <= _OUTAGE_WITHIN_S:
+                doubted = [*self._doubted[1], *doubted]
+            self._doubted = (now_s, [release for release in doubted if now_s - release.end_s <= _TAIL_MAX_AGE_S])
         else:  # a faster link: the slowness seen so far was the old link's
             self._beyond.clear()
+            if self._doubted is not None and now_s - self._doubted[0] <= _OUTAGE_WITHIN_S:
+                self._outages.restore(self._doubted[1])  # slower, then soon as fast again: it was out
+            self._doubted = None
         self._probed_s = -math.inf
         self._rtts_changed()
         for surprise in surprises:  # they belong to the new link
@@ -817,6 +984,14 @@ class LinkEstimator:
                 shows_uplink=surprise.shows_uplink,
             )
 
+    def _outage_released(self, release: _Release) -> None:
+        """An outage held a transfer: count it, or while a slower link may explain it, keep it in doubt."""
+        doubted = self._doubted
+        if doubted is not None and release.end_s - doubted[0] <= _OUTAGE_WITHIN_S:
+            doubted[1].append(release)
+        else:
+            self._outages.add(release)
+
     def _rtts_changed(self) -> None:
         """Say that the round trips changed (and so the samples): no estimate cached before holds."""
         self._rtt_version += 1
@@ -828,7 +1003,8 @@ class LinkEstimator:
         On a lossy link whose transfers stall often, a retransmission's wait;
         on a clean one, 0: its transfers are as often faster as slower.
         """
-        return max(0.0, self._beyond.quantile(0.75, now_s, at_least=_USUAL_AFTER))
+        most_ms = _loss_wait_ms(self._rtt(now_s))
+        return max(0.0, self._beyond.quantile(0.75, now_s, at_least=_USUAL_AFTER, most_ms=most_ms))
 
     def _rtt(self, now_s: float) -> float | None:
         return self._current(now_s).rtt

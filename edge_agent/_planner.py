@@ -2,7 +2,8 @@
 
 For every candidate cut the planner predicts the request's end-to-end time,
 
-    device queue + head (on this device) + round trip + bytes x (1 / bandwidth + stalls) + hub queue + tail + decode
+    device queue + head (on this device) + round trip + bytes x ((1 + out) / bandwidth + stalls) + outages
+    + hub queue + tail + decode
 
 (edge-only is the whole model on the device and nothing else), and picks the
 cut with the lowest prediction, or under another objective the fewest bytes,
@@ -23,9 +24,13 @@ profiles; nothing is assumed about the device, the link or the hub.
   statuses reported in the last 10 s, none if there are none (a high
   quantile where a budget must be met).
 - **Link**: :class:`~edge_agent._estimators.LinkEstimator`: a transfer that
-  meets no loss, and ``stalls``, the mean time per byte that lossy
-  transfers lately took beyond that: the planner predicts the mean a stream
-  of requests pays, not the typical request.
+  meets no loss; ``stalls``, the mean time per byte that lossy
+  transfers lately took beyond that (retransmission waits); and
+  ``outages``, what the last minute's outages (the link carrying nothing for
+  a while) hold a transfer on average, whatever its size, and ``out``, the
+  share of the minute they took (a transfer in flight loses that share of
+  its time on the wire to them): the planner predicts the mean a stream of
+  requests pays, not the typical request.
 - **Device queue**: :class:`~edge_agent._device_queue.DeviceQueue`: the
   mean wait before the head runs that a stream of requests at the cut would
   meet on a device running one request at a time, once requests overlap
@@ -524,8 +529,9 @@ class Planner:
                 if queue_quantile is None
                 else merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue)
             ) or 0.0
-            shared = rtt + self.link.overhead_ms + queue + (self._decode.value or 0.0)  # the same for every cut
-            per_byte = 8000.0 / bandwidth + self.link.tail_ms_per_byte(now_s)
+            held = self.link.held_ms(now_s)  # what outages hold a transfer, and what they take of its time on the wire
+            shared = rtt + self.link.overhead_ms + held + queue + (self._decode.value or 0.0)  # the same for every cut
+            per_byte = 8000.0 / bandwidth * (1.0 + self.link.out_share(now_s)) + self.link.tail_ms_per_byte(now_s)
             parts = zip(head, self._tail_estimates(), self._bytes, self._edge_only, strict=True)
             refused = self._refusals.share(now_s)
             whole = math.nan if self._full_edge is None else head[self._full_edge]  # the model on the device
