@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 MODEL = "tiny"
+LOADS_IN_TIME = Timeouts(request=30.0)
+"""A deadline no first use of a tail outlasts: the hub loads each on demand, and on a busy host (a stress run
+beside the suite) a load took 4.8 s, past the default deadline's: a ``loading`` answer, and the device ran it."""
 
 
 def _images(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -36,7 +39,9 @@ async def test_results_match_local_inference_at_every_kind_of_cut(
     broker_url: str, prefix: str, start_hub: StartHub
 ) -> None:
     await start_hub()
-    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
+    async with EdgeAgent(
+        broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1, timeouts=LOADS_IN_TIME
+    ) as agent:
         full = agent.model.halves(EDGE_ONLY).head
         for cut in [CLOUD_ONLY, *_inner_cuts(agent), EDGE_ONLY]:
             for image in _images(2):
@@ -65,8 +70,8 @@ async def test_every_codec_crosses_the_wire_and_lossy_ones_stay_close(
 ) -> None:
     await start_hub()
     async with (
-        EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1, codec=codec) as agent,
-        EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1) as raw,
+        EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1, codec=codec, timeouts=LOADS_IN_TIME) as agent,
+        EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1, timeouts=LOADS_IN_TIME) as raw,
     ):
         full = agent.model.halves(EDGE_ONLY).head
         rows, cols = np.mgrid[0:32, 0:32]
