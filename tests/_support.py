@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from edge_agent import CLOUD_ONLY, EDGE_ONLY, ModelHalves
+from edge_agent import CLOUD_ONLY, EDGE_ONLY, ModelHalves, Timeouts
 from protocol import InferenceRequest, decode_status, encode_request, version_of
 from protocol.mqtt import BrokerURL, Connection, Incoming
 
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     """The ``start_hub`` fixture: starts an in-process hub on the test's broker and prefix."""
 
 TINY = "tiny"
+LOADS_IN_TIME = Timeouts(request=30.0)
+"""A deadline no first use of a tail outlasts, for tests of something else against a hub that loads on demand: on a
+busy host (a stress run beside the suite) a load took 4.8 s, past the default deadline's (a ``loading`` answer, and
+the device ran the request)."""
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent
 from models import digits
 from protocol import decode_tensor, encode_tensor
+from tests._support import LOADS_IN_TIME
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,8 +32,12 @@ async def test_int8_with_zstd_keeps_the_trained_models_answers(
     await start_hub()
     images, labels = digits.test_set()
     async with (
-        EdgeAgent(broker_url, model="digits", cut="conv2.relu", prefix=prefix, threads=1, codec=codec) as agent,
-        EdgeAgent(broker_url, model="digits", cut="conv2.relu", prefix=prefix, threads=1) as raw,
+        EdgeAgent(
+            broker_url, model="digits", cut="conv2.relu", prefix=prefix, threads=1, codec=codec, timeouts=LOADS_IN_TIME
+        ) as agent,
+        EdgeAgent(
+            broker_url, model="digits", cut="conv2.relu", prefix=prefix, threads=1, timeouts=LOADS_IN_TIME
+        ) as raw,
     ):
         fp32 = agent.model.halves(EDGE_ONLY).head.run({"image": images})["logits"].argmax(axis=1)
         results = [await agent.infer(image) for image in images]
@@ -50,8 +55,10 @@ async def test_a_compound_codec_sends_the_uint8_image_compressed_and_exact(
     await start_hub()
     images = digits.test_set()[0][:4]
     async with (
-        EdgeAgent(broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=codec) as agent,
-        EdgeAgent(broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1) as raw,
+        EdgeAgent(
+            broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=codec, timeouts=LOADS_IN_TIME
+        ) as agent,
+        EdgeAgent(broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1, timeouts=LOADS_IN_TIME) as raw,
     ):
         full = agent.model.halves(EDGE_ONLY).head
         results = [await agent.infer(image) for image in images]

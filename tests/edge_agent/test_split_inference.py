@@ -11,6 +11,7 @@ import pytest
 from edge_agent import CLOUD_ONLY, EDGE_ONLY, EdgeAgent, HubError, RequestTimeoutError, SyncEdgeAgent, Timeouts
 from models import partition
 from protocol import ErrorCode
+from tests._support import LOADS_IN_TIME
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,9 +21,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 MODEL = "tiny"
-LOADS_IN_TIME = Timeouts(request=30.0)
-"""A deadline no first use of a tail outlasts: the hub loads each on demand, and on a busy host (a stress run
-beside the suite) a load took 4.8 s, past the default deadline's: a ``loading`` answer, and the device ran it."""
 
 
 def _images(count: int, seed: int = 0) -> list[np.ndarray]:
