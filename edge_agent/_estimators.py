@@ -485,13 +485,15 @@ class _Outages:
         """Count again releases :meth:`drop_since` returned."""
         self._releases = sorted([*self._releases, *releases])
 
-    def held_ms(self, now_s: float) -> float:
-        """What an outage holds a transfer begun now on average, in ms (0 with none lately)."""
-        return sum(ms * ms for ms in self._lengths_ms(now_s)) / (2000.0 * self._max_age_s) if self._releases else 0.0
-
-    def share(self, now_s: float) -> float:
-        """The share of the last ``max_age_s`` that the link was out (0 with none lately)."""
-        return sum(self._lengths_ms(now_s)) / (1000.0 * self._max_age_s) if self._releases else 0.0
+    def cost(self, now_s: float) -> OutageCost:
+        """What the outages of the last ``max_age_s`` cost a transfer begun now (none with none lately)."""
+        if not self._releases:
+            return _NO_OUTAGES
+        lengths = self._lengths_ms(now_s)
+        return OutageCost(
+            held_ms=sum(ms * ms for ms in lengths) / (2000.0 * self._max_age_s),
+            share=sum(lengths) / (1000.0 * self._max_age_s),
+        )
 
     def _lengths_ms(self, now_s: float) -> list[float]:
         """Each young outage's length: its releases' longest hold."""
@@ -507,6 +509,21 @@ class _Outages:
 
     def _young(self, releases: list[_Release], now_s: float) -> list[_Release]:
         return [release for release in releases if now_s - release.end_s <= self._max_age_s]
+
+
+class OutageCost(NamedTuple):
+    """What a link's recent outages cost a transfer on average.
+
+    Attributes:
+        held_ms: How long they hold one begun at a random time, whatever its size.
+        share: The share of the time they took: what one in flight loses of its time on the wire.
+    """
+
+    held_ms: float
+    share: float
+
+
+_NO_OUTAGES = OutageCost(held_ms=0.0, share=0.0)
 
 
 class _Release(NamedTuple):
@@ -545,9 +562,9 @@ class LinkEstimator:
     prediction, on average, per byte sent (each packet is a chance of loss),
     for the planner to add, of the transfers that waited no more than two
     retransmission timeouts beyond it. Held longer, a transfer met an outage,
-    the link carrying nothing for a while: :meth:`held_ms` and
-    :meth:`out_share` are what the last minute's outages cost a transfer on
-    average (an outage holds a small transfer as long as a large one).
+    the link carrying nothing for a while: :meth:`outage_cost` is what the
+    last minute's outages cost a transfer on average (an outage holds a
+    small transfer as long as a large one).
 
     When transfers in a row (requests or pings) miss their prediction the
     same way by more than the link's noise allows (``change`` of the
@@ -683,19 +700,15 @@ class LinkEstimator:
         """
         return self._beyond.per_byte(now_s)
 
-    def held_ms(self, now_s: float) -> float:
-        """What the link's outages hold a transfer begun now on average, whatever its size (0 with none lately).
+    def outage_cost(self, now_s: float) -> OutageCost:
+        """What the last minute's outages cost a transfer begun now on average (none with none lately).
 
         A link that carries nothing for a while (a handover, a tunnel) holds
         whatever is in flight until it carries again, a small transfer as
         long as a large one (:class:`_Outages`); a transfer that takes time
-        pays :meth:`out_share` of it more.
+        loses the outages' share of it too.
         """
-        return self._outages.held_ms(now_s)
-
-    def out_share(self, now_s: float) -> float:
-        """The share of the last minute that the link was out: what a transfer in flight loses to outages."""
-        return self._outages.share(now_s)
+        return self._outages.cost(now_s)
 
     def estimate(self, now_s: float) -> tuple[float | None, float | None]:
         """``(rtt_ms, bandwidth_bit_s)`` now, each ``None`` while unknown."""
@@ -826,11 +839,11 @@ class LinkEstimator:
         if predicted is not None:
             surprise = self._surprise(estimate, bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
-                stall_ms = _loss_wait_ms(estimate.rtt)
-                if self._beyond.add(now_s, ms - predicted, bits, stall_ms):
+                excess, stall_ms = ms - predicted, _loss_wait_ms(estimate.rtt)
+                if self._beyond.add(now_s, excess, bits, stall_ms):
                     # it began, on average, half an interval between transfers after the outage did
-                    lead_ms = min(500.0 * self._beyond.interval_s(now_s), ms - predicted)
-                    self._outage_released(_Release(now_s, max(ms - predicted + lead_ms, 0.0), stall_ms / 1000.0))
+                    lead_ms = min(500.0 * self._beyond.interval_s(now_s), excess)
+                    self._outage_released(_Release(now_s, max(excess + lead_ms, 0.0), stall_ms / 1000.0))
             if surprise is _STALLED:  # in the tail now; its rate is the stall's, not the link's
                 self._surprises.clear()
                 return
@@ -962,14 +975,11 @@ class LinkEstimator:
             self._beyond.drop_latest(sum(surprise.bits > 0 for surprise in surprises))  # but not what showed it
             # nor is what showed it an outage, nor what comes while the new link settles, unless the link is
             # soon as fast as before
-            doubted = self._outages.drop_since(self._surprised_s)
-            if self._doubted is not None and now_s - self._doubted[0] <= _OUTAGE_WITHIN_S:
-                doubted = [*self._doubted[1], *doubted]
+            doubted = [*self._in_doubt(now_s), *self._outages.drop_since(self._surprised_s)]
             self._doubted = (now_s, [release for release in doubted if now_s - release.end_s <= _TAIL_MAX_AGE_S])
         else:  # a faster link: the slowness seen so far was the old link's
             self._beyond.clear()
-            if self._doubted is not None and now_s - self._doubted[0] <= _OUTAGE_WITHIN_S:
-                self._outages.restore(self._doubted[1])  # slower, then soon as fast again: it was out
+            self._outages.restore(self._in_doubt(now_s))  # slower, then soon as fast again: it was out
             self._doubted = None
         self._probed_s = -math.inf
         self._rtts_changed()
@@ -986,11 +996,16 @@ class LinkEstimator:
 
     def _outage_released(self, release: _Release) -> None:
         """An outage held a transfer: count it, or while a slower link may explain it, keep it in doubt."""
-        doubted = self._doubted
-        if doubted is not None and release.end_s - doubted[0] <= _OUTAGE_WITHIN_S:
-            doubted[1].append(release)
+        if self._doubted is not None and release.end_s - self._doubted[0] <= _OUTAGE_WITHIN_S:
+            self._doubted[1].append(release)
         else:
             self._outages.add(release)
+
+    def _in_doubt(self, now_s: float) -> list[_Release]:
+        """The outages a slower link may explain, while the last slower change is recent enough to be undone."""
+        if self._doubted is not None and now_s - self._doubted[0] <= _OUTAGE_WITHIN_S:
+            return self._doubted[1]
+        return []
 
     def _rtts_changed(self) -> None:
         """Say that the round trips changed (and so the samples): no estimate cached before holds."""

@@ -529,9 +529,9 @@ class Planner:
                 if queue_quantile is None
                 else merged_quantile(queue_quantile, now_s, QUEUE_WINDOW, self._queue, self.hubs.queue)
             ) or 0.0
-            held = self.link.held_ms(now_s)  # what outages hold a transfer, and what they take of its time on the wire
-            shared = rtt + self.link.overhead_ms + held + queue + (self._decode.value or 0.0)  # the same for every cut
-            per_byte = 8000.0 / bandwidth * (1.0 + self.link.out_share(now_s)) + self.link.tail_ms_per_byte(now_s)
+            outages = self.link.outage_cost(now_s)  # what they hold a transfer, and take of its time on the wire
+            shared = rtt + self.link.overhead_ms + outages.held_ms + queue + (self._decode.value or 0.0)  # every cut's
+            per_byte = 8000.0 / bandwidth * (1.0 + outages.share) + self.link.tail_ms_per_byte(now_s)
             parts = zip(head, self._tail_estimates(), self._bytes, self._edge_only, strict=True)
             refused = self._refusals.share(now_s)
             whole = math.nan if self._full_edge is None else head[self._full_edge]  # the model on the device

@@ -269,10 +269,10 @@ def test_outages_cost_what_a_transfer_begun_at_a_random_time_waits() -> None:
     outages.add(_Release(10.0, 1500.0, stall_s=0.2))  # the first transfer it held, 1.5 s
     outages.add(_Release(10.1, 700.0, stall_s=0.2))  # released with it: the same outage
     outages.add(_Release(40.0, 600.0, stall_s=0.2))  # another
-    assert outages.held_ms(40.0) == pytest.approx((1500.0**2 + 600.0**2) / (2 * 60_000.0))
-    assert outages.share(40.0) == pytest.approx((1500.0 + 600.0) / 60_000.0)
-    assert outages.held_ms(80.0) == pytest.approx(600.0**2 / (2 * 60_000.0))  # the first is a minute old
-    assert outages.held_ms(101.0) == outages.share(101.0) == 0.0
+    assert outages.cost(40.0).held_ms == pytest.approx((1500.0**2 + 600.0**2) / (2 * 60_000.0))
+    assert outages.cost(40.0).share == pytest.approx((1500.0 + 600.0) / 60_000.0)
+    assert outages.cost(80.0).held_ms == pytest.approx(600.0**2 / (2 * 60_000.0))  # the first is a minute old
+    assert outages.cost(101.0).held_ms == outages.cost(101.0).share == 0.0
 
 
 def test_a_link_that_seemed_slower_for_an_outage_keeps_it() -> None:
@@ -288,9 +288,9 @@ def test_a_link_that_seemed_slower_for_an_outage_keeps_it() -> None:
     assert link.bandwidth_bit_s(14.0) == pytest.approx(10e6, rel=0.05)
     # One outage in the last minute, of the 2 s that held the first transfer and up to half a second more (it
     # began, on average, half an interval between transfers after the outage did); and no stall.
-    out_ms = link.out_share(14.0) * 60_000.0
+    out_ms = link.outage_cost(14.0).share * 60_000.0
     assert 2000.0 < out_ms < 2500.0
-    assert link.held_ms(14.0) == pytest.approx(out_ms**2 / (2 * 60_000.0))
+    assert link.outage_cost(14.0).held_ms == pytest.approx(out_ms**2 / (2 * 60_000.0))
     assert link.tail_ms_per_byte(14.0) == 0.0
 
 
