@@ -51,8 +51,6 @@ from protocol.errors import ModelError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import onnx
-
     from models.partition import Split
 
 SessionFactory: TypeAlias = Callable[[bytes, int | None], Session]
@@ -384,6 +382,11 @@ class ModelHalves:
         all_cuts = partition.enumerate_cuts(model, shapes)
         cuts = tuple(_chain_cut(cut.id, cut.bytes, cut.tensors) for cut in all_cuts)
         candidates = {cut.id for cut in partition.candidate_cuts(all_cuts, codecs)}
+
+        def build_chain() -> tuple[SegmentsManifest, list[bytes]]:
+            segments = partition.split_segments(model, sorted(candidates), model_id=model_id)
+            return segments.manifest, [part.SerializeToString() for part in segments.models]
+
         inputs = next(cut.tensors for cut in all_cuts if cut.id == CLOUD_ONLY)  # what crosses there: the inputs
         return cls(
             model_id=model_id,
@@ -395,7 +398,7 @@ class ModelHalves:
             candidates=tuple(cut for cut in cuts if cut.id in candidates),
             threads=threads,
             split_at=functools.partial(partition.split, model, model_id=model_id),
-            build_chain=functools.partial(_build_chain, model, model_id, sorted(candidates)),
+            build_chain=build_chain,
             session_factory=session_factory,
             input_shapes=partition.input_shapes(model, shapes),
         )
@@ -442,13 +445,6 @@ def by_name(
 
 def _chain_cut(cut_id: str, size: int, crossing: tuple[TensorSpec, ...]) -> CutInfo:
     return CutInfo(id=cut_id, bytes=size, single_tensor=len(crossing) == 1)
-
-
-def _build_chain(model: onnx.ModelProto, model_id: str, cut_ids: list[str]) -> tuple[SegmentsManifest, list[bytes]]:
-    from models import partition  # noqa: PLC0415 - only reached with onnx installed
-
-    segments = partition.split_segments(model, cut_ids, model_id=model_id)
-    return segments.manifest, [part.SerializeToString() for part in segments.models]
 
 
 def _read_checked(path: Path, sha256: str) -> bytes:
