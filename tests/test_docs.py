@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from edgecut._cli import main
+from edgecut._cli import build_parser, main
+from edgecut._cli_service import argv_with_serve
 from edgecut._exit import ExitCode
 from models import partition
 from protocol import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
+DOCS = sorted(path.relative_to(ROOT) for path in [ROOT / "README.md", *ROOT.glob("docs/*.md")])
 
 
 def test_every_error_code_is_in_the_spec_table() -> None:
@@ -58,7 +60,7 @@ def test_the_cut_listing_table_names_every_key_models_cuts_json_prints(capsys: p
     assert all(list(cut) == listed for cut in cuts)
 
 
-@pytest.mark.parametrize("doc", sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]))
+@pytest.mark.parametrize("doc", DOCS)
 def test_relative_links_point_at_files_that_exist(doc: Path) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
     targets = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", text)
@@ -73,26 +75,23 @@ def _code_block_lines(doc: Path) -> list[str]:
     return [line.strip() for block in blocks for line in re.sub(r"\\\n\s*", " ", block).splitlines()]
 
 
-_DOCS = sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")])
 _PLACEHOLDERS = re.compile(r"[<\[{]|\.\.\.|…")  # MODEL <file>, [--optional], {a,b}: a synopsis, not a command
 
 
 def test_every_edgecut_command_the_docs_show_parses(capsys: pytest.CaptureFixture[str]) -> None:
     """Each ``edgecut ...`` line of a code block is a command the CLI takes: its subcommand and flags exist."""
-    from edgecut._cli import build_parser  # noqa: PLC0415
-    from edgecut._cli_service import argv_with_serve  # noqa: PLC0415
-
     commands = [
         (str(doc), _shell_command(line.removeprefix("$ ")))
-        for doc in _DOCS
+        for doc in DOCS
         for line in _code_block_lines(doc)
         if line.removeprefix("$ ").startswith("edgecut ") and not _PLACEHOLDERS.search(line)
     ]
     assert len(commands) >= 40  # the docs show dozens: a pattern that found none would pass for nothing
+    parser = build_parser()
     refused = []
     for doc, command in commands:
         try:
-            build_parser().parse_args(argv_with_serve(command[1:]))
+            parser.parse_args(argv_with_serve(command[1:]))
         except SystemExit as exc:
             if exc.code:
                 refused.append((doc, shlex.join(command), capsys.readouterr().err.strip().splitlines()[-1]))
@@ -108,7 +107,7 @@ def _shell_command(line: str) -> list[str]:
 
 def test_every_flag_the_docs_give_a_bench_is_in_its_help() -> None:
     """``python bench/X.py --flag`` anywhere in the docs or the benches' own docstrings: X exists and takes --flag."""
-    sources = [*_DOCS, *sorted(p.relative_to(ROOT) for p in ROOT.glob("bench/*.py"))]
+    sources = [*DOCS, *sorted(p.relative_to(ROOT) for p in ROOT.glob("bench/*.py"))]
     flags: dict[str, set[str]] = {}
     for source in sources:
         text = re.sub(r"\\\n\s*", " ", (ROOT / source).read_text(encoding="utf-8"))
