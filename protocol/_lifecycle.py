@@ -91,15 +91,21 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, again_after: float = _CANC
     publish (``asyncio.wait_for``) can be swallowed (CPython gh-86296), and the
     task then runs on, into its loop's next wait. So the cancel is sent again
     every ``again_after`` seconds while the task runs. What the task ended with
-    is retrieved, not raised. If the caller is cancelled meanwhile, ``task`` is
-    cancelled once more and the caller's cancellation propagates.
+    is retrieved, not raised.
+
+    If the caller is cancelled meanwhile, ``task`` is cancelled again at once
+    and still seen to its end before the caller's cancellation propagates: a
+    teardown cancelled twice (as this function's own callers are) must not
+    leave behind a task that swallowed its one cancel and runs on.
     """
-    try:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=again_after)
-    except asyncio.CancelledError:
+    interrupted = False
+    while not task.done():
         task.cancel()
-        raise
+        try:
+            await asyncio.wait([task], timeout=again_after)
+        except asyncio.CancelledError:
+            interrupted = True
     if not task.cancelled():
         task.exception()  # retrieved: not logged as never retrieved
+    if interrupted:
+        raise asyncio.CancelledError

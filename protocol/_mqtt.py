@@ -227,11 +227,13 @@ class Connection:
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is None:
             return
-        await cancel_and_wait(supervisor, again_after=_CANCEL_AGAIN_AFTER_S)  # one cancel may not do (gh-86296)
-        if not supervisor.cancelled() and supervisor.exception() is not None:
-            logger.warning("%s: connection supervisor ended with %r", self.client_id, supervisor.exception())
-        if self._connecting is not None:
-            await self._connecting.close_abandoned()
+        try:
+            await cancel_and_wait(supervisor, again_after=_CANCEL_AGAIN_AFTER_S)  # one cancel may not do (gh-86296)
+        finally:  # the supervisor has ended, even where this exit was cancelled meanwhile
+            if not supervisor.cancelled() and supervisor.exception() is not None:
+                logger.warning("%s: connection supervisor ended with %r", self.client_id, supervisor.exception())
+            if self._connecting is not None:
+                await self._connecting.close_abandoned()
 
     async def abort(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - like wait_connected
         """Drop the connection without a DISCONNECT, as a crash or a lost link does, and stop.
