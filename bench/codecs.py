@@ -113,7 +113,9 @@ def measure(model_name: str, image: np.ndarray, runs: int) -> list[dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    parser.add_argument(
+        "--models", nargs="+", default=["resnet18", "mobilenet_v2"], help="zoo models (default resnet18 mobilenet_v2)"
+    )
     parser.add_argument("--runs", type=int, default=20, help="timed runs per codec (default 20)")
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the rows as JSON here")
     args = parser.parse_args()

@@ -170,9 +170,11 @@ def _report(mechanism: str, samples: dict[float, list[float]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cut", default="layer2.0.out")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--factors", type=float, nargs="+", default=[1.0, 4.0, 8.0])
+    parser.add_argument("--cut", default="layer2.0.out", help="where the head ends (default layer2.0.out)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per factor (default 20)")
+    parser.add_argument(
+        "--factors", type=float, nargs="+", default=[1.0, 4.0, 8.0], help="slowdowns to emulate (default 1 4 8)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

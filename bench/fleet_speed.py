@@ -57,8 +57,10 @@ def _divided(curve: RateCurve, by: float) -> RateCurve:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", nargs="?", default="capacity-1000")
-    parser.add_argument("--policies", default="cloud,edge,auto")
+    parser.add_argument(
+        "scenario", nargs="?", default="capacity-1000", help="a scenario file or bundled name (default capacity-1000)"
+    )
+    parser.add_argument("--policies", default="cloud,edge,auto", help="comma-separated (default cloud,edge,auto)")
     parser.add_argument("--agents", type=int, help="agents in all, at the scenario's requests/s in all")
     parser.add_argument("--profiles", type=Path, help="a profiles file (default: measure the models now)")
     args = parser.parse_args()

@@ -123,7 +123,12 @@ def run_case(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profiles", type=Path, default=Path("docs/profiles/resnet18.json"))
+    parser.add_argument(
+        "--profiles",
+        type=Path,
+        default=Path("docs/profiles/resnet18.json"),
+        help="(default docs/profiles/resnet18.json)",
+    )
     parser.add_argument("--rate", type=float, default=1.0, help="requests a second per agent (default 1)")
     parser.add_argument("--seeds", type=int, default=1, help="runs of each case, seeds 1 to N (default 1)")
     parser.add_argument("--cases", choices=("lossy", "wifi"), default="lossy", help="which links (default lossy)")

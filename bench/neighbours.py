@@ -77,9 +77,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="mobilenet_v2")
-    parser.add_argument("--device", choices=list(DEVICES), default="rpi4")
-    parser.add_argument("--link", choices=LINKS, default="lte-drive")
+    parser.add_argument("--model", default="mobilenet_v2", help="zoo model (default mobilenet_v2)")
+    parser.add_argument("--device", choices=list(DEVICES), default="rpi4", help="emulated device (default rpi4)")
+    parser.add_argument("--link", choices=LINKS, default="lte-drive", help="emulated link (default lte-drive)")
     parser.add_argument("--slots", type=int, default=30, help="slots (default 30)")
     parser.add_argument("--period", type=float, default=0.6, help="seconds between slots (default 0.6)")
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the figures as JSON here")

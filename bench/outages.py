@@ -74,7 +74,12 @@ def _scenario(device: str, link: object, faults: list[dict[str, Any]]) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profiles", type=Path, default=Path("docs/profiles/resnet18.json"))
+    parser.add_argument(
+        "--profiles",
+        type=Path,
+        default=Path("docs/profiles/resnet18.json"),
+        help="(default docs/profiles/resnet18.json)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="runs of each case, seeds 1 to N (default 3)")
     parser.add_argument("--traces", action="store_true", help="the mobile link presets, no outage added")
     args = parser.parse_args()

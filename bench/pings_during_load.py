@@ -209,7 +209,7 @@ if __name__ == "__main__":
     parser.add_argument("--megabytes", type=int, default=320, help="weights of the large model")
     parser.add_argument("--every-ms", type=float, default=20.0, help="time between pings")
     parser.add_argument("--broker", default=None, help="default: start a local broker")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead")
     args = parser.parse_args()
     result = asyncio.run(main(args.megabytes, args.every_ms, args.broker))
     if args.json:

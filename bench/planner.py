@@ -669,7 +669,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "googlenet"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet18", "mobilenet_v2", "googlenet"],
+        help="zoo models (default: these three)",
+    )
     parser.add_argument(
         "--codecs",
         type=lambda text: [codec.strip() for codec in text.split(",") if codec.strip()],
@@ -684,9 +689,9 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=12, help="counted slots per cell (default 12)")
     parser.add_argument("--warm-up", type=int, default=2, help="slots per cell before counting (default 2)")
     parser.add_argument("--period", type=float, default=0.25, help="seconds between slots (default 0.25)")
-    parser.add_argument("--devices", nargs="+", choices=list(DEVICES), default=list(DEVICES))
-    parser.add_argument("--links", nargs="+", choices=LINKS, default=list(LINKS))
-    parser.add_argument("--loads", nargs="+", choices=LOADS, default=list(LOADS))
+    parser.add_argument("--devices", nargs="+", choices=list(DEVICES), default=list(DEVICES), help="(default: all)")
+    parser.add_argument("--links", nargs="+", choices=LINKS, default=list(LINKS), help="(default: all)")
+    parser.add_argument("--loads", nargs="+", choices=LOADS, default=list(LOADS), help="hub loads (default: all)")
     parser.add_argument(
         "--share-edge-only",
         action="store_true",
@@ -711,9 +716,16 @@ def main() -> None:
         help="let each policy's request draw the link's jitter and loss on, and a trace play on (not from the slot's)",
     )
     parser.add_argument("--no-fleet", dest="fleet", action="store_false", help="skip the fleet")
-    parser.add_argument("--fleet-agents", type=int, default=6)
-    parser.add_argument("--fleet-requests", type=int, default=40)
-    parser.add_argument("--fleet-period", type=float, default=0.1)
+    parser.add_argument("--fleet-agents", type=int, default=6, help="resnet18 agents (Pi 4s) on one hub (default 6)")
+    parser.add_argument(
+        "--fleet-requests",
+        type=int,
+        default=40,
+        help="requests per agent and policy, the first quarter not counted (default 40)",
+    )
+    parser.add_argument(
+        "--fleet-period", type=float, default=0.1, help="seconds between one agent's requests (default 0.1)"
+    )
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the figures as JSON here")
     parser.add_argument("--markdown", type=argparse.FileType("w"), help="also write the tables as Markdown here")
     parser.add_argument("--load-child", nargs=2, metavar=("BROKER", "RATE"), help=argparse.SUPPRESS)

@@ -135,10 +135,15 @@ def bench_model(name: str, runs: int, codecs: list[str]) -> dict[str, object]:
 def main() -> None:
     """Parse arguments, run, print a table (or, in a child, measure memory)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "googlenet"])
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet18", "mobilenet_v2", "googlenet"],
+        help="zoo names or .onnx files (default: these three)",
+    )
+    parser.add_argument("--runs", type=int, default=30, help="rounds of timed runs per cut (default 30)")
     parser.add_argument("--codecs", default="raw", help="codecs allowed (comma-separated): which cuts are candidates")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead")
     parser.add_argument("--memory-child", nargs="+", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:

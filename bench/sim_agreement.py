@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=1, help="run each scenario on its seed and the next N-1, pooling the requests"
     )
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="also print the reports as JSON")
     parser.add_argument("--keep", type=Path, help="keep each scenario's run directories under DIR/<scenario>")
     parser.add_argument(
         "--reuse",

@@ -294,8 +294,8 @@ async def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--model", default="resnet18", help="zoo model (default resnet18)")
+    parser.add_argument("--requests", type=int, default=30, help="timed requests per cut (default 30)")
     parser.add_argument("--broker", default=None, help="default: start a local broker")
     parser.add_argument("--cut", action="append", dest="cuts", help="measure this cut only (repeatable)")
     parser.add_argument("--codec", action="append", dest="codecs", help="measure with this codec (repeatable)")
@@ -309,7 +309,7 @@ if __name__ == "__main__":
         action="store_true",
         help="each cut's hub holds the zoo model as a chain of segments (default: the cut's split directory)",
     )
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead")
     args = parser.parse_args()
     rows = asyncio.run(
         main(

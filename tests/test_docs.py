@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import re
 import shlex
@@ -122,3 +124,30 @@ def test_every_flag_the_docs_give_a_bench_is_in_its_help() -> None:
         ).stdout
         unknown += [(script, flag) for flag in sorted(named) if not re.search(re.escape(flag) + r"\b", shown)]
     assert unknown == []
+
+
+def _options_without_help(parser: argparse.ArgumentParser, command: str) -> list[str]:
+    """Every option and argument of ``parser`` and its subcommands that ``--help`` shows without saying what it is."""
+    missing = []
+    for action in parser._actions:  # argparse keeps no public list
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                missing += _options_without_help(subparser, f"{command} {name}")
+        elif action.help is None:
+            missing.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_cli_option_says_what_it_is() -> None:
+    assert _options_without_help(build_parser(), "edgecut") == []
+
+
+def test_every_bench_option_says_what_it_is() -> None:
+    """Read off the benches' source: each ``add_argument`` has a ``help`` (``argparse.SUPPRESS`` for internal ones)."""
+    missing = []
+    for script in sorted(ROOT.glob("bench/*.py")):
+        for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+            calls_add_argument = isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+            if calls_add_argument and not any(keyword.arg == "help" for keyword in node.keywords):
+                missing.append(f"{script.name}:{node.lineno}")
+    assert missing == []
