@@ -201,7 +201,10 @@ async def test_agent_json_reports_match_local_inference(
     await start_hub()
     npy, array, png, picture = _write_inputs(tmp_path)
     argv = ["agent", str(npy), str(png), "--broker", broker_url, "--prefix", prefix, "--model", MODEL]
-    code, out, _ = await _run_in_thread(capsys, *argv, "--cut", cut, "--json", "--agent-id", "cli-agent")
+    loads_in_time = ["--timeout", "30"]  # the hub loads the tail on the first request
+    code, out, _ = await _run_in_thread(
+        capsys, *argv, *loads_in_time, "--cut", cut, "--json", "--agent-id", "cli-agent"
+    )
     assert code == ExitCode.OK
     reports = json.loads(out)
     assert [report["input"] for report in reports] == [str(npy), str(png)]
@@ -234,7 +237,7 @@ async def test_agent_text_output_names_the_hub_and_the_timings(
     await start_hub(hub_id="text-hub")
     npy, *_ = _write_inputs(tmp_path)
     argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--cut", INNER_CUT]
-    code, out, _ = await _run_in_thread(capsys, *argv)
+    code, out, _ = await _run_in_thread(capsys, *argv, "--timeout", "30")  # the tail loads in time
     assert code == ExitCode.OK
     assert f"{npy}: cut {INNER_CUT}" in out
     assert "hub text-hub" in out
@@ -280,7 +283,18 @@ async def test_agent_with_the_energy_objective_reports_predicted_joules(
     await start_hub()
     npy, *_ = _write_inputs(tmp_path)
     argv = ["agent", str(npy), "--broker", broker_url, "--prefix", prefix, "--model", MODEL, "--repeat", "4"]
-    energy = ["--objective", "energy", "--device-watts", "3", "--radio", "lte", "--no-state", "--json"]
+    energy = [
+        "--objective",
+        "energy",
+        "--device-watts",
+        "3",
+        "--radio",
+        "lte",
+        "--no-state",
+        "--json",
+        "--timeout",
+        "30",
+    ]
     code, out, _ = await _run_in_thread(capsys, *argv, *energy)
     assert code == ExitCode.OK
     reports = json.loads(out)

@@ -202,16 +202,18 @@ async def test_a_ping_flood_is_dropped_past_the_agents_rate_and_others_are_still
     topics = Topics(prefix)
     flood = 200
     async with watching(broker_url, topics.response("raw"), topics.response("other")) as watcher:
+        started = time.monotonic()
         for index in range(flood):
             ping = encode_ping(Ping(request_id=f"flood-{index}", sent_at=time.time()))
             await watcher.publish(topics.ping("raw"), ping, correlation=f"flood-{index}".encode())
         await until(lambda: hub.refused["ping_dropped"] + hub.pings.answered >= flood, "every ping to be handled")
+        refilled = 5 * (time.monotonic() - started)  # at most, however slowly a busy host handled the flood
         await watcher.publish(topics.ping("other"), encode_ping(Ping("theirs", time.time())), correlation=b"theirs")
         await watcher.send(topics.request("raw"), tiny_request())
         answers = await _all_that_arrive(watcher)
     ids = [answer.request_id for answer in answers]
     answered_flood = [i for i in ids if i.startswith("flood-")]
-    assert 10 <= len(answered_flood) <= 20  # the burst (2 x 5 per second) and what refilled meanwhile
+    assert 10 <= len(answered_flood) <= 10 + refilled + 1  # the burst (2 x 5 per second) and what refilled meanwhile
     assert "theirs" in ids  # another agent's ping is answered
     assert sum(1 for answer in answers if answer.outputs) == 1  # and the request too
     assert hub.refused["ping_dropped"] == flood - len(answered_flood)
@@ -307,7 +309,7 @@ async def test_a_load_never_holds_up_the_requests_of_loaded_models(
     """One worker: while a request waits for its model to load, the worker serves loaded models."""
     await start_hub(workers=1, preload=("tiny:input",))
     topics = Topics(prefix)
-    cold = msgpack.unpackb(encode_request(tiny_request()))
+    cold = msgpack.unpackb(encode_request(tiny_request(deadline_ms=60_000.0)))  # loaded in time, however busy
     resnet18 = ModelHalves.open("resnet18", threads=1)  # a model the hub loads for a second or more
     cold.update(id="cold", model="resnet18", model_sha256=resnet18.model_sha256)
     cold["tensors"] = {"image": {"dtype": "uint8", "shape": [1, 224, 224, 3], "data": bytes(224 * 224 * 3)}}

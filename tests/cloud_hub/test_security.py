@@ -58,6 +58,7 @@ needs_mosquitto = pytest.mark.skipif(
 
 USERS = ("victim", "attacker", "hub0", "hub1")
 HUBS = ("hub0", "hub1")
+_CUT = "stem.out"  # the cut the agents here send, whose tail the hubs preload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +126,8 @@ def secured(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iter
 
 @contextlib.asynccontextmanager
 async def _hubs(urls: dict[str, str], prefix: str) -> AsyncIterator[list[Hub]]:
-    hubs = [Hub(HubConfig(broker=urls[name], prefix=prefix, hub_id=name, threads=1)) for name in HUBS]
+    preload = (f"tiny:{_CUT}",)  # the first request is answered, not told the tail is loading, however busy the host
+    hubs = [Hub(HubConfig(broker=urls[name], prefix=prefix, hub_id=name, threads=1, preload=preload)) for name in HUBS]
     tasks = [asyncio.create_task(hub.serve()) for hub in hubs]
     try:
         await asyncio.wait_for(asyncio.gather(*(hub.ready.wait() for hub in hubs)), 30)
@@ -179,7 +181,7 @@ async def test_the_spoofing_attack_fails_with_the_acl(secured: Deployment) -> No
         secured.urls["victim"],
         agent_id="victim",  # the user name: the ACL lets it publish on this agent's topic only
         model="tiny",
-        cut="stem.out",
+        cut=_CUT,
         prefix=secured.prefix,
         fallback=False,
         threads=1,
@@ -295,7 +297,7 @@ async def test_forged_hub_statuses_change_nothing_with_the_acl(secured: Deployme
         secured.urls["victim"],
         agent_id="victim",
         model="tiny",
-        cut="stem.out",
+        cut=_CUT,
         prefix=secured.prefix,
         fallback=False,
         threads=1,
@@ -390,7 +392,7 @@ async def test_a_status_that_does_not_name_its_topics_hub_is_ignored(
         EdgeAgent(
             broker_url,
             model="tiny",
-            cut="stem.out",
+            cut=_CUT,
             prefix=prefix,
             fallback=False,
             threads=1,
@@ -444,7 +446,7 @@ async def test_the_example_mosquitto_conf_serves_a_deployment(tmp_path: Path, pr
     try:
         async with (
             _hubs(urls, prefix),
-            EdgeAgent(urls["victim"], agent_id="victim", model="tiny", cut="stem.out", prefix=prefix) as agent,
+            EdgeAgent(urls["victim"], agent_id="victim", model="tiny", cut=_CUT, prefix=prefix) as agent,
         ):
             image = random_images(1, seed=11)[0]
             result = await agent.infer(image)

@@ -428,7 +428,7 @@ async def test_an_unanswered_request_is_sent_again_after_the_retry_interval(brok
         _agent(broker_url, prefix, cut=INNER_CUT, fallback=False, timeouts=timeouts) as agent,
     ):
         result = await agent.infer(image)
-        assert agent._outbox.publishes == 2
+        assert agent._outbox.publishes >= 2  # a third where the answer to the second took over 0.2 s
     assert (result.hub_id, result.fallback) == ("scripted", None)
     np.testing.assert_allclose(result.outputs["logits"], tiny_logits(image), atol=1e-4)
 

@@ -13,6 +13,7 @@ from edge_agent._adaptive import auto_core
 from models import digits
 from protocol import effective_codec
 from protocol.errors import ConfigError
+from tests._support import LOADS_IN_TIME
 from tests.corpus import detector, float_input_model, realistic_inputs
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ async def test_an_allowed_codec_that_applies_only_in_part_is_named_by_what_it_se
     await start_hub()
     image = digits.test_set()[0][0]
     async with EdgeAgent(
-        broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1, codec="int8+zstd"
+        broker_url, model="digits", cut=CLOUD_ONLY, prefix=prefix, threads=1, codec="int8+zstd", timeouts=LOADS_IN_TIME
     ) as agent:
         full = agent.model.halves(EDGE_ONLY).head.run({"image": image[None]})["logits"]
         result = await agent.infer(image)
@@ -71,7 +72,8 @@ async def test_a_cut_the_caller_asks_for_says_when_the_codec_sent_everything_raw
 ) -> None:
     await start_hub()
     image = digits.test_set()[0][0]
-    async with EdgeAgent(broker_url, model="digits", cut="conv2.relu", prefix=prefix, threads=1, codec="int8") as agent:
+    options = {"cut": "conv2.relu", "prefix": prefix, "threads": 1, "codec": "int8", "timeouts": LOADS_IN_TIME}
+    async with EdgeAgent(broker_url, model="digits", **options) as agent:  # type: ignore[arg-type]
         at_its_cut = await agent.infer(image)
         asked_for = await agent.infer(image, cut=CLOUD_ONLY)
     assert (at_its_cut.codec, at_its_cut.tensor_codecs) == ("int8", {"conv2.relu": "int8"})
@@ -85,7 +87,13 @@ async def test_a_fixed_cut_uses_the_first_codec_of_an_allow_list(
     await start_hub(models_dir=tmp_path, use_zoo=False)
     feeds = realistic_inputs("float_input_model")
     async with EdgeAgent(
-        broker_url, model=model, cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=["fp16", "jpeg"]
+        broker_url,
+        model=model,
+        cut=CLOUD_ONLY,
+        prefix=prefix,
+        threads=1,
+        codec=["fp16", "jpeg"],
+        timeouts=LOADS_IN_TIME,
     ) as agent:
         result = await agent.infer(feeds)
     assert (result.hub_id, result.codec, result.tensor_codecs) == ("hub0", "fp16", {"input": "fp16"})

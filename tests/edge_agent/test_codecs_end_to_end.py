@@ -99,7 +99,8 @@ async def test_a_request_with_a_uint8_and_a_float_tensor_crosses_under_a_compoun
     rows, cols = np.mgrid[0:8, 0:8]
     image = np.stack([rows * 30, cols * 30, rows + cols], axis=-1).astype(np.uint8)[np.newaxis]
     features = np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32)
-    async with EdgeAgent(broker_url, model=model, cut=CLOUD_ONLY, prefix=prefix, threads=1, codec=codec) as agent:
+    options = {"cut": CLOUD_ONLY, "prefix": prefix, "threads": 1, "codec": codec, "timeouts": LOADS_IN_TIME}
+    async with EdgeAgent(broker_url, model=model, **options) as agent:  # type: ignore[arg-type]
         result = await agent.infer({"image": image, "features": features})
     assert (result.fallback, result.hub_id, result.codec) == (None, "hub0", codec)
     assert result.tensor_codecs == {"image": codec.partition("+")[2], "features": codec}  # each as it was sent
@@ -127,7 +128,8 @@ async def test_auto_sizes_compressed_activations_at_every_cut_on_the_first_real_
 ) -> None:
     await start_hub()
     image = digits.test_set()[0][0]
-    async with EdgeAgent(broker_url, model="digits", prefix=prefix, threads=1, codec=["raw", "int8+zstd"]) as agent:
+    options = {"prefix": prefix, "threads": 1, "codec": ["raw", "int8+zstd"], "timeouts": LOADS_IN_TIME}
+    async with EdgeAgent(broker_url, model="digits", **options) as agent:  # type: ignore[arg-type]
         planner = agent.core.planner
         assert planner is not None
         wanted = agent.core.to_size()

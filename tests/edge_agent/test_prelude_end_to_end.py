@@ -10,6 +10,7 @@ import pytest
 
 from edge_agent import CLOUD_ONLY, EdgeAgent
 from models import prelude
+from tests._support import LOADS_IN_TIME
 from tests.models._prelude_reference import convnet, reference, run
 
 if TYPE_CHECKING:
@@ -29,9 +30,10 @@ async def test_a_float_model_behind_a_prelude_sends_a_jpeg_at_cloud_only(
     await start_hub(models_dir=tmp_path, use_zoo=False)
     rows, cols = np.mgrid[0:120, 0:160]
     photo = np.stack([rows * 2, cols, (rows + cols) // 2], axis=-1).astype(np.uint8)  # smooth, as photos are
+    options = {"model": path, "cut": CLOUD_ONLY, "prefix": prefix, "threads": 1, "timeouts": LOADS_IN_TIME}
     async with (
-        EdgeAgent(broker_url, model=path, cut=CLOUD_ONLY, prefix=prefix, threads=1, codec="jpeg") as agent,
-        EdgeAgent(broker_url, model=path, cut=CLOUD_ONLY, prefix=prefix, threads=1) as raw,
+        EdgeAgent(broker_url, codec="jpeg", **options) as agent,  # type: ignore[arg-type]
+        EdgeAgent(broker_url, **options) as raw,  # type: ignore[arg-type]
     ):
         sent = await agent.infer(photo)
         exact = await raw.infer(photo)

@@ -39,7 +39,7 @@ async def test_a_service_with_an_empty_cache_fetches_its_model_and_serves_it_off
     hub = await start_hub(models_dir=tmp_path / "hub-models", use_zoo=False, hub_id="delivering-hub")
     image = random_images(1, seed=21)[0]
     state = tmp_path / "state"
-    async with serving(_fetching(broker_url, prefix, state)) as service:
+    async with serving(_fetching(broker_url, prefix, state, timeout_s=60.0)) as service:  # the tail loads in time
         await until(lambda: service.agents[TINY].connected, "the agent to connect")
         status, answer = await _post(service, f"/v2/models/{TINY}/infer", infer_json(image))
         _, described = await _get(service, f"/v2/models/{TINY}")

@@ -147,7 +147,7 @@ async def test_a_corrupted_version_is_refused_and_the_running_one_keeps_serving(
     v1, v1_dir = save_tiny_version(models, "v1", scale=1.0)
     hub = await start_hub(models_dir=models, use_zoo=False)
     assert hub.delivery is not None
-    async with serving(_config(broker_url, prefix, tmp_path / "state")) as service:
+    async with serving(_config(broker_url, prefix, tmp_path / "state", timeout_s=60.0)) as service:  # loads in time
         await until(lambda: service.agents[TINY].connected, "the agent to connect")
         async with stream_of(service).running() as stream:
             v2, v2_dir = save_tiny_version(models, "v2", scale=0.5)

@@ -90,7 +90,9 @@ async def test_with_an_allow_list_auto_chooses_codecs_from_it(
 ) -> None:
     await start_hub()
     allowed = ["raw", "fp16", "int8+zstd"]
-    async with EdgeAgent(broker_url, model=MODEL, prefix=prefix, threads=1, codec=allowed) as agent:
+    async with EdgeAgent(
+        broker_url, model=MODEL, prefix=prefix, threads=1, codec=allowed, timeouts=LOADS_IN_TIME
+    ) as agent:
         assert agent.codec == "raw"  # a fixed cut uses the first
         full = agent.model.halves(EDGE_ONLY).head
         for image in _images(6):
@@ -121,7 +123,8 @@ async def test_multi_tensor_cut_crosses_every_tensor(broker_url: str, prefix: st
 async def test_two_replicas_share_the_requests(broker_url: str, prefix: str, start_hub: StartHub) -> None:
     await start_hub(hub_id="replica-a")
     await start_hub(hub_id="replica-b")
-    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
+    options = {"model": MODEL, "cut": CLOUD_ONLY, "prefix": prefix, "threads": 1, "timeouts": LOADS_IN_TIME}
+    async with EdgeAgent(broker_url, **options) as agent:  # type: ignore[arg-type]
         results = await asyncio.gather(*(agent.infer(image) for image in _images(12)))
     served_by = {result.hub_id for result in results}
     assert served_by == {"replica-a", "replica-b"}

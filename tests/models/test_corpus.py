@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnx
 import pytest
@@ -30,10 +28,8 @@ def _inferred(name: str) -> dict[str, list[int | str | None]]:
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_each_model_is_valid_builds_fast_and_is_the_same_every_time(name: str) -> None:
-    started = time.perf_counter()
+def test_each_model_is_valid_and_the_same_every_time(name: str) -> None:
     model = CORPUS[name]()
-    assert time.perf_counter() - started < 1.0
     onnx.checker.check_model(model, full_check=True)
     assert CORPUS[name]().SerializeToString() == model.SerializeToString()  # weights from a fixed seed
 
