@@ -70,7 +70,8 @@ async def test_overloaded_hub_answers_at_once_and_agents_fall_back(
 ) -> None:
     hub = await start_hub(max_queue=1, workers=1, preload=(f"{MODEL}:{CLOUD_ONLY}",))
     images = random_images(6, seed=1)
-    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1) as agent:
+    patient = Timeouts(request=30)  # the accepted request waits out the parked phase, however slow the host
+    async with EdgeAgent(broker_url, model=MODEL, cut=CLOUD_ONLY, prefix=prefix, threads=1, timeouts=patient) as agent:
         assert (await agent.infer(images[0])).hub_id == "hub0"  # preloaded: answered before the worker is parked
         async with parked(hub):
             tasks = [asyncio.create_task(agent.infer(image)) for image in images[1:]]
@@ -168,12 +169,14 @@ async def test_an_agent_sends_a_request_a_stopping_hub_gave_back_to_another_repl
 ) -> None:
     stopping = await start_hub(workers=1, grace=0.2, hub_id="stopping", preload=(f"{MODEL}:{INNER_CUT}",))
     image = random_images(1, seed=4)[0]
-    async with EdgeAgent(broker_url, model=MODEL, cut=INNER_CUT, prefix=prefix, fallback=False) as agent:
+    patient = Timeouts(request=30)  # the request's deadline spans another hub's start and the hand-back
+    options = {"model": MODEL, "cut": INNER_CUT, "prefix": prefix, "fallback": False, "timeouts": patient}
+    async with EdgeAgent(broker_url, **options) as agent:  # type: ignore[arg-type]
         assert (await agent.infer(image)).hub_id == "stopping"  # preloaded: no load to wait for
         async with parked(stopping):
             task = asyncio.create_task(agent.infer(image))
             await until(lambda: stopping.queue_depth == 1, "the request to reach the stopping hub")
-            await start_hub(hub_id="other")  # joins the group; then the first hub stops
+            await start_hub(hub_id="other", preload=(f"{MODEL}:{INNER_CUT}",))  # joins; then the first hub stops
             stopping.request_shutdown()
             result = await asyncio.wait_for(task, 30)
     assert (result.hub_id, result.fallback) == ("other", None)
