@@ -315,11 +315,12 @@ class _Estimate(NamedTuple):
 class _Excesses:
     """Recent transfers' time beyond their prediction: their stalls' mean per byte (kept as running sums), quantiles.
 
-    A transfer's excess within two retransmission waits (:func:`_loss_wait_ms`:
-    a loss, or two) is a stall, which loss makes more likely the more packets
-    a transfer has: counted per byte (:meth:`per_byte`). A transfer held
-    longer met an outage, the link carrying nothing for a while, which holds
-    a small transfer as long as a large one: none of its excess is a stall,
+    A transfer's excess within the link's noise and two retransmission waits
+    (:func:`_loss_wait_ms`: a loss, or two) is a stall, which loss makes more
+    likely the more packets a transfer has: counted per byte
+    (:meth:`per_byte`). A transfer held longer met an outage, the link
+    carrying nothing for a while, which holds a small transfer as long as a
+    large one: none of its excess is a stall,
     nor that of any transfer that ended within one retransmission wait of
     it, before or after (the outage released them together, those that began
     late in it with less to wait). :meth:`add` says which it was, for
@@ -347,14 +348,23 @@ class _Excesses:
         self._bits_sum = 0.0
         self._released_s = -math.inf  # when the last transfer held beyond two stalls ended
 
-    def add(self, now_s: float, ms: float, bits: float, stall_ms: float) -> bool:
-        """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less); ``stall_ms``: a loss's wait.
+    def add(self, now_s: float, ms: float, bits: float, stall_ms: float, noise_ms: float) -> bool:
+        """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less).
+
+        Args:
+            now_s: When it ended.
+            ms: Its excess.
+            bits: Its size.
+            stall_ms: A loss's wait.
+            noise_ms: How far beyond its prediction the link's noise may take it:
+                without it, a 4 s transfer 20 % slow was held 800 ms, priced
+                as an outage at four times what such transfers cost.
 
         Returns:
             Whether an outage held it.
         """
         stall_s = stall_ms / 1000.0
-        if ms > _OUTAGE_AFTER * stall_ms:  # an outage: those that just ended were held by it too
+        if ms > noise_ms + _OUTAGE_AFTER * stall_ms:  # an outage: those that just ended were held by it too
             self._released_s = now_s
             self._count_as_held(since_s=now_s - stall_s)
         held_ms = 0.0
@@ -375,9 +385,10 @@ class _Excesses:
         return outage
 
     def drop_latest(self, count: int) -> None:
-        """Forget the ``count`` latest transfers."""
+        """Forget the ``count`` latest transfers, and any outage the latest of them showed."""
         for _ in range(min(count, len(self._at))):
-            self._at.pop()
+            if self._at.pop() >= self._released_s:  # what follows is no longer released with it
+                self._released_s = -math.inf
             self._ms_sum -= self._ms.pop()
             self._held.pop()
             self._bits_sum -= self._bits.pop()
@@ -840,7 +851,8 @@ class LinkEstimator:
             surprise = self._surprise(estimate, bits, ms, predicted, now_s, request=request, shows_uplink=shows_uplink)
             if bits > 0:
                 excess, stall_ms = ms - predicted, _loss_wait_ms(estimate.rtt)
-                if self._beyond.add(now_s, excess, bits, stall_ms):
+                noise_ms = self._noise_ms(estimate, predicted) + estimate.above  # as far as a surprise's, slower
+                if self._beyond.add(now_s, excess, bits, stall_ms, noise_ms):
                     # it began, on average, half an interval between transfers after the outage did
                     lead_ms = min(500.0 * self._beyond.interval_s(now_s), excess)
                     self._outage_released(_Release(now_s, max(excess + lead_ms, 0.0), stall_ms / 1000.0))
@@ -883,13 +895,21 @@ class LinkEstimator:
         :data:`_STALLED`, no surprise. A small ping that comes back far too
         fast shows a faster link, though too short to measure it.
         """
-        allowed = self._change * (predicted - (estimate.rtt or 0.0)) + _NOISE_MS  # known: there is a prediction
+        allowed = self._noise_ms(estimate, predicted)
         missed_by = ms - predicted
         if -(allowed + estimate.below) <= missed_by <= allowed + estimate.above:
             return None
         if 0 < missed_by <= allowed + estimate.above + self._usual_excess_ms(now_s):  # as stalls often make it
             return _STALLED
         return _Surprise(bits=bits, ms=ms, request=request, predicted=predicted, shows_uplink=shows_uplink)
+
+    def _noise_ms(self, estimate: _Estimate, predicted: float) -> float:
+        """How far the link's noise may move a transfer ``predicted`` to take so long.
+
+        ``change`` of its time beyond the round trip (the transfer, and a
+        request's overhead), plus 2 ms of scheduling noise.
+        """
+        return self._change * (predicted - (estimate.rtt or 0.0)) + _NOISE_MS
 
     def _learn(
         self, estimate: _Estimate, bits: float, ms: float, now_s: float, *, request: bool, shows_uplink: bool

@@ -255,11 +255,15 @@ def test_recurring_outages_are_priced_per_transfer_not_per_byte(outage_s: float,
 
 def test_an_outage_is_no_stall_nor_are_the_transfers_it_released() -> None:
     excesses = _Excesses(32, 60.0)
-    assert not excesses.add(1.0, 150.0, 80_000.0, stall_ms=200.0)  # a stall, a loss's: per byte
-    assert not excesses.add(2.0, 100.0, 80_000.0, stall_ms=200.0)  # a stall too, until...
-    assert excesses.add(2.1, 900.0, 8_000.0, stall_ms=200.0)  # ...held beyond two stalls, released with the one before
-    assert excesses.add(2.2, 50.0, 8_000.0, stall_ms=200.0)  # began late in the outage: released with them
-    assert not excesses.add(3.0, 60.0, 80_000.0, stall_ms=200.0)  # a stall again
+    assert not excesses.add(1.0, 150.0, 80_000.0, stall_ms=200.0, noise_ms=10.0)  # a stall, a loss's: per byte
+    assert not excesses.add(2.0, 100.0, 80_000.0, stall_ms=200.0, noise_ms=10.0)  # a stall too, until...
+    assert excesses.add(
+        2.1, 900.0, 8_000.0, stall_ms=200.0, noise_ms=10.0
+    )  # ...held beyond two stalls, released with the one before
+    assert excesses.add(
+        2.2, 50.0, 8_000.0, stall_ms=200.0, noise_ms=10.0
+    )  # began late in the outage: released with them
+    assert not excesses.add(3.0, 60.0, 80_000.0, stall_ms=200.0, noise_ms=10.0)  # a stall again
     assert excesses.per_byte(3.0) == pytest.approx((150.0 + 60.0) / (80_000.0 * 3 + 8_000.0 * 2) * 8)
     assert excesses.quantile(0.5, 3.0, at_least=1, most_ms=200.0) == 100.0  # an outage's wait counts as a stall's
 
@@ -292,6 +296,29 @@ def test_a_link_that_seemed_slower_for_an_outage_keeps_it() -> None:
     assert 2000.0 < out_ms < 2500.0
     assert link.outage_cost(14.0).held_ms == pytest.approx(out_ms**2 / (2 * 60_000.0))
     assert link.tail_ms_per_byte(14.0) == 0.0
+
+
+def test_a_long_transfer_slowed_by_the_links_noise_met_no_outage() -> None:
+    # 4 s transfers vary by up to 20 %, within the link's noise: their slow ones wait 800 ms more than predicted,
+    # beyond two retransmission waits (400 ms) but no outage; priced as one, they cost ten times what they do.
+    link = _link_at_10_mbit_s(20.0)
+    factors = (0.85, 1.15, 0.9, 1.2, 0.8, 1.1)
+    for index in range(20):
+        link.observe(5_000_000, 20.0 + 4000.0 * factors[index % len(factors)], 10.0 + 3.0 * index)
+    assert link.outage_cost(70.0) == (0.0, 0.0)
+    assert link.bandwidth_bit_s(70.0) == pytest.approx(10e6, rel=0.2)
+
+
+def test_a_slower_link_takes_with_it_the_outage_only_its_first_transfers_showed() -> None:
+    # The transfers that showed a slower link are no stalls: dropped from the tail, and any outage they seemed to
+    # release with them; a ping a moment later is a stall again, not released by that outage.
+    link = _link_at_10_mbit_s(20.0)
+    for index in range(8):  # 1 Mbit in 100 ms, as predicted
+        link.observe(125_000, 120.0, 6.0 + 0.5 * index)
+    for index in range(3):  # 1 Mbit in 1 s from now on: a link of 1 Mbit/s, its first transfer taken for an outage
+        link.observe(125_000, 1020.0, 10.0 + 1.0 * index)
+    excesses = link._beyond
+    assert not excesses.add(12.1, 50.0, 8_000.0, stall_ms=200.0, noise_ms=10.0)
 
 
 def test_probes_see_a_faster_link_while_the_device_runs_everything() -> None:
@@ -1057,7 +1084,7 @@ def test_the_tails_young_transfers_are_the_ones_a_filter_of_them_all_keeps() -> 
             excesses.drop_latest(2)
             kept = kept[:-2]
         ms, bits = rng.uniform(-5.0, 50.0), rng.choice([8_000.0, 80_000.0])
-        assert not excesses.add(now, ms, bits, stall_ms=200.0)  # none of them an outage: all stalls
+        assert not excesses.add(now, ms, bits, stall_ms=200.0, noise_ms=10.0)  # none of them an outage: all stalls
         kept = [*[sample for sample in kept if now - sample[0] <= 10.0], (now, ms, bits)][-8:]
         for later in (0.0, 4.0, 9.5, 30.0):
             young = [(ms, bits) for at, ms, bits in kept if now + later - at <= 10.0]
