@@ -127,7 +127,7 @@ def main() -> None:
         "--profiles",
         type=Path,
         default=Path("docs/profiles/resnet18.json"),
-        help="(default docs/profiles/resnet18.json)",
+        help="the models' measured profiles (default docs/profiles/resnet18.json)",
     )
     parser.add_argument("--rate", type=float, default=1.0, help="requests a second per agent (default 1)")
     parser.add_argument("--seeds", type=int, default=1, help="runs of each case, seeds 1 to N (default 1)")

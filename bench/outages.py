@@ -78,7 +78,7 @@ def main() -> None:
         "--profiles",
         type=Path,
         default=Path("docs/profiles/resnet18.json"),
-        help="(default docs/profiles/resnet18.json)",
+        help="the models' measured profiles (default docs/profiles/resnet18.json)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="runs of each case, seeds 1 to N (default 3)")
     parser.add_argument("--traces", action="store_true", help="the mobile link presets, no outage added")

@@ -33,7 +33,8 @@ _TAIL_MAX_AGE_S = 60.0
 _MIN_RTO_MS = 200.0
 """TCP's least retransmission timeout (Linux's): what one lost segment makes a transfer wait at the least."""
 _OUTAGE_AFTER = 2.0
-"""A transfer slower than predicted by more than this many retransmission waits met an outage, not a loss."""
+"""A transfer slower than predicted by the link's noise and more than this many retransmission waits met an
+outage, not a loss."""
 _OUTAGE_WITHIN_S = 10.0
 """A link that seemed slower, then within this long faster again, was out: what showed it (and what came
 meanwhile) was an outage; else it was slower, and none of that was."""
@@ -234,14 +235,14 @@ def _loss_wait_ms(rtt_ms: float | None) -> float:
 
     Loss makes a transfer wait out a retransmission now and then, the more
     often the more packets it has: a stall, counted per byte. A transfer
-    held beyond two such waits met an outage instead (the link carrying
-    nothing for a while: a handover, a tunnel), which holds a small transfer
-    as long as a large one. Counted per byte, one 1 s outage priced the
-    camera's image out for a minute (it stalled one request, a ping and the
-    next request of a 150 KB image, made the image 1.2x the cost of a 10 KB
-    cut, and the planner sent the cut, whose few bytes left the outage ever
-    larger per byte, for 14 s): :class:`_Outages` counts outages by the time
-    the link was out.
+    held beyond the link's noise and two such waits met an outage instead
+    (the link carrying nothing for a while: a handover, a tunnel), which
+    holds a small transfer as long as a large one. Counted per byte, one
+    1 s outage priced the camera's image out for a minute (it stalled one
+    request, a ping and the next request of a 150 KB image, made the image
+    1.2x the cost of a 10 KB cut, and the planner sent the cut, whose few
+    bytes left the outage ever larger per byte, for 14 s): :class:`_Outages`
+    counts outages by the time the link was out.
     """
     return max(_MIN_RTO_MS, 2 * (rtt_ms or 0.0))
 
@@ -320,10 +321,9 @@ class _Excesses:
     likely the more packets a transfer has: counted per byte
     (:meth:`per_byte`). A transfer held longer met an outage, the link
     carrying nothing for a while, which holds a small transfer as long as a
-    large one: none of its excess is a stall,
-    nor that of any transfer that ended within one retransmission wait of
-    it, before or after (the outage released them together, those that began
-    late in it with less to wait). :meth:`add` says which it was, for
+    large one: none of its excess is a stall, nor that of any transfer that
+    ended within one retransmission wait of it, before or after (the outage
+    released them together, those that began late in it with less to wait). :meth:`add` says which it was, for
     :class:`_Outages`; the quantiles count both kinds.
 
     Transfers come in time order; the last ``window`` count, those within
@@ -346,7 +346,7 @@ class _Excesses:
         self._max_age_s = max_age_s
         self._ms_sum = 0.0
         self._bits_sum = 0.0
-        self._released_s = -math.inf  # when the last transfer held beyond two stalls ended
+        self._released_s = -math.inf  # when the last transfer an outage held ended
 
     def add(self, now_s: float, ms: float, bits: float, stall_ms: float, noise_ms: float) -> bool:
         """A transfer of ``bits`` took ``ms`` beyond its prediction (negative: less).
@@ -571,11 +571,11 @@ class LinkEstimator:
     a timeout of 200 ms or more), and a stream of requests pays the mean:
     :meth:`tail_ms_per_byte` is what the last transfers took beyond their
     prediction, on average, per byte sent (each packet is a chance of loss),
-    for the planner to add, of the transfers that waited no more than two
-    retransmission timeouts beyond it. Held longer, a transfer met an outage,
-    the link carrying nothing for a while: :meth:`outage_cost` is what the
-    last minute's outages cost a transfer on average (an outage holds a
-    small transfer as long as a large one).
+    for the planner to add, of the transfers that waited no more than the
+    link's noise and two retransmission timeouts beyond it. Held longer, a
+    transfer met an outage, the link carrying nothing for a while:
+    :meth:`outage_cost` is what the last minute's outages cost a transfer on
+    average (an outage holds a small transfer as long as a large one).
 
     When transfers in a row (requests or pings) miss their prediction the
     same way by more than the link's noise allows (``change`` of the
